@@ -1,0 +1,33 @@
+//! Devices built into the host, listed as `*NAME` in `[386Enh] device`
+//! (as `device=*SHELL` named a device inside WIN386.EXE).
+
+use std::rc::Rc;
+
+use vmm_plugin_api::abi::{Carry, ControlArgs, ServiceCall};
+
+use crate::machine::Core;
+use crate::registry::DeviceInfo;
+
+/// A device implemented by the host.
+pub(crate) trait Builtin {
+    /// Its DDB.
+    fn info(&self, core: &Core) -> DeviceInfo;
+    /// Its control procedure.
+    fn control(&self, core: &Core, args: &ControlArgs) -> Carry {
+        let _ = (core, args);
+        Carry::Clear
+    }
+    /// A service by ordinal, called by `caller` (an instance number).
+    fn service(&self, core: &Core, caller: u32, ordinal: u16, call: &mut ServiceCall) -> Carry;
+}
+
+/// The built-in devices this host provides.
+pub(crate) const BUILTINS: [&str; 1] = ["SHELL"];
+
+/// Create the built-in device `name` (without the `*`).
+pub(crate) fn create(name: &str) -> Option<Rc<dyn Builtin>> {
+    match name.to_ascii_uppercase().as_str() {
+        "SHELL" => Some(Rc::new(crate::shell::Shell)),
+        _ => None,
+    }
+}

@@ -1,0 +1,284 @@
+//! The `vmm` command line: `run`, `check`, `list`. Human output goes
+//! through `tracing` (stderr, `RUST_LOG` honoured); machine output through
+//! `--trace`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::machine::{Machine, MachineOptions};
+use crate::manifest::{BuildPolicy, Manifest, ManifestBuilder};
+use crate::resolve::{SearchPath, library_name};
+
+/// The `vmm` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "vmm",
+    version,
+    about = "An emulator of the Windows 3.1/95 Virtual Machine Manager that hosts VxD plugins"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a machine, run it to its natural end (or --until), shut it down.
+    Run(RunArgs),
+    /// Load and validate the devices, run the init phases, report, exit.
+    Check(CommonArgs),
+    /// Show the device list: name, ID, init order, file, APIs, services.
+    List(CommonArgs),
+}
+
+#[derive(Args, Debug, Default)]
+struct CommonArgs {
+    /// Manifest files (TOML system.ini); later files override earlier ones.
+    #[arg(value_name = "MANIFEST")]
+    manifests: Vec<PathBuf>,
+    /// Override a manifest key: SECTION.KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Extra plugin directory, searched first (repeatable).
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    plugin_dir: Vec<PathBuf>,
+    /// When to build plugins with cargo: missing (default), always, never.
+    #[arg(long, value_name = "WHEN")]
+    build: Option<String>,
+    /// Write the JSON-lines trace here.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Default)]
+struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Stop at this virtual time (for example 500ms, 2s).
+    #[arg(long, value_name = "DURATION")]
+    until: Option<String>,
+    /// Event order: lifo (default), fifo, random.
+    #[arg(long, value_name = "ORDER")]
+    order: Option<String>,
+    /// Seed for the random order mode.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Pace virtual time to the wall clock.
+    #[arg(long)]
+    realtime: bool,
+    /// Write a Chrome trace / Perfetto timeline here.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
+}
+
+/// Parse the process arguments and run; the exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        None => run(RunArgs::default()),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Check(args)) => check(args),
+        Some(Command::List(args)) => list(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Read the manifests and overrides (default `system.ini`).
+fn manifest(args: &CommonArgs, extra_sets: &[String]) -> Result<Manifest> {
+    let mut builder = ManifestBuilder::new();
+    if args.manifests.is_empty() {
+        builder = builder.file("system.ini")?;
+    }
+    for m in &args.manifests {
+        builder = builder.file(m)?;
+    }
+    for s in args.set.iter().chain(extra_sets) {
+        builder = builder.set(s.clone());
+    }
+    builder.build()
+}
+
+/// Every plugin name a manifest refers to.
+fn plugin_names(m: &Manifest) -> Vec<String> {
+    let mut names: Vec<String> = m
+        .tsr
+        .iter()
+        .map(|t| t.device.clone())
+        .chain(m.devices.iter().filter(|d| d.builtin().is_none()).map(|d| d.name.clone()))
+        .chain(m.windows.load.iter().map(|(n, _)| n.clone()))
+        .chain(m.vms.iter().filter_map(|v| v.program.clone()))
+        .chain(m.programs.values().map(|p| p.module.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Build, with cargo, the workspace plugins the manifest needs that are not
+/// on the search path (or all of them with `always`). Returns directories to
+/// search first.
+fn build_plugins(m: &Manifest, policy: BuildPolicy, extra_dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if policy == BuildPolicy::Never {
+        return Ok(Vec::new());
+    }
+    let mut search = SearchPath::for_manifest(m);
+    for d in extra_dirs.iter().rev() {
+        search.prepend(d.clone());
+    }
+    let wanted: Vec<String> =
+        plugin_names(m).into_iter().filter(|n| policy == BuildPolicy::Always || search.find(n).is_none()).collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir: &Path = if m.base_dir.as_os_str().is_empty() { Path::new(".") } else { &m.base_dir };
+    let Ok((_root, packages)) = crate::cargo::workspace_plugins(dir) else {
+        // Not inside a cargo workspace: the loader reports what is missing.
+        return Ok(Vec::new());
+    };
+    let to_build: Vec<String> = wanted
+        .iter()
+        .filter_map(|n| {
+            let lib = library_name(n);
+            packages.iter().find(|p| p.lib_name == lib).map(|p| p.package.clone())
+        })
+        .collect();
+    if to_build.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::info!("building {} with cargo", to_build.join(", "));
+    let artifacts = crate::cargo::build(dir, &to_build, !cfg!(debug_assertions)).map_err(Error::Build)?;
+    let mut dirs: Vec<PathBuf> = artifacts.values().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
+    dirs.sort();
+    dirs.dedup();
+    Ok(dirs)
+}
+
+fn machine(args: &CommonArgs, m: Manifest) -> Result<Machine> {
+    let policy = match &args.build {
+        Some(b) => b.parse().map_err(|e: String| Error::Build(e))?,
+        None => m.machine.build,
+    };
+    let mut plugin_dirs = args.plugin_dir.clone();
+    plugin_dirs.extend(build_plugins(&m, policy, &args.plugin_dir)?);
+    let trace: Option<Box<dyn Write>> = match &args.trace {
+        Some(path) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| Error::Io { path: path.clone(), message: e.to_string() })?,
+        ))),
+        None => None,
+    };
+    Ok(Machine::new(m, MachineOptions { capture_trace: false, trace, plugin_dirs }))
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let mut sets = Vec::new();
+    if let Some(u) = &args.until {
+        sets.push(format!("machine.until=\"{u}\""));
+    }
+    if let Some(o) = &args.order {
+        sets.push(format!("machine.order=\"{o}\""));
+    }
+    if let Some(s) = args.seed {
+        sets.push(format!("machine.seed={s}"));
+    }
+    if args.realtime {
+        sets.push("machine.realtime=true".to_string());
+    }
+    let m = manifest(&args.common, &sets)?;
+    let _ = &args.timeline;
+    let mut machine = machine(&args.common, m)?;
+    machine.boot()?;
+    machine.shutdown()?;
+    machine.finish_trace()
+}
+
+fn check(args: CommonArgs) -> Result<()> {
+    let m = manifest(&args, &[])?;
+    let mut machine = machine(&args, m)?;
+    machine.boot()?;
+    machine.shutdown()?;
+    machine.finish_trace()?;
+    let devices = machine.devices();
+    let active = devices.iter().filter(|d| d.active).count();
+    println!(
+        "ok: {} device(s) loaded, {} initialized, {} violation(s)",
+        devices.len(),
+        active,
+        machine.violation_count()
+    );
+    for d in devices.iter().filter(|d| !d.active) {
+        println!("  {} ({}) was not initialized", d.info.name, d.file);
+    }
+    Ok(())
+}
+
+fn list(args: CommonArgs) -> Result<()> {
+    let m = manifest(&args, &[])?;
+    let mut machine = machine(&args, m)?;
+    machine.load_devices()?;
+    let rows: Vec<[String; 6]> = machine
+        .devices()
+        .into_iter()
+        .map(|d| {
+            let apis = match (d.info.has_v86_api, d.info.has_pm_api) {
+                (true, true) => "V86,PM",
+                (true, false) => "V86",
+                (false, true) => "PM",
+                (false, false) => "-",
+            };
+            [
+                d.info.name.clone(),
+                format!("{:#06X}", d.info.device_id),
+                format!("{:#010X}", d.info.init_order),
+                d.file.clone(),
+                apis.to_string(),
+                d.info.services.len().to_string(),
+            ]
+        })
+        .collect();
+    print!("{}", table(["NAME", "ID", "INIT ORDER", "FILE", "APIS", "SERVICES"], &rows));
+    Ok(())
+}
+
+/// Format rows as an aligned text table.
+pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(str::len);
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let text: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for r in rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}

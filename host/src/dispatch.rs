@@ -1,0 +1,137 @@
+//! `VxDCall` dispatch: `(device_id << 16) | ordinal` to a device's service
+//! table, with Windows' rules for missing devices and ordinals.
+
+use vmm_plugin_api::abi::{Carry, ServiceCall, VmmError};
+use vmm_plugin_api::ddk::{CF_MASK, VMM_DEVICE_ID};
+
+use crate::machine::Core;
+use crate::registry::DeviceCode;
+use crate::trace::{CallOutcome, TraceEvent};
+
+impl Core {
+    /// Dispatch a `VxDCall` from `caller`. Returns `Err(FATAL)` after the
+    /// fatal "Invalid VxD dynamic link call".
+    pub(crate) fn vxd_call(&self, caller: u32, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
+        let device_id = (service >> 16) as u16;
+        // Bit 15 of the ordinal marks VxDJmp; the service is the same.
+        let ordinal = (service & 0x7FFF) as u16;
+        if device_id == VMM_DEVICE_ID {
+            return self.vmm_vxd_call(ordinal, call);
+        }
+        let target = {
+            let reg = self.registry.borrow();
+            reg.by_id(device_id).map(|i| {
+                let s = &reg.slots[i];
+                (s.code.clone(), s.instance, s.info.services.get(ordinal as usize).cloned(), s.info.services.len())
+            })
+        };
+        let invalid = |core: &Core| {
+            let message =
+                format!("Invalid VxD dynamic link call to device number {device_id:04X}, service {ordinal:04X}");
+            let by = core.instance_name(caller).to_string();
+            core.set_fatal(message, Some(by));
+            Err(VmmError::FATAL)
+        };
+        let Some((code, instance, name, count)) = target else {
+            if ordinal == 0 {
+                // The documented presence test: Get_Version of a device that
+                // is not loaded returns AX = 0 with carry set.
+                call.regs.eax = 0;
+                call.regs.flags |= CF_MASK;
+                self.trace(|| TraceEvent::VxdCall {
+                    caller: self.instance_name(caller).to_string(),
+                    device_id,
+                    ordinal,
+                    service: None,
+                    result: CallOutcome::Set,
+                });
+                return Ok(());
+            }
+            return invalid(self);
+        };
+        if ordinal as usize >= count && ordinal != 0 {
+            return invalid(self);
+        }
+        let context = self.context();
+        let outcome = match code {
+            DeviceCode::Builtin(b) => {
+                CallOutcome::from(self.with_frame(instance, context, || b.service(self, caller, ordinal, call)))
+            }
+            DeviceCode::Plugin { inst, .. } => {
+                match self.invoke(instance, "service", context, |cx| {
+                    (inst.vtable.service())(inst.this, cx, ordinal as u32, call)
+                }) {
+                    Ok(c) => CallOutcome::from(c),
+                    Err(o) => o,
+                }
+            }
+        };
+        match outcome {
+            CallOutcome::Clear => call.regs.flags &= !CF_MASK,
+            _ => call.regs.flags |= CF_MASK,
+        }
+        self.trace(|| TraceEvent::VxdCall {
+            caller: self.instance_name(caller).to_string(),
+            device_id,
+            ordinal,
+            service: name.clone(),
+            result: outcome,
+        });
+        if self.is_fatal() { Err(VmmError::FATAL) } else { Ok(()) }
+    }
+
+    /// The VMM's own register-convention services through `VxDCall`.
+    fn vmm_vxd_call(&self, ordinal: u16, call: &mut ServiceCall) -> Result<(), VmmError> {
+        use vmm_plugin_api::ddk::*;
+        let r = &mut call.regs;
+        let set_zf = |r: &mut vmm_plugin_api::abi::Regs, on: bool| {
+            if on { r.flags |= ZF_MASK } else { r.flags &= !ZF_MASK }
+        };
+        let set_cf = |r: &mut vmm_plugin_api::abi::Regs, on: bool| {
+            if on { r.flags |= CF_MASK } else { r.flags &= !CF_MASK }
+        };
+        match ordinal {
+            GET_VMM_VERSION => {
+                r.eax = self.vmm_version();
+                r.ecx = 0;
+                set_cf(r, false);
+            }
+            GET_CUR_VM_HANDLE => r.ebx = self.cur_vm.get(),
+            GET_SYS_VM_HANDLE => r.ebx = self.sys_vm.get(),
+            TEST_CUR_VM_HANDLE => set_zf(r, r.ebx == self.cur_vm.get()),
+            TEST_SYS_VM_HANDLE => set_zf(r, r.ebx == self.sys_vm.get()),
+            VALIDATE_VM_HANDLE => {
+                let ok = self.vm_valid(r.ebx);
+                set_cf(r, !ok);
+            }
+            GET_SYSTEM_TIME => r.eax = self.now.get().system_time_ms(),
+            _ => {
+                let refuse = self.violation(
+                    "VMM_SERVICE_BY_VXDCALL",
+                    format!(
+                        "VMM service {ordinal:#06X} is available through the typed Vmm API only; \
+                         call the Vmm method of the same name"
+                    ),
+                    Some("VxDCall"),
+                );
+                set_cf(r, true);
+                if refuse {
+                    return Err(VmmError::VIOLATION);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `Get_VMM_Version`: AH.AL.
+    pub(crate) fn vmm_version(&self) -> u32 {
+        let (major, minor) = self.manifest.machine.windows_version;
+        ((major as u32) << 8) | minor as u32
+    }
+}
+
+impl From<CallOutcome> for Carry {
+    fn from(o: CallOutcome) -> Self {
+        Carry::from_failed(o != CallOutcome::Clear)
+    }
+}

@@ -1,0 +1,31 @@
+//! `vmm`: an emulator of the Windows 3.1/95 Virtual Machine Manager that
+//! hosts VxDs written as Rust plugins.
+//!
+//! The library is what the `vmm` binary, the end-to-end tests and plugin
+//! authors' own tests drive: build a [`Manifest`], create a [`Machine`],
+//! boot it, run it, shut it down, and read its trace. See ARCHITECTURE.md
+//! for the map of the modules.
+
+pub mod boot;
+pub(crate) mod builtin;
+pub mod cargo;
+pub mod cli;
+pub(crate) mod dispatch;
+pub mod error;
+pub mod loader;
+pub mod machine;
+pub mod manifest;
+pub(crate) mod profile;
+pub mod registry;
+pub mod resolve;
+pub(crate) mod services;
+pub(crate) mod shell;
+pub mod testkit;
+pub mod time;
+pub mod trace;
+pub mod vmm;
+
+pub use error::{Error, LoadCause, Result};
+pub use machine::{Machine, MachineOptions, Phase};
+pub use manifest::{Manifest, ManifestBuilder};
+pub use trace::{TraceEvent, TraceRecord};

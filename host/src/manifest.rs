@@ -1,0 +1,952 @@
+//! The machine manifest: `system.ini` written in TOML, merged from several
+//! files and `--set SECTION.KEY=VALUE` overrides, with every error pointing
+//! at a file, line and column.
+//!
+//! Sections owned by the emulator (`[machine]`, `[windows]`, `[programs]`,
+//! `[[vm]]`, `[[tsr]]`, `[[interrupt]]`, `[[action]]`) have fixed keys;
+//! unknown keys there are errors. `[386Enh]` holds the `device` list plus
+//! any profile keys devices read with `Get_Profile_*`. Every other table is
+//! a profile section for the devices (`[VPOSTD]`), matched
+//! case-insensitively as Windows matched INI sections.
+//!
+//! Merge rules (later layers win):
+//! * scalar keys and `[386Enh] device` replace the earlier value;
+//! * arrays of tables (`[[vm]]`, `[[tsr]]`, `[[interrupt]]`, `[[action]]`)
+//!   append to the earlier list;
+//! * profile sections and `[programs]` merge key by key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::time::Duration;
+
+/// Where a manifest value came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file (or `--set #N`) it was written in.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One input text: a manifest file or a `--set` override.
+#[derive(Clone, Debug)]
+struct Source {
+    name: String,
+    text: String,
+    dir: PathBuf,
+}
+
+impl Source {
+    fn origin(&self, span: &Range<usize>) -> Origin {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Origin { file: self.name.clone(), line, column }
+    }
+
+    fn error(&self, span: &Range<usize>, message: impl Into<String>) -> Error {
+        let o = self.origin(span);
+        Error::Manifest { file: o.file, line: o.line, column: o.column, message: message.into() }
+    }
+}
+
+/// Order among events ready at the same moment.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Newest first (KB Q75009's "usually").
+    #[default]
+    Lifo,
+    /// Oldest first.
+    Fifo,
+    /// Seeded random order, plus interrupt injection at service-call
+    /// boundaries.
+    Random,
+}
+
+impl std::str::FromStr for Order {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "lifo" => Ok(Order::Lifo),
+            "fifo" => Ok(Order::Fifo),
+            "random" => Ok(Order::Random),
+            _ => Err(format!("unknown order `{s}`: expected lifo, fifo or random")),
+        }
+    }
+}
+
+/// What a VMM rule violation does.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum ViolationPolicy {
+    /// Record it and return an error to the caller (the default).
+    #[default]
+    Error,
+    /// Record it and stop the machine with a fatal error.
+    Fatal,
+    /// Record it and let the call proceed where it can.
+    Log,
+}
+
+impl std::str::FromStr for ViolationPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "error" => Ok(ViolationPolicy::Error),
+            "fatal" => Ok(ViolationPolicy::Fatal),
+            "log" => Ok(ViolationPolicy::Log),
+            _ => Err(format!("unknown violation policy `{s}`: expected error, fatal or log")),
+        }
+    }
+}
+
+/// When the CLI builds plugins with cargo.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum BuildPolicy {
+    /// Build plugins that are not found (the default).
+    #[default]
+    Missing,
+    /// Always run cargo for plugins of the workspace before booting.
+    Always,
+    /// Never run cargo.
+    Never,
+}
+
+impl std::str::FromStr for BuildPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "missing" => Ok(BuildPolicy::Missing),
+            "always" => Ok(BuildPolicy::Always),
+            "never" => Ok(BuildPolicy::Never),
+            _ => Err(format!("unknown build policy `{s}`: expected missing, always or never")),
+        }
+    }
+}
+
+/// `[machine]`: emulator settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MachineSettings {
+    /// Seed of the random order mode (printed by every run).
+    pub seed: Option<u64>,
+    /// Event order.
+    pub order: Order,
+    /// Probability (0..=1) of an injected interrupt at a service-call
+    /// boundary in random mode.
+    pub inject_rate: f64,
+    /// Stop at this virtual time.
+    pub until: Option<Duration>,
+    /// Pace virtual time to the wall clock.
+    pub realtime: bool,
+    /// What a violation does.
+    pub violations: ViolationPolicy,
+    /// Windows version reported to devices and programs, `(major, minor)`.
+    pub windows_version: (u8, u8),
+    /// Time slice among VMs of equal priority (`MinTimeSlice`).
+    pub time_slice: Duration,
+    /// Virtual time one ring-3 step takes.
+    pub ring3_step: Duration,
+    /// Extra plugin directories, resolved against the manifest that named
+    /// them.
+    pub plugin_path: Vec<PathBuf>,
+    /// When the CLI builds plugins with cargo.
+    pub build: BuildPolicy,
+}
+
+impl Default for MachineSettings {
+    fn default() -> Self {
+        MachineSettings {
+            seed: None,
+            order: Order::Lifo,
+            inject_rate: 0.05,
+            until: None,
+            realtime: false,
+            violations: ViolationPolicy::Error,
+            windows_version: (4, 0),
+            time_slice: Duration::from_millis(20),
+            ring3_step: Duration::from_micros(50),
+            plugin_path: Vec::new(),
+            build: BuildPolicy::Missing,
+        }
+    }
+}
+
+/// One `[386Enh] device` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceEntry {
+    /// The name as written: `*SHELL` for a built-in device, else a plugin
+    /// name or path.
+    pub name: String,
+    /// Loaded through VXDLDR at run time instead of at boot.
+    pub dynamic: bool,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+impl DeviceEntry {
+    /// The built-in device name for `*NAME` entries.
+    pub fn builtin(&self) -> Option<&str> {
+        self.name.strip_prefix('*')
+    }
+}
+
+/// One `[[tsr]]` entry: a device requested through the INT 2Fh AX=1605h
+/// startup broadcast.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TsrEntry {
+    /// The TSR's name (for messages).
+    pub name: String,
+    /// The VxD file it asks Windows to load (`SIS_Virt_Dev_File_Ptr`).
+    pub device: String,
+    /// `SIS_Reference_Data`, passed to the device's real-mode init.
+    pub reference_data: u32,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// One `[[vm]]` entry: a DOS VM.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmEntry {
+    /// Name for traces (default `DOS<n>`).
+    pub name: String,
+    /// DOS program to run (a ring-3 plugin name), if any.
+    pub program: Option<String>,
+    /// Command-line arguments.
+    pub args: String,
+    /// When to create the VM.
+    pub at: Duration,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// `[windows]`: the system VM's ring-3 side.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowsSettings {
+    /// Applications started in the system VM, in order.
+    pub load: Vec<(String, Origin)>,
+    /// `DefaultQueueSize`: messages per task queue.
+    pub queue_size: u32,
+    /// Answer given to message boxes (`IDOK` ...), so runs never block.
+    pub message_box_answer: u32,
+}
+
+impl Default for WindowsSettings {
+    fn default() -> Self {
+        WindowsSettings { load: Vec::new(), queue_size: 8, message_box_answer: 1 }
+    }
+}
+
+/// `[[interrupt]]`: raise a registered interrupt source at virtual times.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InterruptEntry {
+    /// The source name the device registered.
+    pub name: String,
+    /// First time.
+    pub at: Duration,
+    /// Period for repeats.
+    pub every: Option<Duration>,
+    /// Number of times (default 1, or unbounded with `every`).
+    pub count: Option<u32>,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// What an `[[action]]` does to a VM.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ActionKind {
+    /// Clear the VM's interrupt flag.
+    Cli,
+    /// Set the VM's interrupt flag.
+    Sti,
+    /// The VM claims the critical section (as INT 2Fh 1681h).
+    BeginCritical,
+    /// The VM releases the critical section (as INT 2Fh 1682h).
+    EndCritical,
+}
+
+impl std::str::FromStr for ActionKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cli" => Ok(ActionKind::Cli),
+            "sti" => Ok(ActionKind::Sti),
+            "begin_critical" => Ok(ActionKind::BeginCritical),
+            "end_critical" => Ok(ActionKind::EndCritical),
+            _ => Err(format!("unknown action `{s}`: expected cli, sti, begin_critical or end_critical")),
+        }
+    }
+}
+
+/// `[[action]]`: change a VM's state at a virtual time (for testing waits).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionEntry {
+    /// When.
+    pub at: Duration,
+    /// Which VM: `"system"` or a `[[vm]]` name.
+    pub vm: String,
+    /// What.
+    pub action: ActionKind,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// Profile data: sections and keys compared case-insensitively; a key may
+/// repeat (an array value), for `Get_Next_Profile_String`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    sections: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+impl Profile {
+    /// All values of `key` in `section`, in order.
+    pub fn values(&self, section: &str, key: &str) -> Option<&[String]> {
+        self.sections
+            .get(&section.to_ascii_lowercase())
+            .and_then(|s| s.get(&key.to_ascii_lowercase()))
+            .map(Vec::as_slice)
+    }
+
+    fn set(&mut self, section: &str, key: &str, values: Vec<String>) {
+        self.sections.entry(section.to_ascii_lowercase()).or_default().insert(key.to_ascii_lowercase(), values);
+    }
+
+    /// Every (section, key) pair, for diagnostics.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.sections.iter().flat_map(|(s, keys)| keys.keys().map(move |k| (s.as_str(), k.as_str())))
+    }
+}
+
+/// `[programs]`: what `_SHELL_ShellExecute` runs for a file name or an
+/// extension.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgramEntry {
+    /// The ring-3 plugin to start.
+    pub module: String,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// A fully merged manifest.
+#[derive(Clone, Debug, Default)]
+pub struct Manifest {
+    /// Display names of the inputs, in order.
+    pub inputs: Vec<String>,
+    /// Directory of the first manifest file: relative names resolve here.
+    pub base_dir: PathBuf,
+    /// `[machine]`.
+    pub machine: MachineSettings,
+    /// `[386Enh] device`, in load order.
+    pub devices: Vec<DeviceEntry>,
+    /// `[[tsr]]`, in broadcast order.
+    pub tsr: Vec<TsrEntry>,
+    /// `[[vm]]`.
+    pub vms: Vec<VmEntry>,
+    /// `[windows]`.
+    pub windows: WindowsSettings,
+    /// `[[interrupt]]`.
+    pub interrupts: Vec<InterruptEntry>,
+    /// `[[action]]`.
+    pub actions: Vec<ActionEntry>,
+    /// `[programs]`, keys lower-cased.
+    pub programs: BTreeMap<String, ProgramEntry>,
+    /// Profile sections, including `[386Enh]`'s other keys.
+    pub profile: Profile,
+}
+
+// ---- raw, per-layer schema -------------------------------------------------
+
+const RESERVED: [&str; 9] = ["machine", "386Enh", "windows", "programs", "vm", "tsr", "interrupt", "action", "shell"];
+
+#[derive(Deserialize)]
+struct RawLayer {
+    machine: Option<Spanned<RawMachine>>,
+    #[serde(rename = "386Enh")]
+    enh: Option<Spanned<RawEnh>>,
+    windows: Option<Spanned<RawWindows>>,
+    programs: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    vm: Option<Vec<Spanned<RawVm>>>,
+    tsr: Option<Vec<Spanned<RawTsr>>>,
+    interrupt: Option<Vec<Spanned<RawInterrupt>>>,
+    action: Option<Vec<Spanned<RawAction>>>,
+    #[serde(flatten)]
+    profile: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMachine {
+    seed: Option<Spanned<i64>>,
+    order: Option<Spanned<String>>,
+    inject_rate: Option<Spanned<f64>>,
+    until: Option<Spanned<RawDuration>>,
+    realtime: Option<bool>,
+    violations: Option<Spanned<String>>,
+    windows: Option<Spanned<String>>,
+    time_slice: Option<Spanned<RawDuration>>,
+    ring3_step: Option<Spanned<RawDuration>>,
+    plugin_path: Option<Vec<String>>,
+    build: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawEnh {
+    #[serde(alias = "Device", alias = "DEVICE")]
+    device: Option<Vec<Spanned<RawDevice>>>,
+    #[serde(flatten)]
+    profile: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDevice {
+    Name(String),
+    Table(RawDeviceTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeviceTable {
+    name: String,
+    #[serde(default)]
+    dynamic: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindows {
+    load: Option<Vec<Spanned<String>>>,
+    queue_size: Option<Spanned<i64>>,
+    message_box_answer: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    name: Option<String>,
+    program: Option<String>,
+    args: Option<RawArgs>,
+    at: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawArgs {
+    Line(String),
+    List(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsr {
+    name: Option<String>,
+    device: String,
+    reference_data: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterrupt {
+    name: String,
+    at: Spanned<RawDuration>,
+    every: Option<Spanned<RawDuration>>,
+    count: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    at: Spanned<RawDuration>,
+    vm: String,
+    action: Spanned<String>,
+}
+
+/// A duration: an integer number of milliseconds or a string such as
+/// `"250ms"`, `"1.5s"`, `"40us"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Millis(i64),
+    Text(String),
+}
+
+impl RawDuration {
+    fn parse(&self) -> std::result::Result<Duration, String> {
+        match self {
+            RawDuration::Millis(ms) if *ms >= 0 => Ok(Duration::from_millis(*ms as u64)),
+            RawDuration::Millis(ms) => Err(format!("duration must not be negative, got {ms}")),
+            RawDuration::Text(t) => Duration::parse(t),
+        }
+    }
+}
+
+fn duration(src: &Source, d: &Spanned<RawDuration>) -> Result<Duration> {
+    d.get_ref().parse().map_err(|e| src.error(&d.span(), e))
+}
+
+fn parsed<T: std::str::FromStr<Err = String>>(src: &Source, s: &Spanned<String>) -> Result<T> {
+    s.get_ref().parse().map_err(|e| src.error(&s.span(), e))
+}
+
+// ---- loading -----------------------------------------------------------------
+
+/// Builds a [`Manifest`] from files, inline texts and overrides, in order.
+#[derive(Default)]
+pub struct ManifestBuilder {
+    sources: Vec<Source>,
+    sets: Vec<String>,
+}
+
+impl ManifestBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a manifest file.
+    pub fn file(mut self, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io { path: path.to_path_buf(), message: e.to_string() })?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        self.sources.push(Source { name: path.display().to_string(), text, dir });
+        Ok(self)
+    }
+
+    /// Add manifest text (for tests and the test kit); `dir` resolves its
+    /// relative paths.
+    pub fn text(mut self, name: impl Into<String>, text: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        self.sources.push(Source { name: name.into(), text: text.into(), dir: dir.into() });
+        self
+    }
+
+    /// Add a `SECTION.KEY=VALUE` override. VALUE is TOML (a number, a
+    /// boolean, `"text"`, `[...]`); anything that does not parse as TOML is
+    /// taken as a string.
+    pub fn set(mut self, assignment: impl Into<String>) -> Self {
+        self.sets.push(assignment.into());
+        self
+    }
+
+    /// Parse, validate and merge everything.
+    pub fn build(self) -> Result<Manifest> {
+        let mut sources = self.sources;
+        let base_dir = sources.first().map(|s| s.dir.clone()).unwrap_or_else(|| PathBuf::from("."));
+        for (i, set) in self.sets.iter().enumerate() {
+            sources.push(set_source(i + 1, set, &base_dir)?);
+        }
+        let mut manifest = Manifest { base_dir, ..Manifest::default() };
+        for src in &sources {
+            manifest.inputs.push(src.name.clone());
+            let layer: RawLayer = toml::from_str(&src.text).map_err(|e| {
+                let span = e.span().unwrap_or(0..0);
+                src.error(&span, e.message().to_string())
+            })?;
+            merge_layer(&mut manifest, src, layer)?;
+        }
+        Ok(manifest)
+    }
+}
+
+/// Turn `SECTION.KEY=VALUE` into a one-key TOML layer.
+fn set_source(n: usize, assignment: &str, dir: &Path) -> Result<Source> {
+    let name = format!("--set #{n} ({assignment})");
+    let bad = |message: String| Error::Manifest { file: name.clone(), line: 1, column: 1, message };
+    let (path, value) = assignment.split_once('=').ok_or_else(|| bad("expected SECTION.KEY=VALUE".to_string()))?;
+    let (section, key) = path
+        .trim()
+        .rsplit_once('.')
+        .ok_or_else(|| bad(format!("`{path}` must be SECTION.KEY, for example machine.seed")))?;
+    if section.is_empty() || key.is_empty() {
+        return Err(bad(format!("`{path}` must be SECTION.KEY, for example machine.seed")));
+    }
+    let value = value.trim();
+    let toml_value = match toml::from_str::<toml::Table>(&format!("v = {value}")) {
+        Ok(t) => t.get("v").cloned().unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.to_string()),
+    };
+    let mut table = toml::Table::new();
+    table.insert(key.trim().to_string(), toml_value);
+    let text = format!("[{}]\n{}", toml_key(section.trim()), toml::to_string(&table).unwrap_or_default());
+    Ok(Source { name, text, dir: dir.to_path_buf() })
+}
+
+fn toml_key(section: &str) -> String {
+    if section.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        section.to_string()
+    } else {
+        format!("\"{}\"", section.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
+    if let Some(machine) = layer.machine {
+        merge_machine(&mut m.machine, src, machine.into_inner())?;
+    }
+    if let Some(enh) = layer.enh {
+        let enh = enh.into_inner();
+        if let Some(devices) = enh.device {
+            m.devices = devices.iter().map(|d| device_entry(src, d)).collect::<Result<_>>()?;
+        }
+        for (key, value) in enh.profile {
+            if edit_distance(&key.to_ascii_lowercase(), "device") <= 2 {
+                let span = find_key(&src.text, &key);
+                return Err(src.error(&span, format!("unknown key `{key}` in [386Enh]; did you mean `device`?")));
+            }
+            m.profile.set("386Enh", &key, profile_values(src, "386Enh", &key, value)?);
+        }
+    }
+    if let Some(windows) = layer.windows {
+        let w = windows.into_inner();
+        if let Some(load) = w.load {
+            m.windows.load = load.iter().map(|l| (l.get_ref().clone(), src.origin(&l.span()))).collect();
+        }
+        if let Some(q) = w.queue_size {
+            let v = *q.get_ref();
+            if !(1..=120).contains(&v) {
+                return Err(src.error(
+                    &q.span(),
+                    format!(
+                        "queue_size {v} is out of range: a Windows 3.1 task queue holds 1 to 120 messages (default 8)"
+                    ),
+                ));
+            }
+            m.windows.queue_size = v as u32;
+        }
+        if let Some(a) = w.message_box_answer {
+            m.windows.message_box_answer = message_box_answer(a.get_ref()).map_err(|e| src.error(&a.span(), e))?;
+        }
+    }
+    if let Some(programs) = layer.programs {
+        for (name, module) in programs.into_inner() {
+            m.programs.insert(
+                name.to_ascii_lowercase(),
+                ProgramEntry { module: module.get_ref().clone(), origin: src.origin(&module.span()) },
+            );
+        }
+    }
+    for vm in layer.vm.unwrap_or_default() {
+        let origin = src.origin(&vm.span());
+        let v = vm.into_inner();
+        let at = match &v.at {
+            Some(at) => duration(src, at)?,
+            None => Duration::ZERO,
+        };
+        let n = m.vms.len() + 2;
+        let name = v.name.unwrap_or_else(|| format!("DOS{n}"));
+        if name.eq_ignore_ascii_case("system") || m.vms.iter().any(|o| o.name.eq_ignore_ascii_case(&name)) {
+            return Err(Error::Manifest {
+                file: origin.file,
+                line: origin.line,
+                column: origin.column,
+                message: format!("VM name `{name}` is already taken"),
+            });
+        }
+        let args = match v.args {
+            None => String::new(),
+            Some(RawArgs::Line(s)) => s,
+            Some(RawArgs::List(l)) => l.join(" "),
+        };
+        m.vms.push(VmEntry { name, program: v.program, args, at, origin });
+    }
+    for tsr in layer.tsr.unwrap_or_default() {
+        let origin = src.origin(&tsr.span());
+        let t = tsr.into_inner();
+        let reference_data = match t.reference_data {
+            Some(r) => {
+                u32::try_from(*r.get_ref()).map_err(|_| src.error(&r.span(), "reference_data must fit in 32 bits"))?
+            }
+            None => 0,
+        };
+        let name = t.name.unwrap_or_else(|| t.device.clone());
+        m.tsr.push(TsrEntry { name, device: t.device, reference_data, origin });
+    }
+    for irq in layer.interrupt.unwrap_or_default() {
+        let origin = src.origin(&irq.span());
+        let i = irq.into_inner();
+        let count = match i.count {
+            Some(c) => Some(
+                u32::try_from(*c.get_ref())
+                    .ok()
+                    .filter(|c| *c > 0)
+                    .ok_or_else(|| src.error(&c.span(), "count must be a positive number"))?,
+            ),
+            None => None,
+        };
+        let every = match &i.every {
+            Some(e) => {
+                let d = duration(src, e)?;
+                if d.is_zero() {
+                    return Err(src.error(&e.span(), "every must be longer than 0"));
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        m.interrupts.push(InterruptEntry { name: i.name, at: duration(src, &i.at)?, every, count, origin });
+    }
+    for action in layer.action.unwrap_or_default() {
+        let origin = src.origin(&action.span());
+        let a = action.into_inner();
+        m.actions.push(ActionEntry { at: duration(src, &a.at)?, vm: a.vm, action: parsed(src, &a.action)?, origin });
+    }
+    for (section, value) in layer.profile {
+        if let Some(reserved) = RESERVED.iter().find(|r| r.eq_ignore_ascii_case(&section)) {
+            let span = find_section(&src.text, &section);
+            return Err(src.error(
+                &span,
+                format!("section [{section}] differs from [{reserved}] only in case; write [{reserved}]"),
+            ));
+        }
+        let toml::Value::Table(table) = value else {
+            let span = find_key(&src.text, &section);
+            return Err(src.error(
+                &span,
+                format!("top-level key `{section}` must be a [section]: profile data lives in sections"),
+            ));
+        };
+        for (key, value) in table {
+            m.profile.set(&section, &key, profile_values(src, &section, &key, value)?);
+        }
+    }
+    Ok(())
+}
+
+fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Result<()> {
+    if let Some(seed) = raw.seed {
+        m.seed =
+            Some(u64::try_from(*seed.get_ref()).map_err(|_| src.error(&seed.span(), "seed must not be negative"))?);
+    }
+    if let Some(order) = &raw.order {
+        m.order = parsed(src, order)?;
+    }
+    if let Some(rate) = raw.inject_rate {
+        let r = *rate.get_ref();
+        if !(0.0..=1.0).contains(&r) {
+            return Err(src.error(&rate.span(), "inject_rate must be between 0 and 1"));
+        }
+        m.inject_rate = r;
+    }
+    if let Some(until) = &raw.until {
+        m.until = Some(duration(src, until)?);
+    }
+    if let Some(rt) = raw.realtime {
+        m.realtime = rt;
+    }
+    if let Some(v) = &raw.violations {
+        m.violations = parsed(src, v)?;
+    }
+    if let Some(w) = &raw.windows {
+        m.windows_version = match w.get_ref().as_str() {
+            "3.1" | "3.10" => (3, 10),
+            "4.0" | "4.00" => (4, 0),
+            other => {
+                return Err(src.error(&w.span(), format!("unknown Windows version `{other}`: expected 3.1 or 4.0")));
+            }
+        };
+    }
+    if let Some(ts) = &raw.time_slice {
+        let d = duration(src, ts)?;
+        if d.is_zero() {
+            return Err(src.error(&ts.span(), "time_slice must be longer than 0"));
+        }
+        m.time_slice = d;
+    }
+    if let Some(step) = &raw.ring3_step {
+        m.ring3_step = duration(src, step)?;
+    }
+    if let Some(paths) = raw.plugin_path {
+        m.plugin_path = paths.into_iter().map(|p| src.dir.join(p)).collect();
+    }
+    if let Some(b) = &raw.build {
+        m.build = parsed(src, b)?;
+    }
+    Ok(())
+}
+
+fn device_entry(src: &Source, d: &Spanned<RawDevice>) -> Result<DeviceEntry> {
+    let origin = src.origin(&d.span());
+    let (name, dynamic) = match d.get_ref() {
+        RawDevice::Name(n) => (n.clone(), false),
+        RawDevice::Table(t) => (t.name.clone(), t.dynamic),
+    };
+    if name.trim().is_empty() || name == "*" {
+        return Err(src.error(&d.span(), "empty device name"));
+    }
+    Ok(DeviceEntry { name, dynamic, origin })
+}
+
+fn profile_values(src: &Source, section: &str, key: &str, value: toml::Value) -> Result<Vec<String>> {
+    let scalar = |v: toml::Value| -> Option<String> {
+        match v {
+            toml::Value::String(s) => Some(s),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            toml::Value::Boolean(b) => Some(if b { "1" } else { "0" }.to_string()),
+            _ => None,
+        }
+    };
+    let bad = || {
+        let span = find_key(&src.text, key);
+        src.error(
+            &span,
+            format!("profile key [{section}] {key} must be a string, number, boolean or an array of those"),
+        )
+    };
+    match value {
+        toml::Value::Array(items) => items.into_iter().map(|v| scalar(v).ok_or_else(bad)).collect(),
+        other => Ok(vec![scalar(other).ok_or_else(bad)?]),
+    }
+}
+
+fn message_box_answer(v: &toml::Value) -> std::result::Result<u32, String> {
+    const NAMES: [(&str, u32); 7] =
+        [("IDOK", 1), ("IDCANCEL", 2), ("IDABORT", 3), ("IDRETRY", 4), ("IDIGNORE", 5), ("IDYES", 6), ("IDNO", 7)];
+    match v {
+        toml::Value::Integer(i) if (1..=7).contains(i) => Ok(*i as u32),
+        toml::Value::String(s) => {
+            NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)).map(|(_, v)| *v).ok_or_else(|| {
+                format!("unknown answer `{s}`: expected IDOK, IDCANCEL, IDABORT, IDRETRY, IDIGNORE, IDYES or IDNO")
+            })
+        }
+        _ => Err("message_box_answer must be an ID* name or a number from 1 to 7".to_string()),
+    }
+}
+
+/// Best-effort location of `key = ` in a text (for values whose spans serde
+/// cannot keep).
+fn find_key(text: &str, key: &str) -> Range<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let bare = trimmed.trim_start_matches('"');
+        if bare.starts_with(key) && bare[key.len()..].trim_start_matches('"').trim_start().starts_with('=') {
+            let start = offset + (line.len() - trimmed.len());
+            return start..start + key.len();
+        }
+        offset += line.len();
+    }
+    0..0
+}
+
+/// Best-effort location of a `[section]` header.
+fn find_section(text: &str, section: &str) -> Range<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') && t.trim_matches(|c| c == '[' || c == ']').trim_matches('"') == section {
+            let start = offset + (line.len() - line.trim_start().len());
+            return start..start + t.len();
+        }
+        offset += line.len();
+    }
+    0..0
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest> {
+        ManifestBuilder::new().text("test.ini", text, ".").build()
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_column() {
+        let err = parse("[machine]\nseed = 1\nordr = \"lifo\"\n").unwrap_err();
+        match err {
+            Error::Manifest { file, line, column, message } => {
+                assert_eq!((file.as_str(), line, column), ("test.ini", 3, 1));
+                assert!(message.contains("unknown field `ordr`"), "{message}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn later_layers_override_and_arrays_of_tables_append() {
+        let m = ManifestBuilder::new()
+            .text("a.ini", "[386Enh]\ndevice = [\"A\"]\n[[vm]]\nname = \"one\"\n[X]\nk = 1\nj = 2\n", ".")
+            .text(
+                "b.ini",
+                "[386Enh]\ndevice = [\"B\", { name = \"C\", dynamic = true }]\n[[vm]]\nname = \"two\"\n[x]\nK = 3\n",
+                ".",
+            )
+            .set("machine.seed=7")
+            .set("X.j=\"hello\"")
+            .build()
+            .unwrap();
+        let names: Vec<_> = m.devices.iter().map(|d| (d.name.as_str(), d.dynamic)).collect();
+        assert_eq!(names, [("B", false), ("C", true)]);
+        assert_eq!(m.vms.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+        assert_eq!(m.profile.values("x", "k").unwrap(), ["3"]);
+        assert_eq!(m.profile.values("X", "J").unwrap(), ["hello"]);
+        assert_eq!(m.machine.seed, Some(7));
+        assert_eq!(m.devices[1].origin.file, "b.ini");
+        assert_eq!(m.devices[1].origin.line, 2);
+    }
+
+    #[test]
+    fn set_without_section_is_an_error() {
+        let err = ManifestBuilder::new().set("seed=1").build().unwrap_err();
+        assert!(err.to_string().contains("SECTION.KEY"), "{err}");
+    }
+
+    #[test]
+    fn near_miss_of_device_is_an_error() {
+        let err = parse("[386Enh]\ndevices = [\"A\"]\n").unwrap_err();
+        assert!(err.to_string().contains("did you mean `device`"), "{err}");
+        assert!(err.to_string().contains("test.ini:2:1"), "{err}");
+    }
+
+    #[test]
+    fn reserved_section_in_other_case_is_an_error() {
+        let err = parse("[386enh]\ndevice = [\"A\"]\n").unwrap_err();
+        assert!(err.to_string().contains("only in case"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_ranges_are_validated() {
+        assert!(parse("[machine]\nuntil = \"5 parsecs\"\n").unwrap_err().to_string().contains("test.ini:2:9"));
+        assert!(parse("[windows]\nqueue_size = 0\n").unwrap_err().to_string().contains("out of range"));
+        assert_eq!(parse("[machine]\nuntil = \"1.5s\"\n").unwrap().machine.until, Some(Duration::from_millis(1500)));
+        assert_eq!(parse("[machine]\nuntil = 250\n").unwrap().machine.until, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn profile_arrays_are_repeated_keys() {
+        let m = parse("[386Enh]\ndevice = []\nKeyboardDelay = [\"1\", 2, true]\n").unwrap();
+        assert_eq!(m.profile.values("386ENH", "keyboarddelay").unwrap(), ["1", "2", "1"]);
+        let err = parse("[VPOSTD]\nnested = { a = 1 }\n").unwrap_err();
+        assert!(err.to_string().contains("must be a string"), "{err}");
+    }
+}

@@ -1,0 +1,653 @@
+//! The host services vtable handed to every plugin call. Each function is a
+//! thin `extern "C"` shim: it recovers the [`Core`] from the context,
+//! checks the calling context against the service's rule, and delegates.
+//!
+//! **Invariant:** no host panic crosses into plugin code. Every shim runs
+//! its body under `catch_unwind`; a host bug stops the machine with a fatal
+//! error instead of aborting the process.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use abi_stable::prefix_type::WithMetadata;
+use abi_stable::staticref;
+use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
+use vmm_plugin_api::abi::{
+    ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, ProfileString, ProfileValue, RawCallback,
+    ServiceCall, VmInfo, VmmError, VmmResult,
+};
+use vmm_plugin_api::ddk::{EF_HANG_ON_EXIT, HEAPZEROINIT};
+
+use crate::machine::Core;
+use crate::profile::{parse_boolean, parse_decimal, parse_hex, profile_value};
+use crate::trace::TraceEvent;
+use crate::vmm::context::Context;
+use crate::vmm::heap::MemError;
+
+/// Recover the machine from a context.
+fn core(cx: &HostCx) -> &Core {
+    // SAFETY: the host builds every HostCx from a live `Core` that outlives
+    // the plugin call the context is passed to.
+    unsafe { &*(cx.machine as *const Core) }
+}
+
+/// Run a service body; a host panic becomes a fatal error and `fallback`.
+fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce(&Core) -> T) -> T {
+    let core = core(cx);
+    match catch_unwind(AssertUnwindSafe(|| body(core))) {
+        Ok(v) => v,
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            core.set_fatal(format!("internal error in the host's {service}: {text}"), None);
+            fallback
+        }
+    }
+}
+
+/// When a service may be called.
+#[derive(Copy, Clone, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// Not at interrupt time.
+    Sync,
+    /// Only during real-mode init and the three init phases.
+    Init,
+}
+
+/// Check the calling context; `false` means refuse the call.
+pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
+    match rule {
+        Rule::Sync if core.context() == Context::Interrupt => !core.violation(
+            "SYNC_SERVICE_AT_INTERRUPT",
+            format!(
+                "{service} is synchronous but was called at interrupt time; only asynchronous services are legal \
+                 in a hardware interrupt handler (KB Q75864)"
+            ),
+            Some(service),
+        ),
+        Rule::Sync => true,
+        Rule::Init if !core.phase.get().is_init() => !core.violation(
+            "INIT_ONLY_SERVICE",
+            format!("{service} is legal only during initialization; its code is discarded after Init_Complete"),
+            Some(service),
+        ),
+        Rule::Init => true,
+    }
+}
+
+fn refused<T>() -> VmmResult<T> {
+    RErr(VmmError::VIOLATION)
+}
+
+/// Release a callback the host will not keep.
+pub(crate) fn discard(callback: RawCallback) {
+    (callback.drop)(callback.data);
+}
+
+// ---- diagnostics ------------------------------------------------------------
+
+extern "C" fn log(cx: &HostCx, level: u8, target: RStr<'_>, message: RStr<'_>) {
+    guarded(cx, "log", (), |core| {
+        let device = core.instance_name(cx.caller);
+        let (device, target, message) = (&*device, target.as_str(), message.as_str());
+        match level {
+            1 => tracing::error!(target: "vmm::plugin", device, target, "{message}"),
+            2 => tracing::warn!(target: "vmm::plugin", device, target, "{message}"),
+            3 => tracing::info!(target: "vmm::plugin", device, target, "{message}"),
+            4 => tracing::debug!(target: "vmm::plugin", device, target, "{message}"),
+            _ => tracing::trace!(target: "vmm::plugin", device, target, "{message}"),
+        }
+    })
+}
+
+extern "C" fn out_debug_string(cx: &HostCx, text: RStr<'_>) {
+    guarded(cx, "Out_Debug_String", (), |core| {
+        let device = core.instance_name(cx.caller);
+        tracing::debug!(target: "vmm::debug", device = &*device, "{}", text.as_str());
+        core.trace(|| TraceEvent::DebugString { device: device.to_string(), text: text.as_str().to_string() });
+    })
+}
+
+extern "C" fn fatal_error_handler(cx: &HostCx, message: RStr<'_>, flags: u32) {
+    guarded(cx, "Fatal_Error_Handler", (), |core| {
+        let device = core.instance_name(cx.caller).to_string();
+        let mut text = if message.is_empty() { "Fatal_Error_Handler".to_string() } else { message.to_string() };
+        if flags & EF_HANG_ON_EXIT != 0 {
+            text.push_str(" (EF_Hang_On_Exit)");
+        }
+        core.set_fatal(text, Some(device));
+    })
+}
+
+extern "C" fn fatal_memory_error(cx: &HostCx) {
+    guarded(cx, "Fatal_Memory_Error", (), |core| {
+        let device = core.instance_name(cx.caller).to_string();
+        core.set_fatal("Insufficient memory to initialize Windows (Fatal_Memory_Error)".to_string(), Some(device));
+    })
+}
+
+extern "C" fn report_violation(cx: &HostCx, code: RStr<'_>, message: RStr<'_>) {
+    guarded(cx, "report_violation", (), |core| {
+        core.violation(code.as_str(), message.as_str(), None);
+    })
+}
+
+// ---- version, profile, dispatch -------------------------------------------------
+
+extern "C" fn get_vmm_version(cx: &HostCx) -> u32 {
+    guarded(cx, "Get_VMM_Version", 0, |core| core.vmm_version())
+}
+
+fn profile_entry(core: &Core, section: &str, key: &str, index: u32) -> VmmResult<ProfileString> {
+    match core.manifest.profile.values(section, key).and_then(|v| v.get(index as usize)) {
+        Some(v) => ROk(ProfileString { value: RString::from(v.as_str()), index }),
+        None => RErr(VmmError::NOT_FOUND),
+    }
+}
+
+extern "C" fn get_profile_string(cx: &HostCx, section: RStr<'_>, key: RStr<'_>) -> VmmResult<ProfileString> {
+    guarded(cx, "Get_Profile_String", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Get_Profile_String", Rule::Init) {
+            return refused();
+        }
+        profile_entry(core, section.as_str(), key.as_str(), 0)
+    })
+}
+
+extern "C" fn get_next_profile_string(
+    cx: &HostCx,
+    section: RStr<'_>,
+    key: RStr<'_>,
+    previous: u32,
+) -> VmmResult<ProfileString> {
+    guarded(cx, "Get_Next_Profile_String", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Get_Next_Profile_String", Rule::Init) {
+            return refused();
+        }
+        profile_entry(core, section.as_str(), key.as_str(), previous.saturating_add(1))
+    })
+}
+
+fn profile_number(
+    cx: &HostCx,
+    service: &'static str,
+    section: RStr<'_>,
+    key: RStr<'_>,
+    default: u32,
+    parse: fn(&str) -> Option<u32>,
+) -> VmmResult<ProfileValue> {
+    guarded(cx, service, RErr(VmmError::FATAL), |core| {
+        if !allowed(core, service, Rule::Init) {
+            return refused();
+        }
+        let value = core.manifest.profile.values(section.as_str(), key.as_str()).and_then(|v| v.first());
+        ROk(profile_value(value.map(String::as_str), default, parse))
+    })
+}
+
+extern "C" fn get_profile_decimal_int(
+    cx: &HostCx,
+    section: RStr<'_>,
+    key: RStr<'_>,
+    default: u32,
+) -> VmmResult<ProfileValue> {
+    profile_number(cx, "Get_Profile_Decimal_Int", section, key, default, parse_decimal)
+}
+
+extern "C" fn get_profile_hex_int(
+    cx: &HostCx,
+    section: RStr<'_>,
+    key: RStr<'_>,
+    default: u32,
+) -> VmmResult<ProfileValue> {
+    profile_number(cx, "Get_Profile_Hex_Int", section, key, default, parse_hex)
+}
+
+extern "C" fn get_profile_boolean(
+    cx: &HostCx,
+    section: RStr<'_>,
+    key: RStr<'_>,
+    default: u32,
+) -> VmmResult<ProfileValue> {
+    profile_number(cx, "Get_Profile_Boolean", section, key, default, parse_boolean)
+}
+
+extern "C" fn vxd_call(cx: &HostCx, service: u32, call: &mut ServiceCall) -> VmmResult<()> {
+    guarded(cx, "VxDCall", RErr(VmmError::FATAL), |core| core.vxd_call(cx.caller, service, call).into())
+}
+
+// ---- heap and linear memory ---------------------------------------------------------
+
+fn mem_violation(core: &Core, service: &'static str, address: u32, len: usize, e: MemError) -> VmmError {
+    let what = match e {
+        MemError::Unmapped => format!("address {address:#010X} is not inside any heap block"),
+        MemError::OutOfBounds { block, size } => {
+            format!("{len} bytes at {address:#010X} run past the end of the {size}-byte block at {block:#010X}")
+        }
+    };
+    core.violation("BAD_POINTER", format!("{service}: {what}"), Some(service));
+    VmmError::INVALID_PARAMETER
+}
+
+extern "C" fn heap_allocate(cx: &HostCx, bytes: u32, flags: u32) -> u32 {
+    guarded(cx, "_HeapAllocate", 0, |core| {
+        if !allowed(core, "_HeapAllocate", Rule::Sync) {
+            return 0;
+        }
+        core.heap.borrow_mut().allocate(cx.caller, bytes, flags & HEAPZEROINIT != 0).unwrap_or(0)
+    })
+}
+
+extern "C" fn heap_reallocate(cx: &HostCx, address: u32, bytes: u32, _flags: u32) -> u32 {
+    guarded(cx, "_HeapReAllocate", 0, |core| {
+        if !allowed(core, "_HeapReAllocate", Rule::Sync) {
+            return 0;
+        }
+        core.heap.borrow_mut().reallocate(address, bytes).unwrap_or(0)
+    })
+}
+
+extern "C" fn heap_free(cx: &HostCx, address: u32, _flags: u32) -> u32 {
+    guarded(cx, "_HeapFree", 0, |core| {
+        if !allowed(core, "_HeapFree", Rule::Sync) {
+            return 0;
+        }
+        let freed = core.heap.borrow_mut().free(address);
+        match freed {
+            Some(_) => 1,
+            None => {
+                core.violation(
+                    "BAD_HEAP_FREE",
+                    format!("_HeapFree of {address:#010X}, which is not an allocated block (double free?)"),
+                    Some("_HeapFree"),
+                );
+                0
+            }
+        }
+    })
+}
+
+extern "C" fn heap_get_size(cx: &HostCx, address: u32, _flags: u32) -> u32 {
+    guarded(cx, "_HeapGetSize", 0, |core| core.heap.borrow().size(address).unwrap_or(0))
+}
+
+extern "C" fn mem_read(cx: &HostCx, address: u32, mut out: RSliceMut<'_, u8>) -> VmmResult<()> {
+    guarded(cx, "mem_read", RErr(VmmError::FATAL), |core| {
+        let len = out.len();
+        let r = core.heap.borrow().read(address, out.as_mut_slice());
+        match r {
+            Ok(()) => ROk(()),
+            Err(e) => RErr(mem_violation(core, "mem_read", address, len, e)),
+        }
+    })
+}
+
+extern "C" fn mem_write(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> VmmResult<()> {
+    guarded(cx, "mem_write", RErr(VmmError::FATAL), |core| {
+        let r = core.heap.borrow_mut().write(address, data.as_slice());
+        match r {
+            Ok(()) => ROk(()),
+            Err(e) => RErr(mem_violation(core, "mem_write", address, data.len(), e)),
+        }
+    })
+}
+
+// ---- VMs ---------------------------------------------------------------------------
+
+fn bad_vm(core: &Core, service: &'static str, vm: u32) -> VmmError {
+    core.violation(
+        "INVALID_VM_HANDLE",
+        format!("{service} was given VM handle {vm:#010X}, which is not a live VM (destroyed, stale or forged)"),
+        Some(service),
+    );
+    VmmError::INVALID_HANDLE
+}
+
+extern "C" fn get_cur_vm_handle(cx: &HostCx) -> u32 {
+    core(cx).cur_vm.get()
+}
+
+extern "C" fn get_sys_vm_handle(cx: &HostCx) -> u32 {
+    core(cx).sys_vm.get()
+}
+
+extern "C" fn test_cur_vm_handle(cx: &HostCx, vm: u32) -> bool {
+    core(cx).cur_vm.get() == vm
+}
+
+extern "C" fn test_sys_vm_handle(cx: &HostCx, vm: u32) -> bool {
+    core(cx).sys_vm.get() == vm
+}
+
+extern "C" fn validate_vm_handle(cx: &HostCx, vm: u32) -> bool {
+    guarded(cx, "Validate_VM_Handle", false, |core| core.vm_valid(vm))
+}
+
+extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+    guarded(cx, "Get_Next_VM_Handle", RErr(VmmError::FATAL), |core| {
+        let next = core.vms.borrow().next(vm);
+        match next {
+            Some(h) => ROk(h),
+            None => RErr(bad_vm(core, "Get_Next_VM_Handle", vm)),
+        }
+    })
+}
+
+extern "C" fn get_vmm_reenter_count(cx: &HostCx) -> u32 {
+    guarded(cx, "Get_VMM_Reenter_Count", 0, |core| {
+        core.contexts.borrow().iter().filter(|c| **c == Context::Interrupt).count() as u32
+    })
+}
+
+extern "C" fn get_vm_info(cx: &HostCx, vm: u32) -> VmmResult<VmInfo> {
+    guarded(cx, "get_vm_info", RErr(VmmError::FATAL), |core| {
+        let info = core.vms.borrow().get(vm).map(|v| VmInfo {
+            id: v.id,
+            status: v.status,
+            priority: v.priority(),
+            interrupts_enabled: v.interrupts_enabled(),
+            nested: !v.nest.is_empty(),
+            exec_time_ms: v.exec_time.as_millis() as u32,
+        });
+        match info {
+            Some(i) => ROk(i),
+            None => RErr(bad_vm(core, "get_vm_info", vm)),
+        }
+    })
+}
+
+extern "C" fn client_regs(cx: &HostCx, vm: u32) -> VmmResult<*mut ClientRegs> {
+    guarded(cx, "client_regs", RErr(VmmError::FATAL), |core| {
+        let ptr = core.vms.borrow().get(vm).map(|v| v.client_ptr());
+        match ptr {
+            Some(p) => ROk(p),
+            None => RErr(bad_vm(core, "client_regs", vm)),
+        }
+    })
+}
+
+extern "C" fn allocate_device_cb_area(cx: &HostCx, bytes: u32, flags: u32) -> u32 {
+    guarded(cx, "_Allocate_Device_CB_Area", 0, |core| {
+        if !allowed(core, "_Allocate_Device_CB_Area", Rule::Init) {
+            return 0;
+        }
+        if bytes == 0 || flags != 0 {
+            core.violation(
+                "INVALID_PARAMETER",
+                format!("_Allocate_Device_CB_Area({bytes}, {flags:#x}): the size must be non-zero and the flags 0"),
+                Some("_Allocate_Device_CB_Area"),
+            );
+            return 0;
+        }
+        // Offsets start past the VMM's own control-block fields, dword
+        // aligned, so 0 is never a valid area.
+        let base = core.cb_area_size.get().max(0x100);
+        let end = base.saturating_add(bytes.next_multiple_of(4));
+        if end > 0x1_0000 {
+            return 0;
+        }
+        core.cb_area_size.set(end);
+        core.vms.borrow_mut().grow_cb_areas(end as usize);
+        base
+    })
+}
+
+fn cb_range(
+    core: &Core,
+    service: &'static str,
+    vm: u32,
+    offset: u32,
+    len: usize,
+) -> Result<std::ops::Range<usize>, VmmError> {
+    let start = offset as usize;
+    let end = start.checked_add(len).ok_or(VmmError::INVALID_PARAMETER)?;
+    if !core.vm_valid(vm) {
+        return Err(bad_vm(core, service, vm));
+    }
+    if start < 0x100 || end > core.cb_area_size.get() as usize {
+        core.violation(
+            "BAD_CB_OFFSET",
+            format!(
+                "{service}: bytes {start:#x}..{end:#x} of the control block are not inside an area from \
+                 _Allocate_Device_CB_Area"
+            ),
+            Some(service),
+        );
+        return Err(VmmError::INVALID_PARAMETER);
+    }
+    Ok(start..end)
+}
+
+extern "C" fn cb_read(cx: &HostCx, vm: u32, offset: u32, mut out: RSliceMut<'_, u8>) -> VmmResult<()> {
+    guarded(cx, "cb_read", RErr(VmmError::FATAL), |core| match cb_range(core, "cb_read", vm, offset, out.len()) {
+        Ok(range) => {
+            if let Some(v) = core.vms.borrow().get(vm) {
+                out.as_mut_slice().copy_from_slice(&v.cb_area[range]);
+            }
+            ROk(())
+        }
+        Err(e) => RErr(e),
+    })
+}
+
+extern "C" fn cb_write(cx: &HostCx, vm: u32, offset: u32, data: RSlice<'_, u8>) -> VmmResult<()> {
+    guarded(cx, "cb_write", RErr(VmmError::FATAL), |core| match cb_range(core, "cb_write", vm, offset, data.len()) {
+        Ok(range) => {
+            if let Some(v) = core.vms.borrow_mut().get_mut(vm) {
+                v.cb_area[range].copy_from_slice(data.as_slice());
+            }
+            ROk(())
+        }
+        Err(e) => RErr(e),
+    })
+}
+
+// ---- time ------------------------------------------------------------------------------
+
+extern "C" fn get_system_time(cx: &HostCx) -> u32 {
+    core(cx).now.get().system_time_ms()
+}
+
+extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+    guarded(cx, "Get_VM_Exec_Time", RErr(VmmError::FATAL), |core| {
+        let t = core.vms.borrow().get(vm).map(|v| v.exec_time.as_millis() as u32);
+        match t {
+            Some(t) => ROk(t),
+            None => RErr(bad_vm(core, "Get_VM_Exec_Time", vm)),
+        }
+    })
+}
+
+// ---- services of the VMM core that this build does not provide yet -------------------
+
+fn not_yet(cx: &HostCx, service: &'static str) -> VmmError {
+    guarded(cx, service, VmmError::FATAL, |core| {
+        core.violation("NOT_IMPLEMENTED", format!("{service} is not provided by this host yet"), Some(service));
+        VmmError::NOT_AVAILABLE
+    })
+}
+
+extern "C" fn set_global_time_out(cx: &HostCx, _ms: u32, callback: RawCallback) -> u32 {
+    discard(callback);
+    not_yet(cx, "Set_Global_Time_Out");
+    0
+}
+extern "C" fn set_vm_time_out(cx: &HostCx, _ms: u32, _vm: u32, callback: RawCallback) -> u32 {
+    discard(callback);
+    not_yet(cx, "Set_VM_Time_Out");
+    0
+}
+extern "C" fn cancel_time_out(cx: &HostCx, _h: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Cancel_Time_Out"))
+}
+extern "C" fn adjust_exec_priority(cx: &HostCx, _vm: u32, _boost: i32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Adjust_Exec_Priority"))
+}
+extern "C" fn call_when_task_switched(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
+    discard(callback);
+    RErr(not_yet(cx, "Call_When_Task_Switched"))
+}
+extern "C" fn call_when_idle(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
+    discard(callback);
+    RErr(not_yet(cx, "Call_When_Idle"))
+}
+extern "C" fn call_priority_vm_event(
+    cx: &HostCx,
+    _boost: i32,
+    _vm: u32,
+    _flags: u32,
+    _timeout: u32,
+    callback: RawCallback,
+) -> VmmResult<u32> {
+    discard(callback);
+    RErr(not_yet(cx, "Call_Priority_VM_Event"))
+}
+extern "C" fn cancel_priority_vm_event(cx: &HostCx, _h: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Cancel_Priority_VM_Event"))
+}
+extern "C" fn schedule_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
+    discard(callback);
+    RErr(not_yet(cx, "Schedule_Global_Event"))
+}
+extern "C" fn schedule_vm_event(cx: &HostCx, _vm: u32, callback: RawCallback) -> VmmResult<u32> {
+    discard(callback);
+    RErr(not_yet(cx, "Schedule_VM_Event"))
+}
+extern "C" fn call_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
+    discard(callback);
+    RErr(not_yet(cx, "Call_Global_Event"))
+}
+extern "C" fn call_vm_event(cx: &HostCx, _vm: u32, callback: RawCallback) -> VmmResult<u32> {
+    discard(callback);
+    RErr(not_yet(cx, "Call_VM_Event"))
+}
+extern "C" fn cancel_global_event(cx: &HostCx, _h: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Cancel_Global_Event"))
+}
+extern "C" fn cancel_vm_event(cx: &HostCx, _vm: u32, _h: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Cancel_VM_Event"))
+}
+extern "C" fn call_when_vm_ints_enabled(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
+    discard(callback);
+    RErr(not_yet(cx, "Call_When_VM_Ints_Enabled"))
+}
+extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
+    discard(callback);
+    RErr(not_yet(cx, "Call_When_Not_Critical"))
+}
+extern "C" fn begin_critical_section(cx: &HostCx, _flags: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Begin_Critical_Section"))
+}
+extern "C" fn end_critical_section(cx: &HostCx) -> VmmResult<()> {
+    RErr(not_yet(cx, "End_Critical_Section"))
+}
+extern "C" fn claim_critical_section(cx: &HostCx, _count: u32, _flags: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Claim_Critical_Section"))
+}
+extern "C" fn release_critical_section(cx: &HostCx, _count: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Release_Critical_Section"))
+}
+extern "C" fn get_crit_section_status(cx: &HostCx) -> VmmResult<CritStatus> {
+    RErr(not_yet(cx, "Get_Crit_Section_Status"))
+}
+extern "C" fn get_crit_status_no_block(cx: &HostCx) -> CritStatus {
+    not_yet(cx, "Get_Crit_Status_No_Block");
+    CritStatus::default()
+}
+extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
+    RErr(not_yet(cx, "End_Crit_And_Suspend"))
+}
+extern "C" fn create_semaphore(cx: &HostCx, _tokens: i32) -> VmmResult<u32> {
+    RErr(not_yet(cx, "Create_Semaphore"))
+}
+extern "C" fn destroy_semaphore(cx: &HostCx, _h: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Destroy_Semaphore"))
+}
+extern "C" fn wait_semaphore(cx: &HostCx, _h: u32, _flags: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Wait_Semaphore"))
+}
+extern "C" fn signal_semaphore(cx: &HostCx, _h: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "Signal_Semaphore"))
+}
+extern "C" fn register_interrupt(cx: &HostCx, _name: RStr<'_>, callback: RawCallback) -> VmmResult<u32> {
+    discard(callback);
+    RErr(not_yet(cx, "register_interrupt"))
+}
+extern "C" fn request_interrupt(cx: &HostCx, _irq: u32) -> VmmResult<()> {
+    RErr(not_yet(cx, "request_interrupt"))
+}
+
+struct Table;
+
+impl Table {
+    staticref! {
+        const SERVICES_VAL: WithMetadata<HostServices> = WithMetadata::new(HostServices {
+            log,
+            out_debug_string,
+            fatal_error_handler,
+            fatal_memory_error,
+            report_violation,
+            get_vmm_version,
+            get_profile_string,
+            get_next_profile_string,
+            get_profile_decimal_int,
+            get_profile_hex_int,
+            get_profile_boolean,
+            vxd_call,
+            heap_allocate,
+            heap_reallocate,
+            heap_free,
+            heap_get_size,
+            mem_read,
+            mem_write,
+            get_cur_vm_handle,
+            get_sys_vm_handle,
+            test_cur_vm_handle,
+            test_sys_vm_handle,
+            validate_vm_handle,
+            get_next_vm_handle,
+            get_vmm_reenter_count,
+            get_vm_info,
+            client_regs,
+            allocate_device_cb_area,
+            cb_read,
+            cb_write,
+            get_system_time,
+            get_vm_exec_time,
+            set_global_time_out,
+            set_vm_time_out,
+            cancel_time_out,
+            adjust_exec_priority,
+            call_when_task_switched,
+            call_when_idle,
+            call_priority_vm_event,
+            cancel_priority_vm_event,
+            schedule_global_event,
+            schedule_vm_event,
+            call_global_event,
+            call_vm_event,
+            cancel_global_event,
+            cancel_vm_event,
+            call_when_vm_ints_enabled,
+            call_when_not_critical,
+            begin_critical_section,
+            end_critical_section,
+            claim_critical_section,
+            release_critical_section,
+            get_crit_section_status,
+            get_crit_status_no_block,
+            end_crit_and_suspend,
+            create_semaphore,
+            destroy_semaphore,
+            wait_semaphore,
+            signal_semaphore,
+            register_interrupt,
+            request_interrupt,
+        })
+    }
+}
+
+/// The services every plugin call receives.
+pub(crate) const SERVICES: HostServices_Ref = HostServices_Ref(Table::SERVICES_VAL.as_prefix());

@@ -1,0 +1,259 @@
+//! The test kit: boot machines from inline manifests and assert on their
+//! trace. Used by this workspace's end-to-end tests and by plugin authors'
+//! own tests (add `vmm-host` as a dev-dependency).
+//!
+//! ```no_run
+//! use vmm_host::testkit::{Scenario, json};
+//!
+//! let run = Scenario::new(r#"
+//!     [386Enh]
+//!     device = ["vcountd"]
+//!     [VCOUNTD]
+//!     Start = 5
+//! "#).run();
+//! run.assert_ok();
+//! run.trace().expect(json!({"kind": "control", "device": "VCOUNTD", "message": "Device_Init"}));
+//! ```
+//!
+//! Plugins are found in [`plugin_dir`]: the build output of the cargo
+//! workspace the test runs in, built once per test process with a nested
+//! `cargo build` (cargo does not build `cdylib` crates for `cargo test`).
+//! Set `VMM_PLUGIN_DIR` to use prebuilt plugins instead.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub use serde_json::{Value, json};
+
+use crate::error::Error;
+use crate::machine::{Machine, MachineOptions};
+use crate::manifest::ManifestBuilder;
+
+/// The directory holding the workspace's plugins, built on first use.
+///
+/// Panics with cargo's output if the build fails: a test cannot proceed
+/// without its plugins.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("VMM_PLUGIN_DIR") {
+            return Ok(PathBuf::from(dir));
+        }
+        let start = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        build_workspace_plugins(&start)
+    });
+    match dir {
+        Ok(d) => d,
+        Err(e) => panic!("cannot build the plugins for the tests: {e}"),
+    }
+}
+
+/// Build every `cdylib` package of the workspace containing `dir`; the
+/// directory of the artifacts.
+pub fn build_workspace_plugins(dir: &Path) -> Result<PathBuf, String> {
+    let (root, packages) = crate::cargo::workspace_plugins(dir)?;
+    let names: Vec<String> = packages.iter().map(|p| p.package.clone()).collect();
+    let artifacts = crate::cargo::build(&root, &names, !cfg!(debug_assertions))?;
+    artifacts
+        .values()
+        .next()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "the workspace has no cdylib plugins".to_string())
+}
+
+/// A machine to run, from inline manifest text plus overrides.
+#[derive(Clone, Debug, Default)]
+pub struct Scenario {
+    texts: Vec<String>,
+    sets: Vec<String>,
+    plugin_dirs: Vec<PathBuf>,
+}
+
+impl Scenario {
+    /// A scenario from manifest text (TOML `system.ini`).
+    pub fn new(manifest: &str) -> Self {
+        Scenario { texts: vec![manifest.to_string()], ..Scenario::default() }
+    }
+
+    /// Add a later manifest layer (it overrides the earlier ones).
+    pub fn layer(mut self, manifest: &str) -> Self {
+        self.texts.push(manifest.to_string());
+        self
+    }
+
+    /// Add a `SECTION.KEY=VALUE` override.
+    pub fn set(mut self, assignment: &str) -> Self {
+        self.sets.push(assignment.to_string());
+        self
+    }
+
+    /// Search `dir` for plugins before the workspace's build output.
+    pub fn plugin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.plugin_dirs.push(dir.into());
+        self
+    }
+
+    /// Build the machine without booting it.
+    pub fn machine(&self) -> Result<Machine, Error> {
+        let mut b = ManifestBuilder::new();
+        for (i, t) in self.texts.iter().enumerate() {
+            b = b.text(format!("manifest#{}", i + 1), t.clone(), ".");
+        }
+        for s in &self.sets {
+            b = b.set(s.clone());
+        }
+        let manifest = b.build()?;
+        let mut plugin_dirs = self.plugin_dirs.clone();
+        plugin_dirs.push(plugin_dir().to_path_buf());
+        Ok(Machine::new(manifest, MachineOptions { capture_trace: true, trace: None, plugin_dirs }))
+    }
+
+    /// Boot, run to the end and shut down; never panics on machine errors
+    /// (they are in [`Run::error`]).
+    pub fn run(&self) -> Run {
+        let mut machine = match self.machine() {
+            Ok(m) => m,
+            Err(e) => return Run { error: Some(e), trace: Trace::default(), violations: 0 },
+        };
+        let mut result = machine.boot();
+        if result.is_ok() {
+            result = machine.shutdown();
+        }
+        Run { error: result.err(), trace: Trace::of(&machine), violations: machine.violation_count() }
+    }
+}
+
+/// The outcome of [`Scenario::run`].
+#[derive(Debug)]
+pub struct Run {
+    error: Option<Error>,
+    trace: Trace,
+    violations: u64,
+}
+
+impl Run {
+    /// The error the machine stopped with, if any.
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// The error, or a panic naming the trace's last records.
+    pub fn expect_error(&self) -> &Error {
+        match &self.error {
+            Some(e) => e,
+            None => panic!("expected the run to fail, but it succeeded\n{}", self.trace.tail(20)),
+        }
+    }
+
+    /// Panic (with the error and the end of the trace) unless the run
+    /// succeeded.
+    pub fn assert_ok(&self) {
+        if let Some(e) = &self.error {
+            panic!("the run failed: {e}\n{}", self.trace.tail(20));
+        }
+    }
+
+    /// The trace.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// How many violations were reported.
+    pub fn violations(&self) -> u64 {
+        self.violations
+    }
+}
+
+/// A trace as JSON values, exactly as `--trace` writes them, with queries.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    records: Vec<Value>,
+}
+
+/// Whether `record` has every field of `pattern` with an equal value
+/// (objects match recursively by subset).
+pub fn matches(record: &Value, pattern: &Value) -> bool {
+    match (record, pattern) {
+        (Value::Object(r), Value::Object(p)) => p.iter().all(|(k, v)| r.get(k).is_some_and(|rv| matches(rv, v))),
+        (r, p) => r == p,
+    }
+}
+
+impl Trace {
+    /// The trace of a machine (with `capture_trace`).
+    pub fn of(machine: &Machine) -> Self {
+        Trace { records: machine.trace().iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect() }
+    }
+
+    /// All records.
+    pub fn records(&self) -> &[Value] {
+        &self.records
+    }
+
+    /// Records containing every field of `pattern`.
+    pub fn matching(&self, pattern: Value) -> Vec<&Value> {
+        self.records.iter().filter(|r| matches(r, &pattern)).collect()
+    }
+
+    /// How many records match.
+    pub fn count(&self, pattern: Value) -> usize {
+        self.matching(pattern).len()
+    }
+
+    /// The first matching record, or a panic showing the nearest records of
+    /// the same kind.
+    pub fn expect(&self, pattern: Value) -> &Value {
+        match self.records.iter().find(|r| matches(r, &pattern)) {
+            Some(r) => r,
+            None => panic!("no trace record matches {pattern}\n{}", self.near(&pattern)),
+        }
+    }
+
+    /// Panic if any record matches.
+    pub fn expect_none(&self, pattern: Value) {
+        if let Some(r) = self.records.iter().find(|r| matches(r, &pattern)) {
+            panic!("expected no record matching {pattern}, found {r}");
+        }
+    }
+
+    /// Assert that records matching `patterns` appear in this order (other
+    /// records may come between them).
+    pub fn expect_in_order(&self, patterns: &[Value]) {
+        let mut at = 0;
+        for (i, p) in patterns.iter().enumerate() {
+            match self.records[at..].iter().position(|r| matches(r, p)) {
+                Some(pos) => at += pos + 1,
+                None => panic!(
+                    "pattern #{i} {p} does not occur after the records matched so far (position {at})\n{}",
+                    self.near(p)
+                ),
+            }
+        }
+    }
+
+    /// The values of `field` in the records matching `pattern`.
+    pub fn values(&self, pattern: Value, field: &str) -> Vec<Value> {
+        self.matching(pattern).into_iter().filter_map(|r| r.get(field).cloned()).collect()
+    }
+
+    fn near(&self, pattern: &Value) -> String {
+        let kind = pattern.get("kind");
+        let same: Vec<&Value> = self.records.iter().filter(|r| kind.is_none() || r.get("kind") == kind).collect();
+        let mut s = format!("{} record(s) of that kind:\n", same.len());
+        for r in same.iter().take(30) {
+            let _ = writeln!(s, "  {r}");
+        }
+        s
+    }
+
+    /// The last `n` records, one per line.
+    pub fn tail(&self, n: usize) -> String {
+        let mut s = String::from("last trace records:\n");
+        for r in self.records.iter().rev().take(n).collect::<Vec<_>>().into_iter().rev() {
+            let _ = writeln!(s, "  {r}");
+        }
+        s
+    }
+}

@@ -1,0 +1,253 @@
+//! The machine-readable trace: one JSON object per VMM event, written as
+//! JSON Lines with `--trace FILE` and kept in memory for tests.
+//!
+//! Every record has `t` (virtual milliseconds), `t_ns` (virtual
+//! nanoseconds) and `kind`; the other fields depend on the kind and are
+//! documented on each [`TraceEvent`] variant and in `docs/trace.md`.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::time::Instant;
+
+/// One trace record.
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceRecord {
+    /// Virtual time, whole milliseconds since boot.
+    pub t: u64,
+    /// Virtual time, nanoseconds since boot.
+    pub t_ns: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: TraceEvent,
+}
+
+/// How a control message, service or callback returned.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// Carry clear.
+    Clear,
+    /// Carry set.
+    Set,
+    /// The plugin panicked.
+    Panic,
+    /// The plugin was re-entered while its state was borrowed.
+    Reentrancy,
+    /// The plugin called Fatal_Error_Handler.
+    FatalExit,
+    /// The instance had already failed; it was not called.
+    Skipped,
+    /// Another plugin error.
+    Error,
+}
+
+/// The events of a run. The serialized `kind` is the variant name in
+/// snake case.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TraceEvent {
+    /// A boot or shutdown phase begins: `real_mode_init`,
+    /// `sys_critical_init`, `device_init`, `init_complete`, `sys_vm_init`,
+    /// `running`, `sys_vm_terminate`, `system_exit`, `sys_critical_exit`,
+    /// `stopped`.
+    Phase {
+        /// The phase.
+        phase: &'static str,
+    },
+    /// A device was accepted into the device list.
+    DeviceLoaded {
+        /// DDB name.
+        device: String,
+        /// Device ID.
+        id: u16,
+        /// Init order.
+        init_order: u32,
+        /// Version as `major.minor`.
+        version: String,
+        /// The file it came from (`*NAME` for built-ins).
+        file: String,
+        /// Content hash of the file (hex), empty for built-ins.
+        build: String,
+        /// Loaded because a TSR asked through INT 2Fh 1605h.
+        from_int2f: bool,
+        /// Has a V86 API.
+        v86_api: bool,
+        /// Has a PM API.
+        pm_api: bool,
+        /// Number of services.
+        services: usize,
+        /// Instance number (one per load).
+        instance: u32,
+    },
+    /// A device was not loaded or was dropped.
+    DeviceRejected {
+        /// DDB name (or the manifest name if the file never loaded).
+        device: String,
+        /// Device ID, if known.
+        id: Option<u16>,
+        /// The file.
+        file: String,
+        /// A stable reason code: `load_error`, `duplicate_id`,
+        /// `id_required`, `abort_device_load`, `abort_win386_load`,
+        /// `real_mode_init_failed`, `init_failed`.
+        reason: &'static str,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// A system control message was sent to a device.
+    Control {
+        /// The receiving device.
+        device: String,
+        /// DDK name of the message.
+        message: &'static str,
+        /// Message number.
+        number: u32,
+        /// EBX, the VM handle, when the message has one.
+        vm: Option<u32>,
+        /// EDX parameter (VNE_* flags and the like), when non-zero.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        edx: Option<u32>,
+        /// How it returned.
+        result: CallOutcome,
+    },
+    /// Real-mode initialization of a device.
+    RealModeInit {
+        /// The device.
+        device: String,
+        /// BX flags passed in.
+        flags: u32,
+        /// EDX reference data passed in (from the TSR's startup info).
+        reference_data: u32,
+        /// AX answer (`DEVICE_LOAD_OK`, ... `| NO_FAIL_MESSAGE`).
+        answer: u32,
+        /// How the call returned.
+        result: CallOutcome,
+    },
+    /// A plugin entry point failed (panic, re-entrancy, ...).
+    PluginError {
+        /// The device or module.
+        device: String,
+        /// Which entry point: `control`, `api`, `service`, `callback`, ...
+        entry: &'static str,
+        /// `panic`, `reentrancy`, `type_mismatch`, `error`.
+        error: &'static str,
+        /// The message (panic text with location).
+        message: String,
+    },
+    /// A VMM rule was broken.
+    Violation {
+        /// Stable code, for example `SYNC_SERVICE_AT_INTERRUPT`.
+        code: String,
+        /// One sentence: what happened and why it is wrong.
+        message: String,
+        /// The device that broke it.
+        device: Option<String>,
+        /// The service involved.
+        service: Option<&'static str>,
+        /// The execution context (`init`, `interrupt`, `event`, ...).
+        context: &'static str,
+    },
+    /// `Out_Debug_String`.
+    DebugString {
+        /// The device.
+        device: String,
+        /// The text.
+        text: String,
+    },
+    /// A `VxDCall` between devices.
+    VxdCall {
+        /// Calling device.
+        caller: String,
+        /// Target device ID.
+        device_id: u16,
+        /// Service ordinal.
+        ordinal: u16,
+        /// Service name from the target's table, if known.
+        service: Option<String>,
+        /// How it returned.
+        result: CallOutcome,
+    },
+    /// The machine stopped with a fatal error.
+    FatalError {
+        /// The message.
+        message: String,
+        /// The device that caused it.
+        device: Option<String>,
+    },
+}
+
+/// Where trace records go.
+pub struct Trace {
+    capture: bool,
+    records: Vec<TraceRecord>,
+    writer: Option<Box<dyn Write>>,
+    write_error: Option<io::Error>,
+    count: u64,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace::new(false, None)
+    }
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trace").field("capture", &self.capture).field("count", &self.count).finish()
+    }
+}
+
+impl Trace {
+    /// A trace that keeps records in memory (`capture`) and/or writes JSON
+    /// Lines to `writer`.
+    pub fn new(capture: bool, writer: Option<Box<dyn Write>>) -> Self {
+        Trace { capture, records: Vec::new(), writer, write_error: None, count: 0 }
+    }
+
+    /// Whether records are wanted at all.
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.capture || self.writer.is_some()
+    }
+
+    /// Record an event at `t`.
+    pub fn emit(&mut self, t: Instant, event: TraceEvent) {
+        self.count += 1;
+        let record = TraceRecord { t: t.as_millis(), t_ns: t.as_nanos(), event };
+        if let Some(w) = self.writer.as_mut()
+            && self.write_error.is_none()
+        {
+            let result =
+                serde_json::to_writer(&mut *w, &record).map_err(io::Error::from).and_then(|()| w.write_all(b"\n"));
+            if let Err(e) = result {
+                self.write_error = Some(e);
+            }
+        }
+        if self.capture {
+            self.records.push(record);
+        }
+    }
+
+    /// Records kept in memory.
+    pub fn records(&self) -> &[TraceRecord] {
+        &self.records
+    }
+
+    /// Take the records kept in memory.
+    pub fn take_records(&mut self) -> Vec<TraceRecord> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// Flush the writer; report the first write error.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if let Some(e) = self.write_error.take() {
+            return Err(e);
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+}

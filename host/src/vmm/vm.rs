@@ -1,0 +1,195 @@
+//! Virtual machines: the control block of each VM (handle, ID, status,
+//! client registers, ring-3 stack, priority, execution time, per-device
+//! control-block areas) and the generational table that validates handles.
+
+use std::cell::UnsafeCell;
+
+use vmm_plugin_api::abi::ClientRegs;
+use vmm_plugin_api::ddk::{IF_MASK, VMSTAT_PM_APP, VMSTAT_PM_EXEC};
+
+use crate::time::Duration;
+
+/// Initial stack pointer.
+pub(crate) const STACK_TOP: u32 = 0xFFFE;
+/// The system VM's stack selector and a DOS VM's stack segment.
+pub(crate) const PM_STACK_SELECTOR: u32 = 0x0037;
+/// V86 stack segment.
+pub(crate) const V86_STACK_SEGMENT: u32 = 0x9000;
+/// Base execution priority of every VM.
+pub(crate) const BASE_PRIORITY: u32 = 100;
+
+/// Where a VM is in its lifecycle.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum VmLife {
+    /// Create_VM / VM_Critical_Init / VM_Init in progress.
+    Creating,
+    /// Runs.
+    Running,
+}
+
+/// A VM's control block.
+pub(crate) struct Vm {
+    pub(crate) handle: u32,
+    pub(crate) id: u32,
+    pub(crate) status: u32,
+    pub(crate) life: VmLife,
+    client: Box<UnsafeCell<ClientRegs>>,
+    pub(crate) base_priority: u32,
+    pub(crate) boost: i64,
+    pub(crate) exec_time: Duration,
+    pub(crate) cb_area: Vec<u8>,
+    /// Nested execution blocks: the CS:IP and mode to restore.
+    pub(crate) nest: Vec<NestFrame>,
+}
+
+/// One `Begin_Nest_Exec` block.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NestFrame {
+    pub(crate) cs: u32,
+    pub(crate) eip: u32,
+    pub(crate) pm: bool,
+}
+
+impl Vm {
+    pub(crate) fn new(handle: u32, id: u32, is_system: bool, cb_size: usize) -> Self {
+        let pm = is_system;
+        let client = ClientRegs {
+            eflags: IF_MASK | 0x2,
+            ss: if pm { PM_STACK_SELECTOR } else { V86_STACK_SEGMENT },
+            esp: STACK_TOP,
+            ..ClientRegs::default()
+        };
+        Vm {
+            handle,
+            id,
+            status: if is_system { VMSTAT_PM_APP | VMSTAT_PM_EXEC } else { 0 },
+            life: VmLife::Creating,
+            client: Box::new(UnsafeCell::new(client)),
+            base_priority: BASE_PRIORITY,
+            boost: 0,
+            exec_time: Duration::ZERO,
+            cb_area: vec![0; cb_size],
+            nest: Vec::new(),
+        }
+    }
+
+    /// The stable address of the client register block.
+    pub(crate) fn client_ptr(&self) -> *mut ClientRegs {
+        self.client.get()
+    }
+
+    /// A copy of the client registers.
+    pub(crate) fn client(&self) -> ClientRegs {
+        // SAFETY: the block is only accessed through raw reads and writes,
+        // never through a long-lived reference, so this read cannot alias a
+        // live `&mut`.
+        unsafe { self.client.get().read() }
+    }
+
+    /// Whether the VM has interrupts enabled.
+    pub(crate) fn interrupts_enabled(&self) -> bool {
+        self.client().eflags & IF_MASK != 0
+    }
+
+    /// Base priority plus boosts, clamped to the DDK's range.
+    pub(crate) fn priority(&self) -> u32 {
+        (self.base_priority as i64 + self.boost).clamp(1, 0x4000_0000) as u32
+    }
+}
+
+struct Slot {
+    generation: u16,
+    vm: Option<Vm>,
+}
+
+/// All VMs, addressed by generational handles: the handle of a destroyed
+/// VM never validates again (until its 16-bit generation wraps).
+#[derive(Default)]
+pub(crate) struct VmTable {
+    slots: Vec<Slot>,
+}
+
+impl VmTable {
+    /// Add a VM; `make` receives its handle and ID.
+    pub(crate) fn insert(&mut self, make: impl FnOnce(u32, u32) -> Vm) -> u32 {
+        let id = (1..).find(|id| !self.iter().any(|vm| vm.id == *id)).unwrap_or(1);
+        let index = match self.slots.iter().position(|s| s.vm.is_none()) {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { generation: 0, vm: None });
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[index];
+        slot.generation = slot.generation.wrapping_add(1).max(1);
+        let handle = ((slot.generation as u32) << 16) | (index as u32 + 1);
+        slot.vm = Some(make(handle, id));
+        handle
+    }
+
+    fn index(handle: u32) -> Option<usize> {
+        let low = (handle & 0xFFFF) as usize;
+        low.checked_sub(1)
+    }
+
+    /// The VM with this handle, if it is alive.
+    pub(crate) fn get(&self, handle: u32) -> Option<&Vm> {
+        let slot = self.slots.get(Self::index(handle)?)?;
+        slot.vm.as_ref().filter(|vm| vm.handle == handle)
+    }
+
+    /// Mutable access.
+    pub(crate) fn get_mut(&mut self, handle: u32) -> Option<&mut Vm> {
+        let slot = self.slots.get_mut(Self::index(handle)?)?;
+        slot.vm.as_mut().filter(|vm| vm.handle == handle)
+    }
+
+    /// Live VMs in table order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Vm> {
+        self.slots.iter().filter_map(|s| s.vm.as_ref())
+    }
+
+    /// Mutable iteration.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Vm> {
+        self.slots.iter_mut().filter_map(|s| s.vm.as_mut())
+    }
+
+    /// `Get_Next_VM_Handle`: the next live VM after `handle`, circularly.
+    pub(crate) fn next(&self, handle: u32) -> Option<u32> {
+        let start = Self::index(handle)?;
+        self.get(handle)?;
+        let n = self.slots.len();
+        (1..=n).map(|k| (start + k) % n).find_map(|i| self.slots[i].vm.as_ref().map(|vm| vm.handle))
+    }
+
+    /// Grow every VM's control block area (for `_Allocate_Device_CB_Area`).
+    pub(crate) fn grow_cb_areas(&mut self, size: usize) {
+        for vm in self.iter_mut() {
+            if vm.cb_area.len() < size {
+                vm.cb_area.resize(size, 0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(h: u32, id: u32) -> Vm {
+        Vm::new(h, id, false, 0)
+    }
+
+    #[test]
+    fn handles_are_generational() {
+        let mut t = VmTable::default();
+        let a = t.insert(vm);
+        let b = t.insert(vm);
+        assert_eq!(t.get(a).unwrap().id, 1);
+        assert_eq!(t.get(b).unwrap().id, 2);
+        assert_eq!(t.next(a), Some(b));
+        assert_eq!(t.next(b), Some(a));
+        assert!(t.get(0).is_none());
+        assert!(t.get(0xDEAD_BEEF).is_none());
+    }
+}

@@ -1,0 +1,750 @@
+//! The raw, layout-checked ABI between the `vmm` host and its plugins.
+//!
+//! Everything here is `#[repr(C)]` and derives [`StableAbi`], so the host
+//! checks the whole graph of types reachable from [`PluginRoot`] when it loads
+//! a plugin. Plugin authors normally never touch this module: the SDK
+//! ([`crate::device`], [`crate::ring3`], [`crate::vmm`]) builds these values and
+//! wraps every entry point in `catch_unwind`.
+//!
+//! **Compatibility rule.** [`PluginRoot`], [`InstanceVtable`] and
+//! [`HostServices`] are prefix types: fields are only ever appended after the
+//! field marked `last_prefix_field`. A plugin built against a newer
+//! `vmm-plugin-api` 0.x loads into an older host of the same minor version
+//! line; a plugin older than the host's minor version is refused by the
+//! version check. Services appended to [`HostServices`] after a plugin was
+//! built are simply invisible to it; services the plugin knows but an older
+//! host lacks show up as `None` through [`HostServices_Ref`] accessors, which
+//! the SDK reports as [`VmmError::NOT_AVAILABLE`].
+
+#![allow(non_camel_case_types)]
+
+use core::ffi::c_void;
+
+use abi_stable::{
+    StableAbi, declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{ROption, RResult, RSlice, RSliceMut, RStr, RString, RVec},
+};
+
+/// The kind of module a plugin file contains.
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ModuleKind {
+    /// A virtual device (VxD): ring-0 code the VMM calls.
+    Vxd = 0,
+    /// A Windows dynamic-link library, loaded into the system VM.
+    WinDll = 1,
+    /// A Windows application: a task in the system VM.
+    WinApp = 2,
+    /// A DOS program: runs in a DOS VM.
+    DosProgram = 3,
+}
+
+/// Static description of a virtual device: the fields of its DDB
+/// (`VxD_Desc_Block`) that the device itself declares.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct DeviceDescriptor {
+    /// `DDB_Name`: 1 to 8 characters.
+    pub name: RStr<'static>,
+    /// `DDB_Dev_Major_Version`.
+    pub major_version: u8,
+    /// `DDB_Dev_Minor_Version`.
+    pub minor_version: u8,
+    /// `DDB_Req_Device_Number`, or `UNDEFINED_DEVICE_ID` (0).
+    pub device_id: u16,
+    /// `DDB_Init_Order`, for example `UNDEFINED_INIT_ORDER`.
+    pub init_order: u32,
+    /// Whether the device has a V86-mode API procedure.
+    pub has_v86_api: bool,
+    /// Whether the device has a protected-mode API procedure.
+    pub has_pm_api: bool,
+    /// The service table, by ordinal. Ordinal 0 must be `<Name>_Get_Version`.
+    pub services: RSlice<'static, RStr<'static>>,
+    /// `DDB_SDK_Version`: `DDK_VERSION_310` (0x030A) or `DDK_VERSION_400`
+    /// (0x0400). 4.0 devices also receive the reverse-order `xx2` messages.
+    pub sdk_version: u16,
+    /// Whether the device may be loaded dynamically (it handles
+    /// `Sys_Dynamic_Device_Init` / `Sys_Dynamic_Device_Exit`).
+    pub dynamic: bool,
+}
+
+/// How a ring-3 segment is allocated (the `SEGMENTS` line of a `.DEF` file).
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SegmentKind {
+    /// Always present and page-locked in a DLL: callable from event time.
+    Fixed = 0,
+    /// May move in linear memory.
+    Moveable = 1,
+    /// May be thrown away and reloaded from the file.
+    Discardable = 2,
+}
+
+/// One segment of a ring-3 module.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct SegmentDescriptor {
+    /// Segment name, for example `_TEXT` or `CALLBACK_TEXT`.
+    pub name: RStr<'static>,
+    /// FIXED, MOVEABLE or DISCARDABLE.
+    pub kind: SegmentKind,
+}
+
+/// One exported procedure of a ring-3 module.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct ExportDescriptor {
+    /// Export name (case-insensitive for `GetProcAddress`).
+    pub name: RStr<'static>,
+    /// Export ordinal (non-zero).
+    pub ordinal: u16,
+    /// Index of the segment that holds the code.
+    pub segment: u16,
+    /// Bytes of PASCAL arguments the procedure pops on return (`RETF n`).
+    pub arg_bytes: u16,
+}
+
+/// Static description of a ring-3 module (DLL, Windows application or DOS
+/// program).
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct ModuleDescriptor {
+    /// Module name as `LoadLibrary` and the manifest know it.
+    pub name: RStr<'static>,
+    /// Segments, by index.
+    pub segments: RSlice<'static, SegmentDescriptor>,
+    /// Exported procedures.
+    pub exports: RSlice<'static, ExportDescriptor>,
+}
+
+/// What a plugin file says about itself before any instance exists.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct PluginInfo {
+    /// VxD or one of the ring-3 kinds.
+    pub kind: ModuleKind,
+    /// The version of `vmm-plugin-api` the plugin was compiled against.
+    pub api_version: RStr<'static>,
+    /// `true` when the plugin was built with `panic = "unwind"`.
+    pub panic_unwind: bool,
+    /// Present for [`ModuleKind::Vxd`].
+    pub device: ROption<DeviceDescriptor>,
+    /// Present for the ring-3 kinds.
+    pub module: ROption<ModuleDescriptor>,
+}
+
+/// Carry flag result of a control message, service or callback: the DDK's
+/// "return with carry clear / set".
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Carry {
+    /// CF clear: success.
+    #[default]
+    Clear = 0,
+    /// CF set: failure, or the message-specific meaning.
+    Set = 1,
+}
+
+impl Carry {
+    /// `Carry::Set` when `failed`.
+    pub const fn from_failed(failed: bool) -> Self {
+        if failed { Carry::Set } else { Carry::Clear }
+    }
+    /// Whether carry is set.
+    pub const fn is_set(self) -> bool {
+        matches!(self, Carry::Set)
+    }
+}
+
+/// Why a call into a plugin did not complete normally.
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PluginErrorKind {
+    /// The plugin returned an error (for example from its factory).
+    Failed = 0,
+    /// The plugin panicked; the SDK caught it at the entry point.
+    Panic = 1,
+    /// A `RefCell` (or [`crate::ReentrancyCell`]) borrow conflict: the device
+    /// was re-entered while it held its own state.
+    Reentrancy = 2,
+    /// The plugin called `Fatal_Error_Handler` or `Fatal_Memory_Error`, which
+    /// never return.
+    FatalExit = 3,
+    /// A callback was registered for one device type and invoked with
+    /// another.
+    TypeMismatch = 4,
+}
+
+/// An error crossing from a plugin to the host.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct PluginError {
+    /// What kind of failure.
+    pub kind: PluginErrorKind,
+    /// Human-readable detail (the panic message, the factory's error, ...).
+    pub message: RString,
+}
+
+/// Result of every host-to-plugin call.
+pub type PluginResult<T> = RResult<T, PluginError>;
+
+/// A host service error, as returned across the ABI. The SDK converts it to
+/// [`crate::VmmError`].
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VmmError {
+    /// One of the `VmmError::*` codes.
+    pub code: u32,
+}
+
+impl VmmError {
+    /// A handle (VM, event, time-out, semaphore, ...) is invalid or stale.
+    pub const INVALID_HANDLE: VmmError = VmmError { code: 1 };
+    /// The call broke a VMM rule; a `violation` record names which.
+    pub const VIOLATION: VmmError = VmmError { code: 2 };
+    /// A parameter is out of range (reserved flag bits, zero size, ...).
+    pub const INVALID_PARAMETER: VmmError = VmmError { code: 3 };
+    /// The machine is stopping after a fatal error.
+    pub const FATAL: VmmError = VmmError { code: 4 };
+    /// Out of memory or another resource.
+    pub const OUT_OF_MEMORY: VmmError = VmmError { code: 5 };
+    /// The host does not offer this service (an older host).
+    pub const NOT_AVAILABLE: VmmError = VmmError { code: 6 };
+    /// The requested item does not exist (profile key, device, ...).
+    pub const NOT_FOUND: VmmError = VmmError { code: 7 };
+    /// The operation failed for the documented service-specific reason.
+    pub const FAILED: VmmError = VmmError { code: 8 };
+}
+
+/// Result of every plugin-to-host service call.
+pub type VmmResult<T> = RResult<T, VmmError>;
+
+/// The 32-bit register set of a register-convention call: VxD services
+/// reached by `VxDCall`, and callbacks.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Regs {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+    /// ESI.
+    pub esi: u32,
+    /// EDI.
+    pub edi: u32,
+    /// EBP.
+    pub ebp: u32,
+    /// EFLAGS: `CF_MASK` (bit 0), `ZF_MASK` (bit 6), `IF_MASK` (bit 9).
+    pub flags: u32,
+}
+
+/// A `VxDCall` in flight: the registers of a register service and the stack
+/// arguments of a C (`_Name`, cdecl) service, first argument first.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceCall {
+    /// Registers in and out.
+    pub regs: Regs,
+    /// cdecl arguments, first argument at index 0.
+    pub args: [u32; 8],
+}
+
+/// `Client_Reg_Struc`: a VM's client registers, field for field in the DDK's
+/// order (offsets +00 EDI ... +44 GS). Segment registers occupy dwords.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClientRegs {
+    /// +00 Client_EDI.
+    pub edi: u32,
+    /// +04 Client_ESI.
+    pub esi: u32,
+    /// +08 Client_EBP.
+    pub ebp: u32,
+    /// +0C ESP at PUSHAD (unused).
+    pub res0: u32,
+    /// +10 Client_EBX.
+    pub ebx: u32,
+    /// +14 Client_EDX.
+    pub edx: u32,
+    /// +18 Client_ECX.
+    pub ecx: u32,
+    /// +1C Client_EAX.
+    pub eax: u32,
+    /// +20 Client_Error.
+    pub error: u32,
+    /// +24 Client_EIP.
+    pub eip: u32,
+    /// +28 Client_CS.
+    pub cs: u32,
+    /// +2C Client_EFlags.
+    pub eflags: u32,
+    /// +30 Client_ESP.
+    pub esp: u32,
+    /// +34 Client_SS.
+    pub ss: u32,
+    /// +38 Client_ES.
+    pub es: u32,
+    /// +3C Client_DS.
+    pub ds: u32,
+    /// +40 Client_FS.
+    pub fs: u32,
+    /// +44 Client_GS.
+    pub gs: u32,
+}
+
+/// A system control message as the control procedure receives it:
+/// EAX = message, EBX = VM handle, EDX/ESI/EDI = parameters.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ControlArgs {
+    /// EAX: the message number (`SYS_CRITICAL_INIT` ...).
+    pub message: u32,
+    /// EBX: the VM handle, where the message has one.
+    pub vm: u32,
+    /// EDX.
+    pub edx: u32,
+    /// ESI.
+    pub esi: u32,
+    /// EDI.
+    pub edi: u32,
+}
+
+/// The answer of a real-mode initialization procedure.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RealModeInitResult {
+    /// AX: `DEVICE_LOAD_OK`, `ABORT_DEVICE_LOAD` or `ABORT_WIN386_LOAD`,
+    /// optionally ORed with `NO_FAIL_MESSAGE`.
+    pub ax: u32,
+    /// EDX: reference data for `DDB_Reference_Data`.
+    pub edx: u32,
+}
+
+/// Which API entry point a ring-3 caller reached.
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ApiMode {
+    /// The V86-mode API (DOS programs).
+    V86 = 0,
+    /// The protected-mode API (Windows code).
+    Pm = 1,
+}
+
+/// A callback a plugin hands to the host (events, time-outs, hooks, ...).
+///
+/// `call` receives the registration's `data`, the owning instance's `this`
+/// and the callback registers (EBX = current VM, EDX = reference data, ...).
+/// `drop` releases `data`; the host calls it exactly once, after the last
+/// `call` or when the registration is cancelled.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct RawCallback {
+    /// Invoke the callback.
+    pub call:
+        extern "C" fn(data: *mut c_void, this: *const c_void, cx: &HostCx, regs: &mut Regs) -> PluginResult<Carry>,
+    /// Release `data`.
+    pub drop: extern "C" fn(data: *mut c_void),
+    /// Plugin-owned state of the callback (a boxed closure).
+    pub data: *mut c_void,
+    /// A name for traces, such as the closure's type name.
+    pub name: RStr<'static>,
+}
+
+/// A message as `GetMessage` returns it (Win16 `MSG`).
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Msg {
+    /// Destination window; 0 for `PostAppMessage` messages.
+    pub hwnd: u16,
+    /// Message number.
+    pub message: u16,
+    /// 16-bit wParam.
+    pub wparam: u16,
+    /// 32-bit lParam.
+    pub lparam: u32,
+    /// Virtual time in ms when it was posted.
+    pub time: u32,
+}
+
+/// What a ring-3 program does next, returned from its `start` and `resume`
+/// procedures. Ring-3 programs are cooperative: a step runs to completion,
+/// and the returned [`Step`] says what the program waits for.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Step {
+    /// What to wait for.
+    pub kind: StepKind,
+    /// Milliseconds for `Sleep`, exit code for `Exit`.
+    pub value: u32,
+}
+
+/// The kinds of [`Step`].
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    /// Block in `GetMessage` until the task's queue has a message.
+    GetMessage = 0,
+    /// Release the time slice and wait this many milliseconds.
+    Sleep = 1,
+    /// Give other tasks and VMs a turn, then resume at once.
+    Yield = 2,
+    /// End the program with an exit code.
+    Exit = 3,
+}
+
+/// Why a ring-3 program is resumed.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Resume {
+    /// The reason.
+    pub kind: ResumeKind,
+    /// For `Message`: the message `GetMessage` retrieved.
+    pub msg: Msg,
+}
+
+/// The kinds of [`Resume`].
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ResumeKind {
+    /// `GetMessage` returned this message (`WM_QUIT` makes it return FALSE).
+    Message = 0,
+    /// The `Sleep` elapsed.
+    Woke = 1,
+    /// The program yielded and has its turn again.
+    Yielded = 2,
+}
+
+/// One live instance of a plugin: an opaque pointer plus its entry points.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct RawInstance {
+    /// The plugin's instance state.
+    pub this: *const c_void,
+    /// The entry points.
+    pub vtable: InstanceVtable_Ref,
+}
+
+/// The entry points of a plugin instance. Every function is guarded by
+/// `catch_unwind` in the SDK.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = InstanceVtable_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct InstanceVtable {
+    /// Destroy the instance.
+    pub drop: extern "C" fn(this: *const c_void),
+    /// Real-mode initialization: `flags` is BX (`DUPLICATE_DEVICE_ID`, ...),
+    /// `reference_data` is the startup-info reference data (EDX).
+    pub real_mode_init: extern "C" fn(
+        this: *const c_void,
+        cx: &HostCx,
+        flags: u32,
+        reference_data: u32,
+    ) -> PluginResult<RealModeInitResult>,
+    /// The control procedure.
+    pub control: extern "C" fn(this: *const c_void, cx: &HostCx, args: &ControlArgs) -> PluginResult<Carry>,
+    /// The V86 or PM API procedure. `client` is the calling VM's client
+    /// register block; errors are reported through CF in `Client_EFlags`.
+    pub api: extern "C" fn(
+        this: *const c_void,
+        cx: &HostCx,
+        mode: ApiMode,
+        vm: u32,
+        client: *mut ClientRegs,
+    ) -> PluginResult<()>,
+    /// A service of the device's service table, by ordinal.
+    pub service:
+        extern "C" fn(this: *const c_void, cx: &HostCx, ordinal: u32, call: &mut ServiceCall) -> PluginResult<Carry>,
+    /// Hot reload: serialize state to hand to the next version (`None`: the
+    /// device does not hand state over).
+    pub save_state: extern "C" fn(this: *const c_void, cx: &HostCx) -> PluginResult<ROption<RVec<u8>>>,
+    /// Hot reload: take over state saved by the previous version.
+    pub restore_state: extern "C" fn(this: *const c_void, cx: &HostCx, state: RSlice<'_, u8>) -> PluginResult<Carry>,
+    /// Ring-3 programs: start (`WinMain`, DOS `main`, DLL `LibMain`).
+    pub start: extern "C" fn(this: *const c_void, cx: &HostCx, args: RStr<'_>) -> PluginResult<Step>,
+    /// Ring-3 programs: continue after the wait a [`Step`] asked for.
+    pub resume: extern "C" fn(this: *const c_void, cx: &HostCx, resume: &Resume) -> PluginResult<Step>,
+    /// Ring-3 modules: call an exported procedure. `args` are the PASCAL
+    /// argument bytes as they lie on the stack (last argument first); the
+    /// result is DX:AX.
+    #[sabi(last_prefix_field)]
+    pub call_export:
+        extern "C" fn(this: *const c_void, cx: &HostCx, ordinal: u16, args: RSlice<'_, u8>) -> PluginResult<u32>,
+}
+
+/// The context every host-to-plugin call carries: the host's services and
+/// the opaque machine they act on. Plugins must not keep it beyond the call.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HostCx {
+    /// The host services.
+    pub services: HostServices_Ref,
+    /// The machine (opaque to plugins).
+    pub machine: *const c_void,
+    /// The instance being called (host bookkeeping).
+    pub caller: u32,
+}
+
+/// A string result of the profile services.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct ProfileString {
+    /// The value as written in the manifest.
+    pub value: RString,
+    /// Position among entries with the same key, for
+    /// `Get_Next_Profile_String`.
+    pub index: u32,
+}
+
+/// Outcome of the numeric and boolean profile services, with the DDK's
+/// three cases.
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProfileStatus {
+    /// CF clear, ZF clear: the key holds a valid value.
+    Present = 0,
+    /// CF clear, ZF set: the key is present but empty; the default is used.
+    Empty = 1,
+    /// CF set: the key is missing or its value is invalid; the default is
+    /// used.
+    Missing = 2,
+}
+
+/// A numeric or boolean profile value.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProfileValue {
+    /// Which of the DDK's three cases.
+    pub status: ProfileStatus,
+    /// The value, or the caller's default.
+    pub value: u32,
+}
+
+/// `Get_Crit_Section_Status` and `Get_Crit_Status_No_Block` output.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CritStatus {
+    /// ECX: claim count.
+    pub claims: u32,
+    /// EBX: owning VM (the current VM's handle when unowned).
+    pub owner: u32,
+    /// CF: the current VM's priority is at least `CRITICAL_SECTION_BOOST`.
+    pub high_priority: bool,
+}
+
+/// Details of a VM beyond its handle.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VmInfo {
+    /// `CB_VMID`: 1 for the system VM.
+    pub id: u32,
+    /// `CB_VM_Status` bits (`VMSTAT_*`).
+    pub status: u32,
+    /// Current execution priority (base plus boosts).
+    pub priority: u32,
+    /// Whether the VM has interrupts enabled (client IF).
+    pub interrupts_enabled: bool,
+    /// Whether the VM is in nested execution.
+    pub nested: bool,
+    /// Execution time in milliseconds.
+    pub exec_time_ms: u32,
+}
+
+/// Signature shorthands for [`HostServices`].
+pub type Cx<'a> = &'a HostCx;
+
+/// The services the host offers plugins: the VMM's, SHELL's and the ring-3
+/// APIs. Each is documented on its SDK wrapper in [`crate::vmm::Vmm`] and
+/// [`crate::ring3::Ring3`], under the DDK name.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = HostServices_Ref)))]
+#[sabi(missing_field(option))]
+pub struct HostServices {
+    // ---- diagnostics -------------------------------------------------
+    /// Forward a log line (`level`: 1 error ... 5 trace).
+    pub log: extern "C" fn(cx: Cx<'_>, level: u8, target: RStr<'_>, message: RStr<'_>),
+    /// `Out_Debug_String`.
+    pub out_debug_string: extern "C" fn(cx: Cx<'_>, text: RStr<'_>),
+    /// `Fatal_Error_Handler`: never returns to the VMM's caller; the SDK
+    /// unwinds to the entry point.
+    pub fatal_error_handler: extern "C" fn(cx: Cx<'_>, message: RStr<'_>, flags: u32),
+    /// `Fatal_Memory_Error`.
+    pub fatal_memory_error: extern "C" fn(cx: Cx<'_>),
+    /// Report a re-entrancy or other misuse detected inside the plugin.
+    pub report_violation: extern "C" fn(cx: Cx<'_>, code: RStr<'_>, message: RStr<'_>),
+
+    // ---- version, profile, dispatch ----------------------------------
+    /// `Get_VMM_Version`: AH.AL in the low word.
+    pub get_vmm_version: extern "C" fn(cx: Cx<'_>) -> u32,
+    /// `Get_Profile_String`.
+    pub get_profile_string: extern "C" fn(cx: Cx<'_>, section: RStr<'_>, key: RStr<'_>) -> VmmResult<ProfileString>,
+    /// `Get_Next_Profile_String`: the entry after `previous` with the same
+    /// key.
+    pub get_next_profile_string:
+        extern "C" fn(cx: Cx<'_>, section: RStr<'_>, key: RStr<'_>, previous: u32) -> VmmResult<ProfileString>,
+    /// `Get_Profile_Decimal_Int`.
+    pub get_profile_decimal_int:
+        extern "C" fn(cx: Cx<'_>, section: RStr<'_>, key: RStr<'_>, default: u32) -> VmmResult<ProfileValue>,
+    /// `Get_Profile_Hex_Int`.
+    pub get_profile_hex_int:
+        extern "C" fn(cx: Cx<'_>, section: RStr<'_>, key: RStr<'_>, default: u32) -> VmmResult<ProfileValue>,
+    /// `Get_Profile_Boolean`: value 0 or 0xFFFF_FFFF.
+    pub get_profile_boolean:
+        extern "C" fn(cx: Cx<'_>, section: RStr<'_>, key: RStr<'_>, default: u32) -> VmmResult<ProfileValue>,
+    /// `VxDCall`: `service` is `(device_id << 16) | ordinal`. CF comes back
+    /// in `call.regs.flags`.
+    pub vxd_call: extern "C" fn(cx: Cx<'_>, service: u32, call: &mut ServiceCall) -> VmmResult<()>,
+
+    // ---- heap and linear memory ----------------------------------------
+    /// `_HeapAllocate`: 0 on failure.
+    pub heap_allocate: extern "C" fn(cx: Cx<'_>, bytes: u32, flags: u32) -> u32,
+    /// `_HeapReAllocate`: 0 on failure (the old block stays).
+    pub heap_reallocate: extern "C" fn(cx: Cx<'_>, address: u32, bytes: u32, flags: u32) -> u32,
+    /// `_HeapFree`: non-zero on success.
+    pub heap_free: extern "C" fn(cx: Cx<'_>, address: u32, flags: u32) -> u32,
+    /// `_HeapGetSize`: 0 for an invalid block.
+    pub heap_get_size: extern "C" fn(cx: Cx<'_>, address: u32, flags: u32) -> u32,
+    /// Copy bytes out of linear memory (heap blocks).
+    pub mem_read: extern "C" fn(cx: Cx<'_>, address: u32, out: RSliceMut<'_, u8>) -> VmmResult<()>,
+    /// Copy bytes into linear memory.
+    pub mem_write: extern "C" fn(cx: Cx<'_>, address: u32, data: RSlice<'_, u8>) -> VmmResult<()>,
+
+    // ---- VMs ----------------------------------------------------------
+    /// `Get_Cur_VM_Handle`.
+    pub get_cur_vm_handle: extern "C" fn(cx: Cx<'_>) -> u32,
+    /// `Get_Sys_VM_Handle`.
+    pub get_sys_vm_handle: extern "C" fn(cx: Cx<'_>) -> u32,
+    /// `Test_Cur_VM_Handle` (ZF set when `vm` is current).
+    pub test_cur_vm_handle: extern "C" fn(cx: Cx<'_>, vm: u32) -> bool,
+    /// `Test_Sys_VM_Handle`.
+    pub test_sys_vm_handle: extern "C" fn(cx: Cx<'_>, vm: u32) -> bool,
+    /// `Validate_VM_Handle` (true = valid).
+    pub validate_vm_handle: extern "C" fn(cx: Cx<'_>, vm: u32) -> bool,
+    /// `Get_Next_VM_Handle` (circular).
+    pub get_next_vm_handle: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<u32>,
+    /// `Get_VMM_Reenter_Count`.
+    pub get_vmm_reenter_count: extern "C" fn(cx: Cx<'_>) -> u32,
+    /// The control-block fields of a VM.
+    pub get_vm_info: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<VmInfo>,
+    /// The client register block of a VM (valid while the VM exists).
+    pub client_regs: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<*mut ClientRegs>,
+    /// `_Allocate_Device_CB_Area`: offset of a zeroed per-VM area, 0 on
+    /// failure. Init only.
+    pub allocate_device_cb_area: extern "C" fn(cx: Cx<'_>, bytes: u32, flags: u32) -> u32,
+    /// Read from a VM's control block at an offset from
+    /// `_Allocate_Device_CB_Area`.
+    pub cb_read: extern "C" fn(cx: Cx<'_>, vm: u32, offset: u32, out: RSliceMut<'_, u8>) -> VmmResult<()>,
+    /// Write to a VM's control block.
+    pub cb_write: extern "C" fn(cx: Cx<'_>, vm: u32, offset: u32, data: RSlice<'_, u8>) -> VmmResult<()>,
+
+    // ---- time -----------------------------------------------------------
+    /// `Get_System_Time`: ms since boot.
+    pub get_system_time: extern "C" fn(cx: Cx<'_>) -> u32,
+    /// `Get_VM_Exec_Time`.
+    pub get_vm_exec_time: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<u32>,
+    /// `Set_Global_Time_Out`: handle, 0 if not scheduled.
+    pub set_global_time_out: extern "C" fn(cx: Cx<'_>, ms: u32, callback: RawCallback) -> u32,
+    /// `Set_VM_Time_Out`: counts `vm`'s execution time.
+    pub set_vm_time_out: extern "C" fn(cx: Cx<'_>, ms: u32, vm: u32, callback: RawCallback) -> u32,
+    /// `Cancel_Time_Out` (0 is a no-op).
+    pub cancel_time_out: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+
+    // ---- scheduler --------------------------------------------------------
+    /// `Adjust_Exec_Priority`.
+    pub adjust_exec_priority: extern "C" fn(cx: Cx<'_>, vm: u32, boost: i32) -> VmmResult<()>,
+    /// `Call_When_Task_Switched`: permanent, installation order; EAX = old
+    /// VM, EBX = new VM.
+    pub call_when_task_switched: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<()>,
+    /// `Call_When_Idle`: CF set from the callback passes to the next one.
+    pub call_when_idle: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<()>,
+
+    // ---- events -------------------------------------------------------------
+    /// `Call_Priority_VM_Event`: 0 if run inline, else a handle.
+    pub call_priority_vm_event: extern "C" fn(
+        cx: Cx<'_>,
+        boost: i32,
+        vm: u32,
+        flags: u32,
+        timeout_ms: u32,
+        callback: RawCallback,
+    ) -> VmmResult<u32>,
+    /// `Cancel_Priority_VM_Event` (0 is a no-op).
+    pub cancel_priority_vm_event: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `Schedule_Global_Event`.
+    pub schedule_global_event: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<u32>,
+    /// `Schedule_VM_Event`.
+    pub schedule_vm_event: extern "C" fn(cx: Cx<'_>, vm: u32, callback: RawCallback) -> VmmResult<u32>,
+    /// `Call_Global_Event`: 0 if run inline.
+    pub call_global_event: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<u32>,
+    /// `Call_VM_Event`: 0 if run inline.
+    pub call_vm_event: extern "C" fn(cx: Cx<'_>, vm: u32, callback: RawCallback) -> VmmResult<u32>,
+    /// `Cancel_Global_Event` (0 is a no-op).
+    pub cancel_global_event: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `Cancel_VM_Event` (0 is a no-op).
+    pub cancel_vm_event: extern "C" fn(cx: Cx<'_>, vm: u32, handle: u32) -> VmmResult<()>,
+    /// `Call_When_VM_Ints_Enabled`: runs now if the current VM has IF set.
+    pub call_when_vm_ints_enabled: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<()>,
+    /// `Call_When_Not_Critical`: one-shot; only the newest runs per release.
+    pub call_when_not_critical: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<()>,
+
+    // ---- critical section and semaphores ------------------------------------
+    /// `Begin_Critical_Section` (ECX = `BLOCK_*` flags).
+    pub begin_critical_section: extern "C" fn(cx: Cx<'_>, flags: u32) -> VmmResult<()>,
+    /// `End_Critical_Section`.
+    pub end_critical_section: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Claim_Critical_Section` (EAX = count, ECX = flags).
+    pub claim_critical_section: extern "C" fn(cx: Cx<'_>, count: u32, flags: u32) -> VmmResult<()>,
+    /// `Release_Critical_Section` (ECX = count).
+    pub release_critical_section: extern "C" fn(cx: Cx<'_>, count: u32) -> VmmResult<()>,
+    /// `Get_Crit_Section_Status` (not async).
+    pub get_crit_section_status: extern "C" fn(cx: Cx<'_>) -> VmmResult<CritStatus>,
+    /// `Get_Crit_Status_No_Block` (async).
+    pub get_crit_status_no_block: extern "C" fn(cx: Cx<'_>) -> CritStatus,
+    /// `End_Crit_And_Suspend`.
+    pub end_crit_and_suspend: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Create_Semaphore`.
+    pub create_semaphore: extern "C" fn(cx: Cx<'_>, tokens: i32) -> VmmResult<u32>,
+    /// `Destroy_Semaphore`.
+    pub destroy_semaphore: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `Wait_Semaphore`: blocks the current VM until a token is available.
+    pub wait_semaphore: extern "C" fn(cx: Cx<'_>, handle: u32, flags: u32) -> VmmResult<()>,
+    /// `Signal_Semaphore`.
+    pub signal_semaphore: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+
+    // ---- interrupts ---------------------------------------------------------
+    /// Register a simulated hardware interrupt source named `name`; the
+    /// callback runs at interrupt time. Returns the IRQ handle.
+    pub register_interrupt: extern "C" fn(cx: Cx<'_>, name: RStr<'_>, callback: RawCallback) -> VmmResult<u32>,
+    /// Request a registered interrupt: it is taken at the next service-call
+    /// boundary or scheduler step.
+    #[sabi(last_prefix_field)]
+    pub request_interrupt: extern "C" fn(cx: Cx<'_>, irq: u32) -> VmmResult<()>,
+}
+
+/// The root module every plugin file exports.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginRoot_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct PluginRoot {
+    /// Describe the module (no instance needed).
+    pub info: extern "C" fn() -> PluginInfo,
+    /// The factory: create a new, independent instance.
+    #[sabi(last_prefix_field)]
+    pub create: extern "C" fn(cx: &HostCx) -> PluginResult<RawInstance>,
+}
+
+impl RootModule for PluginRoot_Ref {
+    declare_root_module_statics! {PluginRoot_Ref}
+    const BASE_NAME: &'static str = "vmm_plugin";
+    const NAME: &'static str = "vmm plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}

@@ -1,0 +1,91 @@
+//! Turning Rust closures into [`RawCallback`]s.
+//!
+//! A callback receives the device instance that registered it (`&D`), a
+//! [`Vmm`] for the services, and the callback registers. One-shot callbacks
+//! (events, time-outs) take an `FnOnce`; hooks that run many times (task
+//! switch, idle, interrupts) take an `Fn`. A closure that captures nothing
+//! costs no allocation.
+
+use core::any::type_name;
+use core::ffi::c_void;
+
+use abi_stable::std_types::RStr;
+
+use crate::abi::{Carry, HostCx, PluginErrorKind, PluginResult, RawCallback, Regs};
+use crate::guard::{InstanceBox, entry, error};
+use crate::vmm::Vmm;
+
+/// Build a callback that runs at most once.
+pub(crate) fn once<D, F>(f: F) -> RawCallback
+where
+    D: 'static,
+    F: FnOnce(&D, &Vmm<'_>, &mut Regs) -> Carry + 'static,
+{
+    extern "C" fn call<D: 'static, F: FnOnce(&D, &Vmm<'_>, &mut Regs) -> Carry + 'static>(
+        data: *mut c_void,
+        this: *const c_void,
+        cx: &HostCx,
+        regs: &mut Regs,
+    ) -> PluginResult<Carry> {
+        entry(Some(cx), || {
+            // SAFETY: `data` is the `Option<F>` boxed by `once` and is only
+            // released by `drop_once`, which the host calls after the last use.
+            let slot = unsafe { &mut *(data as *mut Option<F>) };
+            let f =
+                slot.take().ok_or_else(|| error(PluginErrorKind::Failed, "a one-shot callback was called twice"))?;
+            // SAFETY: the host passes the instance that registered the callback.
+            let device = unsafe { InstanceBox::<D>::get(this) };
+            Ok(f(device, &Vmm::new(cx), regs))
+        })
+    }
+    extern "C" fn drop_once<F>(data: *mut c_void) {
+        let _ = entry(None, || {
+            // SAFETY: `data` came from Box::into_raw in `once`; the host
+            // releases each callback exactly once.
+            drop(unsafe { Box::from_raw(data as *mut Option<F>) });
+            Ok(())
+        });
+    }
+    RawCallback {
+        call: call::<D, F>,
+        drop: drop_once::<F>,
+        data: Box::into_raw(Box::new(Some(f))) as *mut c_void,
+        name: RStr::from_str(type_name::<F>()),
+    }
+}
+
+/// Build a callback that may run any number of times.
+pub(crate) fn repeating<D, F>(f: F) -> RawCallback
+where
+    D: 'static,
+    F: Fn(&D, &Vmm<'_>, &mut Regs) -> Carry + 'static,
+{
+    extern "C" fn call<D: 'static, F: Fn(&D, &Vmm<'_>, &mut Regs) -> Carry + 'static>(
+        data: *mut c_void,
+        this: *const c_void,
+        cx: &HostCx,
+        regs: &mut Regs,
+    ) -> PluginResult<Carry> {
+        entry(Some(cx), || {
+            // SAFETY: `data` is the `F` boxed by `repeating`, alive until
+            // `drop_repeating`.
+            let f = unsafe { &*(data as *const F) };
+            // SAFETY: the host passes the instance that registered the callback.
+            let device = unsafe { InstanceBox::<D>::get(this) };
+            Ok(f(device, &Vmm::new(cx), regs))
+        })
+    }
+    extern "C" fn drop_repeating<F>(data: *mut c_void) {
+        let _ = entry(None, || {
+            // SAFETY: `data` came from Box::into_raw in `repeating`.
+            drop(unsafe { Box::from_raw(data as *mut F) });
+            Ok(())
+        });
+    }
+    RawCallback {
+        call: call::<D, F>,
+        drop: drop_repeating::<F>,
+        data: Box::into_raw(Box::new(f)) as *mut c_void,
+        name: RStr::from_str(type_name::<F>()),
+    }
+}

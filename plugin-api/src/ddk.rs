@@ -1,0 +1,392 @@
+//! Constants under their DDK names with their DDK values (VMM.INC / VMM.H,
+//! SHELL.H, VXDLDR.H, WINDOWS.H of the Windows 3.1 and 95 DDKs).
+//!
+//! The names keep the DDK's words in Rust's constant case, so
+//! `PEF_Wait_For_STI` is [`PEF_WAIT_FOR_STI`] and `Sys_Critical_Init` is
+//! [`SYS_CRITICAL_INIT`].
+
+#![allow(missing_docs)] // each group is documented; the names are the DDK's
+
+// ---- device IDs (VMM.H) -----------------------------------------------------
+/// A device without a unique ID; may be loaded more than once.
+pub const UNDEFINED_DEVICE_ID: u16 = 0x0000;
+pub const VMM_DEVICE_ID: u16 = 0x0001;
+pub const DEBUG_DEVICE_ID: u16 = 0x0002;
+pub const VPICD_DEVICE_ID: u16 = 0x0003;
+pub const VDMAD_DEVICE_ID: u16 = 0x0004;
+pub const VTD_DEVICE_ID: u16 = 0x0005;
+pub const V86MMGR_DEVICE_ID: u16 = 0x0006;
+pub const VDD_DEVICE_ID: u16 = 0x000A;
+pub const VKD_DEVICE_ID: u16 = 0x000D;
+pub const DOSMGR_DEVICE_ID: u16 = 0x0015;
+/// SHELL, built into the host as `*SHELL`.
+pub const SHELL_DEVICE_ID: u16 = 0x0017;
+/// VXDLDR, built into the host as `*VXDLDR`.
+pub const VXDLDR_DEVICE_ID: u16 = 0x0027;
+pub const VWIN32_DEVICE_ID: u16 = 0x002A;
+/// Win95 name-based pseudo IDs start here.
+pub const BASEID_FOR_NAMEBASEDVXD: u16 = 0xF000;
+
+// ---- init order (VMM.H; lower initializes earlier) --------------------------
+pub const VMM_INIT_ORDER: u32 = 0x0000_0000;
+pub const DEBUG_INIT_ORDER: u32 = 0x0000_0000;
+pub const APM_INIT_ORDER: u32 = 0x0100_0000;
+pub const BIOSHOOK_INIT_ORDER: u32 = 0x0600_0000;
+pub const VPROD_INIT_ORDER: u32 = 0x0800_0000;
+pub const VPICD_INIT_ORDER: u32 = 0x0C00_0000;
+pub const VTD_INIT_ORDER: u32 = 0x1400_0000;
+pub const VXDLDR_INIT_ORDER: u32 = 0x1600_0000;
+pub const PAGESWAP_INIT_ORDER: u32 = 0x1C00_0000;
+pub const PARITY_INIT_ORDER: u32 = 0x2000_0000;
+pub const REBOOT_INIT_ORDER: u32 = 0x2400_0000;
+pub const VDD_INIT_ORDER: u32 = 0x2800_0000;
+pub const VSD_INIT_ORDER: u32 = 0x2C00_0000;
+pub const VCD_INIT_ORDER: u32 = 0x3000_0000;
+pub const VMD_INIT_ORDER: u32 = 0x3400_0000;
+pub const VKD_INIT_ORDER: u32 = 0x3800_0000;
+pub const VPD_INIT_ORDER: u32 = 0x3C00_0000;
+pub const BLOCKDEV_INIT_ORDER: u32 = 0x4000_0000;
+pub const DOSMGR_INIT_ORDER: u32 = 0x5800_0000;
+/// A device with no ordering requirement.
+pub const UNDEFINED_INIT_ORDER: u32 = 0x8000_0000;
+pub const VDMAD_INIT_ORDER: u32 = 0x9000_0000;
+pub const V86MMGR_INIT_ORDER: u32 = 0xA000_0000;
+/// SHELL initializes after every `UNDEFINED_INIT_ORDER` device.
+pub const SHELL_INIT_ORDER: u32 = 0xB000_0000;
+
+// ---- DDB_SDK_Version ---------------------------------------------------------
+/// A Windows 3.1 device.
+pub const DDK_VERSION_310: u16 = 0x030A;
+/// A Windows for Workgroups 3.11 device.
+pub const DDK_VERSION_311: u16 = 0x030B;
+/// A Windows 95 device: also receives the `xx2` exit messages.
+pub const DDK_VERSION_400: u16 = 0x0400;
+
+// ---- real-mode init (VMM.H) ----------------------------------------------------
+/// BX bit 0: a device with this ID is already loaded.
+pub const DUPLICATE_DEVICE_ID: u32 = 0x0001;
+/// BX bit 1: the earlier copy came from the INT 2Fh 1605h list.
+pub const DUPLICATE_FROM_INT2F: u32 = 0x0002;
+/// BX bit 2: this copy comes from the INT 2Fh 1605h list.
+pub const LOADING_FROM_INT2F: u32 = 0x0004;
+/// AX: load the device.
+pub const DEVICE_LOAD_OK: u32 = 0;
+/// AX: skip this device, continue loading Windows.
+pub const ABORT_DEVICE_LOAD: u32 = 1;
+/// AX: abort the load of Windows.
+pub const ABORT_WIN386_LOAD: u32 = 2;
+/// ORed into AX: do not display the loader's failure message.
+pub const NO_FAIL_MESSAGE: u32 = 0x8000;
+
+// ---- system control messages (VMM.H) ------------------------------------------
+pub const SYS_CRITICAL_INIT: u32 = 0x00;
+pub const DEVICE_INIT: u32 = 0x01;
+pub const INIT_COMPLETE: u32 = 0x02;
+pub const SYS_VM_INIT: u32 = 0x03;
+pub const SYS_VM_TERMINATE: u32 = 0x04;
+pub const SYSTEM_EXIT: u32 = 0x05;
+pub const SYS_CRITICAL_EXIT: u32 = 0x06;
+pub const CREATE_VM: u32 = 0x07;
+pub const VM_CRITICAL_INIT: u32 = 0x08;
+pub const VM_INIT: u32 = 0x09;
+pub const VM_TERMINATE: u32 = 0x0A;
+pub const VM_NOT_EXECUTEABLE: u32 = 0x0B;
+pub const DESTROY_VM: u32 = 0x0C;
+pub const VM_SUSPEND: u32 = 0x0D;
+pub const VM_RESUME: u32 = 0x0E;
+pub const SET_DEVICE_FOCUS: u32 = 0x0F;
+pub const BEGIN_MESSAGE_MODE: u32 = 0x10;
+pub const END_MESSAGE_MODE: u32 = 0x11;
+pub const REBOOT_PROCESSOR: u32 = 0x12;
+pub const QUERY_DESTROY: u32 = 0x13;
+pub const DEBUG_QUERY: u32 = 0x14;
+pub const BEGIN_PM_APP: u32 = 0x15;
+pub const END_PM_APP: u32 = 0x16;
+pub const DEVICE_REBOOT_NOTIFY: u32 = 0x17;
+pub const CRIT_REBOOT_NOTIFY: u32 = 0x18;
+pub const CLOSE_VM_NOTIFY: u32 = 0x19;
+pub const POWER_EVENT: u32 = 0x1A;
+pub const SYS_DYNAMIC_DEVICE_INIT: u32 = 0x1B;
+pub const SYS_DYNAMIC_DEVICE_EXIT: u32 = 0x1C;
+pub const CREATE_THREAD: u32 = 0x1D;
+pub const THREAD_INIT: u32 = 0x1E;
+pub const TERMINATE_THREAD: u32 = 0x1F;
+pub const THREAD_NOT_EXECUTEABLE: u32 = 0x20;
+pub const DESTROY_THREAD: u32 = 0x21;
+pub const PNP_NEW_DEVNODE: u32 = 0x22;
+pub const W32_DEVICEIOCONTROL: u32 = 0x23;
+pub const SYS_VM_TERMINATE2: u32 = 0x24;
+pub const SYSTEM_EXIT2: u32 = 0x25;
+pub const SYS_CRITICAL_EXIT2: u32 = 0x26;
+pub const VM_TERMINATE2: u32 = 0x27;
+pub const VM_NOT_EXECUTEABLE2: u32 = 0x28;
+pub const DESTROY_VM2: u32 = 0x29;
+pub const VM_SUSPEND2: u32 = 0x2A;
+pub const END_MESSAGE_MODE2: u32 = 0x2B;
+pub const END_PM_APP2: u32 = 0x2C;
+pub const DEVICE_REBOOT_NOTIFY2: u32 = 0x2D;
+pub const CRIT_REBOOT_NOTIFY2: u32 = 0x2E;
+pub const CLOSE_VM_NOTIFY2: u32 = 0x2F;
+pub const GET_CONTENTION_HANDLER: u32 = 0x30;
+pub const KERNEL32_INITIALIZED: u32 = 0x31;
+pub const KERNEL32_SHUTDOWN: u32 = 0x32;
+pub const CREATE_PROCESS: u32 = 0x33;
+pub const DESTROY_PROCESS: u32 = 0x34;
+pub const SYS_DYNAMIC_DEVICE_REINIT: u32 = 0x35;
+pub const SYS_POWER_DOWN: u32 = 0x36;
+/// The highest system control message number.
+pub const MAX_SYSTEM_CONTROL: u32 = 0x36;
+
+/// The DDK name of a system control message, for traces and diagnostics.
+pub fn control_message_name(message: u32) -> &'static str {
+    const NAMES: [&str; 0x37] = [
+        "Sys_Critical_Init",
+        "Device_Init",
+        "Init_Complete",
+        "Sys_VM_Init",
+        "Sys_VM_Terminate",
+        "System_Exit",
+        "Sys_Critical_Exit",
+        "Create_VM",
+        "VM_Critical_Init",
+        "VM_Init",
+        "VM_Terminate",
+        "VM_Not_Executeable",
+        "Destroy_VM",
+        "VM_Suspend",
+        "VM_Resume",
+        "Set_Device_Focus",
+        "Begin_Message_Mode",
+        "End_Message_Mode",
+        "Reboot_Processor",
+        "Query_Destroy",
+        "Debug_Query",
+        "Begin_PM_App",
+        "End_PM_App",
+        "Device_Reboot_Notify",
+        "Crit_Reboot_Notify",
+        "Close_VM_Notify",
+        "Power_Event",
+        "Sys_Dynamic_Device_Init",
+        "Sys_Dynamic_Device_Exit",
+        "Create_Thread",
+        "Thread_Init",
+        "Terminate_Thread",
+        "Thread_Not_Executeable",
+        "Destroy_Thread",
+        "PNP_New_DevNode",
+        "W32_DeviceIoControl",
+        "Sys_VM_Terminate2",
+        "System_Exit2",
+        "Sys_Critical_Exit2",
+        "VM_Terminate2",
+        "VM_Not_Executeable2",
+        "Destroy_VM2",
+        "VM_Suspend2",
+        "End_Message_Mode2",
+        "End_PM_App2",
+        "Device_Reboot_Notify2",
+        "Crit_Reboot_Notify2",
+        "Close_VM_Notify2",
+        "Get_Contention_Handler",
+        "Kernel32_Initialized",
+        "Kernel32_Shutdown",
+        "Create_Process",
+        "Destroy_Process",
+        "Sys_Dynamic_Device_Reinit",
+        "Sys_Power_Down",
+    ];
+    NAMES.get(message as usize).copied().unwrap_or("Private_Control_Message")
+}
+
+// ---- VM_Not_Executeable flags (EDX) ----------------------------------------------
+pub const VNE_CRASHED: u32 = 0x01;
+pub const VNE_NUKED: u32 = 0x02;
+pub const VNE_CREATEFAIL: u32 = 0x04;
+pub const VNE_CRINITFAIL: u32 = 0x08;
+pub const VNE_INITFAIL: u32 = 0x10;
+pub const VNE_CLOSED: u32 = 0x20;
+
+// ---- CB_VM_Status bits --------------------------------------------------------
+pub const VMSTAT_EXCLUSIVE: u32 = 0x0001;
+pub const VMSTAT_BACKGROUND: u32 = 0x0002;
+pub const VMSTAT_CREATING: u32 = 0x0004;
+pub const VMSTAT_SUSPENDED: u32 = 0x0008;
+pub const VMSTAT_NOT_EXECUTEABLE: u32 = 0x0010;
+pub const VMSTAT_PM_EXEC: u32 = 0x0020;
+pub const VMSTAT_PM_APP: u32 = 0x0040;
+pub const VMSTAT_IDLE: u32 = 0x0800;
+pub const VMSTAT_CLOSING: u32 = 0x1000;
+pub const VMSTAT_TS_SCHED: u32 = 0x2000;
+pub const VMSTAT_IDLE_TIMEOUT: u32 = 0x4000;
+
+// ---- flags register ------------------------------------------------------------
+/// Carry flag (bit 0).
+pub const CF_MASK: u32 = 0x0001;
+/// Zero flag (bit 6).
+pub const ZF_MASK: u32 = 0x0040;
+/// Interrupt-enable flag (bit 9).
+pub const IF_MASK: u32 = 0x0200;
+
+// ---- execution priority boosts ----------------------------------------------------
+pub const RESERVED_LOW_BOOST: u32 = 0x0000_0001;
+pub const CUR_RUN_VM_BOOST: u32 = 0x0000_0004;
+pub const LOW_PRI_DEVICE_BOOST: u32 = 0x0000_0010;
+pub const HIGH_PRI_DEVICE_BOOST: u32 = 0x0000_1000;
+pub const CRITICAL_SECTION_BOOST: u32 = 0x0010_0000;
+pub const TIME_CRITICAL_BOOST: u32 = 0x0040_0000;
+pub const RESERVED_HIGH_BOOST: u32 = 0x4000_0000;
+
+// ---- Call_Priority_VM_Event flags ---------------------------------------------------
+pub const PEF_WAIT_FOR_STI: u32 = 0x0001;
+pub const PEF_WAIT_NOT_CRIT: u32 = 0x0002;
+pub const PEF_DONT_UNBOOST: u32 = 0x0004;
+pub const PEF_ALWAYS_SCHED: u32 = 0x0008;
+pub const PEF_TIME_OUT: u32 = 0x0010;
+/// 4.0: not while a hardware interrupt is simulated / priority is
+/// time-critical.
+pub const PEF_WAIT_NOT_HW_INT: u32 = 0x0020;
+/// Alias of [`PEF_WAIT_NOT_HW_INT`].
+pub const PEF_WAIT_NOT_TIME_CRIT: u32 = 0x0020;
+/// 4.0: not inside a nested execution block.
+pub const PEF_WAIT_NOT_NESTED_EXEC: u32 = 0x0040;
+/// Alias of [`PEF_WAIT_NOT_NESTED_EXEC`].
+pub const PEF_WAIT_NOT_PM_LOCKED_STACK: u32 = 0x0040;
+/// 4.0: only when the VM is in protected mode.
+pub const PEF_WAIT_IN_PM: u32 = 0x0080;
+/// 4.0: the handle is a thread (no threads here: rejected).
+pub const PEF_THREAD_EVENT: u32 = 0x0100;
+/// 4.0: interrupts enabled in the current thread only (no threads here:
+/// rejected).
+pub const PEF_WAIT_FOR_THREAD_STI: u32 = 0x0200;
+/// 4.0: the callback runs at ring 0 only.
+pub const PEF_RING0_EVENT: u32 = 0x0400;
+/// 4.0, global events only.
+pub const PEF_WAIT_CRIT: u32 = 0x0800;
+/// 4.0, system VM only.
+pub const PEF_WAIT_CRIT_VM: u32 = 0x1000;
+/// 4.0: skipped in the first pass over processable events.
+pub const PEF_PROCESS_LAST: u32 = 0x2000;
+/// The flags that existed in Windows 3.1.
+pub const PEF_VALID_31: u32 = 0x001F;
+/// Every flag the emulator accepts (3.1 plus the 4.0 flags that make sense
+/// without threads).
+pub const PEF_VALID: u32 =
+    PEF_VALID_31 | PEF_WAIT_NOT_HW_INT | PEF_WAIT_NOT_NESTED_EXEC | PEF_WAIT_IN_PM | PEF_RING0_EVENT | PEF_PROCESS_LAST;
+
+// ---- Block_* flags (Begin_Critical_Section, Wait_Semaphore) ---------------------------
+pub const BLOCK_SVC_INTS: u32 = 0x01;
+pub const BLOCK_SVC_IF_INTS_LOCKED: u32 = 0x02;
+pub const BLOCK_ENABLE_INTS: u32 = 0x04;
+pub const BLOCK_POLL: u32 = 0x08;
+pub const BLOCK_THREAD_IDLE: u32 = 0x10;
+pub const BLOCK_FORCE_SVC_INTS: u32 = 0x20;
+
+// ---- heap flags ----------------------------------------------------------------
+pub const HEAPZEROINIT: u32 = 0x0000_0001;
+pub const HEAPZEROREINIT: u32 = 0x0000_0002;
+pub const HEAPNOCOPY: u32 = 0x0000_0004;
+pub const HEAPLOCKEDIFDP: u32 = 0x0000_0100;
+pub const HEAPSWAP: u32 = 0x0000_0200;
+pub const HEAPINIT: u32 = 0x0000_0400;
+
+// ---- Fatal_Error_Handler ----------------------------------------------------------
+/// EAX bit 0: hang instead of exiting.
+pub const EF_HANG_ON_EXIT: u32 = 0x1;
+
+// ---- VMM services by ordinal (device 1) --------------------------------------------
+pub const GET_VMM_VERSION: u16 = 0x00;
+pub const GET_CUR_VM_HANDLE: u16 = 0x01;
+pub const TEST_CUR_VM_HANDLE: u16 = 0x02;
+pub const GET_SYS_VM_HANDLE: u16 = 0x03;
+pub const TEST_SYS_VM_HANDLE: u16 = 0x04;
+pub const VALIDATE_VM_HANDLE: u16 = 0x05;
+pub const GET_VMM_REENTER_COUNT: u16 = 0x06;
+pub const SCHEDULE_GLOBAL_EVENT: u16 = 0x0E;
+pub const SCHEDULE_VM_EVENT: u16 = 0x0F;
+pub const CALL_GLOBAL_EVENT: u16 = 0x10;
+pub const CALL_VM_EVENT: u16 = 0x11;
+pub const CANCEL_GLOBAL_EVENT: u16 = 0x12;
+pub const CANCEL_VM_EVENT: u16 = 0x13;
+pub const CALL_PRIORITY_VM_EVENT: u16 = 0x14;
+pub const CANCEL_PRIORITY_VM_EVENT: u16 = 0x15;
+pub const CALL_WHEN_VM_INTS_ENABLED: u16 = 0x19;
+pub const ADJUST_EXEC_PRIORITY: u16 = 0x1E;
+pub const BEGIN_CRITICAL_SECTION: u16 = 0x1F;
+pub const END_CRITICAL_SECTION: u16 = 0x20;
+pub const END_CRIT_AND_SUSPEND: u16 = 0x21;
+pub const CLAIM_CRITICAL_SECTION: u16 = 0x22;
+pub const RELEASE_CRITICAL_SECTION: u16 = 0x23;
+pub const CALL_WHEN_NOT_CRITICAL: u16 = 0x24;
+pub const CREATE_SEMAPHORE: u16 = 0x25;
+pub const DESTROY_SEMAPHORE: u16 = 0x26;
+pub const WAIT_SEMAPHORE: u16 = 0x27;
+pub const SIGNAL_SEMAPHORE: u16 = 0x28;
+pub const GET_CRIT_SECTION_STATUS: u16 = 0x29;
+pub const CALL_WHEN_TASK_SWITCHED: u16 = 0x2A;
+pub const CALL_WHEN_IDLE: u16 = 0x3A;
+pub const GET_NEXT_VM_HANDLE: u16 = 0x3B;
+pub const SET_GLOBAL_TIME_OUT: u16 = 0x3C;
+pub const SET_VM_TIME_OUT: u16 = 0x3D;
+pub const CANCEL_TIME_OUT: u16 = 0x3E;
+pub const GET_SYSTEM_TIME: u16 = 0x3F;
+pub const GET_VM_EXEC_TIME: u16 = 0x40;
+pub const SIMULATE_INT: u16 = 0x46;
+pub const SIMULATE_IRET: u16 = 0x47;
+pub const SIMULATE_FAR_CALL: u16 = 0x48;
+pub const SIMULATE_PUSH: u16 = 0x4D;
+pub const SIMULATE_POP: u16 = 0x4E;
+pub const HEAP_ALLOCATE: u16 = 0x4F;
+pub const HEAP_REALLOCATE: u16 = 0x50;
+pub const HEAP_FREE: u16 = 0x51;
+pub const HEAP_GET_SIZE: u16 = 0x52;
+pub const BEGIN_NEST_V86_EXEC: u16 = 0x82;
+pub const BEGIN_NEST_EXEC: u16 = 0x83;
+pub const EXEC_INT: u16 = 0x84;
+pub const RESUME_EXEC: u16 = 0x85;
+pub const END_NEST_EXEC: u16 = 0x86;
+pub const SAVE_CLIENT_STATE: u16 = 0x8D;
+pub const RESTORE_CLIENT_STATE: u16 = 0x8E;
+pub const SYSTEM_CONTROL: u16 = 0x93;
+pub const ALLOCATE_DEVICE_CB_AREA: u16 = 0xA7;
+pub const GET_PROFILE_DECIMAL_INT: u16 = 0xAB;
+pub const GET_PROFILE_HEX_INT: u16 = 0xAF;
+pub const GET_PROFILE_BOOLEAN: u16 = 0xB1;
+pub const GET_PROFILE_STRING: u16 = 0xB3;
+pub const GET_NEXT_PROFILE_STRING: u16 = 0xB4;
+pub const FATAL_ERROR_HANDLER: u16 = 0xBE;
+pub const FATAL_MEMORY_ERROR: u16 = 0xBF;
+pub const TEST_DEBUG_INSTALLED: u16 = 0xC1;
+pub const OUT_DEBUG_STRING: u16 = 0xC2;
+pub const GET_CRIT_STATUS_NO_BLOCK: u16 = 0xF1;
+
+/// `(device_id << 16) | ordinal`: the dword after `INT 20h` in a `VxDCall`.
+pub const fn vxd_service(device_id: u16, ordinal: u16) -> u32 {
+    ((device_id as u32) << 16) | ordinal as u32
+}
+
+// ---- INT 2Fh multiplex functions (AX) ------------------------------------------------
+/// Windows install check / version.
+pub const W386_GET_VERSION: u16 = 0x1600;
+/// Startup broadcast.
+pub const W386_STARTUP: u16 = 0x1605;
+/// Exit broadcast.
+pub const W386_EXIT: u16 = 0x1606;
+/// Device call-out.
+pub const W386_DEVICE_BROADCAST: u16 = 0x1607;
+/// Init complete.
+pub const W386_INIT_COMPLETE: u16 = 0x1608;
+/// Begin exit.
+pub const W386_BEGIN_EXIT: u16 = 0x1609;
+/// Release the current VM's time slice.
+pub const W386_RELEASE_TIME_SLICE: u16 = 0x1680;
+/// Begin critical section.
+pub const W386_BEGIN_CRITICAL: u16 = 0x1681;
+/// End critical section.
+pub const W386_END_CRITICAL: u16 = 0x1682;
+/// Get the current VM's ID.
+pub const W386_GET_CUR_VM_ID: u16 = 0x1683;
+/// Get a device's API entry point (BX = device ID).
+pub const W386_GET_DEVICE_API: u16 = 0x1684;
+/// Switch VMs and call back.
+pub const W386_SWITCH_AND_CALL: u16 = 0x1685;

@@ -1,0 +1,629 @@
+//! [`Vmm`]: the VMM services a device calls, under their DDK names.
+//!
+//! Every entry point of a device receives a `&Vmm`. Its methods map one to
+//! one onto VMM services (`get_cur_vm_handle` is `Get_Cur_VM_Handle`), take
+//! typed arguments instead of registers, and return `Result<_, VmmError>`
+//! where the DDK reports failure. Callbacks are closures that receive the
+//! registering device back as `&D`.
+//!
+//! Services are checked by the host: calling one in a context where Windows
+//! forbids it (a synchronous service at interrupt time, a profile service
+//! after init, ...) is reported as a `violation` in the trace and returns
+//! [`VmmError::VIOLATION`].
+
+use core::fmt;
+
+use abi_stable::std_types::{RSlice, RSliceMut, RStr};
+
+use crate::abi::{
+    Carry, ClientRegs, CritStatus, HostCx, HostServices_Ref, ProfileStatus, Regs, ServiceCall, VmInfo, VmmError,
+};
+use crate::callback::{once, repeating};
+use crate::client::Client;
+use crate::ddk::CF_MASK;
+use crate::guard::fatal_exit;
+use crate::handles::{EventHandle, IrqHandle, SemaphoreHandle, TimeoutHandle, VmHandle};
+
+impl fmt::Display for VmmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match *self {
+            VmmError::INVALID_HANDLE => "invalid or stale handle",
+            VmmError::VIOLATION => "the call broke a VMM rule (see the violation record)",
+            VmmError::INVALID_PARAMETER => "invalid parameter",
+            VmmError::FATAL => "the machine is stopping after a fatal error",
+            VmmError::OUT_OF_MEMORY => "out of memory",
+            VmmError::NOT_AVAILABLE => "service not available in this host",
+            VmmError::NOT_FOUND => "not found",
+            VmmError::FAILED => "the service failed",
+            _ => return write!(f, "VMM error {}", self.code),
+        };
+        f.write_str(text)
+    }
+}
+
+impl std::error::Error for VmmError {}
+
+/// What an event callback learns: the VM it runs in (EBX) and, for
+/// `Call_Priority_VM_Event` with `PEF_TIME_OUT`, whether the time-out
+/// expired first (CF set). A timed-out callback may run in another VM than
+/// the one it was scheduled for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The current VM when the callback runs.
+    pub vm: VmHandle,
+    /// The time-out expired before the event could be dispatched.
+    pub timed_out: bool,
+}
+
+/// What a time-out callback learns.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Timeout {
+    /// The current VM.
+    pub vm: VmHandle,
+    /// How many milliseconds late the callback runs (ECX).
+    pub late_ms: u32,
+}
+
+/// A profile value with the DDK's three outcomes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Profile<T> {
+    /// Present, present but empty, or missing/invalid.
+    pub status: ProfileStatus,
+    /// The value, or the default for `Empty` and `Missing`.
+    pub value: T,
+}
+
+/// One string entry of the manifest's profile data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileEntry {
+    /// The value.
+    pub value: String,
+    /// Position among entries with the same key.
+    pub index: u32,
+}
+
+/// The services handle passed to every device entry point.
+#[derive(Copy, Clone)]
+pub struct Vmm<'a> {
+    cx: &'a HostCx,
+}
+
+impl fmt::Debug for Vmm<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vmm").finish_non_exhaustive()
+    }
+}
+
+fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError> {
+    r.into_result()
+}
+
+fn event_cb<D: 'static>(f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static) -> crate::abi::RawCallback {
+    once(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        f(d, vmm, Event { vm: VmHandle(r.ebx), timed_out: r.flags & CF_MASK != 0 });
+        Carry::Clear
+    })
+}
+
+fn vm_cb<D: 'static>(f: impl FnOnce(&D, &Vmm<'_>, VmHandle) + 'static) -> crate::abi::RawCallback {
+    once(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        f(d, vmm, VmHandle(r.ebx));
+        Carry::Clear
+    })
+}
+
+fn timeout_cb<D: 'static>(f: impl FnOnce(&D, &Vmm<'_>, Timeout) + 'static) -> crate::abi::RawCallback {
+    once(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        f(d, vmm, Timeout { vm: VmHandle(r.ebx), late_ms: r.ecx });
+        Carry::Clear
+    })
+}
+
+impl<'a> Vmm<'a> {
+    /// Wrap the context of a host call.
+    pub fn new(cx: &'a HostCx) -> Self {
+        Vmm { cx }
+    }
+
+    /// The raw context, for the ring-3 API and advanced uses.
+    pub fn host_cx(&self) -> &'a HostCx {
+        self.cx
+    }
+
+    fn svc(&self) -> HostServices_Ref {
+        self.cx.services
+    }
+
+    fn section(section: Option<&str>) -> RStr<'_> {
+        RStr::from_str(section.unwrap_or("386Enh"))
+    }
+
+    // ---- diagnostics ---------------------------------------------------
+
+    /// `Out_Debug_String`: a line in the debug output (and the trace).
+    pub fn out_debug_string(&self, text: &str) {
+        (self.svc().out_debug_string())(self.cx, RStr::from_str(text))
+    }
+
+    /// `Fatal_Error_Handler`: stop Windows with `message`. Initialized
+    /// devices still get `System_Exit` and `Sys_Critical_Exit`, not
+    /// `Sys_VM_Terminate`. Never returns.
+    pub fn fatal_error_handler(&self, message: &str, flags: u32) -> ! {
+        (self.svc().fatal_error_handler())(self.cx, RStr::from_str(message), flags);
+        fatal_exit()
+    }
+
+    /// `Fatal_Memory_Error`: `Fatal_Error_Handler` with the standard
+    /// "insufficient memory" text. Never returns.
+    pub fn fatal_memory_error(&self) -> ! {
+        (self.svc().fatal_memory_error())(self.cx);
+        fatal_exit()
+    }
+
+    /// Report misuse the device detected itself; appears as a `violation`
+    /// record with `code`.
+    pub fn report_violation(&self, code: &str, message: &str) {
+        (self.svc().report_violation())(self.cx, RStr::from_str(code), RStr::from_str(message))
+    }
+
+    // ---- version, profile, dispatch ------------------------------------
+
+    /// `Get_VMM_Version`: `(major, minor)`, for example `(4, 0)`.
+    pub fn get_vmm_version(&self) -> (u8, u8) {
+        let v = (self.svc().get_vmm_version())(self.cx);
+        ((v >> 8) as u8, v as u8)
+    }
+
+    /// `Get_Profile_String`: the value of `key` in `section` (`None` =
+    /// `[386Enh]`), `Ok(None)` when missing. Legal only during init.
+    pub fn get_profile_string(&self, section: Option<&str>, key: &str) -> Result<Option<ProfileEntry>, VmmError> {
+        profile_entry((self.svc().get_profile_string())(self.cx, Self::section(section), RStr::from_str(key)))
+    }
+
+    /// `Get_Next_Profile_String`: the next entry with the same key as
+    /// `previous` (for repeated keys such as `device=`).
+    pub fn get_next_profile_string(
+        &self,
+        section: Option<&str>,
+        key: &str,
+        previous: &ProfileEntry,
+    ) -> Result<Option<ProfileEntry>, VmmError> {
+        profile_entry((self.svc().get_next_profile_string())(
+            self.cx,
+            Self::section(section),
+            RStr::from_str(key),
+            previous.index,
+        ))
+    }
+
+    /// `Get_Profile_Decimal_Int`.
+    pub fn get_profile_decimal_int(
+        &self,
+        section: Option<&str>,
+        key: &str,
+        default: i32,
+    ) -> Result<Profile<i32>, VmmError> {
+        let v = res((self.svc().get_profile_decimal_int())(
+            self.cx,
+            Self::section(section),
+            RStr::from_str(key),
+            default as u32,
+        ))?;
+        Ok(Profile { status: v.status, value: v.value as i32 })
+    }
+
+    /// `Get_Profile_Hex_Int`.
+    pub fn get_profile_hex_int(
+        &self,
+        section: Option<&str>,
+        key: &str,
+        default: u32,
+    ) -> Result<Profile<u32>, VmmError> {
+        let v = res((self.svc().get_profile_hex_int())(self.cx, Self::section(section), RStr::from_str(key), default))?;
+        Ok(Profile { status: v.status, value: v.value })
+    }
+
+    /// `Get_Profile_Boolean`: accepts 0/1, Yes/No, Y/N, True/False, On/Off.
+    pub fn get_profile_boolean(
+        &self,
+        section: Option<&str>,
+        key: &str,
+        default: bool,
+    ) -> Result<Profile<bool>, VmmError> {
+        let d = if default { 0xFFFF_FFFF } else { 0 };
+        let v = res((self.svc().get_profile_boolean())(self.cx, Self::section(section), RStr::from_str(key), d))?;
+        Ok(Profile { status: v.status, value: v.value != 0 })
+    }
+
+    /// `VxDCall`: call service `(device_id << 16) | ordinal` of another
+    /// device with a register frame; CF comes back in `call.regs.flags`.
+    ///
+    /// Calling `Get_Version` (ordinal 0) of a device that is not loaded
+    /// returns with CF set. Any other call to a missing device or ordinal is
+    /// the fatal "Invalid VxD dynamic link call" and does not return.
+    pub fn vxd_call(&self, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
+        match res((self.svc().vxd_call())(self.cx, service, call)) {
+            Err(VmmError::FATAL) => fatal_exit(),
+            other => other,
+        }
+    }
+
+    // ---- heap ----------------------------------------------------------
+
+    /// `_HeapAllocate`: the linear address of a new block, `None` when out
+    /// of memory. Blocks are accounted to the calling device.
+    pub fn heap_allocate(&self, bytes: u32, flags: u32) -> Option<u32> {
+        non_zero((self.svc().heap_allocate())(self.cx, bytes, flags))
+    }
+
+    /// `_HeapReAllocate`: the new address; the old block stays on failure.
+    pub fn heap_reallocate(&self, address: u32, bytes: u32, flags: u32) -> Option<u32> {
+        non_zero((self.svc().heap_reallocate())(self.cx, address, bytes, flags))
+    }
+
+    /// `_HeapFree`: `true` on success.
+    pub fn heap_free(&self, address: u32) -> bool {
+        (self.svc().heap_free())(self.cx, address, 0) != 0
+    }
+
+    /// `_HeapGetSize`: 0 for an invalid block.
+    pub fn heap_get_size(&self, address: u32) -> u32 {
+        (self.svc().heap_get_size())(self.cx, address, 0)
+    }
+
+    /// Copy bytes out of linear memory.
+    pub fn mem_read(&self, address: u32, out: &mut [u8]) -> Result<(), VmmError> {
+        res((self.svc().mem_read())(self.cx, address, RSliceMut::from_mut_slice(out)))
+    }
+
+    /// Copy bytes into linear memory.
+    pub fn mem_write(&self, address: u32, data: &[u8]) -> Result<(), VmmError> {
+        res((self.svc().mem_write())(self.cx, address, RSlice::from_slice(data)))
+    }
+
+    // ---- VMs ----------------------------------------------------------
+
+    /// `Get_Cur_VM_Handle`.
+    pub fn get_cur_vm_handle(&self) -> VmHandle {
+        VmHandle((self.svc().get_cur_vm_handle())(self.cx))
+    }
+
+    /// `Get_Sys_VM_Handle`.
+    pub fn get_sys_vm_handle(&self) -> VmHandle {
+        VmHandle((self.svc().get_sys_vm_handle())(self.cx))
+    }
+
+    /// `Test_Cur_VM_Handle`: whether `vm` is the current VM.
+    pub fn test_cur_vm_handle(&self, vm: VmHandle) -> bool {
+        (self.svc().test_cur_vm_handle())(self.cx, vm.0)
+    }
+
+    /// `Test_Sys_VM_Handle`: whether `vm` is the system VM.
+    pub fn test_sys_vm_handle(&self, vm: VmHandle) -> bool {
+        (self.svc().test_sys_vm_handle())(self.cx, vm.0)
+    }
+
+    /// `Validate_VM_Handle`: whether `vm` names a live VM.
+    pub fn validate_vm_handle(&self, vm: VmHandle) -> bool {
+        (self.svc().validate_vm_handle())(self.cx, vm.0)
+    }
+
+    /// `Get_Next_VM_Handle`: the next VM in the circular list.
+    pub fn get_next_vm_handle(&self, vm: VmHandle) -> Result<VmHandle, VmmError> {
+        res((self.svc().get_next_vm_handle())(self.cx, vm.0)).map(VmHandle)
+    }
+
+    /// `Get_VMM_Reenter_Count`: non-zero while the VMM is re-entered by a
+    /// simulated hardware interrupt.
+    pub fn get_vmm_reenter_count(&self) -> u32 {
+        (self.svc().get_vmm_reenter_count())(self.cx)
+    }
+
+    /// The VM control block fields (ID, status, priority, IF, ...).
+    pub fn get_vm_info(&self, vm: VmHandle) -> Result<VmInfo, VmmError> {
+        res((self.svc().get_vm_info())(self.cx, vm.0))
+    }
+
+    /// The client registers of `vm`.
+    pub fn client(&self, vm: VmHandle) -> Result<Client<'a>, VmmError> {
+        let ptr = res((self.svc().client_regs())(self.cx, vm.0))?;
+        // SAFETY: the host returns a pointer to the VM's block, which lives
+        // as long as the VM; the VM cannot be destroyed during this call.
+        unsafe { Client::from_raw(ptr) }.ok_or(VmmError::INVALID_HANDLE)
+    }
+
+    /// `_Allocate_Device_CB_Area`: reserve `bytes` zeroed bytes in every
+    /// VM's control block; the offset, or `None` on failure. Init only.
+    pub fn allocate_device_cb_area(&self, bytes: u32, flags: u32) -> Option<u32> {
+        non_zero((self.svc().allocate_device_cb_area())(self.cx, bytes, flags))
+    }
+
+    /// Read `out.len()` bytes at `offset` of `vm`'s control block.
+    pub fn cb_read(&self, vm: VmHandle, offset: u32, out: &mut [u8]) -> Result<(), VmmError> {
+        res((self.svc().cb_read())(self.cx, vm.0, offset, RSliceMut::from_mut_slice(out)))
+    }
+
+    /// Write `data` at `offset` of `vm`'s control block.
+    pub fn cb_write(&self, vm: VmHandle, offset: u32, data: &[u8]) -> Result<(), VmmError> {
+        res((self.svc().cb_write())(self.cx, vm.0, offset, RSlice::from_slice(data)))
+    }
+
+    /// Read a little-endian dword from `vm`'s control block.
+    pub fn cb_read_u32(&self, vm: VmHandle, offset: u32) -> Result<u32, VmmError> {
+        let mut b = [0u8; 4];
+        self.cb_read(vm, offset, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Write a little-endian dword to `vm`'s control block.
+    pub fn cb_write_u32(&self, vm: VmHandle, offset: u32, value: u32) -> Result<(), VmmError> {
+        self.cb_write(vm, offset, &value.to_le_bytes())
+    }
+
+    // ---- time ----------------------------------------------------------
+
+    /// `Get_System_Time`: milliseconds since Windows started.
+    pub fn get_system_time(&self) -> u32 {
+        (self.svc().get_system_time())(self.cx)
+    }
+
+    /// `Get_VM_Exec_Time`: how long `vm` has run, in milliseconds.
+    pub fn get_vm_exec_time(&self, vm: VmHandle) -> Result<u32, VmmError> {
+        res((self.svc().get_vm_exec_time())(self.cx, vm.0))
+    }
+
+    /// `Set_Global_Time_Out`: call `f` after `ms` milliseconds of system
+    /// time. `None` if it could not be scheduled.
+    pub fn set_global_time_out<D: 'static>(
+        &self,
+        ms: u32,
+        f: impl FnOnce(&D, &Vmm<'_>, Timeout) + 'static,
+    ) -> Option<TimeoutHandle> {
+        non_zero((self.svc().set_global_time_out())(self.cx, ms, timeout_cb(f))).map(TimeoutHandle)
+    }
+
+    /// `Set_VM_Time_Out`: call `f` after `vm` has executed for `ms`
+    /// milliseconds; it runs in `vm`.
+    pub fn set_vm_time_out<D: 'static>(
+        &self,
+        ms: u32,
+        vm: VmHandle,
+        f: impl FnOnce(&D, &Vmm<'_>, Timeout) + 'static,
+    ) -> Option<TimeoutHandle> {
+        non_zero((self.svc().set_vm_time_out())(self.cx, ms, vm.0, timeout_cb(f))).map(TimeoutHandle)
+    }
+
+    /// `Cancel_Time_Out` (a null handle is a no-op).
+    pub fn cancel_time_out(&self, handle: TimeoutHandle) -> Result<(), VmmError> {
+        res((self.svc().cancel_time_out())(self.cx, handle.0))
+    }
+
+    // ---- scheduler -----------------------------------------------------
+
+    /// `Adjust_Exec_Priority`: add `boost` (may be negative) to `vm`'s
+    /// execution priority. May switch VMs.
+    pub fn adjust_exec_priority(&self, vm: VmHandle, boost: i32) -> Result<(), VmmError> {
+        res((self.svc().adjust_exec_priority())(self.cx, vm.0, boost))
+    }
+
+    /// `Call_When_Task_Switched`: `f(old, new)` on every task switch, in
+    /// installation order. Permanent.
+    pub fn call_when_task_switched<D: 'static>(
+        &self,
+        f: impl Fn(&D, &Vmm<'_>, VmHandle, VmHandle) + 'static,
+    ) -> Result<(), VmmError> {
+        let cb = repeating(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            f(d, vmm, VmHandle(r.eax), VmHandle(r.ebx));
+            Carry::Clear
+        });
+        res((self.svc().call_when_task_switched())(self.cx, cb))
+    }
+
+    /// `Call_When_Idle`: `f` runs when the system VM is idle. Return
+    /// `Carry::Set` to pass the idle call on to the next handler,
+    /// `Carry::Clear` to consume it.
+    pub fn call_when_idle<D: 'static>(
+        &self,
+        f: impl Fn(&D, &Vmm<'_>, VmHandle) -> Carry + 'static,
+    ) -> Result<(), VmmError> {
+        let cb = repeating(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| f(d, vmm, VmHandle(r.ebx)));
+        res((self.svc().call_when_idle())(self.cx, cb))
+    }
+
+    // ---- events --------------------------------------------------------
+
+    /// `Call_Priority_VM_Event`: run `f` in `vm` once its conditions hold.
+    ///
+    /// `boost` is added to `vm`'s priority until `f` returns (unless
+    /// `PEF_DONT_UNBOOST`). `flags` are `PEF_*`; with `PEF_TIME_OUT`, `f`
+    /// runs after `timeout_ms` even if the conditions never hold, with
+    /// `Event::timed_out` set. Returns the null handle if `f` already ran
+    /// inline (possible only when `vm` is current, no `PEF_ALWAYS_SCHED`,
+    /// not at interrupt time, and the wait conditions hold).
+    ///
+    /// Anything can happen before `f` runs: the device may be re-entered and
+    /// schedule more events, and pending events run in no guaranteed order
+    /// (KB Q75009).
+    pub fn call_priority_vm_event<D: 'static>(
+        &self,
+        boost: i32,
+        vm: VmHandle,
+        flags: u32,
+        timeout_ms: u32,
+        f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
+    ) -> Result<EventHandle, VmmError> {
+        res((self.svc().call_priority_vm_event())(self.cx, boost, vm.0, flags, timeout_ms, event_cb(f)))
+            .map(EventHandle)
+    }
+
+    /// `Cancel_Priority_VM_Event`: remove the event and its boost. Never use
+    /// a handle whose callback has run.
+    pub fn cancel_priority_vm_event(&self, handle: EventHandle) -> Result<(), VmmError> {
+        res((self.svc().cancel_priority_vm_event())(self.cx, handle.0))
+    }
+
+    /// `Schedule_Global_Event`: run `f` before the VMM next returns to any
+    /// VM.
+    pub fn schedule_global_event<D: 'static>(
+        &self,
+        f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
+    ) -> Result<EventHandle, VmmError> {
+        res((self.svc().schedule_global_event())(self.cx, event_cb(f))).map(EventHandle)
+    }
+
+    /// `Schedule_VM_Event`: run `f` when `vm` is next about to run. No boost.
+    pub fn schedule_vm_event<D: 'static>(
+        &self,
+        vm: VmHandle,
+        f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
+    ) -> Result<EventHandle, VmmError> {
+        res((self.svc().schedule_vm_event())(self.cx, vm.0, event_cb(f))).map(EventHandle)
+    }
+
+    /// `Call_Global_Event`: run `f` now unless at interrupt time; the null
+    /// handle if it ran.
+    pub fn call_global_event<D: 'static>(
+        &self,
+        f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
+    ) -> Result<EventHandle, VmmError> {
+        res((self.svc().call_global_event())(self.cx, event_cb(f))).map(EventHandle)
+    }
+
+    /// `Call_VM_Event`: run `f` now if `vm` is current and not at interrupt
+    /// time; else schedule it.
+    pub fn call_vm_event<D: 'static>(
+        &self,
+        vm: VmHandle,
+        f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
+    ) -> Result<EventHandle, VmmError> {
+        res((self.svc().call_vm_event())(self.cx, vm.0, event_cb(f))).map(EventHandle)
+    }
+
+    /// `Cancel_Global_Event` (null is a no-op).
+    pub fn cancel_global_event(&self, handle: EventHandle) -> Result<(), VmmError> {
+        res((self.svc().cancel_global_event())(self.cx, handle.0))
+    }
+
+    /// `Cancel_VM_Event` (null is a no-op; not for priority events).
+    pub fn cancel_vm_event(&self, vm: VmHandle, handle: EventHandle) -> Result<(), VmmError> {
+        res((self.svc().cancel_vm_event())(self.cx, vm.0, handle.0))
+    }
+
+    /// `Call_When_VM_Ints_Enabled`: run `f` when the current VM enables
+    /// interrupts; at once if they are enabled.
+    pub fn call_when_vm_ints_enabled<D: 'static>(
+        &self,
+        f: impl FnOnce(&D, &Vmm<'_>, VmHandle) + 'static,
+    ) -> Result<(), VmmError> {
+        res((self.svc().call_when_vm_ints_enabled())(self.cx, vm_cb(f)))
+    }
+
+    /// `Call_When_Not_Critical`: run `f` when the critical section is
+    /// released. Only the most recent registration runs per release.
+    pub fn call_when_not_critical<D: 'static>(
+        &self,
+        f: impl FnOnce(&D, &Vmm<'_>, VmHandle) + 'static,
+    ) -> Result<(), VmmError> {
+        res((self.svc().call_when_not_critical())(self.cx, vm_cb(f)))
+    }
+
+    // ---- critical section and semaphores --------------------------------
+
+    /// `Begin_Critical_Section`: claim the global critical section for the
+    /// current VM, blocking it while another VM owns it.
+    pub fn begin_critical_section(&self, flags: u32) -> Result<(), VmmError> {
+        res((self.svc().begin_critical_section())(self.cx, flags))
+    }
+
+    /// `End_Critical_Section`: release one claim.
+    pub fn end_critical_section(&self) -> Result<(), VmmError> {
+        res((self.svc().end_critical_section())(self.cx))
+    }
+
+    /// `Claim_Critical_Section`: add `count` claims.
+    pub fn claim_critical_section(&self, count: u32, flags: u32) -> Result<(), VmmError> {
+        res((self.svc().claim_critical_section())(self.cx, count, flags))
+    }
+
+    /// `Release_Critical_Section`: remove `count` claims.
+    pub fn release_critical_section(&self, count: u32) -> Result<(), VmmError> {
+        res((self.svc().release_critical_section())(self.cx, count))
+    }
+
+    /// `Get_Crit_Section_Status` (not callable at interrupt time).
+    pub fn get_crit_section_status(&self) -> Result<CritStatus, VmmError> {
+        res((self.svc().get_crit_section_status())(self.cx))
+    }
+
+    /// `Get_Crit_Status_No_Block` (callable at interrupt time).
+    pub fn get_crit_status_no_block(&self) -> CritStatus {
+        (self.svc().get_crit_status_no_block())(self.cx)
+    }
+
+    /// `End_Crit_And_Suspend`: only with exactly one claim.
+    pub fn end_crit_and_suspend(&self) -> Result<(), VmmError> {
+        res((self.svc().end_crit_and_suspend())(self.cx))
+    }
+
+    /// `Create_Semaphore` with `tokens` initial tokens.
+    pub fn create_semaphore(&self, tokens: i32) -> Result<SemaphoreHandle, VmmError> {
+        res((self.svc().create_semaphore())(self.cx, tokens)).map(SemaphoreHandle)
+    }
+
+    /// `Destroy_Semaphore`.
+    pub fn destroy_semaphore(&self, handle: SemaphoreHandle) -> Result<(), VmmError> {
+        res((self.svc().destroy_semaphore())(self.cx, handle.0))
+    }
+
+    /// `Wait_Semaphore`: take a token, blocking the current VM (other VMs
+    /// run meanwhile) until one is signalled.
+    pub fn wait_semaphore(&self, handle: SemaphoreHandle, flags: u32) -> Result<(), VmmError> {
+        res((self.svc().wait_semaphore())(self.cx, handle.0, flags))
+    }
+
+    /// `Signal_Semaphore` (callable at interrupt time).
+    pub fn signal_semaphore(&self, handle: SemaphoreHandle) -> Result<(), VmmError> {
+        res((self.svc().signal_semaphore())(self.cx, handle.0))
+    }
+
+    // ---- interrupts ------------------------------------------------------
+
+    /// Register a simulated hardware interrupt source. `f` runs at
+    /// interrupt time whenever the source is raised (by the manifest, a
+    /// test, [`Vmm::request_interrupt`] or the random-order mode's
+    /// injection); only asynchronous services are legal there.
+    pub fn register_interrupt<D: 'static>(
+        &self,
+        name: &str,
+        f: impl Fn(&D, &Vmm<'_>, IrqHandle) + 'static,
+    ) -> Result<IrqHandle, VmmError> {
+        let cb = repeating(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            f(d, vmm, IrqHandle(r.eax));
+            Carry::Clear
+        });
+        res((self.svc().register_interrupt())(self.cx, RStr::from_str(name), cb)).map(IrqHandle)
+    }
+
+    /// Request a registered interrupt; it is taken at the next service-call
+    /// boundary or scheduler step.
+    pub fn request_interrupt(&self, irq: IrqHandle) -> Result<(), VmmError> {
+        res((self.svc().request_interrupt())(self.cx, irq.0))
+    }
+}
+
+fn non_zero(v: u32) -> Option<u32> {
+    (v != 0).then_some(v)
+}
+
+fn profile_entry(
+    r: abi_stable::std_types::RResult<crate::abi::ProfileString, VmmError>,
+) -> Result<Option<ProfileEntry>, VmmError> {
+    match r.into_result() {
+        Ok(p) => Ok(Some(ProfileEntry { value: p.value.into_string(), index: p.index })),
+        Err(VmmError::NOT_FOUND) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A copy of a VM's client registers, as `Save_Client_State` stores it.
+pub type ClientState = ClientRegs;

@@ -1,0 +1,108 @@
+//! Loading plugin files: every way a file can fail to be a plugin gets an
+//! error naming the file and the cause, and the host keeps running.
+
+use vmm_host::testkit::{Scenario, json};
+use vmm_host::{Error, LoadCause};
+
+fn load_error(device: &str) -> (String, LoadCause, String) {
+    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"vcountd\", \"{device}\"]\n")).run();
+    let error = run.expect_error();
+    let text = error.to_string();
+    match error {
+        Error::Load { name, cause, file } => {
+            assert_eq!(name, device);
+            assert!(text.contains(&file.display().to_string()), "the message names the file: {text}");
+            run.trace().expect(json!({"kind": "device_rejected", "device": device, "reason": "load_error"}));
+            // Nothing was initialized: the error is reported before boot.
+            run.trace().expect_none(json!({"kind": "control"}));
+            (name.clone(), cause.clone(), text)
+        }
+        other => panic!("unexpected error {other}"),
+    }
+}
+
+#[test]
+fn a_library_that_is_not_abi_stable_is_refused() {
+    let (_, cause, text) = load_error("fixture-not-abi-stable");
+    assert_eq!(cause, LoadCause::NotAbiStable);
+    assert!(text.contains("not an abi_stable plugin"), "{text}");
+}
+
+#[test]
+fn an_incompatible_interface_version_is_refused_naming_both_versions() {
+    let (_, cause, text) = load_error("fixture-old-interface");
+    match cause {
+        LoadCause::IncompatibleVersion { host, plugin } => {
+            assert_eq!(plugin, "0.0.9");
+            assert_eq!(host, env!("CARGO_PKG_VERSION"));
+        }
+        other => panic!("unexpected cause {other:?}"),
+    }
+    assert!(text.contains("incompatible interface version"), "{text}");
+}
+
+#[test]
+fn a_layout_mismatch_is_refused_with_a_short_summary() {
+    let (_, cause, text) = load_error("fixture-skewed-layout");
+    assert!(matches!(cause, LoadCause::LayoutMismatch(_)), "{cause:?}");
+    assert!(text.contains("layout mismatch"), "{text}");
+    assert!(text.lines().count() <= 2 && text.len() < 1500, "summarised, not abi_stable's whole report: {text}");
+}
+
+#[test]
+fn a_constructor_error_is_refused_with_its_message() {
+    let (_, cause, text) = load_error("fixture-ctor-error");
+    assert!(matches!(cause, LoadCause::Constructor(_)), "{cause:?}");
+    assert!(text.contains("the constructor refuses to build the root module"), "{text}");
+}
+
+#[test]
+fn a_constructor_panic_is_refused_without_taking_the_host_down() {
+    let (_, cause, _) = load_error("fixture-ctor-panic");
+    assert_eq!(cause, LoadCause::ConstructorPanic);
+}
+
+#[test]
+fn a_missing_plugin_lists_the_directories_searched() {
+    let (_, cause, text) = load_error("no-such-vxd");
+    assert!(matches!(cause, LoadCause::NotFound { .. }), "{cause:?}");
+    assert!(text.contains("searched"), "{text}");
+}
+
+#[test]
+fn the_same_plugin_loaded_twice_in_a_process_gives_independent_instances() {
+    // Two machines in one process load the same file: one library copy,
+    // separate instances with separate state.
+    let a = Scenario::new("[386Enh]\ndevice = [\"vcountd\", \"vhello\"]\n[VCOUNTD]\nStart = 100\n").run();
+    let b = Scenario::new("[386Enh]\ndevice = [\"vcountd\", \"vhello\"]\n").run();
+    a.trace().expect(json!({"kind": "debug_string", "text": "VCOUNTD total is now 101"}));
+    b.trace().expect(json!({"kind": "debug_string", "text": "VCOUNTD total is now 1"}));
+}
+
+#[test]
+fn no_code_path_uses_the_caching_root_module_loader() {
+    // RootModule::load_from* returns the first library forever; reloads and
+    // independent copies depend on never calling it.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    for dir in ["host/src", "plugin-api/src"] {
+        for entry in walk(&std::path::Path::new(root).join(dir)) {
+            let text = std::fs::read_to_string(&entry).unwrap();
+            for forbidden in ["load_from_directory", "load_from_file", "::load_from("] {
+                assert!(!text.contains(forbidden), "{} uses {forbidden}", entry.display());
+            }
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: every test boots a machine from an inline manifest,
+//! with plugins built from this workspace, and asserts on the trace.
+//!
+//! One test binary, with modules named by concept: the plugins are built
+//! once (a nested `cargo build`, see `vmm_host::testkit::plugin_dir`).
+
+mod foundation;
+mod loader;
