@@ -45,11 +45,9 @@ impl Core {
     /// Run `f` as a call of `instance` in `context` (for built-in devices,
     /// whose code is host code but whose services must be attributed).
     pub(crate) fn with_frame<T>(&self, instance: u32, context: Context, f: impl FnOnce() -> T) -> T {
-        self.contexts.borrow_mut().push(context);
-        self.callers.borrow_mut().push(instance);
+        self.frames.borrow_mut().push((context, instance));
         let r = f();
-        self.callers.borrow_mut().pop();
-        self.contexts.borrow_mut().pop();
+        self.frames.borrow_mut().pop();
         r
     }
 
@@ -131,14 +129,21 @@ impl Core {
                 initialized: false,
             });
         }
-        let file = self.search.find(&request.name).ok_or_else(|| {
-            self.reject_load(
-                &request.name,
-                PathBuf::from(&request.name),
-                LoadCause::NotFound { searched: self.search.dirs().to_vec(), build: None },
-            )
-        })?;
-        let lib = crate::loader::load(&file).map_err(|cause| self.reject_load(&request.name, file.clone(), cause))?;
+        let wanted = crate::resolve::library_name(&request.name);
+        let lib = match self.in_process.iter().find(|(n, _)| *n == wanted) {
+            Some((_, lib)) => *lib,
+            None => {
+                let file = self.search.find(&request.name).ok_or_else(|| {
+                    self.reject_load(
+                        &request.name,
+                        PathBuf::from(&request.name),
+                        LoadCause::NotFound { searched: self.search.dirs().to_vec(), build: None },
+                    )
+                })?;
+                crate::loader::load(&file).map_err(|cause| self.reject_load(&request.name, file.clone(), cause))?
+            }
+        };
+        let file = lib.path.clone();
         let info = lib.info;
         if !info.panic_unwind {
             return Err(self.reject_load(&request.name, file, LoadCause::PanicAbort));
@@ -210,6 +215,13 @@ impl Core {
 
     /// Boot the machine up to `Running`.
     pub(crate) fn boot(&self) -> Result<()> {
+        self.check_manifest_references()?;
+        let (major, minor) = self.manifest.machine.windows_version;
+        self.trace(|| TraceEvent::Machine {
+            seed: self.seed,
+            order: self.manifest.machine.order,
+            windows: format!("{major}.{minor:02}"),
+        });
         self.load_device_list()?;
         self.enter_phase(Phase::RealModeInit, "real_mode_init");
         self.real_mode_init()?;
@@ -242,6 +254,44 @@ impl Core {
             }
         }
         self.enter_phase(Phase::Running, "running");
+        self.check_interrupt_names()?;
+        self.schedule_manifest();
+        Ok(())
+    }
+
+    /// `[[action]]` entries name VMs that exist in the manifest.
+    fn check_manifest_references(&self) -> Result<()> {
+        let m = &self.manifest;
+        for a in &m.actions {
+            let known = a.vm.eq_ignore_ascii_case("system") || m.vms.iter().any(|v| v.name.eq_ignore_ascii_case(&a.vm));
+            if !known {
+                let names: Vec<&str> = std::iter::once("system").chain(m.vms.iter().map(|v| v.name.as_str())).collect();
+                return Err(Error::Reference {
+                    origin: a.origin.clone(),
+                    message: format!("[[action]] names VM `{}`; the VMs are {}", a.vm, names.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `[[interrupt]]` entries name sources that devices registered during
+    /// init.
+    fn check_interrupt_names(&self) -> Result<()> {
+        for i in &self.manifest.interrupts {
+            if self.irq_by_name(&i.name).is_none() {
+                let known: Vec<String> = self.irqs.borrow().iter().map(|(_, q)| q.name.clone()).collect();
+                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                self.shutdown(false);
+                return Err(Error::Reference {
+                    origin: i.origin.clone(),
+                    message: format!(
+                        "[[interrupt]] names source `{}`, which no device registered (registered: {known})",
+                        i.name
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -513,7 +563,12 @@ impl Core {
             return;
         }
         let booted = self.phase.get() > Phase::RealModeInit;
+        let running = self.phase.get() >= Phase::Running;
         self.phase.set(Phase::Shutdown);
+        if running && !crash {
+            self.destroy_dos_vms();
+        }
+        self.cancel_everything("shutdown");
         if booted {
             if !crash {
                 self.trace(|| TraceEvent::Phase { phase: "sys_vm_terminate" });
@@ -526,6 +581,19 @@ impl Core {
         }
         self.enter_phase(Phase::Stopped, "stopped");
         self.finish_trace();
+    }
+
+    /// Cancel every pending event and time-out (they never run), tracing
+    /// each with `reason`.
+    pub(crate) fn cancel_everything(&self, reason: &'static str) {
+        let events = self.events.borrow().handles();
+        for h in events {
+            self.cancel_event(h, reason);
+        }
+        let timeouts = self.timers.borrow().timeouts_where(|_| true);
+        for h in timeouts {
+            self.cancel_timeout(h, reason);
+        }
     }
 
     /// Flush the trace, logging a write error.

@@ -177,6 +177,10 @@ fn build_plugins(m: &Manifest, policy: BuildPolicy, extra_dirs: &[PathBuf]) -> R
 }
 
 fn machine(args: &CommonArgs, m: Manifest) -> Result<Machine> {
+    machine_with(args, m, false)
+}
+
+fn machine_with(args: &CommonArgs, m: Manifest, capture_trace: bool) -> Result<Machine> {
     let policy = match &args.build {
         Some(b) => b.parse().map_err(|e: String| Error::Build(e))?,
         None => m.machine.build,
@@ -189,7 +193,7 @@ fn machine(args: &CommonArgs, m: Manifest) -> Result<Machine> {
         ))),
         None => None,
     };
-    Ok(Machine::new(m, MachineOptions { capture_trace: false, trace, plugin_dirs }))
+    Ok(Machine::new(m, MachineOptions { capture_trace, trace, plugin_dirs, ..MachineOptions::default() }))
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -207,11 +211,29 @@ fn run(args: RunArgs) -> Result<()> {
         sets.push("machine.realtime=true".to_string());
     }
     let m = manifest(&args.common, &sets)?;
-    let _ = &args.timeline;
-    let mut machine = machine(&args.common, m)?;
-    machine.boot()?;
-    machine.shutdown()?;
+    let mut machine = machine_with(&args.common, m, args.timeline.is_some())?;
+    tracing::info!("seed {} (order {:?})", machine.seed(), machine.manifest().machine.order);
+    let result = run_machine(&mut machine);
+    if let Some(path) = &args.timeline {
+        machine.write_timeline(path)?;
+        tracing::info!("timeline written to {} (open it in https://ui.perfetto.dev)", path.display());
+    }
+    result?;
     machine.finish_trace()
+}
+
+fn run_machine(machine: &mut Machine) -> Result<()> {
+    machine.boot()?;
+    let end = machine.run()?;
+    tracing::info!(
+        "stopped at t={}ms ({})",
+        machine.now().as_millis(),
+        match end {
+            crate::machine::RunEnd::Quiescent => "nothing left to do",
+            crate::machine::RunEnd::Until => "--until reached",
+        }
+    );
+    machine.shutdown()
 }
 
 fn check(args: CommonArgs) -> Result<()> {

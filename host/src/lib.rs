@@ -18,10 +18,12 @@ pub mod manifest;
 pub(crate) mod profile;
 pub mod registry;
 pub mod resolve;
+pub(crate) mod ring3;
 pub(crate) mod services;
 pub(crate) mod shell;
 pub mod testkit;
 pub mod time;
+pub mod timeline;
 pub mod trace;
 pub mod vmm;
 

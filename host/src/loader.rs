@@ -89,6 +89,20 @@ pub fn content_hash(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A plugin linked into the host process (see
+/// `vmm_plugin_api::device::in_process`): no file, no copy, no layout
+/// check (the types are the host's own).
+pub fn in_process(name: &str, root: PluginRoot_Ref) -> &'static PluginLibrary {
+    let info = (root.info())();
+    Box::leak(Box::new(PluginLibrary {
+        path: PathBuf::from(format!("<in-process {name}>")),
+        build: String::new(),
+        root,
+        info,
+        file_size: 0,
+    }))
+}
+
 /// Load (or reuse) the plugin in `path`.
 pub fn load(path: &Path) -> Result<&'static PluginLibrary, LoadCause> {
     let bytes = std::fs::read(path).map_err(|e| LoadCause::Open(e.to_string()))?;

@@ -14,16 +14,24 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use abi_stable::std_types::{RErr, ROk};
-use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult};
+use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult, PluginRoot_Ref, ServiceCall};
 
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, ViolationPolicy};
 use crate::registry::{DeviceSummary, Inst, Registry};
 use crate::resolve::SearchPath;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use crate::trace::{CallOutcome, Trace, TraceEvent, TraceRecord};
+use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
+use crate::vmm::crit::{CritSection, Semaphore};
+use crate::vmm::events::Events;
 use crate::vmm::heap::Heap;
+use crate::vmm::irq::Irq;
+use crate::vmm::rng::Rng;
+use crate::vmm::sched::LoopEnd;
+use crate::vmm::slab::Slab;
+use crate::vmm::timers::{TimerKind, Timers};
 use crate::vmm::vm::VmTable;
 
 /// How to run a machine, beyond what the manifest says.
@@ -35,6 +43,9 @@ pub struct MachineOptions {
     pub trace: Option<Box<dyn Write>>,
     /// Plugin directories searched before the manifest's.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Plugins linked into this process, by the name the manifest uses
+    /// (matched like file names: `VPOSTD.386` finds `vpostd`).
+    pub in_process: Vec<(String, PluginRoot_Ref)>,
 }
 
 /// Where the machine is in its life.
@@ -72,6 +83,16 @@ impl Phase {
     }
 }
 
+/// Why [`Machine::run`] returned.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Nothing will ever happen again: every program ended or waits, no
+    /// event or timer is pending.
+    Quiescent,
+    /// The requested virtual time was reached.
+    Until,
+}
+
 /// A plugin instance the host can call: a device or a ring-3 module.
 pub(crate) struct InstanceRecord {
     pub(crate) name: Rc<str>,
@@ -90,6 +111,7 @@ pub(crate) struct FatalInfo {
 pub(crate) struct Core {
     pub(crate) manifest: Manifest,
     pub(crate) search: SearchPath,
+    pub(crate) in_process: Vec<(String, &'static crate::loader::PluginLibrary)>,
     pub(crate) trace: RefCell<Trace>,
     pub(crate) now: Cell<Instant>,
     pub(crate) phase: Cell<Phase>,
@@ -100,21 +122,87 @@ pub(crate) struct Core {
     pub(crate) cur_vm: Cell<u32>,
     pub(crate) sys_vm: Cell<u32>,
     pub(crate) fatal: RefCell<Option<FatalInfo>>,
-    /// Execution contexts of the plugin calls on the host stack.
-    pub(crate) contexts: RefCell<Vec<Context>>,
-    /// Instances of the plugin calls on the host stack (innermost last).
-    pub(crate) callers: RefCell<Vec<u32>>,
+    /// `fatal` is set (a fast check for the run loop).
+    pub(crate) fatal_flag: Cell<bool>,
+    /// The plugin calls on the host stack (innermost last): their
+    /// execution context and instance.
+    pub(crate) frames: RefCell<Vec<(Context, u32)>>,
     pub(crate) cb_area_size: Cell<u32>,
     pub(crate) violation_count: Cell<u64>,
+    /// The seed of this run.
+    pub(crate) seed: u64,
+    pub(crate) rng: RefCell<Rng>,
+    pub(crate) events: RefCell<Events>,
+    pub(crate) timers: RefCell<Timers>,
+    pub(crate) crit: RefCell<CritSection>,
+    pub(crate) sems: RefCell<Slab<Semaphore>>,
+    pub(crate) irqs: RefCell<Slab<Irq>>,
+    /// Some interrupt source has requests not yet taken.
+    pub(crate) irq_pending: Cell<bool>,
+    pub(crate) hooks: RefCell<Hooks>,
+    /// VMs waiting in nested run loops, innermost last.
+    pub(crate) waiters: RefCell<Vec<u32>>,
+    /// When the current VM's time slice began.
+    pub(crate) slice_start: Cell<Instant>,
+    /// Stop the run loop (`--until` reached, or the caller asked).
+    pub(crate) stop: Cell<bool>,
+    /// The top-level run loop is running (pacing applies there only).
+    pub(crate) top_level: Cell<bool>,
+    /// Callbacks run since virtual time last advanced.
+    pub(crate) storm: Cell<u64>,
+    /// When the idle handlers last ran.
+    pub(crate) idle_notified: Cell<Option<Instant>>,
+    /// Wall-clock start, for `--realtime`.
+    pub(crate) wall_start: std::cell::OnceCell<std::time::Instant>,
+}
+
+/// Permanent hooks: `Call_When_Task_Switched` and `Call_When_Idle`, in
+/// installation order (a hook is taken out of its slot while it runs).
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) task_switched: Vec<Option<Callback>>,
+    pub(crate) idle: Vec<Option<Callback>>,
 }
 
 impl Core {
     fn new(manifest: Manifest, options: MachineOptions) -> Self {
         let mut search = SearchPath::for_manifest(&manifest);
-        for dir in options.plugin_dirs.into_iter().rev() {
-            search.prepend(dir);
+        for dir in options.plugin_dirs.iter().rev() {
+            search.prepend(dir.clone());
         }
+        let seed = manifest.machine.seed.unwrap_or_else(|| {
+            if manifest.machine.order == crate::manifest::Order::Random {
+                // No seed given: take one from the clock; every run prints it.
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0)
+            } else {
+                0
+            }
+        });
         Core {
+            seed,
+            rng: RefCell::new(Rng::new(seed)),
+            events: RefCell::new(Events::default()),
+            timers: RefCell::new(Timers::default()),
+            crit: RefCell::new(CritSection::default()),
+            sems: RefCell::new(crate::vmm::crit::semaphores()),
+            irqs: RefCell::new(crate::vmm::irq::sources()),
+            irq_pending: Cell::new(false),
+            hooks: RefCell::new(Hooks::default()),
+            waiters: RefCell::new(Vec::new()),
+            slice_start: Cell::new(Instant::ZERO),
+            stop: Cell::new(false),
+            top_level: Cell::new(false),
+            storm: Cell::new(0),
+            idle_notified: Cell::new(None),
+            wall_start: std::cell::OnceCell::new(),
+            in_process: options
+                .in_process
+                .iter()
+                .map(|(n, r)| (crate::resolve::library_name(n), crate::loader::in_process(n, *r)))
+                .collect(),
             manifest,
             search,
             trace: RefCell::new(Trace::new(options.capture_trace, options.trace)),
@@ -127,8 +215,8 @@ impl Core {
             cur_vm: Cell::new(0),
             sys_vm: Cell::new(0),
             fatal: RefCell::new(None),
-            contexts: RefCell::new(Vec::new()),
-            callers: RefCell::new(Vec::new()),
+            fatal_flag: Cell::new(false),
+            frames: RefCell::new(Vec::new()),
             cb_area_size: Cell::new(0),
             violation_count: Cell::new(0),
         }
@@ -147,21 +235,22 @@ impl Core {
 
     /// The context of the innermost plugin call (`Control` outside any).
     pub(crate) fn context(&self) -> Context {
-        self.contexts.borrow().last().copied().unwrap_or(Context::Control)
+        self.frames.borrow().last().map_or(Context::Control, |f| f.0)
     }
 
     /// The instance of the innermost plugin call.
     pub(crate) fn current_caller(&self) -> Option<u32> {
-        self.callers.borrow().last().copied()
+        self.frames.borrow().last().map(|f| f.1)
     }
 
-    /// The name of an instance.
+    /// The name of an instance (`<host>` for calls from outside the
+    /// machine).
     pub(crate) fn instance_name(&self, instance: u32) -> Rc<str> {
         self.instances
             .borrow()
             .get(instance.wrapping_sub(1) as usize)
             .map(|r| r.name.clone())
-            .unwrap_or_else(|| Rc::from("?"))
+            .unwrap_or_else(|| Rc::from("<host>"))
     }
 
     /// Register a new plugin instance; returns its number.
@@ -205,11 +294,13 @@ impl Core {
         tracing::error!(device = device.as_deref().unwrap_or("-"), "fatal error: {message}");
         self.trace(|| TraceEvent::FatalError { message: message.clone(), device: device.clone() });
         *self.fatal.borrow_mut() = Some(FatalInfo { message, device });
+        self.fatal_flag.set(true);
     }
 
     /// Whether a fatal error stopped the machine.
+    #[inline]
     pub(crate) fn is_fatal(&self) -> bool {
-        self.fatal.borrow().is_some()
+        self.fatal_flag.get()
     }
 
     // ---- calling plugins ------------------------------------------------------
@@ -217,6 +308,16 @@ impl Core {
     /// The context handed to `instance`'s code.
     pub(crate) fn cx(&self, instance: u32) -> HostCx {
         HostCx { services: crate::services::SERVICES, machine: self as *const Core as *const c_void, caller: instance }
+    }
+
+    /// The instance pointer of a usable plugin instance.
+    pub(crate) fn instance_this(&self, instance: u32) -> Option<*const c_void> {
+        let instances = self.instances.borrow();
+        let r = instances.get(instance.wrapping_sub(1) as usize)?;
+        if r.failed {
+            return None;
+        }
+        r.inst.map(|i| i.this)
     }
 
     /// Whether `instance` may still be called.
@@ -237,16 +338,34 @@ impl Core {
         if !self.instance_usable(instance) {
             return Err(CallOutcome::Skipped);
         }
+        self.invoke_checked(instance, entry, context, f)
+    }
+
+    /// [`Core::invoke`] for an instance already known to be usable.
+    pub(crate) fn invoke_checked<T>(
+        &self,
+        instance: u32,
+        entry: &'static str,
+        context: Context,
+        f: impl FnOnce(&HostCx) -> PluginResult<T>,
+    ) -> std::result::Result<T, CallOutcome> {
         let cx = self.cx(instance);
-        self.contexts.borrow_mut().push(context);
-        self.callers.borrow_mut().push(instance);
+        self.frames.borrow_mut().push((context, instance));
         let result = f(&cx);
-        self.callers.borrow_mut().pop();
-        self.contexts.borrow_mut().pop();
+        self.frames.borrow_mut().pop();
         match result {
             ROk(v) => Ok(v),
             RErr(e) => Err(self.plugin_failed(instance, entry, e)),
         }
+    }
+
+    /// Run `f` attributed to `instance` (in the current context).
+    pub(crate) fn as_caller<T>(&self, instance: u32, f: impl FnOnce() -> T) -> T {
+        let context = self.context();
+        self.frames.borrow_mut().push((context, instance));
+        let r = f();
+        self.frames.borrow_mut().pop();
+        r
     }
 
     /// Record how a plugin call failed; returns the outcome to trace.
@@ -262,19 +381,21 @@ impl Core {
                     error: "reentrancy",
                     message: message.clone(),
                 });
-                self.callers.borrow_mut().push(instance);
-                self.violation(
-                    "REENTRANCY",
-                    format!("{name} was re-entered in its {entry} entry point while its state was borrowed: {message}"),
-                    None,
-                );
-                self.callers.borrow_mut().pop();
+                self.as_caller(instance, || {
+                    self.violation(
+                        "REENTRANCY",
+                        format!(
+                            "{name} was re-entered in its {entry} entry point while its state was borrowed: {message}"
+                        ),
+                        None,
+                    )
+                });
                 CallOutcome::Reentrancy
             }
             PluginErrorKind::TypeMismatch => {
-                self.callers.borrow_mut().push(instance);
-                self.violation("CALLBACK_TYPE_MISMATCH", format!("{name}: {message}"), None);
-                self.callers.borrow_mut().pop();
+                self.as_caller(instance, || {
+                    self.violation("CALLBACK_TYPE_MISMATCH", format!("{name}: {message}"), None)
+                });
                 CallOutcome::Error
             }
             PluginErrorKind::Panic => {
@@ -363,6 +484,87 @@ impl Machine {
         self.fail_on_fatal(result)
     }
 
+    /// Run until nothing will ever happen again (or `[machine] until`).
+    pub fn run(&mut self) -> Result<RunEnd> {
+        if self.core.phase.get() != Phase::Running {
+            return Ok(RunEnd::Quiescent);
+        }
+        let end = self.core.run_machine();
+        self.fail_on_fatal(Ok(()))?;
+        Ok(match end {
+            LoopEnd::Stopped => RunEnd::Until,
+            _ => RunEnd::Quiescent,
+        })
+    }
+
+    /// Run for `d` of virtual time; stops earlier only if nothing will ever
+    /// happen again (the clock is still moved to the end).
+    pub fn run_for(&mut self, d: Duration) -> Result<RunEnd> {
+        if self.core.phase.get() != Phase::Running {
+            return Ok(RunEnd::Quiescent);
+        }
+        let until = self.core.now.get() + d;
+        self.core.stop.set(false);
+        self.core.timers.borrow_mut().at(until, TimerKind::Stop);
+        self.core.top_level.set(true);
+        let end = self.core.run_until(&|_| false, None);
+        self.core.top_level.set(false);
+        self.core.stop.set(false);
+        self.fail_on_fatal(Ok(()))?;
+        if end == LoopEnd::Quiescent {
+            self.core.advance_to(until, None);
+            return Ok(RunEnd::Quiescent);
+        }
+        Ok(RunEnd::Until)
+    }
+
+    /// Raise the interrupt source `name` (as `[[interrupt]]` would); its
+    /// handler runs at the next step.
+    pub fn raise_interrupt(&mut self, name: &str) -> Result<()> {
+        let irq = self.core.irq_by_name(name).ok_or_else(|| Error::Fatal {
+            message: format!("no interrupt source named `{name}` is registered"),
+            device: None,
+        })?;
+        self.core.request_interrupt(irq).map_err(|e| Error::Fatal { message: e.to_string(), device: None })
+    }
+
+    /// Create a DOS VM now; its handle, or `None` if a device refused it.
+    pub fn create_vm(&mut self, name: &str) -> Option<u32> {
+        self.core.create_vm(name, None)
+    }
+
+    /// Destroy a DOS VM normally (VM_Terminate, VM_Not_Executeable,
+    /// Destroy_VM).
+    pub fn destroy_vm(&mut self, vm: u32) {
+        if vm != self.core.sys_vm.get() {
+            self.core.destroy_vm(vm, 0, true, "terminated");
+        }
+    }
+
+    /// The handle of the VM named `name` (`system` for the system VM).
+    pub fn vm(&self, name: &str) -> Option<u32> {
+        self.core.vm_by_name(name)
+    }
+
+    /// Enable or disable a VM's interrupts (CLI / STI), as an `[[action]]`.
+    pub fn set_interrupts(&mut self, vm: u32, enabled: bool) {
+        self.core.set_vm_interrupts(vm, enabled);
+    }
+
+    /// Call a device service from outside the machine (a test, a
+    /// benchmark), as `VxDCall (device_id << 16) | ordinal` with `call`'s
+    /// registers; CF comes back in `call.regs.flags`.
+    pub fn call_service(&mut self, service: u32, call: &mut ServiceCall) -> Result<()> {
+        let r = self.core.with_frame(0, Context::Control, || self.core.vxd_call(0, service, call));
+        self.fail_on_fatal(Ok(()))?;
+        r.map_err(|e| Error::Fatal { message: format!("VxDCall {service:#010X}: {e}"), device: None })
+    }
+
+    /// The seed of this run.
+    pub fn seed(&self) -> u64 {
+        self.core.seed
+    }
+
     /// Shut down normally: terminate the VMs, then `Sys_VM_Terminate`,
     /// `System_Exit`, `Sys_Critical_Exit` (and their `xx2` twins to 4.0
     /// devices in reverse order).
@@ -411,6 +613,14 @@ impl Machine {
     /// Flush the trace file.
     pub fn finish_trace(&self) -> Result<()> {
         self.core.finish_trace_result()
+    }
+
+    /// Write the run as a Chrome trace / Perfetto timeline (needs
+    /// `capture_trace`).
+    pub fn write_timeline(&self, path: &std::path::Path) -> Result<()> {
+        let value = crate::timeline::chrome_trace(self.core.trace.borrow().records());
+        let text = serde_json::to_string(&value).unwrap_or_default();
+        std::fs::write(path, text).map_err(|e| Error::Io { path: path.to_path_buf(), message: e.to_string() })
     }
 }
 

@@ -167,6 +167,9 @@ pub struct MachineSettings {
     pub plugin_path: Vec<PathBuf>,
     /// When the CLI builds plugins with cargo.
     pub build: BuildPolicy,
+    /// Callbacks that may run without virtual time advancing before the
+    /// machine stops as livelocked (0: no limit).
+    pub livelock_limit: u64,
 }
 
 impl Default for MachineSettings {
@@ -183,6 +186,7 @@ impl Default for MachineSettings {
             ring3_step: Duration::from_micros(50),
             plugin_path: Vec::new(),
             build: BuildPolicy::Missing,
+            livelock_limit: 10_000_000,
         }
     }
 }
@@ -402,6 +406,7 @@ struct RawMachine {
     ring3_step: Option<Spanned<RawDuration>>,
     plugin_path: Option<Vec<String>>,
     build: Option<Spanned<String>>,
+    livelock_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -776,6 +781,10 @@ fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Resu
     }
     if let Some(b) = &raw.build {
         m.build = parsed(src, b)?;
+    }
+    if let Some(l) = raw.livelock_limit {
+        m.livelock_limit =
+            u64::try_from(*l.get_ref()).map_err(|_| src.error(&l.span(), "livelock_limit must not be negative"))?;
     }
     Ok(())
 }

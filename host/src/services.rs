@@ -15,13 +15,20 @@ use vmm_plugin_api::abi::{
     ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, ProfileString, ProfileValue, RawCallback,
     ServiceCall, VmInfo, VmmError, VmmResult,
 };
-use vmm_plugin_api::ddk::{EF_HANG_ON_EXIT, HEAPZEROINIT};
+use vmm_plugin_api::ddk::{
+    BLOCK_POLL, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_ALWAYS_SCHED, PEF_TIME_OUT, PEF_VALID,
+    PEF_VALID_31, PEF_WAIT_FOR_STI, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
+};
 
 use crate::machine::Core;
 use crate::profile::{parse_boolean, parse_decimal, parse_hex, profile_value};
+use crate::time::Duration;
 use crate::trace::TraceEvent;
+use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::context::Context;
+use crate::vmm::events::{EventKind, EventRec};
 use crate::vmm::heap::MemError;
+use crate::vmm::timers::{Due, TimeoutRec, TimerKind};
 
 /// Recover the machine from a context.
 fn core(cx: &HostCx) -> &Core {
@@ -33,7 +40,10 @@ fn core(cx: &HostCx) -> &Core {
 /// Run a service body; a host panic becomes a fatal error and `fallback`.
 fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce(&Core) -> T) -> T {
     let core = core(cx);
-    match catch_unwind(AssertUnwindSafe(|| body(core))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        core.service_boundary();
+        body(core)
+    })) {
         Ok(v) => v,
         Err(payload) => {
             let text = payload
@@ -50,6 +60,8 @@ fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce
 /// When a service may be called.
 #[derive(Copy, Clone, PartialEq, Eq)]
 pub(crate) enum Rule {
+    /// Anywhere, including interrupt time (`Async_Service`).
+    Async,
     /// Not at interrupt time.
     Sync,
     /// Only during real-mode init and the three init phases.
@@ -59,6 +71,7 @@ pub(crate) enum Rule {
 /// Check the calling context; `false` means refuse the call.
 pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
     match rule {
+        Rule::Async => true,
         Rule::Sync if core.context() == Context::Interrupt => !core.violation(
             "SYNC_SERVICE_AT_INTERRUPT",
             format!(
@@ -79,11 +92,6 @@ pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
 
 fn refused<T>() -> VmmResult<T> {
     RErr(VmmError::VIOLATION)
-}
-
-/// Release a callback the host will not keep.
-pub(crate) fn discard(callback: RawCallback) {
-    (callback.drop)(callback.data);
 }
 
 // ---- diagnostics ------------------------------------------------------------
@@ -337,7 +345,7 @@ extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
 
 extern "C" fn get_vmm_reenter_count(cx: &HostCx) -> u32 {
     guarded(cx, "Get_VMM_Reenter_Count", 0, |core| {
-        core.contexts.borrow().iter().filter(|c| **c == Context::Interrupt).count() as u32
+        core.frames.borrow().iter().filter(|f| f.0 == Context::Interrupt).count() as u32
     })
 }
 
@@ -460,123 +468,522 @@ extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
     })
 }
 
-// ---- services of the VMM core that this build does not provide yet -------------------
+// ---- time-outs ---------------------------------------------------------------------------
 
-fn not_yet(cx: &HostCx, service: &'static str) -> VmmError {
-    guarded(cx, service, VmmError::FATAL, |core| {
-        core.violation("NOT_IMPLEMENTED", format!("{service} is not provided by this host yet"), Some(service));
-        VmmError::NOT_AVAILABLE
+fn set_time_out(cx: &HostCx, service: &'static str, ms: u32, vm: Option<u32>, callback: RawCallback) -> u32 {
+    guarded(cx, service, 0, |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !allowed(core, service, Rule::Sync) {
+            return 0;
+        }
+        let now = core.now.get();
+        let due = match vm {
+            None => Due::System(now + Duration::from_millis(ms as u64)),
+            Some(vm) => {
+                let exec = core.vms.borrow().get(vm).map(|v| v.exec_time);
+                match exec {
+                    Some(exec) => Due::Exec(vm, exec + Duration::from_millis(ms as u64)),
+                    None => {
+                        bad_vm(core, service, vm);
+                        return 0;
+                    }
+                }
+            }
+        };
+        let label = cb.label();
+        let handle = core.timers.borrow_mut().add_timeout(TimeoutRec { due, ms, cb });
+        let Some(handle) = handle else { return 0 };
+        core.trace(|| TraceEvent::TimeoutScheduled {
+            handle,
+            timer: if vm.is_some() { "vm" } else { "global" },
+            vm,
+            ms,
+            device: core.instance_name(cx.caller).to_string(),
+            callback: shorten(label),
+        });
+        handle
     })
 }
 
-extern "C" fn set_global_time_out(cx: &HostCx, _ms: u32, callback: RawCallback) -> u32 {
-    discard(callback);
-    not_yet(cx, "Set_Global_Time_Out");
-    0
+extern "C" fn set_global_time_out(cx: &HostCx, ms: u32, callback: RawCallback) -> u32 {
+    set_time_out(cx, "Set_Global_Time_Out", ms, None, callback)
 }
-extern "C" fn set_vm_time_out(cx: &HostCx, _ms: u32, _vm: u32, callback: RawCallback) -> u32 {
-    discard(callback);
-    not_yet(cx, "Set_VM_Time_Out");
-    0
+
+extern "C" fn set_vm_time_out(cx: &HostCx, ms: u32, vm: u32, callback: RawCallback) -> u32 {
+    set_time_out(cx, "Set_VM_Time_Out", ms, Some(vm), callback)
 }
-extern "C" fn cancel_time_out(cx: &HostCx, _h: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Cancel_Time_Out"))
+
+extern "C" fn cancel_time_out(cx: &HostCx, handle: u32) -> VmmResult<()> {
+    guarded(cx, "Cancel_Time_Out", RErr(VmmError::FATAL), |core| {
+        if handle == 0 {
+            return ROk(());
+        }
+        if !allowed(core, "Cancel_Time_Out", Rule::Sync) {
+            return refused();
+        }
+        if core.cancel_timeout(handle, "cancelled") {
+            ROk(())
+        } else {
+            stale(core, "Cancel_Time_Out", "STALE_TIMEOUT_HANDLE", handle, "time-out handle")
+        }
+    })
 }
-extern "C" fn adjust_exec_priority(cx: &HostCx, _vm: u32, _boost: i32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Adjust_Exec_Priority"))
+
+fn stale<T>(core: &Core, service: &'static str, code: &str, handle: u32, what: &str) -> VmmResult<T> {
+    core.violation(
+        code,
+        format!("{service} was given {what} {handle:#010X}, which is not pending (it already ran, was cancelled, or never existed)"),
+        Some(service),
+    );
+    RErr(VmmError::INVALID_HANDLE)
 }
+
+// ---- scheduler ------------------------------------------------------------------------------
+
+extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResult<()> {
+    guarded(cx, "Adjust_Exec_Priority", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Adjust_Exec_Priority", Rule::Sync) {
+            return refused();
+        }
+        let current = core.vms.borrow().get(vm).map(|v| v.base_priority as i64 + v.boost);
+        let Some(current) = current else { return RErr(bad_vm(core, "Adjust_Exec_Priority", vm)) };
+        let after = current + boost as i64;
+        if !(RESERVED_LOW_BOOST as i64..=RESERVED_HIGH_BOOST as i64).contains(&after) {
+            core.violation(
+                "PRIORITY_RANGE",
+                format!(
+                    "Adjust_Exec_Priority({boost:+}) would take the VM's priority to {after}, outside \
+                     Reserved_Low_Boost..Reserved_High_Boost"
+                ),
+                Some("Adjust_Exec_Priority"),
+            );
+            return RErr(VmmError::INVALID_PARAMETER);
+        }
+        core.add_boost(vm, boost as i64, "adjust");
+        ROk(())
+    })
+}
+
 extern "C" fn call_when_task_switched(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    discard(callback);
-    RErr(not_yet(cx, "Call_When_Task_Switched"))
+    guarded(cx, "Call_When_Task_Switched", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !allowed(core, "Call_When_Task_Switched", Rule::Sync) {
+            return refused();
+        }
+        core.hooks.borrow_mut().task_switched.push(Some(cb));
+        ROk(())
+    })
 }
+
 extern "C" fn call_when_idle(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    discard(callback);
-    RErr(not_yet(cx, "Call_When_Idle"))
+    guarded(cx, "Call_When_Idle", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !allowed(core, "Call_When_Idle", Rule::Sync) {
+            return refused();
+        }
+        core.hooks.borrow_mut().idle.push(Some(cb));
+        ROk(())
+    })
 }
+
+extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+    guarded(cx, "Suspend_VM", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Suspend_VM", Rule::Sync) {
+            return refused();
+        }
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, "Suspend_VM", vm));
+        }
+        if vm == core.sys_vm.get() {
+            core.violation(
+                "SUSPEND_SYSTEM_VM",
+                "Suspend_VM of the system VM: it cannot be suspended",
+                Some("Suspend_VM"),
+            );
+            return RErr(VmmError::FAILED);
+        }
+        core.suspend_vm(vm).into()
+    })
+}
+
+extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
+    guarded(cx, "Resume_VM", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Resume_VM", Rule::Sync) {
+            return refused();
+        }
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, "Resume_VM", vm));
+        }
+        core.resume_vm(vm, no_fail).into()
+    })
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+/// Schedule an event, tracing it; its handle.
+#[allow(clippy::too_many_arguments)]
+fn schedule(
+    core: &Core,
+    caller: u32,
+    kind: EventKind,
+    target: u32,
+    flags: u32,
+    boost: i32,
+    timeout_ms: Option<u32>,
+    cb: Callback,
+) -> VmmResult<u32> {
+    let label = cb.label();
+    let now = core.now.get();
+    let handle = core.events.borrow_mut().insert(kind, target, flags, boost, now, cb);
+    let Some(handle) = handle else { return RErr(VmmError::OUT_OF_MEMORY) };
+    if boost != 0 {
+        core.add_boost(target, boost as i64, "event");
+    }
+    if let Some(ms) = timeout_ms {
+        let seq = core.events.borrow().slab.get(handle).map(|e| e.seq).unwrap_or(0);
+        core.timers.borrow_mut().at(now + Duration::from_millis(ms as u64), TimerKind::EventTimeout(handle, seq));
+    }
+    core.trace(|| TraceEvent::EventScheduled {
+        handle,
+        event: kind.name(),
+        vm: (target != 0).then_some(target),
+        flags,
+        boost,
+        timeout_ms,
+        device: core.instance_name(caller).to_string(),
+        callback: shorten(label),
+    });
+    ROk(handle)
+}
+
+/// Run an event inline, inside the service call.
+fn run_inline(core: &Core, kind: EventKind, target: u32, flags: u32, boost: i32, cb: Callback) -> VmmResult<u32> {
+    if boost != 0 {
+        core.add_boost(target, boost as i64, "event");
+    }
+    let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.now.get(), cb };
+    core.run_event(0, rec, true, false);
+    ROk(0)
+}
+
+fn at_interrupt(core: &Core) -> bool {
+    core.context() == Context::Interrupt
+}
+
 extern "C" fn call_priority_vm_event(
     cx: &HostCx,
-    _boost: i32,
-    _vm: u32,
-    _flags: u32,
-    _timeout: u32,
+    boost: i32,
+    vm: u32,
+    flags: u32,
+    timeout_ms: u32,
     callback: RawCallback,
 ) -> VmmResult<u32> {
-    discard(callback);
-    RErr(not_yet(cx, "Call_Priority_VM_Event"))
+    const SERVICE: &str = "Call_Priority_VM_Event";
+    guarded(cx, SERVICE, RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, SERVICE, vm));
+        }
+        let valid = if core.manifest.machine.windows_version.0 < 4 { PEF_VALID_31 } else { PEF_VALID };
+        if flags & !valid != 0 {
+            core.violation(
+                "RESERVED_FLAGS",
+                format!(
+                    "{SERVICE} flags {flags:#06X} set bits {:#06X} that are reserved (or need threads) in this \
+                     Windows version",
+                    flags & !valid
+                ),
+                Some(SERVICE),
+            );
+            return RErr(VmmError::INVALID_PARAMETER);
+        }
+        let inline = !at_interrupt(core)
+            && vm == core.cur_vm.get()
+            && flags & PEF_ALWAYS_SCHED == 0
+            && core.vms.borrow().get(vm).is_some_and(|v| v.schedulable())
+            && core.conditions(vm).allow_flags(flags);
+        if inline {
+            return run_inline(core, EventKind::Priority, vm, flags, boost, cb);
+        }
+        let timeout = (flags & PEF_TIME_OUT != 0).then_some(timeout_ms);
+        schedule(core, cx.caller, EventKind::Priority, vm, flags, boost, timeout, cb)
+    })
 }
-extern "C" fn cancel_priority_vm_event(cx: &HostCx, _h: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Cancel_Priority_VM_Event"))
+
+fn cancel_kind(
+    cx: &HostCx,
+    service: &'static str,
+    handle: u32,
+    want: EventKind,
+    vm: Option<u32>,
+    rule: Rule,
+) -> VmmResult<()> {
+    guarded(cx, service, RErr(VmmError::FATAL), |core| {
+        if handle == 0 {
+            return ROk(());
+        }
+        if !allowed(core, service, rule) {
+            return refused();
+        }
+        let found = core.events.borrow().slab.get(handle).map(|e| (e.kind, e.target));
+        match found {
+            None => stale(core, service, "STALE_EVENT_HANDLE", handle, "event handle"),
+            Some((kind, target)) => {
+                let kind_ok = kind == want || (want == EventKind::Vm && kind == EventKind::IntsEnabled);
+                if !kind_ok || vm.is_some_and(|v| v != target) {
+                    core.violation(
+                        "WRONG_EVENT_KIND",
+                        format!(
+                            "{service} was given the handle of a {} event{}",
+                            kind.name(),
+                            match vm {
+                                Some(v) if v != target => format!(" of another VM ({target:#x}, not {v:#x})"),
+                                _ => String::new(),
+                            }
+                        ),
+                        Some(service),
+                    );
+                    return RErr(VmmError::INVALID_PARAMETER);
+                }
+                core.cancel_event(handle, "cancelled");
+                ROk(())
+            }
+        }
+    })
 }
+
+extern "C" fn cancel_priority_vm_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
+    cancel_kind(cx, "Cancel_Priority_VM_Event", handle, EventKind::Priority, None, Rule::Sync)
+}
+
 extern "C" fn schedule_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
-    discard(callback);
-    RErr(not_yet(cx, "Schedule_Global_Event"))
+    guarded(cx, "Schedule_Global_Event", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        schedule(core, cx.caller, EventKind::Global, 0, 0, 0, None, cb)
+    })
 }
-extern "C" fn schedule_vm_event(cx: &HostCx, _vm: u32, callback: RawCallback) -> VmmResult<u32> {
-    discard(callback);
-    RErr(not_yet(cx, "Schedule_VM_Event"))
+
+extern "C" fn schedule_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmResult<u32> {
+    guarded(cx, "Schedule_VM_Event", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, "Schedule_VM_Event", vm));
+        }
+        schedule(core, cx.caller, EventKind::Vm, vm, 0, 0, None, cb)
+    })
 }
+
 extern "C" fn call_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
-    discard(callback);
-    RErr(not_yet(cx, "Call_Global_Event"))
+    guarded(cx, "Call_Global_Event", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if at_interrupt(core) {
+            schedule(core, cx.caller, EventKind::Global, 0, 0, 0, None, cb)
+        } else {
+            run_inline(core, EventKind::Global, 0, 0, 0, cb)
+        }
+    })
 }
-extern "C" fn call_vm_event(cx: &HostCx, _vm: u32, callback: RawCallback) -> VmmResult<u32> {
-    discard(callback);
-    RErr(not_yet(cx, "Call_VM_Event"))
+
+extern "C" fn call_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmResult<u32> {
+    guarded(cx, "Call_VM_Event", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, "Call_VM_Event", vm));
+        }
+        if !at_interrupt(core) && vm == core.cur_vm.get() {
+            run_inline(core, EventKind::Vm, vm, 0, 0, cb)
+        } else {
+            schedule(core, cx.caller, EventKind::Vm, vm, 0, 0, None, cb)
+        }
+    })
 }
-extern "C" fn cancel_global_event(cx: &HostCx, _h: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Cancel_Global_Event"))
+
+extern "C" fn cancel_global_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
+    cancel_kind(cx, "Cancel_Global_Event", handle, EventKind::Global, None, Rule::Async)
 }
-extern "C" fn cancel_vm_event(cx: &HostCx, _vm: u32, _h: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Cancel_VM_Event"))
+
+extern "C" fn cancel_vm_event(cx: &HostCx, vm: u32, handle: u32) -> VmmResult<()> {
+    cancel_kind(cx, "Cancel_VM_Event", handle, EventKind::Vm, Some(vm), Rule::Async)
 }
+
 extern "C" fn call_when_vm_ints_enabled(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    discard(callback);
-    RErr(not_yet(cx, "Call_When_VM_Ints_Enabled"))
+    guarded(cx, "Call_When_VM_Ints_Enabled", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !allowed(core, "Call_When_VM_Ints_Enabled", Rule::Sync) {
+            return refused();
+        }
+        let vm = core.cur_vm.get();
+        let enabled = core.vms.borrow().get(vm).is_some_and(|v| v.interrupts_enabled());
+        let r = if enabled {
+            run_inline(core, EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, cb)
+        } else {
+            schedule(core, cx.caller, EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, None, cb)
+        };
+        r.map(|_| ())
+    })
 }
+
 extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    discard(callback);
-    RErr(not_yet(cx, "Call_When_Not_Critical"))
+    guarded(cx, "Call_When_Not_Critical", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !allowed(core, "Call_When_Not_Critical", Rule::Sync) {
+            return refused();
+        }
+        // The section is free and the VM is not boosted: nothing to wait for.
+        let vm = core.cur_vm.get();
+        let free = core.crit.borrow().owner.is_none()
+            && core.vms.borrow().get(vm).is_some_and(|v| v.priority() < CRITICAL_SECTION_BOOST);
+        if free {
+            return run_inline(core, EventKind::Global, 0, 0, 0, cb).map(|_| ());
+        }
+        core.crit.borrow_mut().not_critical.push(cb);
+        ROk(())
+    })
 }
-extern "C" fn begin_critical_section(cx: &HostCx, _flags: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Begin_Critical_Section"))
+
+// ---- critical section and semaphores -------------------------------------------------------------
+
+extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
+    guarded(cx, "Begin_Critical_Section", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Begin_Critical_Section", Rule::Sync) {
+            return refused();
+        }
+        if flags & BLOCK_POLL != 0 {
+            core.violation(
+                "INVALID_PARAMETER",
+                "Begin_Critical_Section does not allow Block_Poll",
+                Some("Begin_Critical_Section"),
+            );
+            return RErr(VmmError::INVALID_PARAMETER);
+        }
+        core.claim_critical(1).into()
+    })
 }
+
 extern "C" fn end_critical_section(cx: &HostCx) -> VmmResult<()> {
-    RErr(not_yet(cx, "End_Critical_Section"))
+    guarded(cx, "End_Critical_Section", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "End_Critical_Section", Rule::Sync) {
+            return refused();
+        }
+        core.end_critical_for(core.cur_vm.get(), 1, "End_Critical_Section").into()
+    })
 }
-extern "C" fn claim_critical_section(cx: &HostCx, _count: u32, _flags: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Claim_Critical_Section"))
+
+extern "C" fn claim_critical_section(cx: &HostCx, count: u32, _flags: u32) -> VmmResult<()> {
+    guarded(cx, "Claim_Critical_Section", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Claim_Critical_Section", Rule::Sync) {
+            return refused();
+        }
+        if count == 0 {
+            return ROk(());
+        }
+        core.claim_critical(count).into()
+    })
 }
-extern "C" fn release_critical_section(cx: &HostCx, _count: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Release_Critical_Section"))
+
+extern "C" fn release_critical_section(cx: &HostCx, count: u32) -> VmmResult<()> {
+    guarded(cx, "Release_Critical_Section", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Release_Critical_Section", Rule::Sync) {
+            return refused();
+        }
+        if count == 0 {
+            return ROk(());
+        }
+        core.end_critical_for(core.cur_vm.get(), count, "Release_Critical_Section").into()
+    })
 }
+
+fn crit_status(core: &Core) -> CritStatus {
+    let (owner, claims) = {
+        let c = core.crit.borrow();
+        (c.owner, c.claims)
+    };
+    let cur = core.cur_vm.get();
+    CritStatus {
+        claims,
+        owner: owner.unwrap_or(cur),
+        high_priority: core.vms.borrow().get(cur).is_some_and(|v| v.priority() >= CRITICAL_SECTION_BOOST),
+    }
+}
+
 extern "C" fn get_crit_section_status(cx: &HostCx) -> VmmResult<CritStatus> {
-    RErr(not_yet(cx, "Get_Crit_Section_Status"))
+    guarded(cx, "Get_Crit_Section_Status", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Get_Crit_Section_Status", Rule::Sync) {
+            return refused();
+        }
+        ROk(crit_status(core))
+    })
 }
+
 extern "C" fn get_crit_status_no_block(cx: &HostCx) -> CritStatus {
-    not_yet(cx, "Get_Crit_Status_No_Block");
-    CritStatus::default()
+    guarded(cx, "Get_Crit_Status_No_Block", CritStatus::default(), crit_status)
 }
+
 extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
-    RErr(not_yet(cx, "End_Crit_And_Suspend"))
+    guarded(cx, "End_Crit_And_Suspend", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "End_Crit_And_Suspend", Rule::Sync) {
+            return refused();
+        }
+        core.end_crit_and_suspend().into()
+    })
 }
-extern "C" fn create_semaphore(cx: &HostCx, _tokens: i32) -> VmmResult<u32> {
-    RErr(not_yet(cx, "Create_Semaphore"))
+
+extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
+    guarded(cx, "Create_Semaphore", RErr(VmmError::FATAL), |core| {
+        if !allowed(core, "Create_Semaphore", Rule::Sync) {
+            return refused();
+        }
+        core.create_semaphore(cx.caller, tokens).into()
+    })
 }
-extern "C" fn destroy_semaphore(cx: &HostCx, _h: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Destroy_Semaphore"))
+
+fn semaphore_op(
+    cx: &HostCx,
+    service: &'static str,
+    rule: Rule,
+    handle: u32,
+    op: impl FnOnce(&Core) -> Result<(), VmmError>,
+) -> VmmResult<()> {
+    guarded(cx, service, RErr(VmmError::FATAL), |core| {
+        if !allowed(core, service, rule) {
+            return refused();
+        }
+        if !core.sems.borrow().contains(handle) {
+            return stale(core, service, "INVALID_SEMAPHORE", handle, "semaphore handle");
+        }
+        op(core).into()
+    })
 }
-extern "C" fn wait_semaphore(cx: &HostCx, _h: u32, _flags: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Wait_Semaphore"))
+
+extern "C" fn destroy_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
+    semaphore_op(cx, "Destroy_Semaphore", Rule::Sync, handle, |core| core.destroy_semaphore(handle))
 }
-extern "C" fn signal_semaphore(cx: &HostCx, _h: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "Signal_Semaphore"))
+
+extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, _flags: u32) -> VmmResult<()> {
+    semaphore_op(cx, "Wait_Semaphore", Rule::Sync, handle, |core| core.wait_semaphore(handle))
 }
-extern "C" fn register_interrupt(cx: &HostCx, _name: RStr<'_>, callback: RawCallback) -> VmmResult<u32> {
-    discard(callback);
-    RErr(not_yet(cx, "register_interrupt"))
+
+extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
+    semaphore_op(cx, "Signal_Semaphore", Rule::Async, handle, |core| core.signal_semaphore(handle))
 }
-extern "C" fn request_interrupt(cx: &HostCx, _irq: u32) -> VmmResult<()> {
-    RErr(not_yet(cx, "request_interrupt"))
+
+// ---- interrupts ------------------------------------------------------------------------------------
+
+extern "C" fn register_interrupt(cx: &HostCx, name: RStr<'_>, callback: RawCallback) -> VmmResult<u32> {
+    guarded(cx, "register_interrupt", RErr(VmmError::FATAL), |core| {
+        let cb = Callback::plugin(cx.caller, callback);
+        if !allowed(core, "register_interrupt", Rule::Sync) {
+            return refused();
+        }
+        core.register_interrupt(name.as_str(), cb).into()
+    })
+}
+
+extern "C" fn request_interrupt(cx: &HostCx, irq: u32) -> VmmResult<()> {
+    guarded(cx, "request_interrupt", RErr(VmmError::FATAL), |core| match core.request_interrupt(irq) {
+        Ok(()) => ROk(()),
+        Err(_) => stale(core, "request_interrupt", "INVALID_IRQ", irq, "interrupt handle"),
+    })
 }
 
 struct Table;
@@ -645,6 +1052,8 @@ impl Table {
             signal_semaphore,
             register_interrupt,
             request_interrupt,
+            suspend_vm,
+            resume_vm,
         })
     }
 }

@@ -20,11 +20,15 @@
 //! `cargo build` (cargo does not build `cdylib` crates for `cargo test`).
 //! Set `VMM_PLUGIN_DIR` to use prebuilt plugins instead.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 pub use serde_json::{Value, json};
+use vmm_plugin_api::abi::PluginRoot_Ref;
+use vmm_plugin_api::prelude::*;
 
 use crate::error::Error;
 use crate::machine::{Machine, MachineOptions};
@@ -64,11 +68,25 @@ pub fn build_workspace_plugins(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// A machine to run, from inline manifest text plus overrides.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Scenario {
     texts: Vec<String>,
     sets: Vec<String>,
     plugin_dirs: Vec<PathBuf>,
+    in_process: Vec<(String, PluginRoot_Ref)>,
+    script: Option<Script>,
+    no_trace: bool,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("texts", &self.texts)
+            .field("sets", &self.sets)
+            .field("plugin_dirs", &self.plugin_dirs)
+            .field("in_process", &self.in_process.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Scenario {
@@ -95,6 +113,26 @@ impl Scenario {
         self
     }
 
+    /// Do not keep trace records (for benchmarks and long soaks).
+    pub fn without_trace(mut self) -> Self {
+        self.no_trace = true;
+        self
+    }
+
+    /// Link device `D` into the machine: the manifest names it by its DDB
+    /// name, no plugin file is involved.
+    pub fn device<D: VxD>(mut self) -> Self {
+        self.in_process.push((D::DEVICE.name.to_string(), vmm_plugin_api::device::in_process::<D>()));
+        self
+    }
+
+    /// Give the `SCRIPT` test device (see [`ScriptDevice`]) its control
+    /// procedure. List `SCRIPT` in the manifest's device list.
+    pub fn script(mut self, control: impl Fn(&ScriptDevice, &Vmm<'_>, ControlMessage) -> Carry + 'static) -> Self {
+        self.script = Some(Rc::new(control));
+        self.device::<ScriptDevice>()
+    }
+
     /// Build the machine without booting it.
     pub fn machine(&self) -> Result<Machine, Error> {
         let mut b = ManifestBuilder::new();
@@ -106,8 +144,32 @@ impl Scenario {
         }
         let manifest = b.build()?;
         let mut plugin_dirs = self.plugin_dirs.clone();
-        plugin_dirs.push(plugin_dir().to_path_buf());
-        Ok(Machine::new(manifest, MachineOptions { capture_trace: true, trace: None, plugin_dirs }))
+        if self.needs_plugin_files(&manifest) {
+            plugin_dirs.push(plugin_dir().to_path_buf());
+        }
+        NEXT_SCRIPT.with(|s| *s.borrow_mut() = self.script.clone());
+        Ok(Machine::new(
+            manifest,
+            MachineOptions {
+                capture_trace: !self.no_trace,
+                trace: None,
+                plugin_dirs,
+                in_process: self.in_process.clone(),
+            },
+        ))
+    }
+
+    /// Whether the manifest names a plugin that is not linked in (so the
+    /// workspace's plugins must be built).
+    fn needs_plugin_files(&self, m: &crate::manifest::Manifest) -> bool {
+        let linked = |n: &str| {
+            let lib = crate::resolve::library_name(n);
+            self.in_process.iter().any(|(name, _)| crate::resolve::library_name(name) == lib)
+        };
+        m.devices.iter().any(|d| d.builtin().is_none() && !linked(&d.name))
+            || m.tsr.iter().any(|t| !linked(&t.device))
+            || !m.windows.load.is_empty()
+            || m.vms.iter().any(|v| v.program.is_some())
     }
 
     /// Boot, run to the end and shut down; never panics on machine errors
@@ -118,6 +180,9 @@ impl Scenario {
             Err(e) => return Run { error: Some(e), trace: Trace::default(), violations: 0 },
         };
         let mut result = machine.boot();
+        if result.is_ok() {
+            result = machine.run().map(|_| ());
+        }
         if result.is_ok() {
             result = machine.shutdown();
         }
@@ -255,5 +320,57 @@ impl Trace {
             let _ = writeln!(s, "  {r}");
         }
         s
+    }
+}
+
+/// The control procedure of a [`ScriptDevice`].
+pub type Script = Rc<dyn Fn(&ScriptDevice, &Vmm<'_>, ControlMessage) -> Carry>;
+
+thread_local! {
+    static NEXT_SCRIPT: RefCell<Option<Script>> = const { RefCell::new(None) };
+}
+
+/// A device whose control procedure is a closure given by the test
+/// ([`Scenario::script`]), for scenario tests of VMM services: the closure
+/// calls services, registers callbacks (which receive the device back), and
+/// records what happened with [`ScriptDevice::note`], which lands in the
+/// trace as a `debug_string` record of device `SCRIPT`.
+///
+/// Its DDB: name `SCRIPT`, ID 0x3FF0, a V86 and a PM API, services
+/// `SCRIPT_Get_Version` and `SCRIPT_Note` (EAX = a number to note).
+pub struct ScriptDevice {
+    control: Option<Script>,
+    /// Scratch state for the script: handles, counters.
+    pub state: RefCell<Vec<u32>>,
+}
+
+impl ScriptDevice {
+    /// Record `text` in the trace (`debug_string`, device `SCRIPT`).
+    pub fn note(&self, vmm: &Vmm<'_>, text: impl AsRef<str>) {
+        vmm.out_debug_string(text.as_ref());
+    }
+}
+
+impl VxD for ScriptDevice {
+    const DEVICE: Device =
+        Device::new("SCRIPT").id(0x3FF0).v86_api().pm_api().services(&["SCRIPT_Get_Version", "SCRIPT_Note"]);
+
+    fn create(_vmm: &Vmm<'_>) -> Result<Self, String> {
+        Ok(ScriptDevice { control: NEXT_SCRIPT.with(|s| s.borrow().clone()), state: RefCell::new(Vec::new()) })
+    }
+
+    fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+        match &self.control {
+            Some(script) => script(self, vmm, msg),
+            None => Carry::Clear,
+        }
+    }
+
+    fn service(&self, vmm: &Vmm<'_>, ordinal: u16, call: &mut ServiceCall) -> Carry {
+        if ordinal == 1 {
+            self.note(vmm, format!("note {}", call.regs.eax));
+            return Carry::Clear;
+        }
+        Carry::Set
     }
 }

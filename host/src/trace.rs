@@ -169,6 +169,205 @@ pub enum TraceEvent {
         /// How it returned.
         result: CallOutcome,
     },
+    /// The machine's settings, first record of every run.
+    Machine {
+        /// The random seed (printed by every run).
+        seed: u64,
+        /// Event order: `lifo`, `fifo` or `random`.
+        order: crate::manifest::Order,
+        /// Windows version as `major.minor`.
+        windows: String,
+    },
+    /// An event was scheduled (it did not run inline).
+    EventScheduled {
+        /// The event handle.
+        handle: u32,
+        /// `priority`, `vm`, `global`, `ints_enabled`.
+        event: &'static str,
+        /// Target VM (null for global events).
+        vm: Option<u32>,
+        /// `PEF_*` flags.
+        flags: u32,
+        /// Priority boost applied to the target VM.
+        boost: i32,
+        /// `PEF_Time_Out` milliseconds, when given.
+        timeout_ms: Option<u32>,
+        /// The scheduling device.
+        device: String,
+        /// The callback's name.
+        callback: String,
+    },
+    /// An event callback ran.
+    EventDispatched {
+        /// The handle (0 when it ran inline, as the service returned).
+        handle: u32,
+        /// `priority`, `vm`, `global`, `ints_enabled`, `not_critical`.
+        event: &'static str,
+        /// The current VM when it ran (EBX).
+        vm: u32,
+        /// The VM it was scheduled for (null for global events).
+        target: Option<u32>,
+        /// It ran inside the scheduling service call.
+        inline: bool,
+        /// Its `PEF_Time_Out` expired first (callback saw CF set).
+        timed_out: bool,
+        /// Virtual nanoseconds between scheduling and dispatch.
+        waited_ns: u64,
+        /// The device.
+        device: String,
+        /// The callback's name.
+        callback: String,
+        /// How the callback returned.
+        result: CallOutcome,
+    },
+    /// A pending event was removed without running.
+    EventCancelled {
+        /// The handle.
+        handle: u32,
+        /// The kind of event.
+        event: &'static str,
+        /// Target VM.
+        vm: Option<u32>,
+        /// The device that scheduled it.
+        device: String,
+        /// `cancelled`, `vm_destroyed`, `shutdown`, `unloaded`.
+        reason: &'static str,
+    },
+    /// The scheduler switched VMs.
+    VmSwitch {
+        /// Previous VM.
+        from: u32,
+        /// New VM (also the record's `vm`).
+        vm: u32,
+    },
+    /// A VM was created (after Create_VM, VM_Critical_Init, VM_Init).
+    VmCreated {
+        /// The handle.
+        vm: u32,
+        /// `CB_VMID`.
+        id: u32,
+        /// The manifest name.
+        name: String,
+    },
+    /// A VM was destroyed.
+    VmDestroyed {
+        /// The handle.
+        vm: u32,
+        /// `CB_VMID`.
+        id: u32,
+        /// The manifest name.
+        name: String,
+        /// The `VNE_*` flags of VM_Not_Executeable.
+        flags: u32,
+        /// `terminated`, `program_ended`, `nuked`, `create_failed`,
+        /// `critical_init_failed`, `init_failed`, `shutdown`.
+        reason: &'static str,
+    },
+    /// A time-out was set.
+    TimeoutScheduled {
+        /// The handle.
+        handle: u32,
+        /// `global` or `vm`.
+        timer: &'static str,
+        /// The VM whose execution time counts (`vm` time-outs).
+        vm: Option<u32>,
+        /// Milliseconds.
+        ms: u32,
+        /// The device.
+        device: String,
+        /// The callback's name.
+        callback: String,
+    },
+    /// A time-out expired and its callback ran.
+    Timeout {
+        /// The handle.
+        handle: u32,
+        /// `global` or `vm`.
+        timer: &'static str,
+        /// The current VM when it ran.
+        vm: u32,
+        /// The time-out that was set, in milliseconds.
+        ms: u32,
+        /// How late, in milliseconds (ECX).
+        late_ms: u32,
+        /// The device.
+        device: String,
+        /// The callback's name.
+        callback: String,
+        /// How the callback returned.
+        result: CallOutcome,
+    },
+    /// A time-out was cancelled before it expired.
+    TimeoutCancelled {
+        /// The handle.
+        handle: u32,
+        /// The device.
+        device: String,
+        /// `cancelled`, `vm_destroyed`, `shutdown`, `unloaded`.
+        reason: &'static str,
+    },
+    /// The critical section changed hands or count.
+    CritSection {
+        /// `claim`, `release`, `wait` (the VM blocks), `grant` (a waiter
+        /// gets it).
+        action: &'static str,
+        /// The VM.
+        vm: u32,
+        /// Claim count afterwards.
+        claims: u32,
+    },
+    /// A semaphore operation.
+    Semaphore {
+        /// `create`, `destroy`, `wait`, `block`, `signal`, `wake`.
+        action: &'static str,
+        /// The handle.
+        handle: u32,
+        /// The VM concerned.
+        vm: u32,
+        /// Tokens afterwards.
+        tokens: i32,
+        /// The device that created the semaphore.
+        device: String,
+    },
+    /// A simulated hardware interrupt was taken.
+    Interrupt {
+        /// The source handle.
+        irq: u32,
+        /// Its name.
+        name: String,
+        /// The device whose handler ran.
+        device: String,
+        /// Raised by the random order mode at a service-call boundary.
+        injected: bool,
+        /// The current VM.
+        vm: u32,
+    },
+    /// A VM's execution priority changed.
+    Priority {
+        /// The VM.
+        vm: u32,
+        /// The change.
+        boost: i64,
+        /// The priority afterwards.
+        priority: u32,
+        /// Why: `adjust` (Adjust_Exec_Priority), `event` (a priority
+        /// event's boost), `unboost`, `critical_section`.
+        reason: &'static str,
+    },
+    /// A VM was suspended or resumed.
+    VmSuspend {
+        /// The VM.
+        vm: u32,
+        /// Suspended (true) or resumed.
+        suspended: bool,
+    },
+    /// An `[[action]]` of the manifest changed a VM's state.
+    Action {
+        /// The VM.
+        vm: u32,
+        /// `cli`, `sti`, `begin_critical`, `end_critical`.
+        action: &'static str,
+    },
     /// The machine stopped with a fatal error.
     FatalError {
         /// The message.

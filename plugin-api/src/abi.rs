@@ -341,8 +341,9 @@ pub enum ApiMode {
 ///
 /// `call` receives the registration's `data`, the owning instance's `this`
 /// and the callback registers (EBX = current VM, EDX = reference data, ...).
-/// `drop` releases `data`; the host calls it exactly once, after the last
-/// `call` or when the registration is cancelled.
+/// A `once` callback is called at most once and its call releases `data`;
+/// the host calls `drop` only for a `once` callback that was never called
+/// (cancelled), and for a repeating callback when it is discarded.
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct RawCallback {
@@ -355,6 +356,8 @@ pub struct RawCallback {
     pub data: *mut c_void,
     /// A name for traces, such as the closure's type name.
     pub name: RStr<'static>,
+    /// The first call consumes the callback (events, time-outs).
+    pub once: bool,
 }
 
 /// A message as `GetMessage` returns it (Win16 `MSG`).
@@ -725,8 +728,12 @@ pub struct HostServices {
     pub register_interrupt: extern "C" fn(cx: Cx<'_>, name: RStr<'_>, callback: RawCallback) -> VmmResult<u32>,
     /// Request a registered interrupt: it is taken at the next service-call
     /// boundary or scheduler step.
-    #[sabi(last_prefix_field)]
     pub request_interrupt: extern "C" fn(cx: Cx<'_>, irq: u32) -> VmmResult<()>,
+    /// `Suspend_VM`: the new suspend count.
+    pub suspend_vm: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<u32>,
+    /// `Resume_VM` (`no_fail`: `No_Fail_Resume_VM`).
+    #[sabi(last_prefix_field)]
+    pub resume_vm: extern "C" fn(cx: Cx<'_>, vm: u32, no_fail: bool) -> VmmResult<()>,
 }
 
 /// The root module every plugin file exports.

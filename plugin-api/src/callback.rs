@@ -6,17 +6,18 @@
 //! switch, idle, interrupts) take an `Fn`. A closure that captures nothing
 //! costs no allocation.
 
-use core::any::type_name;
 use core::ffi::c_void;
 
 use abi_stable::std_types::RStr;
 
-use crate::abi::{Carry, HostCx, PluginErrorKind, PluginResult, RawCallback, Regs};
-use crate::guard::{InstanceBox, entry, error};
+use crate::abi::{Carry, HostCx, PluginResult, RawCallback, Regs};
+use crate::guard::{InstanceBox, entry};
 use crate::vmm::Vmm;
 
-/// Build a callback that runs at most once.
-pub(crate) fn once<D, F>(f: F) -> RawCallback
+/// Build a callback that runs at most once; `name` labels it in traces.
+/// The call consumes the closure (a closure that captures nothing costs no
+/// allocation at all).
+pub(crate) fn once<D, F>(name: &'static str, f: F) -> RawCallback
 where
     D: 'static,
     F: FnOnce(&D, &Vmm<'_>, &mut Regs) -> Carry + 'static,
@@ -27,12 +28,11 @@ where
         cx: &HostCx,
         regs: &mut Regs,
     ) -> PluginResult<Carry> {
-        entry(Some(cx), || {
-            // SAFETY: `data` is the `Option<F>` boxed by `once` and is only
-            // released by `drop_once`, which the host calls after the last use.
-            let slot = unsafe { &mut *(data as *mut Option<F>) };
-            let f =
-                slot.take().ok_or_else(|| error(PluginErrorKind::Failed, "a one-shot callback was called twice"))?;
+        // SAFETY: `data` is the `Box<F>` made by `once`; the host calls a
+        // `once` callback at most once and then never drops it, so this is
+        // the only owner.
+        let f = unsafe { Box::from_raw(data as *mut F) };
+        entry(Some(cx), move || {
             // SAFETY: the host passes the instance that registered the callback.
             let device = unsafe { InstanceBox::<D>::get(this) };
             Ok(f(device, &Vmm::new(cx), regs))
@@ -40,22 +40,24 @@ where
     }
     extern "C" fn drop_once<F>(data: *mut c_void) {
         let _ = entry(None, || {
-            // SAFETY: `data` came from Box::into_raw in `once`; the host
-            // releases each callback exactly once.
-            drop(unsafe { Box::from_raw(data as *mut Option<F>) });
+            // SAFETY: `data` came from Box::into_raw in `once` and was never
+            // called (a called `once` callback is not dropped by the host).
+            drop(unsafe { Box::from_raw(data as *mut F) });
             Ok(())
         });
     }
     RawCallback {
         call: call::<D, F>,
         drop: drop_once::<F>,
-        data: Box::into_raw(Box::new(Some(f))) as *mut c_void,
-        name: RStr::from_str(type_name::<F>()),
+        data: Box::into_raw(Box::new(f)) as *mut c_void,
+        name: RStr::from_str(name),
+        once: true,
     }
 }
 
-/// Build a callback that may run any number of times.
-pub(crate) fn repeating<D, F>(f: F) -> RawCallback
+/// Build a callback that may run any number of times; `name` labels it in
+/// traces.
+pub(crate) fn repeating<D, F>(name: &'static str, f: F) -> RawCallback
 where
     D: 'static,
     F: Fn(&D, &Vmm<'_>, &mut Regs) -> Carry + 'static,
@@ -86,6 +88,7 @@ where
         call: call::<D, F>,
         drop: drop_repeating::<F>,
         data: Box::into_raw(Box::new(f)) as *mut c_void,
-        name: RStr::from_str(type_name::<F>()),
+        name: RStr::from_str(name),
+        once: false,
     }
 }

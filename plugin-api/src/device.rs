@@ -429,7 +429,33 @@ pub fn __vxd_info<D: VxD>(cache: &'static OnceLock<PluginInfo>) -> PluginInfo {
 /// Support for [`declare_virtual_device!`](crate::declare_virtual_device).
 #[doc(hidden)]
 pub fn __vxd_root<D: VxD>(info: extern "C" fn() -> PluginInfo) -> PluginRoot_Ref {
+    crate::guard::mark_separate_copy();
     PluginRoot { info, create: DeviceGlue::<D>::create }.leak_into_prefix()
+}
+
+/// The root module of device `D` for use *inside the host process*: a
+/// device linked into the same binary as the host (a test, or a host that
+/// embeds devices) registers it with the machine instead of building a
+/// plugin library. It shares the host's `std` and `tracing`.
+pub fn in_process<D: VxD>() -> PluginRoot_Ref {
+    extern "C" fn info<D: VxD>() -> PluginInfo {
+        static CACHE: std::sync::Mutex<Vec<(core::any::TypeId, PluginInfo)>> = std::sync::Mutex::new(Vec::new());
+        let id = core::any::TypeId::of::<D>();
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, i)) = cache.iter().find(|(t, _)| *t == id) {
+            return *i;
+        }
+        let i = PluginInfo {
+            kind: ModuleKind::Vxd,
+            api_version: RStr::from_str(env!("CARGO_PKG_VERSION")),
+            panic_unwind: cfg!(panic = "unwind"),
+            device: RSome(descriptor(&D::DEVICE)),
+            module: RNone,
+        };
+        cache.push((id, i));
+        i
+    }
+    PluginRoot { info: info::<D>, create: DeviceGlue::<D>::create }.leak_into_prefix()
 }
 
 /// Export a [`VxD`] implementation as this plugin's device.

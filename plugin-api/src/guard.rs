@@ -10,6 +10,7 @@ use core::ffi::c_void;
 use core::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use abi_stable::std_types::{RErr, ROk, RString};
 
@@ -17,8 +18,11 @@ use crate::abi::{HostCx, PluginError, PluginErrorKind, PluginResult};
 
 thread_local! {
     /// The innermost host context of the calls currently on this thread's
-    /// stack (null outside any call). Used only by the logging bridge.
-    static CURRENT_CX: Cell<*const HostCx> = const { Cell::new(core::ptr::null()) };
+    /// stack (null outside any call; used by the logging bridge), and how
+    /// many entry points are on the stack (used by the panic hook). One
+    /// thread-local, so an entry point pays for one lookup on the way in and
+    /// one on the way out.
+    static FRAME: Cell<(*const HostCx, u32)> = const { Cell::new((core::ptr::null(), 0)) };
     /// The message and location of the last panic in this plugin copy.
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -35,11 +39,27 @@ pub(crate) struct WrongType;
 
 static PANIC_HOOK: Once = Once::new();
 
-/// Install a quiet panic hook in this plugin's copy of `std`: the message and
-/// location are kept for the error result instead of being printed.
+/// Set by the export macros: this SDK copy lives in a plugin library with its
+/// own `std` and `tracing`, so it installs the logging bridge. A device
+/// linked into the host process (tests, embedding) shares the host's and
+/// installs nothing.
+static SEPARATE_COPY: AtomicBool = AtomicBool::new(false);
+
+/// Called by the export macros' root-module constructor.
+pub(crate) fn mark_separate_copy() {
+    SEPARATE_COPY.store(true, Ordering::Relaxed);
+}
+
+/// Install a panic hook that keeps the message and location of panics inside
+/// entry points for the error result instead of printing them; panics
+/// elsewhere go to the previous hook.
 fn install_panic_hook() {
     PANIC_HOOK.call_once(|| {
-        std::panic::set_hook(Box::new(|info| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if FRAME.with(|f| f.get().1) == 0 {
+                return previous(info);
+            }
             let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
                 (*s).to_string()
             } else if let Some(s) = info.payload().downcast_ref::<String>() {
@@ -60,10 +80,20 @@ fn install_panic_hook() {
 /// expose `cx` to the logging bridge for the duration of the call.
 pub(crate) fn entry<T>(cx: Option<&HostCx>, body: impl FnOnce() -> Result<T, PluginError>) -> PluginResult<T> {
     install_panic_hook();
-    crate::log::install_bridge();
-    let previous = CURRENT_CX.with(|c| c.replace(cx.map_or(core::ptr::null(), |cx| cx as *const HostCx)));
+    if SEPARATE_COPY.load(Ordering::Relaxed) {
+        crate::log::install_bridge();
+    }
+    let new = cx.map_or(core::ptr::null(), |cx| cx as *const HostCx);
+    let previous = FRAME.with(|f| {
+        let (p, depth) = f.get();
+        f.set((new, depth + 1));
+        p
+    });
     let outcome = catch_unwind(AssertUnwindSafe(body));
-    CURRENT_CX.with(|c| c.set(previous));
+    FRAME.with(|f| {
+        let (_, depth) = f.get();
+        f.set((previous, depth - 1));
+    });
     match outcome {
         Ok(Ok(value)) => ROk(value),
         Ok(Err(error)) => RErr(error),
@@ -98,7 +128,7 @@ pub(crate) fn error(kind: PluginErrorKind, message: &str) -> PluginError {
 
 /// The host context of the innermost call on this thread, if any.
 pub(crate) fn current_cx() -> Option<&'static HostCx> {
-    let ptr = CURRENT_CX.with(|c| c.get());
+    let ptr = FRAME.with(|f| f.get().0);
     // SAFETY: the pointer is set only by `entry` for the duration of a host
     // call, during which the host guarantees the context is alive; it is
     // reset before `entry` returns.

@@ -89,6 +89,70 @@
 //!    instance failed, and the machine goes on. Build with `panic = "unwind"`
 //!    (the default); the export macro refuses `panic = "abort"`.
 //!
+//! ## Events and re-entrancy
+//!
+//! A VxD does its work when the VMM lets it: in events. The rules the
+//! emulator enforces are those of the DDK and KB Q75009:
+//!
+//! * `Call_Priority_VM_Event` runs the callback later, in the target VM, once
+//!   its `PEF_*` conditions hold (`PEF_WAIT_FOR_STI`, `PEF_WAIT_NOT_CRIT`,
+//!   ...), boosting the VM meanwhile. It runs inline (returning the null
+//!   handle) only if you are not at interrupt time, the target is the
+//!   current VM, `PEF_ALWAYS_SCHED` is clear and the conditions hold now.
+//! * Anything can happen before the callback runs: your device can be
+//!   re-entered and schedule again, and several pending callbacks run in no
+//!   guaranteed order (usually LIFO; `vmm run --order random --seed N`
+//!   shuffles them and re-enters devices with injected interrupts).
+//! * At interrupt time (a handler registered with
+//!   [`Vmm::register_interrupt`]) only asynchronous services are legal;
+//!   schedule an event and do the rest there.
+//!
+//! ```
+//! use core::cell::Cell;
+//! use vmm_plugin_api::prelude::*;
+//!
+//! pub struct Counter {
+//!     pending: Cell<u32>,
+//! }
+//!
+//! impl Counter {
+//!     /// Called from an interrupt handler: only async services here.
+//!     fn on_irq(&self, vmm: &Vmm<'_>) {
+//!         self.pending.set(self.pending.get() + 1);
+//!         let sys = vmm.get_sys_vm_handle();
+//!         let _ = vmm.call_priority_vm_event(
+//!             HIGH_PRI_DEVICE_BOOST as i32,
+//!             sys,
+//!             PEF_WAIT_FOR_STI | PEF_WAIT_NOT_CRIT,
+//!             0,
+//!             // The callback gets the device back; take *all* pending
+//!             // work, since other callbacks may run before or after it.
+//!             |dev: &Counter, vmm: &Vmm<'_>, _ev: Event| {
+//!                 let n = dev.pending.replace(0);
+//!                 vmm.out_debug_string(&format!("handled {n} interrupts"));
+//!             },
+//!         );
+//!     }
+//! }
+//!
+//! impl VxD for Counter {
+//!     const DEVICE: Device = Device::new("COUNTER");
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Counter { pending: Cell::new(0) })
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == DEVICE_INIT {
+//!             let _ = vmm.register_interrupt("counter", |dev: &Counter, vmm, _irq| dev.on_irq(vmm));
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//! ```
+//!
+//! Time-outs (`set_global_time_out`, `set_vm_time_out`), the critical
+//! section, semaphores and the "call when" services follow the same pattern:
+//! a closure that receives `&Self`.
+//!
 //! ## Logging
 //!
 //! Use `tracing` through this crate (`info!`, `warn!`, ... are in the
@@ -120,7 +184,7 @@ pub use device::{ApiCall, ControlMessage, Device, RealModeInit, VxD};
 pub use guard::ReentrancyCell;
 pub use handles::{EventHandle, FarPtr, HInstance, HTask, Hwnd, IrqHandle, SemaphoreHandle, TimeoutHandle, VmHandle};
 pub use tracing;
-pub use vmm::{Event, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{CritSectionStatus, Event, Profile, ProfileEntry, Timeout, Vmm};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
@@ -128,8 +192,8 @@ pub mod prelude {
     pub use crate::abi::{ApiMode, RealModeInitResult};
     pub use crate::ddk::*;
     pub use crate::{
-        ApiCall, Carry, Client, ClientRegs, ControlMessage, CritStatus, Device, Event, EventHandle, FarPtr, HInstance,
-        HTask, Hwnd, IrqHandle, Profile, ProfileEntry, ProfileStatus, RealModeInit, ReentrancyCell, Regs,
+        ApiCall, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle, FarPtr,
+        HInstance, HTask, Hwnd, IrqHandle, Profile, ProfileEntry, ProfileStatus, RealModeInit, ReentrancyCell, Regs,
         SemaphoreHandle, ServiceCall, Timeout, TimeoutHandle, VmHandle, VmInfo, Vmm, VmmError, VxD,
         declare_virtual_device,
     };

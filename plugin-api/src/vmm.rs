@@ -11,6 +11,7 @@
 //! after init, ...) is reported as a `violation` in the trace and returns
 //! [`VmmError::VIOLATION`].
 
+use core::any::type_name;
 use core::fmt;
 
 use abi_stable::std_types::{RSlice, RSliceMut, RStr};
@@ -82,6 +83,23 @@ pub struct ProfileEntry {
     pub index: u32,
 }
 
+/// The critical section's state, as `Get_Crit_Section_Status` reports it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CritSectionStatus {
+    /// ECX: claim count (0 when free).
+    pub claims: u32,
+    /// EBX: the owner, or the current VM when the section is free.
+    pub owner: VmHandle,
+    /// CF: the current VM's priority is at least `CRITICAL_SECTION_BOOST`.
+    pub high_priority: bool,
+}
+
+impl From<CritStatus> for CritSectionStatus {
+    fn from(s: CritStatus) -> Self {
+        CritSectionStatus { claims: s.claims, owner: VmHandle(s.owner), high_priority: s.high_priority }
+    }
+}
+
 /// The services handle passed to every device entry point.
 #[derive(Copy, Clone)]
 pub struct Vmm<'a> {
@@ -98,22 +116,22 @@ fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError>
     r.into_result()
 }
 
-fn event_cb<D: 'static>(f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static) -> crate::abi::RawCallback {
-    once(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+fn event_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, Event) + 'static>(f: F) -> crate::abi::RawCallback {
+    once(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
         f(d, vmm, Event { vm: VmHandle(r.ebx), timed_out: r.flags & CF_MASK != 0 });
         Carry::Clear
     })
 }
 
-fn vm_cb<D: 'static>(f: impl FnOnce(&D, &Vmm<'_>, VmHandle) + 'static) -> crate::abi::RawCallback {
-    once(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+fn vm_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, VmHandle) + 'static>(f: F) -> crate::abi::RawCallback {
+    once(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
         f(d, vmm, VmHandle(r.ebx));
         Carry::Clear
     })
 }
 
-fn timeout_cb<D: 'static>(f: impl FnOnce(&D, &Vmm<'_>, Timeout) + 'static) -> crate::abi::RawCallback {
-    once(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+fn timeout_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, Timeout) + 'static>(f: F) -> crate::abi::RawCallback {
+    once(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
         f(d, vmm, Timeout { vm: VmHandle(r.ebx), late_ms: r.ecx });
         Carry::Clear
     })
@@ -408,11 +426,11 @@ impl<'a> Vmm<'a> {
 
     /// `Call_When_Task_Switched`: `f(old, new)` on every task switch, in
     /// installation order. Permanent.
-    pub fn call_when_task_switched<D: 'static>(
+    pub fn call_when_task_switched<D: 'static, F: Fn(&D, &Vmm<'_>, VmHandle, VmHandle) + 'static>(
         &self,
-        f: impl Fn(&D, &Vmm<'_>, VmHandle, VmHandle) + 'static,
+        f: F,
     ) -> Result<(), VmmError> {
-        let cb = repeating(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let cb = repeating(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, VmHandle(r.eax), VmHandle(r.ebx));
             Carry::Clear
         });
@@ -422,11 +440,11 @@ impl<'a> Vmm<'a> {
     /// `Call_When_Idle`: `f` runs when the system VM is idle. Return
     /// `Carry::Set` to pass the idle call on to the next handler,
     /// `Carry::Clear` to consume it.
-    pub fn call_when_idle<D: 'static>(
+    pub fn call_when_idle<D: 'static, F: Fn(&D, &Vmm<'_>, VmHandle) -> Carry + 'static>(
         &self,
-        f: impl Fn(&D, &Vmm<'_>, VmHandle) -> Carry + 'static,
+        f: F,
     ) -> Result<(), VmmError> {
-        let cb = repeating(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| f(d, vmm, VmHandle(r.ebx)));
+        let cb = repeating(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| f(d, vmm, VmHandle(r.ebx)));
         res((self.svc().call_when_idle())(self.cx, cb))
     }
 
@@ -551,13 +569,13 @@ impl<'a> Vmm<'a> {
     }
 
     /// `Get_Crit_Section_Status` (not callable at interrupt time).
-    pub fn get_crit_section_status(&self) -> Result<CritStatus, VmmError> {
-        res((self.svc().get_crit_section_status())(self.cx))
+    pub fn get_crit_section_status(&self) -> Result<CritSectionStatus, VmmError> {
+        res((self.svc().get_crit_section_status())(self.cx)).map(CritSectionStatus::from)
     }
 
     /// `Get_Crit_Status_No_Block` (callable at interrupt time).
-    pub fn get_crit_status_no_block(&self) -> CritStatus {
-        (self.svc().get_crit_status_no_block())(self.cx)
+    pub fn get_crit_status_no_block(&self) -> CritSectionStatus {
+        (self.svc().get_crit_status_no_block())(self.cx).into()
     }
 
     /// `End_Crit_And_Suspend`: only with exactly one claim.
@@ -592,12 +610,12 @@ impl<'a> Vmm<'a> {
     /// interrupt time whenever the source is raised (by the manifest, a
     /// test, [`Vmm::request_interrupt`] or the random-order mode's
     /// injection); only asynchronous services are legal there.
-    pub fn register_interrupt<D: 'static>(
+    pub fn register_interrupt<D: 'static, F: Fn(&D, &Vmm<'_>, IrqHandle) + 'static>(
         &self,
         name: &str,
-        f: impl Fn(&D, &Vmm<'_>, IrqHandle) + 'static,
+        f: F,
     ) -> Result<IrqHandle, VmmError> {
-        let cb = repeating(move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let cb = repeating(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, IrqHandle(r.eax));
             Carry::Clear
         });
@@ -608,6 +626,25 @@ impl<'a> Vmm<'a> {
     /// boundary or scheduler step.
     pub fn request_interrupt(&self, irq: IrqHandle) -> Result<(), VmmError> {
         res((self.svc().request_interrupt())(self.cx, irq.0))
+    }
+
+    /// `Suspend_VM`: stop scheduling `vm` (VM_Suspend on the first
+    /// suspension); the new suspend count. The system VM cannot be
+    /// suspended.
+    pub fn suspend_vm(&self, vm: VmHandle) -> Result<u32, VmmError> {
+        res((self.svc().suspend_vm())(self.cx, vm.0))
+    }
+
+    /// `Resume_VM`: undo one suspension; on the last, VM_Resume, which a
+    /// device may refuse (then `Err(VmmError::FAILED)` and the VM stays
+    /// suspended).
+    pub fn resume_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
+        res((self.svc().resume_vm())(self.cx, vm.0, false))
+    }
+
+    /// `No_Fail_Resume_VM`: resume even if a device objects.
+    pub fn no_fail_resume_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
+        res((self.svc().resume_vm())(self.cx, vm.0, true))
     }
 }
 

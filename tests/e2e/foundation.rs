@@ -469,29 +469,3 @@ fn an_unknown_builtin_device_is_an_error_listing_the_builtins() {
     assert!(text.contains("*SHELL") && text.contains("part of WIN386"), "{text}");
     assert!(text.starts_with("manifest#1:2:"), "{text}");
 }
-
-#[test]
-fn plugin_log_lines_reach_the_host_subscriber() {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let run = tracing::subscriber::with_default(subscriber, || {
-        Scenario::new("[386Enh]\ndevice = [\"vcountd\"]\n[VCOUNTD]\nStart = 5\n").run()
-    });
-    run.assert_ok();
-    let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-    assert!(out.contains("VCOUNTD starts counting at 5"), "{out}");
-    assert!(out.contains("device=\"VCOUNTD\""), "{out}");
-}

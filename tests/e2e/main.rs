@@ -6,3 +6,4 @@
 
 mod foundation;
 mod loader;
+mod vmm_core;

@@ -1,8 +1,17 @@
 //! The VMM proper: VMs, time, scheduling, events, the critical section,
 //! semaphores, nested execution and the ring-0 heap.
 
+pub(crate) mod callback;
 pub mod context;
+pub(crate) mod crit;
+pub(crate) mod events;
 pub(crate) mod heap;
+pub(crate) mod irq;
+pub(crate) mod lifecycle;
+pub(crate) mod rng;
+pub(crate) mod sched;
+pub(crate) mod slab;
+pub(crate) mod timers;
 pub(crate) mod vm;
 
 use crate::machine::Core;
@@ -16,7 +25,7 @@ impl Core {
             return;
         }
         let cb = self.cb_area_size.get() as usize;
-        let handle = self.vms.borrow_mut().insert(|h, id| Vm::new(h, id, true, cb));
+        let handle = self.vms.borrow_mut().insert(|h, id| Vm::new(h, id, std::rc::Rc::from("system"), true, cb));
         if let Some(vm) = self.vms.borrow_mut().get_mut(handle) {
             vm.life = VmLife::Running;
         }

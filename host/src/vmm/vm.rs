@@ -3,6 +3,7 @@
 //! control-block areas) and the generational table that validates handles.
 
 use std::cell::UnsafeCell;
+use std::rc::Rc;
 
 use vmm_plugin_api::abi::ClientRegs;
 use vmm_plugin_api::ddk::{IF_MASK, VMSTAT_PM_APP, VMSTAT_PM_EXEC};
@@ -25,12 +26,24 @@ pub(crate) enum VmLife {
     Creating,
     /// Runs.
     Running,
+    /// Being destroyed (VM_Terminate / VM_Not_Executeable / Destroy_VM).
+    Terminating,
+}
+
+/// Why a VM cannot run at the moment.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    /// Waiting for the critical section.
+    Crit,
+    /// Waiting on a semaphore.
+    Semaphore(u32),
 }
 
 /// A VM's control block.
 pub(crate) struct Vm {
     pub(crate) handle: u32,
     pub(crate) id: u32,
+    pub(crate) name: Rc<str>,
     pub(crate) status: u32,
     pub(crate) life: VmLife,
     client: Box<UnsafeCell<ClientRegs>>,
@@ -40,6 +53,12 @@ pub(crate) struct Vm {
     pub(crate) cb_area: Vec<u8>,
     /// Nested execution blocks: the CS:IP and mode to restore.
     pub(crate) nest: Vec<NestFrame>,
+    /// Whether the VM's current ring-3 code runs in protected mode.
+    pub(crate) pm: bool,
+    /// `Suspend_VM` count.
+    pub(crate) suspend_count: u32,
+    /// Waiting for the critical section or a semaphore.
+    pub(crate) blocked: Option<Blocked>,
 }
 
 /// One `Begin_Nest_Exec` block.
@@ -51,7 +70,7 @@ pub(crate) struct NestFrame {
 }
 
 impl Vm {
-    pub(crate) fn new(handle: u32, id: u32, is_system: bool, cb_size: usize) -> Self {
+    pub(crate) fn new(handle: u32, id: u32, name: Rc<str>, is_system: bool, cb_size: usize) -> Self {
         let pm = is_system;
         let client = ClientRegs {
             eflags: IF_MASK | 0x2,
@@ -62,6 +81,7 @@ impl Vm {
         Vm {
             handle,
             id,
+            name,
             status: if is_system { VMSTAT_PM_APP | VMSTAT_PM_EXEC } else { 0 },
             life: VmLife::Creating,
             client: Box::new(UnsafeCell::new(client)),
@@ -70,6 +90,9 @@ impl Vm {
             exec_time: Duration::ZERO,
             cb_area: vec![0; cb_size],
             nest: Vec::new(),
+            pm,
+            suspend_count: 0,
+            blocked: None,
         }
     }
 
@@ -84,6 +107,28 @@ impl Vm {
         // never through a long-lived reference, so this read cannot alias a
         // live `&mut`.
         unsafe { self.client.get().read() }
+    }
+
+    /// Replace the client registers.
+    pub(crate) fn set_client(&self, regs: ClientRegs) {
+        // SAFETY: as in `client`.
+        unsafe { self.client.get().write(regs) }
+    }
+
+    /// Set or clear the client IF.
+    pub(crate) fn set_interrupts(&self, enabled: bool) {
+        let mut c = self.client();
+        if enabled {
+            c.eflags |= IF_MASK;
+        } else {
+            c.eflags &= !IF_MASK;
+        }
+        self.set_client(c);
+    }
+
+    /// Whether the scheduler may run it.
+    pub(crate) fn schedulable(&self) -> bool {
+        self.life == VmLife::Running && self.suspend_count == 0 && self.blocked.is_none()
     }
 
     /// Whether the VM has interrupts enabled.
@@ -144,6 +189,12 @@ impl VmTable {
         slot.vm.as_mut().filter(|vm| vm.handle == handle)
     }
 
+    /// Remove a destroyed VM; its handle stops validating.
+    pub(crate) fn remove(&mut self, handle: u32) -> Option<Vm> {
+        let slot = self.slots.get_mut(Self::index(handle)?)?;
+        if slot.vm.as_ref().is_some_and(|vm| vm.handle == handle) { slot.vm.take() } else { None }
+    }
+
     /// Live VMs in table order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Vm> {
         self.slots.iter().filter_map(|s| s.vm.as_ref())
@@ -177,7 +228,7 @@ mod tests {
     use super::*;
 
     fn vm(h: u32, id: u32) -> Vm {
-        Vm::new(h, id, false, 0)
+        Vm::new(h, id, Rc::from("t"), false, 0)
     }
 
     #[test]
@@ -189,6 +240,12 @@ mod tests {
         assert_eq!(t.get(b).unwrap().id, 2);
         assert_eq!(t.next(a), Some(b));
         assert_eq!(t.next(b), Some(a));
+        t.remove(b);
+        assert!(t.get(b).is_none(), "a destroyed VM's handle is stale");
+        let c = t.insert(vm);
+        assert_ne!(c, b, "the slot is reused with a new generation");
+        assert!(t.get(b).is_none());
+        assert_eq!(t.get(c).unwrap().id, 2, "VM IDs are reused");
         assert!(t.get(0).is_none());
         assert!(t.get(0xDEAD_BEEF).is_none());
     }

@@ -1,0 +1,129 @@
+//! Criterion benchmarks of the VMM core, each beside a baseline measured in
+//! the same run. Results and the command that produced them are in
+//! BENCHMARKS.md.
+//!
+//! * `priority_events/*`: schedule + dispatch of one priority event from
+//!   plugin code (the callback schedules the next), with n other events
+//!   pending; baselines: a `Vec` and a `BinaryHeap` of boxed closures with n
+//!   entries.
+//! * `service_call/*`: `Get_Cur_VM_Handle` called from plugin code, beside
+//!   a direct (not inlined) Rust call.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use vmm_host::Machine;
+use vmm_host::testkit::Scenario;
+use vmm_plugin_api::ServiceCall;
+use vmm_plugin_api::ddk::vxd_service;
+
+const FXBENCH: u16 = 0x3F20;
+
+/// The baselines' unit of work: a boxed one-shot closure.
+type Job = Box<dyn FnOnce(&mut u64)>;
+
+fn bench_machine() -> Machine {
+    let mut m = Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 0\n")
+        .without_trace()
+        .machine()
+        .expect("manifest");
+    m.boot().expect("boot");
+    m
+}
+
+fn service(m: &mut Machine, ordinal: u16, eax: u32) -> u32 {
+    let mut call = ServiceCall::default();
+    call.regs.eax = eax;
+    m.call_service(vxd_service(FXBENCH, ordinal), &mut call).expect("service call");
+    call.regs.eax
+}
+
+fn priority_events(c: &mut Criterion) {
+    let mut group = c.benchmark_group("priority_events");
+    group.throughput(Throughput::Elements(1)).sample_size(20).measurement_time(Duration::from_secs(4));
+    for pending in [100u32, 10_000, 1_000_000] {
+        let mut m = bench_machine();
+        service(&mut m, 2, pending);
+        group.bench_with_input(BenchmarkId::new("vmm", pending), &pending, |b, _| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters;
+                while left > 0 {
+                    let k = left.min(u32::MAX as u64) as u32;
+                    service(&mut m, 3, k);
+                    m.run().expect("run");
+                    left -= k as u64;
+                }
+                start.elapsed()
+            })
+        });
+        drop(m);
+
+        group.bench_with_input(BenchmarkId::new("baseline_vec", pending), &pending, |b, &n| {
+            let mut v: Vec<Job> = (0..n).map(|_| Box::new(|x: &mut u64| *x += 1) as Job).collect();
+            let mut acc = 0u64;
+            b.iter(|| {
+                v.push(Box::new(|x: &mut u64| *x += 1));
+                let f = v.pop().expect("pushed");
+                f(&mut acc);
+            });
+            black_box(acc);
+        });
+
+        group.bench_with_input(BenchmarkId::new("baseline_binary_heap", pending), &pending, |b, &n| {
+            type Item = (Reverse<u64>, usize);
+            let mut heap: BinaryHeap<Item> = BinaryHeap::new();
+            let mut slots: Vec<Option<Job>> = Vec::new();
+            for i in 0..n as u64 {
+                slots.push(Some(Box::new(|x: &mut u64| *x += 1)));
+                heap.push((Reverse(i + 1_000_000_000), slots.len() - 1));
+            }
+            let mut seq = 0u64;
+            let mut acc = 0u64;
+            b.iter(|| {
+                seq += 1;
+                slots.push(Some(Box::new(|x: &mut u64| *x += 1)));
+                heap.push((Reverse(seq), slots.len() - 1));
+                let (_, i) = heap.pop().expect("pushed");
+                if let Some(f) = slots[i].take() {
+                    f(&mut acc);
+                }
+                slots.pop();
+            });
+            black_box(acc);
+        });
+    }
+    group.finish();
+}
+
+#[inline(never)]
+fn direct_get_cur_vm_handle(cur: &std::cell::Cell<u32>) -> u32 {
+    cur.get()
+}
+
+fn service_call(c: &mut Criterion) {
+    let mut group = c.benchmark_group("service_call");
+    group.throughput(Throughput::Elements(1)).sample_size(30);
+    let mut m = bench_machine();
+    group.bench_function("get_cur_vm_handle_from_plugin", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut left = iters;
+            while left > 0 {
+                let k = left.min(u32::MAX as u64) as u32;
+                black_box(service(&mut m, 1, k));
+                left -= k as u64;
+            }
+            start.elapsed()
+        })
+    });
+    let cur = std::cell::Cell::new(0x0001_0001u32);
+    group.bench_function("direct_rust_call", |b| b.iter(|| black_box(direct_get_cur_vm_handle(black_box(&cur)))));
+    group.finish();
+}
+
+criterion_group!(benches, priority_events, service_call);
+criterion_main!(benches);

@@ -1,0 +1,91 @@
+//! Callbacks the VMM holds: a plugin's `RawCallback` or, for devices built
+//! into the host, a Rust closure. Dropping a plugin callback releases its
+//! data in the plugin.
+
+use vmm_plugin_api::abi::{RawCallback, Regs};
+
+use crate::machine::Core;
+use crate::trace::CallOutcome;
+use crate::vmm::context::Context;
+
+/// A callback and the instance that registered it.
+pub(crate) enum Callback {
+    /// Registered by a plugin. `spent` marks a `once` callback that has
+    /// been called (its call released the plugin's data).
+    Plugin { owner: u32, raw: RawCallback, spent: bool },
+}
+
+impl Callback {
+    pub(crate) fn plugin(owner: u32, raw: RawCallback) -> Self {
+        Callback::Plugin { owner, raw, spent: false }
+    }
+
+    /// The raw name, for traces (shorten it with [`Callback::name`] only
+    /// when a record is written).
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Callback::Plugin { raw, .. } => raw.name.as_str(),
+        }
+    }
+
+    /// The registering instance.
+    pub(crate) fn owner(&self) -> u32 {
+        match self {
+            Callback::Plugin { owner, .. } => *owner,
+        }
+    }
+
+    /// A name for traces (the closure's type name for plugins).
+    pub(crate) fn name(&self) -> String {
+        shorten(self.label())
+    }
+
+    /// Call it in `context`.
+    pub(crate) fn call(&mut self, core: &Core, context: Context, regs: &mut Regs) -> CallOutcome {
+        match self {
+            Callback::Plugin { owner, raw, spent } => {
+                if *spent {
+                    return CallOutcome::Skipped;
+                }
+                let Some(this) = core.instance_this(*owner) else {
+                    return CallOutcome::Skipped;
+                };
+                let (call, data) = (raw.call, raw.data);
+                *spent = raw.once;
+                match core.invoke_checked(*owner, "callback", context, |cx| call(data, this, cx, regs)) {
+                    Ok(c) => c.into(),
+                    Err(o) => o,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        let Callback::Plugin { raw, spent, .. } = self;
+        if !*spent {
+            (raw.drop)(raw.data);
+        }
+    }
+}
+
+/// `vpostd::Vpostd::post::{{closure}}` → `Vpostd::post`: the last two
+/// path segments that are not closures or generic arguments.
+pub(crate) fn shorten(name: &str) -> String {
+    let base = name.split('<').next().unwrap_or(name);
+    let parts: Vec<&str> = base.split("::").filter(|p| !p.is_empty() && !p.starts_with("{{")).collect();
+    let keep = parts.len().min(2);
+    parts[parts.len() - keep..].join("::")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn closure_names_are_shortened() {
+        assert_eq!(super::shorten("vpostd::Vpostd::post::{{closure}}"), "Vpostd::post");
+        assert_eq!(super::shorten("f"), "f");
+        assert_eq!(super::shorten("a::b::deliver<T>::{{closure}}"), "b::deliver");
+        assert_eq!(super::shorten("e2e::tests::case::{{closure}}::{{closure}}"), "tests::case");
+    }
+}

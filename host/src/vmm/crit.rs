@@ -1,0 +1,333 @@
+//! The critical section (one, global, with a claim count and an owner VM)
+//! and semaphores. Both block a VM, never the host thread: a VM that must
+//! wait is marked blocked and the scheduler runs the others.
+
+use std::collections::VecDeque;
+
+use crate::vmm::callback::Callback;
+
+/// The global critical section.
+#[derive(Default)]
+pub(crate) struct CritSection {
+    /// The owning VM.
+    pub(crate) owner: Option<u32>,
+    /// Claim count.
+    pub(crate) claims: u32,
+    /// VMs waiting for it, with the claims each asked for.
+    pub(crate) waiters: VecDeque<(u32, u32)>,
+    /// `Call_When_Not_Critical` registrations, oldest first.
+    pub(crate) not_critical: Vec<Callback>,
+    /// A release happened and the newest `Call_When_Not_Critical` callback
+    /// has not run for it yet.
+    pub(crate) release_pending: bool,
+}
+
+/// A semaphore.
+pub(crate) struct Semaphore {
+    /// Tokens (may be negative only at creation).
+    pub(crate) tokens: i32,
+    /// VMs waiting, in order.
+    pub(crate) waiters: VecDeque<u32>,
+    /// The instance that created it.
+    pub(crate) owner: u32,
+}
+
+impl Semaphore {
+    /// A new semaphore with `tokens`, created by `owner`.
+    pub(crate) fn new(owner: u32, tokens: i32) -> Self {
+        Semaphore { tokens, waiters: VecDeque::new(), owner }
+    }
+}
+
+use vmm_plugin_api::abi::VmmError;
+use vmm_plugin_api::ddk::{CRITICAL_SECTION_BOOST, VM_SUSPEND};
+
+use crate::machine::Core;
+use crate::trace::TraceEvent;
+use crate::vmm::context::Context;
+use crate::vmm::sched::LoopEnd;
+use crate::vmm::slab::{Slab, TAG_SEMAPHORE};
+use crate::vmm::vm::Blocked;
+
+/// The semaphore table.
+pub(crate) fn semaphores() -> Slab<Semaphore> {
+    Slab::new(TAG_SEMAPHORE)
+}
+
+impl Core {
+    fn crit_trace(&self, action: &'static str, vm: u32) {
+        let claims = self.crit.borrow().claims;
+        self.trace(|| TraceEvent::CritSection { action, vm, claims });
+    }
+
+    /// Give the critical section to `vm` with `count` claims (it is free).
+    fn crit_take(&self, vm: u32, count: u32, action: &'static str) {
+        {
+            let mut c = self.crit.borrow_mut();
+            c.owner = Some(vm);
+            c.claims = count;
+        }
+        self.add_boost(vm, CRITICAL_SECTION_BOOST as i64, "critical_section");
+        self.crit_trace(action, vm);
+    }
+
+    /// Claim the critical section for the current VM, blocking it (other
+    /// VMs run meanwhile) while another VM owns it.
+    pub(crate) fn claim_critical(&self, count: u32) -> Result<(), VmmError> {
+        let vm = self.cur_vm.get();
+        let owner = self.crit.borrow().owner;
+        match owner {
+            None => {
+                self.crit_take(vm, count, "claim");
+                Ok(())
+            }
+            Some(o) if o == vm => {
+                self.crit.borrow_mut().claims += count;
+                self.crit_trace("claim", vm);
+                Ok(())
+            }
+            Some(_) => {
+                self.crit.borrow_mut().waiters.push_back((vm, count));
+                self.block(vm, Blocked::Crit);
+                self.crit_trace("wait", vm);
+                self.wait_unblocked(vm, "the critical section")
+            }
+        }
+    }
+
+    /// Claim the critical section for `vm` from outside its code (an
+    /// `[[action]]`, INT 2Fh 1681h from a program): a VM that must wait is
+    /// marked blocked and gets the section when it is released.
+    pub(crate) fn vm_begin_critical(&self, vm: u32) {
+        let owner = self.crit.borrow().owner;
+        match owner {
+            None => self.crit_take(vm, 1, "claim"),
+            Some(o) if o == vm => {
+                self.crit.borrow_mut().claims += 1;
+                self.crit_trace("claim", vm);
+            }
+            Some(_) => {
+                self.crit.borrow_mut().waiters.push_back((vm, 1));
+                self.block(vm, Blocked::Crit);
+                self.crit_trace("wait", vm);
+            }
+        }
+    }
+
+    /// Release `count` claims of `vm`; at zero the section is free (or
+    /// handed to the first waiter).
+    pub(crate) fn end_critical_for(&self, vm: u32, count: u32, service: &'static str) -> Result<(), VmmError> {
+        let (owner, claims) = {
+            let c = self.crit.borrow();
+            (c.owner, c.claims)
+        };
+        if owner != Some(vm) {
+            self.violation(
+                "CRIT_NOT_OWNED",
+                format!("{service} by a VM that does not own the critical section (owner: {owner:?})"),
+                Some(service),
+            );
+            return Err(VmmError::VIOLATION);
+        }
+        if count > claims {
+            self.violation(
+                "CRIT_COUNT",
+                format!("{service} releases {count} claims but the critical section has only {claims}"),
+                Some(service),
+            );
+            return Err(VmmError::VIOLATION);
+        }
+        self.crit.borrow_mut().claims -= count;
+        if claims == count {
+            self.crit_release(vm);
+        } else {
+            self.crit_trace("release", vm);
+        }
+        Ok(())
+    }
+
+    fn crit_release(&self, vm: u32) {
+        self.crit.borrow_mut().owner = None;
+        self.add_boost(vm, -(CRITICAL_SECTION_BOOST as i64), "critical_section");
+        self.crit_trace("release", vm);
+        let next = self.crit.borrow_mut().waiters.pop_front();
+        match next {
+            Some((w, n)) => {
+                self.unblock(w);
+                self.crit_take(w, n, "grant");
+            }
+            None => self.crit.borrow_mut().release_pending = true,
+        }
+    }
+
+    /// `End_Crit_And_Suspend`: release the only claim and suspend the
+    /// current VM.
+    pub(crate) fn end_crit_and_suspend(&self) -> Result<(), VmmError> {
+        let vm = self.cur_vm.get();
+        let ok = {
+            let c = self.crit.borrow();
+            c.owner == Some(vm) && c.claims == 1
+        };
+        if !ok {
+            return Err(VmmError::FAILED);
+        }
+        if vm == self.sys_vm.get() {
+            self.violation(
+                "SUSPEND_SYSTEM_VM",
+                "End_Crit_And_Suspend in the system VM, which cannot be suspended",
+                Some("End_Crit_And_Suspend"),
+            );
+            return Err(VmmError::FAILED);
+        }
+        self.end_critical_for(vm, 1, "End_Crit_And_Suspend")?;
+        self.suspend_vm(vm).map(|_| ())
+    }
+
+    pub(crate) fn block(&self, vm: u32, why: Blocked) {
+        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
+            v.blocked = Some(why);
+        }
+    }
+
+    pub(crate) fn unblock(&self, vm: u32) {
+        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
+            v.blocked = None;
+        }
+    }
+
+    fn is_blocked(&self, vm: u32) -> bool {
+        self.vms.borrow().get(vm).is_some_and(|v| v.blocked.is_some())
+    }
+
+    /// Run the other VMs until `vm` is unblocked and scheduled again.
+    fn wait_unblocked(&self, vm: u32, what: &str) -> Result<(), VmmError> {
+        let end = self.run_until(&|c: &Core| !c.is_blocked(vm) && c.cur_vm.get() == vm, Some(vm));
+        match end {
+            LoopEnd::Done => Ok(()),
+            LoopEnd::Quiescent => {
+                self.violation(
+                    "DEADLOCK",
+                    format!("VM {vm:#x} waits for {what}, but nothing scheduled can ever release it"),
+                    None,
+                );
+                self.set_fatal(format!("deadlock: VM {vm:#x} waits for {what} forever"), None);
+                Err(VmmError::FATAL)
+            }
+            LoopEnd::Stopped | LoopEnd::Fatal => Err(VmmError::FATAL),
+        }
+    }
+
+    /// `Suspend_VM`: the VM stops being scheduled; VM_Suspend on the first
+    /// suspension.
+    pub(crate) fn suspend_vm(&self, vm: u32) -> Result<u32, VmmError> {
+        let count = {
+            let mut vms = self.vms.borrow_mut();
+            let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
+            v.suspend_count += 1;
+            v.suspend_count
+        };
+        if count == 1 {
+            self.trace(|| TraceEvent::VmSuspend { vm, suspended: true });
+            self.broadcast_vm_message(VM_SUSPEND, vm, 0, Context::Control);
+        }
+        Ok(count)
+    }
+
+    /// `Resume_VM`: on the last resume, VM_Resume; a device that fails it
+    /// backs the resume out (the VM stays suspended, CF set).
+    pub(crate) fn resume_vm(&self, vm: u32, no_fail: bool) -> Result<(), VmmError> {
+        let count = self.vms.borrow().get(vm).map(|v| v.suspend_count).ok_or(VmmError::INVALID_HANDLE)?;
+        if count == 0 {
+            return Err(VmmError::FAILED);
+        }
+        if count == 1 {
+            let failed = self.broadcast_vm_message(vmm_plugin_api::ddk::VM_RESUME, vm, 0, Context::Control);
+            if failed && !no_fail {
+                return Err(VmmError::FAILED);
+            }
+            self.trace(|| TraceEvent::VmSuspend { vm, suspended: false });
+        }
+        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
+            v.suspend_count -= 1;
+        }
+        Ok(())
+    }
+
+    // ---- semaphores ----------------------------------------------------------------
+
+    pub(crate) fn create_semaphore(&self, owner: u32, tokens: i32) -> Result<u32, VmmError> {
+        let h = self.sems.borrow_mut().insert(Semaphore::new(owner, tokens)).ok_or(VmmError::OUT_OF_MEMORY)?;
+        self.sem_trace("create", h, self.cur_vm.get(), tokens, owner);
+        Ok(h)
+    }
+
+    pub(crate) fn destroy_semaphore(&self, h: u32) -> Result<(), VmmError> {
+        let sem = self.sems.borrow_mut().remove(h).ok_or(VmmError::INVALID_HANDLE)?;
+        self.sem_trace("destroy", h, self.cur_vm.get(), sem.tokens, sem.owner);
+        if !sem.waiters.is_empty() {
+            self.violation(
+                "SEMAPHORE_IN_USE",
+                format!("Destroy_Semaphore while {} VM(s) wait on it; they are released", sem.waiters.len()),
+                Some("Destroy_Semaphore"),
+            );
+            for w in sem.waiters {
+                self.unblock(w);
+            }
+        }
+        Ok(())
+    }
+
+    fn sem_trace(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: u32) {
+        let device = self.instance_name(owner);
+        self.trace(|| TraceEvent::Semaphore { action, handle, vm, tokens, device: device.to_string() });
+    }
+
+    pub(crate) fn wait_semaphore(&self, h: u32) -> Result<(), VmmError> {
+        let vm = self.cur_vm.get();
+        let (tokens, owner) = {
+            let mut sems = self.sems.borrow_mut();
+            let s = sems.get_mut(h).ok_or(VmmError::INVALID_HANDLE)?;
+            if s.tokens > 0 {
+                s.tokens -= 1;
+                (Some(s.tokens), s.owner)
+            } else {
+                s.waiters.push_back(vm);
+                (None, s.owner)
+            }
+        };
+        match tokens {
+            Some(tokens) => {
+                self.sem_trace("wait", h, vm, tokens, owner);
+                Ok(())
+            }
+            None => {
+                self.block(vm, Blocked::Semaphore(h));
+                self.sem_trace("block", h, vm, 0, owner);
+                self.wait_unblocked(vm, "a semaphore")?;
+                if self.sems.borrow().contains(h) { Ok(()) } else { Err(VmmError::INVALID_HANDLE) }
+            }
+        }
+    }
+
+    pub(crate) fn signal_semaphore(&self, h: u32) -> Result<(), VmmError> {
+        let (woken, tokens, owner) = {
+            let mut sems = self.sems.borrow_mut();
+            let s = sems.get_mut(h).ok_or(VmmError::INVALID_HANDLE)?;
+            match s.waiters.pop_front() {
+                Some(w) => (Some(w), s.tokens, s.owner),
+                None => {
+                    s.tokens += 1;
+                    (None, s.tokens, s.owner)
+                }
+            }
+        };
+        match woken {
+            Some(w) => {
+                self.unblock(w);
+                self.sem_trace("wake", h, w, tokens, owner);
+            }
+            None => self.sem_trace("signal", h, self.cur_vm.get(), tokens, owner),
+        }
+        Ok(())
+    }
+}

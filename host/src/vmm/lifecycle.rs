@@ -1,0 +1,177 @@
+//! VM creation and destruction with their control messages:
+//! Create_VM → VM_Critical_Init → VM_Init, and VM_Terminate →
+//! VM_Not_Executeable → Destroy_VM (each followed by its `xx2` twin in
+//! reverse order for 4.0 devices).
+//!
+//! A device that fails Create_VM, VM_Critical_Init or VM_Init fails the
+//! creation: the broadcast stops at that device, and every device then gets
+//! VM_Not_Executeable with `VNE_CreateFail` / `VNE_CrInitFail` /
+//! `VNE_InitFail` and Destroy_VM.
+
+use std::rc::Rc;
+
+use vmm_plugin_api::ddk::*;
+
+use crate::machine::Core;
+use crate::trace::{CallOutcome, TraceEvent};
+use crate::vmm::context::Context;
+use crate::vmm::vm::{Vm, VmLife};
+
+/// The `xx2` twin of an exit-type VM message.
+fn twin(message: u32) -> Option<u32> {
+    match message {
+        VM_TERMINATE => Some(VM_TERMINATE2),
+        VM_NOT_EXECUTEABLE => Some(VM_NOT_EXECUTEABLE2),
+        DESTROY_VM => Some(DESTROY_VM2),
+        VM_SUSPEND => Some(VM_SUSPEND2),
+        _ => None,
+    }
+}
+
+impl Core {
+    /// Send `message` about `vm` to every live device in init order (and its
+    /// twin in reverse to 4.0 devices). With `stop_on_failure`, the
+    /// broadcast stops at the first device that sets carry. Returns whether
+    /// one did.
+    pub(crate) fn broadcast_vm_message(&self, message: u32, vm: u32, edx: u32, context: Context) -> bool {
+        self.broadcast_vm(message, vm, edx, context, false)
+    }
+
+    fn broadcast_vm(&self, message: u32, vm: u32, edx: u32, context: Context, stop_on_failure: bool) -> bool {
+        let mut failed = false;
+        for idx in self.recipients(false, |s| s.initialized) {
+            let outcome = self.send_control(idx, message, Some(vm), edx, context);
+            if outcome == CallOutcome::Set {
+                failed = true;
+                if stop_on_failure {
+                    return true;
+                }
+            }
+        }
+        if let Some(twin) = twin(message) {
+            for idx in self.recipients(true, |s| s.initialized && s.info.sdk_version >= DDK_VERSION_400) {
+                self.send_control(idx, twin, Some(vm), edx, context);
+            }
+        }
+        failed
+    }
+
+    /// Run `f` with `vm` as the current VM (for the VM's own init and
+    /// termination messages), then restore the previous one.
+    fn as_current<T>(&self, vm: u32, f: impl FnOnce() -> T) -> T {
+        let old = self.cur_vm.replace(vm);
+        let r = f();
+        if self.vms.borrow().get(old).is_some() {
+            self.cur_vm.set(old);
+        } else {
+            self.cur_vm.set(self.sys_vm.get());
+        }
+        r
+    }
+
+    /// Create a DOS VM named `name`; its handle, or `None` if a device
+    /// refused it.
+    pub(crate) fn create_vm(&self, name: &str, program: Option<(String, String)>) -> Option<u32> {
+        let cb = self.cb_area_size.get() as usize;
+        let name: Rc<str> = Rc::from(name);
+        let vm = self.vms.borrow_mut().insert(|h, id| Vm::new(h, id, name.clone(), false, cb));
+        let steps = [
+            (CREATE_VM, VNE_CREATEFAIL, "create_failed"),
+            (VM_CRITICAL_INIT, VNE_CRINITFAIL, "critical_init_failed"),
+            (VM_INIT, VNE_INITFAIL, "init_failed"),
+        ];
+        for (message, flag, reason) in steps {
+            let failed = if message == CREATE_VM {
+                self.broadcast_vm(message, vm, 0, Context::Control, true)
+            } else {
+                self.as_current(vm, || self.broadcast_vm(message, vm, 0, Context::Control, true))
+            };
+            if failed {
+                tracing::warn!("creating VM {name} failed in {}", control_message_name(message));
+                self.destroy_vm(vm, flag, false, reason);
+                return None;
+            }
+        }
+        let id = {
+            let mut vms = self.vms.borrow_mut();
+            let v = vms.get_mut(vm)?;
+            v.life = VmLife::Running;
+            v.id
+        };
+        self.trace(|| TraceEvent::VmCreated { vm, id, name: name.to_string() });
+        if let Some((program, args)) = program {
+            self.start_program(vm, &program, &args);
+        }
+        Some(vm)
+    }
+
+    /// A `[[vm]]` entry's time has come.
+    pub(crate) fn create_manifest_vm(&self, index: usize) {
+        let e = self.manifest.vms[index].clone();
+        self.create_vm(&e.name, e.program.map(|p| (p, e.args)));
+    }
+
+    /// Destroy `vm`: with `normal`, VM_Terminate first (skipped when a
+    /// running VM is killed), then VM_Not_Executeable with `flags`, then
+    /// Destroy_VM. Its pending events and time-outs are cancelled.
+    pub(crate) fn destroy_vm(&self, vm: u32, flags: u32, normal: bool, reason: &'static str) {
+        let Some((id, name)) = self.vms.borrow_mut().get_mut(vm).map(|v| {
+            v.life = VmLife::Terminating;
+            (v.id, v.name.clone())
+        }) else {
+            return;
+        };
+        if normal {
+            self.as_current(vm, || self.broadcast_vm_message(VM_TERMINATE, vm, 0, Context::Control));
+        }
+        self.broadcast_vm_message(VM_NOT_EXECUTEABLE, vm, flags, Context::Control);
+        self.release_vm_resources(vm);
+        self.broadcast_vm_message(DESTROY_VM, vm, 0, Context::Control);
+        self.vms.borrow_mut().remove(vm);
+        if self.cur_vm.get() == vm {
+            self.switch_to(self.sys_vm.get());
+        }
+        self.trace(|| TraceEvent::VmDestroyed { vm, id, name: name.to_string(), flags, reason });
+    }
+
+    /// Cancel what refers to a dying VM: its events, its time-outs, its
+    /// claims on the critical section, its semaphore waits.
+    fn release_vm_resources(&self, vm: u32) {
+        let events = self.events.borrow_mut().drain(vm);
+        for (h, rec) in events {
+            let device = self.instance_name(rec.cb.owner());
+            self.trace(|| TraceEvent::EventCancelled {
+                handle: h,
+                event: rec.kind.name(),
+                vm: Some(vm),
+                device: device.to_string(),
+                reason: "vm_destroyed",
+            });
+        }
+        let timeouts =
+            self.timers.borrow().timeouts_where(|r| matches!(r.due, crate::vmm::timers::Due::Exec(v, _) if v == vm));
+        for h in timeouts {
+            self.cancel_timeout(h, "vm_destroyed");
+        }
+        let owned = self.crit.borrow().owner == Some(vm);
+        if owned {
+            let claims = self.crit.borrow().claims;
+            let _ = self.end_critical_for(vm, claims, "Destroy_VM");
+        }
+        self.crit.borrow_mut().waiters.retain(|(w, _)| *w != vm);
+        for (_, s) in self.sems.borrow_mut().iter_mut() {
+            s.waiters.retain(|w| *w != vm);
+        }
+        self.ring3_vm_destroyed(vm);
+    }
+
+    /// Terminate every DOS VM normally (at shutdown), newest first.
+    pub(crate) fn destroy_dos_vms(&self) {
+        let sys = self.sys_vm.get();
+        let mut dos: Vec<u32> = self.vms.borrow().iter().filter(|v| v.handle != sys).map(|v| v.handle).collect();
+        dos.reverse();
+        for vm in dos {
+            self.destroy_vm(vm, 0, true, "shutdown");
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! The scheduler and the run loop: timers fire, interrupts are taken, the
+//! highest-priority runnable VM is chosen, events run just before the VMM
+//! returns to their VM (global events first), ring-3 code takes a step, and
+//! when nothing is left to do at this moment, virtual time jumps to the next
+//! thing that will happen.
+//!
+//! The loop is re-entrant: a VM that blocks (on the critical section or a
+//! semaphore) in the middle of a device's code runs a nested loop that
+//! executes the other VMs until it may continue, so blocking never blocks
+//! the host thread. Waits nest on the host stack: an outer waiter resumes
+//! after the inner ones.
+
+use vmm_plugin_api::abi::Regs;
+use vmm_plugin_api::ddk::{CF_MASK, CRITICAL_SECTION_BOOST, PEF_DONT_UNBOOST, TIME_CRITICAL_BOOST};
+
+use crate::machine::Core;
+use crate::manifest::ActionKind;
+use crate::time::Instant;
+use crate::trace::{CallOutcome, TraceEvent};
+use crate::vmm::context::Context;
+use crate::vmm::events::{Conditions, EventKind, EventRec};
+use crate::vmm::timers::{Due, TimerKind};
+
+/// Why a run loop ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LoopEnd {
+    /// The loop's condition holds.
+    Done,
+    /// Nothing will ever happen again.
+    Quiescent,
+    /// `--until` was reached or a stop was requested.
+    Stopped,
+    /// A fatal error stopped the machine.
+    Fatal,
+}
+
+impl Core {
+    // ---- the loop ---------------------------------------------------------------
+
+    /// Run until `done` holds (checked between steps). `waiter` is the VM
+    /// that waits in this loop (for nested waits).
+    pub(crate) fn run_until(&self, done: &dyn Fn(&Core) -> bool, waiter: Option<u32>) -> LoopEnd {
+        if let Some(w) = waiter {
+            self.waiters.borrow_mut().push(w);
+        }
+        let end = self.run_loop(done);
+        if waiter.is_some() {
+            self.waiters.borrow_mut().pop();
+        }
+        end
+    }
+
+    fn run_loop(&self, done: &dyn Fn(&Core) -> bool) -> LoopEnd {
+        loop {
+            if self.is_fatal() {
+                return LoopEnd::Fatal;
+            }
+            if self.stop.get() {
+                return LoopEnd::Stopped;
+            }
+            if done(self) {
+                return LoopEnd::Done;
+            }
+            if self.fire_due_timers() {
+                continue;
+            }
+            if self.take_pending_interrupts() {
+                continue;
+            }
+            let vm = self.pick_vm();
+            if let Some(vm) = vm {
+                self.switch_to(vm);
+                if done(self) {
+                    return LoopEnd::Done;
+                }
+            }
+            if self.dispatch_events(vm) {
+                continue;
+            }
+            if let Some(vm) = vm
+                && self.ring3_step(vm)
+            {
+                continue;
+            }
+            if !self.idle(vm) {
+                return LoopEnd::Quiescent;
+            }
+        }
+    }
+
+    /// The top-level run: until the machine is quiescent or `until`.
+    pub(crate) fn run_machine(&self) -> LoopEnd {
+        if let Some(until) = self.manifest.machine.until {
+            self.timers.borrow_mut().at(Instant::ZERO + until, TimerKind::Stop);
+        }
+        self.top_level.set(true);
+        let end = self.run_until(&|_| false, None);
+        self.top_level.set(false);
+        end
+    }
+
+    // ---- choosing a VM -------------------------------------------------------------
+
+    /// Whether `vm` has something to do: ring-3 code, pending events or
+    /// VM time-outs, or the rest of a device call it is waiting in.
+    pub(crate) fn wants_cpu(&self, vm: u32) -> bool {
+        self.waiters.borrow().contains(&vm)
+            || self.ring3_ready(vm)
+            || self.events.borrow().pending(vm)
+            || self.timers.borrow().vm_has_timeouts(vm)
+    }
+
+    /// The VM to run: the highest execution priority among the schedulable
+    /// VMs; among equals, the ones with work share time slices round-robin;
+    /// with no work anywhere, the system VM idles.
+    pub(crate) fn pick_vm(&self) -> Option<u32> {
+        let cur = self.cur_vm.get();
+        // One pass: the top priority, whether the current VM has it, and how
+        // many share it.
+        let (top, tied, cur_top) = {
+            let vms = self.vms.borrow();
+            let waiters = self.waiters.borrow();
+            let outer = &waiters[..waiters.len().saturating_sub(1)];
+            let mut top = 0u32;
+            let mut tied = 0usize;
+            let mut cur_top = false;
+            for v in vms.iter().filter(|v| v.schedulable() && !outer.contains(&v.handle)) {
+                let p = v.priority();
+                if p > top {
+                    (top, tied, cur_top) = (p, 0, false);
+                }
+                if p == top {
+                    tied += 1;
+                    cur_top |= v.handle == cur;
+                }
+            }
+            (top, tied, cur_top)
+        };
+        if tied == 0 {
+            return None;
+        }
+        if tied == 1 && cur_top {
+            return Some(cur);
+        }
+        let tied_vms: Vec<u32> = {
+            let vms = self.vms.borrow();
+            let waiters = self.waiters.borrow();
+            let outer = &waiters[..waiters.len().saturating_sub(1)];
+            vms.iter()
+                .filter(|v| v.schedulable() && !outer.contains(&v.handle) && v.priority() == top)
+                .map(|v| v.handle)
+                .collect()
+        };
+        if tied_vms.len() == 1 {
+            return Some(tied_vms[0]);
+        }
+        let slice_over = self.now.get().since(self.slice_start.get()) >= self.manifest.machine.time_slice;
+        if cur_top && !slice_over && self.wants_cpu(cur) {
+            return Some(cur);
+        }
+        let wanting: Vec<u32> = tied_vms.iter().copied().filter(|&h| self.wants_cpu(h)).collect();
+        if wanting.is_empty() {
+            let sys = self.sys_vm.get();
+            return Some(if cur_top {
+                cur
+            } else if tied_vms.contains(&sys) {
+                sys
+            } else {
+                tied_vms[0]
+            });
+        }
+        if wanting.contains(&cur) && !slice_over {
+            return Some(cur);
+        }
+        // Round-robin: the next VM with work after the current one.
+        let after = wanting.iter().copied().find(|&h| h > cur);
+        Some(after.unwrap_or(wanting[0]))
+    }
+
+    /// Make `vm` the current VM, calling the task-switch hooks.
+    pub(crate) fn switch_to(&self, vm: u32) {
+        let old = self.cur_vm.get();
+        if old == vm {
+            return;
+        }
+        self.cur_vm.set(vm);
+        self.slice_start.set(self.now.get());
+        self.trace(|| TraceEvent::VmSwitch { from: old, vm });
+        // Call_When_Task_Switched: installation order, EAX = old, EBX = new.
+        let count = self.hooks.borrow().task_switched.len();
+        for i in 0..count {
+            let Some(mut cb) = self.hooks.borrow_mut().task_switched[i].take() else { continue };
+            let mut regs = Regs { eax: old, ebx: vm, ..Regs::default() };
+            cb.call(self, Context::Event, &mut regs);
+            self.hooks.borrow_mut().task_switched[i] = Some(cb);
+        }
+    }
+
+    // ---- events --------------------------------------------------------------------
+
+    /// The wait conditions of `vm` right now.
+    pub(crate) fn conditions(&self, vm: u32) -> Conditions {
+        let vms = self.vms.borrow();
+        let Some(v) = vms.get(vm) else { return Conditions::default() };
+        let priority = v.priority();
+        let crit_free = self.crit.borrow().owner.is_none();
+        Conditions {
+            sti: v.interrupts_enabled(),
+            not_crit: crit_free && priority < CRITICAL_SECTION_BOOST,
+            not_hw_int: self.context() != Context::Interrupt && priority < TIME_CRITICAL_BOOST,
+            not_nested: v.nest.is_empty(),
+            in_pm: v.pm,
+        }
+    }
+
+    /// Run one ready event: the global ones first, then those of `vm` if it
+    /// is about to run. Returns whether one ran.
+    pub(crate) fn dispatch_events(&self, vm: Option<u32>) -> bool {
+        let order = self.manifest.machine.order;
+        let all = Conditions { sti: true, not_crit: true, not_hw_int: true, not_nested: true, in_pm: true };
+        let global = { self.events.borrow_mut().take_ready(0, &all, order, &mut self.rng.borrow_mut()) };
+        if let Some(h) = global {
+            let rec = self.events.borrow_mut().remove(h);
+            if let Some(rec) = rec {
+                self.run_event(h, rec, false, false);
+            }
+            return true;
+        }
+        let Some(vm) = vm else { return false };
+        let cond = self.conditions(vm);
+        let local = { self.events.borrow_mut().take_ready(vm, &cond, order, &mut self.rng.borrow_mut()) };
+        if let Some(h) = local {
+            let rec = self.events.borrow_mut().remove(h);
+            if let Some(rec) = rec {
+                self.run_event(h, rec, false, false);
+            }
+            return true;
+        }
+        self.run_not_critical()
+    }
+
+    /// Run an event's callback (it is already out of the pending set, so its
+    /// handle is stale from here on) and remove its boost afterwards.
+    pub(crate) fn run_event(&self, handle: u32, rec: EventRec, inline: bool, timed_out: bool) {
+        self.count_dispatch();
+        let vm = self.cur_vm.get();
+        let EventRec { kind, target, flags, boost, scheduled_at, mut cb, .. } = rec;
+        let mut regs = Regs { ebx: vm, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
+        let result = cb.call(self, Context::Event, &mut regs);
+        if kind == EventKind::Priority && boost != 0 && (flags & PEF_DONT_UNBOOST == 0 || timed_out) {
+            self.add_boost(target, -(boost as i64), "unboost");
+        }
+        self.trace(|| TraceEvent::EventDispatched {
+            handle: if inline { 0 } else { handle },
+            event: kind.name(),
+            vm,
+            target: (target != 0).then_some(target),
+            inline,
+            timed_out,
+            waited_ns: self.now.get().since(scheduled_at).as_nanos(),
+            device: self.instance_name(cb.owner()).to_string(),
+            callback: cb.name(),
+            result,
+        });
+        drop(cb);
+    }
+
+    /// Add `delta` to `vm`'s boost.
+    pub(crate) fn add_boost(&self, vm: u32, delta: i64, reason: &'static str) {
+        let priority = {
+            let mut vms = self.vms.borrow_mut();
+            let Some(v) = vms.get_mut(vm) else { return };
+            v.boost += delta;
+            v.priority()
+        };
+        self.trace(|| TraceEvent::Priority { vm, boost: delta, priority, reason });
+    }
+
+    /// Count a dispatch; too many without time advancing is a livelock
+    /// (`[machine] livelock_limit`).
+    fn count_dispatch(&self) {
+        let n = self.storm.get() + 1;
+        self.storm.set(n);
+        let limit = self.manifest.machine.livelock_limit;
+        if n == limit {
+            self.set_fatal(
+                format!(
+                    "livelock: {limit} callbacks ran without virtual time advancing \
+                     (raise [machine] livelock_limit if this is intended)"
+                ),
+                None,
+            );
+        }
+    }
+
+    /// Cancel a pending event (any kind), tracing why.
+    pub(crate) fn cancel_event(&self, handle: u32, reason: &'static str) -> bool {
+        let rec = self.events.borrow_mut().remove(handle);
+        let Some(rec) = rec else { return false };
+        if rec.kind == EventKind::Priority && rec.boost != 0 {
+            // The boost goes even with PEF_Dont_Unboost.
+            self.add_boost(rec.target, -(rec.boost as i64), "unboost");
+        }
+        let device = self.instance_name(rec.cb.owner());
+        self.trace(|| TraceEvent::EventCancelled {
+            handle,
+            event: rec.kind.name(),
+            vm: (rec.target != 0).then_some(rec.target),
+            device: device.to_string(),
+            reason,
+        });
+        drop(rec);
+        true
+    }
+
+    /// `Call_When_Not_Critical`: after a release, the newest registration
+    /// runs once the critical section is free and the current VM's priority
+    /// is below `Critical_Section_Boost`.
+    pub(crate) fn run_not_critical(&self) -> bool {
+        let ready = {
+            let crit = self.crit.borrow();
+            crit.release_pending && crit.owner.is_none() && !crit.not_critical.is_empty()
+        };
+        if !ready || self.context() == Context::Interrupt {
+            return false;
+        }
+        let vm = self.cur_vm.get();
+        if self.vms.borrow().get(vm).is_none_or(|v| v.priority() >= CRITICAL_SECTION_BOOST) {
+            return false;
+        }
+        let cb = {
+            let mut crit = self.crit.borrow_mut();
+            crit.release_pending = false;
+            crit.not_critical.pop()
+        };
+        let Some(mut cb) = cb else { return false };
+        self.count_dispatch();
+        let mut regs = Regs { ebx: vm, ..Regs::default() };
+        let result = cb.call(self, Context::Event, &mut regs);
+        let device = self.instance_name(cb.owner());
+        self.trace(|| TraceEvent::EventDispatched {
+            handle: 0,
+            event: "not_critical",
+            vm,
+            target: None,
+            inline: false,
+            timed_out: false,
+            waited_ns: 0,
+            device: device.to_string(),
+            callback: cb.name(),
+            result,
+        });
+        true
+    }
+
+    // ---- timers ----------------------------------------------------------------------
+
+    /// Fire one timer that is due now (system-time timers, then the current
+    /// VM's execution-time time-outs). Returns whether one fired.
+    pub(crate) fn fire_due_timers(&self) -> bool {
+        let now = self.now.get();
+        let due = self.timers.borrow_mut().pop_due(now);
+        if let Some((at, kind)) = due {
+            self.fire_timer(at, kind);
+            return true;
+        }
+        let vm = self.cur_vm.get();
+        let exec = self.vms.borrow().get(vm).map(|v| v.exec_time);
+        if let Some(exec) = exec {
+            let next = self.timers.borrow().next_vm_timeout(vm);
+            if let Some((due, handle)) = next
+                && due <= exec
+            {
+                self.fire_timeout(handle, (exec.saturating_sub(due)).as_millis() as u32);
+                return true;
+            }
+        }
+        false
+    }
+
+    fn fire_timer(&self, at: Instant, kind: TimerKind) {
+        match kind {
+            TimerKind::Timeout(h) => {
+                let late = self.now.get().since(at).as_millis() as u32;
+                self.fire_timeout(h, late);
+            }
+            TimerKind::EventTimeout(h, seq) => {
+                let live = self.events.borrow().slab.get(h).is_some_and(|e| e.seq == seq);
+                if live {
+                    let rec = self.events.borrow_mut().remove(h);
+                    if let Some(rec) = rec {
+                        self.run_event(h, rec, false, true);
+                    }
+                }
+            }
+            TimerKind::Interrupt(index, rep) => self.fire_manifest_interrupt(index, rep),
+            TimerKind::Action(index) => self.fire_action(index),
+            TimerKind::CreateVm(index) => self.create_manifest_vm(index),
+            TimerKind::Stop => self.stop.set(true),
+        }
+    }
+
+    /// Run an expired time-out's callback (EBX = current VM, ECX = ms late).
+    fn fire_timeout(&self, handle: u32, late_ms: u32) {
+        let rec = self.timers.borrow_mut().remove_timeout(handle);
+        let Some(rec) = rec else { return };
+        self.count_dispatch();
+        let vm = self.cur_vm.get();
+        let timer = if matches!(rec.due, Due::Exec(..)) { "vm" } else { "global" };
+        let ms = rec.ms;
+        let mut cb = rec.cb;
+        let mut regs = Regs { ebx: vm, ecx: late_ms, ..Regs::default() };
+        let result = cb.call(self, Context::Event, &mut regs);
+        self.trace(|| TraceEvent::Timeout {
+            handle,
+            timer,
+            vm,
+            ms,
+            late_ms,
+            device: self.instance_name(cb.owner()).to_string(),
+            callback: cb.name(),
+            result,
+        });
+    }
+
+    /// Cancel a pending time-out, tracing why.
+    pub(crate) fn cancel_timeout(&self, handle: u32, reason: &'static str) -> bool {
+        let rec = self.timers.borrow_mut().remove_timeout(handle);
+        let Some(rec) = rec else { return false };
+        let device = self.instance_name(rec.cb.owner());
+        self.trace(|| TraceEvent::TimeoutCancelled { handle, device: device.to_string(), reason });
+        true
+    }
+
+    // ---- idle -------------------------------------------------------------------------
+
+    /// Nothing can run at this moment: call the idle handlers once, then
+    /// advance virtual time to the next thing that will happen. Returns
+    /// `false` if nothing ever will.
+    fn idle(&self, vm: Option<u32>) -> bool {
+        let now = self.now.get();
+        let sys = self.sys_vm.get();
+        if vm == Some(sys) && self.idle_notified.get() != Some(now) {
+            self.idle_notified.set(Some(now));
+            if self.call_idle_handlers() {
+                return true;
+            }
+        }
+        let mut next = self.timers.borrow().next_due();
+        if let Some(vm) = vm {
+            let remaining = {
+                let exec = self.vms.borrow().get(vm).map(|v| v.exec_time);
+                let due = self.timers.borrow().next_vm_timeout(vm);
+                match (exec, due) {
+                    (Some(exec), Some((due, _))) => Some(due.saturating_sub(exec)),
+                    _ => None,
+                }
+            };
+            if let Some(r) = remaining {
+                next = Some(next.map_or(now + r, |n| n.min(now + r)));
+            }
+            // Another VM with work at the same priority gets the rest of the
+            // slice's time.
+            let others_want = self.others_with_work(vm);
+            if others_want {
+                let end = self.slice_start.get() + self.manifest.machine.time_slice;
+                let end = if end <= now { now + self.manifest.machine.time_slice } else { end };
+                next = Some(next.map_or(end, |n| n.min(end)));
+            }
+        }
+        let Some(next) = next else { return false };
+        self.advance_to(next.max(now), vm);
+        true
+    }
+
+    /// Whether a schedulable VM other than `vm`, at `vm`'s priority, has work.
+    fn others_with_work(&self, vm: u32) -> bool {
+        let others: Vec<u32> = {
+            let vms = self.vms.borrow();
+            let p = vms.get(vm).map(|v| v.priority()).unwrap_or(0);
+            vms.iter().filter(|v| v.handle != vm && v.schedulable() && v.priority() == p).map(|v| v.handle).collect()
+        };
+        others.into_iter().any(|h| self.wants_cpu(h))
+    }
+
+    /// Move virtual time to `to`, charging the time to `vm`'s execution.
+    pub(crate) fn advance_to(&self, to: Instant, vm: Option<u32>) {
+        let now = self.now.get();
+        if to <= now {
+            return;
+        }
+        if let Some(vm) = vm
+            && let Some(v) = self.vms.borrow_mut().get_mut(vm)
+        {
+            v.exec_time += to.since(now);
+        }
+        self.pace(to);
+        self.now.set(to);
+        self.storm.set(0);
+    }
+
+    /// With `--realtime`, wait until the wall clock catches up with `to`.
+    fn pace(&self, to: Instant) {
+        if !self.manifest.machine.realtime || !self.top_level.get() {
+            return;
+        }
+        let start = *self.wall_start.get_or_init(std::time::Instant::now);
+        let target = start + std::time::Duration::from_nanos(to.as_nanos());
+        let wall = std::time::Instant::now();
+        if target > wall {
+            std::thread::sleep(target - wall);
+        }
+    }
+
+    /// `Call_When_Idle`: the chain runs in installation order until a
+    /// handler consumes the idle call (carry clear). Returns whether any
+    /// handler ran.
+    fn call_idle_handlers(&self) -> bool {
+        let count = self.hooks.borrow().idle.len();
+        let sys = self.sys_vm.get();
+        let mut ran = false;
+        for i in 0..count {
+            let Some(mut cb) = self.hooks.borrow_mut().idle[i].take() else { continue };
+            let mut regs = Regs { ebx: sys, ..Regs::default() };
+            let result = cb.call(self, Context::Event, &mut regs);
+            self.hooks.borrow_mut().idle[i] = Some(cb);
+            ran = true;
+            if result == CallOutcome::Clear {
+                break;
+            }
+        }
+        ran && (self.events.borrow().len() > 0 || self.timers.borrow().has_pending())
+    }
+
+    // ---- manifest-driven happenings -------------------------------------------------------
+
+    /// Schedule the manifest's VMs, interrupts and actions (at boot).
+    pub(crate) fn schedule_manifest(&self) {
+        let m = &self.manifest;
+        let mut timers = self.timers.borrow_mut();
+        for (i, vm) in m.vms.iter().enumerate() {
+            timers.at(Instant::ZERO + vm.at, TimerKind::CreateVm(i));
+        }
+        for (i, irq) in m.interrupts.iter().enumerate() {
+            timers.at(Instant::ZERO + irq.at, TimerKind::Interrupt(i, 0));
+        }
+        for (i, a) in m.actions.iter().enumerate() {
+            timers.at(Instant::ZERO + a.at, TimerKind::Action(i));
+        }
+    }
+
+    fn fire_action(&self, index: usize) {
+        let action = self.manifest.actions[index].clone();
+        let Some(vm) = self.vm_by_name(&action.vm) else {
+            tracing::warn!("{}: [[action]] for VM `{}`, which does not exist now", action.origin, action.vm);
+            return;
+        };
+        let name = match action.action {
+            ActionKind::Cli => "cli",
+            ActionKind::Sti => "sti",
+            ActionKind::BeginCritical => "begin_critical",
+            ActionKind::EndCritical => "end_critical",
+        };
+        self.trace(|| TraceEvent::Action { vm, action: name });
+        match action.action {
+            ActionKind::Cli => self.set_vm_interrupts(vm, false),
+            ActionKind::Sti => self.set_vm_interrupts(vm, true),
+            ActionKind::BeginCritical => self.vm_begin_critical(vm),
+            ActionKind::EndCritical => {
+                // A VM that does not own the section is reported as a
+                // violation by end_critical_for; the action has no caller to
+                // return the error to.
+                let _ = self.end_critical_for(vm, 1, "[[action]] end_critical");
+            }
+        }
+    }
+
+    /// Set or clear a VM's interrupt flag (CLI / STI).
+    pub(crate) fn set_vm_interrupts(&self, vm: u32, enabled: bool) {
+        if let Some(v) = self.vms.borrow().get(vm) {
+            v.set_interrupts(enabled);
+        }
+    }
+
+    /// The VM named `name` (`system` or a `[[vm]]` name).
+    pub(crate) fn vm_by_name(&self, name: &str) -> Option<u32> {
+        if name.eq_ignore_ascii_case("system") {
+            return Some(self.sys_vm.get());
+        }
+        self.vms.borrow().iter().find(|v| v.name.eq_ignore_ascii_case(name)).map(|v| v.handle)
+    }
+}

@@ -1,0 +1,123 @@
+//! Virtual-time timers: everything that happens at a moment of system time
+//! (global time-outs, priority-event time-outs, manifest interrupts and
+//! actions, VM creation, ring-3 sleeps), plus `Set_VM_Time_Out`s, which
+//! expire on a VM's own execution time.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+
+use crate::time::{Duration, Instant};
+use crate::vmm::callback::Callback;
+use crate::vmm::slab::{Slab, TAG_TIMEOUT};
+
+/// Something that happens at a moment of system time.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerKind {
+    /// A `Set_Global_Time_Out` expires.
+    Timeout(u32),
+    /// A priority event's `PEF_Time_Out` expires (handle, sequence).
+    EventTimeout(u32, u64),
+    /// A `[[interrupt]]` entry fires (index, repetition).
+    Interrupt(usize, u32),
+    /// An `[[action]]` entry fires.
+    Action(usize),
+    /// A `[[vm]]` entry's VM is created.
+    CreateVm(usize),
+    /// The machine stops (`--until`).
+    Stop,
+}
+
+/// When a time-out expires.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// At this system time (`Set_Global_Time_Out`).
+    System(Instant),
+    /// When the VM's execution time reaches this (`Set_VM_Time_Out`).
+    Exec(u32, Duration),
+}
+
+/// A pending time-out.
+pub(crate) struct TimeoutRec {
+    pub(crate) due: Due,
+    pub(crate) ms: u32,
+    pub(crate) cb: Callback,
+}
+
+/// All timers.
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, TimerKind)>>,
+    seq: u64,
+    pub(crate) timeouts: Slab<TimeoutRec>,
+    /// `Set_VM_Time_Out`s by (VM, due execution time, handle).
+    vm_due: BTreeSet<(u32, Duration, u32)>,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers { heap: BinaryHeap::new(), seq: 0, timeouts: Slab::new(TAG_TIMEOUT), vm_due: BTreeSet::new() }
+    }
+}
+
+impl Timers {
+    /// Schedule `kind` at `due`; timers due at the same moment fire in the
+    /// order they were scheduled.
+    pub(crate) fn at(&mut self, due: Instant, kind: TimerKind) {
+        self.seq += 1;
+        self.heap.push(Reverse((due, self.seq, kind)));
+    }
+
+    /// The earliest timer, if it is due at or before `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKind)> {
+        match self.heap.peek() {
+            Some(Reverse((due, _, _))) if *due <= now => self.heap.pop().map(|Reverse((d, _, k))| (d, k)),
+            _ => None,
+        }
+    }
+
+    /// When the next timer is due.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((d, _, _))| *d)
+    }
+
+    /// Whether any timer other than `Stop` is scheduled.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.heap.iter().any(|Reverse((_, _, k))| *k != TimerKind::Stop)
+    }
+
+    /// Add a time-out; its handle.
+    pub(crate) fn add_timeout(&mut self, rec: TimeoutRec) -> Option<u32> {
+        let due = rec.due;
+        let handle = self.timeouts.insert(rec)?;
+        match due {
+            Due::System(at) => self.at(at, TimerKind::Timeout(handle)),
+            Due::Exec(vm, exec) => {
+                self.vm_due.insert((vm, exec, handle));
+            }
+        }
+        Some(handle)
+    }
+
+    /// Remove a time-out (cancelled or expired).
+    pub(crate) fn remove_timeout(&mut self, handle: u32) -> Option<TimeoutRec> {
+        let rec = self.timeouts.remove(handle)?;
+        if let Due::Exec(vm, exec) = rec.due {
+            self.vm_due.remove(&(vm, exec, handle));
+        }
+        Some(rec)
+    }
+
+    /// The earliest `Set_VM_Time_Out` of `vm`: (due execution time, handle).
+    pub(crate) fn next_vm_timeout(&self, vm: u32) -> Option<(Duration, u32)> {
+        self.vm_due.range((vm, Duration::ZERO, 0)..).next().filter(|(v, _, _)| *v == vm).map(|(_, d, h)| (*d, *h))
+    }
+
+    /// Whether `vm` has a pending `Set_VM_Time_Out`.
+    pub(crate) fn vm_has_timeouts(&self, vm: u32) -> bool {
+        self.next_vm_timeout(vm).is_some()
+    }
+
+    /// Time-outs registered by instance `owner`, or targeting `vm`.
+    pub(crate) fn timeouts_where(&self, pred: impl Fn(&TimeoutRec) -> bool) -> Vec<u32> {
+        self.timeouts.iter().filter(|(_, r)| pred(r)).map(|(h, _)| h).collect()
+    }
+}
