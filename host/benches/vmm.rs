@@ -125,5 +125,56 @@ fn service_call(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, priority_events, service_call);
+/// A machine that runs BENCHDOS with `args` in a DOS VM; `run()` runs it.
+fn dos_machine(args: &str) -> Machine {
+    let mut m = Scenario::new(&format!(
+        "[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 0\n\
+         [[vm]]\nname = \"DOS1\"\nprogram = \"fixture-bench-dos\"\nargs = \"{args}\"\n"
+    ))
+    .without_trace()
+    .machine()
+    .expect("manifest");
+    m.boot().expect("boot");
+    m
+}
+
+/// Time `run()` of a machine whose DOS program makes `iters` calls.
+fn time_dos(what: &str, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(10_000_000);
+        let mut m = dos_machine(&format!("{what} {k}"));
+        let start = Instant::now();
+        m.run().expect("run");
+        total += start.elapsed();
+        left -= k;
+    }
+    total
+}
+
+#[inline(never)]
+fn direct_api(ax: &mut u16) {
+    *ax = black_box(*ax).wrapping_add(1);
+}
+
+#[inline(never)]
+fn direct_nop(a: u32, b: u32) -> u32 {
+    a + b
+}
+
+fn ring3_calls(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ring3");
+    group.throughput(Throughput::Elements(1)).sample_size(20);
+    group.bench_function("dos_api_round_trip", |b| b.iter_custom(|iters| time_dos("api", iters)));
+    group.bench_function("direct_call_for_api", |b| {
+        let mut ax = 1u16;
+        b.iter(|| direct_api(black_box(&mut ax)))
+    });
+    group.bench_function("nested_far_call", |b| b.iter_custom(|iters| time_dos("nest", iters)));
+    group.bench_function("direct_call_for_far_call", |b| b.iter(|| direct_nop(black_box(3), black_box(1))));
+    group.finish();
+}
+
+criterion_group!(benches, priority_events, service_call, ring3_calls);
 criterion_main!(benches);

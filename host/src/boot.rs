@@ -256,12 +256,23 @@ impl Core {
         self.enter_phase(Phase::Running, "running");
         self.check_interrupt_names()?;
         self.schedule_manifest();
+        self.start_windows_apps();
         Ok(())
     }
 
-    /// `[[action]]` entries name VMs that exist in the manifest.
+    /// `[[action]]` entries name VMs that exist in the manifest, and the
+    /// programs `[[vm]]` and `[windows]` name load and have the right kind.
     fn check_manifest_references(&self) -> Result<()> {
         let m = &self.manifest;
+        for v in &m.vms {
+            if let Some(p) = &v.program {
+                self.check_module(p, ModuleKind::DosProgram, &v.origin)?;
+            }
+        }
+        for (app, origin) in &m.windows.load {
+            let name = app.split(' ').next().unwrap_or(app);
+            self.check_module(name, ModuleKind::WinApp, origin)?;
+        }
         for a in &m.actions {
             let known = a.vm.eq_ignore_ascii_case("system") || m.vms.iter().any(|v| v.name.eq_ignore_ascii_case(&a.vm));
             if !known {
@@ -510,6 +521,9 @@ impl Core {
             (s.code.clone(), s.instance, s.name.clone())
         };
         let args = ControlArgs { message, vm: vm.unwrap_or(0), edx, esi: 0, edi: 0 };
+        let previous_message = self.current_message.replace(Some(message));
+        let nest_vm = vm.unwrap_or(self.cur_vm.get());
+        let depth = self.nest_depth(nest_vm);
         let outcome = match code {
             DeviceCode::Builtin(b) => self.with_frame(instance, context, || b.control(self, &args)).into(),
             DeviceCode::Plugin { inst, .. } => {
@@ -519,6 +533,8 @@ impl Core {
                 }
             }
         };
+        self.current_message.set(previous_message);
+        self.check_nest_balance(nest_vm, depth, "a control procedure");
         self.trace(|| TraceEvent::Control {
             device: name.to_string(),
             message: control_message_name(message),

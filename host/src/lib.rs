@@ -20,6 +20,7 @@ pub mod registry;
 pub mod resolve;
 pub(crate) mod ring3;
 pub(crate) mod services;
+pub(crate) mod services_r3;
 pub(crate) mod shell;
 pub mod testkit;
 pub mod time;

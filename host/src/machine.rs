@@ -154,6 +154,14 @@ pub(crate) struct Core {
     pub(crate) idle_notified: Cell<Option<Instant>>,
     /// Wall-clock start, for `--realtime`.
     pub(crate) wall_start: std::cell::OnceCell<std::time::Instant>,
+    /// Modules, programs, tasks and windows.
+    pub(crate) ring3: RefCell<crate::ring3::Ring3State>,
+    /// The Windows task whose code runs now (0: none).
+    pub(crate) current_task: Cell<u16>,
+    /// Ring-3 calls on the stack that run like an ISR (KB Q72899).
+    pub(crate) isr_depth: Cell<u32>,
+    /// The control message being sent, if any.
+    pub(crate) current_message: Cell<Option<u32>>,
 }
 
 /// Permanent hooks: `Call_When_Task_Switched` and `Call_When_Idle`, in
@@ -198,6 +206,10 @@ impl Core {
             storm: Cell::new(0),
             idle_notified: Cell::new(None),
             wall_start: std::cell::OnceCell::new(),
+            ring3: RefCell::new(crate::ring3::Ring3State::default()),
+            current_task: Cell::new(0),
+            isr_depth: Cell::new(0),
+            current_message: Cell::new(None),
             in_process: options
                 .in_process
                 .iter()

@@ -13,7 +13,7 @@ use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
 use vmm_plugin_api::abi::{
     ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, ProfileString, ProfileValue, RawCallback,
-    ServiceCall, VmInfo, VmmError, VmmResult,
+    ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_ALWAYS_SCHED, PEF_TIME_OUT, PEF_VALID,
@@ -31,14 +31,14 @@ use crate::vmm::heap::MemError;
 use crate::vmm::timers::{Due, TimeoutRec, TimerKind};
 
 /// Recover the machine from a context.
-fn core(cx: &HostCx) -> &Core {
+pub(crate) fn core(cx: &HostCx) -> &Core {
     // SAFETY: the host builds every HostCx from a live `Core` that outlives
     // the plugin call the context is passed to.
     unsafe { &*(cx.machine as *const Core) }
 }
 
 /// Run a service body; a host panic becomes a fatal error and `fallback`.
-fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce(&Core) -> T) -> T {
+pub(crate) fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce(&Core) -> T) -> T {
     let core = core(cx);
     match catch_unwind(AssertUnwindSafe(|| {
         core.service_boundary();
@@ -986,6 +986,64 @@ extern "C" fn request_interrupt(cx: &HostCx, irq: u32) -> VmmResult<()> {
     })
 }
 
+// ---- nested execution ------------------------------------------------------------------------
+
+fn nest_op<T>(cx: &HostCx, service: &'static str, op: impl FnOnce(&Core, u32) -> Result<T, VmmError>) -> VmmResult<T> {
+    guarded(cx, service, RErr(VmmError::FATAL), |core| {
+        if !allowed(core, service, Rule::Sync) {
+            return refused();
+        }
+        op(core, core.cur_vm.get()).into()
+    })
+}
+
+extern "C" fn begin_nest_exec(cx: &HostCx, v86: bool) -> VmmResult<()> {
+    nest_op(cx, if v86 { "Begin_Nest_V86_Exec" } else { "Begin_Nest_Exec" }, |core, vm| core.begin_nest(vm, v86))
+}
+
+extern "C" fn end_nest_exec(cx: &HostCx) -> VmmResult<()> {
+    nest_op(cx, "End_Nest_Exec", |core, vm| core.end_nest(vm))
+}
+
+extern "C" fn simulate_push(cx: &HostCx, value: u32) -> VmmResult<()> {
+    nest_op(cx, "Simulate_Push", |core, vm| core.simulate_push(vm, value))
+}
+
+extern "C" fn simulate_pop(cx: &HostCx) -> VmmResult<u32> {
+    nest_op(cx, "Simulate_Pop", |core, vm| core.simulate_pop(vm))
+}
+
+extern "C" fn simulate_far_call(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
+    nest_op(cx, "Simulate_Far_Call", |core, vm| core.simulate_far_call(vm, segment, offset))
+}
+
+extern "C" fn simulate_int(cx: &HostCx, number: u8) -> VmmResult<()> {
+    nest_op(cx, "Simulate_Int", |core, vm| core.simulate_int(vm, number))
+}
+
+extern "C" fn resume_exec(cx: &HostCx) -> VmmResult<()> {
+    nest_op(cx, "Resume_Exec", |core, vm| core.resume_exec(vm))
+}
+
+extern "C" fn exec_int(cx: &HostCx, number: u8) -> VmmResult<()> {
+    nest_op(cx, "Exec_Int", |core, vm| {
+        core.simulate_int(vm, number)?;
+        core.resume_exec(vm)
+    })
+}
+
+extern "C" fn save_client_state(cx: &HostCx) -> VmmResult<ClientRegs> {
+    nest_op(cx, "Save_Client_State", |core, vm| {
+        core.vms.borrow().get(vm).map(|v| v.client()).ok_or(VmmError::INVALID_HANDLE)
+    })
+}
+
+extern "C" fn restore_client_state(cx: &HostCx, state: &ClientRegs) -> VmmResult<()> {
+    nest_op(cx, "Restore_Client_State", |core, vm| {
+        core.vms.borrow().get(vm).map(|v| v.set_client(*state)).ok_or(VmmError::INVALID_HANDLE)
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -1009,6 +1067,13 @@ impl Table {
             heap_get_size,
             mem_read,
             mem_write,
+            vm: VM_SERVICES,
+            ring3: crate::services_r3::RING3_SERVICES,
+        })
+    }
+
+    staticref! {
+        const VM_VAL: WithMetadata<VmServices> = WithMetadata::new(VmServices {
             get_cur_vm_handle,
             get_sys_vm_handle,
             test_cur_vm_handle,
@@ -1054,9 +1119,22 @@ impl Table {
             request_interrupt,
             suspend_vm,
             resume_vm,
+            begin_nest_exec,
+            end_nest_exec,
+            simulate_push,
+            simulate_pop,
+            simulate_far_call,
+            simulate_int,
+            resume_exec,
+            exec_int,
+            save_client_state,
+            restore_client_state,
         })
     }
 }
+
+/// The VMM services.
+const VM_SERVICES: VmServices_Ref = VmServices_Ref(Table::VM_VAL.as_prefix());
 
 /// The services every plugin call receives.
 pub(crate) const SERVICES: HostServices_Ref = HostServices_Ref(Table::SERVICES_VAL.as_prefix());

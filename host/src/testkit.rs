@@ -75,6 +75,7 @@ pub struct Scenario {
     plugin_dirs: Vec<PathBuf>,
     in_process: Vec<(String, PluginRoot_Ref)>,
     script: Option<Script>,
+    script_api: Option<ScriptApi>,
     no_trace: bool,
 }
 
@@ -130,7 +131,26 @@ impl Scenario {
     /// procedure. List `SCRIPT` in the manifest's device list.
     pub fn script(mut self, control: impl Fn(&ScriptDevice, &Vmm<'_>, ControlMessage) -> Carry + 'static) -> Self {
         self.script = Some(Rc::new(control));
-        self.device::<ScriptDevice>()
+        if !self.in_process.iter().any(|(n, _)| n == "SCRIPT") {
+            self = self.device::<ScriptDevice>();
+        }
+        self
+    }
+
+    /// Give the `SCRIPT` device its V86 and PM API procedure.
+    pub fn script_api(mut self, api: impl Fn(&ScriptDevice, &Vmm<'_>, ApiCall<'_>) + 'static) -> Self {
+        self.script_api = Some(Rc::new(api));
+        if self.script.is_none() {
+            self = self.script(|_, _, _| Carry::Clear);
+        }
+        self
+    }
+
+    /// Link ring-3 module `M` (a DLL, application or DOS program) into the
+    /// machine under its module name.
+    pub fn module<M: Module>(mut self) -> Self {
+        self.in_process.push((M::MODULE.name.to_string(), vmm_plugin_api::ring3::in_process::<M>()));
+        self
     }
 
     /// Build the machine without booting it.
@@ -147,7 +167,7 @@ impl Scenario {
         if self.needs_plugin_files(&manifest) {
             plugin_dirs.push(plugin_dir().to_path_buf());
         }
-        NEXT_SCRIPT.with(|s| *s.borrow_mut() = self.script.clone());
+        NEXT_SCRIPT.with(|s| *s.borrow_mut() = (self.script.clone(), self.script_api.clone()));
         Ok(Machine::new(
             manifest,
             MachineOptions {
@@ -168,8 +188,8 @@ impl Scenario {
         };
         m.devices.iter().any(|d| d.builtin().is_none() && !linked(&d.name))
             || m.tsr.iter().any(|t| !linked(&t.device))
-            || !m.windows.load.is_empty()
-            || m.vms.iter().any(|v| v.program.is_some())
+            || m.windows.load.iter().any(|(n, _)| !linked(n.split(' ').next().unwrap_or(n)))
+            || m.vms.iter().filter_map(|v| v.program.as_deref()).any(|p| !linked(p))
     }
 
     /// Boot, run to the end and shut down; never panics on machine errors
@@ -326,8 +346,11 @@ impl Trace {
 /// The control procedure of a [`ScriptDevice`].
 pub type Script = Rc<dyn Fn(&ScriptDevice, &Vmm<'_>, ControlMessage) -> Carry>;
 
+/// The API procedure of a [`ScriptDevice`].
+pub type ScriptApi = Rc<dyn Fn(&ScriptDevice, &Vmm<'_>, ApiCall<'_>)>;
+
 thread_local! {
-    static NEXT_SCRIPT: RefCell<Option<Script>> = const { RefCell::new(None) };
+    static NEXT_SCRIPT: RefCell<(Option<Script>, Option<ScriptApi>)> = const { RefCell::new((None, None)) };
 }
 
 /// A device whose control procedure is a closure given by the test
@@ -340,6 +363,7 @@ thread_local! {
 /// `SCRIPT_Get_Version` and `SCRIPT_Note` (EAX = a number to note).
 pub struct ScriptDevice {
     control: Option<Script>,
+    api: Option<ScriptApi>,
     /// Scratch state for the script: handles, counters.
     pub state: RefCell<Vec<u32>>,
 }
@@ -356,7 +380,8 @@ impl VxD for ScriptDevice {
         Device::new("SCRIPT").id(0x3FF0).v86_api().pm_api().services(&["SCRIPT_Get_Version", "SCRIPT_Note"]);
 
     fn create(_vmm: &Vmm<'_>) -> Result<Self, String> {
-        Ok(ScriptDevice { control: NEXT_SCRIPT.with(|s| s.borrow().clone()), state: RefCell::new(Vec::new()) })
+        let (control, api) = NEXT_SCRIPT.with(|s| s.borrow().clone());
+        Ok(ScriptDevice { control, api, state: RefCell::new(Vec::new()) })
     }
 
     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
@@ -364,6 +389,17 @@ impl VxD for ScriptDevice {
             Some(script) => script(self, vmm, msg),
             None => Carry::Clear,
         }
+    }
+
+    fn v86_api(&self, vmm: &Vmm<'_>, call: ApiCall<'_>) {
+        match &self.api {
+            Some(api) => api(self, vmm, call),
+            None => call.client.set_carry(true),
+        }
+    }
+
+    fn pm_api(&self, vmm: &Vmm<'_>, call: ApiCall<'_>) {
+        self.v86_api(vmm, call)
     }
 
     fn service(&self, vmm: &Vmm<'_>, ordinal: u16, call: &mut ServiceCall) -> Carry {

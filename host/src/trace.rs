@@ -368,6 +368,233 @@ pub enum TraceEvent {
         /// `cli`, `sti`, `begin_critical`, `end_critical`.
         action: &'static str,
     },
+    /// A ring-3 program started.
+    ProgramStarted {
+        /// Its VM.
+        vm: u32,
+        /// Module name.
+        module: String,
+        /// `windows_app` or `dos_program`.
+        #[serde(rename = "module_kind")]
+        kind: &'static str,
+        /// Task handle (Windows applications).
+        task: Option<u16>,
+        /// Command-line arguments.
+        args: String,
+    },
+    /// A ring-3 program ended.
+    ProgramEnded {
+        /// Its VM.
+        vm: u32,
+        /// Module name.
+        module: String,
+        /// Task handle (Windows applications).
+        task: Option<u16>,
+        /// Exit code, if it exited.
+        exit_code: Option<u32>,
+        /// `exited`, `crashed` (it panicked), `fatal`, `vm_destroyed`,
+        /// `load_failed`.
+        reason: &'static str,
+    },
+    /// A line a program printed.
+    ProgramOutput {
+        /// Its VM.
+        vm: u32,
+        /// Module name.
+        module: String,
+        /// The line.
+        text: String,
+    },
+    /// `PostMessage` / `PostAppMessage` returned.
+    MessagePosted {
+        /// The posting VM.
+        vm: u32,
+        /// The receiving task (null if none).
+        task: Option<u16>,
+        /// Window (0 for PostAppMessage, 0xFFFF broadcast).
+        hwnd: u16,
+        /// Message number.
+        msg: u16,
+        /// wParam.
+        wparam: u16,
+        /// lParam.
+        lparam: u32,
+        /// What the function returned.
+        result: bool,
+        /// `queued`, `dropped` (queue full or no queue), `invalid_hwnd`
+        /// (not posted, TRUE returned as in 3.1), `broadcast`.
+        note: &'static str,
+    },
+    /// A message was lost.
+    MessageDropped {
+        /// The task it was for (0 if unknown).
+        task: u16,
+        /// Window.
+        hwnd: u16,
+        /// Message number.
+        msg: u16,
+        /// wParam.
+        wparam: u16,
+        /// lParam.
+        lparam: u32,
+        /// `queue_full`, `no_queue`, `no_task`, `window_destroyed`.
+        reason: &'static str,
+    },
+    /// A task retrieved a message (GetMessage, or PeekMessage removing it).
+    MessageDelivered {
+        /// The task.
+        task: u16,
+        /// Window (0 for PostAppMessage messages).
+        hwnd: u16,
+        /// Message number.
+        msg: u16,
+        /// wParam.
+        wparam: u16,
+        /// lParam.
+        lparam: u32,
+        /// When it was posted (ms).
+        posted_ms: u32,
+    },
+    /// `SendMessage` called a window procedure.
+    MessageSent {
+        /// The window's task.
+        task: Option<u16>,
+        /// Window.
+        hwnd: u16,
+        /// Message number.
+        msg: u16,
+        /// wParam.
+        wparam: u16,
+        /// lParam.
+        lparam: u32,
+    },
+    /// A message box (ring-3 `MessageBox` or SHELL's messages).
+    MessageBox {
+        /// The task that showed it (ring 3).
+        task: Option<u16>,
+        /// The device that asked for it (SHELL services).
+        device: Option<String>,
+        /// Text.
+        text: String,
+        /// Caption.
+        caption: String,
+        /// `MB_*` flags.
+        flags: u32,
+        /// The answer (`IDOK` = 1 ...).
+        answer: u32,
+        /// `MB_SYSTEMMODAL` was set.
+        system_modal: bool,
+    },
+    /// A window was created.
+    WindowCreated {
+        /// Its task.
+        task: u16,
+        /// Handle.
+        hwnd: u16,
+        /// Class name.
+        class: String,
+        /// Title.
+        title: String,
+    },
+    /// A window was destroyed.
+    WindowDestroyed {
+        /// Its task.
+        task: u16,
+        /// Handle.
+        hwnd: u16,
+        /// Class name.
+        class: String,
+    },
+    /// `LoadLibrary` loaded (or referenced again) a DLL.
+    ModuleLoaded {
+        /// Module name.
+        module: String,
+        /// Module kind.
+        #[serde(rename = "module_kind")]
+        kind: &'static str,
+        /// Module handle.
+        hinstance: u16,
+        /// Reference count afterwards.
+        refcount: u32,
+    },
+    /// `FreeLibrary`.
+    ModuleFreed {
+        /// Module name.
+        module: String,
+        /// Module handle.
+        hinstance: u16,
+        /// Reference count afterwards (0: unloaded).
+        refcount: u32,
+    },
+    /// A far call into an exported ring-3 procedure.
+    FarCall {
+        /// The VM it ran in.
+        vm: u32,
+        /// `SSSS:OOOO`.
+        target: String,
+        /// Module.
+        module: String,
+        /// Export name.
+        export: String,
+        /// Entered like an ISR (from event or interrupt time, KB Q72899).
+        isr: bool,
+        /// DX:AX.
+        result: u32,
+        /// How the call returned.
+        outcome: CallOutcome,
+    },
+    /// `Begin_Nest_Exec` / `End_Nest_Exec`.
+    NestExec {
+        /// The VM.
+        vm: u32,
+        /// `begin` or `end`.
+        action: &'static str,
+        /// Open blocks afterwards.
+        depth: usize,
+        /// `Begin_Nest_V86_Exec`.
+        v86: bool,
+    },
+    /// INT 2Fh from ring 3.
+    Int2f {
+        /// The VM.
+        vm: u32,
+        /// AX in (the function).
+        ax: u16,
+        /// BX in.
+        bx: u16,
+        /// AX out.
+        out_ax: u16,
+        /// BX out.
+        out_bx: u16,
+        /// ES:DI out (1684h: the API entry).
+        es_di: u32,
+        /// CF out.
+        carry: bool,
+    },
+    /// A ring-3 caller called a VxD's API entry.
+    ApiCall {
+        /// The device.
+        device: String,
+        /// The calling VM (EBX).
+        vm: u32,
+        /// `v86` or `pm`.
+        mode: &'static str,
+        /// Client registers before.
+        regs_in: crate::ring3::int2f::RegSnapshot,
+        /// Client registers after.
+        regs_out: crate::ring3::int2f::RegSnapshot,
+        /// CF in the client flags afterwards (the API's error report).
+        carry: bool,
+        /// How the API procedure returned.
+        result: CallOutcome,
+    },
+    /// Ring-3 code executed CLI or STI.
+    IfFlag {
+        /// The VM.
+        vm: u32,
+        /// Interrupts enabled afterwards.
+        enabled: bool,
+    },
     /// The machine stopped with a fatal error.
     FatalError {
         /// The message.

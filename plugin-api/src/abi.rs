@@ -563,8 +563,10 @@ pub struct VmInfo {
 /// Signature shorthands for [`HostServices`].
 pub type Cx<'a> = &'a HostCx;
 
-/// The services the host offers plugins: the VMM's, SHELL's and the ring-3
-/// APIs. Each is documented on its SDK wrapper in [`crate::vmm::Vmm`] and
+/// The services the host offers plugins, in tables of at most 64 entries
+/// (abi_stable's limit for a prefix type): this one holds diagnostics,
+/// profile, dispatch and memory, and refers to the VMM's and ring 3's.
+/// Each service is documented on its SDK wrapper in [`crate::vmm::Vmm`] and
 /// [`crate::ring3::Ring3`], under the DDK name.
 #[repr(C)]
 #[derive(StableAbi)]
@@ -620,6 +622,22 @@ pub struct HostServices {
     /// Copy bytes into linear memory.
     pub mem_write: extern "C" fn(cx: Cx<'_>, address: u32, data: RSlice<'_, u8>) -> VmmResult<()>,
 
+    // ---- the other tables ---------------------------------------------------------
+    /// VMs, time, scheduling, events, critical section, semaphores,
+    /// interrupts, nested execution.
+    pub vm: VmServices_Ref,
+    /// The ring-3 APIs (USER, KERNEL, INT 2Fh, far calls).
+    #[sabi(last_prefix_field)]
+    pub ring3: Ring3Services_Ref,
+}
+
+/// VMM services: VMs, time, scheduler, events, critical section,
+/// semaphores, interrupts, nested execution.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = VmServices_Ref)))]
+#[sabi(missing_field(option))]
+pub struct VmServices {
     // ---- VMs ----------------------------------------------------------
     /// `Get_Cur_VM_Handle`.
     pub get_cur_vm_handle: extern "C" fn(cx: Cx<'_>) -> u32,
@@ -732,8 +750,78 @@ pub struct HostServices {
     /// `Suspend_VM`: the new suspend count.
     pub suspend_vm: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<u32>,
     /// `Resume_VM` (`no_fail`: `No_Fail_Resume_VM`).
-    #[sabi(last_prefix_field)]
     pub resume_vm: extern "C" fn(cx: Cx<'_>, vm: u32, no_fail: bool) -> VmmResult<()>,
+
+    // ---- nested execution ------------------------------------------------------
+    /// `Begin_Nest_Exec` (`v86`: `Begin_Nest_V86_Exec`) in the current VM.
+    pub begin_nest_exec: extern "C" fn(cx: Cx<'_>, v86: bool) -> VmmResult<()>,
+    /// `End_Nest_Exec`.
+    pub end_nest_exec: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Simulate_Push`: push a word (V86, 16-bit protected mode).
+    pub simulate_push: extern "C" fn(cx: Cx<'_>, value: u32) -> VmmResult<()>,
+    /// `Simulate_Pop`.
+    pub simulate_pop: extern "C" fn(cx: Cx<'_>) -> VmmResult<u32>,
+    /// `Simulate_Far_Call` to `segment:offset`.
+    pub simulate_far_call: extern "C" fn(cx: Cx<'_>, segment: u16, offset: u32) -> VmmResult<()>,
+    /// `Simulate_Int`.
+    pub simulate_int: extern "C" fn(cx: Cx<'_>, number: u8) -> VmmResult<()>,
+    /// `Resume_Exec`: run the VM until it returns to the nest's break point.
+    pub resume_exec: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Exec_Int`: `Simulate_Int` + `Resume_Exec`.
+    pub exec_int: extern "C" fn(cx: Cx<'_>, number: u8) -> VmmResult<()>,
+    /// `Save_Client_State`: a copy of the current VM's client registers.
+    pub save_client_state: extern "C" fn(cx: Cx<'_>) -> VmmResult<ClientRegs>,
+    /// `Restore_Client_State`.
+    #[sabi(last_prefix_field)]
+    pub restore_client_state: extern "C" fn(cx: Cx<'_>, state: &ClientRegs) -> VmmResult<()>,
+}
+
+/// Ring-3 services: what Windows code and DOS programs call.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = Ring3Services_Ref)))]
+#[sabi(missing_field(option))]
+pub struct Ring3Services {
+    // ---- ring 3 -----------------------------------------------------------------
+    /// Execute `INT n` from ring 3 with the current VM's client registers.
+    pub r3_int: extern "C" fn(cx: Cx<'_>, number: u8) -> VmmResult<()>,
+    /// Far-call a ring-3 procedure or a VxD API entry from ring 3; DX:AX.
+    pub r3_call: extern "C" fn(cx: Cx<'_>, target: u32, args: RSlice<'_, u8>) -> VmmResult<u32>,
+    /// `CLI` / `STI`.
+    pub r3_set_interrupts: extern "C" fn(cx: Cx<'_>, enabled: bool),
+    /// A line on the program's console.
+    pub r3_print: extern "C" fn(cx: Cx<'_>, text: RStr<'_>),
+    /// The far pointer of the calling module's export `ordinal` (0: none).
+    pub r3_export_address: extern "C" fn(cx: Cx<'_>, ordinal: u16) -> u32,
+    /// `PostMessage`.
+    pub r3_post_message: extern "C" fn(cx: Cx<'_>, hwnd: u16, msg: u16, wparam: u16, lparam: u32) -> bool,
+    /// `PostAppMessage`.
+    pub r3_post_app_message: extern "C" fn(cx: Cx<'_>, task: u16, msg: u16, wparam: u16, lparam: u32) -> bool,
+    /// `SendMessage`.
+    pub r3_send_message: extern "C" fn(cx: Cx<'_>, hwnd: u16, msg: u16, wparam: u16, lparam: u32) -> u32,
+    /// `PeekMessage`.
+    pub r3_peek_message: extern "C" fn(cx: Cx<'_>, hwnd: u16, min: u16, max: u16, remove: bool) -> ROption<Msg>,
+    /// `DispatchMessage`.
+    pub r3_dispatch_message: extern "C" fn(cx: Cx<'_>, msg: &Msg) -> u32,
+    /// `CreateWindow` (0 on failure).
+    pub r3_create_window: extern "C" fn(cx: Cx<'_>, class: RStr<'_>, title: RStr<'_>, wndproc: u32, parent: u16) -> u16,
+    /// `DestroyWindow`.
+    pub r3_destroy_window: extern "C" fn(cx: Cx<'_>, hwnd: u16) -> bool,
+    /// `SetMessageQueue`.
+    pub r3_set_message_queue: extern "C" fn(cx: Cx<'_>, size: u32) -> bool,
+    /// `PostQuitMessage`.
+    pub r3_post_quit_message: extern "C" fn(cx: Cx<'_>, code: u16),
+    /// `MessageBox`: the answer.
+    pub r3_message_box: extern "C" fn(cx: Cx<'_>, hwnd: u16, text: RStr<'_>, caption: RStr<'_>, flags: u32) -> u32,
+    /// `GetCurrentTask`.
+    pub r3_get_current_task: extern "C" fn(cx: Cx<'_>) -> u16,
+    /// `LoadLibrary`: the module handle, or an error below 32.
+    pub r3_load_library: extern "C" fn(cx: Cx<'_>, name: RStr<'_>) -> u32,
+    /// `GetProcAddress` by name, or by ordinal when `name` is empty.
+    pub r3_get_proc_address: extern "C" fn(cx: Cx<'_>, module: u16, name: RStr<'_>, ordinal: u16) -> u32,
+    /// `FreeLibrary`.
+    #[sabi(last_prefix_field)]
+    pub r3_free_library: extern "C" fn(cx: Cx<'_>, module: u16) -> bool,
 }
 
 /// The root module every plugin file exports.

@@ -390,3 +390,48 @@ pub const W386_GET_CUR_VM_ID: u16 = 0x1683;
 pub const W386_GET_DEVICE_API: u16 = 0x1684;
 /// Switch VMs and call back.
 pub const W386_SWITCH_AND_CALL: u16 = 0x1685;
+
+// ---- Windows messages (WINDOWS.H) ---------------------------------------------------------
+pub const WM_NULL: u16 = 0x0000;
+pub const WM_CREATE: u16 = 0x0001;
+pub const WM_DESTROY: u16 = 0x0002;
+pub const WM_CLOSE: u16 = 0x0010;
+pub const WM_QUIT: u16 = 0x0012;
+pub const WM_COMMAND: u16 = 0x0111;
+pub const WM_TIMER: u16 = 0x0113;
+/// The first message number private to an application.
+pub const WM_USER: u16 = 0x0400;
+/// `HWND_BROADCAST`: every top-level window.
+pub const HWND_BROADCAST: u16 = 0xFFFF;
+
+// ---- message boxes (WINDOWS.H / SHELL.H) ------------------------------------------------------
+pub const MB_OK: u32 = 0x0000;
+pub const MB_OKCANCEL: u32 = 0x0001;
+pub const MB_ABORTRETRYIGNORE: u32 = 0x0002;
+pub const MB_YESNOCANCEL: u32 = 0x0003;
+pub const MB_YESNO: u32 = 0x0004;
+pub const MB_RETRYCANCEL: u32 = 0x0005;
+pub const MB_ICONHAND: u32 = 0x0010;
+pub const MB_ICONEXCLAMATION: u32 = 0x0030;
+pub const MB_ICONASTERISK: u32 = 0x0040;
+pub const MB_DEFBUTTON2: u32 = 0x0100;
+pub const MB_DEFBUTTON3: u32 = 0x0200;
+pub const MB_SYSTEMMODAL: u32 = 0x1000;
+pub const MB_NOFOCUS: u32 = 0x8000;
+pub const MB_APPYTIME: u32 = 0x1000_0000;
+pub const MB_HANGSYS: u32 = 0x2000_0000;
+pub const MB_NOWINDOW: u32 = 0x4000_0000;
+pub const MB_ASAP: u32 = 0x8000_0000;
+pub const IDOK: u32 = 1;
+pub const IDCANCEL: u32 = 2;
+pub const IDABORT: u32 = 3;
+pub const IDRETRY: u32 = 4;
+pub const IDIGNORE: u32 = 5;
+pub const IDYES: u32 = 6;
+pub const IDNO: u32 = 7;
+
+// ---- INT 2Fh 1685h (switch VMs and call back) ---------------------------------------------------
+/// CX bit 0: wait until the VM has interrupts enabled.
+pub const SVC_WAIT_FOR_STI: u16 = 0x0001;
+/// CX bit 1: wait until the critical section is free.
+pub const SVC_WAIT_NOT_CRIT: u16 = 0x0002;

@@ -396,6 +396,17 @@ impl<D: VxD> DeviceGlue<D> {
     }
 }
 
+/// Save/restore entry points of modules that never hand over state.
+#[doc(hidden)]
+pub extern "C" fn __no_state(_: *const c_void, cx: &HostCx) -> PluginResult<ROption<RVec<u8>>> {
+    entry(Some(cx), || Ok(RNone))
+}
+
+#[doc(hidden)]
+pub extern "C" fn __no_restore(_: *const c_void, cx: &HostCx, _: RSlice<'_, u8>) -> PluginResult<Carry> {
+    entry(Some(cx), || Ok(Carry::Clear))
+}
+
 pub(crate) extern "C" fn not_ring3_start(_: *const c_void, cx: &HostCx, _: RStr<'_>) -> PluginResult<Step> {
     entry(Some(cx), || Err(error(PluginErrorKind::Failed, "a virtual device is not a ring-3 program")))
 }
@@ -460,7 +471,9 @@ pub fn in_process<D: VxD>() -> PluginRoot_Ref {
 
 /// Export a [`VxD`] implementation as this plugin's device.
 ///
-/// ```ignore
+/// ```
+/// use vmm_plugin_api::prelude::*;
+///
 /// struct Hello;
 /// impl VxD for Hello {
 ///     const DEVICE: Device = Device::new("HELLO");

@@ -153,6 +153,135 @@
 //! section, semaphores and the "call when" services follow the same pattern:
 //! a closure that receives `&Self`.
 //!
+//! ## Ring 3: DLLs, applications and DOS programs
+//!
+//! Programs running in the VMs are plugins too: implement [`Module`] and
+//! export it with [`declare_module!`]. A module declares its segments and
+//! exports; programs run as cooperative step machines: `start` and `resume`
+//! each return a [`Step`] (wait for a message, sleep, yield, exit).
+//!
+//! A DOS program finds a VxD's V86 API with INT 2Fh AX=1684h and far-calls
+//! it with its registers set:
+//!
+//! ```
+//! use vmm_plugin_api::prelude::*;
+//!
+//! pub struct Ping;
+//!
+//! impl Module for Ping {
+//!     const MODULE: ModuleDef = ModuleDef::dos_program("PING");
+//!     fn create(_: &Ring3<'_>) -> Result<Self, String> {
+//!         Ok(Ping)
+//!     }
+//!     fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+//!         let regs = r3.regs();
+//!         regs.set_ax(0x1684); // get device API entry point
+//!         regs.set_bx(0x3A10); // device ID
+//!         r3.int(0x2F).unwrap();
+//!         let entry = FarPtr::new(regs.es() as u16, regs.di());
+//!         if entry.is_null() {
+//!             r3.print("the device has no V86 API");
+//!             return Step::exit(1);
+//!         }
+//!         regs.set_ax(1); // function 1
+//!         r3.call(entry, &[]).unwrap();
+//!         if regs.carry() { Step::exit(2) } else { Step::sleep(100) } // then `resume`
+//!     }
+//!     fn resume(&self, _r3: &Ring3<'_>, _wake: Wake) -> Step {
+//!         Step::exit(0)
+//!     }
+//! }
+//!
+//! declare_module!(Ping);
+//! ```
+//!
+//! A Windows application creates a window whose procedure is one of its
+//! exports, and returns `Step::get_message()`; the default `resume` is the
+//! standard `GetMessage` / `DispatchMessage` loop:
+//!
+//! ```
+//! use vmm_plugin_api::prelude::*;
+//!
+//! pub struct Hello;
+//!
+//! impl Module for Hello {
+//!     const MODULE: ModuleDef = ModuleDef::windows_app("HELLO")
+//!         .segments(&[Segment::moveable("_TEXT")])
+//!         .exports(&[Export::new("WndProc", 1, 0, 10)]);
+//!     fn create(_: &Ring3<'_>) -> Result<Self, String> {
+//!         Ok(Hello)
+//!     }
+//!     fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+//!         let hwnd = r3.create_window("Hello", "Hello", 1, None).unwrap();
+//!         r3.post_message(hwnd, WM_USER, 0, 0);
+//!         Step::get_message()
+//!     }
+//!     fn call(&self, r3: &Ring3<'_>, ordinal: u16, args: PascalArgs<'_>) -> u32 {
+//!         let [hwnd, msg, wparam, lparam] = args.params([2, 2, 2, 4]);
+//!         if ordinal == 1 && msg as u16 == WM_USER {
+//!             r3.message_box(Some(Hwnd(hwnd as u16)), "Hello, world", "Hello", MB_OK);
+//!             r3.post_quit_message(0);
+//!         }
+//!         r3.def_window_proc(Hwnd(hwnd as u16), msg as u16, wparam as u16, lparam)
+//!     }
+//! }
+//!
+//! declare_module!(Hello);
+//! ```
+//!
+//! A DLL's callback that a VxD calls by nested execution at event time runs
+//! like an interrupt service routine (KB Q72899): it must live in a FIXED
+//! segment of a DLL and may call only `PostMessage` and `PostAppMessage`.
+//! The emulator reports anything else as a violation:
+//!
+//! ```
+//! use vmm_plugin_api::prelude::*;
+//!
+//! pub struct Callbacks;
+//!
+//! impl Module for Callbacks {
+//!     const MODULE: ModuleDef = ModuleDef::windows_dll("CALLBACKS")
+//!         .segments(&[Segment::fixed("CALLBACK_TEXT")])
+//!         // BOOL FAR PASCAL Notify(HWND, WORD msg, WORD wParam, LONG lParam)
+//!         .exports(&[Export::new("Notify", 1, 0, 10)]);
+//!     fn create(_: &Ring3<'_>) -> Result<Self, String> {
+//!         Ok(Callbacks)
+//!     }
+//!     fn start(&self, _r3: &Ring3<'_>, _args: &str) -> Step {
+//!         Step::exit(1) // LibMain: non-zero means "loaded"
+//!     }
+//!     fn call(&self, r3: &Ring3<'_>, ordinal: u16, args: PascalArgs<'_>) -> u32 {
+//!         let [hwnd, msg, wparam, lparam] = args.params([2, 2, 2, 4]);
+//!         match ordinal {
+//!             1 => u32::from(r3.post_message(Hwnd(hwnd as u16), msg as u16, wparam as u16, lparam)),
+//!             _ => 0,
+//!         }
+//!     }
+//! }
+//!
+//! declare_module!(Callbacks);
+//! ```
+//!
+//! The VxD side of that call (in an event callback, with its state saved):
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! fn call_back(vmm: &Vmm<'_>, callback: FarPtr, hwnd: Hwnd, wparam: u16, lparam: u32) -> Result<bool, VmmError> {
+//!     let saved = vmm.save_client_state()?;
+//!     vmm.begin_nest_exec()?;
+//!     // PASCAL order: the first parameter is pushed first.
+//!     for word in [hwnd.0 as u32, (WM_USER + 0x100) as u32, wparam as u32, lparam >> 16, lparam & 0xFFFF] {
+//!         vmm.simulate_push(word)?;
+//!     }
+//!     vmm.simulate_far_call(callback)?;
+//!     vmm.resume_exec()?; // events may run and VMs may switch in here
+//!     let posted = vmm.client(vmm.get_cur_vm_handle())?.ax() != 0;
+//!     vmm.end_nest_exec()?;
+//!     vmm.restore_client_state(&saved)?;
+//!     Ok(posted)
+//! }
+//! ```
+//!
 //! ## Logging
 //!
 //! Use `tracing` through this crate (`info!`, `warn!`, ... are in the
@@ -176,6 +305,7 @@ pub mod device;
 mod guard;
 pub mod handles;
 mod log;
+pub mod ring3;
 pub mod vmm;
 
 pub use abi::{Carry, ClientRegs, CritStatus, ProfileStatus, Regs, ServiceCall, VmInfo, VmmError};
@@ -183,18 +313,20 @@ pub use client::Client;
 pub use device::{ApiCall, ControlMessage, Device, RealModeInit, VxD};
 pub use guard::ReentrancyCell;
 pub use handles::{EventHandle, FarPtr, HInstance, HTask, Hwnd, IrqHandle, SemaphoreHandle, TimeoutHandle, VmHandle};
+pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use tracing;
-pub use vmm::{CritSectionStatus, Event, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{ClientState, CritSectionStatus, Event, Profile, ProfileEntry, Timeout, Vmm};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
 pub mod prelude {
     pub use crate::abi::{ApiMode, RealModeInitResult};
     pub use crate::ddk::*;
+    pub use crate::ring3::{Export, Module, ModuleDef, ModuleKind, Msg, PascalArgs, Ring3, Segment, Step, Wake};
     pub use crate::{
         ApiCall, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle, FarPtr,
         HInstance, HTask, Hwnd, IrqHandle, Profile, ProfileEntry, ProfileStatus, RealModeInit, ReentrancyCell, Regs,
-        SemaphoreHandle, ServiceCall, Timeout, TimeoutHandle, VmHandle, VmInfo, Vmm, VmmError, VxD,
+        SemaphoreHandle, ServiceCall, Timeout, TimeoutHandle, VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module,
         declare_virtual_device,
     };
     pub use tracing::{debug, error, info, trace, warn};

@@ -23,7 +23,7 @@ use crate::callback::{once, repeating};
 use crate::client::Client;
 use crate::ddk::CF_MASK;
 use crate::guard::fatal_exit;
-use crate::handles::{EventHandle, IrqHandle, SemaphoreHandle, TimeoutHandle, VmHandle};
+use crate::handles::{EventHandle, FarPtr, IrqHandle, SemaphoreHandle, TimeoutHandle, VmHandle};
 
 impl fmt::Display for VmmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,6 +150,10 @@ impl<'a> Vmm<'a> {
 
     fn svc(&self) -> HostServices_Ref {
         self.cx.services
+    }
+
+    fn vms(&self) -> crate::abi::VmServices_Ref {
+        self.cx.services.vm()
     }
 
     fn section(section: Option<&str>) -> RStr<'_> {
@@ -303,48 +307,48 @@ impl<'a> Vmm<'a> {
 
     /// `Get_Cur_VM_Handle`.
     pub fn get_cur_vm_handle(&self) -> VmHandle {
-        VmHandle((self.svc().get_cur_vm_handle())(self.cx))
+        VmHandle((self.vms().get_cur_vm_handle())(self.cx))
     }
 
     /// `Get_Sys_VM_Handle`.
     pub fn get_sys_vm_handle(&self) -> VmHandle {
-        VmHandle((self.svc().get_sys_vm_handle())(self.cx))
+        VmHandle((self.vms().get_sys_vm_handle())(self.cx))
     }
 
     /// `Test_Cur_VM_Handle`: whether `vm` is the current VM.
     pub fn test_cur_vm_handle(&self, vm: VmHandle) -> bool {
-        (self.svc().test_cur_vm_handle())(self.cx, vm.0)
+        (self.vms().test_cur_vm_handle())(self.cx, vm.0)
     }
 
     /// `Test_Sys_VM_Handle`: whether `vm` is the system VM.
     pub fn test_sys_vm_handle(&self, vm: VmHandle) -> bool {
-        (self.svc().test_sys_vm_handle())(self.cx, vm.0)
+        (self.vms().test_sys_vm_handle())(self.cx, vm.0)
     }
 
     /// `Validate_VM_Handle`: whether `vm` names a live VM.
     pub fn validate_vm_handle(&self, vm: VmHandle) -> bool {
-        (self.svc().validate_vm_handle())(self.cx, vm.0)
+        (self.vms().validate_vm_handle())(self.cx, vm.0)
     }
 
     /// `Get_Next_VM_Handle`: the next VM in the circular list.
     pub fn get_next_vm_handle(&self, vm: VmHandle) -> Result<VmHandle, VmmError> {
-        res((self.svc().get_next_vm_handle())(self.cx, vm.0)).map(VmHandle)
+        res((self.vms().get_next_vm_handle())(self.cx, vm.0)).map(VmHandle)
     }
 
     /// `Get_VMM_Reenter_Count`: non-zero while the VMM is re-entered by a
     /// simulated hardware interrupt.
     pub fn get_vmm_reenter_count(&self) -> u32 {
-        (self.svc().get_vmm_reenter_count())(self.cx)
+        (self.vms().get_vmm_reenter_count())(self.cx)
     }
 
     /// The VM control block fields (ID, status, priority, IF, ...).
     pub fn get_vm_info(&self, vm: VmHandle) -> Result<VmInfo, VmmError> {
-        res((self.svc().get_vm_info())(self.cx, vm.0))
+        res((self.vms().get_vm_info())(self.cx, vm.0))
     }
 
     /// The client registers of `vm`.
     pub fn client(&self, vm: VmHandle) -> Result<Client<'a>, VmmError> {
-        let ptr = res((self.svc().client_regs())(self.cx, vm.0))?;
+        let ptr = res((self.vms().client_regs())(self.cx, vm.0))?;
         // SAFETY: the host returns a pointer to the VM's block, which lives
         // as long as the VM; the VM cannot be destroyed during this call.
         unsafe { Client::from_raw(ptr) }.ok_or(VmmError::INVALID_HANDLE)
@@ -353,17 +357,17 @@ impl<'a> Vmm<'a> {
     /// `_Allocate_Device_CB_Area`: reserve `bytes` zeroed bytes in every
     /// VM's control block; the offset, or `None` on failure. Init only.
     pub fn allocate_device_cb_area(&self, bytes: u32, flags: u32) -> Option<u32> {
-        non_zero((self.svc().allocate_device_cb_area())(self.cx, bytes, flags))
+        non_zero((self.vms().allocate_device_cb_area())(self.cx, bytes, flags))
     }
 
     /// Read `out.len()` bytes at `offset` of `vm`'s control block.
     pub fn cb_read(&self, vm: VmHandle, offset: u32, out: &mut [u8]) -> Result<(), VmmError> {
-        res((self.svc().cb_read())(self.cx, vm.0, offset, RSliceMut::from_mut_slice(out)))
+        res((self.vms().cb_read())(self.cx, vm.0, offset, RSliceMut::from_mut_slice(out)))
     }
 
     /// Write `data` at `offset` of `vm`'s control block.
     pub fn cb_write(&self, vm: VmHandle, offset: u32, data: &[u8]) -> Result<(), VmmError> {
-        res((self.svc().cb_write())(self.cx, vm.0, offset, RSlice::from_slice(data)))
+        res((self.vms().cb_write())(self.cx, vm.0, offset, RSlice::from_slice(data)))
     }
 
     /// Read a little-endian dword from `vm`'s control block.
@@ -382,12 +386,12 @@ impl<'a> Vmm<'a> {
 
     /// `Get_System_Time`: milliseconds since Windows started.
     pub fn get_system_time(&self) -> u32 {
-        (self.svc().get_system_time())(self.cx)
+        (self.vms().get_system_time())(self.cx)
     }
 
     /// `Get_VM_Exec_Time`: how long `vm` has run, in milliseconds.
     pub fn get_vm_exec_time(&self, vm: VmHandle) -> Result<u32, VmmError> {
-        res((self.svc().get_vm_exec_time())(self.cx, vm.0))
+        res((self.vms().get_vm_exec_time())(self.cx, vm.0))
     }
 
     /// `Set_Global_Time_Out`: call `f` after `ms` milliseconds of system
@@ -397,7 +401,7 @@ impl<'a> Vmm<'a> {
         ms: u32,
         f: impl FnOnce(&D, &Vmm<'_>, Timeout) + 'static,
     ) -> Option<TimeoutHandle> {
-        non_zero((self.svc().set_global_time_out())(self.cx, ms, timeout_cb(f))).map(TimeoutHandle)
+        non_zero((self.vms().set_global_time_out())(self.cx, ms, timeout_cb(f))).map(TimeoutHandle)
     }
 
     /// `Set_VM_Time_Out`: call `f` after `vm` has executed for `ms`
@@ -408,12 +412,12 @@ impl<'a> Vmm<'a> {
         vm: VmHandle,
         f: impl FnOnce(&D, &Vmm<'_>, Timeout) + 'static,
     ) -> Option<TimeoutHandle> {
-        non_zero((self.svc().set_vm_time_out())(self.cx, ms, vm.0, timeout_cb(f))).map(TimeoutHandle)
+        non_zero((self.vms().set_vm_time_out())(self.cx, ms, vm.0, timeout_cb(f))).map(TimeoutHandle)
     }
 
     /// `Cancel_Time_Out` (a null handle is a no-op).
     pub fn cancel_time_out(&self, handle: TimeoutHandle) -> Result<(), VmmError> {
-        res((self.svc().cancel_time_out())(self.cx, handle.0))
+        res((self.vms().cancel_time_out())(self.cx, handle.0))
     }
 
     // ---- scheduler -----------------------------------------------------
@@ -421,7 +425,7 @@ impl<'a> Vmm<'a> {
     /// `Adjust_Exec_Priority`: add `boost` (may be negative) to `vm`'s
     /// execution priority. May switch VMs.
     pub fn adjust_exec_priority(&self, vm: VmHandle, boost: i32) -> Result<(), VmmError> {
-        res((self.svc().adjust_exec_priority())(self.cx, vm.0, boost))
+        res((self.vms().adjust_exec_priority())(self.cx, vm.0, boost))
     }
 
     /// `Call_When_Task_Switched`: `f(old, new)` on every task switch, in
@@ -434,7 +438,7 @@ impl<'a> Vmm<'a> {
             f(d, vmm, VmHandle(r.eax), VmHandle(r.ebx));
             Carry::Clear
         });
-        res((self.svc().call_when_task_switched())(self.cx, cb))
+        res((self.vms().call_when_task_switched())(self.cx, cb))
     }
 
     /// `Call_When_Idle`: `f` runs when the system VM is idle. Return
@@ -445,7 +449,7 @@ impl<'a> Vmm<'a> {
         f: F,
     ) -> Result<(), VmmError> {
         let cb = repeating(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| f(d, vmm, VmHandle(r.ebx)));
-        res((self.svc().call_when_idle())(self.cx, cb))
+        res((self.vms().call_when_idle())(self.cx, cb))
     }
 
     // ---- events --------------------------------------------------------
@@ -470,14 +474,14 @@ impl<'a> Vmm<'a> {
         timeout_ms: u32,
         f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
     ) -> Result<EventHandle, VmmError> {
-        res((self.svc().call_priority_vm_event())(self.cx, boost, vm.0, flags, timeout_ms, event_cb(f)))
+        res((self.vms().call_priority_vm_event())(self.cx, boost, vm.0, flags, timeout_ms, event_cb(f)))
             .map(EventHandle)
     }
 
     /// `Cancel_Priority_VM_Event`: remove the event and its boost. Never use
     /// a handle whose callback has run.
     pub fn cancel_priority_vm_event(&self, handle: EventHandle) -> Result<(), VmmError> {
-        res((self.svc().cancel_priority_vm_event())(self.cx, handle.0))
+        res((self.vms().cancel_priority_vm_event())(self.cx, handle.0))
     }
 
     /// `Schedule_Global_Event`: run `f` before the VMM next returns to any
@@ -486,7 +490,7 @@ impl<'a> Vmm<'a> {
         &self,
         f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
     ) -> Result<EventHandle, VmmError> {
-        res((self.svc().schedule_global_event())(self.cx, event_cb(f))).map(EventHandle)
+        res((self.vms().schedule_global_event())(self.cx, event_cb(f))).map(EventHandle)
     }
 
     /// `Schedule_VM_Event`: run `f` when `vm` is next about to run. No boost.
@@ -495,7 +499,7 @@ impl<'a> Vmm<'a> {
         vm: VmHandle,
         f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
     ) -> Result<EventHandle, VmmError> {
-        res((self.svc().schedule_vm_event())(self.cx, vm.0, event_cb(f))).map(EventHandle)
+        res((self.vms().schedule_vm_event())(self.cx, vm.0, event_cb(f))).map(EventHandle)
     }
 
     /// `Call_Global_Event`: run `f` now unless at interrupt time; the null
@@ -504,7 +508,7 @@ impl<'a> Vmm<'a> {
         &self,
         f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
     ) -> Result<EventHandle, VmmError> {
-        res((self.svc().call_global_event())(self.cx, event_cb(f))).map(EventHandle)
+        res((self.vms().call_global_event())(self.cx, event_cb(f))).map(EventHandle)
     }
 
     /// `Call_VM_Event`: run `f` now if `vm` is current and not at interrupt
@@ -514,17 +518,17 @@ impl<'a> Vmm<'a> {
         vm: VmHandle,
         f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
     ) -> Result<EventHandle, VmmError> {
-        res((self.svc().call_vm_event())(self.cx, vm.0, event_cb(f))).map(EventHandle)
+        res((self.vms().call_vm_event())(self.cx, vm.0, event_cb(f))).map(EventHandle)
     }
 
     /// `Cancel_Global_Event` (null is a no-op).
     pub fn cancel_global_event(&self, handle: EventHandle) -> Result<(), VmmError> {
-        res((self.svc().cancel_global_event())(self.cx, handle.0))
+        res((self.vms().cancel_global_event())(self.cx, handle.0))
     }
 
     /// `Cancel_VM_Event` (null is a no-op; not for priority events).
     pub fn cancel_vm_event(&self, vm: VmHandle, handle: EventHandle) -> Result<(), VmmError> {
-        res((self.svc().cancel_vm_event())(self.cx, vm.0, handle.0))
+        res((self.vms().cancel_vm_event())(self.cx, vm.0, handle.0))
     }
 
     /// `Call_When_VM_Ints_Enabled`: run `f` when the current VM enables
@@ -533,7 +537,7 @@ impl<'a> Vmm<'a> {
         &self,
         f: impl FnOnce(&D, &Vmm<'_>, VmHandle) + 'static,
     ) -> Result<(), VmmError> {
-        res((self.svc().call_when_vm_ints_enabled())(self.cx, vm_cb(f)))
+        res((self.vms().call_when_vm_ints_enabled())(self.cx, vm_cb(f)))
     }
 
     /// `Call_When_Not_Critical`: run `f` when the critical section is
@@ -542,7 +546,7 @@ impl<'a> Vmm<'a> {
         &self,
         f: impl FnOnce(&D, &Vmm<'_>, VmHandle) + 'static,
     ) -> Result<(), VmmError> {
-        res((self.svc().call_when_not_critical())(self.cx, vm_cb(f)))
+        res((self.vms().call_when_not_critical())(self.cx, vm_cb(f)))
     }
 
     // ---- critical section and semaphores --------------------------------
@@ -550,58 +554,58 @@ impl<'a> Vmm<'a> {
     /// `Begin_Critical_Section`: claim the global critical section for the
     /// current VM, blocking it while another VM owns it.
     pub fn begin_critical_section(&self, flags: u32) -> Result<(), VmmError> {
-        res((self.svc().begin_critical_section())(self.cx, flags))
+        res((self.vms().begin_critical_section())(self.cx, flags))
     }
 
     /// `End_Critical_Section`: release one claim.
     pub fn end_critical_section(&self) -> Result<(), VmmError> {
-        res((self.svc().end_critical_section())(self.cx))
+        res((self.vms().end_critical_section())(self.cx))
     }
 
     /// `Claim_Critical_Section`: add `count` claims.
     pub fn claim_critical_section(&self, count: u32, flags: u32) -> Result<(), VmmError> {
-        res((self.svc().claim_critical_section())(self.cx, count, flags))
+        res((self.vms().claim_critical_section())(self.cx, count, flags))
     }
 
     /// `Release_Critical_Section`: remove `count` claims.
     pub fn release_critical_section(&self, count: u32) -> Result<(), VmmError> {
-        res((self.svc().release_critical_section())(self.cx, count))
+        res((self.vms().release_critical_section())(self.cx, count))
     }
 
     /// `Get_Crit_Section_Status` (not callable at interrupt time).
     pub fn get_crit_section_status(&self) -> Result<CritSectionStatus, VmmError> {
-        res((self.svc().get_crit_section_status())(self.cx)).map(CritSectionStatus::from)
+        res((self.vms().get_crit_section_status())(self.cx)).map(CritSectionStatus::from)
     }
 
     /// `Get_Crit_Status_No_Block` (callable at interrupt time).
     pub fn get_crit_status_no_block(&self) -> CritSectionStatus {
-        (self.svc().get_crit_status_no_block())(self.cx).into()
+        (self.vms().get_crit_status_no_block())(self.cx).into()
     }
 
     /// `End_Crit_And_Suspend`: only with exactly one claim.
     pub fn end_crit_and_suspend(&self) -> Result<(), VmmError> {
-        res((self.svc().end_crit_and_suspend())(self.cx))
+        res((self.vms().end_crit_and_suspend())(self.cx))
     }
 
     /// `Create_Semaphore` with `tokens` initial tokens.
     pub fn create_semaphore(&self, tokens: i32) -> Result<SemaphoreHandle, VmmError> {
-        res((self.svc().create_semaphore())(self.cx, tokens)).map(SemaphoreHandle)
+        res((self.vms().create_semaphore())(self.cx, tokens)).map(SemaphoreHandle)
     }
 
     /// `Destroy_Semaphore`.
     pub fn destroy_semaphore(&self, handle: SemaphoreHandle) -> Result<(), VmmError> {
-        res((self.svc().destroy_semaphore())(self.cx, handle.0))
+        res((self.vms().destroy_semaphore())(self.cx, handle.0))
     }
 
     /// `Wait_Semaphore`: take a token, blocking the current VM (other VMs
     /// run meanwhile) until one is signalled.
     pub fn wait_semaphore(&self, handle: SemaphoreHandle, flags: u32) -> Result<(), VmmError> {
-        res((self.svc().wait_semaphore())(self.cx, handle.0, flags))
+        res((self.vms().wait_semaphore())(self.cx, handle.0, flags))
     }
 
     /// `Signal_Semaphore` (callable at interrupt time).
     pub fn signal_semaphore(&self, handle: SemaphoreHandle) -> Result<(), VmmError> {
-        res((self.svc().signal_semaphore())(self.cx, handle.0))
+        res((self.vms().signal_semaphore())(self.cx, handle.0))
     }
 
     // ---- interrupts ------------------------------------------------------
@@ -619,32 +623,94 @@ impl<'a> Vmm<'a> {
             f(d, vmm, IrqHandle(r.eax));
             Carry::Clear
         });
-        res((self.svc().register_interrupt())(self.cx, RStr::from_str(name), cb)).map(IrqHandle)
+        res((self.vms().register_interrupt())(self.cx, RStr::from_str(name), cb)).map(IrqHandle)
     }
 
     /// Request a registered interrupt; it is taken at the next service-call
     /// boundary or scheduler step.
     pub fn request_interrupt(&self, irq: IrqHandle) -> Result<(), VmmError> {
-        res((self.svc().request_interrupt())(self.cx, irq.0))
+        res((self.vms().request_interrupt())(self.cx, irq.0))
     }
 
     /// `Suspend_VM`: stop scheduling `vm` (VM_Suspend on the first
     /// suspension); the new suspend count. The system VM cannot be
     /// suspended.
     pub fn suspend_vm(&self, vm: VmHandle) -> Result<u32, VmmError> {
-        res((self.svc().suspend_vm())(self.cx, vm.0))
+        res((self.vms().suspend_vm())(self.cx, vm.0))
     }
 
     /// `Resume_VM`: undo one suspension; on the last, VM_Resume, which a
     /// device may refuse (then `Err(VmmError::FAILED)` and the VM stays
     /// suspended).
     pub fn resume_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
-        res((self.svc().resume_vm())(self.cx, vm.0, false))
+        res((self.vms().resume_vm())(self.cx, vm.0, false))
+    }
+
+    // ---- nested execution --------------------------------------------------
+
+    /// `Begin_Nest_Exec`: start a nested execution block in the current VM
+    /// (protected mode if the VM runs a protected-mode application, as the
+    /// system VM does). End it with [`Vmm::end_nest_exec`] before returning.
+    pub fn begin_nest_exec(&self) -> Result<(), VmmError> {
+        res((self.vms().begin_nest_exec())(self.cx, false))
+    }
+
+    /// `Begin_Nest_V86_Exec`: a nested block in V86 mode.
+    pub fn begin_nest_v86_exec(&self) -> Result<(), VmmError> {
+        res((self.vms().begin_nest_exec())(self.cx, true))
+    }
+
+    /// `End_Nest_Exec`: restores the mode and CS:IP only; save and restore
+    /// the other client registers with [`Vmm::save_client_state`].
+    pub fn end_nest_exec(&self) -> Result<(), VmmError> {
+        res((self.vms().end_nest_exec())(self.cx))
+    }
+
+    /// `Simulate_Push`: push a word on the client stack.
+    pub fn simulate_push(&self, value: u32) -> Result<(), VmmError> {
+        res((self.vms().simulate_push())(self.cx, value))
+    }
+
+    /// `Simulate_Pop`.
+    pub fn simulate_pop(&self) -> Result<u32, VmmError> {
+        res((self.vms().simulate_pop())(self.cx))
+    }
+
+    /// `Simulate_Far_Call`: push the client CS:IP and point it at `target`.
+    pub fn simulate_far_call(&self, target: FarPtr) -> Result<(), VmmError> {
+        res((self.vms().simulate_far_call())(self.cx, target.selector, target.offset as u32))
+    }
+
+    /// `Simulate_Int`.
+    pub fn simulate_int(&self, number: u8) -> Result<(), VmmError> {
+        res((self.vms().simulate_int())(self.cx, number))
+    }
+
+    /// `Resume_Exec`: run the VM until the called code returns. Events are
+    /// processed meanwhile and other VMs may run.
+    pub fn resume_exec(&self) -> Result<(), VmmError> {
+        res((self.vms().resume_exec())(self.cx))
+    }
+
+    /// `Exec_Int`: `Simulate_Int` then `Resume_Exec`.
+    pub fn exec_int(&self, number: u8) -> Result<(), VmmError> {
+        res((self.vms().exec_int())(self.cx, number))
+    }
+
+    /// `Save_Client_State`.
+    pub fn save_client_state(&self) -> Result<ClientState, VmmError> {
+        res((self.vms().save_client_state())(self.cx))
+    }
+
+    /// `Restore_Client_State`: may enable interrupts (and so let waiting
+    /// events run).
+    pub fn restore_client_state(&self, state: &ClientState) -> Result<(), VmmError> {
+        res((self.vms().restore_client_state())(self.cx, state))
     }
 
     /// `No_Fail_Resume_VM`: resume even if a device objects.
     pub fn no_fail_resume_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
-        res((self.svc().resume_vm())(self.cx, vm.0, true))
+        res((self.vms().resume_vm())(self.cx, vm.0, true))
     }
 }
 

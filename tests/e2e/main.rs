@@ -6,4 +6,5 @@
 
 mod foundation;
 mod loader;
+mod ring3;
 mod vmm_core;

@@ -1,25 +1,702 @@
-//! Ring-3 code inside the VMs: Windows tasks in the system VM and DOS
-//! programs in DOS VMs. The scheduler asks this layer whether a VM has
-//! ring-3 work and lets it take one step at a time.
+//! Ring-3 code inside the VMs: modules (Windows DLLs and applications, DOS
+//! programs) loaded from plugins, their segments and far pointers, the
+//! programs that run as cooperative step machines, and far calls into
+//! exported procedures.
+//!
+//! A program runs one step at a time ([`Core::ring3_step`], called by the
+//! scheduler when the program's VM runs). Each step costs
+//! `[machine] ring3_step` of the VM's time. Windows applications are tasks
+//! of the system VM with a message queue each; a DOS program has a DOS VM
+//! to itself and ends it when it exits.
 
+pub(crate) mod int2f;
+pub(crate) mod user;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use abi_stable::std_types::{RSlice, RStr};
+use vmm_plugin_api::abi::{ApiMode, ModuleKind, Msg, Resume, ResumeKind, SegmentKind, Step, StepKind};
+use vmm_plugin_api::ddk::VNE_CRASHED;
+
+use crate::error::{Error, LoadCause};
+use crate::loader::PluginLibrary;
 use crate::machine::Core;
+use crate::registry::Inst;
+use crate::trace::{CallOutcome, TraceEvent};
+use crate::vmm::context::Context;
+use crate::vmm::timers::TimerKind;
+
+/// The far pointer Begin_Nest_Exec leaves in CS:IP: returning to it ends
+/// `Resume_Exec`.
+pub(crate) const NEST_BREAKPOINT: u32 = 0xFFFF_FFF0;
+/// V86 segment of VxD API entry points (the offset is the device ID).
+pub(crate) const V86_API_SEGMENT: u16 = 0xFF00;
+/// Protected-mode selector of VxD API entry points.
+pub(crate) const PM_API_SELECTOR: u16 = 0x003B;
+/// Selector of the host's interrupt handlers (the offset is the vector).
+pub(crate) const INT_SELECTOR: u16 = 0xFFFE;
+
+/// What a far pointer points at.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// The nest break point.
+    Breakpoint,
+    /// A VxD's API entry.
+    Api { device_id: u16, mode: ApiMode },
+    /// An exported procedure of a loaded module.
+    Export { module: usize, export: usize },
+    /// The host's handler of `INT n`.
+    Interrupt(u8),
+    /// A module that was unloaded.
+    Unloaded { module: usize },
+    /// Nothing.
+    Nothing,
+}
+
+/// An exported procedure of a loaded module.
+#[derive(Clone, Debug)]
+pub(crate) struct ExportRec {
+    pub(crate) name: String,
+    pub(crate) ordinal: u16,
+    pub(crate) segment: u16,
+    pub(crate) offset: u16,
+    pub(crate) arg_bytes: u16,
+}
+
+/// A loaded ring-3 module.
+pub(crate) struct ModuleRec {
+    pub(crate) name: Rc<str>,
+    pub(crate) kind: ModuleKind,
+    pub(crate) instance: u32,
+    pub(crate) inst: Inst,
+    pub(crate) segments: Vec<(String, SegmentKind)>,
+    pub(crate) exports: Vec<ExportRec>,
+    pub(crate) selectors: Vec<u16>,
+    pub(crate) hinstance: u16,
+    pub(crate) refcount: u32,
+    pub(crate) vm: u32,
+    pub(crate) alive: bool,
+}
+
+impl ModuleRec {
+    /// The far pointer of export `ordinal`.
+    pub(crate) fn export_address(&self, ordinal: u16) -> Option<u32> {
+        let e = self.exports.iter().find(|e| e.ordinal == ordinal)?;
+        Some(((self.selectors[e.segment as usize] as u32) << 16) | e.offset as u32)
+    }
+}
+
+/// Where a program is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ProgState {
+    /// Not started.
+    Start,
+    /// Ready to resume with this.
+    Ready(Resume),
+    /// Blocked in `GetMessage`.
+    WaitMessage,
+    /// Sleeping until its wake timer.
+    Sleeping,
+    /// Ended.
+    Ended,
+}
+
+/// A running program (Windows application task or DOS program).
+pub(crate) struct Program {
+    pub(crate) id: u32,
+    pub(crate) module: usize,
+    pub(crate) vm: u32,
+    pub(crate) task: u16,
+    pub(crate) state: ProgState,
+    pub(crate) args: String,
+}
+
+/// A Windows task's message queue and the DLLs it loaded.
+pub(crate) struct Task {
+    pub(crate) htask: u16,
+    /// `None`: `SetMessageQueue` failed and the task has no queue.
+    pub(crate) queue: Option<VecDeque<Msg>>,
+    pub(crate) capacity: usize,
+    pub(crate) quit: Option<u16>,
+    pub(crate) dlls: Vec<u16>,
+}
+
+/// A window.
+pub(crate) struct Window {
+    pub(crate) task: u16,
+    pub(crate) wndproc: u32,
+    pub(crate) class: String,
+    pub(crate) parent: u16,
+}
+
+/// All ring-3 state.
+#[derive(Default)]
+pub(crate) struct Ring3State {
+    pub(crate) modules: Vec<ModuleRec>,
+    /// Selector or segment → (module index, segment index).
+    pub(crate) selectors: BTreeMap<u16, (usize, u16)>,
+    next_pm_selector: u16,
+    next_v86_segment: u16,
+    next_hinstance: u16,
+    pub(crate) programs: Vec<Program>,
+    pub(crate) tasks: Vec<Task>,
+    pub(crate) windows: BTreeMap<u16, Window>,
+    pub(crate) next_hwnd: u16,
+    next_htask: u16,
+    /// Round-robin position among the system VM's programs.
+    rr: usize,
+}
+
+impl Ring3State {
+    /// Resolve `ptr` (`selector << 16 | offset`).
+    pub(crate) fn resolve(&self, ptr: u32) -> Target {
+        if ptr == NEST_BREAKPOINT {
+            return Target::Breakpoint;
+        }
+        let (sel, off) = ((ptr >> 16) as u16, ptr as u16);
+        match sel {
+            V86_API_SEGMENT => return Target::Api { device_id: off, mode: ApiMode::V86 },
+            PM_API_SELECTOR => return Target::Api { device_id: off, mode: ApiMode::Pm },
+            INT_SELECTOR if off < 0x100 => return Target::Interrupt(off as u8),
+            _ => {}
+        }
+        let Some(&(module, segment)) = self.selectors.get(&sel) else { return Target::Nothing };
+        let m = &self.modules[module];
+        if !m.alive {
+            return Target::Unloaded { module };
+        }
+        match m.exports.iter().position(|e| e.segment == segment && e.offset == off) {
+            Some(export) => Target::Export { module, export },
+            None => Target::Nothing,
+        }
+    }
+
+    /// The live module called `name` (its library name).
+    pub(crate) fn module_named(&self, name: &str, kind: ModuleKind) -> Option<usize> {
+        let lib = crate::resolve::library_name(name);
+        self.modules.iter().position(|m| m.alive && m.kind == kind && crate::resolve::library_name(&m.name) == lib)
+    }
+
+    /// The live module with this module handle.
+    pub(crate) fn module_by_hinstance(&self, h: u16) -> Option<usize> {
+        self.modules.iter().position(|m| m.alive && m.hinstance == h)
+    }
+
+    pub(crate) fn program(&self, id: u32) -> Option<&Program> {
+        self.programs.iter().find(|p| p.id == id)
+    }
+
+    pub(crate) fn program_mut(&mut self, id: u32) -> Option<&mut Program> {
+        self.programs.iter_mut().find(|p| p.id == id)
+    }
+
+    pub(crate) fn task_mut(&mut self, htask: u16) -> Option<&mut Task> {
+        self.tasks.iter_mut().find(|t| t.htask == htask)
+    }
+
+    pub(crate) fn task(&self, htask: u16) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.htask == htask)
+    }
+}
+
+/// `ModuleKind` as the trace names it.
+pub(crate) fn kind_name(kind: ModuleKind) -> &'static str {
+    match kind {
+        ModuleKind::Vxd => "vxd",
+        ModuleKind::WinDll => "windows_dll",
+        ModuleKind::WinApp => "windows_app",
+        ModuleKind::DosProgram => "dos_program",
+    }
+}
 
 impl Core {
+    // ---- loading modules ----------------------------------------------------------
+
+    /// The plugin library `name` refers to: linked in, or found on the
+    /// search path and loaded.
+    pub(crate) fn library_for(&self, name: &str) -> Result<&'static PluginLibrary, (PathBuf, LoadCause)> {
+        let wanted = crate::resolve::library_name(name);
+        if let Some((_, lib)) = self.in_process.iter().find(|(n, _)| *n == wanted) {
+            return Ok(*lib);
+        }
+        let file = self.search.find(name).ok_or_else(|| {
+            (PathBuf::from(name), LoadCause::NotFound { searched: self.search.dirs().to_vec(), build: None })
+        })?;
+        crate::loader::load(&file).map_err(|cause| (file, cause))
+    }
+
+    /// Check that a ring-3 plugin named by the manifest loads and has the
+    /// expected kind.
+    pub(crate) fn check_module(
+        &self,
+        name: &str,
+        kind: ModuleKind,
+        origin: &crate::manifest::Origin,
+    ) -> crate::error::Result<()> {
+        let lib =
+            self.library_for(name).map_err(|(file, cause)| Error::Load { name: name.to_string(), file, cause })?;
+        if lib.info.kind != kind || lib.info.module.is_none() {
+            return Err(Error::Reference {
+                origin: origin.clone(),
+                message: format!(
+                    "`{name}` is a {} plugin, but a {} is needed here",
+                    kind_name(lib.info.kind),
+                    kind_name(kind)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Load a module instance (a new one every time) into `vm`.
+    pub(crate) fn instantiate_module(&self, name: &str, vm: u32) -> Result<usize, String> {
+        let lib = self.library_for(name).map_err(|(file, cause)| format!("{}: {cause}", file.display()))?;
+        if !lib.info.panic_unwind {
+            return Err(LoadCause::PanicAbort.to_string());
+        }
+        let Some(desc) = lib.info.module.into_option() else {
+            return Err(format!("`{name}` is a {}, not a ring-3 module", kind_name(lib.info.kind)));
+        };
+        let mname: Rc<str> = Rc::from(desc.name.as_str().to_ascii_uppercase().as_str());
+        let instance = self.add_instance(mname.clone(), None);
+        let raw = self
+            .invoke(instance, "create", Context::Ring3, |cx| (lib.root.create())(cx))
+            .map_err(|o| format!("creating {mname} failed ({o:?})"))?;
+        let inst = Inst { this: raw.this, vtable: raw.vtable };
+        self.instances.borrow_mut()[instance as usize - 1].inst = Some(inst);
+        let kind = lib.info.kind;
+        let mut r3 = self.ring3.borrow_mut();
+        let v86 = kind == ModuleKind::DosProgram;
+        let mut selectors = Vec::new();
+        for _ in desc.segments.iter() {
+            let sel = if v86 {
+                r3.next_v86_segment = r3.next_v86_segment.max(0x1000) + 0x100;
+                r3.next_v86_segment
+            } else {
+                r3.next_pm_selector = r3.next_pm_selector.max(0x00FF) + 8;
+                r3.next_pm_selector
+            };
+            selectors.push(sel);
+        }
+        let mut per_segment: BTreeMap<u16, u16> = BTreeMap::new();
+        let exports = desc
+            .exports
+            .iter()
+            .map(|e| {
+                let n = per_segment.entry(e.segment).or_insert(0);
+                *n += 1;
+                ExportRec {
+                    name: e.name.as_str().to_string(),
+                    ordinal: e.ordinal,
+                    segment: e.segment,
+                    offset: 0x10 * *n,
+                    arg_bytes: e.arg_bytes,
+                }
+            })
+            .collect();
+        r3.next_hinstance = r3.next_hinstance.max(0x0F00) + 0x10;
+        let hinstance = r3.next_hinstance;
+        let index = r3.modules.len();
+        for (i, sel) in selectors.iter().enumerate() {
+            r3.selectors.insert(*sel, (index, i as u16));
+        }
+        r3.modules.push(ModuleRec {
+            name: mname,
+            kind,
+            instance,
+            inst,
+            segments: desc.segments.iter().map(|s| (s.name.as_str().to_string(), s.kind)).collect(),
+            exports,
+            selectors,
+            hinstance,
+            refcount: 1,
+            vm,
+            alive: true,
+        });
+        Ok(index)
+    }
+
+    // ---- programs -----------------------------------------------------------------------
+
+    /// Start `program` (a DOS program in a DOS VM, or a Windows application
+    /// in the system VM) with `args`; its program number.
+    pub(crate) fn start_program(&self, vm: u32, program: &str, args: &str) -> Option<u32> {
+        let module = match self.instantiate_module(program, vm) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("cannot start `{program}`: {e}");
+                self.trace(|| TraceEvent::ProgramEnded {
+                    vm,
+                    module: program.to_string(),
+                    task: None,
+                    exit_code: None,
+                    reason: "load_failed",
+                });
+                if vm != self.sys_vm.get() {
+                    self.destroy_vm(vm, 0, true, "program_ended");
+                }
+                return None;
+            }
+        };
+        let (kind, name) = {
+            let r3 = self.ring3.borrow();
+            (r3.modules[module].kind, r3.modules[module].name.clone())
+        };
+        let id = {
+            let mut r3 = self.ring3.borrow_mut();
+            let id = r3.programs.len() as u32 + 1;
+            let task = if kind == ModuleKind::WinApp {
+                r3.next_htask = r3.next_htask.max(0x2000) + 0x20;
+                let htask = r3.next_htask;
+                r3.tasks.push(Task {
+                    htask,
+                    queue: Some(VecDeque::new()),
+                    capacity: self.manifest.windows.queue_size as usize,
+                    quit: None,
+                    dlls: Vec::new(),
+                });
+                htask
+            } else {
+                0
+            };
+            r3.programs.push(Program { id, module, vm, task, state: ProgState::Start, args: args.to_string() });
+            id
+        };
+        let task = self.ring3.borrow().program(id).map(|p| p.task).filter(|t| *t != 0);
+        tracing::info!(
+            "{} started in VM {vm:#x}{}",
+            name,
+            if args.is_empty() { String::new() } else { format!(" with `{args}`") }
+        );
+        self.trace(|| TraceEvent::ProgramStarted {
+            vm,
+            module: name.to_string(),
+            kind: kind_name(kind),
+            task,
+            args: args.to_string(),
+        });
+        Some(id)
+    }
+
+    /// Whether a VM may run ring-3 code now: not while its code is on the
+    /// host stack (nested execution, a blocking wait) .
+    fn ring3_runnable_vm(&self, vm: u32) -> bool {
+        !self.waiters.borrow().contains(&vm) && self.vms.borrow().get(vm).is_some_and(|v| v.nest.is_empty())
+    }
+
+    /// Whether `p` can take a step now.
+    fn program_ready(&self, p: &Program, r3: &Ring3State) -> bool {
+        match p.state {
+            ProgState::Start | ProgState::Ready(_) => true,
+            ProgState::WaitMessage => {
+                r3.task(p.task).is_some_and(|t| t.quit.is_some() || t.queue.as_ref().is_some_and(|q| !q.is_empty()))
+            }
+            ProgState::Sleeping | ProgState::Ended => false,
+        }
+    }
+
     /// Whether `vm` has a ring-3 step ready to run.
-    pub(crate) fn ring3_ready(&self, _vm: u32) -> bool {
-        false
+    pub(crate) fn ring3_ready(&self, vm: u32) -> bool {
+        let r3 = self.ring3.borrow();
+        if !r3.programs.iter().any(|p| p.vm == vm && p.state != ProgState::Ended) {
+            return false;
+        }
+        r3.programs.iter().any(|p| p.vm == vm && self.program_ready(p, &r3)) && self.ring3_runnable_vm(vm)
     }
 
     /// Run one ring-3 step of `vm`; whether one ran.
-    pub(crate) fn ring3_step(&self, _vm: u32) -> bool {
-        false
+    pub(crate) fn ring3_step(&self, vm: u32) -> bool {
+        if !self.ring3_runnable_vm(vm) {
+            return false;
+        }
+        let pick = {
+            let r3 = self.ring3.borrow();
+            let n = r3.programs.len();
+            (0..n)
+                .map(|k| (r3.rr + 1 + k) % n.max(1))
+                .find(|&i| r3.programs.get(i).is_some_and(|p| p.vm == vm && self.program_ready(p, &r3)))
+        };
+        let Some(index) = pick else { return false };
+        self.ring3.borrow_mut().rr = index;
+        let (id, module, task, state, args) = {
+            let r3 = self.ring3.borrow();
+            let p = &r3.programs[index];
+            (p.id, p.module, p.task, p.state, p.args.clone())
+        };
+        let resume = match state {
+            ProgState::Start => None,
+            ProgState::Ready(r) => Some(r),
+            ProgState::WaitMessage => Some(self.next_message(task)),
+            _ => return false,
+        };
+        let (instance, inst) = {
+            let r3 = self.ring3.borrow();
+            (r3.modules[module].instance, r3.modules[module].inst)
+        };
+        let previous_task = self.current_task.replace(task);
+        let outcome =
+            self.invoke(
+                instance,
+                if resume.is_none() { "start" } else { "resume" },
+                Context::Ring3,
+                |cx| match &resume {
+                    None => (inst.vtable.start())(inst.this, cx, RStr::from_str(&args)),
+                    Some(r) => (inst.vtable.resume())(inst.this, cx, r),
+                },
+            );
+        self.current_task.set(previous_task);
+        self.charge(self.manifest.machine.ring3_step);
+        match outcome {
+            Ok(step) => self.apply_step(id, step),
+            Err(o) => self.end_program(id, None, if o == CallOutcome::FatalExit { "fatal" } else { "crashed" }),
+        }
+        true
     }
 
-    /// Start `program` with `args` in `vm`.
-    pub(crate) fn start_program(&self, vm: u32, program: &str, _args: &str) {
-        tracing::warn!("VM {vm:#x}: cannot start `{program}`: this build does not run ring-3 programs");
+    /// The message `GetMessage` returns to `task` (`WM_QUIT` once the queue
+    /// is empty after `PostQuitMessage`), traced as delivered.
+    fn next_message(&self, task: u16) -> Resume {
+        let now = self.now.get().system_time_ms();
+        let msg = {
+            let mut r3 = self.ring3.borrow_mut();
+            let t = r3.task_mut(task);
+            match t {
+                Some(t) => match t.queue.as_mut().and_then(|q| q.pop_front()) {
+                    Some(m) => Some(m),
+                    None => t.quit.take().map(|code| Msg {
+                        hwnd: 0,
+                        message: vmm_plugin_api::ddk::WM_QUIT,
+                        wparam: code,
+                        lparam: 0,
+                        time: now,
+                    }),
+                },
+                None => None,
+            }
+        };
+        let msg = msg.unwrap_or_default();
+        self.trace(|| TraceEvent::MessageDelivered {
+            task,
+            hwnd: msg.hwnd,
+            msg: msg.message,
+            wparam: msg.wparam,
+            lparam: msg.lparam,
+            posted_ms: msg.time,
+        });
+        Resume { kind: ResumeKind::Message, msg }
     }
 
-    /// `vm` is being destroyed: forget its ring-3 state.
-    pub(crate) fn ring3_vm_destroyed(&self, _vm: u32) {}
+    fn apply_step(&self, id: u32, step: Step) {
+        let (vm, is_dos) = {
+            let r3 = self.ring3.borrow();
+            let Some(p) = r3.program(id) else { return };
+            (p.vm, r3.modules[p.module].kind == ModuleKind::DosProgram)
+        };
+        let state = match step.kind {
+            StepKind::GetMessage if is_dos => {
+                self.violation(
+                    "GET_MESSAGE_IN_DOS",
+                    "a DOS program asked for GetMessage, which exists only for Windows tasks; the program ends",
+                    None,
+                );
+                self.end_program(id, None, "crashed");
+                return;
+            }
+            StepKind::GetMessage => ProgState::WaitMessage,
+            StepKind::Sleep => {
+                let at = self.now.get() + crate::time::Duration::from_millis(step.value as u64);
+                self.timers.borrow_mut().at(at, TimerKind::Wake(id));
+                ProgState::Sleeping
+            }
+            StepKind::Yield => {
+                // Releasing the time slice: let others of equal priority run.
+                self.slice_start.set(crate::time::Instant::ZERO);
+                ProgState::Ready(Resume { kind: ResumeKind::Yielded, msg: Msg::default() })
+            }
+            StepKind::Exit => {
+                self.end_program(id, Some(step.value), "exited");
+                return;
+            }
+        };
+        let _ = vm;
+        if let Some(p) = self.ring3.borrow_mut().program_mut(id) {
+            p.state = state;
+        }
+    }
+
+    /// A program's sleep ended.
+    pub(crate) fn ring3_wake(&self, id: u32) {
+        if let Some(p) = self.ring3.borrow_mut().program_mut(id)
+            && p.state == ProgState::Sleeping
+        {
+            p.state = ProgState::Ready(Resume { kind: ResumeKind::Woke, msg: Msg::default() });
+        }
+    }
+
+    /// End a program: a task's windows and DLLs go; a DOS program's VM is
+    /// terminated.
+    pub(crate) fn end_program(&self, id: u32, exit_code: Option<u32>, reason: &'static str) {
+        let (vm, module, task, kind, name) = {
+            let mut r3 = self.ring3.borrow_mut();
+            let Some(p) = r3.program_mut(id) else { return };
+            if p.state == ProgState::Ended {
+                return;
+            }
+            p.state = ProgState::Ended;
+            let (vm, module, task) = (p.vm, p.module, p.task);
+            let m = &r3.modules[module];
+            (vm, module, task, m.kind, m.name.clone())
+        };
+        tracing::info!("{name} ended ({reason}{})", exit_code.map(|c| format!(", exit code {c}")).unwrap_or_default());
+        self.trace(|| TraceEvent::ProgramEnded {
+            vm,
+            module: name.to_string(),
+            task: (task != 0).then_some(task),
+            exit_code,
+            reason,
+        });
+        if task != 0 {
+            let (windows, dlls) = {
+                let mut r3 = self.ring3.borrow_mut();
+                let windows: Vec<u16> = r3.windows.iter().filter(|(_, w)| w.task == task).map(|(h, _)| *h).collect();
+                for h in &windows {
+                    r3.windows.remove(h);
+                }
+                let dlls = r3.task_mut(task).map(|t| std::mem::take(&mut t.dlls)).unwrap_or_default();
+                if let Some(t) = r3.task_mut(task) {
+                    t.queue = None;
+                }
+                (windows, dlls)
+            };
+            let _ = windows;
+            for h in dlls {
+                self.free_library(h);
+            }
+        }
+        self.unload_module(module);
+        if kind == ModuleKind::DosProgram && self.vm_valid(vm) {
+            let flags = if reason == "crashed" { VNE_CRASHED } else { 0 };
+            self.destroy_vm(vm, flags, reason != "crashed", "program_ended");
+        }
+    }
+
+    /// Drop a module instance; far pointers into it stop resolving.
+    pub(crate) fn unload_module(&self, module: usize) {
+        let instance = {
+            let mut r3 = self.ring3.borrow_mut();
+            let m = &mut r3.modules[module];
+            if !m.alive {
+                return;
+            }
+            m.alive = false;
+            m.instance
+        };
+        let inst = self.instances.borrow_mut().get_mut(instance as usize - 1).and_then(|r| r.inst.take());
+        if let Some(inst) = inst {
+            (inst.vtable.drop())(inst.this);
+        }
+    }
+
+    /// `vm` is being destroyed: its programs end.
+    pub(crate) fn ring3_vm_destroyed(&self, vm: u32) {
+        let ids: Vec<u32> = self
+            .ring3
+            .borrow()
+            .programs
+            .iter()
+            .filter(|p| p.vm == vm && p.state != ProgState::Ended)
+            .map(|p| p.id)
+            .collect();
+        for id in ids {
+            self.end_program(id, None, "vm_destroyed");
+        }
+    }
+
+    /// Start the `[windows] load` applications (at boot).
+    pub(crate) fn start_windows_apps(&self) {
+        let sys = self.sys_vm.get();
+        for (name, _) in self.manifest.windows.load.clone() {
+            let (program, args) = match name.split_once(' ') {
+                Some((p, a)) => (p.to_string(), a.trim().to_string()),
+                None => (name.clone(), String::new()),
+            };
+            self.start_program(sys, &program, &args);
+        }
+    }
+
+    // ---- calling ring-3 code -------------------------------------------------------------
+
+    /// Call export `export` of `module` with PASCAL `args`; its DX:AX.
+    /// `isr`: entered by `Simulate_Far_Call` from event or interrupt time,
+    /// so the ISR rule of KB Q72899 applies.
+    pub(crate) fn call_export(&self, module: usize, export: usize, args: &[u8], isr: bool) -> Result<u32, CallOutcome> {
+        let (instance, inst, ordinal, task_vm) = {
+            let r3 = self.ring3.borrow();
+            let m = &r3.modules[module];
+            (m.instance, m.inst, m.exports[export].ordinal, m.vm)
+        };
+        let _ = task_vm;
+        if isr {
+            self.isr_depth.set(self.isr_depth.get() + 1);
+        }
+        let r = self.invoke(instance, "call_export", Context::Ring3, |cx| {
+            (inst.vtable.call_export())(inst.this, cx, ordinal, RSlice::from_slice(args))
+        });
+        if isr {
+            self.isr_depth.set(self.isr_depth.get() - 1);
+        }
+        r
+    }
+
+    /// Check the ISR rule before entering `module`'s export from event or
+    /// interrupt time: the code must be in a FIXED segment of a DLL.
+    /// Returns `false` if the call must not be made.
+    pub(crate) fn isr_entry_allowed(&self, module: usize, export: usize, target: u32) -> bool {
+        let (ok, what) = {
+            let r3 = self.ring3.borrow();
+            let m = &r3.modules[module];
+            let e = &m.exports[export];
+            let (seg_name, seg_kind) = &m.segments[e.segment as usize];
+            let kind = match seg_kind {
+                SegmentKind::Fixed => "FIXED",
+                SegmentKind::Moveable => "MOVEABLE",
+                SegmentKind::Discardable => "DISCARDABLE",
+            };
+            let ok = *seg_kind == SegmentKind::Fixed && m.kind == ModuleKind::WinDll;
+            let what = if m.kind != ModuleKind::WinDll {
+                format!(
+                    "{}!{} ({target:08X}) is in {}, an application: FIXED is ignored for applications' segments, so \
+                     the code may not be present at event time (KB Q72899); put the callback in a DLL",
+                    m.name, e.name, m.name
+                )
+            } else {
+                format!(
+                    "{}!{} ({target:08X}) is in {kind} segment {seg_name}: called like an interrupt service routine \
+                     from event time, it must be in a FIXED segment, or it may not be present (KB Q72899)",
+                    m.name, e.name
+                )
+            };
+            (ok, what)
+        };
+        ok || !self.violation("NOT_FIXED_SEGMENT", what, Some("Simulate_Far_Call"))
+    }
+
+    /// A ring-3 service called while ring-3 code runs like an ISR: only
+    /// `PostMessage` and `PostAppMessage` are allowed. Returns `false` if
+    /// the call must be refused.
+    pub(crate) fn isr_service_allowed(&self, function: &'static str) -> bool {
+        if self.isr_depth.get() == 0 || matches!(function, "PostMessage" | "PostAppMessage") {
+            return true;
+        }
+        !self.violation(
+            "ISR_CALL",
+            format!(
+                "ring-3 code entered from event time called {function}; such a callback runs like an interrupt service \
+                 routine and may call only PostMessage and PostAppMessage (KB Q72899)"
+            ),
+            Some(function),
+        )
+    }
 }

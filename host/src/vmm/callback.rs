@@ -8,11 +8,17 @@ use crate::machine::Core;
 use crate::trace::CallOutcome;
 use crate::vmm::context::Context;
 
+/// A host closure callback (for devices built into the host and for
+/// ring-3 requests such as INT 2Fh 1685h).
+pub(crate) type HostFn = Box<dyn FnMut(&Core, &mut Regs) -> vmm_plugin_api::abi::Carry>;
+
 /// A callback and the instance that registered it.
 pub(crate) enum Callback {
     /// Registered by a plugin. `spent` marks a `once` callback that has
     /// been called (its call released the plugin's data).
     Plugin { owner: u32, raw: RawCallback, spent: bool },
+    /// Registered by host code on behalf of `owner`.
+    Host { owner: u32, name: &'static str, f: HostFn },
 }
 
 impl Callback {
@@ -25,13 +31,14 @@ impl Callback {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Callback::Plugin { raw, .. } => raw.name.as_str(),
+            Callback::Host { name, .. } => name,
         }
     }
 
     /// The registering instance.
     pub(crate) fn owner(&self) -> u32 {
         match self {
-            Callback::Plugin { owner, .. } => *owner,
+            Callback::Plugin { owner, .. } | Callback::Host { owner, .. } => *owner,
         }
     }
 
@@ -57,14 +64,16 @@ impl Callback {
                     Err(o) => o,
                 }
             }
+            Callback::Host { owner, f, .. } => core.with_frame(*owner, context, || f(core, regs)).into(),
         }
     }
 }
 
 impl Drop for Callback {
     fn drop(&mut self) {
-        let Callback::Plugin { raw, spent, .. } = self;
-        if !*spent {
+        if let Callback::Plugin { raw, spent, .. } = self
+            && !*spent
+        {
             (raw.drop)(raw.data);
         }
     }

@@ -102,7 +102,8 @@ impl Core {
     // ---- choosing a VM -------------------------------------------------------------
 
     /// Whether `vm` has something to do: ring-3 code, pending events or
-    /// VM time-outs, or the rest of a device call it is waiting in.
+    /// VM time-outs, or the rest of a device call it is waiting in (a
+    /// blocking wait, nested execution).
     pub(crate) fn wants_cpu(&self, vm: u32) -> bool {
         self.waiters.borrow().contains(&vm)
             || self.ring3_ready(vm)
@@ -115,66 +116,70 @@ impl Core {
     /// with no work anywhere, the system VM idles.
     pub(crate) fn pick_vm(&self) -> Option<u32> {
         let cur = self.cur_vm.get();
+        let vms = self.vms.borrow();
+        let waiters = self.waiters.borrow();
+        let outer = &waiters[..waiters.len().saturating_sub(1)];
+        let eligible = |v: &&crate::vmm::vm::Vm| v.schedulable() && !outer.contains(&v.handle);
         // One pass: the top priority, whether the current VM has it, and how
         // many share it.
-        let (top, tied, cur_top) = {
-            let vms = self.vms.borrow();
-            let waiters = self.waiters.borrow();
-            let outer = &waiters[..waiters.len().saturating_sub(1)];
-            let mut top = 0u32;
-            let mut tied = 0usize;
-            let mut cur_top = false;
-            for v in vms.iter().filter(|v| v.schedulable() && !outer.contains(&v.handle)) {
-                let p = v.priority();
-                if p > top {
-                    (top, tied, cur_top) = (p, 0, false);
-                }
-                if p == top {
-                    tied += 1;
-                    cur_top |= v.handle == cur;
-                }
+        let mut top = 0u32;
+        let mut tied = 0usize;
+        let mut cur_top = false;
+        let mut only = 0u32;
+        for v in vms.iter().filter(eligible) {
+            let p = v.priority();
+            if p > top {
+                (top, tied, cur_top) = (p, 0, false);
             }
-            (top, tied, cur_top)
-        };
-        if tied == 0 {
-            return None;
+            if p == top {
+                tied += 1;
+                cur_top |= v.handle == cur;
+                only = v.handle;
+            }
         }
-        if tied == 1 && cur_top {
-            return Some(cur);
-        }
-        let tied_vms: Vec<u32> = {
-            let vms = self.vms.borrow();
-            let waiters = self.waiters.borrow();
-            let outer = &waiters[..waiters.len().saturating_sub(1)];
-            vms.iter()
-                .filter(|v| v.schedulable() && !outer.contains(&v.handle) && v.priority() == top)
-                .map(|v| v.handle)
-                .collect()
-        };
-        if tied_vms.len() == 1 {
-            return Some(tied_vms[0]);
+        match tied {
+            0 => return None,
+            1 => return Some(only),
+            _ => {}
         }
         let slice_over = self.now.get().since(self.slice_start.get()) >= self.manifest.machine.time_slice;
         if cur_top && !slice_over && self.wants_cpu(cur) {
             return Some(cur);
         }
-        let wanting: Vec<u32> = tied_vms.iter().copied().filter(|&h| self.wants_cpu(h)).collect();
-        if wanting.is_empty() {
-            let sys = self.sys_vm.get();
-            return Some(if cur_top {
-                cur
-            } else if tied_vms.contains(&sys) {
-                sys
-            } else {
-                tied_vms[0]
-            });
+        // Round-robin among the tied VMs with work: the next after the
+        // current one, else the first.
+        let mut first_wanting = None;
+        let mut next_wanting = None;
+        for v in vms.iter().filter(eligible).filter(|v| v.priority() == top) {
+            if !self.wants_cpu(v.handle) {
+                continue;
+            }
+            first_wanting.get_or_insert(v.handle);
+            if v.handle > cur && next_wanting.is_none() {
+                next_wanting = Some(v.handle);
+            }
         }
-        if wanting.contains(&cur) && !slice_over {
+        if let Some(h) = next_wanting.or(first_wanting) {
+            return Some(h);
+        }
+        // Nobody has work: the current VM keeps the CPU, else the system VM
+        // idles.
+        let sys = self.sys_vm.get();
+        if cur_top {
             return Some(cur);
         }
-        // Round-robin: the next VM with work after the current one.
-        let after = wanting.iter().copied().find(|&h| h > cur);
-        Some(after.unwrap_or(wanting[0]))
+        if vms.iter().filter(eligible).any(|v| v.handle == sys && v.priority() == top) {
+            return Some(sys);
+        }
+        vms.iter().filter(eligible).find(|v| v.priority() == top).map(|v| v.handle)
+    }
+
+    /// Whether a schedulable VM other than `vm` has a higher priority.
+    pub(crate) fn higher_priority_vm(&self, vm: u32) -> bool {
+        let vms = self.vms.borrow();
+        let waiters = self.waiters.borrow();
+        let Some(p) = vms.get(vm).map(|v| v.priority()) else { return false };
+        vms.iter().any(|v| v.handle != vm && v.schedulable() && !waiters.contains(&v.handle) && v.priority() > p)
     }
 
     /// Make `vm` the current VM, calling the task-switch hooks.
@@ -246,7 +251,9 @@ impl Core {
         let vm = self.cur_vm.get();
         let EventRec { kind, target, flags, boost, scheduled_at, mut cb, .. } = rec;
         let mut regs = Regs { ebx: vm, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
+        let depth = self.nest_depth(vm);
         let result = cb.call(self, Context::Event, &mut regs);
+        self.check_nest_balance(vm, depth, "an event callback");
         if kind == EventKind::Priority && boost != 0 && (flags & PEF_DONT_UNBOOST == 0 || timed_out) {
             self.add_boost(target, -(boost as i64), "unboost");
         }
@@ -396,6 +403,7 @@ impl Core {
             TimerKind::Interrupt(index, rep) => self.fire_manifest_interrupt(index, rep),
             TimerKind::Action(index) => self.fire_action(index),
             TimerKind::CreateVm(index) => self.create_manifest_vm(index),
+            TimerKind::Wake(program) => self.ring3_wake(program),
             TimerKind::Stop => self.stop.set(true),
         }
     }
@@ -410,7 +418,9 @@ impl Core {
         let ms = rec.ms;
         let mut cb = rec.cb;
         let mut regs = Regs { ebx: vm, ecx: late_ms, ..Regs::default() };
+        let depth = self.nest_depth(vm);
         let result = cb.call(self, Context::Event, &mut regs);
+        self.check_nest_balance(vm, depth, "a time-out callback");
         self.trace(|| TraceEvent::Timeout {
             handle,
             timer,
@@ -497,6 +507,12 @@ impl Core {
         self.pace(to);
         self.now.set(to);
         self.storm.set(0);
+    }
+
+    /// Charge `d` of execution to the current VM (a ring-3 step).
+    pub(crate) fn charge(&self, d: crate::time::Duration) {
+        let vm = self.cur_vm.get();
+        self.advance_to(self.now.get() + d, Some(vm));
     }
 
     /// With `--realtime`, wait until the wall clock catches up with `to`.

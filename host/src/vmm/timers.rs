@@ -23,6 +23,8 @@ pub(crate) enum TimerKind {
     Action(usize),
     /// A `[[vm]]` entry's VM is created.
     CreateVm(usize),
+    /// A ring-3 program's sleep ends (its program number).
+    Wake(u32),
     /// The machine stops (`--until`).
     Stop,
 }

@@ -10,6 +10,8 @@ use vmm_plugin_api::ddk::{IF_MASK, VMSTAT_PM_APP, VMSTAT_PM_EXEC};
 
 use crate::time::Duration;
 
+/// Size of each VM's simulated ring-3 stack segment.
+pub(crate) const STACK_SIZE: usize = 0x1_0000;
 /// Initial stack pointer.
 pub(crate) const STACK_TOP: u32 = 0xFFFE;
 /// The system VM's stack selector and a DOS VM's stack segment.
@@ -59,6 +61,8 @@ pub(crate) struct Vm {
     pub(crate) suspend_count: u32,
     /// Waiting for the critical section or a semaphore.
     pub(crate) blocked: Option<Blocked>,
+    /// The simulated ring-3 stack segment (SS), addressed by SP.
+    pub(crate) stack: Vec<u8>,
 }
 
 /// One `Begin_Nest_Exec` block.
@@ -93,6 +97,7 @@ impl Vm {
             pm,
             suspend_count: 0,
             blocked: None,
+            stack: vec![0; STACK_SIZE],
         }
     }
 

@@ -1,0 +1,621 @@
+//! Writing ring-3 code: Windows DLLs, Windows applications and DOS
+//! programs, run by the host inside the VMs.
+//!
+//! A ring-3 module is a plugin like a VxD: implement [`Module`] and export
+//! it with [`declare_module!`](crate::declare_module). It declares its
+//! segments (FIXED, MOVEABLE, DISCARDABLE) and its exported procedures (by
+//! name and ordinal); a procedure is addressed by a [`FarPtr`] the host
+//! resolves, which is how a VxD calls a DLL's callback with
+//! `Simulate_Far_Call`.
+//!
+//! Programs are cooperative: [`Module::start`] and [`Module::resume`] each run
+//! one step and return a [`Step`] saying what the program waits for next:
+//! a message (`GetMessage`), a sleep, a turn of the others, or its exit.
+//! The default `resume` is the standard message loop.
+
+use core::ffi::c_void;
+use std::sync::OnceLock;
+
+use abi_stable::prefix_type::{PrefixTypeTrait, WithMetadata};
+use abi_stable::staticref;
+use abi_stable::std_types::{RNone, RSlice, RSome, RStr};
+
+use crate::abi::{
+    ApiMode, Carry, ClientRegs, ControlArgs, ExportDescriptor, HostCx, InstanceVtable, InstanceVtable_Ref,
+    ModuleDescriptor, PluginErrorKind, PluginInfo, PluginResult, PluginRoot, PluginRoot_Ref, RawInstance,
+    RealModeInitResult, Resume, SegmentDescriptor, ServiceCall, VmmError,
+};
+pub use crate::abi::{ModuleKind, Msg, ResumeKind, SegmentKind, Step, StepKind};
+use crate::client::Client;
+use crate::ddk::WM_QUIT;
+use crate::guard::{InstanceBox, entry, error};
+use crate::handles::{FarPtr, HInstance, HTask, Hwnd, VmHandle};
+
+/// One segment of a module.
+#[derive(Copy, Clone, Debug)]
+pub struct Segment {
+    /// Name, such as `_TEXT` or `CALLBACK_TEXT`.
+    pub name: &'static str,
+    /// FIXED, MOVEABLE or DISCARDABLE.
+    pub kind: SegmentKind,
+}
+
+impl Segment {
+    /// A FIXED segment.
+    pub const fn fixed(name: &'static str) -> Self {
+        Segment { name, kind: SegmentKind::Fixed }
+    }
+    /// A MOVEABLE segment.
+    pub const fn moveable(name: &'static str) -> Self {
+        Segment { name, kind: SegmentKind::Moveable }
+    }
+    /// A DISCARDABLE segment.
+    pub const fn discardable(name: &'static str) -> Self {
+        Segment { name, kind: SegmentKind::Discardable }
+    }
+}
+
+/// One exported procedure.
+#[derive(Copy, Clone, Debug)]
+pub struct Export {
+    /// Name for `GetProcAddress`.
+    pub name: &'static str,
+    /// Ordinal (non-zero).
+    pub ordinal: u16,
+    /// Index of its segment.
+    pub segment: u16,
+    /// Bytes of PASCAL arguments it pops (`RETF n`).
+    pub arg_bytes: u16,
+}
+
+impl Export {
+    /// An export in segment `segment` taking `arg_bytes` of arguments.
+    pub const fn new(name: &'static str, ordinal: u16, segment: u16, arg_bytes: u16) -> Self {
+        Export { name, ordinal, segment, arg_bytes }
+    }
+}
+
+/// A module's declaration (its `.DEF` file).
+#[derive(Copy, Clone, Debug)]
+pub struct ModuleDef {
+    /// Module name (`POSTHOST`).
+    pub name: &'static str,
+    /// DLL, application or DOS program.
+    pub kind: ModuleKind,
+    /// Segments by index.
+    pub segments: &'static [Segment],
+    /// Exported procedures.
+    pub exports: &'static [Export],
+}
+
+impl ModuleDef {
+    /// A Windows DLL.
+    pub const fn windows_dll(name: &'static str) -> Self {
+        ModuleDef { name, kind: ModuleKind::WinDll, segments: &[], exports: &[] }
+    }
+    /// A Windows application.
+    pub const fn windows_app(name: &'static str) -> Self {
+        ModuleDef { name, kind: ModuleKind::WinApp, segments: &[], exports: &[] }
+    }
+    /// A DOS program.
+    pub const fn dos_program(name: &'static str) -> Self {
+        ModuleDef { name, kind: ModuleKind::DosProgram, segments: &[], exports: &[] }
+    }
+    /// Declare the segments.
+    pub const fn segments(mut self, segments: &'static [Segment]) -> Self {
+        self.segments = segments;
+        self
+    }
+    /// Declare the exports.
+    pub const fn exports(mut self, exports: &'static [Export]) -> Self {
+        self.exports = exports;
+        self
+    }
+}
+
+/// Why a program is resumed, typed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// `GetMessage` returned this message.
+    Message(Msg),
+    /// The sleep ended.
+    Slept,
+    /// The program yielded and has its turn again.
+    Yielded,
+}
+
+impl From<&Resume> for Wake {
+    fn from(r: &Resume) -> Self {
+        match r.kind {
+            ResumeKind::Message => Wake::Message(r.msg),
+            ResumeKind::Woke => Wake::Slept,
+            ResumeKind::Yielded => Wake::Yielded,
+        }
+    }
+}
+
+impl Step {
+    /// Block in `GetMessage`.
+    pub const fn get_message() -> Self {
+        Step { kind: StepKind::GetMessage, value: 0 }
+    }
+    /// Release the time slice for `ms` milliseconds.
+    pub const fn sleep(ms: u32) -> Self {
+        Step { kind: StepKind::Sleep, value: ms }
+    }
+    /// Let the others run, then continue.
+    pub const fn yield_now() -> Self {
+        Step { kind: StepKind::Yield, value: 0 }
+    }
+    /// End the program.
+    pub const fn exit(code: u32) -> Self {
+        Step { kind: StepKind::Exit, value: code }
+    }
+}
+
+/// The PASCAL argument bytes of an exported procedure call, as they lie on
+/// the stack: the *last* parameter at the lowest address (PASCAL pushes
+/// left to right).
+#[derive(Copy, Clone, Debug)]
+pub struct PascalArgs<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> PascalArgs<'a> {
+    /// Wrap stack bytes.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        PascalArgs { bytes }
+    }
+
+    /// The raw bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Decode the parameters, given their sizes (2 or 4 bytes) in
+    /// declaration order; returns them in declaration order. Missing bytes
+    /// read as zero.
+    pub fn params<const N: usize>(&self, sizes: [usize; N]) -> [u32; N] {
+        let mut out = [0u32; N];
+        // The first declared parameter is deepest: walk from the end.
+        let mut end = sizes.iter().sum::<usize>();
+        for (i, size) in sizes.iter().enumerate() {
+            let start = end - size;
+            let mut v = 0u32;
+            for k in 0..*size {
+                v |= (*self.bytes.get(start + k).unwrap_or(&0) as u32) << (8 * k);
+            }
+            out[i] = v;
+            end = start;
+        }
+        out
+    }
+
+    /// Encode parameters `(size, value)` in declaration order into stack
+    /// bytes (for calling another module's export).
+    pub fn encode(params: &[(usize, u32)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (size, value) in params.iter().rev() {
+            out.extend_from_slice(&value.to_le_bytes()[..*size]);
+        }
+        out
+    }
+}
+
+/// The services ring-3 code calls: a subset of Windows' USER and KERNEL for
+/// Windows modules, INT 2Fh and far calls for everyone.
+#[derive(Copy, Clone)]
+pub struct Ring3<'a> {
+    cx: &'a HostCx,
+}
+
+impl core::fmt::Debug for Ring3<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Ring3").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Ring3<'a> {
+    /// Wrap a host context.
+    pub fn new(cx: &'a HostCx) -> Self {
+        Ring3 { cx }
+    }
+
+    fn svc(&self) -> crate::abi::HostServices_Ref {
+        self.cx.services
+    }
+
+    /// The VM this code runs in.
+    pub fn vm(&self) -> VmHandle {
+        VmHandle((self.svc().vm().get_cur_vm_handle())(self.cx))
+    }
+
+    /// The VM's client registers: set them before [`Ring3::int`] or
+    /// [`Ring3::call`], read results after.
+    pub fn regs(&self) -> Client<'a> {
+        let vm = self.vm();
+        let ptr = (self.svc().vm().client_regs())(self.cx, vm.0).into_result().unwrap_or(core::ptr::null_mut());
+        // SAFETY: the host returns the current VM's live block (or null,
+        // which `from_raw` rejects); it outlives this call.
+        match unsafe { Client::from_raw(ptr) } {
+            Some(c) => c,
+            None => crate::guard::fatal_exit(),
+        }
+    }
+
+    /// Milliseconds since Windows started.
+    pub fn get_system_time(&self) -> u32 {
+        (self.svc().vm().get_system_time())(self.cx)
+    }
+
+    /// Execute `INT n` with the VM's client registers (INT 2Fh is the
+    /// Windows multiplex interrupt: 1600h version, 1680h release time slice,
+    /// 1681h/1682h critical section, 1683h VM ID, 1684h device API entry,
+    /// 1685h switch VMs and call back).
+    pub fn int(&self, n: u8) -> Result<(), VmmError> {
+        (self.svc().ring3().r3_int())(self.cx, n).into_result()
+    }
+
+    /// Far-call `target` with PASCAL `args` (bytes from
+    /// [`PascalArgs::encode`]) and the current client registers; the result
+    /// is DX:AX. A VxD's API entry takes its input in registers (`args`
+    /// empty) and reports errors in the carry flag of [`Ring3::regs`].
+    pub fn call(&self, target: FarPtr, args: &[u8]) -> Result<u32, VmmError> {
+        (self.svc().ring3().r3_call())(self.cx, target.to_u32(), RSlice::from_slice(args)).into_result()
+    }
+
+    /// `CLI`: disable the VM's interrupts.
+    pub fn cli(&self) {
+        (self.svc().ring3().r3_set_interrupts())(self.cx, false)
+    }
+
+    /// `STI`: enable the VM's interrupts.
+    pub fn sti(&self) {
+        (self.svc().ring3().r3_set_interrupts())(self.cx, true)
+    }
+
+    /// Print a line on the program's console (traced as `program_output`).
+    pub fn print(&self, text: &str) {
+        (self.svc().ring3().r3_print())(self.cx, RStr::from_str(text))
+    }
+
+    /// The far pointer of this module's own export `ordinal` (for
+    /// registering a callback).
+    pub fn export_address(&self, ordinal: u16) -> Option<FarPtr> {
+        let v = (self.svc().ring3().r3_export_address())(self.cx, ordinal);
+        (v != 0).then(|| FarPtr::from_u32(v))
+    }
+
+    // ---- USER -------------------------------------------------------------------
+
+    /// `PostMessage`: queue a message and return at once. `false` when the
+    /// target's queue is full (the message is dropped) or for
+    /// `HWND_BROADCAST`; an invalid window does *not* make it fail.
+    pub fn post_message(&self, hwnd: Hwnd, msg: u16, wparam: u16, lparam: u32) -> bool {
+        (self.svc().ring3().r3_post_message())(self.cx, hwnd.0, msg, wparam, lparam)
+    }
+
+    /// `PostAppMessage`: queue a message for a task; `GetMessage` returns it
+    /// with `hwnd` 0.
+    pub fn post_app_message(&self, task: HTask, msg: u16, wparam: u16, lparam: u32) -> bool {
+        (self.svc().ring3().r3_post_app_message())(self.cx, task.0, msg, wparam, lparam)
+    }
+
+    /// `SendMessage`: call the window procedure now; its result.
+    pub fn send_message(&self, hwnd: Hwnd, msg: u16, wparam: u16, lparam: u32) -> u32 {
+        (self.svc().ring3().r3_send_message())(self.cx, hwnd.0, msg, wparam, lparam)
+    }
+
+    /// `PeekMessage`: the next message for `hwnd` (0: any) in `min..=max`
+    /// (0, 0: any), removed if `remove`.
+    pub fn peek_message(&self, hwnd: Hwnd, min: u16, max: u16, remove: bool) -> Option<Msg> {
+        (self.svc().ring3().r3_peek_message())(self.cx, hwnd.0, min, max, remove).into_option()
+    }
+
+    /// `DispatchMessage`: call the window procedure of `msg.hwnd`.
+    pub fn dispatch_message(&self, msg: &Msg) -> u32 {
+        (self.svc().ring3().r3_dispatch_message())(self.cx, msg)
+    }
+
+    /// `DefWindowProc`: the default handling (`WM_CLOSE` destroys the
+    /// window; everything else returns 0).
+    pub fn def_window_proc(&self, hwnd: Hwnd, msg: u16, wparam: u16, lparam: u32) -> u32 {
+        let _ = (wparam, lparam);
+        if msg == crate::ddk::WM_CLOSE {
+            self.destroy_window(hwnd);
+        }
+        0
+    }
+
+    /// `CreateWindow`: a top-level window (or a child of `parent`) whose
+    /// window procedure is this module's export `wndproc_ordinal`.
+    pub fn create_window(&self, class: &str, title: &str, wndproc_ordinal: u16, parent: Option<Hwnd>) -> Option<Hwnd> {
+        let proc_ptr = self.export_address(wndproc_ordinal)?;
+        let h = (self.svc().ring3().r3_create_window())(
+            self.cx,
+            RStr::from_str(class),
+            RStr::from_str(title),
+            proc_ptr.to_u32(),
+            parent.map_or(0, |p| p.0),
+        );
+        (h != 0).then_some(Hwnd(h))
+    }
+
+    /// `DestroyWindow`.
+    pub fn destroy_window(&self, hwnd: Hwnd) -> bool {
+        (self.svc().ring3().r3_destroy_window())(self.cx, hwnd.0)
+    }
+
+    /// `SetMessageQueue`: replace the task's queue (its messages are lost)
+    /// with one of `size` messages. On failure the task has no queue.
+    pub fn set_message_queue(&self, size: u32) -> bool {
+        (self.svc().ring3().r3_set_message_queue())(self.cx, size)
+    }
+
+    /// `PostQuitMessage`: `GetMessage` will return `WM_QUIT`.
+    pub fn post_quit_message(&self, code: u16) {
+        (self.svc().ring3().r3_post_quit_message())(self.cx, code)
+    }
+
+    /// `MessageBox`: recorded in the trace and printed; the answer is the
+    /// run's configured one (`IDOK` ...).
+    pub fn message_box(&self, hwnd: Option<Hwnd>, text: &str, caption: &str, flags: u32) -> u32 {
+        (self.svc().ring3().r3_message_box())(
+            self.cx,
+            hwnd.map_or(0, |h| h.0),
+            RStr::from_str(text),
+            RStr::from_str(caption),
+            flags,
+        )
+    }
+
+    /// `GetCurrentTask`.
+    pub fn get_current_task(&self) -> HTask {
+        HTask((self.svc().ring3().r3_get_current_task())(self.cx))
+    }
+
+    // ---- KERNEL -----------------------------------------------------------------
+
+    /// `LoadLibrary`: the module handle, or the error (0-31).
+    pub fn load_library(&self, name: &str) -> Result<HInstance, u32> {
+        let v = (self.svc().ring3().r3_load_library())(self.cx, RStr::from_str(name));
+        if v < 32 { Err(v) } else { Ok(HInstance(v as u16)) }
+    }
+
+    /// `GetProcAddress` by name.
+    pub fn get_proc_address(&self, module: HInstance, name: &str) -> Option<FarPtr> {
+        let v = (self.svc().ring3().r3_get_proc_address())(self.cx, module.0, RStr::from_str(name), 0);
+        (v != 0).then(|| FarPtr::from_u32(v))
+    }
+
+    /// `GetProcAddress` by ordinal.
+    pub fn get_proc_address_ordinal(&self, module: HInstance, ordinal: u16) -> Option<FarPtr> {
+        let v = (self.svc().ring3().r3_get_proc_address())(self.cx, module.0, RStr::from_str(""), ordinal);
+        (v != 0).then(|| FarPtr::from_u32(v))
+    }
+
+    /// `FreeLibrary` (reference-counted).
+    pub fn free_library(&self, module: HInstance) -> bool {
+        (self.svc().ring3().r3_free_library())(self.cx, module.0)
+    }
+}
+
+/// A ring-3 module: implement it, then export it with
+/// [`declare_module!`](crate::declare_module).
+pub trait Module: Sized + 'static {
+    /// The module's declaration.
+    const MODULE: ModuleDef;
+
+    /// The factory: a DLL has one instance; each start of an application or
+    /// DOS program is a new instance.
+    fn create(r3: &Ring3<'_>) -> Result<Self, String>;
+
+    /// `WinMain`, DOS `main`, or a DLL's `LibMain` (return
+    /// `Step::exit(1)` to load, `Step::exit(0)` to refuse).
+    fn start(&self, r3: &Ring3<'_>, args: &str) -> Step;
+
+    /// Continue after the wait `start` or the last `resume` asked for. The
+    /// default is the standard message loop: `WM_QUIT` ends the program with
+    /// its wParam, other messages are dispatched.
+    fn resume(&self, r3: &Ring3<'_>, wake: Wake) -> Step {
+        match wake {
+            Wake::Message(m) if m.message == WM_QUIT => Step::exit(m.wparam as u32),
+            Wake::Message(m) => {
+                r3.dispatch_message(&m);
+                Step::get_message()
+            }
+            Wake::Slept | Wake::Yielded => Step::get_message(),
+        }
+    }
+
+    /// An exported procedure, by ordinal, with its PASCAL arguments; the
+    /// result goes to DX:AX. Window procedures are exports taking
+    /// `(HWND, WORD msg, WORD wParam, LONG lParam)` (10 bytes).
+    fn call(&self, r3: &Ring3<'_>, ordinal: u16, args: PascalArgs<'_>) -> u32 {
+        let _ = (r3, ordinal, args);
+        0
+    }
+}
+
+/// Entry points of module instances.
+struct ModuleGlue<M>(M);
+
+impl<M: Module> ModuleGlue<M> {
+    extern "C" fn drop(this: *const c_void) {
+        let _ = entry(None, || {
+            // SAFETY: the host drops each instance once, with its own pointer.
+            unsafe { InstanceBox::<M>::drop_raw(this) };
+            Ok(())
+        });
+    }
+
+    extern "C" fn start(this: *const c_void, cx: &HostCx, args: RStr<'_>) -> PluginResult<Step> {
+        entry(Some(cx), || {
+            // SAFETY: `this` is an instance of `M` created by `create`.
+            let m = unsafe { InstanceBox::<M>::get(this) };
+            Ok(m.start(&Ring3::new(cx), args.as_str()))
+        })
+    }
+
+    extern "C" fn resume(this: *const c_void, cx: &HostCx, resume: &Resume) -> PluginResult<Step> {
+        entry(Some(cx), || {
+            // SAFETY: as above.
+            let m = unsafe { InstanceBox::<M>::get(this) };
+            Ok(m.resume(&Ring3::new(cx), Wake::from(resume)))
+        })
+    }
+
+    extern "C" fn call_export(
+        this: *const c_void,
+        cx: &HostCx,
+        ordinal: u16,
+        args: RSlice<'_, u8>,
+    ) -> PluginResult<u32> {
+        entry(Some(cx), || {
+            // SAFETY: as above.
+            let m = unsafe { InstanceBox::<M>::get(this) };
+            Ok(m.call(&Ring3::new(cx), ordinal, PascalArgs::new(args.as_slice())))
+        })
+    }
+
+    staticref! {
+        const VTABLE_VAL: WithMetadata<InstanceVtable> = WithMetadata::new(InstanceVtable {
+            drop: Self::drop,
+            real_mode_init: not_a_device_rmi,
+            control: not_a_device_control,
+            api: not_a_device_api,
+            service: not_a_device_service,
+            save_state: crate::device::__no_state,
+            restore_state: crate::device::__no_restore,
+            start: Self::start,
+            resume: Self::resume,
+            call_export: Self::call_export,
+        })
+    }
+
+    const VTABLE: InstanceVtable_Ref = InstanceVtable_Ref(Self::VTABLE_VAL.as_prefix());
+
+    extern "C" fn create(cx: &HostCx) -> PluginResult<RawInstance> {
+        entry(Some(cx), || {
+            let m = M::create(&Ring3::new(cx)).map_err(|e| error(PluginErrorKind::Failed, &e))?;
+            Ok(RawInstance { this: InstanceBox::into_raw(m), vtable: Self::VTABLE })
+        })
+    }
+}
+
+extern "C" fn not_a_device_rmi(_: *const c_void, cx: &HostCx, _: u32, _: u32) -> PluginResult<RealModeInitResult> {
+    entry(Some(cx), || Err(error(PluginErrorKind::Failed, "a ring-3 module is not a virtual device")))
+}
+
+extern "C" fn not_a_device_control(_: *const c_void, cx: &HostCx, _: &ControlArgs) -> PluginResult<Carry> {
+    entry(Some(cx), || Err(error(PluginErrorKind::Failed, "a ring-3 module is not a virtual device")))
+}
+
+extern "C" fn not_a_device_api(
+    _: *const c_void,
+    cx: &HostCx,
+    _: ApiMode,
+    _: u32,
+    _: *mut ClientRegs,
+) -> PluginResult<()> {
+    entry(Some(cx), || Err(error(PluginErrorKind::Failed, "a ring-3 module is not a virtual device")))
+}
+
+extern "C" fn not_a_device_service(_: *const c_void, cx: &HostCx, _: u32, _: &mut ServiceCall) -> PluginResult<Carry> {
+    entry(Some(cx), || Err(error(PluginErrorKind::Failed, "a ring-3 module is not a virtual device")))
+}
+
+fn descriptor(def: &ModuleDef) -> ModuleDescriptor {
+    let segments: Vec<SegmentDescriptor> =
+        def.segments.iter().map(|s| SegmentDescriptor { name: RStr::from_str(s.name), kind: s.kind }).collect();
+    let exports: Vec<ExportDescriptor> = def
+        .exports
+        .iter()
+        .map(|e| ExportDescriptor {
+            name: RStr::from_str(e.name),
+            ordinal: e.ordinal,
+            segment: e.segment,
+            arg_bytes: e.arg_bytes,
+        })
+        .collect();
+    ModuleDescriptor {
+        name: RStr::from_str(def.name),
+        segments: RSlice::from_slice(Box::leak(segments.into_boxed_slice())),
+        exports: RSlice::from_slice(Box::leak(exports.into_boxed_slice())),
+    }
+}
+
+fn info_of<M: Module>() -> PluginInfo {
+    PluginInfo {
+        kind: M::MODULE.kind,
+        api_version: RStr::from_str(env!("CARGO_PKG_VERSION")),
+        panic_unwind: cfg!(panic = "unwind"),
+        device: RNone,
+        module: RSome(descriptor(&M::MODULE)),
+    }
+}
+
+/// Support for [`declare_module!`](crate::declare_module).
+#[doc(hidden)]
+pub fn __module_info<M: Module>(cache: &'static OnceLock<PluginInfo>) -> PluginInfo {
+    *cache.get_or_init(info_of::<M>)
+}
+
+/// Support for [`declare_module!`](crate::declare_module).
+#[doc(hidden)]
+pub fn __module_root<M: Module>(info: extern "C" fn() -> PluginInfo) -> PluginRoot_Ref {
+    crate::guard::mark_separate_copy();
+    PluginRoot { info, create: ModuleGlue::<M>::create }.leak_into_prefix()
+}
+
+/// The root module of ring-3 module `M` for use inside the host process
+/// (see [`crate::device::in_process`]).
+pub fn in_process<M: Module>() -> PluginRoot_Ref {
+    extern "C" fn info<M: Module>() -> PluginInfo {
+        static CACHE: std::sync::Mutex<Vec<(core::any::TypeId, PluginInfo)>> = std::sync::Mutex::new(Vec::new());
+        let id = core::any::TypeId::of::<M>();
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, i)) = cache.iter().find(|(t, _)| *t == id) {
+            return *i;
+        }
+        let i = info_of::<M>();
+        cache.push((id, i));
+        i
+    }
+    PluginRoot { info: info::<M>, create: ModuleGlue::<M>::create }.leak_into_prefix()
+}
+
+/// Export a [`Module`] implementation as this plugin's ring-3 module.
+///
+/// The crate must be a `cdylib` built with `panic = "unwind"`.
+#[macro_export]
+macro_rules! declare_module {
+    ($module:ty) => {
+        const _: () = ::core::assert!(
+            ::core::cfg!(panic = "unwind"),
+            "ring-3 plugins must be built with panic = \"unwind\": the SDK turns panics into error results"
+        );
+
+        static __VMM_PLUGIN_INFO: ::std::sync::OnceLock<$crate::abi::PluginInfo> = ::std::sync::OnceLock::new();
+
+        extern "C" fn __vmm_plugin_info() -> $crate::abi::PluginInfo {
+            $crate::ring3::__module_info::<$module>(&__VMM_PLUGIN_INFO)
+        }
+
+        $crate::__export_root_module!($crate::ring3::__module_root::<$module>(__vmm_plugin_info));
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PascalArgs;
+
+    #[test]
+    fn pascal_args_round_trip() {
+        // PostMessage(hwnd, msg, wParam, lParam): hwnd pushed first.
+        let bytes = PascalArgs::encode(&[(2, 0x1234), (2, 0x0500), (2, 7), (4, 0xDEAD_BEEF)]);
+        assert_eq!(bytes, [0xEF, 0xBE, 0xAD, 0xDE, 7, 0, 0x00, 0x05, 0x34, 0x12]);
+        let p = PascalArgs::new(&bytes).params([2, 2, 2, 4]);
+        assert_eq!(p, [0x1234, 0x0500, 7, 0xDEAD_BEEF]);
+    }
+}
