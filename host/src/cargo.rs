@@ -21,6 +21,9 @@ pub struct PluginPackage {
     pub package: String,
     /// Library name (the file is `lib<lib_name>.so`).
     pub lib_name: String,
+    /// Plugins it loads at run time (`LoadLibrary`), from
+    /// `[package.metadata.vmm] uses = ["POSTHOST"]`: built along with it.
+    pub uses: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -33,6 +36,20 @@ struct Metadata {
 struct MetaPackage {
     name: String,
     targets: Vec<MetaTarget>,
+    #[serde(default)]
+    metadata: Option<PackageMetadata>,
+}
+
+#[derive(Deserialize)]
+struct PackageMetadata {
+    #[serde(default)]
+    vmm: Option<VmmMetadata>,
+}
+
+#[derive(Deserialize)]
+struct VmmMetadata {
+    #[serde(default)]
+    uses: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -57,7 +74,8 @@ pub fn workspace_plugins(dir: &Path) -> Result<(PathBuf, Vec<PluginPackage>), St
         .into_iter()
         .filter_map(|p| {
             let lib = p.targets.into_iter().find(|t| t.crate_types.iter().any(|c| c == "cdylib"))?;
-            Some(PluginPackage { package: p.name, lib_name: lib.name.replace('-', "_") })
+            let uses = p.metadata.and_then(|m| m.vmm).map(|v| v.uses).unwrap_or_default();
+            Some(PluginPackage { package: p.name, lib_name: lib.name.replace('-', "_"), uses })
         })
         .collect();
     Ok((meta.workspace_root, plugins))

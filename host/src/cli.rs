@@ -1,4 +1,4 @@
-//! The `vmm` command line: `run`, `check`, `list`. Human output goes
+//! The `vmm` command line: `run`, `check`, `list`, `story`. Human output goes
 //! through `tracing` (stderr, `RUST_LOG` honoured); machine output through
 //! `--trace`.
 
@@ -33,6 +33,12 @@ enum Command {
     Check(CommonArgs),
     /// Show the device list: name, ID, init order, file, APIs, services.
     List(CommonArgs),
+    /// Tell the story of a VPOSTD run again from its `--trace` file.
+    Story {
+        /// A JSON-lines trace written by `vmm run --trace`.
+        #[arg(value_name = "TRACE")]
+        trace: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -46,7 +52,7 @@ struct CommonArgs {
     /// Extra plugin directory, searched first (repeatable).
     #[arg(long = "plugin-dir", value_name = "DIR")]
     plugin_dir: Vec<PathBuf>,
-    /// When to build plugins with cargo: missing (default), always, never.
+    /// When to build workspace plugins with cargo: always (default), missing, never.
     #[arg(long, value_name = "WHEN")]
     build: Option<String>,
     /// Write the JSON-lines trace here.
@@ -73,6 +79,9 @@ struct RunArgs {
     /// Write a Chrome trace / Perfetto timeline here.
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
+    /// Do not print the story of the messages when VPOSTD is in the machine.
+    #[arg(long)]
+    no_story: bool,
 }
 
 /// Parse the process arguments and run; the exit status.
@@ -84,6 +93,7 @@ pub fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Check(args)) => check(args),
         Some(Command::List(args)) => list(args),
+        Some(Command::Story { trace }) => story(&trace),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,7 +138,7 @@ fn plugin_names(m: &Manifest) -> Vec<String> {
         .iter()
         .map(|t| t.device.clone())
         .chain(m.devices.iter().filter(|d| d.builtin().is_none()).map(|d| d.name.clone()))
-        .chain(m.windows.load.iter().map(|(n, _)| n.clone()))
+        .chain(m.windows.load.iter().map(|(n, _)| n.split_whitespace().next().unwrap_or(n).to_string()))
         .chain(m.vms.iter().filter_map(|v| v.program.clone()))
         .chain(m.programs.values().map(|p| p.module.clone()))
         .collect();
@@ -148,13 +158,35 @@ fn build_plugins(m: &Manifest, policy: BuildPolicy, extra_dirs: &[PathBuf]) -> R
     for d in extra_dirs.iter().rev() {
         search.prepend(d.clone());
     }
+    let dir: &Path = if m.base_dir.as_os_str().is_empty() { Path::new(".") } else { &m.base_dir };
+    let mut packages = None;
+    let mut names = plugin_names(m);
+    // The DLLs a program loads at run time, declared by its package.
+    let mut i = 0;
+    while i < names.len() {
+        let missing = policy == BuildPolicy::Always || search.find(&names[i]).is_none();
+        if missing {
+            let pkgs = packages.get_or_insert_with(|| crate::cargo::workspace_plugins(dir).map(|(_, p)| p));
+            if let Ok(pkgs) = pkgs {
+                let lib = library_name(&names[i]);
+                if let Some(p) = pkgs.iter().find(|p| p.lib_name == lib) {
+                    for u in &p.uses {
+                        if !names.iter().any(|n| library_name(n) == library_name(u)) {
+                            names.push(u.clone());
+                        }
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
     let wanted: Vec<String> =
-        plugin_names(m).into_iter().filter(|n| policy == BuildPolicy::Always || search.find(n).is_none()).collect();
+        names.into_iter().filter(|n| policy == BuildPolicy::Always || search.find(n).is_none()).collect();
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let dir: &Path = if m.base_dir.as_os_str().is_empty() { Path::new(".") } else { &m.base_dir };
-    let Ok((_root, packages)) = crate::cargo::workspace_plugins(dir) else {
+    let packages = packages.unwrap_or_else(|| crate::cargo::workspace_plugins(dir).map(|(_, p)| p));
+    let Ok(packages) = packages else {
         // Not inside a cargo workspace: the loader reports what is missing.
         return Ok(Vec::new());
     };
@@ -211,7 +243,8 @@ fn run(args: RunArgs) -> Result<()> {
         sets.push("machine.realtime=true".to_string());
     }
     let m = manifest(&args.common, &sets)?;
-    let mut machine = machine_with(&args.common, m, args.timeline.is_some())?;
+    let tell = !args.no_story && m.devices.iter().any(|d| library_name(&d.name) == "vpostd");
+    let mut machine = machine_with(&args.common, m, args.timeline.is_some() || tell)?;
     tracing::info!("seed {} (order {:?})", machine.seed(), machine.manifest().machine.order);
     let result = run_machine(&mut machine);
     if let Some(path) = &args.timeline {
@@ -219,7 +252,39 @@ fn run(args: RunArgs) -> Result<()> {
         tracing::info!("timeline written to {} (open it in https://ui.perfetto.dev)", path.display());
     }
     result?;
-    machine.finish_trace()
+    machine.finish_trace()?;
+    if tell {
+        let records: Vec<serde_json::Value> =
+            machine.trace().iter().filter_map(|r| serde_json::to_value(r).ok()).collect();
+        if let Some(story) = crate::story::Story::tell(&records) {
+            let _ = std::io::stderr().flush();
+            print!("{story}");
+        }
+    }
+    Ok(())
+}
+
+fn story(path: &Path) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io { path: path.to_path_buf(), message: e.to_string() };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let record = serde_json::from_str(line).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            message: format!("line {}: not a trace record: {e}", i + 1),
+        })?;
+        records.push(record);
+    }
+    match crate::story::Story::tell(&records) {
+        Some(story) => {
+            print!("{story}");
+            Ok(())
+        }
+        None => Err(Error::Io {
+            path: path.to_path_buf(),
+            message: "the trace has no VPOSTD records: was VPOSTD in the machine?".to_string(),
+        }),
+    }
 }
 
 fn run_machine(machine: &mut Machine) -> Result<()> {

@@ -22,6 +22,7 @@ pub(crate) mod ring3;
 pub(crate) mod services;
 pub(crate) mod services_r3;
 pub(crate) mod shell;
+pub mod story;
 pub mod testkit;
 pub mod time;
 pub mod timeline;

@@ -103,10 +103,39 @@ pub fn in_process(name: &str, root: PluginRoot_Ref) -> &'static PluginLibrary {
     }))
 }
 
+/// What identifies a file's version without reading it: path, size and
+/// modification time (nanoseconds on the platforms we run on).
+type FileStamp = (PathBuf, u64, Option<std::time::SystemTime>);
+
+/// Content hashes of files already read, by stamp: a machine that loads
+/// the same unchanged plugins again (a test suite boots thousands) does not
+/// read and hash megabytes each time.
+fn hashes() -> &'static Mutex<HashMap<FileStamp, String>> {
+    static HASHES: OnceLock<Mutex<HashMap<FileStamp, String>>> = OnceLock::new();
+    HASHES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((path.to_path_buf(), meta.len(), meta.modified().ok()))
+}
+
 /// Load (or reuse) the plugin in `path`.
 pub fn load(path: &Path) -> Result<&'static PluginLibrary, LoadCause> {
+    let stamp = stamp(path);
+    if let Some(st) = &stamp {
+        let known = hashes().lock().unwrap_or_else(|p| p.into_inner()).get(st).cloned();
+        if let Some(build) = known
+            && let Some(lib) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&build)
+        {
+            return Ok(lib);
+        }
+    }
     let bytes = std::fs::read(path).map_err(|e| LoadCause::Open(e.to_string()))?;
     let build = format!("{:016x}", content_hash(&bytes));
+    if let Some(st) = stamp {
+        hashes().lock().unwrap_or_else(|p| p.into_inner()).insert(st, build.clone());
+    }
     if let Some(lib) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&build) {
         return Ok(lib);
     }

@@ -119,10 +119,12 @@ impl std::str::FromStr for ViolationPolicy {
 /// When the CLI builds plugins with cargo.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
 pub enum BuildPolicy {
-    /// Build plugins that are not found (the default).
-    #[default]
+    /// Build only the plugins that are not found on the search path.
     Missing,
-    /// Always run cargo for plugins of the workspace before booting.
+    /// Run cargo for the workspace's plugins the manifest needs before
+    /// booting (the default: a no-op when they are up to date, and never a
+    /// stale plugin after an edit).
+    #[default]
     Always,
     /// Never run cargo.
     Never,
@@ -185,7 +187,7 @@ impl Default for MachineSettings {
             time_slice: Duration::from_millis(20),
             ring3_step: Duration::from_micros(50),
             plugin_path: Vec::new(),
-            build: BuildPolicy::Missing,
+            build: BuildPolicy::Always,
             livelock_limit: 10_000_000,
         }
     }

@@ -12,8 +12,8 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
 use vmm_plugin_api::abi::{
-    ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, ProfileString, ProfileValue, RawCallback,
-    ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
+    ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, ProfileString, ProfileValue,
+    RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_ALWAYS_SCHED, PEF_TIME_OUT, PEF_VALID,
@@ -139,6 +139,56 @@ extern "C" fn fatal_memory_error(cx: &HostCx) {
 extern "C" fn report_violation(cx: &HostCx, code: RStr<'_>, message: RStr<'_>) {
     guarded(cx, "report_violation", (), |core| {
         core.violation(code.as_str(), message.as_str(), None);
+    })
+}
+
+/// Whether `name` is a valid note or field name.
+fn note_name_ok(name: &str) -> bool {
+    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()> {
+    guarded(cx, "trace_note", RErr(VmmError::FATAL), |core| {
+        let bad = if !note_name_ok(note.as_str()) {
+            Some(format!("note name `{}` must be 1 to 32 characters of a-z, 0-9 and _", note.as_str().escape_debug()))
+        } else if fields.len() > vmm_plugin_api::vmm::MAX_NOTE_FIELDS {
+            Some(format!("note `{}` has {} fields; at most 32 are allowed", note.as_str(), fields.len()))
+        } else if let Some(f) = fields.iter().find(|f| !note_name_ok(f.key.as_str())) {
+            Some(format!(
+                "field name `{}` of note `{}` must be 1 to 32 characters of a-z, 0-9 and _",
+                f.key.as_str().escape_debug(),
+                note.as_str()
+            ))
+        } else {
+            fields.iter().enumerate().find_map(|(i, f)| {
+                fields.as_slice()[..i]
+                    .iter()
+                    .any(|g| g.key.as_str() == f.key.as_str())
+                    .then(|| format!("note `{}` has field `{}` twice", note.as_str(), f.key.as_str()))
+            })
+        };
+        if let Some(message) = bad {
+            core.violation("INVALID_PARAMETER", message, Some("trace_note"));
+            return RErr(VmmError::INVALID_PARAMETER);
+        }
+        core.trace(|| {
+            let mut map = serde_json::Map::new();
+            for f in fields.iter() {
+                let v = match f.kind {
+                    NoteKind::Int => serde_json::Value::from(f.number as i64),
+                    NoteKind::UInt => serde_json::Value::from(f.number),
+                    NoteKind::Bool => serde_json::Value::from(f.number != 0),
+                    NoteKind::Text => serde_json::Value::from(f.text.as_str()),
+                };
+                map.insert(f.key.as_str().to_string(), v);
+            }
+            TraceEvent::Note {
+                device: core.instance_name(cx.caller).to_string(),
+                note: note.as_str().to_string(),
+                fields: map,
+            }
+        });
+        ROk(())
     })
 }
 
@@ -1069,6 +1119,7 @@ impl Table {
             mem_write,
             vm: VM_SERVICES,
             ring3: crate::services_r3::RING3_SERVICES,
+            trace_note,
         })
     }
 

@@ -149,6 +149,15 @@ pub enum TraceEvent {
         /// The execution context (`init`, `interrupt`, `event`, ...).
         context: &'static str,
     },
+    /// A device's own structured record (`Vmm::trace_note`).
+    Note {
+        /// The device.
+        device: String,
+        /// The note's name.
+        note: String,
+        /// Its fields.
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
     /// `Out_Debug_String`.
     DebugString {
         /// The device.

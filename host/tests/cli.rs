@@ -17,6 +17,11 @@ fn vmm(dir: &Path, args: &[&str]) -> Output {
         .expect("run vmm")
 }
 
+/// `vmm` with only `args` (for commands without plugin options).
+fn vmm_bare(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmm")).args(args).current_dir(dir).output().expect("run vmm")
+}
+
 fn scratch(name: &str, manifest: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -90,4 +95,52 @@ fn a_bad_manifest_names_file_line_and_column() {
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("error: system.ini:5:1: unknown field `ordr`"), "{stderr}");
+}
+
+/// The repository's default machine, copied into a scratch directory.
+fn default_machine(name: &str) -> PathBuf {
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../system.ini")).unwrap();
+    scratch(name, &manifest)
+}
+
+#[test]
+fn the_default_machine_tells_the_story_of_its_messages() {
+    let dir = default_machine("demo");
+    let out = vmm(&dir, &["run", "--trace", "demo.jsonl", "--timeline", "demo.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("What happened to each message:\n"), "{stdout}");
+    assert!(stdout.contains("registered with VPOSTD; its callback is POSTHOST!PostCallback"), "{stdout}");
+    assert!(stdout.contains("waited for the system VM to enable interrupts"), "{stdout}");
+    assert!(stdout.contains("to leave the critical section"), "{stdout}");
+    assert!(stdout.contains("the window's queue was full"), "{stdout}");
+    let table: Vec<&str> = stdout.lines().skip_while(|l| !l.starts_with("VM ")).collect();
+    assert_eq!(table[0].split_whitespace().collect::<Vec<_>>(), ["VM", "POSTED", "DELIVERED", "RETRIED", "DROPPED"]);
+    assert!(table[1].starts_with("DOS1 (VM 2)") && table[1].contains("  6  "), "{stdout}");
+    assert!(table[2].starts_with("DOS2 (VM 3)") && table[2].contains("  4  "), "{stdout}");
+    assert!(table.iter().skip(1).all(|l| l.trim_end().ends_with(" 0")), "nothing dropped: {stdout}");
+    // The timeline opens in Perfetto: a JSON object with trace events.
+    let timeline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("demo.json")).unwrap()).unwrap();
+    assert!(timeline["traceEvents"].as_array().is_some_and(|e| !e.is_empty()));
+
+    // `vmm story` tells the same story from the trace file.
+    let again = vmm_bare(&dir, &["story", "demo.jsonl"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout), stdout);
+}
+
+#[test]
+fn no_story_and_story_errors() {
+    let dir = default_machine("no-story");
+    let out = vmm(&dir, &["run", "--no-story", "--trace", "t.jsonl"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    std::fs::write(dir.join("other.jsonl"), "{\"t\":0,\"kind\":\"machine\"}\n").unwrap();
+    let out = vmm_bare(&dir, &["story", "other.jsonl"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("the trace has no VPOSTD records"), "{}", text(&out.stderr));
+    std::fs::write(dir.join("bad.jsonl"), "{\"t\":0}\nnot json\n").unwrap();
+    let out = vmm_bare(&dir, &["story", "bad.jsonl"]);
+    assert!(text(&out.stderr).contains("line 2: not a trace record"), "{}", text(&out.stderr));
 }

@@ -495,6 +495,34 @@ pub struct HostCx {
     pub caller: u32,
 }
 
+/// The type of a [`NoteField`]'s value.
+#[repr(u8)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NoteKind {
+    /// `number` as a signed integer.
+    Int = 0,
+    /// `number` reinterpreted as an unsigned integer.
+    UInt = 1,
+    /// `number != 0`.
+    Bool = 2,
+    /// `text`.
+    Text = 3,
+}
+
+/// One field of a device's trace note (see [`HostServices::trace_note`]).
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug)]
+pub struct NoteField<'a> {
+    /// The field name: 1 to 32 characters of `a-z`, `0-9` and `_`.
+    pub key: RStr<'a>,
+    /// How to read the value.
+    pub kind: NoteKind,
+    /// The value of `Int`, `UInt` and `Bool` fields.
+    pub number: u64,
+    /// The value of `Text` fields.
+    pub text: RStr<'a>,
+}
+
 /// A string result of the profile services.
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
@@ -629,6 +657,13 @@ pub struct HostServices {
     /// The ring-3 APIs (USER, KERNEL, INT 2Fh, far calls).
     #[sabi(last_prefix_field)]
     pub ring3: Ring3Services_Ref,
+
+    // ---- appended after the first prefix ------------------------------------------------
+    /// Write a structured `note` record into the trace: the device's own
+    /// machine-readable events, for tests and tools to assert on. `note` is
+    /// the record's name; both it and the field names are 1 to 32
+    /// characters of `a-z`, `0-9` and `_`, at most 32 fields.
+    pub trace_note: extern "C" fn(cx: Cx<'_>, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

@@ -315,7 +315,7 @@ pub use guard::ReentrancyCell;
 pub use handles::{EventHandle, FarPtr, HInstance, HTask, Hwnd, IrqHandle, SemaphoreHandle, TimeoutHandle, VmHandle};
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use tracing;
-pub use vmm::{ClientState, CritSectionStatus, Event, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{ClientState, CritSectionStatus, Event, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
@@ -325,9 +325,9 @@ pub mod prelude {
     pub use crate::ring3::{Export, Module, ModuleDef, ModuleKind, Msg, PascalArgs, Ring3, Segment, Step, Wake};
     pub use crate::{
         ApiCall, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle, FarPtr,
-        HInstance, HTask, Hwnd, IrqHandle, Profile, ProfileEntry, ProfileStatus, RealModeInit, ReentrancyCell, Regs,
-        SemaphoreHandle, ServiceCall, Timeout, TimeoutHandle, VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module,
-        declare_virtual_device,
+        HInstance, HTask, Hwnd, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus, RealModeInit,
+        ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, Timeout, TimeoutHandle, VmHandle, VmInfo, Vmm, VmmError,
+        VxD, declare_module, declare_virtual_device,
     };
     pub use tracing::{debug, error, info, trace, warn};
 }

@@ -17,7 +17,8 @@ use core::fmt;
 use abi_stable::std_types::{RSlice, RSliceMut, RStr};
 
 use crate::abi::{
-    Carry, ClientRegs, CritStatus, HostCx, HostServices_Ref, ProfileStatus, Regs, ServiceCall, VmInfo, VmmError,
+    Carry, ClientRegs, CritStatus, HostCx, HostServices_Ref, NoteField, NoteKind, ProfileStatus, Regs, ServiceCall,
+    VmInfo, VmmError,
 };
 use crate::callback::{once, repeating};
 use crate::client::Client;
@@ -97,6 +98,52 @@ pub struct CritSectionStatus {
 impl From<CritStatus> for CritSectionStatus {
     fn from(s: CritStatus) -> Self {
         CritSectionStatus { claims: s.claims, owner: VmHandle(s.owner), high_priority: s.high_priority }
+    }
+}
+
+/// Most fields a trace note may have.
+pub const MAX_NOTE_FIELDS: usize = 32;
+
+/// A value in a trace note written with [`Vmm::trace_note`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum NoteValue<'v> {
+    /// A signed number.
+    Int(i64),
+    /// An unsigned number.
+    UInt(u64),
+    /// A boolean.
+    Bool(bool),
+    /// Text.
+    Text(&'v str),
+}
+
+macro_rules! note_from {
+    ($($t:ty => $v:ident as $c:ty),*) => {$(
+        impl From<$t> for NoteValue<'_> {
+            fn from(x: $t) -> Self {
+                NoteValue::$v(x as $c)
+            }
+        }
+    )*};
+}
+note_from!(u8 => UInt as u64, u16 => UInt as u64, u32 => UInt as u64, u64 => UInt as u64, usize => UInt as u64,
+    i8 => Int as i64, i16 => Int as i64, i32 => Int as i64, i64 => Int as i64);
+
+impl From<bool> for NoteValue<'_> {
+    fn from(b: bool) -> Self {
+        NoteValue::Bool(b)
+    }
+}
+
+impl<'v> From<&'v str> for NoteValue<'v> {
+    fn from(s: &'v str) -> Self {
+        NoteValue::Text(s)
+    }
+}
+
+impl From<VmHandle> for NoteValue<'_> {
+    fn from(vm: VmHandle) -> Self {
+        NoteValue::UInt(vm.0 as u64)
     }
 }
 
@@ -186,6 +233,36 @@ impl<'a> Vmm<'a> {
     /// record with `code`.
     pub fn report_violation(&self, code: &str, message: &str) {
         (self.svc().report_violation())(self.cx, RStr::from_str(code), RStr::from_str(message))
+    }
+
+    /// Write a `note` record into the machine-readable trace: the device's
+    /// own events, with named fields, for tests and tools to assert on.
+    /// Names are 1 to 32 characters of `a-z`, `0-9` and `_`; at most 32
+    /// fields. Legal in every context, including interrupt time.
+    ///
+    /// ```no_run
+    /// # use vmm_plugin_api::prelude::*;
+    /// # fn f(vmm: &Vmm<'_>, vm: VmHandle) -> Result<(), VmmError> {
+    /// vmm.trace_note("post_queued", &[("vm", vm.into()), ("wparam", 2u16.into()), ("pending", 1usize.into())])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn trace_note(&self, note: &str, fields: &[(&str, NoteValue<'_>)]) -> Result<(), VmmError> {
+        let Some(f) = self.svc().trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
+        let mut raw = [NoteField { key: RStr::from_str(""), kind: NoteKind::Int, number: 0, text: RStr::from_str("") };
+            MAX_NOTE_FIELDS];
+        if fields.len() > MAX_NOTE_FIELDS {
+            return Err(VmmError::INVALID_PARAMETER);
+        }
+        for (slot, (key, value)) in raw.iter_mut().zip(fields) {
+            slot.key = RStr::from_str(key);
+            (slot.kind, slot.number, slot.text) = match *value {
+                NoteValue::Int(n) => (NoteKind::Int, n as u64, RStr::from_str("")),
+                NoteValue::UInt(n) => (NoteKind::UInt, n, RStr::from_str("")),
+                NoteValue::Bool(b) => (NoteKind::Bool, u64::from(b), RStr::from_str("")),
+                NoteValue::Text(t) => (NoteKind::Text, 0, RStr::from_str(t)),
+            };
+        }
+        res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw[..fields.len()])))
     }
 
     // ---- version, profile, dispatch ------------------------------------

@@ -8,3 +8,4 @@ mod foundation;
 mod loader;
 mod ring3;
 mod vmm_core;
+mod vpostd;

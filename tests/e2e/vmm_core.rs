@@ -946,3 +946,40 @@ fn random_mode_re_enters_a_device_before_its_handlers_run() {
     }
     assert!(reentered, "no seed in 1..=20 injected an interrupt");
 }
+
+#[test]
+fn devices_write_structured_notes_into_the_trace() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let ok = vmm.trace_note(
+                    "hello",
+                    &[("count", 3u32.into()), ("delta", (-2i32).into()), ("on", true.into()), ("who", "VPOSTD".into())],
+                );
+                assert!(ok.is_ok());
+                // Bad names and duplicate fields are refused and reported.
+                assert_eq!(vmm.trace_note("Bad Name", &[]), Err(VmmError::INVALID_PARAMETER));
+                assert_eq!(
+                    vmm.trace_note("x", &[("a", 1u8.into()), ("a", 2u8.into())]),
+                    Err(VmmError::INVALID_PARAMETER)
+                );
+                assert_eq!(vmm.trace_note("x", &[("", 1u8.into())]), Err(VmmError::INVALID_PARAMETER));
+                let many: Vec<(String, NoteValue<'_>)> =
+                    (0..33).map(|i| (format!("f{i}"), NoteValue::UInt(i))).collect();
+                let many: Vec<(&str, NoteValue<'_>)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                assert_eq!(vmm.trace_note("x", &many), Err(VmmError::INVALID_PARAMETER));
+                assert!(vmm.trace_note("x", &many[..32]).is_ok());
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    let t = run.trace();
+    let n = t.expect(json!({"kind": "note", "device": "SCRIPT", "note": "hello"}));
+    assert_eq!(n["fields"], json!({"count": 3, "delta": -2, "on": true, "who": "VPOSTD"}));
+    let v = t.matching(json!({"kind": "violation", "code": "INVALID_PARAMETER", "service": "trace_note"}));
+    assert_eq!(v.len(), 3, "the SDK refuses 33 fields itself");
+    assert!(v[0]["message"].as_str().unwrap().contains("`Bad Name`"));
+    assert!(v[1]["message"].as_str().unwrap().contains("field `a` twice"));
+    assert_eq!(t.count(json!({"kind": "note", "note": "x"})), 1);
+}

@@ -1,0 +1,467 @@
+//! The story of a VPOSTD run, told from its trace: which VM posted what,
+//! what the delivery waited for, when the window read it, and a summary
+//! table per VM. `vmm run` prints it when the machine has VPOSTD; `vmm
+//! story TRACE` tells it again from a `--trace` file.
+//!
+//! Everything comes from trace records: VPOSTD's `note` records
+//! (`registered`, `unregistered`, `post_queued`, `post_refused`,
+//! `post_called`, `post_retry`, `post_requeued`, `post_dropped`), the
+//! window's `message_delivered` and `message_dropped`, and the records that
+//! explain waits (`action` and `if_flag` of the system VM, `crit_section`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde_json::Value;
+
+/// `WM_USER + 0x100`, the message VPOSTD's callback posts.
+const WM_VPOSTD: u64 = 0x0500;
+
+/// A step on a post's way.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Told as is.
+    Text(String),
+    /// PostMessage found the queue full at these times; VPOSTD retried
+    /// after this many ms.
+    Full(Vec<u64>, Option<u64>),
+}
+
+/// One post, from the V86 API (or a VxD) to the window.
+#[derive(Clone, Debug, Default)]
+struct Post {
+    vm: u64,
+    wparam: u64,
+    lparam: u64,
+    queued_ms: u64,
+    /// Waiting for VPOSTD's event (queued or requeued, not yet called).
+    waiting: bool,
+    /// The system VM has had interrupts disabled during this wait.
+    sti_pending: bool,
+    /// This VM has held the critical section during this wait.
+    crit_pending: Option<u64>,
+    /// An older post was being retried during this wait.
+    behind_retry: bool,
+    /// What happened, in order.
+    steps: Vec<Step>,
+    /// When PostMessage last accepted it.
+    handed_ms: Option<u64>,
+    delivered: Option<(u64, u64)>,
+    dropped: Option<(u64, String)>,
+}
+
+/// Per-VM totals.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Posts the VM made (accepted or refused).
+    pub posted: u32,
+    /// Posts whose message the window's task read from its queue.
+    pub delivered: u32,
+    /// Retries after PostMessage found the queue full.
+    pub retried: u32,
+    /// Posts refused with CF set, dropped by VPOSTD, or lost by Windows.
+    pub dropped: u32,
+}
+
+/// The story of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Story {
+    /// Story lines, in time order.
+    pub lines: Vec<String>,
+    /// Totals by VM handle.
+    pub totals: BTreeMap<u64, Totals>,
+    /// Display names by VM handle.
+    names: HashMap<u64, String>,
+    /// Module names by task handle.
+    tasks: HashMap<u64, String>,
+    /// Posts neither delivered nor dropped when the trace ends.
+    pub unaccounted: u32,
+}
+
+fn u(r: &Value, key: &str) -> Option<u64> {
+    r.get(key).and_then(Value::as_u64)
+}
+
+fn s<'a>(r: &'a Value, key: &str) -> &'a str {
+    r.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+impl Story {
+    /// Tell the story of `records` (a trace, in order); `None` when VPOSTD
+    /// wrote nothing.
+    pub fn tell(records: &[Value]) -> Option<Story> {
+        let mut story = Story::default();
+        let mut sys_vm = None;
+        let mut sys_if = true;
+        let mut crit_owner: Option<u64> = None;
+        let mut posts: BTreeMap<u64, Post> = BTreeMap::new();
+        let mut events: Vec<(u64, String)> = Vec::new();
+        let mut callbacks: HashMap<String, String> = HashMap::new();
+        let mut registrations: Vec<(u64, u64, String)> = Vec::new();
+        let mut vpostd_seen = false;
+        // VPOSTD is waiting for a retry time-out.
+        let mut retrying = false;
+        // Posts PostMessage accepted and the window has not read, by
+        // (wParam, lParam), oldest first.
+        let mut in_queue: HashMap<(u64, u64), Vec<u64>> = HashMap::new();
+
+        for r in records {
+            let t = u(r, "t").unwrap_or(0);
+            match s(r, "kind") {
+                "control" if s(r, "message") == "Sys_VM_Init" => {
+                    if let Some(vm) = u(r, "vm") {
+                        sys_vm = Some(vm);
+                        story.names.insert(vm, "the system VM".to_string());
+                    }
+                }
+                "vm_created" => {
+                    if let Some(vm) = u(r, "vm") {
+                        story.names.insert(vm, format!("{} (VM {})", s(r, "name"), u(r, "id").unwrap_or(0)));
+                    }
+                }
+                "program_started" => {
+                    if let Some(task) = u(r, "task") {
+                        story.tasks.insert(task, s(r, "module").to_string());
+                    }
+                }
+                "far_call" => {
+                    let target = s(r, "target").to_string();
+                    callbacks.entry(target).or_insert_with(|| format!("{}!{}", s(r, "module"), s(r, "export")));
+                }
+                "action" | "if_flag" if sys_vm.is_some() && u(r, "vm") == sys_vm => {
+                    let enabled = match (s(r, "kind"), s(r, "action")) {
+                        ("if_flag", _) => r.get("enabled").and_then(Value::as_bool),
+                        (_, "cli") => Some(false),
+                        (_, "sti") => Some(true),
+                        _ => None,
+                    };
+                    match enabled {
+                        Some(false) => {
+                            for p in posts.values_mut().filter(|p| p.waiting) {
+                                p.sti_pending = true;
+                            }
+                        }
+                        Some(true) if !sys_if => {
+                            for p in posts.values_mut().filter(|p| p.waiting && p.sti_pending) {
+                                p.sti_pending = false;
+                                p.steps.push(Step::Text(format!(
+                                    "waited for the system VM to enable interrupts (STI at {t} ms)"
+                                )));
+                            }
+                        }
+                        _ => {}
+                    }
+                    if let Some(e) = enabled {
+                        sys_if = e;
+                    }
+                }
+                "crit_section" => match s(r, "action") {
+                    "claim" | "grant" => {
+                        let vm = u(r, "vm").unwrap_or(0);
+                        crit_owner = Some(vm);
+                        for p in posts.values_mut().filter(|p| p.waiting) {
+                            p.crit_pending.get_or_insert(vm);
+                        }
+                    }
+                    "release" if u(r, "claims") == Some(0) => {
+                        crit_owner = None;
+                        for p in posts.values_mut().filter(|p| p.waiting) {
+                            if let Some(owner) = p.crit_pending.take() {
+                                let who = story.name(owner);
+                                p.steps.push(Step::Text(format!(
+                                    "waited for {who} to leave the critical section (at {t} ms)"
+                                )));
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                "message_delivered" | "message_dropped" if u(r, "msg") == Some(WM_VPOSTD) => {
+                    // A queue_full drop is PostMessage's FALSE, which VPOSTD
+                    // retries; it is told with the post.
+                    if s(r, "reason") == "queue_full" {
+                        continue;
+                    }
+                    let key = (u(r, "wparam").unwrap_or(0), u(r, "lparam").unwrap_or(0));
+                    let Some(id) = in_queue.get_mut(&key).filter(|ids| !ids.is_empty()).map(|ids| ids.remove(0)) else {
+                        continue;
+                    };
+                    if let Some(p) = posts.get_mut(&id) {
+                        if s(r, "kind") == "message_delivered" {
+                            p.delivered = Some((t, u(r, "task").unwrap_or(0)));
+                        } else {
+                            p.dropped = Some((t, format!("Windows dropped the message: {}", s(r, "reason"))));
+                        }
+                    }
+                }
+                "note" if s(r, "device") == "VPOSTD" => {
+                    vpostd_seen = true;
+                    let f = r.get("fields").cloned().unwrap_or(Value::Null);
+                    let id = u(&f, "post").unwrap_or(0);
+                    match s(r, "note") {
+                        "registered" => {
+                            registrations.push((t, u(&f, "hwnd").unwrap_or(0), s(&f, "callback").to_string()))
+                        }
+                        "unregistered" => {
+                            events.push((t, format!("window {:#06x} unregistered", u(&f, "hwnd").unwrap_or(0))))
+                        }
+                        "post_queued" => {
+                            let vm = u(&f, "vm").unwrap_or(0);
+                            story.totals.entry(vm).or_default().posted += 1;
+                            posts.insert(
+                                id,
+                                Post {
+                                    vm,
+                                    wparam: u(&f, "wparam").unwrap_or(0),
+                                    lparam: u(&f, "lparam").unwrap_or(0),
+                                    queued_ms: t,
+                                    waiting: true,
+                                    behind_retry: retrying,
+                                    sti_pending: !sys_if,
+                                    crit_pending: crit_owner,
+                                    ..Post::default()
+                                },
+                            );
+                        }
+                        "post_requeued" => {
+                            retrying = false;
+                            if let Some(p) = posts.get_mut(&id) {
+                                p.waiting = true;
+                                p.sti_pending = !sys_if;
+                                p.crit_pending = crit_owner;
+                            }
+                        }
+                        "post_refused" => {
+                            let vm = u(&f, "vm").unwrap_or(0);
+                            let totals = story.totals.entry(vm).or_default();
+                            totals.posted += 1;
+                            totals.dropped += 1;
+                            let why = match s(&f, "reason") {
+                                "not_registered" => "no application had registered",
+                                "too_many_pending" => "too many posts were waiting",
+                                other => other,
+                            };
+                            events.push((
+                                t,
+                                format!(
+                                    "{} posted wParam {} lParam {}: refused, {why} (the caller got CF set)",
+                                    story.name(vm),
+                                    u(&f, "wparam").unwrap_or(0),
+                                    u(&f, "lparam").unwrap_or(0)
+                                ),
+                            ));
+                        }
+                        "post_called" => {
+                            if let Some(p) = posts.get_mut(&id) {
+                                if std::mem::take(&mut p.behind_retry) {
+                                    p.steps.push(Step::Text("waited behind an older post VPOSTD was retrying".into()));
+                                }
+                                p.waiting = false;
+                                p.sti_pending = false;
+                                p.crit_pending = None;
+                                if f.get("result").and_then(Value::as_bool).unwrap_or(false) {
+                                    p.handed_ms = Some(t);
+                                    in_queue.entry((p.wparam, p.lparam)).or_default().push(id);
+                                } else if let Some(Step::Full(times, _)) = p.steps.last_mut() {
+                                    times.push(t);
+                                } else {
+                                    p.steps.push(Step::Full(vec![t], None));
+                                }
+                            }
+                        }
+                        "post_retry" => {
+                            retrying = true;
+                            if let Some(p) = posts.get_mut(&id) {
+                                if let Some(Step::Full(_, after)) = p.steps.last_mut() {
+                                    *after = u(&f, "after_ms");
+                                }
+                                story.totals.entry(p.vm).or_default().retried += 1;
+                            }
+                            for (_, p) in posts.iter_mut().filter(|(other, p)| **other != id && p.waiting) {
+                                p.behind_retry = true;
+                            }
+                        }
+                        "post_dropped" => {
+                            if let Some(p) = posts.get_mut(&id) {
+                                p.waiting = false;
+                                let why = match s(&f, "reason") {
+                                    "shutdown" => "the machine stopped first".to_string(),
+                                    "unregistered" => "the application had unregistered".to_string(),
+                                    other => format!("{}: {}", other.replace('_', " "), s(&f, "detail")),
+                                };
+                                p.dropped = Some((t, why));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !vpostd_seen {
+            return None;
+        }
+        for (t, hwnd, callback) in registrations {
+            let code = callbacks.get(&callback).map(|c| format!("{c} at {callback}")).unwrap_or(callback);
+            events.push((t, format!("window {hwnd:#06x} registered with VPOSTD; its callback is {code}")));
+        }
+        for p in posts.values() {
+            let totals = story.totals.entry(p.vm).or_default();
+            if p.delivered.is_some() {
+                totals.delivered += 1;
+            } else if p.dropped.is_some() {
+                totals.dropped += 1;
+            } else {
+                story.unaccounted += 1;
+            }
+            events.push((p.queued_ms, story.describe(p)));
+        }
+        events.sort_by_key(|(t, _)| *t);
+        let width = events.last().map_or(1, |(t, _)| t.to_string().len());
+        story.lines = events.into_iter().map(|(t, text)| format!("{t:>width$} ms  {text}")).collect();
+        Some(story)
+    }
+
+    fn name(&self, vm: u64) -> String {
+        self.names.get(&vm).cloned().unwrap_or_else(|| format!("VM {vm:#x}"))
+    }
+
+    /// One post's line.
+    fn describe(&self, p: &Post) -> String {
+        let mut steps: Vec<String> = p
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::Text(t) => t.clone(),
+                Step::Full(times, after) => {
+                    let at: Vec<String> = times.iter().map(|t| format!("{t} ms")).collect();
+                    let again = match (after, times.len()) {
+                        (Some(ms), 1) => format!(", VPOSTD retried {ms} ms later"),
+                        (Some(ms), _) => format!(", VPOSTD retried {ms} ms later each time"),
+                        (None, _) => String::new(),
+                    };
+                    format!("the window's queue was full at {}{again}", list(&at))
+                }
+            })
+            .collect();
+        match (&p.delivered, &p.dropped) {
+            (Some((read, task)), _) => {
+                let reader = self.tasks.get(task).cloned().unwrap_or_else(|| format!("task {task:#06x}"));
+                match p.handed_ms {
+                    Some(h) if h != *read => steps.push(format!("queued at {h} ms, {reader} read it at {read} ms")),
+                    _ => steps.push(format!("{reader} read it at {read} ms")),
+                }
+            }
+            (None, Some((t, why))) => steps.push(format!("dropped at {t} ms: {why}")),
+            (None, None) if p.handed_ms.is_some() => {
+                steps.push("still in the window's queue when the machine stopped".to_string())
+            }
+            (None, None) => steps.push("still on its way when the machine stopped".to_string()),
+        }
+        format!("{} posted wParam {} lParam {}: {}", self.name(p.vm), p.wparam, p.lparam, steps.join("; "))
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let rows: Vec<[String; 5]> = self
+            .totals
+            .iter()
+            .map(|(vm, t)| {
+                [
+                    self.name(*vm),
+                    t.posted.to_string(),
+                    t.delivered.to_string(),
+                    t.retried.to_string(),
+                    t.dropped.to_string(),
+                ]
+            })
+            .collect();
+        crate::cli::table(["VM", "POSTED", "DELIVERED", "RETRIED", "DROPPED"], &rows)
+    }
+}
+
+impl fmt::Display for Story {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "What happened to each message:")?;
+        for l in &self.lines {
+            writeln!(f, "  {l}")?;
+        }
+        writeln!(f)?;
+        write!(f, "{}", self.table())?;
+        if self.unaccounted > 0 {
+            writeln!(f, "{} post(s) were still on their way when the machine stopped.", self.unaccounted)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::Story;
+
+    fn note(t: u64, note: &str, fields: Value) -> Value {
+        json!({"t": t, "kind": "note", "device": "VPOSTD", "note": note, "fields": fields})
+    }
+
+    #[test]
+    fn no_vpostd_no_story() {
+        assert!(Story::tell(&[json!({"t": 0, "kind": "machine"})]).is_none());
+    }
+
+    #[test]
+    fn refusals_drops_and_unfinished_posts_are_all_accounted_for() {
+        let records = vec![
+            json!({"t": 0, "kind": "control", "message": "Sys_VM_Init", "vm": 1}),
+            json!({"t": 0, "kind": "vm_created", "vm": 2, "id": 2, "name": "DOS1"}),
+            note(5, "post_refused", json!({"vm": 2, "wparam": 2, "lparam": 1, "reason": "not_registered"})),
+            note(10, "registered", json!({"hwnd": 0x1004, "callback": "010F:0010"})),
+            note(20, "post_queued", json!({"post": 1, "vm": 2, "wparam": 2, "lparam": 2})),
+            json!({"t": 25, "kind": "action", "vm": 1, "action": "cli"}),
+            note(30, "post_queued", json!({"post": 2, "vm": 2, "wparam": 2, "lparam": 3})),
+            json!({"t": 40, "kind": "crit_section", "action": "claim", "vm": 2, "claims": 1}),
+            json!({"t": 50, "kind": "action", "vm": 1, "action": "sti"}),
+            json!({"t": 60, "kind": "crit_section", "action": "release", "vm": 2, "claims": 0}),
+            note(60, "post_called", json!({"post": 1, "result": false})),
+            note(60, "post_retry", json!({"post": 1, "after_ms": 100})),
+            note(160, "post_requeued", json!({"post": 1})),
+            note(160, "post_called", json!({"post": 1, "result": true})),
+            note(160, "post_called", json!({"post": 2, "result": true})),
+            json!({"t": 170, "kind": "message_delivered", "msg": 0x500, "wparam": 2, "lparam": 2, "task": 9}),
+            note(180, "post_queued", json!({"post": 3, "vm": 2, "wparam": 2, "lparam": 4})),
+            note(190, "post_dropped", json!({"post": 3, "reason": "shutdown"})),
+        ];
+        let story = Story::tell(&records).unwrap();
+        let text = story.to_string();
+        assert!(
+            text.contains("DOS1 (VM 2) posted wParam 2 lParam 1: refused, no application had registered"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "lParam 2: waited for the system VM to enable interrupts (STI at 50 ms); waited for DOS1 (VM 2) to \
+                 leave the critical section (at 60 ms); the window's queue was full at 60 ms, VPOSTD retried 100 ms \
+                 later; queued at 160 ms, task 0x0009 read it at 170 ms"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("lParam 3: waited for the system VM"), "{text}");
+        assert!(text.contains("waited behind an older post VPOSTD was retrying"), "{text}");
+        assert!(text.contains("still in the window's queue when the machine stopped"), "{text}");
+        assert!(text.contains("lParam 4: dropped at 190 ms: the machine stopped first"), "{text}");
+        let t = story.totals[&2];
+        assert_eq!((t.posted, t.delivered, t.retried, t.dropped), (4, 1, 1, 2));
+        assert_eq!(story.unaccounted, 1);
+        assert!(text.ends_with("1 post(s) were still on their way when the machine stopped.\n"), "{text}");
+    }
+}
