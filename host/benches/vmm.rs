@@ -8,6 +8,12 @@
 //!   entries.
 //! * `service_call/*`: `Get_Cur_VM_Handle` called from plugin code, beside
 //!   a direct (not inlined) Rust call.
+//! * `ring3/*`: a DOS program's V86 API round trip and a nested far call,
+//!   beside direct calls.
+//! * `vpostd/*`: the VPOSTD route, per message, from POSTDOS's V86 API call
+//!   to POSTAPP's window procedure; and the same route to a window handle
+//!   that does not exist (PostMessage returns TRUE without queueing), which
+//!   leaves out the queue, GetMessage and the window procedure.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,6 +25,7 @@ use vmm_host::Machine;
 use vmm_host::testkit::Scenario;
 use vmm_plugin_api::ServiceCall;
 use vmm_plugin_api::ddk::vxd_service;
+use vmm_plugin_api::prelude::*;
 
 const FXBENCH: u16 = 0x3F20;
 
@@ -176,5 +183,63 @@ fn ring3_calls(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, priority_events, service_call, ring3_calls);
+/// A Windows application that registers window handle 0x7777, which does
+/// not exist, with VPOSTD through POSTHOST, and exits.
+struct BenchReg;
+
+impl Module for BenchReg {
+    const MODULE: ModuleDef = ModuleDef::windows_app("BENCHREG").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(BenchReg)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        let lib = r3.load_library("POSTHOST").expect("POSTHOST.DLL");
+        let register = r3.get_proc_address(lib, "RegisterPostWindow").expect("RegisterPostWindow");
+        let ok = r3.call(register, &PascalArgs::encode(&[(2, 0x7777), (2, 0)])).expect("call");
+        assert_eq!(ok, 1, "VPOSTD refused the registration");
+        Step::exit(0)
+    }
+}
+
+/// A machine where POSTDOS posts `count` messages as fast as they are
+/// taken, to POSTAPP (`to_window`) or to a window that does not exist.
+fn vpostd_machine(count: u64, to_window: bool) -> Machine {
+    let app = if to_window { "POSTAPP" } else { "BENCHREG" };
+    let mut m = Scenario::new(&format!(
+        "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[machine]\nlivelock_limit = 0\n[windows]\nload = [\"{app}\"]\n\
+         [[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS\"\nargs = \"count={count} interval=0\"\n"
+    ))
+    .module::<BenchReg>()
+    .without_trace()
+    .machine()
+    .expect("manifest");
+    m.boot().expect("boot");
+    m
+}
+
+fn time_vpostd(iters: u64, to_window: bool) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let k = left.min(2_000_000);
+        let mut m = vpostd_machine(k, to_window);
+        let start = Instant::now();
+        m.run().expect("run");
+        total += start.elapsed();
+        left -= k;
+    }
+    total
+}
+
+fn vpostd(c: &mut Criterion) {
+    let mut group = c.benchmark_group("vpostd");
+    group.throughput(Throughput::Elements(1)).sample_size(20).measurement_time(Duration::from_secs(6));
+    group.bench_function("dos_to_window_procedure", |b| b.iter_custom(|iters| time_vpostd(iters, true)));
+    group.bench_function("dos_to_postmessage_no_queue", |b| b.iter_custom(|iters| time_vpostd(iters, false)));
+    group.finish();
+}
+
+criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd);
 criterion_main!(benches);

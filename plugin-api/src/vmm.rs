@@ -246,23 +246,22 @@ impl<'a> Vmm<'a> {
     /// vmm.trace_note("post_queued", &[("vm", vm.into()), ("wparam", 2u16.into()), ("pending", 1usize.into())])?;
     /// # Ok(()) }
     /// ```
-    pub fn trace_note(&self, note: &str, fields: &[(&str, NoteValue<'_>)]) -> Result<(), VmmError> {
+    pub fn trace_note<const N: usize>(&self, note: &str, fields: &[(&str, NoteValue<'_>); N]) -> Result<(), VmmError> {
         let Some(f) = self.svc().trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
-        let mut raw = [NoteField { key: RStr::from_str(""), kind: NoteKind::Int, number: 0, text: RStr::from_str("") };
-            MAX_NOTE_FIELDS];
-        if fields.len() > MAX_NOTE_FIELDS {
+        if N > MAX_NOTE_FIELDS {
             return Err(VmmError::INVALID_PARAMETER);
         }
-        for (slot, (key, value)) in raw.iter_mut().zip(fields) {
-            slot.key = RStr::from_str(key);
-            (slot.kind, slot.number, slot.text) = match *value {
-                NoteValue::Int(n) => (NoteKind::Int, n as u64, RStr::from_str("")),
-                NoteValue::UInt(n) => (NoteKind::UInt, n, RStr::from_str("")),
-                NoteValue::Bool(b) => (NoteKind::Bool, u64::from(b), RStr::from_str("")),
-                NoteValue::Text(t) => (NoteKind::Text, 0, RStr::from_str(t)),
+        let raw: [NoteField<'_>; N] = core::array::from_fn(|i| {
+            let (key, value) = fields[i];
+            let (kind, number, text) = match value {
+                NoteValue::Int(n) => (NoteKind::Int, n as u64, ""),
+                NoteValue::UInt(n) => (NoteKind::UInt, n, ""),
+                NoteValue::Bool(b) => (NoteKind::Bool, u64::from(b), ""),
+                NoteValue::Text(t) => (NoteKind::Text, 0, t),
             };
-        }
-        res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw[..fields.len()])))
+            NoteField { key: RStr::from_str(key), kind, number, text: RStr::from_str(text) }
+        });
+        res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw)))
     }
 
     // ---- version, profile, dispatch ------------------------------------

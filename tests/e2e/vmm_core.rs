@@ -964,11 +964,12 @@ fn devices_write_structured_notes_into_the_trace() {
                     Err(VmmError::INVALID_PARAMETER)
                 );
                 assert_eq!(vmm.trace_note("x", &[("", 1u8.into())]), Err(VmmError::INVALID_PARAMETER));
-                let many: Vec<(String, NoteValue<'_>)> =
-                    (0..33).map(|i| (format!("f{i}"), NoteValue::UInt(i))).collect();
-                let many: Vec<(&str, NoteValue<'_>)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                let names: [String; 33] = core::array::from_fn(|i| format!("f{i}"));
+                let many: [(&str, NoteValue<'_>); 33] =
+                    core::array::from_fn(|i| (names[i].as_str(), NoteValue::UInt(1)));
                 assert_eq!(vmm.trace_note("x", &many), Err(VmmError::INVALID_PARAMETER));
-                assert!(vmm.trace_note("x", &many[..32]).is_ok());
+                let most: [(&str, NoteValue<'_>); 32] = core::array::from_fn(|i| many[i]);
+                assert!(vmm.trace_note("x", &most).is_ok());
             }
             Carry::Clear
         })

@@ -654,7 +654,16 @@ impl Core {
     /// interrupt time: the code must be in a FIXED segment of a DLL.
     /// Returns `false` if the call must not be made.
     pub(crate) fn isr_entry_allowed(&self, module: usize, export: usize, target: u32) -> bool {
-        let (ok, what) = {
+        let ok = {
+            let r3 = self.ring3.borrow();
+            let m = &r3.modules[module];
+            let e = &m.exports[export];
+            m.segments[e.segment as usize].1 == SegmentKind::Fixed && m.kind == ModuleKind::WinDll
+        };
+        if ok {
+            return true;
+        }
+        let what = {
             let r3 = self.ring3.borrow();
             let m = &r3.modules[module];
             let e = &m.exports[export];
@@ -664,8 +673,7 @@ impl Core {
                 SegmentKind::Moveable => "MOVEABLE",
                 SegmentKind::Discardable => "DISCARDABLE",
             };
-            let ok = *seg_kind == SegmentKind::Fixed && m.kind == ModuleKind::WinDll;
-            let what = if m.kind != ModuleKind::WinDll {
+            if m.kind != ModuleKind::WinDll {
                 format!(
                     "{}!{} ({target:08X}) is in {}, an application: FIXED is ignored for applications' segments, so \
                      the code may not be present at event time (KB Q72899); put the callback in a DLL",
@@ -677,10 +685,9 @@ impl Core {
                      from event time, it must be in a FIXED segment, or it may not be present (KB Q72899)",
                     m.name, e.name
                 )
-            };
-            (ok, what)
+            }
         };
-        ok || !self.violation("NOT_FIXED_SEGMENT", what, Some("Simulate_Far_Call"))
+        !self.violation("NOT_FIXED_SEGMENT", what, Some("Simulate_Far_Call"))
     }
 
     /// A ring-3 service called while ring-3 code runs like an ISR: only

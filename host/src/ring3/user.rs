@@ -139,12 +139,13 @@ impl Core {
             });
             return 0;
         };
-        let args = vmm_plugin_api::ring3::PascalArgs::encode(&[
-            (2, hwnd as u32),
-            (2, message as u32),
-            (2, wparam as u32),
-            (4, lparam),
-        ]);
+        // The PASCAL frame as pushed: lParam (high word first), wParam,
+        // msg, hwnd, read upward from the stack pointer.
+        let mut args = [0u8; 10];
+        args[0..4].copy_from_slice(&lparam.to_le_bytes());
+        args[4..6].copy_from_slice(&wparam.to_le_bytes());
+        args[6..8].copy_from_slice(&message.to_le_bytes());
+        args[8..10].copy_from_slice(&hwnd.to_le_bytes());
         let previous = self.current_task.replace(task);
         let r = self.ring3_far_call(proc_ptr, &args, false).unwrap_or(0);
         self.current_task.set(previous);
