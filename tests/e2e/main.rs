@@ -7,4 +7,5 @@
 mod foundation;
 mod loader;
 mod ring3;
+mod shell;
 mod vmm_core;
