@@ -437,6 +437,8 @@ fn an_event_that_reaches_appy_time_first_is_not_called_again_by_its_time_out() {
     // time-out expired.
     assert_eq!(notes(&run), ["t=0 flags=0"]);
     assert_eq!(run.trace().count(json!({"kind": "appy_dispatched"})), 1);
+    // Its time-out went with it: nothing keeps the machine running.
+    run.trace().expect(json!({"kind": "phase", "phase": "stopped", "t": 0}));
 }
 
 #[test]

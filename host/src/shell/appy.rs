@@ -120,6 +120,7 @@ impl Core {
             );
             return Err(VmmError::INVALID_HANDLE);
         };
+        self.forget_appy_timeout(handle, &rec);
         self.trace(|| TraceEvent::AppyCancelled {
             handle,
             device: self.instance_name(rec.cb.owner()).to_string(),
@@ -173,6 +174,7 @@ impl Core {
         let rec = handle.and_then(|h| self.shell.appy.borrow_mut().remove(h));
         match (handle, rec) {
             (Some(h), Some(rec)) => {
+                self.forget_appy_timeout(h, &rec);
                 self.run_appy(h, rec, false);
                 true
             }
@@ -191,6 +193,13 @@ impl Core {
         let rec = self.shell.appy.borrow_mut().remove(handle);
         if let Some(rec) = rec {
             self.run_appy(handle, rec, true);
+        }
+    }
+
+    /// An event left the queue before its `CAAFL_TIMEOUT`: remove the timer.
+    fn forget_appy_timeout(&self, handle: u32, rec: &AppyRec) {
+        if rec.flags & CAAFL_TIMEOUT != 0 {
+            self.timers.borrow_mut().cancel(TimerKind::AppyTimeout(handle, rec.seq));
         }
     }
 
@@ -237,6 +246,7 @@ impl Core {
         for (_, handle) in pending {
             let rec = self.shell.appy.borrow_mut().remove(handle);
             let Some(rec) = rec else { continue };
+            self.forget_appy_timeout(handle, &rec);
             self.trace(|| TraceEvent::AppyDropped {
                 handle,
                 device: self.instance_name(rec.cb.owner()).to_string(),

@@ -83,6 +83,13 @@ impl Timers {
         self.heap.peek().map(|Reverse((d, _, _))| *d)
     }
 
+    /// Remove a timer that must not fire (an appy-time event that ran or was
+    /// cancelled before its time-out): a stale one would keep an otherwise
+    /// idle machine running until it came due.
+    pub(crate) fn cancel(&mut self, kind: TimerKind) {
+        self.heap.retain(|Reverse((_, _, k))| *k != kind);
+    }
+
     /// Whether any timer other than `Stop` is scheduled.
     pub(crate) fn has_pending(&self) -> bool {
         self.heap.iter().any(|Reverse((_, _, k))| *k != TimerKind::Stop)
