@@ -377,7 +377,8 @@
 //! broadcasts ([`Shell::broadcast_system_message`],
 //! [`Shell::hook_system_broadcast`]) and [`Shell::post_message`], Windows
 //! 95's built-in replacement for the VPOSTD pattern: it posts a message
-//! into the system VM from any context, even an interrupt handler.
+//! into the system VM from any context, even an interrupt handler. The
+//! workspace's `plugins/appydemo` is a complete example.
 //!
 //! ## Logging
 //!

@@ -1485,3 +1485,64 @@ fn the_services_shell_does_not_provide_are_reported_as_such() {
     assert_eq!(notes(&run), ["Ok(()) cf=1"]);
     run.trace().expect(json!({"kind": "violation", "code": "NOT_IMPLEMENTED", "service": "SHELL_Event"}));
 }
+
+// ---- the example: APPYDEMO ---------------------------------------------------------------------------
+
+fn appydemo(sets: &[&str]) -> Run {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/appydemo/appydemo.ini"))
+        .expect("the example's manifest");
+    let mut s = Scenario::new(&manifest);
+    for set in sets {
+        s = s.set(set);
+    }
+    s.run()
+}
+
+#[test]
+fn the_appydemo_example_loads_its_dll_and_opens_its_readme_at_appy_time() {
+    let run = appydemo(&[]);
+    run.assert_ok();
+    let t = run.trace();
+    t.expect_in_order(&[
+        json!({"kind": "appy_scheduled", "device": "APPYDEMO", "available": false}),
+        json!({"kind": "module_loaded", "module": "APPYDLL"}),
+        json!({"kind": "far_call", "module": "APPYDLL", "export": "Multiply", "result": 42}),
+        json!({"kind": "far_call", "module": "APPYDLL", "export": "Announce"}),
+        json!({"kind": "module_freed", "module": "APPYDLL", "refcount": 0}),
+        json!({"kind": "program_started", "module": "APPYVIEW", "args": "README.TXT"}),
+        json!({"kind": "shell_execute", "device": "APPYDEMO", "file": "README.TXT", "module": "APPYVIEW"}),
+        // Written when the callback returns.
+        json!({"kind": "appy_dispatched", "device": "APPYDEMO", "context": "appy", "timed_out": false}),
+    ]);
+    t.expect_none(json!({"kind": "violation"}));
+    let out = outputs(&run);
+    assert!(out.contains(&"announces: Hello from APPYDEMO, at appy time".to_string()), "{out:?}");
+    assert!(out.contains(&"APPYVIEW opened README.TXT".to_string()), "{out:?}");
+}
+
+#[test]
+fn the_appydemo_example_handles_a_dll_that_will_not_load() {
+    let run = appydemo(&["APPYDEMO.Dll=\"MISSING.DLL\""]);
+    run.assert_ok();
+    let text: Vec<_> = run.trace().values(json!({"kind": "debug_string", "device": "APPYDEMO"}), "text");
+    assert!(text.iter().any(|t| t.as_str().unwrap().contains("MISSING.DLL did not load (error 2)")), "{text:?}");
+    run.trace().expect(json!({"kind": "shell_execute", "file": "README.TXT"}));
+}
+
+#[test]
+fn the_appydemo_example_handles_appy_time_never_coming() {
+    let run = appydemo(&["shell.message_server=false"]);
+    run.assert_ok();
+    let text: Vec<_> = run.trace().values(json!({"kind": "debug_string", "device": "APPYDEMO"}), "text");
+    assert!(text.iter().any(|t| t.as_str().unwrap().contains("timed out")), "{text:?}");
+    run.trace().expect(json!({"kind": "appy_dispatched", "device": "APPYDEMO", "timed_out": true}));
+    run.trace().expect_none(json!({"kind": "module_loaded"}));
+}
+
+#[test]
+fn the_appydemo_example_handles_a_document_nothing_opens() {
+    let run = appydemo(&["APPYDEMO.Document=\"REPORT.DOC\""]);
+    run.assert_ok();
+    let text: Vec<_> = run.trace().values(json!({"kind": "debug_string", "device": "APPYDEMO"}), "text");
+    assert!(text.iter().any(|t| t.as_str().unwrap().contains("ShellExecute(REPORT.DOC) failed: 31")), "{text:?}");
+}
