@@ -638,6 +638,27 @@ fn call_dll_reports_load_and_link_failures_the_ddk_way() {
 }
 
 #[test]
+fn the_dll_services_by_vxdcall_read_names_and_arguments_from_the_heap() {
+    let run = at_appy_time("", |dev, vmm| {
+        let (dll, add) = (heap_string(vmm, "SHDLL"), heap_string(vmm, "Add"));
+        let args = heap_copy(vmm, &PascalArgs::encode(&[(2, 2), (2, 3)]));
+        let (by_name, _) = shell_cdecl(vmm, SHELL_CALL_DLL, &[dll, add, 4, args]);
+        let (by_ordinal, _) = shell_cdecl(vmm, SHELL_CALL_DLL, &[dll, 1, 4, args]);
+        let (h, _) = shell_cdecl(vmm, SHELL_LOAD_LIBRARY, &[dll]);
+        let (proc_addr, _) = shell_cdecl(vmm, SHELL_GET_PROC_ADDRESS, &[h, add]);
+        let (raw, _) = shell_cdecl(vmm, SHELL_CALL_DLL, &[0, proc_addr, 4, args]);
+        shell_cdecl(vmm, SHELL_FREE_LIBRARY, &[h]);
+        // The argument buffer is only 4 bytes long.
+        let (huge, cf) = shell_cdecl(vmm, SHELL_CALL_DLL, &[dll, add, 0xFFFF_FFFF, args]);
+        dev.note(vmm, format!("{by_name} {by_ordinal} {} {raw} {huge} {cf}", proc_addr >> 16 != 0));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["5 5 true 5 0 true"]);
+    run.trace().expect(json!({"kind": "violation", "code": "BAD_POINTER", "service": "_SHELL_CallDll"}));
+}
+
+#[test]
 fn a_dll_that_faults_takes_the_message_server_and_appy_time_down_for_good() {
     let run = machine("[[interrupt]]\nname = \"go\"\nat = 10\n", |_, vmm, msg| {
         if msg.message == DEVICE_INIT {
@@ -727,6 +748,27 @@ fn local_alloc_ex_gives_a_16_16_and_a_flat_address_to_the_same_bytes() {
     assert!(outputs(&run).contains(&"Greet: Hello, appy time".to_string()));
     let v = run.trace().expect(json!({"kind": "violation", "code": "BAD_LOCAL_FREE", "service": "_SHELL_LocalFree"}));
     assert!(v["message"].as_str().unwrap().contains("00A7:0014"), "{v}");
+}
+
+#[test]
+fn a_local_block_without_lmem_zeroinit_keeps_what_was_there() {
+    let run = at_appy_time("", |dev, vmm| {
+        let shell = vmm.shell();
+        let first = shell.local_alloc_ex(LMEM_STRING, 0, Some(b"leftover")).unwrap();
+        shell.local_free(first.address);
+        let raw = shell.local_alloc_ex(LMEM_FIXED, 8, None).unwrap();
+        let mut bytes = [0u8; 8];
+        vmm.mem_read(raw.linear, &mut bytes).unwrap();
+        shell.local_free(raw.address);
+        let zeroed = shell.local_alloc_ex(LPTR, 8, None).unwrap();
+        let mut zero = [0xFFu8; 8];
+        vmm.mem_read(zeroed.linear, &mut zero).unwrap();
+        let same = raw.address == first.address && zeroed.address == first.address;
+        dev.note(vmm, format!("{same} {:?} {zero:?}", String::from_utf8_lossy(&bytes)));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["true \"leftover\" [0, 0, 0, 0, 0, 0, 0, 0]"]);
 }
 
 #[test]

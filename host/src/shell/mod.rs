@@ -281,9 +281,16 @@ impl Core {
     /// `len` bytes at linear address `addr` (`BAD_POINTER` if they leave
     /// their heap block).
     pub(crate) fn read_linear(&self, service: &'static str, addr: u32, len: usize) -> Result<Vec<u8>, VmmError> {
-        let mut out = vec![0u8; len];
-        let r = self.heap.borrow().read(addr, &mut out);
-        r.map(|()| out).map_err(|e| mem_violation(self, service, addr, len, e))
+        // Checked before anything is allocated: the length is the caller's
+        // word (a cbArgs of 0xFFFFFFFF must not cost 4 GB).
+        let r = {
+            let heap = self.heap.borrow();
+            heap.check(addr, len).and_then(|()| {
+                let mut out = vec![0u8; len];
+                heap.read(addr, &mut out).map(|()| out)
+            })
+        };
+        r.map_err(|e| mem_violation(self, service, addr, len, e))
     }
 
     /// The bytes from `addr` to the end of its heap block (for a structure

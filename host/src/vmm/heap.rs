@@ -127,6 +127,11 @@ impl Heap {
         Ok((start, offset))
     }
 
+    /// Whether `len` bytes at `addr` lie inside one block.
+    pub(crate) fn check(&self, addr: u32, len: usize) -> Result<(), MemError> {
+        self.locate(addr, len).map(|_| ())
+    }
+
     /// The bytes from `addr` to the end of its block (for NUL-terminated
     /// strings, whose length is not known before they are read).
     pub(crate) fn slice_from(&self, addr: u32) -> Result<&[u8], MemError> {
