@@ -1407,6 +1407,31 @@ fn post_message_runs_inline_when_it_can_unless_always_schedule() {
 }
 
 #[test]
+fn post_message_during_init_waits_for_windows_to_run() {
+    let run = machine("", |dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let queued = vmm.shell().post_message_with_callback(
+                Hwnd(0x2222),
+                u32::from(WM_USER),
+                0,
+                0,
+                |dev: &ScriptDevice, vmm, posted| dev.note(vmm, format!("posted {posted}")),
+            );
+            dev.note(vmm, format!("queued {queued}"));
+        }
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["queued true", "posted true"]);
+    let t = run.trace();
+    t.expect_in_order(&[
+        json!({"kind": "event_scheduled", "device": "SHELL", "callback": "_SHELL_PostMessage"}),
+        json!({"kind": "phase", "phase": "running"}),
+        json!({"kind": "message_posted", "hwnd": 0x2222, "note": "invalid_hwnd"}),
+    ]);
+}
+
+#[test]
 fn post_message_with_wm_null_posts_nothing_but_reports_success() {
     let run = at_appy_time("[windows]\nload = [\"SHVIEW stay\"]\n", |dev, vmm| {
         let q = vmm.shell().post_message_with_callback(

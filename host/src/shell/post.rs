@@ -11,7 +11,7 @@ use vmm_plugin_api::ddk::{
     SPM_UM_DONOTWAITFORCRIT, WM_NULL, WM_USER,
 };
 
-use crate::machine::Core;
+use crate::machine::{Core, Phase};
 use crate::services::priority_event;
 use crate::trace::TraceEvent;
 use crate::vmm::callback::Callback;
@@ -64,7 +64,9 @@ impl Core {
         if msg & SPM_UM_DONOTWAITFORCRIT == 0 {
             pef |= PEF_WAIT_NOT_CRIT;
         }
-        if msg & SPM_UM_ALWAYSSCHEDULE != 0 {
+        // Before Windows runs there is no USER to post to: the post waits
+        // for the first dispatch point instead of running inside Device_Init.
+        if msg & SPM_UM_ALWAYSSCHEDULE != 0 || self.phase.get() != Phase::Running {
             pef |= PEF_ALWAYS_SCHED;
         }
         let (hwnd, message, wparam) = (hwnd as u16, msg as u16, wparam as u16);
