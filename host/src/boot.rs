@@ -257,6 +257,7 @@ impl Core {
         self.check_interrupt_names()?;
         self.schedule_manifest();
         self.start_windows_apps();
+        self.start_message_server();
         Ok(())
     }
 
@@ -273,6 +274,7 @@ impl Core {
             let name = app.split(' ').next().unwrap_or(app);
             self.check_module(name, ModuleKind::WinApp, origin)?;
         }
+        self.check_programs()?;
         for a in &m.actions {
             let known = a.vm.eq_ignore_ascii_case("system") || m.vms.iter().any(|v| v.name.eq_ignore_ascii_case(&a.vm));
             if !known {
@@ -585,6 +587,7 @@ impl Core {
             self.destroy_dos_vms();
         }
         self.cancel_everything("shutdown");
+        self.drop_appy_events();
         if booted {
             if !crash {
                 self.trace(|| TraceEvent::Phase { phase: "sys_vm_terminate" });
@@ -595,6 +598,8 @@ impl Core {
             self.trace(|| TraceEvent::Phase { phase: "sys_critical_exit" });
             self.exit_broadcast(SYS_CRITICAL_EXIT, SYS_CRITICAL_EXIT2);
         }
+        // Appy-time events requested during the exit messages never run.
+        self.drop_appy_events();
         self.enter_phase(Phase::Stopped, "stopped");
         self.finish_trace();
     }

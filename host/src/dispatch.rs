@@ -26,10 +26,7 @@ impl Core {
             })
         };
         let invalid = |core: &Core| {
-            let message =
-                format!("Invalid VxD dynamic link call to device number {device_id:04X}, service {ordinal:04X}");
-            let by = core.instance_name(caller).to_string();
-            core.set_fatal(message, Some(by));
+            core.invalid_dynamic_link(caller, device_id, ordinal);
             Err(VmmError::FATAL)
         };
         let Some((code, instance, name, count)) = target else {
@@ -78,6 +75,15 @@ impl Core {
             result: outcome,
         });
         if self.is_fatal() { Err(VmmError::FATAL) } else { Ok(()) }
+    }
+
+    /// Stop the machine with Windows' "Invalid VxD dynamic link call": a call
+    /// to a device that is not loaded, or to an ordinal past its service
+    /// table.
+    pub(crate) fn invalid_dynamic_link(&self, caller: u32, device_id: u16, ordinal: u16) {
+        let message = format!("Invalid VxD dynamic link call to device number {device_id:04X}, service {ordinal:04X}");
+        let by = self.instance_name(caller).to_string();
+        self.set_fatal(message, Some(by));
     }
 
     /// The VMM's own register-convention services through `VxDCall`.

@@ -21,6 +21,7 @@ pub mod resolve;
 pub(crate) mod ring3;
 pub(crate) mod services;
 pub(crate) mod services_r3;
+pub(crate) mod services_shell;
 pub(crate) mod shell;
 pub mod story;
 pub mod testkit;

@@ -162,6 +162,9 @@ pub(crate) struct Core {
     pub(crate) isr_depth: Cell<u32>,
     /// The control message being sent, if any.
     pub(crate) current_message: Cell<Option<u32>>,
+    /// The SHELL device's state: appy time, broadcast hooks, the message
+    /// server's local heap.
+    pub(crate) shell: crate::shell::ShellState,
 }
 
 /// Permanent hooks: `Call_When_Task_Switched` and `Call_When_Idle`, in
@@ -210,6 +213,7 @@ impl Core {
             current_task: Cell::new(0),
             isr_depth: Cell::new(0),
             current_message: Cell::new(None),
+            shell: crate::shell::ShellState::default(),
             in_process: options
                 .in_process
                 .iter()

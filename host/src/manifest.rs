@@ -3,7 +3,7 @@
 //! at a file, line and column.
 //!
 //! Sections owned by the emulator (`[machine]`, `[windows]`, `[programs]`,
-//! `[[vm]]`, `[[tsr]]`, `[[interrupt]]`, `[[action]]`) have fixed keys;
+//! `[shell]`, `[[vm]]`, `[[tsr]]`, `[[interrupt]]`, `[[action]]`) have fixed keys;
 //! unknown keys there are errors. `[386Enh]` holds the `device` list plus
 //! any profile keys devices read with `Get_Profile_*`. Every other table is
 //! a profile section for the devices (`[VPOSTD]`), matched
@@ -231,6 +231,9 @@ pub struct TsrEntry {
 pub struct VmEntry {
     /// Name for traces (default `DOS<n>`).
     pub name: String,
+    /// The VM runs in a window rather than full screen (its PIF's display
+    /// usage, reported by `SHELL_GetVMInfo`).
+    pub windowed: bool,
     /// DOS program to run (a ring-3 plugin name), if any.
     pub program: Option<String>,
     /// Command-line arguments.
@@ -255,6 +258,23 @@ pub struct WindowsSettings {
 impl Default for WindowsSettings {
     fn default() -> Self {
         WindowsSettings { load: Vec::new(), queue_size: 8, message_box_answer: 1 }
+    }
+}
+
+/// `[shell]`: the SHELL device's side of the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShellSettings {
+    /// Answers to SHELL's message boxes, used in order; when they run out,
+    /// `[windows] message_box_answer` answers.
+    pub answers: Vec<u32>,
+    /// Whether the message server (MSGSRV32) starts with Windows. Without
+    /// it, appy time never becomes available.
+    pub message_server: bool,
+}
+
+impl Default for ShellSettings {
+    fn default() -> Self {
+        ShellSettings { answers: Vec::new(), message_server: true }
     }
 }
 
@@ -371,6 +391,8 @@ pub struct Manifest {
     pub actions: Vec<ActionEntry>,
     /// `[programs]`, keys lower-cased.
     pub programs: BTreeMap<String, ProgramEntry>,
+    /// `[shell]`.
+    pub shell: ShellSettings,
     /// Profile sections, including `[386Enh]`'s other keys.
     pub profile: Profile,
 }
@@ -386,6 +408,7 @@ struct RawLayer {
     enh: Option<Spanned<RawEnh>>,
     windows: Option<Spanned<RawWindows>>,
     programs: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    shell: Option<Spanned<RawShell>>,
     vm: Option<Vec<Spanned<RawVm>>>,
     tsr: Option<Vec<Spanned<RawTsr>>>,
     interrupt: Option<Vec<Spanned<RawInterrupt>>>,
@@ -444,8 +467,16 @@ struct RawWindows {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawShell {
+    answers: Option<Vec<Spanned<toml::Value>>>,
+    message_server: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawVm {
     name: Option<String>,
+    windowed: Option<bool>,
     program: Option<String>,
     args: Option<RawArgs>,
     at: Option<Spanned<RawDuration>>,
@@ -640,6 +671,18 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
             m.windows.message_box_answer = message_box_answer(a.get_ref()).map_err(|e| src.error(&a.span(), e))?;
         }
     }
+    if let Some(shell) = layer.shell {
+        let sh = shell.into_inner();
+        if let Some(answers) = sh.answers {
+            m.shell.answers = answers
+                .iter()
+                .map(|a| message_box_answer(a.get_ref()).map_err(|e| src.error(&a.span(), e)))
+                .collect::<Result<_>>()?;
+        }
+        if let Some(on) = sh.message_server {
+            m.shell.message_server = on;
+        }
+    }
     if let Some(programs) = layer.programs {
         for (name, module) in programs.into_inner() {
             m.programs.insert(
@@ -670,7 +713,7 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
             Some(RawArgs::Line(s)) => s,
             Some(RawArgs::List(l)) => l.join(" "),
         };
-        m.vms.push(VmEntry { name, program: v.program, args, at, origin });
+        m.vms.push(VmEntry { name, windowed: v.windowed.unwrap_or(false), program: v.program, args, at, origin });
     }
     for tsr in layer.tsr.unwrap_or_default() {
         let origin = src.origin(&tsr.span());
@@ -951,6 +994,19 @@ mod tests {
         assert!(parse("[windows]\nqueue_size = 0\n").unwrap_err().to_string().contains("out of range"));
         assert_eq!(parse("[machine]\nuntil = \"1.5s\"\n").unwrap().machine.until, Some(Duration::from_millis(1500)));
         assert_eq!(parse("[machine]\nuntil = 250\n").unwrap().machine.until, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn the_shell_section_takes_answers_and_the_message_server() {
+        let m = parse("[shell]\nanswers = [\"IDYES\", 7]\nmessage_server = false\n[[vm]]\nwindowed = true\n").unwrap();
+        assert_eq!(m.shell.answers, [6, 7]);
+        assert!(!m.shell.message_server);
+        assert!(m.vms[0].windowed);
+        assert!(parse("").unwrap().shell.message_server, "on by default");
+        let err = parse("[shell]\nanswers = [\"IDOK\", \"IDMAYBE\"]\n").unwrap_err().to_string();
+        assert!(err.contains("test.ini:2:20") && err.contains("IDMAYBE"), "{err}");
+        let err = parse("[shell]\nanswer = 1\n").unwrap_err().to_string();
+        assert!(err.contains("unknown field `answer`"), "{err}");
     }
 
     #[test]

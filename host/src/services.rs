@@ -278,7 +278,9 @@ extern "C" fn vxd_call(cx: &HostCx, service: u32, call: &mut ServiceCall) -> Vmm
 
 // ---- heap and linear memory ---------------------------------------------------------
 
-fn mem_violation(core: &Core, service: &'static str, address: u32, len: usize, e: MemError) -> VmmError {
+/// Report a linear address that does not lie in a heap block (or a range
+/// that runs past its block) as `BAD_POINTER`.
+pub(crate) fn mem_violation(core: &Core, service: &'static str, address: u32, len: usize, e: MemError) -> VmmError {
     let what = match e {
         MemError::Unmapped => format!("address {address:#010X} is not inside any heap block"),
         MemError::OutOfBounds { block, size } => {
@@ -747,17 +749,34 @@ extern "C" fn call_priority_vm_event(
             );
             return RErr(VmmError::INVALID_PARAMETER);
         }
-        let inline = !at_interrupt(core)
-            && vm == core.cur_vm.get()
-            && flags & PEF_ALWAYS_SCHED == 0
-            && core.vms.borrow().get(vm).is_some_and(|v| v.schedulable())
-            && core.conditions(vm).allow_flags(flags);
-        if inline {
-            return run_inline(core, EventKind::Priority, vm, flags, boost, cb);
-        }
-        let timeout = (flags & PEF_TIME_OUT != 0).then_some(timeout_ms);
-        schedule(core, cx.caller, EventKind::Priority, vm, flags, boost, timeout, cb)
+        priority_event(core, cx.caller, boost, vm, flags, timeout_ms, cb)
     })
+}
+
+/// `Call_Priority_VM_Event` after its arguments were checked: run `cb`
+/// inline when the DDK allows it (not at interrupt time, `vm` current, no
+/// `PEF_Always_Sched`, the wait conditions hold now), else schedule it.
+/// Returns 0 when it ran, else the event handle. SHELL schedules its own
+/// events (`_SHELL_PostMessage`, `SHELL_Message`) through here too.
+pub(crate) fn priority_event(
+    core: &Core,
+    caller: u32,
+    boost: i32,
+    vm: u32,
+    flags: u32,
+    timeout_ms: u32,
+    cb: Callback,
+) -> VmmResult<u32> {
+    let inline = !at_interrupt(core)
+        && vm == core.cur_vm.get()
+        && flags & PEF_ALWAYS_SCHED == 0
+        && core.vms.borrow().get(vm).is_some_and(|v| v.schedulable())
+        && core.conditions(vm).allow_flags(flags);
+    if inline {
+        return run_inline(core, EventKind::Priority, vm, flags, boost, cb);
+    }
+    let timeout = (flags & PEF_TIME_OUT != 0).then_some(timeout_ms);
+    schedule(core, caller, EventKind::Priority, vm, flags, boost, timeout, cb)
 }
 
 fn cancel_kind(
@@ -1119,6 +1138,7 @@ impl Table {
             mem_write,
             vm: VM_SERVICES,
             ring3: crate::services_r3::RING3_SERVICES,
+            shell: crate::services_shell::SHELL_SERVICES,
             trace_note,
         })
     }

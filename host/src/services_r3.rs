@@ -4,7 +4,7 @@
 
 use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
-use abi_stable::std_types::{RErr, RNone, ROption, RSlice, RSome, RStr};
+use abi_stable::std_types::{RErr, RNone, ROption, RSlice, RSliceMut, RSome, RStr};
 use vmm_plugin_api::abi::{HostCx, Msg, Ring3Services, Ring3Services_Ref, VmmError, VmmResult};
 
 use crate::machine::Core;
@@ -131,6 +131,13 @@ extern "C" fn r3_free_library(cx: &HostCx, module: u16) -> bool {
     r3(cx, "FreeLibrary", || false, |core| core.free_library(module))
 }
 
+extern "C" fn r3_read_far(cx: &HostCx, address: u32, mut out: RSliceMut<'_, u8>) -> VmmResult<u32> {
+    // A memory access, not an API call: the ISR rule does not apply.
+    guarded(cx, "read far pointer", RErr(VmmError::FATAL), |core| {
+        core.ring3_read_far(address, out.as_mut_slice()).map(|n| n as u32).into()
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -155,6 +162,7 @@ impl Table {
             r3_load_library,
             r3_get_proc_address,
             r3_free_library,
+            r3_read_far,
         })
     }
 }

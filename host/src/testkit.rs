@@ -190,6 +190,7 @@ impl Scenario {
             || m.tsr.iter().any(|t| !linked(&t.device))
             || m.windows.load.iter().any(|(n, _)| !linked(n.split(' ').next().unwrap_or(n)))
             || m.vms.iter().filter_map(|v| v.program.as_deref()).any(|p| !linked(p))
+            || m.programs.values().any(|p| !linked(&p.module))
     }
 
     /// Boot, run to the end and shut down; never panics on machine errors

@@ -111,6 +111,18 @@ pub fn chrome_trace(records: &[TraceRecord]) -> Value {
                 let tid = b.tid(*vm);
                 b.instant(tid, ts, format!("action {action}"), "action", args);
             }
+            TraceEvent::AppyDispatched { vm, callback, timed_out, .. } => {
+                let tid = b.tid(*vm);
+                let what = if *timed_out { "appy time-out" } else { "appy time" };
+                b.instant(tid, ts, format!("{what}: {callback}"), "appy", args);
+            }
+            TraceEvent::ShellMessage { vm, text, answer, .. } => {
+                let tid = b.tid(*vm);
+                b.instant(tid, ts, format!("message \"{text}\" → {answer}"), "shell", args);
+            }
+            TraceEvent::Broadcast { msg, result, .. } => {
+                b.instant(VMM_TID, ts, format!("broadcast {msg:#x} → {result}"), "shell", args)
+            }
             _ => {}
         }
     }

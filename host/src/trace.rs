@@ -477,11 +477,12 @@ pub enum TraceEvent {
         /// lParam.
         lparam: u32,
     },
-    /// A message box (ring-3 `MessageBox` or SHELL's messages).
+    /// A ring-3 `MessageBox` (SHELL's message boxes are `ShellMessage`).
     MessageBox {
         /// The task that showed it (ring 3).
         task: Option<u16>,
-        /// The device that asked for it (SHELL services).
+        /// Always null (kept for compatibility; SHELL's message boxes are
+        /// `shell_message` records).
         device: Option<String>,
         /// Text.
         text: String,
@@ -603,6 +604,166 @@ pub enum TraceEvent {
         vm: u32,
         /// Interrupts enabled afterwards.
         enabled: bool,
+    },
+    /// `_SHELL_CallAtAppyTime` queued an appy-time event.
+    AppyScheduled {
+        /// The appy-time event handle.
+        handle: u32,
+        /// The requesting device.
+        device: String,
+        /// The callback's name.
+        callback: String,
+        /// `CAAFL_*` flags as registered.
+        flags: u32,
+        /// `dwTimeout` with `CAAFL_TIMEOUT`, else null.
+        timeout_ms: Option<u32>,
+        /// Appy time was available when it was requested.
+        available: bool,
+    },
+    /// An appy-time callback ran: at appy time, or in event context when its
+    /// `CAAFL_TIMEOUT` expired first.
+    AppyDispatched {
+        /// The handle (stale from here on).
+        handle: u32,
+        /// The device.
+        device: String,
+        /// The callback's name.
+        callback: String,
+        /// The current VM (the system VM at appy time).
+        vm: u32,
+        /// `dwFlags` the callback received.
+        flags: u32,
+        /// The time-out expired first (`CAAFL_TIMEOUT` in `flags`).
+        timed_out: bool,
+        /// `appy`, or `event` for a timed-out callback.
+        context: &'static str,
+        /// Virtual nanoseconds between the request and the call.
+        waited_ns: u64,
+        /// How the callback returned.
+        result: CallOutcome,
+    },
+    /// `_SHELL_CancelAppyTimeEvent` removed a pending appy-time event.
+    AppyCancelled {
+        /// The handle.
+        handle: u32,
+        /// The device that requested it.
+        device: String,
+        /// The callback's name.
+        callback: String,
+        /// `cancelled`.
+        reason: &'static str,
+    },
+    /// A pending appy-time event will never run.
+    AppyDropped {
+        /// The handle.
+        handle: u32,
+        /// The device that requested it.
+        device: String,
+        /// The callback's name.
+        callback: String,
+        /// `shutdown`: the machine shut down with it pending (or it was
+        /// requested during shutdown).
+        reason: &'static str,
+    },
+    /// A SHELL message box was shown and answered (`SHELL_SYSMODAL_Message`,
+    /// `SHELL_Message`, `SHELL_Resolve_Contention`).
+    ShellMessage {
+        /// The service that showed it.
+        service: &'static str,
+        /// The device that asked for it.
+        device: String,
+        /// The responsible VM (EBX).
+        vm: u32,
+        /// The `SHELL_Message` event handle (null for the synchronous ones).
+        handle: Option<u32>,
+        /// Text.
+        text: String,
+        /// Caption (the standard one when the caller passed none).
+        caption: String,
+        /// `MB_*` flags.
+        flags: u32,
+        /// The answer (`IDOK` = 1 ...).
+        answer: u32,
+        /// Where the answer came from: `manifest` (the next of `[shell]
+        /// answers`), `default` (`[windows] message_box_answer`), or
+        /// `default_button` (the configured answer is not one of the box's
+        /// buttons, so the default button answered).
+        source: &'static str,
+        /// `window` (a dialog in Windows) or `full_screen` (before Windows
+        /// runs, or `MB_NOWINDOW`).
+        display: &'static str,
+    },
+    /// `_SHELL_ShellExecute` returned.
+    ShellExecute {
+        /// The calling device.
+        device: String,
+        /// `shex_dwTotalSize` (null if the packet is shorter than its header).
+        total_size: Option<u32>,
+        /// `shex_dwSize`.
+        size: Option<u32>,
+        /// The verb (`open` for `shex_ibOp` 0).
+        verb: Option<String>,
+        /// The file.
+        file: Option<String>,
+        /// The parameters.
+        params: Option<String>,
+        /// The working directory (the Windows directory for `shex_ibDir` 0).
+        dir: Option<String>,
+        /// `dwReserved` (`shex_ibEnv` in the DDK text).
+        reserved: Option<u32>,
+        /// `shex_nCmdShow`.
+        show: Option<u32>,
+        /// The ring-3 module started, if any.
+        module: Option<String>,
+        /// What the service returned: above 32 the module handle, else the
+        /// error.
+        result: u32,
+        /// Why the packet was refused: `short_packet`, `bad_size`,
+        /// `bad_total_size`, `bad_offset`, `unterminated_string`,
+        /// `missing_file`, `reserved_not_zero`; null for a valid packet.
+        error: Option<&'static str>,
+        /// The header field `error` is about (`shex_ibFile` ...).
+        field: Option<&'static str>,
+    },
+    /// `_SHELL_BroadcastSystemMessage` returned.
+    Broadcast {
+        /// The broadcasting device.
+        device: String,
+        /// `BSF_*` flags.
+        flags: u32,
+        /// `*lpdwRecipients` on entry (`BSM_*`; null for a NULL pointer).
+        recipients: Option<u32>,
+        /// The recipient classes that got the message (`*lpdwRecipients`
+        /// afterwards).
+        delivered: u32,
+        /// Message number.
+        msg: u32,
+        /// wParam.
+        wparam: u32,
+        /// lParam.
+        lparam: u32,
+        /// Broadcast hooks called.
+        hooks: u32,
+        /// Windows reached.
+        windows: u32,
+        /// Made at appy time.
+        appy: bool,
+        /// 1 (success), 0 (a `BSF_QUERY` recipient refused), -1 (could not
+        /// broadcast).
+        result: i32,
+        /// The recipient that refused a query: `device NAME` or
+        /// `hwnd 0xNNNN`.
+        refused_by: Option<String>,
+    },
+    /// The message server (MSGSRV32) faulted in a ring-3 call made for an
+    /// appy-time service: appy time is unavailable for good.
+    MessageServerFault {
+        /// The ring-3 module whose code faulted.
+        module: String,
+        /// The service that made the call (`_SHELL_CallDll`, ...).
+        service: &'static str,
+        /// What happened.
+        message: String,
     },
     /// The machine stopped with a fatal error.
     FatalError {

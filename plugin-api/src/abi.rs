@@ -593,9 +593,10 @@ pub type Cx<'a> = &'a HostCx;
 
 /// The services the host offers plugins, in tables of at most 64 entries
 /// (abi_stable's limit for a prefix type): this one holds diagnostics,
-/// profile, dispatch and memory, and refers to the VMM's and ring 3's.
-/// Each service is documented on its SDK wrapper in [`crate::vmm::Vmm`] and
-/// [`crate::ring3::Ring3`], under the DDK name.
+/// profile, dispatch and memory, and refers to the VMM's, ring 3's and
+/// SHELL's.
+/// Each service is documented on its SDK wrapper in [`crate::vmm::Vmm`],
+/// [`crate::ring3::Ring3`] and [`crate::shell::Shell`], under the DDK name.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = HostServices_Ref)))]
@@ -655,8 +656,10 @@ pub struct HostServices {
     /// interrupts, nested execution.
     pub vm: VmServices_Ref,
     /// The ring-3 APIs (USER, KERNEL, INT 2Fh, far calls).
-    #[sabi(last_prefix_field)]
     pub ring3: Ring3Services_Ref,
+    /// The SHELL device's services (device 0x17).
+    #[sabi(last_prefix_field)]
+    pub shell: ShellServices_Ref,
 
     // ---- appended after the first prefix ------------------------------------------------
     /// Write a structured `note` record into the trace: the device's own
@@ -855,8 +858,131 @@ pub struct Ring3Services {
     /// `GetProcAddress` by name, or by ordinal when `name` is empty.
     pub r3_get_proc_address: extern "C" fn(cx: Cx<'_>, module: u16, name: RStr<'_>, ordinal: u16) -> u32,
     /// `FreeLibrary`.
-    #[sabi(last_prefix_field)]
     pub r3_free_library: extern "C" fn(cx: Cx<'_>, module: u16) -> bool,
+    /// Read the bytes behind a 16:16 data pointer: up to `out.len()`, to
+    /// the end of the segment; how many were copied.
+    #[sabi(last_prefix_field)]
+    pub r3_read_far: extern "C" fn(cx: Cx<'_>, address: u32, out: RSliceMut<'_, u8>) -> VmmResult<u32>,
+}
+
+/// A block of the message server's local heap, as `_SHELL_LocalAllocEx`
+/// returns it.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocalBlock {
+    /// EAX: the block's 16:16 address (`selector << 16 | offset`), for
+    /// ring-3 code and `_SHELL_LocalFree`; 0 on failure.
+    pub address: u32,
+    /// EDX: the same bytes as a flat (linear) address for ring-0 code.
+    pub linear: u32,
+}
+
+/// What `_SHELL_BroadcastSystemMessage` returns.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BroadcastResult {
+    /// EAX: `BSM_ERROR_SUCCESS` (1), `BSM_ERROR_SOMEONE_FAILED` (0) or
+    /// `BSM_ERROR_OUT_OF_MEMORY` (-1: could not broadcast).
+    pub result: u32,
+    /// `*lpdwRecipients` afterwards: the `BSM_*` recipient classes that got
+    /// the message.
+    pub recipients: u32,
+}
+
+/// SHELL's services (device 0x17): message boxes, appy time, the 16-bit DLL
+/// services, `ShellExecute`, broadcasts and `_SHELL_PostMessage`. Every
+/// entry returns [`VmmError::FATAL`] after the "Invalid VxD dynamic link
+/// call" a missing SHELL (or a 4.0 service under Windows 3.1) makes, and
+/// [`VmmError::VIOLATION`] for a call refused by a rule.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = ShellServices_Ref)))]
+#[sabi(missing_field(option))]
+pub struct ShellServices {
+    /// `SHELL_Get_Version`: AH.AL.
+    pub shell_get_version: extern "C" fn(cx: Cx<'_>) -> VmmResult<u32>,
+    /// `SHELL_Resolve_Contention`: the winning VM; `FAILED` if unresolved.
+    pub shell_resolve_contention:
+        extern "C" fn(cx: Cx<'_>, owner: u32, contender: u32, device: RStr<'_>) -> VmmResult<u32>,
+    /// `SHELL_SYSMODAL_Message`: the `ID*` answer. `caption` `None` is the
+    /// standard caption.
+    pub shell_sysmodal_message:
+        extern "C" fn(cx: Cx<'_>, vm: u32, flags: u32, text: RStr<'_>, caption: ROption<RStr<'_>>) -> VmmResult<u32>,
+    /// `SHELL_Message`: the event handle; the callback gets the answer in
+    /// EAX.
+    pub shell_message: extern "C" fn(
+        cx: Cx<'_>,
+        vm: u32,
+        flags: u32,
+        text: RStr<'_>,
+        caption: ROption<RStr<'_>>,
+        callback: ROption<RawCallback>,
+    ) -> VmmResult<u32>,
+    /// `SHELL_GetVMInfo`: `SGVMI_*` bits.
+    pub shell_get_vm_info: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<u32>,
+    /// `_SHELL_PostMessage`: non-zero if queued; the callback gets
+    /// PostMessage's result in EAX.
+    pub post_message: extern "C" fn(
+        cx: Cx<'_>,
+        hwnd: u32,
+        msg: u32,
+        wparam: u32,
+        lparam: u32,
+        callback: ROption<RawCallback>,
+    ) -> VmmResult<u32>,
+    /// `_SHELL_ShellExecute` with the SHEXPACKET's bytes: above 32 on
+    /// success, else the error.
+    pub shell_execute: extern "C" fn(cx: Cx<'_>, packet: RSlice<'_, u8>) -> VmmResult<u32>,
+    /// `_SHELL_PostShellMessage`: non-zero if posted.
+    pub post_shell_message: extern "C" fn(cx: Cx<'_>, wparam: u32, lparam: u32) -> VmmResult<u32>,
+    /// `_SHELL_QueryAppyTimeAvailable`: `QAAFL_*` bits, 0 if unavailable.
+    pub query_appy_time_available: extern "C" fn(cx: Cx<'_>) -> VmmResult<u32>,
+    /// `_SHELL_CallAtAppyTime`: the appy-time event handle, 0 on failure.
+    /// The callback gets the `CAAFL_*` flags in EAX.
+    pub call_at_appy_time:
+        extern "C" fn(cx: Cx<'_>, callback: RawCallback, flags: u32, timeout_ms: u32) -> VmmResult<u32>,
+    /// `_SHELL_CancelAppyTimeEvent` (0 is a no-op).
+    pub cancel_appy_time_event: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `_SHELL_BroadcastSystemMessage`; `recipients` `None` is a NULL
+    /// `lpdwRecipients` (everyone).
+    pub broadcast_system_message: extern "C" fn(
+        cx: Cx<'_>,
+        flags: u32,
+        recipients: ROption<u32>,
+        msg: u32,
+        wparam: u32,
+        lparam: u32,
+    ) -> VmmResult<BroadcastResult>,
+    /// `_SHELL_HookSystemBroadcast`: the hook handle, 0 on failure. The
+    /// callback gets EAX = uMsg, ECX = wParam, EDX = lParam and returns its
+    /// answer in EAX.
+    pub hook_system_broadcast: extern "C" fn(cx: Cx<'_>, callback: RawCallback, call_order: u32) -> VmmResult<u32>,
+    /// `_SHELL_UnhookSystemBroadcast` (0 is a no-op).
+    pub unhook_system_broadcast: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `_SHELL_LocalAllocEx`: both addresses 0 on failure.
+    pub local_alloc_ex:
+        extern "C" fn(cx: Cx<'_>, flags: u32, bytes: u32, data: ROption<RSlice<'_, u8>>) -> VmmResult<LocalBlock>,
+    /// `_SHELL_LocalFree`: 0 on success, the address on failure.
+    pub local_free: extern "C" fn(cx: Cx<'_>, address: u32) -> VmmResult<u32>,
+    /// `_SHELL_LoadLibrary`: the module handle, or the error (0-31).
+    pub load_library: extern "C" fn(cx: Cx<'_>, name: RStr<'_>) -> VmmResult<u32>,
+    /// `_SHELL_FreeLibrary`.
+    pub free_library: extern "C" fn(cx: Cx<'_>, hinstance: u32) -> VmmResult<()>,
+    /// `_SHELL_GetProcAddress` by name, or by ordinal when `name` is empty:
+    /// the 16:16 address, 0 if there is none.
+    pub get_proc_address: extern "C" fn(cx: Cx<'_>, hinstance: u32, name: RStr<'_>, ordinal: u16) -> VmmResult<u32>,
+    /// `_SHELL_CallDll`: `dll` empty calls the raw 16:16 `address`;
+    /// otherwise `proc_name`, or `ordinal` when the name is empty. `args`
+    /// are the argument bytes as they lie on the ring-3 stack.
+    #[sabi(last_prefix_field)]
+    pub call_dll: extern "C" fn(
+        cx: Cx<'_>,
+        dll: RStr<'_>,
+        proc_name: RStr<'_>,
+        ordinal: u16,
+        address: u32,
+        args: RSlice<'_, u8>,
+    ) -> VmmResult<u32>,
 }
 
 /// The root module every plugin file exports.

@@ -435,3 +435,153 @@ pub const IDNO: u32 = 7;
 pub const SVC_WAIT_FOR_STI: u16 = 0x0001;
 /// CX bit 1: wait until the critical section is free.
 pub const SVC_WAIT_NOT_CRIT: u16 = 0x0002;
+
+// ---- SHELL services by ordinal (SHELL.H, device 0x17; `_SHELL_PostMessage` is
+// SHELL_POST_MESSAGE) ---------------------------------------------------------------------------
+pub const SHELL_GET_VERSION: u16 = 0;
+pub const SHELL_RESOLVE_CONTENTION: u16 = 1;
+pub const SHELL_EVENT: u16 = 2;
+pub const SHELL_SYSMODAL_MESSAGE: u16 = 3;
+pub const SHELL_MESSAGE: u16 = 4;
+/// 3.1 and later.
+pub const SHELL_GET_VM_INFO: u16 = 5;
+/// 4.0 and later, like every ordinal below.
+pub const SHELL_POST_MESSAGE: u16 = 6;
+pub const SHELL_SHELL_EXECUTE: u16 = 7;
+pub const SHELL_POST_SHELL_MESSAGE: u16 = 8;
+pub const SHELL_DISPATCH_RING0_APPY_EVENTS: u16 = 9;
+pub const SHELL_HOOK_PROPERTIES: u16 = 10;
+pub const SHELL_UNHOOK_PROPERTIES: u16 = 11;
+pub const SHELL_UPDATE_USER_ACTIVITY: u16 = 12;
+pub const SHELL_QUERY_APPY_TIME_AVAILABLE: u16 = 13;
+pub const SHELL_CALL_AT_APPY_TIME: u16 = 14;
+pub const SHELL_CANCEL_APPY_TIME_EVENT: u16 = 15;
+pub const SHELL_BROADCAST_SYSTEM_MESSAGE: u16 = 16;
+pub const SHELL_HOOK_SYSTEM_BROADCAST: u16 = 17;
+pub const SHELL_UNHOOK_SYSTEM_BROADCAST: u16 = 18;
+pub const SHELL_LOCAL_ALLOC_EX: u16 = 19;
+pub const SHELL_LOCAL_FREE: u16 = 20;
+pub const SHELL_LOAD_LIBRARY: u16 = 21;
+pub const SHELL_FREE_LIBRARY: u16 = 22;
+pub const SHELL_GET_PROC_ADDRESS: u16 = 23;
+pub const SHELL_CALL_DLL: u16 = 24;
+pub const SHELL_SUGGEST_SINGLE_MSDOS_MODE: u16 = 25;
+pub const SHELL_CHECK_HOTKEY_ALLOWED: u16 = 26;
+pub const SHELL_GET_DOS_APP_INFO: u16 = 27;
+
+// ---- message boxes: more SHELL.H flags ----------------------------------------------------------
+pub const MB_DEFBUTTON1: u32 = 0x0000;
+pub const MB_APPLMODAL: u32 = 0x0000;
+
+// ---- SHELL_GetVMInfo (EAX bits) ----------------------------------------------------------------
+pub const SGVMI_WINDOWED: u32 = 0x0000_0004;
+pub const SGVMI_ALTTABDIS: u32 = 0x0000_0020;
+pub const SGVMI_ALTESCDIS: u32 = 0x0000_0040;
+pub const SGVMI_ALTSPACEDIS: u32 = 0x0000_0080;
+pub const SGVMI_ALTENTERDIS: u32 = 0x0000_0100;
+pub const SGVMI_ALTPRTSCDIS: u32 = 0x0000_0200;
+pub const SGVMI_PRTSCDIS: u32 = 0x0000_0400;
+pub const SGVMI_CTRLESCDIS: u32 = 0x0000_0800;
+pub const SGVMI_POLLING: u32 = 0x0000_1000;
+pub const SGVMI_NOHMA: u32 = 0x0000_2000;
+pub const SGVMI_HASHOTKEY: u32 = 0x0000_4000;
+pub const SGVMI_EMS_LOCK: u32 = 0x0000_8000;
+pub const SGVMI_XMS_LOCK: u32 = 0x0001_0000;
+pub const SGVMI_FASTPASTE: u32 = 0x0002_0000;
+pub const SGVMI_V86_LOCK: u32 = 0x0004_0000;
+pub const SGVMI_CLSEXIT: u32 = 0x4000_0000;
+
+// ---- _SHELL_PostMessage: scheduling bits in uMsg's high word -------------------------------------
+/// Post without waiting for the critical section to be free.
+pub const SPM_UM_DONOTWAITFORCRIT: u32 = 0x0002_0000;
+/// Never post inside the call: always schedule the posting event.
+pub const SPM_UM_ALWAYSSCHEDULE: u32 = 0x0008_0000;
+
+// ---- appy time ---------------------------------------------------------------------------------
+/// `_SHELL_QueryAppyTimeAvailable`: the appy-time server (MSGSRV32) exists.
+pub const QAAFL_APPYAVAIL: u32 = 0x0000_0001;
+/// `_SHELL_QueryAppyTimeAvailable`: it is appy time now.
+pub const QAAFL_APPYNOW: u32 = 0x0000_0002;
+/// `_SHELL_CallAtAppyTime`: a ring-0 event that does not need GUI services.
+pub const CAAFL_RING0: u32 = 0x0000_0001;
+/// `_SHELL_CallAtAppyTime`: time the event out after `dwTimeout` ms; in the
+/// callback's flags, the time-out expired and it is *not* appy time.
+pub const CAAFL_TIMEOUT: u32 = 0x0000_0002;
+
+// ---- _SHELL_LocalAllocEx -------------------------------------------------------------------------
+pub const LMEM_FIXED: u32 = 0x0000;
+pub const LMEM_MOVEABLE: u32 = 0x0002;
+pub const LMEM_ZEROINIT: u32 = 0x0040;
+pub const LMEM_DISCARDABLE: u32 = 0x0F00;
+pub const LPTR: u32 = LMEM_FIXED | LMEM_ZEROINIT;
+/// `lpvBuf` is a NUL-terminated string; the block is its length plus one.
+pub const LMEM_STRING: u32 = 0x0001_0000;
+/// Convert the copied string from the OEM to the ANSI character set.
+pub const LMEM_OEM2ANSI: u32 = 0x0002_0000;
+
+// ---- _SHELL_BroadcastSystemMessage (WINUSER.H, DBT.H) ---------------------------------------------
+pub const BSF_QUERY: u32 = 0x0000_0001;
+pub const BSF_IGNORECURRENTTASK: u32 = 0x0000_0002;
+pub const BSF_FLUSHDISK: u32 = 0x0000_0004;
+pub const BSF_NOHANG: u32 = 0x0000_0008;
+pub const BSF_POSTMESSAGE: u32 = 0x0000_0010;
+pub const BSF_FORCEIFHUNG: u32 = 0x0000_0020;
+pub const BSF_NOTIMEOUTIFNOTHUNG: u32 = 0x0000_0040;
+pub const BSF_MSGSRV32ISOK: u32 = 0x8000_0000;
+pub const BSM_ALLCOMPONENTS: u32 = 0x0000_0000;
+pub const BSM_VXDS: u32 = 0x0000_0001;
+pub const BSM_NETDRIVER: u32 = 0x0000_0002;
+pub const BSM_INSTALLABLEDRIVERS: u32 = 0x0000_0004;
+pub const BSM_APPLICATIONS: u32 = 0x0000_0008;
+/// Returned when some recipient answered a `BSF_QUERY` broadcast with 0.
+pub const BSM_ERROR_SOMEONE_FAILED: u32 = 0;
+/// Returned when every recipient got the message (and said yes).
+pub const BSM_ERROR_SUCCESS: u32 = 1;
+/// Returned when the message could not be broadcast (-1).
+pub const BSM_ERROR_OUT_OF_MEMORY: u32 = 0xFFFF_FFFF;
+
+// ---- _SHELL_HookSystemBroadcast call orders (lower runs first) -------------------------------------
+pub const SBH_CALL_ORDER_DEFAULT: u32 = 0;
+pub const SBH_CALL_ORDER_REGISTRY: u32 = 0x3000_0000;
+pub const SBH_CALL_ORDER_CONFIGMG: u32 = 0x4000_0000;
+
+// ---- SHEXPACKET (SHELL.H): byte offsets of the 32-byte header -------------------------------------
+pub const SHEX_DWTOTALSIZE: usize = 0x00;
+pub const SHEX_DWSIZE: usize = 0x04;
+pub const SHEX_IBOP: usize = 0x08;
+pub const SHEX_IBFILE: usize = 0x0C;
+pub const SHEX_IBPARAMS: usize = 0x10;
+pub const SHEX_IBDIR: usize = 0x14;
+/// `dwReserved` in SHELL.H (must be zero); `shex_ibEnv` in the DDK text.
+pub const SHEX_DWRESERVED: usize = 0x18;
+pub const SHEX_NCMDSHOW: usize = 0x1C;
+/// `sizeof(SHEXPACKET)`: the header; the baggage strings follow it.
+pub const SHEXPACKET_SIZE: u32 = 0x20;
+
+// ---- ShellExecute / WinExec results at or below 32 (SHELLAPI.H) -------------------------------------
+pub const SE_ERR_FNF: u32 = 2;
+pub const SE_ERR_PNF: u32 = 3;
+pub const SE_ERR_ACCESSDENIED: u32 = 5;
+pub const SE_ERR_OOM: u32 = 8;
+/// `ERROR_BAD_FORMAT` (WINERROR.H; WinExec's "invalid .EXE file"): not a
+/// program that can be started.
+pub const ERROR_BAD_FORMAT: u32 = 11;
+pub const SE_ERR_SHARE: u32 = 26;
+pub const SE_ERR_ASSOCINCOMPLETE: u32 = 27;
+pub const SE_ERR_DDETIMEOUT: u32 = 28;
+pub const SE_ERR_DDEFAIL: u32 = 29;
+pub const SE_ERR_DDEBUSY: u32 = 30;
+pub const SE_ERR_NOASSOC: u32 = 31;
+pub const SE_ERR_DLLNOTFOUND: u32 = 32;
+
+// ---- ShowWindow (WINDOWS.H) -------------------------------------------------------------------------
+pub const SW_HIDE: u32 = 0;
+pub const SW_SHOWNORMAL: u32 = 1;
+pub const SW_SHOWMINIMIZED: u32 = 2;
+pub const SW_SHOWMAXIMIZED: u32 = 3;
+pub const SW_SHOWNOACTIVATE: u32 = 4;
+pub const SW_SHOW: u32 = 5;
+pub const SW_MINIMIZE: u32 = 6;
+pub const SW_SHOWMINNOACTIVE: u32 = 7;
+pub const SW_SHOWNA: u32 = 8;
+pub const SW_RESTORE: u32 = 9;

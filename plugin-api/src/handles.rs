@@ -52,6 +52,16 @@ handle!(
     IrqHandle(u32)
 );
 handle!(
+    /// An appy-time event handle from `_SHELL_CallAtAppyTime` (`APPY_HANDLE`),
+    /// valid until the callback runs or the event is cancelled.
+    AppyHandle(u32)
+);
+handle!(
+    /// A system broadcast hook from `_SHELL_HookSystemBroadcast`
+    /// (`SYSBHOOK_HANDLE`).
+    SysBHookHandle(u32)
+);
+handle!(
     /// A Windows window handle (16-bit).
     Hwnd(u16)
 );

@@ -282,6 +282,104 @@
 //! }
 //! ```
 //!
+//! ## Appy time
+//!
+//! A VxD cannot call Windows code whenever it likes: ring 3 may be in the
+//! middle of anything. Windows 95's SHELL device offers *application time*
+//! ("appy time"): moments when the system VM runs the message server,
+//! MSGSRV32, an application, so a VxD may do what a Win16 application
+//! can. Register a one-shot callback with [`Shell::call_at_appy_time`]
+//! (from [`Vmm::shell`]); inside it the appy-time-only services work:
+//! [`Shell::load_library`], [`Shell::get_proc_address`],
+//! [`Shell::call_dll`], [`Shell::free_library`], [`Shell::local_alloc_ex`],
+//! [`Shell::local_free`] and [`Shell::shell_execute`]. Anywhere else they
+//! are an `APPY_ONLY_SERVICE` violation (on Windows they "may crash the
+//! system").
+//!
+//! The rules the emulator enforces, from the Windows 95 DDK:
+//!
+//! * Appy time is not available before Windows has finished starting, once
+//!   shutdown begins, or ever again after the message server faulted
+//!   ([`Shell::query_appy_time_available`] returns 0 then). A request made
+//!   earlier waits; one pending at shutdown never runs (the trace says
+//!   `appy_dropped`).
+//! * Events are not dispatched while the critical section is held or the
+//!   system VM waits on a semaphore, and in no guaranteed order.
+//! * With `CAAFL_TIMEOUT` the callback runs after the time-out at the
+//!   latest, told [`AppyTime::timed_out`]: then it is *not* appy time.
+//! * Nested execution (`Begin_Nest_Exec`) is illegal at appy time; call
+//!   16-bit code with `_SHELL_CallDll` instead. If that code faults, the
+//!   message server is gone and appy time with it.
+//!
+//! ```
+//! use core::cell::Cell;
+//! use vmm_plugin_api::prelude::*;
+//!
+//! pub struct Notify {
+//!     pending: Cell<Option<AppyHandle>>,
+//! }
+//!
+//! impl Notify {
+//!     fn at_appy_time(&self, vmm: &Vmm<'_>, appy: AppyTime) {
+//!         self.pending.set(None); // the handle is dead once we are called
+//!         if appy.timed_out() {
+//!             vmm.out_debug_string("Windows never came up: no notification");
+//!             return;
+//!         }
+//!         let shell = vmm.shell();
+//!         match shell.load_library("NOTIFY.DLL") {
+//!             Ok(dll) => {
+//!                 // PASCAL: the first parameter is pushed first.
+//!                 let args = PascalArgs::encode(&[(2, 1), (2, 0x0400)]);
+//!                 if let Some(show) = shell.get_proc_address(dll, "ShowNotice") {
+//!                     shell.call_dll_address(show, &args);
+//!                 }
+//!                 shell.free_library(dll);
+//!             }
+//!             // 0-31: KERNEL's LoadLibrary error (2: file not found, ...).
+//!             Err(code) => vmm.out_debug_string(&format!("NOTIFY.DLL did not load: {code}")),
+//!         }
+//!         if let Err(code) = shell.shell_execute(&ShexPacket::open("README.TXT")) {
+//!             vmm.out_debug_string(&format!("ShellExecute failed: {code}"));
+//!         }
+//!     }
+//! }
+//!
+//! impl VxD for Notify {
+//!     const DEVICE: Device = Device::new("NOTIFY");
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Notify { pending: Cell::new(None) })
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         match msg.message {
+//!             // Windows has not started yet: ask to be called when it has,
+//!             // or after 10 s at the latest.
+//!             DEVICE_INIT => {
+//!                 let h = vmm.shell().call_at_appy_time(CAAFL_TIMEOUT, 10_000, |dev: &Notify, vmm, appy| {
+//!                     dev.at_appy_time(vmm, appy)
+//!                 });
+//!                 self.pending.set(h);
+//!             }
+//!             SYS_VM_TERMINATE => {
+//!                 if let Some(h) = self.pending.take() {
+//!                     let _ = vmm.shell().cancel_appy_time_event(h);
+//!                 }
+//!             }
+//!             _ => {}
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//! ```
+//!
+//! SHELL's other services are there too: message boxes
+//! ([`Shell::shell_sysmodal_message`], [`Shell::shell_message`]), system
+//! broadcasts ([`Shell::broadcast_system_message`],
+//! [`Shell::hook_system_broadcast`]) and [`Shell::post_message`], Windows
+//! 95's built-in replacement for the VPOSTD pattern: it posts a message
+//! into the system VM from any context, even an interrupt handler. The
+//! workspace's `plugins/appydemo` is a complete example.
+//!
 //! ## Logging
 //!
 //! Use `tracing` through this crate (`info!`, `warn!`, ... are in the
@@ -306,14 +404,19 @@ mod guard;
 pub mod handles;
 mod log;
 pub mod ring3;
+pub mod shell;
 pub mod vmm;
 
 pub use abi::{Carry, ClientRegs, CritStatus, ProfileStatus, Regs, ServiceCall, VmInfo, VmmError};
 pub use client::Client;
 pub use device::{ApiCall, ControlMessage, Device, RealModeInit, VxD};
 pub use guard::ReentrancyCell;
-pub use handles::{EventHandle, FarPtr, HInstance, HTask, Hwnd, IrqHandle, SemaphoreHandle, TimeoutHandle, VmHandle};
+pub use handles::{
+    AppyHandle, EventHandle, FarPtr, HInstance, HTask, Hwnd, IrqHandle, SemaphoreHandle, SysBHookHandle, TimeoutHandle,
+    VmHandle,
+};
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
+pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
 pub use vmm::{ClientState, CritSectionStatus, Event, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 
@@ -323,10 +426,11 @@ pub mod prelude {
     pub use crate::abi::{ApiMode, RealModeInitResult};
     pub use crate::ddk::*;
     pub use crate::ring3::{Export, Module, ModuleDef, ModuleKind, Msg, PascalArgs, Ring3, Segment, Step, Wake};
+    pub use crate::shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
     pub use crate::{
-        ApiCall, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle, FarPtr,
-        HInstance, HTask, Hwnd, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus, RealModeInit,
-        ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, Timeout, TimeoutHandle, VmHandle, VmInfo, Vmm, VmmError,
+        ApiCall, AppyHandle, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle,
+        FarPtr, HInstance, HTask, Hwnd, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus, RealModeInit, ReentrancyCell,
+        Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle, VmHandle, VmInfo, Vmm, VmmError,
         VxD, declare_module, declare_virtual_device,
     };
     pub use tracing::{debug, error, info, trace, warn};

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use abi_stable::prefix_type::{PrefixTypeTrait, WithMetadata};
 use abi_stable::staticref;
-use abi_stable::std_types::{RNone, RSlice, RSome, RStr};
+use abi_stable::std_types::{RNone, RSlice, RSliceMut, RSome, RStr};
 
 use crate::abi::{
     ApiMode, Carry, ClientRegs, ControlArgs, ExportDescriptor, HostCx, InstanceVtable, InstanceVtable_Ref,
@@ -397,6 +397,38 @@ impl<'a> Ring3<'a> {
     /// `FreeLibrary` (reference-counted).
     pub fn free_library(&self, module: HInstance) -> bool {
         (self.svc().ring3().r3_free_library())(self.cx, module.0)
+    }
+
+    // ---- memory -----------------------------------------------------------------
+
+    /// Read the data a 16:16 pointer points at (such as a block a VxD
+    /// allocated with `_SHELL_LocalAllocEx` and passed to a DLL): up to
+    /// `out.len()` bytes, stopping at the end of the segment; how many were
+    /// read.
+    pub fn read_far(&self, ptr: FarPtr, out: &mut [u8]) -> Result<usize, VmmError> {
+        let r = (self.svc().ring3().r3_read_far())(self.cx, ptr.to_u32(), RSliceMut::from_mut_slice(out));
+        r.into_result().map(|n| n as usize)
+    }
+
+    /// Read the NUL-terminated string a 16:16 pointer points at (the ANSI
+    /// character set, one character per byte).
+    pub fn read_far_string(&self, ptr: FarPtr) -> Result<String, VmmError> {
+        let mut text = String::new();
+        let mut at = ptr;
+        loop {
+            let mut chunk = [0u8; 64];
+            let n = self.read_far(at, &mut chunk)?;
+            if let Some(end) = chunk[..n].iter().position(|b| *b == 0) {
+                text.extend(chunk[..end].iter().map(|&b| b as char));
+                return Ok(text);
+            }
+            if n < chunk.len() {
+                // The segment ended before the terminator.
+                return Err(VmmError::INVALID_PARAMETER);
+            }
+            text.extend(chunk.iter().map(|&b| b as char));
+            at = FarPtr::new(at.selector, at.offset.wrapping_add(n as u16));
+        }
     }
 }
 

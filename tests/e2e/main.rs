@@ -7,5 +7,6 @@
 mod foundation;
 mod loader;
 mod ring3;
+mod shell;
 mod vmm_core;
 mod vpostd;

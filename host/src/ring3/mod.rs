@@ -199,6 +199,20 @@ impl Ring3State {
     pub(crate) fn task(&self, htask: u16) -> Option<&Task> {
         self.tasks.iter().find(|t| t.htask == htask)
     }
+
+    /// A new task with an empty queue of `queue_size` messages; its handle.
+    fn new_task(&mut self, queue_size: u32) -> u16 {
+        self.next_htask = self.next_htask.max(0x2000) + 0x20;
+        let htask = self.next_htask;
+        self.tasks.push(Task {
+            htask,
+            queue: Some(VecDeque::new()),
+            capacity: queue_size as usize,
+            quit: None,
+            dlls: Vec::new(),
+        });
+        htask
+    }
 }
 
 /// `ModuleKind` as the trace names it.
@@ -347,20 +361,7 @@ impl Core {
         let id = {
             let mut r3 = self.ring3.borrow_mut();
             let id = r3.programs.len() as u32 + 1;
-            let task = if kind == ModuleKind::WinApp {
-                r3.next_htask = r3.next_htask.max(0x2000) + 0x20;
-                let htask = r3.next_htask;
-                r3.tasks.push(Task {
-                    htask,
-                    queue: Some(VecDeque::new()),
-                    capacity: self.manifest.windows.queue_size as usize,
-                    quit: None,
-                    dlls: Vec::new(),
-                });
-                htask
-            } else {
-                0
-            };
+            let task = if kind == ModuleKind::WinApp { r3.new_task(self.manifest.windows.queue_size) } else { 0 };
             r3.programs.push(Program { id, module, vm, task, state: ProgState::Start, args: args.to_string() });
             id
         };
@@ -612,6 +613,19 @@ impl Core {
         for id in ids {
             self.end_program(id, None, "vm_destroyed");
         }
+    }
+
+    /// A task of the system VM that no program's step machine drives (the
+    /// message server, which runs only SHELL's appy-time callbacks).
+    pub(crate) fn create_task(&self) -> u16 {
+        self.ring3.borrow_mut().new_task(self.manifest.windows.queue_size)
+    }
+
+    /// The task of the first Windows application started, if it still runs
+    /// (0: none).
+    pub(crate) fn first_windows_task(&self) -> u16 {
+        let r3 = self.ring3.borrow();
+        r3.programs.iter().find(|p| p.task != 0).filter(|p| p.state != ProgState::Ended).map_or(0, |p| p.task)
     }
 
     /// Start the `[windows] load` applications (at boot).

@@ -1,11 +1,36 @@
-//! The SHELL VxD (device 0x17), built into the host as `*SHELL`.
+//! The SHELL VxD (device 0x17), built into the host as `*SHELL`: the
+//! device itself, its service table with the rule each service follows,
+//! and the entry check every call passes, whether it comes from the typed
+//! `Shell` API (`services_shell.rs`) or from a `VxDCall` (`vxdcall.rs`).
+//! Both paths then call the same `Core` methods, one module per concept.
 
-use vmm_plugin_api::abi::{Carry, ServiceCall};
+mod appy;
+mod broadcast;
+mod dll;
+mod execute;
+mod local_heap;
+mod message_box;
+mod post;
+pub(crate) mod shex;
+mod vxdcall;
+
+use std::cell::{Cell, RefCell};
+
+use vmm_plugin_api::abi::{Carry, ServiceCall, VmmError};
 use vmm_plugin_api::ddk::{SHELL_DEVICE_ID, SHELL_INIT_ORDER};
+
+pub(crate) use appy::AppyRec;
+pub(crate) use broadcast::HookRec;
+pub(crate) use dll::DllProc;
+use local_heap::LocalHeap;
+pub(crate) use message_box::MessageText;
 
 use crate::builtin::Builtin;
 use crate::machine::Core;
 use crate::registry::DeviceInfo;
+use crate::services::{Rule, allowed, mem_violation};
+use crate::vmm::heap::MemError;
+use crate::vmm::slab::{Slab, TAG_APPY, TAG_BROADCAST_HOOK};
 
 /// SHELL's service table, by ordinal (SHELL.H).
 pub(crate) const SERVICES: [&str; 28] = [
@@ -39,9 +64,114 @@ pub(crate) const SERVICES: [&str; 28] = [
     "_SHELL_GetDOSAppInfo",
 ];
 
+/// The services Windows 3.1's SHELL had (ordinals 0-5); the rest are 4.0.
+const SERVICES_31: usize = 6;
+
+/// When a SHELL service may be called.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ShellRule {
+    /// Anywhere, including interrupt time (the DDK's "asynchronous").
+    Async,
+    /// Not at interrupt time.
+    Sync,
+    /// Only at appy time: from a `_SHELL_CallAtAppyTime` callback.
+    Appy,
+    /// In the DDK's table, but not provided by this host.
+    Missing,
+}
+
+/// The rule of each ordinal (W95DDK; SEED 003 for the appy-only list).
+fn rule(ordinal: u16) -> ShellRule {
+    use vmm_plugin_api::ddk::*;
+    match ordinal {
+        SHELL_GET_VERSION | SHELL_POST_MESSAGE | SHELL_QUERY_APPY_TIME_AVAILABLE | SHELL_CALL_AT_APPY_TIME => {
+            ShellRule::Async
+        }
+        SHELL_SHELL_EXECUTE
+        | SHELL_LOCAL_ALLOC_EX
+        | SHELL_LOCAL_FREE
+        | SHELL_LOAD_LIBRARY
+        | SHELL_FREE_LIBRARY
+        | SHELL_GET_PROC_ADDRESS
+        | SHELL_CALL_DLL => ShellRule::Appy,
+        SHELL_EVENT
+        | SHELL_DISPATCH_RING0_APPY_EVENTS
+        | SHELL_HOOK_PROPERTIES
+        | SHELL_UNHOOK_PROPERTIES
+        | SHELL_UPDATE_USER_ACTIVITY
+        | SHELL_SUGGEST_SINGLE_MSDOS_MODE
+        | SHELL_CHECK_HOTKEY_ALLOWED
+        | SHELL_GET_DOS_APP_INFO => ShellRule::Missing,
+        _ => ShellRule::Sync,
+    }
+}
+
+/// Where the message server (MSGSRV32, the application appy-time callbacks
+/// run in) is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Server {
+    /// Windows has not finished starting (or `[shell] message_server` is
+    /// off): appy time is not available yet.
+    #[default]
+    NotStarted,
+    /// Appy time is available.
+    Running,
+    /// It faulted in a call made for an appy-time service: appy time is
+    /// unavailable for good.
+    Faulted,
+}
+
+/// SHELL's state, kept in [`Core`] so that the scheduler can dispatch
+/// appy-time events. Every cell is borrowed for one step, never across a
+/// call into a plugin.
+pub(crate) struct ShellState {
+    /// Pending appy-time events.
+    pub(crate) appy: RefCell<Slab<AppyRec>>,
+    /// Sequence numbers of appy-time events (their request order).
+    pub(crate) appy_seq: Cell<u64>,
+    /// Appy-time callbacks on the host stack (they never nest).
+    pub(crate) appy_depth: Cell<u32>,
+    /// The message server.
+    pub(crate) server: Cell<Server>,
+    /// The message server's task (the current task at appy time).
+    pub(crate) server_task: Cell<u16>,
+    /// The shell's task: the first `[windows] load` application.
+    pub(crate) shell_task: Cell<u16>,
+    /// `_SHELL_HookSystemBroadcast` hooks.
+    pub(crate) hooks: RefCell<Slab<HookRec>>,
+    /// Registration order of hooks (ties of equal call order).
+    pub(crate) hook_seq: Cell<u64>,
+    /// The message server's local heap (`_SHELL_LocalAllocEx`).
+    pub(crate) local: RefCell<LocalHeap>,
+    /// How many of `[shell] answers` message boxes have used.
+    pub(crate) answers_used: Cell<usize>,
+}
+
+impl Default for ShellState {
+    fn default() -> Self {
+        ShellState {
+            appy: RefCell::new(Slab::new(TAG_APPY)),
+            appy_seq: Cell::new(0),
+            appy_depth: Cell::new(0),
+            server: Cell::new(Server::NotStarted),
+            server_task: Cell::new(0),
+            shell_task: Cell::new(0),
+            hooks: RefCell::new(Slab::new(TAG_BROADCAST_HOOK)),
+            hook_seq: Cell::new(0),
+            local: RefCell::new(LocalHeap::default()),
+            answers_used: Cell::new(0),
+        }
+    }
+}
+
 /// The SHELL device.
 #[derive(Default)]
 pub(crate) struct Shell;
+
+/// How many services SHELL has in the machine's Windows version.
+fn service_count(core: &Core) -> usize {
+    if core.manifest.machine.windows_version.0 < 4 { SERVICES_31 } else { SERVICES.len() }
+}
 
 impl Builtin for Shell {
     fn info(&self, core: &Core) -> DeviceInfo {
@@ -54,27 +184,131 @@ impl Builtin for Shell {
             init_order: SHELL_INIT_ORDER,
             has_v86_api: false,
             has_pm_api: true,
-            services: SERVICES.iter().map(|s| s.to_string()).collect(),
+            // Windows 3.1's SHELL ends at SHELL_GetVMInfo: a VxDCall to a 4.0
+            // service there is an invalid dynamic link, as it was.
+            services: SERVICES[..service_count(core)].iter().map(|s| s.to_string()).collect(),
             sdk_version: ((major as u16) << 8) | minor as u16,
             dynamic: false,
         }
     }
 
-    fn service(&self, core: &Core, _caller: u32, ordinal: u16, call: &mut ServiceCall) -> Carry {
-        match ordinal {
-            0 => {
-                let (major, minor) = core.manifest.machine.windows_version;
-                call.regs.eax = ((major as u32) << 8) | minor as u32;
-                Carry::Clear
-            }
-            _ => {
-                core.violation(
+    fn service(&self, core: &Core, caller: u32, ordinal: u16, call: &mut ServiceCall) -> Carry {
+        // Violations name the device that made the VxDCall, not SHELL.
+        core.as_caller(caller, || vxdcall::dispatch(core, ordinal, call))
+    }
+}
+
+impl Core {
+    /// SHELL's instance number, if SHELL is loaded (the owner of the events
+    /// SHELL schedules itself).
+    pub(crate) fn shell_instance(&self) -> Option<u32> {
+        let reg = self.registry.borrow();
+        reg.by_id(SHELL_DEVICE_ID).map(|i| reg.slots[i].instance)
+    }
+
+    /// The name of the device calling SHELL (for traces).
+    pub(crate) fn shell_caller_name(&self) -> String {
+        self.current_caller().map(|c| self.instance_name(c).to_string()).unwrap_or_else(|| "<host>".to_string())
+    }
+
+    /// The check every SHELL service call passes first: SHELL is loaded and
+    /// has `ordinal` (else the fatal "Invalid VxD dynamic link call",
+    /// `Err(FATAL)`), and the caller's context satisfies the service's rule
+    /// (else a violation: `Err(VIOLATION)` if the call is refused). After
+    /// the message server faulted, the appy-time-only services fail
+    /// (`Err(FAILED)`).
+    pub(crate) fn shell_enter(&self, ordinal: u16) -> Result<(), VmmError> {
+        let loaded = self.shell_instance().is_some();
+        if !loaded || ordinal as usize >= service_count(self) {
+            let caller = self.current_caller().unwrap_or(0);
+            self.invalid_dynamic_link(caller, SHELL_DEVICE_ID, ordinal);
+            return Err(VmmError::FATAL);
+        }
+        let service = SERVICES[ordinal as usize];
+        let go = match rule(ordinal) {
+            ShellRule::Async => allowed(self, service, Rule::Async),
+            ShellRule::Sync => allowed(self, service, Rule::Sync),
+            ShellRule::Appy => self.appy_only(service),
+            ShellRule::Missing => {
+                self.violation(
                     "NOT_IMPLEMENTED",
-                    format!("SHELL service {} is not provided by this host yet", SERVICES[ordinal as usize]),
-                    Some("VxDCall"),
+                    format!("SHELL service {service} is not provided by this host"),
+                    Some(service),
                 );
-                Carry::Set
+                return Err(VmmError::NOT_AVAILABLE);
             }
+        };
+        if !go {
+            return Err(VmmError::VIOLATION);
+        }
+        if rule(ordinal) == ShellRule::Appy && self.shell.server.get() == Server::Faulted {
+            tracing::warn!("{service}: the message server faulted earlier; appy-time services fail");
+            return Err(VmmError::FAILED);
+        }
+        Ok(())
+    }
+
+    // ---- pointers of VxDCall callers ----------------------------------------------------
+
+    /// The NUL-terminated string at linear address `addr`, bounds-checked
+    /// against its heap block (`BAD_POINTER` otherwise). Bytes are taken as
+    /// the ANSI character set, one character each.
+    pub(crate) fn read_cstring(&self, service: &'static str, addr: u32) -> Result<String, VmmError> {
+        let found = {
+            let heap = self.heap.borrow();
+            heap.slice_from(addr).map(|bytes| match bytes.iter().position(|b| *b == 0) {
+                Some(n) => Ok(ansi(&bytes[..n])),
+                None => Err(bytes.len()),
+            })
+        };
+        match found {
+            Ok(Ok(text)) => Ok(text),
+            Ok(Err(len)) => {
+                self.violation(
+                    "BAD_POINTER",
+                    format!(
+                        "{service}: the string at {addr:#010X} is not NUL-terminated within its heap block \
+                         ({len} bytes to the block's end)"
+                    ),
+                    Some(service),
+                );
+                Err(VmmError::INVALID_PARAMETER)
+            }
+            Err(e) => Err(mem_violation(self, service, addr, 1, e)),
         }
     }
+
+    /// `len` bytes at linear address `addr` (`BAD_POINTER` if they leave
+    /// their heap block).
+    pub(crate) fn read_linear(&self, service: &'static str, addr: u32, len: usize) -> Result<Vec<u8>, VmmError> {
+        // Checked before anything is allocated: the length is the caller's
+        // word (a cbArgs of 0xFFFFFFFF must not cost 4 GB).
+        let r = {
+            let heap = self.heap.borrow();
+            heap.check(addr, len).and_then(|()| {
+                let mut out = vec![0u8; len];
+                heap.read(addr, &mut out).map(|()| out)
+            })
+        };
+        r.map_err(|e| mem_violation(self, service, addr, len, e))
+    }
+
+    /// The bytes from `addr` to the end of its heap block (for a structure
+    /// whose size is inside it, such as a SHEXPACKET).
+    pub(crate) fn read_linear_to_end(&self, service: &'static str, addr: u32) -> Result<Vec<u8>, VmmError> {
+        let r = self.heap.borrow().slice_from(addr).map(<[u8]>::to_vec);
+        r.map_err(|e| mem_violation(self, service, addr, 0, e))
+    }
+
+    /// Write `data` at linear address `addr`.
+    pub(crate) fn write_linear(&self, service: &'static str, addr: u32, data: &[u8]) -> Result<(), VmmError> {
+        let r = self.heap.borrow_mut().write(addr, data);
+        r.map_err(|e: MemError| mem_violation(self, service, addr, data.len(), e))
+    }
+}
+
+/// Bytes as ANSI text: each byte one character (Latin-1), so no string is
+/// ever rejected for its encoding.
+pub(crate) fn ansi(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
 }

@@ -127,6 +127,18 @@ impl Heap {
         Ok((start, offset))
     }
 
+    /// Whether `len` bytes at `addr` lie inside one block.
+    pub(crate) fn check(&self, addr: u32, len: usize) -> Result<(), MemError> {
+        self.locate(addr, len).map(|_| ())
+    }
+
+    /// The bytes from `addr` to the end of its block (for NUL-terminated
+    /// strings, whose length is not known before they are read).
+    pub(crate) fn slice_from(&self, addr: u32) -> Result<&[u8], MemError> {
+        let (start, offset) = self.locate(addr, 0)?;
+        Ok(&self.blocks[&start].data[offset..])
+    }
+
     /// Copy `out.len()` bytes from `addr`.
     pub(crate) fn read(&self, addr: u32, out: &mut [u8]) -> Result<(), MemError> {
         let (start, offset) = self.locate(addr, out.len())?;
@@ -159,6 +171,9 @@ mod tests {
         assert_eq!(out, [1, 2, 3]);
         assert_eq!(h.read(a + 8, &mut [0u8; 4]), Err(MemError::OutOfBounds { block: a, size: 10 }));
         assert_eq!(h.read(a + 12, &mut [0u8; 1]), Err(MemError::Unmapped));
+        assert_eq!(h.slice_from(a + 1).unwrap(), &[2, 3, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(h.slice_from(a + 10), Ok(&[][..]), "one past the end is an empty string, not a fault");
+        assert_eq!(h.slice_from(a + 11), Err(MemError::Unmapped));
         let b = h.reallocate(a, 20).unwrap();
         assert_eq!(h.size(a), None);
         h.read(b, &mut out).unwrap();

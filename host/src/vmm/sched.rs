@@ -102,13 +102,15 @@ impl Core {
     // ---- choosing a VM -------------------------------------------------------------
 
     /// Whether `vm` has something to do: ring-3 code, pending events or
-    /// VM time-outs, or the rest of a device call it is waiting in (a
-    /// blocking wait, nested execution).
+    /// VM time-outs, the rest of a device call it is waiting in (a
+    /// blocking wait, nested execution), or (the system VM) appy-time
+    /// events ready to run.
     pub(crate) fn wants_cpu(&self, vm: u32) -> bool {
         self.waiters.borrow().contains(&vm)
             || self.ring3_ready(vm)
             || self.events.borrow().pending(vm)
             || self.timers.borrow().vm_has_timeouts(vm)
+            || (vm == self.sys_vm.get() && self.appy_ready())
     }
 
     /// The VM to run: the highest execution priority among the schedulable
@@ -219,7 +221,8 @@ impl Core {
     }
 
     /// Run one ready event: the global ones first, then those of `vm` if it
-    /// is about to run. Returns whether one ran.
+    /// is about to run, then (the system VM) an appy-time event. Returns
+    /// whether one ran.
     pub(crate) fn dispatch_events(&self, vm: Option<u32>) -> bool {
         let order = self.manifest.machine.order;
         let all = Conditions { sti: true, not_crit: true, not_hw_int: true, not_nested: true, in_pm: true };
@@ -241,7 +244,7 @@ impl Core {
             }
             return true;
         }
-        self.run_not_critical()
+        self.run_not_critical() || self.dispatch_appy(Some(vm))
     }
 
     /// Run an event's callback (it is already out of the pending set, so its
@@ -285,7 +288,7 @@ impl Core {
 
     /// Count a dispatch; too many without time advancing is a livelock
     /// (`[machine] livelock_limit`).
-    fn count_dispatch(&self) {
+    pub(crate) fn count_dispatch(&self) {
         let n = self.storm.get() + 1;
         self.storm.set(n);
         let limit = self.manifest.machine.livelock_limit;
@@ -400,6 +403,7 @@ impl Core {
                     }
                 }
             }
+            TimerKind::AppyTimeout(h, seq) => self.appy_timed_out(h, seq),
             TimerKind::Interrupt(index, rep) => self.fire_manifest_interrupt(index, rep),
             TimerKind::Action(index) => self.fire_action(index),
             TimerKind::CreateVm(index) => self.create_manifest_vm(index),

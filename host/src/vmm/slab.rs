@@ -1,5 +1,5 @@
 //! Generational slabs for VMM handles (events, time-outs, semaphores,
-//! interrupt sources).
+//! interrupt sources, SHELL's appy-time events and broadcast hooks).
 //!
 //! A handle is `tag (3 bits) | generation (8 bits) | index + 1 (21 bits)`:
 //! never 0, different for each kind of object, and a handle whose object is
@@ -15,6 +15,8 @@ pub(crate) const TAG_EVENT: u32 = 1;
 pub(crate) const TAG_TIMEOUT: u32 = 2;
 pub(crate) const TAG_SEMAPHORE: u32 = 3;
 pub(crate) const TAG_IRQ: u32 = 4;
+pub(crate) const TAG_APPY: u32 = 5;
+pub(crate) const TAG_BROADCAST_HOOK: u32 = 6;
 
 struct Entry<T> {
     generation: u8,

@@ -1,5 +1,5 @@
 //! Virtual-time timers: everything that happens at a moment of system time
-//! (global time-outs, priority-event time-outs, manifest interrupts and
+//! (global time-outs, priority-event and appy-time time-outs, manifest interrupts and
 //! actions, VM creation, ring-3 sleeps), plus `Set_VM_Time_Out`s, which
 //! expire on a VM's own execution time.
 
@@ -17,6 +17,8 @@ pub(crate) enum TimerKind {
     Timeout(u32),
     /// A priority event's `PEF_Time_Out` expires (handle, sequence).
     EventTimeout(u32, u64),
+    /// An appy-time event's `CAAFL_TIMEOUT` expires (handle, sequence).
+    AppyTimeout(u32, u64),
     /// A `[[interrupt]]` entry fires (index, repetition).
     Interrupt(usize, u32),
     /// An `[[action]]` entry fires.
@@ -79,6 +81,13 @@ impl Timers {
     /// When the next timer is due.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((d, _, _))| *d)
+    }
+
+    /// Remove a timer that must not fire (an appy-time event that ran or was
+    /// cancelled before its time-out): a stale one would keep an otherwise
+    /// idle machine running until it came due.
+    pub(crate) fn cancel(&mut self, kind: TimerKind) {
+        self.heap.retain(|Reverse((_, _, k))| *k != kind);
     }
 
     /// Whether any timer other than `Stop` is scheduled.
