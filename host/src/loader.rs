@@ -163,12 +163,14 @@ pub fn load(path: &Path) -> Result<&'static PluginLibrary, LoadCause> {
     Ok(lib)
 }
 
+/// A fresh path for a copy, in a directory of its own: loads on several
+/// threads (a test suite) never share a directory one of them removes.
 fn copy_path(original: &Path, build: &str) -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("vmm-plugins-{}", std::process::id()));
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vmm-plugins-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let stem = original.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let ext = original.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
-    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
     Ok(dir.join(format!("{stem}-{n}-{}.{ext}", &build[..8])))
 }
 

@@ -142,9 +142,20 @@ extern "C" fn report_violation(cx: &HostCx, code: RStr<'_>, message: RStr<'_>) {
     })
 }
 
+/// The bytes a note or field name may contain: `a-z`, `0-9`, `_`.
+const NOTE_NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_lowercase() || (b as u8).is_ascii_digit() || b as u8 == b'_';
+        b += 1;
+    }
+    t
+};
+
 /// Whether `name` is a valid note or field name.
 fn note_name_ok(name: &str) -> bool {
-    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    (1..=32).contains(&name.len()) && name.bytes().all(|b| NOTE_NAME_BYTES[b as usize])
 }
 
 extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()> {
@@ -161,9 +172,13 @@ extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteFie
             ))
         } else {
             fields.iter().enumerate().find_map(|(i, f)| {
+                let key = f.key.as_str().as_bytes();
                 fields.as_slice()[..i]
                     .iter()
-                    .any(|g| g.key.as_str() == f.key.as_str())
+                    .any(|g| {
+                        let other = g.key.as_str().as_bytes();
+                        other.len() == key.len() && other[0] == key[0] && other == key
+                    })
                     .then(|| format!("note `{}` has field `{}` twice", note.as_str(), f.key.as_str()))
             })
         };

@@ -429,9 +429,9 @@ pub mod prelude {
     pub use crate::shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
     pub use crate::{
         ApiCall, AppyHandle, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle,
-        FarPtr, HInstance, HTask, Hwnd, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus, RealModeInit, ReentrancyCell,
-        Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle, VmHandle, VmInfo, Vmm, VmmError,
-        VxD, declare_module, declare_virtual_device,
+        FarPtr, HInstance, HTask, Hwnd, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus, RealModeInit,
+        ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle, VmHandle, VmInfo,
+        Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
     pub use tracing::{debug, error, info, trace, warn};
 }
