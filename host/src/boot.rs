@@ -24,12 +24,12 @@ const WIN386_BUILTINS: [&str; 22] = [
     "VCD", "VPD", "BLOCKDEV", "DOSMGR", "WINLOAD", "VMPOLL", "BIOSXLAT", "VNETBIOS", "DOSNET",
 ];
 
-/// One device to load, from `[[tsr]]` or `[386Enh] device`.
-struct LoadRequest {
-    name: String,
-    origin: Origin,
-    from_int2f: bool,
-    reference_data: u32,
+/// One device to load, from `[[tsr]]`, `[386Enh] device` or VXDLDR.
+pub(crate) struct LoadRequest {
+    pub(crate) name: String,
+    pub(crate) origin: Origin,
+    pub(crate) from_int2f: bool,
+    pub(crate) reference_data: u32,
 }
 
 impl From<Carry> for CallOutcome {
@@ -97,7 +97,7 @@ impl Core {
 
     /// Load one device: a built-in, or a plugin file whose instance the
     /// factory creates.
-    fn load_device(&self, request: &LoadRequest) -> Result<DeviceSlot> {
+    pub(crate) fn load_device(&self, request: &LoadRequest) -> Result<DeviceSlot> {
         if let Some(name) = request.name.strip_prefix('*') {
             let Some(b) = builtin::create(name) else {
                 let available = builtin::BUILTINS.iter().map(|b| format!("*{b}")).collect::<Vec<_>>().join(", ");
@@ -127,6 +127,8 @@ impl Core {
                 reference_data: request.reference_data,
                 load_index: 0,
                 initialized: false,
+                dynamic: false,
+                load_count: 0,
             });
         }
         let wanted = crate::resolve::library_name(&request.name);
@@ -210,6 +212,8 @@ impl Core {
             reference_data: request.reference_data,
             load_index: 0,
             initialized: false,
+            dynamic: false,
+            load_count: 0,
         })
     }
 
@@ -254,6 +258,7 @@ impl Core {
             }
         }
         self.enter_phase(Phase::Running, "running");
+        self.load_manifest_dynamic_devices()?;
         self.check_interrupt_names()?;
         self.schedule_manifest();
         self.start_windows_apps();

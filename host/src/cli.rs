@@ -82,6 +82,14 @@ struct RunArgs {
     /// Do not print the story of the messages when VPOSTD is in the machine.
     #[arg(long)]
     no_story: bool,
+    /// Hot reload: watch each loaded plugin device's file and swap in its
+    /// rebuilt code while the machine runs (until Ctrl-C or --until).
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: how long a rebuilt file must be quiet before it is
+    /// loaded, in milliseconds (default 25).
+    #[arg(long, value_name = "MS", requires = "watch")]
+    watch_debounce: Option<u64>,
 }
 
 /// Parse the process arguments and run; the exit status.
@@ -246,7 +254,19 @@ fn run(args: RunArgs) -> Result<()> {
     let tell = !args.no_story && m.devices.iter().any(|d| library_name(&d.name) == "vpostd");
     let mut machine = machine_with(&args.common, m, args.timeline.is_some() || tell)?;
     tracing::info!("seed {} (order {:?})", machine.seed(), machine.manifest().machine.order);
-    let result = run_machine(&mut machine);
+    let result = if args.watch {
+        let debounce = args.watch_debounce.map(std::time::Duration::from_millis);
+        run_watching(&mut machine, debounce.unwrap_or(crate::watch::DEFAULT_DEBOUNCE))
+    } else {
+        run_machine(&mut machine)
+    };
+    let mapped = crate::loader::stats();
+    tracing::info!(
+        "plugin libraries mapped: {} cop{}, {:.1} MB (libraries are never unmapped; each reload adds one)",
+        mapped.copies,
+        if mapped.copies == 1 { "y" } else { "ies" },
+        mapped.bytes as f64 / 1e6
+    );
     if let Some(path) = &args.timeline {
         machine.write_timeline(path)?;
         tracing::info!("timeline written to {} (open it in https://ui.perfetto.dev)", path.display());
@@ -299,6 +319,42 @@ fn run_machine(machine: &mut Machine) -> Result<()> {
         }
     );
     machine.shutdown()
+}
+
+/// `vmm run --watch`: boot, then run while reloading rebuilt devices, one
+/// line per reload on stdout.
+fn run_watching(machine: &mut Machine, debounce: std::time::Duration) -> Result<()> {
+    machine.boot()?;
+    let files = machine.plugin_devices();
+    let watcher = crate::watch::Watcher::new(&files, debounce)
+        .map_err(|e| Error::Io { path: PathBuf::from("--watch"), message: e.to_string() })?;
+    for (device, file, _) in &files {
+        tracing::info!("watching {} for {device}", file.display());
+    }
+    let end = machine.run_watching(&watcher, None, &mut |r| {
+        let state = match r.state_bytes {
+            Some(n) => format!(", {n} bytes of state handed over"),
+            None => String::new(),
+        };
+        let leaks = if r.leaks > 0 { format!(", {} leak(s) reclaimed", r.leaks) } else { String::new() };
+        let why = r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        println!(
+            "reload {}: {} in {:.1} ms ({} -> {}{state}{leaks}){why}",
+            r.device,
+            r.result,
+            r.latency_ms,
+            short(&r.old_build),
+            short(&r.new_build)
+        );
+        let _ = std::io::stdout().flush();
+        std::ops::ControlFlow::Continue(())
+    })?;
+    tracing::info!("stopped at t={}ms ({:?})", machine.now().as_millis(), end);
+    machine.shutdown()
+}
+
+fn short(build: &str) -> &str {
+    if build.is_empty() { "?" } else { &build[..build.len().min(8)] }
 }
 
 fn check(args: CommonArgs) -> Result<()> {

@@ -165,6 +165,11 @@ pub(crate) struct Core {
     /// The SHELL device's state: appy time, broadcast hooks, the message
     /// server's local heap.
     pub(crate) shell: crate::shell::ShellState,
+    /// Ring-3 data blocks (`GlobalAlloc`), by selector.
+    pub(crate) far: RefCell<crate::ring3::memory::FarMemory>,
+    /// Instances in their dynamic init (factory, `restore_state`,
+    /// `Sys_Dynamic_Device_Init`), where init-only services are legal.
+    pub(crate) dynamic_init: RefCell<Vec<u32>>,
 }
 
 /// Permanent hooks: `Call_When_Task_Switched` and `Call_When_Idle`, in
@@ -214,6 +219,8 @@ impl Core {
             isr_depth: Cell::new(0),
             current_message: Cell::new(None),
             shell: crate::shell::ShellState::default(),
+            far: RefCell::new(crate::ring3::memory::FarMemory::default()),
+            dynamic_init: RefCell::new(Vec::new()),
             in_process: options
                 .in_process
                 .iter()
@@ -608,6 +615,93 @@ impl Machine {
                 Err(e)
             }
             (None, Ok(())) => Ok(()),
+        }
+    }
+
+    /// Hot reload: replace the code of the loaded device `name` with the
+    /// plugin in `file`, now (between VMM events). The old instance gets
+    /// `Sys_Dynamic_Device_Exit`, hands over its state if it saves one, and
+    /// what it still owns is reclaimed (each item an `UNLOAD_LEAK`
+    /// violation); the new one restores the state and gets
+    /// `Sys_Dynamic_Device_Init`. If the new copy fails to load, fails the
+    /// layout check, panics or refuses, the old code keeps running; the
+    /// report (also a `reload` trace record) says why. A new name or ID is
+    /// an unload plus a load.
+    pub fn reload_device(&mut self, name: &str, file: impl AsRef<std::path::Path>) -> crate::dynamic::ReloadReport {
+        self.core.reload_device(name, file.as_ref(), std::time::Instant::now())
+    }
+
+    /// `VXDLDR_LoadDevice` from outside the machine (as a test or a tool
+    /// would): load `name` dynamically and, with `init`, send it
+    /// `Sys_Dynamic_Device_Init`. `Err` is `(VXDLDR_ERR_*, message)`.
+    pub fn load_dynamic_device(&mut self, name: &str, init: bool) -> std::result::Result<(), (u32, String)> {
+        self.core.vxdldr_load(name, init).map(|_| ()).map_err(|e| (e.code, e.message))
+    }
+
+    /// `VXDLDR_UnloadDevice` from outside the machine.
+    pub fn unload_dynamic_device(&mut self, name: &str) -> std::result::Result<(), (u32, String)> {
+        self.core.vxdldr_unload(0, Some(name)).map_err(|e| (e.code, e.message))
+    }
+
+    /// The loaded plugin devices: `(device, file, content hash)` (what
+    /// `--watch` watches).
+    pub fn plugin_devices(&self) -> Vec<(String, PathBuf, String)> {
+        let reg = self.core.registry.borrow();
+        reg.slots
+            .iter()
+            .filter(|s| s.alive() && matches!(s.code, crate::registry::DeviceCode::Plugin { .. }))
+            .map(|s| (s.info.name.clone(), s.file.clone(), s.build.clone()))
+            .collect()
+    }
+
+    /// Run while watching plugin files: whenever `watcher` reports a
+    /// rebuilt plugin, reload its device at the next safe point and tell
+    /// `on_reload`, which may stop the run (`ControlFlow::Break`). When the
+    /// machine has nothing left to do it waits for rebuilds (wall clock)
+    /// until `deadline`, if any. Stops at `[machine] until` as [`Machine::run`].
+    pub fn run_watching(
+        &mut self,
+        watcher: &crate::watch::Watcher,
+        deadline: Option<std::time::Instant>,
+        on_reload: &mut dyn FnMut(&crate::dynamic::ReloadReport) -> std::ops::ControlFlow<()>,
+    ) -> Result<RunEnd> {
+        if self.core.phase.get() != Phase::Running {
+            return Ok(RunEnd::Quiescent);
+        }
+        if let Some(until) = self.core.manifest.machine.until {
+            self.core.timers.borrow_mut().at(Instant::ZERO + until, TimerKind::Stop);
+        }
+        loop {
+            self.core.top_level.set(true);
+            let end = self.core.run_until(&|_| watcher.has_changes(), None);
+            self.core.top_level.set(false);
+            self.fail_on_fatal(Ok(()))?;
+            let changes = match end {
+                LoopEnd::Stopped => return Ok(RunEnd::Until),
+                LoopEnd::Fatal => return Ok(RunEnd::Quiescent),
+                LoopEnd::Done => watcher.take(),
+                LoopEnd::Quiescent => {
+                    let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                    if left == Some(std::time::Duration::ZERO) {
+                        return Ok(RunEnd::Quiescent);
+                    }
+                    let step = std::time::Duration::from_millis(200);
+                    watcher.wait(left.map_or(step, |l| l.min(step)))
+                }
+            };
+            for change in changes {
+                let report = self.core.reload_device(&change.device, &change.file, change.noticed);
+                watcher.set_build(&change.file, &change.device, &change.build);
+                // A watched run ends with Ctrl-C: keep the trace file current.
+                self.core.finish_trace();
+                self.fail_on_fatal(Ok(()))?;
+                if on_reload(&report).is_break() {
+                    return Ok(RunEnd::Quiescent);
+                }
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(RunEnd::Quiescent);
+            }
         }
     }
 

@@ -36,6 +36,8 @@ pub(crate) enum DeviceState {
     Active,
     /// Failed an init phase or panicked: gets no more messages.
     Failed,
+    /// Unloaded by VXDLDR (or replaced by a reload): its instance is gone.
+    Unloaded,
 }
 
 /// The DDB fields the host keeps for a device.
@@ -144,8 +146,13 @@ pub(crate) struct DeviceSlot {
     pub(crate) reference_data: u32,
     /// Position in the order devices were accepted (breaks init-order ties).
     pub(crate) load_index: usize,
-    /// Passed Sys_Critical_Init: receives the exit messages.
+    /// Passed Sys_Critical_Init (or Sys_Dynamic_Device_Init): receives the
+    /// VM and exit messages.
     pub(crate) initialized: bool,
+    /// Loaded at run time through VXDLDR.
+    pub(crate) dynamic: bool,
+    /// `VXDLDR_LoadDevice` calls not yet matched by `VXDLDR_UnloadDevice`.
+    pub(crate) load_count: u32,
 }
 
 impl DeviceSlot {
@@ -206,5 +213,10 @@ impl Registry {
     /// The slot of an instance number.
     pub(crate) fn by_instance(&self, instance: u32) -> Option<usize> {
         self.slots.iter().position(|s| s.instance == instance)
+    }
+
+    /// The live device named `name` (case-insensitive).
+    pub(crate) fn by_name(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.alive() && s.info.name.eq_ignore_ascii_case(name))
     }
 }

@@ -81,9 +81,12 @@ pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
             Some(service),
         ),
         Rule::Sync => true,
-        Rule::Init if !core.phase.get().is_init() => !core.violation(
+        Rule::Init if !core.phase.get().is_init() && !core.in_dynamic_init() => !core.violation(
             "INIT_ONLY_SERVICE",
-            format!("{service} is legal only during initialization; its code is discarded after Init_Complete"),
+            format!(
+                "{service} is legal only during initialization (the init phases, or a dynamic device's \
+                 Sys_Dynamic_Device_Init); its code is discarded after Init_Complete"
+            ),
             Some(service),
         ),
         Rule::Init => true,

@@ -134,8 +134,21 @@ extern "C" fn r3_free_library(cx: &HostCx, module: u16) -> bool {
 extern "C" fn r3_read_far(cx: &HostCx, address: u32, mut out: RSliceMut<'_, u8>) -> VmmResult<u32> {
     // A memory access, not an API call: the ISR rule does not apply.
     guarded(cx, "read far pointer", RErr(VmmError::FATAL), |core| {
-        core.ring3_read_far(address, out.as_mut_slice()).map(|n| n as u32).into()
+        core.read_far(address, out.as_mut_slice()).map(|n| n as u32).into()
     })
+}
+
+extern "C" fn r3_global_alloc(cx: &HostCx, bytes: u32) -> VmmResult<u32> {
+    r3(cx, "GlobalAlloc", || RErr(VmmError::FATAL), |core| core.global_alloc(cx.caller, bytes).into())
+}
+
+extern "C" fn r3_global_free(cx: &HostCx, address: u32) -> VmmResult<()> {
+    r3(cx, "GlobalFree", || RErr(VmmError::FATAL), |core| core.global_free(address).into())
+}
+
+extern "C" fn r3_write_far(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> VmmResult<()> {
+    // A memory access, not an API call: the ISR rule does not apply.
+    guarded(cx, "write far pointer", RErr(VmmError::FATAL), |core| core.write_far(address, data.as_slice()).into())
 }
 
 struct Table;
@@ -163,6 +176,9 @@ impl Table {
             r3_get_proc_address,
             r3_free_library,
             r3_read_far,
+            r3_global_alloc,
+            r3_global_free,
+            r3_write_far,
         })
     }
 }

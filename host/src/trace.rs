@@ -158,6 +158,56 @@ pub enum TraceEvent {
         /// Its fields.
         fields: serde_json::Map<String, serde_json::Value>,
     },
+    /// A VXDLDR operation (by `VxDCall`, the ring-3 API, or a manifest
+    /// `dynamic` entry).
+    Vxdldr {
+        /// `load`, `unload`, `dev_init_succeeded`, `dev_init_failed`.
+        op: &'static str,
+        /// The file or device name (or the DeviceInfo value).
+        name: String,
+        /// The calling device (null for ring-3 callers).
+        caller: Option<String>,
+        /// `ok` or the DDK error name (`VXDLDR_ERR_DUPLICATE_DEVICE`, ...).
+        result: &'static str,
+        /// Why it failed.
+        message: Option<String>,
+    },
+    /// A dynamically loaded device left (`VXDLDR_UnloadDevice`, a refused
+    /// dynamic init, or a reload that changed its name or ID).
+    DeviceUnloaded {
+        /// DDB name.
+        device: String,
+        /// Device ID.
+        id: u16,
+        /// The file its code came from.
+        file: String,
+        /// `unloaded`, `init_refused`, `init_failed`.
+        reason: &'static str,
+        /// Resources it still owned (each also a `violation`).
+        leaks: u32,
+    },
+    /// A device's code was swapped for a rebuilt copy (hot reload), or the
+    /// swap was refused and the old code kept.
+    Reload {
+        /// DDB name.
+        device: String,
+        /// `ok`, `replaced`, `load_failed`, `layout_mismatch`, `not_a_device`,
+        /// `create_failed`, `exit_refused`, `restore_refused`, `init_refused`.
+        result: &'static str,
+        /// Content hash of the code before.
+        old_build: String,
+        /// Content hash of the new file.
+        new_build: String,
+        /// Bytes of state handed over, or null.
+        state_bytes: Option<usize>,
+        /// Resources the old instance still owned.
+        leaks: u32,
+        /// Wall-clock milliseconds from noticing the change to the new code
+        /// running (the one field that is not deterministic).
+        latency_ms: f64,
+        /// Why the old code was kept, or what changed.
+        message: Option<String>,
+    },
     /// `Out_Debug_String`.
     DebugString {
         /// The device.

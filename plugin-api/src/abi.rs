@@ -863,6 +863,15 @@ pub struct Ring3Services {
     /// the end of the segment; how many were copied.
     #[sabi(last_prefix_field)]
     pub r3_read_far: extern "C" fn(cx: Cx<'_>, address: u32, out: RSliceMut<'_, u8>) -> VmmResult<u32>,
+
+    // ---- appended after the first prefix ------------------------------------------------
+    /// `GlobalAlloc` + `GlobalLock` (INT 21h AH=48h for DOS programs): a
+    /// zeroed block of 1 to 65536 bytes; its 16:16 address.
+    pub r3_global_alloc: extern "C" fn(cx: Cx<'_>, bytes: u32) -> VmmResult<u32>,
+    /// `GlobalFree` of a block from `r3_global_alloc`.
+    pub r3_global_free: extern "C" fn(cx: Cx<'_>, address: u32) -> VmmResult<()>,
+    /// Write bytes through a 16:16 pointer into an allocated block.
+    pub r3_write_far: extern "C" fn(cx: Cx<'_>, address: u32, data: RSlice<'_, u8>) -> VmmResult<()>,
 }
 
 /// A block of the message server's local heap, as `_SHELL_LocalAllocEx`

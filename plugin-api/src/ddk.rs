@@ -585,3 +585,48 @@ pub const SW_MINIMIZE: u32 = 6;
 pub const SW_SHOWMINNOACTIVE: u32 = 7;
 pub const SW_SHOWNA: u32 = 8;
 pub const SW_RESTORE: u32 = 9;
+
+// ---- VXDLDR (VXDLDR.H, device 0x27) -------------------------------------------------------------------
+pub const VXDLDR_GET_VERSION: u16 = 0;
+pub const VXDLDR_LOAD_DEVICE: u16 = 1;
+pub const VXDLDR_UNLOAD_DEVICE: u16 = 2;
+pub const VXDLDR_DEV_INIT_SUCCEEDED: u16 = 3;
+pub const VXDLDR_DEV_INIT_FAILED: u16 = 4;
+pub const VXDLDR_GET_DEVICE_LIST: u16 = 5;
+pub const VXDLDR_UNLOAD_ME: u16 = 6;
+/// `VXDLDR_LoadDevice` flag: send `Sys_Dynamic_Device_Init` (else the
+/// caller does, and reports with `VXDLDR_DevInitSucceeded` / `Failed`).
+pub const VXDLDR_INIT_DEVICE: u32 = 0x1;
+pub const VXDLDR_ERR_OUT_OF_MEMORY: u32 = 1;
+pub const VXDLDR_ERR_IN_DOS: u32 = 2;
+pub const VXDLDR_ERR_FILE_OPEN_ERROR: u32 = 3;
+pub const VXDLDR_ERR_FILE_READ: u32 = 4;
+pub const VXDLDR_ERR_DUPLICATE_DEVICE: u32 = 5;
+pub const VXDLDR_ERR_BAD_DEVICE_FILE: u32 = 6;
+pub const VXDLDR_ERR_DEVICE_REFUSED: u32 = 7;
+pub const VXDLDR_ERR_NO_SUCH_DEVICE: u32 = 8;
+pub const VXDLDR_ERR_DEVICE_UNLOADABLE: u32 = 9;
+pub const VXDLDR_ERR_ALLOC_V86_AREA: u32 = 10;
+pub const VXDLDR_ERR_BAD_API_FUNCTION: u32 = 11;
+/// VXDLDR's ring-3 API (INT 2Fh 1684h BX=0027h), function in AX.
+pub const VXDLDR_API_GET_VERSION: u16 = 0;
+pub const VXDLDR_API_LOAD_DEVICE: u16 = 1;
+pub const VXDLDR_API_UNLOAD_DEVICE: u16 = 2;
+
+/// The DDK name of a `VXDLDR_ERR_*` code.
+pub fn vxdldr_error_name(code: u32) -> &'static str {
+    match code {
+        VXDLDR_ERR_OUT_OF_MEMORY => "VXDLDR_ERR_OUT_OF_MEMORY",
+        VXDLDR_ERR_IN_DOS => "VXDLDR_ERR_IN_DOS",
+        VXDLDR_ERR_FILE_OPEN_ERROR => "VXDLDR_ERR_FILE_OPEN_ERROR",
+        VXDLDR_ERR_FILE_READ => "VXDLDR_ERR_FILE_READ",
+        VXDLDR_ERR_DUPLICATE_DEVICE => "VXDLDR_ERR_DUPLICATE_DEVICE",
+        VXDLDR_ERR_BAD_DEVICE_FILE => "VXDLDR_ERR_BAD_DEVICE_FILE",
+        VXDLDR_ERR_DEVICE_REFUSED => "VXDLDR_ERR_DEVICE_REFUSED",
+        VXDLDR_ERR_NO_SUCH_DEVICE => "VXDLDR_ERR_NO_SUCH_DEVICE",
+        VXDLDR_ERR_DEVICE_UNLOADABLE => "VXDLDR_ERR_DEVICE_UNLOADABLE",
+        VXDLDR_ERR_ALLOC_V86_AREA => "VXDLDR_ERR_ALLOC_V86_AREA",
+        VXDLDR_ERR_BAD_API_FUNCTION => "VXDLDR_ERR_BAD_API_FUNCTION",
+        _ => "VXDLDR_ERR_UNKNOWN",
+    }
+}

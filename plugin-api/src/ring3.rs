@@ -410,6 +410,38 @@ impl<'a> Ring3<'a> {
         r.into_result().map(|n| n as usize)
     }
 
+    /// `GlobalAlloc` + `GlobalLock` (a DOS program's INT 21h AH=48h): a
+    /// zeroed block of 1 to 65536 bytes the program can hand to a VxD's API
+    /// as a 16:16 pointer. Freed with [`Ring3::global_free`], or when the
+    /// program ends.
+    pub fn global_alloc(&self, bytes: u32) -> Result<FarPtr, VmmError> {
+        let Some(f) = self.svc().ring3().r3_global_alloc() else { return Err(VmmError::NOT_AVAILABLE) };
+        f(self.cx, bytes).into_result().map(FarPtr::from_u32)
+    }
+
+    /// `GlobalFree` a block from [`Ring3::global_alloc`].
+    pub fn global_free(&self, ptr: FarPtr) -> Result<(), VmmError> {
+        let Some(f) = self.svc().ring3().r3_global_free() else { return Err(VmmError::NOT_AVAILABLE) };
+        f(self.cx, ptr.to_u32()).into_result()
+    }
+
+    /// Copy `data` into an allocated block through a 16:16 pointer.
+    pub fn write_far(&self, ptr: FarPtr, data: &[u8]) -> Result<(), VmmError> {
+        let Some(f) = self.svc().ring3().r3_write_far() else { return Err(VmmError::NOT_AVAILABLE) };
+        f(self.cx, ptr.to_u32(), RSlice::from_slice(data)).into_result()
+    }
+
+    /// A NUL-terminated copy of `text` (ANSI, one byte per character; other
+    /// characters become `?`) in a new block: the far pointer to pass in
+    /// DS:DX and friends.
+    pub fn far_string(&self, text: &str) -> Result<FarPtr, VmmError> {
+        let mut bytes: Vec<u8> = text.chars().map(|c| u8::try_from(c).unwrap_or(b'?')).collect();
+        bytes.push(0);
+        let ptr = self.global_alloc(bytes.len() as u32)?;
+        self.write_far(ptr, &bytes)?;
+        Ok(ptr)
+    }
+
     /// Read the NUL-terminated string a 16:16 pointer points at (the ANSI
     /// character set, one character per byte).
     pub fn read_far_string(&self, ptr: FarPtr) -> Result<String, VmmError> {

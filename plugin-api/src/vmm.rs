@@ -55,6 +55,11 @@ pub struct Event {
     pub vm: VmHandle,
     /// The time-out expired before the event could be dispatched.
     pub timed_out: bool,
+    /// The handle the scheduling service returned for this event (null if
+    /// it ran inline): from now on it is stale, so a device that keeps
+    /// handles to cancel pending events (at `Sys_Dynamic_Device_Exit`, say)
+    /// drops this one.
+    pub handle: EventHandle,
 }
 
 /// What a time-out callback learns.
@@ -165,7 +170,7 @@ fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError>
 
 fn event_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, Event) + 'static>(f: F) -> crate::abi::RawCallback {
     once(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
-        f(d, vmm, Event { vm: VmHandle(r.ebx), timed_out: r.flags & CF_MASK != 0 });
+        f(d, vmm, Event { vm: VmHandle(r.ebx), timed_out: r.flags & CF_MASK != 0, handle: EventHandle(r.esi) });
         Carry::Clear
     })
 }

@@ -333,7 +333,12 @@ impl Core {
                     Err(o) => o,
                 }
             }
-            DeviceCode::Builtin(_) => CallOutcome::Clear,
+            DeviceCode::Builtin(b) => {
+                let mut regs = self.client_of(vm).unwrap_or_default();
+                self.with_frame(instance, Context::Vm, || b.api(self, mode, vm, &mut regs));
+                self.set_client_of(vm, regs);
+                CallOutcome::Clear
+            }
         };
         self.check_nest_balance(vm, depth, "an API procedure");
         if matches!(outcome, CallOutcome::Panic | CallOutcome::Error | CallOutcome::Skipped) {

@@ -10,6 +10,7 @@
 //! to itself and ends it when it exits.
 
 pub(crate) mod int2f;
+pub(crate) mod memory;
 pub(crate) mod user;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -594,6 +595,7 @@ impl Core {
             m.alive = false;
             m.instance
         };
+        self.free_far_blocks_of(instance);
         let inst = self.instances.borrow_mut().get_mut(instance as usize - 1).and_then(|r| r.inst.take());
         if let Some(inst) = inst {
             (inst.vtable.drop())(inst.this);

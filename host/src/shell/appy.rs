@@ -197,7 +197,7 @@ impl Core {
     }
 
     /// An event left the queue before its `CAAFL_TIMEOUT`: remove the timer.
-    fn forget_appy_timeout(&self, handle: u32, rec: &AppyRec) {
+    pub(crate) fn forget_appy_timeout(&self, handle: u32, rec: &AppyRec) {
         if rec.flags & CAAFL_TIMEOUT != 0 {
             self.timers.borrow_mut().cancel(TimerKind::AppyTimeout(handle, rec.seq));
         }

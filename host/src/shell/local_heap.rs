@@ -166,8 +166,8 @@ impl Core {
             self.violation(
                 "BAD_FAR_POINTER",
                 format!(
-                    "ring-3 code read through {selector:04X}:{offset:04X}, which is not a data segment (the only one \
-                     the emulator has is the message server's local heap, {LOCAL_HEAP_SELECTOR:04X}, once \
+                    "ring-3 code read through {selector:04X}:{offset:04X}, which is not a data segment (neither a \
+                     block from GlobalAlloc nor the message server's local heap, {LOCAL_HEAP_SELECTOR:04X}, once \
                      _SHELL_LocalAllocEx allocated from it)"
                 ),
                 Some("read far pointer"),

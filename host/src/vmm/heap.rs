@@ -87,6 +87,11 @@ impl Heap {
         ((HEAP_END - cursor) >= span).then_some(cursor)
     }
 
+    /// The blocks `owner` holds: `(address, size)`, in address order.
+    pub(crate) fn blocks_of(&self, owner: u32) -> Vec<(u32, u32)> {
+        self.blocks.iter().filter(|(_, b)| b.owner == owner).map(|(a, b)| (*a, b.data.len() as u32)).collect()
+    }
+
     /// Free the block at `addr`; its owner, or `None` if it is not a block.
     pub(crate) fn free(&mut self, addr: u32) -> Option<u32> {
         let block = self.blocks.remove(&addr)?;

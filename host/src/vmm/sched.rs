@@ -253,7 +253,8 @@ impl Core {
         self.count_dispatch();
         let vm = self.cur_vm.get();
         let EventRec { kind, target, flags, boost, scheduled_at, mut cb, .. } = rec;
-        let mut regs = Regs { ebx: vm, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
+        // ESI: the event's own handle (0 inline), so a device can forget it.
+        let mut regs = Regs { ebx: vm, esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
         let depth = self.nest_depth(vm);
         let result = cb.call(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "an event callback");

@@ -92,7 +92,7 @@ struct Registration {
 }
 
 /// One post waiting to be delivered.
-#[derive(Copy, Clone, Debug)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct Post {
     /// The device's number for the post (1, 2, ...), in trace notes.
     id: u32,
@@ -118,6 +118,11 @@ pub struct Vpostd {
     max_pending: Cell<u32>,
     /// Offset of the per-VM counters in the control block.
     cb_offset: Cell<Option<u32>>,
+    /// Events scheduled and not yet run (cancelled at
+    /// `Sys_Dynamic_Device_Exit`).
+    outstanding: ReentrancyCell<Vec<EventHandle>>,
+    /// The retry time-out, while one is set.
+    retry_timer: Cell<Option<TimeoutHandle>>,
 }
 
 impl VxD for Vpostd {
@@ -128,6 +133,7 @@ impl VxD for Vpostd {
         .sdk_version(DDK_VERSION_310)
         .v86_api()
         .pm_api()
+        .dynamic()
         .services(&["VPOSTD_Get_Version", "VPOSTD_Post", "VPOSTD_Get_Stats"]);
 
     fn create(_vmm: &Vmm<'_>) -> Result<Self, String> {
@@ -140,16 +146,46 @@ impl VxD for Vpostd {
             retry_ms: Cell::new(DEFAULT_RETRY_MS),
             max_pending: Cell::new(DEFAULT_MAX_PENDING),
             cb_offset: Cell::new(None),
+            outstanding: ReentrancyCell::new("Vpostd::outstanding", Vec::new()),
+            retry_timer: Cell::new(None),
         })
     }
 
     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
         match msg.message {
             DEVICE_INIT => self.device_init(vmm),
+            SYS_DYNAMIC_DEVICE_INIT => {
+                self.device_init(vmm);
+                self.resume(vmm);
+            }
+            SYS_DYNAMIC_DEVICE_EXIT => self.leave(vmm),
             SYSTEM_EXIT => self.drop_all(vmm, "shutdown"),
             _ => {}
         }
         Carry::Clear
+    }
+
+    /// Hot reload: the registration, the posts not yet delivered and the
+    /// counters' place in the control block go to the next version.
+    fn save_state(&self, _vmm: &Vmm<'_>) -> Option<Vec<u8>> {
+        let state = State {
+            registration: self.registration.get(),
+            posts: self.queue.borrow().iter().copied().collect(),
+            next_id: self.next_id.get(),
+            cb_offset: self.cb_offset.get(),
+            retry_pending: self.retry_pending.get(),
+        };
+        Some(state.encode())
+    }
+
+    fn restore_state(&self, _vmm: &Vmm<'_>, bytes: &[u8]) -> Result<(), String> {
+        let state = State::decode(bytes)?;
+        self.registration.set(state.registration);
+        *self.queue.borrow_mut() = state.posts.into_iter().collect();
+        self.next_id.set(state.next_id);
+        self.cb_offset.set(state.cb_offset);
+        self.retry_pending.set(state.retry_pending);
+        Ok(())
     }
 
     /// The DLL side: AX = window handle, CX:BX = callback (0:0 unregisters).
@@ -226,11 +262,50 @@ impl Vpostd {
     fn device_init(&self, vmm: &Vmm<'_>) {
         self.retry_ms.set(setting(vmm, "RetryInterval", DEFAULT_RETRY_MS, 1..=60_000));
         self.max_pending.set(setting(vmm, "MaxPending", DEFAULT_MAX_PENDING, 1..=65_535));
-        match vmm.allocate_device_cb_area(CB_BYTES, 0) {
-            Some(offset) => self.cb_offset.set(Some(offset)),
-            None => vmm.fatal_memory_error(),
+        // A reloaded VPOSTD keeps the area its previous version reserved.
+        if self.cb_offset.get().is_none() {
+            match vmm.allocate_device_cb_area(CB_BYTES, 0) {
+                Some(offset) => self.cb_offset.set(Some(offset)),
+                None => vmm.fatal_memory_error(),
+            }
         }
         info!("VPOSTD: retry interval {} ms, at most {} pending posts", self.retry_ms.get(), self.max_pending.get());
+    }
+
+    /// After a reload: the posts handed over still need their delivery (or
+    /// their retry, if the window's queue was full).
+    fn resume(&self, vmm: &Vmm<'_>) {
+        let pending = self.pending();
+        if pending == 0 {
+            self.retry_pending.set(false);
+            return;
+        }
+        let first = self.queue.borrow()[0];
+        if self.retry_pending.replace(false) {
+            self.retry(vmm, vmm.get_sys_vm_handle(), first);
+        } else {
+            self.schedule(vmm, first.id);
+        }
+    }
+
+    /// `Sys_Dynamic_Device_Exit`: VXDLDR cleans nothing up, so VPOSTD
+    /// cancels its pending events and its retry time-out itself. The posts
+    /// stay queued: a reload hands them to the next version.
+    fn leave(&self, vmm: &Vmm<'_>) {
+        let events = std::mem::take(&mut *self.outstanding.borrow_mut());
+        for h in events {
+            if let Err(e) = vmm.cancel_priority_vm_event(h) {
+                warn!("VPOSTD: cannot cancel event {h:?}: {e}");
+            }
+        }
+        if let Some(t) = self.retry_timer.take() {
+            let _ = vmm.cancel_time_out(t);
+        }
+        let pending = self.pending();
+        let _ = vmm.trace_note(
+            "unloading",
+            &[("pending", pending.into()), ("retry_pending", self.retry_pending.get().into())],
+        );
     }
 
     /// Posts not yet accepted by `PostMessage`.
@@ -290,6 +365,11 @@ impl Vpostd {
             0,
             Vpostd::deliver,
         );
+        match scheduled {
+            // Null: it already ran inline.
+            Ok(h) if !h.is_null() => self.outstanding.borrow_mut().push(h),
+            _ => {}
+        }
         if let Err(e) = scheduled {
             // Without an event the post might wait forever: take it back.
             let post = {
@@ -309,6 +389,7 @@ impl Vpostd {
     /// delivery already running (it was dispatched inside that delivery's
     /// nested execution) or a retry pending leaves the queue to them.
     fn deliver(&self, vmm: &Vmm<'_>, ev: Event) {
+        self.outstanding.borrow_mut().retain(|h| *h != ev.handle);
         if self.delivering.get() || self.retry_pending.get() {
             return;
         }
@@ -355,11 +436,13 @@ impl Vpostd {
         let ms = self.retry_ms.get();
         let id = post.id;
         let handle = vmm.set_vm_time_out(ms, sys, move |dev: &Vpostd, vmm, _t| {
+            dev.retry_timer.set(None);
             dev.retry_pending.set(false);
             let _ = vmm.trace_note("post_requeued", &[("post", id.into()), ("attempt", post.attempts.into())]);
             dev.schedule(vmm, id);
         });
         if handle.is_some() {
+            self.retry_timer.set(handle);
             self.retry_pending.set(true);
             let _ = vmm.trace_note(
                 "post_retry",
@@ -414,6 +497,100 @@ impl Vpostd {
     }
 }
 
+/// What a reload hands to the next version: a versioned little-endian
+/// byte format, so a version with other fields can refuse it clearly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct State {
+    registration: Option<Registration>,
+    posts: Vec<Post>,
+    next_id: u32,
+    cb_offset: Option<u32>,
+    retry_pending: bool,
+}
+
+/// Version of [`State`]'s byte format.
+const STATE_VERSION: u8 = 1;
+
+impl State {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = vec![STATE_VERSION];
+        match self.registration {
+            Some(r) => {
+                b.push(1);
+                b.extend_from_slice(&r.hwnd.0.to_le_bytes());
+                b.extend_from_slice(&r.callback.to_u32().to_le_bytes());
+            }
+            None => b.push(0),
+        }
+        b.extend_from_slice(&self.next_id.to_le_bytes());
+        b.extend_from_slice(&self.cb_offset.unwrap_or(0).to_le_bytes());
+        b.push(u8::from(self.retry_pending));
+        b.extend_from_slice(&(self.posts.len() as u32).to_le_bytes());
+        for p in &self.posts {
+            b.extend_from_slice(&p.id.to_le_bytes());
+            b.extend_from_slice(&p.source.0.to_le_bytes());
+            b.extend_from_slice(&p.wparam.to_le_bytes());
+            b.extend_from_slice(&p.lparam.to_le_bytes());
+            b.extend_from_slice(&p.attempts.to_le_bytes());
+        }
+        b
+    }
+
+    fn decode(bytes: &[u8]) -> Result<State, String> {
+        let mut r = Reader { bytes, at: 0 };
+        let version = r.u8()?;
+        if version != STATE_VERSION {
+            return Err(format!("state format {version}, this VPOSTD reads format {STATE_VERSION}"));
+        }
+        let registration = match r.u8()? {
+            0 => None,
+            1 => Some(Registration { hwnd: Hwnd(r.u16()?), callback: FarPtr::from_u32(r.u32()?) }),
+            other => return Err(format!("bad registration tag {other}")),
+        };
+        let next_id = r.u32()?;
+        let cb_offset = Some(r.u32()?).filter(|o| *o != 0);
+        let retry_pending = r.u8()? != 0;
+        let n = r.u32()? as usize;
+        let mut posts = Vec::with_capacity(n.min(65_536));
+        for _ in 0..n {
+            posts.push(Post {
+                id: r.u32()?,
+                source: VmHandle(r.u32()?),
+                wparam: r.u16()?,
+                lparam: r.u32()?,
+                attempts: r.u32()?,
+            });
+        }
+        if r.at != bytes.len() {
+            return Err(format!("{} bytes after the state", bytes.len() - r.at));
+        }
+        Ok(State { registration, posts, next_id, cb_offset, retry_pending })
+    }
+}
+
+struct Reader<'b> {
+    bytes: &'b [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let end = self.at + N;
+        let slice = self.bytes.get(self.at..end).ok_or_else(|| format!("the state ends at byte {}", self.at))?;
+        self.at = end;
+        Ok(slice.try_into().unwrap_or([0; N]))
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+}
+
 /// Nested execution into the registered callback: push its PASCAL frame,
 /// far call it, run it to its return, and read its BOOL. The client state
 /// is restored whatever happens.
@@ -465,3 +642,28 @@ fn setting(vmm: &Vmm<'_>, key: &str, default: u32, range: core::ops::RangeInclus
 }
 
 declare_virtual_device!(Vpostd);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_bad_state_is_refused() {
+        let state = State {
+            registration: Some(Registration { hwnd: Hwnd(0x1004), callback: FarPtr::new(0x010F, 0x0010) }),
+            posts: vec![Post { id: 7, source: VmHandle(0x10002), wparam: 2, lparam: 0x0001_0003, attempts: 1 }],
+            next_id: 8,
+            cb_offset: Some(0x100),
+            retry_pending: true,
+        };
+        let bytes = state.encode();
+        assert_eq!(State::decode(&bytes), Ok(state));
+        assert!(State::decode(&bytes[..bytes.len() - 1]).unwrap_err().contains("the state ends"));
+        let mut newer = bytes.clone();
+        newer[0] = 2;
+        assert!(State::decode(&newer).unwrap_err().contains("state format 2"));
+        let mut longer = bytes;
+        longer.push(0);
+        assert!(State::decode(&longer).unwrap_err().contains("1 bytes after"));
+    }
+}

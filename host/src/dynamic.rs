@@ -1,0 +1,526 @@
+//! Dynamically loaded VxDs: loading a device while the machine runs
+//! (`VXDLDR_LoadDevice`, manifest entries marked `dynamic`), unloading it
+//! (`VXDLDR_UnloadDevice`), the unload hygiene the DDK leaves to the device
+//! ("VXDLDR performs no cleanup") made visible, and hot reload: swapping a
+//! device's code for a rebuilt copy with its state handed over.
+//!
+//! A dynamic device gets `Sys_Dynamic_Device_Init` when it loads and
+//! `Sys_Dynamic_Device_Exit` when it unloads, never the three init phases;
+//! it may refuse either. While those run (and while its factory and
+//! `restore_state` run) the init-only services are legal for it.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant as WallInstant;
+
+use abi_stable::std_types::RSlice;
+use vmm_plugin_api::abi::{Carry, ModuleKind};
+use vmm_plugin_api::ddk::*;
+
+use crate::boot::LoadRequest;
+use crate::error::{Error, LoadCause};
+use crate::machine::{Core, Phase};
+use crate::manifest::Origin;
+use crate::registry::{DeviceCode, DeviceInfo, DeviceState, Inst};
+use crate::trace::{CallOutcome, TraceEvent};
+use crate::vmm::context::Context;
+
+/// Why a dynamic load or unload failed: a `VXDLDR_ERR_*` code and a
+/// sentence for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LoadError {
+    pub(crate) code: u32,
+    pub(crate) message: String,
+}
+
+impl LoadError {
+    fn new(code: u32, message: impl Into<String>) -> Self {
+        LoadError { code, message: message.into() }
+    }
+}
+
+/// The result of a reload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReloadReport {
+    /// The device.
+    pub device: String,
+    /// `ok`, or why the old code stayed: `load_failed`, `layout_mismatch`,
+    /// `not_a_device`, `create_failed`, `exit_refused`, `restore_refused`,
+    /// `init_refused`, `replaced` (a new name or ID: unloaded and loaded).
+    pub result: &'static str,
+    /// Content hash of the code that ran before.
+    pub old_build: String,
+    /// Content hash of the new file (empty if it could not be read).
+    pub new_build: String,
+    /// Bytes of state handed over (`None`: the old version handed none).
+    pub state_bytes: Option<usize>,
+    /// Resources the old instance still owned (each reported as a
+    /// violation).
+    pub leaks: u32,
+    /// Wall-clock milliseconds from `started` to the end of the swap.
+    pub latency_ms: f64,
+    /// What went wrong, for people.
+    pub message: Option<String>,
+}
+
+impl ReloadReport {
+    /// Whether the new code runs.
+    pub fn ok(&self) -> bool {
+        matches!(self.result, "ok" | "replaced")
+    }
+}
+
+/// The pseudo address VXDLDR hands out as a loaded device's DDB and
+/// DeviceInfo: `0xC00D_0000 | instance`.
+pub(crate) const DDB_BASE: u32 = 0xC00D_0000;
+
+impl Core {
+    /// Whether code of `instance` runs as part of its dynamic init (its
+    /// factory, `restore_state`, `Sys_Dynamic_Device_Init`).
+    pub(crate) fn in_dynamic_init(&self) -> bool {
+        let Some(caller) = self.current_caller() else { return false };
+        self.dynamic_init.borrow().contains(&caller)
+    }
+
+    fn with_dynamic_init<T>(&self, instance: u32, f: impl FnOnce() -> T) -> T {
+        self.dynamic_init.borrow_mut().push(instance);
+        let r = f();
+        self.dynamic_init.borrow_mut().retain(|&i| i != instance);
+        r
+    }
+
+    /// `VXDLDR_LoadDevice`: load `name` (a plugin name or file), check its
+    /// ID against the live devices, and with `init` send it
+    /// `Sys_Dynamic_Device_Init`. Loading a dynamic device that is already
+    /// loaded counts one more load and returns it. Returns the device's slot.
+    pub(crate) fn load_dynamic(&self, name: &str, init: bool, origin: &Origin) -> Result<usize, LoadError> {
+        if self.phase.get() >= Phase::Shutdown {
+            return Err(LoadError::new(VXDLDR_ERR_DEVICE_REFUSED, "Windows is shutting down"));
+        }
+        let request =
+            LoadRequest { name: name.to_string(), origin: origin.clone(), from_int2f: false, reference_data: 0 };
+        let lib_name = crate::resolve::library_name(name);
+        // Already loaded from the same plugin: one more load.
+        let existing = {
+            let reg = self.registry.borrow();
+            reg.slots.iter().position(|s| {
+                s.alive() && s.dynamic && crate::resolve::library_name(&s.file.display().to_string()) == lib_name
+            })
+        };
+        if let Some(idx) = existing {
+            self.registry.borrow_mut().slots[idx].load_count += 1;
+            return Ok(idx);
+        }
+        let instances_before = self.instances.borrow().len() as u32;
+        let slot = self.with_dynamic_init(instances_before + 1, || self.load_device(&request)).map_err(|e| {
+            let code = match &e {
+                Error::Load { cause: LoadCause::NotFound { .. } | LoadCause::Open(_), .. } => {
+                    VXDLDR_ERR_FILE_OPEN_ERROR
+                }
+                Error::UnknownBuiltin { .. } => VXDLDR_ERR_FILE_OPEN_ERROR,
+                Error::Load { cause: LoadCause::Factory(_), .. } => VXDLDR_ERR_DEVICE_REFUSED,
+                _ => VXDLDR_ERR_BAD_DEVICE_FILE,
+            };
+            LoadError::new(code, e.to_string())
+        })?;
+        if matches!(slot.code, DeviceCode::Builtin(_)) {
+            return Err(LoadError::new(
+                VXDLDR_ERR_FILE_OPEN_ERROR,
+                format!("{name} is a device built into the host: list it in [386Enh] device instead"),
+            ));
+        }
+        // The ID rules of KB Q84000 apply at run time too.
+        let clash = {
+            let reg = self.registry.borrow();
+            let by_id = reg.by_id(slot.info.device_id);
+            let by_name = reg.by_name(&slot.info.name);
+            by_id.or(by_name).map(|i| (reg.slots[i].info.name.clone(), reg.slots[i].info.device_id))
+        };
+        if let Some((other, id)) = clash {
+            let message = format!(
+                "{} (ID {:#06X}) clashes with the loaded device {other} (ID {id:#06X}): device IDs and names are unique",
+                slot.info.name, slot.info.device_id
+            );
+            self.trace(|| TraceEvent::DeviceRejected {
+                device: slot.info.name.clone(),
+                id: Some(slot.info.device_id),
+                file: slot.file.display().to_string(),
+                reason: "duplicate_id",
+                message: message.clone(),
+            });
+            self.release_instance(slot.instance);
+            return Err(LoadError::new(VXDLDR_ERR_DUPLICATE_DEVICE, message));
+        }
+        let info = slot.info.clone();
+        let file = slot.file.display().to_string();
+        let build = slot.build.clone();
+        let instance = slot.instance;
+        let idx = {
+            let mut reg = self.registry.borrow_mut();
+            let mut slot = slot;
+            slot.load_index = reg.slots.len();
+            slot.dynamic = true;
+            slot.load_count = 1;
+            reg.slots.push(slot);
+            reg.sort();
+            reg.slots.len() - 1
+        };
+        self.trace(|| TraceEvent::DeviceLoaded {
+            device: info.name.clone(),
+            id: info.device_id,
+            init_order: info.init_order,
+            version: info.version(),
+            file,
+            build,
+            from_int2f: false,
+            v86_api: info.has_v86_api,
+            pm_api: info.has_pm_api,
+            services: info.services.len(),
+            instance,
+        });
+        tracing::info!("VXDLDR loaded {} (ID {:#06X})", info.name, info.device_id);
+        if init {
+            self.dynamic_device_init(idx)?;
+        }
+        Ok(idx)
+    }
+
+    /// Send `Sys_Dynamic_Device_Init`; a refusal unloads the device (no
+    /// `Sys_Dynamic_Device_Exit`) and is `VXDLDR_ERR_DEVICE_REFUSED`.
+    pub(crate) fn dynamic_device_init(&self, idx: usize) -> Result<(), LoadError> {
+        let (instance, name) = {
+            let reg = self.registry.borrow();
+            (reg.slots[idx].instance, reg.slots[idx].info.name.clone())
+        };
+        let sys = self.sys_vm.get();
+        let outcome = self.with_dynamic_init(instance, || {
+            self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (sys != 0).then_some(sys), 0, Context::Init)
+        });
+        if outcome == CallOutcome::Clear {
+            self.dev_init_succeeded(idx);
+            return Ok(());
+        }
+        let why = match outcome {
+            CallOutcome::Set => "refused Sys_Dynamic_Device_Init (carry set)".to_string(),
+            other => format!("failed Sys_Dynamic_Device_Init ({other:?})"),
+        };
+        self.discard_dynamic(idx, "init_refused");
+        Err(LoadError::new(VXDLDR_ERR_DEVICE_REFUSED, format!("{name} {why}")))
+    }
+
+    /// The device's dynamic init succeeded: it receives messages from now on.
+    pub(crate) fn dev_init_succeeded(&self, idx: usize) {
+        let mut reg = self.registry.borrow_mut();
+        let s = &mut reg.slots[idx];
+        s.state = DeviceState::Active;
+        s.initialized = true;
+    }
+
+    /// Drop a dynamic device that never finished its init: its resources
+    /// are reclaimed (and reported), its instance released.
+    pub(crate) fn discard_dynamic(&self, idx: usize, reason: &'static str) {
+        let (instance, name, id, file) = {
+            let mut reg = self.registry.borrow_mut();
+            let s = &mut reg.slots[idx];
+            s.state = DeviceState::Unloaded;
+            s.initialized = false;
+            (s.instance, s.info.name.clone(), s.info.device_id, s.file.display().to_string())
+        };
+        self.reclaim(instance, &name);
+        self.release_instance(instance);
+        self.trace(|| TraceEvent::DeviceUnloaded { device: name, id, file, reason, leaks: 0 });
+    }
+
+    /// `VXDLDR_UnloadDevice`: one load fewer; at zero, send
+    /// `Sys_Dynamic_Device_Exit` (a refusal keeps the device, as
+    /// `VXDLDR_ERR_DEVICE_UNLOADABLE`), reclaim what the device still owns
+    /// (each item a `UNLOAD_LEAK` violation) and release the instance.
+    pub(crate) fn unload_dynamic(&self, idx: usize) -> Result<(), LoadError> {
+        let (dynamic, count, name) = {
+            let reg = self.registry.borrow();
+            let s = &reg.slots[idx];
+            (s.dynamic, s.load_count, s.info.name.clone())
+        };
+        if !dynamic {
+            return Err(LoadError::new(
+                VXDLDR_ERR_DEVICE_UNLOADABLE,
+                format!("{name} was loaded at boot from [386Enh]; only dynamically loaded devices unload"),
+            ));
+        }
+        if count > 1 {
+            self.registry.borrow_mut().slots[idx].load_count -= 1;
+            return Ok(());
+        }
+        let initialized = self.registry.borrow().slots[idx].initialized;
+        if initialized {
+            let sys = self.sys_vm.get();
+            let outcome =
+                self.send_control(idx, SYS_DYNAMIC_DEVICE_EXIT, (sys != 0).then_some(sys), 0, Context::Control);
+            if outcome == CallOutcome::Set {
+                return Err(LoadError::new(
+                    VXDLDR_ERR_DEVICE_UNLOADABLE,
+                    format!("{name} refused Sys_Dynamic_Device_Exit (carry set); it stays loaded"),
+                ));
+            }
+        }
+        let (instance, id, file) = {
+            let mut reg = self.registry.borrow_mut();
+            let s = &mut reg.slots[idx];
+            s.state = DeviceState::Unloaded;
+            s.initialized = false;
+            s.load_count = 0;
+            (s.instance, s.info.device_id, s.file.display().to_string())
+        };
+        let leaks = self.reclaim(instance, &name);
+        self.release_instance(instance);
+        tracing::info!("VXDLDR unloaded {name}");
+        self.trace(|| TraceEvent::DeviceUnloaded { device: name, id, file, reason: "unloaded", leaks });
+        Ok(())
+    }
+
+    /// Release a device instance: it is dropped in its plugin and never
+    /// called again (every callback it registered is skipped from now on).
+    /// The library stays mapped: old code is never unmapped.
+    pub(crate) fn release_instance(&self, instance: u32) {
+        let inst = {
+            let mut instances = self.instances.borrow_mut();
+            instances.get_mut(instance.wrapping_sub(1) as usize).and_then(|r| {
+                r.failed = true;
+                r.inst.take()
+            })
+        };
+        if let Some(inst) = inst {
+            (inst.vtable.drop())(inst.this);
+        }
+    }
+
+    // ---- hot reload ------------------------------------------------------------------------
+
+    /// Replace the code of the live device `name` with the plugin in
+    /// `file`, at a safe point (no device code is on the stack). See the
+    /// module docs for the steps; whenever the new code cannot take over,
+    /// the old instance keeps running (or is initialized again with its own
+    /// state) and the report says why. `started` is when the change was
+    /// noticed (for the latency).
+    pub(crate) fn reload_device(&self, name: &str, file: &Path, started: WallInstant) -> ReloadReport {
+        let found = {
+            let reg = self.registry.borrow();
+            reg.by_name(name).map(|i| (i, reg.slots[i].build.clone(), reg.slots[i].info.clone()))
+        };
+        let mut report = ReloadReport {
+            device: name.to_string(),
+            result: "ok",
+            old_build: String::new(),
+            new_build: String::new(),
+            state_bytes: None,
+            leaks: 0,
+            latency_ms: 0.0,
+            message: None,
+        };
+        let Some((idx, old_build, old_info)) = found else {
+            report.result = "load_failed";
+            report.message = Some(format!("no device named {name} is loaded"));
+            return self.finish_reload(report, started);
+        };
+        report.old_build = old_build;
+        let fail = |mut report: ReloadReport, result: &'static str, message: String| {
+            report.result = result;
+            report.message = Some(message);
+            self.finish_reload(report, started)
+        };
+        // 1. Load and check the new copy.
+        let lib = match crate::loader::load(file) {
+            Ok(lib) => lib,
+            Err(cause) => {
+                let result = match cause {
+                    LoadCause::LayoutMismatch(_)
+                    | LoadCause::AbiStableVersion(_)
+                    | LoadCause::IncompatibleVersion { .. } => "layout_mismatch",
+                    _ => "load_failed",
+                };
+                return fail(report, result, format!("{}: {cause}", file.display()));
+            }
+        };
+        report.new_build = lib.build.clone();
+        let new_info = match (lib.info.kind, lib.info.device.into_option()) {
+            (ModuleKind::Vxd, Some(d)) if lib.info.panic_unwind => DeviceInfo::from_descriptor(&d),
+            _ => return fail(report, "not_a_device", format!("{} is not a VxD plugin", file.display())),
+        };
+        if let Err(cause) = new_info.validate() {
+            return fail(report, "not_a_device", cause.to_string());
+        }
+        if new_info.name != old_info.name || new_info.device_id != old_info.device_id {
+            return self.replace_device(idx, file, &new_info, report, started);
+        }
+        // 2. Create the new instance.
+        let rc_name: Rc<str> = Rc::from(new_info.name.as_str());
+        let new_instance = self.add_instance(rc_name.clone(), None);
+        let created = self.with_dynamic_init(new_instance, || {
+            self.invoke(new_instance, "create", Context::Init, |cx| (lib.root.create())(cx))
+        });
+        let raw = match created {
+            Ok(raw) => raw,
+            Err(outcome) => {
+                return fail(report, "create_failed", format!("the new copy's factory failed ({outcome:?})"));
+            }
+        };
+        let new_inst = Inst { this: raw.this, vtable: raw.vtable };
+        self.instances.borrow_mut()[new_instance as usize - 1].inst = Some(new_inst);
+        // 3. The old instance leaves: Sys_Dynamic_Device_Exit, its state,
+        // what it still owns.
+        let sys = self.sys_vm.get();
+        let old_instance = self.registry.borrow().slots[idx].instance;
+        let exit = self.send_control(idx, SYS_DYNAMIC_DEVICE_EXIT, (sys != 0).then_some(sys), 0, Context::Control);
+        if exit != CallOutcome::Clear {
+            self.release_instance(new_instance);
+            return fail(report, "exit_refused", format!("{name} refused Sys_Dynamic_Device_Exit ({exit:?})"));
+        }
+        let state = self.save_state(old_instance);
+        report.state_bytes = state.as_ref().map(Vec::len);
+        report.leaks = self.reclaim(old_instance, name);
+        // 4. Swap the slot to the new code and hand the state over.
+        let old_code = {
+            let mut reg = self.registry.borrow_mut();
+            let s = &mut reg.slots[idx];
+            let old = (s.code.clone(), s.instance, s.build.clone(), s.file.clone(), s.info.clone());
+            s.code = DeviceCode::Plugin { inst: new_inst };
+            s.instance = new_instance;
+            s.build = lib.build.clone();
+            s.file = lib.path.clone();
+            s.info = new_info;
+            old
+        };
+        let restored = match &state {
+            Some(bytes) => self.restore_state(new_instance, bytes),
+            None => Ok(()),
+        };
+        let taken_over = match restored {
+            Err(why) => Err(("restore_refused", format!("the new copy refused the old state: {why}"))),
+            Ok(()) => {
+                let init = self.with_dynamic_init(new_instance, || {
+                    self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (sys != 0).then_some(sys), 0, Context::Init)
+                });
+                if init == CallOutcome::Clear {
+                    Ok(())
+                } else {
+                    Err(("init_refused", format!("the new copy failed Sys_Dynamic_Device_Init ({init:?})")))
+                }
+            }
+        };
+        match taken_over {
+            Ok(()) => {
+                self.release_instance(old_instance);
+                {
+                    let mut reg = self.registry.borrow_mut();
+                    reg.slots[idx].state = DeviceState::Active;
+                    reg.slots[idx].initialized = true;
+                }
+                self.finish_reload(report, started)
+            }
+            Err((result, message)) => {
+                // Back to the old code, initialized again with its own state.
+                self.reclaim(new_instance, name);
+                self.release_instance(new_instance);
+                {
+                    let mut reg = self.registry.borrow_mut();
+                    let s = &mut reg.slots[idx];
+                    (s.code, s.instance, s.build, s.file, s.info) = old_code;
+                    s.state = DeviceState::Active;
+                }
+                if let Some(bytes) = &state {
+                    let _ = self.restore_state(old_instance, bytes);
+                }
+                let again = self.with_dynamic_init(old_instance, || {
+                    self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (sys != 0).then_some(sys), 0, Context::Init)
+                });
+                let message = if again == CallOutcome::Clear {
+                    format!("{message}; the old code runs again")
+                } else {
+                    self.discard_dynamic(idx, "init_refused");
+                    format!("{message}; the old code then refused to start again and was unloaded")
+                };
+                fail(report, result, message)
+            }
+        }
+    }
+
+    /// A rebuilt plugin with a new name or ID is another device: unload
+    /// the old one and load the new one.
+    fn replace_device(
+        &self,
+        idx: usize,
+        file: &Path,
+        new_info: &DeviceInfo,
+        mut report: ReloadReport,
+        started: WallInstant,
+    ) -> ReloadReport {
+        let old = self.registry.borrow().slots[idx].info.clone();
+        self.registry.borrow_mut().slots[idx].load_count = 1;
+        self.registry.borrow_mut().slots[idx].dynamic = true;
+        if let Err(e) = self.unload_dynamic(idx) {
+            report.result = "exit_refused";
+            report.message = Some(e.message);
+            return self.finish_reload(report, started);
+        }
+        let origin = Origin { file: "reload".to_string(), line: 0, column: 0 };
+        match self.load_dynamic(&file.display().to_string(), true, &origin) {
+            Ok(_) => {
+                report.result = "replaced";
+                report.message = Some(format!(
+                    "{} (ID {:#06X}) became {} (ID {:#06X}): unloaded and loaded",
+                    old.name, old.device_id, new_info.name, new_info.device_id
+                ));
+            }
+            Err(e) => {
+                report.result = "load_failed";
+                report.message = Some(format!(
+                    "{} was unloaded, but its replacement {} did not load: {}",
+                    old.name, new_info.name, e.message
+                ));
+            }
+        }
+        self.finish_reload(report, started)
+    }
+
+    fn finish_reload(&self, mut report: ReloadReport, started: WallInstant) -> ReloadReport {
+        report.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let r = report.clone();
+        self.trace(|| TraceEvent::Reload {
+            device: r.device,
+            result: r.result,
+            old_build: r.old_build,
+            new_build: r.new_build,
+            state_bytes: r.state_bytes,
+            leaks: r.leaks,
+            latency_ms: r.latency_ms,
+            message: r.message,
+        });
+        report
+    }
+
+    /// The old instance's `save_state`, if it hands any over.
+    fn save_state(&self, instance: u32) -> Option<Vec<u8>> {
+        let inst = self.instances.borrow().get(instance as usize - 1).and_then(|r| r.inst)?;
+        match self.invoke(instance, "save_state", Context::Control, |cx| (inst.vtable.save_state())(inst.this, cx)) {
+            Ok(state) => state.into_option().map(|v| v.into_vec()),
+            Err(_) => None,
+        }
+    }
+
+    /// The new instance's `restore_state`.
+    fn restore_state(&self, instance: u32, bytes: &[u8]) -> Result<(), String> {
+        let Some(inst) = self.instances.borrow().get(instance as usize - 1).and_then(|r| r.inst) else {
+            return Err("the instance is gone".to_string());
+        };
+        let r = self.with_dynamic_init(instance, || {
+            self.invoke(instance, "restore_state", Context::Init, |cx| {
+                (inst.vtable.restore_state())(inst.this, cx, RSlice::from_slice(bytes))
+            })
+        });
+        match r {
+            Ok(Carry::Clear) => Ok(()),
+            Ok(Carry::Set) => Err("restore_state refused".to_string()),
+            Err(outcome) => Err(format!("restore_state failed ({outcome:?})")),
+        }
+    }
+}

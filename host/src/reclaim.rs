@@ -1,0 +1,150 @@
+//! Unload hygiene. Windows 95's VXDLDR "performs no cleanup": a dynamic
+//! VxD that unloads with an event pending, a time-out set, a hook
+//! installed or heap memory allocated leaves the VMM holding pointers into
+//! code that is gone (Driver Verifier's bug check 0xCE). The host knows
+//! every such item by its owner, so at unload it cancels or frees each one,
+//! reports it as an `UNLOAD_LEAK` violation naming what it was (the list is
+//! the author's to fix), and the instance's callbacks can never run again.
+
+use crate::machine::Core;
+use crate::trace::TraceEvent;
+
+impl Core {
+    /// Cancel or free everything `instance` (device `name`) still owns;
+    /// how many items there were.
+    pub(crate) fn reclaim(&self, instance: u32, name: &str) -> u32 {
+        let mut leaks: Vec<String> = Vec::new();
+
+        // Events (including Call_When_VM_Ints_Enabled), oldest first.
+        let events: Vec<(u64, u32, &'static str, String)> = {
+            let ev = self.events.borrow();
+            ev.slab
+                .iter()
+                .filter(|(_, e)| e.cb.owner() == instance)
+                .map(|(h, e)| (e.seq, h, e.kind.name(), e.cb.name()))
+                .collect()
+        };
+        let mut events = events;
+        events.sort_unstable();
+        for (_, h, kind, callback) in events {
+            self.cancel_event(h, "unloaded");
+            leaks.push(format!("a pending {kind} event ({callback}, handle {h:#010X})"));
+        }
+
+        // Time-outs.
+        let timeouts: Vec<(u32, u32, String)> = {
+            let t = self.timers.borrow();
+            t.timeouts.iter().filter(|(_, r)| r.cb.owner() == instance).map(|(h, r)| (h, r.ms, r.cb.name())).collect()
+        };
+        for (h, ms, callback) in timeouts {
+            self.cancel_timeout(h, "unloaded");
+            leaks.push(format!("a {ms} ms time-out ({callback}, handle {h:#010X})"));
+        }
+
+        // Call_When_Not_Critical registrations.
+        let not_critical: Vec<String> = {
+            let mut crit = self.crit.borrow_mut();
+            let (mine, others): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut crit.not_critical).into_iter().partition(|cb| cb.owner() == instance);
+            crit.not_critical = others;
+            mine.iter().map(|cb| cb.name()).collect()
+        };
+        for callback in not_critical {
+            leaks.push(format!("a Call_When_Not_Critical registration ({callback})"));
+        }
+
+        // Call_When_Task_Switched and Call_When_Idle hooks.
+        let hooks: Vec<String> = {
+            let mut guard = self.hooks.borrow_mut();
+            let hooks = &mut *guard;
+            let mut found = Vec::new();
+            for (kind, list) in
+                [("Call_When_Task_Switched", &mut hooks.task_switched), ("Call_When_Idle", &mut hooks.idle)]
+            {
+                for slot in list.iter_mut() {
+                    if slot.as_ref().is_some_and(|cb| cb.owner() == instance) {
+                        let cb = slot.take();
+                        found.push(format!("a {kind} hook ({})", cb.map(|c| c.name()).unwrap_or_default()));
+                    }
+                }
+            }
+            found
+        };
+        leaks.extend(hooks);
+
+        // Interrupt sources.
+        let irqs: Vec<(u32, String)> = {
+            let irqs = self.irqs.borrow();
+            irqs.iter()
+                .filter(|(_, i)| i.handler.as_ref().is_some_and(|cb| cb.owner() == instance))
+                .map(|(h, i)| (h, i.name.clone()))
+                .collect()
+        };
+        for (h, irq) in irqs {
+            self.irqs.borrow_mut().remove(h);
+            leaks.push(format!("the interrupt source `{irq}`"));
+        }
+
+        // Semaphores (VMs waiting on one are released).
+        let sems: Vec<u32> = self.sems.borrow().iter().filter(|(_, s)| s.owner == instance).map(|(h, _)| h).collect();
+        for h in sems {
+            let _ = self.as_caller(instance, || self.destroy_semaphore(h));
+            leaks.push(format!("semaphore {h:#010X}"));
+        }
+
+        // Appy-time requests and broadcast hooks (SHELL).
+        let appy: Vec<(u64, u32)> = {
+            let appy = self.shell.appy.borrow();
+            appy.iter().filter(|(_, r)| r.cb.owner() == instance).map(|(h, r)| (r.seq, h)).collect()
+        };
+        let mut appy = appy;
+        appy.sort_unstable();
+        for (_, h) in appy {
+            let rec = self.shell.appy.borrow_mut().remove(h);
+            let Some(rec) = rec else { continue };
+            self.forget_appy_timeout(h, &rec);
+            let callback = rec.cb.name();
+            self.trace(|| TraceEvent::AppyDropped {
+                handle: h,
+                device: name.to_string(),
+                callback: callback.clone(),
+                reason: "unloaded",
+            });
+            leaks.push(format!("an appy-time request ({callback}, handle {h:#010X})"));
+        }
+        let broadcast_hooks: Vec<u32> = {
+            let hooks = self.shell.hooks.borrow();
+            hooks
+                .iter()
+                .filter(|(_, r)| r.cb.as_ref().is_some_and(|cb| cb.owner() == instance))
+                .map(|(h, _)| h)
+                .collect()
+        };
+        for h in broadcast_hooks {
+            self.shell.hooks.borrow_mut().remove(h);
+            leaks.push(format!("a _SHELL_HookSystemBroadcast hook (handle {h:#010X})"));
+        }
+
+        // Heap blocks.
+        let blocks = self.heap.borrow().blocks_of(instance);
+        for (addr, size) in blocks {
+            self.heap.borrow_mut().free(addr);
+            leaks.push(format!("a {size}-byte heap block at {addr:#010X}"));
+        }
+
+        let n = leaks.len() as u32;
+        for what in leaks {
+            self.as_caller(instance, || {
+                self.violation(
+                    "UNLOAD_LEAK",
+                    format!(
+                        "{name} left {what} at unload; VXDLDR performs no cleanup, so release it in \
+                         Sys_Dynamic_Device_Exit (the host has cancelled it)"
+                    ),
+                    None,
+                )
+            });
+        }
+        n
+    }
+}

@@ -1,0 +1,140 @@
+//! Ring-3 data memory: blocks a program or DLL allocates (`GlobalAlloc` +
+//! `GlobalLock` for Windows code, INT 21h AH=48h for a DOS program) and
+//! addresses with a 16:16 pointer, so it can hand data to a VxD's API
+//! (VXDLDR's file name in DS:DX, for example). Each block is a ring-0 heap
+//! block owned by the allocating module's instance, with a selector of its
+//! own; reads and writes are bounds-checked against the block, and a
+//! program's blocks are freed when it ends.
+
+use std::collections::BTreeMap;
+
+use vmm_plugin_api::abi::VmmError;
+
+use crate::machine::Core;
+
+/// The first selector handed out; the next ones follow 8 apart (LDT
+/// selectors with RPL 3), clear of module code selectors and the local heap.
+const FIRST_SELECTOR: u16 = 0x4007;
+const LAST_SELECTOR: u16 = 0x7FFF;
+/// The largest block: one 64 KB segment.
+pub(crate) const MAX_BLOCK: u32 = 0x1_0000;
+
+/// One block.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct FarBlock {
+    /// Linear address of its ring-0 heap block.
+    pub(crate) base: u32,
+    pub(crate) size: u32,
+    /// The module instance that allocated it.
+    pub(crate) owner: u32,
+}
+
+/// The blocks, by selector.
+#[derive(Default)]
+pub(crate) struct FarMemory {
+    pub(crate) blocks: BTreeMap<u16, FarBlock>,
+}
+
+impl FarMemory {
+    fn free_selector(&self) -> Option<u16> {
+        (FIRST_SELECTOR..=LAST_SELECTOR).step_by(8).find(|s| !self.blocks.contains_key(s))
+    }
+}
+
+impl Core {
+    /// Allocate `bytes` (1 to 64 KB, zeroed) for ring-3 code of `owner`;
+    /// the block's 16:16 address (offset 0).
+    pub(crate) fn global_alloc(&self, owner: u32, bytes: u32) -> Result<u32, VmmError> {
+        if bytes == 0 || bytes > MAX_BLOCK {
+            self.violation(
+                "INVALID_PARAMETER",
+                format!("GlobalAlloc({bytes}): a block holds 1 to 65536 bytes (one segment)"),
+                Some("GlobalAlloc"),
+            );
+            return Err(VmmError::INVALID_PARAMETER);
+        }
+        let Some(selector) = self.far.borrow().free_selector() else { return Err(VmmError::OUT_OF_MEMORY) };
+        let base = self.heap.borrow_mut().allocate(owner, bytes, true).ok_or(VmmError::OUT_OF_MEMORY)?;
+        self.far.borrow_mut().blocks.insert(selector, FarBlock { base, size: bytes, owner });
+        Ok((selector as u32) << 16)
+    }
+
+    /// Free the block `far` points at (its offset must be 0).
+    pub(crate) fn global_free(&self, far: u32) -> Result<(), VmmError> {
+        let (selector, offset) = ((far >> 16) as u16, far & 0xFFFF);
+        let block = if offset == 0 { self.far.borrow_mut().blocks.remove(&selector) } else { None };
+        let Some(block) = block else {
+            self.violation(
+                "BAD_FAR_POINTER",
+                format!("GlobalFree({selector:04X}:{offset:04X}): not the address of an allocated block"),
+                Some("GlobalFree"),
+            );
+            return Err(VmmError::INVALID_PARAMETER);
+        };
+        self.heap.borrow_mut().free(block.base);
+        Ok(())
+    }
+
+    /// Free every block `owner` still holds (its program ended).
+    pub(crate) fn free_far_blocks_of(&self, owner: u32) {
+        let blocks: Vec<FarBlock> = {
+            let mut far = self.far.borrow_mut();
+            let selectors: Vec<u16> = far.blocks.iter().filter(|(_, b)| b.owner == owner).map(|(s, _)| *s).collect();
+            selectors.into_iter().filter_map(|s| far.blocks.remove(&s)).collect()
+        };
+        let mut heap = self.heap.borrow_mut();
+        for b in blocks {
+            heap.free(b.base);
+        }
+    }
+
+    /// The linear address and the bytes left from `far` to the end of its
+    /// block, if `far` points into a ring-3 block.
+    fn far_span(&self, far: u32) -> Option<(u32, usize)> {
+        let (selector, offset) = ((far >> 16) as u16, far & 0xFFFF);
+        let b = *self.far.borrow().blocks.get(&selector)?;
+        (offset < b.size).then(|| (b.base + offset, (b.size - offset) as usize))
+    }
+
+    /// Read through a 16:16 pointer: a ring-3 block, else the message
+    /// server's local heap. Up to `out.len()` bytes, to the end of the
+    /// block or segment; how many were read.
+    pub(crate) fn read_far(&self, far: u32, out: &mut [u8]) -> Result<usize, VmmError> {
+        let Some((linear, left)) = self.far_span(far) else { return self.ring3_read_far(far, out) };
+        let n = out.len().min(left);
+        self.heap.borrow().read(linear, &mut out[..n]).map_err(|_| VmmError::INVALID_PARAMETER)?;
+        Ok(n)
+    }
+
+    /// Write through a 16:16 pointer into a ring-3 block; the whole of
+    /// `data` must fit.
+    pub(crate) fn write_far(&self, far: u32, data: &[u8]) -> Result<(), VmmError> {
+        match self.far_span(far) {
+            Some((linear, left)) if data.len() <= left => {
+                self.heap.borrow_mut().write(linear, data).map_err(|_| VmmError::INVALID_PARAMETER)
+            }
+            _ => {
+                self.violation(
+                    "BAD_FAR_POINTER",
+                    format!(
+                        "ring-3 code wrote {} bytes through {:04X}:{:04X}, which is not inside an allocated block",
+                        data.len(),
+                        far >> 16,
+                        far & 0xFFFF
+                    ),
+                    Some("write far pointer"),
+                );
+                Err(VmmError::INVALID_PARAMETER)
+            }
+        }
+    }
+
+    /// The NUL-terminated ANSI string at a 16:16 pointer (at most 260
+    /// characters, a path's length); `None` if it cannot be read.
+    pub(crate) fn read_far_string(&self, far: u32) -> Option<String> {
+        let mut buf = [0u8; 261];
+        let n = self.read_far(far, &mut buf).ok()?;
+        let end = buf[..n].iter().position(|b| *b == 0)?;
+        Some(crate::shell::ansi(&buf[..end]))
+    }
+}
