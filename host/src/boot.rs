@@ -132,8 +132,8 @@ impl Core {
             });
         }
         let wanted = crate::resolve::library_name(&request.name);
-        let lib = match self.in_process.iter().find(|(n, _)| *n == wanted) {
-            Some((_, lib)) => *lib,
+        let (lib, file) = match self.in_process.iter().find(|(n, _)| *n == wanted) {
+            Some((_, lib)) => (*lib, lib.path.clone()),
             None => {
                 let file = self.search.find(&request.name).ok_or_else(|| {
                     self.reject_load(
@@ -142,10 +142,13 @@ impl Core {
                         LoadCause::NotFound { searched: self.search.dirs().to_vec(), build: None },
                     )
                 })?;
-                crate::loader::load(&file).map_err(|cause| self.reject_load(&request.name, file.clone(), cause))?
+                // The library may be shared with an earlier load of the same
+                // bytes from another path: the device's file is this one.
+                let lib =
+                    crate::loader::load(&file).map_err(|cause| self.reject_load(&request.name, file.clone(), cause))?;
+                (lib, file)
             }
         };
-        let file = lib.path.clone();
         let info = lib.info;
         if !info.panic_unwind {
             return Err(self.reject_load(&request.name, file, LoadCause::PanicAbort));

@@ -99,13 +99,11 @@ impl Core {
         }
         let request =
             LoadRequest { name: name.to_string(), origin: origin.clone(), from_int2f: false, reference_data: 0 };
-        let lib_name = crate::resolve::library_name(name);
-        // Already loaded from the same plugin: one more load.
+        // Already loaded from the same plugin file: one more load.
+        let file = self.search.find(name);
         let existing = {
             let reg = self.registry.borrow();
-            reg.slots.iter().position(|s| {
-                s.alive() && s.dynamic && crate::resolve::library_name(&s.file.display().to_string()) == lib_name
-            })
+            reg.slots.iter().position(|s| s.alive() && s.dynamic && file.as_ref().is_some_and(|f| *f == s.file))
         };
         if let Some(idx) = existing {
             self.registry.borrow_mut().slots[idx].load_count += 1;
@@ -386,7 +384,7 @@ impl Core {
             s.code = DeviceCode::Plugin { inst: new_inst };
             s.instance = new_instance;
             s.build = lib.build.clone();
-            s.file = lib.path.clone();
+            s.file = file.to_path_buf();
             s.info = new_info;
             old
         };

@@ -218,34 +218,66 @@ fn map_library_error(e: LibraryError) -> LoadCause {
     }
 }
 
-/// abi_stable's layout report is hundreds of lines. Keep the lines that say
-/// what differs, and say how much was left out.
+/// abi_stable's layout report is thousands of lines. Keep what differs:
+/// each `Error:` with the type it was found in and the expected and found
+/// values, innermost type first, and say how much was left out.
 pub fn summarize_layout_error(full: &str) -> String {
-    let mut kept: Vec<&str> = Vec::new();
-    let lines: Vec<&str> = full.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    for line in &lines {
-        let lower = line.to_ascii_lowercase();
-        let interesting = lower.contains("error")
-            || lower.contains("mismatch")
-            || lower.starts_with("expected")
-            || lower.starts_with("found")
-            || lower.contains("too many")
-            || lower.contains("field");
-        if interesting && !kept.contains(line) && line.len() < 300 {
-            kept.push(line);
+    let lines: Vec<&str> = full.lines().map(str::trim).collect();
+    let mut findings: Vec<String> = Vec::new();
+    // The type of the last "Layout of expected type" block.
+    let mut current_type: Option<&str> = None;
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line == "Layout of expected type:" {
+            current_type = lines[i + 1..].iter().take(4).find_map(|l| l.strip_prefix("type:")).map(str::trim);
         }
-        if kept.len() == 8 {
-            break;
+        if let Some(what) = line.strip_prefix("Error:") {
+            let value = |label: &str| {
+                lines[i + 1..]
+                    .iter()
+                    .take(8)
+                    .position(|l| *l == label)
+                    .and_then(|p| lines.get(i + 2 + p))
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+            };
+            let mut f = format!("{}: {}", current_type.unwrap_or("a type"), what.trim());
+            if let (Some(e), Some(x)) = (value("Expected:"), value("Found:")) {
+                f.push_str(&format!(" (the host has {e}, the plugin {x})"));
+            }
+            if !findings.contains(&f) {
+                findings.push(f);
+            }
         }
+        i += 1;
     }
-    if kept.is_empty() {
-        kept.extend(lines.iter().take(4));
+    if findings.is_empty() {
+        // Not the usual shape: the first lines that name a problem.
+        findings = lines
+            .iter()
+            .filter(|l| {
+                let lower = l.to_ascii_lowercase();
+                (lower.contains("error") && !lower.starts_with("0 error")) || lower.contains("mismatch")
+            })
+            .take(6)
+            .map(|l| l.to_string())
+            .collect();
     }
-    let omitted = lines.len().saturating_sub(kept.len());
-    let mut s = kept.join(" | ");
-    if omitted > 0 {
-        s.push_str(&format!(" ({omitted} more lines of abi_stable's report omitted)"));
+    if findings.is_empty() {
+        findings = lines.iter().filter(|l| !l.is_empty()).take(4).map(|l| l.to_string()).collect();
     }
+    // Innermost (most specific) differences come last in the report.
+    findings.reverse();
+    let shown = findings.len().min(6);
+    let mut s = findings[..shown].join("; ");
+    if findings.len() > shown {
+        s.push_str(&format!("; and {} more difference(s)", findings.len() - shown));
+    }
+    s.push_str(&format!(
+        " ({} lines of abi_stable's report; rebuild the plugin against this vmm-plugin-api)",
+        lines.len()
+    ));
     s
 }
 
@@ -261,13 +293,26 @@ mod tests {
     }
 
     #[test]
-    fn layout_summary_is_short() {
-        let long = "Error: mismatch\n".to_string() + &"  nested detail line\n".repeat(200) + "Expected: 6 Found: 5\n";
+    fn layout_summary_names_each_difference_and_its_type() {
+        // The shape of abi_stable's report (whitespace and filler shortened).
+        let block =
+            |ty: &str| format!("Layout of expected type:\n    --- Type Layout ---\n    type:{ty}\n    size:20\n");
+        let long = format!(
+            "Compared <this>:\n{}{}\n{}\nError:incompatible type size\nExpected:\n    24\nFound:\n    28\n\
+             2 error(s)inside:\n{}{}\nError:incompatible type size\nExpected:\n    20\nFound:\n    24\n\n\
+             Error:too many fields\nExpected:\n    6\nFound:\n    7\n",
+            "    filler\n".repeat(300),
+            block("PluginRoot"),
+            block("RResult"),
+            "    filler\n".repeat(300),
+            block("VmInfo"),
+        );
         let s = summarize_layout_error(&long);
-        assert!(s.contains("Error: mismatch"));
-        assert!(s.contains("Expected: 6"));
-        assert!(s.contains("omitted"));
-        assert!(s.len() < 400, "{s}");
+        assert!(s.starts_with("VmInfo: too many fields (the host has 6, the plugin 7)"), "{s}");
+        assert!(s.contains("VmInfo: incompatible type size (the host has 20, the plugin 24)"), "{s}");
+        assert!(s.contains("RResult: incompatible type size (the host has 24, the plugin 28)"), "{s}");
+        assert!(s.contains("lines of abi_stable's report"), "{s}");
+        assert!(s.len() < 500, "{s}");
     }
 
     #[test]

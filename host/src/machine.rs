@@ -167,6 +167,9 @@ pub(crate) struct Core {
     pub(crate) shell: crate::shell::ShellState,
     /// Ring-3 data blocks (`GlobalAlloc`), by selector.
     pub(crate) far: RefCell<crate::ring3::memory::FarMemory>,
+    /// Set while a watched run paces virtual time: a rebuilt plugin is
+    /// ready (see `Core::pace`).
+    pub(crate) pace_interrupt: RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
     /// Instances in their dynamic init (factory, `restore_state`,
     /// `Sys_Dynamic_Device_Init`), where init-only services are legal.
     pub(crate) dynamic_init: RefCell<Vec<u32>>,
@@ -221,6 +224,7 @@ impl Core {
             shell: crate::shell::ShellState::default(),
             far: RefCell::new(crate::ring3::memory::FarMemory::default()),
             dynamic_init: RefCell::new(Vec::new()),
+            pace_interrupt: RefCell::new(None),
             in_process: options
                 .in_process
                 .iter()
@@ -671,6 +675,18 @@ impl Machine {
         if let Some(until) = self.core.manifest.machine.until {
             self.core.timers.borrow_mut().at(Instant::ZERO + until, TimerKind::Stop);
         }
+        *self.core.pace_interrupt.borrow_mut() = Some(watcher.ready_flag());
+        let end = self.watch_loop(watcher, deadline, on_reload);
+        *self.core.pace_interrupt.borrow_mut() = None;
+        end
+    }
+
+    fn watch_loop(
+        &mut self,
+        watcher: &crate::watch::Watcher,
+        deadline: Option<std::time::Instant>,
+        on_reload: &mut dyn FnMut(&crate::dynamic::ReloadReport) -> std::ops::ControlFlow<()>,
+    ) -> Result<RunEnd> {
         loop {
             self.core.top_level.set(true);
             let end = self.core.run_until(&|_| watcher.has_changes(), None);

@@ -106,6 +106,12 @@ impl Watcher {
         Ok(Watcher { _fs: fs, ready, flag, targets })
     }
 
+    /// The flag `has_changes` reads, for code that must notice it without
+    /// the watcher (the wall-clock pacing of a watched run).
+    pub(crate) fn ready_flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
     /// Whether changes are ready (cheap: the run loop asks at every step).
     pub fn has_changes(&self) -> bool {
         self.flag.load(Ordering::Relaxed)

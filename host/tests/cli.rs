@@ -144,3 +144,44 @@ fn no_story_and_story_errors() {
     let out = vmm_bare(&dir, &["story", "bad.jsonl"]);
     assert!(text(&out.stderr).contains("line 2: not a trace record"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn run_watch_reloads_a_rebuilt_device_and_prints_one_line() {
+    // A private copy of VPOSTD, so the test can "rebuild" it.
+    let dir = scratch("watch", "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[machine]\nrealtime = true\n");
+    let lib = format!("libvpostd{}", std::env::consts::DLL_SUFFIX);
+    let bytes = std::fs::read(plugin_dir().join(&lib)).unwrap();
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join(&lib), &bytes).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(["run", "system.ini", "--build", "never", "--watch", "--until", "3s", "--trace", "w.jsonl"])
+        .arg("--plugin-dir")
+        .arg(&plugins)
+        .current_dir(&dir)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // What cargo does: the finished file appears under its name at once.
+    let mut rebuilt = bytes.clone();
+    rebuilt.extend_from_slice(b"rebuilt");
+    std::fs::write(plugins.join("next.tmp"), &rebuilt).unwrap();
+    std::fs::rename(plugins.join("next.tmp"), plugins.join(&lib)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("reload ")).collect();
+    assert_eq!(lines.len(), 1, "{stdout}\n{stderr}");
+    assert!(lines[0].starts_with("reload VPOSTD: ok in "), "{stdout}");
+    assert!(stderr.contains("watching") && stderr.contains("plugin libraries mapped: 2 copies"), "{stderr}");
+    let trace = std::fs::read_to_string(dir.join("w.jsonl")).unwrap();
+    assert_eq!(trace.lines().filter(|l| l.contains("\"kind\":\"reload\"")).count(), 1);
+
+    // Without --watch nothing is watched.
+    let out = vmm(&dir, &["run", "system.ini", "--until", "10ms"]);
+    assert!(out.status.success());
+    assert!(!text(&out.stderr).contains("watching"), "{}", text(&out.stderr));
+}

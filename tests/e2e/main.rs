@@ -4,8 +4,10 @@
 //! One test binary, with modules named by concept: the plugins are built
 //! once (a nested `cargo build`, see `vmm_host::testkit::plugin_dir`).
 
+mod dynamic;
 mod foundation;
 mod loader;
+mod rebuild;
 mod ring3;
 mod shell;
 mod vmm_core;

@@ -498,18 +498,20 @@ impl Core {
         others.into_iter().any(|h| self.wants_cpu(h))
     }
 
-    /// Move virtual time to `to`, charging the time to `vm`'s execution.
+    /// Move virtual time to `to` (or, when pacing is interrupted by a
+    /// rebuilt plugin, to where the wall clock got), charging the time to
+    /// `vm`'s execution.
     pub(crate) fn advance_to(&self, to: Instant, vm: Option<u32>) {
         let now = self.now.get();
         if to <= now {
             return;
         }
+        let to = self.pace(to).max(now);
         if let Some(vm) = vm
             && let Some(v) = self.vms.borrow_mut().get_mut(vm)
         {
             v.exec_time += to.since(now);
         }
-        self.pace(to);
         self.now.set(to);
         self.storm.set(0);
     }
@@ -520,16 +522,30 @@ impl Core {
         self.advance_to(self.now.get() + d, Some(vm));
     }
 
-    /// With `--realtime`, wait until the wall clock catches up with `to`.
-    fn pace(&self, to: Instant) {
+    /// With `--realtime`, wait until the wall clock catches up with `to`;
+    /// the virtual time reached. A watched run (`--watch`) stops waiting
+    /// when a rebuilt plugin is ready, so it is reloaded at once.
+    fn pace(&self, to: Instant) -> Instant {
         if !self.manifest.machine.realtime || !self.top_level.get() {
-            return;
+            return to;
         }
         let start = *self.wall_start.get_or_init(std::time::Instant::now);
         let target = start + std::time::Duration::from_nanos(to.as_nanos());
-        let wall = std::time::Instant::now();
-        if target > wall {
-            std::thread::sleep(target - wall);
+        let interrupt = self.pace_interrupt.borrow().clone();
+        loop {
+            let wall = std::time::Instant::now();
+            if target <= wall {
+                return to;
+            }
+            match &interrupt {
+                Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => {
+                    let reached =
+                        Instant::ZERO + crate::time::Duration::from_nanos(wall.duration_since(start).as_nanos() as u64);
+                    return reached.min(to);
+                }
+                Some(_) => std::thread::sleep((target - wall).min(std::time::Duration::from_millis(5))),
+                None => std::thread::sleep(target - wall),
+            }
         }
     }
 
