@@ -243,7 +243,9 @@ impl<'a> Vmm<'a> {
     /// Write a `note` record into the machine-readable trace: the device's
     /// own events, with named fields, for tests and tools to assert on.
     /// Names are 1 to 32 characters of `a-z`, `0-9` and `_`; at most 32
-    /// fields. Legal in every context, including interrupt time.
+    /// fields, checked whenever the machine keeps a trace (tests always do);
+    /// without one the note goes nowhere and costs a call. Legal in every
+    /// context, including interrupt time.
     ///
     /// ```no_run
     /// # use vmm_plugin_api::prelude::*;

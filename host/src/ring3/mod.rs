@@ -425,7 +425,9 @@ impl Core {
         let (id, module, task, state, args) = {
             let r3 = self.ring3.borrow();
             let p = &r3.programs[index];
-            (p.id, p.module, p.task, p.state, p.args.clone())
+            // The command line is needed once, for the first step.
+            let args = if p.state == ProgState::Start { p.args.clone() } else { String::new() };
+            (p.id, p.module, p.task, p.state, args)
         };
         let resume = match state {
             ProgState::Start => None,

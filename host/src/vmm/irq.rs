@@ -112,6 +112,11 @@ impl Core {
     /// order mode sometimes inject one, so devices are re-entered before
     /// their events run (KB Q75009).
     pub(crate) fn service_boundary(&self) {
+        // The common case first and cheapest: nothing requested, no
+        // injection.
+        if !self.irq_pending.get() && self.manifest.machine.order != Order::Random {
+            return;
+        }
         if self.context() == Context::Interrupt || self.phase.get() != Phase::Running {
             return;
         }
