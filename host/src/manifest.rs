@@ -397,6 +397,35 @@ pub struct Manifest {
     pub profile: Profile,
 }
 
+impl Manifest {
+    /// Every plugin the manifest names, sorted and without duplicates:
+    /// devices (not `*` built-ins), `[[tsr]]` devices, `[windows] load`
+    /// applications, `[[vm]]` programs, `[programs]` modules, and the DLL a
+    /// built-in `*RUNDLL` entry loads.
+    pub fn plugin_names(&self) -> Vec<String> {
+        let load = self.windows.load.iter().filter_map(|(line, _)| {
+            let (program, args) = line.trim().split_once(char::is_whitespace).unwrap_or((line.trim(), ""));
+            if program.starts_with('*') {
+                crate::ring3::rundll::command_line(args).ok().map(|(dll, _)| dll.to_string())
+            } else {
+                Some(program.to_string())
+            }
+        });
+        let mut names: Vec<String> = self
+            .tsr
+            .iter()
+            .map(|t| t.device.clone())
+            .chain(self.devices.iter().filter(|d| d.builtin().is_none()).map(|d| d.name.clone()))
+            .chain(load)
+            .chain(self.vms.iter().filter_map(|v| v.program.clone()))
+            .chain(self.programs.values().map(|p| p.module.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
 // ---- raw, per-layer schema -------------------------------------------------
 
 const RESERVED: [&str; 9] = ["machine", "386Enh", "windows", "programs", "vm", "tsr", "interrupt", "action", "shell"];
