@@ -19,6 +19,7 @@ pub(crate) mod profile;
 pub mod registry;
 pub mod resolve;
 pub(crate) mod ring3;
+pub mod scaffold;
 pub(crate) mod services;
 pub(crate) mod services_r3;
 pub(crate) mod services_shell;
