@@ -347,13 +347,14 @@ impl Session {
         self.run_for(d)
     }
 
-    /// Raise the interrupt source a device registered as `name` and let its
-    /// handler run (it runs before virtual time moves on).
+    /// Raise the interrupt source a device registered as `name` and run the
+    /// machine for 1 ns: its handler runs at once, and so do the events it
+    /// schedules for a VM that can take them then.
     #[track_caller]
     pub fn raise_interrupt(&mut self, name: &str) -> &mut Self {
         let r = self.machine.raise_interrupt(name);
         self.check(r);
-        self.run_for(Duration::ZERO)
+        self.run_for(Duration::from_nanos(1))
     }
 
     /// The system VM's handle.
