@@ -292,7 +292,7 @@ fn a_violation_names_its_code_in_the_log_line_the_trace_and_the_fatal_error() {
     assert!(record["message"].as_str().unwrap().contains("_HeapFree"), "{record}");
     let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     let line = log.lines().find(|l| l.contains("violation")).unwrap_or_else(|| panic!("no violation line:\n{log}"));
-    assert!(line.contains("BAD_HEAP_FREE") && line.contains("SCRIPT"), "{line}");
+    assert!(line.contains("code=\"BAD_HEAP_FREE\"") && line.contains("device=\"SCRIPT\""), "{line}");
 
     let run = double_free().set("machine.violations=\"fatal\"").run();
     let err = run.expect_error().to_string();
