@@ -425,27 +425,43 @@ impl Session {
     /// Call a device's API in `mode` (see [`Session::call_pm_api`]).
     #[track_caller]
     pub fn call_api(&mut self, mode: ApiMode, device_id: u16, regs: ClientRegs) -> Option<ClientRegs> {
+        match self.try_call_api(mode, device_id, regs) {
+            Ok(out) => out,
+            Err(e) => panic!("the API call failed: {e}\n{}", self.tail()),
+        }
+    }
+
+    /// [`Session::call_api`] that returns the machine's error (a fatal
+    /// error during the call, a caller that could not run) instead of
+    /// panicking.
+    pub fn try_call_api(
+        &mut self,
+        mode: ApiMode,
+        device_id: u16,
+        regs: ClientRegs,
+    ) -> Result<Option<ClientRegs>, Error> {
+        let caller_failed = |message: String| Error::Fatal { message, device: None };
         API_CALL.with(|c| *c.borrow_mut() = ApiCallState::Request { device_id, regs });
         let (vm, program) = match mode {
-            ApiMode::V86 => match self.create_vm(KIT_V86) {
+            ApiMode::V86 => match self.machine.create_vm(KIT_V86) {
                 Some(vm) => (vm, KIT_V86),
-                None => panic!("a device refused to create the DOS VM for the V86 API call\n{}", self.tail()),
+                None => return Err(caller_failed("a device refused to create the DOS VM for the API call".into())),
             },
             ApiMode::Pm => (self.system_vm(), KIT_PM),
         };
-        if self.start_program(vm, program, "").is_none() {
-            panic!("the API caller {program} did not start\n{}", self.tail());
+        if self.machine.start_program(vm, program, "").is_none() {
+            return Err(caller_failed(format!("the API caller {program} did not start")));
         }
         // The caller runs at its VM's next turn; a VM kept from running
         // (blocked, suspended, a higher-priority VM busy) delays it.
         for _ in 0..1000 {
             if let ApiCallState::Done(result) = API_CALL.with(|c| c.borrow().clone()) {
                 API_CALL.with(|c| *c.borrow_mut() = ApiCallState::Idle);
-                return result;
+                return Ok(result);
             }
-            self.run_for(Duration::from_millis(1));
+            self.machine.run_for(Duration::from_millis(1))?;
         }
-        panic!("the API caller {program} did not get to run within 1 s of virtual time\n{}", self.tail())
+        Err(caller_failed(format!("the API caller {program} did not get to run within 1 s of virtual time")))
     }
 
     /// The trace so far.
@@ -586,6 +602,21 @@ impl Trace {
     /// The trace of a machine (with `capture_trace`).
     pub fn of(machine: &Machine) -> Self {
         Trace { records: machine.trace().iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect() }
+    }
+
+    /// A trace from records (as [`Trace::records`] gives them).
+    pub fn from_records(records: Vec<Value>) -> Self {
+        Trace { records }
+    }
+
+    /// A trace from a `--trace` file's text (JSON Lines); the error names
+    /// the line that is not a record.
+    pub fn from_json_lines(text: &str) -> Result<Self, String> {
+        let mut records = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            records.push(serde_json::from_str(line).map_err(|e| format!("line {}: not a trace record: {e}", i + 1))?);
+        }
+        Ok(Trace { records })
     }
 
     /// All records.
