@@ -210,10 +210,10 @@ impl Names {
         let module = lib.to_ascii_uppercase();
         if module.len() > 8 {
             let what = match kind {
-                Kind::Vxd => "a VxD's DDB name (DDB_Name is an 8-byte field)",
-                _ => "a module name (an 8.3 file name)",
+                Kind::Vxd => "a VxD's DDB name is 1 to 8 characters (DDB_Name is an 8-byte field)",
+                _ => "a module name is 1 to 8 characters (an 8.3 file name)",
             };
-            return bad(&format!("it gives {what} of {} characters, `{module}`; use 1 to 8", module.len()));
+            return bad(&format!("{what}, and this name gives `{module}` ({} characters)", module.len()));
         }
         let type_name = lib
             .split('_')
@@ -398,7 +398,8 @@ mod tests {
         assert!(names(Kind::Vxd, "").unwrap_err().contains("give the plugin a name"));
         assert!(names(Kind::Vxd, "9lives").unwrap_err().contains("starts with a letter"));
         assert!(names(Kind::Vxd, "v.hello").unwrap_err().contains("`.` cannot be part"));
-        assert!(names(Kind::Vxd, "toolongname").unwrap_err().contains("DDB name of 11 characters"));
+        assert!(names(Kind::Vxd, "toolongname").unwrap_err().contains("DDB name is 1 to 8 characters"));
+        assert!(names(Kind::Vxd, "toolongname").unwrap_err().contains("gives `TOOLONGNAME` (11 characters)"));
         assert!(names(Kind::App, "toolongname").unwrap_err().contains("module name"));
         assert!(names(Kind::Dll, "self").unwrap_err().contains("reserved"));
         assert!(names(Kind::Dll, "test").unwrap_err().contains("reserved"));

@@ -139,3 +139,27 @@ fn bad_names_ids_and_directories_are_refused() {
     assert!(err.contains("exists and is not empty"), "{err}");
     assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "mine");
 }
+
+#[test]
+fn the_sdk_comes_from_a_path_or_a_version() {
+    let plugin_api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api").canonicalize().unwrap();
+    let host = Path::new(env!("CARGO_MANIFEST_DIR")).canonicalize().unwrap();
+
+    let dir = scratch("sdk-path");
+    let out = vmm_new(&["app", "bypath", "--sdk-path", plugin_api.to_str().unwrap(), "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert!(toml.contains(&format!("vmm-plugin-api = {{ path = \"{}\" }}", plugin_api.display())), "{toml}");
+    assert!(toml.contains(&format!("vmm-host = {{ path = \"{}\" }}", host.display())), "{toml}");
+    assert!(toml.contains("\n[workspace]\n"), "a workspace of its own: {toml}");
+
+    let dir = scratch("sdk-version");
+    let out = vmm_new(&["dos", "byver", "--sdk-version", "0.1", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    assert!(toml.contains("vmm-plugin-api = \"0.1\""), "{toml}");
+    assert!(toml.contains(&format!("vmm-host = {{ path = \"{}\" }}", host.display())), "{toml}");
+
+    let out = vmm_new(&["vxd", "both", "--sdk-version", "0.1", "--sdk-path", "x"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("cannot be used with"), "{}", text(&out.stderr));
+}
