@@ -409,7 +409,10 @@ impl Session {
     /// (general registers, ES, DS, FS, GS and the arithmetic flags). The
     /// caller's registers afterwards, or `None` if INT 2Fh returned a null
     /// entry (no such device, or no PM API). Virtual time moves on while
-    /// the caller, a task of the system VM, gets its turn.
+    /// the caller, a task of the system VM, gets its turn. The caller is
+    /// the kit's application `KITPM` (its DOS twin is `KITV86`), linked
+    /// into every machine the kit builds; its `program_started`,
+    /// `int2f`, `api_call` and `program_ended` records are in the trace.
     #[track_caller]
     pub fn call_pm_api(&mut self, device_id: u16, regs: ClientRegs) -> Option<ClientRegs> {
         self.call_api(ApiMode::Pm, device_id, regs)
