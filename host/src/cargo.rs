@@ -35,6 +35,7 @@ struct Metadata {
 #[derive(Deserialize)]
 struct MetaPackage {
     name: String,
+    manifest_path: PathBuf,
     targets: Vec<MetaTarget>,
     #[serde(default)]
     metadata: Option<PackageMetadata>,
@@ -60,25 +61,76 @@ struct MetaTarget {
 
 /// The `cdylib` packages of the workspace containing `dir`, and its root.
 pub fn workspace_plugins(dir: &Path) -> Result<(PathBuf, Vec<PluginPackage>), String> {
-    let out = Command::new(cargo_program())
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
-        .current_dir(dir)
-        .output()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    let meta = metadata(dir, false)?;
+    let plugins = meta.packages.into_iter().filter_map(|p| plugin_package(p).map(|(_, p)| p)).collect();
+    Ok((meta.workspace_root, plugins))
+}
+
+/// `cargo metadata` of the workspace containing `dir`: its own packages, or
+/// (`with_deps`) every package of its dependency graph.
+fn metadata(dir: &Path, with_deps: bool) -> Result<Metadata, String> {
+    let mut cmd = Command::new(cargo_program());
+    cmd.args(["metadata", "--format-version", "1"]).current_dir(dir);
+    if !with_deps {
+        cmd.args(["--no-deps", "--offline"]);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
         return Err(first_error_line(&String::from_utf8_lossy(&out.stderr)));
     }
-    let meta: Metadata = serde_json::from_slice(&out.stdout).map_err(|e| format!("cannot read cargo metadata: {e}"))?;
-    let plugins = meta
-        .packages
-        .into_iter()
-        .filter_map(|p| {
-            let lib = p.targets.into_iter().find(|t| t.crate_types.iter().any(|c| c == "cdylib"))?;
-            let uses = p.metadata.and_then(|m| m.vmm).map(|v| v.uses).unwrap_or_default();
-            Some(PluginPackage { package: p.name, lib_name: lib.name.replace('-', "_"), uses })
-        })
-        .collect();
-    Ok((meta.workspace_root, plugins))
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("cannot read cargo metadata: {e}"))
+}
+
+/// The plugin a package builds, if it has a `cdylib` target; with its
+/// manifest path.
+fn plugin_package(p: MetaPackage) -> Option<(PathBuf, PluginPackage)> {
+    let lib = p.targets.into_iter().find(|t| t.crate_types.iter().any(|c| c == "cdylib"))?;
+    let uses = p.metadata.and_then(|m| m.vmm).map(|v| v.uses).unwrap_or_default();
+    Some((p.manifest_path, PluginPackage { package: p.name, lib_name: lib.name.replace('-', "_"), uses }))
+}
+
+/// The plugin crate whose `Cargo.toml` is in `dir`, and the packages of the
+/// DLLs it loads by name (`[package.metadata.vmm] uses`): members of its
+/// workspace or packages of its dependency graph. Returns the workspace
+/// root and the packages to build, the crate's own first.
+pub fn crate_plugins(dir: &Path) -> Result<(PathBuf, Vec<PluginPackage>), String> {
+    let manifest = dir.join("Cargo.toml");
+    let manifest = manifest.canonicalize().map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let meta = metadata(dir, false)?;
+    let root = meta.workspace_root.clone();
+    let members: Vec<(PathBuf, PluginPackage)> = meta.packages.into_iter().filter_map(plugin_package).collect();
+    let Some((_, this)) = members.iter().find(|(m, _)| m.canonicalize().ok().as_ref() == Some(&manifest)) else {
+        return Err(format!(
+            "{} has no cdylib target: a plugin crate needs `crate-type = [\"cdylib\", \"rlib\"]` in [lib]",
+            manifest.display()
+        ));
+    };
+    let mut wanted = vec![this.clone()];
+    let mut missing = Vec::new();
+    for name in &this.uses {
+        let lib = crate::resolve::library_name(name);
+        match members.iter().find(|(_, p)| p.lib_name == lib) {
+            Some((_, p)) => wanted.push(p.clone()),
+            None => missing.push((name.clone(), lib)),
+        }
+    }
+    if !missing.is_empty() {
+        // Not a member: look through the dependency graph.
+        let graph: Vec<PluginPackage> =
+            metadata(dir, true)?.packages.into_iter().filter_map(|p| plugin_package(p).map(|(_, p)| p)).collect();
+        for (name, lib) in missing {
+            let p = graph.iter().find(|p| p.lib_name == lib).ok_or_else(|| {
+                format!(
+                    "{}: [package.metadata.vmm] uses `{name}`, but no package of its workspace or dependencies \
+                     builds {}; add that DLL's crate as a dependency or a workspace member",
+                    manifest.display(),
+                    crate::resolve::library_file_name(name.as_str())
+                )
+            })?;
+            wanted.push(p.clone());
+        }
+    }
+    Ok((root, wanted))
 }
 
 #[derive(Deserialize)]

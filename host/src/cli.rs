@@ -1,4 +1,4 @@
-//! The `vmm` command line: `run`, `check`, `list`, `story`. Human output goes
+//! The `vmm` command line: `run`, `check`, `list`, `story`, `new`. Human output goes
 //! through `tracing` (stderr, `RUST_LOG` honoured); machine output through
 //! `--trace`.
 
@@ -39,6 +39,46 @@ enum Command {
         #[arg(value_name = "TRACE")]
         trace: PathBuf,
     },
+    /// Create a plugin crate with a system.ini that runs it and a test.
+    New {
+        #[command(subcommand)]
+        what: NewCommand,
+    },
+}
+
+/// `vmm new`'s kinds of plugin.
+#[derive(Subcommand, Debug)]
+enum NewCommand {
+    /// A VxD: a DDB and a control procedure handling Device_Init (with --id, a PM API too).
+    Vxd {
+        #[command(flatten)]
+        args: NewArgs,
+        /// The device ID (0xNNNN); the VxD gets a PM API that answers. Without it: Undefined_Device_ID, no API.
+        #[arg(long, value_name = "0xNNNN")]
+        id: Option<String>,
+    },
+    /// A 16-bit Windows DLL, run by the host's built-in *RUNDLL.
+    Dll(NewArgs),
+    /// A Windows application, started in the system VM.
+    App(NewArgs),
+    /// A DOS program, run in a DOS VM.
+    Dos(NewArgs),
+}
+
+#[derive(Args, Debug)]
+struct NewArgs {
+    /// The name: the crate's in lower case, the DDB or module name (1 to 8 characters) in upper case.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// Create the crate in this directory instead of ./NAME.
+    #[arg(long, value_name = "PATH")]
+    dir: Option<PathBuf>,
+    /// Depend on vmm-plugin-api at this path (a vmm checkout's plugin-api; the test kit comes from ../host).
+    #[arg(long, value_name = "DIR", conflicts_with = "sdk_version")]
+    sdk_path: Option<PathBuf>,
+    /// Depend on vmm-plugin-api of this version from the registry.
+    #[arg(long, value_name = "VERSION")]
+    sdk_version: Option<String>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -102,6 +142,7 @@ pub fn main() -> ExitCode {
         Some(Command::Check(args)) => check(args),
         Some(Command::List(args)) => list(args),
         Some(Command::Story { trace }) => story(&trace),
+        Some(Command::New { what }) => new_plugin(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,22 +180,6 @@ fn manifest(args: &CommonArgs, extra_sets: &[String]) -> Result<Manifest> {
     builder.build()
 }
 
-/// Every plugin name a manifest refers to.
-fn plugin_names(m: &Manifest) -> Vec<String> {
-    let mut names: Vec<String> = m
-        .tsr
-        .iter()
-        .map(|t| t.device.clone())
-        .chain(m.devices.iter().filter(|d| d.builtin().is_none()).map(|d| d.name.clone()))
-        .chain(m.windows.load.iter().map(|(n, _)| n.split_whitespace().next().unwrap_or(n).to_string()))
-        .chain(m.vms.iter().filter_map(|v| v.program.clone()))
-        .chain(m.programs.values().map(|p| p.module.clone()))
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
 /// Build, with cargo, the workspace plugins the manifest needs that are not
 /// on the search path (or all of them with `always`). Returns directories to
 /// search first.
@@ -168,7 +193,7 @@ fn build_plugins(m: &Manifest, policy: BuildPolicy, extra_dirs: &[PathBuf]) -> R
     }
     let dir: &Path = if m.base_dir.as_os_str().is_empty() { Path::new(".") } else { &m.base_dir };
     let mut packages = None;
-    let mut names = plugin_names(m);
+    let mut names = m.plugin_names();
     // The DLLs a program loads at run time, declared by its package.
     let mut i = 0;
     while i < names.len() {
@@ -305,6 +330,29 @@ fn story(path: &Path) -> Result<()> {
             message: "the trace has no VPOSTD records: was VPOSTD in the machine?".to_string(),
         }),
     }
+}
+
+fn new_plugin(what: NewCommand) -> Result<()> {
+    use crate::scaffold::{Kind, NewPlugin, Sdk};
+    let (kind, args, id) = match what {
+        NewCommand::Vxd { args, id } => (Kind::Vxd, args, id),
+        NewCommand::Dll(args) => (Kind::Dll, args, None),
+        NewCommand::App(args) => (Kind::App, args, None),
+        NewCommand::Dos(args) => (Kind::Dos, args, None),
+    };
+    let sdk = match (args.sdk_path, args.sdk_version) {
+        (Some(p), _) => Some(Sdk::Path(p)),
+        (None, Some(v)) => Some(Sdk::Version(v)),
+        (None, None) => None,
+    };
+    let created = crate::scaffold::create(&NewPlugin { kind, name: args.name, id, dir: args.dir, sdk })?;
+    let id = created.device_id.map(|id| format!(", device ID {id:#06X}")).unwrap_or_default();
+    println!("created {kind} {} ({}{id}) in {}", created.crate_name, created.module_name, created.dir.display());
+    for f in &created.files {
+        println!("  {}", f.display());
+    }
+    println!("next:\n  cd {}\n  cargo test\n  vmm run system.ini", created.dir.display());
+    Ok(())
 }
 
 fn run_machine(machine: &mut Machine) -> Result<()> {

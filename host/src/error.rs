@@ -185,6 +185,22 @@ pub enum Error {
     /// A plugin build with cargo failed.
     #[error("building plugins with cargo failed: {0}")]
     Build(String),
+    /// A command-line value was refused (`vmm new`'s name or `--id`).
+    #[error("{what} `{value}` is refused: {reason}")]
+    InvalidInput {
+        /// The argument (`name`, `--id`, ...).
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why, and what to give instead.
+        reason: String,
+    },
+    /// `vmm new` would write into a directory that already has files.
+    #[error("{}: the directory exists and is not empty; choose another name or --dir", path.display())]
+    DirectoryNotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
     /// A reference to a VM, program or interrupt that does not exist.
     #[error("{origin}: {message}")]
     Reference {

@@ -21,6 +21,7 @@ mod reclaim;
 pub mod registry;
 pub mod resolve;
 pub(crate) mod ring3;
+pub mod scaffold;
 pub(crate) mod services;
 pub(crate) mod services_r3;
 pub(crate) mod services_shell;

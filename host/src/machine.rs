@@ -568,6 +568,14 @@ impl Machine {
         }
     }
 
+    /// Start ring-3 program `program` with `args` now: a Windows application
+    /// in the system VM, a DOS program in a DOS VM (from
+    /// [`Machine::create_vm`]). Its program number, or `None` if it could
+    /// not be loaded (a `program_ended` record with reason `load_failed`).
+    pub fn start_program(&mut self, vm: u32, program: &str, args: &str) -> Option<u32> {
+        self.core.start_program(vm, program, args)
+    }
+
     /// The handle of the VM named `name` (`system` for the system VM).
     pub fn vm(&self, name: &str) -> Option<u32> {
         self.core.vm_by_name(name)

@@ -397,6 +397,35 @@ pub struct Manifest {
     pub profile: Profile,
 }
 
+impl Manifest {
+    /// Every plugin the manifest names, sorted and without duplicates:
+    /// devices (not `*` built-ins), `[[tsr]]` devices, `[windows] load`
+    /// applications, `[[vm]]` programs, `[programs]` modules, and the DLL a
+    /// built-in `*RUNDLL` entry loads.
+    pub fn plugin_names(&self) -> Vec<String> {
+        let load = self.windows.load.iter().filter_map(|(line, _)| {
+            let (program, args) = line.trim().split_once(char::is_whitespace).unwrap_or((line.trim(), ""));
+            if program.starts_with('*') {
+                crate::ring3::rundll::command_line(args).ok().map(|(dll, _)| dll.to_string())
+            } else {
+                Some(program.to_string())
+            }
+        });
+        let mut names: Vec<String> = self
+            .tsr
+            .iter()
+            .map(|t| t.device.clone())
+            .chain(self.devices.iter().filter(|d| d.builtin().is_none()).map(|d| d.name.clone()))
+            .chain(load)
+            .chain(self.vms.iter().filter_map(|v| v.program.clone()))
+            .chain(self.programs.values().map(|p| p.module.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
 // ---- raw, per-layer schema -------------------------------------------------
 
 const RESERVED: [&str; 9] = ["machine", "386Enh", "windows", "programs", "vm", "tsr", "interrupt", "action", "shell"];
@@ -619,9 +648,9 @@ fn set_source(n: usize, assignment: &str, dir: &Path) -> Result<Source> {
         Ok(t) => t.get("v").cloned().unwrap_or_else(|| toml::Value::String(value.to_string())),
         Err(_) => toml::Value::String(value.to_string()),
     };
-    let mut table = toml::Table::new();
-    table.insert(key.trim().to_string(), toml_value);
-    let text = format!("[{}]\n{}", toml_key(section.trim()), toml::to_string(&table).unwrap_or_default());
+    // The value is written inline: a table value stays the key's value
+    // instead of becoming a section of its own.
+    let text = format!("[{}]\n{} = {toml_value}\n", toml_key(section.trim()), toml_key(key.trim()));
     Ok(Source { name, text, dir: dir.to_path_buf() })
 }
 
@@ -967,6 +996,17 @@ mod tests {
         assert_eq!(m.machine.seed, Some(7));
         assert_eq!(m.devices[1].origin.file, "b.ini");
         assert_eq!(m.devices[1].origin.line, 2);
+    }
+
+    #[test]
+    fn a_table_given_to_set_stays_the_value_of_its_key() {
+        // Found by the manifest fuzz target: `--set machine.seed={ a = 1 }`
+        // used to become a profile section [seed] and was accepted.
+        let err = ManifestBuilder::new().set("machine.seed={ a = 1 }").build().unwrap_err().to_string();
+        assert!(err.contains("--set #1") && err.contains("expected i64"), "{err}");
+        let m = ManifestBuilder::new().set("VCOUNTD.Start=[1, 2]").set("Odd.\"odd key\"=x").build().unwrap();
+        assert_eq!(m.profile.values("vcountd", "start").unwrap(), ["1", "2"]);
+        assert!(m.profile.keys().all(|(s, _)| s != "seed"));
     }
 
     #[test]

@@ -7,23 +7,46 @@
 //! as the only dependency, implement [`VxD`], and export the device with
 //! [`declare_virtual_device!`].
 //!
-//! ## A first VxD
+//! This documentation is the guide:
 //!
-//! `Cargo.toml`:
+//! 1. [A first VxD in ten minutes](#a-first-vxd-in-ten-minutes)
+//! 2. [The model in five points](#the-model-in-five-points)
+//! 3. [Events and re-entrancy](#events-and-re-entrancy)
+//! 4. [Ring 3: DLLs, applications and DOS programs](#ring-3-dlls-applications-and-dos-programs)
+//! 5. [Nested execution and the ISR rule](#nested-execution-and-the-isr-rule)
+//! 6. [Appy time](#appy-time)
+//! 7. [Testing](#testing)
+//! 8. [Dynamic devices and hot reload](#dynamic-devices-and-hot-reload)
+//! 9. [Logging](#logging) and [compatibility](#compatibility)
 //!
-//! ```toml
-//! [package]
-//! name = "hello"
-//! edition = "2024"
+//! ## A first VxD in ten minutes
 //!
-//! [lib]
-//! crate-type = ["cdylib", "rlib"]
+//! **1. Create it.** `vmm new` writes a crate of its own (a cargo workspace
+//! of its own too, so it can live anywhere):
 //!
-//! [dependencies]
-//! vmm-plugin-api = { path = "../vmm/plugin-api" }
+//! ```text
+//! $ vmm new vxd hello --id 0x3A20
+//! created VxD hello (HELLO, device ID 0x3A20) in hello
+//! $ cd hello
 //! ```
 //!
-//! `src/lib.rs`:
+//! It holds `Cargo.toml` (this crate as the dependency, `crate-type =
+//! ["cdylib", "rlib"]`, `panic = "unwind"`), `src/lib.rs` (the device),
+//! `system.ini` (a machine that loads it) and `tests/machine.rs` (tests that
+//! boot that machine). Without `--id` the device has `UNDEFINED_DEVICE_ID`
+//! and no API; `vmm new dll`, `vmm new app` and `vmm new dos` start a DLL,
+//! a Windows application and a DOS program the same way.
+//!
+//! **2. Build and test it.** `cargo test` builds the VxD, boots the machine
+//! of `system.ini` with it, and checks the machine's trace: the device was
+//! loaded, `Device_Init` reached it, its PM API answers through INT 2Fh.
+//!
+//! **3. Run it.** `vmm run system.ini` boots the same machine (building the
+//! crate first); `vmm list system.ini` shows its DDB; `vmm run system.ini
+//! --trace run.jsonl` writes every event of the run (the records are
+//! described in `vmm`'s `docs/trace.md`).
+//!
+//! **4. Change it.** The generated `src/lib.rs` is a device like this one:
 //!
 //! ```
 //! use vmm_plugin_api::prelude::*;
@@ -56,15 +79,31 @@
 //! declare_virtual_device!(Hello);
 //! ```
 //!
-//! `system.ini` (TOML) next to the build output:
+//! and its `system.ini` (TOML) lists it the way SYSTEM.INI listed a VxD:
 //!
 //! ```toml
 //! [386Enh]
-//! device = ["*SHELL", "hello"]
+//! device = ["*SHELL", "HELLO.386"]
 //! ```
 //!
-//! Then `vmm run system.ini` boots a machine with it, and `vmm list
-//! system.ini` shows its DDB.
+//! `HELLO.386`, `hello` and `HELLO` all mean the library cargo builds,
+//! `libhello.so`. Add a `[[vm]]` table for a DOS VM, `[[interrupt]]` to
+//! raise an interrupt source at a virtual time, or a profile section
+//! (`[HELLO]`) the device reads with [`Vmm::get_profile_string`]; `vmm`'s
+//! README lists every key.
+//!
+//! To write a crate by hand instead, `Cargo.toml` needs:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [dependencies]
+//! vmm-plugin-api = { path = "../vmm/plugin-api" }
+//!
+//! [profile.dev]
+//! panic = "unwind"
+//! ```
 //!
 //! ## The model in five points
 //!
@@ -229,10 +268,29 @@
 //! declare_module!(Hello);
 //! ```
 //!
-//! A DLL's callback that a VxD calls by nested execution at event time runs
-//! like an interrupt service routine (KB Q72899): it must live in a FIXED
-//! segment of a DLL and may call only `PostMessage` and `PostAppMessage`.
-//! The emulator reports anything else as a violation:
+//! ## Nested execution and the ISR rule
+//!
+//! A VxD runs ring-3 code of a VM by *nested execution*: it saves the
+//! VM's client state, opens a nested block (`Begin_Nest_Exec`), pushes the
+//! arguments and points CS:IP at the procedure (`Simulate_Push`,
+//! `Simulate_Far_Call`), lets the VM run until the procedure returns
+//! (`Resume_Exec`), then closes the block and restores the state. While
+//! `Resume_Exec` runs, events of that VM and global events are dispatched
+//! and higher-priority VMs may run: your device can be re-entered.
+//!
+//! The rules, each a `violation` when broken:
+//!
+//! * every `Begin_Nest_Exec` has its `End_Nest_Exec` before the callback
+//!   or API procedure returns (`NEST_EXEC_NOT_ENDED`), and the `Simulate_*`
+//!   calls happen inside the block (`UNBALANCED_NEST_EXEC`);
+//! * no nested execution at interrupt time or at appy time
+//!   (`NEST_EXEC_ILLEGAL`);
+//! * a procedure called from an event or at interrupt time runs like an
+//!   interrupt service routine (KB Q72899): it must live in a FIXED segment
+//!   of a DLL (`NOT_FIXED_SEGMENT`) and may call only `PostMessage` and
+//!   `PostAppMessage` (`ISR_CALL`).
+//!
+//! The DLL side: a callback in a FIXED segment that only posts.
 //!
 //! ```
 //! use vmm_plugin_api::prelude::*;
@@ -379,6 +437,222 @@
 //! 95's built-in replacement for the VPOSTD pattern: it posts a message
 //! into the system VM from any context, even an interrupt handler. The
 //! workspace's `plugins/appydemo` is a complete example.
+//!
+//! ## Testing
+//!
+//! `vmm`'s test kit, `vmm_host::testkit`, boots machines from inline
+//! manifests inside `cargo test` and checks what happened by the machine's
+//! trace, record by record. Add it as a dev-dependency (`vmm new` does):
+//!
+//! ```toml
+//! [dev-dependencies]
+//! vmm-host = { path = "../vmm/host" }
+//! ```
+//!
+//! **The plugin under test.** `Scenario::this_crate` builds your crate's
+//! `cdylib` with a nested `cargo build` (cargo does not build a `cdylib` for
+//! `cargo test`) once per test process, together with the DLLs your package
+//! lists in `[package.metadata.vmm] uses = ["MYDLL"]`, and loads plugins
+//! from its output. Each test boots its own machine, so it works the same
+//! under `cargo test` and under cargo-nextest's process per test:
+//!
+//! ```no_run
+//! use vmm_host::testkit::{ClientRegs, Scenario, json};
+//!
+//! #[test]
+//! fn hello_loads_and_its_api_answers() {
+//!     // In a generated crate: Scenario::new(include_str!("../system.ini")).
+//!     let machine = Scenario::new("[386Enh]\ndevice = [\"*SHELL\", \"HELLO.386\"]").this_crate();
+//!
+//!     // The whole run: boot, run until nothing is left to do, shut down.
+//!     let run = machine.run();
+//!     run.assert_ok();
+//!     run.trace().expect(json!({"kind": "control", "device": "HELLO", "message": "Device_Init"}));
+//!
+//!     // Or step by step: INT 2Fh AX=1684h, then a far call with these registers.
+//!     let mut session = machine.boot();
+//!     let out = session.call_pm_api(0x3A20, ClientRegs { eax: 0x0000, ..ClientRegs::default() });
+//!     assert_eq!(out.map(|r| r.eax & 0xFFFF), Some(0x0100));
+//!     session.finish().assert_ok();
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! **Device sets per test.** A scenario is a manifest (plus layers and
+//! `--set`-style overrides), so each test picks its own devices, with no
+//! file on disk. Devices can also be linked into the test itself with
+//! `Scenario::device` (and ring-3 modules with `Scenario::module`):
+//! that is how the examples below run as they are.
+//!
+//! ```
+//! use core::cell::Cell;
+//! use vmm_host::testkit::{Scenario, json};
+//! use vmm_plugin_api::prelude::*;
+//!
+//! /// Adds EAX to its total: `ADDER_Add`, ordinal 1.
+//! pub struct Adder { total: Cell<u32> }
+//!
+//! impl VxD for Adder {
+//!     const DEVICE: Device = Device::new("ADDER").id(0x3B00).services(&["ADDER_Get_Version", "ADDER_Add"]);
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Adder { total: Cell::new(0) })
+//!     }
+//!     fn service(&self, _: &Vmm<'_>, ordinal: u16, call: &mut ServiceCall) -> Carry {
+//!         if ordinal != 1 {
+//!             return Carry::Set;
+//!         }
+//!         self.total.set(self.total.get() + call.regs.eax);
+//!         call.regs.eax = self.total.get();
+//!         Carry::Clear
+//!     }
+//! }
+//!
+//! // Set A: ADDER with SHELL.
+//! let run = Scenario::new("[386Enh]\ndevice = [\"*SHELL\", \"ADDER\"]").device::<Adder>().run();
+//! run.assert_ok();
+//! run.trace().expect(json!({"kind": "device_loaded", "device": "ADDER", "id": 0x3B00}));
+//!
+//! // Set B: ADDER alone, under Windows 3.1.
+//! let run = Scenario::new("[386Enh]\ndevice = [\"ADDER\"]").set("machine.windows=\"3.1\"").device::<Adder>().run();
+//! run.assert_ok();
+//! run.trace().expect_none(json!({"kind": "device_loaded", "device": "SHELL"}));
+//! ```
+//!
+//! **Driving the machine.** `Scenario::boot` hands over a `Session`: run
+//! to a virtual time and look at the trace, raise an interrupt source,
+//! create a VM, start a program, call a service or an API, and finish.
+//!
+//! ```
+//! use core::cell::Cell;
+//! use vmm_host::testkit::{Duration, Regs, Scenario, json};
+//! use vmm_plugin_api::prelude::*;
+//!
+//! /// Counts interrupts; an event notes the count.
+//! pub struct Ticks { n: Cell<u32> }
+//!
+//! impl VxD for Ticks {
+//!     const DEVICE: Device = Device::new("TICKS").id(0x3B01).services(&["TICKS_Get_Version", "TICKS_Count"]);
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Ticks { n: Cell::new(0) })
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == DEVICE_INIT {
+//!             let _ = vmm.register_interrupt("tick", |dev: &Ticks, vmm, _irq| {
+//!                 dev.n.set(dev.n.get() + 1);
+//!                 let _ = vmm.schedule_global_event(|dev: &Ticks, vmm, _ev| {
+//!                     let _ = vmm.trace_note("ticks", &[("n", dev.n.get().into())]);
+//!                 });
+//!             });
+//!         }
+//!         Carry::Clear
+//!     }
+//!     fn service(&self, _: &Vmm<'_>, ordinal: u16, call: &mut ServiceCall) -> Carry {
+//!         call.regs.eax = self.n.get();
+//!         Carry::from_failed(ordinal != 1)
+//!     }
+//! }
+//!
+//! let mut s = Scenario::new("[386Enh]\ndevice = [\"TICKS\"]").device::<Ticks>().boot();
+//! s.run_until(Duration::from_millis(20));
+//! s.raise_interrupt("tick");
+//! s.trace().expect(json!({"kind": "interrupt", "name": "tick", "t": 20}));
+//! s.trace().expect(json!({"kind": "note", "note": "ticks", "fields": {"n": 1}}));
+//! assert_eq!(s.call_service(0x3B01, 1, Regs::default()).eax, 1); // VxDCall TICKS_Count
+//! let run = s.finish();
+//! run.assert_ok();
+//! assert_eq!(run.violations(), 0);
+//! ```
+//!
+//! **When an assertion fails**, the message shows the records nearest to
+//! the pattern and, for each, the fields that differ:
+//!
+//! ```text
+//! no trace record matches {"device":"HELLO","kind":"control","message":"Device_Init","result":"set"}
+//! 5 record(s) of kind "control" among 31 searched; the nearest:
+//!   #12 {"device":"HELLO","kind":"control","message":"Device_Init","number":1,"result":"clear",...}
+//!       result: expected "set", found "clear"
+//! ```
+//!
+//! A `--trace` file can be checked the same way:
+//! `Trace::from_json_lines(&std::fs::read_to_string("run.jsonl")?)`.
+//!
+//! ## Dynamic devices and hot reload
+//!
+//! A device can be loaded while Windows runs (VXDLDR's
+//! `VXDLDR_LoadDevice`, a manifest entry `{ name = "MYVXD.386", dynamic =
+//! true }` with `*VXDLDR` in the list) and unloaded again. It then gets
+//! `Sys_Dynamic_Device_Init` instead of the three init phases (the
+//! init-only services are legal there) and `Sys_Dynamic_Device_Exit` before
+//! it goes; either may be refused with carry set. Declare it with
+//! [`Device::dynamic`]. VXDLDR does no cleanup: whatever the device still
+//! owns when it leaves (a pending event, a time-out, a hook, a heap block,
+//! ...) is an `UNLOAD_LEAK` violation, one per item. So keep your handles
+//! and release them in `Sys_Dynamic_Device_Exit`; an event callback learns
+//! its own handle from [`Event::handle`], which keeps the list exact.
+//!
+//! ```
+//! use core::cell::Cell;
+//! use vmm_host::testkit::{Scenario, json};
+//! use vmm_plugin_api::prelude::*;
+//!
+//! /// Ticks every 100 ms while loaded.
+//! pub struct Pulse { timer: Cell<Option<TimeoutHandle>>, beats: Cell<u32> }
+//!
+//! impl Pulse {
+//!     fn arm(&self, vmm: &Vmm<'_>) {
+//!         let t = vmm.set_global_time_out(100, |dev: &Pulse, vmm, _| {
+//!             dev.beats.set(dev.beats.get() + 1);
+//!             dev.arm(vmm);
+//!         });
+//!         self.timer.set(t);
+//!     }
+//! }
+//!
+//! impl VxD for Pulse {
+//!     const DEVICE: Device = Device::new("PULSE").dynamic();
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Pulse { timer: Cell::new(None), beats: Cell::new(0) })
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         match msg.message {
+//!             DEVICE_INIT | SYS_DYNAMIC_DEVICE_INIT => self.arm(vmm),
+//!             // Without this the pending time-out is an UNLOAD_LEAK.
+//!             SYS_DYNAMIC_DEVICE_EXIT => {
+//!                 if let Some(t) = self.timer.take() {
+//!                     let _ = vmm.cancel_time_out(t);
+//!                 }
+//!             }
+//!             _ => {}
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//!
+//! let mut s = Scenario::new("[386Enh]\ndevice = [\"*VXDLDR\"]").device::<Pulse>().boot();
+//! s.machine().load_dynamic_device("PULSE", true).unwrap();
+//! s.run_for(vmm_host::testkit::Duration::from_millis(350));
+//! s.machine().unload_dynamic_device("PULSE").unwrap();
+//! let run = s.finish();
+//! run.assert_ok();
+//! run.trace().expect(json!({"kind": "device_unloaded", "device": "PULSE", "leaks": 0}));
+//! assert_eq!(run.violations(), 0);
+//! ```
+//!
+//! **Hot reload.** `vmm run --watch` watches the file of every loaded
+//! device and, when cargo rebuilds one, swaps the code at the next safe
+//! point: the new copy is loaded and layout-checked, the old instance gets
+//! `Sys_Dynamic_Device_Exit`, what its [`VxD::save_state`] returns goes to
+//! the new instance's [`VxD::restore_state`], and the new instance gets
+//! `Sys_Dynamic_Device_Init`. Ring-3 code keeps the API entry points it
+//! holds and reaches the new code. If the new copy fails to load, fails the
+//! layout check, panics, refuses the state or refuses its init, the old
+//! instance keeps running (initialized again with its own state). So a
+//! reloadable device handles the two dynamic messages and, to keep its
+//! state, implements the pair; state is bytes, so version your format and
+//! refuse one you cannot read (`restore_state` returning `Err` keeps the
+//! old code). VPOSTD (`plugins/vpostd`) hands its queue of pending posts and
+//! its registration over this way. Tests drive the same path with
+//! `Machine::reload_device(name, file)`.
 //!
 //! ## Logging
 //!

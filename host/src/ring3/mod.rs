@@ -11,6 +11,7 @@
 
 pub(crate) mod int2f;
 pub(crate) mod memory;
+pub(crate) mod rundll;
 pub(crate) mod user;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -235,6 +236,9 @@ impl Core {
         let wanted = crate::resolve::library_name(name);
         if let Some((_, lib)) = self.in_process.iter().find(|(n, _)| *n == wanted) {
             return Ok(*lib);
+        }
+        if let Some(lib) = rundll::library(name) {
+            return Ok(lib);
         }
         let file = self.search.find(name).ok_or_else(|| {
             (PathBuf::from(name), LoadCause::NotFound { searched: self.search.dirs().to_vec(), build: None })

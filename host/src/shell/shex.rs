@@ -221,7 +221,7 @@ mod tests {
         /// Arbitrary bytes and sizes: the decoder never panics (every slice
         /// access is in bounds), and what it accepts is consistent.
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
+        fn fuzz_shex_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..160)) {
             if let Ok(p) = decode(&bytes) {
                 prop_assert_eq!(p.header.size, 32);
                 prop_assert!(p.header.total_size as usize <= bytes.len());
@@ -233,7 +233,7 @@ mod tests {
         /// interesting cases are near the boundaries): no panic, and a string
         /// is accepted only if it lies inside the packet.
         #[test]
-        fn arbitrary_offsets_never_read_out_of_bounds(
+        fn fuzz_shex_arbitrary_offsets_never_read_out_of_bounds(
             total in 0u32..80,
             size in prop_oneof![Just(32u32), 0u32..64],
             op in prop_oneof![Just(0u32), 0u32..90],
@@ -259,7 +259,7 @@ mod tests {
 
         /// Any packet the SDK builds decodes to the same strings.
         #[test]
-        fn sdk_packets_round_trip(
+        fn fuzz_shex_sdk_packets_round_trip(
             file in "[A-Z]{1,8}\\.[A-Z]{3}",
             params in proptest::option::of("[a-z /-]{0,12}"),
             verb in proptest::option::of("open|print|explore"),
