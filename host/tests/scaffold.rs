@@ -75,9 +75,9 @@ fn generate_and_test(kind: &str, name: &str, extra: &[&str], tests: usize) -> Pa
 #[test]
 fn every_kind_of_new_crate_builds_and_passes_its_own_tests() {
     let start = Instant::now();
-    generate_and_test("vxd", "kitvxd", &["--id", "0x3A30"], 3);
+    let kitvxd = generate_and_test("vxd", "kitvxd", &["--id", "0x3A30"], 4);
     let vxd = start.elapsed();
-    generate_and_test("vxd", "kitnoid", &[], 1);
+    generate_and_test("vxd", "kitnoid", &[], 2);
     generate_and_test("dll", "kitdll", &[], 1);
     generate_and_test("app", "kitapp", &[], 1);
     generate_and_test("dos", "kit-dos", &[], 2);
@@ -110,6 +110,26 @@ fn every_kind_of_new_crate_builds_and_passes_its_own_tests() {
     let out = s.call_pm_api(0x3A30, ClientRegs::default()).expect("KITVXD has a PM API");
     assert_eq!(out.eax & 0xFFFF, 0x0100);
     assert_eq!(s.call_pm_api(0x3A10, ClientRegs::default()), None, "VCOUNTD has no PM API");
+
+    // Edit, rebuild, hot-reload: the machine runs on with the new code.
+    let file = s.machine().plugin_devices().into_iter().find(|(d, _, _)| d == "KITVXD").unwrap().1;
+    let lib = kitvxd.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    assert!(source.contains(".version(1, 0)"));
+    std::fs::write(&lib, source.replace(".version(1, 0)", ".version(1, 1)")).unwrap();
+    let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let build = Command::new(&cargo)
+        .arg("build")
+        .current_dir(&kitvxd)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .expect("run cargo build");
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    let report = s.machine().reload_device("KITVXD", &file);
+    assert_eq!(report.result, "ok", "{report:?}");
+    assert_ne!(report.old_build, report.new_build, "the rebuilt file is new code");
+    let out = s.call_pm_api(0x3A30, ClientRegs::default()).expect("the API entry still works");
+    assert_eq!(out.eax & 0xFFFF, 0x0101, "the new version answers");
     s.finish().assert_ok();
 }
 
