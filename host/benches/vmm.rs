@@ -233,11 +233,48 @@ fn time_vpostd(iters: u64, to_window: bool) -> Duration {
     total
 }
 
+/// The baseline: the same route as plain Rust, with no emulator: the post
+/// goes into a queue, a callback taken from a table posts it into a second
+/// queue, and a "window procedure" builds the same text POSTAPP shows.
+#[inline(never)]
+fn direct_route(posts: &mut std::collections::VecDeque<(u16, u32)>, n: u32) -> usize {
+    type Callback = fn(&mut std::collections::VecDeque<(u16, u16, u32)>, u16, u32) -> bool;
+    fn post(q: &mut std::collections::VecDeque<(u16, u16, u32)>, w: u16, l: u32) -> bool {
+        q.push_back((0x0500, w, l));
+        true
+    }
+    let callbacks: [Callback; 1] = [post];
+    let mut window_queue = std::collections::VecDeque::new();
+    let mut shown = 0;
+    for seq in 1..=n {
+        posts.push_back((2, seq));
+        let (w, l) = posts.pop_front().expect("posted");
+        black_box(callbacks[black_box(0)])(&mut window_queue, w, l);
+        let (_msg, w, l) = window_queue.pop_front().expect("queued");
+        let text = postapp::PostApp::describe(w, l);
+        shown += black_box(text).len();
+    }
+    shown
+}
+
 fn vpostd(c: &mut Criterion) {
     let mut group = c.benchmark_group("vpostd");
     group.throughput(Throughput::Elements(1)).sample_size(20).measurement_time(Duration::from_secs(6));
     group.bench_function("dos_to_window_procedure", |b| b.iter_custom(|iters| time_vpostd(iters, true)));
     group.bench_function("dos_to_postmessage_no_queue", |b| b.iter_custom(|iters| time_vpostd(iters, false)));
+    group.bench_function("baseline_direct_rust_route", |b| {
+        let mut posts = std::collections::VecDeque::new();
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            let mut left = iters;
+            while left > 0 {
+                let k = left.min(1_000_000);
+                black_box(direct_route(&mut posts, k as u32));
+                left -= k;
+            }
+            start.elapsed()
+        })
+    });
     group.finish();
 }
 

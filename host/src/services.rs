@@ -161,6 +161,12 @@ fn note_name_ok(name: &str) -> bool {
     (1..=32).contains(&name.len()) && name.bytes().all(|b| NOTE_NAME_BYTES[b as usize])
 }
 
+extern "C" fn trace_enabled(cx: &HostCx) -> bool {
+    // A read of a flag, no service boundary: it is not a VMM service (and
+    // it cannot panic, so it needs no guard).
+    core(cx).trace.try_borrow().map_or(true, |t| t.enabled())
+}
+
 extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()> {
     guarded(cx, "trace_note", RErr(VmmError::FATAL), |core| {
         // A note without a trace to go to is nothing: not even checked.
@@ -1162,6 +1168,7 @@ impl Table {
             ring3: crate::services_r3::RING3_SERVICES,
             shell: crate::services_shell::SHELL_SERVICES,
             trace_note,
+            trace_enabled,
         })
     }
 

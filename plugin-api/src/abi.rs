@@ -667,6 +667,9 @@ pub struct HostServices {
     /// the record's name; both it and the field names are 1 to 32
     /// characters of `a-z`, `0-9` and `_`, at most 32 fields.
     pub trace_note: extern "C" fn(cx: Cx<'_>, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()>,
+    /// Whether the machine keeps a trace (notes go nowhere without one, so
+    /// the SDK does not build them).
+    pub trace_enabled: extern "C" fn(cx: Cx<'_>) -> bool,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

@@ -179,13 +179,13 @@ impl<'a> PascalArgs<'a> {
         let mut out = [0u32; N];
         // The first declared parameter is deepest: walk from the end.
         let mut end = sizes.iter().sum::<usize>();
-        for (i, size) in sizes.iter().enumerate() {
+        for (i, &size) in sizes.iter().enumerate() {
             let start = end - size;
-            let mut v = 0u32;
-            for k in 0..*size {
-                v |= (*self.bytes.get(start + k).unwrap_or(&0) as u32) << (8 * k);
-            }
-            out[i] = v;
+            out[i] = match (size, self.bytes.get(start..end)) {
+                (2, Some(&[a, b])) => u16::from_le_bytes([a, b]) as u32,
+                (4, Some(&[a, b, c, d])) => u32::from_le_bytes([a, b, c, d]),
+                _ => (0..size).fold(0u32, |v, k| v | (*self.bytes.get(start + k).unwrap_or(&0) as u32) << (8 * k)),
+            };
             end = start;
         }
         out

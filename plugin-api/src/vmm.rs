@@ -255,6 +255,12 @@ impl<'a> Vmm<'a> {
     /// ```
     pub fn trace_note<const N: usize>(&self, note: &str, fields: &[(&str, NoteValue<'_>); N]) -> Result<(), VmmError> {
         let Some(f) = self.svc().trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
+        // Without a trace the note goes nowhere: do not build it.
+        if let Some(enabled) = self.svc().trace_enabled()
+            && !enabled(self.cx)
+        {
+            return Ok(());
+        }
         if N > MAX_NOTE_FIELDS {
             return Err(VmmError::INVALID_PARAMETER);
         }

@@ -322,7 +322,9 @@ impl Core {
         let Some(client) = self.vms.borrow().get(vm).map(|v| v.client_ptr()) else {
             return Err(VmmError::INVALID_HANDLE);
         };
-        let before = self.client_of(vm).unwrap_or_default();
+        // The registers before the call, for the trace only.
+        let tracing = self.trace.borrow().enabled();
+        let before = if tracing { self.client_of(vm).unwrap_or_default() } else { ClientRegs::default() };
         let depth = self.nest_depth(vm);
         let outcome = match code {
             DeviceCode::Plugin { inst } => {
@@ -347,6 +349,9 @@ impl Core {
                 set_carry(&mut c, true);
                 self.set_client_of(vm, c);
             }
+        }
+        if !tracing {
+            return Ok(());
         }
         let after = self.client_of(vm).unwrap_or_default();
         self.trace(|| TraceEvent::ApiCall {

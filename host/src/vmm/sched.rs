@@ -235,8 +235,13 @@ impl Core {
             return true;
         }
         let Some(vm) = vm else { return false };
-        let cond = self.conditions(vm);
-        let local = { self.events.borrow_mut().take_ready(vm, &cond, order, &mut self.rng.borrow_mut()) };
+        // The conditions cost more than the common answer: nothing pending.
+        let local = if self.events.borrow().pending(vm) {
+            let cond = self.conditions(vm);
+            self.events.borrow_mut().take_ready(vm, &cond, order, &mut self.rng.borrow_mut())
+        } else {
+            None
+        };
         if let Some(h) = local {
             let rec = self.events.borrow_mut().remove(h);
             if let Some(rec) = rec {

@@ -141,9 +141,16 @@ impl PostApp {
         r3.message_box(None, text, "POSTAPP", MB_OK | MB_ICONHAND);
     }
 
-    /// The line the window shows for one message.
+    /// The line the window shows for one message. (The window procedure
+    /// runs once per message, so the text is built without the formatting
+    /// machinery.)
     pub fn describe(vm_id: u16, lparam: u32) -> String {
-        format!("VM {vm_id} posted message {lparam}")
+        let mut s = String::with_capacity(40);
+        s.push_str("VM ");
+        push_decimal(&mut s, vm_id as u32);
+        s.push_str(" posted message ");
+        push_decimal(&mut s, lparam);
+        s
     }
 
     fn received(&self, r3: &Ring3<'_>, hwnd: Hwnd, wparam: u16, lparam: u32) {
@@ -168,6 +175,23 @@ impl PostApp {
     fn summary(&self) -> String {
         let per_vm: Vec<String> = self.per_vm.borrow().iter().map(|(vm, n)| format!("VM {vm}: {n}")).collect();
         format!("{} messages received ({})", self.total.get(), per_vm.join(", "))
+    }
+}
+
+/// Append `n` in decimal.
+fn push_decimal(s: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        s.push(d as char);
     }
 }
 
@@ -287,6 +311,13 @@ mod tests {
             }
         );
         assert_eq!(Options::parse("").unwrap(), Options::default());
+    }
+
+    #[test]
+    fn the_line_names_the_vm_and_the_message() {
+        assert_eq!(super::PostApp::describe(2, 1), "VM 2 posted message 1");
+        assert_eq!(super::PostApp::describe(65535, u32::MAX), "VM 65535 posted message 4294967295");
+        assert_eq!(super::PostApp::describe(0, 0), "VM 0 posted message 0");
     }
 
     #[test]

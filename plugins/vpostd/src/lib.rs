@@ -123,6 +123,8 @@ pub struct Vpostd {
     outstanding: ReentrancyCell<Vec<EventHandle>>,
     /// The retry time-out, while one is set.
     retry_timer: Cell<Option<TimeoutHandle>>,
+    /// The system VM's handle, once asked for.
+    sys: Cell<Option<VmHandle>>,
 }
 
 impl VxD for Vpostd {
@@ -148,6 +150,7 @@ impl VxD for Vpostd {
             cb_offset: Cell::new(None),
             outstanding: ReentrancyCell::new("Vpostd::outstanding", Vec::new()),
             retry_timer: Cell::new(None),
+            sys: Cell::new(None),
         })
     }
 
@@ -282,7 +285,7 @@ impl Vpostd {
         }
         let first = self.queue.borrow()[0];
         if self.retry_pending.replace(false) {
-            self.retry(vmm, vmm.get_sys_vm_handle(), first);
+            self.retry(vmm, self.sys_vm(vmm), first);
         } else {
             self.schedule(vmm, first.id);
         }
@@ -306,6 +309,18 @@ impl Vpostd {
             "unloading",
             &[("pending", pending.into()), ("retry_pending", self.retry_pending.get().into())],
         );
+    }
+
+    /// The system VM (its handle never changes while Windows runs).
+    fn sys_vm(&self, vmm: &Vmm<'_>) -> VmHandle {
+        match self.sys.get() {
+            Some(h) => h,
+            None => {
+                let h = vmm.get_sys_vm_handle();
+                self.sys.set(Some(h));
+                h
+            }
+        }
     }
 
     /// Posts not yet accepted by `PostMessage`.
@@ -357,7 +372,7 @@ impl Vpostd {
     /// One priority event on the system VM for one queued post. The event
     /// may run inline (when the system VM is current and may be entered).
     fn schedule(&self, vmm: &Vmm<'_>, id: u32) {
-        let sys = vmm.get_sys_vm_handle();
+        let sys = self.sys_vm(vmm);
         let scheduled = vmm.call_priority_vm_event(
             HIGH_PRI_DEVICE_BOOST as i32,
             sys,
