@@ -70,6 +70,10 @@ impl ReloadReport {
     }
 }
 
+/// Marks a dynamic load in progress in `Core::dynamic_init`: the factory
+/// of the device being loaded runs before its instance number is known.
+const LOADING: u32 = 0;
+
 /// The pseudo address VXDLDR hands out as a loaded device's DDB and
 /// DeviceInfo: `0xC00D_0000 | instance`.
 pub(crate) const DDB_BASE: u32 = 0xC00D_0000;
@@ -79,7 +83,8 @@ impl Core {
     /// factory, `restore_state`, `Sys_Dynamic_Device_Init`).
     pub(crate) fn in_dynamic_init(&self) -> bool {
         let Some(caller) = self.current_caller() else { return false };
-        self.dynamic_init.borrow().contains(&caller)
+        let init = self.dynamic_init.borrow();
+        init.contains(&caller) || init.contains(&LOADING)
     }
 
     fn with_dynamic_init<T>(&self, instance: u32, f: impl FnOnce() -> T) -> T {
@@ -109,8 +114,7 @@ impl Core {
             self.registry.borrow_mut().slots[idx].load_count += 1;
             return Ok(idx);
         }
-        let instances_before = self.instances.borrow().len() as u32;
-        let slot = self.with_dynamic_init(instances_before + 1, || self.load_device(&request)).map_err(|e| {
+        let slot = self.with_dynamic_init(LOADING, || self.load_device(&request)).map_err(|e| {
             let code = match &e {
                 Error::Load { cause: LoadCause::NotFound { .. } | LoadCause::Open(_), .. } => {
                     VXDLDR_ERR_FILE_OPEN_ERROR
@@ -224,9 +228,9 @@ impl Core {
             s.initialized = false;
             (s.instance, s.info.name.clone(), s.info.device_id, s.file.display().to_string())
         };
-        self.reclaim(instance, &name);
+        let leaks = self.reclaim(instance, &name);
         self.release_instance(instance);
-        self.trace(|| TraceEvent::DeviceUnloaded { device: name, id, file, reason, leaks: 0 });
+        self.trace(|| TraceEvent::DeviceUnloaded { device: name, id, file, reason, leaks });
     }
 
     /// `VXDLDR_UnloadDevice`: one load fewer; at zero, send

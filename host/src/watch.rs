@@ -40,15 +40,13 @@ pub struct Change {
     pub build: String,
 }
 
-#[derive(Default)]
-struct Ready {
-    changes: Vec<Change>,
-}
+/// Changes ready to be loaded, and the condition `wait` sleeps on.
+type Ready = Arc<(Mutex<Vec<Change>>, Condvar)>;
 
 /// Watches the files of loaded plugin devices.
 pub struct Watcher {
     _fs: RecommendedWatcher,
-    ready: Arc<(Mutex<Ready>, Condvar)>,
+    ready: Ready,
     flag: Arc<AtomicBool>,
     targets: Arc<Mutex<HashMap<PathBuf, (String, String)>>>,
 }
@@ -67,7 +65,7 @@ impl Watcher {
         let targets: HashMap<PathBuf, (String, String)> =
             files.iter().map(|(d, f, b)| (f.clone(), (d.clone(), b.clone()))).collect();
         let targets = Arc::new(Mutex::new(targets));
-        let ready = Arc::new((Mutex::new(Ready::default()), Condvar::new()));
+        let ready = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let flag = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<(PathBuf, Instant)>();
         let names: Vec<(PathBuf, std::ffi::OsString)> =
@@ -122,17 +120,16 @@ impl Watcher {
         let (lock, _) = &*self.ready;
         let mut r = lock.lock().unwrap_or_else(|p| p.into_inner());
         self.flag.store(false, Ordering::Relaxed);
-        std::mem::take(&mut r.changes)
+        std::mem::take(&mut *r)
     }
 
     /// Block until changes are ready or `timeout` passes.
     pub fn wait(&self, timeout: Duration) -> Vec<Change> {
         let (lock, cvar) = &*self.ready;
         let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut r, _) =
-            cvar.wait_timeout_while(guard, timeout, |r| r.changes.is_empty()).unwrap_or_else(|p| p.into_inner());
+        let (mut r, _) = cvar.wait_timeout_while(guard, timeout, |r| r.is_empty()).unwrap_or_else(|p| p.into_inner());
         self.flag.store(false, Ordering::Relaxed);
-        std::mem::take(&mut r.changes)
+        std::mem::take(&mut *r)
     }
 
     /// Record what now runs from `file` (after a reload, or after a reload
@@ -155,7 +152,7 @@ fn same_dir(watched: &Path, event: &Path) -> bool {
 fn debounce_loop(
     rx: mpsc::Receiver<(PathBuf, Instant)>,
     debounce: Duration,
-    ready: Arc<(Mutex<Ready>, Condvar)>,
+    ready: Ready,
     flag: Arc<AtomicBool>,
     targets: Arc<Mutex<HashMap<PathBuf, (String, String)>>>,
 ) {
@@ -198,8 +195,8 @@ fn debounce_loop(
             let Some(device) = device else { continue };
             let (lock, cvar) = &*ready;
             let mut r = lock.lock().unwrap_or_else(|p| p.into_inner());
-            r.changes.retain(|c| c.file != file);
-            r.changes.push(Change { device, file, noticed: first, build });
+            r.retain(|c| c.file != file);
+            r.push(Change { device, file, noticed: first, build });
             flag.store(true, Ordering::Relaxed);
             cvar.notify_all();
         }

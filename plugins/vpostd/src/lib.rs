@@ -382,18 +382,21 @@ impl Vpostd {
         );
         match scheduled {
             // Null: it already ran inline.
-            Ok(h) if !h.is_null() => self.outstanding.borrow_mut().push(h),
-            _ => {}
-        }
-        if let Err(e) = scheduled {
+            Ok(h) if h.is_null() => {}
+            Ok(h) => self.outstanding.borrow_mut().push(h),
             // Without an event the post might wait forever: take it back.
-            let post = {
-                let mut q = self.queue.borrow_mut();
-                q.iter().position(|p| p.id == id).and_then(|i| q.remove(i))
-            };
-            if let Some(post) = post {
-                self.dropped(vmm, &post, "no_event", &e.to_string());
-            }
+            Err(e) => self.drop_queued(vmm, id, "no_event", &e.to_string()),
+        }
+    }
+
+    /// Take post `id` out of the queue and report it dropped.
+    fn drop_queued(&self, vmm: &Vmm<'_>, id: u32, reason: &str, detail: &str) {
+        let post = {
+            let mut q = self.queue.borrow_mut();
+            q.iter().position(|p| p.id == id).and_then(|i| q.remove(i))
+        };
+        if let Some(post) = post {
+            self.dropped(vmm, &post, reason, detail);
         }
     }
 
@@ -464,13 +467,7 @@ impl Vpostd {
                 &[("post", post.id.into()), ("after_ms", ms.into()), ("attempt", post.attempts.into())],
             );
         } else {
-            let post = {
-                let mut q = self.queue.borrow_mut();
-                q.iter().position(|p| p.id == id).and_then(|i| q.remove(i))
-            };
-            if let Some(post) = post {
-                self.dropped(vmm, &post, "no_timeout", "Set_VM_Time_Out failed");
-            }
+            self.drop_queued(vmm, id, "no_timeout", "Set_VM_Time_Out failed");
         }
     }
 
