@@ -45,9 +45,9 @@ impl Core {
     /// Run `f` as a call of `instance` in `context` (for built-in devices,
     /// whose code is host code but whose services must be attributed).
     pub(crate) fn with_frame<T>(&self, instance: u32, context: Context, f: impl FnOnce() -> T) -> T {
-        self.frames.borrow_mut().push((context, instance));
+        let outer = self.enter_frame(context, instance);
         let r = f();
-        self.frames.borrow_mut().pop();
+        self.leave_frame(outer);
         r
     }
 
@@ -533,7 +533,7 @@ impl Core {
         let args = ControlArgs { message, vm: vm.unwrap_or(0), edx, esi: 0, edi: 0 };
         let previous_message = self.current_message.replace(Some(message));
         let nest_vm = vm.unwrap_or(self.cur_vm.get());
-        let depth = self.nest_depth(nest_vm);
+        let depth = self.nest_mark();
         let outcome = match code {
             DeviceCode::Builtin(b) => self.with_frame(instance, context, || b.control(self, &args)).into(),
             DeviceCode::Plugin { inst, .. } => {

@@ -124,9 +124,22 @@ pub(crate) struct Core {
     pub(crate) fatal: RefCell<Option<FatalInfo>>,
     /// `fatal` is set (a fast check for the run loop).
     pub(crate) fatal_flag: Cell<bool>,
-    /// The plugin calls on the host stack (innermost last): their
-    /// execution context and instance.
-    pub(crate) frames: RefCell<Vec<(Context, u32)>>,
+    /// The innermost plugin call on the host stack: its execution context
+    /// and instance (`None` outside any call). The outer ones are saved on
+    /// the host stack by [`Core::enter_frame`].
+    pub(crate) frame: Cell<Option<(Context, u32)>>,
+    /// How many of the calls on the host stack run at interrupt time
+    /// (`Get_VMM_Reenter_Count`).
+    pub(crate) interrupt_frames: Cell<u32>,
+    /// Nested-execution blocks begun and ended so far (all VMs).
+    pub(crate) nest_begun: Cell<u64>,
+    pub(crate) nest_ended: Cell<u64>,
+    /// VMs blocked with `BLOCK_*` flags (when 0, the scheduler skips the
+    /// checks those flags need).
+    pub(crate) flagged_waits: Cell<u32>,
+    /// Whether trace records are wanted (fixed when the machine is built;
+    /// a cheaper check than borrowing the trace).
+    pub(crate) trace_on: bool,
     pub(crate) cb_area_size: Cell<u32>,
     pub(crate) violation_count: Cell<u64>,
     /// The seed of this run.
@@ -232,6 +245,7 @@ impl Core {
                 .collect(),
             manifest,
             search,
+            trace_on: options.capture_trace || options.trace.is_some(),
             trace: RefCell::new(Trace::new(options.capture_trace, options.trace)),
             now: Cell::new(Instant::ZERO),
             phase: Cell::new(Phase::Loading),
@@ -243,7 +257,11 @@ impl Core {
             sys_vm: Cell::new(0),
             fatal: RefCell::new(None),
             fatal_flag: Cell::new(false),
-            frames: RefCell::new(Vec::new()),
+            frame: Cell::new(None),
+            interrupt_frames: Cell::new(0),
+            nest_begun: Cell::new(0),
+            nest_ended: Cell::new(0),
+            flagged_waits: Cell::new(0),
             cb_area_size: Cell::new(0),
             violation_count: Cell::new(0),
         }
@@ -254,20 +272,41 @@ impl Core {
     /// Emit a trace record if anyone listens; `event` is only built then.
     #[inline]
     pub(crate) fn trace(&self, event: impl FnOnce() -> TraceEvent) {
-        let mut t = self.trace.borrow_mut();
-        if t.enabled() {
-            t.emit(self.now.get(), event());
+        if self.trace_on {
+            self.trace.borrow_mut().emit(self.now.get(), event());
         }
     }
 
     /// The context of the innermost plugin call (`Control` outside any).
+    #[inline]
     pub(crate) fn context(&self) -> Context {
-        self.frames.borrow().last().map_or(Context::Control, |f| f.0)
+        self.frame.get().map_or(Context::Control, |f| f.0)
     }
 
     /// The instance of the innermost plugin call.
+    #[inline]
     pub(crate) fn current_caller(&self) -> Option<u32> {
-        self.frames.borrow().last().map(|f| f.1)
+        self.frame.get().map(|f| f.1)
+    }
+
+    /// Make a call of `instance` in `context` the innermost; returns the
+    /// frame to give back to [`Core::leave_frame`].
+    #[inline]
+    pub(crate) fn enter_frame(&self, context: Context, instance: u32) -> Option<(Context, u32)> {
+        if context == Context::Interrupt {
+            self.interrupt_frames.set(self.interrupt_frames.get() + 1);
+        }
+        self.frame.replace(Some((context, instance)))
+    }
+
+    /// End the innermost call, making `outer` (from [`Core::enter_frame`])
+    /// innermost again.
+    #[inline]
+    pub(crate) fn leave_frame(&self, outer: Option<(Context, u32)>) {
+        if self.context() == Context::Interrupt {
+            self.interrupt_frames.set(self.interrupt_frames.get() - 1);
+        }
+        self.frame.set(outer);
     }
 
     /// The name of an instance (`<host>` for calls from outside the
@@ -377,9 +416,9 @@ impl Core {
         f: impl FnOnce(&HostCx) -> PluginResult<T>,
     ) -> std::result::Result<T, CallOutcome> {
         let cx = self.cx(instance);
-        self.frames.borrow_mut().push((context, instance));
+        let outer = self.enter_frame(context, instance);
         let result = f(&cx);
-        self.frames.borrow_mut().pop();
+        self.leave_frame(outer);
         match result {
             ROk(v) => Ok(v),
             RErr(e) => Err(self.plugin_failed(instance, entry, e)),
@@ -388,14 +427,14 @@ impl Core {
 
     /// Run `f` attributed to `instance` (in the current context).
     pub(crate) fn as_caller<T>(&self, instance: u32, f: impl FnOnce() -> T) -> T {
-        let context = self.context();
-        self.frames.borrow_mut().push((context, instance));
+        let outer = self.enter_frame(self.context(), instance);
         let r = f();
-        self.frames.borrow_mut().pop();
+        self.leave_frame(outer);
         r
     }
 
     /// Record how a plugin call failed; returns the outcome to trace.
+    #[cold]
     pub(crate) fn plugin_failed(&self, instance: u32, entry: &'static str, e: PluginError) -> CallOutcome {
         let name = self.instance_name(instance);
         let message = e.message.to_string();

@@ -16,8 +16,8 @@ use vmm_plugin_api::abi::{
     RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
-    BLOCK_POLL, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_ALWAYS_SCHED, PEF_TIME_OUT, PEF_VALID,
-    PEF_VALID_31, PEF_WAIT_FOR_STI, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
+    BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_ALWAYS_SCHED,
+    PEF_TIME_OUT, PEF_VALID, PEF_VALID_31, PEF_WAIT_FOR_STI, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
 };
 
 use crate::machine::Core;
@@ -41,7 +41,9 @@ pub(crate) fn core(cx: &HostCx) -> &Core {
 pub(crate) fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce(&Core) -> T) -> T {
     let core = core(cx);
     match catch_unwind(AssertUnwindSafe(|| {
-        core.service_boundary();
+        if core.boundary_work() {
+            core.service_boundary();
+        }
         body(core)
     })) {
         Ok(v) => v,
@@ -164,13 +166,13 @@ fn note_name_ok(name: &str) -> bool {
 extern "C" fn trace_enabled(cx: &HostCx) -> bool {
     // A read of a flag, no service boundary: it is not a VMM service (and
     // it cannot panic, so it needs no guard).
-    core(cx).trace.try_borrow().map_or(true, |t| t.enabled())
+    core(cx).trace_on
 }
 
 extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()> {
     guarded(cx, "trace_note", RErr(VmmError::FATAL), |core| {
         // A note without a trace to go to is nothing: not even checked.
-        if !core.trace.borrow().enabled() {
+        if !core.trace_on {
             return ROk(());
         }
         let bad = if !note_name_ok(note.as_str()) {
@@ -424,9 +426,7 @@ extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
 }
 
 extern "C" fn get_vmm_reenter_count(cx: &HostCx) -> u32 {
-    guarded(cx, "Get_VMM_Reenter_Count", 0, |core| {
-        core.frames.borrow().iter().filter(|f| f.0 == Context::Interrupt).count() as u32
-    })
+    guarded(cx, "Get_VMM_Reenter_Count", 0, |core| core.interrupt_frames.get())
 }
 
 extern "C" fn get_vm_info(cx: &HostCx, vm: u32) -> VmmResult<VmInfo> {
@@ -702,6 +702,7 @@ extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
 
 /// Schedule an event, tracing it; its handle.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 fn schedule(
     core: &Core,
     caller: u32,
@@ -940,20 +941,38 @@ extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmR
 
 // ---- critical section and semaphores -------------------------------------------------------------
 
+/// Check the `BLOCK_*` flags of a blocking service: reserved bits (the
+/// 4.0 flags under Windows 3.1) and, for the critical section, Block_Poll
+/// are rejected with a violation.
+fn check_block_flags(core: &Core, service: &'static str, flags: u32, poll_allowed: bool) -> Result<(), VmmError> {
+    let valid = if core.manifest.machine.windows_version.0 < 4 { BLOCK_VALID_31 } else { BLOCK_VALID };
+    if flags & !valid != 0 {
+        core.violation(
+            "RESERVED_FLAGS",
+            format!(
+                "{service} flags {flags:#04X} set bits {:#04X} that are not BLOCK_* flags of this Windows version",
+                flags & !valid
+            ),
+            Some(service),
+        );
+        return Err(VmmError::INVALID_PARAMETER);
+    }
+    if !poll_allowed && flags & BLOCK_POLL != 0 {
+        core.violation("INVALID_PARAMETER", format!("{service} does not allow Block_Poll"), Some(service));
+        return Err(VmmError::INVALID_PARAMETER);
+    }
+    Ok(())
+}
+
 extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
     guarded(cx, "Begin_Critical_Section", RErr(VmmError::FATAL), |core| {
         if !allowed(core, "Begin_Critical_Section", Rule::Sync) {
             return refused();
         }
-        if flags & BLOCK_POLL != 0 {
-            core.violation(
-                "INVALID_PARAMETER",
-                "Begin_Critical_Section does not allow Block_Poll",
-                Some("Begin_Critical_Section"),
-            );
-            return RErr(VmmError::INVALID_PARAMETER);
+        if let Err(e) = check_block_flags(core, "Begin_Critical_Section", flags, false) {
+            return RErr(e);
         }
-        core.claim_critical(1).into()
+        core.claim_critical(1, flags).into()
     })
 }
 
@@ -966,15 +985,18 @@ extern "C" fn end_critical_section(cx: &HostCx) -> VmmResult<()> {
     })
 }
 
-extern "C" fn claim_critical_section(cx: &HostCx, count: u32, _flags: u32) -> VmmResult<()> {
+extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> VmmResult<()> {
     guarded(cx, "Claim_Critical_Section", RErr(VmmError::FATAL), |core| {
         if !allowed(core, "Claim_Critical_Section", Rule::Sync) {
             return refused();
         }
+        if let Err(e) = check_block_flags(core, "Claim_Critical_Section", flags, false) {
+            return RErr(e);
+        }
         if count == 0 {
             return ROk(());
         }
-        core.claim_critical(count).into()
+        core.claim_critical(count, flags).into()
     })
 }
 
@@ -1056,8 +1078,11 @@ extern "C" fn destroy_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
     semaphore_op(cx, "Destroy_Semaphore", Rule::Sync, handle, |core| core.destroy_semaphore(handle))
 }
 
-extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, _flags: u32) -> VmmResult<()> {
-    semaphore_op(cx, "Wait_Semaphore", Rule::Sync, handle, |core| core.wait_semaphore(handle))
+extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, flags: u32) -> VmmResult<()> {
+    semaphore_op(cx, "Wait_Semaphore", Rule::Sync, handle, |core| {
+        check_block_flags(core, "Wait_Semaphore", flags, true)?;
+        core.wait_semaphore(handle, flags)
+    })
 }
 
 extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {

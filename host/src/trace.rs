@@ -374,6 +374,8 @@ pub enum TraceEvent {
         vm: u32,
         /// Claim count afterwards.
         claims: u32,
+        /// The `BLOCK_*` flags the claim was made with (0 where none apply).
+        flags: u32,
     },
     /// A semaphore operation.
     Semaphore {
@@ -385,6 +387,8 @@ pub enum TraceEvent {
         vm: u32,
         /// Tokens afterwards.
         tokens: i32,
+        /// The `BLOCK_*` flags of a `wait` or `block` (0 otherwise).
+        flags: u32,
         /// The device that created the semaphore.
         device: String,
     },

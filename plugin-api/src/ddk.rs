@@ -215,10 +215,19 @@ pub const VMSTAT_SUSPENDED: u32 = 0x0008;
 pub const VMSTAT_NOT_EXECUTEABLE: u32 = 0x0010;
 pub const VMSTAT_PM_EXEC: u32 = 0x0020;
 pub const VMSTAT_PM_APP: u32 = 0x0040;
-pub const VMSTAT_IDLE: u32 = 0x0800;
-pub const VMSTAT_CLOSING: u32 = 0x1000;
-pub const VMSTAT_TS_SCHED: u32 = 0x2000;
+pub const VMSTAT_PM_USE32: u32 = 0x0080;
+pub const VMSTAT_VXD_EXEC: u32 = 0x0100;
+pub const VMSTAT_HIGH_PRI_BACK: u32 = 0x0200;
+/// Blocked on a semaphore or the critical section.
+pub const VMSTAT_BLOCKED: u32 = 0x0400;
+pub const VMSTAT_AWAKENING: u32 = 0x0800;
+pub const VMSTAT_PAGEABLEV86: u32 = 0x1000;
+/// The VM's V86 interrupts are locked (`Block_Svc_If_Ints_Locked` services
+/// interrupts of a blocked VM only then).
+pub const VMSTAT_V86INTSLOCKED: u32 = 0x2000;
 pub const VMSTAT_IDLE_TIMEOUT: u32 = 0x4000;
+pub const VMSTAT_IDLE: u32 = 0x8000;
+pub const VMSTAT_CLOSING: u32 = 0x0001_0000;
 
 // ---- flags register ------------------------------------------------------------
 /// Carry flag (bit 0).
@@ -275,12 +284,26 @@ pub const PEF_VALID: u32 =
     PEF_VALID_31 | PEF_WAIT_NOT_HW_INT | PEF_WAIT_NOT_NESTED_EXEC | PEF_WAIT_IN_PM | PEF_RING0_EVENT | PEF_PROCESS_LAST;
 
 // ---- Block_* flags (Begin_Critical_Section, Wait_Semaphore) ---------------------------
+/// While blocked, the VM's events still run (it "services interrupts").
 pub const BLOCK_SVC_INTS: u32 = 0x01;
+/// As `BLOCK_SVC_INTS`, but only while the VM has `VMSTAT_V86INTSLOCKED`.
 pub const BLOCK_SVC_IF_INTS_LOCKED: u32 = 0x02;
+/// With one of the two above: events that wait for interrupts to be
+/// enabled run even if the blocked VM has them disabled.
 pub const BLOCK_ENABLE_INTS: u32 = 0x04;
+/// The blocked VM keeps the CPU: only VMs of higher priority run until it
+/// wakes. Not allowed for the critical section.
 pub const BLOCK_POLL: u32 = 0x08;
+/// 4.0: the blocked VM counts as idle (the system VM's `Call_When_Idle`
+/// handlers run while it waits).
 pub const BLOCK_THREAD_IDLE: u32 = 0x10;
+/// 4.0: events run while blocked (used with `BLOCK_SVC_INTS`; the emulator
+/// treats it as `BLOCK_SVC_INTS`).
 pub const BLOCK_FORCE_SVC_INTS: u32 = 0x20;
+/// The `BLOCK_*` flags of Windows 3.1.
+pub const BLOCK_VALID_31: u32 = 0x0F;
+/// Every `BLOCK_*` flag (4.0).
+pub const BLOCK_VALID: u32 = 0x3F;
 
 // ---- heap flags ----------------------------------------------------------------
 pub const HEAPZEROINIT: u32 = 0x0000_0001;

@@ -76,12 +76,24 @@ fn install_panic_hook() {
     });
 }
 
-/// Run one entry point of the plugin: catch panics, classify them, and
-/// expose `cx` to the logging bridge for the duration of the call.
-pub(crate) fn entry<T>(cx: Option<&HostCx>, body: impl FnOnce() -> Result<T, PluginError>) -> PluginResult<T> {
+/// Set once the panic hook (and for a separate copy, the logging bridge)
+/// is installed: one load per entry point after that.
+static READY: AtomicBool = AtomicBool::new(false);
+
+#[cold]
+fn prepare() {
     install_panic_hook();
     if SEPARATE_COPY.load(Ordering::Relaxed) {
         crate::log::install_bridge();
+    }
+    READY.store(true, Ordering::Relaxed);
+}
+
+/// Run one entry point of the plugin: catch panics, classify them, and
+/// expose `cx` to the logging bridge for the duration of the call.
+pub(crate) fn entry<T>(cx: Option<&HostCx>, body: impl FnOnce() -> Result<T, PluginError>) -> PluginResult<T> {
+    if !READY.load(Ordering::Relaxed) {
+        prepare();
     }
     let new = cx.map_or(core::ptr::null(), |cx| cx as *const HostCx);
     let previous = FRAME.with(|f| {

@@ -805,6 +805,238 @@ fn semaphore_tokens_and_stale_semaphore_handles() {
     run.trace().expect(json!({"kind": "violation", "code": "INVALID_SEMAPHORE"}));
 }
 
+/// DOS1 blocks on a semaphore at t=10 (in a VM event) with `flags`;
+/// interrupt `poke` at t=20 runs `poke`; `signal` at t=60 wakes DOS1.
+fn blocked_dos1(flags: u32, extra: &str, poke: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
+    let poke = std::rc::Rc::new(poke);
+    Scenario::new(&format!(
+        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n[[vm]]\nname = \"DOS2\"\n{extra}\
+         [[interrupt]]\nname = \"wait\"\nat = 10\n[[interrupt]]\nname = \"poke\"\nat = 20\n\
+         [[interrupt]]\nname = \"signal\"\nat = 60\n"
+    ))
+    .script(move |dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let sem = vmm.create_semaphore(0).unwrap();
+            dev.state.borrow_mut().push(sem.0);
+            vmm.register_interrupt("wait", move |_: &ScriptDevice, vmm, _| {
+                vmm.schedule_vm_event(VmHandle(DOS1), move |dev: &ScriptDevice, vmm, _| {
+                    let sem = SemaphoreHandle(dev.state.borrow()[0]);
+                    dev.note(vmm, format!("waiting t={}", vmm.get_system_time()));
+                    let r = vmm.wait_semaphore(sem, flags);
+                    dev.note(vmm, format!("woke t={} {r:?}", vmm.get_system_time()));
+                })
+                .unwrap();
+            })
+            .unwrap();
+            let p = poke.clone();
+            vmm.register_interrupt("poke", move |dev: &ScriptDevice, vmm, _| p(dev, vmm)).unwrap();
+            vmm.register_interrupt("signal", |dev: &ScriptDevice, vmm, _| {
+                let sem = SemaphoreHandle(dev.state.borrow()[0]);
+                vmm.signal_semaphore(sem).unwrap();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+}
+
+/// A VM event for DOS1 that notes when it ran and whether DOS1 was blocked.
+fn poke_dos1(_dev: &ScriptDevice, vmm: &Vmm<'_>) {
+    vmm.schedule_vm_event(VmHandle(DOS1), |dev: &ScriptDevice, vmm, ev| {
+        let status = vmm.get_vm_info(VmHandle(DOS1)).unwrap().status;
+        dev.note(
+            vmm,
+            format!("event t={} vm={:#x} blocked={}", vmm.get_system_time(), ev.vm.0, status & VMSTAT_BLOCKED != 0),
+        );
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_blocked_vm_runs_no_events_unless_it_waits_with_block_svc_ints() {
+    let run = blocked_dos1(0, "", poke_dos1).run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["waiting t=10", "woke t=60 Ok(())", "event t=60 vm=0x10002 blocked=false"]);
+    run.trace().expect(json!({"kind": "semaphore", "action": "block", "vm": DOS1, "flags": 0}));
+
+    for flags in [BLOCK_SVC_INTS, BLOCK_FORCE_SVC_INTS | BLOCK_SVC_INTS] {
+        let run = blocked_dos1(flags, "", poke_dos1).run();
+        run.assert_ok();
+        assert_eq!(
+            notes(&run),
+            ["waiting t=10", "event t=20 vm=0x10002 blocked=true", "woke t=60 Ok(())"],
+            "flags {flags:#x}"
+        );
+        let t = run.trace();
+        t.expect(json!({"kind": "semaphore", "action": "block", "vm": DOS1, "flags": flags}));
+        t.expect_in_order(&[
+            json!({"kind": "vm_switch", "vm": DOS1, "t": 20}),
+            json!({"kind": "event_dispatched", "event": "vm", "vm": DOS1, "t": 20}),
+            json!({"kind": "semaphore", "action": "wake", "vm": DOS1, "t": 60}),
+        ]);
+    }
+}
+
+#[test]
+fn block_svc_if_ints_locked_services_nothing_while_v86_interrupts_are_not_locked() {
+    // Nothing in the machine locks a VM's V86 interrupts, so the flag alone
+    // behaves like no flag.
+    let run = blocked_dos1(BLOCK_SVC_IF_INTS_LOCKED, "", poke_dos1).run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["waiting t=10", "woke t=60 Ok(())", "event t=60 vm=0x10002 blocked=false"]);
+}
+
+#[test]
+fn block_enable_ints_lets_a_blocked_vm_with_interrupts_disabled_run_events_that_wait_for_sti() {
+    let cli =
+        "[[action]]\nat = 5\nvm = \"DOS1\"\naction = \"cli\"\n[[action]]\nat = 80\nvm = \"DOS1\"\naction = \"sti\"\n";
+    let poke = |_: &ScriptDevice, vmm: &Vmm<'_>| {
+        vmm.call_priority_vm_event(0, VmHandle(DOS1), PEF_WAIT_FOR_STI, 0, note_when_run("sti-event")).unwrap();
+    };
+    // Block_Svc_Ints alone: the event waits for the VM's own STI at t=80.
+    let run = blocked_dos1(BLOCK_SVC_INTS, cli, poke).run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["waiting t=10", "woke t=60 Ok(())", "sti-event t=80 vm=0x10002 timed_out=false"]);
+    // With Block_Enable_Ints, interrupts count as enabled while it waits.
+    let run = blocked_dos1(BLOCK_SVC_INTS | BLOCK_ENABLE_INTS, cli, poke).run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["waiting t=10", "sti-event t=20 vm=0x10002 timed_out=false", "woke t=60 Ok(())"]);
+    // Without a Block_Svc_* flag, Block_Enable_Ints does nothing.
+    let run = blocked_dos1(BLOCK_ENABLE_INTS, cli, poke).run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["waiting t=10", "woke t=60 Ok(())", "sti-event t=80 vm=0x10002 timed_out=false"]);
+}
+
+#[test]
+fn block_poll_keeps_the_cpu_from_vms_of_equal_priority_but_not_from_higher_ones() {
+    let poke = |_: &ScriptDevice, vmm: &Vmm<'_>| {
+        vmm.schedule_vm_event(VmHandle(DOS2), note_when_run("dos2")).unwrap();
+        vmm.call_priority_vm_event(HIGH_PRI_DEVICE_BOOST as i32, VmHandle(SYS), 0, 0, note_when_run("boosted-sys"))
+            .unwrap();
+    };
+    // Without Block_Poll the other VMs run while DOS1 waits.
+    let run = blocked_dos1(0, "", poke).run();
+    run.assert_ok();
+    let n = notes(&run);
+    assert!(n.contains(&"dos2 t=20 vm=0x10003 timed_out=false".to_string()), "{n:?}");
+    assert!(n.contains(&"boosted-sys t=20 vm=0x10001 timed_out=false".to_string()), "{n:?}");
+    // With it, only the boosted system VM runs; DOS2 waits for DOS1 to wake.
+    let run = blocked_dos1(BLOCK_POLL, "", poke).run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            "waiting t=10",
+            "boosted-sys t=20 vm=0x10001 timed_out=false",
+            "woke t=60 Ok(())",
+            "dos2 t=60 vm=0x10003 timed_out=false"
+        ]
+    );
+}
+
+#[test]
+fn polling_for_a_semaphore_only_an_equal_vm_would_signal_is_a_deadlock() {
+    let run =
+        on_go("[[vm]]\nname = \"DOS1\"\n[[vm]]\nname = \"DOS2\"\n[[interrupt]]\nname = \"go\"\nat = 10\n", |_, vmm| {
+            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+                let sem = vmm.create_semaphore(0).unwrap();
+                dev.state.borrow_mut().push(sem.0);
+                vmm.schedule_vm_event(VmHandle(DOS1), |dev: &ScriptDevice, vmm, _| {
+                    let sem = SemaphoreHandle(dev.state.borrow()[0]);
+                    let _ = vmm.wait_semaphore(sem, BLOCK_POLL);
+                })
+                .unwrap();
+                vmm.schedule_vm_event(VmHandle(DOS2), |dev: &ScriptDevice, vmm, _| {
+                    let sem = SemaphoreHandle(dev.state.borrow()[0]);
+                    vmm.signal_semaphore(sem).unwrap();
+                })
+                .unwrap();
+            })
+            .unwrap();
+        })
+        .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("deadlock"), "{e}");
+    run.trace().expect(json!({"kind": "violation", "code": "DEADLOCK"}));
+}
+
+#[test]
+fn block_thread_idle_lets_the_idle_handlers_run_while_the_system_vm_waits() {
+    let case = |flags: u32| {
+        Scenario::new(
+            "[386Enh]\ndevice = [\"SCRIPT\"]\n[[interrupt]]\nname = \"go\"\nat = 10\n\
+             [[interrupt]]\nname = \"signal\"\nat = 60\n",
+        )
+        .script(move |dev, vmm, msg| {
+            if msg.message != DEVICE_INIT {
+                return Carry::Clear;
+            }
+            let sem = vmm.create_semaphore(0).unwrap();
+            dev.state.borrow_mut().extend([sem.0, 0]);
+            vmm.call_when_idle(|dev: &ScriptDevice, vmm, _| {
+                if dev.state.borrow()[1] == 1 {
+                    dev.state.borrow_mut()[1] = 2;
+                    dev.note(vmm, format!("idle while waiting t={}", vmm.get_system_time()));
+                }
+                Carry::Set
+            })
+            .unwrap();
+            vmm.register_interrupt("signal", |dev: &ScriptDevice, vmm, _| {
+                vmm.signal_semaphore(SemaphoreHandle(dev.state.borrow()[0])).unwrap();
+            })
+            .unwrap();
+            vmm.register_interrupt("go", move |_: &ScriptDevice, vmm, _| {
+                vmm.schedule_vm_event(vmm.get_sys_vm_handle(), move |dev: &ScriptDevice, vmm, _| {
+                    let sem = SemaphoreHandle(dev.state.borrow()[0]);
+                    dev.state.borrow_mut()[1] = 1;
+                    vmm.wait_semaphore(sem, flags).unwrap();
+                    dev.state.borrow_mut()[1] = 3;
+                    dev.note(vmm, format!("woke t={}", vmm.get_system_time()));
+                })
+                .unwrap();
+            })
+            .unwrap();
+            Carry::Clear
+        })
+        .run()
+    };
+    let run = case(BLOCK_THREAD_IDLE);
+    run.assert_ok();
+    assert_eq!(notes(&run), ["idle while waiting t=10", "woke t=60"]);
+    let run = case(0);
+    run.assert_ok();
+    assert_eq!(notes(&run), ["woke t=60"]);
+}
+
+#[test]
+fn reserved_block_flags_are_rejected() {
+    let case = |manifest: &str, flags: u32| {
+        let run = on_go(&format!("{manifest}[[interrupt]]\nname = \"go\"\nat = 10\n"), move |_dev, vmm| {
+            vmm.schedule_global_event(move |dev: &ScriptDevice, vmm, _| {
+                let sem = vmm.create_semaphore(1).unwrap();
+                dev.note(vmm, format!("wait {:?}", vmm.wait_semaphore(sem, flags)));
+                dev.note(vmm, format!("crit {:?}", vmm.begin_critical_section(flags)));
+            })
+            .unwrap();
+        })
+        .run();
+        run.assert_ok();
+        let count = run.trace().count(json!({"kind": "violation", "code": "RESERVED_FLAGS"}));
+        (notes(&run), count)
+    };
+    let bad = "Err(VmmError { code: 3 })";
+    assert_eq!(case("", 0x40), (vec![format!("wait {bad}"), format!("crit {bad}")], 2));
+    assert_eq!(case("[machine]\nwindows = \"3.1\"\n", BLOCK_THREAD_IDLE).1, 2);
+    let (n, count) = case("", BLOCK_THREAD_IDLE | BLOCK_SVC_INTS);
+    assert_eq!((n[0].as_str(), count), ("wait Ok(())", 0));
+    let (n, _) = case("", BLOCK_POLL);
+    assert_eq!(
+        n,
+        ["wait Ok(())".to_string(), format!("crit {bad}")],
+        "Block_Poll is not allowed for the critical section"
+    );
+}
+
 // ---- contexts -------------------------------------------------------------------------------
 
 #[test]

@@ -104,7 +104,7 @@ impl Core {
             }
             W386_BEGIN_CRITICAL => {
                 self.set_client_of(vm, c);
-                self.claim_critical(1)?;
+                self.claim_critical(1, 0)?;
                 c = self.client_of(vm).unwrap_or(c);
             }
             W386_END_CRITICAL => {
@@ -323,9 +323,9 @@ impl Core {
             return Err(VmmError::INVALID_HANDLE);
         };
         // The registers before the call, for the trace only.
-        let tracing = self.trace.borrow().enabled();
+        let tracing = self.trace_on;
         let before = if tracing { self.client_of(vm).unwrap_or_default() } else { ClientRegs::default() };
-        let depth = self.nest_depth(vm);
+        let depth = self.nest_mark();
         let outcome = match code {
             DeviceCode::Plugin { inst } => {
                 match self

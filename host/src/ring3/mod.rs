@@ -75,6 +75,9 @@ pub(crate) struct ModuleRec {
     pub(crate) inst: Inst,
     pub(crate) segments: Vec<(String, SegmentKind)>,
     pub(crate) exports: Vec<ExportRec>,
+    /// Per segment, its exports in offset order (the `n`th lives at offset
+    /// `0x10 * n`): resolving a far pointer is two index operations.
+    pub(crate) by_offset: Vec<Vec<usize>>,
     pub(crate) selectors: Vec<u16>,
     pub(crate) hinstance: u16,
     pub(crate) refcount: u32,
@@ -169,8 +172,9 @@ impl Ring3State {
         if !m.alive {
             return Target::Unloaded { module };
         }
-        match m.exports.iter().position(|e| e.segment == segment && e.offset == off) {
-            Some(export) => Target::Export { module, export },
+        let slot = if off % 0x10 == 0 { (off / 0x10).checked_sub(1) } else { None };
+        match slot.and_then(|n| m.by_offset.get(segment as usize)?.get(n as usize)) {
+            Some(&export) => Target::Export { module, export },
             None => Target::Nothing,
         }
     }
@@ -314,7 +318,13 @@ impl Core {
                     arg_bytes: e.arg_bytes,
                 }
             })
-            .collect();
+            .collect::<Vec<ExportRec>>();
+        let mut by_offset = vec![Vec::new(); desc.segments.len()];
+        for (i, e) in exports.iter().enumerate() {
+            if let Some(list) = by_offset.get_mut(e.segment as usize) {
+                list.push(i);
+            }
+        }
         r3.next_hinstance = r3.next_hinstance.max(0x0F00) + 0x10;
         let hinstance = r3.next_hinstance;
         let index = r3.modules.len();
@@ -328,6 +338,7 @@ impl Core {
             inst,
             segments: desc.segments.iter().map(|s| (s.name.as_str().to_string(), s.kind)).collect(),
             exports,
+            by_offset,
             selectors,
             hinstance,
             refcount: 1,
@@ -389,7 +400,8 @@ impl Core {
     /// Whether a VM may run ring-3 code now: not while its code is on the
     /// host stack (nested execution, a blocking wait) .
     fn ring3_runnable_vm(&self, vm: u32) -> bool {
-        !self.waiters.borrow().contains(&vm) && self.vms.borrow().get(vm).is_some_and(|v| v.nest.is_empty())
+        !self.waiters.borrow().contains(&vm)
+            && self.vms.borrow().get(vm).is_some_and(|v| v.nest.is_empty() && v.blocked.is_none())
     }
 
     /// Whether `p` can take a step now.
@@ -406,9 +418,6 @@ impl Core {
     /// Whether `vm` has a ring-3 step ready to run.
     pub(crate) fn ring3_ready(&self, vm: u32) -> bool {
         let r3 = self.ring3.borrow();
-        if !r3.programs.iter().any(|p| p.vm == vm && p.state != ProgState::Ended) {
-            return false;
-        }
         r3.programs.iter().any(|p| p.vm == vm && self.program_ready(p, &r3)) && self.ring3_runnable_vm(vm)
     }
 

@@ -212,7 +212,7 @@ impl Core {
         let AppyRec { flags, scheduled_at, mut cb, .. } = rec;
         let delivered = (flags & CAAFL_RING0) | if timed_out { CAAFL_TIMEOUT } else { 0 };
         let mut regs = Regs { eax: delivered, ebx: vm, ..Regs::default() };
-        let depth = self.nest_depth(vm);
+        let depth = self.nest_mark();
         let (context, result) = if timed_out {
             (Context::Event, cb.call(self, Context::Event, &mut regs))
         } else {

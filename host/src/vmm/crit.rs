@@ -40,7 +40,7 @@ impl Semaphore {
 }
 
 use vmm_plugin_api::abi::VmmError;
-use vmm_plugin_api::ddk::{CRITICAL_SECTION_BOOST, VM_SUSPEND};
+use vmm_plugin_api::ddk::{CRITICAL_SECTION_BOOST, VM_SUSPEND, VMSTAT_BLOCKED};
 
 use crate::machine::Core;
 use crate::trace::TraceEvent;
@@ -56,8 +56,12 @@ pub(crate) fn semaphores() -> Slab<Semaphore> {
 
 impl Core {
     fn crit_trace(&self, action: &'static str, vm: u32) {
+        self.crit_trace_flags(action, vm, 0);
+    }
+
+    fn crit_trace_flags(&self, action: &'static str, vm: u32, flags: u32) {
         let claims = self.crit.borrow().claims;
-        self.trace(|| TraceEvent::CritSection { action, vm, claims });
+        self.trace(|| TraceEvent::CritSection { action, vm, claims, flags });
     }
 
     /// Give the critical section to `vm` with `count` claims (it is free).
@@ -73,7 +77,8 @@ impl Core {
 
     /// Claim the critical section for the current VM, blocking it (other
     /// VMs run meanwhile) while another VM owns it.
-    pub(crate) fn claim_critical(&self, count: u32) -> Result<(), VmmError> {
+    /// `flags` are the wait's `BLOCK_*` flags.
+    pub(crate) fn claim_critical(&self, count: u32, flags: u32) -> Result<(), VmmError> {
         let vm = self.cur_vm.get();
         let owner = self.crit.borrow().owner;
         match owner {
@@ -88,8 +93,8 @@ impl Core {
             }
             Some(_) => {
                 self.crit.borrow_mut().waiters.push_back((vm, count));
-                self.block(vm, Blocked::Crit);
-                self.crit_trace("wait", vm);
+                self.block(vm, Blocked::Crit, flags);
+                self.crit_trace_flags("wait", vm, flags);
                 self.wait_unblocked(vm, "the critical section")
             }
         }
@@ -108,7 +113,7 @@ impl Core {
             }
             Some(_) => {
                 self.crit.borrow_mut().waiters.push_back((vm, 1));
-                self.block(vm, Blocked::Crit);
+                self.block(vm, Blocked::Crit, 0);
                 self.crit_trace("wait", vm);
             }
         }
@@ -183,15 +188,28 @@ impl Core {
         self.suspend_vm(vm).map(|_| ())
     }
 
-    pub(crate) fn block(&self, vm: u32, why: Blocked) {
+    /// Mark `vm` blocked (VMStat_Blocked) with the wait's `BLOCK_*` flags.
+    pub(crate) fn block(&self, vm: u32, why: Blocked, flags: u32) {
         if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
             v.blocked = Some(why);
+            v.block_flags = flags;
+            v.status |= VMSTAT_BLOCKED;
+            if flags != 0 {
+                self.flagged_waits.set(self.flagged_waits.get() + 1);
+            }
         }
     }
 
     pub(crate) fn unblock(&self, vm: u32) {
-        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
+        if let Some(v) = self.vms.borrow_mut().get_mut(vm)
+            && v.blocked.is_some()
+        {
+            if v.block_flags != 0 {
+                self.flagged_waits.set(self.flagged_waits.get() - 1);
+            }
             v.blocked = None;
+            v.block_flags = 0;
+            v.status &= !VMSTAT_BLOCKED;
         }
     }
 
@@ -278,11 +296,16 @@ impl Core {
     }
 
     fn sem_trace(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: u32) {
-        let device = self.instance_name(owner);
-        self.trace(|| TraceEvent::Semaphore { action, handle, vm, tokens, device: device.to_string() });
+        self.sem_trace_flags(action, handle, vm, tokens, owner, 0);
     }
 
-    pub(crate) fn wait_semaphore(&self, h: u32) -> Result<(), VmmError> {
+    fn sem_trace_flags(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: u32, flags: u32) {
+        let device = self.instance_name(owner);
+        self.trace(|| TraceEvent::Semaphore { action, handle, vm, tokens, device: device.to_string(), flags });
+    }
+
+    /// `flags` are the wait's `BLOCK_*` flags.
+    pub(crate) fn wait_semaphore(&self, h: u32, flags: u32) -> Result<(), VmmError> {
         let vm = self.cur_vm.get();
         let (tokens, owner) = {
             let mut sems = self.sems.borrow_mut();
@@ -297,12 +320,12 @@ impl Core {
         };
         match tokens {
             Some(tokens) => {
-                self.sem_trace("wait", h, vm, tokens, owner);
+                self.sem_trace_flags("wait", h, vm, tokens, owner, flags);
                 Ok(())
             }
             None => {
-                self.block(vm, Blocked::Semaphore(h));
-                self.sem_trace("block", h, vm, 0, owner);
+                self.block(vm, Blocked::Semaphore(h), flags);
+                self.sem_trace_flags("block", h, vm, 0, owner, flags);
                 self.wait_unblocked(vm, "a semaphore")?;
                 if self.sems.borrow().contains(h) { Ok(()) } else { Err(VmmError::INVALID_HANDLE) }
             }

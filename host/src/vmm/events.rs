@@ -8,6 +8,7 @@
 //! timed-out events leave a dead entry behind that is skipped when it
 //! reaches a bucket's end.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use vmm_plugin_api::ddk::{
@@ -74,7 +75,7 @@ pub(crate) struct Conditions {
     pub(crate) in_pm: bool,
 }
 
-const CLASS_STI: usize = 1;
+pub(crate) const CLASS_STI: usize = 1;
 const CLASS_NOT_CRIT: usize = 2;
 const CLASS_NOT_HW_INT: usize = 4;
 const CLASS_NOT_NESTED: usize = 8;
@@ -109,23 +110,82 @@ pub(crate) fn class_of(flags: u32) -> usize {
 impl Conditions {
     /// Whether events with `flags` may run now.
     pub(crate) fn allow_flags(&self, flags: u32) -> bool {
-        class_of(flags) & unsatisfied(self) == 0
+        class_of(flags) & self.unsatisfied() == 0
+    }
+
+    /// The wait-class bits whose conditions do not hold.
+    pub(crate) fn unsatisfied(&self) -> usize {
+        let mut u = 0;
+        if !self.sti {
+            u |= CLASS_STI;
+        }
+        if !self.not_crit {
+            u |= CLASS_NOT_CRIT;
+        }
+        if !self.not_hw_int {
+            u |= CLASS_NOT_HW_INT;
+        }
+        if !self.not_nested {
+            u |= CLASS_NOT_NESTED;
+        }
+        if !self.in_pm {
+            u |= CLASS_IN_PM;
+        }
+        u
     }
 }
+
+/// The condition bits that choosing among the buckets in `classes` (see
+/// [`Events::classes`]) needs to know: the union of their wait classes.
+pub(crate) fn conditions_needed(classes: u64) -> usize {
+    let mut needed = 0;
+    let mut bits = classes;
+    while bits != 0 {
+        needed |= bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+    }
+    needed & !CLASS_LAST
+}
+
+/// `RUNNABLE[u]`: the bucket bits of the classes that need none of the
+/// conditions in `u` (a mask of unsatisfied condition bits).
+const RUNNABLE: [u64; 32] = {
+    let mut table = [0u64; 32];
+    let mut u = 0;
+    while u < 32 {
+        let mut class = 0;
+        while class < CLASSES {
+            if class & u == 0 {
+                table[u] |= 1 << class;
+            }
+            class += 1;
+        }
+        u += 1;
+    }
+    table
+};
+
+/// The bucket bits of the classes that may run when the conditions in
+/// `unsatisfied` (see [`Conditions::unsatisfied`]) do not hold.
+pub(crate) fn runnable_classes(unsatisfied: usize) -> u64 {
+    RUNNABLE[unsatisfied & 31]
+}
+
+/// The bucket bits of the first pass: events without `PEF_Process_Last`.
+const FIRST_PASS: u64 = (1 << CLASS_LAST) - 1;
 
 /// The pending events of one VM (or the global ones), by wait class.
 #[derive(Default)]
 struct Queue {
     buckets: Vec<VecDeque<(u64, u32)>>,
-    /// Bit `c` set: bucket `c` may hold entries.
+    /// Bit `c` set: bucket `c` may hold entries (live or dead).
     nonempty: u64,
+    /// Live events.
     live: usize,
-    /// Taken out of the buckets by `take_ready`, not yet removed from the
-    /// slab.
-    picked: usize,
 }
 
 impl Queue {
+    #[inline]
     fn push(&mut self, class: usize, seq: u64, handle: u32) {
         if self.buckets.is_empty() {
             self.buckets.resize_with(CLASSES, VecDeque::new);
@@ -134,27 +194,6 @@ impl Queue {
         self.nonempty |= 1 << class;
         self.live += 1;
     }
-}
-
-/// The classes whose conditions `cond` satisfies, as a bit mask.
-fn unsatisfied(cond: &Conditions) -> usize {
-    let mut u = 0;
-    if !cond.sti {
-        u |= CLASS_STI;
-    }
-    if !cond.not_crit {
-        u |= CLASS_NOT_CRIT;
-    }
-    if !cond.not_hw_int {
-        u |= CLASS_NOT_HW_INT;
-    }
-    if !cond.not_nested {
-        u |= CLASS_NOT_NESTED;
-    }
-    if !cond.in_pm {
-        u |= CLASS_IN_PM;
-    }
-    u
 }
 
 /// All pending events.
@@ -176,6 +215,14 @@ fn is_live(slab: &Slab<EventRec>, seq: u64, handle: u32) -> bool {
 }
 
 impl Events {
+    fn queue(&self, vm: u32) -> Option<&Queue> {
+        if vm == 0 {
+            return Some(&self.global);
+        }
+        self.vms.iter().find(|(v, _)| *v == vm).map(|(_, q)| q)
+    }
+
+    #[inline]
     fn queue_mut(&mut self, vm: u32) -> &mut Queue {
         if vm == 0 {
             return &mut self.global;
@@ -190,6 +237,7 @@ impl Events {
     }
 
     /// Add a pending event; its handle (`None` if the table is full).
+    #[inline]
     pub(crate) fn insert(
         &mut self,
         kind: EventKind,
@@ -207,22 +255,33 @@ impl Events {
         Some(handle)
     }
 
-    /// Remove a pending event by handle (cancel, time-out, or after
-    /// `take_ready` chose it).
+    /// Remove a pending event by handle (cancel).
     pub(crate) fn remove(&mut self, handle: u32) -> Option<EventRec> {
         let rec = self.slab.remove(handle)?;
-        let q = self.queue_mut(rec.target);
-        q.live -= 1;
-        q.picked = q.picked.saturating_sub(1);
+        self.queue_mut(rec.target).live -= 1;
+        Some(rec)
+    }
+
+    /// Remove the pending event `handle` if it is still the one numbered
+    /// `seq` (a time-out names the event it was set for).
+    pub(crate) fn remove_seq(&mut self, handle: u32, seq: u64) -> Option<EventRec> {
+        let rec = self.slab.take_if(handle, |e| e.seq == seq)?;
+        self.queue_mut(rec.target).live -= 1;
         Some(rec)
     }
 
     /// Whether any event is pending for `vm` (0: global).
     pub(crate) fn pending(&self, vm: u32) -> bool {
-        if vm == 0 {
-            return self.global.live > 0;
+        self.queue(vm).is_some_and(|q| q.live > 0)
+    }
+
+    /// The wait classes that may have events pending for `vm` (0: global),
+    /// one bit per class bucket; 0 when none is pending.
+    pub(crate) fn classes(&self, vm: u32) -> u64 {
+        match self.queue(vm) {
+            Some(q) if q.live > 0 => q.nonempty,
+            _ => 0,
         }
-        self.vms.iter().any(|(v, q)| *v == vm && q.live > 0)
     }
 
     /// Total pending events.
@@ -230,50 +289,46 @@ impl Events {
         self.slab.len()
     }
 
-    /// Choose the next event of `vm` (0: the global events) that may run
-    /// under `cond`, in the machine's order, and take it out of its queue.
-    /// The record stays in the slab until [`Events::remove`] moves it out
-    /// (once, where it is used).
-    pub(crate) fn take_ready(&mut self, vm: u32, cond: &Conditions, order: Order, rng: &mut Rng) -> Option<u32> {
-        let slab = &self.slab;
-        let queue = if vm == 0 {
-            &mut self.global
-        } else {
-            match self.vms.iter_mut().find(|(v, _)| *v == vm) {
-                Some((_, q)) => q,
-                None => return None,
-            }
-        };
+    /// Choose the next event of `vm` (0: the global events) whose wait
+    /// class needs none of the conditions in `unsatisfied` (see
+    /// [`Conditions::unsatisfied`]), in the machine's order, and take it
+    /// out: its handle (stale from here on) and record.
+    #[inline]
+    pub(crate) fn take_next(
+        &mut self,
+        vm: u32,
+        unsatisfied: usize,
+        order: Order,
+        rng: &RefCell<Rng>,
+    ) -> Option<(u32, EventRec)> {
+        let Events { slab, global, vms, .. } = self;
+        let queue = if vm == 0 { global } else { &mut vms.iter_mut().find(|(v, _)| *v == vm)?.1 };
         if queue.live == 0 {
             return None;
         }
-        let blocked = unsatisfied(cond);
-        // PEF_Process_Last events are skipped in the first pass.
-        for last_pass in [false, true] {
-            let mut candidates = 0u64;
-            let mut bits = queue.nonempty;
-            while bits != 0 {
-                let class = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if class & blocked == 0 && ((class & CLASS_LAST != 0) == last_pass) {
-                    candidates |= 1 << class;
+        let runnable = queue.nonempty & RUNNABLE[unsatisfied & 31];
+        let lifo = order == Order::Lifo;
+        // PEF_Process_Last events only when no other event is ready.
+        let first = runnable & FIRST_PASS;
+        let picked = match order {
+            Order::Random if first != 0 => pick_random(queue, first, slab, &mut rng.borrow_mut()),
+            _ if first != 0 => pick_ordered(queue, first, slab, lifo),
+            _ => None,
+        };
+        let picked = match picked {
+            None if runnable & !FIRST_PASS != 0 => {
+                let last = runnable & !FIRST_PASS;
+                match order {
+                    Order::Random => pick_random(queue, last, slab, &mut rng.borrow_mut()),
+                    _ => pick_ordered(queue, last, slab, lifo),
                 }
             }
-            if candidates == 0 {
-                continue;
-            }
-            let picked = match order {
-                Order::Lifo | Order::Fifo => {
-                    pick_ordered(&mut queue.buckets, &mut queue.nonempty, candidates, slab, order == Order::Lifo)
-                }
-                Order::Random => pick_random(&mut queue.buckets, &mut queue.nonempty, candidates, slab, rng),
-            };
-            if let Some(handle) = picked {
-                queue.picked += 1;
-                return Some(handle);
-            }
+            picked => picked,
+        };
+        if picked.is_some() {
+            queue.live -= 1;
         }
-        None
+        picked
     }
 
     /// Remove every pending event targeted at `vm` (0: the global ones).
@@ -296,16 +351,34 @@ impl Events {
     }
 }
 
+/// Take the newest (LIFO) or oldest (FIFO) live entry of one bucket out of
+/// the bucket and the slab; dead entries on the way are dropped.
+#[inline(always)]
+fn take_end(b: &mut VecDeque<(u64, u32)>, slab: &mut Slab<EventRec>, lifo: bool) -> Option<(u32, EventRec)> {
+    loop {
+        let (seq, h) = if lifo { b.pop_back() } else { b.pop_front() }?;
+        if let Some(rec) = slab.take_if(h, |e| e.seq == seq) {
+            return Some((h, rec));
+        }
+    }
+}
+
 /// LIFO: the newest live entry at a bucket's back; FIFO: the oldest at a
 /// front. Only buckets in `candidates` are looked at; dead entries at the
 /// ends are dropped on the way, and emptied buckets leave `nonempty`.
-fn pick_ordered(
-    buckets: &mut [VecDeque<(u64, u32)>],
-    nonempty: &mut u64,
-    candidates: u64,
-    slab: &Slab<EventRec>,
-    lifo: bool,
-) -> Option<u32> {
+#[inline(always)]
+fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &mut Slab<EventRec>, lifo: bool) -> Option<(u32, EventRec)> {
+    let Queue { buckets, nonempty, .. } = queue;
+    // One bucket to look at (the common case): its end is the answer.
+    if candidates & (candidates - 1) == 0 {
+        let class = candidates.trailing_zeros() as usize;
+        let b = &mut buckets[class];
+        let picked = take_end(b, slab, lifo);
+        if b.is_empty() {
+            *nonempty &= !(1 << class);
+        }
+        return picked;
+    }
     let mut best: Option<(u64, usize)> = None;
     let mut bits = candidates;
     while bits != 0 {
@@ -341,21 +414,21 @@ fn pick_ordered(
     }
     let (_, class) = best?;
     let b = &mut buckets[class];
-    let (_, h) = if lifo { b.pop_back() } else { b.pop_front() }?;
+    let picked = take_end(b, slab, lifo);
     if b.is_empty() {
         *nonempty &= !(1 << class);
     }
-    Some(h)
+    picked
 }
 
 /// Random: a uniformly chosen entry among the candidate buckets.
 fn pick_random(
-    buckets: &mut [VecDeque<(u64, u32)>],
-    nonempty: &mut u64,
+    queue: &mut Queue,
     candidates: u64,
-    slab: &Slab<EventRec>,
+    slab: &mut Slab<EventRec>,
     rng: &mut Rng,
-) -> Option<u32> {
+) -> Option<(u32, EventRec)> {
+    let Queue { buckets, nonempty, .. } = queue;
     loop {
         let mut total = 0usize;
         let mut bits = candidates;
@@ -378,8 +451,8 @@ fn pick_random(
                 if b.is_empty() {
                     *nonempty &= !(1 << class);
                 }
-                if is_live(slab, seq, h) {
-                    return Some(h);
+                if let Some(rec) = slab.take_if(h, |e| e.seq == seq) {
+                    return Some((h, rec));
                 }
                 break;
             }

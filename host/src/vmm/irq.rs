@@ -62,8 +62,14 @@ impl Core {
     }
 
     /// Take every requested interrupt (not while one is already running).
+    #[inline(always)]
     pub(crate) fn take_pending_interrupts(&self) -> bool {
-        if !self.irq_pending.get() || self.context() == Context::Interrupt {
+        self.irq_pending.get() && self.take_requested_interrupts()
+    }
+
+    #[inline(never)]
+    fn take_requested_interrupts(&self) -> bool {
+        if self.context() == Context::Interrupt {
             return false;
         }
         self.irq_pending.set(false);
@@ -108,15 +114,19 @@ impl Core {
         }
     }
 
+    /// Whether a service boundary has anything to do: an interrupt is
+    /// requested, or random order may inject one. Checked inline at every
+    /// service call; the work itself is [`Core::service_boundary`].
+    #[inline(always)]
+    pub(crate) fn boundary_work(&self) -> bool {
+        self.irq_pending.get() || self.manifest.machine.order == Order::Random
+    }
+
     /// At every service call: take requested interrupts, and in random
     /// order mode sometimes inject one, so devices are re-entered before
     /// their events run (KB Q75009).
+    #[cold]
     pub(crate) fn service_boundary(&self) {
-        // The common case first and cheapest: nothing requested, no
-        // injection.
-        if !self.irq_pending.get() && self.manifest.machine.order != Order::Random {
-            return;
-        }
         if self.context() == Context::Interrupt || self.phase.get() != Phase::Running {
             return;
         }

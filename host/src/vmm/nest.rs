@@ -20,30 +20,56 @@ use crate::trace::TraceEvent;
 use crate::vmm::context::Context;
 use crate::vmm::vm::NestFrame;
 
+/// Counts of nested-execution blocks begun and ended so far (see
+/// [`Core::nest_mark`]).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct NestMark {
+    begun: u64,
+    ended: u64,
+}
+
 /// How many far calls one `Resume_Exec` may run before the VM is declared
 /// stuck (a chain of calls that never returns to the break point).
 const RESUME_LIMIT: u32 = 10_000;
 
 impl Core {
     /// The number of open nested-execution blocks of `vm`.
+    #[inline]
     pub(crate) fn nest_depth(&self, vm: u32) -> usize {
         self.vms.borrow().get(vm).map_or(0, |v| v.nest.len())
     }
 
+    /// Where nested execution stands before a call into a device, for
+    /// [`Core::check_nest_balance`] after it.
+    #[inline]
+    pub(crate) fn nest_mark(&self) -> NestMark {
+        NestMark { begun: self.nest_begun.get(), ended: self.nest_ended.get() }
+    }
+
     /// After a device returned to the VMM: every nested block it began must
     /// be ended. Extra blocks are reported and closed.
-    pub(crate) fn check_nest_balance(&self, vm: u32, depth: usize, what: &str) {
-        let now = self.nest_depth(vm);
-        if now <= depth {
-            return;
+    #[inline]
+    pub(crate) fn check_nest_balance(&self, vm: u32, mark: NestMark, what: &str) {
+        if self.nest_begun.get() != mark.begun {
+            let begun = self.nest_begun.get() - mark.begun;
+            let ended = self.nest_ended.get() - mark.ended;
+            if begun > ended {
+                self.close_unbalanced_nest(vm, begun - ended, what);
+            }
         }
+    }
+
+    #[cold]
+    fn close_unbalanced_nest(&self, vm: u32, open: u64, what: &str) {
         self.violation(
             "NEST_EXEC_NOT_ENDED",
-            format!("{} nested execution block(s) were still open when {what} returned; every Begin_Nest_Exec needs its End_Nest_Exec", now - depth),
+            format!("{open} nested execution block(s) were still open when {what} returned; every Begin_Nest_Exec needs its End_Nest_Exec"),
             Some("End_Nest_Exec"),
         );
-        while self.nest_depth(vm) > depth {
-            let _ = self.end_nest(vm);
+        for _ in 0..open {
+            if self.end_nest(vm).is_err() {
+                break;
+            }
         }
     }
 
@@ -83,10 +109,11 @@ impl Core {
     fn with_client<T>(&self, vm: u32, f: impl FnOnce(&mut ClientRegs, &mut Vec<u8>) -> T) -> Result<T, VmmError> {
         let mut vms = self.vms.borrow_mut();
         let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
-        let mut c = v.client();
-        let r = f(&mut c, &mut v.stack);
-        v.set_client(c);
-        Ok(r)
+        // SAFETY: the client block is only ever accessed through short-lived
+        // accesses like this one; no other reference to it is alive while
+        // the host works on it (the vms borrow is held).
+        let c = unsafe { &mut *v.client_ptr() };
+        Ok(f(c, &mut v.stack))
     }
 
     /// `Begin_Nest_Exec` / `Begin_Nest_V86_Exec`.
@@ -106,6 +133,7 @@ impl Core {
             v.set_client(c);
             v.nest.len()
         };
+        self.nest_begun.set(self.nest_begun.get() + 1);
         self.trace(|| TraceEvent::NestExec { vm, action: "begin", depth, v86 });
         Ok(())
     }
@@ -126,6 +154,7 @@ impl Core {
         };
         match popped {
             Some(depth) => {
+                self.nest_ended.set(self.nest_ended.get() + 1);
                 self.trace(|| TraceEvent::NestExec { vm, action: "end", depth, v86: false });
                 Ok(())
             }

@@ -11,14 +11,14 @@
 //! after the inner ones.
 
 use vmm_plugin_api::abi::Regs;
-use vmm_plugin_api::ddk::{CF_MASK, CRITICAL_SECTION_BOOST, PEF_DONT_UNBOOST, TIME_CRITICAL_BOOST};
+use vmm_plugin_api::ddk::{BLOCK_THREAD_IDLE, CF_MASK, CRITICAL_SECTION_BOOST, PEF_DONT_UNBOOST, TIME_CRITICAL_BOOST};
 
 use crate::machine::Core;
 use crate::manifest::ActionKind;
 use crate::time::Instant;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::vmm::context::Context;
-use crate::vmm::events::{Conditions, EventKind, EventRec};
+use crate::vmm::events::{CLASS_STI, Conditions, EventKind, EventRec, conditions_needed, runnable_classes};
 use crate::vmm::timers::{Due, TimerKind};
 
 /// Why a run loop ended.
@@ -106,29 +106,51 @@ impl Core {
     /// blocking wait, nested execution), or (the system VM) appy-time
     /// events ready to run.
     pub(crate) fn wants_cpu(&self, vm: u32) -> bool {
-        self.waiters.borrow().contains(&vm)
-            || self.ring3_ready(vm)
-            || self.events.borrow().pending(vm)
+        // Cheapest checks first.
+        self.events.borrow().pending(vm)
+            || self.waiters.borrow().contains(&vm)
             || self.timers.borrow().vm_has_timeouts(vm)
+            || self.ring3_ready(vm)
             || (vm == self.sys_vm.get() && self.appy_ready())
     }
 
     /// The VM to run: the highest execution priority among the schedulable
     /// VMs; among equals, the ones with work share time slices round-robin;
     /// with no work anywhere, the system VM idles.
+    ///
+    /// A VM blocked with `Block_Svc_Ints` (or its variants) competes too
+    /// while it has an event ready to run (it runs only its events), and a
+    /// VM blocked with `Block_Poll` keeps the CPU from every VM that does
+    /// not have a higher priority.
     pub(crate) fn pick_vm(&self) -> Option<u32> {
-        let cur = self.cur_vm.get();
-        let vms = self.vms.borrow();
         let waiters = self.waiters.borrow();
         let outer = &waiters[..waiters.len().saturating_sub(1)];
-        let eligible = |v: &&crate::vmm::vm::Vm| v.schedulable() && !outer.contains(&v.handle);
+        if self.flagged_waits.get() == 0 {
+            return self.pick_among(|v| v.schedulable() && !outer.contains(&v.handle));
+        }
+        let poller = {
+            let vms = self.vms.borrow();
+            vms.iter().filter(|v| v.polling()).map(|v| (v.priority(), v.handle)).max()
+        };
+        let picked = self.pick_among(|v| {
+            let runs = (v.schedulable() && !outer.contains(&v.handle))
+                || (v.serves_events() && self.has_ready_event(v.handle));
+            runs && poller.is_none_or(|(floor, p)| v.priority() > floor || v.handle == p)
+        });
+        picked.or(poller.map(|(_, p)| p))
+    }
+
+    /// [`Core::pick_vm`] among the VMs `eligible` accepts.
+    fn pick_among(&self, eligible: impl Fn(&crate::vmm::vm::Vm) -> bool) -> Option<u32> {
+        let cur = self.cur_vm.get();
+        let vms = self.vms.borrow();
         // One pass: the top priority, whether the current VM has it, and how
         // many share it.
         let mut top = 0u32;
         let mut tied = 0usize;
         let mut cur_top = false;
         let mut only = 0u32;
-        for v in vms.iter().filter(eligible) {
+        for v in vms.iter().filter(|v| eligible(v)) {
             let p = v.priority();
             if p > top {
                 (top, tied, cur_top) = (p, 0, false);
@@ -152,7 +174,7 @@ impl Core {
         // current one, else the first.
         let mut first_wanting = None;
         let mut next_wanting = None;
-        for v in vms.iter().filter(eligible).filter(|v| v.priority() == top) {
+        for v in vms.iter().filter(|v| eligible(v) && v.priority() == top) {
             if !self.wants_cpu(v.handle) {
                 continue;
             }
@@ -170,10 +192,28 @@ impl Core {
         if cur_top {
             return Some(cur);
         }
-        if vms.iter().filter(eligible).any(|v| v.handle == sys && v.priority() == top) {
+        if vms.iter().any(|v| eligible(v) && v.handle == sys && v.priority() == top) {
             return Some(sys);
         }
-        vms.iter().filter(eligible).find(|v| v.priority() == top).map(|v| v.handle)
+        vms.iter().find(|v| eligible(v) && v.priority() == top).map(|v| v.handle)
+    }
+
+    /// Whether `vm` has an event that may run now.
+    fn has_ready_event(&self, vm: u32) -> bool {
+        let classes = self.events.borrow().classes(vm);
+        if classes == 0 {
+            return false;
+        }
+        let needed = conditions_needed(classes);
+        let unsatisfied = if needed == 0 { 0 } else { self.unsatisfied(vm, needed) };
+        classes & runnable_classes(unsatisfied) != 0
+    }
+
+    /// Whether `vm`'s own events may run: it is not blocked, or it is
+    /// blocked in a wait that services them.
+    fn events_may_run(&self, vm: u32) -> bool {
+        self.flagged_waits.get() == 0
+            || self.vms.borrow().get(vm).is_none_or(|v| v.blocked.is_none() || v.serves_events())
     }
 
     /// Whether a schedulable VM other than `vm` has a higher priority.
@@ -185,11 +225,16 @@ impl Core {
     }
 
     /// Make `vm` the current VM, calling the task-switch hooks.
+    #[inline(always)]
     pub(crate) fn switch_to(&self, vm: u32) {
-        let old = self.cur_vm.get();
-        if old == vm {
-            return;
+        if self.cur_vm.get() != vm {
+            self.switch_vm(vm);
         }
+    }
+
+    #[inline(never)]
+    fn switch_vm(&self, vm: u32) {
+        let old = self.cur_vm.get();
         self.cur_vm.set(vm);
         self.slice_start.set(self.now.get());
         self.trace(|| TraceEvent::VmSwitch { from: old, vm });
@@ -212,7 +257,7 @@ impl Core {
         let priority = v.priority();
         let crit_free = self.crit.borrow().owner.is_none();
         Conditions {
-            sti: v.interrupts_enabled(),
+            sti: v.sti_for_events(),
             not_crit: crit_free && priority < CRITICAL_SECTION_BOOST,
             not_hw_int: self.context() != Context::Interrupt && priority < TIME_CRITICAL_BOOST,
             not_nested: v.nest.is_empty(),
@@ -220,34 +265,44 @@ impl Core {
         }
     }
 
+    /// The wait-condition bits (see [`Conditions::unsatisfied`]) among
+    /// `needed` that do not hold for `vm` right now: only the conditions
+    /// some pending event waits for are looked at.
+    fn unsatisfied(&self, vm: u32, needed: usize) -> usize {
+        if needed == CLASS_STI {
+            // The common case (PEF_Wait_For_STI alone): one flag to read.
+            let enabled = self.vms.borrow().get(vm).is_some_and(|v| v.sti_for_events());
+            return if enabled { 0 } else { CLASS_STI };
+        }
+        self.conditions(vm).unsatisfied() & needed
+    }
+
     /// Run one ready event: the global ones first, then those of `vm` if it
     /// is about to run, then (the system VM) an appy-time event. Returns
     /// whether one ran.
     pub(crate) fn dispatch_events(&self, vm: Option<u32>) -> bool {
         let order = self.manifest.machine.order;
-        let all = Conditions { sti: true, not_crit: true, not_hw_int: true, not_nested: true, in_pm: true };
-        let global = { self.events.borrow_mut().take_ready(0, &all, order, &mut self.rng.borrow_mut()) };
-        if let Some(h) = global {
-            let rec = self.events.borrow_mut().remove(h);
-            if let Some(rec) = rec {
-                self.run_event(h, rec, false, false);
-            }
+        // Global events wait for nothing.
+        let global = {
+            let mut events = self.events.borrow_mut();
+            if events.pending(0) { events.take_next(0, 0, order, &self.rng) } else { None }
+        };
+        if let Some((h, rec)) = global {
+            self.run_event(h, rec, false, false);
             return true;
         }
         let Some(vm) = vm else { return false };
-        // The conditions cost more than the common answer: nothing pending.
-        let local = if self.events.borrow().pending(vm) {
-            let cond = self.conditions(vm);
-            self.events.borrow_mut().take_ready(vm, &cond, order, &mut self.rng.borrow_mut())
-        } else {
-            None
-        };
-        if let Some(h) = local {
-            let rec = self.events.borrow_mut().remove(h);
-            if let Some(rec) = rec {
+        let classes = self.events.borrow().classes(vm);
+        if classes != 0 && self.events_may_run(vm) {
+            // The conditions cost more than the common answer: the events
+            // pending wait for none of them.
+            let needed = conditions_needed(classes);
+            let unsatisfied = if needed == 0 { 0 } else { self.unsatisfied(vm, needed) };
+            let local = self.events.borrow_mut().take_next(vm, unsatisfied, order, &self.rng);
+            if let Some((h, rec)) = local {
                 self.run_event(h, rec, false, false);
+                return true;
             }
-            return true;
         }
         self.run_not_critical() || self.dispatch_appy(Some(vm))
     }
@@ -260,7 +315,7 @@ impl Core {
         let EventRec { kind, target, flags, boost, scheduled_at, mut cb, .. } = rec;
         // ESI: the event's own handle (0 inline), so a device can forget it.
         let mut regs = Regs { ebx: vm, esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
-        let depth = self.nest_depth(vm);
+        let depth = self.nest_mark();
         let result = cb.call(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "an event callback");
         if kind == EventKind::Priority && boost != 0 && (flags & PEF_DONT_UNBOOST == 0 || timed_out) {
@@ -381,6 +436,9 @@ impl Core {
             return true;
         }
         let vm = self.cur_vm.get();
+        if !self.timers.borrow().has_vm_timeouts() {
+            return false;
+        }
         let exec = self.vms.borrow().get(vm).map(|v| v.exec_time);
         if let Some(exec) = exec {
             let next = self.timers.borrow().next_vm_timeout(vm);
@@ -401,12 +459,9 @@ impl Core {
                 self.fire_timeout(h, late);
             }
             TimerKind::EventTimeout(h, seq) => {
-                let live = self.events.borrow().slab.get(h).is_some_and(|e| e.seq == seq);
-                if live {
-                    let rec = self.events.borrow_mut().remove(h);
-                    if let Some(rec) = rec {
-                        self.run_event(h, rec, false, true);
-                    }
+                let rec = self.events.borrow_mut().remove_seq(h, seq);
+                if let Some(rec) = rec {
+                    self.run_event(h, rec, false, true);
                 }
             }
             TimerKind::AppyTimeout(h, seq) => self.appy_timed_out(h, seq),
@@ -428,7 +483,7 @@ impl Core {
         let ms = rec.ms;
         let mut cb = rec.cb;
         let mut regs = Regs { ebx: vm, ecx: late_ms, ..Regs::default() };
-        let depth = self.nest_depth(vm);
+        let depth = self.nest_mark();
         let result = cb.call(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "a time-out callback");
         self.trace(|| TraceEvent::Timeout {
@@ -459,8 +514,7 @@ impl Core {
     /// `false` if nothing ever will.
     fn idle(&self, vm: Option<u32>) -> bool {
         let now = self.now.get();
-        let sys = self.sys_vm.get();
-        if vm == Some(sys) && self.idle_notified.get() != Some(now) {
+        if self.idle_notified.get() != Some(now) && self.system_idle(vm) {
             self.idle_notified.set(Some(now));
             if self.call_idle_handlers() {
                 return true;
@@ -481,7 +535,9 @@ impl Core {
             }
             // Another VM with work at the same priority gets the rest of the
             // slice's time.
-            let others_want = self.others_with_work(vm);
+            // (Not while `vm` polls: it keeps the CPU from them.)
+            let polls = self.flagged_waits.get() > 0 && self.vms.borrow().get(vm).is_some_and(|v| v.polling());
+            let others_want = !polls && self.others_with_work(vm);
             if others_want {
                 let end = self.slice_start.get() + self.manifest.machine.time_slice;
                 let end = if end <= now { now + self.manifest.machine.time_slice } else { end };
@@ -491,6 +547,20 @@ impl Core {
         let Some(next) = next else { return false };
         self.advance_to(next.max(now), vm);
         true
+    }
+
+    /// Whether the system VM is idle when nothing can run and `vm` was
+    /// chosen: it was chosen and is not blocked, or it is blocked with
+    /// `Block_Thread_Idle`.
+    fn system_idle(&self, vm: Option<u32>) -> bool {
+        let sys = self.sys_vm.get();
+        if self.flagged_waits.get() > 0
+            && let Some(v) = self.vms.borrow().get(sys)
+            && v.blocked.is_some()
+        {
+            return v.block_flags & BLOCK_THREAD_IDLE != 0;
+        }
+        vm == Some(sys)
     }
 
     /// Whether a schedulable VM other than `vm`, at `vm`'s priority, has work.

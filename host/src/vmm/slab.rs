@@ -37,6 +37,7 @@ impl<T> Slab<T> {
     }
 
     /// Insert; the new handle. `None` when all 2^21 slots are in use.
+    #[inline]
     pub(crate) fn insert(&mut self, value: T) -> Option<u32> {
         let index = match self.free.pop() {
             Some(i) => i,
@@ -55,6 +56,7 @@ impl<T> Slab<T> {
         Some((self.tag << TAG_SHIFT) | ((e.generation as u32) << GEN_SHIFT) | (index + 1))
     }
 
+    #[inline]
     fn index(&self, handle: u32) -> Option<usize> {
         if handle >> TAG_SHIFT != self.tag {
             return None;
@@ -79,8 +81,18 @@ impl<T> Slab<T> {
     }
 
     pub(crate) fn remove(&mut self, handle: u32) -> Option<T> {
+        self.take_if(handle, |_| true)
+    }
+
+    /// Remove the value of `handle` if `pred` accepts it.
+    #[inline(always)]
+    pub(crate) fn take_if(&mut self, handle: u32, pred: impl FnOnce(&T) -> bool) -> Option<T> {
         let i = self.index(handle)?;
-        let v = self.entries[i].value.take();
+        let slot = &mut self.entries[i].value;
+        if !pred(slot.as_ref()?) {
+            return None;
+        }
+        let v = slot.take();
         self.free.push(i as u32);
         self.len -= 1;
         v

@@ -119,7 +119,15 @@ impl Timers {
 
     /// The earliest `Set_VM_Time_Out` of `vm`: (due execution time, handle).
     pub(crate) fn next_vm_timeout(&self, vm: u32) -> Option<(Duration, u32)> {
+        if self.vm_due.is_empty() {
+            return None;
+        }
         self.vm_due.range((vm, Duration::ZERO, 0)..).next().filter(|(v, _, _)| *v == vm).map(|(_, d, h)| (*d, *h))
+    }
+
+    /// Whether any VM has a pending `Set_VM_Time_Out`.
+    pub(crate) fn has_vm_timeouts(&self) -> bool {
+        !self.vm_due.is_empty()
     }
 
     /// Whether `vm` has a pending `Set_VM_Time_Out`.

@@ -6,7 +6,10 @@ use std::cell::UnsafeCell;
 use std::rc::Rc;
 
 use vmm_plugin_api::abi::ClientRegs;
-use vmm_plugin_api::ddk::{IF_MASK, VMSTAT_PM_APP, VMSTAT_PM_EXEC};
+use vmm_plugin_api::ddk::{
+    BLOCK_ENABLE_INTS, BLOCK_FORCE_SVC_INTS, BLOCK_POLL, BLOCK_SVC_IF_INTS_LOCKED, BLOCK_SVC_INTS, IF_MASK,
+    VMSTAT_PM_APP, VMSTAT_PM_EXEC, VMSTAT_V86INTSLOCKED,
+};
 
 use crate::time::Duration;
 
@@ -61,6 +64,8 @@ pub(crate) struct Vm {
     pub(crate) suspend_count: u32,
     /// Waiting for the critical section or a semaphore.
     pub(crate) blocked: Option<Blocked>,
+    /// The `BLOCK_*` flags of that wait.
+    pub(crate) block_flags: u32,
     /// The simulated ring-3 stack segment (SS), addressed by SP.
     pub(crate) stack: Vec<u8>,
 }
@@ -97,6 +102,7 @@ impl Vm {
             pm,
             suspend_count: 0,
             blocked: None,
+            block_flags: 0,
             stack: vec![0; STACK_SIZE],
         }
     }
@@ -136,9 +142,34 @@ impl Vm {
         self.life == VmLife::Running && self.suspend_count == 0 && self.blocked.is_none()
     }
 
+    /// Whether the VM is blocked but its events run (`Block_Svc_Ints`,
+    /// `Block_Force_Svc_Ints`, or `Block_Svc_If_Ints_Locked` while its V86
+    /// interrupts are locked).
+    pub(crate) fn serves_events(&self) -> bool {
+        self.blocked.is_some()
+            && (self.block_flags & (BLOCK_SVC_INTS | BLOCK_FORCE_SVC_INTS) != 0
+                || (self.block_flags & BLOCK_SVC_IF_INTS_LOCKED != 0 && self.status & VMSTAT_V86INTSLOCKED != 0))
+    }
+
+    /// Whether the VM is blocked with `Block_Poll` (it keeps the CPU).
+    pub(crate) fn polling(&self) -> bool {
+        self.blocked.is_some() && self.block_flags & BLOCK_POLL != 0
+    }
+
+    /// Whether events waiting for interrupts to be enabled may run: the VM
+    /// has them enabled, or it serves events while blocked with
+    /// `Block_Enable_Ints`.
+    #[inline]
+    pub(crate) fn sti_for_events(&self) -> bool {
+        self.interrupts_enabled() || (self.block_flags & BLOCK_ENABLE_INTS != 0 && self.serves_events())
+    }
+
     /// Whether the VM has interrupts enabled.
+    #[inline]
     pub(crate) fn interrupts_enabled(&self) -> bool {
-        self.client().eflags & IF_MASK != 0
+        // SAFETY: as in `client`; only the flags word is read.
+        let eflags = unsafe { std::ptr::addr_of!((*self.client.get()).eflags).read() };
+        eflags & IF_MASK != 0
     }
 
     /// Base priority plus boosts, clamped to the DDK's range.
