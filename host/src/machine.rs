@@ -137,6 +137,9 @@ pub(crate) struct Core {
     /// VMs blocked with `BLOCK_*` flags (when 0, the scheduler skips the
     /// checks those flags need).
     pub(crate) flagged_waits: Cell<u32>,
+    /// The last VM choice that only VM states decided, with the VM table
+    /// epoch it was taken at.
+    pub(crate) pick_memo: Cell<Option<(u64, u32)>>,
     /// Whether trace records are wanted (fixed when the machine is built;
     /// a cheaper check than borrowing the trace).
     pub(crate) trace_on: bool,
@@ -262,6 +265,7 @@ impl Core {
             nest_begun: Cell::new(0),
             nest_ended: Cell::new(0),
             flagged_waits: Cell::new(0),
+            pick_memo: Cell::new(None),
             cb_area_size: Cell::new(0),
             violation_count: Cell::new(0),
         }
@@ -373,7 +377,12 @@ impl Core {
 
     /// The context handed to `instance`'s code.
     pub(crate) fn cx(&self, instance: u32) -> HostCx {
-        HostCx { services: crate::services::SERVICES, machine: self as *const Core as *const c_void, caller: instance }
+        HostCx {
+            services: crate::services::SERVICES,
+            machine: self as *const Core as *const c_void,
+            caller: instance,
+            tracing: self.trace_on,
+        }
     }
 
     /// The instance pointer of a usable plugin instance.

@@ -337,7 +337,8 @@ pub enum ApiMode {
     Pm = 1,
 }
 
-/// A callback a plugin hands to the host (events, time-outs, hooks, ...).
+/// What the host may do with one kind of callback: one static table per
+/// closure type, shared by all its registrations.
 ///
 /// `call` receives the registration's `data`, the owning instance's `this`
 /// and the callback registers (EBX = current VM, EDX = reference data, ...).
@@ -346,18 +347,34 @@ pub enum ApiMode {
 /// (cancelled), and for a repeating callback when it is discarded.
 #[repr(C)]
 #[derive(StableAbi)]
-pub struct RawCallback {
+pub struct CallbackVTable {
     /// Invoke the callback.
     pub call:
         extern "C" fn(data: *mut c_void, this: *const c_void, cx: &HostCx, regs: &mut Regs) -> PluginResult<Carry>,
     /// Release `data`.
     pub drop: extern "C" fn(data: *mut c_void),
-    /// Plugin-owned state of the callback (a boxed closure).
-    pub data: *mut c_void,
     /// A name for traces, such as the closure's type name.
-    pub name: RStr<'static>,
+    pub name: extern "C" fn() -> RStr<'static>,
     /// The first call consumes the callback (events, time-outs).
     pub once: bool,
+}
+
+/// A callback a plugin hands to the host (events, time-outs, hooks, ...):
+/// two words, so registering and dispatching one moves little.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct RawCallback {
+    /// The operations of this kind of callback (static in the plugin).
+    pub vtable: &'static CallbackVTable,
+    /// Plugin-owned state of the callback (a boxed closure).
+    pub data: *mut c_void,
+}
+
+impl RawCallback {
+    /// The name for traces.
+    pub fn name(&self) -> &'static str {
+        (self.vtable.name)().as_str()
+    }
 }
 
 /// A message as `GetMessage` returns it (Win16 `MSG`).
@@ -493,6 +510,9 @@ pub struct HostCx {
     pub machine: *const c_void,
     /// The instance being called (host bookkeeping).
     pub caller: u32,
+    /// Whether the host keeps a trace: when not, devices need not build
+    /// trace notes at all.
+    pub tracing: bool,
 }
 
 /// The type of a [`NoteField`]'s value.

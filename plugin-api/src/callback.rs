@@ -7,17 +7,38 @@
 //! costs no allocation.
 
 use core::ffi::c_void;
+use core::marker::PhantomData;
 
 use abi_stable::std_types::RStr;
 
-use crate::abi::{Carry, HostCx, PluginResult, RawCallback, Regs};
+use crate::abi::{CallbackVTable, Carry, HostCx, PluginResult, RawCallback, Regs};
 use crate::guard::{InstanceBox, entry};
 use crate::vmm::Vmm;
 
-/// Build a callback that runs at most once; `name` labels it in traces.
-/// The call consumes the closure (a closure that captures nothing costs no
+/// Names a callback in traces after type `N` (the closure the device
+/// passed, not the SDK's wrapper around it).
+pub(crate) struct Named<N>(PhantomData<fn() -> N>);
+
+impl<N> Named<N> {
+    /// Name after `N`.
+    pub(crate) fn new() -> Self {
+        Named(PhantomData)
+    }
+
+    /// Name after the type of `_value`.
+    pub(crate) fn of(_value: &N) -> Self {
+        Named(PhantomData)
+    }
+}
+
+extern "C" fn name_of<N>() -> RStr<'static> {
+    RStr::from_str(core::any::type_name::<N>())
+}
+
+/// Build a callback that runs at most once, named after `N`. The call
+/// consumes the closure (a closure that captures nothing costs no
 /// allocation at all).
-pub(crate) fn once<D, F>(name: &'static str, f: F) -> RawCallback
+pub(crate) fn once<D, N, F>(_name: Named<N>, f: F) -> RawCallback
 where
     D: 'static,
     F: FnOnce(&D, &Vmm<'_>, &mut Regs) -> Carry + 'static,
@@ -47,17 +68,13 @@ where
         });
     }
     RawCallback {
-        call: call::<D, F>,
-        drop: drop_once::<F>,
+        vtable: &const { CallbackVTable { call: call::<D, F>, drop: drop_once::<F>, name: name_of::<N>, once: true } },
         data: Box::into_raw(Box::new(f)) as *mut c_void,
-        name: RStr::from_str(name),
-        once: true,
     }
 }
 
-/// Build a callback that may run any number of times; `name` labels it in
-/// traces.
-pub(crate) fn repeating<D, F>(name: &'static str, f: F) -> RawCallback
+/// Build a callback that may run any number of times, named after `N`.
+pub(crate) fn repeating<D, N, F>(_name: Named<N>, f: F) -> RawCallback
 where
     D: 'static,
     F: Fn(&D, &Vmm<'_>, &mut Regs) -> Carry + 'static,
@@ -85,10 +102,7 @@ where
         });
     }
     RawCallback {
-        call: call::<D, F>,
-        drop: drop_repeating::<F>,
+        vtable: &const { CallbackVTable { call: call::<D, F>, drop: drop_repeating::<F>, name: name_of::<N>, once: false } },
         data: Box::into_raw(Box::new(f)) as *mut c_void,
-        name: RStr::from_str(name),
-        once: false,
     }
 }

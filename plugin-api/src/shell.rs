@@ -17,12 +17,10 @@
 //! otherwise the call is the fatal "Invalid VxD dynamic link call", as a
 //! `VxDCall` to a missing service was.
 
-use core::any::type_name;
-
 use abi_stable::std_types::{RNone, RResult, RSlice, RSome, RStr};
 
 use crate::abi::{Carry, HostCx, Regs, ShellServices_Ref, VmmError};
-use crate::callback::{once, repeating};
+use crate::callback::{Named, once, repeating};
 use crate::ddk::{
     CAAFL_RING0, CAAFL_TIMEOUT, SHEX_DWRESERVED, SHEX_DWSIZE, SHEX_DWTOTALSIZE, SHEX_IBDIR, SHEX_IBFILE, SHEX_IBOP,
     SHEX_IBPARAMS, SHEX_NCMDSHOW, SHEXPACKET_SIZE, SW_SHOWNORMAL,
@@ -248,7 +246,7 @@ impl<'a> Shell<'a> {
         caption: Option<&str>,
         f: impl FnOnce(&D, &Vmm<'_>, u32) + 'static,
     ) -> Option<EventHandle> {
-        let cb = once(type_name_of(&f), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let cb = once(Named::of(&f), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, r.eax);
             Carry::Clear
         });
@@ -288,7 +286,7 @@ impl<'a> Shell<'a> {
         lparam: u32,
         f: impl FnOnce(&D, &Vmm<'_>, bool) + 'static,
     ) -> bool {
-        let cb = once(type_name_of(&f), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let cb = once(Named::of(&f), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, r.eax != 0);
             Carry::Clear
         });
@@ -324,7 +322,7 @@ impl<'a> Shell<'a> {
         timeout_ms: u32,
         f: impl FnOnce(&D, &Vmm<'_>, AppyTime) + 'static,
     ) -> Option<AppyHandle> {
-        let cb = once(type_name_of(&f), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let cb = once(Named::of(&f), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, AppyTime { vm: VmHandle(r.ebx), flags: r.eax });
             Carry::Clear
         });
@@ -380,7 +378,7 @@ impl<'a> Shell<'a> {
         call_order: u32,
         f: F,
     ) -> Option<SysBHookHandle> {
-        let cb = repeating(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             r.eax = f(d, vmm, SystemBroadcast { vm: VmHandle(r.ebx), msg: r.eax, wparam: r.ecx, lparam: r.edx });
             Carry::Clear
         });
@@ -500,11 +498,6 @@ impl<'a> Vmm<'a> {
     pub fn shell(&self) -> Shell<'a> {
         Shell::new(self.host_cx())
     }
-}
-
-/// The closure's type name, for traces.
-fn type_name_of<F>(_: &F) -> &'static str {
-    type_name::<F>()
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@
 //! after init, ...) is reported as a `violation` in the trace and returns
 //! [`VmmError::VIOLATION`].
 
-use core::any::type_name;
 use core::fmt;
 
 use abi_stable::std_types::{RSlice, RSliceMut, RStr};
@@ -20,7 +19,7 @@ use crate::abi::{
     Carry, ClientRegs, CritStatus, HostCx, HostServices_Ref, NoteField, NoteKind, ProfileStatus, Regs, ServiceCall,
     VmInfo, VmmError,
 };
-use crate::callback::{once, repeating};
+use crate::callback::{Named, once, repeating};
 use crate::client::Client;
 use crate::ddk::CF_MASK;
 use crate::guard::fatal_exit;
@@ -169,21 +168,21 @@ fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError>
 }
 
 fn event_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, Event) + 'static>(f: F) -> crate::abi::RawCallback {
-    once(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+    once(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
         f(d, vmm, Event { vm: VmHandle(r.ebx), timed_out: r.flags & CF_MASK != 0, handle: EventHandle(r.esi) });
         Carry::Clear
     })
 }
 
 fn vm_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, VmHandle) + 'static>(f: F) -> crate::abi::RawCallback {
-    once(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+    once(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
         f(d, vmm, VmHandle(r.ebx));
         Carry::Clear
     })
 }
 
 fn timeout_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, Timeout) + 'static>(f: F) -> crate::abi::RawCallback {
-    once(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+    once(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
         f(d, vmm, Timeout { vm: VmHandle(r.ebx), late_ms: r.ecx });
         Carry::Clear
     })
@@ -254,13 +253,11 @@ impl<'a> Vmm<'a> {
     /// # Ok(()) }
     /// ```
     pub fn trace_note<const N: usize>(&self, note: &str, fields: &[(&str, NoteValue<'_>); N]) -> Result<(), VmmError> {
-        let Some(f) = self.svc().trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
         // Without a trace the note goes nowhere: do not build it.
-        if let Some(enabled) = self.svc().trace_enabled()
-            && !enabled(self.cx)
-        {
+        if !self.cx.tracing {
             return Ok(());
         }
+        let Some(f) = self.svc().trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
         if N > MAX_NOTE_FIELDS {
             return Err(VmmError::INVALID_PARAMETER);
         }
@@ -523,7 +520,7 @@ impl<'a> Vmm<'a> {
         &self,
         f: F,
     ) -> Result<(), VmmError> {
-        let cb = repeating(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, VmHandle(r.eax), VmHandle(r.ebx));
             Carry::Clear
         });
@@ -537,7 +534,7 @@ impl<'a> Vmm<'a> {
         &self,
         f: F,
     ) -> Result<(), VmmError> {
-        let cb = repeating(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| f(d, vmm, VmHandle(r.ebx)));
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| f(d, vmm, VmHandle(r.ebx)));
         res((self.vms().call_when_idle())(self.cx, cb))
     }
 
@@ -708,7 +705,7 @@ impl<'a> Vmm<'a> {
         name: &str,
         f: F,
     ) -> Result<IrqHandle, VmmError> {
-        let cb = repeating(type_name::<F>(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, IrqHandle(r.eax));
             Carry::Clear
         });

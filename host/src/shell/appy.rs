@@ -134,7 +134,12 @@ impl Core {
     /// to run its own code (not blocked, not waiting inside a device call,
     /// not in nested execution, interrupts enabled), the critical section is
     /// free, and no appy-time callback is already running.
+    #[inline]
     pub(crate) fn appy_ready(&self) -> bool {
+        self.shell.appy.borrow().len() != 0 && self.appy_ready_slow()
+    }
+
+    fn appy_ready_slow(&self) -> bool {
         if self.shell.appy.borrow().len() == 0
             || !self.appy_available()
             || self.shell.appy_depth.get() != 0

@@ -30,7 +30,7 @@ impl Callback {
     /// when a record is written).
     pub(crate) fn label(&self) -> &'static str {
         match self {
-            Callback::Plugin { raw, .. } => raw.name.as_str(),
+            Callback::Plugin { raw, .. } => raw.name(),
             Callback::Host { name, .. } => name,
         }
     }
@@ -57,8 +57,8 @@ impl Callback {
                 let Some(this) = core.instance_this(*owner) else {
                     return CallOutcome::Skipped;
                 };
-                let (call, data) = (raw.call, raw.data);
-                *spent = raw.once;
+                let (call, data) = (raw.vtable.call, raw.data);
+                *spent = raw.vtable.once;
                 match core.invoke_checked(*owner, "callback", context, |cx| call(data, this, cx, regs)) {
                     Ok(c) => c.into(),
                     Err(o) => o,
@@ -74,7 +74,7 @@ impl Drop for Callback {
         if let Callback::Plugin { raw, spent, .. } = self
             && !*spent
         {
-            (raw.drop)(raw.data);
+            (raw.vtable.drop)(raw.data);
         }
     }
 }

@@ -310,20 +310,23 @@ impl Events {
         let lifo = order == Order::Lifo;
         // PEF_Process_Last events only when no other event is ready.
         let first = runnable & FIRST_PASS;
-        let picked = match order {
-            Order::Random if first != 0 => pick_random(queue, first, slab, &mut rng.borrow_mut()),
-            _ if first != 0 => pick_ordered(queue, first, slab, lifo),
-            _ => None,
-        };
-        let picked = match picked {
-            None if runnable & !FIRST_PASS != 0 => {
-                let last = runnable & !FIRST_PASS;
-                match order {
-                    Order::Random => pick_random(queue, last, slab, &mut rng.borrow_mut()),
-                    _ => pick_ordered(queue, last, slab, lifo),
-                }
+        if first != 0 {
+            let picked = match order {
+                Order::Random => pick_random(queue, first, slab, &mut rng.borrow_mut()),
+                _ => pick_ordered(queue, first, slab, lifo),
+            };
+            if picked.is_some() {
+                queue.live -= 1;
+                return picked;
             }
-            picked => picked,
+        }
+        let last = runnable & !FIRST_PASS;
+        if last == 0 {
+            return None;
+        }
+        let picked = match order {
+            Order::Random => pick_random(queue, last, slab, &mut rng.borrow_mut()),
+            _ => pick_ordered(queue, last, slab, lifo),
         };
         if picked.is_some() {
             queue.live -= 1;

@@ -18,7 +18,7 @@ use crate::machine::Core;
 use crate::ring3::{NEST_BREAKPOINT, Target};
 use crate::trace::TraceEvent;
 use crate::vmm::context::Context;
-use crate::vmm::vm::NestFrame;
+use crate::vmm::vm::{NestFrame, Stack};
 
 /// Counts of nested-execution blocks begun and ended so far (see
 /// [`Core::nest_mark`]).
@@ -106,7 +106,7 @@ impl Core {
         true
     }
 
-    fn with_client<T>(&self, vm: u32, f: impl FnOnce(&mut ClientRegs, &mut Vec<u8>) -> T) -> Result<T, VmmError> {
+    fn with_client<T>(&self, vm: u32, f: impl FnOnce(&mut ClientRegs, &mut Stack) -> T) -> Result<T, VmmError> {
         let mut vms = self.vms.borrow_mut();
         let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
         // SAFETY: the client block is only ever accessed through short-lived
@@ -303,8 +303,10 @@ impl Core {
         // the nested block.
         if self.higher_priority_vm(vm) {
             self.waiters.borrow_mut().push(vm);
+            self.vms.borrow_mut().touch();
             let end = self.run_until(&|c: &Core| c.cur_vm.get() == vm, None);
             self.waiters.borrow_mut().pop();
+            self.vms.borrow_mut().touch();
             if end != crate::vmm::sched::LoopEnd::Done {
                 return Err(VmmError::FATAL);
             }
@@ -313,14 +315,14 @@ impl Core {
     }
 }
 
-fn push16(c: &mut ClientRegs, stack: &mut [u8], value: u16) {
+fn push16(c: &mut ClientRegs, stack: &mut Stack, value: u16) {
     let sp = (c.esp.wrapping_sub(2)) & 0xFFFF;
     stack[sp as usize] = value as u8;
     stack[(sp as usize + 1) & 0xFFFF] = (value >> 8) as u8;
     c.esp = (c.esp & 0xFFFF_0000) | sp;
 }
 
-fn pop16(c: &mut ClientRegs, stack: &[u8]) -> u16 {
+fn pop16(c: &mut ClientRegs, stack: &Stack) -> u16 {
     let sp = c.esp & 0xFFFF;
     let v = stack[sp as usize] as u16 | ((stack[(sp as usize + 1) & 0xFFFF] as u16) << 8);
     c.esp = (c.esp & 0xFFFF_0000) | ((sp + 2) & 0xFFFF);
@@ -328,7 +330,7 @@ fn pop16(c: &mut ClientRegs, stack: &[u8]) -> u16 {
 }
 
 /// Copy `out.len()` bytes from SS:SP+`skip`.
-fn read_stack(c: &ClientRegs, stack: &[u8], skip: usize, out: &mut [u8]) {
+fn read_stack(c: &ClientRegs, stack: &Stack, skip: usize, out: &mut [u8]) {
     let sp = (c.esp & 0xFFFF) as usize;
     for (i, b) in out.iter_mut().enumerate() {
         *b = stack[(sp + skip + i) & 0xFFFF];
@@ -336,7 +338,7 @@ fn read_stack(c: &ClientRegs, stack: &[u8], skip: usize, out: &mut [u8]) {
 }
 
 /// `RETF n`: pop IP and CS, then `n` bytes of arguments.
-fn retf(c: &mut ClientRegs, stack: &[u8], n: usize) {
+fn retf(c: &mut ClientRegs, stack: &Stack, n: usize) {
     c.eip = pop16(c, stack) as u32;
     c.cs = pop16(c, stack) as u32;
     c.esp = (c.esp & 0xFFFF_0000) | ((c.esp + n as u32) & 0xFFFF);
@@ -349,7 +351,7 @@ mod tests {
     #[test]
     fn pascal_frame_round_trip_on_the_stack() {
         let mut c = ClientRegs { esp: 0xFFFE, cs: 0x10, eip: 0x20, ..ClientRegs::default() };
-        let mut stack = vec![0u8; 0x10000];
+        let mut stack: Box<Stack> = Box::new([0u8; 0x10000]);
         // hwnd, msg, wParam, HIWORD(lParam), LOWORD(lParam)
         for w in [0x1234u16, 0x0500, 7, 0xDEAD, 0xBEEF] {
             push16(&mut c, &mut stack, w);

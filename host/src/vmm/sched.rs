@@ -42,10 +42,12 @@ impl Core {
     pub(crate) fn run_until(&self, done: &dyn Fn(&Core) -> bool, waiter: Option<u32>) -> LoopEnd {
         if let Some(w) = waiter {
             self.waiters.borrow_mut().push(w);
+            self.vms.borrow_mut().touch();
         }
         let end = self.run_loop(done);
         if waiter.is_some() {
             self.waiters.borrow_mut().pop();
+            self.vms.borrow_mut().touch();
         }
         end
     }
@@ -126,13 +128,25 @@ impl Core {
         let waiters = self.waiters.borrow();
         let outer = &waiters[..waiters.len().saturating_sub(1)];
         if self.flagged_waits.get() == 0 {
-            return self.pick_among(|v| v.schedulable() && !outer.contains(&v.handle));
+            // A VM alone at the top priority stays the choice until a VM
+            // changes (priority, state, the table) or a wait begins or ends.
+            let epoch = self.vms.borrow().epoch();
+            if let Some((at, vm)) = self.pick_memo.get()
+                && at == epoch
+            {
+                return Some(vm);
+            }
+            let (vm, alone) = self.pick_among(|v| v.schedulable() && !outer.contains(&v.handle));
+            if alone && let Some(vm) = vm {
+                self.pick_memo.set(Some((epoch, vm)));
+            }
+            return vm;
         }
         let poller = {
             let vms = self.vms.borrow();
             vms.iter().filter(|v| v.polling()).map(|v| (v.priority(), v.handle)).max()
         };
-        let picked = self.pick_among(|v| {
+        let (picked, _) = self.pick_among(|v| {
             let runs = (v.schedulable() && !outer.contains(&v.handle))
                 || (v.serves_events() && self.has_ready_event(v.handle));
             runs && poller.is_none_or(|(floor, p)| v.priority() > floor || v.handle == p)
@@ -140,8 +154,10 @@ impl Core {
         picked.or(poller.map(|(_, p)| p))
     }
 
-    /// [`Core::pick_vm`] among the VMs `eligible` accepts.
-    fn pick_among(&self, eligible: impl Fn(&crate::vmm::vm::Vm) -> bool) -> Option<u32> {
+    /// [`Core::pick_vm`] among the VMs `eligible` accepts; and whether the
+    /// choice was the only VM at the top priority (then it depends on
+    /// nothing but the VMs' states).
+    fn pick_among(&self, eligible: impl Fn(&crate::vmm::vm::Vm) -> bool) -> (Option<u32>, bool) {
         let cur = self.cur_vm.get();
         let vms = self.vms.borrow();
         // One pass: the top priority, whether the current VM has it, and how
@@ -162,20 +178,23 @@ impl Core {
             }
         }
         match tied {
-            0 => return None,
-            1 => return Some(only),
+            0 => return (None, false),
+            1 => return (Some(only), true),
             _ => {}
         }
         let slice_over = self.now.get().since(self.slice_start.get()) >= self.manifest.machine.time_slice;
-        if cur_top && !slice_over && self.wants_cpu(cur) {
-            return Some(cur);
+        // Whether the current VM wants the CPU, asked once.
+        let cur_wants = cur_top && self.wants_cpu(cur);
+        if cur_wants && !slice_over {
+            return (Some(cur), false);
         }
         // Round-robin among the tied VMs with work: the next after the
         // current one, else the first.
         let mut first_wanting = None;
         let mut next_wanting = None;
         for v in vms.iter().filter(|v| eligible(v) && v.priority() == top) {
-            if !self.wants_cpu(v.handle) {
+            let wants = if v.handle == cur { cur_wants } else { self.wants_cpu(v.handle) };
+            if !wants {
                 continue;
             }
             first_wanting.get_or_insert(v.handle);
@@ -184,18 +203,18 @@ impl Core {
             }
         }
         if let Some(h) = next_wanting.or(first_wanting) {
-            return Some(h);
+            return (Some(h), false);
         }
         // Nobody has work: the current VM keeps the CPU, else the system VM
         // idles.
         let sys = self.sys_vm.get();
         if cur_top {
-            return Some(cur);
+            return (Some(cur), false);
         }
         if vms.iter().any(|v| eligible(v) && v.handle == sys && v.priority() == top) {
-            return Some(sys);
+            return (Some(sys), false);
         }
-        vms.iter().find(|v| eligible(v) && v.priority() == top).map(|v| v.handle)
+        (vms.iter().find(|v| eligible(v) && v.priority() == top).map(|v| v.handle), false)
     }
 
     /// Whether `vm` has an event that may run now.
@@ -282,28 +301,32 @@ impl Core {
     /// whether one ran.
     pub(crate) fn dispatch_events(&self, vm: Option<u32>) -> bool {
         let order = self.manifest.machine.order;
-        // Global events wait for nothing.
-        let global = {
+        let next = {
             let mut events = self.events.borrow_mut();
-            if events.pending(0) { events.take_next(0, 0, order, &self.rng) } else { None }
+            // Global events wait for nothing.
+            let global = if events.pending(0) { events.take_next(0, 0, order, &self.rng) } else { None };
+            match (global, vm) {
+                (Some(g), _) => Some(g),
+                (None, Some(vm)) => {
+                    let classes = events.classes(vm);
+                    if classes != 0 && self.events_may_run(vm) {
+                        // The conditions cost more than the common answer:
+                        // the events pending wait for none of them.
+                        let needed = conditions_needed(classes);
+                        let unsatisfied = if needed == 0 { 0 } else { self.unsatisfied(vm, needed) };
+                        events.take_next(vm, unsatisfied, order, &self.rng)
+                    } else {
+                        None
+                    }
+                }
+                (None, None) => return false,
+            }
         };
-        if let Some((h, rec)) = global {
+        if let Some((h, rec)) = next {
             self.run_event(h, rec, false, false);
             return true;
         }
         let Some(vm) = vm else { return false };
-        let classes = self.events.borrow().classes(vm);
-        if classes != 0 && self.events_may_run(vm) {
-            // The conditions cost more than the common answer: the events
-            // pending wait for none of them.
-            let needed = conditions_needed(classes);
-            let unsatisfied = if needed == 0 { 0 } else { self.unsatisfied(vm, needed) };
-            let local = self.events.borrow_mut().take_next(vm, unsatisfied, order, &self.rng);
-            if let Some((h, rec)) = local {
-                self.run_event(h, rec, false, false);
-                return true;
-            }
-        }
         self.run_not_critical() || self.dispatch_appy(Some(vm))
     }
 
@@ -430,7 +453,11 @@ impl Core {
     /// VM's execution-time time-outs). Returns whether one fired.
     pub(crate) fn fire_due_timers(&self) -> bool {
         let now = self.now.get();
-        let due = self.timers.borrow_mut().pop_due(now);
+        let due = if self.timers.borrow().next_due().is_some_and(|at| at <= now) {
+            self.timers.borrow_mut().pop_due(now)
+        } else {
+            None
+        };
         if let Some((at, kind)) = due {
             self.fire_timer(at, kind);
             return true;

@@ -118,6 +118,7 @@ impl Timers {
     }
 
     /// The earliest `Set_VM_Time_Out` of `vm`: (due execution time, handle).
+    #[inline]
     pub(crate) fn next_vm_timeout(&self, vm: u32) -> Option<(Duration, u32)> {
         if self.vm_due.is_empty() {
             return None;
@@ -131,6 +132,7 @@ impl Timers {
     }
 
     /// Whether `vm` has a pending `Set_VM_Time_Out`.
+    #[inline]
     pub(crate) fn vm_has_timeouts(&self, vm: u32) -> bool {
         self.next_vm_timeout(vm).is_some()
     }

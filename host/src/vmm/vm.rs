@@ -15,6 +15,10 @@ use crate::time::Duration;
 
 /// Size of each VM's simulated ring-3 stack segment.
 pub(crate) const STACK_SIZE: usize = 0x1_0000;
+/// A VM's stack segment: 64 KiB, so a 16-bit SP indexes it without a
+/// bounds check.
+pub(crate) type Stack = [u8; STACK_SIZE];
+
 /// Initial stack pointer.
 pub(crate) const STACK_TOP: u32 = 0xFFFE;
 /// The system VM's stack selector and a DOS VM's stack segment.
@@ -67,7 +71,7 @@ pub(crate) struct Vm {
     /// The `BLOCK_*` flags of that wait.
     pub(crate) block_flags: u32,
     /// The simulated ring-3 stack segment (SS), addressed by SP.
-    pub(crate) stack: Vec<u8>,
+    pub(crate) stack: Box<Stack>,
 }
 
 /// One `Begin_Nest_Exec` block.
@@ -103,7 +107,7 @@ impl Vm {
             suspend_count: 0,
             blocked: None,
             block_flags: 0,
-            stack: vec![0; STACK_SIZE],
+            stack: vec![0; STACK_SIZE].into_boxed_slice().try_into().expect("STACK_SIZE bytes"),
         }
     }
 
@@ -188,11 +192,27 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct VmTable {
     slots: Vec<Slot>,
+    /// Bumped by every mutable access: a scheduling decision taken at one
+    /// epoch holds as long as the epoch does.
+    epoch: u64,
 }
 
 impl VmTable {
+    /// The number of mutable accesses so far.
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Invalidate decisions taken on the current state (something outside
+    /// the table that they depend on changed).
+    pub(crate) fn touch(&mut self) {
+        self.epoch += 1;
+    }
+
     /// Add a VM; `make` receives its handle and ID.
     pub(crate) fn insert(&mut self, make: impl FnOnce(u32, u32) -> Vm) -> u32 {
+        self.epoch += 1;
         let id = (1..).find(|id| !self.iter().any(|vm| vm.id == *id)).unwrap_or(1);
         let index = match self.slots.iter().position(|s| s.vm.is_none()) {
             Some(i) => i,
@@ -221,12 +241,14 @@ impl VmTable {
 
     /// Mutable access.
     pub(crate) fn get_mut(&mut self, handle: u32) -> Option<&mut Vm> {
+        self.epoch += 1;
         let slot = self.slots.get_mut(Self::index(handle)?)?;
         slot.vm.as_mut().filter(|vm| vm.handle == handle)
     }
 
     /// Remove a destroyed VM; its handle stops validating.
     pub(crate) fn remove(&mut self, handle: u32) -> Option<Vm> {
+        self.epoch += 1;
         let slot = self.slots.get_mut(Self::index(handle)?)?;
         if slot.vm.as_ref().is_some_and(|vm| vm.handle == handle) { slot.vm.take() } else { None }
     }
@@ -238,6 +260,7 @@ impl VmTable {
 
     /// Mutable iteration.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Vm> {
+        self.epoch += 1;
         self.slots.iter_mut().filter_map(|s| s.vm.as_mut())
     }
 

@@ -190,9 +190,8 @@ fn push_decimal(s: &mut String, mut n: u32) {
             break;
         }
     }
-    for &d in &digits[i..] {
-        s.push(d as char);
-    }
+    // ASCII digits: always UTF-8.
+    s.push_str(core::str::from_utf8(&digits[i..]).unwrap_or_default());
 }
 
 impl Module for PostApp {
