@@ -301,14 +301,10 @@ impl Core {
         let idx = self.vxdldr_find(id, name.as_deref())?;
         let device = self.registry.borrow().slots[idx].info.name.clone();
         let owner = self.vxdldr_instance().unwrap_or(0);
-        let cb = Callback::Host {
-            owner,
-            name: "VXDLDR_UnloadMe",
-            f: Box::new(move |core: &Core, _regs: &mut Regs| {
-                let _ = core.vxdldr_unload(0, Some(&device));
-                Carry::Clear
-            }),
-        };
+        let cb = Callback::host(owner, "VXDLDR_UnloadMe", move |core: &Core, _regs: &mut Regs| {
+            let _ = core.vxdldr_unload(0, Some(&device));
+            Carry::Clear
+        });
         let sys = self.sys_vm.get();
         crate::services::priority_event(self, owner, 0, sys, PEF_ALWAYS_SCHED, 0, cb).into_result().map(|_| ()).map_err(
             |e| LoadError { code: VXDLDR_ERR_OUT_OF_MEMORY, message: format!("cannot schedule the unload: {e}") },

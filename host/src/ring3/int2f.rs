@@ -184,14 +184,10 @@ impl Core {
             pef |= PEF_WAIT_NOT_CRIT;
         }
         let owner = self.current_caller().unwrap_or(0);
-        let cb = Callback::Host {
-            owner,
-            name: "INT 2Fh 1685h call-back",
-            f: Box::new(move |core: &Core, _regs: &mut Regs| {
-                core.nested_ring3_call(callback);
-                Carry::Clear
-            }),
-        };
+        let cb = Callback::host(owner, "INT 2Fh 1685h call-back", move |core: &Core, _regs: &mut Regs| {
+            core.nested_ring3_call(callback);
+            Carry::Clear
+        });
         let now = self.now.get();
         let handle = self.events.borrow_mut().insert(EventKind::Priority, target, pef, boost as i32, now, cb);
         if let Some(handle) = handle {

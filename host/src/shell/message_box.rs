@@ -194,21 +194,17 @@ impl Core {
         let handle = Rc::new(Cell::new(0u32));
         let slot = handle.clone();
         let mut cb = cb;
-        let show = Callback::Host {
-            owner: shell,
-            name: SERVICE,
-            f: Box::new(move |core: &Core, _regs: &mut Regs| {
-                if let Some(addresses) = buffers {
-                    core.as_caller(caller, || core.check_message_buffers(addresses, &m));
-                }
-                let answer = core.show_message(SERVICE, device.clone(), vm, Some(slot.get()), &m, flags);
-                if let Some(mut cb) = cb.take() {
-                    let mut regs = Regs { eax: answer, ebx: core.cur_vm.get(), ..Regs::default() };
-                    cb.call(core, Context::Event, &mut regs);
-                }
-                Carry::Clear
-            }),
-        };
+        let show = Callback::host(shell, SERVICE, move |core: &Core, _regs: &mut Regs| {
+            if let Some(addresses) = buffers {
+                core.as_caller(caller, || core.check_message_buffers(addresses, &m));
+            }
+            let answer = core.show_message(SERVICE, device.clone(), vm, Some(slot.get()), &m, flags);
+            if let Some(mut cb) = cb.take() {
+                let mut regs = Regs { eax: answer, ebx: core.cur_vm.get(), ..Regs::default() };
+                cb.call(core, Context::Event, &mut regs);
+            }
+            Carry::Clear
+        });
         // The message appears when the system VM can show it: out of the
         // critical section, and soon (boosted) with MB_ASAP.
         let boost = if flags & MB_ASAP != 0 { HIGH_PRI_DEVICE_BOOST as i32 } else { 0 };

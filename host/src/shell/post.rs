@@ -71,19 +71,15 @@ impl Core {
         }
         let (hwnd, message, wparam) = (hwnd as u16, msg as u16, wparam as u16);
         let mut cb = cb;
-        let post = Callback::Host {
-            owner: self.shell_instance().unwrap_or(0),
-            name: SERVICE,
-            f: Box::new(move |core: &Core, _regs: &mut Regs| {
-                // WM_NULL posts nothing but reports success.
-                let posted = message == WM_NULL || core.post_message(hwnd, message, wparam, lparam);
-                if let Some(mut cb) = cb.take() {
-                    let mut regs = Regs { eax: u32::from(posted), ebx: core.cur_vm.get(), ..Regs::default() };
-                    cb.call(core, Context::Event, &mut regs);
-                }
-                Carry::Clear
-            }),
-        };
+        let post = Callback::host(self.shell_instance().unwrap_or(0), SERVICE, move |core: &Core, _regs: &mut Regs| {
+            // WM_NULL posts nothing but reports success.
+            let posted = message == WM_NULL || core.post_message(hwnd, message, wparam, lparam);
+            if let Some(mut cb) = cb.take() {
+                let mut regs = Regs { eax: u32::from(posted), ebx: core.cur_vm.get(), ..Regs::default() };
+                cb.call(core, Context::Event, &mut regs);
+            }
+            Carry::Clear
+        });
         let shell = self.shell_instance().unwrap_or(0);
         let sys = self.sys_vm.get();
         match priority_event(self, shell, HIGH_PRI_DEVICE_BOOST as i32, sys, pef, 0, post).into_result() {

@@ -17,8 +17,16 @@ pub(crate) enum Callback {
     /// Registered by a plugin. `spent` marks a `once` callback that has
     /// been called (its call released the plugin's data).
     Plugin { owner: u32, raw: RawCallback, spent: bool },
-    /// Registered by host code on behalf of `owner`.
-    Host { owner: u32, name: &'static str, f: HostFn },
+    /// Registered by host code on behalf of its owner (boxed: host
+    /// callbacks are rare, and a small `Callback` is cheap to move).
+    Host(Box<HostCallback>),
+}
+
+/// A host closure registered on behalf of instance `owner`.
+pub(crate) struct HostCallback {
+    pub(crate) owner: u32,
+    pub(crate) name: &'static str,
+    pub(crate) f: HostFn,
 }
 
 impl Callback {
@@ -26,19 +34,29 @@ impl Callback {
         Callback::Plugin { owner, raw, spent: false }
     }
 
+    /// A host closure on behalf of `owner`, named `name` in traces.
+    pub(crate) fn host(
+        owner: u32,
+        name: &'static str,
+        f: impl FnMut(&Core, &mut Regs) -> vmm_plugin_api::abi::Carry + 'static,
+    ) -> Self {
+        Callback::Host(Box::new(HostCallback { owner, name, f: Box::new(f) }))
+    }
+
     /// The raw name, for traces (shorten it with [`Callback::name`] only
     /// when a record is written).
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Callback::Plugin { raw, .. } => raw.name(),
-            Callback::Host { name, .. } => name,
+            Callback::Host(h) => h.name,
         }
     }
 
     /// The registering instance.
     pub(crate) fn owner(&self) -> u32 {
         match self {
-            Callback::Plugin { owner, .. } | Callback::Host { owner, .. } => *owner,
+            Callback::Plugin { owner, .. } => *owner,
+            Callback::Host(h) => h.owner,
         }
     }
 
@@ -64,7 +82,10 @@ impl Callback {
                     Err(o) => o,
                 }
             }
-            Callback::Host { owner, f, .. } => core.with_frame(*owner, context, || f(core, regs)).into(),
+            Callback::Host(h) => {
+                let HostCallback { owner, f, .. } = &mut **h;
+                core.with_frame(*owner, context, || f(core, regs)).into()
+            }
         }
     }
 }

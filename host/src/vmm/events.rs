@@ -293,7 +293,7 @@ impl Events {
     /// class needs none of the conditions in `unsatisfied` (see
     /// [`Conditions::unsatisfied`]), in the machine's order, and take it
     /// out: its handle (stale from here on) and record.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_next(
         &mut self,
         vm: u32,
