@@ -570,7 +570,7 @@ fn set_time_out(cx: &HostCx, service: &'static str, ms: u32, vm: Option<u32>, ca
                 }
             }
         };
-        let label = cb.label();
+        let label = if core.trace_on { cb.label() } else { "" };
         let handle = core.timers.borrow_mut().add_timeout(TimeoutRec { due, ms, cb });
         let Some(handle) = handle else { return 0 };
         core.trace(|| TraceEvent::TimeoutScheduled {
@@ -713,7 +713,8 @@ fn schedule(
     timeout_ms: Option<u32>,
     cb: Callback,
 ) -> VmmResult<u32> {
-    let label = cb.label();
+    // The name is asked for (a call into the plugin) only for the trace.
+    let label = if core.trace_on { cb.label() } else { "" };
     let now = core.now.get();
     let handle = core.events.borrow_mut().insert(kind, target, flags, boost, now, cb);
     let Some(handle) = handle else { return RErr(VmmError::OUT_OF_MEMORY) };

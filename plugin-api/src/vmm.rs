@@ -638,7 +638,9 @@ impl<'a> Vmm<'a> {
     // ---- critical section and semaphores --------------------------------
 
     /// `Begin_Critical_Section`: claim the global critical section for the
-    /// current VM, blocking it while another VM owns it.
+    /// current VM, blocking it while another VM owns it. `flags` are the
+    /// wait's `BLOCK_*` flags (see [`Vmm::wait_semaphore`]); `BLOCK_POLL` is
+    /// refused here.
     pub fn begin_critical_section(&self, flags: u32) -> Result<(), VmmError> {
         res((self.vms().begin_critical_section())(self.cx, flags))
     }
@@ -648,7 +650,8 @@ impl<'a> Vmm<'a> {
         res((self.vms().end_critical_section())(self.cx))
     }
 
-    /// `Claim_Critical_Section`: add `count` claims.
+    /// `Claim_Critical_Section`: add `count` claims (`flags` as for
+    /// [`Vmm::begin_critical_section`]).
     pub fn claim_critical_section(&self, count: u32, flags: u32) -> Result<(), VmmError> {
         res((self.vms().claim_critical_section())(self.cx, count, flags))
     }
@@ -685,6 +688,32 @@ impl<'a> Vmm<'a> {
 
     /// `Wait_Semaphore`: take a token, blocking the current VM (other VMs
     /// run meanwhile) until one is signalled.
+    ///
+    /// `flags` (`BLOCK_*`) decide what happens while the VM waits (it shows
+    /// `VMSTAT_BLOCKED` meanwhile):
+    ///
+    /// * none: the VM's events wait for the wake-up;
+    /// * `BLOCK_SVC_INTS` (or `BLOCK_FORCE_SVC_INTS`; or
+    ///   `BLOCK_SVC_IF_INTS_LOCKED` while the VM has `VMSTAT_V86INTSLOCKED`):
+    ///   its events run while it waits, on top of the waiting call;
+    /// * `BLOCK_ENABLE_INTS` with one of those: events waiting for
+    ///   interrupts to be enabled run even if the VM has them disabled;
+    /// * `BLOCK_POLL`: the VM keeps the CPU; only VMs of higher priority run
+    ///   (a wait only an equal VM could end is a `DEADLOCK`);
+    /// * `BLOCK_THREAD_IDLE` (4.0): the system VM's `Call_When_Idle`
+    ///   handlers run while it waits.
+    ///
+    /// Bits that are not `BLOCK_*` flags of the machine's Windows version
+    /// are refused (`RESERVED_FLAGS`).
+    ///
+    /// ```
+    /// # use vmm_plugin_api::prelude::*;
+    /// # fn f(vmm: &Vmm<'_>, sem: SemaphoreHandle) -> Result<(), VmmError> {
+    /// // Let this VM's events (say, a completion the signaller schedules)
+    /// // run while it waits.
+    /// vmm.wait_semaphore(sem, BLOCK_SVC_INTS)?;
+    /// # Ok(()) }
+    /// ```
     pub fn wait_semaphore(&self, handle: SemaphoreHandle, flags: u32) -> Result<(), VmmError> {
         res((self.vms().wait_semaphore())(self.cx, handle.0, flags))
     }

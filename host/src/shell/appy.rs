@@ -83,7 +83,7 @@ impl Core {
         let seq = self.shell.appy_seq.get() + 1;
         self.shell.appy_seq.set(seq);
         let now = self.now.get();
-        let label = cb.label();
+        let label = if self.trace_on { cb.label() } else { "" };
         let owner = cb.owner();
         let handle = self.shell.appy.borrow_mut().insert(AppyRec { flags, seq, scheduled_at: now, cb });
         let Some(handle) = handle else { return 0 };

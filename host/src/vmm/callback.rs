@@ -65,6 +65,16 @@ impl Callback {
         shorten(self.label())
     }
 
+    /// Drop it; a plugin callback already consumed by its call needs no
+    /// call into the plugin, and skips the drop glue.
+    #[inline]
+    pub(crate) fn release(self) {
+        match self {
+            Callback::Plugin { spent: true, .. } => std::mem::forget(self),
+            other => drop(other),
+        }
+    }
+
     /// Call it in `context`.
     pub(crate) fn call(&mut self, core: &Core, context: Context, regs: &mut Regs) -> CallOutcome {
         match self {

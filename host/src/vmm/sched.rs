@@ -287,6 +287,7 @@ impl Core {
     /// The wait-condition bits (see [`Conditions::unsatisfied`]) among
     /// `needed` that do not hold for `vm` right now: only the conditions
     /// some pending event waits for are looked at.
+    #[inline]
     fn unsatisfied(&self, vm: u32, needed: usize) -> usize {
         if needed == CLASS_STI {
             // The common case (PEF_Wait_For_STI alone): one flag to read.
@@ -356,7 +357,7 @@ impl Core {
             callback: cb.name(),
             result,
         });
-        drop(cb);
+        cb.release();
     }
 
     /// Add `delta` to `vm`'s boost.
