@@ -12,7 +12,7 @@ use core::marker::PhantomData;
 use abi_stable::std_types::RStr;
 
 use crate::abi::{CallbackVTable, Carry, HostCx, PluginResult, RawCallback, Regs};
-use crate::guard::{InstanceBox, entry};
+use crate::guard::{InstanceBox, entry, entry_in};
 use crate::vmm::Vmm;
 
 /// Names a callback in traces after type `N` (the closure the device
@@ -53,7 +53,7 @@ where
         // `once` callback at most once and then never drops it, so this is
         // the only owner.
         let f = unsafe { Box::from_raw(data as *mut F) };
-        entry(Some(cx), move || {
+        entry_in(this, Some(cx), move || {
             // SAFETY: the host passes the instance that registered the callback.
             let device = unsafe { InstanceBox::<D>::get(this) };
             Ok(f(device, &Vmm::new(cx), regs))
@@ -85,7 +85,7 @@ where
         cx: &HostCx,
         regs: &mut Regs,
     ) -> PluginResult<Carry> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: `data` is the `F` boxed by `repeating`, alive until
             // `drop_repeating`.
             let f = unsafe { &*(data as *const F) };

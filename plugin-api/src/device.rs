@@ -19,7 +19,7 @@ use crate::ddk::{
     DDK_VERSION_400, DEVICE_LOAD_OK, DUPLICATE_DEVICE_ID, DUPLICATE_FROM_INT2F, LOADING_FROM_INT2F,
     UNDEFINED_DEVICE_ID, UNDEFINED_INIT_ORDER, control_message_name,
 };
-use crate::guard::{InstanceBox, entry, error};
+use crate::guard::{InstanceBox, entry, entry_in, error};
 use crate::handles::VmHandle;
 use crate::vmm::Vmm;
 
@@ -295,7 +295,7 @@ impl<D: VxD> DeviceGlue<D> {
         flags: u32,
         reference_data: u32,
     ) -> PluginResult<RealModeInitResult> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: `this` is an instance of `D` created by `create`.
             let dev = unsafe { InstanceBox::<D>::get(this) };
             Ok(dev.real_mode_init(&Vmm::new(cx), RealModeInit { flags, reference_data }))
@@ -303,7 +303,7 @@ impl<D: VxD> DeviceGlue<D> {
     }
 
     extern "C" fn control(this: *const c_void, cx: &HostCx, args: &ControlArgs) -> PluginResult<Carry> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: as above.
             let dev = unsafe { InstanceBox::<D>::get(this) };
             Ok(dev.control(&Vmm::new(cx), ControlMessage::from(*args)))
@@ -317,7 +317,7 @@ impl<D: VxD> DeviceGlue<D> {
         vm: u32,
         client: *mut ClientRegs,
     ) -> PluginResult<()> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: as above.
             let dev = unsafe { InstanceBox::<D>::get(this) };
             // SAFETY: the host passes the calling VM's live client block.
@@ -339,7 +339,7 @@ impl<D: VxD> DeviceGlue<D> {
         ordinal: u32,
         call: &mut ServiceCall,
     ) -> PluginResult<Carry> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             if ordinal == 0 {
                 call.regs.eax = ((D::DEVICE.major_version as u32) << 8) | D::DEVICE.minor_version as u32;
                 return Ok(Carry::Clear);
@@ -351,7 +351,7 @@ impl<D: VxD> DeviceGlue<D> {
     }
 
     extern "C" fn save_state(this: *const c_void, cx: &HostCx) -> PluginResult<ROption<RVec<u8>>> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: as above.
             let dev = unsafe { InstanceBox::<D>::get(this) };
             Ok(match dev.save_state(&Vmm::new(cx)) {
@@ -362,7 +362,7 @@ impl<D: VxD> DeviceGlue<D> {
     }
 
     extern "C" fn restore_state(this: *const c_void, cx: &HostCx, state: RSlice<'_, u8>) -> PluginResult<Carry> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: as above.
             let dev = unsafe { InstanceBox::<D>::get(this) };
             dev.restore_state(&Vmm::new(cx), state.as_slice())

@@ -16,13 +16,17 @@ use abi_stable::std_types::{RErr, ROk, RString};
 
 use crate::abi::{HostCx, PluginError, PluginErrorKind, PluginResult};
 
+/// The innermost host context on a thread and the number of entry points
+/// on its stack.
+type Frame = Cell<(*const HostCx, u32)>;
+
 thread_local! {
     /// The innermost host context of the calls currently on this thread's
     /// stack (null outside any call; used by the logging bridge), and how
     /// many entry points are on the stack (used by the panic hook). One
     /// thread-local, so an entry point pays for one lookup on the way in and
     /// one on the way out.
-    static FRAME: Cell<(*const HostCx, u32)> = const { Cell::new((core::ptr::null(), 0)) };
+    static FRAME: Frame = const { Cell::new((core::ptr::null(), 0)) };
     /// The message and location of the last panic in this plugin copy.
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -92,20 +96,46 @@ fn prepare() {
 /// Run one entry point of the plugin: catch panics, classify them, and
 /// expose `cx` to the logging bridge for the duration of the call.
 pub(crate) fn entry<T>(cx: Option<&HostCx>, body: impl FnOnce() -> Result<T, PluginError>) -> PluginResult<T> {
+    run_entry(frame_cell(), cx, body)
+}
+
+/// [`entry`] for a call into instance `this` (an [`InstanceBox`]): the
+/// instance remembers its thread's frame cell, so the call needs no
+/// thread-local lookup. A machine and its instances never leave the thread
+/// that created them.
+pub(crate) fn entry_in<T>(
+    this: *const c_void,
+    cx: Option<&HostCx>,
+    body: impl FnOnce() -> Result<T, PluginError>,
+) -> PluginResult<T> {
+    // SAFETY: the host passes the pointer made by `InstanceBox::into_raw`,
+    // whose header every instance type shares.
+    let frame = unsafe { (*(this as *const InstanceHeader)).frame };
+    run_entry(frame, cx, body)
+}
+
+/// This thread's frame cell.
+fn frame_cell() -> *const Frame {
+    FRAME.with(|f| f as *const Frame)
+}
+
+#[inline(always)]
+fn run_entry<T>(
+    frame: *const Frame,
+    cx: Option<&HostCx>,
+    body: impl FnOnce() -> Result<T, PluginError>,
+) -> PluginResult<T> {
     if !READY.load(Ordering::Relaxed) {
         prepare();
     }
+    // SAFETY: `frame` is this thread's FRAME cell (see `entry_in`), which
+    // lives as long as the thread.
+    let frame = unsafe { &*frame };
     let new = cx.map_or(core::ptr::null(), |cx| cx as *const HostCx);
-    let previous = FRAME.with(|f| {
-        let (p, depth) = f.get();
-        f.set((new, depth + 1));
-        p
-    });
+    let (previous, depth) = frame.get();
+    frame.set((new, depth + 1));
     let outcome = catch_unwind(AssertUnwindSafe(body));
-    FRAME.with(|f| {
-        let (_, depth) = f.get();
-        f.set((previous, depth - 1));
-    });
+    frame.set((previous, depth));
     match outcome {
         Ok(Ok(value)) => ROk(value),
         Ok(Err(error)) => RErr(error),
@@ -157,12 +187,15 @@ pub(crate) fn fatal_exit() -> ! {
 #[repr(C)]
 pub(crate) struct InstanceBox<T: 'static> {
     type_id: TypeId,
+    /// The frame cell of the thread that created the instance (and runs
+    /// its machine).
+    frame: *const Frame,
     pub(crate) value: T,
 }
 
 impl<T: 'static> InstanceBox<T> {
     pub(crate) fn into_raw(value: T) -> *const c_void {
-        Box::into_raw(Box::new(InstanceBox { type_id: TypeId::of::<T>(), value })) as *const c_void
+        Box::into_raw(Box::new(InstanceBox { type_id: TypeId::of::<T>(), frame: frame_cell(), value })) as *const c_void
     }
 
     /// # Safety
@@ -192,6 +225,7 @@ impl<T: 'static> InstanceBox<T> {
 #[repr(C)]
 struct InstanceHeader {
     type_id: TypeId,
+    frame: *const Frame,
 }
 
 /// A `RefCell` for device state that reports a re-entrancy conflict as a

@@ -28,7 +28,7 @@ use crate::abi::{
 pub use crate::abi::{ModuleKind, Msg, ResumeKind, SegmentKind, Step, StepKind};
 use crate::client::Client;
 use crate::ddk::WM_QUIT;
-use crate::guard::{InstanceBox, entry, error};
+use crate::guard::{InstanceBox, entry, entry_in, error};
 use crate::handles::{FarPtr, HInstance, HTask, Hwnd, VmHandle};
 
 /// One segment of a module.
@@ -514,7 +514,7 @@ impl<M: Module> ModuleGlue<M> {
     }
 
     extern "C" fn start(this: *const c_void, cx: &HostCx, args: RStr<'_>) -> PluginResult<Step> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: `this` is an instance of `M` created by `create`.
             let m = unsafe { InstanceBox::<M>::get(this) };
             Ok(m.start(&Ring3::new(cx), args.as_str()))
@@ -522,7 +522,7 @@ impl<M: Module> ModuleGlue<M> {
     }
 
     extern "C" fn resume(this: *const c_void, cx: &HostCx, resume: &Resume) -> PluginResult<Step> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: as above.
             let m = unsafe { InstanceBox::<M>::get(this) };
             Ok(m.resume(&Ring3::new(cx), Wake::from(resume)))
@@ -535,7 +535,7 @@ impl<M: Module> ModuleGlue<M> {
         ordinal: u16,
         args: RSlice<'_, u8>,
     ) -> PluginResult<u32> {
-        entry(Some(cx), || {
+        entry_in(this, Some(cx), || {
             // SAFETY: as above.
             let m = unsafe { InstanceBox::<M>::get(this) };
             Ok(m.call(&Ring3::new(cx), ordinal, PascalArgs::new(args.as_slice())))
