@@ -70,8 +70,11 @@ impl Core {
                 continue;
             }
             let vm = self.pick_vm();
-            if let Some(vm) = vm {
-                self.switch_to(vm);
+            if let Some(vm) = vm
+                && self.cur_vm.get() != vm
+            {
+                // Only a switch can change what `done` saw above.
+                self.switch_vm(vm);
                 if done(self) {
                     return LoopEnd::Done;
                 }
@@ -125,17 +128,18 @@ impl Core {
     /// VM blocked with `Block_Poll` keeps the CPU from every VM that does
     /// not have a higher priority.
     pub(crate) fn pick_vm(&self) -> Option<u32> {
+        // A VM alone at the top priority stays the choice until a VM changes
+        // (priority, state, the table) or a wait begins or ends.
+        let epoch = self.vms.borrow().epoch();
+        if let Some((at, vm)) = self.pick_memo.get()
+            && at == epoch
+            && self.flagged_waits.get() == 0
+        {
+            return Some(vm);
+        }
         let waiters = self.waiters.borrow();
         let outer = &waiters[..waiters.len().saturating_sub(1)];
         if self.flagged_waits.get() == 0 {
-            // A VM alone at the top priority stays the choice until a VM
-            // changes (priority, state, the table) or a wait begins or ends.
-            let epoch = self.vms.borrow().epoch();
-            if let Some((at, vm)) = self.pick_memo.get()
-                && at == epoch
-            {
-                return Some(vm);
-            }
             let (vm, alone) = self.pick_among(|v| v.schedulable() && !outer.contains(&v.handle));
             if alone && let Some(vm) = vm {
                 self.pick_memo.set(Some((epoch, vm)));
@@ -454,19 +458,21 @@ impl Core {
     /// VM's execution-time time-outs). Returns whether one fired.
     pub(crate) fn fire_due_timers(&self) -> bool {
         let now = self.now.get();
-        let due = if self.timers.borrow().next_due().is_some_and(|at| at <= now) {
-            self.timers.borrow_mut().pop_due(now)
-        } else {
-            None
+        let (due_now, vm_timeouts) = {
+            let timers = self.timers.borrow();
+            (timers.next_due().is_some_and(|at| at <= now), timers.has_vm_timeouts())
         };
-        if let Some((at, kind)) = due {
-            self.fire_timer(at, kind);
-            return true;
+        if due_now {
+            let due = self.timers.borrow_mut().pop_due(now);
+            if let Some((at, kind)) = due {
+                self.fire_timer(at, kind);
+                return true;
+            }
         }
-        let vm = self.cur_vm.get();
-        if !self.timers.borrow().has_vm_timeouts() {
+        if !vm_timeouts {
             return false;
         }
+        let vm = self.cur_vm.get();
         let exec = self.vms.borrow().get(vm).map(|v| v.exec_time);
         if let Some(exec) = exec {
             let next = self.timers.borrow().next_vm_timeout(vm);
