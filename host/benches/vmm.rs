@@ -184,7 +184,8 @@ fn ring3_calls(c: &mut Criterion) {
 }
 
 /// A Windows application that registers window handle 0x7777, which does
-/// not exist, with VPOSTD through POSTHOST, and exits.
+/// not exist, with VPOSTD through POSTHOST, then waits in its message loop
+/// (so POSTHOST, whose callback VPOSTD calls, stays loaded).
 struct BenchReg;
 
 impl Module for BenchReg {
@@ -199,7 +200,7 @@ impl Module for BenchReg {
         let register = r3.get_proc_address(lib, "RegisterPostWindow").expect("RegisterPostWindow");
         let ok = r3.call(register, &PascalArgs::encode(&[(2, 0x7777), (2, 0)])).expect("call");
         assert_eq!(ok, 1, "VPOSTD refused the registration");
-        Step::exit(0)
+        Step::get_message()
     }
 }
 

@@ -510,6 +510,13 @@ impl Core {
 }
 
 /// A machine: boot it, run it, shut it down, read its trace.
+///
+/// A machine stays on the thread that made it (plugins rely on it):
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>() {}
+/// needs_send::<vmm_host::Machine>();
+/// ```
 pub struct Machine {
     core: Box<Core>,
 }

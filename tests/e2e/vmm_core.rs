@@ -29,6 +29,13 @@ fn note_when_run(tag: &'static str) -> impl FnOnce(&ScriptDevice, &Vmm<'_>, Even
     }
 }
 
+/// The run stopped with a deadlock, reported as a `DEADLOCK` violation.
+fn expect_deadlock(run: &vmm_host::testkit::Run) {
+    let e = run.expect_error().to_string();
+    assert!(e.contains("deadlock"), "{e}");
+    run.trace().expect(json!({"kind": "violation", "code": "DEADLOCK"}));
+}
+
 fn notes(run: &vmm_host::testkit::Run) -> Vec<String> {
     run.trace()
         .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
@@ -780,9 +787,7 @@ fn waiting_forever_is_a_deadlock() {
         .unwrap();
     })
     .run();
-    let e = run.expect_error().to_string();
-    assert!(e.contains("deadlock"), "{e}");
-    run.trace().expect(json!({"kind": "violation", "code": "DEADLOCK"}));
+    expect_deadlock(&run);
 }
 
 #[test]
@@ -955,9 +960,7 @@ fn polling_for_a_semaphore_only_an_equal_vm_would_signal_is_a_deadlock() {
             .unwrap();
         })
         .run();
-    let e = run.expect_error().to_string();
-    assert!(e.contains("deadlock"), "{e}");
-    run.trace().expect(json!({"kind": "violation", "code": "DEADLOCK"}));
+    expect_deadlock(&run);
 }
 
 #[test]
