@@ -169,6 +169,19 @@ extern "C" fn trace_enabled(cx: &HostCx) -> bool {
     core(cx).trace_on
 }
 
+extern "C" fn log_level(_cx: &HostCx) -> u8 {
+    // The subscriber's current maximum: a read, no service boundary.
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::OFF => 0,
+        LevelFilter::ERROR => 1,
+        LevelFilter::WARN => 2,
+        LevelFilter::INFO => 3,
+        LevelFilter::DEBUG => 4,
+        _ => 5,
+    }
+}
+
 extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()> {
     guarded(cx, "trace_note", RErr(VmmError::FATAL), |core| {
         // A note without a trace to go to is nothing: not even checked.
@@ -1195,6 +1208,7 @@ impl Table {
             shell: crate::services_shell::SHELL_SERVICES,
             trace_note,
             trace_enabled,
+            log_level,
         })
     }
 

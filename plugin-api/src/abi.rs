@@ -690,6 +690,10 @@ pub struct HostServices {
     /// Whether the machine keeps a trace (notes go nowhere without one, so
     /// the SDK does not build them).
     pub trace_enabled: extern "C" fn(cx: Cx<'_>) -> bool,
+    /// The most verbose level the host's log shows now (0 nothing, 1 error
+    /// ... 5 trace): the SDK's logging bridge does not format what the
+    /// host would drop.
+    pub log_level: extern "C" fn(cx: Cx<'_>) -> u8,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

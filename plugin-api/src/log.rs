@@ -2,7 +2,10 @@
 //! global dispatcher the host's subscriber never sees. The SDK installs a
 //! small subscriber in the plugin's copy that forwards every event to the
 //! host's `log` service, so `tracing::info!` in a device shows up in the
-//! host's output (and honours `RUST_LOG` there).
+//! host's output (and honours `RUST_LOG` there). An event above the level
+//! the host shows is not even formatted: the bridge asks the host for its
+//! current level each time (a flag read), since a test may install a more
+//! verbose subscriber later.
 
 use std::fmt::Write as _;
 use std::sync::Once;
@@ -62,8 +65,20 @@ impl Visit for Fields {
 }
 
 impl Subscriber for Bridge {
-    fn enabled(&self, _metadata: &Metadata<'_>) -> bool {
-        true
+    fn register_callsite(&self, _metadata: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        // The host's level can change, so ask at every event.
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        let Some(cx) = crate::guard::current_cx() else {
+            // Outside any host call there is nobody to tell.
+            return false;
+        };
+        match cx.services.log_level() {
+            Some(level) => level_number(metadata.level()) <= level(cx),
+            None => true,
+        }
     }
 
     fn new_span(&self, _span: &Attributes<'_>) -> Id {
