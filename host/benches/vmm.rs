@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vmm_host::Machine;
-use vmm_host::testkit::Scenario;
+use vmm_host::testkit::{Scenario, json};
 use vmm_plugin_api::ServiceCall;
 use vmm_plugin_api::ddk::vxd_service;
 use vmm_plugin_api::prelude::*;
@@ -258,7 +258,27 @@ fn direct_route(posts: &mut std::collections::VecDeque<(u16, u32)>, n: u32) -> u
     shown
 }
 
+/// Both routes deliver every message (a benchmark of a failure path would
+/// look fast or slow for the wrong reason): a short traced run of each.
+fn check_vpostd_routes() {
+    for to_window in [true, false] {
+        let app = if to_window { "POSTAPP" } else { "BENCHREG" };
+        let run = Scenario::new(&format!(
+            "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[windows]\nload = [\"{app}\"]\n\
+             [[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS\"\nargs = \"count=10 interval=0\"\n"
+        ))
+        .module::<BenchReg>()
+        .run();
+        run.assert_ok();
+        let t = run.trace();
+        assert_eq!(t.count(json!({"kind": "note", "note": "post_dropped"})), 0, "{app}: posts were dropped");
+        let called = t.count(json!({"kind": "note", "note": "post_called", "fields": {"result": true}}));
+        assert_eq!(called, 10, "{app}: every post reaches PostMessage, which accepts it");
+    }
+}
+
 fn vpostd(c: &mut Criterion) {
+    check_vpostd_routes();
     let mut group = c.benchmark_group("vpostd");
     group.throughput(Throughput::Elements(1)).sample_size(20).measurement_time(Duration::from_secs(6));
     group.bench_function("dos_to_window_procedure", |b| b.iter_custom(|iters| time_vpostd(iters, true)));
