@@ -146,18 +146,24 @@ fn dos_machine(args: &str) -> Machine {
 }
 
 /// Time `run()` of a machine whose DOS program makes `iters` calls.
-fn time_dos(what: &str, iters: u64) -> Duration {
+/// Time `iters` units of work done by machines of at most `batch` units
+/// each (`make(k)` boots one for `k` units); booting is not timed.
+fn time_runs(iters: u64, batch: u64, mut make: impl FnMut(u64) -> Machine) -> Duration {
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
-        let k = left.min(10_000_000);
-        let mut m = dos_machine(&format!("{what} {k}"));
+        let k = left.min(batch);
+        let mut m = make(k);
         let start = Instant::now();
         m.run().expect("run");
         total += start.elapsed();
         left -= k;
     }
     total
+}
+
+fn time_dos(what: &str, iters: u64) -> Duration {
+    time_runs(iters, 10_000_000, |k| dos_machine(&format!("{what} {k}")))
 }
 
 #[inline(never)]
@@ -221,17 +227,7 @@ fn vpostd_machine(count: u64, to_window: bool) -> Machine {
 }
 
 fn time_vpostd(iters: u64, to_window: bool) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let k = left.min(2_000_000);
-        let mut m = vpostd_machine(k, to_window);
-        let start = Instant::now();
-        m.run().expect("run");
-        total += start.elapsed();
-        left -= k;
-    }
-    total
+    time_runs(iters, 2_000_000, |k| vpostd_machine(k, to_window))
 }
 
 /// The baseline: the same route as plain Rust, with no emulator: the post

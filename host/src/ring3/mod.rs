@@ -494,14 +494,7 @@ impl Core {
             }
         };
         let msg = msg.unwrap_or_default();
-        self.trace(|| TraceEvent::MessageDelivered {
-            task,
-            hwnd: msg.hwnd,
-            msg: msg.message,
-            wparam: msg.wparam,
-            lparam: msg.lparam,
-            posted_ms: msg.time,
-        });
+        self.trace_delivered(task, &msg);
         Resume { kind: ResumeKind::Message, msg }
     }
 

@@ -51,6 +51,32 @@ impl Core {
         }
     }
 
+    /// A `message_posted` record (`message` is message, wParam, lParam).
+    #[allow(clippy::too_many_arguments)]
+    fn trace_posted(
+        &self,
+        vm: u32,
+        task: Option<u16>,
+        hwnd: u16,
+        (msg, wparam, lparam): (u16, u16, u32),
+        result: bool,
+        note: &'static str,
+    ) {
+        self.trace(|| TraceEvent::MessagePosted { vm, task, hwnd, msg, wparam, lparam, result, note });
+    }
+
+    /// A `message_delivered` record: `msg` left `task`'s queue.
+    pub(crate) fn trace_delivered(&self, task: u16, msg: &Msg) {
+        self.trace(|| TraceEvent::MessageDelivered {
+            task,
+            hwnd: msg.hwnd,
+            msg: msg.message,
+            wparam: msg.wparam,
+            lparam: msg.lparam,
+            posted_ms: msg.time,
+        });
+    }
+
     fn msg(&self, hwnd: u16, message: u16, wparam: u16, lparam: u32) -> Msg {
         Msg { hwnd, message, wparam, lparam, time: self.now.get().system_time_ms() }
     }
@@ -66,45 +92,18 @@ impl Core {
             for (h, task) in targets {
                 self.enqueue(task, self.msg(h, message, wparam, lparam));
             }
-            self.trace(|| TraceEvent::MessagePosted {
-                vm,
-                task: None,
-                hwnd,
-                msg: message,
-                wparam,
-                lparam,
-                result: false,
-                note: "broadcast",
-            });
+            self.trace_posted(vm, None, hwnd, (message, wparam, lparam), false, "broadcast");
             return false;
         }
         let task = self.ring3.borrow().windows.get(&hwnd).map(|w| w.task);
         let Some(task) = task else {
             // An invalid window does not make PostMessage fail in 3.1
             // (KB Q36584): nothing is posted, TRUE comes back.
-            self.trace(|| TraceEvent::MessagePosted {
-                vm,
-                task: None,
-                hwnd,
-                msg: message,
-                wparam,
-                lparam,
-                result: true,
-                note: "invalid_hwnd",
-            });
+            self.trace_posted(vm, None, hwnd, (message, wparam, lparam), true, "invalid_hwnd");
             return true;
         };
         let ok = self.enqueue(task, self.msg(hwnd, message, wparam, lparam));
-        self.trace(|| TraceEvent::MessagePosted {
-            vm,
-            task: Some(task),
-            hwnd,
-            msg: message,
-            wparam,
-            lparam,
-            result: ok,
-            note: if ok { "queued" } else { "dropped" },
-        });
+        self.trace_posted(vm, Some(task), hwnd, (message, wparam, lparam), ok, if ok { "queued" } else { "dropped" });
         ok
     }
 
@@ -112,16 +111,7 @@ impl Core {
     pub(crate) fn post_app_message(&self, task: u16, message: u16, wparam: u16, lparam: u32) -> bool {
         let vm = self.cur_vm.get();
         let ok = self.ring3.borrow().task(task).is_some() && self.enqueue(task, self.msg(0, message, wparam, lparam));
-        self.trace(|| TraceEvent::MessagePosted {
-            vm,
-            task: Some(task),
-            hwnd: 0,
-            msg: message,
-            wparam,
-            lparam,
-            result: ok,
-            note: if ok { "queued" } else { "dropped" },
-        });
+        self.trace_posted(vm, Some(task), 0, (message, wparam, lparam), ok, if ok { "queued" } else { "dropped" });
         ok
     }
 
@@ -180,14 +170,7 @@ impl Core {
             if remove { q.remove(i) } else { q.get(i).copied() }
         }?;
         if remove {
-            self.trace(|| TraceEvent::MessageDelivered {
-                task,
-                hwnd: msg.hwnd,
-                msg: msg.message,
-                wparam: msg.wparam,
-                lparam: msg.lparam,
-                posted_ms: msg.time,
-            });
+            self.trace_delivered(task, &msg);
         }
         Some(msg)
     }

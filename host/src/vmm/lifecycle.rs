@@ -127,6 +127,9 @@ impl Core {
         self.broadcast_vm_message(VM_NOT_EXECUTEABLE, vm, flags, Context::Control);
         self.release_vm_resources(vm);
         self.broadcast_vm_message(DESTROY_VM, vm, 0, Context::Control);
+        // A VM destroyed in a blocking wait leaves the scheduler's count of
+        // flagged waits.
+        self.unblock(vm);
         self.vms.borrow_mut().remove(vm);
         if self.cur_vm.get() == vm {
             self.switch_to(self.sys_vm.get());

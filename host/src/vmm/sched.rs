@@ -224,12 +224,7 @@ impl Core {
     /// Whether `vm` has an event that may run now.
     fn has_ready_event(&self, vm: u32) -> bool {
         let classes = self.events.borrow().classes(vm);
-        if classes == 0 {
-            return false;
-        }
-        let needed = conditions_needed(classes);
-        let unsatisfied = if needed == 0 { 0 } else { self.unsatisfied(vm, needed) };
-        classes & runnable_classes(unsatisfied) != 0
+        classes != 0 && classes & runnable_classes(self.unsatisfied_for(vm, classes)) != 0
     }
 
     /// Whether `vm`'s own events may run: it is not blocked, or it is
@@ -247,15 +242,15 @@ impl Core {
         vms.iter().any(|v| v.handle != vm && v.schedulable() && !waiters.contains(&v.handle) && v.priority() > p)
     }
 
-    /// Make `vm` the current VM, calling the task-switch hooks.
-    #[inline(always)]
+    /// Make `vm` the current VM (if it is not), calling the task-switch
+    /// hooks.
     pub(crate) fn switch_to(&self, vm: u32) {
         if self.cur_vm.get() != vm {
             self.switch_vm(vm);
         }
     }
 
-    #[inline(never)]
+    /// Switch from the current VM to another one.
     fn switch_vm(&self, vm: u32) {
         let old = self.cur_vm.get();
         self.cur_vm.set(vm);
@@ -288,11 +283,16 @@ impl Core {
         }
     }
 
-    /// The wait-condition bits (see [`Conditions::unsatisfied`]) among
-    /// `needed` that do not hold for `vm` right now: only the conditions
-    /// some pending event waits for are looked at.
+    /// The wait-condition bits (see [`Conditions::unsatisfied`]) that do
+    /// not hold for `vm` right now, among those the events pending in
+    /// `classes` wait for: the conditions cost more than the common
+    /// answer, events that wait for none of them.
     #[inline]
-    fn unsatisfied(&self, vm: u32, needed: usize) -> usize {
+    fn unsatisfied_for(&self, vm: u32, classes: u64) -> usize {
+        let needed = conditions_needed(classes);
+        if needed == 0 {
+            return 0;
+        }
         if needed == CLASS_STI {
             // The common case (PEF_Wait_For_STI alone): one flag to read.
             let enabled = self.vms.borrow().get(vm).is_some_and(|v| v.sti_for_events());
@@ -315,11 +315,7 @@ impl Core {
                 (None, Some(vm)) => {
                     let classes = events.classes(vm);
                     if classes != 0 && self.events_may_run(vm) {
-                        // The conditions cost more than the common answer:
-                        // the events pending wait for none of them.
-                        let needed = conditions_needed(classes);
-                        let unsatisfied = if needed == 0 { 0 } else { self.unsatisfied(vm, needed) };
-                        events.take_next(vm, unsatisfied, order, &self.rng)
+                        events.take_next(vm, self.unsatisfied_for(vm, classes), order, &self.rng)
                     } else {
                         None
                     }
