@@ -274,11 +274,19 @@ impl Core {
     // ---- trace and diagnostics -------------------------------------------
 
     /// Emit a trace record if anyone listens; `event` is only built then.
-    #[inline]
+    /// (Only the check is inlined: with tracing off, a record costs its
+    /// caller one test.)
+    #[inline(always)]
     pub(crate) fn trace(&self, event: impl FnOnce() -> TraceEvent) {
         if self.trace_on {
-            self.trace.borrow_mut().emit(self.now.get(), event());
+            self.emit_trace(event);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn emit_trace(&self, event: impl FnOnce() -> TraceEvent) {
+        self.trace.borrow_mut().emit(self.now.get(), event());
     }
 
     /// The context of the innermost plugin call (`Control` outside any).

@@ -715,7 +715,7 @@ extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
 
 /// Schedule an event, tracing it; its handle.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 fn schedule(
     core: &Core,
     caller: u32,
@@ -726,8 +726,6 @@ fn schedule(
     timeout_ms: Option<u32>,
     cb: Callback,
 ) -> VmmResult<u32> {
-    // The name is asked for (a call into the plugin) only for the trace.
-    let label = if core.trace_on { cb.label() } else { "" };
     let now = core.now.get();
     let handle = core.events.borrow_mut().insert(kind, target, flags, boost, now, cb);
     let Some(handle) = handle else { return RErr(VmmError::OUT_OF_MEMORY) };
@@ -738,6 +736,22 @@ fn schedule(
         let seq = core.events.borrow().slab.get(handle).map(|e| e.seq).unwrap_or(0);
         core.timers.borrow_mut().at(now + Duration::from_millis(ms as u64), TimerKind::EventTimeout(handle, seq));
     }
+    if core.trace_on {
+        trace_scheduled(core, caller, handle, timeout_ms);
+    }
+    ROk(handle)
+}
+
+/// The `event_scheduled` record of the pending event `handle`. (Apart from
+/// `schedule`, so that with tracing off the hot path builds nothing.)
+#[cold]
+#[inline(never)]
+fn trace_scheduled(core: &Core, caller: u32, handle: u32, timeout_ms: Option<u32>) {
+    let Some((kind, target, flags, boost, label)) =
+        core.events.borrow().slab.get(handle).map(|e| (e.kind, e.target, e.flags, e.boost, e.cb.label()))
+    else {
+        return;
+    };
     core.trace(|| TraceEvent::EventScheduled {
         handle,
         event: kind.name(),
@@ -748,7 +762,6 @@ fn schedule(
         device: core.instance_name(caller).to_string(),
         callback: shorten(label),
     });
-    ROk(handle)
 }
 
 /// Run an event inline, inside the service call.
@@ -756,8 +769,9 @@ fn run_inline(core: &Core, kind: EventKind, target: u32, flags: u32, boost: i32,
     if boost != 0 {
         core.add_boost(target, boost as i64, "event");
     }
-    let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.now.get(), cb };
-    core.run_event(0, rec, true, false);
+    let mut rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.now.get(), cb };
+    core.run_event(0, &mut rec, true, false);
+    rec.cb.release();
     ROk(0)
 }
 
@@ -775,12 +789,15 @@ extern "C" fn call_priority_vm_event(
 ) -> VmmResult<u32> {
     const SERVICE: &str = "Call_Priority_VM_Event";
     guarded(cx, SERVICE, RErr(VmmError::FATAL), |core| {
-        let cb = Callback::plugin(cx.caller, callback);
+        // The callback becomes a `Callback` (which owns it) only once the
+        // arguments passed: a refused one is released right away.
         if !core.vm_valid(vm) {
+            drop(Callback::plugin(cx.caller, callback));
             return RErr(bad_vm(core, SERVICE, vm));
         }
         let valid = if core.manifest.machine.windows_version.0 < 4 { PEF_VALID_31 } else { PEF_VALID };
         if flags & !valid != 0 {
+            drop(Callback::plugin(cx.caller, callback));
             core.violation(
                 "RESERVED_FLAGS",
                 format!(
@@ -792,7 +809,7 @@ extern "C" fn call_priority_vm_event(
             );
             return RErr(VmmError::INVALID_PARAMETER);
         }
-        priority_event(core, cx.caller, boost, vm, flags, timeout_ms, cb)
+        priority_event(core, cx.caller, boost, vm, flags, timeout_ms, Callback::plugin(cx.caller, callback))
     })
 }
 
@@ -801,6 +818,7 @@ extern "C" fn call_priority_vm_event(
 /// `PEF_Always_Sched`, the wait conditions hold now), else schedule it.
 /// Returns 0 when it ran, else the event handle. SHELL schedules its own
 /// events (`_SHELL_PostMessage`, `SHELL_Message`) through here too.
+#[inline(always)]
 pub(crate) fn priority_event(
     core: &Core,
     caller: u32,

@@ -77,6 +77,12 @@ impl Callback {
 
     /// Call it in `context`.
     pub(crate) fn call(&mut self, core: &Core, context: Context, regs: &mut Regs) -> CallOutcome {
+        self.call_inline(core, context, regs)
+    }
+
+    /// [`Callback::call`], inlined into the caller (event dispatch).
+    #[inline(always)]
+    pub(crate) fn call_inline(&mut self, core: &Core, context: Context, regs: &mut Regs) -> CallOutcome {
         match self {
             Callback::Plugin { owner, raw, spent } => {
                 if *spent {

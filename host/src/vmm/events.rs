@@ -175,9 +175,10 @@ pub(crate) fn runnable_classes(unsatisfied: usize) -> u64 {
 const FIRST_PASS: u64 = (1 << CLASS_LAST) - 1;
 
 /// The pending events of one VM (or the global ones), by wait class.
-#[derive(Default)]
 struct Queue {
-    buckets: Vec<VecDeque<(u64, u32)>>,
+    /// The VM whose events these are (0: the global events).
+    vm: u32,
+    buckets: Box<[VecDeque<(u64, u32)>; CLASSES]>,
     /// Bit `c` set: bucket `c` may hold entries (live or dead).
     nonempty: u64,
     /// Live events.
@@ -185,12 +186,15 @@ struct Queue {
 }
 
 impl Queue {
+    #[cold]
+    #[inline(never)]
+    fn new(vm: u32) -> Self {
+        Queue { vm, buckets: Box::new(std::array::from_fn(|_| VecDeque::new())), nonempty: 0, live: 0 }
+    }
+
     #[inline]
     fn push(&mut self, class: usize, seq: u64, handle: u32) {
-        if self.buckets.is_empty() {
-            self.buckets.resize_with(CLASSES, VecDeque::new);
-        }
-        self.buckets[class].push_back((seq, handle));
+        self.buckets[class & (CLASSES - 1)].push_back((seq, handle));
         self.nonempty |= 1 << class;
         self.live += 1;
     }
@@ -199,14 +203,17 @@ impl Queue {
 /// All pending events.
 pub(crate) struct Events {
     pub(crate) slab: Slab<EventRec>,
-    global: Queue,
-    vms: Vec<(u32, Queue)>,
+    /// The queues, indexed by the low 16 bits of the VM handle (a VM's slot
+    /// in the VM table, plus one; 0 is the global queue). A queue with live
+    /// events always belongs to a live VM: a VM's events are drained when
+    /// it is destroyed, before its slot can be reused.
+    queues: Vec<Queue>,
     seq: u64,
 }
 
 impl Default for Events {
     fn default() -> Self {
-        Events { slab: Slab::new(TAG_EVENT), global: Queue::default(), vms: Vec::new(), seq: 0 }
+        Events { slab: Slab::new(TAG_EVENT), queues: vec![Queue::new(0)], seq: 0 }
     }
 }
 
@@ -214,30 +221,35 @@ fn is_live(slab: &Slab<EventRec>, seq: u64, handle: u32) -> bool {
     slab.get(handle).is_some_and(|e| e.seq == seq)
 }
 
+/// The queue slot of `vm` (0: the global queue).
+#[inline]
+fn slot_of(vm: u32) -> usize {
+    (vm & 0xFFFF) as usize
+}
+
 impl Events {
+    #[inline]
     fn queue(&self, vm: u32) -> Option<&Queue> {
-        if vm == 0 {
-            return Some(&self.global);
-        }
-        self.vms.iter().find(|(v, _)| *v == vm).map(|(_, q)| q)
+        self.queues.get(slot_of(vm)).filter(|q| q.vm == vm)
     }
 
     #[inline]
     fn queue_mut(&mut self, vm: u32) -> &mut Queue {
-        if vm == 0 {
-            return &mut self.global;
+        let slot = slot_of(vm);
+        if slot >= self.queues.len() {
+            self.queues.resize_with(slot + 1, || Queue::new(0));
         }
-        match self.vms.iter().position(|(v, _)| *v == vm) {
-            Some(i) => &mut self.vms[i].1,
-            None => {
-                self.vms.push((vm, Queue::default()));
-                &mut self.vms.last_mut().expect("just pushed").1
-            }
+        let q = &mut self.queues[slot];
+        if q.vm != vm {
+            // The slot's previous VM is gone, and its events with it.
+            debug_assert_eq!(q.live, 0, "events of a destroyed VM left pending");
+            *q = Queue::new(vm);
         }
+        q
     }
 
     /// Add a pending event; its handle (`None` if the table is full).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn insert(
         &mut self,
         kind: EventKind,
@@ -250,8 +262,7 @@ impl Events {
         self.seq += 1;
         let seq = self.seq;
         let handle = self.slab.insert(EventRec { kind, target, flags, boost, seq, scheduled_at: now, cb })?;
-        let class = class_of(flags);
-        self.queue_mut(target).push(class, seq, handle);
+        self.queue_mut(target).push(class_of(flags), seq, handle);
         Some(handle)
     }
 
@@ -271,12 +282,14 @@ impl Events {
     }
 
     /// Whether any event is pending for `vm` (0: global).
+    #[inline]
     pub(crate) fn pending(&self, vm: u32) -> bool {
         self.queue(vm).is_some_and(|q| q.live > 0)
     }
 
     /// The wait classes that may have events pending for `vm` (0: global),
     /// one bit per class bucket; 0 when none is pending.
+    #[inline]
     pub(crate) fn classes(&self, vm: u32) -> u64 {
         match self.queue(vm) {
             Some(q) if q.live > 0 => q.nonempty,
@@ -290,60 +303,61 @@ impl Events {
     }
 
     /// Choose the next event of `vm` (0: the global events) whose wait
-    /// class needs none of the conditions in `unsatisfied` (see
-    /// [`Conditions::unsatisfied`]), in the machine's order, and take it
-    /// out: its handle (stale from here on) and record.
+    /// class needs none of the conditions that `unsatisfied` reports as not
+    /// holding (see [`Conditions::unsatisfied`]; it is given the classes
+    /// with events pending, and asked only when some are), in the machine's
+    /// order, and take it out of its queue: its handle and slab slot. The
+    /// caller takes the record with [`Events::take_picked`] (one move of
+    /// the record, into the caller's frame).
     #[inline(always)]
     pub(crate) fn take_next(
         &mut self,
         vm: u32,
-        unsatisfied: usize,
+        unsatisfied: impl FnOnce(u64) -> usize,
         order: Order,
         rng: &RefCell<Rng>,
-    ) -> Option<(u32, EventRec)> {
-        let Events { slab, global, vms, .. } = self;
-        let queue = if vm == 0 { global } else { &mut vms.iter_mut().find(|(v, _)| *v == vm)?.1 };
-        if queue.live == 0 {
-            return None;
-        }
-        let runnable = queue.nonempty & RUNNABLE[unsatisfied & 31];
+    ) -> Option<(u32, usize)> {
+        let Events { slab, queues, .. } = self;
+        let queue = queues.get_mut(slot_of(vm)).filter(|q| q.vm == vm && q.live > 0)?;
+        let runnable = queue.nonempty & RUNNABLE[unsatisfied(queue.nonempty) & 31];
         let lifo = order == Order::Lifo;
         // PEF_Process_Last events only when no other event is ready. (The
         // two passes are written out: a loop or a closure here costs the
         // hot path about 20 instructions per event.)
         let first = runnable & FIRST_PASS;
+        let mut picked = None;
         if first != 0 {
-            let picked = match order {
+            picked = match order {
                 Order::Random => pick_random(queue, first, slab, &mut rng.borrow_mut()),
                 _ => pick_ordered(queue, first, slab, lifo),
             };
-            if picked.is_some() {
-                queue.live -= 1;
-                return picked;
-            }
         }
         let last = runnable & !FIRST_PASS;
-        if last == 0 {
-            return None;
+        if picked.is_none() && last != 0 {
+            picked = match order {
+                Order::Random => pick_random(queue, last, slab, &mut rng.borrow_mut()),
+                _ => pick_ordered(queue, last, slab, lifo),
+            };
         }
-        let picked = match order {
-            Order::Random => pick_random(queue, last, slab, &mut rng.borrow_mut()),
-            _ => pick_ordered(queue, last, slab, lifo),
-        };
-        if picked.is_some() {
-            queue.live -= 1;
-        }
-        picked
+        let picked = picked?;
+        queue.live -= 1;
+        Some(picked)
+    }
+
+    /// The record of an event [`Events::take_next`] picked (its handle is
+    /// stale from here on); always `Some` (an `Option`, so the caller can
+    /// keep it where it lands).
+    #[inline(always)]
+    pub(crate) fn take_picked(&mut self, slot: usize) -> Option<EventRec> {
+        self.slab.take_at(slot)
     }
 
     /// Remove every pending event targeted at `vm` (0: the global ones).
     pub(crate) fn drain(&mut self, vm: u32) -> Vec<(u32, EventRec)> {
         let handles: Vec<u32> = self.slab.iter().filter(|(_, e)| e.target == vm).map(|(h, _)| h).collect();
         let out = handles.into_iter().filter_map(|h| self.remove(h).map(|r| (h, r))).collect();
-        if vm == 0 {
-            self.global = Queue::default();
-        } else {
-            self.vms.retain(|(v, _)| *v != vm);
+        if let Some(q) = self.queues.get_mut(slot_of(vm)).filter(|q| q.vm == vm) {
+            *q = Queue::new(vm);
         }
         out
     }
@@ -357,22 +371,23 @@ impl Events {
 }
 
 /// Take the newest (LIFO) or oldest (FIFO) live entry of one bucket out of
-/// the bucket and the slab; dead entries on the way are dropped.
+/// the bucket: its handle and slab slot (the record stays in the slab).
+/// Dead entries on the way are dropped.
 #[inline(always)]
-fn take_end(b: &mut VecDeque<(u64, u32)>, slab: &mut Slab<EventRec>, lifo: bool) -> Option<(u32, EventRec)> {
+fn take_end(b: &mut VecDeque<(u64, u32)>, slab: &Slab<EventRec>, lifo: bool) -> Option<(u32, usize)> {
     loop {
         let (seq, h) = if lifo { b.pop_back() } else { b.pop_front() }?;
-        if let Some(rec) = slab.take_if(h, |e| e.seq == seq) {
-            return Some((h, rec));
+        if let Some(slot) = slab.find_if(h, |e| e.seq == seq) {
+            return Some((h, slot));
         }
     }
 }
 
 /// LIFO: the newest live entry at a bucket's back; FIFO: the oldest at a
-/// front. Only buckets in `candidates` are looked at; dead entries at the
+/// front; taken out of its bucket (see [`take_end`]). Only buckets in `candidates` are looked at; dead entries at the
 /// ends are dropped on the way, and emptied buckets leave `nonempty`.
 #[inline(always)]
-fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &mut Slab<EventRec>, lifo: bool) -> Option<(u32, EventRec)> {
+fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, lifo: bool) -> Option<(u32, usize)> {
     let Queue { buckets, nonempty, .. } = queue;
     // One bucket to look at (the common case): its end is the answer.
     if candidates & (candidates - 1) == 0 {
@@ -426,13 +441,9 @@ fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &mut Slab<EventRec>, l
     picked
 }
 
-/// Random: a uniformly chosen entry among the candidate buckets.
-fn pick_random(
-    queue: &mut Queue,
-    candidates: u64,
-    slab: &mut Slab<EventRec>,
-    rng: &mut Rng,
-) -> Option<(u32, EventRec)> {
+/// Random: a uniformly chosen entry among the candidate buckets, taken out
+/// of its bucket (see [`take_end`]).
+fn pick_random(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, rng: &mut Rng) -> Option<(u32, usize)> {
     let Queue { buckets, nonempty, .. } = queue;
     loop {
         let mut total = 0usize;
@@ -456,8 +467,8 @@ fn pick_random(
                 if b.is_empty() {
                     *nonempty &= !(1 << class);
                 }
-                if let Some(rec) = slab.take_if(h, |e| e.seq == seq) {
-                    return Some((h, rec));
+                if let Some(slot) = slab.find_if(h, |e| e.seq == seq) {
+                    return Some((h, slot));
                 }
                 break;
             }

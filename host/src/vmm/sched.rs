@@ -287,7 +287,7 @@ impl Core {
     /// not hold for `vm` right now, among those the events pending in
     /// `classes` wait for: the conditions cost more than the common
     /// answer, events that wait for none of them.
-    #[inline]
+    #[inline(always)]
     fn unsatisfied_for(&self, vm: u32, classes: u64) -> usize {
         let needed = conditions_needed(classes);
         if needed == 0 {
@@ -309,22 +309,24 @@ impl Core {
         let next = {
             let mut events = self.events.borrow_mut();
             // Global events wait for nothing.
-            let global = if events.pending(0) { events.take_next(0, 0, order, &self.rng) } else { None };
-            match (global, vm) {
-                (Some(g), _) => Some(g),
-                (None, Some(vm)) => {
-                    let classes = events.classes(vm);
-                    if classes != 0 && self.events_may_run(vm) {
-                        events.take_next(vm, self.unsatisfied_for(vm, classes), order, &self.rng)
-                    } else {
-                        None
-                    }
-                }
-                (None, None) => return false,
+            let mut next = events.take_next(0, |_| 0, order, &self.rng);
+            if next.is_none()
+                && let Some(vm) = vm
+                && self.events_may_run(vm)
+            {
+                next = events.take_next(vm, |classes| self.unsatisfied_for(vm, classes), order, &self.rng);
             }
+            next
         };
-        if let Some((h, rec)) = next {
-            self.run_event(h, rec, false, false);
+        if let Some((h, slot)) = next {
+            // The record is moved once, into this frame, and lent from here.
+            let mut taken = self.events.borrow_mut().take_picked(slot);
+            if let Some(rec) = taken.as_mut() {
+                self.run_event(h, rec, false, false);
+            }
+            if let Some(rec) = taken {
+                rec.cb.release();
+            }
             return true;
         }
         let Some(vm) = vm else { return false };
@@ -332,32 +334,50 @@ impl Core {
     }
 
     /// Run an event's callback (it is already out of the pending set, so its
-    /// handle is stale from here on) and remove its boost afterwards.
-    pub(crate) fn run_event(&self, handle: u32, rec: EventRec, inline: bool, timed_out: bool) {
+    /// handle is stale from here on) and remove its boost afterwards. The
+    /// record is lent, not given: the caller owns it in its own frame, so
+    /// it is not copied on the way (the dispatch hot path).
+    pub(crate) fn run_event(&self, handle: u32, rec: &mut EventRec, inline: bool, timed_out: bool) {
         self.count_dispatch();
         let vm = self.cur_vm.get();
-        let EventRec { kind, target, flags, boost, scheduled_at, mut cb, .. } = rec;
         // ESI: the event's own handle (0 inline), so a device can forget it.
         let mut regs = Regs { ebx: vm, esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
         let depth = self.nest_mark();
-        let result = cb.call(self, Context::Event, &mut regs);
+        let result = rec.cb.call_inline(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "an event callback");
-        if kind == EventKind::Priority && boost != 0 && (flags & PEF_DONT_UNBOOST == 0 || timed_out) {
-            self.add_boost(target, -(boost as i64), "unboost");
+        if rec.kind == EventKind::Priority && rec.boost != 0 && (rec.flags & PEF_DONT_UNBOOST == 0 || timed_out) {
+            self.add_boost(rec.target, -(rec.boost as i64), "unboost");
         }
+        if self.trace_on {
+            self.trace_dispatched(if inline { 0 } else { handle }, rec, vm, inline, timed_out, result);
+        }
+    }
+
+    /// The `event_dispatched` record of an event that ran. (Apart from
+    /// `run_event`, so that with tracing off the hot path builds nothing.)
+    #[cold]
+    #[inline(never)]
+    fn trace_dispatched(
+        &self,
+        handle: u32,
+        rec: &EventRec,
+        vm: u32,
+        inline: bool,
+        timed_out: bool,
+        result: CallOutcome,
+    ) {
         self.trace(|| TraceEvent::EventDispatched {
-            handle: if inline { 0 } else { handle },
-            event: kind.name(),
+            handle,
+            event: rec.kind.name(),
             vm,
-            target: (target != 0).then_some(target),
+            target: (rec.target != 0).then_some(rec.target),
             inline,
             timed_out,
-            waited_ns: self.now.get().since(scheduled_at).as_nanos(),
-            device: self.instance_name(cb.owner()).to_string(),
-            callback: cb.name(),
+            waited_ns: self.now.get().since(rec.scheduled_at).as_nanos(),
+            device: self.instance_name(rec.cb.owner()).to_string(),
+            callback: rec.cb.name(),
             result,
         });
-        cb.release();
     }
 
     /// Add `delta` to `vm`'s boost.
@@ -490,8 +510,9 @@ impl Core {
             }
             TimerKind::EventTimeout(h, seq) => {
                 let rec = self.events.borrow_mut().remove_seq(h, seq);
-                if let Some(rec) = rec {
-                    self.run_event(h, rec, false, true);
+                if let Some(mut rec) = rec {
+                    self.run_event(h, &mut rec, false, true);
+                    rec.cb.release();
                 }
             }
             TimerKind::AppyTimeout(h, seq) => self.appy_timed_out(h, seq),
@@ -514,7 +535,7 @@ impl Core {
         let mut cb = rec.cb;
         let mut regs = Regs { ebx: vm, ecx: late_ms, ..Regs::default() };
         let depth = self.nest_mark();
-        let result = cb.call(self, Context::Event, &mut regs);
+        let result = cb.call_inline(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "a time-out callback");
         self.trace(|| TraceEvent::Timeout {
             handle,

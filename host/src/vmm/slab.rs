@@ -37,7 +37,7 @@ impl<T> Slab<T> {
     }
 
     /// Insert; the new handle. `None` when all 2^21 slots are in use.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn insert(&mut self, value: T) -> Option<u32> {
         let index = match self.free.pop() {
             Some(i) => i,
@@ -82,6 +82,26 @@ impl<T> Slab<T> {
 
     pub(crate) fn remove(&mut self, handle: u32) -> Option<T> {
         self.take_if(handle, |_| true)
+    }
+
+    /// The slot of `handle` if it is live and `pred` accepts its value (for
+    /// [`Slab::take_at`]).
+    #[inline(always)]
+    pub(crate) fn find_if(&self, handle: u32, pred: impl FnOnce(&T) -> bool) -> Option<usize> {
+        let i = self.index(handle)?;
+        pred(self.entries[i].value.as_ref()?).then_some(i)
+    }
+
+    /// Remove the value in slot `i` (from [`Slab::find_if`]). (Written so
+    /// that the value is moved once, straight into the caller's place.)
+    #[inline(always)]
+    pub(crate) fn take_at(&mut self, i: usize) -> Option<T> {
+        let v = self.entries.get_mut(i).and_then(|e| e.value.take());
+        if v.is_some() {
+            self.free.push(i as u32);
+            self.len -= 1;
+        }
+        v
     }
 
     /// Remove the value of `handle` if `pred` accepts it.
