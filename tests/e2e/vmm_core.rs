@@ -584,6 +584,40 @@ fn a_device_failing_create_vm_fails_the_creation() {
 }
 
 #[test]
+fn events_scheduled_for_a_dying_vm_go_with_it() {
+    // The device schedules an event for the VM from each of its VM_Terminate,
+    // VM_Not_Executeable and Destroy_VM handlers (the handle is valid in all
+    // three). None of them runs, each is cancelled with the VM, and the next
+    // VM, which reuses the dead VM's table slot, starts with none of them.
+    let mut s = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(|dev, vmm, msg| {
+            if matches!(msg.message, CREATE_VM | VM_TERMINATE | VM_NOT_EXECUTEABLE | DESTROY_VM) {
+                let tag = control_message_name(msg.message);
+                let h = vmm.call_priority_vm_event(0, msg.vm, PEF_ALWAYS_SCHED, 0, note_when_run(tag));
+                dev.note(vmm, format!("{tag} scheduled={}", h.is_ok()));
+            }
+            Carry::Clear
+        })
+        .boot();
+    let dos1 = s.create_vm("DOS1").expect("DOS1");
+    s.machine().destroy_vm(dos1);
+    let dos2 = s.create_vm("DOS2").expect("DOS2");
+    assert_eq!(dos2 & 0xFFFF, dos1 & 0xFFFF, "DOS2 reuses DOS1's slot");
+    assert_ne!(dos2, dos1);
+    s.run_for(vmm_host::time::Duration::from_millis(10));
+    let t = s.trace();
+    let ran: Vec<String> = t
+        .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
+        .into_iter()
+        .filter_map(|v| v.as_str().filter(|s| s.contains("t=")).map(|s| s.to_string()))
+        .collect();
+    assert_eq!(ran, [format!("Create_VM t=0 vm={dos2:#x} timed_out=false")], "only DOS2's own event runs");
+    assert_eq!(t.count(json!({"kind": "event_cancelled", "vm": dos1, "reason": "vm_destroyed"})), 4);
+    assert_eq!(t.count(json!({"kind": "debug_string", "text": "Destroy_VM scheduled=true"})), 1);
+    assert_eq!(s.violations(), 0);
+}
+
+#[test]
 fn vm_handle_services_and_stale_vm_handles() {
     let run = Scenario::new(
         "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nat = 10\n[[interrupt]]\nname = \"go\"\nat = 20\n",

@@ -127,6 +127,9 @@ impl Core {
         self.broadcast_vm_message(VM_NOT_EXECUTEABLE, vm, flags, Context::Control);
         self.release_vm_resources(vm);
         self.broadcast_vm_message(DESTROY_VM, vm, 0, Context::Control);
+        // Events a device scheduled for the VM in its Destroy_VM handler go
+        // with it too (its handle was still valid there).
+        self.cancel_vm_events(vm);
         // A VM destroyed in a blocking wait leaves the scheduler's count of
         // flagged waits.
         self.unblock(vm);
@@ -140,17 +143,7 @@ impl Core {
     /// Cancel what refers to a dying VM: its events, its time-outs, its
     /// claims on the critical section, its semaphore waits.
     fn release_vm_resources(&self, vm: u32) {
-        let events = self.events.borrow_mut().drain(vm);
-        for (h, rec) in events {
-            let device = self.instance_name(rec.cb.owner());
-            self.trace(|| TraceEvent::EventCancelled {
-                handle: h,
-                event: rec.kind.name(),
-                vm: Some(vm),
-                device: device.to_string(),
-                reason: "vm_destroyed",
-            });
-        }
+        self.cancel_vm_events(vm);
         let timeouts =
             self.timers.borrow().timeouts_where(|r| matches!(r.due, crate::vmm::timers::Due::Exec(v, _) if v == vm));
         for h in timeouts {
@@ -166,6 +159,20 @@ impl Core {
             s.waiters.retain(|w| *w != vm);
         }
         self.ring3_vm_destroyed(vm);
+    }
+
+    /// Cancel the pending events of a dying VM.
+    fn cancel_vm_events(&self, vm: u32) {
+        let events = self.events.borrow_mut().drain(vm);
+        for (h, rec) in events {
+            self.trace(|| TraceEvent::EventCancelled {
+                handle: h,
+                event: rec.kind.name(),
+                vm: Some(vm),
+                device: self.instance_name(rec.cb.owner()).to_string(),
+                reason: "vm_destroyed",
+            });
+        }
     }
 
     /// Terminate every DOS VM normally (at shutdown), newest first.
