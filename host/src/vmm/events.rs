@@ -137,15 +137,36 @@ impl Conditions {
 
 /// The condition bits that choosing among the buckets in `classes` (see
 /// [`Events::classes`]) needs to know: the union of their wait classes.
+#[inline(always)]
 pub(crate) fn conditions_needed(classes: u64) -> usize {
-    let mut needed = 0;
-    let mut bits = classes;
+    // Classes 0 to 7 (the STI, not-critical and not-hardware-interrupt
+    // conditions, the usual ones) by table, the others bit by bit.
+    let mut needed = NEEDED_LOW[(classes & 0xFF) as usize] as usize;
+    let mut bits = classes & !0xFF;
     while bits != 0 {
         needed |= bits.trailing_zeros() as usize;
         bits &= bits - 1;
     }
     needed & !CLASS_LAST
 }
+
+/// `NEEDED_LOW[b]`: the union of the classes 0 to 7 whose bits are set in
+/// `b`.
+const NEEDED_LOW: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut class = 0;
+        while class < 8 {
+            if b & (1 << class) != 0 {
+                table[b] |= class as u8;
+            }
+            class += 1;
+        }
+        b += 1;
+    }
+    table
+};
 
 /// `RUNNABLE[u]`: the bucket bits of the classes that need none of the
 /// conditions in `u` (a mask of unsatisfied condition bits).
@@ -218,7 +239,17 @@ impl Default for Events {
 }
 
 fn is_live(slab: &Slab<EventRec>, seq: u64, handle: u32) -> bool {
-    slab.get(handle).is_some_and(|e| e.seq == seq)
+    live_slot(slab, seq, handle).is_some()
+}
+
+/// The slab slot of bucket entry `(seq, handle)` if its event is still
+/// pending. The sequence number alone decides: every event gets a new one,
+/// so a slot that holds the same number holds the same event (a cheaper
+/// test than the handle's tag and generation).
+#[inline(always)]
+fn live_slot(slab: &Slab<EventRec>, seq: u64, handle: u32) -> Option<usize> {
+    let slot = slab.slot_of(handle);
+    slab.at(slot).is_some_and(|e| e.seq == seq).then_some(slot)
 }
 
 /// The queue slot of `vm` (0: the global queue).
@@ -377,7 +408,7 @@ impl Events {
 fn take_end(b: &mut VecDeque<(u64, u32)>, slab: &Slab<EventRec>, lifo: bool) -> Option<(u32, usize)> {
     loop {
         let (seq, h) = if lifo { b.pop_back() } else { b.pop_front() }?;
-        if let Some(slot) = slab.find_if(h, |e| e.seq == seq) {
+        if let Some(slot) = live_slot(slab, seq, h) {
             return Some((h, slot));
         }
     }
@@ -467,12 +498,32 @@ fn pick_random(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, rng: &
                 if b.is_empty() {
                     *nonempty &= !(1 << class);
                 }
-                if let Some(slot) = slab.find_if(h, |e| e.seq == seq) {
+                if let Some(slot) = live_slot(slab, seq, h) {
                     return Some((h, slot));
                 }
                 break;
             }
             r -= b.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_needed_is_the_union_of_the_pending_classes() {
+        let by_bits =
+            |classes: u64| (0..64).filter(|c| classes & (1u64 << c) != 0).fold(0usize, |n, c| n | c) & !CLASS_LAST;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for low in 0..=0xFFFFu64 {
+            // Every combination of classes 0..15, with pseudo-random higher ones.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let classes = low | (x & !0xFFFF & (u64::MAX >> (low % 64)));
+            assert_eq!(conditions_needed(classes), by_bits(classes), "classes {classes:#x}");
         }
     }
 }

@@ -84,15 +84,20 @@ impl<T> Slab<T> {
         self.take_if(handle, |_| true)
     }
 
-    /// The slot of `handle` if it is live and `pred` accepts its value (for
-    /// [`Slab::take_at`]).
+    /// The slot `handle` names, valid or not (for [`Slab::at`] and
+    /// [`Slab::take_at`], when the value itself proves it is the one meant).
     #[inline(always)]
-    pub(crate) fn find_if(&self, handle: u32, pred: impl FnOnce(&T) -> bool) -> Option<usize> {
-        let i = self.index(handle)?;
-        pred(self.entries[i].value.as_ref()?).then_some(i)
+    pub(crate) fn slot_of(&self, handle: u32) -> usize {
+        ((handle & INDEX_MASK) as usize).wrapping_sub(1)
     }
 
-    /// Remove the value in slot `i` (from [`Slab::find_if`]). (Written so
+    /// The value in slot `i`, if any.
+    #[inline(always)]
+    pub(crate) fn at(&self, i: usize) -> Option<&T> {
+        self.entries.get(i)?.value.as_ref()
+    }
+
+    /// Remove the value in slot `i` (see [`Slab::slot_of`]). (Written so
     /// that the value is moved once, straight into the caller's place.)
     #[inline(always)]
     pub(crate) fn take_at(&mut self, i: usize) -> Option<T> {
