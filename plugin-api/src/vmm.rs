@@ -163,6 +163,7 @@ impl fmt::Debug for Vmm<'_> {
     }
 }
 
+#[inline]
 fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError> {
     r.into_result()
 }
@@ -199,10 +200,12 @@ impl<'a> Vmm<'a> {
         self.cx
     }
 
+    #[inline]
     fn svc(&self) -> HostServices_Ref {
         self.cx.services
     }
 
+    #[inline]
     fn vms(&self) -> crate::abi::VmServices_Ref {
         self.cx.services.vm()
     }
@@ -392,26 +395,31 @@ impl<'a> Vmm<'a> {
     // ---- VMs ----------------------------------------------------------
 
     /// `Get_Cur_VM_Handle`.
+    #[inline]
     pub fn get_cur_vm_handle(&self) -> VmHandle {
         VmHandle((self.vms().get_cur_vm_handle())(self.cx))
     }
 
     /// `Get_Sys_VM_Handle`.
+    #[inline]
     pub fn get_sys_vm_handle(&self) -> VmHandle {
         VmHandle((self.vms().get_sys_vm_handle())(self.cx))
     }
 
     /// `Test_Cur_VM_Handle`: whether `vm` is the current VM.
+    #[inline]
     pub fn test_cur_vm_handle(&self, vm: VmHandle) -> bool {
         (self.vms().test_cur_vm_handle())(self.cx, vm.0)
     }
 
     /// `Test_Sys_VM_Handle`: whether `vm` is the system VM.
+    #[inline]
     pub fn test_sys_vm_handle(&self, vm: VmHandle) -> bool {
         (self.vms().test_sys_vm_handle())(self.cx, vm.0)
     }
 
     /// `Validate_VM_Handle`: whether `vm` names a live VM.
+    #[inline]
     pub fn validate_vm_handle(&self, vm: VmHandle) -> bool {
         (self.vms().validate_vm_handle())(self.cx, vm.0)
     }
@@ -423,6 +431,7 @@ impl<'a> Vmm<'a> {
 
     /// `Get_VMM_Reenter_Count`: non-zero while the VMM is re-entered by a
     /// simulated hardware interrupt.
+    #[inline]
     pub fn get_vmm_reenter_count(&self) -> u32 {
         (self.vms().get_vmm_reenter_count())(self.cx)
     }

@@ -115,6 +115,8 @@ impl Core {
     /// running VM is killed), then VM_Not_Executeable with `flags`, then
     /// Destroy_VM. Its pending events and time-outs are cancelled.
     pub(crate) fn destroy_vm(&self, vm: u32, flags: u32, normal: bool, reason: &'static str) {
+        // The system VM lives as long as the machine (`vm_valid` relies on it).
+        debug_assert_ne!(vm, self.sys_vm.get(), "the system VM is never destroyed");
         let Some((id, name)) = self.vms.borrow_mut().get_mut(vm).map(|v| {
             v.life = VmLife::Terminating;
             (v.id, v.name.clone())

@@ -34,8 +34,10 @@ impl Core {
         self.cur_vm.set(handle);
     }
 
-    /// Whether `handle` names a live VM.
+    /// Whether `handle` names a live VM. (The system VM, once created, is
+    /// never destroyed: its handle needs no lookup.)
+    #[inline]
     pub(crate) fn vm_valid(&self, handle: u32) -> bool {
-        self.vms.borrow().get(handle).is_some()
+        (handle != 0 && handle == self.sys_vm.get()) || self.vms.borrow().get(handle).is_some()
     }
 }
