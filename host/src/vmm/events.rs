@@ -238,10 +238,6 @@ impl Default for Events {
     }
 }
 
-fn is_live(slab: &Slab<EventRec>, seq: u64, handle: u32) -> bool {
-    live_slot(slab, seq, handle).is_some()
-}
-
 /// The slab slot of bucket entry `(seq, handle)` if its event is still
 /// pending. The sequence number alone decides: every event gets a new one,
 /// so a slot that holds the same number holds the same event (a cheaper
@@ -458,8 +454,9 @@ fn pick_unconditional(queue: &mut Queue, slab: &Slab<EventRec>, lifo: bool) -> O
 }
 
 /// LIFO: the newest live entry at a bucket's back; FIFO: the oldest at a
-/// front; taken out of its bucket (see [`take_end`]). Only buckets in `candidates` are looked at; dead entries at the
-/// ends are dropped on the way, and emptied buckets leave `nonempty`.
+/// front; taken out of its bucket (see [`take_end`]). Only buckets in
+/// `candidates` are looked at; dead entries at the ends are dropped on the
+/// way, and emptied buckets leave `nonempty`.
 #[inline(always)]
 fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, lifo: bool) -> Option<(u32, usize)> {
     let Queue { buckets, nonempty, .. } = queue;
@@ -482,7 +479,7 @@ fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, lifo:
         let end = loop {
             let e = if lifo { b.back() } else { b.front() };
             match e {
-                Some(&(seq, h)) if is_live(slab, seq, h) => break Some(seq),
+                Some(&(seq, h)) if live_slot(slab, seq, h).is_some() => break Some(seq),
                 Some(_) => {
                     if lifo {
                         b.pop_back();

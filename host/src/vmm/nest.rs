@@ -302,11 +302,7 @@ impl Core {
         // interrupt's boosted event elsewhere); equals wait for the end of
         // the nested block.
         if self.higher_priority_vm(vm) {
-            self.waiters.borrow_mut().push(vm);
-            self.vms.borrow_mut().touch();
-            let end = self.run_until(&|c: &Core| c.cur_vm.get() == vm, None);
-            self.waiters.borrow_mut().pop();
-            self.vms.borrow_mut().touch();
+            let end = self.run_until(&|c: &Core| c.cur_vm.get() == vm, Some(vm));
             if end != crate::vmm::sched::LoopEnd::Done {
                 return Err(VmmError::FATAL);
             }

@@ -535,7 +535,7 @@ impl Core {
         let mut cb = rec.cb;
         let mut regs = Regs { ebx: vm, ecx: late_ms, ..Regs::default() };
         let depth = self.nest_mark();
-        let result = cb.call_inline(self, Context::Event, &mut regs);
+        let result = cb.call(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "a time-out callback");
         self.trace(|| TraceEvent::Timeout {
             handle,
