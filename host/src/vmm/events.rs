@@ -288,7 +288,8 @@ impl Events {
     ) -> Option<u32> {
         self.seq += 1;
         let seq = self.seq;
-        let handle = self.slab.insert(EventRec { kind, target, flags, boost, seq, scheduled_at: now, cb })?;
+        let (handle, place) = self.slab.vacant()?;
+        *place = Some(EventRec { kind, target, flags, boost, seq, scheduled_at: now, cb });
         self.queue_mut(target).push(class_of(flags), seq, handle);
         Some(handle)
     }
@@ -381,12 +382,12 @@ impl Events {
         Some(picked)
     }
 
-    /// The record of an event [`Events::take_next`] picked (its handle is
-    /// stale from here on); always `Some` (an `Option`, so the caller can
-    /// keep it where it lands).
+    /// Move the record of an event [`Events::take_next`] picked into `out`
+    /// (which holds `None`); its handle is stale from here on. The record
+    /// lands straight in the caller's place, moved once.
     #[inline(always)]
-    pub(crate) fn take_picked(&mut self, slot: usize) -> Option<EventRec> {
-        self.slab.take_at(slot)
+    pub(crate) fn take_picked(&mut self, slot: usize, out: &mut Option<EventRec>) {
+        self.slab.take_at_into(slot, out)
     }
 
     /// Remove every pending event targeted at `vm` (0: the global ones).
@@ -600,7 +601,9 @@ mod tests {
                         let unsatisfied = (next() % 4) as usize & (CLASS_STI | CLASS_NOT_CRIT);
                         let want = expected(&pending, unsatisfied, lifo);
                         let got = ev.take_next(VM, |_| unsatisfied, order, &rng).map(|(h, slot)| {
-                            ev.take_picked(slot).unwrap().cb.release();
+                            let mut rec = None;
+                            ev.take_picked(slot, &mut rec);
+                            rec.unwrap().cb.release();
                             h
                         });
                         assert_eq!(got, want, "{order:?}, unsatisfied {unsatisfied:#x}");

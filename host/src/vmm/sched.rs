@@ -319,10 +319,12 @@ impl Core {
             next
         };
         if let Some((h, slot)) = next {
-            // The record is moved once, into this frame, and lent from here.
-            let mut taken = self.events.borrow_mut().take_picked(slot);
+            // The record is moved once, out of the slab into this frame, and
+            // lent from here.
+            let mut taken = None;
+            self.events.borrow_mut().take_picked(slot, &mut taken);
             if let Some(rec) = taken.as_mut() {
-                self.run_event(h, rec, false, false);
+                self.run_event_inline(h, rec, false, false);
             }
             if let Some(rec) = taken {
                 rec.cb.release();
@@ -338,6 +340,12 @@ impl Core {
     /// record is lent, not given: the caller owns it in its own frame, so
     /// it is not copied on the way (the dispatch hot path).
     pub(crate) fn run_event(&self, handle: u32, rec: &mut EventRec, inline: bool, timed_out: bool) {
+        self.run_event_inline(handle, rec, inline, timed_out);
+    }
+
+    /// [`Core::run_event`], inlined into the caller (event dispatch).
+    #[inline(always)]
+    fn run_event_inline(&self, handle: u32, rec: &mut EventRec, inline: bool, timed_out: bool) {
         self.count_dispatch();
         let vm = self.cur_vm.get();
         // ESI: the event's own handle (0 inline), so a device can forget it.

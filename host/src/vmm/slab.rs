@@ -39,6 +39,17 @@ impl<T> Slab<T> {
     /// Insert; the new handle. `None` when all 2^21 slots are in use.
     #[inline(always)]
     pub(crate) fn insert(&mut self, value: T) -> Option<u32> {
+        let (handle, place) = self.vacant()?;
+        *place = Some(value);
+        Some(handle)
+    }
+
+    /// Take a free slot for a new value: its handle and its place, which
+    /// the caller fills at once with `Some` (the record is then built
+    /// straight in the slab, not moved there). `None` when all 2^21 slots
+    /// are in use.
+    #[inline(always)]
+    pub(crate) fn vacant(&mut self) -> Option<(u32, &mut Option<T>)> {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -50,10 +61,10 @@ impl<T> Slab<T> {
             }
         };
         let e = &mut self.entries[index as usize];
+        debug_assert!(e.value.is_none(), "a free slab slot holds a value");
         e.generation = e.generation.wrapping_add(1);
-        e.value = Some(value);
         self.len += 1;
-        Some((self.tag << TAG_SHIFT) | ((e.generation as u32) << GEN_SHIFT) | (index + 1))
+        Some(((self.tag << TAG_SHIFT) | ((e.generation as u32) << GEN_SHIFT) | (index + 1), &mut e.value))
     }
 
     #[inline]
@@ -97,16 +108,18 @@ impl<T> Slab<T> {
         self.entries.get(i)?.value.as_ref()
     }
 
-    /// Remove the value in slot `i` (see [`Slab::slot_of`]). (Written so
-    /// that the value is moved once, straight into the caller's place.)
+    /// Move the value in slot `i` (see [`Slab::slot_of`]) into `out`, which
+    /// holds `None` (written so that the value is moved once, straight
+    /// into the caller's place). `out` stays `None` if the slot is empty.
     #[inline(always)]
-    pub(crate) fn take_at(&mut self, i: usize) -> Option<T> {
-        let v = self.entries.get_mut(i).and_then(|e| e.value.take());
-        if v.is_some() {
+    pub(crate) fn take_at_into(&mut self, i: usize, out: &mut Option<T>) {
+        if let Some(e) = self.entries.get_mut(i)
+            && e.value.is_some()
+        {
+            *out = e.value.take();
             self.free.push(i as u32);
             self.len -= 1;
         }
-        v
     }
 
     /// Remove the value of `handle` if `pred` accepts it.
