@@ -178,4 +178,24 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert!(s.get(0).is_none() && s.get(u32::MAX).is_none());
     }
+
+    #[test]
+    fn a_value_taken_by_slot_frees_the_slot_once() {
+        let mut s = Slab::new(TAG_EVENT);
+        let a = s.insert("a").unwrap();
+        let slot = s.slot_of(a);
+        let mut out = None;
+        s.take_at_into(slot, &mut out);
+        assert_eq!(out, Some("a"));
+        assert!(s.get(a).is_none() && s.len() == 0, "stale after the take");
+        let mut again = None;
+        s.take_at_into(slot, &mut again);
+        assert_eq!(again, None, "an empty slot gives nothing");
+        s.take_at_into(usize::MAX, &mut again);
+        assert_eq!(again, None, "a slot out of range gives nothing");
+        let b = s.insert("b").unwrap();
+        let c = s.insert("c").unwrap();
+        assert_eq!(s.slot_of(b), slot, "the slot was freed once and is reused");
+        assert_ne!(s.slot_of(c), slot, "and not handed out twice");
+    }
 }
