@@ -204,13 +204,23 @@ struct Queue {
     nonempty: u64,
     /// Live events.
     live: usize,
+    /// The newest sequence number ever queued in a bucket other than
+    /// class 0's: no end of those buckets is newer (LIFO's quick answer
+    /// for an event that waits for nothing).
+    newest_waiting: u64,
 }
 
 impl Queue {
     #[cold]
     #[inline(never)]
     fn new(vm: u32) -> Self {
-        Queue { vm, buckets: Box::new(std::array::from_fn(|_| VecDeque::new())), nonempty: 0, live: 0 }
+        Queue {
+            vm,
+            buckets: Box::new(std::array::from_fn(|_| VecDeque::new())),
+            nonempty: 0,
+            live: 0,
+            newest_waiting: 0,
+        }
     }
 
     #[inline]
@@ -218,6 +228,9 @@ impl Queue {
         self.buckets[class & (CLASSES - 1)].push_back((seq, handle));
         self.nonempty |= 1 << class;
         self.live += 1;
+        if class != 0 {
+            self.newest_waiting = seq;
+        }
     }
 }
 
@@ -427,10 +440,12 @@ fn take_end(b: &mut VecDeque<(u64, u32)>, slab: &Slab<EventRec>, lifo: bool) -> 
 /// "decide with the conditions" (a dead end anywhere is left to that path).
 #[inline(always)]
 fn pick_unconditional(queue: &mut Queue, slab: &Slab<EventRec>, lifo: bool) -> Option<(u32, usize)> {
-    let Queue { buckets, nonempty, .. } = queue;
+    let Queue { buckets, nonempty, newest_waiting, .. } = queue;
     let b0 = &buckets[0];
     let &(seq, handle) = if lifo { b0.back() } else { b0.front() }?;
-    let mut others = *nonempty & FIRST_PASS & !1;
+    // LIFO: newer than anything ever queued in the other buckets, it beats
+    // their ends without a look at them.
+    let mut others = if lifo && seq > *newest_waiting { 0 } else { *nonempty & FIRST_PASS & !1 };
     while others != 0 {
         let class = others.trailing_zeros() as usize;
         others &= others - 1;
