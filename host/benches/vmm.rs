@@ -145,7 +145,6 @@ fn dos_machine(args: &str) -> Machine {
     m
 }
 
-/// Time `run()` of a machine whose DOS program makes `iters` calls.
 /// Time `iters` units of work done by machines of at most `batch` units
 /// each (`make(k)` boots one for `k` units); booting is not timed.
 fn time_runs(iters: u64, batch: u64, mut make: impl FnMut(u64) -> Machine) -> Duration {
@@ -162,6 +161,7 @@ fn time_runs(iters: u64, batch: u64, mut make: impl FnMut(u64) -> Machine) -> Du
     total
 }
 
+/// Time `run()` of machines whose DOS programs make `iters` calls in all.
 fn time_dos(what: &str, iters: u64) -> Duration {
     time_runs(iters, 10_000_000, |k| dos_machine(&format!("{what} {k}")))
 }

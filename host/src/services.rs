@@ -769,9 +769,8 @@ fn run_inline(core: &Core, kind: EventKind, target: u32, flags: u32, boost: i32,
     if boost != 0 {
         core.add_boost(target, boost as i64, "event");
     }
-    let mut rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.now.get(), cb };
-    core.run_event(0, &mut rec, true, false);
-    rec.cb.release();
+    let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.now.get(), cb };
+    core.run_event(0, rec, true, false);
     ROk(0)
 }
 

@@ -592,13 +592,8 @@ mod tests {
             let lifo = order == Order::Lifo;
             let mut ev = Events::default();
             let mut pending: Vec<(u64, u32, usize)> = Vec::new();
-            let mut x = 0x2545_F491_4F6C_DD1Du64;
-            let mut next = || {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x
-            };
+            let mut script = Rng::new(0x2545_F491_4F6C_DD1D);
+            let mut next = || script.next_u64();
             const VM: u32 = 0x0001_0001;
             for _ in 0..20_000 {
                 match next() % 8 {
@@ -634,13 +629,10 @@ mod tests {
     fn conditions_needed_is_the_union_of_the_pending_classes() {
         let by_bits =
             |classes: u64| (0..64).filter(|c| classes & (1u64 << c) != 0).fold(0usize, |n, c| n | c) & !CLASS_LAST;
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         for low in 0..=0xFFFFu64 {
             // Every combination of classes 0..15, with pseudo-random higher ones.
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let classes = low | (x & !0xFFFF & (u64::MAX >> (low % 64)));
+            let classes = low | (rng.next_u64() & !0xFFFF & (u64::MAX >> (low % 64)));
             assert_eq!(conditions_needed(classes), by_bits(classes), "classes {classes:#x}");
         }
     }

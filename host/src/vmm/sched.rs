@@ -336,14 +336,16 @@ impl Core {
     }
 
     /// Run an event's callback (it is already out of the pending set, so its
-    /// handle is stale from here on) and remove its boost afterwards. The
-    /// record is lent, not given: the caller owns it in its own frame, so
-    /// it is not copied on the way (the dispatch hot path).
-    pub(crate) fn run_event(&self, handle: u32, rec: &mut EventRec, inline: bool, timed_out: bool) {
-        self.run_event_inline(handle, rec, inline, timed_out);
+    /// handle is stale from here on), remove its boost afterwards, and
+    /// release the callback.
+    pub(crate) fn run_event(&self, handle: u32, mut rec: EventRec, inline: bool, timed_out: bool) {
+        self.run_event_inline(handle, &mut rec, inline, timed_out);
+        rec.cb.release();
     }
 
-    /// [`Core::run_event`], inlined into the caller (event dispatch).
+    /// [`Core::run_event`] on a lent record, inlined into the caller: event
+    /// dispatch keeps the record in its own frame, so it is not copied on
+    /// the way, and releases the callback itself.
     #[inline(always)]
     fn run_event_inline(&self, handle: u32, rec: &mut EventRec, inline: bool, timed_out: bool) {
         self.count_dispatch();
@@ -518,9 +520,8 @@ impl Core {
             }
             TimerKind::EventTimeout(h, seq) => {
                 let rec = self.events.borrow_mut().remove_seq(h, seq);
-                if let Some(mut rec) = rec {
-                    self.run_event(h, &mut rec, false, true);
-                    rec.cb.release();
+                if let Some(rec) = rec {
+                    self.run_event(h, rec, false, true);
                 }
             }
             TimerKind::AppyTimeout(h, seq) => self.appy_timed_out(h, seq),

@@ -96,7 +96,7 @@ impl<T> Slab<T> {
     }
 
     /// The slot `handle` names, valid or not (for [`Slab::at`] and
-    /// [`Slab::take_at`], when the value itself proves it is the one meant).
+    /// [`Slab::take_at_into`], when the value itself proves it is the one meant).
     #[inline(always)]
     pub(crate) fn slot_of(&self, handle: u32) -> usize {
         ((handle & INDEX_MASK) as usize).wrapping_sub(1)
