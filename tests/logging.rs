@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use vmm_host::testkit::Scenario;
+use vmm_testkit::Scenario;
 
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use vmm_host::Machine;
-use vmm_host::testkit::{Scenario, plugin_dir};
 use vmm_host::watch::Watcher;
+use vmm_testkit::{Scenario, plugin_dir};
 
 struct Setup {
     machine: Machine,

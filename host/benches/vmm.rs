@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use vmm_host::Machine;
-use vmm_host::testkit::{Scenario, json};
 use vmm_plugin_api::ServiceCall;
 use vmm_plugin_api::ddk::vxd_service;
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Scenario, json};
 
 const FXBENCH: u16 = 0x3F20;
 

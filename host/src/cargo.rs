@@ -148,34 +148,59 @@ struct ArtifactTarget {
     kind: Vec<String>,
 }
 
-/// Build `packages` (release or dev profile) in the workspace at `dir`;
-/// returns library name → artifact path.
-pub fn build(dir: &Path, packages: &[String], release: bool) -> Result<BTreeMap<String, PathBuf>, String> {
+/// How a nested `cargo build` reports.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// cargo's own output (`Compiling ...`, warnings, errors) goes to this
+    /// process's stderr as it happens: what a person at the `vmm` command
+    /// line sees.
+    Show,
+    /// cargo's output is captured; a failure's error carries all of it
+    /// (the test kit: a test's panic message shows the whole error).
+    Capture,
+    /// As `Capture`, and the packages' test targets are built too, so cargo resolves features as
+    /// `cargo test` did and reuses the dependencies the running tests were
+    /// built with (a plain `cargo build -p` resolves them without the
+    /// dev-dependencies and would compile `abi_stable` and the rest again).
+    CaptureWithTests,
+}
+
+/// Build `packages` with cargo's profile `profile` (`dev` is what a plain
+/// `cargo build` makes, in `target/debug`; `release` is `--release`, in
+/// `target/release`; any custom profile of the workspace works) in the
+/// workspace at `dir`; returns library name → artifact path.
+pub fn build(
+    dir: &Path,
+    packages: &[String],
+    profile: &str,
+    progress: Progress,
+) -> Result<BTreeMap<String, PathBuf>, String> {
     if packages.is_empty() {
         return Ok(BTreeMap::new());
     }
     let mut cmd = Command::new(cargo_program());
-    cmd.arg("build").arg("--message-format=json-render-diagnostics").current_dir(dir);
-    if release {
-        cmd.arg("--release");
-    }
+    cmd.arg("build").arg("--message-format=json-render-diagnostics").arg("--profile").arg(profile).current_dir(dir);
     for p in packages {
         cmd.arg("-p").arg(p);
     }
+    match progress {
+        Progress::Show => {
+            cmd.stderr(std::process::Stdio::inherit());
+        }
+        Progress::CaptureWithTests => {
+            cmd.args(["--lib", "--tests"]);
+        }
+        Progress::Capture => {}
+    }
     let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "`cargo build` failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        ));
+        let command = format!("cargo build --profile {profile} -p {}", packages.join(" -p "));
+        return Err(match progress {
+            Progress::Show => format!("`{command}` in {} failed (cargo's errors are above)", dir.display()),
+            Progress::Capture | Progress::CaptureWithTests => {
+                format!("`{command}` in {} failed:\n{}", dir.display(), String::from_utf8_lossy(&out.stderr).trim_end())
+            }
+        });
     }
     let mut artifacts = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {

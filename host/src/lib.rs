@@ -9,7 +9,6 @@
 pub mod boot;
 pub(crate) mod builtin;
 pub mod cargo;
-pub mod cli;
 pub(crate) mod dispatch;
 pub mod dynamic;
 pub mod error;
@@ -21,18 +20,16 @@ mod reclaim;
 pub mod registry;
 pub mod resolve;
 pub(crate) mod ring3;
-pub mod scaffold;
 pub(crate) mod services;
 pub(crate) mod services_r3;
 pub(crate) mod services_shell;
 pub(crate) mod shell;
-pub mod story;
-pub mod testkit;
 pub mod time;
 pub mod timeline;
 pub mod trace;
 pub mod vmm;
 mod vxdldr;
+#[cfg(feature = "watch")]
 pub mod watch;
 
 pub use error::{Error, LoadCause, Result};

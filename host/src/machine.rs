@@ -734,6 +734,8 @@ impl Machine {
     /// `on_reload`, which may stop the run (`ControlFlow::Break`). When the
     /// machine has nothing left to do it waits for rebuilds (wall clock)
     /// until `deadline`, if any. Stops at `[machine] until` as [`Machine::run`].
+    /// (With the `watch` feature.)
+    #[cfg(feature = "watch")]
     pub fn run_watching(
         &mut self,
         watcher: &crate::watch::Watcher,
@@ -752,6 +754,7 @@ impl Machine {
         end
     }
 
+    #[cfg(feature = "watch")]
     fn watch_loop(
         &mut self,
         watcher: &crate::watch::Watcher,

@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
-use vmm_host::testkit::{ClientRegs, Regs, Scenario, ServiceCall, Trace, Value, json};
 use vmm_host::{Error, Manifest, ManifestBuilder};
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{ClientRegs, Regs, Scenario, ServiceCall, Trace, Value, json};
 
 /// A fixed seed, no persistence; `PROPTEST_CASES` overrides `cases`.
 fn config(cases: u32, seed: u64) -> ProptestConfig {

@@ -5,8 +5,8 @@
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use vmm_host::testkit::{ClientRegs, Duration, Regs, Scenario, Trace, differences, json};
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{ClientRegs, Duration, Regs, Scenario, Trace, differences, json};
 
 // ---- device set A: a counter and a device that calls it ------------------
 
@@ -268,6 +268,10 @@ fn the_dlls_a_standalone_crate_uses_come_from_its_dependencies() {
     let (_, packages) = vmm_host::cargo::crate_plugins(&vxd).unwrap();
     let names: Vec<&str> = packages.iter().map(|p| p.package.as_str()).collect();
     assert_eq!(names, ["usevxd", "usedll"]);
+    // The kit builds a DLL that is only a dev-dependency (a plain
+    // `cargo build -p usedll` makes cargo's feature resolver panic).
+    let built = vmm_testkit::plugin_crate_dir(&vxd).expect("the crate and its dev-dependency build");
+    assert!(built.join("libusedll.so").is_file() && built.join("libusevxd.so").is_file(), "{}", built.display());
 
     let lonely = fixture_crate(
         &root,
@@ -283,4 +287,23 @@ fn the_dlls_a_standalone_crate_uses_come_from_its_dependencies() {
     let plain = fixture_crate(&root, "plain", "[package]\nname = \"plain\"\nedition = \"2024\"\n[workspace]\n");
     let err = vmm_host::cargo::crate_plugins(&plain).unwrap_err();
     assert!(err.contains("no cdylib target"), "{err}");
+}
+
+#[test]
+fn a_failing_plugin_build_shows_cargos_whole_error() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kit-broken");
+    let _ = std::fs::remove_dir_all(&root);
+    let broken = fixture_crate(
+        &root,
+        "broken",
+        "[package]\nname = \"broken\"\nedition = \"2024\"\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n[workspace]\n",
+    );
+    std::fs::write(broken.join("src/lib.rs"), "pub fn f() -> u8 { \"not a number\" }\n").unwrap();
+    let err = vmm_testkit::plugin_crate_dir(&broken).unwrap_err();
+    // The command, the compiler's diagnostic with its location, and cargo's
+    // closing line: nothing cut.
+    assert!(err.contains("cargo build --profile dev -p broken"), "{err}");
+    assert!(err.contains("error[E0308]: mismatched types"), "{err}");
+    assert!(err.contains("src/lib.rs:1:"), "{err}");
+    assert!(err.contains("could not compile `broken`"), "{err}");
 }

@@ -440,24 +440,27 @@
 //!
 //! ## Testing
 //!
-//! `vmm`'s test kit, `vmm_host::testkit`, boots machines from inline
+//! `vmm`'s test kit, the `vmm-testkit` crate, boots machines from inline
 //! manifests inside `cargo test` and checks what happened by the machine's
 //! trace, record by record. Add it as a dev-dependency (`vmm new` does):
 //!
 //! ```toml
 //! [dev-dependencies]
-//! vmm-host = { path = "../vmm/host" }
+//! vmm-testkit = { path = "../vmm/host/testkit" }
 //! ```
 //!
 //! **The plugin under test.** `Scenario::this_crate` builds your crate's
 //! `cdylib` with a nested `cargo build` (cargo does not build a `cdylib` for
-//! `cargo test`) once per test process, together with the DLLs your package
-//! lists in `[package.metadata.vmm] uses = ["MYDLL"]`, and loads plugins
-//! from its output. Each test boots its own machine, so it works the same
+//! `cargo test`) once per test process, together with the programs and DLLs
+//! your package lists in `[package.metadata.vmm] uses = ["MYDLL"]` (members
+//! of your workspace, or normal dependencies), and loads plugins from its
+//! output. If that build fails, the test's panic message carries cargo's
+//! whole error output. `vmm new dos|app|dll NAME`, run in a VxD's
+//! directory, adds such a member and a test that runs the two together. Each test boots its own machine, so it works the same
 //! under `cargo test` and under cargo-nextest's process per test:
 //!
 //! ```no_run
-//! use vmm_host::testkit::{ClientRegs, Scenario, json};
+//! use vmm_testkit::{ClientRegs, Scenario, json};
 //!
 //! #[test]
 //! fn hello_loads_and_its_api_answers() {
@@ -486,7 +489,7 @@
 //!
 //! ```
 //! use core::cell::Cell;
-//! use vmm_host::testkit::{Scenario, json};
+//! use vmm_testkit::{Scenario, json};
 //! use vmm_plugin_api::prelude::*;
 //!
 //! /// Adds EAX to its total: `ADDER_Add`, ordinal 1.
@@ -524,7 +527,7 @@
 //!
 //! ```
 //! use core::cell::Cell;
-//! use vmm_host::testkit::{Duration, Regs, Scenario, json};
+//! use vmm_testkit::{Duration, Regs, Scenario, json};
 //! use vmm_plugin_api::prelude::*;
 //!
 //! /// Counts interrupts; an event notes the count.
@@ -592,7 +595,7 @@
 //!
 //! ```
 //! use core::cell::Cell;
-//! use vmm_host::testkit::{Scenario, json};
+//! use vmm_testkit::{Scenario, json};
 //! use vmm_plugin_api::prelude::*;
 //!
 //! /// Ticks every 100 ms while loaded.
@@ -630,7 +633,7 @@
 //!
 //! let mut s = Scenario::new("[386Enh]\ndevice = [\"*VXDLDR\"]").device::<Pulse>().boot();
 //! s.machine().load_dynamic_device("PULSE", true).unwrap();
-//! s.run_for(vmm_host::testkit::Duration::from_millis(350));
+//! s.run_for(vmm_testkit::Duration::from_millis(350));
 //! s.machine().unload_dynamic_device("PULSE").unwrap();
 //! let run = s.finish();
 //! run.assert_ok();

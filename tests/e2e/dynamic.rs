@@ -8,9 +8,9 @@
 use std::cell::RefCell;
 
 use vmm_host::Machine;
-use vmm_host::testkit::{Scenario, ScriptDevice, Trace, json, plugin_dir};
 use vmm_plugin_api::ddk::vxd_service;
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Scenario, ScriptDevice, Trace, json, plugin_dir};
 
 const RELOADME: u16 = 0x3F30;
 

@@ -3,7 +3,7 @@
 //! profile services.
 
 use vmm_host::Error;
-use vmm_host::testkit::{Scenario, json};
+use vmm_testkit::{Scenario, json};
 
 #[test]
 fn boots_and_shuts_down_with_every_phase_in_order() {

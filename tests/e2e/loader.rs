@@ -1,8 +1,8 @@
 //! Loading plugin files: every way a file can fail to be a plugin gets an
 //! error naming the file and the cause, and the host keeps running.
 
-use vmm_host::testkit::{Scenario, json};
 use vmm_host::{Error, LoadCause};
+use vmm_testkit::{Scenario, json};
 
 fn load_error(device: &str) -> (String, LoadCause, String) {
     let run = Scenario::new(&format!("[386Enh]\ndevice = [\"vcountd\", \"{device}\"]\n")).run();

@@ -2,7 +2,7 @@
 //! with plugins built from this workspace, and asserts on the trace.
 //!
 //! One test binary, with modules named by concept: the plugins are built
-//! once (a nested `cargo build`, see `vmm_host::testkit::plugin_dir`).
+//! once (a nested `cargo build`, see `vmm_testkit::plugin_dir`).
 
 mod dynamic;
 mod foundation;

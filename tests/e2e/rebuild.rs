@@ -14,10 +14,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vmm_host::dynamic::ReloadReport;
-use vmm_host::testkit::{Scenario, Trace, json};
 use vmm_host::watch::Watcher;
 use vmm_plugin_api::ServiceCall;
 use vmm_plugin_api::ddk::vxd_service;
+use vmm_testkit::{Scenario, Trace, json};
 
 const PROBE_ID: u16 = 0x3F30;
 

@@ -5,8 +5,8 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-use vmm_host::testkit::{Scenario, ScriptDevice, json};
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Scenario, ScriptDevice, json};
 
 const SYS: u32 = 0x0001_0001;
 const DOS1: u32 = 0x0001_0002;
@@ -265,7 +265,7 @@ impl Module for WinTest {
 
 // ---- helpers ---------------------------------------------------------------------------
 
-fn outputs(run: &vmm_host::testkit::Run) -> Vec<String> {
+fn outputs(run: &vmm_testkit::Run) -> Vec<String> {
     run.trace()
         .values(json!({"kind": "program_output"}), "text")
         .into_iter()
@@ -273,7 +273,7 @@ fn outputs(run: &vmm_host::testkit::Run) -> Vec<String> {
         .collect()
 }
 
-fn notes(run: &vmm_host::testkit::Run) -> Vec<String> {
+fn notes(run: &vmm_testkit::Run) -> Vec<String> {
     run.trace()
         .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
         .into_iter()
@@ -632,7 +632,7 @@ fn post_message_to_an_invalid_window_does_not_fail() {
 
 // ---- nested execution and the ISR rule -------------------------------------------------------------
 
-fn nested(app_args: &str) -> vmm_host::testkit::Run {
+fn nested(app_args: &str) -> vmm_testkit::Run {
     Scenario::new(&format!("{}[[interrupt]]\nname = \"go\"\nat = 10\n", windows(app_args)))
         .script(deliver_at_go)
         .script_api(echo_api)

@@ -5,8 +5,8 @@
 
 use std::rc::Rc;
 
-use vmm_host::testkit::{Run, Scenario, ScriptDevice, json};
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Run, Scenario, ScriptDevice, json};
 
 const SYS: u32 = 0x0001_0001;
 const DOS1: u32 = 0x0001_0002;

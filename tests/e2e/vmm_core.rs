@@ -3,8 +3,8 @@
 //! ordering. Each test scripts the `SCRIPT` device (linked into this test
 //! binary) and asserts on the trace.
 
-use vmm_host::testkit::{Scenario, ScriptDevice, json};
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Scenario, ScriptDevice, json};
 
 const SYS: u32 = 0x0001_0001;
 const DOS1: u32 = 0x0001_0002;
@@ -30,13 +30,13 @@ fn note_when_run(tag: &'static str) -> impl FnOnce(&ScriptDevice, &Vmm<'_>, Even
 }
 
 /// The run stopped with a deadlock, reported as a `DEADLOCK` violation.
-fn expect_deadlock(run: &vmm_host::testkit::Run) {
+fn expect_deadlock(run: &vmm_testkit::Run) {
     let e = run.expect_error().to_string();
     assert!(e.contains("deadlock"), "{e}");
     run.trace().expect(json!({"kind": "violation", "code": "DEADLOCK"}));
 }
 
-fn notes(run: &vmm_host::testkit::Run) -> Vec<String> {
+fn notes(run: &vmm_testkit::Run) -> Vec<String> {
     run.trace()
         .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
         .into_iter()

@@ -8,8 +8,8 @@ use core::cell::Cell;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use vmm_host::testkit::{Scenario, Trace, json};
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Scenario, Trace, json};
 
 const SYS: u64 = 0x0001_0001;
 const DOS1: u64 = 0x0001_0002;

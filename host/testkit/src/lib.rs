@@ -3,7 +3,7 @@
 //! authors' own tests: add `vmm-host` as a dev-dependency.
 //!
 //! ```no_run
-//! use vmm_host::testkit::{Duration, Scenario, json};
+//! use vmm_testkit::{Duration, Scenario, json};
 //!
 //! // The whole run: boot, run to the end, shut down.
 //! let run = Scenario::new(r#"
@@ -49,11 +49,16 @@ use vmm_plugin_api::abi::PluginRoot_Ref;
 pub use vmm_plugin_api::abi::{ApiMode, ClientRegs, Regs, ServiceCall};
 use vmm_plugin_api::prelude::*;
 
-use crate::error::Error;
-use crate::machine::{Machine, MachineOptions, RunEnd};
-use crate::manifest::ManifestBuilder;
-use crate::resolve::SearchPath;
-pub use crate::time::Duration;
+use vmm_host::error::Error;
+use vmm_host::machine::{Machine, MachineOptions, RunEnd};
+use vmm_host::manifest::ManifestBuilder;
+use vmm_host::resolve::SearchPath;
+pub use vmm_host::time::Duration;
+
+/// The cargo profile the kit builds plugins with: the one the tests
+/// themselves were built with (`dev` for `cargo test`, `release` for
+/// `cargo test --release`).
+const KIT_PROFILE: &str = if cfg!(debug_assertions) { "dev" } else { "release" };
 
 /// The directory holding the plugins of the workspace the test runs in,
 /// built on first use (once per process).
@@ -78,9 +83,9 @@ pub fn plugin_dir() -> &'static Path {
 /// Build every `cdylib` package of the workspace containing `dir`; the
 /// directory of the artifacts.
 pub fn build_workspace_plugins(dir: &Path) -> Result<PathBuf, String> {
-    let (root, packages) = crate::cargo::workspace_plugins(dir)?;
+    let (root, packages) = vmm_host::cargo::workspace_plugins(dir)?;
     let names: Vec<String> = packages.iter().map(|p| p.package.clone()).collect();
-    artifact_dir(crate::cargo::build(&root, &names, !cfg!(debug_assertions))?)
+    artifact_dir(vmm_host::cargo::build(&root, &names, KIT_PROFILE, vmm_host::cargo::Progress::Capture)?)
 }
 
 /// Build the plugin crate in `dir` (the directory of its `Cargo.toml`) and
@@ -93,9 +98,9 @@ pub fn plugin_crate_dir(dir: &Path) -> Result<PathBuf, String> {
     let key = dir.canonicalize().map_err(|e| format!("plugin crate {}: {e}", dir.display()))?;
     let slot = BUILT.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
     slot.get_or_init(|| {
-        let (root, packages) = crate::cargo::crate_plugins(&key)?;
+        let (root, packages) = vmm_host::cargo::crate_plugins(&key)?;
         let names: Vec<String> = packages.iter().map(|p| p.package.clone()).collect();
-        artifact_dir(crate::cargo::build(&root, &names, !cfg!(debug_assertions))?)
+        artifact_dir(vmm_host::cargo::build(&root, &names, KIT_PROFILE, vmm_host::cargo::Progress::CaptureWithTests)?)
     })
     .clone()
 }
@@ -256,15 +261,15 @@ impl Scenario {
     /// plugin that is neither linked in nor (with plugin crates) found in
     /// the directories given, or has VXDLDR, which can load any plugin by
     /// name while the machine runs.
-    fn needs_workspace_plugins(&self, m: &crate::manifest::Manifest, dirs: &[PathBuf]) -> bool {
+    fn needs_workspace_plugins(&self, m: &vmm_host::manifest::Manifest, dirs: &[PathBuf]) -> bool {
         if self.plugin_crates.is_empty()
             && m.devices.iter().any(|d| d.builtin().is_some_and(|b| b.eq_ignore_ascii_case("VXDLDR")))
         {
             return true;
         }
         let linked = |n: &str| {
-            let lib = crate::resolve::library_name(n);
-            self.in_process.iter().any(|(name, _)| crate::resolve::library_name(name) == lib)
+            let lib = vmm_host::resolve::library_name(n);
+            self.in_process.iter().any(|(name, _)| vmm_host::resolve::library_name(name) == lib)
         };
         let mut files = m.plugin_names().into_iter().filter(|n| !linked(n)).peekable();
         if self.plugin_crates.is_empty() {

@@ -1,12 +1,12 @@
 //! `vmm new`: a new plugin crate from a template. A VxD, a DLL, a Windows
 //! application or a DOS program, each a standalone cargo crate (a workspace
 //! of its own) with a `system.ini` that runs it and a test that boots that
-//! machine with the test kit. The templates live in `host/templates/`.
+//! machine with the test kit. The templates live in `host/cli/templates/`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use vmm_host::error::{Error, Result};
 
 /// What `vmm new` creates.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -50,14 +50,14 @@ impl fmt::Display for Kind {
 }
 
 /// Where the generated crate gets `vmm-plugin-api` (and the test kit,
-/// `vmm-host`, which is always a path dependency).
+/// `vmm-testkit`, which is always a path dependency).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sdk {
     /// `vmm-plugin-api` from this directory (a checkout's `plugin-api`); the
-    /// test kit from the `host` directory next to it.
+    /// test kit from the `host/testkit` directory next to it.
     Path(PathBuf),
     /// `vmm-plugin-api` of this version from the registry; the test kit from
-    /// the `host` directory of this `vmm`'s sources.
+    /// the `host/testkit` directory of this `vmm`'s sources.
     Version(String),
 }
 
@@ -88,13 +88,28 @@ pub struct Created {
     pub module_name: String,
     /// The device ID, for a VxD created with one.
     pub device_id: Option<u16>,
-    /// The files written, relative to `dir`.
+    /// The files written, relative to `dir` (the workspace's files, which
+    /// lie outside it, by their whole path).
     pub files: Vec<PathBuf>,
+    /// When the crate joined a workspace `vmm new` made: what changed there.
+    pub workspace: Option<Joined>,
+}
+
+/// How a new crate joined the workspace it was created in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    /// The workspace's root directory.
+    pub root: PathBuf,
+    /// The root package whose tests now build and run the new crate, if
+    /// the root is a package.
+    pub host_package: Option<String>,
+    /// The test written into the root package for the two together.
+    pub test: Option<PathBuf>,
 }
 
 /// The directory of this `vmm`'s `plugin-api` sources, the default SDK.
 pub fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("plugin-api")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("plugin-api")
 }
 
 /// Create the crate; nothing is written if an input is refused.
@@ -109,7 +124,12 @@ pub fn create(new: &NewPlugin) -> Result<Created> {
     };
     let dir = new.dir.clone().unwrap_or_else(|| PathBuf::from(&names.crate_name));
     check_target_dir(&dir)?;
-    let (plugin_api, host) = dependencies(new.sdk.as_ref())?;
+    let (plugin_api, testkit) = dependencies(new.sdk.as_ref())?;
+    let workspace = Workspace::enclosing(&dir)?;
+    let target = match &workspace {
+        Some(w) => w.target_from(&dir)?,
+        None => "target".to_string(),
+    };
     let vars = Vars {
         crate_name: &names.crate_name,
         lib: &names.lib,
@@ -118,35 +138,52 @@ pub fn create(new: &NewPlugin) -> Result<Created> {
         id: device_id.map(|id| format!("{id:#06X}").replace("0X", "0x")).unwrap_or_default(),
         kind: new.kind,
         plugin_api: &plugin_api,
-        host: &host,
+        testkit: &testkit,
+        target: &target,
     };
-    let api = device_id.is_some();
+    let flags = [("api", device_id.is_some()), ("root", workspace.is_none())];
     let (lib_rs, test_rs, ini) = match new.kind {
         Kind::Vxd => (VXD_RS, VXD_TEST_RS, VXD_INI),
         Kind::Dll => (DLL_RS, DLL_TEST_RS, DLL_INI),
         Kind::App => (APP_RS, APP_TEST_RS, APP_INI),
         Kind::Dos => (DOS_RS, DOS_TEST_RS, DOS_INI),
     };
-    let files: [(&str, &str); 7] = [
+    let mut files: Vec<(PathBuf, String)> = vec![
         ("Cargo.toml", CARGO_TOML),
-        (".gitignore", GITIGNORE),
-        ("rustfmt.toml", RUSTFMT_TOML),
         ("README.md", README_MD),
         ("system.ini", ini),
         ("src/lib.rs", lib_rs),
         ("tests/machine.rs", test_rs),
-    ];
+    ]
+    .into_iter()
+    .chain(
+        workspace
+            .is_none()
+            .then_some([(".gitignore", GITIGNORE), ("rustfmt.toml", RUSTFMT_TOML)])
+            .into_iter()
+            .flatten(),
+    )
+    .map(|(file, template)| (dir.join(file), render(template, &vars, &flags)))
+    .collect();
+    // In a workspace `vmm new` made: the root's manifest gains the member
+    // (and, for its tests, the `uses` entry and a test that runs both).
+    let mut joined = None;
+    if let Some(w) = &workspace {
+        let join = w.join(&dir, &names, new.kind)?;
+        files.extend(join.files.iter().cloned());
+        joined = Some(join);
+    }
     let io = |path: &Path, e: std::io::Error| Error::Io { path: path.to_path_buf(), message: e.to_string() };
     let mut written = Vec::new();
-    for (file, template) in files {
-        let path = dir.join(file);
+    for (path, text) in files {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
         }
-        std::fs::write(&path, render(template, &vars, api)).map_err(|e| io(&path, e))?;
-        written.push(PathBuf::from(file));
+        std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+        written.push(path.strip_prefix(&dir).map(Path::to_path_buf).unwrap_or(path));
     }
-    Ok(Created { dir, crate_name: names.crate_name, module_name: names.module, device_id, files: written })
+    let workspace = joined.map(|j| j.summary);
+    Ok(Created { dir, crate_name: names.crate_name, module_name: names.module, device_id, files: written, workspace })
 }
 
 const CARGO_TOML: &str = include_str!("../templates/Cargo.toml.tmpl");
@@ -293,7 +330,7 @@ fn check_target_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// The TOML values of the `vmm-plugin-api` and `vmm-host` dependencies.
+/// The TOML values of the `vmm-plugin-api` and `vmm-testkit` dependencies.
 fn dependencies(sdk: Option<&Sdk>) -> Result<(String, String)> {
     let path_dep = |dir: &Path, what: &str, flag: &str| -> Result<String> {
         let dir = dir.canonicalize().map_err(|e| Error::Io {
@@ -308,22 +345,164 @@ fn dependencies(sdk: Option<&Sdk>) -> Result<(String, String)> {
         }
         Ok(format!("{{ path = {} }}", toml::Value::String(dir.display().to_string())))
     };
-    let own_host = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let own_kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("testkit");
     match sdk {
         None => Ok((
             path_dep(&default_sdk_path(), "vmm's plugin-api", "--sdk-path DIR or --sdk-version VERSION")?,
-            path_dep(own_host, "vmm's test kit (host)", "--sdk-path DIR")?,
+            path_dep(&own_kit, "vmm's test kit (host/testkit)", "--sdk-path DIR")?,
         )),
         Some(Sdk::Path(dir)) => Ok((
             path_dep(dir, "the SDK (plugin-api)", "--sdk-path with a vmm checkout's plugin-api directory")?,
-            path_dep(&dir.join("..").join("host"), "the test kit (host) next to the SDK", "--sdk-path")?,
+            path_dep(
+                &dir.join("..").join("host").join("testkit"),
+                "the test kit (host/testkit) next to the SDK",
+                "--sdk-path",
+            )?,
         )),
         Some(Sdk::Version(v)) => {
             if v.trim().is_empty() || v.contains(|c: char| c.is_whitespace() || c == '"') {
                 return Err(invalid("--sdk-version", v, "write a version requirement such as 0.1"));
             }
-            Ok((format!("\"{v}\""), path_dep(own_host, "vmm's test kit (host)", "--sdk-path DIR")?))
+            Ok((format!("\"{v}\""), path_dep(&own_kit, "vmm's test kit (host/testkit)", "--sdk-path DIR")?))
         }
+    }
+}
+
+const WITH_MEMBER_RS: &str = include_str!("../templates/with_member.rs.tmpl");
+
+/// A cargo workspace made by `vmm new` (its root `Cargo.toml` has a
+/// `[workspace.metadata.vmm]` table), which new crates join as members.
+struct Workspace {
+    root: PathBuf,
+    manifest: toml_edit::DocumentMut,
+}
+
+/// What joining changes: files to write, and what to tell the user.
+struct Join {
+    files: Vec<(PathBuf, String)>,
+    summary: Joined,
+}
+
+impl Workspace {
+    /// The workspace `dir` would be created in: the nearest directory above
+    /// it with a `Cargo.toml` that has a `[workspace]` table, if that table
+    /// has `metadata.vmm`. Another workspace (or none) leaves the new crate
+    /// a workspace of its own.
+    fn enclosing(dir: &Path) -> Result<Option<Workspace>> {
+        let abs =
+            std::path::absolute(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), message: e.to_string() })?;
+        for parent in abs.ancestors().skip(1) {
+            let file = parent.join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&file) else { continue };
+            let manifest: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| Error::Io {
+                path: file.clone(),
+                message: format!("cannot read it to add the new crate as a member: {e}"),
+            })?;
+            let Some(ws) = manifest.get("workspace").and_then(|w| w.as_table_like()) else { continue };
+            if ws.get("metadata").and_then(|m| m.get("vmm")).is_none() {
+                return Ok(None);
+            }
+            return Ok(Some(Workspace { root: parent.to_path_buf(), manifest }));
+        }
+        Ok(None)
+    }
+
+    /// The workspace's target directory as `plugin_path` in the member's
+    /// `system.ini` reaches it (relative to the member's directory).
+    fn target_from(&self, dir: &Path) -> Result<String> {
+        let rel = self.relative(dir)?;
+        Ok(format!("{}target", "../".repeat(rel.components().count())))
+    }
+
+    fn relative(&self, dir: &Path) -> Result<PathBuf> {
+        let abs =
+            std::path::absolute(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), message: e.to_string() })?;
+        abs.strip_prefix(&self.root).map(Path::to_path_buf).map_err(|_| Error::Io {
+            path: dir.to_path_buf(),
+            message: format!("not inside the workspace at {}", self.root.display()),
+        })
+    }
+
+    /// Add `dir` to `[workspace] members`; when the root is a package, list
+    /// the new crate in its `[package.metadata.vmm] uses` (so the test kit
+    /// and `vmm run` build it with the root's plugin) and write a test of
+    /// the two together.
+    fn join(&self, dir: &Path, names: &Names, kind: Kind) -> Result<Join> {
+        use toml_edit::{Array, Item, Table, value};
+        let rel = self.relative(dir)?;
+        let member = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        let file = self.root.join("Cargo.toml");
+        let bad = |why: &str| Error::Io { path: file.clone(), message: why.to_string() };
+        let mut doc = self.manifest.clone();
+        let ws = doc["workspace"].as_table_like_mut().ok_or_else(|| bad("[workspace] is not a table"))?;
+        let members = ws.entry("members").or_insert(Item::Value(Array::new().into()));
+        let members = members.as_array_mut().ok_or_else(|| bad("[workspace] members is not an array"))?;
+        if !members.iter().any(|m| m.as_str() == Some(member.as_str())) {
+            members.push(member.as_str());
+        }
+        let mut summary = Joined { root: self.root.clone(), host_package: None, test: None };
+        let mut files = Vec::new();
+        let host = doc.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()).map(str::to_string);
+        if let Some(host) = host {
+            let package = doc["package"].as_table_mut().ok_or_else(|| bad("[package] is not a table"))?;
+            let metadata = package.entry("metadata").or_insert_with(|| {
+                let mut t = Table::new();
+                t.set_implicit(true);
+                Item::Table(t)
+            });
+            let vmm = metadata
+                .as_table_like_mut()
+                .ok_or_else(|| bad("[package.metadata] is not a table"))?
+                .entry("vmm")
+                .or_insert(Item::Table(Table::new()));
+            let uses = vmm
+                .as_table_like_mut()
+                .ok_or_else(|| bad("[package.metadata.vmm] is not a table"))?
+                .entry("uses")
+                .or_insert(value(Array::new()));
+            let uses = uses.as_array_mut().ok_or_else(|| bad("[package.metadata.vmm] uses is not an array"))?;
+            if !uses.iter().any(|u| u.as_str().is_some_and(|u| u.eq_ignore_ascii_case(&names.module))) {
+                uses.push(names.module.as_str());
+            }
+            if let Some((ext, layer)) = member_layer(kind, &names.module) {
+                let host_lib = host.replace('-', "_");
+                let test = self.root.join("tests").join(format!("with_{}.rs", names.lib));
+                let vars = [
+                    ("{{ROOT}}", host_lib.to_ascii_uppercase()),
+                    ("{{root_lib}}", host_lib),
+                    ("{{NAME}}", names.module.clone()),
+                    ("{{LIB}}", names.lib.to_ascii_uppercase()),
+                    ("{{lib}}", names.lib.clone()),
+                    ("{{crate}}", names.crate_name.clone()),
+                    ("{{kind}}", kind.word().to_string()),
+                    ("{{ext}}", ext.to_string()),
+                    ("{{started}}", if kind == Kind::Dll { "RUNDLL".to_string() } else { names.module.clone() }),
+                    ("{{layer}}", layer),
+                ];
+                let text = vars.iter().fold(WITH_MEMBER_RS.to_string(), |t, (from, to)| t.replace(from, to));
+                if !test.exists() {
+                    files.push((test.clone(), text));
+                    summary.test = Some(test);
+                }
+            }
+            summary.host_package = Some(host);
+        }
+        files.push((file, doc.to_string()));
+        Ok(Join { files, summary })
+    }
+}
+
+/// The manifest layer that puts a new member into the root package's
+/// machine, and the member's file extension; none for a VxD (a second
+/// device goes into `[386Enh] device` by hand: the list is one key).
+fn member_layer(kind: Kind, module: &str) -> Option<(&'static str, String)> {
+    match kind {
+        Kind::Dos => {
+            Some((".EXE", format!("[[vm]]\nname = \"{module}\"\nat = \"10ms\"\nprogram = \"{module}.EXE\"\n")))
+        }
+        Kind::App => Some((".EXE", format!("[windows]\nload = [\"{module}.EXE\"]\n"))),
+        Kind::Dll => Some((".DLL", format!("[windows]\nload = [\"*RUNDLL {module}.DLL,Hello\"]\n"))),
+        Kind::Vxd => None,
     }
 }
 
@@ -340,25 +519,28 @@ struct Vars<'a> {
     id: String,
     kind: Kind,
     plugin_api: &'a str,
-    host: &'a str,
+    testkit: &'a str,
+    target: &'a str,
 }
 
-/// Fill a template: `{{#api}}...{{/api}}` is kept only with `api`,
-/// `{{^api}}...{{/api}}` only without; then the placeholders.
-fn render(template: &str, v: &Vars<'_>, api: bool) -> String {
-    let mut text = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{#api}}").into_iter().chain(rest.find("{{^api}}")).min() {
-        let keep = rest[start..].starts_with("{{#api}}") == api;
-        text.push_str(&rest[..start]);
-        let body = &rest[start + "{{#api}}".len()..];
-        let end = body.find("{{/api}}").unwrap_or(body.len());
-        if keep {
-            text.push_str(&body[..end]);
+/// Fill a template: `{{#flag}}...{{/flag}}` is kept only when `flag` is
+/// set, `{{^flag}}...{{/flag}}` only when it is not (`api`: a VxD with a
+/// device ID; `root`: a crate that is its own workspace); then the
+/// placeholders.
+fn render(template: &str, v: &Vars<'_>, flags: &[(&str, bool)]) -> String {
+    let mut text = template.to_string();
+    for (flag, set) in flags {
+        for (open, keep) in [(format!("{{{{#{flag}}}}}"), *set), (format!("{{{{^{flag}}}}}"), !*set)] {
+            let close = format!("{{{{/{flag}}}}}");
+            while let Some(start) = text.find(&open) {
+                let body_start = start + open.len();
+                let body_end = text[body_start..].find(&close).map_or(text.len(), |e| body_start + e);
+                let body = if keep { text[body_start..body_end].to_string() } else { String::new() };
+                let after = (body_end + close.len()).min(text.len());
+                text.replace_range(start..after, &body);
+            }
         }
-        rest = body.get(end + "{{/api}}".len()..).unwrap_or("");
     }
-    text.push_str(rest);
     let description = format!("{} {} for the vmm emulator", v.kind.noun(), v.name);
     [
         ("{{crate}}", v.crate_name),
@@ -369,7 +551,8 @@ fn render(template: &str, v: &Vars<'_>, api: bool) -> String {
         ("{{kind}}", v.kind.word()),
         ("{{description}}", &description),
         ("{{plugin_api}}", v.plugin_api),
-        ("{{host}}", v.host),
+        ("{{testkit}}", v.testkit),
+        ("{{target}}", v.target),
     ]
     .iter()
     .fold(text, |t, (from, to)| t.replace(from, to))
@@ -428,10 +611,11 @@ mod tests {
             id: "0x3A20".to_string(),
             kind: Kind::Vxd,
             plugin_api: "",
-            host: "",
+            testkit: "",
+            target: "target",
         };
-        let t = "a{{#api}}[{{id}}]{{/api}}b{{^api}}none{{/api}}c";
-        assert_eq!(render(t, &v, true), "a[0x3A20]bc");
-        assert_eq!(render(t, &v, false), "abnonec");
+        let t = "a{{#api}}[{{id}}]{{/api}}b{{^api}}none{{/api}}c{{#root}}R{{/root}}";
+        assert_eq!(render(t, &v, &[("api", true), ("root", false)]), "a[0x3A20]bc");
+        assert_eq!(render(t, &v, &[("api", false), ("root", true)]), "abnonecR");
     }
 }

@@ -8,17 +8,28 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{Error, Result};
-use crate::machine::{Machine, MachineOptions};
-use crate::manifest::{BuildPolicy, Manifest, ManifestBuilder};
-use crate::resolve::{SearchPath, library_name};
+use vmm_host::error::{Error, Result};
+use vmm_host::machine::{Machine, MachineOptions};
+use vmm_host::manifest::{BuildPolicy, Manifest, ManifestBuilder};
+use vmm_host::resolve::{SearchPath, library_name};
 
 /// The `vmm` command line.
 #[derive(Parser, Debug)]
 #[command(
     name = "vmm",
     version,
-    about = "An emulator of the Windows 3.1/95 Virtual Machine Manager that hosts VxD plugins"
+    about = "An emulator of the Windows 3.1/95 Virtual Machine Manager that hosts VxD plugins",
+    long_about = "An emulator of the Windows 3.1/95 Virtual Machine Manager that hosts VxDs written in Rust \
+                  as plugins. It reads a system.ini written in TOML, loads the VxDs it lists, sends the system \
+                  control messages, runs the system VM and DOS VMs, and writes what happened as a trace.\n\n\
+                  `vmm` alone is `vmm run`: it runs the machine of ./system.ini.",
+    after_help = "Examples:\n  \
+                  vmm                                     run ./system.ini\n  \
+                  vmm run system.ini --trace run.jsonl    run it and write the trace (docs/trace.md)\n  \
+                  vmm new vxd hello --id 0x3A20           start a VxD crate with a machine and tests\n  \
+                  vmm run system.ini --watch              run it and hot-reload the VxDs cargo rebuilds\n\n\
+                  Docs: README.md of vmm's sources; the plugin guide: `cargo doc -p vmm-plugin-api --open`; \
+                  the trace: docs/trace.md; violation codes: docs/violations.md."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,11 +40,11 @@ pub struct Cli {
 enum Command {
     /// Boot a machine, run it to its natural end (or --until), shut it down.
     Run(RunArgs),
-    /// Load and validate the devices, run the init phases, report, exit.
+    /// Boot the machine (init phases, Sys_VM_Init, [windows] load) and shut it down at once; report.
     Check(CommonArgs),
     /// Show the device list: name, ID, init order, file, APIs, services.
     List(CommonArgs),
-    /// Tell the story of a VPOSTD run again from its `--trace` file.
+    /// Tell the story of the messages of a run again, from its `--trace` file.
     Story {
         /// A JSON-lines trace written by `vmm run --trace`.
         #[arg(value_name = "TRACE")]
@@ -92,9 +103,17 @@ struct CommonArgs {
     /// Extra plugin directory, searched first (repeatable).
     #[arg(long = "plugin-dir", value_name = "DIR")]
     plugin_dir: Vec<PathBuf>,
-    /// When to build workspace plugins with cargo: always (default), missing, never.
+    /// When to build the plugins the manifest names (and the DLLs they use)
+    /// with cargo, if they are packages of the manifest's cargo workspace:
+    /// always (default; a no-op when they are up to date), missing, never.
     #[arg(long, value_name = "WHEN")]
     build: Option<String>,
+    /// The cargo profile plugins are built with and loaded from: dev
+    /// (default: what a plain `cargo build` makes, in target/debug), release
+    /// (`cargo build --release`, target/release), or a custom profile.
+    /// With --watch, a rebuild in this profile is what reloads.
+    #[arg(long, value_name = "PROFILE")]
+    profile: Option<String>,
     /// Write the JSON-lines trace here.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
@@ -107,7 +126,8 @@ struct RunArgs {
     /// Stop at this virtual time (for example 500ms, 2s).
     #[arg(long, value_name = "DURATION")]
     until: Option<String>,
-    /// Event order: lifo (default), fifo, random.
+    /// The order in which events that are ready at the same moment run: lifo (default), fifo,
+    /// random (seeded; also injects interrupts that re-enter the devices).
     #[arg(long, value_name = "ORDER")]
     order: Option<String>,
     /// Seed for the random order mode.
@@ -160,6 +180,8 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal (and not with NO_COLOR).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .with_target(false)
         .without_time()
         .try_init();
@@ -183,7 +205,7 @@ fn manifest(args: &CommonArgs, extra_sets: &[String]) -> Result<Manifest> {
 /// Build, with cargo, the workspace plugins the manifest needs that are not
 /// on the search path (or all of them with `always`). Returns directories to
 /// search first.
-fn build_plugins(m: &Manifest, policy: BuildPolicy, extra_dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+fn build_plugins(m: &Manifest, policy: BuildPolicy, profile: &str, extra_dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if policy == BuildPolicy::Never {
         return Ok(Vec::new());
     }
@@ -199,7 +221,7 @@ fn build_plugins(m: &Manifest, policy: BuildPolicy, extra_dirs: &[PathBuf]) -> R
     while i < names.len() {
         let missing = policy == BuildPolicy::Always || search.find(&names[i]).is_none();
         if missing {
-            let pkgs = packages.get_or_insert_with(|| crate::cargo::workspace_plugins(dir).map(|(_, p)| p));
+            let pkgs = packages.get_or_insert_with(|| vmm_host::cargo::workspace_plugins(dir).map(|(_, p)| p));
             if let Ok(pkgs) = pkgs {
                 let lib = library_name(&names[i]);
                 if let Some(p) = pkgs.iter().find(|p| p.lib_name == lib) {
@@ -218,7 +240,7 @@ fn build_plugins(m: &Manifest, policy: BuildPolicy, extra_dirs: &[PathBuf]) -> R
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let packages = packages.unwrap_or_else(|| crate::cargo::workspace_plugins(dir).map(|(_, p)| p));
+    let packages = packages.unwrap_or_else(|| vmm_host::cargo::workspace_plugins(dir).map(|(_, p)| p));
     let Ok(packages) = packages else {
         // Not inside a cargo workspace: the loader reports what is missing.
         return Ok(Vec::new());
@@ -233,8 +255,9 @@ fn build_plugins(m: &Manifest, policy: BuildPolicy, extra_dirs: &[PathBuf]) -> R
     if to_build.is_empty() {
         return Ok(Vec::new());
     }
-    tracing::info!("building {} with cargo", to_build.join(", "));
-    let artifacts = crate::cargo::build(dir, &to_build, !cfg!(debug_assertions)).map_err(Error::Build)?;
+    tracing::info!("building {} with cargo (profile {profile})", to_build.join(", "));
+    let artifacts =
+        vmm_host::cargo::build(dir, &to_build, profile, vmm_host::cargo::Progress::Show).map_err(Error::Build)?;
     let mut dirs: Vec<PathBuf> = artifacts.values().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
     dirs.sort();
     dirs.dedup();
@@ -251,7 +274,7 @@ fn machine_with(args: &CommonArgs, m: Manifest, capture_trace: bool) -> Result<M
         None => m.machine.build,
     };
     let mut plugin_dirs = args.plugin_dir.clone();
-    plugin_dirs.extend(build_plugins(&m, policy, &args.plugin_dir)?);
+    plugin_dirs.extend(build_plugins(&m, policy, args.profile.as_deref().unwrap_or("dev"), &args.plugin_dir)?);
     let trace: Option<Box<dyn Write>> = match &args.trace {
         Some(path) => Some(Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| Error::Io { path: path.clone(), message: e.to_string() })?,
@@ -281,11 +304,11 @@ fn run(args: RunArgs) -> Result<()> {
     tracing::info!("seed {} (order {:?})", machine.seed(), machine.manifest().machine.order);
     let result = if args.watch {
         let debounce = args.watch_debounce.map(std::time::Duration::from_millis);
-        run_watching(&mut machine, debounce.unwrap_or(crate::watch::DEFAULT_DEBOUNCE))
+        run_watching(&mut machine, debounce.unwrap_or(vmm_host::watch::DEFAULT_DEBOUNCE))
     } else {
         run_machine(&mut machine)
     };
-    let mapped = crate::loader::stats();
+    let mapped = vmm_host::loader::stats();
     tracing::info!(
         "plugin libraries mapped: {} cop{}, {:.1} MB (libraries are never unmapped; each reload adds one)",
         mapped.copies,
@@ -351,21 +374,29 @@ fn new_plugin(what: NewCommand) -> Result<()> {
     for f in &created.files {
         println!("  {}", f.display());
     }
-    println!("next:\n  cd {}\n  cargo test\n  vmm run system.ini", created.dir.display());
+    match &created.workspace {
+        Some(joined) => {
+            println!("joined the workspace at {} (one target/, one Cargo.lock)", joined.root.display());
+            if let Some(host) = &joined.host_package {
+                println!(
+                    "  {host} builds it with its plugin: [package.metadata.vmm] uses lists {}",
+                    created.module_name
+                );
+            }
+            if let Some(test) = &joined.test {
+                println!("  {} runs the two together", test.display());
+            }
+            println!("next:\n  cargo test --workspace\n  vmm run {}", created.dir.join("system.ini").display());
+        }
+        None => println!("next:\n  cd {}\n  cargo test\n  vmm run system.ini", created.dir.display()),
+    }
     Ok(())
 }
 
 fn run_machine(machine: &mut Machine) -> Result<()> {
     machine.boot()?;
     let end = machine.run()?;
-    tracing::info!(
-        "stopped at t={}ms ({})",
-        machine.now().as_millis(),
-        match end {
-            crate::machine::RunEnd::Quiescent => "nothing left to do",
-            crate::machine::RunEnd::Until => "--until reached",
-        }
-    );
+    tracing::info!("{}", stopped(machine, end));
     machine.shutdown()
 }
 
@@ -374,7 +405,7 @@ fn run_machine(machine: &mut Machine) -> Result<()> {
 fn run_watching(machine: &mut Machine, debounce: std::time::Duration) -> Result<()> {
     machine.boot()?;
     let files = machine.plugin_devices();
-    let watcher = crate::watch::Watcher::new(&files, debounce)
+    let watcher = vmm_host::watch::Watcher::new(&files, debounce)
         .map_err(|e| Error::Io { path: PathBuf::from("--watch"), message: e.to_string() })?;
     for (device, file, _) in &files {
         tracing::info!("watching {} for {device}", file.display());
@@ -386,7 +417,8 @@ fn run_watching(machine: &mut Machine, debounce: std::time::Duration) -> Result<
         };
         let leaks = if r.leaks > 0 { format!(", {} leak(s) reclaimed", r.leaks) } else { String::new() };
         let why = r.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-        println!(
+        // Human output, like every log line: stderr.
+        eprintln!(
             "reload {}: {} in {:.1} ms ({} -> {}{state}{leaks}){why}",
             r.device,
             r.result,
@@ -394,11 +426,19 @@ fn run_watching(machine: &mut Machine, debounce: std::time::Duration) -> Result<
             short(&r.old_build),
             short(&r.new_build)
         );
-        let _ = std::io::stdout().flush();
         std::ops::ControlFlow::Continue(())
     })?;
-    tracing::info!("stopped at t={}ms ({:?})", machine.now().as_millis(), end);
+    tracing::info!("{}", stopped(machine, end));
     machine.shutdown()
+}
+
+/// The run's last line: when and why the machine stopped.
+fn stopped(machine: &Machine, end: vmm_host::machine::RunEnd) -> String {
+    let why = match end {
+        vmm_host::machine::RunEnd::Quiescent => "nothing is left to do",
+        vmm_host::machine::RunEnd::Until => "the --until time was reached",
+    };
+    format!("stopped at {} ms of virtual time: {why}", machine.now().as_millis())
 }
 
 fn short(build: &str) -> &str {
@@ -443,7 +483,7 @@ fn list(args: CommonArgs) -> Result<()> {
                 d.info.name.clone(),
                 format!("{:#06X}", d.info.device_id),
                 format!("{:#010X}", d.info.init_order),
-                d.file.clone(),
+                relative_to_cwd(&d.file),
                 apis.to_string(),
                 d.info.services.len().to_string(),
             ]
@@ -451,6 +491,19 @@ fn list(args: CommonArgs) -> Result<()> {
         .collect();
     print!("{}", table(["NAME", "ID", "INIT ORDER", "FILE", "APIS", "SERVICES"], &rows));
     Ok(())
+}
+
+/// A path as the user typed it: relative to the current directory when it
+/// lies below it.
+fn relative_to_cwd(file: &str) -> String {
+    let path = Path::new(file);
+    let below = std::env::current_dir().ok().and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf));
+    let path = below.as_deref().unwrap_or(path);
+    if path.is_absolute() {
+        return path.display().to_string();
+    }
+    let clean: PathBuf = path.components().filter(|c| *c != std::path::Component::CurDir).collect();
+    clean.display().to_string()
 }
 
 /// Format rows as an aligned text table.

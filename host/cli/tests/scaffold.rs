@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-use vmm_host::testkit::{ClientRegs, Scenario, json};
+use vmm_testkit::{ClientRegs, Scenario, json};
 
 /// This workspace's target directory (`CARGO_TARGET_TMPDIR` is its `tmp`).
 fn target_dir() -> PathBuf {
@@ -44,7 +44,7 @@ fn generate_and_test(kind: &str, name: &str, extra: &[&str], tests: usize) -> Pa
     args.extend_from_slice(extra);
     let out = vmm_new(&args);
     assert!(out.status.success(), "vmm new {args:?}: {}", text(&out.stderr));
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock"), dir.join("Cargo.lock")).unwrap();
 
     let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     let rustfmt = Some(cargo.with_file_name("rustfmt")).filter(|p| p.is_file()).unwrap_or_else(|| "rustfmt".into());
@@ -162,15 +162,15 @@ fn bad_names_ids_and_directories_are_refused() {
 
 #[test]
 fn the_sdk_comes_from_a_path_or_a_version() {
-    let plugin_api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api").canonicalize().unwrap();
-    let host = Path::new(env!("CARGO_MANIFEST_DIR")).canonicalize().unwrap();
+    let plugin_api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-api").canonicalize().unwrap();
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testkit").canonicalize().unwrap();
 
     let dir = scratch("sdk-path");
     let out = vmm_new(&["app", "bypath", "--sdk-path", plugin_api.to_str().unwrap(), "--dir", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     assert!(toml.contains(&format!("vmm-plugin-api = {{ path = \"{}\" }}", plugin_api.display())), "{toml}");
-    assert!(toml.contains(&format!("vmm-host = {{ path = \"{}\" }}", host.display())), "{toml}");
+    assert!(toml.contains(&format!("vmm-testkit = {{ path = \"{}\" }}", kit.display())), "{toml}");
     assert!(toml.contains("\n[workspace]\n"), "a workspace of its own: {toml}");
 
     let dir = scratch("sdk-version");
@@ -178,8 +178,145 @@ fn the_sdk_comes_from_a_path_or_a_version() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let toml = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     assert!(toml.contains("vmm-plugin-api = \"0.1\""), "{toml}");
-    assert!(toml.contains(&format!("vmm-host = {{ path = \"{}\" }}", host.display())), "{toml}");
+    assert!(toml.contains(&format!("vmm-testkit = {{ path = \"{}\" }}", kit.display())), "{toml}");
 
     let out = vmm_new(&["vxd", "both", "--sdk-version", "0.1", "--sdk-path", "x"]);
     assert!(!out.status.success() && text(&out.stderr).contains("cannot be used with"), "{}", text(&out.stderr));
+}
+
+/// Lines of a child's stderr, as they come.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Wait for a line that `want` accepts; every line seen, for the message.
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>, want: impl Fn(&str) -> bool) -> bool {
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let found = want(&line);
+                seen.push(line);
+                if found {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn vmm_run_watch_reloads_a_new_vxd_after_a_plain_cargo_build() {
+    // The loop the README prints, with default flags: `vmm new vxd`, then
+    // `vmm run system.ini --watch`, an edit and a plain `cargo build`.
+    let dir = scratch("hotvxd");
+    let out = vmm_new(&["vxd", "hotvxd", "--id", "0x3A31", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(["run", "system.ini", "--watch", "--trace", "watch.jsonl"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run vmm");
+    let rx = stderr_lines(&mut child);
+    let mut seen = Vec::new();
+    let watching = wait_for(&rx, &mut seen, |l| l.contains("watching") && l.contains("libhotvxd"));
+    if !watching {
+        let _ = child.kill();
+        panic!("vmm run --watch never started watching:\n{}", seen.join("\n"));
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("watching") && l.contains("/debug/libhotvxd")),
+        "it watches what a plain `cargo build` writes:\n{}",
+        seen.join("\n")
+    );
+
+    let lib = dir.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, source.replace(".version(1, 0)", ".version(1, 1)")).unwrap();
+    let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let build = Command::new(&cargo)
+        .arg("build")
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("CARGO_MANIFEST_DIR")
+        .output()
+        .expect("run cargo build");
+    assert!(build.status.success(), "{}", text(&build.stderr));
+    let reloaded = wait_for(&rx, &mut seen, |l| l.starts_with("reload HOTVXD: "));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(reloaded, "no reload after `cargo build`:\n{}", seen.join("\n"));
+    let line = seen.last().unwrap();
+    assert!(line.starts_with("reload HOTVXD: ok in "), "{line}");
+
+    let trace = std::fs::read_to_string(dir.join("watch.jsonl")).unwrap();
+    let reloads: Vec<serde_json::Value> = trace
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "reload")
+        .collect();
+    assert_eq!(reloads.len(), 1, "{trace}");
+    assert_eq!(reloads[0]["device"], "HOTVXD");
+    assert_eq!(reloads[0]["result"], "ok");
+    assert_ne!(reloads[0]["old_build"], reloads[0]["new_build"]);
+}
+
+#[test]
+fn vmm_new_inside_a_vxd_adds_a_member_wired_into_its_tests() {
+    let root = scratch("wsvxd");
+    let out = vmm_new(&["vxd", "wsvxd", "--id", "0x3A32", "--dir", root.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock"), root.join("Cargo.lock")).unwrap();
+    for (kind, name) in [("dos", "wsdos"), ("app", "wsapp")] {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_vmm")).args(["new", kind, name]).current_dir(&root).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("joined the workspace"), "{}", text(&out.stdout));
+        assert!(root.join(name).join("src/lib.rs").is_file());
+        assert!(!root.join(name).join(".gitignore").exists(), "a member has no files of a workspace root");
+        assert!(root.join(format!("tests/with_{name}.rs")).is_file());
+    }
+    let toml = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(toml.contains("members = [\"wsdos\", \"wsapp\"]"), "{toml}");
+    assert!(toml.contains("uses = [\"WSDOS\", \"WSAPP\"]"), "{toml}");
+    let member = std::fs::read_to_string(root.join("wsdos/Cargo.toml")).unwrap();
+    assert!(!member.contains("[workspace]") && !member.contains("[profile"), "{member}");
+    let ini = std::fs::read_to_string(root.join("wsdos/system.ini")).unwrap();
+    assert!(ini.contains("plugin_path = [\"../target/debug\"]"), "{ini}");
+
+    // One `cargo test --workspace`: every crate's own tests, and the VxD
+    // with each program.
+    let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let test = Command::new(&cargo)
+        .args(["test", "--workspace"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("CARGO_MANIFEST_DIR")
+        .output()
+        .expect("run cargo test");
+    let (stdout, stderr) = (text(&test.stdout), text(&test.stderr));
+    assert!(test.status.success(), "{stdout}\n{stderr}");
+    for t in ["wsvxd_runs_with_wsdos ... ok", "wsvxd_runs_with_wsapp ... ok", "wsdos_prints_the_windows_version ... ok"]
+    {
+        assert!(stdout.contains(t), "{t} missing:\n{stdout}");
+    }
+    assert!(!root.join("wsdos/target").exists() && !root.join("wsdos/Cargo.lock").exists(), "one target, one lock");
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use vmm_host::testkit::plugin_dir;
+use vmm_testkit::plugin_dir;
 
 fn vmm(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmm"))
@@ -44,6 +44,32 @@ fn list_prints_the_device_table_in_init_order() {
     assert!(lines[1].starts_with("VHELLO") && lines[1].contains("0x0000") && lines[1].contains("0x80000000"));
     assert!(lines[2].starts_with("VCOUNTD") && lines[2].contains("0x3A10") && lines[2].trim_end().ends_with('3'));
     assert!(lines[3].starts_with("SHELL") && lines[3].contains("0xB0000000") && lines[3].contains("*SHELL"));
+}
+
+#[test]
+fn list_shows_files_below_the_current_directory_by_relative_path() {
+    let dir = scratch("list-rel", "[386Enh]\ndevice = [\"vcountd\"]\n[machine]\nplugin_path = [\"plugins\"]\n");
+    let lib = format!("libvcountd{}", std::env::consts::DLL_SUFFIX);
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    std::fs::copy(plugin_dir().join(&lib), dir.join("plugins").join(&lib)).unwrap();
+    let out = vmm_bare(&dir, &["list", "system.ini", "--build", "never"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let row = stdout.lines().find(|l| l.starts_with("VCOUNTD")).unwrap_or_default();
+    assert!(row.contains(&format!(" plugins/{lib} ")), "{stdout}");
+}
+
+#[test]
+fn help_says_what_vmm_does_with_examples_and_where_the_docs_are() {
+    let out = vmm_bare(Path::new("."), &["--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for want in ["`vmm` alone is `vmm run`", "./system.ini", "Examples:", "vmm new vxd", "docs/trace.md"] {
+        assert!(help.contains(want), "{want} missing from:\n{help}");
+    }
+    let run = text(&vmm_bare(Path::new("."), &["run", "--help"]).stdout);
+    assert!(run.contains("events that are ready at the same moment"), "{run}");
+    assert!(run.contains("--profile") && run.contains("target/debug"), "{run}");
 }
 
 #[test]
@@ -99,7 +125,7 @@ fn a_bad_manifest_names_file_line_and_column() {
 
 /// The repository's default machine, copied into a scratch directory.
 fn default_machine(name: &str) -> PathBuf {
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../system.ini")).unwrap();
+    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../system.ini")).unwrap();
     scratch(name, &manifest)
 }
 
@@ -173,9 +199,13 @@ fn run_watch_reloads_a_rebuilt_device_and_prints_one_line() {
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stderr}");
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("reload ")).collect();
+    // Human output goes to stderr only, without colour when it is not a terminal.
+    assert!(!stdout.contains("reload"), "{stdout}");
+    assert!(!stderr.contains('\u{1b}'), "ANSI escape codes in a piped stderr: {stderr:?}");
+    assert!(stderr.contains("stopped at 3000 ms of virtual time: the --until time was reached"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("reload ")).collect();
     assert_eq!(lines.len(), 1, "{stdout}\n{stderr}");
-    assert!(lines[0].starts_with("reload VPOSTD: ok in "), "{stdout}");
+    assert!(lines[0].starts_with("reload VPOSTD: ok in "), "{stderr}");
     assert!(stderr.contains("watching") && stderr.contains("plugin libraries mapped: 2 copies"), "{stderr}");
     let trace = std::fs::read_to_string(dir.join("w.jsonl")).unwrap();
     assert_eq!(trace.lines().filter(|l| l.contains("\"kind\":\"reload\"")).count(), 1);
