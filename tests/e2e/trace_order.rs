@@ -9,6 +9,7 @@ use vmm_host::testkit::{Scenario, ScriptDevice, Value, json};
 use vmm_plugin_api::prelude::*;
 
 const SYS: u32 = 0x0001_0001;
+const DOS1: u32 = 0x0001_0002;
 const INSIDE_ID: u16 = 0x3FE8;
 const SCRIPT_ID: u16 = 0x3FF0;
 
@@ -341,5 +342,135 @@ fn message_sent_precedes_the_window_procedure_and_its_far_call_record() {
         printed("wndproc"),
         json!({"kind": "far_call", "module": "ORDERAPP", "export": "WndProc"}),
         printed("last"),
+    ]);
+}
+
+// ---- moments that set something off --------------------------------------------------------
+
+/// A DOS program that prints `dos` and exits.
+struct OrderDos;
+
+impl Module for OrderDos {
+    const MODULE: ModuleDef = ModuleDef::dos_program("ORDERDOS");
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(OrderDos)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        r3.print("dos");
+        Step::exit(0)
+    }
+}
+
+#[test]
+fn vm_switch_precedes_the_task_switch_hooks_and_a_dos_vm_precedes_its_program() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"ORDERDOS\"\n")
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                vmm.call_when_task_switched(|_: &ScriptDevice, vmm, old, new| {
+                    vmm.trace_note("switched", &[("from", old.0.into()), ("to", new.0.into())]).unwrap();
+                })
+                .unwrap();
+            }
+            Carry::Clear
+        })
+        .module::<OrderDos>()
+        .run();
+    run.assert_ok();
+    run.trace().expect_in_order(&[
+        json!({"kind": "control", "device": "SCRIPT", "message": "VM_Init", "vm": DOS1}),
+        json!({"kind": "vm_created", "vm": DOS1}),
+        json!({"kind": "program_started", "vm": DOS1, "module": "ORDERDOS"}),
+        json!({"kind": "vm_switch", "from": SYS, "vm": DOS1}),
+        json!({"kind": "note", "note": "switched", "fields": {"from": SYS, "to": DOS1}}),
+        printed("dos"),
+        json!({"kind": "program_ended", "vm": DOS1, "module": "ORDERDOS"}),
+        json!({"kind": "control", "device": "SCRIPT", "message": "Destroy_VM", "vm": DOS1}),
+        json!({"kind": "vm_switch", "from": DOS1, "vm": SYS}),
+        json!({"kind": "note", "note": "switched", "fields": {"from": DOS1, "to": SYS}}),
+        json!({"kind": "vm_destroyed", "vm": DOS1}),
+    ]);
+}
+
+#[test]
+fn shell_message_precedes_the_callback_that_gets_the_answer() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"*SHELL\", \"SCRIPT\"]\n")
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let sys = vmm.get_sys_vm_handle();
+                vmm.shell()
+                    .shell_message(sys, MB_OK, "Hello", None, |_: &ScriptDevice, vmm, _| note(vmm, "answered"))
+                    .unwrap();
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    run.trace().expect_in_order(&[
+        json!({"kind": "event_scheduled", "device": "SHELL", "callback": "SHELL_Message"}),
+        json!({"kind": "shell_message", "service": "SHELL_Message", "text": "Hello", "answer": IDOK}),
+        noted("answered"),
+        json!({"kind": "event_dispatched", "device": "SHELL", "callback": "SHELL_Message"}),
+    ]);
+}
+
+#[test]
+fn fatal_error_is_written_inside_the_call_that_ends_in_it() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                note(vmm, "before_fatal");
+                vmm.fatal_error_handler("stop here", 0);
+            }
+            Carry::Clear
+        })
+        .run();
+    run.expect_error();
+    run.trace().expect_in_order(&[
+        noted("before_fatal"),
+        json!({"kind": "fatal_error", "device": "SCRIPT", "message": "stop here"}),
+        json!({"kind": "control", "device": "SCRIPT", "message": "Device_Init", "result": "fatal_exit"}),
+        json!({"kind": "phase", "phase": "system_exit"}),
+        json!({"kind": "phase", "phase": "stopped"}),
+    ]);
+}
+
+#[test]
+fn a_call_record_carries_the_time_it_returned_when_the_code_blocked() {
+    // DOS1's event waits on a semaphore at 10 ms; an interrupt at 60 ms
+    // signals it, and the callback returns then.
+    let run = Scenario::new(
+        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n\
+         [[interrupt]]\nname = \"wait\"\nat = 10\n[[interrupt]]\nname = \"signal\"\nat = 60\n",
+    )
+    .script(|dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let sem = vmm.create_semaphore(0).unwrap();
+            dev.state.borrow_mut().push(sem.0);
+            vmm.register_interrupt("wait", |_: &ScriptDevice, vmm, _| {
+                vmm.schedule_vm_event(VmHandle(DOS1), |dev: &ScriptDevice, vmm, _| {
+                    note(vmm, "waiting");
+                    vmm.wait_semaphore(SemaphoreHandle(dev.state.borrow()[0]), 0).unwrap();
+                    note(vmm, "woke");
+                })
+                .unwrap();
+            })
+            .unwrap();
+            vmm.register_interrupt("signal", |dev: &ScriptDevice, vmm, _| {
+                vmm.signal_semaphore(SemaphoreHandle(dev.state.borrow()[0])).unwrap();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
+    run.assert_ok();
+    run.trace().expect_in_order(&[
+        json!({"kind": "note", "note": "waiting", "t": 10}),
+        json!({"kind": "semaphore", "action": "block", "vm": DOS1, "t": 10}),
+        json!({"kind": "interrupt", "name": "signal", "t": 60}),
+        json!({"kind": "note", "note": "woke", "t": 60}),
+        json!({"kind": "event_dispatched", "device": "SCRIPT", "event": "vm", "target": DOS1, "t": 60}),
     ]);
 }
