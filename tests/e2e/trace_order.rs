@@ -34,7 +34,8 @@ fn printed(text: &str) -> Value {
 struct Inside;
 
 impl VxD for Inside {
-    const DEVICE: Device = Device::new("INSIDE").id(INSIDE_ID).pm_api().services(&["INSIDE_Get_Version", "INSIDE_Note"]);
+    const DEVICE: Device =
+        Device::new("INSIDE").id(INSIDE_ID).pm_api().services(&["INSIDE_Get_Version", "INSIDE_Note"]);
 
     fn create(_: &Vmm<'_>) -> Result<Self, String> {
         Ok(Inside)
