@@ -10,5 +10,6 @@ mod loader;
 mod rebuild;
 mod ring3;
 mod shell;
+mod trace_order;
 mod vmm_core;
 mod vpostd;
