@@ -1,0 +1,1132 @@
+//! Decoding and executing one instruction.
+
+use crate::bus::Bus;
+use crate::cpu::flags::{AF, CF, DF, IF, OF, PF, RESERVED_ONE, SF, WRITABLE, ZF};
+use crate::cpu::vector::{
+    BOUND_RANGE, BREAKPOINT, DIVIDE_ERROR, GENERAL_PROTECTION, INVALID_OPCODE, OVERFLOW,
+};
+use crate::cpu::{
+    AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, ExitReason, IntKind, SI, SP, SS, Size,
+    Step,
+};
+
+/// A fault: the exception vector.
+pub(crate) type Fault = u8;
+type R<T> = Result<T, Fault>;
+
+/// Parity of each byte value: true when the number of set bits is even.
+const PARITY: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).count_ones() % 2 == 0;
+        i += 1;
+    }
+    t
+};
+
+/// Where an r/m operand lives.
+#[derive(Clone, Copy)]
+enum Ea {
+    Reg(u8),
+    Mem { seg: usize, off: u16 },
+}
+
+/// The prefixes of the instruction being executed.
+#[derive(Clone, Copy)]
+struct Prefix {
+    seg: Option<usize>,
+    /// 0, 0xF2 (REPNE) or 0xF3 (REP/REPE).
+    rep: u8,
+}
+
+impl Prefix {
+    fn seg(self, default: usize) -> usize {
+        self.seg.unwrap_or(default)
+    }
+}
+
+#[inline]
+fn mask(w: bool) -> u32 {
+    if w { 0xFFFF } else { 0xFF }
+}
+
+#[inline]
+fn sign(w: bool) -> u32 {
+    if w { 0x8000 } else { 0x80 }
+}
+
+impl Cpu {
+    // ---- flags ----
+
+    #[inline]
+    fn flag(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    #[inline]
+    fn set_flag(&mut self, f: u16, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
+    /// Sets SF, ZF and PF from a result.
+    #[inline]
+    fn set_szp(&mut self, r: u32, w: bool) {
+        let r = r & mask(w);
+        let mut f = self.flags & !(SF | ZF | PF);
+        if r == 0 {
+            f |= ZF;
+        }
+        if r & sign(w) != 0 {
+            f |= SF;
+        }
+        if PARITY[(r & 0xFF) as usize] {
+            f |= PF;
+        }
+        self.flags = f;
+    }
+
+    /// The eight ALU operations of opcodes 00-3F and group 1, in encoding
+    /// order: ADD OR ADC SBB AND SUB XOR CMP. Returns the result (CMP's is
+    /// not stored by the caller).
+    fn alu(&mut self, op: u8, a: u32, b: u32, w: bool) -> u32 {
+        let m = mask(w);
+        let s = sign(w);
+        let r = match op {
+            0 | 2 => {
+                let c = u32::from(op == 2 && self.flag(CF));
+                let r = a + b + c;
+                self.set_flag(CF, r > m);
+                self.set_flag(OF, (a ^ r) & (b ^ r) & s != 0);
+                self.set_flag(AF, (a ^ b ^ r) & 0x10 != 0);
+                r
+            }
+            3 | 5 | 7 => {
+                let c = u32::from(op == 3 && self.flag(CF));
+                let r = a.wrapping_sub(b).wrapping_sub(c);
+                self.set_flag(CF, a < b + c);
+                self.set_flag(OF, (a ^ b) & (a ^ r) & s != 0);
+                self.set_flag(AF, (a ^ b ^ r) & 0x10 != 0);
+                r
+            }
+            1 | 4 | 6 => {
+                let r = match op {
+                    1 => a | b,
+                    4 => a & b,
+                    _ => a ^ b,
+                };
+                self.flags &= !(CF | OF | AF);
+                r
+            }
+            _ => unreachable_op(),
+        } & m;
+        self.set_szp(r, w);
+        r
+    }
+
+    fn inc_dec(&mut self, a: u32, dec: bool, w: bool) -> u32 {
+        let cf = self.flag(CF);
+        let r = self.alu(if dec { 5 } else { 0 }, a, 1, w);
+        self.set_flag(CF, cf);
+        r
+    }
+
+    /// Group 2: ROL ROR RCL RCR SHL SHR SAL SAR by `count` (masked to 5 bits).
+    fn shift(&mut self, op: u8, val: u32, count: u8, w: bool) -> u32 {
+        let count = count & 0x1F;
+        if count == 0 {
+            return val;
+        }
+        let m = mask(w);
+        let s = sign(w);
+        let mut v = val & m;
+        let mut cf = self.flag(CF);
+        match op {
+            0 => {
+                for _ in 0..count {
+                    cf = v & s != 0;
+                    v = ((v << 1) | u32::from(cf)) & m;
+                }
+                self.set_flag(OF, (v & s != 0) != cf);
+            }
+            1 => {
+                for _ in 0..count {
+                    cf = v & 1 != 0;
+                    v = (v >> 1) | if cf { s } else { 0 };
+                }
+                self.set_flag(OF, ((v ^ (v << 1)) & s) != 0);
+            }
+            2 => {
+                for _ in 0..count {
+                    let out = v & s != 0;
+                    v = ((v << 1) | u32::from(cf)) & m;
+                    cf = out;
+                }
+                self.set_flag(OF, (v & s != 0) != cf);
+            }
+            3 => {
+                for _ in 0..count {
+                    let out = v & 1 != 0;
+                    v = (v >> 1) | if cf { s } else { 0 };
+                    cf = out;
+                }
+                self.set_flag(OF, ((v ^ (v << 1)) & s) != 0);
+            }
+            4 | 6 => {
+                for _ in 0..count {
+                    cf = v & s != 0;
+                    v = (v << 1) & m;
+                }
+                self.set_flag(OF, (v & s != 0) != cf);
+                self.set_szp(v, w);
+                self.flags &= !AF;
+            }
+            5 => {
+                let mut last = v;
+                for _ in 0..count {
+                    last = v;
+                    cf = v & 1 != 0;
+                    v >>= 1;
+                }
+                self.set_flag(OF, ((last ^ v) & s) != 0 || (count == 1 && val & s != 0));
+                self.set_szp(v, w);
+                self.flags &= !AF;
+            }
+            _ => {
+                for _ in 0..count {
+                    cf = v & 1 != 0;
+                    v = (v >> 1) | (v & s);
+                }
+                self.flags &= !OF;
+                self.set_szp(v, w);
+                self.flags &= !AF;
+            }
+        }
+        self.set_flag(CF, cf);
+        v
+    }
+
+    // ---- registers ----
+
+    #[inline]
+    fn reg8(&self, r: u8) -> u8 {
+        let v = self.regs[usize::from(r & 3)];
+        if r & 4 == 0 { v as u8 } else { (v >> 8) as u8 }
+    }
+
+    #[inline]
+    fn set_reg8(&mut self, r: u8, v: u8) {
+        let x = &mut self.regs[usize::from(r & 3)];
+        if r & 4 == 0 {
+            *x = (*x & 0xFF00) | u16::from(v);
+        } else {
+            *x = (*x & 0x00FF) | (u16::from(v) << 8);
+        }
+    }
+
+    #[inline]
+    fn reg(&self, r: u8, w: bool) -> u32 {
+        if w { u32::from(self.regs[usize::from(r & 7)]) } else { u32::from(self.reg8(r)) }
+    }
+
+    #[inline]
+    fn set_reg(&mut self, r: u8, v: u32, w: bool) {
+        if w {
+            self.regs[usize::from(r & 7)] = v as u16;
+        } else {
+            self.set_reg8(r, v as u8);
+        }
+    }
+
+    // ---- memory ----
+
+    #[inline]
+    fn read8<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16) -> u8 {
+        bus.read8(self.linear(seg, off))
+    }
+
+    #[inline]
+    fn write8<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16, v: u8) {
+        bus.write8(self.linear(seg, off), v);
+    }
+
+    /// A word operand; the 80286 faults on one at offset 0xFFFF.
+    #[inline]
+    fn read16<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16) -> R<u16> {
+        if off == 0xFFFF {
+            return Err(GENERAL_PROTECTION);
+        }
+        let a = self.linear(seg, off);
+        if self.a20 || a < 0xF_FFFF {
+            Ok(bus.read16(a))
+        } else {
+            Ok(u16::from_le_bytes([bus.read8(a), bus.read8(self.linear(seg, off + 1))]))
+        }
+    }
+
+    #[inline]
+    fn write16<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16, v: u16) -> R<()> {
+        if off == 0xFFFF {
+            return Err(GENERAL_PROTECTION);
+        }
+        let a = self.linear(seg, off);
+        if self.a20 || a < 0xF_FFFF {
+            bus.write16(a, v);
+        } else {
+            let [lo, hi] = v.to_le_bytes();
+            bus.write8(a, lo);
+            bus.write8(self.linear(seg, off + 1), hi);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn read_mem<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16, w: bool) -> R<u32> {
+        if w {
+            self.read16(bus, seg, off).map(u32::from)
+        } else {
+            Ok(u32::from(self.read8(bus, seg, off)))
+        }
+    }
+
+    #[inline]
+    fn write_mem<B: Bus + ?Sized>(
+        &self,
+        bus: &mut B,
+        seg: usize,
+        off: u16,
+        v: u32,
+        w: bool,
+    ) -> R<()> {
+        if w {
+            self.write16(bus, seg, off, v as u16)
+        } else {
+            self.write8(bus, seg, off, v as u8);
+            Ok(())
+        }
+    }
+
+    #[inline]
+    fn read_ea<B: Bus + ?Sized>(&self, bus: &mut B, ea: Ea, w: bool) -> R<u32> {
+        match ea {
+            Ea::Reg(r) => Ok(self.reg(r, w)),
+            Ea::Mem { seg, off } => self.read_mem(bus, seg, off, w),
+        }
+    }
+
+    #[inline]
+    fn write_ea<B: Bus + ?Sized>(&mut self, bus: &mut B, ea: Ea, v: u32, w: bool) -> R<()> {
+        match ea {
+            Ea::Reg(r) => {
+                self.set_reg(r, v, w);
+                Ok(())
+            }
+            Ea::Mem { seg, off } => self.write_mem(bus, seg, off, v, w),
+        }
+    }
+
+    fn push16<B: Bus + ?Sized>(&mut self, bus: &mut B, v: u16) -> R<()> {
+        let sp = self.regs[SP].wrapping_sub(2);
+        self.write16(bus, SS, sp, v)?;
+        self.regs[SP] = sp;
+        Ok(())
+    }
+
+    fn pop16<B: Bus + ?Sized>(&mut self, bus: &mut B) -> R<u16> {
+        let sp = self.regs[SP];
+        let v = self.read16(bus, SS, sp)?;
+        self.regs[SP] = sp.wrapping_add(2);
+        Ok(v)
+    }
+
+    // ---- fetch and decode ----
+
+    #[inline]
+    fn fetch8<B: Bus + ?Sized>(&mut self, bus: &mut B) -> u8 {
+        let b = bus.read8(self.linear(CS, self.ip));
+        self.ip = self.ip.wrapping_add(1);
+        b
+    }
+
+    #[inline]
+    fn fetch16<B: Bus + ?Sized>(&mut self, bus: &mut B) -> u16 {
+        let lo = self.fetch8(bus);
+        let hi = self.fetch8(bus);
+        u16::from_le_bytes([lo, hi])
+    }
+
+    #[inline]
+    fn fetch(&mut self, bus: &mut (impl Bus + ?Sized), w: bool) -> u32 {
+        if w { u32::from(self.fetch16(bus)) } else { u32::from(self.fetch8(bus)) }
+    }
+
+    /// Decodes a ModRM byte and its displacement: the reg field and the
+    /// r/m operand.
+    fn modrm<B: Bus + ?Sized>(&mut self, bus: &mut B, p: Prefix) -> (u8, Ea) {
+        let m = self.fetch8(bus);
+        let md = m >> 6;
+        let reg = (m >> 3) & 7;
+        let rm = m & 7;
+        if md == 3 {
+            return (reg, Ea::Reg(rm));
+        }
+        let r = &self.regs;
+        let (base, seg) = match rm {
+            0 => (r[BX].wrapping_add(r[SI]), DS),
+            1 => (r[BX].wrapping_add(r[DI]), DS),
+            2 => (r[BP].wrapping_add(r[SI]), SS),
+            3 => (r[BP].wrapping_add(r[DI]), SS),
+            4 => (r[SI], DS),
+            5 => (r[DI], DS),
+            6 if md == 0 => (0, DS),
+            6 => (r[BP], SS),
+            _ => (r[BX], DS),
+        };
+        let disp = match md {
+            0 if rm == 6 => self.fetch16(bus),
+            0 => 0,
+            1 => self.fetch8(bus) as i8 as u16,
+            _ => self.fetch16(bus),
+        };
+        (reg, Ea::Mem { seg: p.seg(seg), off: base.wrapping_add(disp) })
+    }
+
+    fn cond(&self, cc: u8) -> bool {
+        let f = |x| self.flag(x);
+        let r = match cc >> 1 {
+            0 => f(OF),
+            1 => f(CF),
+            2 => f(ZF),
+            3 => f(CF) || f(ZF),
+            4 => f(SF),
+            5 => f(PF),
+            6 => f(SF) != f(OF),
+            _ => f(ZF) || (f(SF) != f(OF)),
+        };
+        r != (cc & 1 != 0)
+    }
+
+    fn jump_rel8<B: Bus + ?Sized>(&mut self, bus: &mut B, taken: bool) {
+        let d = self.fetch8(bus) as i8 as u16;
+        if taken {
+            self.ip = self.ip.wrapping_add(d);
+        }
+    }
+
+    /// Sets FLAGS from a value popped or loaded by `POPF`/`IRET`/`SAHF`
+    /// paths, keeping the bits real mode cannot change.
+    fn load_flags(&mut self, v: u16) -> Option<ExitReason> {
+        let was = self.flag(IF);
+        self.flags = (v & WRITABLE) | RESERVED_ONE;
+        let now = self.flag(IF);
+        (was != now).then_some(ExitReason::InterruptFlag { enabled: now })
+    }
+
+    fn far_arrival<B: Bus + ?Sized>(&self, bus: &B) -> Option<ExitReason> {
+        let (cs, ip) = (self.sregs[CS], self.ip);
+        bus.is_breakpoint(cs, ip).then_some(ExitReason::Breakpoint { cs, ip })
+    }
+
+    fn software_interrupt<B: Bus + ?Sized>(&mut self, bus: &mut B, vector: u8, kind: IntKind) -> Step {
+        match self.interrupts {
+            Delivery::Exit => Step::Stop(ExitReason::Interrupt { vector, kind }),
+            Delivery::Deliver => {
+                self.deliver_interrupt(bus, vector);
+                Step::Next
+            }
+        }
+    }
+
+    fn stop_if(reason: Option<ExitReason>) -> Step {
+        match reason {
+            Some(r) => Step::Stop(r),
+            None => Step::Next,
+        }
+    }
+
+    // ---- execution ----
+
+    /// Executes one instruction (one element of a REP string instruction).
+    pub(crate) fn step<B: Bus + ?Sized>(&mut self, bus: &mut B) -> R<Step> {
+        let start = self.ip;
+        let mut p = Prefix { seg: None, rep: 0 };
+        let mut op = self.fetch8(bus);
+        // Prefixes: the 80286 accepts any number; the last of a kind wins.
+        loop {
+            match op {
+                0x26 => p.seg = Some(ES),
+                0x2E => p.seg = Some(CS),
+                0x36 => p.seg = Some(SS),
+                0x3E => p.seg = Some(DS),
+                0xF2 | 0xF3 => p.rep = op,
+                0xF0 => {}
+                _ => break,
+            }
+            op = self.fetch8(bus);
+        }
+        let w = op & 1 != 0;
+        match op {
+            // ALU r/m, reg and reg, r/m.
+            0x00..=0x3F if op & 7 < 4 => {
+                let alu = op >> 3;
+                let (reg, ea) = self.modrm(bus, p);
+                let a = self.read_ea(bus, ea, w)?;
+                let b = self.reg(reg, w);
+                if op & 2 == 0 {
+                    let r = self.alu(alu, a, b, w);
+                    if alu != 7 {
+                        self.write_ea(bus, ea, r, w)?;
+                    }
+                } else {
+                    let r = self.alu(alu, b, a, w);
+                    if alu != 7 {
+                        self.set_reg(reg, r, w);
+                    }
+                }
+            }
+            // ALU AL/AX, imm.
+            0x00..=0x3F if op & 7 < 6 => {
+                let alu = op >> 3;
+                let b = self.fetch(bus, w);
+                let r = self.alu(alu, self.reg(0, w), b, w);
+                if alu != 7 {
+                    self.set_reg(0, r, w);
+                }
+            }
+            0x06 | 0x0E | 0x16 | 0x1E => self.push16(bus, self.sregs[usize::from(op >> 3)])?,
+            0x07 | 0x17 | 0x1F => {
+                let v = self.pop16(bus)?;
+                self.sregs[usize::from(op >> 3)] = v;
+            }
+            0x27 | 0x2F => self.decimal_adjust(op == 0x2F),
+            0x37 | 0x3F => self.ascii_adjust(op == 0x3F),
+            0x40..=0x4F => {
+                let r = op & 7;
+                let v = self.inc_dec(self.reg(r, true), op >= 0x48, true);
+                self.set_reg(r, v, true);
+            }
+            0x50..=0x57 => {
+                // The 80286 pushes SP as it was before the push.
+                let v = self.regs[usize::from(op & 7)];
+                self.push16(bus, v)?;
+            }
+            0x58..=0x5F => {
+                let v = self.pop16(bus)?;
+                self.regs[usize::from(op & 7)] = v;
+            }
+            0x60 => {
+                let sp = self.regs[SP];
+                for r in [AX, CX, DX, BX] {
+                    self.push16(bus, self.regs[r])?;
+                }
+                self.push16(bus, sp)?;
+                for r in [BP, SI, DI] {
+                    self.push16(bus, self.regs[r])?;
+                }
+            }
+            0x61 => {
+                let sp = self.regs[SP];
+                let mut v = [0u16; 8];
+                for (i, slot) in v.iter_mut().enumerate() {
+                    *slot = self.read16(bus, SS, sp.wrapping_add(2 * i as u16))?;
+                }
+                for (i, r) in [DI, SI, BP, SP, BX, DX, CX, AX].into_iter().enumerate() {
+                    if r != SP {
+                        self.regs[r] = v[i];
+                    }
+                }
+                self.regs[SP] = sp.wrapping_add(16);
+            }
+            0x62 => {
+                let (reg, ea) = self.modrm(bus, p);
+                let Ea::Mem { seg, off } = ea else { return Err(INVALID_OPCODE) };
+                let lo = self.read16(bus, seg, off)? as i16;
+                let hi = self.read16(bus, seg, off.wrapping_add(2))? as i16;
+                let v = self.regs[usize::from(reg)] as i16;
+                if v < lo || v > hi {
+                    return Err(BOUND_RANGE);
+                }
+            }
+            0x68 => {
+                let v = self.fetch16(bus);
+                self.push16(bus, v)?;
+            }
+            0x6A => {
+                let v = self.fetch8(bus) as i8 as u16;
+                self.push16(bus, v)?;
+            }
+            0x69 | 0x6B => {
+                let (reg, ea) = self.modrm(bus, p);
+                let a = self.read_ea(bus, ea, true)? as u16 as i16;
+                let b = if op == 0x69 { self.fetch16(bus) as i16 } else { i16::from(self.fetch8(bus) as i8) };
+                let r = i32::from(a) * i32::from(b);
+                self.regs[usize::from(reg)] = r as u16;
+                self.set_mul_flags(r != i32::from(r as i16), u32::from(r as u16), true);
+            }
+            0x6C..=0x6F | 0xA4..=0xA7 | 0xAA..=0xAF => return self.string(bus, op, p, start),
+            0x70..=0x7F => {
+                let taken = self.cond(op & 0xF);
+                self.jump_rel8(bus, taken);
+            }
+            0x80..=0x83 => {
+                let (alu, ea) = self.modrm(bus, p);
+                let a = self.read_ea(bus, ea, w)?;
+                let b = if op == 0x83 { u32::from(self.fetch8(bus) as i8 as u16) } else { self.fetch(bus, w) };
+                let r = self.alu(alu, a, b, w);
+                if alu != 7 {
+                    self.write_ea(bus, ea, r, w)?;
+                }
+            }
+            0x84 | 0x85 => {
+                let (reg, ea) = self.modrm(bus, p);
+                let a = self.read_ea(bus, ea, w)?;
+                self.alu(4, a, self.reg(reg, w), w);
+            }
+            0x86 | 0x87 => {
+                let (reg, ea) = self.modrm(bus, p);
+                let a = self.read_ea(bus, ea, w)?;
+                let b = self.reg(reg, w);
+                self.write_ea(bus, ea, b, w)?;
+                self.set_reg(reg, a, w);
+            }
+            0x88 | 0x89 => {
+                let (reg, ea) = self.modrm(bus, p);
+                self.write_ea(bus, ea, self.reg(reg, w), w)?;
+            }
+            0x8A | 0x8B => {
+                let (reg, ea) = self.modrm(bus, p);
+                let v = self.read_ea(bus, ea, w)?;
+                self.set_reg(reg, v, w);
+            }
+            0x8C => {
+                let (reg, ea) = self.modrm(bus, p);
+                if reg > 3 {
+                    return Err(INVALID_OPCODE);
+                }
+                self.write_ea(bus, ea, u32::from(self.sregs[usize::from(reg)]), true)?;
+            }
+            0x8D => {
+                let (reg, ea) = self.modrm(bus, p);
+                let Ea::Mem { off, .. } = ea else { return Err(INVALID_OPCODE) };
+                self.regs[usize::from(reg)] = off;
+            }
+            0x8E => {
+                let (reg, ea) = self.modrm(bus, p);
+                if reg > 3 || usize::from(reg) == CS {
+                    return Err(INVALID_OPCODE);
+                }
+                let v = self.read_ea(bus, ea, true)?;
+                self.sregs[usize::from(reg)] = v as u16;
+            }
+            0x8F => {
+                let (reg, ea) = self.modrm(bus, p);
+                if reg != 0 {
+                    return Err(INVALID_OPCODE);
+                }
+                let sp = self.regs[SP];
+                let v = self.read16(bus, SS, sp)?;
+                self.regs[SP] = sp.wrapping_add(2);
+                if let Err(e) = self.write_ea(bus, ea, u32::from(v), true) {
+                    self.regs[SP] = sp;
+                    return Err(e);
+                }
+            }
+            0x90..=0x97 => self.regs.swap(AX, usize::from(op & 7)),
+            0x98 => self.regs[AX] = self.regs[AX] as u8 as i8 as u16,
+            0x99 => self.regs[DX] = if self.regs[AX] & 0x8000 != 0 { 0xFFFF } else { 0 },
+            0x9A => {
+                let ip = self.fetch16(bus);
+                let cs = self.fetch16(bus);
+                return self.call_far(bus, cs, ip);
+            }
+            0x9B => {}
+            0x9C => self.push16(bus, self.flags & (WRITABLE | RESERVED_ONE))?,
+            0x9D => {
+                let v = self.pop16(bus)?;
+                return Ok(Self::stop_if(self.load_flags(v)));
+            }
+            0x9E => {
+                let ah = self.regs[AX] >> 8;
+                let keep = SF | ZF | AF | PF | CF;
+                self.flags = (self.flags & !keep) | (ah & keep);
+            }
+            0x9F => {
+                let f = self.flags & 0xFF;
+                self.regs[AX] = (self.regs[AX] & 0xFF) | (f << 8);
+            }
+            0xA0..=0xA3 => {
+                let off = self.fetch16(bus);
+                let seg = p.seg(DS);
+                if op & 2 == 0 {
+                    let v = self.read_mem(bus, seg, off, w)?;
+                    self.set_reg(0, v, w);
+                } else {
+                    self.write_mem(bus, seg, off, self.reg(0, w), w)?;
+                }
+            }
+            0xA8 | 0xA9 => {
+                let b = self.fetch(bus, w);
+                self.alu(4, self.reg(0, w), b, w);
+            }
+            0xB0..=0xBF => {
+                let w = op & 8 != 0;
+                let v = self.fetch(bus, w);
+                self.set_reg(op & 7, v, w);
+            }
+            0xC0 | 0xC1 | 0xD0..=0xD3 => {
+                let (sub, ea) = self.modrm(bus, p);
+                let a = self.read_ea(bus, ea, w)?;
+                let count = match op {
+                    0xC0 | 0xC1 => self.fetch8(bus),
+                    0xD0 | 0xD1 => 1,
+                    _ => self.regs[CX] as u8,
+                };
+                let r = self.shift(sub, a, count, w);
+                self.write_ea(bus, ea, r, w)?;
+            }
+            0xC2 | 0xC3 => {
+                let n = if op == 0xC2 { self.fetch16(bus) } else { 0 };
+                let ip = self.pop16(bus)?;
+                self.ip = ip;
+                self.regs[SP] = self.regs[SP].wrapping_add(n);
+            }
+            0xC4 | 0xC5 => {
+                let (reg, ea) = self.modrm(bus, p);
+                let Ea::Mem { seg, off } = ea else { return Err(INVALID_OPCODE) };
+                let v = self.read16(bus, seg, off)?;
+                let s = self.read16(bus, seg, off.wrapping_add(2))?;
+                self.regs[usize::from(reg)] = v;
+                self.sregs[if op == 0xC4 { ES } else { DS }] = s;
+            }
+            0xC6 | 0xC7 => {
+                let (reg, ea) = self.modrm(bus, p);
+                if reg != 0 {
+                    return Err(INVALID_OPCODE);
+                }
+                let v = self.fetch(bus, w);
+                self.write_ea(bus, ea, v, w)?;
+            }
+            0xC8 => {
+                let size = self.fetch16(bus);
+                let level = self.fetch8(bus) & 0x1F;
+                self.enter(bus, size, level)?;
+            }
+            0xC9 => {
+                let bp = self.regs[BP];
+                let v = self.read16(bus, SS, bp)?;
+                self.regs[BP] = v;
+                self.regs[SP] = bp.wrapping_add(2);
+            }
+            0xCA | 0xCB => {
+                let n = if op == 0xCA { self.fetch16(bus) } else { 0 };
+                let sp = self.regs[SP];
+                let ip = self.read16(bus, SS, sp)?;
+                let cs = self.read16(bus, SS, sp.wrapping_add(2))?;
+                self.regs[SP] = sp.wrapping_add(4).wrapping_add(n);
+                self.ip = ip;
+                self.sregs[CS] = cs;
+                return Ok(Self::stop_if(self.far_arrival(bus)));
+            }
+            0xCC => return Ok(self.software_interrupt(bus, BREAKPOINT, IntKind::Int3)),
+            0xCD => {
+                let n = self.fetch8(bus);
+                return Ok(self.software_interrupt(bus, n, IntKind::Int));
+            }
+            0xCE => {
+                if self.flag(OF) {
+                    return Ok(self.software_interrupt(bus, OVERFLOW, IntKind::Into));
+                }
+            }
+            0xCF => {
+                let sp = self.regs[SP];
+                let ip = self.read16(bus, SS, sp)?;
+                let cs = self.read16(bus, SS, sp.wrapping_add(2))?;
+                let f = self.read16(bus, SS, sp.wrapping_add(4))?;
+                self.regs[SP] = sp.wrapping_add(6);
+                self.ip = ip;
+                self.sregs[CS] = cs;
+                let if_change = self.load_flags(f);
+                return Ok(Self::stop_if(self.far_arrival(bus).or(if_change)));
+            }
+            0xD4 => {
+                let base = self.fetch8(bus);
+                if base == 0 {
+                    return Err(DIVIDE_ERROR);
+                }
+                let al = self.regs[AX] as u8;
+                let r = u16::from(al / base) << 8 | u16::from(al % base);
+                self.regs[AX] = r;
+                self.set_szp(u32::from(r & 0xFF), false);
+                self.flags &= !(OF | AF | CF);
+            }
+            0xD5 => {
+                let base = self.fetch8(bus);
+                let [al, ah] = self.regs[AX].to_le_bytes();
+                let prod = u32::from(ah) * u32::from(base) & 0xFF;
+                let r = self.alu(0, u32::from(al), prod, false);
+                self.regs[AX] = r as u16;
+            }
+            0xD6 => {
+                let v = if self.flag(CF) { 0xFF } else { 0 };
+                self.set_reg8(0, v);
+            }
+            0xD7 => {
+                let off = self.regs[BX].wrapping_add(self.regs[AX] & 0xFF);
+                let v = self.read8(bus, p.seg(DS), off);
+                self.set_reg8(0, v);
+            }
+            // Coprocessor escapes: without an 80287 they decode their
+            // operand and do nothing.
+            0xD8..=0xDF => {
+                self.modrm(bus, p);
+            }
+            0xE0..=0xE3 => {
+                let taken = if op == 0xE3 {
+                    self.regs[CX] == 0
+                } else {
+                    let cx = self.regs[CX].wrapping_sub(1);
+                    self.regs[CX] = cx;
+                    cx != 0
+                        && match op {
+                            0xE0 => !self.flag(ZF),
+                            0xE1 => self.flag(ZF),
+                            _ => true,
+                        }
+                };
+                self.jump_rel8(bus, taken);
+            }
+            0xE4 | 0xE5 | 0xEC | 0xED => {
+                let port = if op & 8 == 0 { u16::from(self.fetch8(bus)) } else { self.regs[DX] };
+                let Some(v) = self.pending_in.take() else {
+                    return Ok(Step::Wait(ExitReason::In { port, size: size(w) }));
+                };
+                self.set_reg(0, u32::from(v), w);
+            }
+            0xE6 | 0xE7 | 0xEE | 0xEF => {
+                let port = if op & 8 == 0 { u16::from(self.fetch8(bus)) } else { self.regs[DX] };
+                let value = self.reg(0, w) as u16;
+                return Ok(Step::Stop(ExitReason::Out { port, size: size(w), value }));
+            }
+            0xE8 => {
+                let d = self.fetch16(bus);
+                self.push16(bus, self.ip)?;
+                self.ip = self.ip.wrapping_add(d);
+            }
+            0xE9 => {
+                let d = self.fetch16(bus);
+                self.ip = self.ip.wrapping_add(d);
+            }
+            0xEA => {
+                let ip = self.fetch16(bus);
+                let cs = self.fetch16(bus);
+                self.ip = ip;
+                self.sregs[CS] = cs;
+                return Ok(Self::stop_if(self.far_arrival(bus)));
+            }
+            0xEB => self.jump_rel8(bus, true),
+            0xF4 => return Ok(Step::Stop(ExitReason::Halt)),
+            0xF5 => self.flags ^= CF,
+            0xF6 | 0xF7 => return self.group3(bus, p, w),
+            0xF8 | 0xF9 => self.set_flag(CF, op & 1 != 0),
+            0xFA | 0xFB => {
+                let was = self.flag(IF);
+                self.set_flag(IF, op & 1 != 0);
+                if was != (op & 1 != 0) {
+                    return Ok(Step::Stop(ExitReason::InterruptFlag { enabled: op & 1 != 0 }));
+                }
+            }
+            0xFC | 0xFD => self.set_flag(DF, op & 1 != 0),
+            0xFE | 0xFF => return self.group45(bus, p, w),
+            _ => return Err(INVALID_OPCODE),
+        }
+        Ok(Step::Next)
+    }
+
+    fn set_mul_flags(&mut self, overflow: bool, low: u32, w: bool) {
+        self.set_flag(CF, overflow);
+        self.set_flag(OF, overflow);
+        self.set_szp(low, w);
+        self.flags &= !AF;
+    }
+
+    fn call_far<B: Bus + ?Sized>(&mut self, bus: &mut B, cs: u16, ip: u16) -> R<Step> {
+        let sp = self.regs[SP];
+        self.write16(bus, SS, sp.wrapping_sub(2), self.sregs[CS])?;
+        self.write16(bus, SS, sp.wrapping_sub(4), self.ip)?;
+        self.regs[SP] = sp.wrapping_sub(4);
+        self.sregs[CS] = cs;
+        self.ip = ip;
+        Ok(Self::stop_if(self.far_arrival(bus)))
+    }
+
+    fn enter<B: Bus + ?Sized>(&mut self, bus: &mut B, size: u16, level: u8) -> R<()> {
+        let saved = (self.regs[SP], self.regs[BP]);
+        let result = (|| {
+            self.push16(bus, self.regs[BP])?;
+            let frame = self.regs[SP];
+            if level > 0 {
+                for _ in 1..level {
+                    self.regs[BP] = self.regs[BP].wrapping_sub(2);
+                    let v = self.read16(bus, SS, self.regs[BP])?;
+                    self.push16(bus, v)?;
+                }
+                self.push16(bus, frame)?;
+            }
+            self.regs[BP] = frame;
+            self.regs[SP] = self.regs[SP].wrapping_sub(size);
+            Ok(())
+        })();
+        if result.is_err() {
+            (self.regs[SP], self.regs[BP]) = saved;
+        }
+        result
+    }
+
+    fn decimal_adjust(&mut self, sub: bool) {
+        let al = self.regs[AX] as u8;
+        let cf = self.flag(CF);
+        let mut r = al;
+        let mut new_cf = false;
+        if al & 0x0F > 9 || self.flag(AF) {
+            let (v, c) = if sub { r.overflowing_sub(6) } else { r.overflowing_add(6) };
+            r = v;
+            new_cf = cf || c;
+            self.flags |= AF;
+        } else {
+            self.flags &= !AF;
+        }
+        if al > 0x99 || cf {
+            r = if sub { r.wrapping_sub(0x60) } else { r.wrapping_add(0x60) };
+            new_cf = true;
+        }
+        self.set_flag(CF, new_cf);
+        self.set_reg8(0, r);
+        self.set_szp(u32::from(r), false);
+    }
+
+    fn ascii_adjust(&mut self, sub: bool) {
+        let ax = self.regs[AX];
+        if ax & 0x0F > 9 || self.flag(AF) {
+            let r = if sub {
+                let al = (ax as u8).wrapping_sub(6);
+                let ah = ((ax >> 8) as u8).wrapping_sub(1);
+                u16::from_le_bytes([al, ah])
+            } else {
+                ax.wrapping_add(0x106)
+            };
+            self.regs[AX] = r & 0xFF0F;
+            self.flags |= AF | CF;
+        } else {
+            self.regs[AX] = ax & 0xFF0F;
+            self.flags &= !(AF | CF);
+        }
+    }
+
+    /// Group 3 (F6/F7): TEST NOT NEG MUL IMUL DIV IDIV.
+    fn group3<B: Bus + ?Sized>(&mut self, bus: &mut B, p: Prefix, w: bool) -> R<Step> {
+        let (sub, ea) = self.modrm(bus, p);
+        let a = self.read_ea(bus, ea, w)?;
+        match sub {
+            0 | 1 => {
+                let b = self.fetch(bus, w);
+                self.alu(4, a, b, w);
+            }
+            2 => self.write_ea(bus, ea, !a & mask(w), w)?,
+            3 => {
+                let r = self.alu(5, 0, a, w);
+                self.write_ea(bus, ea, r, w)?;
+            }
+            4 => {
+                if w {
+                    let r = u32::from(self.regs[AX]) * a;
+                    self.regs[AX] = r as u16;
+                    self.regs[DX] = (r >> 16) as u16;
+                    self.set_mul_flags(r >> 16 != 0, r, true);
+                } else {
+                    let r = (self.regs[AX] & 0xFF) * a as u16;
+                    self.regs[AX] = r;
+                    self.set_mul_flags(r >> 8 != 0, u32::from(r), false);
+                }
+            }
+            5 => {
+                if w {
+                    let r = i32::from(self.regs[AX] as i16) * i32::from(a as u16 as i16);
+                    self.regs[AX] = r as u16;
+                    self.regs[DX] = (r >> 16) as u16;
+                    self.set_mul_flags(r != i32::from(r as i16), r as u32, true);
+                } else {
+                    let r = i16::from(self.regs[AX] as u8 as i8) * i16::from(a as u8 as i8);
+                    self.regs[AX] = r as u16;
+                    self.set_mul_flags(r != i16::from(r as i8), r as u32, false);
+                }
+            }
+            6 => {
+                if a == 0 {
+                    return Err(DIVIDE_ERROR);
+                }
+                if w {
+                    let n = u32::from(self.regs[DX]) << 16 | u32::from(self.regs[AX]);
+                    let q = n / a;
+                    if q > 0xFFFF {
+                        return Err(DIVIDE_ERROR);
+                    }
+                    self.regs[AX] = q as u16;
+                    self.regs[DX] = (n % a) as u16;
+                } else {
+                    let n = u32::from(self.regs[AX]);
+                    let q = n / a;
+                    if q > 0xFF {
+                        return Err(DIVIDE_ERROR);
+                    }
+                    self.regs[AX] = ((n % a) << 8 | q) as u16;
+                }
+            }
+            _ => {
+                if a == 0 {
+                    return Err(DIVIDE_ERROR);
+                }
+                if w {
+                    let n = i64::from((u32::from(self.regs[DX]) << 16 | u32::from(self.regs[AX])) as i32);
+                    let d = i64::from(a as u16 as i16);
+                    let q = n / d;
+                    if !(-0x8000..=0x7FFF).contains(&q) {
+                        return Err(DIVIDE_ERROR);
+                    }
+                    self.regs[AX] = q as u16;
+                    self.regs[DX] = (n % d) as u16;
+                } else {
+                    let n = i32::from(self.regs[AX] as i16);
+                    let d = i32::from(a as u8 as i8);
+                    let q = n / d;
+                    if !(-0x80..=0x7F).contains(&q) {
+                        return Err(DIVIDE_ERROR);
+                    }
+                    self.regs[AX] = u16::from_le_bytes([q as u8, (n % d) as u8]);
+                }
+            }
+        }
+        Ok(Step::Next)
+    }
+
+    /// Groups 4 and 5 (FE/FF): INC DEC CALL CALLF JMP JMPF PUSH.
+    fn group45<B: Bus + ?Sized>(&mut self, bus: &mut B, p: Prefix, w: bool) -> R<Step> {
+        let (sub, ea) = self.modrm(bus, p);
+        match (sub, w) {
+            (0 | 1, _) => {
+                let a = self.read_ea(bus, ea, w)?;
+                let r = self.inc_dec(a, sub == 1, w);
+                self.write_ea(bus, ea, r, w)?;
+            }
+            (2, true) => {
+                let target = self.read_ea(bus, ea, true)? as u16;
+                self.push16(bus, self.ip)?;
+                self.ip = target;
+            }
+            (4, true) => self.ip = self.read_ea(bus, ea, true)? as u16,
+            (3 | 5, true) => {
+                let Ea::Mem { seg, off } = ea else { return Err(INVALID_OPCODE) };
+                let ip = self.read16(bus, seg, off)?;
+                let cs = self.read16(bus, seg, off.wrapping_add(2))?;
+                if sub == 3 {
+                    return self.call_far(bus, cs, ip);
+                }
+                self.ip = ip;
+                self.sregs[CS] = cs;
+                return Ok(Self::stop_if(self.far_arrival(bus)));
+            }
+            (6, true) => {
+                let v = self.read_ea(bus, ea, true)? as u16;
+                self.push16(bus, v)?;
+            }
+            _ => return Err(INVALID_OPCODE),
+        }
+        Ok(Step::Next)
+    }
+
+    /// String instructions, one element per step: a `REP` form leaves IP
+    /// at its first prefix until CX reaches zero, so it can be interrupted
+    /// and resumed between elements.
+    fn string<B: Bus + ?Sized>(&mut self, bus: &mut B, op: u8, p: Prefix, start: u16) -> R<Step> {
+        let w = op & 1 != 0;
+        if p.rep != 0 && self.regs[CX] == 0 {
+            return Ok(Step::Next);
+        }
+        let delta: u16 = match (self.flag(DF), w) {
+            (false, false) => 1,
+            (false, true) => 2,
+            (true, false) => 0xFFFF,
+            (true, true) => 0xFFFE,
+        };
+        let (si, di) = (self.regs[SI], self.regs[DI]);
+        let src = p.seg(DS);
+        let mut exit = None;
+        let mut compares = false;
+        match op {
+            0x6C | 0x6D => {
+                let port = self.regs[DX];
+                let Some(v) = self.pending_in else {
+                    return Ok(Step::Wait(ExitReason::In { port, size: size(w) }));
+                };
+                self.write_mem(bus, ES, di, u32::from(v), w)?;
+                self.pending_in = None;
+                self.regs[DI] = di.wrapping_add(delta);
+            }
+            0x6E | 0x6F => {
+                let value = self.read_mem(bus, src, si, w)? as u16;
+                self.regs[SI] = si.wrapping_add(delta);
+                exit = Some(ExitReason::Out { port: self.regs[DX], size: size(w), value });
+            }
+            0xA4 | 0xA5 => {
+                let v = self.read_mem(bus, src, si, w)?;
+                self.write_mem(bus, ES, di, v, w)?;
+                self.regs[SI] = si.wrapping_add(delta);
+                self.regs[DI] = di.wrapping_add(delta);
+            }
+            0xA6 | 0xA7 => {
+                let a = self.read_mem(bus, src, si, w)?;
+                let b = self.read_mem(bus, ES, di, w)?;
+                self.alu(7, a, b, w);
+                self.regs[SI] = si.wrapping_add(delta);
+                self.regs[DI] = di.wrapping_add(delta);
+                compares = true;
+            }
+            0xAA | 0xAB => {
+                self.write_mem(bus, ES, di, self.reg(0, w), w)?;
+                self.regs[DI] = di.wrapping_add(delta);
+            }
+            0xAC | 0xAD => {
+                let v = self.read_mem(bus, src, si, w)?;
+                self.set_reg(0, v, w);
+                self.regs[SI] = si.wrapping_add(delta);
+            }
+            _ => {
+                let b = self.read_mem(bus, ES, di, w)?;
+                self.alu(7, self.reg(0, w), b, w);
+                self.regs[DI] = di.wrapping_add(delta);
+                compares = true;
+            }
+        }
+        if p.rep != 0 {
+            let cx = self.regs[CX].wrapping_sub(1);
+            self.regs[CX] = cx;
+            let done = cx == 0 || (compares && self.flag(ZF) != (p.rep == 0xF3));
+            if !done {
+                self.ip = start;
+            }
+        }
+        Ok(Self::stop_if(exit))
+    }
+}
+
+fn size(w: bool) -> Size {
+    if w { Size::Word } else { Size::Byte }
+}
+
+#[cold]
+fn unreachable_op() -> u32 {
+    0
+}
