@@ -468,6 +468,12 @@ impl Cpu {
             }
             op = self.fetch8(bus);
         }
+        // The 80286 refuses an instruction longer than ten bytes; only a
+        // run of prefixes can make one that long.
+        let prefixes = self.ip.wrapping_sub(start).wrapping_sub(1);
+        if prefixes >= 5 && self.overlong(bus, op, start) {
+            return Err(GENERAL_PROTECTION);
+        }
         let w = op & 1 != 0;
         match op {
             // ALU r/m, reg and reg, r/m.
@@ -782,7 +788,9 @@ impl Cpu {
             // Coprocessor escapes: without an 80287 they decode their
             // operand and do nothing.
             0xD8..=0xDF => {
-                self.modrm(bus, p);
+                if let (_, Ea::Mem { seg, off }) = self.modrm(bus, p) {
+                    self.read16(bus, seg, off)?;
+                }
             }
             0xE0..=0xE3 => {
                 let taken = if op == 0xE3 {
@@ -844,6 +852,52 @@ impl Cpu {
             _ => return Err(INVALID_OPCODE),
         }
         Ok(Step::Next)
+    }
+
+    /// Whether the instruction at `start` whose opcode `op` follows its
+    /// prefixes is longer than ten bytes. A form that raises #UD is not
+    /// (the 80286 decodes it first).
+    fn overlong<B: Bus + ?Sized>(&self, bus: &mut B, op: u8, start: u16) -> bool {
+        let opcode_at = self.ip.wrapping_sub(1).wrapping_sub(start);
+        let modrm = bus.read8(self.linear(CS, self.ip));
+        let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+        let has_modrm = matches!(op,
+            0x00..=0x3F if op & 7 < 4)
+            || matches!(op, 0x62 | 0x69 | 0x6B | 0x80..=0x8F | 0xC0 | 0xC1 | 0xC4..=0xC7 | 0xD0..=0xD3 | 0xD8..=0xDF | 0xF6 | 0xF7 | 0xFE | 0xFF);
+        let invalid = match op {
+            0x0F | 0x63..=0x67 | 0xF1 => true,
+            0x62 | 0x8D | 0xC4 | 0xC5 => md == 3,
+            0x8C => reg > 3,
+            0x8E => reg > 3 || reg == 1,
+            0x8F | 0xC6 | 0xC7 => reg != 0,
+            0xFE => reg > 1,
+            0xFF => reg == 7 || (md == 3 && (reg == 3 || reg == 5)),
+            _ => false,
+        };
+        if invalid {
+            return false;
+        }
+        let imm: u16 = match op {
+            0x00..=0x3F if op & 7 == 4 => 1,
+            0x00..=0x3F if op & 7 == 5 => 2,
+            0x6A | 0x6B | 0x70..=0x7F | 0x80 | 0x82 | 0x83 | 0xA8 | 0xB0..=0xB7 => 1,
+            0xC0 | 0xC1 | 0xC6 | 0xCD | 0xD4 | 0xD5 | 0xE0..=0xE7 | 0xEB => 1,
+            0x68 | 0x69 | 0x81 | 0xA0..=0xA3 | 0xA9 | 0xB8..=0xBF | 0xC2 | 0xC7 | 0xCA => 2,
+            0xE8 | 0xE9 => 2,
+            0xC8 => 3,
+            0x9A | 0xEA => 4,
+            0xF6 if reg < 2 => 1,
+            0xF7 if reg < 2 => 2,
+            _ => 0,
+        };
+        let disp: u16 = match (has_modrm, md) {
+            (false, _) => 0,
+            (true, 0) if rm == 6 => 2,
+            (true, 1) => 1,
+            (true, 2) => 2,
+            _ => 0,
+        };
+        opcode_at + 1 + u16::from(has_modrm) + disp + imm > 10
     }
 
     fn set_mul_flags(&mut self, overflow: bool, low: u32, w: bool) {
@@ -1055,70 +1109,77 @@ impl Cpu {
         if p.rep != 0 && self.regs[CX] == 0 {
             return Ok(Step::Next);
         }
-        let delta: u16 = match (self.flag(DF), w) {
-            (false, false) => 1,
-            (false, true) => 2,
-            (true, false) => 0xFFFF,
-            (true, true) => 0xFFFE,
+        let port = self.regs[DX];
+        let pending = match op {
+            0x6C | 0x6D => match self.pending_in.take() {
+                Some(v) => v,
+                None => return Ok(Step::Wait(ExitReason::In { port, size: size(w) })),
+            },
+            _ => 0,
         };
-        let (si, di) = (self.regs[SI], self.regs[DI]);
+        // The 80286 counts CX down and advances SI/DI as it issues each
+        // access, so a fault on an element leaves them advanced past the
+        // access that faulted.
+        if p.rep != 0 {
+            self.regs[CX] = self.regs[CX].wrapping_sub(1);
+        }
         let src = p.seg(DS);
         let mut exit = None;
         let mut compares = false;
         match op {
-            0x6C | 0x6D => {
-                let port = self.regs[DX];
-                let Some(v) = self.pending_in else {
-                    return Ok(Step::Wait(ExitReason::In { port, size: size(w) }));
-                };
-                self.write_mem(bus, ES, di, u32::from(v), w)?;
-                self.pending_in = None;
-                self.regs[DI] = di.wrapping_add(delta);
-            }
+            0x6C | 0x6D => self.string_write(bus, u32::from(pending), w)?,
             0x6E | 0x6F => {
-                let value = self.read_mem(bus, src, si, w)? as u16;
-                self.regs[SI] = si.wrapping_add(delta);
-                exit = Some(ExitReason::Out { port: self.regs[DX], size: size(w), value });
+                let value = self.string_read(bus, src, SI, w)? as u16;
+                exit = Some(ExitReason::Out { port, size: size(w), value });
             }
             0xA4 | 0xA5 => {
-                let v = self.read_mem(bus, src, si, w)?;
-                self.write_mem(bus, ES, di, v, w)?;
-                self.regs[SI] = si.wrapping_add(delta);
-                self.regs[DI] = di.wrapping_add(delta);
+                let v = self.string_read(bus, src, SI, w)?;
+                self.string_write(bus, v, w)?;
             }
             0xA6 | 0xA7 => {
-                let a = self.read_mem(bus, src, si, w)?;
-                let b = self.read_mem(bus, ES, di, w)?;
+                let a = self.string_read(bus, src, SI, w)?;
+                let b = self.string_read(bus, ES, DI, w)?;
                 self.alu(7, a, b, w);
-                self.regs[SI] = si.wrapping_add(delta);
-                self.regs[DI] = di.wrapping_add(delta);
                 compares = true;
             }
-            0xAA | 0xAB => {
-                self.write_mem(bus, ES, di, self.reg(0, w), w)?;
-                self.regs[DI] = di.wrapping_add(delta);
-            }
+            0xAA | 0xAB => self.string_write(bus, self.reg(0, w), w)?,
             0xAC | 0xAD => {
-                let v = self.read_mem(bus, src, si, w)?;
+                let v = self.string_read(bus, src, SI, w)?;
                 self.set_reg(0, v, w);
-                self.regs[SI] = si.wrapping_add(delta);
             }
             _ => {
-                let b = self.read_mem(bus, ES, di, w)?;
+                let b = self.string_read(bus, ES, DI, w)?;
                 self.alu(7, self.reg(0, w), b, w);
-                self.regs[DI] = di.wrapping_add(delta);
                 compares = true;
             }
         }
         if p.rep != 0 {
-            let cx = self.regs[CX].wrapping_sub(1);
-            self.regs[CX] = cx;
-            let done = cx == 0 || (compares && self.flag(ZF) != (p.rep == 0xF3));
+            let done = self.regs[CX] == 0 || (compares && self.flag(ZF) != (p.rep == 0xF3));
             if !done {
                 self.ip = start;
             }
         }
         Ok(Self::stop_if(exit))
+    }
+
+    /// The step of SI or DI for one element, by DF and width.
+    fn string_delta(&self, w: bool) -> u16 {
+        let d = if w { 2 } else { 1 };
+        if self.flag(DF) { 0u16.wrapping_sub(d) } else { d }
+    }
+
+    /// Reads one string element at `seg:index` and advances the index.
+    fn string_read<B: Bus + ?Sized>(&mut self, bus: &mut B, seg: usize, index: usize, w: bool) -> R<u32> {
+        let off = self.regs[index];
+        self.regs[index] = off.wrapping_add(self.string_delta(w));
+        self.read_mem(bus, seg, off, w)
+    }
+
+    /// Writes one string element at ES:DI and advances DI.
+    fn string_write<B: Bus + ?Sized>(&mut self, bus: &mut B, v: u32, w: bool) -> R<()> {
+        let off = self.regs[DI];
+        self.regs[DI] = off.wrapping_add(self.string_delta(w));
+        self.write_mem(bus, ES, off, v, w)
     }
 }
 
