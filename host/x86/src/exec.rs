@@ -965,10 +965,10 @@ impl Cpu {
     fn ascii_adjust(&mut self, sub: bool) {
         let ax = self.regs[AX];
         if ax & 0x0F > 9 || self.flag(AF) {
+            // The 80286 adjusts AX as a word, so a borrow from AL also
+            // reaches AH.
             let r = if sub {
-                let al = (ax as u8).wrapping_sub(6);
-                let ah = ((ax >> 8) as u8).wrapping_sub(1);
-                u16::from_le_bytes([al, ah])
+                ax.wrapping_sub(6).wrapping_sub(0x100)
             } else {
                 ax.wrapping_add(0x106)
             };
@@ -1119,30 +1119,37 @@ impl Cpu {
         };
         // The 80286 counts CX down and advances SI/DI as it issues each
         // access, so a fault on an element leaves them advanced past the
-        // access that faulted.
-        if p.rep != 0 {
-            self.regs[CX] = self.regs[CX].wrapping_sub(1);
+        // access that faulted; CMPS counts after its first read.
+        let count = |cpu: &mut Self| {
+            if p.rep != 0 {
+                cpu.regs[CX] = cpu.regs[CX].wrapping_sub(1);
+            }
+        };
+        if !matches!(op, 0xA6 | 0xA7) {
+            count(self);
         }
         let src = p.seg(DS);
         let mut exit = None;
         let mut compares = false;
         match op {
-            0x6C | 0x6D => self.string_write(bus, u32::from(pending), w)?,
+            0x6C | 0x6D => self.string_write(bus, u32::from(pending), w, p.rep != 0)?,
             0x6E | 0x6F => {
                 let value = self.string_read(bus, src, SI, w)? as u16;
                 exit = Some(ExitReason::Out { port, size: size(w), value });
             }
             0xA4 | 0xA5 => {
                 let v = self.string_read(bus, src, SI, w)?;
-                self.string_write(bus, v, w)?;
+                self.string_write(bus, v, w, p.rep != 0)?;
             }
             0xA6 | 0xA7 => {
-                let a = self.string_read(bus, src, SI, w)?;
+                // The 80286 reads ES:DI first.
                 let b = self.string_read(bus, ES, DI, w)?;
+                count(self);
+                let a = self.string_read(bus, src, SI, w)?;
                 self.alu(7, a, b, w);
                 compares = true;
             }
-            0xAA | 0xAB => self.string_write(bus, self.reg(0, w), w)?,
+            0xAA | 0xAB => self.string_write(bus, self.reg(0, w), w, p.rep != 0)?,
             0xAC | 0xAD => {
                 let v = self.string_read(bus, src, SI, w)?;
                 self.set_reg(0, v, w);
@@ -1175,11 +1182,17 @@ impl Cpu {
         self.read_mem(bus, seg, off, w)
     }
 
-    /// Writes one string element at ES:DI and advances DI.
-    fn string_write<B: Bus + ?Sized>(&mut self, bus: &mut B, v: u32, w: bool) -> R<()> {
+    /// Writes one string element at ES:DI and advances DI. When the write
+    /// of a `REP` element faults, the 80286 has already counted CX down
+    /// for the next element.
+    fn string_write<B: Bus + ?Sized>(&mut self, bus: &mut B, v: u32, w: bool, rep: bool) -> R<()> {
         let off = self.regs[DI];
         self.regs[DI] = off.wrapping_add(self.string_delta(w));
-        self.write_mem(bus, ES, off, v, w)
+        let result = self.write_mem(bus, ES, off, v, w);
+        if result.is_err() && rep && self.regs[CX] != 0 {
+            self.regs[CX] -= 1;
+        }
+        result
     }
 }
 

@@ -40,11 +40,7 @@ struct State {
 }
 
 #[derive(Deserialize)]
-struct Exception {
-    #[allow(dead_code, reason = "the vector is visible in the final CS:IP")]
-    number: u8,
-    flag_address: u32,
-}
+struct Exception {}
 
 /// 16 MB of RAM that remembers what was written, so one buffer serves all
 /// tests and unexpected writes are caught.
@@ -164,7 +160,12 @@ fn check(form: &str, t: &Test, bus: &mut TestBus) -> Result<(), String> {
     touched.extend(expected.keys());
     touched.sort_unstable();
     touched.dedup();
-    let flag_bytes = t.exception.as_ref().map(|e| e.flag_address);
+    // Where the exception pushed FLAGS: the suite's `flag_address` is one
+    // byte short when SP was odd, so take it from the final SS:SP.
+    let flag_bytes = t.exception.as_ref().map(|_| {
+        let (ss, sp) = (u32::from(want("ss")), want("sp"));
+        (ss << 4) + u32::from(sp.wrapping_add(4))
+    });
     for a in touched {
         let want = expected.get(&a).copied().unwrap_or(0);
         let got = bus.ram[a as usize];
