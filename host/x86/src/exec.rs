@@ -113,7 +113,8 @@ impl Cpu {
                 self.set_flag(AF, (a ^ b ^ r) & 0x10 != 0);
                 r
             }
-            1 | 4 | 6 => {
+            // OR, AND, XOR; the 80286 clears AF as well as CF and OF.
+            _ => {
                 let r = match op {
                     1 => a | b,
                     4 => a & b,
@@ -122,7 +123,6 @@ impl Cpu {
                 self.flags &= !(CF | OF | AF);
                 r
             }
-            _ => unreachable_op(),
         } & m;
         self.set_szp(r, w);
         r
@@ -455,8 +455,13 @@ impl Cpu {
         let start = self.ip;
         let mut p = Prefix { seg: None, rep: 0 };
         let mut op = self.fetch8(bus);
-        // Prefixes: the 80286 accepts any number; the last of a kind wins.
+        // Prefixes: the last of a kind wins. Ten bytes of them already make
+        // the instruction too long (and a segment full of them must not
+        // spin forever).
         loop {
+            if self.ip.wrapping_sub(start) >= 10 {
+                return Err(GENERAL_PROTECTION);
+            }
             match op {
                 0x26 => p.seg = Some(ES),
                 0x2E => p.seg = Some(CS),
@@ -1198,9 +1203,4 @@ impl Cpu {
 
 fn size(w: bool) -> Size {
     if w { Size::Word } else { Size::Byte }
-}
-
-#[cold]
-fn unreachable_op() -> u32 {
-    0
 }
