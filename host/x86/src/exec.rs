@@ -2,24 +2,22 @@
 
 use crate::bus::Bus;
 use crate::cpu::flags::{AF, CF, DF, IF, OF, PF, RESERVED_ONE, SF, WRITABLE, ZF};
-use crate::cpu::vector::{
-    BOUND_RANGE, BREAKPOINT, DIVIDE_ERROR, GENERAL_PROTECTION, INVALID_OPCODE, OVERFLOW,
-};
-use crate::cpu::{
-    AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, ExitReason, IntKind, SI, SP, SS, Size,
-    Step,
-};
+use crate::cpu::vector::{BOUND_RANGE, BREAKPOINT, DIVIDE_ERROR, GENERAL_PROTECTION, INVALID_OPCODE, OVERFLOW};
+use crate::cpu::{AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, ExitReason, IntKind, SI, SP, SS, Size, Step};
 
 /// A fault: the exception vector.
 pub(crate) type Fault = u8;
 type R<T> = Result<T, Fault>;
 
-/// Parity of each byte value: true when the number of set bits is even.
-const PARITY: [bool; 256] = {
-    let mut t = [false; 256];
+/// PF for each value of a result's low byte: set when the number of set
+/// bits is even.
+const PARITY: [u16; 256] = {
+    let mut t = [0; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = (i as u8).count_ones() % 2 == 0;
+        if (i as u8).count_ones().is_multiple_of(2) {
+            t[i] = PF;
+        }
         i += 1;
     }
     t
@@ -44,6 +42,15 @@ impl Prefix {
     fn seg(self, default: usize) -> usize {
         self.seg.unwrap_or(default)
     }
+}
+
+/// SF, ZF and PF for a result of width `w`.
+#[inline(always)]
+fn szp(r: u32, w: bool) -> u16 {
+    let r = r & mask(w);
+    let sf = if w { (r >> 8) as u16 } else { r as u16 } & SF;
+    let zf = if r == 0 { ZF } else { 0 };
+    sf | zf | PARITY[(r & 0xFF) as usize]
 }
 
 #[inline]
@@ -76,42 +83,25 @@ impl Cpu {
     /// Sets SF, ZF and PF from a result.
     #[inline]
     fn set_szp(&mut self, r: u32, w: bool) {
-        let r = r & mask(w);
-        let mut f = self.flags & !(SF | ZF | PF);
-        if r == 0 {
-            f |= ZF;
-        }
-        if r & sign(w) != 0 {
-            f |= SF;
-        }
-        if PARITY[(r & 0xFF) as usize] {
-            f |= PF;
-        }
-        self.flags = f;
+        self.flags = (self.flags & !(SF | ZF | PF)) | szp(r, w);
     }
 
     /// The eight ALU operations of opcodes 00-3F and group 1, in encoding
     /// order: ADD OR ADC SBB AND SUB XOR CMP. Returns the result (CMP's is
-    /// not stored by the caller).
+    /// not stored by the caller). The flags are computed without branches:
+    /// this is the interpreter's hottest code.
+    #[inline(always)]
     fn alu(&mut self, op: u8, a: u32, b: u32, w: bool) -> u32 {
-        let m = mask(w);
-        let s = sign(w);
-        let r = match op {
+        let bits = if w { 16 } else { 8 };
+        let carry_in = u32::from(self.flags & CF);
+        let (r, of) = match op {
             0 | 2 => {
-                let c = u32::from(op == 2 && self.flag(CF));
-                let r = a + b + c;
-                self.set_flag(CF, r > m);
-                self.set_flag(OF, (a ^ r) & (b ^ r) & s != 0);
-                self.set_flag(AF, (a ^ b ^ r) & 0x10 != 0);
-                r
+                let r = a + b + if op == 2 { carry_in } else { 0 };
+                (r, (a ^ r) & (b ^ r))
             }
             3 | 5 | 7 => {
-                let c = u32::from(op == 3 && self.flag(CF));
-                let r = a.wrapping_sub(b).wrapping_sub(c);
-                self.set_flag(CF, a < b + c);
-                self.set_flag(OF, (a ^ b) & (a ^ r) & s != 0);
-                self.set_flag(AF, (a ^ b ^ r) & 0x10 != 0);
-                r
+                let r = a.wrapping_sub(b).wrapping_sub(if op == 3 { carry_in } else { 0 });
+                (r, (a ^ b) & (a ^ r))
             }
             // OR, AND, XOR; the 80286 clears AF as well as CF and OF.
             _ => {
@@ -120,18 +110,27 @@ impl Cpu {
                     4 => a & b,
                     _ => a ^ b,
                 };
-                self.flags &= !(CF | OF | AF);
-                r
+                let f = self.flags & !(CF | OF | AF | SF | ZF | PF);
+                self.flags = f | szp(r, w);
+                return r;
             }
-        } & m;
-        self.set_szp(r, w);
+        };
+        // Both operands are below 2^bits, so bit `bits` of the wide
+        // result is the carry (or borrow).
+        let cf = (r >> bits) & 1;
+        let of = ((of >> (bits - 1)) & 1) << 11;
+        let af = (a ^ b ^ r) & u32::from(AF);
+        let r = r & mask(w);
+        let f = self.flags & !(CF | OF | AF | SF | ZF | PF);
+        self.flags = f | (cf | of | af) as u16 | szp(r, w);
         r
     }
 
+    #[inline]
     fn inc_dec(&mut self, a: u32, dec: bool, w: bool) -> u32 {
-        let cf = self.flag(CF);
+        let cf = self.flags & CF;
         let r = self.alu(if dec { 5 } else { 0 }, a, 1, w);
-        self.set_flag(CF, cf);
+        self.flags = (self.flags & !CF) | cf;
         r
     }
 
@@ -286,22 +285,11 @@ impl Cpu {
 
     #[inline]
     fn read_mem<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16, w: bool) -> R<u32> {
-        if w {
-            self.read16(bus, seg, off).map(u32::from)
-        } else {
-            Ok(u32::from(self.read8(bus, seg, off)))
-        }
+        if w { self.read16(bus, seg, off).map(u32::from) } else { Ok(u32::from(self.read8(bus, seg, off))) }
     }
 
     #[inline]
-    fn write_mem<B: Bus + ?Sized>(
-        &self,
-        bus: &mut B,
-        seg: usize,
-        off: u16,
-        v: u32,
-        w: bool,
-    ) -> R<()> {
+    fn write_mem<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16, v: u32, w: bool) -> R<()> {
         if w {
             self.write16(bus, seg, off, v as u16)
         } else {
@@ -310,7 +298,7 @@ impl Cpu {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn read_ea<B: Bus + ?Sized>(&self, bus: &mut B, ea: Ea, w: bool) -> R<u32> {
         match ea {
             Ea::Reg(r) => Ok(self.reg(r, w)),
@@ -318,7 +306,7 @@ impl Cpu {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn write_ea<B: Bus + ?Sized>(&mut self, bus: &mut B, ea: Ea, v: u32, w: bool) -> R<()> {
         match ea {
             Ea::Reg(r) => {
@@ -366,14 +354,20 @@ impl Cpu {
 
     /// Decodes a ModRM byte and its displacement: the reg field and the
     /// r/m operand.
+    #[inline(always)]
     fn modrm<B: Bus + ?Sized>(&mut self, bus: &mut B, p: Prefix) -> (u8, Ea) {
         let m = self.fetch8(bus);
-        let md = m >> 6;
         let reg = (m >> 3) & 7;
-        let rm = m & 7;
-        if md == 3 {
-            return (reg, Ea::Reg(rm));
+        if m >= 0xC0 {
+            return (reg, Ea::Reg(m & 7));
         }
+        (reg, self.modrm_mem(bus, p, m))
+    }
+
+    /// The memory operand of ModRM byte `m` (mod 0-2).
+    fn modrm_mem<B: Bus + ?Sized>(&mut self, bus: &mut B, p: Prefix, m: u8) -> Ea {
+        let md = m >> 6;
+        let rm = m & 7;
         let r = &self.regs;
         let (base, seg) = match rm {
             0 => (r[BX].wrapping_add(r[SI]), DS),
@@ -392,7 +386,7 @@ impl Cpu {
             1 => self.fetch8(bus) as i8 as u16,
             _ => self.fetch16(bus),
         };
-        (reg, Ea::Mem { seg: p.seg(seg), off: base.wrapping_add(disp) })
+        Ea::Mem { seg: p.seg(seg), off: base.wrapping_add(disp) }
     }
 
     fn cond(&self, cc: u8) -> bool {
@@ -451,6 +445,8 @@ impl Cpu {
     // ---- execution ----
 
     /// Executes one instruction (one element of a REP string instruction).
+    /// Inlined into the one caller, the run loop.
+    #[inline(always)]
     pub(crate) fn step<B: Bus + ?Sized>(&mut self, bus: &mut B) -> R<Step> {
         let start = self.ip;
         let mut p = Prefix { seg: None, rep: 0 };
@@ -482,32 +478,56 @@ impl Cpu {
         let w = op & 1 != 0;
         match op {
             // ALU r/m, reg and reg, r/m.
-            0x00..=0x3F if op & 7 < 4 => {
-                let alu = op >> 3;
-                let (reg, ea) = self.modrm(bus, p);
-                let a = self.read_ea(bus, ea, w)?;
-                let b = self.reg(reg, w);
-                if op & 2 == 0 {
-                    let r = self.alu(alu, a, b, w);
-                    if alu != 7 {
-                        self.write_ea(bus, ea, r, w)?;
-                    }
-                } else {
-                    let r = self.alu(alu, b, a, w);
-                    if alu != 7 {
-                        self.set_reg(reg, r, w);
-                    }
-                }
-            }
-            // ALU AL/AX, imm.
-            0x00..=0x3F if op & 7 < 6 => {
-                let alu = op >> 3;
-                let b = self.fetch(bus, w);
-                let r = self.alu(alu, self.reg(0, w), b, w);
-                if alu != 7 {
-                    self.set_reg(0, r, w);
-                }
-            }
+            // The ALU forms, one instance each so that the operation and
+            // operand order are constants in the hottest path.
+            0x00 => self.alu_form::<0x00>(bus, p)?,
+            0x01 => self.alu_form::<0x01>(bus, p)?,
+            0x02 => self.alu_form::<0x02>(bus, p)?,
+            0x03 => self.alu_form::<0x03>(bus, p)?,
+            0x04 => self.alu_form::<0x04>(bus, p)?,
+            0x05 => self.alu_form::<0x05>(bus, p)?,
+            0x08 => self.alu_form::<0x08>(bus, p)?,
+            0x09 => self.alu_form::<0x09>(bus, p)?,
+            0x0A => self.alu_form::<0x0A>(bus, p)?,
+            0x0B => self.alu_form::<0x0B>(bus, p)?,
+            0x0C => self.alu_form::<0x0C>(bus, p)?,
+            0x0D => self.alu_form::<0x0D>(bus, p)?,
+            0x10 => self.alu_form::<0x10>(bus, p)?,
+            0x11 => self.alu_form::<0x11>(bus, p)?,
+            0x12 => self.alu_form::<0x12>(bus, p)?,
+            0x13 => self.alu_form::<0x13>(bus, p)?,
+            0x14 => self.alu_form::<0x14>(bus, p)?,
+            0x15 => self.alu_form::<0x15>(bus, p)?,
+            0x18 => self.alu_form::<0x18>(bus, p)?,
+            0x19 => self.alu_form::<0x19>(bus, p)?,
+            0x1A => self.alu_form::<0x1A>(bus, p)?,
+            0x1B => self.alu_form::<0x1B>(bus, p)?,
+            0x1C => self.alu_form::<0x1C>(bus, p)?,
+            0x1D => self.alu_form::<0x1D>(bus, p)?,
+            0x20 => self.alu_form::<0x20>(bus, p)?,
+            0x21 => self.alu_form::<0x21>(bus, p)?,
+            0x22 => self.alu_form::<0x22>(bus, p)?,
+            0x23 => self.alu_form::<0x23>(bus, p)?,
+            0x24 => self.alu_form::<0x24>(bus, p)?,
+            0x25 => self.alu_form::<0x25>(bus, p)?,
+            0x28 => self.alu_form::<0x28>(bus, p)?,
+            0x29 => self.alu_form::<0x29>(bus, p)?,
+            0x2A => self.alu_form::<0x2A>(bus, p)?,
+            0x2B => self.alu_form::<0x2B>(bus, p)?,
+            0x2C => self.alu_form::<0x2C>(bus, p)?,
+            0x2D => self.alu_form::<0x2D>(bus, p)?,
+            0x30 => self.alu_form::<0x30>(bus, p)?,
+            0x31 => self.alu_form::<0x31>(bus, p)?,
+            0x32 => self.alu_form::<0x32>(bus, p)?,
+            0x33 => self.alu_form::<0x33>(bus, p)?,
+            0x34 => self.alu_form::<0x34>(bus, p)?,
+            0x35 => self.alu_form::<0x35>(bus, p)?,
+            0x38 => self.alu_form::<0x38>(bus, p)?,
+            0x39 => self.alu_form::<0x39>(bus, p)?,
+            0x3A => self.alu_form::<0x3A>(bus, p)?,
+            0x3B => self.alu_form::<0x3B>(bus, p)?,
+            0x3C => self.alu_form::<0x3C>(bus, p)?,
+            0x3D => self.alu_form::<0x3D>(bus, p)?,
             0x06 | 0x0E | 0x16 | 0x1E => self.push16(bus, self.sregs[usize::from(op >> 3)])?,
             0x07 | 0x17 | 0x1F => {
                 let v = self.pop16(bus)?;
@@ -777,7 +797,7 @@ impl Cpu {
             0xD5 => {
                 let base = self.fetch8(bus);
                 let [al, ah] = self.regs[AX].to_le_bytes();
-                let prod = u32::from(ah) * u32::from(base) & 0xFF;
+                let prod = (u32::from(ah) * u32::from(base)) & 0xFF;
                 let r = self.alu(0, u32::from(al), prod, false);
                 self.regs[AX] = r as u16;
             }
@@ -905,6 +925,37 @@ impl Cpu {
         opcode_at + 1 + u16::from(has_modrm) + disp + imm > 10
     }
 
+    /// Opcodes 00-3F with (opcode & 7) < 6: the ALU operation in bits 3-5,
+    /// r/m,reg / reg,r/m / AL|AX,imm in bits 0-2.
+    #[inline(always)]
+    fn alu_form<const OP: u8>(&mut self, bus: &mut (impl Bus + ?Sized), p: Prefix) -> R<()> {
+        let alu = OP >> 3;
+        let w = OP & 1 != 0;
+        if OP & 7 >= 4 {
+            let b = self.fetch(bus, w);
+            let r = self.alu(alu, self.reg(0, w), b, w);
+            if alu != 7 {
+                self.set_reg(0, r, w);
+            }
+            return Ok(());
+        }
+        let (reg, ea) = self.modrm(bus, p);
+        let a = self.read_ea(bus, ea, w)?;
+        let b = self.reg(reg, w);
+        if OP & 2 == 0 {
+            let r = self.alu(alu, a, b, w);
+            if alu != 7 {
+                self.write_ea(bus, ea, r, w)?;
+            }
+        } else {
+            let r = self.alu(alu, b, a, w);
+            if alu != 7 {
+                self.set_reg(reg, r, w);
+            }
+        }
+        Ok(())
+    }
+
     fn set_mul_flags(&mut self, overflow: bool, low: u32, w: bool) {
         self.set_flag(CF, overflow);
         self.set_flag(OF, overflow);
@@ -972,11 +1023,7 @@ impl Cpu {
         if ax & 0x0F > 9 || self.flag(AF) {
             // The 80286 adjusts AX as a word, so a borrow from AL also
             // reaches AH.
-            let r = if sub {
-                ax.wrapping_sub(6).wrapping_sub(0x100)
-            } else {
-                ax.wrapping_add(0x106)
-            };
+            let r = if sub { ax.wrapping_sub(6).wrapping_sub(0x100) } else { ax.wrapping_add(0x106) };
             self.regs[AX] = r & 0xFF0F;
             self.flags |= AF | CF;
         } else {

@@ -2,8 +2,7 @@
 //! and how the monitor resumes.
 
 use vmm_x86::{
-    AX, Bus, CS, CX, Cpu, DI, DX, Delivery, ES, Exit, ExitReason, IntKind, Memory, SP, SS, Size,
-    flags, vector,
+    AX, Bus, CS, CX, Cpu, DI, DX, Delivery, ES, Exit, ExitReason, IntKind, Memory, SP, SS, Size, flags, vector,
 };
 
 const CODE_SEG: u16 = 0x1000;
@@ -33,10 +32,7 @@ fn int_n_exits_past_the_instruction_and_can_be_reflected() {
     mem.load(0x21 * 4, &[0x00, 0x05, 0x00, 0x30]); // handler 3000:0500
     cpu.flags |= flags::IF;
     let exit = cpu.run(&mut mem, 100);
-    assert_eq!(
-        exit,
-        Exit { reason: ExitReason::Interrupt { vector: 0x21, kind: IntKind::Int }, instructions: 2 }
-    );
+    assert_eq!(exit, Exit { reason: ExitReason::Interrupt { vector: 0x21, kind: IntKind::Int }, instructions: 2 });
     assert_eq!((cpu.ip, cpu.regs[AX]), (5, 0x1234));
 
     cpu.deliver_interrupt(&mut mem, 0x21);
@@ -103,10 +99,7 @@ fn out_and_rep_outsw_exit_after_each_write_with_the_value() {
     // MOV AL,41h; OUT 0E9h,AL; REP OUTSW
     let (mut cpu, mut mem) = machine(&[0xB0, 0x41, 0xE6, 0xE9, 0xF3, 0x6F]);
     let e = cpu.run(&mut mem, 100);
-    assert_eq!(
-        e,
-        Exit { reason: ExitReason::Out { port: 0xE9, size: Size::Byte, value: 0x41 }, instructions: 2 }
-    );
+    assert_eq!(e, Exit { reason: ExitReason::Out { port: 0xE9, size: Size::Byte, value: 0x41 }, instructions: 2 });
     assert_eq!(cpu.ip, 4);
     cpu.regs[CX] = 2;
     cpu.regs[DX] = 0x1F0;
@@ -121,10 +114,7 @@ fn out_and_rep_outsw_exit_after_each_write_with_the_value() {
 #[test]
 fn cli_sti_popf_and_iret_exit_only_when_they_change_if() {
     // STI; STI; CLI; PUSH 0202h; POPF; PUSHF; PUSH CS; PUSH 000Eh; CLI; IRET (to the HLT); NOP; HLT
-    let code = [
-        0xFB, 0xFB, 0xFA, 0x68, 0x02, 0x02, 0x9D, 0x9C, 0x0E, 0x68, 0x0F, 0x00, 0xFA, 0xCF, 0x90,
-        0xF4,
-    ];
+    let code = [0xFB, 0xFB, 0xFA, 0x68, 0x02, 0x02, 0x9D, 0x9C, 0x0E, 0x68, 0x0F, 0x00, 0xFA, 0xCF, 0x90, 0xF4];
     let (mut cpu, mut mem) = machine(&code);
     let mut seen = Vec::new();
     loop {

@@ -235,5 +235,10 @@ fn singlestep_80286_real_mode() {
     }
     println!("{report}passed {passed} of {total}");
     let shown: Vec<_> = unexpected.iter().filter(|s| !s.is_empty()).collect();
-    assert!(unexpected.is_empty(), "{} unexpected results:\n{}", unexpected.len(), shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        unexpected.is_empty(),
+        "{} unexpected results:\n{}",
+        unexpected.len(),
+        shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
 }
