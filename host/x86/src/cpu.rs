@@ -293,7 +293,8 @@ impl Cpu {
     #[inline]
     pub fn linear(&self, sreg: usize, offset: u16) -> u32 {
         let a = (u32::from(self.sregs[sreg & 3]) << 4) + u32::from(offset);
-        if self.a20 { a } else { a & 0xF_FFFF }
+        // Without A20, bit 20 (the only bit above it a sum can reach) is cleared.
+        a & (0xF_FFFF | (u32::from(self.a20) << 20))
     }
 
     fn push_unchecked<B: Bus + ?Sized>(&mut self, bus: &mut B, value: u16) {

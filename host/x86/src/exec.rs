@@ -23,6 +23,19 @@ const PARITY: [u16; 256] = {
     t
 };
 
+/// The prefix bytes of the 80286: segment overrides, LOCK, REPNE, REP.
+const PREFIX: [bool; 256] = {
+    let mut t = [false; 256];
+    t[0x26] = true;
+    t[0x2E] = true;
+    t[0x36] = true;
+    t[0x3E] = true;
+    t[0xF0] = true;
+    t[0xF2] = true;
+    t[0xF3] = true;
+    t
+};
+
 /// Where an r/m operand lives.
 #[derive(Clone, Copy)]
 enum Ea {
@@ -454,18 +467,17 @@ impl Cpu {
         // Prefixes: the last of a kind wins. Ten bytes of them already make
         // the instruction too long (and a segment full of them must not
         // spin forever).
-        loop {
-            if self.ip.wrapping_sub(start) >= 10 {
-                return Err(GENERAL_PROTECTION);
-            }
+        while PREFIX[usize::from(op)] {
             match op {
                 0x26 => p.seg = Some(ES),
                 0x2E => p.seg = Some(CS),
                 0x36 => p.seg = Some(SS),
                 0x3E => p.seg = Some(DS),
                 0xF2 | 0xF3 => p.rep = op,
-                0xF0 => {}
-                _ => break,
+                _ => {}
+            }
+            if self.ip.wrapping_sub(start) >= 10 {
+                return Err(GENERAL_PROTECTION);
             }
             op = self.fetch8(bus);
         }
