@@ -2,7 +2,7 @@
 
 use crate::bus::Bus;
 
-/// Index of AX in [`Cpu::regs`] (the registers are in encoding order).
+/// Index of AX (EAX) in [`Cpu::regs`] (the registers are in encoding order).
 pub const AX: usize = 0;
 /// Index of CX in [`Cpu::regs`].
 pub const CX: usize = 1;
@@ -27,6 +27,10 @@ pub const CS: usize = 1;
 pub const SS: usize = 2;
 /// Index of DS in [`Cpu::sregs`].
 pub const DS: usize = 3;
+/// Index of FS in [`Cpu::sregs`] (kept, not used by the 80286).
+pub const FS: usize = 4;
+/// Index of GS in [`Cpu::sregs`] (kept, not used by the 80286).
+pub const GS: usize = 5;
 
 /// The bits of [`Cpu::flags`].
 pub mod flags {
@@ -174,10 +178,14 @@ pub struct Exit {
 /// An 80286 in real mode: every register, plain data.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Cpu {
-    /// AX, CX, DX, BX, SP, BP, SI, DI (index with [`AX`] ... [`DI`]).
-    pub regs: [u16; 8],
-    /// ES, CS, SS, DS (index with [`ES`] ... [`DS`]).
-    pub sregs: [u16; 4],
+    /// EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI (index with [`AX`] ...
+    /// [`DI`]). The 80286 uses the low 16 bits ([`Cpu::r16`]) and never
+    /// changes the high 16, which a 32-bit monitor (a V86 client's
+    /// `Client_EAX` ...) keeps there.
+    pub regs: [u32; 8],
+    /// ES, CS, SS, DS, FS, GS (index with [`ES`] ... [`GS`]). The 80286
+    /// has no FS and GS; they are kept for the monitor.
+    pub sregs: [u16; 6],
     /// The instruction pointer.
     pub ip: u16,
     /// FLAGS (see [`flags`]).
@@ -215,7 +223,7 @@ impl Cpu {
     pub fn new() -> Self {
         Cpu {
             regs: [0; 8],
-            sregs: [0; 4],
+            sregs: [0; 6],
             ip: 0,
             flags: flags::RESERVED_ONE,
             a20: true,
@@ -282,32 +290,46 @@ impl Cpu {
 
     /// Pops a word from the stack (SS:SP), as `POP` does.
     pub fn pop<B: Bus + ?Sized>(&mut self, bus: &mut B) -> u16 {
-        let sp = self.regs[SP];
+        let sp = self.r16(SP);
         let v = self.read_wrapped16(bus, SS, sp);
-        self.regs[SP] = sp.wrapping_add(2);
+        self.set_r16(SP, sp.wrapping_add(2));
         v
     }
 
     /// The physical address of `segment:offset` (segment register index
-    /// `sreg`), after the A20 gate.
-    #[inline]
+    /// `sreg`, one of [`ES`] ... [`GS`]), after the A20 gate.
+    ///
+    /// # Panics
+    ///
+    /// If `sreg` is above [`GS`], as indexing [`Cpu::sregs`] would.
     pub fn linear(&self, sreg: usize, offset: u16) -> u32 {
-        let a = (u32::from(self.sregs[sreg & 3]) << 4) + u32::from(offset);
+        self.physical(self.sregs[sreg], offset)
+    }
+
+    /// The address of one of the 80286's own segments (ES, CS, SS, DS).
+    #[inline]
+    pub(crate) fn lin(&self, sreg: usize, offset: u16) -> u32 {
+        self.physical(self.sregs[sreg & 3], offset)
+    }
+
+    #[inline]
+    fn physical(&self, segment: u16, offset: u16) -> u32 {
+        let a = (u32::from(segment) << 4) + u32::from(offset);
         // Without A20, bit 20 (the only bit above it a sum can reach) is cleared.
         a & (0xF_FFFF | (u32::from(self.a20) << 20))
     }
 
     fn push_unchecked<B: Bus + ?Sized>(&mut self, bus: &mut B, value: u16) {
-        let sp = self.regs[SP].wrapping_sub(2);
-        self.regs[SP] = sp;
+        let sp = self.r16(SP).wrapping_sub(2);
+        self.set_r16(SP, sp);
         let [lo, hi] = value.to_le_bytes();
-        bus.write8(self.linear(SS, sp), lo);
-        bus.write8(self.linear(SS, sp.wrapping_add(1)), hi);
+        bus.write8(self.lin(SS, sp), lo);
+        bus.write8(self.lin(SS, sp.wrapping_add(1)), hi);
     }
 
     fn read_wrapped16<B: Bus + ?Sized>(&self, bus: &mut B, sreg: usize, off: u16) -> u16 {
-        let lo = bus.read8(self.linear(sreg, off));
-        let hi = bus.read8(self.linear(sreg, off.wrapping_add(1)));
+        let lo = bus.read8(self.lin(sreg, off));
+        let hi = bus.read8(self.lin(sreg, off.wrapping_add(1)));
         u16::from_le_bytes([lo, hi])
     }
 

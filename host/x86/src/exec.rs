@@ -224,9 +224,22 @@ impl Cpu {
 
     // ---- registers ----
 
+    /// The low 16 bits of general register `i` (AX for EAX, ...).
+    #[inline]
+    pub fn r16(&self, i: usize) -> u16 {
+        self.regs[i & 7] as u16
+    }
+
+    /// Sets the low 16 bits of general register `i`, keeping the high 16.
+    #[inline]
+    pub fn set_r16(&mut self, i: usize, v: u16) {
+        let x = &mut self.regs[i & 7];
+        *x = (*x & 0xFFFF_0000) | u32::from(v);
+    }
+
     #[inline]
     fn reg8(&self, r: u8) -> u8 {
-        let v = self.regs[usize::from(r & 3)];
+        let v = self.r16(usize::from(r & 3));
         if r & 4 == 0 { v as u8 } else { (v >> 8) as u8 }
     }
 
@@ -234,21 +247,21 @@ impl Cpu {
     fn set_reg8(&mut self, r: u8, v: u8) {
         let x = &mut self.regs[usize::from(r & 3)];
         if r & 4 == 0 {
-            *x = (*x & 0xFF00) | u16::from(v);
+            *x = (*x & !0xFF) | u32::from(v);
         } else {
-            *x = (*x & 0x00FF) | (u16::from(v) << 8);
+            *x = (*x & !0xFF00) | (u32::from(v) << 8);
         }
     }
 
     #[inline]
     fn reg(&self, r: u8, w: bool) -> u32 {
-        if w { u32::from(self.regs[usize::from(r & 7)]) } else { u32::from(self.reg8(r)) }
+        if w { u32::from(self.r16(usize::from(r & 7))) } else { u32::from(self.reg8(r)) }
     }
 
     #[inline]
     fn set_reg(&mut self, r: u8, v: u32, w: bool) {
         if w {
-            self.regs[usize::from(r & 7)] = v as u16;
+            self.set_r16(usize::from(r & 7), v as u16);
         } else {
             self.set_reg8(r, v as u8);
         }
@@ -258,12 +271,12 @@ impl Cpu {
 
     #[inline]
     fn read8<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16) -> u8 {
-        bus.read8(self.linear(seg, off))
+        bus.read8(self.lin(seg, off))
     }
 
     #[inline]
     fn write8<B: Bus + ?Sized>(&self, bus: &mut B, seg: usize, off: u16, v: u8) {
-        bus.write8(self.linear(seg, off), v);
+        bus.write8(self.lin(seg, off), v);
     }
 
     /// A word operand; the 80286 faults on one at offset 0xFFFF.
@@ -272,11 +285,11 @@ impl Cpu {
         if off == 0xFFFF {
             return Err(GENERAL_PROTECTION);
         }
-        let a = self.linear(seg, off);
+        let a = self.lin(seg, off);
         if self.a20 || a < 0xF_FFFF {
             Ok(bus.read16(a))
         } else {
-            Ok(u16::from_le_bytes([bus.read8(a), bus.read8(self.linear(seg, off + 1))]))
+            Ok(u16::from_le_bytes([bus.read8(a), bus.read8(self.lin(seg, off + 1))]))
         }
     }
 
@@ -285,13 +298,13 @@ impl Cpu {
         if off == 0xFFFF {
             return Err(GENERAL_PROTECTION);
         }
-        let a = self.linear(seg, off);
+        let a = self.lin(seg, off);
         if self.a20 || a < 0xF_FFFF {
             bus.write16(a, v);
         } else {
             let [lo, hi] = v.to_le_bytes();
             bus.write8(a, lo);
-            bus.write8(self.linear(seg, off + 1), hi);
+            bus.write8(self.lin(seg, off + 1), hi);
         }
         Ok(())
     }
@@ -331,16 +344,16 @@ impl Cpu {
     }
 
     fn push16<B: Bus + ?Sized>(&mut self, bus: &mut B, v: u16) -> R<()> {
-        let sp = self.regs[SP].wrapping_sub(2);
+        let sp = self.r16(SP).wrapping_sub(2);
         self.write16(bus, SS, sp, v)?;
-        self.regs[SP] = sp;
+        self.set_r16(SP, sp);
         Ok(())
     }
 
     fn pop16<B: Bus + ?Sized>(&mut self, bus: &mut B) -> R<u16> {
-        let sp = self.regs[SP];
+        let sp = self.r16(SP);
         let v = self.read16(bus, SS, sp)?;
-        self.regs[SP] = sp.wrapping_add(2);
+        self.set_r16(SP, sp.wrapping_add(2));
         Ok(v)
     }
 
@@ -348,7 +361,7 @@ impl Cpu {
 
     #[inline]
     fn fetch8<B: Bus + ?Sized>(&mut self, bus: &mut B) -> u8 {
-        let b = bus.read8(self.linear(CS, self.ip));
+        let b = bus.read8(self.lin(CS, self.ip));
         self.ip = self.ip.wrapping_add(1);
         b
     }
@@ -381,17 +394,17 @@ impl Cpu {
     fn modrm_mem<B: Bus + ?Sized>(&mut self, bus: &mut B, p: Prefix, m: u8) -> Ea {
         let md = m >> 6;
         let rm = m & 7;
-        let r = &self.regs;
+        let r = |i: usize| self.r16(i);
         let (base, seg) = match rm {
-            0 => (r[BX].wrapping_add(r[SI]), DS),
-            1 => (r[BX].wrapping_add(r[DI]), DS),
-            2 => (r[BP].wrapping_add(r[SI]), SS),
-            3 => (r[BP].wrapping_add(r[DI]), SS),
-            4 => (r[SI], DS),
-            5 => (r[DI], DS),
+            0 => (r(BX).wrapping_add(r(SI)), DS),
+            1 => (r(BX).wrapping_add(r(DI)), DS),
+            2 => (r(BP).wrapping_add(r(SI)), SS),
+            3 => (r(BP).wrapping_add(r(DI)), SS),
+            4 => (r(SI), DS),
+            5 => (r(DI), DS),
             6 if md == 0 => (0, DS),
-            6 => (r[BP], SS),
-            _ => (r[BX], DS),
+            6 => (r(BP), SS),
+            _ => (r(BX), DS),
         };
         let disp = match md {
             0 if rm == 6 => self.fetch16(bus),
@@ -554,42 +567,42 @@ impl Cpu {
             }
             0x50..=0x57 => {
                 // The 80286 pushes SP as it was before the push.
-                let v = self.regs[usize::from(op & 7)];
+                let v = self.r16(usize::from(op & 7));
                 self.push16(bus, v)?;
             }
             0x58..=0x5F => {
                 let v = self.pop16(bus)?;
-                self.regs[usize::from(op & 7)] = v;
+                self.set_r16(usize::from(op & 7), v);
             }
             0x60 => {
-                let sp = self.regs[SP];
+                let sp = self.r16(SP);
                 for r in [AX, CX, DX, BX] {
-                    self.push16(bus, self.regs[r])?;
+                    self.push16(bus, self.r16(r))?;
                 }
                 self.push16(bus, sp)?;
                 for r in [BP, SI, DI] {
-                    self.push16(bus, self.regs[r])?;
+                    self.push16(bus, self.r16(r))?;
                 }
             }
             0x61 => {
-                let sp = self.regs[SP];
+                let sp = self.r16(SP);
                 let mut v = [0u16; 8];
                 for (i, slot) in v.iter_mut().enumerate() {
                     *slot = self.read16(bus, SS, sp.wrapping_add(2 * i as u16))?;
                 }
                 for (i, r) in [DI, SI, BP, SP, BX, DX, CX, AX].into_iter().enumerate() {
                     if r != SP {
-                        self.regs[r] = v[i];
+                        self.set_r16(r, v[i]);
                     }
                 }
-                self.regs[SP] = sp.wrapping_add(16);
+                self.set_r16(SP, sp.wrapping_add(16));
             }
             0x62 => {
                 let (reg, ea) = self.modrm(bus, p);
                 let Ea::Mem { seg, off } = ea else { return Err(INVALID_OPCODE) };
                 let lo = self.read16(bus, seg, off)? as i16;
                 let hi = self.read16(bus, seg, off.wrapping_add(2))? as i16;
-                let v = self.regs[usize::from(reg)] as i16;
+                let v = self.r16(usize::from(reg)) as i16;
                 if v < lo || v > hi {
                     return Err(BOUND_RANGE);
                 }
@@ -607,7 +620,7 @@ impl Cpu {
                 let a = self.read_ea(bus, ea, true)? as u16 as i16;
                 let b = if op == 0x69 { self.fetch16(bus) as i16 } else { i16::from(self.fetch8(bus) as i8) };
                 let r = i32::from(a) * i32::from(b);
-                self.regs[usize::from(reg)] = r as u16;
+                self.set_r16(usize::from(reg), r as u16);
                 self.set_mul_flags(r != i32::from(r as i16), u32::from(r as u16), true);
             }
             0x6C..=0x6F | 0xA4..=0xA7 | 0xAA..=0xAF => return self.string(bus, op, p, start),
@@ -655,7 +668,7 @@ impl Cpu {
             0x8D => {
                 let (reg, ea) = self.modrm(bus, p);
                 let Ea::Mem { off, .. } = ea else { return Err(INVALID_OPCODE) };
-                self.regs[usize::from(reg)] = off;
+                self.set_r16(usize::from(reg), off);
             }
             0x8E => {
                 let (reg, ea) = self.modrm(bus, p);
@@ -670,17 +683,22 @@ impl Cpu {
                 if reg != 0 {
                     return Err(INVALID_OPCODE);
                 }
-                let sp = self.regs[SP];
+                let sp = self.r16(SP);
                 let v = self.read16(bus, SS, sp)?;
-                self.regs[SP] = sp.wrapping_add(2);
+                self.set_r16(SP, sp.wrapping_add(2));
                 if let Err(e) = self.write_ea(bus, ea, u32::from(v), true) {
-                    self.regs[SP] = sp;
+                    self.set_r16(SP, sp);
                     return Err(e);
                 }
             }
-            0x90..=0x97 => self.regs.swap(AX, usize::from(op & 7)),
-            0x98 => self.regs[AX] = self.regs[AX] as u8 as i8 as u16,
-            0x99 => self.regs[DX] = if self.regs[AX] & 0x8000 != 0 { 0xFFFF } else { 0 },
+            0x90..=0x97 => {
+                let other = usize::from(op & 7);
+                let (a, b) = (self.r16(AX), self.r16(other));
+                self.set_r16(AX, b);
+                self.set_r16(other, a);
+            }
+            0x98 => self.set_r16(AX, self.r16(AX) as u8 as i8 as u16),
+            0x99 => self.set_r16(DX, if self.r16(AX) & 0x8000 != 0 { 0xFFFF } else { 0 }),
             0x9A => {
                 let ip = self.fetch16(bus);
                 let cs = self.fetch16(bus);
@@ -693,13 +711,13 @@ impl Cpu {
                 return Ok(Self::stop_if(self.load_flags(v)));
             }
             0x9E => {
-                let ah = self.regs[AX] >> 8;
+                let ah = self.r16(AX) >> 8;
                 let keep = SF | ZF | AF | PF | CF;
                 self.flags = (self.flags & !keep) | (ah & keep);
             }
             0x9F => {
                 let f = self.flags & 0xFF;
-                self.regs[AX] = (self.regs[AX] & 0xFF) | (f << 8);
+                self.set_r16(AX, (self.r16(AX) & 0xFF) | (f << 8));
             }
             0xA0..=0xA3 => {
                 let off = self.fetch16(bus);
@@ -726,7 +744,7 @@ impl Cpu {
                 let count = match op {
                     0xC0 | 0xC1 => self.fetch8(bus),
                     0xD0 | 0xD1 => 1,
-                    _ => self.regs[CX] as u8,
+                    _ => self.r16(CX) as u8,
                 };
                 let r = self.shift(sub, a, count, w);
                 self.write_ea(bus, ea, r, w)?;
@@ -735,14 +753,14 @@ impl Cpu {
                 let n = if op == 0xC2 { self.fetch16(bus) } else { 0 };
                 let ip = self.pop16(bus)?;
                 self.ip = ip;
-                self.regs[SP] = self.regs[SP].wrapping_add(n);
+                self.set_r16(SP, self.r16(SP).wrapping_add(n));
             }
             0xC4 | 0xC5 => {
                 let (reg, ea) = self.modrm(bus, p);
                 let Ea::Mem { seg, off } = ea else { return Err(INVALID_OPCODE) };
                 let v = self.read16(bus, seg, off)?;
                 let s = self.read16(bus, seg, off.wrapping_add(2))?;
-                self.regs[usize::from(reg)] = v;
+                self.set_r16(usize::from(reg), v);
                 self.sregs[if op == 0xC4 { ES } else { DS }] = s;
             }
             0xC6 | 0xC7 => {
@@ -759,17 +777,17 @@ impl Cpu {
                 self.enter(bus, size, level)?;
             }
             0xC9 => {
-                let bp = self.regs[BP];
+                let bp = self.r16(BP);
                 let v = self.read16(bus, SS, bp)?;
-                self.regs[BP] = v;
-                self.regs[SP] = bp.wrapping_add(2);
+                self.set_r16(BP, v);
+                self.set_r16(SP, bp.wrapping_add(2));
             }
             0xCA | 0xCB => {
                 let n = if op == 0xCA { self.fetch16(bus) } else { 0 };
-                let sp = self.regs[SP];
+                let sp = self.r16(SP);
                 let ip = self.read16(bus, SS, sp)?;
                 let cs = self.read16(bus, SS, sp.wrapping_add(2))?;
-                self.regs[SP] = sp.wrapping_add(4).wrapping_add(n);
+                self.set_r16(SP, sp.wrapping_add(4).wrapping_add(n));
                 self.ip = ip;
                 self.sregs[CS] = cs;
                 return Ok(Self::stop_if(self.far_arrival(bus)));
@@ -785,11 +803,11 @@ impl Cpu {
                 }
             }
             0xCF => {
-                let sp = self.regs[SP];
+                let sp = self.r16(SP);
                 let ip = self.read16(bus, SS, sp)?;
                 let cs = self.read16(bus, SS, sp.wrapping_add(2))?;
                 let f = self.read16(bus, SS, sp.wrapping_add(4))?;
-                self.regs[SP] = sp.wrapping_add(6);
+                self.set_r16(SP, sp.wrapping_add(6));
                 self.ip = ip;
                 self.sregs[CS] = cs;
                 let if_change = self.load_flags(f);
@@ -800,25 +818,25 @@ impl Cpu {
                 if base == 0 {
                     return Err(DIVIDE_ERROR);
                 }
-                let al = self.regs[AX] as u8;
+                let al = self.r16(AX) as u8;
                 let r = u16::from(al / base) << 8 | u16::from(al % base);
-                self.regs[AX] = r;
+                self.set_r16(AX, r);
                 self.set_szp(u32::from(r & 0xFF), false);
                 self.flags &= !(OF | AF | CF);
             }
             0xD5 => {
                 let base = self.fetch8(bus);
-                let [al, ah] = self.regs[AX].to_le_bytes();
+                let [al, ah] = self.r16(AX).to_le_bytes();
                 let prod = (u32::from(ah) * u32::from(base)) & 0xFF;
                 let r = self.alu(0, u32::from(al), prod, false);
-                self.regs[AX] = r as u16;
+                self.set_r16(AX, r as u16);
             }
             0xD6 => {
                 let v = if self.flag(CF) { 0xFF } else { 0 };
                 self.set_reg8(0, v);
             }
             0xD7 => {
-                let off = self.regs[BX].wrapping_add(self.regs[AX] & 0xFF);
+                let off = self.r16(BX).wrapping_add(self.r16(AX) & 0xFF);
                 let v = self.read8(bus, p.seg(DS), off);
                 self.set_reg8(0, v);
             }
@@ -831,10 +849,10 @@ impl Cpu {
             }
             0xE0..=0xE3 => {
                 let taken = if op == 0xE3 {
-                    self.regs[CX] == 0
+                    self.r16(CX) == 0
                 } else {
-                    let cx = self.regs[CX].wrapping_sub(1);
-                    self.regs[CX] = cx;
+                    let cx = self.r16(CX).wrapping_sub(1);
+                    self.set_r16(CX, cx);
                     cx != 0
                         && match op {
                             0xE0 => !self.flag(ZF),
@@ -845,14 +863,14 @@ impl Cpu {
                 self.jump_rel8(bus, taken);
             }
             0xE4 | 0xE5 | 0xEC | 0xED => {
-                let port = if op & 8 == 0 { u16::from(self.fetch8(bus)) } else { self.regs[DX] };
+                let port = if op & 8 == 0 { u16::from(self.fetch8(bus)) } else { self.r16(DX) };
                 let Some(v) = self.pending_in.take() else {
                     return Ok(Step::Wait(ExitReason::In { port, size: size(w) }));
                 };
                 self.set_reg(0, u32::from(v), w);
             }
             0xE6 | 0xE7 | 0xEE | 0xEF => {
-                let port = if op & 8 == 0 { u16::from(self.fetch8(bus)) } else { self.regs[DX] };
+                let port = if op & 8 == 0 { u16::from(self.fetch8(bus)) } else { self.r16(DX) };
                 let value = self.reg(0, w) as u16;
                 return Ok(Step::Stop(ExitReason::Out { port, size: size(w), value }));
             }
@@ -896,7 +914,7 @@ impl Cpu {
     /// (the 80286 decodes it first).
     fn overlong<B: Bus + ?Sized>(&self, bus: &mut B, op: u8, start: u16) -> bool {
         let opcode_at = self.ip.wrapping_sub(1).wrapping_sub(start);
-        let modrm = bus.read8(self.linear(CS, self.ip));
+        let modrm = bus.read8(self.lin(CS, self.ip));
         let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
         let has_modrm = matches!(op,
             0x00..=0x3F if op & 7 < 4)
@@ -976,40 +994,41 @@ impl Cpu {
     }
 
     fn call_far<B: Bus + ?Sized>(&mut self, bus: &mut B, cs: u16, ip: u16) -> R<Step> {
-        let sp = self.regs[SP];
+        let sp = self.r16(SP);
         self.write16(bus, SS, sp.wrapping_sub(2), self.sregs[CS])?;
         self.write16(bus, SS, sp.wrapping_sub(4), self.ip)?;
-        self.regs[SP] = sp.wrapping_sub(4);
+        self.set_r16(SP, sp.wrapping_sub(4));
         self.sregs[CS] = cs;
         self.ip = ip;
         Ok(Self::stop_if(self.far_arrival(bus)))
     }
 
     fn enter<B: Bus + ?Sized>(&mut self, bus: &mut B, size: u16, level: u8) -> R<()> {
-        let saved = (self.regs[SP], self.regs[BP]);
+        let saved = (self.r16(SP), self.r16(BP));
         let result = (|| {
-            self.push16(bus, self.regs[BP])?;
-            let frame = self.regs[SP];
+            self.push16(bus, self.r16(BP))?;
+            let frame = self.r16(SP);
             if level > 0 {
                 for _ in 1..level {
-                    self.regs[BP] = self.regs[BP].wrapping_sub(2);
-                    let v = self.read16(bus, SS, self.regs[BP])?;
+                    self.set_r16(BP, self.r16(BP).wrapping_sub(2));
+                    let v = self.read16(bus, SS, self.r16(BP))?;
                     self.push16(bus, v)?;
                 }
                 self.push16(bus, frame)?;
             }
-            self.regs[BP] = frame;
-            self.regs[SP] = self.regs[SP].wrapping_sub(size);
+            self.set_r16(BP, frame);
+            self.set_r16(SP, self.r16(SP).wrapping_sub(size));
             Ok(())
         })();
         if result.is_err() {
-            (self.regs[SP], self.regs[BP]) = saved;
+            self.set_r16(SP, saved.0);
+            self.set_r16(BP, saved.1);
         }
         result
     }
 
     fn decimal_adjust(&mut self, sub: bool) {
-        let al = self.regs[AX] as u8;
+        let al = self.r16(AX) as u8;
         let cf = self.flag(CF);
         let mut r = al;
         let mut new_cf = false;
@@ -1031,15 +1050,15 @@ impl Cpu {
     }
 
     fn ascii_adjust(&mut self, sub: bool) {
-        let ax = self.regs[AX];
+        let ax = self.r16(AX);
         if ax & 0x0F > 9 || self.flag(AF) {
             // The 80286 adjusts AX as a word, so a borrow from AL also
             // reaches AH.
             let r = if sub { ax.wrapping_sub(6).wrapping_sub(0x100) } else { ax.wrapping_add(0x106) };
-            self.regs[AX] = r & 0xFF0F;
+            self.set_r16(AX, r & 0xFF0F);
             self.flags |= AF | CF;
         } else {
-            self.regs[AX] = ax & 0xFF0F;
+            self.set_r16(AX, ax & 0xFF0F);
             self.flags &= !(AF | CF);
         }
     }
@@ -1060,25 +1079,25 @@ impl Cpu {
             }
             4 => {
                 if w {
-                    let r = u32::from(self.regs[AX]) * a;
-                    self.regs[AX] = r as u16;
-                    self.regs[DX] = (r >> 16) as u16;
+                    let r = u32::from(self.r16(AX)) * a;
+                    self.set_r16(AX, r as u16);
+                    self.set_r16(DX, (r >> 16) as u16);
                     self.set_mul_flags(r >> 16 != 0, r, true);
                 } else {
-                    let r = (self.regs[AX] & 0xFF) * a as u16;
-                    self.regs[AX] = r;
+                    let r = (self.r16(AX) & 0xFF) * a as u16;
+                    self.set_r16(AX, r);
                     self.set_mul_flags(r >> 8 != 0, u32::from(r), false);
                 }
             }
             5 => {
                 if w {
-                    let r = i32::from(self.regs[AX] as i16) * i32::from(a as u16 as i16);
-                    self.regs[AX] = r as u16;
-                    self.regs[DX] = (r >> 16) as u16;
+                    let r = i32::from(self.r16(AX) as i16) * i32::from(a as u16 as i16);
+                    self.set_r16(AX, r as u16);
+                    self.set_r16(DX, (r >> 16) as u16);
                     self.set_mul_flags(r != i32::from(r as i16), r as u32, true);
                 } else {
-                    let r = i16::from(self.regs[AX] as u8 as i8) * i16::from(a as u8 as i8);
-                    self.regs[AX] = r as u16;
+                    let r = i16::from(self.r16(AX) as u8 as i8) * i16::from(a as u8 as i8);
+                    self.set_r16(AX, r as u16);
                     self.set_mul_flags(r != i16::from(r as i8), r as u32, false);
                 }
             }
@@ -1087,20 +1106,20 @@ impl Cpu {
                     return Err(DIVIDE_ERROR);
                 }
                 if w {
-                    let n = u32::from(self.regs[DX]) << 16 | u32::from(self.regs[AX]);
+                    let n = u32::from(self.r16(DX)) << 16 | u32::from(self.r16(AX));
                     let q = n / a;
                     if q > 0xFFFF {
                         return Err(DIVIDE_ERROR);
                     }
-                    self.regs[AX] = q as u16;
-                    self.regs[DX] = (n % a) as u16;
+                    self.set_r16(AX, q as u16);
+                    self.set_r16(DX, (n % a) as u16);
                 } else {
-                    let n = u32::from(self.regs[AX]);
+                    let n = u32::from(self.r16(AX));
                     let q = n / a;
                     if q > 0xFF {
                         return Err(DIVIDE_ERROR);
                     }
-                    self.regs[AX] = ((n % a) << 8 | q) as u16;
+                    self.set_r16(AX, ((n % a) << 8 | q) as u16);
                 }
             }
             _ => {
@@ -1108,22 +1127,22 @@ impl Cpu {
                     return Err(DIVIDE_ERROR);
                 }
                 if w {
-                    let n = i64::from((u32::from(self.regs[DX]) << 16 | u32::from(self.regs[AX])) as i32);
+                    let n = i64::from((u32::from(self.r16(DX)) << 16 | u32::from(self.r16(AX))) as i32);
                     let d = i64::from(a as u16 as i16);
                     let q = n / d;
                     if !(-0x8000..=0x7FFF).contains(&q) {
                         return Err(DIVIDE_ERROR);
                     }
-                    self.regs[AX] = q as u16;
-                    self.regs[DX] = (n % d) as u16;
+                    self.set_r16(AX, q as u16);
+                    self.set_r16(DX, (n % d) as u16);
                 } else {
-                    let n = i32::from(self.regs[AX] as i16);
+                    let n = i32::from(self.r16(AX) as i16);
                     let d = i32::from(a as u8 as i8);
                     let q = n / d;
                     if !(-0x80..=0x7F).contains(&q) {
                         return Err(DIVIDE_ERROR);
                     }
-                    self.regs[AX] = u16::from_le_bytes([q as u8, (n % d) as u8]);
+                    self.set_r16(AX, u16::from_le_bytes([q as u8, (n % d) as u8]));
                 }
             }
         }
@@ -1170,10 +1189,10 @@ impl Cpu {
     /// and resumed between elements.
     fn string<B: Bus + ?Sized>(&mut self, bus: &mut B, op: u8, p: Prefix, start: u16) -> R<Step> {
         let w = op & 1 != 0;
-        if p.rep != 0 && self.regs[CX] == 0 {
+        if p.rep != 0 && self.r16(CX) == 0 {
             return Ok(Step::Next);
         }
-        let port = self.regs[DX];
+        let port = self.r16(DX);
         let pending = match op {
             0x6C | 0x6D => match self.pending_in.take() {
                 Some(v) => v,
@@ -1186,7 +1205,7 @@ impl Cpu {
         // access that faulted; CMPS counts after its first read.
         let count = |cpu: &mut Self| {
             if p.rep != 0 {
-                cpu.regs[CX] = cpu.regs[CX].wrapping_sub(1);
+                cpu.set_r16(CX, cpu.r16(CX).wrapping_sub(1));
             }
         };
         if !matches!(op, 0xA6 | 0xA7) {
@@ -1225,7 +1244,7 @@ impl Cpu {
             }
         }
         if p.rep != 0 {
-            let done = self.regs[CX] == 0 || (compares && self.flag(ZF) != (p.rep == 0xF3));
+            let done = self.r16(CX) == 0 || (compares && self.flag(ZF) != (p.rep == 0xF3));
             if !done {
                 self.ip = start;
             }
@@ -1241,8 +1260,8 @@ impl Cpu {
 
     /// Reads one string element at `seg:index` and advances the index.
     fn string_read<B: Bus + ?Sized>(&mut self, bus: &mut B, seg: usize, index: usize, w: bool) -> R<u32> {
-        let off = self.regs[index];
-        self.regs[index] = off.wrapping_add(self.string_delta(w));
+        let off = self.r16(index);
+        self.set_r16(index, off.wrapping_add(self.string_delta(w)));
         self.read_mem(bus, seg, off, w)
     }
 
@@ -1250,11 +1269,11 @@ impl Cpu {
     /// of a `REP` element faults, the 80286 has already counted CX down
     /// for the next element.
     fn string_write<B: Bus + ?Sized>(&mut self, bus: &mut B, v: u32, w: bool, rep: bool) -> R<()> {
-        let off = self.regs[DI];
-        self.regs[DI] = off.wrapping_add(self.string_delta(w));
+        let off = self.r16(DI);
+        self.set_r16(DI, off.wrapping_add(self.string_delta(w)));
         let result = self.write_mem(bus, ES, off, v, w);
-        if result.is_err() && rep && self.regs[CX] != 0 {
-            self.regs[CX] -= 1;
+        if result.is_err() && rep && self.r16(CX) != 0 {
+            self.set_r16(CX, self.r16(CX) - 1);
         }
         result
     }

@@ -114,5 +114,6 @@ mod exec;
 
 pub use bus::{Bus, Memory};
 pub use cpu::{
-    AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, Exit, ExitReason, IntKind, SI, SP, SS, Size, flags, vector,
+    AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, Exit, ExitReason, FS, GS, IntKind, SI, SP, SS, Size, flags,
+    vector,
 };

@@ -2,7 +2,7 @@
 //! and how the monitor resumes.
 
 use vmm_x86::{
-    AX, Bus, CS, CX, Cpu, DI, DX, Delivery, ES, Exit, ExitReason, IntKind, Memory, SP, SS, Size, flags, vector,
+    AX, BX, Bus, CS, CX, Cpu, DI, DX, Delivery, ES, Exit, ExitReason, IntKind, Memory, SP, SS, Size, flags, vector,
 };
 
 const CODE_SEG: u16 = 0x1000;
@@ -21,7 +21,7 @@ fn machine(code: &[u8]) -> (Cpu, Memory) {
 }
 
 fn stack_word(cpu: &Cpu, mem: &mut Memory, index: u16) -> u16 {
-    let a = cpu.linear(SS, cpu.regs[SP].wrapping_add(2 * index));
+    let a = cpu.linear(SS, cpu.r16(SP).wrapping_add(2 * index));
     mem.read16(a)
 }
 
@@ -240,7 +240,7 @@ fn random_programs_never_panic() {
         }
         let mut cpu = Cpu::new();
         for r in &mut cpu.regs {
-            *r = next() as u16;
+            *r = next() as u32;
         }
         for s in &mut cpu.sregs {
             *s = next() as u16;
@@ -263,5 +263,20 @@ fn random_programs_never_panic() {
                 _ => {}
             }
         }
+    }
+}
+
+#[test]
+fn sixteen_bit_code_keeps_the_high_halves_of_the_registers() {
+    // PUSHA; MOV AH,12h; XCHG AX,DI; MUL CX; DIV BX; POPA; INC SP; DEC SP; CWD; HLT
+    let code = [0x60, 0xB4, 0x12, 0x97, 0xF7, 0xE1, 0xF7, 0xF3, 0x61, 0x44, 0x4C, 0x99, 0xF4];
+    let (mut cpu, mut mem) = machine(&code);
+    for (i, r) in cpu.regs.iter_mut().enumerate() {
+        *r = 0xA5A5_0000 | (*r & 0xFFFF) | (i as u32 + 1);
+    }
+    cpu.regs[BX] |= 0x100;
+    assert_eq!(cpu.run(&mut mem, 100).reason, ExitReason::Halt);
+    for (i, r) in cpu.regs.iter().enumerate() {
+        assert_eq!(r >> 16, 0xA5A5, "register {i}: {r:08X}");
     }
 }

@@ -107,7 +107,7 @@ fn check(form: &str, t: &Test, bus: &mut TestBus) -> Result<(), String> {
     let reg = |n: &str| t.initial.regs[n];
     let mut cpu = Cpu::new();
     for (i, n) in REG_NAMES.iter().enumerate() {
-        cpu.regs[i] = reg(n);
+        cpu.regs[i] = u32::from(reg(n));
     }
     for (i, n) in SREG_NAMES.iter().enumerate() {
         cpu.sregs[i] = reg(n);
@@ -135,9 +135,11 @@ fn check(form: &str, t: &Test, bus: &mut TestBus) -> Result<(), String> {
     let undefined = undefined_flags(form, t);
     let want = |n: &str| t.fin.regs.get(n).copied().unwrap_or_else(|| reg(n));
     let mut diffs = Vec::new();
-    let got_regs = REG_NAMES.iter().zip(cpu.regs).chain(SREG_NAMES.iter().zip(cpu.sregs));
-    for (n, got) in got_regs.chain([(&"ip", cpu.ip)]) {
-        if got != want(n) {
+    // All 32 bits of a register: the 80286 must not touch the high half.
+    let got_regs = REG_NAMES.iter().zip(cpu.regs);
+    let got_sregs = SREG_NAMES.iter().zip(cpu.sregs.map(u32::from));
+    for (n, got) in got_regs.chain(got_sregs).chain([(&"ip", u32::from(cpu.ip))]) {
+        if got != u32::from(want(n)) {
             diffs.push(format!("{n} {got:04X} want {:04X}", want(n)));
         }
     }
