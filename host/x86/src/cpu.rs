@@ -137,7 +137,7 @@ pub enum ExitReason {
         /// The width.
         size: Size,
         /// The value written (zero-extended for a byte).
-        value: u16,
+        value: u32,
     },
     /// A far transfer arrived at an entry point of the monitor
     /// ([`Bus::is_breakpoint`]). CS:IP is the entry point, the return
@@ -198,7 +198,7 @@ pub struct Cpu {
     /// What `INT n`, `INT3` and a taken `INTO` do.
     pub interrupts: Delivery,
     /// The value for the next `IN`/`INS`, set by [`Cpu::complete_in`].
-    pub pending_in: Option<u16>,
+    pub pending_in: Option<u32>,
 }
 
 impl Default for Cpu {
@@ -266,8 +266,9 @@ impl Cpu {
 
     /// Supplies the value an [`ExitReason::In`] asked for; the next
     /// [`Cpu::run`] executes the `IN` with it. A byte access uses the low
-    /// byte.
-    pub fn complete_in(&mut self, value: u16) {
+    /// 8 bits, a word access the low 16 (the width is 32 bits so a 32-bit
+    /// access fits).
+    pub fn complete_in(&mut self, value: u32) {
         self.pending_in = Some(value);
     }
 

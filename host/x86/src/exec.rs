@@ -867,11 +867,11 @@ impl Cpu {
                 let Some(v) = self.pending_in.take() else {
                     return Ok(Step::Wait(ExitReason::In { port, size: size(w) }));
                 };
-                self.set_reg(0, u32::from(v), w);
+                self.set_reg(0, v, w);
             }
             0xE6 | 0xE7 | 0xEE | 0xEF => {
                 let port = if op & 8 == 0 { u16::from(self.fetch8(bus)) } else { self.r16(DX) };
-                let value = self.reg(0, w) as u16;
+                let value = self.reg(0, w);
                 return Ok(Step::Stop(ExitReason::Out { port, size: size(w), value }));
             }
             0xE8 => {
@@ -1215,9 +1215,9 @@ impl Cpu {
         let mut exit = None;
         let mut compares = false;
         match op {
-            0x6C | 0x6D => self.string_write(bus, u32::from(pending), w, p.rep != 0)?,
+            0x6C | 0x6D => self.string_write(bus, pending, w, p.rep != 0)?,
             0x6E | 0x6F => {
-                let value = self.string_read(bus, src, SI, w)? as u16;
+                let value = self.string_read(bus, src, SI, w)?;
                 exit = Some(ExitReason::Out { port, size: size(w), value });
             }
             0xA4 | 0xA5 => {

@@ -2,7 +2,7 @@
 //! and how the monitor resumes.
 
 use vmm_x86::{
-    AX, BX, Bus, CS, CX, Cpu, DI, DX, Delivery, ES, Exit, ExitReason, IntKind, Memory, SP, SS, Size, flags, vector,
+    AX, BP, BX, Bus, CS, CX, Cpu, DI, DX, Delivery, ES, Exit, ExitReason, IntKind, Memory, SP, SS, Size, flags, vector,
 };
 
 const CODE_SEG: u16 = 0x1000;
@@ -255,7 +255,7 @@ fn random_programs_never_panic() {
             let e = cpu.run(&mut mem, 5_000);
             executed += e.instructions.max(1);
             match e.reason {
-                ExitReason::In { .. } => cpu.complete_in(next() as u16),
+                ExitReason::In { .. } => cpu.complete_in(next() as u32),
                 ExitReason::Fault { vector } | ExitReason::Interrupt { vector, .. } => {
                     cpu.deliver_interrupt(&mut mem, vector);
                 }
@@ -279,4 +279,21 @@ fn sixteen_bit_code_keeps_the_high_halves_of_the_registers() {
     for (i, r) in cpu.regs.iter().enumerate() {
         assert_eq!(r >> 16, 0xA5A5, "register {i}: {r:08X}");
     }
+}
+
+#[test]
+fn enter_builds_a_nested_frame_and_leave_unwinds_it() {
+    // ENTER 6,2; LEAVE; HLT
+    let (mut cpu, mut mem) = machine(&[0xC8, 0x06, 0x00, 0x02, 0xC9, 0xF4]);
+    cpu.regs[SP] = 0x0100;
+    cpu.regs[BP] = 0x0200;
+    let ss = u32::from(STACK_SEG) << 4;
+    mem.load(ss + 0x01FE, &[0x11, 0x11]); // the enclosing frame's link
+    assert_eq!(cpu.run(&mut mem, 1).reason, ExitReason::Budget);
+    assert_eq!((cpu.regs[BP], cpu.regs[SP]), (0x00FE, 0x00F4));
+    assert_eq!(mem.read16(ss + 0x00FE), 0x0200, "old BP");
+    assert_eq!(mem.read16(ss + 0x00FC), 0x1111, "copied frame link");
+    assert_eq!(mem.read16(ss + 0x00FA), 0x00FE, "this frame");
+    assert_eq!(cpu.run(&mut mem, 10).reason, ExitReason::Halt);
+    assert_eq!((cpu.regs[BP], cpu.regs[SP]), (0x0200, 0x0100));
 }
