@@ -912,6 +912,8 @@ impl Cpu {
     /// Whether the instruction at `start` whose opcode `op` follows its
     /// prefixes is longer than ten bytes. A form that raises #UD is not
     /// (the 80286 decodes it first).
+    #[cold]
+    #[inline(never)]
     fn overlong<B: Bus + ?Sized>(&self, bus: &mut B, op: u8, start: u16) -> bool {
         let opcode_at = self.ip.wrapping_sub(1).wrapping_sub(start);
         let modrm = bus.read8(self.lin(CS, self.ip));
