@@ -28,9 +28,11 @@ pub trait Bus {
     }
 
     /// Whether `cs:ip` is an entry point of the monitor. The CPU asks after
-    /// each far transfer (`CALL`/`JMP` far, `RETF`, `IRET`) and, when the
-    /// answer is yes, stops with [`crate::ExitReason::Breakpoint`] before
-    /// executing anything there.
+    /// each far transfer (`CALL`/`JMP` far, `RETF`, `IRET`, and an
+    /// interrupt or fault it delivers through the vector table itself) and,
+    /// when the answer is yes, stops with [`crate::ExitReason::Breakpoint`]
+    /// before executing anything there. [`crate::Cpu::deliver_interrupt`],
+    /// called by the monitor, does not ask.
     fn is_breakpoint(&self, cs: u16, ip: u16) -> bool {
         let _ = (cs, ip);
         false

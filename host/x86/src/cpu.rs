@@ -140,8 +140,10 @@ pub enum ExitReason {
         value: u32,
     },
     /// A far transfer arrived at an entry point of the monitor
-    /// ([`Bus::is_breakpoint`]). CS:IP is the entry point, the return
-    /// address (if any) is on the stack; nothing there has run.
+    /// ([`Bus::is_breakpoint`]): a far `CALL`/`JMP`, `RETF`, `IRET`, or an
+    /// interrupt or fault the CPU delivered itself. CS:IP is the entry
+    /// point, the return address (if any) is on the stack; nothing there
+    /// has run.
     Breakpoint {
         /// The entry point's segment.
         cs: u16,
@@ -253,7 +255,12 @@ impl Cpu {
                     self.ip = start;
                     done += 1;
                     match self.faults {
-                        Delivery::Deliver => self.deliver_interrupt(bus, vector),
+                        Delivery::Deliver => {
+                            self.deliver_interrupt(bus, vector);
+                            if let Some(reason) = self.far_arrival(bus) {
+                                return Exit { reason, instructions: done };
+                            }
+                        }
                         Delivery::Exit => {
                             return Exit { reason: ExitReason::Fault { vector }, instructions: done };
                         }

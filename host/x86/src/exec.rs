@@ -446,7 +446,7 @@ impl Cpu {
         (was != now).then_some(ExitReason::InterruptFlag { enabled: now })
     }
 
-    fn far_arrival<B: Bus + ?Sized>(&self, bus: &B) -> Option<ExitReason> {
+    pub(crate) fn far_arrival<B: Bus + ?Sized>(&self, bus: &B) -> Option<ExitReason> {
         let (cs, ip) = (self.sregs[CS], self.ip);
         bus.is_breakpoint(cs, ip).then_some(ExitReason::Breakpoint { cs, ip })
     }
@@ -456,7 +456,7 @@ impl Cpu {
             Delivery::Exit => Step::Stop(ExitReason::Interrupt { vector, kind }),
             Delivery::Deliver => {
                 self.deliver_interrupt(bus, vector);
-                Step::Next
+                Self::stop_if(self.far_arrival(bus))
             }
         }
     }

@@ -297,3 +297,15 @@ fn enter_builds_a_nested_frame_and_leave_unwinds_it() {
     assert_eq!(cpu.run(&mut mem, 10).reason, ExitReason::Halt);
     assert_eq!((cpu.regs[BP], cpu.regs[SP]), (0x0200, 0x0100));
 }
+
+#[test]
+fn an_interrupt_the_cpu_delivers_into_a_breakpoint_stops_there() {
+    // INT 2Fh with vector 2Fh at the breakpoint F000:0200
+    let (mut cpu, mut mem) = machine(&[0xCD, 0x2F]);
+    mem.load(0x2F * 4, &[0x00, 0x02, 0x00, 0xF0]);
+    mem.add_breakpoint(0xF000, 0x0200);
+    cpu.interrupts = Delivery::Deliver;
+    let e = cpu.run(&mut mem, 100);
+    assert_eq!(e, Exit { reason: ExitReason::Breakpoint { cs: 0xF000, ip: 0x0200 }, instructions: 1 });
+    assert_eq!(stack_word(&cpu, &mut mem, 0), 2, "return IP");
+}
