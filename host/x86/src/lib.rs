@@ -28,7 +28,7 @@
 //! | `Interrupt { vector, kind }` (`INT n`, `INT3`, taken `INTO`) | past the instruction | [`Cpu::deliver_interrupt`] reflects it through the vector table, or emulate it and run on |
 //! | `In { port, size }` (`IN`, each element of `INS`/`REP INS`) | before the instruction, nothing done | [`Cpu::complete_in`] with the value, then run: the instruction (element) executes with it |
 //! | `Out { port, size, value }` (`OUT`, each element of `OUTS`) | past the instruction (element) | run |
-//! | `Breakpoint { cs, ip }` (a far `CALL`/`JMP`, `RETF` or `IRET` arrived at an address [`Bus::is_breakpoint`] accepts) | at the entry point, return address pushed | emulate, pop the return address ([`Cpu::pop`]), run |
+//! | `Breakpoint { cs, ip }` (a far `CALL`/`JMP`, `RETF`, `IRET` or an interrupt the CPU delivered arrived at an address [`Bus::is_breakpoint`] accepts) | at the entry point, return address pushed | emulate, pop the return address ([`Cpu::pop`]), run |
 //! | `InterruptFlag { enabled }` (`CLI`, `STI`, `POPF`, `IRET` changed IF) | past the instruction | run |
 //! | `Halt` | past the `HLT` | run when the VM has work |
 //! | `Fault { vector }` (#DE 0, #BR 5, #UD 6, #GP 13) | at the faulting instruction's first prefix | [`Cpu::deliver_interrupt`], or fix and run |
