@@ -75,6 +75,21 @@ pub mod vector {
     pub const GENERAL_PROTECTION: u8 = 13;
 }
 
+/// The processor the interpreter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Model {
+    /// An 80286 in real mode (the hardware-checked model).
+    I80286,
+    /// An 80386 in real mode, at 16-bit operand and address size: the
+    /// 80286's instructions plus the FS/GS prefixes, `MOV`/`PUSH`/`POP` of
+    /// FS and GS, and the `0F` forms DOS programs meet (`Jcc rel16`,
+    /// `SETcc`, `MOVZX`/`MOVSX`, `IMUL r,r/m`, `BT`/`BTS`/`BTR`/`BTC`,
+    /// `SHLD`/`SHRD`, `BSF`/`BSR`, `LSS`/`LFS`/`LGS`). Instructions may be
+    /// 15 bytes long. The operand- and address-size prefixes (66h, 67h)
+    /// raise #UD: 32-bit operations are not emulated.
+    I80386,
+}
+
 /// What the CPU does with a fault or a software interrupt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Delivery {
@@ -199,6 +214,8 @@ pub struct Cpu {
     pub faults: Delivery,
     /// What `INT n`, `INT3` and a taken `INTO` do.
     pub interrupts: Delivery,
+    /// The processor.
+    pub model: Model,
     /// The value for the next `IN`/`INS`, set by [`Cpu::complete_in`].
     pub pending_in: Option<u32>,
 }
@@ -221,7 +238,8 @@ pub(crate) enum Step {
 
 impl Cpu {
     /// The state after reset, except that CS:IP is 0000:0000 (the monitor
-    /// places the program) and both fault and interrupt delivery exit.
+    /// places the program) and both fault and interrupt delivery exit. The
+    /// model is the 80286.
     pub fn new() -> Self {
         Cpu {
             regs: [0; 8],
@@ -231,6 +249,7 @@ impl Cpu {
             a20: true,
             faults: Delivery::Exit,
             interrupts: Delivery::Exit,
+            model: Model::I80286,
             pending_in: None,
         }
     }
@@ -314,10 +333,11 @@ impl Cpu {
         self.physical(self.sregs[sreg], offset)
     }
 
-    /// The address of one of the 80286's own segments (ES, CS, SS, DS).
+    /// The address in segment register `sreg` (an internal index, always
+    /// ES ... GS).
     #[inline]
     pub(crate) fn lin(&self, sreg: usize, offset: u16) -> u32 {
-        self.physical(self.sregs[sreg & 3], offset)
+        self.physical(self.sregs[sreg], offset)
     }
 
     #[inline]

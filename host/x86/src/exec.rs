@@ -3,7 +3,9 @@
 use crate::bus::Bus;
 use crate::cpu::flags::{AF, CF, DF, IF, OF, PF, RESERVED_ONE, SF, WRITABLE, ZF};
 use crate::cpu::vector::{BOUND_RANGE, BREAKPOINT, DIVIDE_ERROR, GENERAL_PROTECTION, INVALID_OPCODE, OVERFLOW};
-use crate::cpu::{AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, ExitReason, IntKind, SI, SP, SS, Size, Step};
+use crate::cpu::{
+    AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, ExitReason, FS, GS, IntKind, Model, SI, SP, SS, Size, Step,
+};
 
 /// A fault: the exception vector.
 pub(crate) type Fault = u8;
@@ -23,9 +25,12 @@ const PARITY: [u16; 256] = {
     t
 };
 
-/// The prefix bytes of the 80286: segment overrides, LOCK, REPNE, REP.
+/// The prefix bytes: segment overrides, LOCK, REPNE, REP (and FS/GS,
+/// which only the 80386 takes as prefixes).
 const PREFIX: [bool; 256] = {
     let mut t = [false; 256];
+    t[0x64] = true;
+    t[0x65] = true;
     t[0x26] = true;
     t[0x2E] = true;
     t[0x36] = true;
@@ -480,24 +485,31 @@ impl Cpu {
         // Prefixes: the last of a kind wins. Ten bytes of them already make
         // the instruction too long (and a segment full of them must not
         // spin forever).
+        let i386 = self.model == Model::I80386;
+        let max_len = if i386 { 15 } else { 10 };
         while PREFIX[usize::from(op)] {
             match op {
                 0x26 => p.seg = Some(ES),
                 0x2E => p.seg = Some(CS),
                 0x36 => p.seg = Some(SS),
                 0x3E => p.seg = Some(DS),
+                0x64 if i386 => p.seg = Some(FS),
+                0x65 if i386 => p.seg = Some(GS),
+                // An opcode the 80286 does not have.
+                0x64 | 0x65 => break,
                 0xF2 | 0xF3 => p.rep = op,
                 _ => {}
             }
-            if self.ip.wrapping_sub(start) >= 10 {
+            if self.ip.wrapping_sub(start) >= max_len {
                 return Err(GENERAL_PROTECTION);
             }
             op = self.fetch8(bus);
         }
-        // The 80286 refuses an instruction longer than ten bytes; only a
-        // run of prefixes can make one that long.
+        // The 80286 refuses an instruction longer than ten bytes, the 80386
+        // one longer than fifteen; only a run of prefixes can make one
+        // that long.
         let prefixes = self.ip.wrapping_sub(start).wrapping_sub(1);
-        if prefixes >= 5 && self.overlong(bus, op, start) {
+        if prefixes >= max_len - 6 && self.overlong(bus, op, start, max_len) {
             return Err(GENERAL_PROTECTION);
         }
         let w = op & 1 != 0;
@@ -660,7 +672,7 @@ impl Cpu {
             }
             0x8C => {
                 let (reg, ea) = self.modrm(bus, p);
-                if reg > 3 {
+                if reg > self.last_sreg() {
                     return Err(INVALID_OPCODE);
                 }
                 self.write_ea(bus, ea, u32::from(self.sregs[usize::from(reg)]), true)?;
@@ -672,7 +684,7 @@ impl Cpu {
             }
             0x8E => {
                 let (reg, ea) = self.modrm(bus, p);
-                if reg > 3 || usize::from(reg) == CS {
+                if reg > self.last_sreg() || usize::from(reg) == CS {
                     return Err(INVALID_OPCODE);
                 }
                 let v = self.read_ea(bus, ea, true)?;
@@ -904,6 +916,7 @@ impl Cpu {
             }
             0xFC | 0xFD => self.set_flag(DF, op & 1 != 0),
             0xFE | 0xFF => return self.group45(bus, p, w),
+            0x0F if self.model == Model::I80386 => return self.two_byte(bus, p),
             _ => return Err(INVALID_OPCODE),
         }
         Ok(Step::Next)
@@ -914,8 +927,11 @@ impl Cpu {
     /// (the 80286 decodes it first).
     #[cold]
     #[inline(never)]
-    fn overlong<B: Bus + ?Sized>(&self, bus: &mut B, op: u8, start: u16) -> bool {
+    fn overlong<B: Bus + ?Sized>(&self, bus: &mut B, op: u8, start: u16, max_len: u16) -> bool {
         let opcode_at = self.ip.wrapping_sub(1).wrapping_sub(start);
+        if op == 0x0F && self.model == Model::I80386 {
+            return self.overlong_0f(bus, opcode_at, max_len);
+        }
         let modrm = bus.read8(self.lin(CS, self.ip));
         let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
         let has_modrm = matches!(op,
@@ -924,8 +940,8 @@ impl Cpu {
         let invalid = match op {
             0x0F | 0x63..=0x67 | 0xF1 => true,
             0x62 | 0x8D | 0xC4 | 0xC5 => md == 3,
-            0x8C => reg > 3,
-            0x8E => reg > 3 || reg == 1,
+            0x8C => reg > self.last_sreg(),
+            0x8E => reg > self.last_sreg() || reg == 1,
             0x8F | 0xC6 | 0xC7 => reg != 0,
             0xFE => reg > 1,
             0xFF => reg == 7 || (md == 3 && (reg == 3 || reg == 5)),
@@ -954,7 +970,167 @@ impl Cpu {
             (true, 2) => 2,
             _ => 0,
         };
-        opcode_at + 1 + u16::from(has_modrm) + disp + imm > 10
+        opcode_at + 1 + u16::from(has_modrm) + disp + imm > max_len
+    }
+
+    /// [`Cpu::overlong`] for an 80386 `0F` form.
+    fn overlong_0f<B: Bus + ?Sized>(&self, bus: &mut B, opcode_at: u16, max_len: u16) -> bool {
+        let op = bus.read8(self.lin(CS, self.ip));
+        let modrm = bus.read8(self.lin(CS, self.ip.wrapping_add(1)));
+        let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+        let known = matches!(op,
+            0x80..=0xA1 | 0xA3..=0xA5 | 0xA8 | 0xA9 | 0xAB..=0xAD | 0xAF | 0xB2..=0xB7 | 0xBA..=0xBF);
+        let invalid = !known || (op == 0xBA && reg < 4) || (matches!(op, 0xB2 | 0xB4 | 0xB5) && md == 3);
+        if invalid {
+            return false;
+        }
+        let has_modrm = !matches!(op, 0x80..=0x8F | 0xA0 | 0xA1 | 0xA8 | 0xA9);
+        let imm: u16 = match op {
+            0x80..=0x8F => 2,
+            0xA4 | 0xAC | 0xBA => 1,
+            _ => 0,
+        };
+        let disp: u16 = match (has_modrm, md) {
+            (false, _) => 0,
+            (true, 0) if rm == 6 => 2,
+            (true, 1) => 1,
+            (true, 2) => 2,
+            _ => 0,
+        };
+        opcode_at + 2 + u16::from(has_modrm) + disp + imm > max_len
+    }
+
+    /// The highest segment register number `MOV` to or from a segment
+    /// register accepts: DS on the 80286, GS on the 80386.
+    fn last_sreg(&self) -> u8 {
+        if self.model == Model::I80386 { GS as u8 } else { DS as u8 }
+    }
+
+    /// The 80386's `0F` forms, at 16-bit operand size.
+    fn two_byte<B: Bus + ?Sized>(&mut self, bus: &mut B, p: Prefix) -> R<Step> {
+        let op = self.fetch8(bus);
+        match op {
+            0x80..=0x8F => {
+                let d = self.fetch16(bus);
+                if self.cond(op & 0xF) {
+                    self.ip = self.ip.wrapping_add(d);
+                }
+            }
+            0x90..=0x9F => {
+                let (_, ea) = self.modrm(bus, p);
+                let v = u32::from(self.cond(op & 0xF));
+                self.write_ea(bus, ea, v, false)?;
+            }
+            0xA0 | 0xA8 => self.push16(bus, self.sregs[if op == 0xA0 { FS } else { GS }])?,
+            0xA1 | 0xA9 => {
+                let v = self.pop16(bus)?;
+                self.sregs[if op == 0xA1 { FS } else { GS }] = v;
+            }
+            0xA3 | 0xAB | 0xB3 | 0xBB => {
+                let (reg, ea) = self.modrm(bus, p);
+                let bit = self.r16(usize::from(reg));
+                // A memory operand is a bit string: the signed offset in
+                // the register selects the word as well as the bit.
+                let ea = match ea {
+                    Ea::Mem { seg, off } => {
+                        let words = ((bit as i16) >> 4) as u16;
+                        Ea::Mem { seg, off: off.wrapping_add(words.wrapping_mul(2)) }
+                    }
+                    reg => reg,
+                };
+                self.bit_test(bus, (op >> 3) & 3, ea, bit & 15)?;
+            }
+            0xBA => {
+                let (sub, ea) = self.modrm(bus, p);
+                if sub < 4 {
+                    return Err(INVALID_OPCODE);
+                }
+                let bit = u16::from(self.fetch8(bus) & 15);
+                self.bit_test(bus, sub - 4, ea, bit)?;
+            }
+            0xA4 | 0xA5 | 0xAC | 0xAD => {
+                let (reg, ea) = self.modrm(bus, p);
+                let count = if op & 1 == 0 { self.fetch8(bus) } else { self.r16(CX) as u8 } & 0x1F;
+                let d = self.read_ea(bus, ea, true)?;
+                if count != 0 {
+                    let r = self.double_shift(op < 0xA8, d, self.reg(reg, true), count);
+                    self.write_ea(bus, ea, r, true)?;
+                }
+            }
+            0xAF => {
+                let (reg, ea) = self.modrm(bus, p);
+                let a = self.read_ea(bus, ea, true)? as u16 as i16;
+                let b = self.r16(usize::from(reg)) as i16;
+                let r = i32::from(a) * i32::from(b);
+                self.set_r16(usize::from(reg), r as u16);
+                self.set_mul_flags(r != i32::from(r as i16), u32::from(r as u16), true);
+            }
+            0xB2 | 0xB4 | 0xB5 => {
+                let (reg, ea) = self.modrm(bus, p);
+                let Ea::Mem { seg, off } = ea else { return Err(INVALID_OPCODE) };
+                let v = self.read16(bus, seg, off)?;
+                let s = self.read16(bus, seg, off.wrapping_add(2))?;
+                self.set_r16(usize::from(reg), v);
+                self.sregs[match op {
+                    0xB2 => SS,
+                    0xB4 => FS,
+                    _ => GS,
+                }] = s;
+            }
+            0xB6 | 0xB7 | 0xBE | 0xBF => {
+                let (reg, ea) = self.modrm(bus, p);
+                let wide = op & 1 != 0;
+                let v = self.read_ea(bus, ea, wide)?;
+                let v = if wide || op < 0xB8 { v as u16 } else { v as u8 as i8 as u16 };
+                self.set_r16(usize::from(reg), v);
+            }
+            0xBC | 0xBD => {
+                let (reg, ea) = self.modrm(bus, p);
+                let v = self.read_ea(bus, ea, true)? as u16;
+                self.set_flag(ZF, v == 0);
+                if v != 0 {
+                    let index = if op == 0xBC { v.trailing_zeros() } else { 15 - v.leading_zeros() };
+                    self.set_r16(usize::from(reg), index as u16);
+                }
+            }
+            _ => return Err(INVALID_OPCODE),
+        }
+        Ok(Step::Next)
+    }
+
+    /// `BT` (0), `BTS` (1), `BTR` (2), `BTC` (3) of bit `bit` of a word:
+    /// CF gets the bit, then the bit is left, set, cleared or flipped.
+    fn bit_test<B: Bus + ?Sized>(&mut self, bus: &mut B, kind: u8, ea: Ea, bit: u16) -> R<()> {
+        let v = self.read_ea(bus, ea, true)?;
+        let m = 1 << bit;
+        self.set_flag(CF, v & m != 0);
+        let r = match kind {
+            0 => return Ok(()),
+            1 => v | m,
+            2 => v & !m,
+            _ => v ^ m,
+        };
+        self.write_ea(bus, ea, r, true)
+    }
+
+    /// `SHLD` (`left`) / `SHRD` of word `d` by `count` (1-31) with the bits
+    /// of `s` shifted in. Counts above 16 leave the result undefined; here
+    /// they shift the 32-bit pair further.
+    fn double_shift(&mut self, left: bool, d: u32, s: u32, count: u8) -> u32 {
+        let count = u32::from(count);
+        let (r, cf) = if left {
+            let pair = (u64::from(d) << 16) | u64::from(s);
+            ((pair << count) >> 16, (pair >> (32 - count)) & 1)
+        } else {
+            let pair = (u64::from(s) << 16) | u64::from(d);
+            (pair >> count, (pair >> (count - 1)) & 1)
+        };
+        let r = (r & 0xFFFF) as u32;
+        self.set_flag(CF, cf != 0);
+        self.set_flag(OF, (r ^ d) & 0x8000 != 0);
+        self.flags &= !AF;
+        self.set_szp(r, true);
+        r
     }
 
     /// Opcodes 00-3F with (opcode & 7) < 6: the ALU operation in bits 3-5,

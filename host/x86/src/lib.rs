@@ -73,6 +73,19 @@
 //! `segment * 16 + offset` reaches 0x10FFEF with [`Cpu::a20`] set (as in
 //! the test suite) and wraps at 1 MiB without it.
 //!
+//! # The 80386 model
+//!
+//! With [`Cpu::model`] = [`Model::I80386`] the interpreter also takes the
+//! 80386's real-mode additions at 16-bit operand and address size: the FS
+//! and GS prefixes (64h, 65h) and registers (`MOV` to and from them,
+//! `PUSH`/`POP FS`/`GS`), and the `0F` forms DOS programs meet: `Jcc
+//! rel16`, `SETcc`, `MOVZX`/`MOVSX`, `IMUL r,r/m`, `BT`/`BTS`/`BTR`/`BTC`
+//! (register and immediate bit offsets; a register offset addresses a bit
+//! string in memory), `SHLD`/`SHRD`, `BSF`/`BSR`, `LSS`/`LFS`/`LGS`; an
+//! instruction may be 15 bytes long. These are checked by unit tests
+//! (`tests/i386.rs`), not by hardware captures. Everything else about it
+//! is the 80286's.
+//!
 //! # Checked against a real 80286
 //!
 //! `tests/singlestep.rs` runs the 65,000 tests of the SingleStepTests 80286
@@ -94,9 +107,14 @@
 //!
 //! # What is not emulated
 //!
-//! * Protected mode and the 286's system instructions (`0F xx`: `LMSW`,
-//!   `SMSW`, `LOADALL`, ...): #UD. So are the 386's prefixes and opcodes
-//!   (`0F`, `64`-`67`); a V86 monitor for 386 code needs them added.
+//! * Protected mode and the system instructions (`LMSW`, `SMSW`,
+//!   `LOADALL`, `MOV CRn`, ...): #UD.
+//! * 32-bit operations: the operand- and address-size prefixes (66h, 67h)
+//!   raise #UD on the 80386 model too. [`Cpu::regs`] is already 32 bits
+//!   wide and port values are `u32`, so adding them changes no interface.
+//!   The 80386 model's other differences from the 80286 (IOPL and NT
+//!   writable in FLAGS, #SS for a stack access at 0xFFFF, ...) are not
+//!   modelled.
 //! * The trap flag (kept in FLAGS, never acted on), hardware interrupts
 //!   and NMI (the monitor delivers them with [`Cpu::deliver_interrupt`]
 //!   between runs), the interrupt shadow after `MOV SS`/`POP SS`/`STI`.
@@ -114,6 +132,6 @@ mod exec;
 
 pub use bus::{Bus, Memory};
 pub use cpu::{
-    AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, Exit, ExitReason, FS, GS, IntKind, SI, SP, SS, Size, flags,
-    vector,
+    AX, BP, BX, CS, CX, Cpu, DI, DS, DX, Delivery, ES, Exit, ExitReason, FS, GS, IntKind, Model, SI, SP, SS, Size,
+    flags, vector,
 };
