@@ -166,7 +166,8 @@ pub enum ExitReason {
         ip: u16,
     },
     /// `CLI`, `STI`, `POPF` or `IRET` changed IF; the instruction has
-    /// completed, [`Cpu::flags`] holds the new value.
+    /// completed, [`Cpu::flags`] holds the new value. (An `IRET` that also
+    /// arrives at a breakpoint reports the breakpoint.)
     InterruptFlag {
         /// The new IF.
         enabled: bool,

@@ -442,8 +442,8 @@ impl Cpu {
         }
     }
 
-    /// Sets FLAGS from a value popped or loaded by `POPF`/`IRET`/`SAHF`
-    /// paths, keeping the bits real mode cannot change.
+    /// Sets FLAGS from a value `POPF` or `IRET` popped, keeping the bits
+    /// real mode cannot change; reports a change of IF.
     fn load_flags(&mut self, v: u16) -> Option<ExitReason> {
         let was = self.flag(IF);
         self.flags = (v & WRITABLE) | RESERVED_ONE;
@@ -514,7 +514,6 @@ impl Cpu {
         }
         let w = op & 1 != 0;
         match op {
-            // ALU r/m, reg and reg, r/m.
             // The ALU forms, one instance each so that the operation and
             // operand order are constants in the hottest path.
             0x00 => self.alu_form::<0x00>(bus, p)?,
@@ -853,7 +852,8 @@ impl Cpu {
                 self.set_reg8(0, v);
             }
             // Coprocessor escapes: without an 80287 they decode their
-            // operand and do nothing.
+            // operand, fault on a memory operand at offset 0xFFFF as a word
+            // access would (the 80286 does), and do nothing else.
             0xD8..=0xDF => {
                 if let (_, Ea::Mem { seg, off }) = self.modrm(bus, p) {
                     self.read16(bus, seg, off)?;
