@@ -188,8 +188,9 @@ pub struct Exit {
     /// Why it stopped.
     pub reason: ExitReason,
     /// Instructions executed by this call (each element of a `REP` string
-    /// instruction counts as one; an instruction stopped by
-    /// [`ExitReason::In`] is not counted until it runs).
+    /// instruction counts as one, and so does an instruction that faulted;
+    /// an instruction stopped by [`ExitReason::In`] is not counted until it
+    /// runs).
     pub instructions: u64,
 }
 
