@@ -5,8 +5,8 @@
 //! before what follows from it. These tests pin that order for the kinds a
 //! test author meets most: if the documented order changes, they fail.
 
-use vmm_host::testkit::{Scenario, ScriptDevice, Value, json};
 use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Scenario, ScriptDevice, Value, json};
 
 const SYS: u32 = 0x0001_0001;
 const DOS1: u32 = 0x0001_0002;
@@ -284,7 +284,7 @@ fn an_appy_dispatched_record_follows_the_callbacks_notes() {
 
 // ---- ring 3 ----------------------------------------------------------------------------------
 
-fn ring3_run() -> vmm_host::testkit::Run {
+fn ring3_run() -> vmm_testkit::Run {
     let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[windows]\nload = [\"ORDERAPP\"]\n")
         .script_api(call_back_nested)
         .module::<OrderApp>()
