@@ -179,6 +179,9 @@ pub(crate) struct Core {
     pub(crate) slice_start: Cell<Instant>,
     /// Stop the run loop (`--until` reached, or the caller asked).
     pub(crate) stop: Cell<bool>,
+    /// Set from outside the machine (a signal): stop at the next safe
+    /// point, as `stop` does (see [`Machine::interrupt_on`]).
+    pub(crate) interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The top-level run loop is running (pacing applies there only).
     pub(crate) top_level: Cell<bool>,
     /// Callbacks run since virtual time last advanced.
@@ -248,6 +251,7 @@ impl Core {
             waiters: RefCell::new(Vec::new()),
             slice_start: Cell::new(Instant::ZERO),
             stop: Cell::new(false),
+            interrupt: None,
             top_level: Cell::new(false),
             storm: Cell::new(0),
             idle_notified: Cell::new(None),
@@ -393,6 +397,13 @@ impl Core {
         self.trace(|| TraceEvent::FatalError { message: message.clone(), device: device.clone() });
         *self.fatal.borrow_mut() = Some(FatalInfo { message, device });
         self.fatal_flag.set(true);
+    }
+
+    /// Whether the machine was asked from outside to stop (a signal); the
+    /// run loop then stops at its next safe point.
+    #[inline]
+    pub(crate) fn interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether a fatal error stopped the machine.
@@ -655,6 +666,14 @@ impl Machine {
             return Ok(RunEnd::Quiescent);
         }
         Ok(RunEnd::Until)
+    }
+
+    /// Stop at the next safe point between VMM events once `flag` is set
+    /// (by a signal handler, another thread): the run functions return as
+    /// at `[machine] until` ([`RunEnd::Until`]), and [`Machine::shutdown`]
+    /// then sends the exit messages. `--realtime` pacing wakes up for it.
+    pub fn interrupt_on(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.core.interrupt = Some(flag);
     }
 
     /// Raise the interrupt source `name` (as `[[interrupt]]` would); its
