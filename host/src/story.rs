@@ -523,10 +523,45 @@ impl fmt::Display for Story {
 mod tests {
     use serde_json::{Value, json};
 
-    use super::Story;
+    use super::{Story, Teller};
 
     fn note(t: u64, note: &str, fields: Value) -> Value {
         json!({"t": t, "kind": "note", "device": "VPOSTD", "note": note, "fields": fields})
+    }
+
+    #[test]
+    fn a_settled_post_leaves_no_state_behind() {
+        let mut teller = Teller::new();
+        teller.record(&json!({"t": 0, "kind": "control", "message": "Sys_VM_Init", "vm": 1}));
+        for id in 1..=1000u64 {
+            let (wparam, lparam) = (2, id);
+            teller.record(&note(id, "post_queued", json!({"post": id, "vm": 2, "wparam": wparam, "lparam": lparam})));
+            teller.record(&note(id, "post_called", json!({"post": id, "result": true})));
+            assert_eq!(teller.pending(), 1);
+            teller.record(&json!({"t": id, "kind": "message_delivered", "msg": 0x500, "wparam": wparam, "lparam": lparam, "task": 9}));
+            assert_eq!(teller.pending(), 0);
+            assert!(teller.in_queue.is_empty());
+        }
+        // A post dropped before PostMessage took it is settled too.
+        teller.record(&note(2000, "post_queued", json!({"post": 2000, "vm": 2, "wparam": 2, "lparam": 0})));
+        teller.record(&note(2001, "post_dropped", json!({"post": 2000, "reason": "unregistered"})));
+        assert_eq!(teller.pending(), 0);
+        let story = teller.finish().unwrap();
+        assert_eq!(story.lines.len(), 1001);
+        assert_eq!(story.totals[&2], super::Totals { posted: 1001, delivered: 1000, retried: 0, dropped: 1 });
+    }
+
+    #[test]
+    fn a_line_is_read_like_its_record() {
+        let mut teller = Teller::new();
+        teller.line(br#"{"t":5,"kind":"note","device":"VPOSTD","note":"post_refused","fields":{"vm":2,"wparam":2,"lparam":1,"reason":"not_registered"}}"#).unwrap();
+        teller.line(br#"{"t":6,"kind":"phase","phase":"stopped"}"#).unwrap();
+        assert!(teller.line(b"{\"t\":7,").is_err());
+        let story = teller.finish().unwrap();
+        assert_eq!(
+            story.lines,
+            ["5 ms  VM 0x2 posted wParam 2 lParam 1: refused, no application had registered (the caller got CF set)"]
+        );
     }
 
     #[test]
