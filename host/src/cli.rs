@@ -340,11 +340,11 @@ impl Write for TraceSink {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        if let Some(file) = &mut self.file {
-            file.write_all(buf)?;
-        }
         self.tell(buf);
-        Ok(())
+        match &mut self.file {
+            Some(file) => file.write_all(buf),
+            None => Ok(()),
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -343,3 +343,19 @@ fn an_unwritable_trace_or_timeline_path_fails_before_boot() {
     let out = vmm(&dir, &["check", "--trace", "/nonexistent-dir/x.jsonl"]);
     assert!(text(&out.stderr).contains("cannot write the --trace file"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn recursion_past_the_depth_limit_is_an_error_not_a_crash() {
+    for via in ["vxdcall", "event"] {
+        let dir = scratch(
+            &format!("deep-{via}"),
+            &format!("[386Enh]\ndevice = [\"fixture-deep\"]\n[FXDEEP]\nDepth = 15000\nVia = \"{via}\"\n"),
+        );
+        let out = vmm(&dir, &["run", "--trace", "t.jsonl"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("error: ") && stderr.contains("nested too deep"), "{stderr}");
+        let trace = records(&dir.join("t.jsonl"));
+        assert!(trace.iter().any(|r| r["kind"] == "fatal_error" && r["device"] == "FXDEEP"));
+    }
+}

@@ -90,3 +90,21 @@ fn measure_the_stack_a_level_costs() {
         println!("{via}: {} bytes per level", bytes / levels as u64);
     }
 }
+
+#[test]
+fn the_limit_holds_on_a_2_mib_thread() {
+    // Whatever RUST_MIN_STACK says, on a thread with cargo test's default
+    // stack.
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            for (via, entry) in [("vxdcall", "service"), ("event", "callback")] {
+                let run = deep(via, 15_000);
+                run.expect_error();
+                expect_too_deep(&run, entry);
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
