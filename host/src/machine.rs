@@ -34,6 +34,23 @@ use crate::vmm::slab::Slab;
 use crate::vmm::timers::{TimerKind, Timers};
 use crate::vmm::vm::VmTable;
 
+/// How many plugin calls may be on the host stack at once: a device's
+/// service that `VxDCall`s itself, an event callback that runs another
+/// event inline, a callback that nests execution. The call that would pass
+/// it is refused with a fatal error naming the device and the depth, at the
+/// same call in every run and every build.
+pub const MAX_CALL_DEPTH: u32 = 1000;
+
+/// Below this depth plugin calls run on the caller's stack as they are.
+const STACK_CHECK_FROM: u32 = 16;
+/// From [`STACK_CHECK_FROM`] on, a plugin call that finds less stack than
+/// this left runs on a fresh segment of [`STACK_SEGMENT`] bytes: one level
+/// costs about 5 KB in a debug build and 1 KB in a release build (host and
+/// plugin frames; see ARCHITECTURE.md), so [`MAX_CALL_DEPTH`] levels fit
+/// whatever thread the machine runs on (a test's 2 MiB thread too).
+const STACK_RED_ZONE: usize = 256 * 1024;
+const STACK_SEGMENT: usize = 2 * 1024 * 1024;
+
 /// How to run a machine, beyond what the manifest says.
 #[derive(Default)]
 pub struct MachineOptions {
@@ -162,6 +179,9 @@ pub(crate) struct Core {
     pub(crate) slice_start: Cell<Instant>,
     /// Stop the run loop (`--until` reached, or the caller asked).
     pub(crate) stop: Cell<bool>,
+    /// Set from outside the machine (a signal): stop at the next safe
+    /// point, as `stop` does (see [`Machine::interrupt_on`]).
+    pub(crate) interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The top-level run loop is running (pacing applies there only).
     pub(crate) top_level: Cell<bool>,
     /// Callbacks run since virtual time last advanced.
@@ -176,6 +196,8 @@ pub(crate) struct Core {
     pub(crate) current_task: Cell<u16>,
     /// Ring-3 calls on the stack that run like an ISR (KB Q72899).
     pub(crate) isr_depth: Cell<u32>,
+    /// Plugin calls on the host stack now (see [`MAX_CALL_DEPTH`]).
+    pub(crate) call_depth: Cell<u32>,
     /// The control message being sent, if any.
     pub(crate) current_message: Cell<Option<u32>>,
     /// The SHELL device's state: appy time, broadcast hooks, the message
@@ -229,6 +251,7 @@ impl Core {
             waiters: RefCell::new(Vec::new()),
             slice_start: Cell::new(Instant::ZERO),
             stop: Cell::new(false),
+            interrupt: None,
             top_level: Cell::new(false),
             storm: Cell::new(0),
             idle_notified: Cell::new(None),
@@ -236,6 +259,7 @@ impl Core {
             ring3: RefCell::new(crate::ring3::Ring3State::default()),
             current_task: Cell::new(0),
             isr_depth: Cell::new(0),
+            call_depth: Cell::new(0),
             current_message: Cell::new(None),
             shell: crate::shell::ShellState::default(),
             far: RefCell::new(crate::ring3::memory::FarMemory::default()),
@@ -375,6 +399,13 @@ impl Core {
         self.fatal_flag.set(true);
     }
 
+    /// Whether the machine was asked from outside to stop (a signal); the
+    /// run loop then stops at its next safe point.
+    #[inline]
+    pub(crate) fn interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Whether a fatal error stopped the machine.
     #[inline]
     pub(crate) fn is_fatal(&self) -> bool {
@@ -432,14 +463,43 @@ impl Core {
         context: Context,
         f: impl FnOnce(&HostCx) -> PluginResult<T>,
     ) -> std::result::Result<T, CallOutcome> {
-        let cx = self.cx(instance);
-        let outer = self.enter_frame(context, instance);
-        let result = f(&cx);
-        self.leave_frame(outer);
+        let depth = self.call_depth.get();
+        if depth >= MAX_CALL_DEPTH {
+            return Err(self.too_deep(instance, entry));
+        }
+        let call = || {
+            let cx = self.cx(instance);
+            let outer = self.enter_frame(context, instance);
+            self.call_depth.set(depth + 1);
+            let result = f(&cx);
+            self.call_depth.set(depth);
+            self.leave_frame(outer);
+            result
+        };
+        let result =
+            if depth < STACK_CHECK_FROM { call() } else { stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, call) };
         match result {
             ROk(v) => Ok(v),
             RErr(e) => Err(self.plugin_failed(instance, entry, e)),
         }
+    }
+
+    /// Refuse a plugin call past [`MAX_CALL_DEPTH`]: a fatal error naming
+    /// the device and the depth, where Windows would have overflowed its
+    /// ring-0 stack.
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self, instance: u32, entry: &'static str) -> CallOutcome {
+        let name = self.instance_name(instance);
+        self.set_fatal(
+            format!(
+                "plugin calls nested too deep: calling {name}'s {entry} entry point would be call {} on the stack \
+                 (the limit is {MAX_CALL_DEPTH})",
+                MAX_CALL_DEPTH + 1
+            ),
+            Some(name.to_string()),
+        );
+        CallOutcome::Error
     }
 
     /// Run `f` attributed to `instance` (in the current context).
@@ -606,6 +666,14 @@ impl Machine {
             return Ok(RunEnd::Quiescent);
         }
         Ok(RunEnd::Until)
+    }
+
+    /// Stop at the next safe point between VMM events once `flag` is set
+    /// (by a signal handler, another thread): the run functions return as
+    /// at `[machine] until` ([`RunEnd::Until`]), and [`Machine::shutdown`]
+    /// then sends the exit messages. `--realtime` pacing wakes up for it.
+    pub fn interrupt_on(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.core.interrupt = Some(flag);
     }
 
     /// Raise the interrupt source `name` (as `[[interrupt]]` would); its

@@ -833,6 +833,10 @@ pub struct Trace {
     capture: bool,
     records: Vec<TraceRecord>,
     writer: Option<Box<dyn Write>>,
+    /// The record being written: serialized here whole, then handed to the
+    /// writer in one `write_all`, so a buffered writer only ever holds and
+    /// flushes whole records (a trace cut short ends on a record boundary).
+    line: Vec<u8>,
     write_error: Option<io::Error>,
     count: u64,
 }
@@ -853,7 +857,7 @@ impl Trace {
     /// A trace that keeps records in memory (`capture`) and/or writes JSON
     /// Lines to `writer`.
     pub fn new(capture: bool, writer: Option<Box<dyn Write>>) -> Self {
-        Trace { capture, records: Vec::new(), writer, write_error: None, count: 0 }
+        Trace { capture, records: Vec::new(), writer, line: Vec::new(), write_error: None, count: 0 }
     }
 
     /// Whether records are wanted at all.
@@ -869,8 +873,11 @@ impl Trace {
         if let Some(w) = self.writer.as_mut()
             && self.write_error.is_none()
         {
-            let result =
-                serde_json::to_writer(&mut *w, &record).map_err(io::Error::from).and_then(|()| w.write_all(b"\n"));
+            self.line.clear();
+            let result = serde_json::to_writer(&mut self.line, &record).map_err(io::Error::from).and_then(|()| {
+                self.line.push(b'\n');
+                w.write_all(&self.line)
+            });
             if let Err(e) = result {
                 self.write_error = Some(e);
             }

@@ -2,9 +2,13 @@
 //! through `tracing` (stderr, `RUST_LOG` honoured); machine output through
 //! `--trace`.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -12,6 +16,8 @@ use vmm_host::error::{Error, Result};
 use vmm_host::machine::{Machine, MachineOptions};
 use vmm_host::manifest::{BuildPolicy, Manifest, ManifestBuilder};
 use vmm_host::resolve::{SearchPath, library_name};
+
+use crate::story::Teller;
 
 /// The `vmm` command line.
 #[derive(Parser, Debug)]
@@ -159,19 +165,21 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => run(RunArgs::default()),
         Some(Command::Run(args)) => run(args),
-        Some(Command::Check(args)) => check(args),
-        Some(Command::List(args)) => list(args),
-        Some(Command::Story { trace }) => story(&trace),
-        Some(Command::New { what }) => new_plugin(what),
+        Some(Command::Check(args)) => check(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::List(args)) => list(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Story { trace }) => story(&trace).map(|()| ExitCode::SUCCESS),
+        Some(Command::New { what }) => new_plugin(what).map(|()| ExitCode::SUCCESS),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = std::io::stdout().flush();
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|e| {
+        report(&e);
+        ExitCode::FAILURE
+    })
+}
+
+/// The one `error:` paragraph of a failed command.
+fn report(e: &Error) {
+    let _ = std::io::stdout().flush();
+    eprintln!("error: {e}");
 }
 
 fn init_logging() {
@@ -265,26 +273,180 @@ fn build_plugins(m: &Manifest, policy: BuildPolicy, profile: &str, extra_dirs: &
 }
 
 fn machine(args: &CommonArgs, m: Manifest) -> Result<Machine> {
-    machine_with(args, m, false)
+    let trace = TraceFile::open(args.trace.as_deref())?;
+    machine_with(args, m, false, trace.map(|t| Box::new(t) as Box<dyn Write>))
 }
 
-fn machine_with(args: &CommonArgs, m: Manifest, capture_trace: bool) -> Result<Machine> {
+fn machine_with(args: &CommonArgs, m: Manifest, capture_trace: bool, trace: Option<Box<dyn Write>>) -> Result<Machine> {
     let policy = match &args.build {
         Some(b) => b.parse().map_err(|e: String| Error::Build(e))?,
         None => m.machine.build,
     };
     let mut plugin_dirs = args.plugin_dir.clone();
     plugin_dirs.extend(build_plugins(&m, policy, args.profile.as_deref().unwrap_or("dev"), &args.plugin_dir)?);
-    let trace: Option<Box<dyn Write>> = match &args.trace {
-        Some(path) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|e| Error::Io { path: path.clone(), message: e.to_string() })?,
-        ))),
-        None => None,
-    };
     Ok(Machine::new(m, MachineOptions { capture_trace, trace, plugin_dirs, ..MachineOptions::default() }))
 }
 
-fn run(args: RunArgs) -> Result<()> {
+/// The `--trace` file, opened before anything runs, and shared with the
+/// signal thread, which flushes it when a second signal ends the process at
+/// once. Records reach it whole (one `write_all` each, under the lock), so
+/// the file always ends on a record boundary.
+#[derive(Clone)]
+struct TraceFile {
+    file: Arc<Mutex<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl TraceFile {
+    fn open(path: Option<&Path>) -> Result<Option<TraceFile>> {
+        let Some(path) = path else { return Ok(None) };
+        let file = std::fs::File::create(path).map_err(|e| cannot_write(path, "--trace", &e))?;
+        Ok(Some(TraceFile { file: Arc::new(Mutex::new(std::io::BufWriter::with_capacity(64 * 1024, file))) }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::io::BufWriter<std::fs::File>> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Write for TraceFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.lock().write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.lock().write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.lock().flush()
+    }
+}
+
+fn cannot_write(path: &Path, flag: &str, e: &std::io::Error) -> Error {
+    Error::Io { path: path.to_path_buf(), message: format!("cannot write the {flag} file: {e}") }
+}
+
+/// Where `vmm run`'s trace records go: the `--trace` file and the story,
+/// which reads them as they are written (so the story never needs the
+/// whole trace in memory).
+struct TraceSink {
+    file: Option<TraceFile>,
+    teller: Option<Rc<RefCell<Teller>>>,
+    /// The start of a record not yet complete (records normally arrive
+    /// whole).
+    partial: Vec<u8>,
+}
+
+impl TraceSink {
+    fn tell(&mut self, mut buf: &[u8]) {
+        let Some(teller) = &self.teller else { return };
+        let mut teller = teller.borrow_mut();
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line = if self.partial.is_empty() {
+                &buf[..end]
+            } else {
+                self.partial.extend_from_slice(&buf[..end]);
+                &self.partial[..]
+            };
+            // The host's own records: they parse.
+            let _ = teller.line(line);
+            self.partial.clear();
+            buf = &buf[end + 1..];
+        }
+        self.partial.extend_from_slice(buf);
+    }
+}
+
+impl Write for TraceSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.tell(buf);
+        match &mut self.file {
+            Some(file) => file.write_all(buf),
+            None => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// SIGINT and SIGTERM during `vmm run`: the first stops the machine at its
+/// next safe point (it then shuts down, completes the trace and tells the
+/// story; `vmm` exits 128 + the signal's number: 130, 143); a second one
+/// flushes the trace file's whole records and exits at once with
+/// 128 + its number.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    first: Arc<AtomicI32>,
+}
+
+impl Signals {
+    fn install(trace: Option<TraceFile>) -> Result<Signals> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| Error::Io { path: PathBuf::from("<signals>"), message: e.to_string() })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let first = Arc::new(AtomicI32::new(0));
+        let (stop2, first2) = (stop.clone(), first.clone());
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if first2.load(Ordering::SeqCst) == 0 {
+                        first2.store(signal, Ordering::SeqCst);
+                        stop2.store(true, Ordering::SeqCst);
+                        eprintln!(
+                            "vmm: {}: stopping at the next safe point (again to exit at once)",
+                            signal_name(signal)
+                        );
+                        continue;
+                    }
+                    if let Some(trace) = &trace {
+                        // Wait a moment for a record being written; never
+                        // for a machine stuck inside plugin code.
+                        for _ in 0..50 {
+                            if let Ok(mut f) = trace.file.try_lock() {
+                                let _ = f.flush();
+                                break;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                        }
+                    }
+                    eprintln!("vmm: {}: exiting at once", signal_name(signal));
+                    signal_hook::low_level::exit(128 + signal);
+                }
+            })
+            .map_err(|e| Error::Io { path: PathBuf::from("<signals>"), message: e.to_string() })?;
+        Ok(Signals { stop, first })
+    }
+
+    /// The first signal received, if any.
+    fn received(&self) -> Option<i32> {
+        match self.first.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+fn run(args: RunArgs) -> Result<ExitCode> {
     let mut sets = Vec::new();
     if let Some(u) = &args.until {
         sets.push(format!("machine.until=\"{u}\""));
@@ -300,13 +462,44 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let m = manifest(&args.common, &sets)?;
     let tell = !args.no_story && m.devices.iter().any(|d| library_name(&d.name) == "vpostd");
-    let mut machine = machine_with(&args.common, m, args.timeline.is_some() || tell)?;
+    // Output files first: a path that cannot be written fails before
+    // anything is built or booted.
+    if let Some(path) = &args.timeline {
+        std::fs::File::create(path).map_err(|e| cannot_write(path, "--timeline", &e))?;
+    }
+    let trace_file = TraceFile::open(args.common.trace.as_deref())?;
+    let signals = Signals::install(trace_file.clone())?;
+    let teller = tell.then(|| Rc::new(RefCell::new(Teller::new())));
+    let sink: Option<Box<dyn Write>> = (trace_file.is_some() || teller.is_some())
+        .then(|| Box::new(TraceSink { file: trace_file, teller: teller.clone(), partial: Vec::new() }) as _);
+    let result = run_to_end(&args, m, sink, &signals, teller.as_ref());
+    match (signals.received(), result) {
+        (None, result) => result.map(|()| ExitCode::SUCCESS),
+        (Some(signal), result) => {
+            if let Err(e) = result {
+                report(&e);
+            }
+            Ok(ExitCode::from(128 + signal as u8))
+        }
+    }
+}
+
+/// `vmm run` from the machine's creation to the story.
+fn run_to_end(
+    args: &RunArgs,
+    m: Manifest,
+    sink: Option<Box<dyn Write>>,
+    signals: &Signals,
+    teller: Option<&Rc<RefCell<Teller>>>,
+) -> Result<()> {
+    let mut machine = machine_with(&args.common, m, args.timeline.is_some(), sink)?;
+    machine.interrupt_on(signals.stop.clone());
     tracing::info!("seed {} (order {:?})", machine.seed(), machine.manifest().machine.order);
     let result = if args.watch {
         let debounce = args.watch_debounce.map(std::time::Duration::from_millis);
-        run_watching(&mut machine, debounce.unwrap_or(vmm_host::watch::DEFAULT_DEBOUNCE))
+        run_watching(&mut machine, debounce.unwrap_or(vmm_host::watch::DEFAULT_DEBOUNCE), signals)
     } else {
-        run_machine(&mut machine)
+        run_machine(&mut machine, signals)
     };
     let mapped = vmm_host::loader::stats();
     tracing::info!(
@@ -321,10 +514,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     result?;
     machine.finish_trace()?;
-    if tell {
-        let records: Vec<serde_json::Value> =
-            machine.trace().iter().filter_map(|r| serde_json::to_value(r).ok()).collect();
-        if let Some(story) = crate::story::Story::tell(&records) {
+    if let Some(teller) = teller {
+        let teller = std::mem::take(&mut *teller.borrow_mut());
+        if let Some(story) = teller.finish() {
             let _ = std::io::stderr().flush();
             print!("{story}");
         }
@@ -332,18 +524,46 @@ fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `vmm story TRACE`: read the trace a line at a time (memory grows with
+/// the posts on their way, not with the trace). A last line cut short (a
+/// run killed while writing) is left out with a warning naming the byte
+/// offset where the complete records end; any other line that is not a
+/// record is an error.
 fn story(path: &Path) -> Result<()> {
+    use std::io::BufRead;
     let io = |e: std::io::Error| Error::Io { path: path.to_path_buf(), message: e.to_string() };
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let record = serde_json::from_str(line).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            message: format!("line {}: not a trace record: {e}", i + 1),
-        })?;
-        records.push(record);
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut teller = Teller::new();
+    let mut line = Vec::new();
+    let (mut offset, mut number) = (0u64, 0u64);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let complete = line.last() == Some(&b'\n');
+        let text = line.trim_ascii();
+        if !text.is_empty()
+            && let Err(e) = teller.line(text)
+        {
+            if complete {
+                return Err(Error::Io {
+                    path: path.to_path_buf(),
+                    message: format!("line {number}: not a trace record: {e}"),
+                });
+            }
+            tracing::warn!(
+                "{}: the trace was cut: its last line (line {number}, from byte {offset}) is not a complete record; \
+                 the story is told from the {} bytes of complete records before it",
+                path.display(),
+                offset
+            );
+        }
+        offset += n as u64;
     }
-    match crate::story::Story::tell(&records) {
+    match teller.finish() {
         Some(story) => {
             print!("{story}");
             Ok(())
@@ -393,16 +613,26 @@ fn new_plugin(what: NewCommand) -> Result<()> {
     Ok(())
 }
 
-fn run_machine(machine: &mut Machine) -> Result<()> {
+fn run_machine(machine: &mut Machine, signals: &Signals) -> Result<()> {
     machine.boot()?;
     let end = machine.run()?;
-    tracing::info!("{}", stopped(machine, end));
+    stopped(machine, end, signals);
     machine.shutdown()
+}
+
+/// The summary line of a run's end.
+fn stopped(machine: &Machine, end: vmm_host::machine::RunEnd, signals: &Signals) {
+    let why = match (signals.received(), end) {
+        (Some(signal), _) => format!("interrupted by {}", signal_name(signal)),
+        (None, vmm_host::machine::RunEnd::Quiescent) => "nothing is left to do".to_string(),
+        (None, vmm_host::machine::RunEnd::Until) => "the --until time was reached".to_string(),
+    };
+    tracing::info!("stopped at {} ms of virtual time: {why}", machine.now().as_millis());
 }
 
 /// `vmm run --watch`: boot, then run while reloading rebuilt devices, one
 /// line per reload on stdout.
-fn run_watching(machine: &mut Machine, debounce: std::time::Duration) -> Result<()> {
+fn run_watching(machine: &mut Machine, debounce: std::time::Duration, signals: &Signals) -> Result<()> {
     machine.boot()?;
     let files = machine.plugin_devices();
     let watcher = vmm_host::watch::Watcher::new(&files, debounce)
@@ -428,17 +658,8 @@ fn run_watching(machine: &mut Machine, debounce: std::time::Duration) -> Result<
         );
         std::ops::ControlFlow::Continue(())
     })?;
-    tracing::info!("{}", stopped(machine, end));
+    stopped(machine, end, signals);
     machine.shutdown()
-}
-
-/// The run's last line: when and why the machine stopped.
-fn stopped(machine: &Machine, end: vmm_host::machine::RunEnd) -> String {
-    let why = match end {
-        vmm_host::machine::RunEnd::Quiescent => "nothing is left to do",
-        vmm_host::machine::RunEnd::Until => "the --until time was reached",
-    };
-    format!("stopped at {} ms of virtual time: {why}", machine.now().as_millis())
 }
 
 fn short(build: &str) -> &str {

@@ -9,7 +9,7 @@
 //! window's `message_delivered` and `message_dropped`, and the records that
 //! explain waits (`action` and `if_flag` of the system VM, `crit_section`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 
 use serde_json::Value;
@@ -95,240 +95,357 @@ fn list(items: &[String]) -> String {
     }
 }
 
-impl Story {
-    /// Tell the story of `records` (a trace, in order); `None` when VPOSTD
-    /// wrote nothing.
-    pub fn tell(records: &[Value]) -> Option<Story> {
-        let mut story = Story::default();
-        let mut sys_vm = None;
-        let mut sys_if = true;
-        let mut crit_owner: Option<u64> = None;
-        let mut posts: BTreeMap<u64, Post> = BTreeMap::new();
-        let mut events: Vec<(u64, String)> = Vec::new();
-        let mut callbacks: HashMap<String, String> = HashMap::new();
-        let mut registrations: Vec<(u64, u64, String)> = Vec::new();
-        let mut vpostd_seen = false;
-        // VPOSTD is waiting for a retry time-out.
-        let mut retrying = false;
-        // Posts PostMessage accepted and the window has not read, by
-        // (wParam, lParam), oldest first.
-        let mut in_queue: HashMap<(u64, u64), Vec<u64>> = HashMap::new();
+/// The kinds of record the story reads; [`Teller::line`] parses no other
+/// record further than its kind.
+const KINDS: &[&str] = &[
+    "control",
+    "vm_created",
+    "program_started",
+    "far_call",
+    "action",
+    "if_flag",
+    "crit_section",
+    "message_delivered",
+    "message_dropped",
+    "note",
+];
 
-        for r in records {
-            let t = u(r, "t").unwrap_or(0);
-            match s(r, "kind") {
-                "control" if s(r, "message") == "Sys_VM_Init" => {
-                    if let Some(vm) = u(r, "vm") {
-                        sys_vm = Some(vm);
-                        story.names.insert(vm, "the system VM".to_string());
-                    }
+/// A story line: when, and where it sorts among lines of the same time
+/// (the order the story has always had: other events in trace order, then
+/// registrations, then posts by number).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct LineKey {
+    t: u64,
+    class: u8,
+    seq: u64,
+}
+
+/// Tells the story while the trace is read, one record at a time, in trace
+/// order. It keeps the posts still on their way and the story's own lines;
+/// a post is told (its line written and its state dropped) as soon as the
+/// window has read it or it was dropped, so memory does not grow with the
+/// trace.
+#[derive(Debug, Default)]
+pub struct Teller {
+    story: Story,
+    sys_vm: Option<u64>,
+    /// The system VM's interrupt flag (enabled until a record says not).
+    sys_cli: bool,
+    crit_owner: Option<u64>,
+    /// Posts on their way, by VPOSTD's post number.
+    posts: BTreeMap<u64, Post>,
+    /// The story lines told so far, with where each sorts.
+    told: Vec<(LineKey, String)>,
+    /// Lines other than posts told so far (their `seq`).
+    other_lines: u64,
+    /// Far-call targets by address: `MODULE!export`.
+    callbacks: HashMap<String, String>,
+    registrations: Vec<(u64, u64, String)>,
+    vpostd_seen: bool,
+    /// VPOSTD is waiting for a retry time-out.
+    retrying: bool,
+    /// Posts PostMessage accepted and the window has not read, by
+    /// (wParam, lParam), oldest first.
+    in_queue: HashMap<(u64, u64), VecDeque<u64>>,
+}
+
+/// Just the kind of a record, read without building the record.
+#[derive(serde::Deserialize)]
+struct Kind<'a> {
+    #[serde(borrow, default)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+impl Teller {
+    /// A teller that has read nothing yet.
+    pub fn new() -> Self {
+        Teller::default()
+    }
+
+    /// Read one JSON-lines record (without its newline). A record of a
+    /// kind the story does not read costs one scan of the line.
+    pub fn line(&mut self, line: &[u8]) -> serde_json::Result<()> {
+        let kind: Kind<'_> = serde_json::from_slice(line)?;
+        if KINDS.contains(&&*kind.kind) {
+            let record: Value = serde_json::from_slice(line)?;
+            self.record(&record);
+        }
+        Ok(())
+    }
+
+    /// How many posts are still on their way (told when the trace ends).
+    #[cfg(test)]
+    pub fn pending(&self) -> usize {
+        self.posts.len()
+    }
+
+    fn other(&mut self, t: u64, text: String) {
+        self.told.push((LineKey { t, class: 0, seq: self.other_lines }, text));
+        self.other_lines += 1;
+    }
+
+    /// Tell post `id` now if nothing can change its line any more: the
+    /// window read it, or it was dropped before PostMessage took it.
+    fn settle(&mut self, id: u64) {
+        let done = self
+            .posts
+            .get(&id)
+            .is_some_and(|p| p.delivered.is_some() || (p.dropped.is_some() && p.handed_ms.is_none()));
+        if done && let Some(p) = self.posts.remove(&id) {
+            self.tell_post(id, &p);
+        }
+    }
+
+    fn tell_post(&mut self, id: u64, p: &Post) {
+        let totals = self.story.totals.entry(p.vm).or_default();
+        if p.delivered.is_some() {
+            totals.delivered += 1;
+        } else if p.dropped.is_some() {
+            totals.dropped += 1;
+        } else {
+            self.story.unaccounted += 1;
+        }
+        let text = self.story.describe(p);
+        self.told.push((LineKey { t: p.queued_ms, class: 2, seq: id }, text));
+    }
+
+    /// Read one record (a trace record as JSON), in trace order.
+    pub fn record(&mut self, r: &Value) {
+        let t = u(r, "t").unwrap_or(0);
+        let story = &mut self.story;
+        match s(r, "kind") {
+            "control" if s(r, "message") == "Sys_VM_Init" => {
+                if let Some(vm) = u(r, "vm") {
+                    self.sys_vm = Some(vm);
+                    story.names.insert(vm, "the system VM".to_string());
                 }
-                "vm_created" => {
-                    if let Some(vm) = u(r, "vm") {
-                        story.names.insert(vm, format!("{} (VM {})", s(r, "name"), u(r, "id").unwrap_or(0)));
-                    }
+            }
+            "vm_created" => {
+                if let Some(vm) = u(r, "vm") {
+                    story.names.insert(vm, format!("{} (VM {})", s(r, "name"), u(r, "id").unwrap_or(0)));
                 }
-                "program_started" => {
-                    if let Some(task) = u(r, "task") {
-                        story.tasks.insert(task, s(r, "module").to_string());
-                    }
+            }
+            "program_started" => {
+                if let Some(task) = u(r, "task") {
+                    story.tasks.insert(task, s(r, "module").to_string());
                 }
-                "far_call" => {
-                    let target = s(r, "target").to_string();
-                    callbacks.entry(target).or_insert_with(|| format!("{}!{}", s(r, "module"), s(r, "export")));
+            }
+            "far_call" => {
+                let target = s(r, "target");
+                if !self.callbacks.contains_key(target) {
+                    self.callbacks.insert(target.to_string(), format!("{}!{}", s(r, "module"), s(r, "export")));
                 }
-                "action" | "if_flag" if sys_vm.is_some() && u(r, "vm") == sys_vm => {
-                    let enabled = match (s(r, "kind"), s(r, "action")) {
-                        ("if_flag", _) => r.get("enabled").and_then(Value::as_bool),
-                        (_, "cli") => Some(false),
-                        (_, "sti") => Some(true),
-                        _ => None,
-                    };
-                    match enabled {
-                        Some(false) => {
-                            for p in posts.values_mut().filter(|p| p.waiting) {
-                                p.sti_pending = true;
-                            }
+            }
+            "action" | "if_flag" if self.sys_vm.is_some() && u(r, "vm") == self.sys_vm => {
+                let enabled = match (s(r, "kind"), s(r, "action")) {
+                    ("if_flag", _) => r.get("enabled").and_then(Value::as_bool),
+                    (_, "cli") => Some(false),
+                    (_, "sti") => Some(true),
+                    _ => None,
+                };
+                match enabled {
+                    Some(false) => {
+                        for p in self.posts.values_mut().filter(|p| p.waiting) {
+                            p.sti_pending = true;
                         }
-                        Some(true) if !sys_if => {
-                            for p in posts.values_mut().filter(|p| p.waiting && p.sti_pending) {
-                                p.sti_pending = false;
-                                p.steps.push(Step::Text(format!(
-                                    "waited for the system VM to enable interrupts (STI at {t} ms)"
-                                )));
-                            }
-                        }
-                        _ => {}
                     }
-                    if let Some(e) = enabled {
-                        sys_if = e;
-                    }
-                }
-                "crit_section" => match s(r, "action") {
-                    "claim" | "grant" => {
-                        let vm = u(r, "vm").unwrap_or(0);
-                        crit_owner = Some(vm);
-                        for p in posts.values_mut().filter(|p| p.waiting) {
-                            p.crit_pending.get_or_insert(vm);
-                        }
-                    }
-                    "release" if u(r, "claims") == Some(0) => {
-                        crit_owner = None;
-                        for p in posts.values_mut().filter(|p| p.waiting) {
-                            if let Some(owner) = p.crit_pending.take() {
-                                let who = story.name(owner);
-                                p.steps.push(Step::Text(format!(
-                                    "waited for {who} to leave the critical section (at {t} ms)"
-                                )));
-                            }
+                    Some(true) if self.sys_cli => {
+                        for p in self.posts.values_mut().filter(|p| p.waiting && p.sti_pending) {
+                            p.sti_pending = false;
+                            p.steps.push(Step::Text(format!(
+                                "waited for the system VM to enable interrupts (STI at {t} ms)"
+                            )));
                         }
                     }
                     _ => {}
-                },
-                "message_delivered" | "message_dropped" if u(r, "msg") == Some(WM_VPOSTD) => {
-                    // A queue_full drop is PostMessage's FALSE, which VPOSTD
-                    // retries; it is told with the post.
-                    if s(r, "reason") == "queue_full" {
-                        continue;
-                    }
-                    let key = (u(r, "wparam").unwrap_or(0), u(r, "lparam").unwrap_or(0));
-                    let Some(id) = in_queue.get_mut(&key).filter(|ids| !ids.is_empty()).map(|ids| ids.remove(0)) else {
-                        continue;
-                    };
-                    if let Some(p) = posts.get_mut(&id) {
-                        if s(r, "kind") == "message_delivered" {
-                            p.delivered = Some((t, u(r, "task").unwrap_or(0)));
-                        } else {
-                            p.dropped = Some((t, format!("Windows dropped the message: {}", s(r, "reason"))));
-                        }
+                }
+                if let Some(e) = enabled {
+                    self.sys_cli = !e;
+                }
+            }
+            "crit_section" => match s(r, "action") {
+                "claim" | "grant" => {
+                    let vm = u(r, "vm").unwrap_or(0);
+                    self.crit_owner = Some(vm);
+                    for p in self.posts.values_mut().filter(|p| p.waiting) {
+                        p.crit_pending.get_or_insert(vm);
                     }
                 }
-                "note" if s(r, "device") == "VPOSTD" => {
-                    vpostd_seen = true;
-                    let f = r.get("fields").cloned().unwrap_or(Value::Null);
-                    let id = u(&f, "post").unwrap_or(0);
-                    match s(r, "note") {
-                        "registered" => {
-                            registrations.push((t, u(&f, "hwnd").unwrap_or(0), s(&f, "callback").to_string()))
+                "release" if u(r, "claims") == Some(0) => {
+                    self.crit_owner = None;
+                    for p in self.posts.values_mut().filter(|p| p.waiting) {
+                        if let Some(owner) = p.crit_pending.take() {
+                            let who = story.name(owner);
+                            p.steps.push(Step::Text(format!(
+                                "waited for {who} to leave the critical section (at {t} ms)"
+                            )));
                         }
-                        "unregistered" => {
-                            events.push((t, format!("window {:#06x} unregistered", u(&f, "hwnd").unwrap_or(0))))
-                        }
-                        "post_queued" => {
-                            let vm = u(&f, "vm").unwrap_or(0);
-                            story.totals.entry(vm).or_default().posted += 1;
-                            posts.insert(
-                                id,
-                                Post {
-                                    vm,
-                                    wparam: u(&f, "wparam").unwrap_or(0),
-                                    lparam: u(&f, "lparam").unwrap_or(0),
-                                    queued_ms: t,
-                                    waiting: true,
-                                    behind_retry: retrying,
-                                    sti_pending: !sys_if,
-                                    crit_pending: crit_owner,
-                                    ..Post::default()
-                                },
-                            );
-                        }
-                        "post_requeued" => {
-                            retrying = false;
-                            if let Some(p) = posts.get_mut(&id) {
-                                p.waiting = true;
-                                p.sti_pending = !sys_if;
-                                p.crit_pending = crit_owner;
-                            }
-                        }
-                        "post_refused" => {
-                            let vm = u(&f, "vm").unwrap_or(0);
-                            let totals = story.totals.entry(vm).or_default();
-                            totals.posted += 1;
-                            totals.dropped += 1;
-                            let why = match s(&f, "reason") {
-                                "not_registered" => "no application had registered",
-                                "too_many_pending" => "too many posts were waiting",
-                                other => other,
-                            };
-                            events.push((
-                                t,
-                                format!(
-                                    "{} posted wParam {} lParam {}: refused, {why} (the caller got CF set)",
-                                    story.name(vm),
-                                    u(&f, "wparam").unwrap_or(0),
-                                    u(&f, "lparam").unwrap_or(0)
-                                ),
-                            ));
-                        }
-                        "post_called" => {
-                            if let Some(p) = posts.get_mut(&id) {
-                                if std::mem::take(&mut p.behind_retry) {
-                                    p.steps.push(Step::Text("waited behind an older post VPOSTD was retrying".into()));
-                                }
-                                p.waiting = false;
-                                p.sti_pending = false;
-                                p.crit_pending = None;
-                                if f.get("result").and_then(Value::as_bool).unwrap_or(false) {
-                                    p.handed_ms = Some(t);
-                                    in_queue.entry((p.wparam, p.lparam)).or_default().push(id);
-                                } else if let Some(Step::Full(times, _)) = p.steps.last_mut() {
-                                    times.push(t);
-                                } else {
-                                    p.steps.push(Step::Full(vec![t], None));
-                                }
-                            }
-                        }
-                        "post_retry" => {
-                            retrying = true;
-                            if let Some(p) = posts.get_mut(&id) {
-                                if let Some(Step::Full(_, after)) = p.steps.last_mut() {
-                                    *after = u(&f, "after_ms");
-                                }
-                                story.totals.entry(p.vm).or_default().retried += 1;
-                            }
-                            for (_, p) in posts.iter_mut().filter(|(other, p)| **other != id && p.waiting) {
-                                p.behind_retry = true;
-                            }
-                        }
-                        "post_dropped" => {
-                            if let Some(p) = posts.get_mut(&id) {
-                                p.waiting = false;
-                                let why = match s(&f, "reason") {
-                                    "shutdown" => "the machine stopped first".to_string(),
-                                    "unregistered" => "the application had unregistered".to_string(),
-                                    other => format!("{}: {}", other.replace('_', " "), s(&f, "detail")),
-                                };
-                                p.dropped = Some((t, why));
-                            }
-                        }
-                        _ => {}
                     }
                 }
                 _ => {}
+            },
+            "message_delivered" | "message_dropped" if u(r, "msg") == Some(WM_VPOSTD) => {
+                // A queue_full drop is PostMessage's FALSE, which VPOSTD
+                // retries; it is told with the post.
+                if s(r, "reason") == "queue_full" {
+                    return;
+                }
+                let key = (u(r, "wparam").unwrap_or(0), u(r, "lparam").unwrap_or(0));
+                let Some(ids) = self.in_queue.get_mut(&key) else { return };
+                let Some(id) = ids.pop_front() else { return };
+                if ids.is_empty() {
+                    self.in_queue.remove(&key);
+                }
+                if let Some(p) = self.posts.get_mut(&id) {
+                    if s(r, "kind") == "message_delivered" {
+                        p.delivered = Some((t, u(r, "task").unwrap_or(0)));
+                    } else {
+                        p.dropped = Some((t, format!("Windows dropped the message: {}", s(r, "reason"))));
+                    }
+                }
+                // Out of the window's queue: nothing changes its line now.
+                if let Some(p) = self.posts.remove(&id) {
+                    self.tell_post(id, &p);
+                }
             }
+            "note" if s(r, "device") == "VPOSTD" => self.vpostd_note(t, r),
+            _ => {}
         }
-        if !vpostd_seen {
+    }
+
+    fn vpostd_note(&mut self, t: u64, r: &Value) {
+        self.vpostd_seen = true;
+        let f = r.get("fields").unwrap_or(&Value::Null);
+        let id = u(f, "post").unwrap_or(0);
+        match s(r, "note") {
+            "registered" => self.registrations.push((t, u(f, "hwnd").unwrap_or(0), s(f, "callback").to_string())),
+            "unregistered" => self.other(t, format!("window {:#06x} unregistered", u(f, "hwnd").unwrap_or(0))),
+            "post_queued" => {
+                let vm = u(f, "vm").unwrap_or(0);
+                self.story.totals.entry(vm).or_default().posted += 1;
+                let post = Post {
+                    vm,
+                    wparam: u(f, "wparam").unwrap_or(0),
+                    lparam: u(f, "lparam").unwrap_or(0),
+                    queued_ms: t,
+                    waiting: true,
+                    behind_retry: self.retrying,
+                    sti_pending: self.sys_cli,
+                    crit_pending: self.crit_owner,
+                    ..Post::default()
+                };
+                if let Some(old) = self.posts.insert(id, post) {
+                    // The same number again (a trace of two runs): tell the
+                    // first as it stands.
+                    self.tell_post(id, &old);
+                }
+            }
+            "post_requeued" => {
+                self.retrying = false;
+                if let Some(p) = self.posts.get_mut(&id) {
+                    p.waiting = true;
+                    p.sti_pending = self.sys_cli;
+                    p.crit_pending = self.crit_owner;
+                }
+            }
+            "post_refused" => {
+                let vm = u(f, "vm").unwrap_or(0);
+                let totals = self.story.totals.entry(vm).or_default();
+                totals.posted += 1;
+                totals.dropped += 1;
+                let why = match s(f, "reason") {
+                    "not_registered" => "no application had registered",
+                    "too_many_pending" => "too many posts were waiting",
+                    other => other,
+                };
+                let text = format!(
+                    "{} posted wParam {} lParam {}: refused, {why} (the caller got CF set)",
+                    self.story.name(vm),
+                    u(f, "wparam").unwrap_or(0),
+                    u(f, "lparam").unwrap_or(0)
+                );
+                self.other(t, text);
+            }
+            "post_called" => {
+                if let Some(p) = self.posts.get_mut(&id) {
+                    if std::mem::take(&mut p.behind_retry) {
+                        p.steps.push(Step::Text("waited behind an older post VPOSTD was retrying".into()));
+                    }
+                    p.waiting = false;
+                    p.sti_pending = false;
+                    p.crit_pending = None;
+                    if f.get("result").and_then(Value::as_bool).unwrap_or(false) {
+                        p.handed_ms = Some(t);
+                        self.in_queue.entry((p.wparam, p.lparam)).or_default().push_back(id);
+                    } else if let Some(Step::Full(times, _)) = p.steps.last_mut() {
+                        times.push(t);
+                    } else {
+                        p.steps.push(Step::Full(vec![t], None));
+                    }
+                }
+            }
+            "post_retry" => {
+                self.retrying = true;
+                if let Some(p) = self.posts.get_mut(&id) {
+                    if let Some(Step::Full(_, after)) = p.steps.last_mut() {
+                        *after = u(f, "after_ms");
+                    }
+                    self.story.totals.entry(p.vm).or_default().retried += 1;
+                }
+                for (_, p) in self.posts.iter_mut().filter(|(other, p)| **other != id && p.waiting) {
+                    p.behind_retry = true;
+                }
+            }
+            "post_dropped" => {
+                if let Some(p) = self.posts.get_mut(&id) {
+                    p.waiting = false;
+                    let why = match s(f, "reason") {
+                        "shutdown" => "the machine stopped first".to_string(),
+                        "unregistered" => "the application had unregistered".to_string(),
+                        other => format!("{}: {}", other.replace('_', " "), s(f, "detail")),
+                    };
+                    p.dropped = Some((t, why));
+                }
+                self.settle(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// The story of what was read; `None` when VPOSTD wrote nothing.
+    pub fn finish(mut self) -> Option<Story> {
+        if !self.vpostd_seen {
             return None;
         }
-        for (t, hwnd, callback) in registrations {
-            let code = callbacks.get(&callback).map(|c| format!("{c} at {callback}")).unwrap_or(callback);
-            events.push((t, format!("window {hwnd:#06x} registered with VPOSTD; its callback is {code}")));
+        for (i, (t, hwnd, callback)) in std::mem::take(&mut self.registrations).into_iter().enumerate() {
+            let code = self.callbacks.get(&callback).map(|c| format!("{c} at {callback}")).unwrap_or(callback);
+            self.told.push((
+                LineKey { t, class: 1, seq: i as u64 },
+                format!("window {hwnd:#06x} registered with VPOSTD; its callback is {code}"),
+            ));
         }
-        for p in posts.values() {
-            let totals = story.totals.entry(p.vm).or_default();
-            if p.delivered.is_some() {
-                totals.delivered += 1;
-            } else if p.dropped.is_some() {
-                totals.dropped += 1;
-            } else {
-                story.unaccounted += 1;
-            }
-            events.push((p.queued_ms, story.describe(p)));
+        for (id, p) in std::mem::take(&mut self.posts) {
+            self.tell_post(id, &p);
         }
-        events.sort_by_key(|(t, _)| *t);
-        let width = events.last().map_or(1, |(t, _)| t.to_string().len());
-        story.lines = events.into_iter().map(|(t, text)| format!("{t:>width$} ms  {text}")).collect();
+        let mut told = std::mem::take(&mut self.told);
+        told.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let width = told.last().map_or(1, |(k, _)| k.t.to_string().len());
+        let mut story = self.story;
+        story.lines = told.into_iter().map(|(k, text)| format!("{:>width$} ms  {text}", k.t)).collect();
         Some(story)
+    }
+}
+
+impl Story {
+    /// Tell the story of `records` (a trace, in order); `None` when VPOSTD
+    /// wrote nothing.
+    #[cfg(test)]
+    pub fn tell(records: &[Value]) -> Option<Story> {
+        let mut teller = Teller::new();
+        for r in records {
+            teller.record(r);
+        }
+        teller.finish()
     }
 
     fn name(&self, vm: u64) -> String {
@@ -408,10 +525,45 @@ impl fmt::Display for Story {
 mod tests {
     use serde_json::{Value, json};
 
-    use super::Story;
+    use super::{Story, Teller};
 
     fn note(t: u64, note: &str, fields: Value) -> Value {
         json!({"t": t, "kind": "note", "device": "VPOSTD", "note": note, "fields": fields})
+    }
+
+    #[test]
+    fn a_settled_post_leaves_no_state_behind() {
+        let mut teller = Teller::new();
+        teller.record(&json!({"t": 0, "kind": "control", "message": "Sys_VM_Init", "vm": 1}));
+        for id in 1..=1000u64 {
+            let (wparam, lparam) = (2, id);
+            teller.record(&note(id, "post_queued", json!({"post": id, "vm": 2, "wparam": wparam, "lparam": lparam})));
+            teller.record(&note(id, "post_called", json!({"post": id, "result": true})));
+            assert_eq!(teller.pending(), 1);
+            teller.record(&json!({"t": id, "kind": "message_delivered", "msg": 0x500, "wparam": wparam, "lparam": lparam, "task": 9}));
+            assert_eq!(teller.pending(), 0);
+            assert!(teller.in_queue.is_empty());
+        }
+        // A post dropped before PostMessage took it is settled too.
+        teller.record(&note(2000, "post_queued", json!({"post": 2000, "vm": 2, "wparam": 2, "lparam": 0})));
+        teller.record(&note(2001, "post_dropped", json!({"post": 2000, "reason": "unregistered"})));
+        assert_eq!(teller.pending(), 0);
+        let story = teller.finish().unwrap();
+        assert_eq!(story.lines.len(), 1001);
+        assert_eq!(story.totals[&2], super::Totals { posted: 1001, delivered: 1000, retried: 0, dropped: 1 });
+    }
+
+    #[test]
+    fn a_line_is_read_like_its_record() {
+        let mut teller = Teller::new();
+        teller.line(br#"{"t":5,"kind":"note","device":"VPOSTD","note":"post_refused","fields":{"vm":2,"wparam":2,"lparam":1,"reason":"not_registered"}}"#).unwrap();
+        teller.line(br#"{"t":6,"kind":"phase","phase":"stopped"}"#).unwrap();
+        assert!(teller.line(b"{\"t\":7,").is_err());
+        let story = teller.finish().unwrap();
+        assert_eq!(
+            story.lines,
+            ["5 ms  VM 0x2 posted wParam 2 lParam 1: refused, no application had registered (the caller got CF set)"]
+        );
     }
 
     #[test]

@@ -215,3 +215,180 @@ fn run_watch_reloads_a_rebuilt_device_and_prints_one_line() {
     assert!(out.status.success());
     assert!(!text(&out.stderr).contains("watching"), "{}", text(&out.stderr));
 }
+
+/// Send `signal` to the child.
+fn send(signal: i32, child: &std::process::Child) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) takes plain integers; the child is ours and has not
+    // been waited for, so the pid is still its own.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// Start `vmm run ARGS` with stderr piped to a channel, line by line.
+fn spawn_run(dir: &Path, args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .arg("run")
+        .args(args)
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .args(["--build", "never"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Wait (at most a minute) for a stderr line containing `what`.
+fn wait_for(lines: &std::sync::mpsc::Receiver<String>, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        if line.contains(what) {
+            return;
+        }
+    }
+    panic!("vmm never printed a line with `{what}`");
+}
+
+/// Every line of a trace file, parsed (panics on a line that is not a
+/// whole record).
+fn records(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "the trace ends mid-record");
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// A `--watch` run of the demo in real time (five minutes of posts),
+/// stopped by `signal` once it runs: the machine shuts down, the trace is
+/// complete, the story is told, and `vmm` exits 128 + the signal.
+fn a_signal_stops_a_watch_run(signal: i32, status: i32) {
+    let dir = default_machine(&format!("signal-{signal}"));
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/vpostd/watch.ini"), dir.join("watch.ini"))
+        .unwrap();
+    let (child, lines) = spawn_run(&dir, &["system.ini", "watch.ini", "--watch", "--trace", "t.jsonl"]);
+    wait_for(&lines, "watching");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    send(signal, &child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(status));
+    let trace = records(&dir.join("t.jsonl"));
+    let has = |kind: &str, key: &str, value: &str| trace.iter().any(|r| r["kind"] == kind && r[key] == value);
+    assert!(has("phase", "phase", "running"));
+    assert!(has("phase", "phase", "system_exit"));
+    assert!(has("control", "message", "Sys_Critical_Exit"));
+    assert_eq!(trace.last().unwrap()["phase"], "stopped");
+    // The story was told, and `vmm story` tells it again from the file.
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("What happened to each message:\n"), "{stdout}");
+    let again = vmm_bare(&dir, &["story", "t.jsonl"]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout), stdout);
+}
+
+#[test]
+fn sigint_stops_a_watch_run_completes_the_trace_tells_the_story_and_exits_130() {
+    a_signal_stops_a_watch_run(libc::SIGINT, 130);
+}
+
+#[test]
+fn sigterm_stops_a_watch_run_completes_the_trace_tells_the_story_and_exits_143() {
+    a_signal_stops_a_watch_run(libc::SIGTERM, 143);
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_the_trace_ends_on_a_record_boundary() {
+    // FXSTALL spends a minute in System_Exit: the first signal's shutdown
+    // cannot finish before the second one arrives.
+    let dir = scratch(
+        "second-signal",
+        "[386Enh]\ndevice = [\"vcountd\", \"fixture-stall\"]\n[FXSTALL]\nSystem_Exit_Ms = 60000\n\
+         [machine]\nrealtime = true\nuntil = \"5min\"\n",
+    );
+    let started = std::time::Instant::now();
+    let (child, lines) = spawn_run(&dir, &["system.ini", "--watch", "--trace", "t.jsonl"]);
+    wait_for(&lines, "watching");
+    send(libc::SIGINT, &child);
+    wait_for(&lines, "stopping at the next safe point");
+    // Time to reach FXSTALL's System_Exit, where it stays for a minute.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    send(libc::SIGTERM, &child);
+    let out = child.wait_with_output().unwrap();
+    // The second signal's status: it did not wait for the shutdown.
+    assert_eq!(out.status.code(), Some(143));
+    assert!(started.elapsed() < std::time::Duration::from_secs(50));
+    let trace = records(&dir.join("t.jsonl"));
+    // Whole records, up to where the machine was: the records buffered
+    // when the second signal came were flushed.
+    assert!(trace.iter().any(|r| r["kind"] == "phase" && r["phase"] == "system_exit"));
+    assert!(!trace.iter().any(|r| r["kind"] == "phase" && r["phase"] == "stopped"));
+}
+
+#[test]
+fn story_on_a_cut_trace_tells_the_complete_records_and_warns() {
+    let dir = default_machine("cut");
+    let out = vmm(&dir, &["run", "--trace", "full.jsonl"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let full = std::fs::read(dir.join("full.jsonl")).unwrap();
+    // Cut in the middle of a record two thirds of the way in.
+    let cut_at = full.len() * 2 / 3;
+    let complete = full[..cut_at].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    assert!(complete < cut_at);
+    std::fs::write(dir.join("cut.jsonl"), &full[..cut_at]).unwrap();
+    std::fs::write(dir.join("complete.jsonl"), &full[..complete]).unwrap();
+    let cut = vmm_bare(&dir, &["story", "cut.jsonl"]);
+    assert!(cut.status.success(), "{}", text(&cut.stderr));
+    let whole = vmm_bare(&dir, &["story", "complete.jsonl"]);
+    assert!(whole.status.success(), "{}", text(&whole.stderr));
+    assert_eq!(text(&cut.stdout), text(&whole.stdout));
+    let stderr = text(&cut.stderr);
+    assert!(stderr.contains("cut.jsonl") && stderr.contains(&format!("from byte {complete}")), "{stderr}");
+    assert!(!text(&whole.stderr).contains("cut"), "{}", text(&whole.stderr));
+}
+
+#[test]
+fn an_unwritable_trace_or_timeline_path_fails_before_boot() {
+    // A device that is not there: had the machine been built, that would
+    // have been the error.
+    let dir = scratch("paths", "[386Enh]\ndevice = [\"no-such-device\"]\n");
+    let out = vmm(&dir, &["run", "--trace", "/nonexistent-dir/x.jsonl"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("error: /nonexistent-dir/x.jsonl: cannot write the --trace file"), "{stderr}");
+    assert!(!stderr.contains("no-such-device"), "{stderr}");
+
+    let out = vmm(&dir, &["run", "--timeline", "/nonexistent-dir/x.json", "--trace", "t.jsonl"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("error: /nonexistent-dir/x.json: cannot write the --timeline file"), "{stderr}");
+    assert!(!stderr.contains("no-such-device"), "{stderr}");
+    assert!(std::fs::metadata(dir.join("t.jsonl")).map_or(true, |m| m.len() == 0), "no record was written");
+
+    let out = vmm(&dir, &["check", "--trace", "/nonexistent-dir/x.jsonl"]);
+    assert!(text(&out.stderr).contains("cannot write the --trace file"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn recursion_past_the_depth_limit_is_an_error_not_a_crash() {
+    for via in ["vxdcall", "event"] {
+        let dir = scratch(
+            &format!("deep-{via}"),
+            &format!("[386Enh]\ndevice = [\"fixture-deep\"]\n[FXDEEP]\nDepth = 15000\nVia = \"{via}\"\n"),
+        );
+        let out = vmm(&dir, &["run", "--trace", "t.jsonl"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("error: ") && stderr.contains("nested too deep"), "{stderr}");
+        let trace = records(&dir.join("t.jsonl"));
+        assert!(trace.iter().any(|r| r["kind"] == "fatal_error" && r["device"] == "FXDEEP"));
+    }
+}

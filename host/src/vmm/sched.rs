@@ -60,6 +60,10 @@ impl Core {
             if self.stop.get() {
                 return LoopEnd::Stopped;
             }
+            if self.interrupted() {
+                self.stop.set(true);
+                return LoopEnd::Stopped;
+            }
             if done(self) {
                 return LoopEnd::Done;
             }
@@ -659,28 +663,31 @@ impl Core {
 
     /// With `--realtime`, wait until the wall clock catches up with `to`;
     /// the virtual time reached. A watched run (`--watch`) stops waiting
-    /// when a rebuilt plugin is ready, so it is reloaded at once.
+    /// when a rebuilt plugin is ready, so it is reloaded at once, and any
+    /// run when it is interrupted (a signal), so it stops at once.
     fn pace(&self, to: Instant) -> Instant {
         if !self.manifest.machine.realtime || !self.top_level.get() {
             return to;
         }
         let start = *self.wall_start.get_or_init(std::time::Instant::now);
         let target = start + std::time::Duration::from_nanos(to.as_nanos());
-        let interrupt = self.pace_interrupt.borrow().clone();
+        let reload = self.pace_interrupt.borrow().clone();
+        // Sleep in short slices when something may cut the wait short.
+        let wakes = reload.is_some() || self.interrupt.is_some();
+        let woken =
+            || reload.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) || self.interrupted();
         loop {
             let wall = std::time::Instant::now();
             if target <= wall {
                 return to;
             }
-            match &interrupt {
-                Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => {
-                    let reached =
-                        Instant::ZERO + crate::time::Duration::from_nanos(wall.duration_since(start).as_nanos() as u64);
-                    return reached.min(to);
-                }
-                Some(_) => std::thread::sleep((target - wall).min(std::time::Duration::from_millis(5))),
-                None => std::thread::sleep(target - wall),
+            if woken() {
+                let reached =
+                    Instant::ZERO + crate::time::Duration::from_nanos(wall.duration_since(start).as_nanos() as u64);
+                return reached.min(to);
             }
+            let left = target - wall;
+            std::thread::sleep(if wakes { left.min(std::time::Duration::from_millis(5)) } else { left });
         }
     }
 
