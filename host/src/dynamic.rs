@@ -331,7 +331,7 @@ impl Core {
             self.finish_reload(report, started)
         };
         // 1. Load and check the new copy.
-        let lib = match crate::loader::load(file) {
+        let lib = match self.load_plugin_file(file) {
             Ok(lib) => lib,
             Err(cause) => {
                 let result = match cause {
