@@ -17,9 +17,9 @@
 //! loader reads through the mapped image are read here, by virtual address,
 //! the way it reads them.
 
+use object::LittleEndian as LE;
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
-use object::LittleEndian as LE;
 
 /// Why a file is not a plugin the dynamic loader can safely map: a stable
 /// code (the `defect` of a `plugin_rejected` record) and a sentence.
@@ -86,7 +86,10 @@ pub fn check(data: &[u8]) -> Result<(), Defect> {
         return Err(Defect::new("empty", "the file is empty"));
     }
     if data.len() < 4 || data[..4] != *b"\x7fELF" {
-        return Err(Defect::new("not_elf", "the file does not start with the ELF magic number: it is not a shared library"));
+        return Err(Defect::new(
+            "not_elf",
+            "the file does not start with the ELF magic number: it is not a shared library",
+        ));
     }
     if data.len() < 6 {
         return Err(Defect::new("truncated", format!("the file ends inside the ELF header ({len} bytes)")));
@@ -137,7 +140,9 @@ pub fn check(data: &[u8]) -> Result<(), Defect> {
         _ => {
             return Err(Defect::new(
                 "truncated",
-                format!("the program header table ({phnum} entries at {phoff:#x}) extends past the end of the file ({len} bytes)"),
+                format!(
+                    "the program header table ({phnum} entries at {phoff:#x}) extends past the end of the file ({len} bytes)"
+                ),
             ));
         }
     }
@@ -251,7 +256,9 @@ impl<'a> Image<'a> {
             if off.checked_add(filesz).is_none_or(|end| end > len) {
                 return Err(Defect::new(
                     "truncated",
-                    format!("segment {i} (file bytes {off:#x}+{filesz:#x}) extends past the end of the file ({len} bytes)"),
+                    format!(
+                        "segment {i} (file bytes {off:#x}+{filesz:#x}) extends past the end of the file ({len} bytes)"
+                    ),
                 ));
             }
             if filesz > memsz {
@@ -260,10 +267,15 @@ impl<'a> Image<'a> {
             if vaddr.checked_add(memsz).is_none_or(|end| end > MAX_SPAN) {
                 return bad(format!("memory range {vaddr:#x}+{memsz:#x} is out of bounds"));
             }
+            if ty == elf::PT_DYNAMIC && dynamic.replace((vaddr, memsz)).is_some() {
+                return bad("a second dynamic segment".to_string());
+            }
             match ty {
                 elf::PT_LOAD => {
                     if align > 1 && (!align.is_power_of_two() || align < page || (vaddr % align) != (off % align)) {
-                        return bad(format!("alignment {align:#x} does not fit address {vaddr:#x} and offset {off:#x}"));
+                        return bad(format!(
+                            "alignment {align:#x} does not fit address {vaddr:#x} and offset {off:#x}"
+                        ));
                     }
                     if let Some(prev) = loads.last()
                         && vaddr < prev.vaddr + prev.memsz
@@ -271,11 +283,6 @@ impl<'a> Image<'a> {
                         return bad("loadable segments overlap or are out of order".to_string());
                     }
                     loads.push(Load { vaddr, memsz, offset: off, filesz, flags: p.p_flags(e).0 });
-                }
-                elf::PT_DYNAMIC => {
-                    if dynamic.replace((vaddr, memsz)).is_some() {
-                        return bad("a second dynamic segment".to_string());
-                    }
                 }
                 elf::PT_TLS => {
                     if align > 1 && !align.is_power_of_two() {
@@ -361,7 +368,10 @@ impl<'a> Image<'a> {
             match next {
                 Some(n) if n <= bytes.len() => at = n,
                 _ => {
-                    return Err(Defect::new("bad_segments", format!("segment {i}: a note runs past the segment's end")));
+                    return Err(Defect::new(
+                        "bad_segments",
+                        format!("segment {i}: a note runs past the segment's end"),
+                    ));
                 }
             }
         }
@@ -415,8 +425,7 @@ impl<'a> Image<'a> {
             return bad("bad_dynamic", "the dynamic section has no DT_NULL end marker".to_string());
         }
         let entry = |tag: elf::DynamicTag, name: &str| -> Result<u64, Defect> {
-            d.addr(tag)
-                .ok_or_else(|| Defect::new("bad_dynamic", format!("no {name} entry in the dynamic section")))
+            d.addr(tag).ok_or_else(|| Defect::new("bad_dynamic", format!("no {name} entry in the dynamic section")))
         };
         if d.addr(elf::DT_REL).is_some() || d.val(elf::DT_RELSZ).is_some() {
             return bad("bad_dynamic", "DT_REL relocations: this machine uses RELA relocations only".to_string());
@@ -444,7 +453,10 @@ impl<'a> Image<'a> {
         let strtab = entry(elf::DT_STRTAB, "DT_STRTAB")?;
         let strsz = d.val(elf::DT_STRSZ).unwrap_or(0);
         let Some(strings) = self.bytes(strtab, strsz).filter(|s| s.last() == Some(&0)) else {
-            return bad("bad_dynamic", format!("the string table ({strtab:#x}+{strsz:#x}) is not in the file or not terminated"));
+            return bad(
+                "bad_dynamic",
+                format!("the string table ({strtab:#x}+{strsz:#x}) is not in the file or not terminated"),
+            );
         };
         let string = |off: u64| -> Option<&[u8]> {
             let s = strings.get(off as usize..)?;
@@ -452,7 +464,10 @@ impl<'a> Image<'a> {
         };
         for (name, off) in d.strings.iter().copied().chain(d.needed.iter().map(|&o| ("DT_NEEDED", o))) {
             if string(off).is_none() {
-                return bad("bad_dynamic", format!("{name} names string {off:#x}, past the string table ({strsz:#x} bytes)"));
+                return bad(
+                    "bad_dynamic",
+                    format!("{name} names string {off:#x}, past the string table ({strsz:#x} bytes)"),
+                );
             }
         }
         let needed: Vec<&[u8]> = d.needed.iter().filter_map(|&o| string(o)).collect();
@@ -541,7 +556,9 @@ impl<'a> Image<'a> {
                     continue;
                 }
                 if first < symoffset {
-                    return bad(format!("a GNU hash bucket starts at symbol {first}, below its first hashed symbol {symoffset}"));
+                    return bad(format!(
+                        "a GNU hash bucket starts at symbol {first}, below its first hashed symbol {symoffset}"
+                    ));
                 }
                 let mut i = first;
                 loop {
@@ -662,7 +679,7 @@ impl<'a> Image<'a> {
         .filter_map(|(a, s)| Some((a?, s.unwrap_or(0))))
         .collect();
         for &(at, size) in &arrays {
-            if size % 8 != 0 || !self.writable(at, size) {
+            if !size.is_multiple_of(8) || !self.writable(at, size) {
                 return bad(format!("the initializer array at {at:#x}+{size:#x} is not in a writable segment"));
             }
         }
@@ -677,7 +694,7 @@ impl<'a> Image<'a> {
         for (name, at, size) in tables {
             let Some(at) = at else { continue };
             let size = size.unwrap_or(0);
-            if size % RELA != 0 {
+            if !size.is_multiple_of(RELA) {
                 return bad(format!("{name}'s size {size:#x} is not a multiple of {RELA}"));
             }
             let Some(relocs) = self.bytes(at, size) else {
@@ -696,7 +713,7 @@ impl<'a> Image<'a> {
                         "DT_RELACOUNT says the first {count} relocations are relative, but relocation {i} has type {ty}"
                     ));
                 }
-                if offset % 8 != 0 {
+                if !offset.is_multiple_of(8) {
                     return bad(format!("{name} relocation {i} writes to {offset:#x}, which is not 8-byte aligned"));
                 }
                 // Linkers sort the relative relocations by address; a
@@ -727,7 +744,7 @@ impl<'a> Image<'a> {
         }
         if let Some(at) = d.addr(elf::DT_RELR) {
             let size = d.val(elf::DT_RELRSZ).unwrap_or(0);
-            let Some(words) = self.bytes(at, size).filter(|_| size % 8 == 0) else {
+            let Some(words) = self.bytes(at, size).filter(|_| size.is_multiple_of(8)) else {
                 return bad(format!("the DT_RELR relocations ({at:#x}+{size:#x}) are not in the file"));
             };
             // Each relocated word holds its target in the file.
@@ -742,7 +759,9 @@ impl<'a> Image<'a> {
                     }
                     _ => Err(Defect::new(
                         "bad_relocations",
-                        format!("a DT_RELR relocation of {target:#x} writes outside the writable segments or points outside the image"),
+                        format!(
+                            "a DT_RELR relocation of {target:#x} writes outside the writable segments or points outside the image"
+                        ),
                     )),
                 }
             };
@@ -771,7 +790,14 @@ impl<'a> Image<'a> {
 
 /// The relocation types the dynamic loader applies in a shared library.
 #[cfg(target_arch = "x86_64")]
-fn check_relocation_type(name: &str, i: usize, ty: u32, relative: bool, addend: u64, image: &Image) -> Result<(), Defect> {
+fn check_relocation_type(
+    name: &str,
+    i: usize,
+    ty: u32,
+    relative: bool,
+    addend: u64,
+    image: &Image,
+) -> Result<(), Defect> {
     let known = [
         elf::R_X86_64_NONE.0,
         elf::R_X86_64_64.0,
@@ -791,7 +817,10 @@ fn check_relocation_type(name: &str, i: usize, ty: u32, relative: bool, addend: 
         return Err(Defect::new("bad_relocations", format!("{name} relocation {i} has unknown type {ty}")));
     }
     if ty == elf::R_X86_64_IRELATIVE.0 && !image.executable(addend) {
-        return Err(Defect::new("bad_relocations", format!("{name} relocation {i} calls {addend:#x}, which is not code")));
+        return Err(Defect::new(
+            "bad_relocations",
+            format!("{name} relocation {i} calls {addend:#x}, which is not code"),
+        ));
     }
     Ok(())
 }
@@ -800,4 +829,3 @@ fn check_relocation_type(name: &str, i: usize, ty: u32, relative: bool, addend: 
 fn check_relocation_type(_: &str, _: usize, _: u32, _: bool, _: u64, _: &Image) -> Result<(), Defect> {
     Ok(())
 }
-

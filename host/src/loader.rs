@@ -270,7 +270,9 @@ pub fn clean_stale_copies_in(dir: &Path) -> usize {
             continue;
         }
         let path = entry.path();
-        if std::fs::read_dir(&path).map(|files| files.flatten().all(|f| std::fs::remove_file(f.path()).is_ok())).unwrap_or(false)
+        if std::fs::read_dir(&path)
+            .map(|files| files.flatten().all(|f| std::fs::remove_file(f.path()).is_ok()))
+            .unwrap_or(false)
             && std::fs::remove_dir(&path).is_ok()
         {
             tracing::info!("removed {}, a plugin copy left by process {pid}, which has ended", path.display());

@@ -589,7 +589,8 @@ impl ManifestBuilder {
     pub fn file(mut self, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let io = |message: String| Error::Io { path: path.to_path_buf(), message };
-        let bytes = crate::bounded::read(path, crate::bounded::MAX_MANIFEST_BYTES, false).map_err(|e| io(e.to_string()))?;
+        let bytes =
+            crate::bounded::read(path, crate::bounded::MAX_MANIFEST_BYTES, false).map_err(|e| io(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|e| io(format!("not UTF-8 text: {e}")))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };

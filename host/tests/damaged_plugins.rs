@@ -59,7 +59,12 @@ fn check_refuses(name: &str, bytes: &[u8]) -> String {
 
 fn refused(dir: &Path, out: &Output, name: &str) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{name}: the host exits with an error, not a crash: {:?}\n{stderr}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{name}: the host exits with an error, not a crash: {:?}\n{stderr}",
+        out.status
+    );
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{name}: one error paragraph\n{stderr}");
     assert_eq!(copies_left(dir), Vec::<String>::new(), "{name}: no plugin copy is left behind");
