@@ -674,3 +674,33 @@ fn vpostd_swapped_for_another_device_comes_back_when_its_build_is_put_back() {
     assert!(out.iter().any(|l| l.starts_with("message 2 refused")), "{out:?}");
     assert!(out.iter().any(|l| l.contains("posted 2 messages, 1 refused")), "{out:?}");
 }
+
+#[test]
+fn a_file_whose_replacement_did_not_load_loads_its_device_again() {
+    let file = scratch("nothing-runs").join("libfixture_reloadable.so");
+    std::fs::copy(lib("fixture_reloadable"), &file).unwrap();
+    let reloadme = std::fs::read(&file).unwrap();
+    let mut m = booted("[386Enh]\ndevice = [\"*VXDLDR\", \"fixture-dup-a\"]\n");
+    m.load_dynamic_device(&file.display().to_string(), true).unwrap();
+    for _ in 0..3 {
+        service(&mut m, 3);
+    }
+    let watcher = vmm_host::watch::Watcher::new(&m.plugin_devices(), std::time::Duration::from_millis(25)).unwrap();
+    // FXDUPB has FXDUPA's ID: RELOADME leaves, FXDUPB is refused.
+    let dup = std::fs::read(lib("fixture_dup_b")).unwrap();
+    let f = file.clone();
+    let reports = run_until_reload(&mut m, &watcher, move || replace_file(&f, &dup), |r| r.device == "RELOADME");
+    let last = reports.last().unwrap();
+    assert_eq!(last.result, "load_failed", "{last:?}");
+    assert!(last.message.as_deref().unwrap_or("").contains("did not load"), "{last:?}");
+    // RELOADME's build back: nothing runs from the file, so it is loaded,
+    // with the state it left with.
+    let f = file.clone();
+    let reports = run_until_reload(&mut m, &watcher, move || replace_file(&f, &reloadme), |_| true);
+    assert_eq!(reports[0].result, "loaded", "{:?}", reports[0]);
+    assert_eq!(reports[0].device, "RELOADME");
+    assert_eq!(reports[0].state_bytes, Some(8));
+    assert_eq!(service(&mut m, 2), 3, "the counter came back");
+    m.shutdown().unwrap();
+    trace_of(&m).expect(json!({"kind": "reload", "device": "RELOADME", "result": "loaded"}));
+}
