@@ -7,6 +7,13 @@
 //! with `init_root_module` — never `RootModule::load_from*`, which caches the
 //! first library forever.
 //!
+//! Before the copy is opened it is checked ([`crate::image::check`]): the
+//! dynamic loader faults or aborts the process on a truncated or damaged
+//! file, so it only ever sees files that pass. The file is read with a
+//! bound ([`crate::bounded`]), the copy's name is removed as soon as it is
+//! open (on every path), and copies left by processes that ended while the
+//! dynamic loader read them are removed before this process's first load.
+//!
 //! abi_stable never unloads a library, so loaded libraries are kept for the
 //! life of the process. Within a process, a file whose content was already
 //! loaded reuses that library (each device load still gets its own instance

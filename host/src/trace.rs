@@ -202,8 +202,9 @@ pub enum TraceEvent {
     Reload {
         /// DDB name.
         device: String,
-        /// `ok`, `replaced`, `load_failed`, `layout_mismatch`, `not_a_device`,
-        /// `create_failed`, `exit_refused`, `restore_refused`, `init_refused`.
+        /// `ok`, `replaced`, `loaded`, `load_failed`, `layout_mismatch`,
+        /// `not_a_device`, `create_failed`, `exit_refused`, `restore_refused`,
+        /// `init_refused`.
         result: &'static str,
         /// Content hash of the code before.
         old_build: String,
