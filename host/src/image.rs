@@ -829,3 +829,78 @@ fn check_relocation_type(
 fn check_relocation_type(_: &str, _: usize, _: u32, _: bool, _: u64, _: &Image) -> Result<(), Defect> {
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::rng::Rng;
+
+    /// This test binary: an ELF shared object of this machine (a
+    /// position-independent executable), with every table a plugin has.
+    fn sample() -> Vec<u8> {
+        std::fs::read(std::env::current_exe().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_intact_image_passes() {
+        assert_eq!(check(&sample()), Ok(()));
+    }
+
+    #[test]
+    fn headers_that_are_not_elf_for_this_machine_are_named() {
+        let good = sample();
+        let code = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = good[..4096].to_vec();
+            edit(&mut b);
+            check(&b).unwrap_err().code
+        };
+        assert_eq!(check(&[]).unwrap_err().code, "empty");
+        assert_eq!(code(&|b| b[0] = b'M'), "not_elf");
+        assert_eq!(code(&|b| b[4] = 1), "wrong_class");
+        assert_eq!(code(&|b| b[5] = 2), "wrong_endianness");
+        assert_eq!(code(&|b| b[18] ^= 0x40), "wrong_machine");
+        assert_eq!(code(&|b| b[16] = 1), "not_a_shared_object");
+        assert_eq!(check(&good[..40]).unwrap_err().code, "truncated");
+        assert_eq!(check(&good[..good.len() / 2]).unwrap_err().code, "truncated");
+    }
+
+    #[test]
+    fn damaged_images_are_refused_or_accepted_but_never_panic() {
+        // Seeded damage of every kind the fault-injection tests use, many
+        // times: the check must answer, whatever the bytes.
+        let mut data = sample();
+        let len = data.len();
+        let mut rng = Rng::new(0x1A2B_3C4D);
+        let (mut refused, mut tries) = (0, 0);
+        for round in 0..300 {
+            tries += 1;
+            match round % 3 {
+                0 => refused += usize::from(check(&data[..rng.below(len)]).is_err()),
+                1 => {
+                    // A few flipped bits in the first megabyte (headers and
+                    // the dynamic-linking tables), undone afterwards.
+                    let span = len.min(1 << 20);
+                    let flips: Vec<(usize, u8)> =
+                        (0..=rng.below(4)).map(|_| (rng.below(span), 1 << rng.below(8))).collect();
+                    for &(at, bit) in &flips {
+                        data[at] ^= bit;
+                    }
+                    refused += usize::from(check(&data).is_err());
+                    for &(at, bit) in flips.iter().rev() {
+                        data[at] ^= bit;
+                    }
+                }
+                _ => {
+                    // A random header field.
+                    let at = rng.below(64 + 56 * 12);
+                    let old = data[at];
+                    data[at] = rng.next_u64() as u8;
+                    refused += usize::from(check(&data).is_err());
+                    data[at] = old;
+                }
+            }
+        }
+        assert_eq!(check(&data), Ok(()), "the damage was undone");
+        assert!(refused > tries / 3, "{refused} of {tries} refused");
+    }
+}
