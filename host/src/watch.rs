@@ -203,6 +203,9 @@ fn debounce_loop(
                 let p = pending.entry(file).or_insert(Pending { first: at, last: at, stamp: None, graced: false });
                 p.last = at;
                 p.stamp = now;
+                // A truncated file that grows gets a new grace period: only
+                // one that stays cut short for that long is refused.
+                p.graced = false;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return,
