@@ -144,8 +144,9 @@ impl Core {
                 })?;
                 // The library may be shared with an earlier load of the same
                 // bytes from another path: the device's file is this one.
-                let lib =
-                    crate::loader::load(&file).map_err(|cause| self.reject_load(&request.name, file.clone(), cause))?;
+                let lib = self
+                    .load_plugin_file(&file)
+                    .map_err(|cause| self.reject_load(&request.name, file.clone(), cause))?;
                 (lib, file)
             }
         };

@@ -46,7 +46,9 @@ pub struct ReloadReport {
     pub device: String,
     /// `ok`, or why the old code stayed: `load_failed`, `layout_mismatch`,
     /// `not_a_device`, `create_failed`, `exit_refused`, `restore_refused`,
-    /// `init_refused`, `replaced` (a new name or ID: unloaded and loaded).
+    /// `init_refused`, `replaced` (a new name or ID: unloaded and loaded),
+    /// `loaded` (nothing ran from the file any more; it was loaded as a
+    /// dynamic device again).
     pub result: &'static str,
     /// Content hash of the code that ran before.
     pub old_build: String,
@@ -66,7 +68,7 @@ pub struct ReloadReport {
 impl ReloadReport {
     /// Whether the new code runs.
     pub fn ok(&self) -> bool {
-        matches!(self.result, "ok" | "replaced")
+        matches!(self.result, "ok" | "replaced" | "loaded")
     }
 }
 
@@ -238,6 +240,12 @@ impl Core {
     /// `VXDLDR_ERR_DEVICE_UNLOADABLE`), reclaim what the device still owns
     /// (each item a `UNLOAD_LEAK` violation) and release the instance.
     pub(crate) fn unload_dynamic(&self, idx: usize) -> Result<(), LoadError> {
+        self.unload_dynamic_keeping_state(idx, false).map(|_| ())
+    }
+
+    /// [`Core::unload_dynamic`]; with `keep_state`, the device's
+    /// `save_state` after its `Sys_Dynamic_Device_Exit`.
+    fn unload_dynamic_keeping_state(&self, idx: usize, keep_state: bool) -> Result<Option<Vec<u8>>, LoadError> {
         let (dynamic, count, name) = {
             let reg = self.registry.borrow();
             let s = &reg.slots[idx];
@@ -251,7 +259,7 @@ impl Core {
         }
         if count > 1 {
             self.registry.borrow_mut().slots[idx].load_count -= 1;
-            return Ok(());
+            return Ok(None);
         }
         let initialized = self.registry.borrow().slots[idx].initialized;
         if initialized {
@@ -273,11 +281,12 @@ impl Core {
             s.load_count = 0;
             (s.instance, s.info.device_id, s.file.display().to_string())
         };
+        let state = if keep_state { self.save_state(instance) } else { None };
         let leaks = self.reclaim(instance, &name);
         self.release_instance(instance);
         tracing::info!("VXDLDR unloaded {name}");
         self.trace(|| TraceEvent::DeviceUnloaded { device: name, id, file, reason: "unloaded", leaks });
-        Ok(())
+        Ok(state)
     }
 
     /// Release a device instance: it is dropped in its plugin and never
@@ -331,7 +340,7 @@ impl Core {
             self.finish_reload(report, started)
         };
         // 1. Load and check the new copy.
-        let lib = match crate::loader::load(file) {
+        let lib = match self.load_plugin_file(file) {
             Ok(lib) => lib,
             Err(cause) => {
                 let result = match cause {
@@ -446,8 +455,107 @@ impl Core {
         }
     }
 
+    /// Apply a watched file's change (`vmm run --watch`): reload the
+    /// device that runs from the file. If none does any more (a rebuild
+    /// with another name or ID unloaded it and its replacement did not
+    /// load, or was unloaded since), the file is loaded as a dynamic device
+    /// again: the file stays watched whatever happened to its device. A
+    /// change refused before loading is a `plugin_rejected` record and a
+    /// `load_failed` reload; the old code keeps running.
+    pub(crate) fn reload_file(&self, change: &crate::watch::Change) -> ReloadReport {
+        let live = {
+            let reg = self.registry.borrow();
+            reg.slots
+                .iter()
+                .find(|s| s.alive() && matches!(s.code, DeviceCode::Plugin { .. }) && s.file == change.file)
+                .map(|s| (s.info.name.clone(), s.build.clone()))
+        };
+        if let Some(defect) = &change.rejected {
+            self.trace_plugin_rejected(&change.file, defect);
+            let (device, old_build) = live.unwrap_or_else(|| (change.device.clone(), String::new()));
+            let report = ReloadReport {
+                device,
+                result: "load_failed",
+                old_build,
+                new_build: change.build.clone(),
+                state_bytes: None,
+                leaks: 0,
+                latency_ms: 0.0,
+                message: Some(format!(
+                    "{}: refused before loading: {} (defect: {}); the old code keeps running",
+                    change.file.display(),
+                    defect.detail,
+                    defect.code
+                )),
+            };
+            return self.finish_reload(report, change.noticed);
+        }
+        match live {
+            Some((name, _)) => self.reload_device(&name, &change.file, change.noticed),
+            None => {
+                let mut report = ReloadReport {
+                    device: change.device.clone(),
+                    result: "loaded",
+                    old_build: String::new(),
+                    new_build: change.build.clone(),
+                    state_bytes: None,
+                    leaks: 0,
+                    latency_ms: 0.0,
+                    message: None,
+                };
+                match self.load_with_state(&change.file) {
+                    Ok((idx, state_bytes)) => {
+                        let reg = self.registry.borrow();
+                        let s = &reg.slots[idx];
+                        report.device = s.info.name.clone();
+                        report.new_build = s.build.clone();
+                        report.state_bytes = state_bytes;
+                        report.message = Some(format!(
+                            "nothing ran from {} any more: {} (ID {:#06X}) was loaded from it as a dynamic device",
+                            change.file.display(),
+                            s.info.name,
+                            s.info.device_id
+                        ));
+                    }
+                    Err(e) => {
+                        report.result = "load_failed";
+                        report.message = Some(format!("nothing runs from {}: {}", change.file.display(), e.message));
+                    }
+                }
+                self.finish_reload(report, change.noticed)
+            }
+        }
+    }
+
+    /// Load `file` as a dynamic device; a device of that name and ID that a
+    /// swap took out gets its state back (`restore_state`) before
+    /// `Sys_Dynamic_Device_Init`. The slot, and how many bytes of state
+    /// were handed back.
+    fn load_with_state(&self, file: &Path) -> Result<(usize, Option<usize>), LoadError> {
+        let origin = Origin { file: "reload".to_string(), line: 0, column: 0 };
+        let idx = self.load_dynamic(&file.display().to_string(), false, &origin)?;
+        let (name, id, instance, fresh) = {
+            let reg = self.registry.borrow();
+            let s = &reg.slots[idx];
+            (s.info.name.clone(), s.info.device_id, s.instance, !s.initialized)
+        };
+        if !fresh {
+            // Already loaded (and counted once more): nothing to initialize.
+            return Ok((idx, None));
+        }
+        let state = self.swapped_out.borrow_mut().remove(&(name.clone(), id));
+        if let Some(bytes) = &state
+            && let Err(why) = self.restore_state(instance, bytes)
+        {
+            tracing::warn!("{name} refused the state it had when it was swapped out ({why}); it starts afresh");
+        }
+        self.dynamic_device_init(idx)?;
+        Ok((idx, state.map(|s| s.len())))
+    }
+
     /// A rebuilt plugin with a new name or ID is another device: unload
-    /// the old one and load the new one.
+    /// the old one (keeping its state in case a build of it comes back)
+    /// and load the new one.
     fn replace_device(
         &self,
         idx: usize,
@@ -459,15 +567,22 @@ impl Core {
         let old = self.registry.borrow().slots[idx].info.clone();
         self.registry.borrow_mut().slots[idx].load_count = 1;
         self.registry.borrow_mut().slots[idx].dynamic = true;
-        if let Err(e) = self.unload_dynamic(idx) {
-            report.result = "exit_refused";
-            report.message = Some(e.message);
-            return self.finish_reload(report, started);
+        match self.unload_dynamic_keeping_state(idx, true) {
+            Err(e) => {
+                report.result = "exit_refused";
+                report.message = Some(e.message);
+                return self.finish_reload(report, started);
+            }
+            Ok(state) => {
+                if let Some(state) = state {
+                    self.swapped_out.borrow_mut().insert((old.name.clone(), old.device_id), state);
+                }
+            }
         }
-        let origin = Origin { file: "reload".to_string(), line: 0, column: 0 };
-        match self.load_dynamic(&file.display().to_string(), true, &origin) {
-            Ok(_) => {
+        match self.load_with_state(file) {
+            Ok((_, state_bytes)) => {
                 report.result = "replaced";
+                report.state_bytes = state_bytes;
                 report.message = Some(format!(
                     "{} (ID {:#06X}) became {} (ID {:#06X}): unloaded and loaded",
                     old.name, old.device_id, new_info.name, new_info.device_id

@@ -15,6 +15,10 @@ pub enum LoadCause {
     },
     /// The operating system could not open it as a shared library.
     Open(String),
+    /// The file was refused before the dynamic loader saw it: not a
+    /// regular file, too large, or not an image it can map safely
+    /// (truncated, damaged, built for another machine).
+    Rejected(crate::image::Defect),
     /// A shared library without abi_stable's root-module symbol.
     NotAbiStable,
     /// Built with another major version of abi_stable.
@@ -60,6 +64,7 @@ impl std::fmt::Display for LoadCause {
                 Ok(())
             }
             LoadCause::Open(e) => write!(f, "cannot open it as a shared library: {e}"),
+            LoadCause::Rejected(d) => write!(f, "refused before loading: {} (defect: {})", d.detail, d.code),
             LoadCause::NotAbiStable => write!(
                 f,
                 "not an abi_stable plugin: the library has no abi_stable root module \

@@ -7,11 +7,13 @@
 //! for the map of the modules.
 
 pub mod boot;
+pub mod bounded;
 pub(crate) mod builtin;
 pub mod cargo;
 pub(crate) mod dispatch;
 pub mod dynamic;
 pub mod error;
+pub mod image;
 pub mod loader;
 pub mod machine;
 pub mod manifest;

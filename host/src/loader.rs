@@ -7,6 +7,13 @@
 //! with `init_root_module` — never `RootModule::load_from*`, which caches the
 //! first library forever.
 //!
+//! Before the copy is opened it is checked ([`crate::image::check`]): the
+//! dynamic loader faults or aborts the process on a truncated or damaged
+//! file, so it only ever sees files that pass. The file is read with a
+//! bound ([`crate::bounded`]), the copy's name is removed as soon as it is
+//! open (on every path), and copies left by processes that ended while the
+//! dynamic loader read them are removed before this process's first load.
+//!
 //! abi_stable never unloads a library, so loaded libraries are kept for the
 //! life of the process. Within a process, a file whose content was already
 //! loaded reuses that library (each device load still gets its own instance
@@ -21,6 +28,7 @@ use abi_stable::library::{LibraryError, RootModule, RootModuleError, lib_header_
 use vmm_plugin_api::abi::{PluginInfo, PluginRoot_Ref};
 
 use crate::error::LoadCause;
+use crate::image::{self, Defect};
 
 /// abi_stable's exported root-module symbol.
 const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader\0";
@@ -120,8 +128,25 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     Some((path.to_path_buf(), meta.len(), meta.modified().ok()))
 }
 
+/// Read a plugin file: a regular file of at most
+/// [`MAX_PLUGIN_BYTES`](crate::bounded::MAX_PLUGIN_BYTES) bytes.
+pub fn read_plugin_file(path: &Path) -> Result<Vec<u8>, LoadCause> {
+    use crate::bounded::{self, ReadError};
+    bounded::read(path, bounded::MAX_PLUGIN_BYTES, true).map_err(|e| match e {
+        ReadError::NotRegular(_) => LoadCause::Rejected(Defect::new("not_a_regular_file", e.to_string())),
+        ReadError::TooLarge { .. } => LoadCause::Rejected(Defect::new("too_large", e.to_string())),
+        ReadError::Io(e) => LoadCause::Open(e.to_string()),
+    })
+}
+
 /// Load (or reuse) the plugin in `path`.
+///
+/// The file is read (bounded), copied to a path of this process's own,
+/// and the copy — the bytes the dynamic loader will map — is checked by
+/// [`image::check`] before it is opened. The copy's name is removed as
+/// soon as the library is open, whatever the outcome.
 pub fn load(path: &Path) -> Result<&'static PluginLibrary, LoadCause> {
+    clean_stale_copies();
     let stamp = stamp(path);
     if let Some(st) = &stamp {
         let known = hashes().lock().unwrap_or_else(|p| p.into_inner()).get(st).cloned();
@@ -131,47 +156,154 @@ pub fn load(path: &Path) -> Result<&'static PluginLibrary, LoadCause> {
             return Ok(lib);
         }
     }
-    let bytes = std::fs::read(path).map_err(|e| LoadCause::Open(e.to_string()))?;
+    let bytes = read_plugin_file(path)?;
     let build = format!("{:016x}", content_hash(&bytes));
-    if let Some(st) = stamp {
-        hashes().lock().unwrap_or_else(|p| p.into_inner()).insert(st, build.clone());
-    }
     if let Some(lib) = cache().lock().unwrap_or_else(|p| p.into_inner()).get(&build) {
+        if let Some(st) = stamp {
+            hashes().lock().unwrap_or_else(|p| p.into_inner()).insert(st, build.clone());
+        }
         return Ok(lib);
     }
-    let copy = copy_path(path, &build).map_err(LoadCause::Open)?;
-    std::fs::write(&copy, &bytes).map_err(|e| LoadCause::Open(format!("cannot copy to {}: {e}", copy.display())))?;
-    let result = open_copy(&copy);
-    if std::env::var_os("VMM_KEEP_PLUGIN_COPIES").is_none() {
-        // The mapping keeps the inode alive; the name is not needed.
-        let _ = std::fs::remove_file(&copy);
-        if let Some(dir) = copy.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-    let (root, info) = result?;
+    let copy = Copy::write(path, &build, &bytes)?;
+    drop(bytes);
+    // Check the copy, not the original: the original may change at any
+    // time (a build writing it), the copy is what gets mapped.
+    let mapped = read_plugin_file(&copy.path)?;
+    image::check(&mapped).map_err(LoadCause::Rejected)?;
+    let size = mapped.len() as u64;
+    drop(mapped);
+    let (root, info) = open_copy(&copy.path)?;
+    drop(copy);
     COPIES.fetch_add(1, Ordering::Relaxed);
-    COPY_BYTES.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    COPY_BYTES.fetch_add(size, Ordering::Relaxed);
     let lib: &'static PluginLibrary = Box::leak(Box::new(PluginLibrary {
         path: path.to_path_buf(),
         build: build.clone(),
         root,
         info,
-        file_size: bytes.len() as u64,
+        file_size: size,
     }));
+    if let Some(st) = stamp {
+        hashes().lock().unwrap_or_else(|p| p.into_inner()).insert(st, build.clone());
+    }
     cache().lock().unwrap_or_else(|p| p.into_inner()).insert(build, lib);
     Ok(lib)
 }
 
-/// A fresh path for a copy, in a directory of its own: loads on several
-/// threads (a test suite) never share a directory one of them removes.
-fn copy_path(original: &Path, build: &str) -> Result<PathBuf, String> {
-    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("vmm-plugins-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let stem = original.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
-    let ext = original.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
-    Ok(dir.join(format!("{stem}-{n}-{}.{ext}", &build[..8])))
+impl crate::machine::Core {
+    /// [`load`] for this machine: a file refused before loading is also a
+    /// `plugin_rejected` record.
+    pub(crate) fn load_plugin_file(&self, file: &Path) -> Result<&'static PluginLibrary, LoadCause> {
+        let r = load(file);
+        if let Err(LoadCause::Rejected(defect)) = &r {
+            self.trace_plugin_rejected(file, defect);
+        }
+        r
+    }
+
+    /// A `plugin_rejected` record (and a warning) for `file`.
+    pub(crate) fn trace_plugin_rejected(&self, file: &Path, defect: &Defect) {
+        tracing::warn!("{} refused: {}", file.display(), defect);
+        self.trace(|| crate::trace::TraceEvent::PluginRejected {
+            file: file.display().to_string(),
+            defect: defect.code,
+            message: defect.detail.clone(),
+        });
+    }
+}
+
+/// The prefix of the directories plugin copies live in:
+/// `vmm-plugins-<pid>-<sequence>` in the temporary directory.
+const COPY_DIR_PREFIX: &str = "vmm-plugins-";
+
+/// A plugin copy on disk. Dropping it removes the file and its directory
+/// (the mapping keeps the inode alive), on success, on error and when a
+/// panic unwinds, unless `VMM_KEEP_PLUGIN_COPIES` is set (then the next
+/// `vmm` started after this process ends removes it).
+struct Copy {
+    path: PathBuf,
+}
+
+impl Copy {
+    /// Write `bytes` to a fresh path, in a directory of its own: loads on
+    /// several threads (a test suite) never share a directory one of them
+    /// removes.
+    fn write(original: &Path, build: &str, bytes: &[u8]) -> Result<Copy, LoadCause> {
+        use std::io::Write;
+        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("{COPY_DIR_PREFIX}{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| LoadCause::Open(format!("cannot create {}: {e}", dir.display())))?;
+        let stem = original.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+        let ext = original.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
+        let copy = Copy { path: dir.join(format!("{stem}-{n}-{}.{ext}", &build[..8])) };
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&copy.path)
+            .and_then(|mut f| f.write_all(bytes));
+        written.map_err(|e| LoadCause::Open(format!("cannot copy to {}: {e}", copy.path.display())))?;
+        Ok(copy)
+    }
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        if std::env::var_os("VMM_KEEP_PLUGIN_COPIES").is_none() {
+            let _ = std::fs::remove_file(&self.path);
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// Remove the plugin copies that processes which have ended left in the
+/// temporary directory (a process killed while the dynamic loader read a
+/// copy). Runs once per process, before its first load; copies of live
+/// processes are left alone. Returns the directories removed.
+pub fn clean_stale_copies() -> usize {
+    static DONE: OnceLock<usize> = OnceLock::new();
+    *DONE.get_or_init(|| clean_stale_copies_in(&std::env::temp_dir()))
+}
+
+/// [`clean_stale_copies`] in `dir`.
+pub fn clean_stale_copies_in(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(copy_dir_owner) else { continue };
+        if pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        if std::fs::read_dir(&path)
+            .map(|files| files.flatten().all(|f| std::fs::remove_file(f.path()).is_ok()))
+            .unwrap_or(false)
+            && std::fs::remove_dir(&path).is_ok()
+        {
+            tracing::info!("removed {}, a plugin copy left by process {pid}, which has ended", path.display());
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The process that owns a copy directory named `vmm-plugins-<pid>-<n>`.
+fn copy_dir_owner(name: &str) -> Option<u32> {
+    let (pid, n) = name.strip_prefix(COPY_DIR_PREFIX)?.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` runs. Without a way to tell, every process is
+/// taken to run (nothing is removed).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists() || !Path::new("/proc/self").exists()
+    } else {
+        true
+    }
 }
 
 fn open_copy(copy: &Path) -> Result<(PluginRoot_Ref, PluginInfo), LoadCause> {

@@ -211,6 +211,9 @@ pub(crate) struct Core {
     /// Instances in their dynamic init (factory, `restore_state`,
     /// `Sys_Dynamic_Device_Init`), where init-only services are legal.
     pub(crate) dynamic_init: RefCell<Vec<u32>>,
+    /// The state of devices a rebuild with another name or ID swapped out,
+    /// by name and ID, until a build of the device comes back.
+    pub(crate) swapped_out: RefCell<std::collections::HashMap<(String, u16), Vec<u8>>>,
 }
 
 /// Permanent hooks: `Call_When_Task_Switched` and `Call_When_Idle`, in
@@ -264,6 +267,7 @@ impl Core {
             shell: crate::shell::ShellState::default(),
             far: RefCell::new(crate::ring3::memory::FarMemory::default()),
             dynamic_init: RefCell::new(Vec::new()),
+            swapped_out: RefCell::default(),
             pace_interrupt: RefCell::new(None),
             in_process: options
                 .in_process
@@ -848,8 +852,8 @@ impl Machine {
                 }
             };
             for change in changes {
-                let report = self.core.reload_device(&change.device, &change.file, change.noticed);
-                watcher.set_build(&change.file, &change.device, &change.build);
+                let report = self.core.reload_file(&change);
+                watcher.set_build(&change.file, &report.device, &change.build);
                 // A watched run ends with Ctrl-C: keep the trace file current.
                 self.core.finish_trace();
                 self.fail_on_fatal(Ok(()))?;

@@ -588,8 +588,10 @@ impl ManifestBuilder {
     /// Add a manifest file.
     pub fn file(mut self, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Io { path: path.to_path_buf(), message: e.to_string() })?;
+        let io = |message: String| Error::Io { path: path.to_path_buf(), message };
+        let bytes =
+            crate::bounded::read(path, crate::bounded::MAX_MANIFEST_BYTES, false).map_err(|e| io(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|e| io(format!("not UTF-8 text: {e}")))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
         self.sources.push(Source { name: path.display().to_string(), text, dir });

@@ -47,8 +47,10 @@ impl SearchPath {
     /// Find `name`'s file.
     pub fn find(&self, name: &str) -> Option<PathBuf> {
         if is_path(name) {
+            // A path that names something other than a file is found, so
+            // that loading it says what it is.
             let p = self.base.join(name);
-            return p.is_file().then_some(p);
+            return p.exists().then_some(p);
         }
         let file = library_file_name(name);
         self.dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file())

@@ -96,6 +96,17 @@ pub enum TraceEvent {
         /// Human-readable detail.
         message: String,
     },
+    /// A plugin file was refused before the dynamic loader saw it: not a
+    /// regular file, too large, or an image it cannot map safely.
+    PluginRejected {
+        /// The file.
+        file: String,
+        /// A stable code: `truncated`, `not_elf`, `wrong_machine`, ...
+        /// (see `image::Defect`).
+        defect: &'static str,
+        /// What is wrong, for people.
+        message: String,
+    },
     /// A system control message was sent to a device.
     Control {
         /// The receiving device.
@@ -191,8 +202,9 @@ pub enum TraceEvent {
     Reload {
         /// DDB name.
         device: String,
-        /// `ok`, `replaced`, `load_failed`, `layout_mismatch`, `not_a_device`,
-        /// `create_failed`, `exit_refused`, `restore_refused`, `init_refused`.
+        /// `ok`, `replaced`, `loaded`, `load_failed`, `layout_mismatch`,
+        /// `not_a_device`, `create_failed`, `exit_refused`, `restore_refused`,
+        /// `init_refused`.
         result: &'static str,
         /// Content hash of the code before.
         old_build: String,

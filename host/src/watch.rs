@@ -6,9 +6,17 @@
 //! after the first rebuild. So the watcher watches each plugin's
 //! *directory*, non-recursively, and reacts to a create, a rename onto, or
 //! a data write of one of the watched file names. A change counts once the
-//! file has been quiet for the debounce interval and its content hash
-//! differs from the code that runs; the run loop then reloads the device at
-//! its next safe point.
+//! file has been quiet for the debounce interval, its size and modification
+//! time did not move over that interval nor while it was read (a file
+//! written in pieces is not taken half-written), and its content hash
+//! differs from what was last handled; the run loop then reloads the device
+//! at its next safe point.
+//!
+//! The watcher also checks the image ([`crate::image::check`]): a file
+//! that is truncated gets a grace period to be completed; one that stays
+//! damaged is handed over as a rejected change (a `plugin_rejected`
+//! record, the old code keeps running). Either way the file stays watched:
+//! the next build is considered again.
 //!
 //! The watcher thread only sends requests: the VMM stays on one thread.
 
@@ -38,6 +46,28 @@ pub struct Change {
     pub noticed: Instant,
     /// The new content hash (16 hex digits, as in `device_loaded`).
     pub build: String,
+    /// Why the file cannot be loaded, when it was refused before loading.
+    pub rejected: Option<crate::image::Defect>,
+}
+
+/// A file's size and modification time.
+type Stamp = Option<(u64, Option<std::time::SystemTime>)>;
+
+fn stamp(file: &Path) -> Stamp {
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.len(), meta.modified().ok()))
+}
+
+/// A file with events not yet handled.
+struct Pending {
+    /// The first event.
+    first: Instant,
+    /// The last event (or when the quiet interval restarts).
+    last: Instant,
+    /// Size and modification time at `last`.
+    stamp: Stamp,
+    /// A truncated file got its grace period.
+    graced: bool,
 }
 
 /// Changes ready to be loaded, and the condition `wait` sleeps on.
@@ -148,7 +178,8 @@ fn same_dir(watched: &Path, event: &Path) -> bool {
 }
 
 /// The watcher thread: collect events per file; once a file has been quiet
-/// for `debounce`, hash it and offer it if its content is new.
+/// (and unchanged) for `debounce`, read, hash and check it, and offer it if
+/// its content is new.
 fn debounce_loop(
     rx: mpsc::Receiver<(PathBuf, Instant)>,
     debounce: Duration,
@@ -156,39 +187,75 @@ fn debounce_loop(
     flag: Arc<AtomicBool>,
     targets: Arc<Mutex<HashMap<PathBuf, (String, String)>>>,
 ) {
-    // file -> (first event, last event)
-    let mut pending: HashMap<PathBuf, (Instant, Instant)> = HashMap::new();
+    // A truncated file may still be being written: it is looked at again
+    // after this long before it counts as damaged.
+    let grace = (debounce * 4).max(Duration::from_millis(250));
+    let mut pending: HashMap<PathBuf, Pending> = HashMap::new();
     loop {
-        let wait = pending.values().map(|(_, last)| (*last + debounce).saturating_duration_since(Instant::now())).min();
+        let wait = pending.values().map(|p| (p.last + debounce).saturating_duration_since(Instant::now())).min();
         let got = match wait {
             Some(w) => rx.recv_timeout(w),
             None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match got {
             Ok((file, at)) => {
-                let e = pending.entry(file).or_insert((at, at));
-                e.1 = at;
+                let now = stamp(&file);
+                let p = pending.entry(file).or_insert(Pending { first: at, last: at, stamp: None, graced: false });
+                p.last = at;
+                p.stamp = now;
+                // A truncated file that grows gets a new grace period: only
+                // one that stays cut short for that long is refused.
+                p.graced = false;
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
         }
         let now = Instant::now();
-        let quiet: Vec<PathBuf> = pending
-            .iter()
-            .filter(|(_, (_, last))| now.duration_since(*last) >= debounce)
-            .map(|(f, _)| f.clone())
-            .collect();
+        let quiet: Vec<PathBuf> =
+            pending.iter().filter(|(_, p)| now >= p.last + debounce).map(|(f, _)| f.clone()).collect();
         for file in quiet {
-            let Some((first, _)) = pending.remove(&file) else { continue };
+            let Some(mut p) = pending.remove(&file) else { continue };
+            let before = stamp(&file);
             // cargo links the finished file in one step; a file that is
-            // gone or unreadable now will announce itself again.
-            let Ok(bytes) = std::fs::read(&file) else { continue };
-            let build = format!("{:016x}", crate::loader::content_hash(&bytes));
+            // gone now will announce itself again.
+            if before.is_none() {
+                continue;
+            }
+            // Changed without an event, or while it was read: wait again.
+            let again = |mut p: Pending, pending: &mut HashMap<PathBuf, Pending>, stamp: Stamp| {
+                p.last = Instant::now();
+                p.stamp = stamp;
+                pending.insert(file.clone(), p);
+            };
+            if before != p.stamp {
+                again(p, &mut pending, before);
+                continue;
+            }
+            let read = crate::loader::read_plugin_file(&file);
+            let after = stamp(&file);
+            if after != before {
+                again(p, &mut pending, after);
+                continue;
+            }
+            let (build, rejected) = match read {
+                Ok(bytes) => {
+                    let build = format!("{:016x}", crate::loader::content_hash(&bytes));
+                    (build, crate::image::check(&bytes).err())
+                }
+                Err(crate::LoadCause::Rejected(defect)) => (String::new(), Some(defect)),
+                Err(_) => continue,
+            };
+            if rejected.as_ref().is_some_and(|d| matches!(d.code, "truncated" | "empty")) && !p.graced {
+                p.graced = true;
+                p.last = Instant::now() + grace.saturating_sub(debounce);
+                pending.insert(file, p);
+                continue;
+            }
             let device = {
                 let t = targets.lock().unwrap_or_else(|p| p.into_inner());
                 match t.get(&file) {
-                    Some((device, known)) if *known != build => Some(device.clone()),
+                    Some((device, known)) if *known != build || build.is_empty() => Some(device.clone()),
                     _ => None,
                 }
             };
@@ -196,7 +263,7 @@ fn debounce_loop(
             let (lock, cvar) = &*ready;
             let mut r = lock.lock().unwrap_or_else(|p| p.into_inner());
             r.retain(|c| c.file != file);
-            r.push(Change { device, file, noticed: first, build });
+            r.push(Change { device, file, noticed: p.first, build, rejected });
             flag.store(true, Ordering::Relaxed);
             cvar.notify_all();
         }

@@ -442,3 +442,265 @@ fn api_entry_points_held_by_ring3_code_reach_the_new_code() {
     m.shutdown().unwrap();
     trace_of(&m).expect(json!({"kind": "program_output", "module": "DOSLOAD", "text": "api true ax=1 bx=2 cf=0"}));
 }
+
+// ---- damaged files, and watching -------------------------------------------------------------
+
+/// A directory of its own under the test's temporary directory.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dynamic-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// RELOADME's plugin cut to half its size, in `dir`.
+fn truncated_reloadme(dir: &std::path::Path) -> std::path::PathBuf {
+    let bytes = std::fs::read(lib("fixture_reloadable")).unwrap();
+    let file = dir.join("libfixture_reloadable.so");
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    file
+}
+
+#[test]
+fn vxdldr_refuses_a_damaged_file_with_bad_device_file() {
+    let file = truncated_reloadme(&scratch("vxdldr-damaged"));
+    let mut m = booted(BASE);
+    let r = m.load_dynamic_device(&file.display().to_string(), true);
+    assert_eq!(r.map_err(|(c, _)| c), Err(VXDLDR_ERR_BAD_DEVICE_FILE));
+    let t = trace_of(&m);
+    t.expect_in_order(&[
+        json!({"kind": "plugin_rejected", "file": file.display().to_string(), "defect": "truncated"}),
+        json!({"kind": "vxdldr", "op": "load", "result": "VXDLDR_ERR_BAD_DEVICE_FILE"}),
+    ]);
+    // The machine is consistent: the good build loads and answers.
+    m.load_dynamic_device("fixture-reloadable", true).unwrap();
+    assert_eq!(service(&mut m, 1), 1);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn a_ring3_program_asking_vxdldr_for_a_damaged_file_gets_an_error_code() {
+    let file = truncated_reloadme(&scratch("ring3-damaged"));
+    let run = Scenario::new(&format!(
+        "[386Enh]\ndevice = [\"*VXDLDR\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"DOSLOAD\"\n\
+         args = \"load {};load fixture-reloadable;api\"\n",
+        file.display()
+    ))
+    .module::<DosLoader>()
+    .run();
+    run.assert_ok();
+    let out: Vec<String> = run
+        .trace()
+        .values(json!({"kind": "program_output", "module": "DOSLOAD"}), "text")
+        .into_iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        out,
+        [
+            format!("load {}: cf=1 ax={VXDLDR_ERR_BAD_DEVICE_FILE}", file.display()),
+            "load fixture-reloadable: cf=0 ax=1".to_string(),
+            "api true ax=1 bx=0 cf=0".to_string(),
+        ]
+    );
+    run.trace().expect(json!({"kind": "plugin_rejected", "defect": "truncated"}));
+}
+
+/// Make `change` to watched files, then run watching until a reload
+/// report that `done` accepts (each report is also collected).
+fn run_until_reload(
+    m: &mut Machine,
+    watcher: &vmm_host::watch::Watcher,
+    change: impl FnOnce() + Send + 'static,
+    done: impl Fn(&vmm_host::dynamic::ReloadReport) -> bool,
+) -> Vec<vmm_host::dynamic::ReloadReport> {
+    let writer = std::thread::spawn(change);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut reports = Vec::new();
+    while !reports.last().is_some_and(&done) {
+        assert!(std::time::Instant::now() < deadline, "no reload within 30 s: {reports:?}");
+        // Wait for the watcher first: the machine does not run ahead of it.
+        while !watcher.has_changes() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        m.run_watching(watcher, Some(deadline), &mut |r| {
+            reports.push(r.clone());
+            std::ops::ControlFlow::Break(())
+        })
+        .unwrap();
+    }
+    writer.join().unwrap();
+    reports
+}
+
+/// Replace `file` in one step (write beside it, rename onto it).
+fn replace_file(file: &std::path::Path, bytes: &[u8]) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+/// RELOADME loaded from a copy in a scratch directory, its counter at 3,
+/// and a watcher on the copy.
+fn watched_reloadme(name: &str) -> (Machine, std::path::PathBuf, vmm_host::watch::Watcher) {
+    let file = scratch(name).join("libfixture_reloadable.so");
+    std::fs::copy(lib("fixture_reloadable"), &file).unwrap();
+    let mut m = booted(BASE);
+    m.load_dynamic_device(&file.display().to_string(), true).unwrap();
+    for _ in 0..3 {
+        service(&mut m, 3);
+    }
+    let watcher = vmm_host::watch::Watcher::new(&m.plugin_devices(), std::time::Duration::from_millis(25)).unwrap();
+    (m, file, watcher)
+}
+
+#[test]
+fn a_plugin_written_in_two_pieces_is_reloaded_once_when_complete() {
+    let (mut m, file, watcher) = watched_reloadme("pieces");
+    // A new build: the same code with other bytes at the end.
+    let mut next = std::fs::read(&file).unwrap();
+    next.extend_from_slice(b"a later build");
+    let want = format!("{:016x}", vmm_host::loader::content_hash(&next));
+    let (f, bytes) = (file.clone(), next.clone());
+    let reports = run_until_reload(
+        &mut m,
+        &watcher,
+        move || {
+            use std::io::Write;
+            let mut out = std::fs::File::create(&f).unwrap();
+            let half = bytes.len() / 2;
+            out.write_all(&bytes[..half]).unwrap();
+            out.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            out.write_all(&bytes[half..]).unwrap();
+        },
+        |r| r.ok(),
+    );
+    // Nothing more comes of it.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(!watcher.has_changes());
+    let ok: Vec<_> = reports.iter().filter(|r| r.ok()).collect();
+    assert_eq!(ok.len(), 1, "{reports:?}");
+    assert_eq!(ok[0].result, "ok");
+    assert_eq!(ok[0].new_build, want, "the complete file runs");
+    // A pause longer than the watcher's grace shows the half file as
+    // refused first; it never runs.
+    for r in reports.iter().filter(|r| !r.ok()) {
+        assert_eq!(r.result, "load_failed", "{r:?}");
+        assert!(r.message.as_deref().unwrap_or("").contains("defect: truncated"), "{r:?}");
+    }
+    assert_eq!(service(&mut m, 2), 3, "the state came along");
+    m.shutdown().unwrap();
+    trace_of(&m).expect(json!({"kind": "reload", "device": "RELOADME", "result": "ok", "new_build": want}));
+}
+
+#[test]
+fn a_damaged_rebuild_under_watch_is_refused_and_the_old_code_keeps_running() {
+    let (mut m, file, watcher) = watched_reloadme("damaged");
+    let good = std::fs::read(&file).unwrap();
+    let mut damaged = good.clone();
+    // Another machine's build.
+    damaged[18..20].copy_from_slice(&(if cfg!(target_arch = "aarch64") { 62u16 } else { 183u16 }).to_le_bytes());
+    let f = file.clone();
+    let reports = run_until_reload(&mut m, &watcher, move || replace_file(&f, &damaged), |_| true);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].result, "load_failed", "{:?}", reports[0]);
+    assert!(reports[0].message.as_deref().unwrap_or("").contains("wrong_machine"), "{:?}", reports[0]);
+    assert_eq!(service(&mut m, 2), 3, "the old instance runs with its state");
+    trace_of(&m)
+        .expect(json!({"kind": "plugin_rejected", "file": file.display().to_string(), "defect": "wrong_machine"}));
+    // The file is still watched: a good build after it is loaded.
+    let mut next = good;
+    next.extend_from_slice(b"fixed");
+    let f = file.clone();
+    let reports = run_until_reload(&mut m, &watcher, move || replace_file(&f, &next), |_| true);
+    assert_eq!(reports[0].result, "ok", "{:?}", reports[0]);
+    assert_eq!(service(&mut m, 2), 3);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn vpostd_swapped_for_another_device_comes_back_when_its_build_is_put_back() {
+    // VPOSTD runs from a copy; DOS1 holds its V86 entry point and posts
+    // at 0, 1000 and 2000 ms.
+    let file = scratch("swap").join("libvpostd.so");
+    std::fs::copy(lib("vpostd"), &file).unwrap();
+    let vpostd = std::fs::read(&file).unwrap();
+    let mut m = Scenario::new(&format!(
+        "[386Enh]\ndevice = [\"*SHELL\", \"*VXDLDR\", \"{}\"]\n[windows]\nload = [\"POSTAPP\"]\n\
+         [[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS\"\nargs = \"count=3 interval=1000\"\n",
+        file.display()
+    ))
+    .machine()
+    .expect("manifest");
+    m.boot().expect("boot");
+    m.run_for(vmm_host::time::Duration::from_millis(500)).unwrap();
+    let watcher = vmm_host::watch::Watcher::new(&m.plugin_devices(), std::time::Duration::from_millis(25)).unwrap();
+
+    // Another device's build in VPOSTD's file: VPOSTD leaves.
+    let other = std::fs::read(lib("fixture_reloadable")).unwrap();
+    let f = file.clone();
+    let reports = run_until_reload(&mut m, &watcher, move || replace_file(&f, &other), |_| true);
+    assert_eq!(reports[0].result, "replaced", "{:?}", reports[0]);
+    m.run_for(vmm_host::time::Duration::from_millis(1000)).unwrap();
+
+    // VPOSTD's build back: it loads again, with the state it left with.
+    let f = file.clone();
+    let reports = run_until_reload(&mut m, &watcher, move || replace_file(&f, &vpostd), |_| true);
+    assert_eq!(reports[0].result, "replaced", "{:?}", reports[0]);
+    assert_eq!(reports[0].device, "RELOADME");
+    assert!(reports[0].state_bytes.is_some_and(|n| n > 0), "VPOSTD's state came back: {:?}", reports[0]);
+    m.run().unwrap();
+    m.shutdown().unwrap();
+
+    let t = trace_of(&m);
+    t.expect_in_order(&[
+        json!({"kind": "device_unloaded", "device": "VPOSTD"}),
+        json!({"kind": "device_loaded", "device": "RELOADME"}),
+        json!({"kind": "device_unloaded", "device": "RELOADME"}),
+        json!({"kind": "device_loaded", "device": "VPOSTD", "id": 0x4321}),
+    ]);
+    let delivered: Vec<(u64, u64)> = t
+        .matching(json!({"kind": "message_delivered", "msg": 0x0500}))
+        .into_iter()
+        .map(|r| (r["wparam"].as_u64().unwrap(), r["lparam"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(delivered, [(2, 1), (2, 3)], "the post made while VPOSTD was away was refused; the next got through");
+    let out: Vec<String> = t
+        .values(json!({"kind": "program_output", "module": "POSTDOS"}), "text")
+        .into_iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(out.iter().any(|l| l.starts_with("message 2 refused")), "{out:?}");
+    assert!(out.iter().any(|l| l.contains("posted 2 messages, 1 refused")), "{out:?}");
+}
+
+#[test]
+fn a_file_whose_replacement_did_not_load_loads_its_device_again() {
+    let file = scratch("nothing-runs").join("libfixture_reloadable.so");
+    std::fs::copy(lib("fixture_reloadable"), &file).unwrap();
+    let reloadme = std::fs::read(&file).unwrap();
+    let mut m = booted("[386Enh]\ndevice = [\"*VXDLDR\", \"fixture-dup-a\"]\n");
+    m.load_dynamic_device(&file.display().to_string(), true).unwrap();
+    for _ in 0..3 {
+        service(&mut m, 3);
+    }
+    let watcher = vmm_host::watch::Watcher::new(&m.plugin_devices(), std::time::Duration::from_millis(25)).unwrap();
+    // FXDUPB has FXDUPA's ID: RELOADME leaves, FXDUPB is refused.
+    let dup = std::fs::read(lib("fixture_dup_b")).unwrap();
+    let f = file.clone();
+    let reports = run_until_reload(&mut m, &watcher, move || replace_file(&f, &dup), |r| r.device == "RELOADME");
+    let last = reports.last().unwrap();
+    assert_eq!(last.result, "load_failed", "{last:?}");
+    assert!(last.message.as_deref().unwrap_or("").contains("did not load"), "{last:?}");
+    // RELOADME's build back: nothing runs from the file, so it is loaded,
+    // with the state it left with.
+    let f = file.clone();
+    let reports = run_until_reload(&mut m, &watcher, move || replace_file(&f, &reloadme), |_| true);
+    assert_eq!(reports[0].result, "loaded", "{:?}", reports[0]);
+    assert_eq!(reports[0].device, "RELOADME");
+    assert_eq!(reports[0].state_bytes, Some(8));
+    assert_eq!(service(&mut m, 2), 3, "the counter came back");
+    m.shutdown().unwrap();
+    trace_of(&m).expect(json!({"kind": "reload", "device": "RELOADME", "result": "loaded"}));
+}

@@ -106,3 +106,45 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A copy of the VCOUNTD plugin with `damage` done to it, in a directory
+/// of its own.
+fn damaged_copy(name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(vmm_testkit::plugin_dir().join("libvcountd.so")).unwrap();
+    damage(&mut bytes);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("loader-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("libvcountd.so");
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
+#[test]
+fn a_truncated_plugin_is_refused_before_loading_with_a_plugin_rejected_record() {
+    let file = damaged_copy("truncated", |b| b.truncate(b.len() / 2));
+    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"vhello\", \"{}\"]\n", file.display())).run();
+    match run.expect_error() {
+        Error::Load { cause: LoadCause::Rejected(defect), file: f, .. } => {
+            assert_eq!(defect.code, "truncated");
+            assert_eq!(f, &file);
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    let text = run.expect_error().to_string();
+    assert!(text.contains("libvcountd.so") && text.contains("extends past the end of the file"), "{text}");
+    run.trace().expect_in_order(&[
+        json!({"kind": "plugin_rejected", "file": file.display().to_string(), "defect": "truncated"}),
+        json!({"kind": "device_rejected", "reason": "load_error", "file": file.display().to_string()}),
+    ]);
+    run.trace().expect_none(json!({"kind": "control"}));
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_plugin_for_another_machine_is_refused_naming_it() {
+    let file = damaged_copy("machine", |b| b[18..20].copy_from_slice(&183u16.to_le_bytes()));
+    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"{}\"]\n", file.display())).run();
+    let text = run.expect_error().to_string();
+    assert!(text.contains("built for AArch64"), "{text}");
+    run.trace().expect(json!({"kind": "plugin_rejected", "defect": "wrong_machine"}));
+}

@@ -247,7 +247,7 @@ impl Core {
         let file = self.search.find(name).ok_or_else(|| {
             (PathBuf::from(name), LoadCause::NotFound { searched: self.search.dirs().to_vec(), build: None })
         })?;
-        crate::loader::load(&file).map_err(|cause| (file, cause))
+        self.load_plugin_file(&file).map_err(|cause| (file, cause))
     }
 
     /// Check that a ring-3 plugin named by the manifest loads and has the
