@@ -630,14 +630,16 @@ impl Core {
             return Err("the instance is gone".to_string());
         };
         let r = self.with_dynamic_init(instance, || {
-            self.invoke(instance, "restore_state", Context::Init, |cx| {
+            self.invoke_reporting(instance, "restore_state", Context::Init, |cx| {
                 (inst.vtable.restore_state())(inst.this, cx, RSlice::from_slice(bytes))
             })
         });
         match r {
             Ok(Carry::Clear) => Ok(()),
             Ok(Carry::Set) => Err("restore_state refused".to_string()),
-            Err(outcome) => Err(format!("restore_state failed ({outcome:?})")),
+            // The plugin's own words, so the reload line says why.
+            Err((_, message)) if !message.is_empty() => Err(format!("restore_state: {message}")),
+            Err((outcome, _)) => Err(format!("restore_state failed ({outcome:?})")),
         }
     }
 }

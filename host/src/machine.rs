@@ -488,6 +488,30 @@ impl Core {
         }
     }
 
+    /// [`Core::invoke`], keeping the plugin's own words: a failed call
+    /// returns its outcome and the error text the plugin gave (empty for
+    /// a call that could not be made), for reports that show the user why.
+    pub(crate) fn invoke_reporting<T>(
+        &self,
+        instance: u32,
+        entry: &'static str,
+        context: Context,
+        f: impl FnOnce(&HostCx) -> PluginResult<T>,
+    ) -> std::result::Result<T, (CallOutcome, String)> {
+        if !self.instance_usable(instance) {
+            return Err((CallOutcome::Skipped, String::new()));
+        }
+        let mut message = String::new();
+        let result = self.invoke_checked(instance, entry, context, |cx| {
+            let r = f(cx);
+            if let RErr(e) = &r {
+                message = e.message.to_string();
+            }
+            r
+        });
+        result.map_err(|outcome| (outcome, message))
+    }
+
     /// Refuse a plugin call past [`MAX_CALL_DEPTH`]: a fatal error naming
     /// the device and the depth, where Windows would have overflowed its
     /// ring-0 stack.

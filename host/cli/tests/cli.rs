@@ -273,7 +273,7 @@ fn records(path: &Path) -> Vec<serde_json::Value> {
 /// complete, the story is told, and `vmm` exits 128 + the signal.
 fn a_signal_stops_a_watch_run(signal: i32, status: i32) {
     let dir = default_machine(&format!("signal-{signal}"));
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/vpostd/watch.ini"), dir.join("watch.ini"))
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/vpostd/watch.ini"), dir.join("watch.ini"))
         .unwrap();
     let (child, lines) = spawn_run(&dir, &["system.ini", "watch.ini", "--watch", "--trace", "t.jsonl"]);
     wait_for(&lines, "watching");
