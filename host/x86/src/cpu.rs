@@ -71,7 +71,12 @@ pub mod vector {
     pub const BOUND_RANGE: u8 = 5;
     /// #UD: undefined opcode or invalid operand form.
     pub const INVALID_OPCODE: u8 = 6;
-    /// #GP: a word operand at offset 0xFFFF.
+    /// #SS: on the 80386 model with an operand- or address-size prefix, a
+    /// stack or SS-based operand that does not fit below offset 0x10000.
+    pub const STACK_FAULT: u8 = 12;
+    /// #GP: a word operand at offset 0xFFFF (on the 80386 model with an
+    /// operand- or address-size prefix: any operand that does not fit
+    /// below offset 0x10000, and a jump to an offset above 0xFFFF).
     pub const GENERAL_PROTECTION: u8 = 13;
 }
 
@@ -108,6 +113,8 @@ pub enum Size {
     Byte,
     /// 16 bits (`AX`).
     Word,
+    /// 32 bits (`EAX`; the 80386 model with the operand-size prefix).
+    Dword,
 }
 
 /// How a software interrupt was raised.
