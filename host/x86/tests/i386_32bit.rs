@@ -376,6 +376,14 @@ fn moves_and_conversions_at_32_bits() {
             ..BASE
         },
         Case {
+            name: "mov [bx],ds with 66h writes a word",
+            code: &[0x66, 0x8C, 0x1F], // o32 mov [bx],ds
+            set: &[(R(BX), 0x10)],
+            mem: &[(0x3_0010, &[0xAA; 4])],
+            want_mem: &[(0x3_0010, &[0x00, 0x30, 0xAA, 0xAA])],
+            ..BASE
+        },
+        Case {
             name: "mov ds,[ebx]",
             code: &[0x67, 0x8E, 0x1B], // mov ds,[ebx]
             set: &[(R(BX), 0x10)],
@@ -481,6 +489,15 @@ fn the_stack_at_32_bits() {
             set: &[(R(BP), 0x1111_2222)],
             want: &[(R(BP), 0x1111_FFFA), (R(SP), 0xFFF6)],
             want_mem: &[(0x2_FFFA, &[0x22, 0x22, 0x11, 0x11])],
+            ..BASE
+        },
+        Case {
+            name: "enter 8,2 with a 32-bit operand size: a nested frame of dwords",
+            code: &[0x66, 0xC8, 0x08, 0x00, 0x02], // o32 enter 8,2
+            set: &[(R(SP), 0x0100), (R(BP), 0xAAAA_0200)],
+            mem: &[(0x2_01FC, &[0x11, 0x11, 0x11, 0x11])],
+            want: &[(R(BP), 0xAAAA_00FC), (R(SP), 0x00EC)],
+            want_mem: &[(0x2_00F4, &[0xFC, 0, 0, 0, 0x11, 0x11, 0x11, 0x11, 0x00, 0x02, 0xAA, 0xAA])],
             ..BASE
         },
         Case {
