@@ -71,22 +71,29 @@ pub mod vector {
     pub const BOUND_RANGE: u8 = 5;
     /// #UD: undefined opcode or invalid operand form.
     pub const INVALID_OPCODE: u8 = 6;
-    /// #GP: a word operand at offset 0xFFFF.
+    /// #SS: on the 80386 model with an operand- or address-size prefix, a
+    /// stack or SS-based operand that does not fit below offset 0x10000.
+    pub const STACK_FAULT: u8 = 12;
+    /// #GP: a word operand at offset 0xFFFF (on the 80386 model with an
+    /// operand- or address-size prefix: any operand that does not fit
+    /// below offset 0x10000, and a jump to an offset above 0xFFFF).
     pub const GENERAL_PROTECTION: u8 = 13;
 }
 
 /// The processor the interpreter is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
-    /// An 80286 in real mode (the hardware-checked model).
+    /// An 80286 in real mode (the hardware-checked model). The operand-
+    /// and address-size prefixes (66h, 67h) raise #UD.
     I80286,
-    /// An 80386 in real mode, at 16-bit operand and address size: the
-    /// 80286's instructions plus the FS/GS prefixes, `MOV`/`PUSH`/`POP` of
-    /// FS and GS, and the `0F` forms DOS programs meet (`Jcc rel16`,
-    /// `SETcc`, `MOVZX`/`MOVSX`, `IMUL r,r/m`, `BT`/`BTS`/`BTR`/`BTC`,
-    /// `SHLD`/`SHRD`, `BSF`/`BSR`, `LSS`/`LFS`/`LGS`). Instructions may be
-    /// 15 bytes long. The operand- and address-size prefixes (66h, 67h)
-    /// raise #UD: 32-bit operations are not emulated.
+    /// An 80386 in real mode: the 80286's instructions plus the FS/GS
+    /// prefixes, `MOV`/`PUSH`/`POP` of FS and GS, the `0F` forms DOS
+    /// programs meet (`Jcc rel16/32`, `SETcc`, `MOVZX`/`MOVSX`,
+    /// `IMUL r,r/m`, `BT`/`BTS`/`BTR`/`BTC`, `SHLD`/`SHRD`, `BSF`/`BSR`,
+    /// `LSS`/`LFS`/`LGS`), and the operand- (66h) and address-size (67h)
+    /// prefixes: 32-bit operands and 32-bit addresses under the real-mode
+    /// limit of 0xFFFF (see the crate docs). Instructions may be 15 bytes
+    /// long.
     I80386,
 }
 
@@ -108,6 +115,8 @@ pub enum Size {
     Byte,
     /// 16 bits (`AX`).
     Word,
+    /// 32 bits (`EAX`; the 80386 model with the operand-size prefix).
+    Dword,
 }
 
 /// How a software interrupt was raised.
@@ -205,7 +214,8 @@ pub struct Cpu {
     /// ES, CS, SS, DS, FS, GS (index with [`ES`] ... [`GS`]). The 80286
     /// has no FS and GS; they are kept for the monitor.
     pub sregs: [u16; 6],
-    /// The instruction pointer.
+    /// The instruction pointer (in real mode EIP's high half is always
+    /// zero: a transfer beyond 0xFFFF faults).
     pub ip: u16,
     /// FLAGS (see [`flags`]).
     pub flags: u16,

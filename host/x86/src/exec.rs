@@ -1,6 +1,8 @@
 //! Decoding and executing one instruction.
 
 use crate::bus::Bus;
+
+mod wide;
 use crate::cpu::flags::{AF, CF, DF, IF, OF, PF, RESERVED_ONE, SF, WRITABLE, ZF};
 use crate::cpu::vector::{BOUND_RANGE, BREAKPOINT, DIVIDE_ERROR, GENERAL_PROTECTION, INVALID_OPCODE, OVERFLOW};
 use crate::cpu::{
@@ -25,8 +27,9 @@ const PARITY: [u16; 256] = {
     t
 };
 
-/// The prefix bytes: segment overrides, LOCK, REPNE, REP (and FS/GS,
-/// which only the 80386 takes as prefixes).
+/// The prefix bytes: segment overrides, LOCK, REPNE, REP (and FS/GS and
+/// the operand- and address-size prefixes, which only the 80386 takes as
+/// prefixes).
 const PREFIX: [bool; 256] = {
     let mut t = [false; 256];
     t[0x64] = true;
@@ -38,6 +41,8 @@ const PREFIX: [bool; 256] = {
     t[0xF0] = true;
     t[0xF2] = true;
     t[0xF3] = true;
+    t[0x66] = true;
+    t[0x67] = true;
     t
 };
 
@@ -54,6 +59,10 @@ struct Prefix {
     seg: Option<usize>,
     /// 0, 0xF2 (REPNE) or 0xF3 (REP/REPE).
     rep: u8,
+    /// 66h: 32-bit operands (80386 only).
+    o32: bool,
+    /// 67h: 32-bit addresses (80386 only).
+    a32: bool,
 }
 
 impl Prefix {
@@ -76,9 +85,25 @@ fn mask(w: bool) -> u32 {
     if w { 0xFFFF } else { 0xFF }
 }
 
+/// The mask of an `n`-byte operand (`n` is 1, 2 or 4).
 #[inline]
-fn sign(w: bool) -> u32 {
-    if w { 0x8000 } else { 0x80 }
+fn mask_n(n: u32) -> u32 {
+    u32::MAX >> (32 - 8 * n)
+}
+
+/// The sign bit of an `n`-byte operand.
+#[inline]
+fn sign_n(n: u32) -> u32 {
+    1 << (8 * n - 1)
+}
+
+/// SF, ZF and PF for an `n`-byte result.
+#[inline]
+fn szp_n(r: u32, n: u32) -> u16 {
+    let r = r & mask_n(n);
+    let sf = ((r >> (8 * n - 1)) as u16 & 1) * SF;
+    let zf = if r == 0 { ZF } else { 0 };
+    sf | zf | PARITY[(r & 0xFF) as usize]
 }
 
 impl Cpu {
@@ -102,6 +127,11 @@ impl Cpu {
     #[inline]
     fn set_szp(&mut self, r: u32, w: bool) {
         self.flags = (self.flags & !(SF | ZF | PF)) | szp(r, w);
+    }
+
+    /// Sets SF, ZF and PF from an `n`-byte result.
+    fn set_szp_n(&mut self, r: u32, n: u32) {
+        self.flags = (self.flags & !(SF | ZF | PF)) | szp_n(r, n);
     }
 
     /// The eight ALU operations of opcodes 00-3F and group 1, in encoding
@@ -152,14 +182,15 @@ impl Cpu {
         r
     }
 
-    /// Group 2: ROL ROR RCL RCR SHL SHR SAL SAR by `count` (masked to 5 bits).
-    fn shift(&mut self, op: u8, val: u32, count: u8, w: bool) -> u32 {
+    /// Group 2: ROL ROR RCL RCR SHL SHR SAL SAR of an `n`-byte operand by
+    /// `count` (masked to 5 bits).
+    fn shift(&mut self, op: u8, val: u32, count: u8, n: u32) -> u32 {
         let count = count & 0x1F;
         if count == 0 {
             return val;
         }
-        let m = mask(w);
-        let s = sign(w);
+        let m = mask_n(n);
+        let s = sign_n(n);
         let mut v = val & m;
         let mut cf = self.flag(CF);
         match op {
@@ -199,7 +230,7 @@ impl Cpu {
                     v = (v << 1) & m;
                 }
                 self.set_flag(OF, (v & s != 0) != cf);
-                self.set_szp(v, w);
+                self.set_szp_n(v, n);
                 self.flags &= !AF;
             }
             5 => {
@@ -210,7 +241,7 @@ impl Cpu {
                     v >>= 1;
                 }
                 self.set_flag(OF, ((last ^ v) & s) != 0 || (count == 1 && val & s != 0));
-                self.set_szp(v, w);
+                self.set_szp_n(v, n);
                 self.flags &= !AF;
             }
             _ => {
@@ -219,7 +250,7 @@ impl Cpu {
                     v = (v >> 1) | (v & s);
                 }
                 self.flags &= !OF;
-                self.set_szp(v, w);
+                self.set_szp_n(v, n);
                 self.flags &= !AF;
             }
         }
@@ -480,7 +511,7 @@ impl Cpu {
     #[inline(always)]
     pub(crate) fn step<B: Bus + ?Sized>(&mut self, bus: &mut B) -> R<Step> {
         let start = self.ip;
-        let mut p = Prefix { seg: None, rep: 0 };
+        let mut p = Prefix { seg: None, rep: 0, o32: false, a32: false };
         let mut op = self.fetch8(bus);
         // Prefixes: the last of a kind wins. Ten bytes of them already make
         // the instruction too long (and a segment full of them must not
@@ -495,8 +526,10 @@ impl Cpu {
                 0x3E => p.seg = Some(DS),
                 0x64 if i386 => p.seg = Some(FS),
                 0x65 if i386 => p.seg = Some(GS),
-                // An opcode the 80286 does not have.
-                0x64 | 0x65 => break,
+                0x66 if i386 => p.o32 = true,
+                0x67 if i386 => p.a32 = true,
+                // Opcodes the 80286 does not have.
+                0x64..=0x67 => break,
                 0xF2 | 0xF3 => p.rep = op,
                 _ => {}
             }
@@ -505,11 +538,17 @@ impl Cpu {
             }
             op = self.fetch8(bus);
         }
+        // With 66h or 67h, the forms they change run elsewhere (`wide.rs`).
+        if (p.o32 | p.a32)
+            && let Some(step) = self.step_wide(bus, op, p, start, max_len)?
+        {
+            return Ok(step);
+        }
         // The 80286 refuses an instruction longer than ten bytes, the 80386
         // one longer than fifteen; only a run of prefixes can make one
         // that long.
         let prefixes = self.ip.wrapping_sub(start).wrapping_sub(1);
-        if prefixes >= max_len - 6 && self.overlong(bus, op, start, max_len) {
+        if prefixes >= max_len - 6 && self.overlong(bus, op, start, max_len, p) {
             return Err(GENERAL_PROTECTION);
         }
         let w = op & 1 != 0;
@@ -757,7 +796,7 @@ impl Cpu {
                     0xD0 | 0xD1 => 1,
                     _ => self.r16(CX) as u8,
                 };
-                let r = self.shift(sub, a, count, w);
+                let r = self.shift(sub, a, count, if w { 2 } else { 1 });
                 self.write_ea(bus, ea, r, w)?;
             }
             0xC2 | 0xC3 => {
@@ -923,17 +962,17 @@ impl Cpu {
     }
 
     /// Whether the instruction at `start` whose opcode `op` follows its
-    /// prefixes is longer than ten bytes. A form that raises #UD is not
-    /// (the 80286 decodes it first).
+    /// prefixes `p` is longer than `max_len` bytes. A form that raises #UD
+    /// is not (the processor decodes it first).
     #[cold]
     #[inline(never)]
-    fn overlong<B: Bus + ?Sized>(&self, bus: &mut B, op: u8, start: u16, max_len: u16) -> bool {
+    fn overlong<B: Bus + ?Sized>(&self, bus: &mut B, op: u8, start: u16, max_len: u16, p: Prefix) -> bool {
         let opcode_at = self.ip.wrapping_sub(1).wrapping_sub(start);
         if op == 0x0F && self.model == Model::I80386 {
-            return self.overlong_0f(bus, opcode_at, max_len);
+            return self.overlong_0f(bus, opcode_at, max_len, p);
         }
         let modrm = bus.read8(self.lin(CS, self.ip));
-        let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+        let (md, reg) = (modrm >> 6, (modrm >> 3) & 7);
         let has_modrm = matches!(op,
             0x00..=0x3F if op & 7 < 4)
             || matches!(op, 0x62 | 0x69 | 0x6B | 0x80..=0x8F | 0xC0 | 0xC1 | 0xC4..=0xC7 | 0xD0..=0xD3 | 0xD8..=0xDF | 0xF6 | 0xF7 | 0xFE | 0xFF);
@@ -950,34 +989,37 @@ impl Cpu {
         if invalid {
             return false;
         }
+        // A word immediate or displacement is a dword with 66h.
+        let word: u16 = if p.o32 { 4 } else { 2 };
         let imm: u16 = match op {
             0x00..=0x3F if op & 7 == 4 => 1,
-            0x00..=0x3F if op & 7 == 5 => 2,
+            0x00..=0x3F if op & 7 == 5 => word,
             0x6A | 0x6B | 0x70..=0x7F | 0x80 | 0x82 | 0x83 | 0xA8 | 0xB0..=0xB7 => 1,
             0xC0 | 0xC1 | 0xC6 | 0xCD | 0xD4 | 0xD5 | 0xE0..=0xE7 | 0xEB => 1,
-            0x68 | 0x69 | 0x81 | 0xA0..=0xA3 | 0xA9 | 0xB8..=0xBF | 0xC2 | 0xC7 | 0xCA => 2,
-            0xE8 | 0xE9 => 2,
+            0x68 | 0x69 | 0x81 | 0xA9 | 0xB8..=0xBF | 0xC7 | 0xE8 | 0xE9 => word,
+            0xA0..=0xA3 => {
+                if p.a32 {
+                    4
+                } else {
+                    2
+                }
+            }
+            0xC2 | 0xCA => 2,
             0xC8 => 3,
-            0x9A | 0xEA => 4,
+            0x9A | 0xEA => word + 2,
             0xF6 if reg < 2 => 1,
-            0xF7 if reg < 2 => 2,
+            0xF7 if reg < 2 => word,
             _ => 0,
         };
-        let disp: u16 = match (has_modrm, md) {
-            (false, _) => 0,
-            (true, 0) if rm == 6 => 2,
-            (true, 1) => 1,
-            (true, 2) => 2,
-            _ => 0,
-        };
-        opcode_at + 1 + u16::from(has_modrm) + disp + imm > max_len
+        let operand = if has_modrm { self.modrm_len(bus, self.ip, p.a32) } else { 0 };
+        opcode_at + 1 + operand + imm > max_len
     }
 
     /// [`Cpu::overlong`] for an 80386 `0F` form.
-    fn overlong_0f<B: Bus + ?Sized>(&self, bus: &mut B, opcode_at: u16, max_len: u16) -> bool {
+    fn overlong_0f<B: Bus + ?Sized>(&self, bus: &mut B, opcode_at: u16, max_len: u16, p: Prefix) -> bool {
         let op = bus.read8(self.lin(CS, self.ip));
         let modrm = bus.read8(self.lin(CS, self.ip.wrapping_add(1)));
-        let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+        let (md, reg) = (modrm >> 6, (modrm >> 3) & 7);
         let known = matches!(op,
             0x80..=0xA1 | 0xA3..=0xA5 | 0xA8 | 0xA9 | 0xAB..=0xAD | 0xAF | 0xB2..=0xB7 | 0xBA..=0xBF);
         let invalid = !known || (op == 0xBA && reg < 4) || (matches!(op, 0xB2 | 0xB4 | 0xB5) && md == 3);
@@ -986,18 +1028,33 @@ impl Cpu {
         }
         let has_modrm = !matches!(op, 0x80..=0x8F | 0xA0 | 0xA1 | 0xA8 | 0xA9);
         let imm: u16 = match op {
+            0x80..=0x8F if p.o32 => 4,
             0x80..=0x8F => 2,
             0xA4 | 0xAC | 0xBA => 1,
             _ => 0,
         };
-        let disp: u16 = match (has_modrm, md) {
-            (false, _) => 0,
-            (true, 0) if rm == 6 => 2,
-            (true, 1) => 1,
-            (true, 2) => 2,
-            _ => 0,
+        let operand = if has_modrm { self.modrm_len(bus, self.ip.wrapping_add(1), p.a32) } else { 0 };
+        opcode_at + 2 + operand + imm > max_len
+    }
+
+    /// The length of the ModRM byte at `at` with its SIB byte and
+    /// displacement.
+    fn modrm_len<B: Bus + ?Sized>(&self, bus: &mut B, at: u16, a32: bool) -> u16 {
+        let modrm = bus.read8(self.lin(CS, at));
+        let (md, rm) = (modrm >> 6, modrm & 7);
+        let disp = match (a32, md) {
+            (_, 3) => 0,
+            (false, 0) if rm == 6 => 2,
+            (false, 0) => 0,
+            (_, 1) => 1,
+            (false, _) => 2,
+            (true, 0) if rm == 5 => 4,
+            (true, 0) => 0,
+            (true, _) => 4,
         };
-        opcode_at + 2 + u16::from(has_modrm) + disp + imm > max_len
+        let sib = a32 && md != 3 && rm == 4;
+        let base_disp = if sib && md == 0 && bus.read8(self.lin(CS, at.wrapping_add(1))) & 7 == 5 { 4 } else { 0 };
+        1 + u16::from(sib) + disp + base_disp
     }
 
     /// The highest segment register number `MOV` to or from a segment

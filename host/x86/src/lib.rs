@@ -1,5 +1,5 @@
-//! `vmm-x86`: an 80286 real-mode interpreter for the VMM's DOS virtual
-//! machines.
+//! `vmm-x86`: an 80286 (and 80386) real-mode interpreter for the VMM's DOS
+//! virtual machines.
 //!
 //! A real VMM runs DOS programs in virtual-8086 mode and gets control back
 //! whenever the program does something the VMM must see: a software
@@ -31,7 +31,7 @@
 //! | `Breakpoint { cs, ip }` (a far `CALL`/`JMP`, `RETF`, `IRET` or an interrupt the CPU delivered arrived at an address [`Bus::is_breakpoint`] accepts) | at the entry point, return address pushed | emulate, pop the return address ([`Cpu::pop`]), run |
 //! | `InterruptFlag { enabled }` (`CLI`, `STI`, `POPF`, `IRET` changed IF) | past the instruction | run |
 //! | `Halt` | past the `HLT` | run when the VM has work |
-//! | `Fault { vector }` (#DE 0, #BR 5, #UD 6, #GP 13) | at the faulting instruction's first prefix | [`Cpu::deliver_interrupt`], or fix and run |
+//! | `Fault { vector }` (#DE 0, #BR 5, #UD 6, #SS 12, #GP 13) | at the faulting instruction's first prefix | [`Cpu::deliver_interrupt`], or fix and run |
 //! | `Budget` | between instructions | run |
 //!
 //! Faults and software interrupts can also be delivered by the CPU itself,
@@ -76,15 +76,59 @@
 //! # The 80386 model
 //!
 //! With [`Cpu::model`] = [`Model::I80386`] the interpreter also takes the
-//! 80386's real-mode additions at 16-bit operand and address size: the FS
-//! and GS prefixes (64h, 65h) and registers (`MOV` to and from them,
-//! `PUSH`/`POP FS`/`GS`), and the `0F` forms DOS programs meet: `Jcc
-//! rel16`, `SETcc`, `MOVZX`/`MOVSX`, `IMUL r,r/m`, `BT`/`BTS`/`BTR`/`BTC`
-//! (register and immediate bit offsets; a register offset addresses a bit
-//! string in memory), `SHLD`/`SHRD`, `BSF`/`BSR`, `LSS`/`LFS`/`LGS`; an
-//! instruction may be 15 bytes long. These are checked by unit tests
-//! (`tests/i386.rs`), not by hardware captures. Everything else about it
-//! is the 80286's.
+//! 80386's real-mode additions: the FS and GS prefixes (64h, 65h) and
+//! registers (`MOV` to and from them, `PUSH`/`POP FS`/`GS`), the `0F`
+//! forms DOS programs meet (`Jcc rel16/32`, `SETcc`, `MOVZX`/`MOVSX`,
+//! `IMUL r,r/m`, `BT`/`BTS`/`BTR`/`BTC` (register and immediate bit
+//! offsets; a register offset addresses a bit string in memory),
+//! `SHLD`/`SHRD`, `BSF`/`BSR`, `LSS`/`LFS`/`LGS`), instructions up to 15
+//! bytes long, and the operand- and address-size prefixes:
+//!
+//! * **66h** makes every form with a word operand take a dword: the ALU
+//!   operations, `MOV`, `XCHG`, `INC`/`DEC`, `NOT`/`NEG`,
+//!   `MUL`/`IMUL`/`DIV`/`IDIV` (EDX:EAX; #DE when the quotient does not
+//!   fit), shifts, rotates and `SHLD`/`SHRD` (counts masked to 5 bits),
+//!   `BT*`, `BSF`/`BSR`, `MOVZX`/`MOVSX` to a 32-bit register, `PUSH`/`POP`
+//!   (of segment registers too: a dword slot), `PUSHAD`/`POPAD`,
+//!   `PUSHFD`/`POPFD`, `CWDE`/`CDQ`, the string instructions (dword
+//!   elements), `IN`/`OUT`/`INS`/`OUTS` ([`Size::Dword`]), `ENTER`/`LEAVE`
+//!   (EBP), `LDS`/`LES`/`LSS`/`LFS`/`LGS` (a 16:32 pointer), and the near
+//!   and far `CALL`/`JMP`/`RET`, `Jcc` and `IRETD` with 32-bit offsets and
+//!   dword stack slots.
+//! * **67h** makes addresses 32 bits: ModRM with a SIB byte (base, index
+//!   scaled by 1, 2, 4 or 8), disp8/disp32, a 32-bit `moffs`; EBP and ESP
+//!   as a base address SS. String instructions use ESI, EDI and (with
+//!   `REP`) ECX, `XLAT` uses EBX, `LOOP`/`LOOPcc`/`JECXZ` count and test
+//!   ECX.
+//!
+//! Both may be combined, and prefixes that change nothing (`66h` on
+//! `MOV AL,imm8`, on `INT n`, ...) are accepted. The real-mode rules the
+//! 80386 manual gives apply to these forms:
+//!
+//! * Every segment ends at offset 0xFFFF. An operand any byte of which lies
+//!   beyond it (a 32-bit address above 0xFFFF, a dword at 0xFFFD, a push
+//!   across the top of the stack) raises #SS (12) when the segment is SS
+//!   and #GP (13) otherwise. A 32-bit address wraps at 4 GiB before the
+//!   check.
+//! * A near or far transfer (`JMP`, `Jcc`, `LOOP`, `CALL`, `RET`, `RETF`,
+//!   `IRETD`) to an offset above 0xFFFF raises #GP; with a 16-bit operand
+//!   size the offset wraps as on the 80286. [`Cpu::ip`] stays 16 bits
+//!   wide: EIP's high half is always zero in real mode.
+//! * The stack stays 16 bits wide: pushes and pops move SP and keep ESP's
+//!   high half whatever the operand size.
+//! * `POPFD` and `IRETD` load only the low half of EFLAGS (with the
+//!   80286's rules for IOPL, NT and bit 15); the high half (RF, VM) reads
+//!   as zero in the image `PUSHFD` pushes and is never set.
+//! * `MOV r32,Sreg` zero-extends the selector.
+//! * An instruction with either prefix that faults changes nothing: no
+//!   register (SP included), no memory. A string element that faults
+//!   leaves SI, DI and CX as they were before it, so the instruction
+//!   restarts with that element (the 80286 has already advanced them).
+//!
+//! The 80386 forms are checked by unit tests (`tests/i386.rs`,
+//! `tests/i386_32bit.rs`: hand-assembled encodings with the results the
+//! 80386 manual defines, and random programs), not by hardware captures.
+//! Everything else about the model is the 80286's.
 //!
 //! # Checked against a real 80286
 //!
@@ -109,12 +153,13 @@
 //!
 //! * Protected mode and the system instructions (`LMSW`, `SMSW`,
 //!   `LOADALL`, `MOV CRn`, ...): #UD.
-//! * 32-bit operations: the operand- and address-size prefixes (66h, 67h)
-//!   raise #UD on the 80386 model too. [`Cpu::regs`] is already 32 bits
-//!   wide and port values are `u32`, so adding them changes no interface.
-//!   The 80386 model's other differences from the 80286 (IOPL and NT
-//!   writable in FLAGS, #SS for a stack access at 0xFFFF, ...) are not
-//!   modelled.
+//! * On the 80386 model: protected mode, virtual-8086 mode and the 32-bit
+//!   system state (control, debug and test registers, the high half of
+//!   EFLAGS), instructions that run past offset 0xFFFF of CS (IP wraps as
+//!   on the 80286), and its other differences from the 80286 in 16-bit
+//!   forms without 66h/67h: IOPL and NT stay read-only in FLAGS, a word at
+//!   SS:0xFFFF raises #GP rather than #SS, and a faulting string element
+//!   advances SI/DI/CX as on the 80286.
 //! * The trap flag (kept in FLAGS, never acted on), hardware interrupts
 //!   and NMI (the monitor delivers them with [`Cpu::deliver_interrupt`]
 //!   between runs), the interrupt shadow after `MOV SS`/`POP SS`/`STI`.

@@ -1,5 +1,5 @@
 //! The 80386 model: its FS/GS and `0F` forms at 16-bit operand size, and
-//! that the 80286 model refuses them.
+//! that the 80286 model refuses them and the 66h/67h prefixes.
 
 use vmm_x86::{AX, BX, CS, CX, Cpu, DS, DX, ExitReason, FS, GS, Memory, Model, SI, SP, SS, flags, vector};
 
@@ -166,9 +166,10 @@ fn the_80286_model_refuses_what_only_the_80386_has() {
 }
 
 #[test]
-fn operand_and_address_size_prefixes_raise_invalid_opcode() {
-    for code in [&[0x66, 0x40][..], &[0x67, 0x8B, 0x00], &[0x0F, 0xFF]] {
+fn the_80286_model_refuses_the_operand_and_address_size_prefixes() {
+    for code in [&[0x66, 0x40][..], &[0x67, 0x8B, 0x00], &[0x2E, 0x66, 0x67, 0x90], &[0x0F, 0xFF]] {
         let (mut cpu, mut mem) = i386(code);
+        cpu.model = Model::I80286;
         let e = cpu.run(&mut mem, 10);
         assert_eq!(e.reason, ExitReason::Fault { vector: vector::INVALID_OPCODE }, "{code:02X?}");
     }
