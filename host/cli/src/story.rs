@@ -1,21 +1,35 @@
-//! The story of a VPOSTD run, told from its trace: which VM posted what,
+//! The message story of a run, told from its trace: which VM posted what,
 //! what the delivery waited for, when the window read it, and a summary
-//! table per VM. `vmm run` prints it when the machine has VPOSTD; `vmm
+//! table per VM. `vmm run` prints it when a device wrote post notes; `vmm
 //! story TRACE` tells it again from a `--trace` file.
 //!
-//! Everything comes from trace records: VPOSTD's `note` records
-//! (`registered`, `unregistered`, `post_queued`, `post_refused`,
-//! `post_called`, `post_retry`, `post_requeued`, `post_dropped`), the
-//! window's `message_delivered` and `message_dropped`, and the records that
-//! explain waits (`action` and `if_flag` of the system VM, `crit_section`).
+//! Everything comes from trace records: the post notes of the first device
+//! that writes them (`registered`, `unregistered`, `post_queued`,
+//! `post_refused`, `post_called`, `post_retry`, `post_requeued`,
+//! `post_dropped`: a vocabulary any device may use, documented in
+//! docs/trace.md; VPOSTD is the example), the window's `message_delivered`
+//! and `message_dropped`, and the records that explain waits (`action` and
+//! `if_flag` of the system VM, `crit_section`). Nothing here names a
+//! device.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 
 use serde_json::Value;
 
-/// `WM_USER + 0x100`, the message VPOSTD's callback posts.
-const WM_VPOSTD: u64 = 0x0500;
+/// The notes a posting device writes for the story (docs/trace.md, "The
+/// message story"): any device may write them; VPOSTD does.
+const POST_NOTES: &[&str] = &[
+    "registered",
+    "unregistered",
+    "registration_refused",
+    "post_queued",
+    "post_refused",
+    "post_called",
+    "post_retry",
+    "post_requeued",
+    "post_dropped",
+];
 
 /// A step on a post's way.
 #[derive(Clone, Debug)]
@@ -76,6 +90,8 @@ pub struct Story {
     tasks: HashMap<u64, String>,
     /// Posts neither delivered nor dropped when the trace ends.
     pub unaccounted: u32,
+    /// The device whose post notes the story tells.
+    poster: String,
 }
 
 fn u(r: &Value, key: &str) -> Option<u64> {
@@ -141,7 +157,12 @@ pub struct Teller {
     /// Far-call targets by address: `MODULE!export`.
     callbacks: HashMap<String, String>,
     registrations: Vec<(u64, u64, String)>,
-    vpostd_seen: bool,
+    /// The device whose post notes the story follows (the first to write
+    /// one); other devices' post notes are not mixed in.
+    poster: Option<String>,
+    /// The message the posts go out as, when the device's notes say
+    /// (`msg`); otherwise any message with a post's wParam and lParam.
+    msg: Option<u64>,
     /// VPOSTD is waiting for a retry time-out.
     retrying: bool,
     /// Posts PostMessage accepted and the window has not read, by
@@ -284,7 +305,7 @@ impl Teller {
                 }
                 _ => {}
             },
-            "message_delivered" | "message_dropped" if u(r, "msg") == Some(WM_VPOSTD) => {
+            "message_delivered" | "message_dropped" if self.msg.is_none_or(|m| u(r, "msg") == Some(m)) => {
                 // A queue_full drop is PostMessage's FALSE, which VPOSTD
                 // retries; it is told with the post.
                 if s(r, "reason") == "queue_full" {
@@ -308,14 +329,27 @@ impl Teller {
                     self.tell_post(id, &p);
                 }
             }
-            "note" if s(r, "device") == "VPOSTD" => self.vpostd_note(t, r),
+            "note" if POST_NOTES.contains(&s(r, "note")) => {
+                let device = s(r, "device");
+                match &self.poster {
+                    None => {
+                        self.poster = Some(device.to_string());
+                        self.story.poster = device.to_string();
+                    }
+                    Some(p) if p != device => return,
+                    Some(_) => {}
+                }
+                self.post_note(t, r);
+            }
             _ => {}
         }
     }
 
-    fn vpostd_note(&mut self, t: u64, r: &Value) {
-        self.vpostd_seen = true;
+    fn post_note(&mut self, t: u64, r: &Value) {
         let f = r.get("fields").unwrap_or(&Value::Null);
+        if let Some(msg) = u(f, "msg") {
+            self.msg = Some(msg);
+        }
         let id = u(f, "post").unwrap_or(0);
         match s(r, "note") {
             "registered" => self.registrations.push((t, u(f, "hwnd").unwrap_or(0), s(f, "callback").to_string())),
@@ -369,7 +403,8 @@ impl Teller {
             "post_called" => {
                 if let Some(p) = self.posts.get_mut(&id) {
                     if std::mem::take(&mut p.behind_retry) {
-                        p.steps.push(Step::Text("waited behind an older post VPOSTD was retrying".into()));
+                        let poster = self.poster.clone().unwrap_or_default();
+                        p.steps.push(Step::Text(format!("waited behind an older post {poster} was retrying")));
                     }
                     p.waiting = false;
                     p.sti_pending = false;
@@ -412,16 +447,14 @@ impl Teller {
         }
     }
 
-    /// The story of what was read; `None` when VPOSTD wrote nothing.
+    /// The story of what was read; `None` when no device wrote a post note.
     pub fn finish(mut self) -> Option<Story> {
-        if !self.vpostd_seen {
-            return None;
-        }
+        let poster = self.poster.clone()?;
         for (i, (t, hwnd, callback)) in std::mem::take(&mut self.registrations).into_iter().enumerate() {
             let code = self.callbacks.get(&callback).map(|c| format!("{c} at {callback}")).unwrap_or(callback);
             self.told.push((
                 LineKey { t, class: 1, seq: i as u64 },
-                format!("window {hwnd:#06x} registered with VPOSTD; its callback is {code}"),
+                format!("window {hwnd:#06x} registered with {poster}; its callback is {code}"),
             ));
         }
         for (id, p) in std::mem::take(&mut self.posts) {
@@ -437,8 +470,8 @@ impl Teller {
 }
 
 impl Story {
-    /// Tell the story of `records` (a trace, in order); `None` when VPOSTD
-    /// wrote nothing.
+    /// Tell the story of `records` (a trace, in order); `None` when no
+    /// device wrote a post note.
     #[cfg(test)]
     pub fn tell(records: &[Value]) -> Option<Story> {
         let mut teller = Teller::new();
@@ -462,8 +495,8 @@ impl Story {
                 Step::Full(times, after) => {
                     let at: Vec<String> = times.iter().map(|t| format!("{t} ms")).collect();
                     let again = match (after, times.len()) {
-                        (Some(ms), 1) => format!(", VPOSTD retried {ms} ms later"),
-                        (Some(ms), _) => format!(", VPOSTD retried {ms} ms later each time"),
+                        (Some(ms), 1) => format!(", {} retried {ms} ms later", self.poster),
+                        (Some(ms), _) => format!(", {} retried {ms} ms later each time", self.poster),
                         (None, _) => String::new(),
                     };
                     format!("the window's queue was full at {}{again}", list(&at))
@@ -551,6 +584,30 @@ mod tests {
         let story = teller.finish().unwrap();
         assert_eq!(story.lines.len(), 1001);
         assert_eq!(story.totals[&2], super::Totals { posted: 1001, delivered: 1000, retried: 0, dropped: 1 });
+    }
+
+    #[test]
+    fn any_device_that_writes_post_notes_gets_a_story_under_its_own_name() {
+        let of = |device: &str, t: u64, note: &str, fields: Value| json!({"t": t, "kind": "note", "device": device, "note": note, "fields": fields});
+        let records = vec![
+            json!({"t": 0, "kind": "control", "message": "Sys_VM_Init", "vm": 1}),
+            of("XPOST", 0, "registered", json!({"hwnd": 0x1004, "callback": "010F:0010"})),
+            // The device says which message its posts go out as.
+            of("XPOST", 1, "post_queued", json!({"post": 1, "vm": 2, "wparam": 7, "lparam": 1, "msg": 0x0401})),
+            of("XPOST", 2, "post_called", json!({"post": 1, "result": false})),
+            of("XPOST", 2, "post_retry", json!({"post": 1, "after_ms": 40})),
+            of("XPOST", 42, "post_called", json!({"post": 1, "result": true})),
+            // Another device's post notes are not mixed into XPOST's story.
+            of("OTHER", 43, "post_queued", json!({"post": 1, "vm": 3, "wparam": 9, "lparam": 9})),
+            // Another message with the same parameters is not XPOST's.
+            json!({"t": 44, "kind": "message_delivered", "msg": 0x0500, "wparam": 7, "lparam": 1, "task": 9}),
+            json!({"t": 50, "kind": "message_delivered", "msg": 0x0401, "wparam": 7, "lparam": 1, "task": 9}),
+        ];
+        let text = Story::tell(&records).unwrap().to_string();
+        assert!(text.contains("registered with XPOST"), "{text}");
+        assert!(text.contains("XPOST retried 40 ms later"), "{text}");
+        assert!(text.contains("read it at 50 ms"), "{text}");
+        assert!(!text.contains("VPOSTD") && !text.contains("VM 0x3"), "{text}");
     }
 
     #[test]

@@ -362,6 +362,7 @@ impl Vpostd {
                 ("vm", source.into()),
                 ("wparam", wparam.into()),
                 ("lparam", lparam.into()),
+                ("msg", WM_VPOSTD.into()),
                 ("pending", pending.into()),
             ],
         );
