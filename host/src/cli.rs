@@ -107,6 +107,10 @@ struct RunArgs {
     /// Stop at this virtual time (for example 500ms, 2s).
     #[arg(long, value_name = "DURATION")]
     until: Option<String>,
+    /// Stop the run when the --trace file would grow past SIZE (for
+    /// example 500MB, 2GiB; default 1GiB, or [machine] trace_limit).
+    #[arg(long, value_name = "SIZE", value_parser = crate::manifest::parse_size)]
+    trace_limit: Option<u64>,
     /// Event order: lifo (default), fifo, random.
     #[arg(long, value_name = "ORDER")]
     order: Option<String>,
@@ -265,6 +269,9 @@ fn run(args: RunArgs) -> Result<()> {
     let mut sets = Vec::new();
     if let Some(u) = &args.until {
         sets.push(format!("machine.until=\"{u}\""));
+    }
+    if let Some(limit) = args.trace_limit {
+        sets.push(format!("machine.trace_limit=\"{limit}\""));
     }
     if let Some(o) = &args.order {
         sets.push(format!("machine.order=\"{o}\""));
