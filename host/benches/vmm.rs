@@ -14,6 +14,9 @@
 //!   to POSTAPP's window procedure; and the same route to a window handle
 //!   that does not exist (PostMessage returns TRUE without queueing), which
 //!   leaves out the queue, GetMessage and the window procedure.
+//! * `vm_creation/*`: a machine with 10^3 and 10^4 `[[vm]]` entries booted,
+//!   run and shut down; the time per VM shows that creating (and
+//!   destroying) VMs is linear.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -33,7 +36,7 @@ const FXBENCH: u16 = 0x3F20;
 type Job = Box<dyn FnOnce(&mut u64)>;
 
 fn bench_machine() -> Machine {
-    let mut m = Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 0\n")
+    let mut m = Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 9223372036854775807\n")
         .without_trace()
         .machine()
         .expect("manifest");
@@ -135,7 +138,7 @@ fn service_call(c: &mut Criterion) {
 /// A machine that runs BENCHDOS with `args` in a DOS VM; `run()` runs it.
 fn dos_machine(args: &str) -> Machine {
     let mut m = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 0\n\
+        "[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 9223372036854775807\n\
          [[vm]]\nname = \"DOS1\"\nprogram = \"fixture-bench-dos\"\nargs = \"{args}\"\n"
     ))
     .without_trace()
@@ -215,7 +218,7 @@ impl Module for BenchReg {
 fn vpostd_machine(count: u64, to_window: bool) -> Machine {
     let app = if to_window { "POSTAPP" } else { "BENCHREG" };
     let mut m = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[machine]\nlivelock_limit = 0\n[windows]\nload = [\"{app}\"]\n\
+        "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[machine]\nlivelock_limit = 9223372036854775807\n[windows]\nload = [\"{app}\"]\n\
          [[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS\"\nargs = \"count={count} interval=0\"\n"
     ))
     .module::<BenchReg>()
@@ -295,5 +298,35 @@ fn vpostd(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd);
+/// A machine with `n` `[[vm]]` entries (no program): booted, run (the VMs
+/// are created at t = 0) and shut down (each is destroyed).
+fn vm_machine_text(n: usize) -> String {
+    let mut text = String::from("[386Enh]\ndevice = [\"*SHELL\"]\n");
+    for i in 0..n {
+        text.push_str(&format!("[[vm]]\nname = \"V{i}\"\n"));
+    }
+    text
+}
+
+fn vm_creation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("vm_creation");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    for n in [1_000usize, 10_000] {
+        let text = vm_machine_text(n);
+        // Per VM: equal times at 10^3 and 10^4 mean creation is linear.
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("vmm", n), &n, |b, &n| {
+            b.iter(|| {
+                let mut m = Scenario::new(&text).without_trace().machine().expect("manifest");
+                m.boot().expect("boot");
+                m.run().expect("run");
+                assert!(m.vm(&format!("V{}", n - 1)).is_some());
+                m.shutdown().expect("shutdown");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd, vm_creation);
 criterion_main!(benches);

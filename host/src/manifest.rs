@@ -49,14 +49,27 @@ struct Source {
     name: String,
     text: String,
     dir: PathBuf,
+    /// Byte offsets where lines start, found on first use: an origin is a
+    /// binary search, not a scan from the top (a manifest with ten
+    /// thousand `[[vm]]` entries asks for ten thousand origins).
+    line_starts: std::cell::OnceCell<Vec<usize>>,
 }
 
 impl Source {
+    fn new(name: String, text: String, dir: PathBuf) -> Self {
+        Source { name, text, dir, line_starts: std::cell::OnceCell::new() }
+    }
+
     fn origin(&self, span: &Range<usize>) -> Origin {
-        let start = span.start.min(self.text.len());
-        let before = &self.text[..start];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let mut start = span.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0).chain(self.text.match_indices('\n').map(|(i, _)| i + 1)).collect()
+        });
+        let line = starts.partition_point(|&s| s <= start);
+        let column = self.text[starts[line - 1]..start].chars().count() + 1;
         Origin { file: self.name.clone(), line, column }
     }
 
@@ -660,14 +673,14 @@ impl ManifestBuilder {
             .map_err(|e| Error::Io { path: path.to_path_buf(), message: e.to_string() })?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-        self.sources.push(Source { name: path.display().to_string(), text, dir });
+        self.sources.push(Source::new(path.display().to_string(), text, dir));
         Ok(self)
     }
 
     /// Add manifest text (for tests and the test kit); `dir` resolves its
     /// relative paths.
     pub fn text(mut self, name: impl Into<String>, text: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
-        self.sources.push(Source { name: name.into(), text: text.into(), dir: dir.into() });
+        self.sources.push(Source::new(name.into(), text.into(), dir.into()));
         self
     }
 
@@ -719,7 +732,7 @@ fn set_source(n: usize, assignment: &str, dir: &Path) -> Result<Source> {
     // The value is written inline: a table value stays the key's value
     // instead of becoming a section of its own.
     let text = format!("[{}]\n{} = {toml_value}\n", toml_key(section.trim()), toml_key(key.trim()));
-    Ok(Source { name, text, dir: dir.to_path_buf() })
+    Ok(Source::new(name, text, dir.to_path_buf()))
 }
 
 fn toml_key(section: &str) -> String {
