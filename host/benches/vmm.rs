@@ -17,6 +17,9 @@
 //! * `vm_creation/*`: a machine with 10^3 and 10^4 `[[vm]]` entries booted,
 //!   run and shut down; the time per VM shows that creating (and
 //!   destroying) VMs is linear.
+//! * `livelock_guard/*`: host time until the livelock guard, at its default
+//!   limit, stops a chain of events at one instant, with and without a
+//!   trace.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -36,10 +39,11 @@ const FXBENCH: u16 = 0x3F20;
 type Job = Box<dyn FnOnce(&mut u64)>;
 
 fn bench_machine() -> Machine {
-    let mut m = Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 9223372036854775807\n")
-        .without_trace()
-        .machine()
-        .expect("manifest");
+    let mut m =
+        Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 9223372036854775807\n")
+            .without_trace()
+            .machine()
+            .expect("manifest");
     m.boot().expect("boot");
     m
 }
@@ -328,5 +332,30 @@ fn vm_creation(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd, vm_creation);
+/// Host time until the livelock guard, at its default limit, stops a chain
+/// of events that keeps virtual time still (FXBENCH_Chain without end),
+/// without a trace and with one kept in memory.
+fn livelock_guard(c: &mut Criterion) {
+    let mut group = c.benchmark_group("livelock_guard");
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    for traced in [false, true] {
+        let name = if traced { "trace" } else { "no_trace" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut scenario = Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n");
+                if !traced {
+                    scenario = scenario.without_trace();
+                }
+                let mut m = scenario.machine().expect("manifest");
+                m.boot().expect("boot");
+                service(&mut m, 3, u32::MAX);
+                let e = m.run().expect_err("a livelock");
+                assert!(e.to_string().contains("livelock"), "{e}");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd, vm_creation, livelock_guard);
 criterion_main!(benches);

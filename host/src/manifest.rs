@@ -65,9 +65,9 @@ impl Source {
         while !self.text.is_char_boundary(start) {
             start -= 1;
         }
-        let starts = self.line_starts.get_or_init(|| {
-            std::iter::once(0).chain(self.text.match_indices('\n').map(|(i, _)| i + 1)).collect()
-        });
+        let starts = self
+            .line_starts
+            .get_or_init(|| std::iter::once(0).chain(self.text.match_indices('\n').map(|(i, _)| i + 1)).collect());
         let line = starts.partition_point(|&s| s <= start);
         let column = self.text[starts[line - 1]..start].chars().count() + 1;
         Origin { file: self.name.clone(), line, column }
@@ -231,13 +231,16 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         "mib" => 1 << 20,
         "gib" => 1 << 30,
         "tib" => 1 << 40,
-        other => return Err(format!("invalid size `{text}`: unknown unit `{other}` (use B, KB, MB, GB, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!("invalid size `{text}`: unknown unit `{other}` (use B, KB, MB, GB, KiB, MiB or GiB)"));
+        }
     };
     if let Ok(n) = number.parse::<u64>() {
         return n.checked_mul(scale).ok_or_else(|| format!("invalid size `{text}`: out of range"));
     }
-    let value: f64 =
-        number.parse().map_err(|_| format!("invalid size `{text}`: expected a number with a unit, such as 500MB or 2GiB"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size `{text}`: expected a number with a unit, such as 500MB or 2GiB"))?;
     let bytes = value * scale as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
         return Err(format!("invalid size `{text}`: out of range"));

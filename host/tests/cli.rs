@@ -218,5 +218,8 @@ fn bad_trace_limits_and_machine_values_are_refused_before_the_run() {
     let out = vmm(&dir, &["run", "--set", "machine.ring3_step=0"]);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("error: --set #1 (machine.ring3_step=0):2:14: ring3_step must be longer than 0"), "{stderr}");
+    assert!(
+        stderr.contains("error: --set #1 (machine.ring3_step=0):2:14: ring3_step must be longer than 0"),
+        "{stderr}"
+    );
 }

@@ -70,9 +70,10 @@ fn posts_made_in_one_step_are_all_delivered_however_many_boosts_pile_up() {
     // 256 pending events of High_Pri_Device_Boost add up to
     // Critical_Section_Boost on the system VM: their own boosts must not
     // read as a critical section their PEF_Wait_Not_Crit waits out.
-    let run = vpostd("[VPOSTD]\nMaxPending = 4096\n[[vm]]\nname = \"DOS1\"\nprogram = \"BURSTDOS\"\nargs = \"count=256\"\n")
-        .module::<BurstDos>()
-        .run();
+    let run =
+        vpostd("[VPOSTD]\nMaxPending = 4096\n[[vm]]\nname = \"DOS1\"\nprogram = \"BURSTDOS\"\nargs = \"count=256\"\n")
+            .module::<BurstDos>()
+            .run();
     run.assert_ok();
     let t = run.trace();
     assert_eq!(t.count(json!({"kind": "note", "device": "VPOSTD", "note": "post_queued"})), 256, "{}", t.tail(10));
@@ -254,6 +255,6 @@ fn invalid_machine_values_are_refused_with_the_key_named() {
         let manifest = format!("[386Enh]\ndevice = []\n[machine]\n{line}\n");
         let run = Scenario::new(&manifest).run();
         let e = run.expect_error().to_string();
-        assert!(e.contains(&place) && e.contains(message), "{line}: {e}");
+        assert!(e.contains(place) && e.contains(message), "{line}: {e}");
     }
 }

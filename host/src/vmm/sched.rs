@@ -23,8 +23,8 @@ use crate::vmm::context::Context;
 use crate::vmm::events::{
     CLASS_STI, Conditions, EventKind, EventRec, class_of, condition_names, conditions_needed, runnable_classes,
 };
-use crate::vmm::vm::Blocked;
 use crate::vmm::timers::{Due, TimerKind};
+use crate::vmm::vm::Blocked;
 
 /// Why a run loop ended.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -563,34 +563,30 @@ impl Core {
             return;
         }
         let now = self.now.get();
-        let pending: Vec<(u64, u32, EventKind, u32, u32, u32, Instant, std::rc::Rc<str>, String)> = {
+        // (Building the records borrows the VM table and the critical
+        // section, never the events.)
+        let mut stuck_events: Vec<(u64, StuckEvent)> = {
             let events = self.events.borrow();
-            let mut v: Vec<_> = events
+            events
                 .slab
                 .iter()
-                .map(|(h, e)| {
-                    (e.seq, h, e.kind, e.target, e.flags, e.cb.owner(), e.scheduled_at, e.cb.label(), e.cb.name())
+                .map(|(handle, e)| {
+                    let record = StuckEvent {
+                        handle,
+                        event: e.kind.name(),
+                        vm: e.target,
+                        device: self.instance_name(e.cb.owner()).to_string(),
+                        callback: e.cb.name(),
+                        flags: e.flags,
+                        waits_for: self.why_event_waits(e.target, e.flags),
+                        waited_ns: now.since(e.scheduled_at).as_nanos(),
+                    };
+                    (e.seq, record)
                 })
-                .map(|(seq, h, kind, target, flags, owner, at, _, name)| {
-                    (seq, h, kind, target, flags, owner, at, self.instance_name(owner), name)
-                })
-                .collect();
-            v.sort_unstable_by_key(|e| e.0);
-            v
+                .collect()
         };
-        let mut stuck_events = Vec::new();
-        for (_, handle, kind, vm, flags, _, at, device, callback) in pending {
-            stuck_events.push(StuckEvent {
-                handle,
-                event: kind.name(),
-                vm,
-                device: device.to_string(),
-                callback,
-                flags,
-                waits_for: self.why_event_waits(vm, flags),
-                waited_ns: now.since(at).as_nanos(),
-            });
-        }
+        stuck_events.sort_unstable_by_key(|(seq, _)| *seq);
+        let stuck_events: Vec<StuckEvent> = stuck_events.into_iter().map(|(_, e)| e).collect();
         let owner = self.crit.borrow().owner;
         let stuck_vms: Vec<StuckVm> = self
             .vms

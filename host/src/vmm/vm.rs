@@ -286,7 +286,7 @@ impl VmTable {
         self.epoch += 1;
         let index = Self::index(handle)?;
         let slot = self.slots.get_mut(index)?;
-        if !slot.vm.as_ref().is_some_and(|vm| vm.handle == handle) {
+        if slot.vm.as_ref().is_none_or(|vm| vm.handle != handle) {
             return None;
         }
         let vm = slot.vm.take()?;
