@@ -592,7 +592,10 @@ impl Machine {
         self.fail_on_fatal(result)
     }
 
-    /// Run until nothing will ever happen again (or `[machine] until`).
+    /// Run until nothing will ever happen again (or `[machine] until`). Work
+    /// that can never run again ends it with a `DEADLOCK` fatal error, work
+    /// that keeps virtual time still with a `LIVELOCK` one, and a trace file
+    /// at its limit with [`Error::TraceLimit`] after a normal shutdown.
     pub fn run(&mut self) -> Result<RunEnd> {
         if self.core.phase.get() != Phase::Running {
             return Ok(RunEnd::Quiescent);
@@ -607,7 +610,10 @@ impl Machine {
     }
 
     /// Run for `d` of virtual time; stops earlier only if nothing will ever
-    /// happen again (the clock is still moved to the end).
+    /// happen again (the clock is still moved to the end). If, before the
+    /// end, an event is pending or a VM is blocked and nothing but the end
+    /// is ahead, it waits forever: a `DEADLOCK` fatal error (what the caller
+    /// might do after this call does not count).
     pub fn run_for(&mut self, d: Duration) -> Result<RunEnd> {
         if self.core.phase.get() != Phase::Running {
             return Ok(RunEnd::Quiescent);
