@@ -350,4 +350,18 @@ mod tests {
         assert!(t.get(0).is_none());
         assert!(t.get(0xDEAD_BEEF).is_none());
     }
+
+    #[test]
+    fn the_lowest_free_slot_and_id_are_reused_first() {
+        let mut t = VmTable::default();
+        let h: Vec<u32> = (0..5).map(|_| t.insert(vm)).collect();
+        t.remove(h[3]);
+        t.remove(h[1]);
+        let a = t.insert(vm);
+        assert_eq!((a & 0xFFFF, t.get(a).unwrap().id), (2, 2), "slot 2 and ID 2 first");
+        let b = t.insert(vm);
+        assert_eq!((b & 0xFFFF, t.get(b).unwrap().id), (4, 4));
+        let c = t.insert(vm);
+        assert_eq!((c & 0xFFFF, t.get(c).unwrap().id), (6, 6), "then new ones");
+    }
 }
