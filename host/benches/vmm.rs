@@ -14,6 +14,13 @@
 //!   to POSTAPP's window procedure; and the same route to a window handle
 //!   that does not exist (PostMessage returns TRUE without queueing), which
 //!   leaves out the queue, GetMessage and the window procedure.
+//! * `vm_creation/*`: a machine with 10^3 and 10^4 `[[vm]]` entries booted,
+//!   run and shut down, beside the machine without VMs: the time the VMs
+//!   add grows tenfold from 10^3 to 10^4, so creating (and destroying) VMs
+//!   is linear.
+//! * `livelock_guard/*`: host time until the livelock guard, at its default
+//!   limit, stops a chain of events at one instant, with and without a
+//!   trace.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -33,10 +40,11 @@ const FXBENCH: u16 = 0x3F20;
 type Job = Box<dyn FnOnce(&mut u64)>;
 
 fn bench_machine() -> Machine {
-    let mut m = Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 0\n")
-        .without_trace()
-        .machine()
-        .expect("manifest");
+    let mut m =
+        Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 9223372036854775807\n")
+            .without_trace()
+            .machine()
+            .expect("manifest");
     m.boot().expect("boot");
     m
 }
@@ -135,7 +143,7 @@ fn service_call(c: &mut Criterion) {
 /// A machine that runs BENCHDOS with `args` in a DOS VM; `run()` runs it.
 fn dos_machine(args: &str) -> Machine {
     let mut m = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 0\n\
+        "[386Enh]\ndevice = [\"fixture-bench\"]\n[machine]\nlivelock_limit = 9223372036854775807\n\
          [[vm]]\nname = \"DOS1\"\nprogram = \"fixture-bench-dos\"\nargs = \"{args}\"\n"
     ))
     .without_trace()
@@ -215,7 +223,7 @@ impl Module for BenchReg {
 fn vpostd_machine(count: u64, to_window: bool) -> Machine {
     let app = if to_window { "POSTAPP" } else { "BENCHREG" };
     let mut m = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[machine]\nlivelock_limit = 0\n[windows]\nload = [\"{app}\"]\n\
+        "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[machine]\nlivelock_limit = 9223372036854775807\n[windows]\nload = [\"{app}\"]\n\
          [[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS\"\nargs = \"count={count} interval=0\"\n"
     ))
     .module::<BenchReg>()
@@ -295,5 +303,60 @@ fn vpostd(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd);
+/// A machine with `n` `[[vm]]` entries (no program): booted, run (the VMs
+/// are created at t = 0) and shut down (each is destroyed).
+fn vm_machine_text(n: usize) -> String {
+    let mut text = String::from("[386Enh]\ndevice = [\"*SHELL\"]\n");
+    for i in 0..n {
+        text.push_str(&format!("[[vm]]\nname = \"V{i}\"\n"));
+    }
+    text
+}
+
+fn vm_creation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("vm_creation");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    // n = 0 is the machine alone: (T(10^4) - T(0)) / (T(10^3) - T(0))
+    // near 10 means creating VMs is linear.
+    for n in [0usize, 1_000, 10_000] {
+        let text = vm_machine_text(n);
+        group.bench_with_input(BenchmarkId::new("vmm", n), &n, |b, &n| {
+            b.iter(|| {
+                let mut m = Scenario::new(&text).without_trace().machine().expect("manifest");
+                m.boot().expect("boot");
+                m.run().expect("run");
+                assert!(n == 0 || m.vm(&format!("V{}", n - 1)).is_some());
+                m.shutdown().expect("shutdown");
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Host time until the livelock guard, at its default limit, stops a chain
+/// of events that keeps virtual time still (FXBENCH_Chain without end),
+/// without a trace and with one kept in memory.
+fn livelock_guard(c: &mut Criterion) {
+    let mut group = c.benchmark_group("livelock_guard");
+    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    for traced in [false, true] {
+        let name = if traced { "trace" } else { "no_trace" };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut scenario = Scenario::new("[386Enh]\ndevice = [\"fixture-bench\"]\n");
+                if !traced {
+                    scenario = scenario.without_trace();
+                }
+                let mut m = scenario.machine().expect("manifest");
+                m.boot().expect("boot");
+                service(&mut m, 3, u32::MAX);
+                let e = m.run().expect_err("a livelock");
+                assert!(e.to_string().contains("livelock"), "{e}");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd, vm_creation, livelock_guard);
 criterion_main!(benches);

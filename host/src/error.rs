@@ -206,6 +206,19 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// The trace file reached its size limit: the run was stopped and the
+    /// machine shut down normally.
+    #[error(
+        "the trace reached its size limit of {limit} bytes at t={at_ms}ms (--trace-limit, [machine] trace_limit): \
+         the run was stopped there and the machine shut down; the trace ends with a `trace_limit` record. Raise \
+         the limit or run for a shorter time (--until)"
+    )]
+    TraceLimit {
+        /// The limit, in bytes.
+        limit: u64,
+        /// Virtual time when it was reached, in milliseconds.
+        at_ms: u64,
+    },
     /// A reference to a VM, program or interrupt that does not exist.
     #[error("{origin}: {message}")]
     Reference {

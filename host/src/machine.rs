@@ -184,8 +184,10 @@ pub(crate) struct Core {
     pub(crate) interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The top-level run loop is running (pacing applies there only).
     pub(crate) top_level: Cell<bool>,
-    /// Callbacks run since virtual time last advanced.
-    pub(crate) storm: Cell<u64>,
+    /// Work done since virtual time last advanced (the livelock guard).
+    pub(crate) spin: crate::vmm::sched::Spin,
+    /// The trace file reached its limit: the run stops.
+    pub(crate) trace_full: Cell<bool>,
     /// When the idle handlers last ran.
     pub(crate) idle_notified: Cell<Option<Instant>>,
     /// Wall-clock start, for `--realtime`.
@@ -241,6 +243,7 @@ impl Core {
                 0
             }
         });
+        let trace_limit = manifest.machine.trace_limit;
         Core {
             seed,
             rng: RefCell::new(Rng::new(seed)),
@@ -256,7 +259,8 @@ impl Core {
             stop: Cell::new(false),
             interrupt: None,
             top_level: Cell::new(false),
-            storm: Cell::new(0),
+            spin: crate::vmm::sched::Spin::default(),
+            trace_full: Cell::new(false),
             idle_notified: Cell::new(None),
             wall_start: std::cell::OnceCell::new(),
             ring3: RefCell::new(crate::ring3::Ring3State::default()),
@@ -277,7 +281,11 @@ impl Core {
             manifest,
             search,
             trace_on: options.capture_trace || options.trace.is_some(),
-            trace: RefCell::new(Trace::new(options.capture_trace, options.trace)),
+            trace: RefCell::new({
+                let mut trace = Trace::new(options.capture_trace, options.trace);
+                trace.set_limit(trace_limit);
+                trace
+            }),
             now: Cell::new(Instant::ZERO),
             phase: Cell::new(Phase::Loading),
             registry: RefCell::new(Registry::default()),
@@ -314,7 +322,17 @@ impl Core {
     #[cold]
     #[inline(never)]
     fn emit_trace(&self, event: impl FnOnce() -> TraceEvent) {
-        self.trace.borrow_mut().emit(self.now.get(), event());
+        let full = {
+            let mut trace = self.trace.borrow_mut();
+            trace.emit(self.now.get(), event());
+            trace.limit_reached()
+        };
+        if full && !self.trace_full.get() {
+            // The file would grow past `--trace-limit`: stop the run (the
+            // machine then shuts down normally).
+            self.trace_full.set(true);
+            self.stop.set(true);
+        }
     }
 
     /// The context of the innermost plugin call (`Control` outside any).
@@ -662,13 +680,17 @@ impl Machine {
         self.fail_on_fatal(result)
     }
 
-    /// Run until nothing will ever happen again (or `[machine] until`).
+    /// Run until nothing will ever happen again (or `[machine] until`). Work
+    /// that can never run again ends it with a `DEADLOCK` fatal error, work
+    /// that keeps virtual time still with a `LIVELOCK` one, and a trace file
+    /// at its limit with [`Error::TraceLimit`] after a normal shutdown.
     pub fn run(&mut self) -> Result<RunEnd> {
         if self.core.phase.get() != Phase::Running {
             return Ok(RunEnd::Quiescent);
         }
         let end = self.core.run_machine();
         self.fail_on_fatal(Ok(()))?;
+        self.stop_on_full_trace()?;
         Ok(match end {
             LoopEnd::Stopped => RunEnd::Until,
             _ => RunEnd::Quiescent,
@@ -676,7 +698,10 @@ impl Machine {
     }
 
     /// Run for `d` of virtual time; stops earlier only if nothing will ever
-    /// happen again (the clock is still moved to the end).
+    /// happen again (the clock is still moved to the end). If, before the
+    /// end, an event is pending or a VM is blocked and nothing but the end
+    /// is ahead, it waits forever: a `DEADLOCK` fatal error (what the caller
+    /// might do after this call does not count).
     pub fn run_for(&mut self, d: Duration) -> Result<RunEnd> {
         if self.core.phase.get() != Phase::Running {
             return Ok(RunEnd::Quiescent);
@@ -689,6 +714,7 @@ impl Machine {
         self.core.top_level.set(false);
         self.core.stop.set(false);
         self.fail_on_fatal(Ok(()))?;
+        self.stop_on_full_trace()?;
         if end == LoopEnd::Quiescent {
             self.core.advance_to(until, None);
             return Ok(RunEnd::Quiescent);
@@ -768,6 +794,19 @@ impl Machine {
         }
         self.core.shutdown(false);
         self.fail_on_fatal(Ok(()))
+    }
+
+    /// If the trace file reached its limit, shut down normally (nothing
+    /// more is written) and return the error that says so.
+    fn stop_on_full_trace(&mut self) -> Result<()> {
+        if !self.core.trace_full.get() {
+            return Ok(());
+        }
+        let at_ms = self.core.now.get().as_millis();
+        if self.core.phase.get() < Phase::Shutdown {
+            self.core.shutdown(false);
+        }
+        Err(Error::TraceLimit { limit: self.core.manifest.machine.trace_limit, at_ms })
     }
 
     /// If a fatal error happened, run the crash exit and return it as the
@@ -862,6 +901,7 @@ impl Machine {
             let end = self.core.run_until(&|_| watcher.has_changes(), None);
             self.core.top_level.set(false);
             self.fail_on_fatal(Ok(()))?;
+            self.stop_on_full_trace()?;
             let changes = match end {
                 LoopEnd::Stopped => return Ok(RunEnd::Until),
                 LoopEnd::Fatal => return Ok(RunEnd::Quiescent),

@@ -49,14 +49,27 @@ struct Source {
     name: String,
     text: String,
     dir: PathBuf,
+    /// Byte offsets where lines start, found on first use: an origin is a
+    /// binary search, not a scan from the top (a manifest with ten
+    /// thousand `[[vm]]` entries asks for ten thousand origins).
+    line_starts: std::cell::OnceCell<Vec<usize>>,
 }
 
 impl Source {
+    fn new(name: String, text: String, dir: PathBuf) -> Self {
+        Source { name, text, dir, line_starts: std::cell::OnceCell::new() }
+    }
+
     fn origin(&self, span: &Range<usize>) -> Origin {
-        let start = span.start.min(self.text.len());
-        let before = &self.text[..start];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let mut start = span.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let starts = self
+            .line_starts
+            .get_or_init(|| std::iter::once(0).chain(self.text.match_indices('\n').map(|(i, _)| i + 1)).collect());
+        let line = starts.partition_point(|&s| s <= start);
+        let column = self.text[starts[line - 1]..start].chars().count() + 1;
         Origin { file: self.name.clone(), line, column }
     }
 
@@ -169,9 +182,71 @@ pub struct MachineSettings {
     pub plugin_path: Vec<PathBuf>,
     /// When the CLI builds plugins with cargo.
     pub build: BuildPolicy,
-    /// Callbacks that may run without virtual time advancing before the
-    /// machine stops as livelocked (0: no limit).
+    /// Units of work (event callbacks, interrupts taken, timers fired,
+    /// ring-3 steps) that may run without virtual time advancing before the
+    /// machine stops as livelocked (at least 1).
     pub livelock_limit: u64,
+    /// The most bytes the trace file may take (`--trace-limit`); the run
+    /// stops when it would grow past it.
+    pub trace_limit: u64,
+}
+
+/// The default `[machine] livelock_limit`: far above anything a machine
+/// does at one instant (a burst of thousands of posts is thousands of
+/// units), and reached in about a second of host time with a trace kept,
+/// a few tens of milliseconds without (`livelock_guard` in BENCHMARKS.md).
+pub const DEFAULT_LIVELOCK_LIMIT: u64 = 500_000;
+
+/// The default `[machine] trace_limit`: 1 GiB.
+pub const DEFAULT_TRACE_LIMIT: u64 = 1 << 30;
+
+/// The smallest `[machine] trace_limit`: room for a few records and the
+/// final `trace_limit` one.
+pub const MIN_TRACE_LIMIT: u64 = 1024;
+
+/// The longest `[machine] ring3_step`.
+const MAX_RING3_STEP: Duration = Duration::from_secs(1);
+
+/// The longest `[machine] time_slice`.
+const MAX_TIME_SLICE: Duration = Duration::from_secs(60);
+
+/// The latest `[machine] until`: 2^32 - 1 ms, where the system time a
+/// device reads (`Get_System_Time`, milliseconds in 32 bits) wraps.
+const MAX_UNTIL: Duration = Duration::from_millis(u32::MAX as u64);
+
+/// Parse a size in bytes: a whole number, optionally with a unit: `B`,
+/// `KB`, `MB`, `GB`, `TB` (powers of 1000) or `KiB`, `MiB`, `GiB`, `TiB`
+/// (powers of 1024), case-insensitive; a fraction is allowed with a unit
+/// (`1.5GB`).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "tb" | "t" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!("invalid size `{text}`: unknown unit `{other}` (use B, KB, MB, GB, KiB, MiB or GiB)"));
+        }
+    };
+    if let Ok(n) = number.parse::<u64>() {
+        return n.checked_mul(scale).ok_or_else(|| format!("invalid size `{text}`: out of range"));
+    }
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size `{text}`: expected a number with a unit, such as 500MB or 2GiB"))?;
+    let bytes = value * scale as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("invalid size `{text}`: out of range"));
+    }
+    Ok(bytes.round() as u64)
 }
 
 impl Default for MachineSettings {
@@ -188,7 +263,8 @@ impl Default for MachineSettings {
             ring3_step: Duration::from_micros(50),
             plugin_path: Vec::new(),
             build: BuildPolicy::Always,
-            livelock_limit: 10_000_000,
+            livelock_limit: DEFAULT_LIVELOCK_LIMIT,
+            trace_limit: DEFAULT_TRACE_LIMIT,
         }
     }
 }
@@ -461,6 +537,15 @@ struct RawMachine {
     plugin_path: Option<Vec<String>>,
     build: Option<Spanned<String>>,
     livelock_limit: Option<Spanned<i64>>,
+    trace_limit: Option<Spanned<RawSize>>,
+}
+
+/// A size: a number of bytes or a string such as `"500MB"`, `"2GiB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(i64),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -594,14 +679,14 @@ impl ManifestBuilder {
         let text = String::from_utf8(bytes).map_err(|e| io(format!("not UTF-8 text: {e}")))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-        self.sources.push(Source { name: path.display().to_string(), text, dir });
+        self.sources.push(Source::new(path.display().to_string(), text, dir));
         Ok(self)
     }
 
     /// Add manifest text (for tests and the test kit); `dir` resolves its
     /// relative paths.
     pub fn text(mut self, name: impl Into<String>, text: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
-        self.sources.push(Source { name: name.into(), text: text.into(), dir: dir.into() });
+        self.sources.push(Source::new(name.into(), text.into(), dir.into()));
         self
     }
 
@@ -653,7 +738,7 @@ fn set_source(n: usize, assignment: &str, dir: &Path) -> Result<Source> {
     // The value is written inline: a table value stays the key's value
     // instead of becoming a section of its own.
     let text = format!("[{}]\n{} = {toml_value}\n", toml_key(section.trim()), toml_key(key.trim()));
-    Ok(Source { name, text, dir: dir.to_path_buf() })
+    Ok(Source::new(name, text, dir.to_path_buf()))
 }
 
 fn toml_key(section: &str) -> String {
@@ -722,6 +807,9 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
             );
         }
     }
+    // Names taken so far, lower case (a set: ten thousand VMs must not cost
+    // a hundred million comparisons).
+    let mut taken: std::collections::HashSet<String> = m.vms.iter().map(|v| v.name.to_ascii_lowercase()).collect();
     for vm in layer.vm.unwrap_or_default() {
         let origin = src.origin(&vm.span());
         let v = vm.into_inner();
@@ -731,7 +819,7 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
         };
         let n = m.vms.len() + 2;
         let name = v.name.unwrap_or_else(|| format!("DOS{n}"));
-        if name.eq_ignore_ascii_case("system") || m.vms.iter().any(|o| o.name.eq_ignore_ascii_case(&name)) {
+        if name.eq_ignore_ascii_case("system") || !taken.insert(name.to_ascii_lowercase()) {
             return Err(Error::Manifest {
                 file: origin.file,
                 line: origin.line,
@@ -820,12 +908,12 @@ fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Resu
     if let Some(rate) = raw.inject_rate {
         let r = *rate.get_ref();
         if !(0.0..=1.0).contains(&r) {
-            return Err(src.error(&rate.span(), "inject_rate must be between 0 and 1"));
+            return Err(src.error(&rate.span(), format!("inject_rate must be between 0 and 1, got {r}")));
         }
         m.inject_rate = r;
     }
     if let Some(until) = &raw.until {
-        m.until = Some(duration(src, until)?);
+        m.until = Some(bounded(src, "until", until, Duration::from_nanos(1), MAX_UNTIL)?);
     }
     if let Some(rt) = raw.realtime {
         m.realtime = rt;
@@ -843,14 +931,11 @@ fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Resu
         };
     }
     if let Some(ts) = &raw.time_slice {
-        let d = duration(src, ts)?;
-        if d.is_zero() {
-            return Err(src.error(&ts.span(), "time_slice must be longer than 0"));
-        }
-        m.time_slice = d;
+        m.time_slice = bounded(src, "time_slice", ts, Duration::from_micros(1), MAX_TIME_SLICE)?;
     }
     if let Some(step) = &raw.ring3_step {
-        m.ring3_step = duration(src, step)?;
+        // A step of no time would let a program run forever at one instant.
+        m.ring3_step = bounded(src, "ring3_step", step, Duration::from_nanos(1), MAX_RING3_STEP)?;
     }
     if let Some(paths) = raw.plugin_path {
         m.plugin_path = paths.into_iter().map(|p| src.dir.join(p)).collect();
@@ -859,10 +944,46 @@ fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Resu
         m.build = parsed(src, b)?;
     }
     if let Some(l) = raw.livelock_limit {
-        m.livelock_limit =
-            u64::try_from(*l.get_ref()).map_err(|_| src.error(&l.span(), "livelock_limit must not be negative"))?;
+        m.livelock_limit = u64::try_from(*l.get_ref()).ok().filter(|&n| n >= 1).ok_or_else(|| {
+            src.error(
+                &l.span(),
+                format!(
+                    "livelock_limit must be at least 1 (units of work without virtual time advancing), got {}",
+                    l.get_ref()
+                ),
+            )
+        })?;
+    }
+    if let Some(l) = &raw.trace_limit {
+        let bytes = match l.get_ref() {
+            RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| format!("trace_limit must not be negative, got {n}")),
+            RawSize::Text(t) => parse_size(t).map_err(|e| format!("trace_limit: {e}")),
+        }
+        .map_err(|e| src.error(&l.span(), e))?;
+        if bytes < MIN_TRACE_LIMIT {
+            return Err(src.error(
+                &l.span(),
+                format!("trace_limit must be at least {MIN_TRACE_LIMIT} bytes (1KiB), got {bytes}"),
+            ));
+        }
+        m.trace_limit = bytes;
     }
     Ok(())
+}
+
+/// A `[machine]` duration `key` that must lie in `min..=max`.
+fn bounded(src: &Source, key: &str, d: &Spanned<RawDuration>, min: Duration, max: Duration) -> Result<Duration> {
+    let v = d.get_ref().parse().map_err(|e| src.error(&d.span(), format!("{key}: {e}")))?;
+    if v.is_zero() {
+        return Err(src.error(&d.span(), format!("{key} must be longer than 0")));
+    }
+    if v < min {
+        return Err(src.error(&d.span(), format!("{key} must be at least {min}, got {v}")));
+    }
+    if v > max {
+        return Err(src.error(&d.span(), format!("{key} must be at most {max}, got {v}")));
+    }
+    Ok(v)
 }
 
 fn device_entry(src: &Source, d: &Spanned<RawDevice>) -> Result<DeviceEntry> {

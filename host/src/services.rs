@@ -730,7 +730,7 @@ fn schedule(
     let handle = core.events.borrow_mut().insert(kind, target, flags, boost, now, cb);
     let Some(handle) = handle else { return RErr(VmmError::OUT_OF_MEMORY) };
     if boost != 0 {
-        core.add_boost(target, boost as i64, "event");
+        core.event_boost(target, boost as i64, "event");
     }
     if let Some(ms) = timeout_ms {
         let seq = core.events.borrow().slab.get(handle).map(|e| e.seq).unwrap_or(0);
@@ -767,7 +767,7 @@ fn trace_scheduled(core: &Core, caller: u32, handle: u32, timeout_ms: Option<u32
 /// Run an event inline, inside the service call.
 fn run_inline(core: &Core, kind: EventKind, target: u32, flags: u32, boost: i32, cb: Callback) -> VmmResult<u32> {
     if boost != 0 {
-        core.add_boost(target, boost as i64, "event");
+        core.event_boost(target, boost as i64, "event");
     }
     let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.now.get(), cb };
     core.run_event(0, rec, true, false);
@@ -961,7 +961,7 @@ extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmR
         // The section is free and the VM is not boosted: nothing to wait for.
         let vm = core.cur_vm.get();
         let free = core.crit.borrow().owner.is_none()
-            && core.vms.borrow().get(vm).is_some_and(|v| v.priority() < CRITICAL_SECTION_BOOST);
+            && core.vms.borrow().get(vm).is_some_and(|v| v.crit_priority() < CRITICAL_SECTION_BOOST);
         if free {
             return run_inline(core, EventKind::Global, 0, 0, 0, cb).map(|_| ());
         }
@@ -1052,7 +1052,7 @@ fn crit_status(core: &Core) -> CritStatus {
     CritStatus {
         claims,
         owner: owner.unwrap_or(cur),
-        high_priority: core.vms.borrow().get(cur).is_some_and(|v| v.priority() >= CRITICAL_SECTION_BOOST),
+        high_priority: core.vms.borrow().get(cur).is_some_and(|v| v.crit_priority() >= CRITICAL_SECTION_BOOST),
     }
 }
 

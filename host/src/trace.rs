@@ -831,6 +831,42 @@ pub enum TraceEvent {
         /// What happened.
         message: String,
     },
+    /// Nothing that waits can ever run: the machine stops with a `DEADLOCK`
+    /// violation and a fatal error right after this record. Written at the
+    /// moment the machine got stuck (also when `until` was still ahead).
+    Deadlock {
+        /// The pending events that can never run, oldest first.
+        events: Vec<StuckEvent>,
+        /// The VMs blocked in a wait nothing can end.
+        vms: Vec<StuckVm>,
+    },
+    /// Virtual time stood still over `[machine] livelock_limit` units of
+    /// work: the machine stops with a `LIVELOCK` violation and a fatal
+    /// error right after this record.
+    Livelock {
+        /// Units of work since virtual time last advanced.
+        units: u64,
+        /// Of which: event callbacks (events, `Call_When_Not_Critical`,
+        /// appy time).
+        events: u64,
+        /// Interrupts taken.
+        interrupts: u64,
+        /// Timers fired (time-outs, manifest timers, wake-ups).
+        timers: u64,
+        /// Ring-3 steps.
+        ring3_steps: u64,
+        /// The device whose callback ran last (null: the host's own work).
+        device: Option<String>,
+    },
+    /// The trace file reached `--trace-limit` (`[machine] trace_limit`):
+    /// the last record of the file. The machine stops and shuts down
+    /// normally; nothing more is written.
+    TraceLimit {
+        /// The limit, in bytes.
+        limit: u64,
+        /// Bytes written before this record.
+        bytes: u64,
+    },
     /// The machine stopped with a fatal error.
     FatalError {
         /// The message.
@@ -840,17 +876,67 @@ pub enum TraceEvent {
     },
 }
 
+/// A pending event that can never run (in a [`TraceEvent::Deadlock`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct StuckEvent {
+    /// The event handle.
+    pub handle: u32,
+    /// `priority`, `vm`, `ints_enabled`.
+    pub event: &'static str,
+    /// The VM it waits to run in.
+    pub vm: u32,
+    /// The scheduling device.
+    pub device: String,
+    /// The callback's name.
+    pub callback: String,
+    /// Its `PEF_*` flags.
+    pub flags: u32,
+    /// What does not hold: `PEF_Wait_For_STI`, `PEF_Wait_Not_Crit`,
+    /// `PEF_Wait_Not_HW_Int`, `PEF_Wait_Not_Nested_Exec`, `PEF_Wait_In_PM`
+    /// (its wait conditions), `vm_suspended`, `vm_blocked` (the VM waits
+    /// without serving events), `vm_not_scheduled` (a VM of higher
+    /// priority keeps the CPU).
+    pub waits_for: Vec<&'static str>,
+    /// Virtual nanoseconds it has waited.
+    pub waited_ns: u64,
+}
+
+/// A VM blocked in a wait that can never end (in a [`TraceEvent::Deadlock`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct StuckVm {
+    /// The VM.
+    pub vm: u32,
+    /// Its name.
+    pub name: String,
+    /// `critical_section` or `semaphore`.
+    pub waits_for: &'static str,
+    /// The critical section's owner (for `critical_section`).
+    pub owner: Option<u32>,
+}
+
+/// Bytes kept free under the trace limit for the final `trace_limit`
+/// record.
+const LIMIT_RESERVE: u64 = 256;
+
 /// Where trace records go.
 pub struct Trace {
     capture: bool,
     records: Vec<TraceRecord>,
     writer: Option<Box<dyn Write>>,
-    /// The record being written: serialized here whole, then handed to the
-    /// writer in one `write_all`, so a buffered writer only ever holds and
-    /// flushes whole records (a trace cut short ends on a record boundary).
-    line: Vec<u8>,
     write_error: Option<io::Error>,
     count: u64,
+    /// The most bytes the writer may receive (`--trace-limit`).
+    limit: u64,
+    /// Bytes given to the writer so far.
+    written: u64,
+    /// The limit was reached: the `trace_limit` record is written and the
+    /// writer takes nothing more.
+    limited: bool,
+    /// One record's JSON, serialized here whole, measured, then handed to
+    /// the writer in one `write_all`, so a buffered writer only ever holds
+    /// and flushes whole records (a trace cut short ends on a record
+    /// boundary).
+    line: Vec<u8>,
 }
 
 impl Default for Trace {
@@ -869,7 +955,34 @@ impl Trace {
     /// A trace that keeps records in memory (`capture`) and/or writes JSON
     /// Lines to `writer`.
     pub fn new(capture: bool, writer: Option<Box<dyn Write>>) -> Self {
-        Trace { capture, records: Vec::new(), writer, line: Vec::new(), write_error: None, count: 0 }
+        Trace {
+            capture,
+            records: Vec::new(),
+            writer,
+            write_error: None,
+            count: 0,
+            limit: u64::MAX,
+            written: 0,
+            limited: false,
+            line: Vec::new(),
+        }
+    }
+
+    /// Stop writing once the file would grow past `limit` bytes: the last
+    /// record written is then a `trace_limit` record, and the file stays
+    /// whole JSON lines.
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// Whether the writer reached its limit (see [`Trace::set_limit`]).
+    pub fn limit_reached(&self) -> bool {
+        self.limited
+    }
+
+    /// Bytes given to the writer so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
     }
 
     /// Whether records are wanted at all.
@@ -880,18 +993,52 @@ impl Trace {
 
     /// Record an event at `t`.
     pub fn emit(&mut self, t: Instant, event: TraceEvent) {
+        if self.limited {
+            // Past the limit nothing is kept: the file and the captured
+            // records end alike, with the `trace_limit` record.
+            return;
+        }
         self.count += 1;
         let record = TraceRecord { t: t.as_millis(), t_ns: t.as_nanos(), event };
-        if let Some(w) = self.writer.as_mut()
-            && self.write_error.is_none()
-        {
+        if self.writer.is_some() && self.write_error.is_none() {
             self.line.clear();
-            let result = serde_json::to_writer(&mut self.line, &record).map_err(io::Error::from).and_then(|()| {
+            let fits = match serde_json::to_writer(&mut self.line, &record) {
+                Ok(()) => {
+                    self.line.push(b'\n');
+                    self.written.saturating_add(self.line.len() as u64).saturating_add(LIMIT_RESERVE) <= self.limit
+                }
+                Err(e) => {
+                    self.write_error = Some(e.into());
+                    true
+                }
+            };
+            if !fits {
+                self.limited = true;
+                let last = TraceRecord {
+                    t: record.t,
+                    t_ns: record.t_ns,
+                    event: TraceEvent::TraceLimit { limit: self.limit, bytes: self.written },
+                };
+                self.line.clear();
+                if let Err(e) = serde_json::to_writer(&mut self.line, &last) {
+                    self.write_error = Some(e.into());
+                }
                 self.line.push(b'\n');
-                w.write_all(&self.line)
-            });
-            if let Err(e) = result {
-                self.write_error = Some(e);
+                if self.capture {
+                    self.records.push(last);
+                }
+            }
+            if self.write_error.is_none()
+                && let Some(w) = self.writer.as_mut()
+            {
+                match w.write_all(&self.line) {
+                    Ok(()) => self.written += self.line.len() as u64,
+                    Err(e) => self.write_error = Some(e),
+                }
+            }
+            if !fits {
+                // The record that did not fit is not kept either.
+                return;
             }
         }
         if self.capture {

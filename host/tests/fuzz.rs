@@ -63,7 +63,7 @@ fn table() -> impl Strategy<Value = String> {
     ];
     let key = prop_oneof![
         "seed|order|inject_rate|until|realtime|violations|windows|time_slice|ring3_step|plugin_path|build",
-        "livelock_limit|device|Device|devices|load|queue_size|message_box_answer|answers|message_server",
+        "livelock_limit|trace_limit|device|Device|devices|load|queue_size|message_box_answer|answers|message_server",
         "Start|Name|\"edit\\.com\"|\"\\.txt\"|bogus|KeyboardDelay",
     ];
     (name, proptest::collection::vec((key, value()), 0..5)).prop_map(|(name, keys)| {
@@ -430,7 +430,8 @@ proptest! {
         check_outcome(&trace, error.as_ref().or(shutdown.as_ref()))?;
         if let Some(Error::Fatal { message, .. }) = &error {
             let known = message.contains("Invalid VxD dynamic link call")
-                || trace.count(json!({"kind": "violation", "code": "DEADLOCK"})) > 0;
+                || trace.count(json!({"kind": "violation", "code": "DEADLOCK"})) > 0
+                || trace.count(json!({"kind": "violation", "code": "LIVELOCK"})) > 0;
             prop_assert!(known, "an undocumented fatal error: {message}");
         }
     }

@@ -9,6 +9,7 @@ mod foundation;
 mod loader;
 mod rebuild;
 mod ring3;
+mod robust_sched;
 mod shell;
 mod trace_order;
 mod vmm_core;

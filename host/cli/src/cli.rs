@@ -132,6 +132,10 @@ struct RunArgs {
     /// Stop at this virtual time (for example 500ms, 2s).
     #[arg(long, value_name = "DURATION")]
     until: Option<String>,
+    /// Stop the run when the --trace file would grow past SIZE (for
+    /// example 500MB, 2GiB; default 1GiB, or [machine] trace_limit).
+    #[arg(long, value_name = "SIZE", value_parser = vmm_host::manifest::parse_size)]
+    trace_limit: Option<u64>,
     /// The order in which events that are ready at the same moment run: lifo (default), fifo,
     /// random (seeded; also injects interrupts that re-enter the devices).
     #[arg(long, value_name = "ORDER")]
@@ -451,6 +455,9 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let mut sets = Vec::new();
     if let Some(u) = &args.until {
         sets.push(format!("machine.until=\"{u}\""));
+    }
+    if let Some(limit) = args.trace_limit {
+        sets.push(format!("machine.trace_limit=\"{limit}\""));
     }
     if let Some(o) = &args.order {
         sets.push(format!("machine.order=\"{o}\""));

@@ -395,3 +395,41 @@ fn recursion_past_the_depth_limit_is_an_error_not_a_crash() {
         assert!(trace.iter().any(|r| r["kind"] == "fatal_error" && r["device"] == "FXDEEP"));
     }
 }
+
+#[test]
+fn trace_limit_stops_a_long_run_with_a_whole_trace_and_a_clear_error() {
+    let dir = scratch(
+        "trace-limit",
+        "[386Enh]\ndevice = [\"*SHELL\", \"VPOSTD.386\"]\n[windows]\nload = [\"POSTAPP quiet\"]\n\
+         [[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS\"\nargs = \"count=1000000 interval=1\"\n",
+    );
+    let out = vmm(&dir, &["run", "--trace", "t.jsonl", "--trace-limit", "1MB", "--no-story"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("trace reached its size limit of 1000000 bytes"), "{stderr}");
+    let trace = std::fs::read_to_string(dir.join("t.jsonl")).unwrap();
+    assert!(trace.len() <= 1_000_000, "{} bytes", trace.len());
+    assert!(trace.len() > 900_000, "{} bytes", trace.len());
+    let records: Vec<serde_json::Value> = trace.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = records.last().unwrap();
+    assert_eq!(last["kind"], "trace_limit", "{last}");
+    assert_eq!(last["limit"], 1_000_000);
+    assert_eq!(records.iter().filter(|r| r["kind"] == "trace_limit").count(), 1);
+}
+
+#[test]
+fn bad_trace_limits_and_machine_values_are_refused_before_the_run() {
+    let dir = scratch("bad-limits", "[386Enh]\ndevice = [\"vcountd\"]\n");
+    let out = vmm(&dir, &["run", "--trace-limit", "5 parsecs"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--trace-limit"), "{}", text(&out.stderr));
+    let out = vmm(&dir, &["run", "--set", "machine.ring3_step=0"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: --set #1 (machine.ring3_step=0):2:14: ring3_step must be longer than 0"),
+        "{stderr}"
+    );
+}

@@ -192,7 +192,7 @@ impl Core {
         let handle = self.events.borrow_mut().insert(EventKind::Priority, target, pef, boost as i32, now, cb);
         if let Some(handle) = handle {
             if boost != 0 {
-                self.add_boost(target, boost as i64, "event");
+                self.event_boost(target, boost as i64, "event");
             }
             self.trace(|| TraceEvent::EventScheduled {
                 handle,

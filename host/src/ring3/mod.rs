@@ -152,6 +152,10 @@ pub(crate) struct Ring3State {
     next_htask: u16,
     /// Round-robin position among the system VM's programs.
     rr: usize,
+    /// Each VM's programs (indexes into `programs`, in start order): the
+    /// scheduler asks about one VM's programs without a scan of all of
+    /// them (ten thousand DOS VMs have ten thousand programs).
+    by_vm: BTreeMap<u32, Vec<usize>>,
 }
 
 impl Ring3State {
@@ -190,12 +194,18 @@ impl Ring3State {
         self.modules.iter().position(|m| m.alive && m.hinstance == h)
     }
 
+    /// Program number `id` (numbers are positions in `programs`, plus one).
     pub(crate) fn program(&self, id: u32) -> Option<&Program> {
-        self.programs.iter().find(|p| p.id == id)
+        self.programs.get((id as usize).checked_sub(1)?).filter(|p| p.id == id)
     }
 
     pub(crate) fn program_mut(&mut self, id: u32) -> Option<&mut Program> {
-        self.programs.iter_mut().find(|p| p.id == id)
+        self.programs.get_mut((id as usize).checked_sub(1)?).filter(|p| p.id == id)
+    }
+
+    /// The indexes of `vm`'s programs, in start order.
+    pub(crate) fn programs_of(&self, vm: u32) -> &[usize] {
+        self.by_vm.get(&vm).map_or(&[], |v| v.as_slice())
     }
 
     pub(crate) fn task_mut(&mut self, htask: u16) -> Option<&mut Task> {
@@ -379,6 +389,8 @@ impl Core {
             let id = r3.programs.len() as u32 + 1;
             let task = if kind == ModuleKind::WinApp { r3.new_task(self.manifest.windows.queue_size) } else { 0 };
             r3.programs.push(Program { id, module, vm, task, state: ProgState::Start, args: args.to_string() });
+            let index = r3.programs.len() - 1;
+            r3.by_vm.entry(vm).or_default().push(index);
             id
         };
         let task = self.ring3.borrow().program(id).map(|p| p.task).filter(|t| *t != 0);
@@ -418,7 +430,7 @@ impl Core {
     /// Whether `vm` has a ring-3 step ready to run.
     pub(crate) fn ring3_ready(&self, vm: u32) -> bool {
         let r3 = self.ring3.borrow();
-        r3.programs.iter().any(|p| p.vm == vm && self.program_ready(p, &r3)) && self.ring3_runnable_vm(vm)
+        r3.programs_of(vm).iter().any(|&i| self.program_ready(&r3.programs[i], &r3)) && self.ring3_runnable_vm(vm)
     }
 
     /// Run one ring-3 step of `vm`; whether one ran.
@@ -427,11 +439,13 @@ impl Core {
             return false;
         }
         let pick = {
+            // Round robin: the first ready program of the VM after the last
+            // one that ran, else its first ready one.
             let r3 = self.ring3.borrow();
-            let n = r3.programs.len();
-            (0..n)
-                .map(|k| (r3.rr + 1 + k) % n.max(1))
-                .find(|&i| r3.programs.get(i).is_some_and(|p| p.vm == vm && self.program_ready(p, &r3)))
+            let mine = r3.programs_of(vm);
+            let ready = |&&i: &&usize| self.program_ready(&r3.programs[i], &r3);
+            let after = mine.iter().filter(|&&i| i > r3.rr).find(ready);
+            after.or_else(|| mine.iter().find(ready)).copied()
         };
         let Some(index) = pick else { return false };
         self.ring3.borrow_mut().rr = index;
@@ -612,14 +626,15 @@ impl Core {
 
     /// `vm` is being destroyed: its programs end.
     pub(crate) fn ring3_vm_destroyed(&self, vm: u32) {
-        let ids: Vec<u32> = self
-            .ring3
-            .borrow()
-            .programs
-            .iter()
-            .filter(|p| p.vm == vm && p.state != ProgState::Ended)
-            .map(|p| p.id)
-            .collect();
+        let ids: Vec<u32> = {
+            let r3 = self.ring3.borrow();
+            r3.programs_of(vm)
+                .iter()
+                .map(|&i| &r3.programs[i])
+                .filter(|p| p.state != ProgState::Ended)
+                .map(|p| p.id)
+                .collect()
+        };
         for id in ids {
             self.end_program(id, None, "vm_destroyed");
         }

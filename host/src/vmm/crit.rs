@@ -95,7 +95,7 @@ impl Core {
                 self.crit.borrow_mut().waiters.push_back((vm, count));
                 self.block(vm, Blocked::Crit, flags);
                 self.crit_trace_flags("wait", vm, flags);
-                self.wait_unblocked(vm, "the critical section")
+                self.wait_unblocked(vm)
             }
         }
     }
@@ -217,18 +217,16 @@ impl Core {
         self.vms.borrow().get(vm).is_some_and(|v| v.blocked.is_some())
     }
 
-    /// Run the other VMs until `vm` is unblocked and scheduled again.
-    fn wait_unblocked(&self, vm: u32, what: &str) -> Result<(), VmmError> {
+    /// Run the other VMs until `vm` is unblocked and scheduled again. A
+    /// wait nothing can end is reported by the run loop (`DEADLOCK`, with
+    /// every blocked VM and pending event), as soon as it is certain.
+    fn wait_unblocked(&self, vm: u32) -> Result<(), VmmError> {
         let end = self.run_until(&|c: &Core| !c.is_blocked(vm) && c.cur_vm.get() == vm, Some(vm));
         match end {
             LoopEnd::Done => Ok(()),
             LoopEnd::Quiescent => {
-                self.violation(
-                    "DEADLOCK",
-                    format!("VM {vm:#x} waits for {what}, but nothing scheduled can ever release it"),
-                    None,
-                );
-                self.set_fatal(format!("deadlock: VM {vm:#x} waits for {what} forever"), None);
+                // The loop reports a stuck waiter itself; this is a safety net.
+                self.report_deadlock();
                 Err(VmmError::FATAL)
             }
             LoopEnd::Stopped | LoopEnd::Fatal => Err(VmmError::FATAL),
@@ -326,7 +324,7 @@ impl Core {
             None => {
                 self.block(vm, Blocked::Semaphore(h), flags);
                 self.sem_trace_flags("block", h, vm, 0, owner, flags);
-                self.wait_unblocked(vm, "a semaphore")?;
+                self.wait_unblocked(vm)?;
                 if self.sems.borrow().contains(h) { Ok(()) } else { Err(VmmError::INVALID_HANDLE) }
             }
         }

@@ -135,6 +135,22 @@ impl Conditions {
     }
 }
 
+/// The `PEF_*` names of the wait conditions in `unsatisfied` (see
+/// [`Conditions::unsatisfied`]).
+pub(crate) fn condition_names(unsatisfied: usize) -> Vec<&'static str> {
+    [
+        (CLASS_STI, "PEF_Wait_For_STI"),
+        (CLASS_NOT_CRIT, "PEF_Wait_Not_Crit"),
+        (CLASS_NOT_HW_INT, "PEF_Wait_Not_HW_Int"),
+        (CLASS_NOT_NESTED, "PEF_Wait_Not_Nested_Exec"),
+        (CLASS_IN_PM, "PEF_Wait_In_PM"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| unsatisfied & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
+}
+
 /// The condition bits that choosing among the buckets in `classes` (see
 /// [`Events::classes`]) needs to know: the union of their wait classes.
 #[inline(always)]

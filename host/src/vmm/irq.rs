@@ -104,6 +104,7 @@ impl Core {
             irqs.get_mut(irq).and_then(|i| i.handler.take().map(|cb| (cb, i.name.clone())))
         };
         let Some((mut cb, name)) = taken else { return };
+        self.count_work(crate::vmm::sched::Work::Interrupt, cb.owner());
         let vm = self.cur_vm.get();
         let device = self.instance_name(cb.owner());
         self.trace(|| TraceEvent::Interrupt { irq, name: name.clone(), device: device.to_string(), injected, vm });

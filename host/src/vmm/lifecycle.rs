@@ -117,9 +117,14 @@ impl Core {
     pub(crate) fn destroy_vm(&self, vm: u32, flags: u32, normal: bool, reason: &'static str) {
         // The system VM lives as long as the machine (`vm_valid` relies on it).
         debug_assert_ne!(vm, self.sys_vm.get(), "the system VM is never destroyed");
-        let Some((id, name)) = self.vms.borrow_mut().get_mut(vm).map(|v| {
+        // A VM is destroyed once: its teardown ends its programs, and a DOS
+        // program's end asks for its VM's destruction again.
+        let Some((id, name)) = self.vms.borrow_mut().get_mut(vm).and_then(|v| {
+            if v.life == VmLife::Terminating {
+                return None;
+            }
             v.life = VmLife::Terminating;
-            (v.id, v.name.clone())
+            Some((v.id, v.name.clone()))
         }) else {
             return;
         };

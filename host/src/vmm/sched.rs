@@ -10,16 +10,21 @@
 //! the host thread. Waits nest on the host stack: an outer waiter resumes
 //! after the inner ones.
 
+use std::cell::Cell;
+
 use vmm_plugin_api::abi::Regs;
 use vmm_plugin_api::ddk::{BLOCK_THREAD_IDLE, CF_MASK, CRITICAL_SECTION_BOOST, PEF_DONT_UNBOOST, TIME_CRITICAL_BOOST};
 
 use crate::machine::Core;
 use crate::manifest::ActionKind;
 use crate::time::Instant;
-use crate::trace::{CallOutcome, TraceEvent};
+use crate::trace::{CallOutcome, StuckEvent, StuckVm, TraceEvent};
 use crate::vmm::context::Context;
-use crate::vmm::events::{CLASS_STI, Conditions, EventKind, EventRec, conditions_needed, runnable_classes};
+use crate::vmm::events::{
+    CLASS_STI, Conditions, EventKind, EventRec, class_of, condition_names, conditions_needed, runnable_classes,
+};
 use crate::vmm::timers::{Due, TimerKind};
+use crate::vmm::vm::Blocked;
 
 /// Why a run loop ended.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -32,6 +37,42 @@ pub(crate) enum LoopEnd {
     Stopped,
     /// A fatal error stopped the machine.
     Fatal,
+}
+
+/// What a unit of work was (for the livelock guard's report).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// An event callback (events, `Call_When_Not_Critical`, appy time).
+    Event,
+    /// An interrupt taken.
+    Interrupt,
+    /// A timer fired.
+    Timer,
+    /// A ring-3 step.
+    Ring3,
+}
+
+/// Units of work done since virtual time last advanced: the livelock
+/// guard. Counted whether or not a trace is kept.
+#[derive(Default)]
+pub(crate) struct Spin {
+    total: Cell<u64>,
+    events: Cell<u64>,
+    interrupts: Cell<u64>,
+    timers: Cell<u64>,
+    ring3: Cell<u64>,
+    /// The instance whose callback ran last (0: the host's own work).
+    last: Cell<u32>,
+}
+
+impl Spin {
+    /// Virtual time advanced: start counting again.
+    fn reset(&self) {
+        for c in [&self.total, &self.events, &self.interrupts, &self.timers, &self.ring3] {
+            c.set(0);
+        }
+        self.last.set(0);
+    }
 }
 
 impl Core {
@@ -86,15 +127,37 @@ impl Core {
             if self.dispatch_events(vm) {
                 continue;
             }
-            if let Some(vm) = vm
-                && self.ring3_step(vm)
-            {
-                continue;
+            if let Some(vm) = vm {
+                let before = self.now.get();
+                if self.ring3_step(vm) {
+                    if self.now.get() == before {
+                        self.count_work(Work::Ring3, 0);
+                    }
+                    continue;
+                }
             }
             if !self.idle(vm) {
-                return LoopEnd::Quiescent;
+                return self.quiescent();
             }
         }
+    }
+
+    /// Nothing will ever happen again (or only the stop timer will): a
+    /// normal end, unless something still waits: then it waits forever, a
+    /// `DEADLOCK`.
+    fn quiescent(&self) -> LoopEnd {
+        if self.waits_forever() {
+            self.report_deadlock();
+            return LoopEnd::Fatal;
+        }
+        LoopEnd::Quiescent
+    }
+
+    /// Whether an event is pending or a VM is blocked.
+    fn waits_forever(&self) -> bool {
+        self.events.borrow().len() > 0
+            || !self.waiters.borrow().is_empty()
+            || self.vms.borrow().iter().any(|v| v.blocked.is_some())
     }
 
     /// The top-level run: until the machine is quiescent or `until`.
@@ -276,7 +339,9 @@ impl Core {
     pub(crate) fn conditions(&self, vm: u32) -> Conditions {
         let vms = self.vms.borrow();
         let Some(v) = vms.get(vm) else { return Conditions::default() };
-        let priority = v.priority();
+        // Events' own boosts do not make a critical or time-critical
+        // operation (ARCHITECTURE.md, "Decisions").
+        let priority = v.crit_priority();
         let crit_free = self.crit.borrow().owner.is_none();
         Conditions {
             sti: v.sti_for_events(),
@@ -352,15 +417,20 @@ impl Core {
     /// the way, and releases the callback itself.
     #[inline(always)]
     fn run_event_inline(&self, handle: u32, rec: &mut EventRec, inline: bool, timed_out: bool) {
-        self.count_dispatch();
+        self.count_work(Work::Event, rec.cb.owner());
         let vm = self.cur_vm.get();
         // ESI: the event's own handle (0 inline), so a device can forget it.
         let mut regs = Regs { ebx: vm, esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
         let depth = self.nest_mark();
         let result = rec.cb.call_inline(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "an event callback");
-        if rec.kind == EventKind::Priority && rec.boost != 0 && (rec.flags & PEF_DONT_UNBOOST == 0 || timed_out) {
-            self.add_boost(rec.target, -(rec.boost as i64), "unboost");
+        if rec.kind == EventKind::Priority && rec.boost != 0 {
+            if rec.flags & PEF_DONT_UNBOOST == 0 || timed_out {
+                self.event_boost(rec.target, -(rec.boost as i64), "unboost");
+            } else {
+                // PEF_Dont_Unboost: the boost stays, as the device's own.
+                self.keep_event_boost(rec.target, rec.boost as i64);
+            }
         }
         if self.trace_on {
             self.trace_dispatched(if inline { 0 } else { handle }, rec, vm, inline, timed_out, result);
@@ -405,21 +475,206 @@ impl Core {
         self.trace(|| TraceEvent::Priority { vm, boost: delta, priority, reason });
     }
 
-    /// Count a dispatch; too many without time advancing is a livelock
-    /// (`[machine] livelock_limit`).
-    pub(crate) fn count_dispatch(&self) {
-        let n = self.storm.get() + 1;
-        self.storm.set(n);
-        let limit = self.manifest.machine.livelock_limit;
-        if n == limit {
-            self.set_fatal(
-                format!(
-                    "livelock: {limit} callbacks ran without virtual time advancing \
-                     (raise [machine] livelock_limit if this is intended)"
-                ),
-                None,
-            );
+    /// Add `delta` to the boost `vm`'s pending (or running) priority
+    /// events hold: it raises the VM's priority but is no critical or
+    /// time-critical operation of the VM (see [`Vm::crit_priority`]).
+    ///
+    /// [`Vm::crit_priority`]: crate::vmm::vm::Vm::crit_priority
+    pub(crate) fn event_boost(&self, vm: u32, delta: i64, reason: &'static str) {
+        let priority = {
+            let mut vms = self.vms.borrow_mut();
+            let Some(v) = vms.get_mut(vm) else { return };
+            v.boost += delta;
+            v.event_boost += delta;
+            v.priority()
+        };
+        self.trace(|| TraceEvent::Priority { vm, boost: delta, priority, reason });
+    }
+
+    /// A `PEF_Dont_Unboost` event returned: its boost stays on the VM as an
+    /// ordinary boost (the device lowers it with `Adjust_Exec_Priority`).
+    fn keep_event_boost(&self, vm: u32, boost: i64) {
+        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
+            v.event_boost -= boost;
         }
+    }
+
+    /// Count an event callback of `instance` (see [`Core::count_work`]).
+    #[inline]
+    pub(crate) fn count_dispatch(&self) {
+        self.count_work(Work::Event, 0);
+    }
+
+    /// Count a unit of work done at this instant (by `instance`, 0 for the
+    /// host); `[machine] livelock_limit` of them without virtual time
+    /// advancing is a livelock, and stops the machine.
+    #[inline]
+    pub(crate) fn count_work(&self, kind: Work, instance: u32) {
+        let spin = &self.spin;
+        let n = spin.total.get() + 1;
+        spin.total.set(n);
+        let c = match kind {
+            Work::Event => &spin.events,
+            Work::Interrupt => &spin.interrupts,
+            Work::Timer => &spin.timers,
+            Work::Ring3 => &spin.ring3,
+        };
+        c.set(c.get() + 1);
+        if instance != 0 {
+            spin.last.set(instance);
+        }
+        if n == self.manifest.machine.livelock_limit {
+            self.report_livelock();
+        }
+    }
+
+    /// The livelock guard tripped: a `livelock` record naming what spun, a
+    /// `LIVELOCK` violation and a fatal error.
+    #[cold]
+    #[inline(never)]
+    fn report_livelock(&self) {
+        let spin = &self.spin;
+        let (units, events, interrupts, timers, ring3) =
+            (spin.total.get(), spin.events.get(), spin.interrupts.get(), spin.timers.get(), spin.ring3.get());
+        let last = spin.last.get();
+        let device = (last != 0).then(|| self.instance_name(last).to_string());
+        self.trace(|| TraceEvent::Livelock {
+            units,
+            events,
+            interrupts,
+            timers,
+            ring3_steps: ring3,
+            device: device.clone(),
+        });
+        let message = format!(
+            "virtual time stood still at {} ms over {units} units of work ({events} event callbacks, {interrupts} \
+             interrupts taken, {timers} timers fired, {ring3} ring-3 steps){}; raise [machine] livelock_limit if \
+             this is intended",
+            self.now.get().as_millis(),
+            device.as_deref().map(|d| format!("; the last callback was {d}'s")).unwrap_or_default(),
+        );
+        self.violation("LIVELOCK", message.clone(), None);
+        self.set_fatal(format!("livelock: {message}"), device);
+    }
+
+    /// Nothing that waits can ever run: a `deadlock` record naming the
+    /// waiting events (device, handle, VM, the conditions that do not hold)
+    /// and blocked VMs, a `DEADLOCK` violation and a fatal error.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn report_deadlock(&self) {
+        if self.is_fatal() {
+            return;
+        }
+        let now = self.now.get();
+        // (Building the records borrows the VM table and the critical
+        // section, never the events.)
+        let mut stuck_events: Vec<(u64, StuckEvent)> = {
+            let events = self.events.borrow();
+            events
+                .slab
+                .iter()
+                .map(|(handle, e)| {
+                    let record = StuckEvent {
+                        handle,
+                        event: e.kind.name(),
+                        vm: e.target,
+                        device: self.instance_name(e.cb.owner()).to_string(),
+                        callback: e.cb.name(),
+                        flags: e.flags,
+                        waits_for: self.why_event_waits(e.target, e.flags),
+                        waited_ns: now.since(e.scheduled_at).as_nanos(),
+                    };
+                    (e.seq, record)
+                })
+                .collect()
+        };
+        stuck_events.sort_unstable_by_key(|(seq, _)| *seq);
+        let stuck_events: Vec<StuckEvent> = stuck_events.into_iter().map(|(_, e)| e).collect();
+        let owner = self.crit.borrow().owner;
+        let stuck_vms: Vec<StuckVm> = self
+            .vms
+            .borrow()
+            .iter()
+            .filter_map(|v| {
+                let waits_for = match v.blocked? {
+                    Blocked::Crit => "critical_section",
+                    Blocked::Semaphore(_) => "semaphore",
+                };
+                Some(StuckVm {
+                    vm: v.handle,
+                    name: v.name.to_string(),
+                    waits_for,
+                    owner: (waits_for == "critical_section").then_some(owner).flatten(),
+                })
+            })
+            .collect();
+        let message = self.deadlock_message(&stuck_events, &stuck_vms);
+        self.trace(|| TraceEvent::Deadlock { events: stuck_events, vms: stuck_vms });
+        self.violation("DEADLOCK", message.clone(), None);
+        self.set_fatal(format!("deadlock: {message}"), None);
+    }
+
+    /// What keeps a pending event of `vm` with `flags` from running.
+    fn why_event_waits(&self, vm: u32, flags: u32) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        let state = self.vms.borrow().get(vm).map(|v| (v.suspend_count > 0, v.blocked.is_some() && !v.serves_events()));
+        match state {
+            None => why.push("vm_gone"),
+            Some((suspended, blocked)) => {
+                if suspended {
+                    why.push("vm_suspended");
+                }
+                if blocked {
+                    why.push("vm_blocked");
+                }
+            }
+        }
+        if vm != 0 {
+            why.extend(condition_names(self.conditions(vm).unsatisfied() & class_of(flags)));
+        }
+        if why.is_empty() {
+            why.push("vm_not_scheduled");
+        }
+        why
+    }
+
+    /// One sentence for a deadlock's violation and fatal error.
+    fn deadlock_message(&self, events: &[StuckEvent], vms: &[StuckVm]) -> String {
+        const SHOWN: usize = 4;
+        let vm_name = |vm: u32| {
+            let name = self.vms.borrow().get(vm).map(|v| v.name.to_string()).unwrap_or_default();
+            format!("{name} (VM {vm:#x})")
+        };
+        let mut parts: Vec<String> = vms
+            .iter()
+            .map(|v| match (v.waits_for, v.owner) {
+                ("critical_section", Some(o)) => {
+                    format!("{} waits for the critical section, which {} holds", vm_name(v.vm), vm_name(o))
+                }
+                (what, _) => format!("{} waits for a {}", vm_name(v.vm), what.replace('_', " ")),
+            })
+            .collect();
+        for e in events.iter().take(SHOWN) {
+            parts.push(format!(
+                "{}'s {} event {:#x} ({}) for {} waits for {}",
+                e.device,
+                e.event,
+                e.handle,
+                e.callback,
+                vm_name(e.vm),
+                e.waits_for.join(" and ")
+            ));
+        }
+        if events.len() > SHOWN {
+            parts.push(format!("{} more pending event(s)", events.len() - SHOWN));
+        }
+        format!(
+            "{} pending event(s) and {} blocked VM(s) can never run, and nothing scheduled can change that: {}",
+            events.len(),
+            vms.len(),
+            parts.join("; ")
+        )
     }
 
     /// Cancel a pending event (any kind), tracing why.
@@ -428,7 +683,7 @@ impl Core {
         let Some(rec) = rec else { return false };
         if rec.kind == EventKind::Priority && rec.boost != 0 {
             // The boost goes even with PEF_Dont_Unboost.
-            self.add_boost(rec.target, -(rec.boost as i64), "unboost");
+            self.event_boost(rec.target, -(rec.boost as i64), "unboost");
         }
         let device = self.instance_name(rec.cb.owner());
         self.trace(|| TraceEvent::EventCancelled {
@@ -454,7 +709,7 @@ impl Core {
             return false;
         }
         let vm = self.cur_vm.get();
-        if self.vms.borrow().get(vm).is_none_or(|v| v.priority() >= CRITICAL_SECTION_BOOST) {
+        if self.vms.borrow().get(vm).is_none_or(|v| v.crit_priority() >= CRITICAL_SECTION_BOOST) {
             return false;
         }
         let cb = {
@@ -463,7 +718,7 @@ impl Core {
             crit.not_critical.pop()
         };
         let Some(mut cb) = cb else { return false };
-        self.count_dispatch();
+        self.count_work(Work::Event, cb.owner());
         let mut regs = Regs { ebx: vm, ..Regs::default() };
         let result = cb.call(self, Context::Event, &mut regs);
         let device = self.instance_name(cb.owner());
@@ -495,6 +750,7 @@ impl Core {
         if due_now {
             let due = self.timers.borrow_mut().pop_due(now);
             if let Some((at, kind)) = due {
+                self.count_work(Work::Timer, 0);
                 self.fire_timer(at, kind);
                 return true;
             }
@@ -509,6 +765,7 @@ impl Core {
             if let Some((due, handle)) = next
                 && due <= exec
             {
+                self.count_work(Work::Timer, 0);
                 self.fire_timeout(handle, (exec.saturating_sub(due)).as_millis() as u32);
                 return true;
             }
@@ -541,7 +798,7 @@ impl Core {
     fn fire_timeout(&self, handle: u32, late_ms: u32) {
         let rec = self.timers.borrow_mut().remove_timeout(handle);
         let Some(rec) = rec else { return };
-        self.count_dispatch();
+        self.spin.last.set(rec.cb.owner());
         let vm = self.cur_vm.get();
         let timer = if matches!(rec.due, Due::Exec(..)) { "vm" } else { "global" };
         let ms = rec.ms;
@@ -585,6 +842,9 @@ impl Core {
             }
         }
         let mut next = self.timers.borrow().next_due();
+        // The end of a VM time-out or of the slice, if time must advance for
+        // one of them.
+        let mut next_vm_work = None;
         if let Some(vm) = vm {
             let remaining = {
                 let exec = self.vms.borrow().get(vm).map(|v| v.exec_time);
@@ -596,6 +856,7 @@ impl Core {
             };
             if let Some(r) = remaining {
                 next = Some(next.map_or(now + r, |n| n.min(now + r)));
+                next_vm_work = Some(now + r);
             }
             // Another VM with work at the same priority gets the rest of the
             // slice's time.
@@ -606,9 +867,17 @@ impl Core {
                 let end = self.slice_start.get() + self.manifest.machine.time_slice;
                 let end = if end <= now { now + self.manifest.machine.time_slice } else { end };
                 next = Some(next.map_or(end, |n| n.min(end)));
+                next_vm_work = Some(end);
             }
         }
         let Some(next) = next else { return false };
+        // Only the stop timer (`until`, `run_for`) is ahead, and nothing
+        // else can change this moment's state: what waits now waits
+        // forever. Report it now, not at the stop.
+        let only_stop = next_vm_work.is_none() && self.timers.borrow().only_stops();
+        if only_stop && self.waits_forever() {
+            return false;
+        }
         self.advance_to(next.max(now), vm);
         true
     }
@@ -652,7 +921,7 @@ impl Core {
             v.exec_time += to.since(now);
         }
         self.now.set(to);
-        self.storm.set(0);
+        self.spin.reset();
     }
 
     /// Charge `d` of execution to the current VM (a ring-3 step).

@@ -54,11 +54,13 @@ pub(crate) struct Timers {
     pub(crate) timeouts: Slab<TimeoutRec>,
     /// `Set_VM_Time_Out`s by (VM, due execution time, handle).
     vm_due: BTreeSet<(u32, Duration, u32)>,
+    /// `Stop` timers in the heap.
+    stops: usize,
 }
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers { heap: BinaryHeap::new(), seq: 0, timeouts: Slab::new(TAG_TIMEOUT), vm_due: BTreeSet::new() }
+        Timers { heap: BinaryHeap::new(), seq: 0, timeouts: Slab::new(TAG_TIMEOUT), vm_due: BTreeSet::new(), stops: 0 }
     }
 }
 
@@ -67,15 +69,26 @@ impl Timers {
     /// order they were scheduled.
     pub(crate) fn at(&mut self, due: Instant, kind: TimerKind) {
         self.seq += 1;
+        self.stops += usize::from(kind == TimerKind::Stop);
         self.heap.push(Reverse((due, self.seq, kind)));
     }
 
     /// The earliest timer, if it is due at or before `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKind)> {
         match self.heap.peek() {
-            Some(Reverse((due, _, _))) if *due <= now => self.heap.pop().map(|Reverse((d, _, k))| (d, k)),
+            Some(Reverse((due, _, _))) if *due <= now => {
+                let (d, k) = self.heap.pop().map(|Reverse((d, _, k))| (d, k))?;
+                self.stops -= usize::from(k == TimerKind::Stop);
+                Some((d, k))
+            }
             _ => None,
         }
+    }
+
+    /// Whether every timer in the heap is a `Stop` (nothing but the end of
+    /// the run is scheduled; `Set_VM_Time_Out`s are not in the heap).
+    pub(crate) fn only_stops(&self) -> bool {
+        self.heap.len() == self.stops
     }
 
     /// When the next timer is due.
@@ -88,6 +101,7 @@ impl Timers {
     /// idle machine running until it came due.
     pub(crate) fn cancel(&mut self, kind: TimerKind) {
         self.heap.retain(|Reverse((_, _, k))| *k != kind);
+        self.stops = self.heap.iter().filter(|Reverse((_, _, k))| *k == TimerKind::Stop).count();
     }
 
     /// Whether any timer other than `Stop` is scheduled.

@@ -3,6 +3,7 @@
 //! control-block areas) and the generational table that validates handles.
 
 use std::cell::UnsafeCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use vmm_plugin_api::abi::ClientRegs;
@@ -57,7 +58,12 @@ pub(crate) struct Vm {
     pub(crate) life: VmLife,
     client: Box<UnsafeCell<ClientRegs>>,
     pub(crate) base_priority: u32,
+    /// Every boost: the devices' own (`Adjust_Exec_Priority`, kept
+    /// `PEF_Dont_Unboost` boosts), the critical section's, and those of
+    /// pending and running priority events.
     pub(crate) boost: i64,
+    /// The part of `boost` that pending and running priority events hold.
+    pub(crate) event_boost: i64,
     pub(crate) exec_time: Duration,
     pub(crate) cb_area: Vec<u8>,
     /// Nested execution blocks: the CS:IP and mode to restore.
@@ -100,6 +106,7 @@ impl Vm {
             client: Box::new(UnsafeCell::new(client)),
             base_priority: BASE_PRIORITY,
             boost: 0,
+            event_boost: 0,
             exec_time: Duration::ZERO,
             cb_area: vec![0; cb_size],
             nest: Vec::new(),
@@ -176,9 +183,20 @@ impl Vm {
         eflags & IF_MASK != 0
     }
 
-    /// Base priority plus boosts, clamped to the DDK's range.
+    /// Base priority plus boosts, clamped to the DDK's range: what the
+    /// scheduler compares.
     pub(crate) fn priority(&self) -> u32 {
         (self.base_priority as i64 + self.boost).clamp(1, 0x4000_0000) as u32
+    }
+
+    /// The priority that tells whether the VM is in a critical section or a
+    /// time-critical operation (`PEF_Wait_Not_Crit`, `PEF_Wait_Not_HW_Int`,
+    /// `Call_When_Not_Critical`, `Get_Crit_Section_Status`'s carry): the
+    /// priority without the boosts of its pending and running priority
+    /// events. However many events wait, their boosts never make a
+    /// critical section of their own (ARCHITECTURE.md, "Decisions").
+    pub(crate) fn crit_priority(&self) -> u32 {
+        (self.base_priority as i64 + self.boost - self.event_boost).clamp(1, 0x4000_0000) as u32
     }
 }
 
@@ -189,9 +207,18 @@ struct Slot {
 
 /// All VMs, addressed by generational handles: the handle of a destroyed
 /// VM never validates again (until its 16-bit generation wraps).
+///
+/// Creating a VM costs O(log n): the lowest free slot and the lowest free
+/// VM ID come from ordered sets of the ones given back, not from a scan.
 #[derive(Default)]
 pub(crate) struct VmTable {
     slots: Vec<Slot>,
+    /// Empty slots, by index (the lowest is reused first).
+    free_slots: BTreeSet<usize>,
+    /// VM IDs given back by destroyed VMs below `next_id`.
+    free_ids: BTreeSet<u32>,
+    /// The lowest VM ID never handed out.
+    next_id: u32,
     /// Bumped by every mutable access: a scheduling decision taken at one
     /// epoch holds as long as the epoch does.
     epoch: u64,
@@ -213,8 +240,16 @@ impl VmTable {
     /// Add a VM; `make` receives its handle and ID.
     pub(crate) fn insert(&mut self, make: impl FnOnce(u32, u32) -> Vm) -> u32 {
         self.epoch += 1;
-        let id = (1..).find(|id| !self.iter().any(|vm| vm.id == *id)).unwrap_or(1);
-        let index = match self.slots.iter().position(|s| s.vm.is_none()) {
+        // The lowest ID no live VM has (IDs start at 1).
+        let id = match self.free_ids.pop_first() {
+            Some(id) => id,
+            None => {
+                self.next_id = self.next_id.max(1);
+                self.next_id += 1;
+                self.next_id - 1
+            }
+        };
+        let index = match self.free_slots.pop_first() {
             Some(i) => i,
             None => {
                 self.slots.push(Slot { generation: 0, vm: None });
@@ -249,8 +284,15 @@ impl VmTable {
     /// Remove a destroyed VM; its handle stops validating.
     pub(crate) fn remove(&mut self, handle: u32) -> Option<Vm> {
         self.epoch += 1;
-        let slot = self.slots.get_mut(Self::index(handle)?)?;
-        if slot.vm.as_ref().is_some_and(|vm| vm.handle == handle) { slot.vm.take() } else { None }
+        let index = Self::index(handle)?;
+        let slot = self.slots.get_mut(index)?;
+        if slot.vm.as_ref().is_none_or(|vm| vm.handle != handle) {
+            return None;
+        }
+        let vm = slot.vm.take()?;
+        self.free_slots.insert(index);
+        self.free_ids.insert(vm.id);
+        Some(vm)
     }
 
     /// Live VMs in table order.
@@ -307,5 +349,19 @@ mod tests {
         assert_eq!(t.get(c).unwrap().id, 2, "VM IDs are reused");
         assert!(t.get(0).is_none());
         assert!(t.get(0xDEAD_BEEF).is_none());
+    }
+
+    #[test]
+    fn the_lowest_free_slot_and_id_are_reused_first() {
+        let mut t = VmTable::default();
+        let h: Vec<u32> = (0..5).map(|_| t.insert(vm)).collect();
+        t.remove(h[3]);
+        t.remove(h[1]);
+        let a = t.insert(vm);
+        assert_eq!((a & 0xFFFF, t.get(a).unwrap().id), (2, 2), "slot 2 and ID 2 first");
+        let b = t.insert(vm);
+        assert_eq!((b & 0xFFFF, t.get(b).unwrap().id), (4, 4));
+        let c = t.insert(vm);
+        assert_eq!((c & 0xFFFF, t.get(c).unwrap().id), (6, 6), "then new ones");
     }
 }
