@@ -449,7 +449,7 @@ struct RawLayer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMachine {
-    seed: Option<Spanned<i64>>,
+    seed: Option<Spanned<RawSeed>>,
     order: Option<Spanned<String>>,
     inject_rate: Option<Spanned<f64>>,
     until: Option<Spanned<RawDuration>>,
@@ -807,10 +807,38 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
     Ok(())
 }
 
+/// `[machine] seed`: any `u64`. A TOML integer stops at 2^63 - 1, so a
+/// larger seed is written as a string (decimal or `0x` hex).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSeed {
+    Int(i64),
+    Text(String),
+}
+
+/// The seed a `[machine] seed` value names, or why it names none.
+fn seed_value(raw: &RawSeed) -> std::result::Result<u64, String> {
+    match raw {
+        RawSeed::Int(n) => u64::try_from(*n).map_err(|_| "seed must not be negative".to_string()),
+        RawSeed::Text(t) => {
+            let t = t.trim();
+            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => t.parse::<u64>(),
+            };
+            parsed.map_err(|_| {
+                format!(
+                    "seed `{}` is not a number from 0 to 18446744073709551615 (decimal, or hex with 0x)",
+                    t.escape_debug()
+                )
+            })
+        }
+    }
+}
+
 fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Result<()> {
     if let Some(seed) = raw.seed {
-        m.seed =
-            Some(u64::try_from(*seed.get_ref()).map_err(|_| src.error(&seed.span(), "seed must not be negative"))?);
+        m.seed = Some(seed_value(seed.get_ref()).map_err(|e| src.error(&seed.span(), e))?);
     }
     if let Some(order) = &raw.order {
         m.order = parsed(src, order)?;
@@ -961,6 +989,28 @@ mod tests {
 
     fn parse(text: &str) -> Result<Manifest> {
         ManifestBuilder::new().text("test.ini", text, ".").build()
+    }
+
+    #[test]
+    fn a_seed_takes_the_whole_u64_range() {
+        let top = parse("[machine]\nseed = \"18446744073709551615\"\n").unwrap();
+        assert_eq!(top.machine.seed, Some(u64::MAX));
+        let hex = parse("[machine]\nseed = \"0x8000000000000000\"\n").unwrap();
+        assert_eq!(hex.machine.seed, Some(1 << 63));
+        let int = parse("[machine]\nseed = 9223372036854775807\n").unwrap();
+        assert_eq!(int.machine.seed, Some(i64::MAX as u64));
+        let set = ManifestBuilder::new().set("machine.seed=18446744073709551615").build().unwrap();
+        assert_eq!(set.machine.seed, Some(u64::MAX), "--set falls back to a string");
+        for bad in ["seed = -1", "seed = \"18446744073709551616\"", "seed = \"seven\""] {
+            let err = parse(&format!("[machine]\n{bad}\n")).unwrap_err();
+            match err {
+                Error::Manifest { line, message, .. } => {
+                    assert_eq!(line, 2, "{message}");
+                    assert!(message.contains("seed"), "{message}");
+                }
+                other => panic!("unexpected error {other}"),
+            }
+        }
     }
 
     #[test]
