@@ -544,7 +544,7 @@ impl Core {
             }
         };
         self.current_message.set(previous_message);
-        self.check_nest_balance(nest_vm, depth, "a control procedure");
+        self.check_nest_balance(nest_vm, depth, "a control procedure", || instance);
         self.trace(|| TraceEvent::Control {
             device: name.to_string(),
             message: control_message_name(message),

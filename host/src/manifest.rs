@@ -809,11 +809,28 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
 
 /// `[machine] seed`: any `u64`. A TOML integer stops at 2^63 - 1, so a
 /// larger seed is written as a string (decimal or `0x` hex).
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum RawSeed {
     Int(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSeed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Seed;
+        impl serde::de::Visitor<'_> for Seed {
+            type Value = RawSeed;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a seed: an integer, or a string for seeds of 2^63 and above")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<RawSeed, E> {
+                Ok(RawSeed::Int(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<RawSeed, E> {
+                Ok(RawSeed::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Seed)
+    }
 }
 
 /// The seed a `[machine] seed` value names, or why it names none.
@@ -1053,7 +1070,7 @@ mod tests {
         // Found by the manifest fuzz target: `--set machine.seed={ a = 1 }`
         // used to become a profile section [seed] and was accepted.
         let err = ManifestBuilder::new().set("machine.seed={ a = 1 }").build().unwrap_err().to_string();
-        assert!(err.contains("--set #1") && err.contains("expected i64"), "{err}");
+        assert!(err.contains("--set #1") && err.contains("expected a seed"), "{err}");
         let m = ManifestBuilder::new().set("VCOUNTD.Start=[1, 2]").set("Odd.\"odd key\"=x").build().unwrap();
         assert_eq!(m.profile.values("vcountd", "start").unwrap(), ["1", "2"]);
         assert!(m.profile.keys().all(|(s, _)| s != "seed"));

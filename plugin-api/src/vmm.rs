@@ -164,8 +164,14 @@ impl fmt::Debug for Vmm<'_> {
 }
 
 #[inline]
-fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError> {
-    r.into_result()
+/// A service's result; after a fatal error ([`VmmError::FATAL`]) the call
+/// does not return: the device's code unwinds to its entry point, so none
+/// of it runs once the machine is stopping.
+pub(crate) fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError> {
+    match r.into_result() {
+        Err(VmmError::FATAL) => fatal_exit(),
+        other => other,
+    }
 }
 
 fn event_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, Event) + 'static>(f: F) -> crate::abi::RawCallback {
@@ -353,10 +359,7 @@ impl<'a> Vmm<'a> {
     /// returns with CF set. Any other call to a missing device or ordinal is
     /// the fatal "Invalid VxD dynamic link call" and does not return.
     pub fn vxd_call(&self, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
-        match res((self.svc().vxd_call())(self.cx, service, call)) {
-            Err(VmmError::FATAL) => fatal_exit(),
-            other => other,
-        }
+        res((self.svc().vxd_call())(self.cx, service, call))
     }
 
     // ---- heap ----------------------------------------------------------
@@ -845,7 +848,7 @@ fn non_zero(v: u32) -> Option<u32> {
 fn profile_entry(
     r: abi_stable::std_types::RResult<crate::abi::ProfileString, VmmError>,
 ) -> Result<Option<ProfileEntry>, VmmError> {
-    match r.into_result() {
+    match res(r) {
         Ok(p) => Ok(Some(ProfileEntry { value: p.value.into_string(), index: p.index })),
         Err(VmmError::NOT_FOUND) => Ok(None),
         Err(e) => Err(e),
