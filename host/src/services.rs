@@ -1199,6 +1199,12 @@ extern "C" fn restore_client_state(cx: &HostCx, state: &ClientRegs) -> VmmResult
     })
 }
 
+extern "C" fn is_ring3_export(cx: &HostCx, address: u32) -> bool {
+    guarded(cx, "is_ring3_export", false, |core| {
+        matches!(core.ring3.borrow().resolve(address), crate::ring3::Target::Export { .. })
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -1288,6 +1294,7 @@ impl Table {
             exec_int,
             save_client_state,
             restore_client_state,
+            is_ring3_export,
         })
     }
 }

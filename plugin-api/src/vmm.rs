@@ -6,10 +6,15 @@
 //! where the DDK reports failure. Callbacks are closures that receive the
 //! registering device back as `&D`.
 //!
-//! Services are checked by the host: calling one in a context where Windows
-//! forbids it (a synchronous service at interrupt time, a profile service
-//! after init, ...) is reported as a `violation` in the trace and returns
-//! [`VmmError::VIOLATION`].
+//! Services are checked by the host: a call that breaks a VMM rule (a
+//! synchronous service at interrupt time, a profile service after init, a
+//! stale handle, a bad pointer, a reserved flag, a count that would
+//! overflow, ...) is reported as a `violation` in the trace and returns
+//! [`VmmError::VIOLATION`], whatever the rule; services whose result is an
+//! address or a handle return 0 instead. Once the machine is stopping after
+//! a fatal error a service returns [`VmmError::FATAL`], and these methods do
+//! not return it: they unwind to the entry point the host called, so none
+//! of the device's code runs after a fatal error.
 
 use core::fmt;
 
@@ -833,6 +838,15 @@ impl<'a> Vmm<'a> {
     /// events run).
     pub fn restore_client_state(&self, state: &ClientState) -> Result<(), VmmError> {
         res((self.vms().restore_client_state())(self.cx, state))
+    }
+
+    /// Whether `ptr` is an exported procedure of a loaded ring-3 module:
+    /// check a callback address a caller gives you before you far-call it
+    /// by nested execution (VPOSTD refuses a registration otherwise). Not
+    /// a DDK service; `Err(NOT_AVAILABLE)` from a host older than this SDK.
+    pub fn is_ring3_export(&self, ptr: FarPtr) -> Result<bool, VmmError> {
+        let f = self.vms().is_ring3_export().ok_or(VmmError::NOT_AVAILABLE)?;
+        Ok(f(self.cx, ptr.to_u32()))
     }
 
     /// `No_Fail_Resume_VM`: resume even if a device objects.
