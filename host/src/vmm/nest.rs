@@ -62,6 +62,16 @@ impl Core {
 
     #[cold]
     fn close_unbalanced_nest(&self, vm: u32, open: u64, what: &str, owner: u32) {
+        // After a fatal error the device was stopped before it could end
+        // its blocks: not its fault, only the blocks are closed.
+        if self.is_fatal() {
+            for _ in 0..open {
+                if self.end_nest(vm).is_err() {
+                    break;
+                }
+            }
+            return;
+        }
         self.as_caller(owner, || {
             self.violation(
                 "NEST_EXEC_NOT_ENDED",
