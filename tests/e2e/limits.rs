@@ -288,3 +288,14 @@ fn vpostd_refuses_a_callback_that_is_not_a_dll_export() {
     assert_eq!(refused[0]["fields"]["callback"], "FFFF:FFF0");
     assert_eq!(t.count(json!({"kind": "note", "device": "VPOSTD", "note": "registered"})), 0);
 }
+
+#[test]
+fn a_device_without_an_id_under_violations_fatal_stops_the_boot_naming_the_code() {
+    let run =
+        Scenario::new("[machine]\nviolations = \"fatal\"\n[386Enh]\ndevice = [\"vcountd\", \"fixture-no-id\"]\n").run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("violation API_WITHOUT_ID"), "{e}");
+    let t = run.trace();
+    t.expect(json!({"kind": "fatal_error", "device": "FXNOID"}));
+    assert_eq!(t.count(json!({"kind": "control", "message": "Device_Init"})), 0, "no device code ran");
+}
