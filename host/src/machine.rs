@@ -455,6 +455,8 @@ impl Core {
     }
 
     /// [`Core::invoke`] for an instance already known to be usable.
+    /// (Inlined: it is part of every event dispatch.)
+    #[inline(always)]
     pub(crate) fn invoke_checked<T>(
         &self,
         instance: u32,

@@ -53,9 +53,35 @@ impl Tag {
         self.generations() - 1
     }
 
+    /// The masks and shifts, computed once per slab (handles are made and
+    /// checked on the event hot path).
+    const fn layout(self) -> Layout {
+        Layout {
+            prefix: self.value << self.shift(),
+            shift: self.shift(),
+            value: self.value,
+            index_bits: self.index_bits,
+            index_mask: self.index_mask(),
+            generation_mask: self.generation_mask(),
+        }
+    }
+}
+
+/// A [`Tag`] ready for use.
+#[derive(Copy, Clone)]
+struct Layout {
+    prefix: u32,
+    shift: u32,
+    value: u32,
+    index_bits: u32,
+    index_mask: u32,
+    generation_mask: u32,
+}
+
+impl Layout {
     #[inline(always)]
     fn handle(self, generation: u32, index: usize) -> u32 {
-        (self.value << self.shift()) | (generation << self.index_bits) | (index as u32 + 1)
+        self.prefix | (generation << self.index_bits) | (index as u32 + 1)
     }
 }
 
@@ -66,7 +92,7 @@ struct Entry<T> {
 
 /// A slab whose keys are validated handles.
 pub(crate) struct Slab<T> {
-    tag: Tag,
+    tag: Layout,
     entries: Vec<Entry<T>>,
     free: Vec<u32>,
     len: usize,
@@ -74,7 +100,7 @@ pub(crate) struct Slab<T> {
 
 impl<T> Slab<T> {
     pub(crate) fn new(tag: Tag) -> Self {
-        Slab { tag, entries: Vec::new(), free: Vec::new(), len: 0 }
+        Slab { tag: tag.layout(), entries: Vec::new(), free: Vec::new(), len: 0 }
     }
 
     /// Insert; the new handle. `None` when all of the kind's slots are in
@@ -95,7 +121,7 @@ impl<T> Slab<T> {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
-                if self.entries.len() as u32 >= self.tag.index_mask() {
+                if self.entries.len() as u32 >= self.tag.index_mask {
                     return None;
                 }
                 self.entries.push(Entry { generation: 0, value: None });
@@ -104,7 +130,7 @@ impl<T> Slab<T> {
         };
         let e = &mut self.entries[index as usize];
         debug_assert!(e.value.is_none(), "a free slab slot holds a value");
-        e.generation = (e.generation + 1) & self.tag.generation_mask();
+        e.generation = (e.generation + 1) & self.tag.generation_mask;
         self.len += 1;
         Some((self.tag.handle(e.generation, index as usize), &mut e.value))
     }
@@ -112,12 +138,12 @@ impl<T> Slab<T> {
     #[inline]
     fn index(&self, handle: u32) -> Option<usize> {
         let tag = self.tag;
-        if handle >> tag.shift() != tag.value {
+        if handle >> tag.shift != tag.value {
             return None;
         }
-        let index = (handle & tag.index_mask()).checked_sub(1)? as usize;
+        let index = (handle & tag.index_mask).checked_sub(1)? as usize;
         let e = self.entries.get(index)?;
-        (e.value.is_some() && e.generation == (handle >> tag.index_bits) & tag.generation_mask()).then_some(index)
+        (e.value.is_some() && e.generation == (handle >> tag.index_bits) & tag.generation_mask).then_some(index)
     }
 
     pub(crate) fn get(&self, handle: u32) -> Option<&T> {
@@ -142,7 +168,7 @@ impl<T> Slab<T> {
     /// [`Slab::take_at_into`], when the value itself proves it is the one meant).
     #[inline(always)]
     pub(crate) fn slot_of(&self, handle: u32) -> usize {
-        ((handle & self.tag.index_mask()) as usize).wrapping_sub(1)
+        ((handle & self.tag.index_mask) as usize).wrapping_sub(1)
     }
 
     /// The value in slot `i`, if any.
