@@ -178,19 +178,24 @@ impl Core {
         if let Err(cause) = dinfo.validate() {
             return Err(self.reject_load(&request.name, file, cause));
         }
-        if let Some(what) = dinfo.missing_id() {
-            let err = Error::DeviceIdRequired { device: dinfo.name.clone(), file: file.clone(), what: what.clone() };
-            self.trace(|| TraceEvent::DeviceRejected {
-                device: dinfo.name.clone(),
-                id: Some(0),
-                file: file.display().to_string(),
-                reason: "id_required",
-                message: err.to_string(),
-            });
-            return Err(err);
-        }
         let rc_name: Rc<str> = Rc::from(dinfo.name.as_str());
         let instance = self.add_instance(rc_name.clone(), None);
+        if let Some(what) = dinfo.missing_id() {
+            // Windows loads such a device; nothing can reach its services
+            // or API, since they are found by device ID.
+            self.as_caller(instance, || {
+                self.violation(
+                    "API_WITHOUT_ID",
+                    format!(
+                        "{} ({}) has {what} but Undefined_Device_ID: it is loaded, but its services and API \
+                         cannot be reached (a device that exports them needs a unique device ID, KB Q84000)",
+                        dinfo.name,
+                        file.display()
+                    ),
+                    None,
+                )
+            });
+        }
         let created = self.invoke(instance, "create", Context::Init, |cx| (lib.root.create())(cx));
         let raw = match created {
             Ok(raw) => raw,
@@ -545,7 +550,7 @@ impl Core {
             }
         };
         self.current_message.set(previous_message);
-        self.check_nest_balance(nest_vm, depth, "a control procedure");
+        self.check_nest_balance(nest_vm, depth, "a control procedure", || instance);
         self.trace(|| TraceEvent::Control {
             device: name.to_string(),
             message: control_message_name(message),

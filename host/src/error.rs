@@ -143,20 +143,6 @@ pub enum Error {
         /// Its file.
         second_file: PathBuf,
     },
-    /// A device with services or an API has no device ID.
-    #[error(
-        "device {device} ({}) is refused: it has {what} but Undefined_Device_ID; a device that exports \
-         services, a V86 API or a PM API needs a unique device ID (KB Q84000)",
-        file.display()
-    )]
-    DeviceIdRequired {
-        /// The device.
-        device: String,
-        /// Its file.
-        file: PathBuf,
-        /// "services", "a V86 API", ...
-        what: String,
-    },
     /// A device asked Windows not to load (`ABORT_WIN386_LOAD`).
     #[error("device {device} aborted the load of Windows in real-mode initialization")]
     AbortWin386Load {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use abi_stable::std_types::{RErr, ROk};
-use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult, PluginRoot_Ref, ServiceCall};
+use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult, PluginRoot_Ref, ServiceCall, VmmError};
 
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, ViolationPolicy};
@@ -410,6 +410,36 @@ impl Core {
         }
     }
 
+    /// Report a broken rule the call cannot get past: the `violation`
+    /// record, and the error the service returns for it. Under the `error`
+    /// and `log` policies that is `VmmError::VIOLATION`; under `fatal` the
+    /// service shim turns every result into `VmmError::FATAL` (see
+    /// `services::guarded`).
+    pub(crate) fn refuse(&self, code: &str, message: impl Into<String>, service: Option<&'static str>) -> VmmError {
+        self.violation(code, message, service);
+        VmmError::VIOLATION
+    }
+
+    /// Whether plugin code may run now: never once the machine is fatal,
+    /// except the exit messages of the crash exit (`System_Exit`,
+    /// `Sys_Critical_Exit` and their `xx2` twins), which Windows still sent
+    /// after `Fatal_Error_Handler`.
+    #[inline]
+    pub(crate) fn plugins_may_run(&self) -> bool {
+        !self.is_fatal() || self.crash_exit_message()
+    }
+
+    #[cold]
+    fn crash_exit_message(&self) -> bool {
+        use vmm_plugin_api::ddk::{SYS_CRITICAL_EXIT, SYS_CRITICAL_EXIT2, SYSTEM_EXIT, SYSTEM_EXIT2};
+        self.phase.get() == Phase::Shutdown
+            && matches!(
+                self.current_message.get(),
+                Some(SYSTEM_EXIT | SYSTEM_EXIT2 | SYS_CRITICAL_EXIT | SYS_CRITICAL_EXIT2)
+            )
+            && self.frame.get().is_none()
+    }
+
     /// Stop the machine with a fatal error (the first one wins).
     pub(crate) fn set_fatal(&self, message: String, device: Option<String>) {
         if self.fatal.borrow().is_some() {
@@ -471,13 +501,15 @@ impl Core {
         context: Context,
         f: impl FnOnce(&HostCx) -> PluginResult<T>,
     ) -> std::result::Result<T, CallOutcome> {
-        if !self.instance_usable(instance) {
+        if !self.instance_usable(instance) || !self.plugins_may_run() {
             return Err(CallOutcome::Skipped);
         }
         self.invoke_checked(instance, entry, context, f)
     }
 
     /// [`Core::invoke`] for an instance already known to be usable.
+    /// (Inlined: it is part of every event dispatch.)
+    #[inline(always)]
     pub(crate) fn invoke_checked<T>(
         &self,
         instance: u32,

@@ -525,7 +525,7 @@ struct RawLayer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMachine {
-    seed: Option<Spanned<i64>>,
+    seed: Option<Spanned<RawSeed>>,
     order: Option<Spanned<String>>,
     inject_rate: Option<Spanned<f64>>,
     until: Option<Spanned<RawDuration>>,
@@ -897,10 +897,55 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
     Ok(())
 }
 
+/// `[machine] seed`: any `u64`. A TOML integer stops at 2^63 - 1, so a
+/// larger seed is written as a string (decimal or `0x` hex).
+enum RawSeed {
+    Int(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSeed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Seed;
+        impl serde::de::Visitor<'_> for Seed {
+            type Value = RawSeed;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a seed: an integer, or a string for seeds of 2^63 and above")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<RawSeed, E> {
+                Ok(RawSeed::Int(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<RawSeed, E> {
+                Ok(RawSeed::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Seed)
+    }
+}
+
+/// The seed a `[machine] seed` value names, or why it names none.
+fn seed_value(raw: &RawSeed) -> std::result::Result<u64, String> {
+    match raw {
+        RawSeed::Int(n) => u64::try_from(*n).map_err(|_| "seed must not be negative".to_string()),
+        RawSeed::Text(t) => {
+            let t = t.trim();
+            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => t.parse::<u64>(),
+            };
+            parsed.map_err(|_| {
+                format!(
+                    "seed `{}` is not a number from 0 to 18446744073709551615 (decimal, or hex with 0x)",
+                    t.escape_debug()
+                )
+            })
+        }
+    }
+}
+
 fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Result<()> {
     if let Some(seed) = raw.seed {
-        m.seed =
-            Some(u64::try_from(*seed.get_ref()).map_err(|_| src.error(&seed.span(), "seed must not be negative"))?);
+        m.seed = Some(seed_value(seed.get_ref()).map_err(|e| src.error(&seed.span(), e))?);
     }
     if let Some(order) = &raw.order {
         m.order = parsed(src, order)?;
@@ -1087,6 +1132,28 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_takes_the_whole_u64_range() {
+        let top = parse("[machine]\nseed = \"18446744073709551615\"\n").unwrap();
+        assert_eq!(top.machine.seed, Some(u64::MAX));
+        let hex = parse("[machine]\nseed = \"0x8000000000000000\"\n").unwrap();
+        assert_eq!(hex.machine.seed, Some(1 << 63));
+        let int = parse("[machine]\nseed = 9223372036854775807\n").unwrap();
+        assert_eq!(int.machine.seed, Some(i64::MAX as u64));
+        let set = ManifestBuilder::new().set("machine.seed=18446744073709551615").build().unwrap();
+        assert_eq!(set.machine.seed, Some(u64::MAX), "--set falls back to a string");
+        for bad in ["seed = -1", "seed = \"18446744073709551616\"", "seed = \"seven\""] {
+            let err = parse(&format!("[machine]\n{bad}\n")).unwrap_err();
+            match err {
+                Error::Manifest { line, message, .. } => {
+                    assert_eq!(line, 2, "{message}");
+                    assert!(message.contains("seed"), "{message}");
+                }
+                other => panic!("unexpected error {other}"),
+            }
+        }
+    }
+
+    #[test]
     fn unknown_key_names_file_line_and_column() {
         let err = parse("[machine]\nseed = 1\nordr = \"lifo\"\n").unwrap_err();
         match err {
@@ -1126,7 +1193,7 @@ mod tests {
         // Found by the manifest fuzz target: `--set machine.seed={ a = 1 }`
         // used to become a profile section [seed] and was accepted.
         let err = ManifestBuilder::new().set("machine.seed={ a = 1 }").build().unwrap_err().to_string();
-        assert!(err.contains("--set #1") && err.contains("expected i64"), "{err}");
+        assert!(err.contains("--set #1") && err.contains("expected a seed"), "{err}");
         let m = ManifestBuilder::new().set("VCOUNTD.Start=[1, 2]").set("Odd.\"odd key\"=x").build().unwrap();
         assert_eq!(m.profile.values("vcountd", "start").unwrap(), ["1", "2"]);
         assert!(m.profile.keys().all(|(s, _)| s != "seed"));

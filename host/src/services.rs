@@ -28,6 +28,7 @@ use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::context::Context;
 use crate::vmm::events::{EventKind, EventRec};
 use crate::vmm::heap::MemError;
+use crate::vmm::limits::{CB_START, cb_area_end};
 use crate::vmm::timers::{Due, TimeoutRec, TimerKind};
 
 /// Recover the machine from a context.
@@ -38,14 +39,27 @@ pub(crate) fn core(cx: &HostCx) -> &Core {
 }
 
 /// Run a service body; a host panic becomes a fatal error and `fallback`.
+///
+/// **Invariant:** once the machine is fatal every service returns its
+/// `fallback` (`VmmError::FATAL`, or the service's failure value) without
+/// doing anything, and a service during which the machine became fatal
+/// returns it too: the SDK unwinds to the device's entry point on
+/// `FATAL`, so no device logic runs after a fatal error.
 pub(crate) fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce(&Core) -> T) -> T {
     let core = core(cx);
+    if core.is_fatal() {
+        return fallback;
+    }
     match catch_unwind(AssertUnwindSafe(|| {
         if core.boundary_work() {
             core.service_boundary();
         }
         body(core)
     })) {
+        Ok(v) if core.is_fatal() => {
+            drop(v);
+            fallback
+        }
         Ok(v) => v,
         Err(payload) => {
             let text = payload
@@ -211,8 +225,7 @@ extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteFie
             })
         };
         if let Some(message) = bad {
-            core.violation("INVALID_PARAMETER", message, Some("trace_note"));
-            return RErr(VmmError::INVALID_PARAMETER);
+            return RErr(core.refuse("INVALID_PARAMETER", message, Some("trace_note")));
         }
         core.trace(|| {
             let mut map = serde_json::Map::new();
@@ -330,8 +343,7 @@ pub(crate) fn mem_violation(core: &Core, service: &'static str, address: u32, le
             format!("{len} bytes at {address:#010X} run past the end of the {size}-byte block at {block:#010X}")
         }
     };
-    core.violation("BAD_POINTER", format!("{service}: {what}"), Some(service));
-    VmmError::INVALID_PARAMETER
+    core.refuse("BAD_POINTER", format!("{service}: {what}"), Some(service))
 }
 
 extern "C" fn heap_allocate(cx: &HostCx, bytes: u32, flags: u32) -> u32 {
@@ -400,12 +412,11 @@ extern "C" fn mem_write(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> VmmR
 // ---- VMs ---------------------------------------------------------------------------
 
 fn bad_vm(core: &Core, service: &'static str, vm: u32) -> VmmError {
-    core.violation(
+    core.refuse(
         "INVALID_VM_HANDLE",
         format!("{service} was given VM handle {vm:#010X}, which is not a live VM (destroyed, stale or forged)"),
         Some(service),
-    );
-    VmmError::INVALID_HANDLE
+    )
 }
 
 extern "C" fn get_cur_vm_handle(cx: &HostCx) -> u32 {
@@ -483,12 +494,11 @@ extern "C" fn allocate_device_cb_area(cx: &HostCx, bytes: u32, flags: u32) -> u3
             return 0;
         }
         // Offsets start past the VMM's own control-block fields, dword
-        // aligned, so 0 is never a valid area.
-        let base = core.cb_area_size.get().max(0x100);
-        let end = base.saturating_add(bytes.next_multiple_of(4));
-        if end > 0x1_0000 {
-            return 0;
-        }
+        // aligned, so 0 is never a valid area. A size that does not fit in
+        // what is left of the 64 KB block gets 0 (out of space), as in
+        // Windows, and reserves nothing.
+        let base = core.cb_area_size.get().max(CB_START);
+        let Some(end) = cb_area_end(base, bytes) else { return 0 };
         core.cb_area_size.set(end);
         core.vms.borrow_mut().grow_cb_areas(end as usize);
         base
@@ -507,16 +517,15 @@ fn cb_range(
     if !core.vm_valid(vm) {
         return Err(bad_vm(core, service, vm));
     }
-    if start < 0x100 || end > core.cb_area_size.get() as usize {
-        core.violation(
+    if start < CB_START as usize || end > core.cb_area_size.get() as usize {
+        return Err(core.refuse(
             "BAD_CB_OFFSET",
             format!(
                 "{service}: bytes {start:#x}..{end:#x} of the control block are not inside an area from \
                  _Allocate_Device_CB_Area"
             ),
             Some(service),
-        );
-        return Err(VmmError::INVALID_PARAMETER);
+        ));
     }
     Ok(start..end)
 }
@@ -623,12 +632,11 @@ extern "C" fn cancel_time_out(cx: &HostCx, handle: u32) -> VmmResult<()> {
 }
 
 fn stale<T>(core: &Core, service: &'static str, code: &str, handle: u32, what: &str) -> VmmResult<T> {
-    core.violation(
+    RErr(core.refuse(
         code,
         format!("{service} was given {what} {handle:#010X}, which is not pending (it already ran, was cancelled, or never existed)"),
         Some(service),
-    );
-    RErr(VmmError::INVALID_HANDLE)
+    ))
 }
 
 // ---- scheduler ------------------------------------------------------------------------------
@@ -642,15 +650,14 @@ extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResul
         let Some(current) = current else { return RErr(bad_vm(core, "Adjust_Exec_Priority", vm)) };
         let after = current + boost as i64;
         if !(RESERVED_LOW_BOOST as i64..=RESERVED_HIGH_BOOST as i64).contains(&after) {
-            core.violation(
+            return RErr(core.refuse(
                 "PRIORITY_RANGE",
                 format!(
                     "Adjust_Exec_Priority({boost:+}) would take the VM's priority to {after}, outside \
                      Reserved_Low_Boost..Reserved_High_Boost"
                 ),
                 Some("Adjust_Exec_Priority"),
-            );
-            return RErr(VmmError::INVALID_PARAMETER);
+            ));
         }
         core.add_boost(vm, boost as i64, "adjust");
         ROk(())
@@ -688,12 +695,11 @@ extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
             return RErr(bad_vm(core, "Suspend_VM", vm));
         }
         if vm == core.sys_vm.get() {
-            core.violation(
+            return RErr(core.refuse(
                 "SUSPEND_SYSTEM_VM",
                 "Suspend_VM of the system VM: it cannot be suspended",
                 Some("Suspend_VM"),
-            );
-            return RErr(VmmError::FAILED);
+            ));
         }
         core.suspend_vm(vm).into()
     })
@@ -797,7 +803,7 @@ extern "C" fn call_priority_vm_event(
         let valid = if core.manifest.machine.windows_version.0 < 4 { PEF_VALID_31 } else { PEF_VALID };
         if flags & !valid != 0 {
             drop(Callback::plugin(cx.caller, callback));
-            core.violation(
+            return RErr(core.refuse(
                 "RESERVED_FLAGS",
                 format!(
                     "{SERVICE} flags {flags:#06X} set bits {:#06X} that are reserved (or need threads) in this \
@@ -805,8 +811,7 @@ extern "C" fn call_priority_vm_event(
                     flags & !valid
                 ),
                 Some(SERVICE),
-            );
-            return RErr(VmmError::INVALID_PARAMETER);
+            ));
         }
         priority_event(core, cx.caller, boost, vm, flags, timeout_ms, Callback::plugin(cx.caller, callback))
     })
@@ -860,7 +865,7 @@ fn cancel_kind(
             Some((kind, target)) => {
                 let kind_ok = kind == want || (want == EventKind::Vm && kind == EventKind::IntsEnabled);
                 if !kind_ok || vm.is_some_and(|v| v != target) {
-                    core.violation(
+                    return RErr(core.refuse(
                         "WRONG_EVENT_KIND",
                         format!(
                             "{service} was given the handle of a {} event{}",
@@ -871,8 +876,7 @@ fn cancel_kind(
                             }
                         ),
                         Some(service),
-                    );
-                    return RErr(VmmError::INVALID_PARAMETER);
+                    ));
                 }
                 core.cancel_event(handle, "cancelled");
                 ROk(())
@@ -978,19 +982,17 @@ extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmR
 fn check_block_flags(core: &Core, service: &'static str, flags: u32, poll_allowed: bool) -> Result<(), VmmError> {
     let valid = if core.manifest.machine.windows_version.0 < 4 { BLOCK_VALID_31 } else { BLOCK_VALID };
     if flags & !valid != 0 {
-        core.violation(
+        return Err(core.refuse(
             "RESERVED_FLAGS",
             format!(
                 "{service} flags {flags:#04X} set bits {:#04X} that are not BLOCK_* flags of this Windows version",
                 flags & !valid
             ),
             Some(service),
-        );
-        return Err(VmmError::INVALID_PARAMETER);
+        ));
     }
     if !poll_allowed && flags & BLOCK_POLL != 0 {
-        core.violation("INVALID_PARAMETER", format!("{service} does not allow Block_Poll"), Some(service));
-        return Err(VmmError::INVALID_PARAMETER);
+        return Err(core.refuse("INVALID_PARAMETER", format!("{service} does not allow Block_Poll"), Some(service)));
     }
     Ok(())
 }
@@ -1003,7 +1005,7 @@ extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
         if let Err(e) = check_block_flags(core, "Begin_Critical_Section", flags, false) {
             return RErr(e);
         }
-        core.claim_critical(1, flags).into()
+        core.claim_critical("Begin_Critical_Section", 1, flags).into()
     })
 }
 
@@ -1027,7 +1029,7 @@ extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> Vmm
         if count == 0 {
             return ROk(());
         }
-        core.claim_critical(count, flags).into()
+        core.claim_critical("Claim_Critical_Section", count, flags).into()
     })
 }
 
@@ -1197,6 +1199,12 @@ extern "C" fn restore_client_state(cx: &HostCx, state: &ClientRegs) -> VmmResult
     })
 }
 
+extern "C" fn is_ring3_export(cx: &HostCx, address: u32) -> bool {
+    guarded(cx, "is_ring3_export", false, |core| {
+        matches!(core.ring3.borrow().resolve(address), crate::ring3::Target::Export { .. })
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -1286,6 +1294,7 @@ impl Table {
             exec_int,
             save_client_state,
             restore_client_state,
+            is_ring3_export,
         })
     }
 }

@@ -90,7 +90,7 @@ pub enum TraceEvent {
         /// The file.
         file: String,
         /// A stable reason code: `load_error`, `duplicate_id`,
-        /// `id_required`, `abort_device_load`, `abort_win386_load`,
+        /// `abort_device_load`, `abort_win386_load`,
         /// `real_mode_init_failed`, `init_failed`.
         reason: &'static str,
         /// Human-readable detail.

@@ -146,9 +146,11 @@ fn enclosing_fn(src: &str, blank: &str, at: usize) -> (String, Vec<String>) {
     let rest = &blank[fn_at + 3..];
     let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     let open = fn_at + 3 + rest.find('(').unwrap();
+    // A method's receiver is not among the arguments of `x.method(...)`.
     let params = call_args(src, blank, open)
         .iter()
         .map(|p| p.split(':').next().unwrap_or("").trim().trim_start_matches("mut ").to_string())
+        .filter(|p| !matches!(p.as_str(), "self" | "&self" | "&mut self"))
         .collect();
     (name, params)
 }
@@ -240,6 +242,8 @@ fn the_scan_follows_forwarding_and_refuses_what_it_cannot_read() {
     let src = lex(
         r#"
         fn helper(core: &Core, service: &str, code: &str) { core.violation(code, "m", None); }
+        fn method(&self, code: &str) { self.violation(code, "m", None); }
+        fn c() { core.method("FROM_METHOD"); }
         fn outer(x: u32, what: &str) { helper(core, "S", what) }
         fn a() { outer(1, "FROM_OUTER"); helper(core, "S", "FROM_HELPER"); core.violation("DIRECT", f(1, (2, 3)), None); }
         // core.violation("IN_A_COMMENT", "", None);
@@ -248,8 +252,8 @@ fn the_scan_follows_forwarding_and_refuses_what_it_cannot_read() {
         false,
     );
     let (codes, forwarders) = emitted_codes(&[(PathBuf::from("x.rs"), src)]);
-    assert_eq!(codes.keys().collect::<Vec<_>>(), ["DIRECT", "FROM_HELPER", "FROM_OUTER"]);
-    assert_eq!(forwarders.into_iter().collect::<Vec<_>>(), ["helper", "outer", "violation"]);
+    assert_eq!(codes.keys().collect::<Vec<_>>(), ["DIRECT", "FROM_HELPER", "FROM_METHOD", "FROM_OUTER"]);
+    assert_eq!(forwarders.into_iter().collect::<Vec<_>>(), ["helper", "method", "outer", "violation"]);
 
     let opaque = lex("fn c(core: &Core) { let k = pick(); core.violation(k, \"m\", None); }", false);
     let err = std::panic::catch_unwind(|| emitted_codes(&[(PathBuf::from("y.rs"), opaque)])).unwrap_err();

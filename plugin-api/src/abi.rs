@@ -201,11 +201,17 @@ pub struct VmmError {
 }
 
 impl VmmError {
-    /// A handle (VM, event, time-out, semaphore, ...) is invalid or stale.
+    /// A handle (VM, event, time-out, semaphore, ...) is invalid or stale
+    /// where that breaks no rule (the host's own lookups); a stale handle a
+    /// device passes to a service is a [`VmmError::VIOLATION`].
     pub const INVALID_HANDLE: VmmError = VmmError { code: 1 };
-    /// The call broke a VMM rule; a `violation` record names which.
+    /// The call broke a VMM rule (a stale handle, a bad pointer, a
+    /// parameter out of its documented range, a service called where it
+    /// is illegal, ...); a `violation` record names which. Every refusal
+    /// for a broken rule returns this code.
     pub const VIOLATION: VmmError = VmmError { code: 2 };
-    /// A parameter is out of range (reserved flag bits, zero size, ...).
+    /// A parameter is out of range where no VMM rule is broken (the SDK's
+    /// own checks, such as more than 32 note fields).
     pub const INVALID_PARAMETER: VmmError = VmmError { code: 3 };
     /// The machine is stopping after a fatal error.
     pub const FATAL: VmmError = VmmError { code: 4 };
@@ -839,6 +845,14 @@ pub struct VmServices {
     /// `Restore_Client_State`.
     #[sabi(last_prefix_field)]
     pub restore_client_state: extern "C" fn(cx: Cx<'_>, state: &ClientRegs) -> VmmResult<()>,
+
+    // ---- appended after the first prefix ------------------------------------------------
+    /// Whether a 16:16 address is an exported procedure of a loaded ring-3
+    /// module (a DLL, an application or a DOS program): what a device
+    /// checks before it accepts a far pointer as a callback to reach by
+    /// nested execution. Not a DDK service (a VxD of the time trusted the
+    /// caller or used `Map_Flat` and guessed).
+    pub is_ring3_export: extern "C" fn(cx: Cx<'_>, address: u32) -> bool,
 }
 
 /// Ring-3 services: what Windows code and DOS programs call.

@@ -668,6 +668,23 @@
 //! The crate version is the ABI version. The host checks every type layout
 //! at load time and refuses a plugin built against an older minor version
 //! of this crate, naming the file and the versions.
+//!
+//! Services added within a version are appended to their table (see
+//! [`abi`]); a plugin that calls one on an older host gets
+//! `VmmError::NOT_AVAILABLE`. Appended so far: `HostServices::trace_note`,
+//! `trace_enabled`, `log_level`; `Ring3Services::r3_global_alloc`,
+//! `r3_global_free`, `r3_write_far`; `VmServices::is_ring3_export`
+//! ([`Vmm::is_ring3_export`]).
+//!
+//! ## Errors
+//!
+//! A service refused because the call broke a VMM rule returns
+//! [`VmmError::VIOLATION`] (and writes a `violation` record), whatever the
+//! rule. After a fatal error (`Fatal_Error_Handler`, an invalid `VxDCall`,
+//! a violation under `violations = "fatal"`, a deadlock) a service returns
+//! [`VmmError::FATAL`] and the SDK does not return to your code: it unwinds
+//! to the entry point the host called, so no more of the device's code
+//! runs.
 
 #![deny(missing_docs)]
 #![allow(non_local_definitions)] // emitted by abi_stable's derives

@@ -253,7 +253,7 @@ impl<'a> Ring3<'a> {
     /// 1681h/1682h critical section, 1683h VM ID, 1684h device API entry,
     /// 1685h switch VMs and call back).
     pub fn int(&self, n: u8) -> Result<(), VmmError> {
-        (self.svc().ring3().r3_int())(self.cx, n).into_result()
+        crate::vmm::res((self.svc().ring3().r3_int())(self.cx, n))
     }
 
     /// Far-call `target` with PASCAL `args` (bytes from
@@ -261,7 +261,7 @@ impl<'a> Ring3<'a> {
     /// is DX:AX. A VxD's API entry takes its input in registers (`args`
     /// empty) and reports errors in the carry flag of [`Ring3::regs`].
     pub fn call(&self, target: FarPtr, args: &[u8]) -> Result<u32, VmmError> {
-        (self.svc().ring3().r3_call())(self.cx, target.to_u32(), RSlice::from_slice(args)).into_result()
+        crate::vmm::res((self.svc().ring3().r3_call())(self.cx, target.to_u32(), RSlice::from_slice(args)))
     }
 
     /// `CLI`: disable the VM's interrupts.
@@ -407,7 +407,7 @@ impl<'a> Ring3<'a> {
     /// read.
     pub fn read_far(&self, ptr: FarPtr, out: &mut [u8]) -> Result<usize, VmmError> {
         let r = (self.svc().ring3().r3_read_far())(self.cx, ptr.to_u32(), RSliceMut::from_mut_slice(out));
-        r.into_result().map(|n| n as usize)
+        crate::vmm::res(r).map(|n| n as usize)
     }
 
     /// `GlobalAlloc` + `GlobalLock` (a DOS program's INT 21h AH=48h): a
@@ -416,19 +416,19 @@ impl<'a> Ring3<'a> {
     /// program ends.
     pub fn global_alloc(&self, bytes: u32) -> Result<FarPtr, VmmError> {
         let Some(f) = self.svc().ring3().r3_global_alloc() else { return Err(VmmError::NOT_AVAILABLE) };
-        f(self.cx, bytes).into_result().map(FarPtr::from_u32)
+        crate::vmm::res(f(self.cx, bytes)).map(FarPtr::from_u32)
     }
 
     /// `GlobalFree` a block from [`Ring3::global_alloc`].
     pub fn global_free(&self, ptr: FarPtr) -> Result<(), VmmError> {
         let Some(f) = self.svc().ring3().r3_global_free() else { return Err(VmmError::NOT_AVAILABLE) };
-        f(self.cx, ptr.to_u32()).into_result()
+        crate::vmm::res(f(self.cx, ptr.to_u32()))
     }
 
     /// Copy `data` into an allocated block through a 16:16 pointer.
     pub fn write_far(&self, ptr: FarPtr, data: &[u8]) -> Result<(), VmmError> {
         let Some(f) = self.svc().ring3().r3_write_far() else { return Err(VmmError::NOT_AVAILABLE) };
-        f(self.cx, ptr.to_u32(), RSlice::from_slice(data)).into_result()
+        crate::vmm::res(f(self.cx, ptr.to_u32(), RSlice::from_slice(data)))
     }
 
     /// A NUL-terminated copy of `text` (ANSI, one byte per character; other

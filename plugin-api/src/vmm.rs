@@ -6,10 +6,15 @@
 //! where the DDK reports failure. Callbacks are closures that receive the
 //! registering device back as `&D`.
 //!
-//! Services are checked by the host: calling one in a context where Windows
-//! forbids it (a synchronous service at interrupt time, a profile service
-//! after init, ...) is reported as a `violation` in the trace and returns
-//! [`VmmError::VIOLATION`].
+//! Services are checked by the host: a call that breaks a VMM rule (a
+//! synchronous service at interrupt time, a profile service after init, a
+//! stale handle, a bad pointer, a reserved flag, a count that would
+//! overflow, ...) is reported as a `violation` in the trace and returns
+//! [`VmmError::VIOLATION`], whatever the rule; services whose result is an
+//! address or a handle return 0 instead. Once the machine is stopping after
+//! a fatal error a service returns [`VmmError::FATAL`], and these methods do
+//! not return it: they unwind to the entry point the host called, so none
+//! of the device's code runs after a fatal error.
 
 use core::fmt;
 
@@ -164,8 +169,14 @@ impl fmt::Debug for Vmm<'_> {
 }
 
 #[inline]
-fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError> {
-    r.into_result()
+/// A service's result; after a fatal error ([`VmmError::FATAL`]) the call
+/// does not return: the device's code unwinds to its entry point, so none
+/// of it runs once the machine is stopping.
+pub(crate) fn res<T>(r: abi_stable::std_types::RResult<T, VmmError>) -> Result<T, VmmError> {
+    match r.into_result() {
+        Err(VmmError::FATAL) => fatal_exit(),
+        other => other,
+    }
 }
 
 fn event_cb<D: 'static, F: FnOnce(&D, &Vmm<'_>, Event) + 'static>(f: F) -> crate::abi::RawCallback {
@@ -353,10 +364,7 @@ impl<'a> Vmm<'a> {
     /// returns with CF set. Any other call to a missing device or ordinal is
     /// the fatal "Invalid VxD dynamic link call" and does not return.
     pub fn vxd_call(&self, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
-        match res((self.svc().vxd_call())(self.cx, service, call)) {
-            Err(VmmError::FATAL) => fatal_exit(),
-            other => other,
-        }
+        res((self.svc().vxd_call())(self.cx, service, call))
     }
 
     // ---- heap ----------------------------------------------------------
@@ -832,6 +840,15 @@ impl<'a> Vmm<'a> {
         res((self.vms().restore_client_state())(self.cx, state))
     }
 
+    /// Whether `ptr` is an exported procedure of a loaded ring-3 module:
+    /// check a callback address a caller gives you before you far-call it
+    /// by nested execution (VPOSTD refuses a registration otherwise). Not
+    /// a DDK service; `Err(NOT_AVAILABLE)` from a host older than this SDK.
+    pub fn is_ring3_export(&self, ptr: FarPtr) -> Result<bool, VmmError> {
+        let f = self.vms().is_ring3_export().ok_or(VmmError::NOT_AVAILABLE)?;
+        Ok(f(self.cx, ptr.to_u32()))
+    }
+
     /// `No_Fail_Resume_VM`: resume even if a device objects.
     pub fn no_fail_resume_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
         res((self.vms().resume_vm())(self.cx, vm.0, true))
@@ -845,7 +862,7 @@ fn non_zero(v: u32) -> Option<u32> {
 fn profile_entry(
     r: abi_stable::std_types::RResult<crate::abi::ProfileString, VmmError>,
 ) -> Result<Option<ProfileEntry>, VmmError> {
-    match r.into_result() {
+    match res(r) {
         Ok(p) => Ok(Some(ProfileEntry { value: p.value.into_string(), index: p.index })),
         Err(VmmError::NOT_FOUND) => Ok(None),
         Err(e) => Err(e),

@@ -145,7 +145,7 @@ fn int2f_startup_requests_carry_their_flags_and_reference_data() {
 }
 
 #[test]
-fn a_device_with_services_but_no_id_is_refused() {
+fn a_device_with_services_but_no_id_loads_with_a_violation() {
     let run = Scenario::new(
         r#"
         [386Enh]
@@ -153,15 +153,13 @@ fn a_device_with_services_but_no_id_is_refused() {
         "#,
     )
     .run();
-    match run.expect_error() {
-        Error::DeviceIdRequired { device, what, .. } => {
-            assert_eq!(device, "FXNOID");
-            assert!(what.contains("2 services"), "{what}");
-        }
-        other => panic!("unexpected error {other}"),
-    }
-    assert!(run.expect_error().to_string().contains("needs a unique device ID"));
-    run.trace().expect(json!({"kind": "device_rejected", "device": "FXNOID", "reason": "id_required"}));
+    run.assert_ok();
+    let t = run.trace();
+    let v = t.expect(json!({"kind": "violation", "code": "API_WITHOUT_ID", "device": "FXNOID"}));
+    assert!(v["message"].as_str().unwrap().contains("2 services"), "{v}");
+    t.expect(json!({"kind": "device_loaded", "device": "FXNOID"}));
+    t.expect(json!({"kind": "control", "device": "FXNOID", "message": "Device_Init"}));
+    assert_eq!(t.count(json!({"kind": "device_rejected"})), 0);
 }
 
 #[test]

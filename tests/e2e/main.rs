@@ -6,6 +6,7 @@
 
 mod dynamic;
 mod foundation;
+mod limits;
 mod loader;
 mod rebuild;
 mod ring3;

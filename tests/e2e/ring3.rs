@@ -795,7 +795,7 @@ fn a_far_call_to_nothing_is_reported() {
         })
         .run();
     run.assert_ok();
-    assert_eq!(notes(&run), ["Err(VmmError { code: 3 })"]);
+    assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
     let v = run.trace().expect(json!({"kind": "violation", "code": "BAD_FAR_POINTER"}));
     assert!(v["message"].as_str().unwrap().contains("1234:5678"), "{v}");
 }

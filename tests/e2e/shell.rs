@@ -468,7 +468,7 @@ fn a_cancelled_appy_time_event_never_runs_and_its_handle_goes_stale() {
         notes(&run),
         [
             "cancel: Ok(())",
-            "again: Err(VmmError { code: 1 })",
+            "again: Err(VmmError { code: 2 })",
             "null: Ok(())",
             "at interrupt: Err(VmmError { code: 2 })"
         ]
@@ -1320,7 +1320,7 @@ fn hooks_unhook_and_a_stale_hook_handle_is_reported() {
     })
     .run();
     run.assert_ok();
-    assert_eq!(notes(&run), ["heard", "Ok(()) Err(VmmError { code: 1 }) Ok(())"]);
+    assert_eq!(notes(&run), ["heard", "Ok(()) Err(VmmError { code: 2 }) Ok(())"]);
     run.trace()
         .expect(json!({"kind": "violation", "code": "STALE_HOOK_HANDLE", "service": "_SHELL_UnhookSystemBroadcast"}));
 }

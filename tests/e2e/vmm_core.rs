@@ -172,7 +172,7 @@ fn a_cancelled_event_never_runs_and_a_handle_that_already_ran_is_stale() {
     })
     .run();
     run.assert_ok();
-    assert_eq!(notes(&run), ["A t=10 vm=0x10001 timed_out=false", "late cancel: Err(VmmError { code: 1 })"]);
+    assert_eq!(notes(&run), ["A t=10 vm=0x10001 timed_out=false", "late cancel: Err(VmmError { code: 2 })"]);
     let t = run.trace();
     t.expect(json!({"kind": "event_cancelled", "event": "priority", "reason": "cancelled", "t": 10}));
     t.expect(json!({"kind": "violation", "code": "STALE_EVENT_HANDLE", "service": "Cancel_Priority_VM_Event"}));
@@ -233,7 +233,7 @@ fn reserved_flag_bits_are_rejected() {
     })
     .run();
     run.assert_ok();
-    assert_eq!(notes(&run), ["Err(VmmError { code: 3 })", "Err(VmmError { code: 3 })"]);
+    assert_eq!(notes(&run), ["Err(VmmError { code: 2 })", "Err(VmmError { code: 2 })"]);
     assert_eq!(run.trace().count(json!({"kind": "violation", "code": "RESERVED_FLAGS"})), 2);
     // Windows 3.1 knows only bits 0-4.
     let run = on_go("[machine]\nwindows = \"3.1\"\n[[interrupt]]\nname = \"go\"\nat = 1\n", |dev, vmm| {
@@ -242,7 +242,7 @@ fn reserved_flag_bits_are_rejected() {
         dev.note(vmm, format!("{r:?}"));
     })
     .run();
-    assert_eq!(notes(&run), ["Err(VmmError { code: 3 })"]);
+    assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
 }
 
 // ---- other events -----------------------------------------------------------------
@@ -328,7 +328,7 @@ fn cancel_vm_and_global_events_and_the_wrong_cancel_service_is_a_violation() {
     run.assert_ok();
     assert_eq!(
         notes(&run),
-        ["Err(VmmError { code: 3 })", "Ok(())", "Ok(())", "Ok(())", "priority t=10 vm=0x10001 timed_out=false"]
+        ["Err(VmmError { code: 2 })", "Ok(())", "Ok(())", "Ok(())", "priority t=10 vm=0x10001 timed_out=false"]
     );
     run.trace().expect(json!({"kind": "violation", "code": "WRONG_EVENT_KIND", "service": "Cancel_VM_Event"}));
 }
@@ -477,7 +477,7 @@ fn an_out_of_range_priority_is_refused() {
         let _ = dev;
     })
     .run();
-    assert_eq!(notes(&run), ["Err(VmmError { code: 3 })"]);
+    assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
     run.trace().expect(json!({"kind": "violation", "code": "PRIORITY_RANGE"}));
 }
 
@@ -667,8 +667,8 @@ fn vm_handle_services_and_stale_vm_handles() {
             "reenter=0 valid=true",
             "reenter=1 cur_is_sys=true next=0x10002 wraps=true",
             "after destroy valid=false",
-            "Err(VmmError { code: 1 })",
-            "Err(VmmError { code: 1 })",
+            "Err(VmmError { code: 2 })",
+            "Err(VmmError { code: 2 })",
         ]
     );
     assert_eq!(run.trace().count(json!({"kind": "violation", "code": "INVALID_VM_HANDLE"})), 2);
@@ -704,7 +704,7 @@ fn control_block_areas_are_per_vm() {
         })
         .run();
     run.assert_ok();
-    assert_eq!(notes(&run), ["fresh=0x0", "fresh=0x0", "sys=0x5151", "Err(VmmError { code: 3 })", "late=None"]);
+    assert_eq!(notes(&run), ["fresh=0x0", "fresh=0x0", "sys=0x5151", "Err(VmmError { code: 2 })", "late=None"]);
     let t = run.trace();
     t.expect(json!({"kind": "violation", "code": "BAD_CB_OFFSET"}));
     t.expect(json!({"kind": "violation", "code": "INIT_ONLY_SERVICE", "service": "_Allocate_Device_CB_Area"}));
@@ -840,7 +840,7 @@ fn semaphore_tokens_and_stale_semaphore_handles() {
     })
     .run();
     run.assert_ok();
-    assert_eq!(notes(&run), ["Err(VmmError { code: 1 })"]);
+    assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
     run.trace().expect(json!({"kind": "violation", "code": "INVALID_SEMAPHORE"}));
 }
 
@@ -1061,7 +1061,7 @@ fn reserved_block_flags_are_rejected() {
         let count = run.trace().count(json!({"kind": "violation", "code": "RESERVED_FLAGS"}));
         (notes(&run), count)
     };
-    let bad = "Err(VmmError { code: 3 })";
+    let bad = "Err(VmmError { code: 2 })";
     assert_eq!(case("", 0x40), (vec![format!("wait {bad}"), format!("crit {bad}")], 2));
     assert_eq!(case("[machine]\nwindows = \"3.1\"\n", BLOCK_THREAD_IDLE).1, 2);
     let (n, count) = case("", BLOCK_THREAD_IDLE | BLOCK_SVC_INTS);
@@ -1227,12 +1227,9 @@ fn devices_write_structured_notes_into_the_trace() {
                 );
                 assert!(ok.is_ok());
                 // Bad names and duplicate fields are refused and reported.
-                assert_eq!(vmm.trace_note("Bad Name", &[]), Err(VmmError::INVALID_PARAMETER));
-                assert_eq!(
-                    vmm.trace_note("x", &[("a", 1u8.into()), ("a", 2u8.into())]),
-                    Err(VmmError::INVALID_PARAMETER)
-                );
-                assert_eq!(vmm.trace_note("x", &[("", 1u8.into())]), Err(VmmError::INVALID_PARAMETER));
+                assert_eq!(vmm.trace_note("Bad Name", &[]), Err(VmmError::VIOLATION));
+                assert_eq!(vmm.trace_note("x", &[("a", 1u8.into()), ("a", 2u8.into())]), Err(VmmError::VIOLATION));
+                assert_eq!(vmm.trace_note("x", &[("", 1u8.into())]), Err(VmmError::VIOLATION));
                 let names: [String; 33] = core::array::from_fn(|i| format!("f{i}"));
                 let many: [(&str, NoteValue<'_>); 33] =
                     core::array::from_fn(|i| (names[i].as_str(), NoteValue::UInt(1)));

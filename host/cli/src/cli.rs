@@ -463,7 +463,8 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         sets.push(format!("machine.order=\"{o}\""));
     }
     if let Some(s) = args.seed {
-        sets.push(format!("machine.seed={s}"));
+        // A string: a TOML integer cannot hold seeds of 2^63 and above.
+        sets.push(format!("machine.seed=\"{s}\""));
     }
     if args.realtime {
         sets.push("machine.realtime=true".to_string());

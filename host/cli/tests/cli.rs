@@ -433,3 +433,16 @@ fn bad_trace_limits_and_machine_values_are_refused_before_the_run() {
         "{stderr}"
     );
 }
+
+#[test]
+fn seeds_of_2_to_the_63_and_above_are_accepted() {
+    let dir = scratch("seed", "[386Enh]\ndevice = [\"vcountd\"]\n");
+    for seed in ["9223372036854775808", "18446744073709551615"] {
+        let out = vmm(&dir, &["run", "--order", "random", "--seed", seed, "--trace", "seed.jsonl"]);
+        assert!(out.status.success(), "--seed {seed}: {}", text(&out.stderr));
+        let trace = std::fs::read_to_string(dir.join("seed.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(trace.lines().next().unwrap()).unwrap();
+        assert_eq!(first["kind"], "machine");
+        assert_eq!(first["seed"].as_u64(), Some(seed.parse().unwrap()), "{first}");
+    }
+}

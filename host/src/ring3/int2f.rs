@@ -75,14 +75,11 @@ impl Core {
     pub(crate) fn ring3_int(&self, n: u8) -> Result<(), VmmError> {
         match n {
             0x2F => self.int2f(),
-            _ => {
-                self.violation(
-                    "UNSUPPORTED_INTERRUPT",
-                    format!("INT {n:02X}h has no handler in this emulator (only INT 2Fh is provided)"),
-                    Some("INT"),
-                );
-                Err(VmmError::NOT_AVAILABLE)
-            }
+            _ => Err(self.refuse(
+                "UNSUPPORTED_INTERRUPT",
+                format!("INT {n:02X}h has no handler in this emulator (only INT 2Fh is provided)"),
+                Some("INT"),
+            )),
         }
     }
 
@@ -104,7 +101,7 @@ impl Core {
             }
             W386_BEGIN_CRITICAL => {
                 self.set_client_of(vm, c);
-                self.claim_critical(1, 0)?;
+                self.claim_critical("INT 2Fh AX=1681h", 1, 0)?;
                 c = self.client_of(vm).unwrap_or(c);
             }
             W386_END_CRITICAL => {
@@ -266,7 +263,7 @@ impl Core {
             Target::Breakpoint => Ok(0),
             Target::Unloaded { module } => {
                 let name = self.ring3.borrow().modules[module].name.clone();
-                self.violation(
+                Err(self.refuse(
                     "BAD_FAR_POINTER",
                     format!(
                         "far call to {:04X}:{:04X} in module {name}, which was unloaded",
@@ -274,21 +271,17 @@ impl Core {
                         target & 0xFFFF
                     ),
                     Some("far call"),
-                );
-                Err(VmmError::INVALID_PARAMETER)
+                ))
             }
-            Target::Nothing => {
-                self.violation(
-                    "BAD_FAR_POINTER",
-                    format!(
-                        "far call to {:04X}:{:04X}, which is not the address of any exported procedure or API entry",
-                        target >> 16,
-                        target & 0xFFFF
-                    ),
-                    Some("far call"),
-                );
-                Err(VmmError::INVALID_PARAMETER)
-            }
+            Target::Nothing => Err(self.refuse(
+                "BAD_FAR_POINTER",
+                format!(
+                    "far call to {:04X}:{:04X}, which is not the address of any exported procedure or API entry",
+                    target >> 16,
+                    target & 0xFFFF
+                ),
+                Some("far call"),
+            )),
         }
     }
 
@@ -307,12 +300,11 @@ impl Core {
             })
         };
         let Some((code, instance, name, has)) = target.filter(|t| t.3) else {
-            self.violation(
+            return Err(self.refuse(
                 "BAD_FAR_POINTER",
                 format!("far call to the API entry of device {device_id:#06X}, which is not loaded or has no such API"),
                 Some("far call"),
-            );
-            return Err(VmmError::INVALID_PARAMETER);
+            ));
         };
         let _ = has;
         let Some(client) = self.vms.borrow().get(vm).map(|v| v.client_ptr()) else {
@@ -338,7 +330,7 @@ impl Core {
                 CallOutcome::Clear
             }
         };
-        self.check_nest_balance(vm, depth, "an API procedure");
+        self.check_nest_balance(vm, depth, "an API procedure", || instance);
         if matches!(outcome, CallOutcome::Panic | CallOutcome::Error | CallOutcome::Skipped) {
             // The caller sees a failed call.
             if let Some(mut c) = self.client_of(vm) {

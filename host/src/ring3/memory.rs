@@ -46,12 +46,11 @@ impl Core {
     /// the block's 16:16 address (offset 0).
     pub(crate) fn global_alloc(&self, owner: u32, bytes: u32) -> Result<u32, VmmError> {
         if bytes == 0 || bytes > MAX_BLOCK {
-            self.violation(
+            return Err(self.refuse(
                 "INVALID_PARAMETER",
                 format!("GlobalAlloc({bytes}): a block holds 1 to 65536 bytes (one segment)"),
                 Some("GlobalAlloc"),
-            );
-            return Err(VmmError::INVALID_PARAMETER);
+            ));
         }
         let Some(selector) = self.far.borrow().free_selector() else { return Err(VmmError::OUT_OF_MEMORY) };
         let base = self.heap.borrow_mut().allocate(owner, bytes, true).ok_or(VmmError::OUT_OF_MEMORY)?;
@@ -64,12 +63,11 @@ impl Core {
         let (selector, offset) = ((far >> 16) as u16, far & 0xFFFF);
         let block = if offset == 0 { self.far.borrow_mut().blocks.remove(&selector) } else { None };
         let Some(block) = block else {
-            self.violation(
+            return Err(self.refuse(
                 "BAD_FAR_POINTER",
                 format!("GlobalFree({selector:04X}:{offset:04X}): not the address of an allocated block"),
                 Some("GlobalFree"),
-            );
-            return Err(VmmError::INVALID_PARAMETER);
+            ));
         };
         self.heap.borrow_mut().free(block.base);
         Ok(())
@@ -113,19 +111,16 @@ impl Core {
             Some((linear, left)) if data.len() <= left => {
                 self.heap.borrow_mut().write(linear, data).map_err(|_| VmmError::INVALID_PARAMETER)
             }
-            _ => {
-                self.violation(
-                    "BAD_FAR_POINTER",
-                    format!(
-                        "ring-3 code wrote {} bytes through {:04X}:{:04X}, which is not inside an allocated block",
-                        data.len(),
-                        far >> 16,
-                        far & 0xFFFF
-                    ),
-                    Some("write far pointer"),
-                );
-                Err(VmmError::INVALID_PARAMETER)
-            }
+            _ => Err(self.refuse(
+                "BAD_FAR_POINTER",
+                format!(
+                    "ring-3 code wrote {} bytes through {:04X}:{:04X}, which is not inside an allocated block",
+                    data.len(),
+                    far >> 16,
+                    far & 0xFFFF
+                ),
+                Some("write far pointer"),
+            )),
         }
     }
 

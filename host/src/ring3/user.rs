@@ -184,8 +184,16 @@ impl Core {
         }
         let hwnd = {
             let mut r3 = self.ring3.borrow_mut();
-            r3.next_hwnd = r3.next_hwnd.max(0x1000) + 4;
-            let hwnd = r3.next_hwnd;
+            // Handles are 0x1004, 0x1008, ... up to 0xFFFC; past the top the
+            // count starts again at the first free one (never 0, never a
+            // live window's), and with every handle in use CreateWindow fails.
+            let mut hwnd = r3.next_hwnd.max(0x1000);
+            let free = (0..0x3C00).find_map(|_| {
+                hwnd = hwnd.checked_add(4).unwrap_or(0x1004);
+                (!r3.windows.contains_key(&hwnd)).then_some(hwnd)
+            });
+            let Some(hwnd) = free else { return 0 };
+            r3.next_hwnd = hwnd;
             r3.windows.insert(hwnd, crate::ring3::Window { task, wndproc, class: class.to_string(), parent });
             hwnd
         };

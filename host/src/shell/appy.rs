@@ -110,15 +110,14 @@ impl Core {
         }
         let rec = self.shell.appy.borrow_mut().remove(handle);
         let Some(rec) = rec else {
-            self.violation(
+            return Err(self.refuse(
                 "STALE_APPY_HANDLE",
                 format!(
                     "{SERVICE} was given appy-time event handle {handle:#010X}, which is not pending (its callback \
                      already ran, it was cancelled, or it never existed)"
                 ),
                 Some(SERVICE),
-            );
-            return Err(VmmError::INVALID_HANDLE);
+            ));
         };
         self.forget_appy_timeout(handle, &rec);
         self.trace(|| TraceEvent::AppyCancelled {
@@ -228,7 +227,7 @@ impl Core {
             self.shell.appy_depth.set(self.shell.appy_depth.get() - 1);
             (Context::Appy, result)
         };
-        self.check_nest_balance(vm, depth, "an appy-time callback");
+        self.check_nest_balance(vm, depth, "an appy-time callback", || cb.owner());
         self.trace(|| TraceEvent::AppyDispatched {
             handle,
             device: self.instance_name(cb.owner()).to_string(),

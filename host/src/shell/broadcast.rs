@@ -58,12 +58,11 @@ impl Core {
         if self.shell.hooks.borrow_mut().remove(handle).is_some() {
             return Ok(());
         }
-        self.violation(
+        Err(self.refuse(
             "STALE_HOOK_HANDLE",
             format!("{SERVICE} was given hook handle {handle:#010X}, which is not installed (unhooked already?)"),
             Some(SERVICE),
-        );
-        Err(VmmError::INVALID_HANDLE)
+        ))
     }
 
     /// `_SHELL_BroadcastSystemMessage`: `(result, recipients reached)`.

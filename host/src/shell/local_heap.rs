@@ -163,7 +163,7 @@ impl Core {
         let (selector, offset) = ((far >> 16) as u16, far & 0xFFFF);
         let base = self.shell.local.borrow().base;
         if selector != LOCAL_HEAP_SELECTOR || base == 0 {
-            self.violation(
+            return Err(self.refuse(
                 "BAD_FAR_POINTER",
                 format!(
                     "ring-3 code read through {selector:04X}:{offset:04X}, which is not a data segment (neither a \
@@ -171,8 +171,7 @@ impl Core {
                      _SHELL_LocalAllocEx allocated from it)"
                 ),
                 Some("read far pointer"),
-            );
-            return Err(VmmError::INVALID_PARAMETER);
+            ));
         }
         let n = out.len().min((SEGMENT_SIZE - offset) as usize);
         let r = self.heap.borrow().read(base + offset, &mut out[..n]);

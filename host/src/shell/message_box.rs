@@ -242,12 +242,11 @@ impl Core {
         const SERVICE: &str = "SHELL_Resolve_Contention";
         for vm in [owner, contender] {
             if !self.vm_valid(vm) {
-                self.violation(
+                return Err(self.refuse(
                     "INVALID_VM_HANDLE",
                     format!("{SERVICE} was given VM handle {vm:#010X}, which is not a live VM"),
                     Some(SERVICE),
-                );
-                return Err(VmmError::INVALID_HANDLE);
+                ));
             }
         }
         if owner == contender {
@@ -283,12 +282,11 @@ impl Core {
         const SERVICE: &str = "SHELL_GetVMInfo";
         let info = self.vms.borrow().get(vm).map(|v| (v.life, v.name.clone()));
         let Some((life, name)) = info else {
-            self.violation(
+            return Err(self.refuse(
                 "INVALID_VM_HANDLE",
                 format!("{SERVICE} was given VM handle {vm:#010X}, which is not a live VM"),
                 Some(SERVICE),
-            );
-            return Err(VmmError::INVALID_HANDLE);
+            ));
         };
         // During the VM's Create_VM its PIF settings are not known yet.
         if life == VmLife::Creating

@@ -230,6 +230,8 @@ impl Core {
             ShellRule::Sync => allowed(self, service, Rule::Sync),
             ShellRule::Appy => self.appy_only(service),
             ShellRule::Missing => {
+                // The one violation that does not answer VIOLATION: it is
+                // what an older host without the service answers too.
                 self.violation(
                     "NOT_IMPLEMENTED",
                     format!("SHELL service {service} is not provided by this host"),
@@ -263,17 +265,14 @@ impl Core {
         };
         match found {
             Ok(Ok(text)) => Ok(text),
-            Ok(Err(len)) => {
-                self.violation(
-                    "BAD_POINTER",
-                    format!(
-                        "{service}: the string at {addr:#010X} is not NUL-terminated within its heap block \
+            Ok(Err(len)) => Err(self.refuse(
+                "BAD_POINTER",
+                format!(
+                    "{service}: the string at {addr:#010X} is not NUL-terminated within its heap block \
                          ({len} bytes to the block's end)"
-                    ),
-                    Some(service),
-                );
-                Err(VmmError::INVALID_PARAMETER)
-            }
+                ),
+                Some(service),
+            )),
             Err(e) => Err(mem_violation(self, service, addr, 1, e)),
         }
     }

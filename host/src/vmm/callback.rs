@@ -85,7 +85,9 @@ impl Callback {
     pub(crate) fn call_inline(&mut self, core: &Core, context: Context, regs: &mut Regs) -> CallOutcome {
         match self {
             Callback::Plugin { owner, raw, spent } => {
-                if *spent {
+                // After a fatal error no plugin code runs; an unspent
+                // callback is still released (its drop glue) later.
+                if *spent || !core.plugins_may_run() {
                     return CallOutcome::Skipped;
                 }
                 let Some(this) = core.instance_this(*owner) else {

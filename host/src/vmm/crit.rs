@@ -78,7 +78,7 @@ impl Core {
     /// Claim the critical section for the current VM, blocking it (other
     /// VMs run meanwhile) while another VM owns it.
     /// `flags` are the wait's `BLOCK_*` flags.
-    pub(crate) fn claim_critical(&self, count: u32, flags: u32) -> Result<(), VmmError> {
+    pub(crate) fn claim_critical(&self, service: &'static str, count: u32, flags: u32) -> Result<(), VmmError> {
         let vm = self.cur_vm.get();
         let owner = self.crit.borrow().owner;
         match owner {
@@ -87,7 +87,7 @@ impl Core {
                 Ok(())
             }
             Some(o) if o == vm => {
-                self.crit.borrow_mut().claims += count;
+                self.add_claims(service, count)?;
                 self.crit_trace("claim", vm);
                 Ok(())
             }
@@ -108,8 +108,9 @@ impl Core {
         match owner {
             None => self.crit_take(vm, 1, "claim"),
             Some(o) if o == vm => {
-                self.crit.borrow_mut().claims += 1;
-                self.crit_trace("claim", vm);
+                if self.add_claims("INT 2Fh AX=1681h", 1).is_ok() {
+                    self.crit_trace("claim", vm);
+                }
             }
             Some(_) => {
                 self.crit.borrow_mut().waiters.push_back((vm, 1));
@@ -117,6 +118,21 @@ impl Core {
                 self.crit_trace("wait", vm);
             }
         }
+    }
+
+    /// Add `count` claims to the owner's: the claim count is a dword and
+    /// never wraps.
+    fn add_claims(&self, service: &'static str, count: u32) -> Result<(), VmmError> {
+        let claims = self.crit.borrow().claims;
+        let total = self.count_add(
+            service,
+            "the critical section's claim count",
+            claims.into(),
+            count.into(),
+            u32::MAX.into(),
+        )?;
+        self.crit.borrow_mut().claims = total as u32;
+        Ok(())
     }
 
     /// Release `count` claims of `vm`; at zero the section is free (or
@@ -127,20 +143,18 @@ impl Core {
             (c.owner, c.claims)
         };
         if owner != Some(vm) {
-            self.violation(
+            return Err(self.refuse(
                 "CRIT_NOT_OWNED",
                 format!("{service} by a VM that does not own the critical section (owner: {owner:?})"),
                 Some(service),
-            );
-            return Err(VmmError::VIOLATION);
+            ));
         }
         if count > claims {
-            self.violation(
+            return Err(self.refuse(
                 "CRIT_COUNT",
                 format!("{service} releases {count} claims but the critical section has only {claims}"),
                 Some(service),
-            );
-            return Err(VmmError::VIOLATION);
+            ));
         }
         self.crit.borrow_mut().claims -= count;
         if claims == count {
@@ -177,12 +191,11 @@ impl Core {
             return Err(VmmError::FAILED);
         }
         if vm == self.sys_vm.get() {
-            self.violation(
+            return Err(self.refuse(
                 "SUSPEND_SYSTEM_VM",
                 "End_Crit_And_Suspend in the system VM, which cannot be suspended",
                 Some("End_Crit_And_Suspend"),
-            );
-            return Err(VmmError::FAILED);
+            ));
         }
         self.end_critical_for(vm, 1, "End_Crit_And_Suspend")?;
         self.suspend_vm(vm).map(|_| ())
@@ -236,12 +249,11 @@ impl Core {
     /// `Suspend_VM`: the VM stops being scheduled; VM_Suspend on the first
     /// suspension.
     pub(crate) fn suspend_vm(&self, vm: u32) -> Result<u32, VmmError> {
-        let count = {
-            let mut vms = self.vms.borrow_mut();
-            let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
-            v.suspend_count += 1;
-            v.suspend_count
-        };
+        let current = self.vms.borrow().get(vm).map(|v| v.suspend_count).ok_or(VmmError::INVALID_HANDLE)?;
+        let count = self.count_add("Suspend_VM", "the VM's suspend count", current.into(), 1, u32::MAX.into())? as u32;
+        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
+            v.suspend_count = count;
+        }
         if count == 1 {
             self.trace(|| TraceEvent::VmSuspend { vm, suspended: true });
             self.broadcast_vm_message(VM_SUSPEND, vm, 0, Context::Control);
@@ -264,7 +276,7 @@ impl Core {
             self.trace(|| TraceEvent::VmSuspend { vm, suspended: false });
         }
         if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
-            v.suspend_count -= 1;
+            v.suspend_count = v.suspend_count.saturating_sub(1);
         }
         Ok(())
     }
@@ -331,6 +343,10 @@ impl Core {
     }
 
     pub(crate) fn signal_semaphore(&self, h: u32) -> Result<(), VmmError> {
+        let tokens = self.sems.borrow().get(h).map(|s| s.tokens).ok_or(VmmError::INVALID_HANDLE)?;
+        if tokens == i32::MAX {
+            self.count_add("Signal_Semaphore", "the semaphore's token count", tokens.into(), 1, i32::MAX.into())?;
+        }
         let (woken, tokens, owner) = {
             let mut sems = self.sems.borrow_mut();
             let s = sems.get_mut(h).ok_or(VmmError::INVALID_HANDLE)?;

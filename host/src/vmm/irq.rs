@@ -33,12 +33,11 @@ impl Core {
     /// Register a source named `name`.
     pub(crate) fn register_interrupt(&self, name: &str, handler: Callback) -> Result<u32, VmmError> {
         if self.irqs.borrow().iter().any(|(_, i)| i.name.eq_ignore_ascii_case(name)) {
-            self.violation(
+            return Err(self.refuse(
                 "DUPLICATE_IRQ_NAME",
                 format!("an interrupt source named `{name}` is already registered"),
                 Some("register_interrupt"),
-            );
-            return Err(VmmError::INVALID_PARAMETER);
+            ));
         }
         self.irqs
             .borrow_mut()
@@ -51,7 +50,9 @@ impl Core {
     pub(crate) fn request_interrupt(&self, irq: u32) -> Result<(), VmmError> {
         let mut irqs = self.irqs.borrow_mut();
         let i = irqs.get_mut(irq).ok_or(VmmError::INVALID_HANDLE)?;
-        i.pending += 1;
+        // Requests not yet taken only ever count up to u32::MAX: beyond
+        // that they merge, as a PIC's request line does (never a wrap to 0).
+        i.pending = i.pending.saturating_add(1);
         self.irq_pending.set(true);
         Ok(())
     }

@@ -8,6 +8,7 @@ pub(crate) mod events;
 pub(crate) mod heap;
 pub(crate) mod irq;
 pub(crate) mod lifecycle;
+pub(crate) mod limits;
 pub(crate) mod nest;
 pub(crate) mod rng;
 pub(crate) mod sched;

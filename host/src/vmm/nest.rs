@@ -18,7 +18,7 @@ use crate::machine::Core;
 use crate::ring3::{NEST_BREAKPOINT, Target};
 use crate::trace::TraceEvent;
 use crate::vmm::context::Context;
-use crate::vmm::vm::{NestFrame, Stack};
+use crate::vmm::vm::{NestFrame, STACK_TOP, Stack};
 
 /// Counts of nested-execution blocks begun and ended so far (see
 /// [`Core::nest_mark`]).
@@ -47,25 +47,41 @@ impl Core {
     }
 
     /// After a device returned to the VMM: every nested block it began must
-    /// be ended. Extra blocks are reported and closed.
+    /// be ended. Extra blocks are reported, naming the device (`owner`: the
+    /// instance that was called, asked only then), and closed.
     #[inline]
-    pub(crate) fn check_nest_balance(&self, vm: u32, mark: NestMark, what: &str) {
+    pub(crate) fn check_nest_balance(&self, vm: u32, mark: NestMark, what: &str, owner: impl FnOnce() -> u32) {
         if self.nest_begun.get() != mark.begun {
-            let begun = self.nest_begun.get() - mark.begun;
-            let ended = self.nest_ended.get() - mark.ended;
+            let begun = self.nest_begun.get().wrapping_sub(mark.begun);
+            let ended = self.nest_ended.get().wrapping_sub(mark.ended);
             if begun > ended {
-                self.close_unbalanced_nest(vm, begun - ended, what);
+                self.close_unbalanced_nest(vm, begun - ended, what, owner());
             }
         }
     }
 
     #[cold]
-    fn close_unbalanced_nest(&self, vm: u32, open: u64, what: &str) {
-        self.violation(
-            "NEST_EXEC_NOT_ENDED",
-            format!("{open} nested execution block(s) were still open when {what} returned; every Begin_Nest_Exec needs its End_Nest_Exec"),
-            Some("End_Nest_Exec"),
-        );
+    fn close_unbalanced_nest(&self, vm: u32, open: u64, what: &str, owner: u32) {
+        // After a fatal error the device was stopped before it could end
+        // its blocks: not its fault, only the blocks are closed.
+        if self.is_fatal() {
+            for _ in 0..open {
+                if self.end_nest(vm).is_err() {
+                    break;
+                }
+            }
+            return;
+        }
+        self.as_caller(owner, || {
+            self.violation(
+                "NEST_EXEC_NOT_ENDED",
+                format!(
+                    "{open} nested execution block(s) were still open when {what} returned; every Begin_Nest_Exec \
+                     needs its End_Nest_Exec"
+                ),
+                Some("End_Nest_Exec"),
+            )
+        });
         for _ in 0..open {
             if self.end_nest(vm).is_err() {
                 break;
@@ -158,59 +174,67 @@ impl Core {
                 self.trace(|| TraceEvent::NestExec { vm, action: "end", depth, v86: false });
                 Ok(())
             }
-            None => {
-                self.violation(
-                    "UNBALANCED_NEST_EXEC",
-                    "End_Nest_Exec without a matching Begin_Nest_Exec",
-                    Some("End_Nest_Exec"),
-                );
-                Err(VmmError::VIOLATION)
-            }
+            None => Err(self.refuse(
+                "UNBALANCED_NEST_EXEC",
+                "End_Nest_Exec without a matching Begin_Nest_Exec",
+                Some("End_Nest_Exec"),
+            )),
         }
     }
 
     fn require_nest(&self, vm: u32, service: &'static str) -> Result<(), VmmError> {
         if self.nest_depth(vm) == 0 {
-            self.violation(
+            return Err(self.refuse(
                 "UNBALANCED_NEST_EXEC",
                 format!("{service} outside a nested execution block (call Begin_Nest_Exec first)"),
                 Some(service),
-            );
-            return Err(VmmError::VIOLATION);
+            ));
         }
         Ok(())
     }
 
-    /// `Simulate_Push`: a word on the client stack.
+    /// `Simulate_Push`: a word on the client stack (inside a nested block;
+    /// `OUT_OF_MEMORY` when the 64 KB stack is full, never a wrap).
     pub(crate) fn simulate_push(&self, vm: u32, value: u32) -> Result<(), VmmError> {
-        self.with_client(vm, |c, stack| push16(c, stack, value as u16))
+        self.require_nest(vm, "Simulate_Push")?;
+        self.with_client(vm, |c, stack| push_words(c, stack, &[value as u16]))?
     }
 
-    /// `Simulate_Pop`.
+    /// `Simulate_Pop` (inside a nested block; `FAILED` when SP is at the
+    /// top of the stack, never a wrap).
     pub(crate) fn simulate_pop(&self, vm: u32) -> Result<u32, VmmError> {
-        self.with_client(vm, |c, stack| pop16(c, stack) as u32)
+        self.require_nest(vm, "Simulate_Pop")?;
+        self.with_client(vm, |c, stack| {
+            if c.esp & 0xFFFF > STACK_TOP - 2 {
+                return Err(VmmError::FAILED);
+            }
+            Ok(pop16(c, stack) as u32)
+        })?
     }
 
-    /// `Simulate_Far_Call`: push CS:IP, jump to `segment:offset`.
+    /// `Simulate_Far_Call`: push CS:IP, jump to `segment:offset` (inside a
+    /// nested block).
     pub(crate) fn simulate_far_call(&self, vm: u32, segment: u16, offset: u32) -> Result<(), VmmError> {
+        self.require_nest(vm, "Simulate_Far_Call")?;
         self.with_client(vm, |c, stack| {
-            push16(c, stack, c.cs as u16);
-            push16(c, stack, c.eip as u16);
+            push_words(c, stack, &[c.cs as u16, c.eip as u16])?;
             c.cs = segment as u32;
             c.eip = offset & 0xFFFF;
-        })
+            Ok(())
+        })?
     }
 
-    /// `Simulate_Int`: push FLAGS, CS:IP, jump to the handler of `n`.
+    /// `Simulate_Int`: push FLAGS, CS:IP, jump to the handler of `n`
+    /// (inside a nested block).
     pub(crate) fn simulate_int(&self, vm: u32, n: u8) -> Result<(), VmmError> {
+        self.require_nest(vm, "Simulate_Int")?;
         self.with_client(vm, |c, stack| {
-            push16(c, stack, c.eflags as u16);
-            push16(c, stack, c.cs as u16);
-            push16(c, stack, c.eip as u16);
+            push_words(c, stack, &[c.eflags as u16, c.cs as u16, c.eip as u16])?;
             let v = Core::int_vector(n);
             c.cs = v >> 16;
             c.eip = v & 0xFFFF;
-        })
+            Ok(())
+        })?
     }
 
     /// `Resume_Exec`: run `vm` until it returns to the nest's break point.
@@ -274,12 +298,11 @@ impl Core {
                 }
             }
         }
-        self.violation(
+        Err(self.refuse(
             "RESUME_RUNAWAY",
             format!("Resume_Exec ran {RESUME_LIMIT} far calls without the VM returning to the break point"),
             Some("Resume_Exec"),
-        );
-        Err(VmmError::VIOLATION)
+        ))
     }
 
     /// Inside `Resume_Exec`: run the events that are ready (the VM's and the
@@ -311,6 +334,19 @@ impl Core {
     }
 }
 
+/// Push `words` in order, all or none: the client stack is 64 KB and SP
+/// never wraps below 0 (a full stack is `OUT_OF_MEMORY`).
+fn push_words(c: &mut ClientRegs, stack: &mut Stack, words: &[u16]) -> Result<(), VmmError> {
+    let need = 2 * words.len() as u32;
+    if c.esp & 0xFFFF < need {
+        return Err(VmmError::OUT_OF_MEMORY);
+    }
+    for &w in words {
+        push16(c, stack, w);
+    }
+    Ok(())
+}
+
 fn push16(c: &mut ClientRegs, stack: &mut Stack, value: u16) {
     let sp = (c.esp.wrapping_sub(2)) & 0xFFFF;
     stack[sp as usize] = value as u8;
@@ -337,7 +373,7 @@ fn read_stack(c: &ClientRegs, stack: &Stack, skip: usize, out: &mut [u8]) {
 fn retf(c: &mut ClientRegs, stack: &Stack, n: usize) {
     c.eip = pop16(c, stack) as u32;
     c.cs = pop16(c, stack) as u32;
-    c.esp = (c.esp & 0xFFFF_0000) | ((c.esp + n as u32) & 0xFFFF);
+    c.esp = (c.esp & 0xFFFF_0000) | (c.esp.wrapping_add(n as u32) & 0xFFFF);
 }
 
 #[cfg(test)]

@@ -423,7 +423,7 @@ impl Core {
         let mut regs = Regs { ebx: vm, esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
         let depth = self.nest_mark();
         let result = rec.cb.call_inline(self, Context::Event, &mut regs);
-        self.check_nest_balance(vm, depth, "an event callback");
+        self.check_nest_balance(vm, depth, "an event callback", || rec.cb.owner());
         if rec.kind == EventKind::Priority && rec.boost != 0 {
             if rec.flags & PEF_DONT_UNBOOST == 0 || timed_out {
                 self.event_boost(rec.target, -(rec.boost as i64), "unboost");
@@ -806,7 +806,7 @@ impl Core {
         let mut regs = Regs { ebx: vm, ecx: late_ms, ..Regs::default() };
         let depth = self.nest_mark();
         let result = cb.call(self, Context::Event, &mut regs);
-        self.check_nest_balance(vm, depth, "a time-out callback");
+        self.check_nest_balance(vm, depth, "a time-out callback", || cb.owner());
         self.trace(|| TraceEvent::Timeout {
             handle,
             timer,

@@ -1,42 +1,110 @@
 //! Generational slabs for VMM handles (events, time-outs, semaphores,
 //! interrupt sources, SHELL's appy-time events and broadcast hooks).
 //!
-//! A handle is `tag (3 bits) | generation (8 bits) | index + 1 (21 bits)`:
-//! never 0, different for each kind of object, and a handle whose object is
-//! gone stays invalid until its slot has been reused 256 times.
+//! A handle is a `u32`: `tag | generation | index + 1`, never 0. The tag
+//! says the kind of object and is a prefix code (`1` events, `01`
+//! time-outs, `001` semaphores, `0001` interrupt sources, `00001` appy-time
+//! events, `000001` broadcast hooks), so the kinds that come and go by the
+//! million get the short tags. Each kind's index is as wide as the number
+//! of live objects it must hold, and the generation takes every bit left:
+//!
+//! | Kind | Live objects | Generation bits: a stale handle matches again after |
+//! |---|---|---|
+//! | event | 2^20 - 1 | 11: 2,048 reuses of its slot |
+//! | time-out | 2^20 - 1 | 10: 1,024 reuses |
+//! | semaphore | 2^16 - 1 | 13: 8,192 reuses |
+//! | interrupt source | 2^12 - 1 | 16: 65,536 reuses |
+//! | appy-time event | 2^14 - 1 | 13: 8,192 reuses |
+//! | broadcast hook | 2^12 - 1 | 14: 16,384 reuses |
 
-const INDEX_BITS: u32 = 21;
-const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
-const GEN_SHIFT: u32 = INDEX_BITS;
-const TAG_SHIFT: u32 = 29;
+/// Handle tags, one per kind of object: `(value, bits)` of the prefix.
+pub(crate) const TAG_EVENT: Tag = Tag { value: 0b1, bits: 1, index_bits: 20 };
+pub(crate) const TAG_TIMEOUT: Tag = Tag { value: 0b01, bits: 2, index_bits: 20 };
+pub(crate) const TAG_SEMAPHORE: Tag = Tag { value: 0b001, bits: 3, index_bits: 16 };
+pub(crate) const TAG_IRQ: Tag = Tag { value: 0b0001, bits: 4, index_bits: 12 };
+pub(crate) const TAG_APPY: Tag = Tag { value: 0b0_0001, bits: 5, index_bits: 14 };
+pub(crate) const TAG_BROADCAST_HOOK: Tag = Tag { value: 0b00_0001, bits: 6, index_bits: 12 };
 
-/// Handle tags, one per kind of object.
-pub(crate) const TAG_EVENT: u32 = 1;
-pub(crate) const TAG_TIMEOUT: u32 = 2;
-pub(crate) const TAG_SEMAPHORE: u32 = 3;
-pub(crate) const TAG_IRQ: u32 = 4;
-pub(crate) const TAG_APPY: u32 = 5;
-pub(crate) const TAG_BROADCAST_HOOK: u32 = 6;
+/// The layout of one kind's handles.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tag {
+    /// The prefix, in the top `bits` bits.
+    value: u32,
+    bits: u32,
+    /// Bits of `index + 1` at the bottom; the generation sits between.
+    index_bits: u32,
+}
+
+impl Tag {
+    const fn shift(self) -> u32 {
+        32 - self.bits
+    }
+
+    const fn index_mask(self) -> u32 {
+        (1 << self.index_bits) - 1
+    }
+
+    /// The generations a slot goes through before its handles repeat.
+    pub(crate) const fn generations(self) -> u32 {
+        1 << (32 - self.bits - self.index_bits)
+    }
+
+    const fn generation_mask(self) -> u32 {
+        self.generations() - 1
+    }
+
+    /// The masks and shifts, computed once per slab (handles are made and
+    /// checked on the event hot path).
+    const fn layout(self) -> Layout {
+        Layout {
+            prefix: self.value << self.shift(),
+            shift: self.shift(),
+            value: self.value,
+            index_bits: self.index_bits,
+            index_mask: self.index_mask(),
+            generation_mask: self.generation_mask(),
+        }
+    }
+}
+
+/// A [`Tag`] ready for use.
+#[derive(Copy, Clone)]
+struct Layout {
+    prefix: u32,
+    shift: u32,
+    value: u32,
+    index_bits: u32,
+    index_mask: u32,
+    generation_mask: u32,
+}
+
+impl Layout {
+    #[inline(always)]
+    fn handle(self, generation: u32, index: usize) -> u32 {
+        self.prefix | (generation << self.index_bits) | (index as u32 + 1)
+    }
+}
 
 struct Entry<T> {
-    generation: u8,
+    generation: u32,
     value: Option<T>,
 }
 
 /// A slab whose keys are validated handles.
 pub(crate) struct Slab<T> {
-    tag: u32,
+    tag: Layout,
     entries: Vec<Entry<T>>,
     free: Vec<u32>,
     len: usize,
 }
 
 impl<T> Slab<T> {
-    pub(crate) fn new(tag: u32) -> Self {
-        Slab { tag, entries: Vec::new(), free: Vec::new(), len: 0 }
+    pub(crate) fn new(tag: Tag) -> Self {
+        Slab { tag: tag.layout(), entries: Vec::new(), free: Vec::new(), len: 0 }
     }
 
-    /// Insert; the new handle. `None` when all 2^21 slots are in use.
+    /// Insert; the new handle. `None` when all of the kind's slots are in
+    /// use.
     #[inline(always)]
     pub(crate) fn insert(&mut self, value: T) -> Option<u32> {
         let (handle, place) = self.vacant()?;
@@ -46,14 +114,14 @@ impl<T> Slab<T> {
 
     /// Take a free slot for a new value: its handle and its place, which
     /// the caller fills at once with `Some` (the record is then built
-    /// straight in the slab, not moved there). `None` when all 2^21 slots
-    /// are in use.
+    /// straight in the slab, not moved there). `None` when all of the
+    /// kind's slots are in use.
     #[inline(always)]
     pub(crate) fn vacant(&mut self) -> Option<(u32, &mut Option<T>)> {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
-                if self.entries.len() as u32 >= INDEX_MASK {
+                if self.entries.len() as u32 >= self.tag.index_mask {
                     return None;
                 }
                 self.entries.push(Entry { generation: 0, value: None });
@@ -62,19 +130,20 @@ impl<T> Slab<T> {
         };
         let e = &mut self.entries[index as usize];
         debug_assert!(e.value.is_none(), "a free slab slot holds a value");
-        e.generation = e.generation.wrapping_add(1);
+        e.generation = (e.generation + 1) & self.tag.generation_mask;
         self.len += 1;
-        Some(((self.tag << TAG_SHIFT) | ((e.generation as u32) << GEN_SHIFT) | (index + 1), &mut e.value))
+        Some((self.tag.handle(e.generation, index as usize), &mut e.value))
     }
 
     #[inline]
     fn index(&self, handle: u32) -> Option<usize> {
-        if handle >> TAG_SHIFT != self.tag {
+        let tag = self.tag;
+        if handle >> tag.shift != tag.value {
             return None;
         }
-        let index = (handle & INDEX_MASK).checked_sub(1)? as usize;
+        let index = (handle & tag.index_mask).checked_sub(1)? as usize;
         let e = self.entries.get(index)?;
-        (e.value.is_some() && e.generation as u32 == (handle >> GEN_SHIFT) & 0xFF).then_some(index)
+        (e.value.is_some() && e.generation == (handle >> tag.index_bits) & tag.generation_mask).then_some(index)
     }
 
     pub(crate) fn get(&self, handle: u32) -> Option<&T> {
@@ -99,7 +168,7 @@ impl<T> Slab<T> {
     /// [`Slab::take_at_into`], when the value itself proves it is the one meant).
     #[inline(always)]
     pub(crate) fn slot_of(&self, handle: u32) -> usize {
-        ((handle & INDEX_MASK) as usize).wrapping_sub(1)
+        ((handle & self.tag.index_mask) as usize).wrapping_sub(1)
     }
 
     /// The value in slot `i`, if any.
@@ -144,17 +213,18 @@ impl<T> Slab<T> {
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut T)> {
         let tag = self.tag;
         self.entries.iter_mut().enumerate().filter_map(move |(i, e)| {
-            let generation = e.generation as u32;
-            e.value.as_mut().map(|v| ((tag << TAG_SHIFT) | (generation << GEN_SHIFT) | (i as u32 + 1), v))
+            let generation = e.generation;
+            e.value.as_mut().map(|v| (tag.handle(generation, i), v))
         })
     }
 
     /// Live handles and values, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         let tag = self.tag;
-        self.entries.iter().enumerate().filter_map(move |(i, e)| {
-            e.value.as_ref().map(|v| ((tag << TAG_SHIFT) | ((e.generation as u32) << GEN_SHIFT) | (i as u32 + 1), v))
-        })
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, e)| e.value.as_ref().map(|v| (tag.handle(e.generation, i), v)))
     }
 }
 
@@ -177,6 +247,44 @@ mod tests {
         assert!(other.get(b).is_none(), "another kind's handle never validates");
         assert_eq!(s.len(), 1);
         assert!(s.get(0).is_none() && s.get(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn tags_are_a_prefix_code_and_handles_fill_32_bits() {
+        let tags = [TAG_EVENT, TAG_TIMEOUT, TAG_SEMAPHORE, TAG_IRQ, TAG_APPY, TAG_BROADCAST_HOOK];
+        for (i, a) in tags.iter().enumerate() {
+            for b in &tags[i + 1..] {
+                // The longer prefix cut to the shorter one's length differs.
+                let (short, long) = if a.bits <= b.bits { (a, b) } else { (b, a) };
+                assert_ne!(long.value >> (long.bits - short.bits), short.value, "{a:?} and {b:?}");
+            }
+            let mut s: Slab<()> = Slab::new(*a);
+            let h = s.insert(()).unwrap();
+            assert_eq!(h >> a.shift(), a.value);
+            assert!(a.generations() >= 1024, "{a:?}");
+            assert!(s.contains(h));
+            for other in tags.iter().filter(|t| *t != a) {
+                let mut o: Slab<()> = Slab::new(*other);
+                o.insert(());
+                assert!(!o.contains(h), "{a:?} handle in a {other:?} slab");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stale_handle_stays_stale_for_every_generation_of_its_slot() {
+        let mut s = Slab::new(TAG_EVENT);
+        let first = s.insert(0u32).unwrap();
+        s.remove(first);
+        // The same slot, reused until just before the generation comes back.
+        for n in 1..TAG_EVENT.generations() {
+            let h = s.insert(n).unwrap();
+            assert_eq!(s.slot_of(h), s.slot_of(first));
+            assert!(!s.contains(first), "reuse {n} matched the stale handle");
+            s.remove(h);
+        }
+        let again = s.insert(0).unwrap();
+        assert_eq!(again, first, "the documented limit: the generation has come round");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! 1. POSTHOST.DLL registers a window handle and the far address of its
 //!    callback through VPOSTD's **protected-mode API** (system VM only):
-//!    AX = window handle, CX:BX = callback (0:0 unregisters).
+//!    AX = window handle, CX:BX = callback (0:0 unregisters; anything but
+//!    an exported procedure of a loaded module is refused with AX = 6).
 //! 2. A DOS program in any VM posts through the **V86 API**: BX = wParam,
 //!    DX:AX = lParam. CF comes back set when no application has registered
 //!    (AX = [`ERR_NOT_REGISTERED`]) or too many posts are pending
@@ -73,6 +74,9 @@ pub const ERR_NOT_SYSTEM_VM: u16 = 3;
 pub const ERR_INVALID_HWND: u16 = 4;
 /// AX when CF is set: the VM handle given to a service is not valid.
 pub const ERR_INVALID_VM: u16 = 5;
+/// AX when CF is set: registration with a callback that is not an exported
+/// procedure of a loaded ring-3 module (such as VPOSTD's own API entry).
+pub const ERR_INVALID_CALLBACK: u16 = 6;
 
 /// Default of `[VPOSTD] RetryInterval` (ms).
 pub const DEFAULT_RETRY_MS: u32 = 100;
@@ -212,6 +216,16 @@ impl VxD for Vpostd {
             let _ =
                 vmm.trace_note("registration_refused", &[("vm", call.vm.into()), ("reason", "invalid_hwnd".into())]);
             return fail(&c, ERR_INVALID_HWND);
+        }
+        // Only a DLL's export can be called back (a host too old to say is
+        // trusted, as before).
+        if vmm.is_ring3_export(callback) == Ok(false) {
+            let text = callback.to_string();
+            let _ = vmm.trace_note(
+                "registration_refused",
+                &[("vm", call.vm.into()), ("reason", "invalid_callback".into()), ("callback", text.as_str().into())],
+            );
+            return fail(&c, ERR_INVALID_CALLBACK);
         }
         let replaced = self.registration.replace(Some(Registration { hwnd, callback }));
         let text = callback.to_string();
