@@ -462,6 +462,7 @@ impl Core {
     /// again: the file stays watched whatever happened to its device. A
     /// change refused before loading is a `plugin_rejected` record and a
     /// `load_failed` reload; the old code keeps running.
+    #[cfg(feature = "watch")]
     pub(crate) fn reload_file(&self, change: &crate::watch::Change) -> ReloadReport {
         let live = {
             let reg = self.registry.borrow();

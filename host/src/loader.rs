@@ -216,12 +216,20 @@ impl crate::machine::Core {
 /// `vmm-plugins-<pid>-<sequence>` in the temporary directory.
 const COPY_DIR_PREFIX: &str = "vmm-plugins-";
 
+/// The file in a copy directory its owner keeps locked while it loads.
+const LOCK_FILE: &str = "lock";
+
 /// A plugin copy on disk. Dropping it removes the file and its directory
 /// (the mapping keeps the inode alive), on success, on error and when a
 /// panic unwinds, unless `VMM_KEEP_PLUGIN_COPIES` is set (then the next
 /// `vmm` started after this process ends removes it).
 struct Copy {
     path: PathBuf,
+    /// The directory's `lock` file, locked for the copy's life: another
+    /// process removes the directory only when it can take the lock, so
+    /// liveness does not depend on seeing the owner's PID (containers and
+    /// PID namespaces share a temporary directory but not PIDs).
+    _lock: std::fs::File,
 }
 
 impl Copy {
@@ -233,9 +241,13 @@ impl Copy {
         let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("{COPY_DIR_PREFIX}{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| LoadCause::Open(format!("cannot create {}: {e}", dir.display())))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = std::fs::File::create(&lock_path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| LoadCause::Open(format!("cannot lock {}: {e}", lock_path.display())))?;
         let stem = original.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let ext = original.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
-        let copy = Copy { path: dir.join(format!("{stem}-{n}-{}.{ext}", &build[..8])) };
+        let copy = Copy { path: dir.join(format!("{stem}-{n}-{}.{ext}", &build[..8])), _lock: lock };
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -251,6 +263,7 @@ impl Drop for Copy {
         if std::env::var_os("VMM_KEEP_PLUGIN_COPIES").is_none() {
             let _ = std::fs::remove_file(&self.path);
             if let Some(dir) = self.path.parent() {
+                let _ = std::fs::remove_file(dir.join(LOCK_FILE));
                 let _ = std::fs::remove_dir(dir);
             }
         }
@@ -273,10 +286,28 @@ pub fn clean_stale_copies_in(dir: &Path) -> usize {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(copy_dir_owner) else { continue };
-        if pid == std::process::id() || process_alive(pid) {
+        if pid == std::process::id() {
             continue;
         }
         let path = entry.path();
+        // The owner holds the directory's lock while it loads: a lock this
+        // process can take means the owner is gone, whatever its PID says.
+        // (A directory without a lock file falls back on the PID.)
+        let lock = std::fs::OpenOptions::new().write(true).open(path.join(LOCK_FILE));
+        let _held = match lock {
+            Ok(file) => match file.try_lock() {
+                Ok(()) => file,
+                Err(_) => continue,
+            },
+            Err(_) if process_alive(pid) => continue,
+            Err(_) => {
+                // No lock file: a copy from before locks, of a process that has ended.
+                match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(_) => continue,
+                }
+            }
+        };
         if std::fs::read_dir(&path)
             .map(|files| files.flatten().all(|f| std::fs::remove_file(f.path()).is_ok()))
             .unwrap_or(false)

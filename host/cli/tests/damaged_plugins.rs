@@ -278,12 +278,26 @@ fn stale_copies_of_ended_processes_are_removed_at_start_and_live_ones_kept() {
     }
     // Not a copy directory: left alone whatever the number.
     std::fs::create_dir_all(dir.join("tmp").join(format!("vmm-plugins-{dead}"))).unwrap();
+    // An owner that holds its directory's lock is loading, even when its PID
+    // means nothing here (another PID namespace sharing the directory) ...
+    let foreign = dir.join("tmp").join("vmm-plugins-999999999-0");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("libvpostd-0-0123abcd.so"), good_plugin()).unwrap();
+    let held = std::fs::File::create(foreign.join("lock")).unwrap();
+    held.lock().unwrap();
+    // ... and a lock nobody holds is a directory nobody will remove.
+    let abandoned = dir.join("tmp").join(format!("vmm-plugins-{live}-1"));
+    std::fs::create_dir_all(&abandoned).unwrap();
+    std::fs::write(abandoned.join("libvpostd-1-0123abcd.so"), good_plugin()).unwrap();
+    std::fs::write(abandoned.join("lock"), "").unwrap();
     std::fs::write(dir.join("system.ini"), "[386Enh]\ndevice = [\"vcountd\"]\n").unwrap();
     let out = vmm(&dir, &["check", "system.ini"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut left = copies_left(&dir);
     left.sort();
-    let mut want = vec![format!("vmm-plugins-{live}-0"), format!("vmm-plugins-{dead}")];
+    let mut want =
+        vec![format!("vmm-plugins-{live}-0"), format!("vmm-plugins-{dead}"), "vmm-plugins-999999999-0".to_string()];
     want.sort();
-    assert_eq!(left, want, "the dead process's copy is gone, the live one's is kept");
+    assert_eq!(left, want, "the dead process's and the abandoned copies are gone, the live and locked ones kept");
+    drop(held);
 }
