@@ -472,6 +472,8 @@ fn a_call_record_carries_the_time_it_returned_when_the_code_blocked() {
         json!({"kind": "semaphore", "action": "block", "vm": DOS1, "t": 10}),
         json!({"kind": "interrupt", "name": "signal", "t": 60}),
         json!({"kind": "note", "note": "woke", "t": 60}),
-        json!({"kind": "event_dispatched", "device": "SCRIPT", "event": "vm", "target": DOS1, "t": 60}),
+        // Written at 60 ms, but the event waited no time before it ran:
+        // `waited_ns` ends at dispatch, not at the return.
+        json!({"kind": "event_dispatched", "device": "SCRIPT", "event": "vm", "target": DOS1, "t": 60, "waited_ns": 0}),
     ]);
 }

@@ -217,6 +217,8 @@ impl Core {
         let delivered = (flags & CAAFL_RING0) | if timed_out { CAAFL_TIMEOUT } else { 0 };
         let mut regs = Regs { eax: delivered, ebx: vm, ..Regs::default() };
         let depth = self.nest_mark();
+        // The wait ends at dispatch (the callback may block and return later).
+        let waited_ns = self.now.get().since(scheduled_at).as_nanos();
         let (context, result) = if timed_out {
             (Context::Event, cb.call(self, Context::Event, &mut regs))
         } else {
@@ -236,7 +238,7 @@ impl Core {
             flags: delivered,
             timed_out,
             context: context.name(),
-            waited_ns: self.now.get().since(scheduled_at).as_nanos(),
+            waited_ns,
             result,
         });
     }

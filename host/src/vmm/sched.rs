@@ -422,6 +422,9 @@ impl Core {
         // ESI: the event's own handle (0 inline), so a device can forget it.
         let mut regs = Regs { ebx: vm, esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
         let depth = self.nest_mark();
+        // The wait ends here, at dispatch (the callback may block and
+        // return later).
+        let dispatched = self.now.get();
         let result = rec.cb.call_inline(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "an event callback", || rec.cb.owner());
         if rec.kind == EventKind::Priority && rec.boost != 0 {
@@ -433,7 +436,8 @@ impl Core {
             }
         }
         if self.trace_on {
-            self.trace_dispatched(if inline { 0 } else { handle }, rec, vm, inline, timed_out, result);
+            let waited = dispatched.since(rec.scheduled_at);
+            self.trace_dispatched(if inline { 0 } else { handle }, rec, vm, inline, timed_out, waited, result);
         }
     }
 
@@ -441,6 +445,7 @@ impl Core {
     /// `run_event`, so that with tracing off the hot path builds nothing.)
     #[cold]
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)] // the record's fields, handed over from the hot path
     fn trace_dispatched(
         &self,
         handle: u32,
@@ -448,6 +453,7 @@ impl Core {
         vm: u32,
         inline: bool,
         timed_out: bool,
+        waited: crate::time::Duration,
         result: CallOutcome,
     ) {
         self.trace(|| TraceEvent::EventDispatched {
@@ -457,7 +463,7 @@ impl Core {
             target: (rec.target != 0).then_some(rec.target),
             inline,
             timed_out,
-            waited_ns: self.now.get().since(rec.scheduled_at).as_nanos(),
+            waited_ns: waited.as_nanos(),
             device: self.instance_name(rec.cb.owner()).to_string(),
             callback: rec.cb.name(),
             result,
