@@ -381,10 +381,12 @@ impl Core {
         // what it still owns.
         let sys = self.sys_vm.get();
         let old_instance = self.registry.borrow().slots[idx].instance;
+        *self.last_plugin_error.borrow_mut() = None;
         let exit = self.send_control(idx, SYS_DYNAMIC_DEVICE_EXIT, (sys != 0).then_some(sys), 0, Context::Control);
         if exit != CallOutcome::Clear {
             self.release_instance(new_instance);
-            return fail(report, "exit_refused", format!("{name} refused Sys_Dynamic_Device_Exit ({exit:?})"));
+            let said = self.plugin_error_of(old_instance).map(|m| format!(": {m}")).unwrap_or_default();
+            return fail(report, "exit_refused", format!("{name} refused Sys_Dynamic_Device_Exit ({exit:?}){said}"));
         }
         let state = self.save_state(old_instance);
         report.state_bytes = state.as_ref().map(Vec::len);
@@ -408,13 +410,16 @@ impl Core {
         let taken_over = match restored {
             Err(why) => Err(("restore_refused", format!("the new copy refused the old state: {why}"))),
             Ok(()) => {
+                *self.last_plugin_error.borrow_mut() = None;
                 let init = self.with_dynamic_init(new_instance, || {
                     self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (sys != 0).then_some(sys), 0, Context::Init)
                 });
                 if init == CallOutcome::Clear {
                     Ok(())
                 } else {
-                    Err(("init_refused", format!("the new copy failed Sys_Dynamic_Device_Init ({init:?})")))
+                    // The device's own words, when it gave any (a panic's message).
+                    let said = self.plugin_error_of(new_instance).map(|m| format!(": {m}")).unwrap_or_default();
+                    Err(("init_refused", format!("the new copy failed Sys_Dynamic_Device_Init ({init:?}){said}")))
                 }
             }
         };

@@ -200,6 +200,9 @@ pub(crate) struct Core {
     pub(crate) isr_depth: Cell<u32>,
     /// Plugin calls on the host stack now (see [`MAX_CALL_DEPTH`]).
     pub(crate) call_depth: Cell<u32>,
+    /// The last error a plugin returned or panicked with: its instance
+    /// and its own words (for reports such as a refused reload's).
+    pub(crate) last_plugin_error: RefCell<Option<(u32, String)>>,
     /// The control message being sent, if any.
     pub(crate) current_message: Cell<Option<u32>>,
     /// The SHELL device's state: appy time, broadcast hooks, the message
@@ -267,6 +270,7 @@ impl Core {
             current_task: Cell::new(0),
             isr_depth: Cell::new(0),
             call_depth: Cell::new(0),
+            last_plugin_error: RefCell::new(None),
             current_message: Cell::new(None),
             shell: crate::shell::ShellState::default(),
             far: RefCell::new(crate::ring3::memory::FarMemory::default()),
@@ -562,6 +566,11 @@ impl Core {
         result.map_err(|outcome| (outcome, message))
     }
 
+    /// What `instance` said when it last failed, if it was the last to fail.
+    pub(crate) fn plugin_error_of(&self, instance: u32) -> Option<String> {
+        self.last_plugin_error.borrow().as_ref().filter(|(i, _)| *i == instance).map(|(_, m)| m.clone())
+    }
+
     /// Refuse a plugin call past [`MAX_CALL_DEPTH`]: a fatal error naming
     /// the device and the depth, where Windows would have overflowed its
     /// ring-0 stack.
@@ -593,6 +602,9 @@ impl Core {
     pub(crate) fn plugin_failed(&self, instance: u32, entry: &'static str, e: PluginError) -> CallOutcome {
         let name = self.instance_name(instance);
         let message = e.message.to_string();
+        if matches!(e.kind, PluginErrorKind::Panic | PluginErrorKind::Failed) {
+            *self.last_plugin_error.borrow_mut() = Some((instance, message.clone()));
+        }
         match e.kind {
             PluginErrorKind::FatalExit => CallOutcome::FatalExit,
             PluginErrorKind::Reentrancy => {
