@@ -49,12 +49,19 @@ impl SearchPath {
         if is_path(name) {
             // A path that names something other than a file is found, so
             // that loading it says what it is.
-            let p = self.base.join(name);
+            let p = tidy(self.base.join(name));
             return p.exists().then_some(p);
         }
         let file = library_file_name(name);
-        self.dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file())
+        self.dirs.iter().map(|d| tidy(d.join(&file))).find(|p| p.is_file())
     }
+}
+
+/// `path` without `.` components (`./libx.so` found from the manifest's
+/// directory `.` is `libx.so`, not `././libx.so`).
+fn tidy(path: PathBuf) -> PathBuf {
+    let tidy: PathBuf = path.components().filter(|c| *c != std::path::Component::CurDir).collect();
+    if tidy.as_os_str().is_empty() { PathBuf::from(".") } else { tidy }
 }
 
 /// Whether `name` is a path rather than a module name.
@@ -94,5 +101,13 @@ mod tests {
         assert_eq!(library_name("postapp"), "postapp");
         assert_eq!(library_name("fixture-panic"), "fixture_panic");
         assert!(library_file_name("VPOSTD.386").contains("vpostd"));
+    }
+
+    #[test]
+    fn found_paths_carry_no_dot_components() {
+        assert_eq!(tidy(Path::new(".").join("./libx.so")), PathBuf::from("libx.so"));
+        assert_eq!(tidy(PathBuf::from("./plugins/./libx.so")), PathBuf::from("plugins/libx.so"));
+        assert_eq!(tidy(PathBuf::from("/a/./b")), PathBuf::from("/a/b"));
+        assert_eq!(tidy(PathBuf::from(".")), PathBuf::from("."));
     }
 }
