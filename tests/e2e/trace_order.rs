@@ -302,6 +302,8 @@ fn program_started_precedes_the_programs_first_output_and_program_ended_follows_
         printed("first"),
         printed("last"),
         json!({"kind": "program_ended", "module": "ORDERAPP", "reason": "exited"}),
+        // The window it never destroyed goes with it, after its end.
+        json!({"kind": "window_destroyed", "class": "OrderApp"}),
     ]);
 }
 

@@ -341,7 +341,7 @@ fn story_on_a_cut_trace_tells_the_complete_records_and_warns() {
     let full = std::fs::read(dir.join("full.jsonl")).unwrap();
     // Cut in the middle of a record two thirds of the way in.
     let mut cut_at = full.len() * 2 / 3;
-    while full[cut_at - 1] == b'\n' {
+    while full[cut_at - 1] == b'\n' || full[cut_at] == b'\n' {
         cut_at += 1;
     }
     let complete = full[..cut_at].iter().rposition(|&b| b == b'\n').unwrap() + 1;

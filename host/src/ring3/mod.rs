@@ -584,17 +584,20 @@ impl Core {
         if task != 0 {
             let (windows, dlls) = {
                 let mut r3 = self.ring3.borrow_mut();
-                let windows: Vec<u16> = r3.windows.iter().filter(|(_, w)| w.task == task).map(|(h, _)| *h).collect();
-                for h in &windows {
-                    r3.windows.remove(h);
-                }
+                let handles: Vec<u16> = r3.windows.iter().filter(|(_, w)| w.task == task).map(|(h, _)| *h).collect();
+                let windows: Vec<(u16, String)> =
+                    handles.iter().filter_map(|h| r3.windows.remove(h).map(|w| (*h, w.class))).collect();
                 let dlls = r3.task_mut(task).map(|t| std::mem::take(&mut t.dlls)).unwrap_or_default();
                 if let Some(t) = r3.task_mut(task) {
                     t.queue = None;
                 }
                 (windows, dlls)
             };
-            let _ = windows;
+            // USER destroys the windows of a task that ends (its code has
+            // ended, so no WM_DESTROY reaches it).
+            for (hwnd, class) in windows {
+                self.trace(|| TraceEvent::WindowDestroyed { task, hwnd, class });
+            }
             for h in dlls {
                 self.free_library(h);
             }
