@@ -299,3 +299,21 @@ fn a_device_without_an_id_under_violations_fatal_stops_the_boot_naming_the_code(
     t.expect(json!({"kind": "fatal_error", "device": "FXNOID"}));
     assert_eq!(t.count(json!({"kind": "control", "message": "Device_Init"})), 0, "no device code ran");
 }
+
+#[test]
+fn a_nested_block_ends_in_the_mode_it_began_in() {
+    let run = in_an_event("", |_dev, vmm| {
+        vmm.begin_nest_v86_exec().unwrap();
+        vmm.begin_nest_exec().unwrap();
+        vmm.end_nest_exec().unwrap();
+        vmm.end_nest_exec().unwrap();
+    })
+    .run();
+    run.assert_ok();
+    run.trace().expect_in_order(&[
+        json!({"kind": "nest_exec", "action": "begin", "depth": 1, "v86": true}),
+        json!({"kind": "nest_exec", "action": "begin", "depth": 2, "v86": false}),
+        json!({"kind": "nest_exec", "action": "end", "depth": 1, "v86": false}),
+        json!({"kind": "nest_exec", "action": "end", "depth": 0, "v86": true}),
+    ]);
+}

@@ -141,7 +141,7 @@ impl Core {
             let mut vms = self.vms.borrow_mut();
             let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
             let mut c = v.client();
-            v.nest.push(NestFrame { cs: c.cs, eip: c.eip, pm: v.pm });
+            v.nest.push(NestFrame { cs: c.cs, eip: c.eip, pm: v.pm, v86 });
             // The system VM runs Windows, a protected-mode application.
             v.pm = !v86 && (v.status & VMSTAT_PM_APP != 0);
             c.cs = NEST_BREAKPOINT >> 16;
@@ -165,13 +165,13 @@ impl Core {
                 c.eip = f.eip;
                 v.pm = f.pm;
                 v.set_client(c);
-                v.nest.len()
+                (v.nest.len(), f.v86)
             })
         };
         match popped {
-            Some(depth) => {
+            Some((depth, v86)) => {
                 self.nest_ended.set(self.nest_ended.get() + 1);
-                self.trace(|| TraceEvent::NestExec { vm, action: "end", depth, v86: false });
+                self.trace(|| TraceEvent::NestExec { vm, action: "end", depth, v86 });
                 Ok(())
             }
             None => Err(self.refuse(

@@ -86,6 +86,8 @@ pub(crate) struct NestFrame {
     pub(crate) cs: u32,
     pub(crate) eip: u32,
     pub(crate) pm: bool,
+    /// The block was begun with `Begin_Nest_V86_Exec`.
+    pub(crate) v86: bool,
 }
 
 impl Vm {
