@@ -1283,6 +1283,49 @@ mod tests {
     }
 
     #[test]
+    fn expect_takes_none_count_and_same_count_and_appends_layers() {
+        use crate::expect::Rule;
+        let text = "[expect]\nnone = [\"violation\", { kind = \"note\", where = { note = \"post_dropped\", \"fields.post\" = 2 } }]\n\
+                    count = [{ kind = \"vm_created\", equals = 2 }, { kind = \"message_delivered\", min = 1, max = 9 }]\n\
+                    same_count = [[{ kind = \"note\", where = { note = \"post_queued\" } }, \"message_delivered\"]]\n";
+        let m = ManifestBuilder::new().text("test.ini", text, ".").set("expect.none=[\"deadlock\"]").build().unwrap();
+        assert_eq!(m.expect.len(), 6);
+        let Rule::None(s) = &m.expect[1].rule else { panic!("{:?}", m.expect[1]) };
+        assert_eq!((s.kind.as_str(), s.filter.len()), ("note", 2));
+        assert_eq!(s.filter["fields.post"], serde_json::json!(2));
+        assert!(matches!(&m.expect[3].rule, Rule::Count { equals: None, min: Some(1), max: Some(9), .. }));
+        assert!(
+            matches!(&m.expect[4].rule, Rule::SameCount(a, b) if a.kind == "note" && b.kind == "message_delivered")
+        );
+        assert_eq!((m.expect[2].origin.line, m.expect[2].origin.column), (3, 10));
+        assert!(matches!(&m.expect[5].rule, Rule::None(s) if s.kind == "deadlock"), "--set appends");
+    }
+
+    #[test]
+    fn bad_expect_shapes_name_file_line_and_column() {
+        for (bad, line, column, want) in [
+            ("nothing = []", 2, 1, "unknown field `nothing`"),
+            ("none = [\"violations\"]", 2, 9, "did you mean `violation`?"),
+            ("none = [3]", 2, 9, "a selection is a record kind"),
+            ("none = [{ kind = \"note\", wher = {} }]", 2, 9, "unknown key `wher`"),
+            ("none = [{ kind = \"note\", where = { fields = [1] } }]", 2, 9, "string, number or boolean"),
+            ("count = [{ kind = \"note\" }]", 2, 10, "needs `equals`, `min` or `max`"),
+            ("count = [{ kind = \"note\", equals = -1 }]", 2, 36, "must not be negative"),
+            ("count = [{ kind = \"note\", min = 3, max = 2 }]", 2, 10, "min 3 is above max 2"),
+            ("count = [{ kind = \"note\", equal = 2 }]", 2, 27, "unknown field `equal`"),
+            ("same_count = [[\"note\"]]", 2, 15, "pairs of selections"),
+        ] {
+            match parse(&format!("[expect]\n{bad}\n")) {
+                Err(Error::Manifest { file, line: l, column: c, message }) => {
+                    assert_eq!((file.as_str(), l, c), ("test.ini", line, column), "{bad}: {message}");
+                    assert!(message.contains(want), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn unknown_key_names_file_line_and_column() {
         let err = parse("[machine]\nseed = 1\nordr = \"lifo\"\n").unwrap_err();
         match err {
