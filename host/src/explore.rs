@@ -245,6 +245,19 @@ pub fn run_seed(
     plugin_dirs: &[PathBuf],
     trace: Option<Box<dyn Write>>,
 ) -> Result<Option<Failure>> {
+    let options = MachineOptions { plugin_dirs: plugin_dirs.to_vec(), ..MachineOptions::default() };
+    run_seed_with(manifest, seed, options, trace)
+}
+
+/// [`run_seed`] with the machine's options given (plugins linked into the
+/// process, as the test kit's scenarios have); their trace settings are
+/// replaced by the oracle's.
+pub fn run_seed_with(
+    manifest: &Manifest,
+    seed: u64,
+    options: MachineOptions,
+    trace: Option<Box<dyn Write>>,
+) -> Result<Option<Failure>> {
     let mut m = run_manifest(manifest, seed);
     if trace.is_none() {
         // Nothing is kept, so no size limit applies.
@@ -252,10 +265,7 @@ pub fn run_seed(
     }
     let state = Rc::new(RefCell::new(Oracle::new(Checker::new(&m.expect), trace)));
     let sink = OracleSink { state: state.clone(), partial: Vec::new() };
-    let mut machine = Machine::new(
-        m,
-        MachineOptions { trace: Some(Box::new(sink)), plugin_dirs: plugin_dirs.to_vec(), ..MachineOptions::default() },
-    );
+    let mut machine = Machine::new(m, MachineOptions { capture_trace: false, trace: Some(Box::new(sink)), ..options });
     let result = machine.boot().and_then(|()| machine.run().map(|_| ())).and_then(|()| machine.shutdown());
     let written = machine.finish_trace();
     drop(machine);
