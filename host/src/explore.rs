@@ -86,9 +86,26 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
+    /// How many seeds of `range` this shard has.
+    pub fn len(self, range: Seeds) -> u64 {
+        let first = self.index - 1;
+        if range.len() <= first { 0 } else { (range.len() - first - 1) / self.count + 1 }
+    }
+
+    /// Whether this shard of `range` has no seed.
+    pub fn is_empty(self, range: Seeds) -> bool {
+        self.len(range) == 0
+    }
+
+    /// The `i`th seed of this shard of `range`, if it has that many.
+    pub fn seed(self, range: Seeds, i: u64) -> Option<u64> {
+        // Below `range.end`, so no overflow.
+        (i < self.len(range)).then(|| range.start + (self.index - 1) + i * self.count)
+    }
+
     /// The seeds of `range` in this shard, in order.
     pub fn seeds(self, range: Seeds) -> impl Iterator<Item = u64> {
-        (range.start..range.end).skip((self.index - 1) as usize).step_by(self.count as usize)
+        (0..self.len(range)).filter_map(move |i| self.seed(range, i))
     }
 }
 
@@ -183,7 +200,6 @@ pub fn run_manifest(base: &Manifest, seed: u64) -> Manifest {
 pub fn explore(manifest: &Manifest, options: &Options) -> Result<Report> {
     let started = std::time::Instant::now();
     let shard = options.shard.unwrap_or(Shard { index: 1, count: 1 });
-    let seeds: Vec<u64> = shard.seeds(options.seeds).collect();
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let runs = AtomicU64::new(0);
@@ -195,7 +211,8 @@ pub fn explore(manifest: &Manifest, options: &Options) -> Result<Report> {
                 return;
             }
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&seed) = seeds.get(i as usize) else { return };
+            // Seeds are computed, not listed: a range of 2^64 seeds costs no memory.
+            let Some(seed) = shard.seed(options.seeds, i) else { return };
             match run_seed(manifest, seed, &options.plugin_dirs, None) {
                 Ok(None) => {}
                 Ok(Some(mut failure)) => {
@@ -411,5 +428,11 @@ mod tests {
         let mut all: Vec<u64> = (1..=4).flat_map(|i| Shard::parse(&format!("{i}/4")).unwrap().seeds(range)).collect();
         all.sort();
         assert_eq!(all, (range.start..range.end).collect::<Vec<_>>());
+        let huge = Seeds { start: 0, end: u64::MAX };
+        let last = Shard { index: 3, count: 3 };
+        assert_eq!(last.len(huge), u64::MAX / 3);
+        assert_eq!(last.seed(huge, last.len(huge) - 1), Some(u64::MAX - 1));
+        assert_eq!(last.seed(huge, last.len(huge)), None);
+        assert!(Shard { index: 5, count: 5 }.is_empty(Seeds { start: 1, end: 5 }));
     }
 }

@@ -653,7 +653,7 @@ fn explore(args: ExploreArgs) -> Result<ExitCode> {
     };
     let mut plugin_dirs = args.plugin_dir.clone();
     plugin_dirs.extend(build_plugins(&m, policy, args.profile.as_deref().unwrap_or("dev"), &args.plugin_dir)?);
-    let total = shard.map_or(seeds.len(), |s| s.seeds(seeds).count() as u64);
+    let total = shard.map_or(seeds.len(), |s| s.len(seeds));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let last = Mutex::new(std::time::Instant::now());
     let progress = move |done: u64, failures: u64| {
