@@ -217,9 +217,9 @@ struct ExploreArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // An exploration's thousands of runs would repeat every run's log
-    // lines and violations (the report lists them): only errors, unless
-    // RUST_LOG asks for more.
-    init_logging(if matches!(cli.command, Some(Command::Explore(_))) { "error" } else { "info" });
+    // lines, violations and panics (the report lists them): no logs, unless
+    // RUST_LOG asks for them.
+    init_logging(if matches!(cli.command, Some(Command::Explore(_))) { "off" } else { "info" });
     let result = match cli.command {
         None => run(RunArgs::default()),
         Some(Command::Run(args)) => run(args),

@@ -142,6 +142,21 @@ fn shards_split_a_seed_range_exactly() {
 }
 
 #[test]
+fn panics_and_fatal_errors_fail_runs_with_their_own_signatures() {
+    for (name, section, want) in [
+        ("panic", "panic = [\"Device_Init\"]", "plugin_error panic in control in FXBAD: 3 failing run(s)"),
+        ("fatal", "fatal = \"Init_Complete\"", "fatal_error FATAL in FXBAD: 3 failing run(s)"),
+    ] {
+        let dir = scratch(name, &format!("[386Enh]\ndevice = [\"fixture-misbehave\"]\n[FXBAD]\n{section}\n"));
+        let out = vmm(&dir, &["explore", "system.ini", "--runs", "3"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(stdout.starts_with(want), "{stdout}");
+        assert!(out.stderr.is_empty(), "no log lines when stderr is not a terminal: {}", text(&out.stderr));
+    }
+}
+
+#[test]
 fn bad_explore_arguments_are_refused_with_one_error_paragraph() {
     let dir = scratch("bad-args", ORDER_BUG);
     for (args, want) in [
