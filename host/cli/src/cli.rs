@@ -1,4 +1,4 @@
-//! The `vmm` command line: `run`, `check`, `list`, `story`, `new`. Human output goes
+//! The `vmm` command line: `run`, `check`, `list`, `explore`, `story`, `new`. Human output goes
 //! through `tracing` (stderr, `RUST_LOG` honoured); machine output through
 //! `--trace`.
 
@@ -33,7 +33,8 @@ use crate::story::Teller;
                   vmm                                     run ./system.ini\n  \
                   vmm run system.ini --trace run.jsonl    run it and write the trace (docs/trace.md)\n  \
                   vmm new vxd hello --id 0x3A20           start a VxD crate with a machine and tests\n  \
-                  vmm run system.ini --watch              run it and hot-reload the VxDs cargo rebuilds\n\n\
+                  vmm run system.ini --watch              run it and hot-reload the VxDs cargo rebuilds\n  \
+                  vmm explore system.ini --runs 1000      run it under 1000 random schedules, report failures\n\n\
                   Docs: README.md of vmm's sources; the plugin guide: `cargo doc -p vmm-plugin-api --open`; \
                   the trace: docs/trace.md; violation codes: docs/violations.md."
 )]
