@@ -205,6 +205,14 @@ pub enum Error {
         /// Virtual time when it was reached, in milliseconds.
         at_ms: u64,
     },
+    /// An `[expect]` expectation does not hold for the run.
+    #[error("{first}{}", if *more > 0 { format!(" (and {more} more expectation(s) broken)") } else { String::new() })]
+    Expectation {
+        /// The first broken expectation, in the order written.
+        first: crate::expect::Broken,
+        /// How many more are broken.
+        more: usize,
+    },
     /// A reference to a VM, program or interrupt that does not exist.
     #[error("{origin}: {message}")]
     Reference {

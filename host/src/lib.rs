@@ -13,6 +13,8 @@ pub mod cargo;
 pub(crate) mod dispatch;
 pub mod dynamic;
 pub mod error;
+pub mod expect;
+pub mod explore;
 pub mod image;
 pub mod loader;
 pub mod machine;

@@ -471,6 +471,9 @@ pub struct Manifest {
     pub shell: ShellSettings,
     /// Profile sections, including `[386Enh]`'s other keys.
     pub profile: Profile,
+    /// `[expect]`: what must hold of the run's trace, in the order written
+    /// (every layer's expectations, appended).
+    pub expect: Vec<crate::expect::Expectation>,
 }
 
 impl Manifest {
@@ -504,7 +507,8 @@ impl Manifest {
 
 // ---- raw, per-layer schema -------------------------------------------------
 
-const RESERVED: [&str; 9] = ["machine", "386Enh", "windows", "programs", "vm", "tsr", "interrupt", "action", "shell"];
+const RESERVED: [&str; 10] =
+    ["machine", "386Enh", "windows", "programs", "vm", "tsr", "interrupt", "action", "shell", "expect"];
 
 #[derive(Deserialize)]
 struct RawLayer {
@@ -518,8 +522,28 @@ struct RawLayer {
     tsr: Option<Vec<Spanned<RawTsr>>>,
     interrupt: Option<Vec<Spanned<RawInterrupt>>>,
     action: Option<Vec<Spanned<RawAction>>>,
+    expect: Option<Spanned<RawExpect>>,
     #[serde(flatten)]
     profile: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    none: Option<Vec<Spanned<toml::Value>>>,
+    count: Option<Vec<Spanned<RawCount>>>,
+    same_count: Option<Vec<Spanned<Vec<Spanned<toml::Value>>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCount {
+    kind: Spanned<String>,
+    #[serde(rename = "where")]
+    filter: Option<Spanned<toml::Table>>,
+    equals: Option<Spanned<i64>>,
+    min: Option<Spanned<i64>>,
+    max: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -875,6 +899,9 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
         let a = action.into_inner();
         m.actions.push(ActionEntry { at: duration(src, &a.at)?, vm: a.vm, action: parsed(src, &a.action)?, origin });
     }
+    if let Some(expect) = layer.expect {
+        merge_expect(m, src, expect)?;
+    }
     for (section, value) in layer.profile {
         if let Some(reserved) = RESERVED.iter().find(|r| r.eq_ignore_ascii_case(&section)) {
             let span = find_section(&src.text, &section);
@@ -895,6 +922,108 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `[expect]`: append the layer's expectations.
+fn merge_expect(m: &mut Manifest, src: &Source, expect: Spanned<RawExpect>) -> Result<()> {
+    use crate::expect::{Expectation, Rule};
+    let e = expect.into_inner();
+    for s in e.none.unwrap_or_default() {
+        m.expect.push(Expectation { rule: Rule::None(selector(src, &s)?), origin: src.origin(&s.span()) });
+    }
+    for c in e.count.unwrap_or_default() {
+        let origin = src.origin(&c.span());
+        let span = c.span();
+        let c = c.into_inner();
+        let bound = |b: &Option<Spanned<i64>>, name: &str| -> Result<Option<u64>> {
+            b.as_ref()
+                .map(|b| {
+                    u64::try_from(*b.get_ref())
+                        .map_err(|_| src.error(&b.span(), format!("{name} must not be negative, got {}", b.get_ref())))
+                })
+                .transpose()
+        };
+        let (equals, min, max) = (bound(&c.equals, "equals")?, bound(&c.min, "min")?, bound(&c.max, "max")?);
+        if equals.is_none() && min.is_none() && max.is_none() {
+            return Err(src.error(&span, "a count needs `equals`, `min` or `max`"));
+        }
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            return Err(src.error(&span, format!("min {lo} is above max {hi}: no run can pass")));
+        }
+        let selector = selector_of(src, &c.kind, c.filter.as_ref())?;
+        m.expect.push(Expectation { rule: Rule::Count { selector, equals, min, max }, origin });
+    }
+    for pair in e.same_count.unwrap_or_default() {
+        let origin = src.origin(&pair.span());
+        let [a, b] = pair.get_ref().as_slice() else {
+            return Err(src.error(
+                &pair.span(),
+                format!("same_count takes pairs of selections, [A, B]; this one has {}", pair.get_ref().len()),
+            ));
+        };
+        m.expect.push(Expectation { rule: Rule::SameCount(selector(src, a)?, selector(src, b)?), origin });
+    }
+    Ok(())
+}
+
+/// An `[expect]` selection: `"kind"` or `{ kind = "...", where = { ... } }`.
+fn selector(src: &Source, v: &Spanned<toml::Value>) -> Result<crate::expect::Selector> {
+    let bad = || {
+        src.error(
+            &v.span(),
+            "a selection is a record kind (\"violation\") or { kind = \"...\", where = { FIELD = VALUE } }",
+        )
+    };
+    match v.get_ref() {
+        toml::Value::String(kind) => selector_of(src, &Spanned::new(v.span(), kind.clone()), None),
+        toml::Value::Table(t) => {
+            if let Some(key) = t.keys().find(|k| *k != "kind" && *k != "where") {
+                return Err(
+                    src.error(&v.span(), format!("unknown key `{key}` in a selection: expected `kind`, `where`"))
+                );
+            }
+            let Some(toml::Value::String(kind)) = t.get("kind") else { return Err(bad()) };
+            let filter = match t.get("where") {
+                None => None,
+                Some(toml::Value::Table(w)) => Some(Spanned::new(v.span(), w.clone())),
+                Some(_) => return Err(src.error(&v.span(), "`where` must be a table of FIELD = VALUE")),
+            };
+            selector_of(src, &Spanned::new(v.span(), kind.clone()), filter.as_ref())
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn selector_of(
+    src: &Source,
+    kind: &Spanned<String>,
+    filter: Option<&Spanned<toml::Table>>,
+) -> Result<crate::expect::Selector> {
+    let k = kind.get_ref();
+    if !crate::expect::KINDS.contains(&k.as_str()) {
+        let near = crate::expect::KINDS.iter().find(|c| edit_distance(c, k) <= 2);
+        let hint = near.map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+        return Err(
+            src.error(&kind.span(), format!("unknown trace record kind `{k}` (docs/trace.md lists them){hint}"))
+        );
+    }
+    let mut fields = BTreeMap::new();
+    if let Some(f) = filter {
+        for (key, value) in f.get_ref() {
+            let json = match value {
+                toml::Value::Table(_) | toml::Value::Array(_) | toml::Value::Datetime(_) => {
+                    return Err(
+                        src.error(&f.span(), format!("`where` value of `{key}` must be a string, number or boolean"))
+                    );
+                }
+                v => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            };
+            fields.insert(key.clone(), json);
+        }
+    }
+    Ok(crate::expect::Selector { kind: k.clone(), filter: fields })
 }
 
 /// `[machine] seed`: any `u64`. A TOML integer stops at 2^63 - 1, so a
@@ -1149,6 +1278,49 @@ mod tests {
                     assert!(message.contains("seed"), "{message}");
                 }
                 other => panic!("unexpected error {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn expect_takes_none_count_and_same_count_and_appends_layers() {
+        use crate::expect::Rule;
+        let text = "[expect]\nnone = [\"violation\", { kind = \"note\", where = { note = \"post_dropped\", \"fields.post\" = 2 } }]\n\
+                    count = [{ kind = \"vm_created\", equals = 2 }, { kind = \"message_delivered\", min = 1, max = 9 }]\n\
+                    same_count = [[{ kind = \"note\", where = { note = \"post_queued\" } }, \"message_delivered\"]]\n";
+        let m = ManifestBuilder::new().text("test.ini", text, ".").set("expect.none=[\"deadlock\"]").build().unwrap();
+        assert_eq!(m.expect.len(), 6);
+        let Rule::None(s) = &m.expect[1].rule else { panic!("{:?}", m.expect[1]) };
+        assert_eq!((s.kind.as_str(), s.filter.len()), ("note", 2));
+        assert_eq!(s.filter["fields.post"], serde_json::json!(2));
+        assert!(matches!(&m.expect[3].rule, Rule::Count { equals: None, min: Some(1), max: Some(9), .. }));
+        assert!(
+            matches!(&m.expect[4].rule, Rule::SameCount(a, b) if a.kind == "note" && b.kind == "message_delivered")
+        );
+        assert_eq!((m.expect[2].origin.line, m.expect[2].origin.column), (3, 10));
+        assert!(matches!(&m.expect[5].rule, Rule::None(s) if s.kind == "deadlock"), "--set appends");
+    }
+
+    #[test]
+    fn bad_expect_shapes_name_file_line_and_column() {
+        for (bad, line, column, want) in [
+            ("nothing = []", 2, 1, "unknown field `nothing`"),
+            ("none = [\"violations\"]", 2, 9, "did you mean `violation`?"),
+            ("none = [3]", 2, 9, "a selection is a record kind"),
+            ("none = [{ kind = \"note\", wher = {} }]", 2, 9, "unknown key `wher`"),
+            ("none = [{ kind = \"note\", where = { fields = [1] } }]", 2, 9, "string, number or boolean"),
+            ("count = [{ kind = \"note\" }]", 2, 10, "needs `equals`, `min` or `max`"),
+            ("count = [{ kind = \"note\", equals = -1 }]", 2, 36, "must not be negative"),
+            ("count = [{ kind = \"note\", min = 3, max = 2 }]", 2, 10, "min 3 is above max 2"),
+            ("count = [{ kind = \"note\", equal = 2 }]", 2, 27, "unknown field `equal`"),
+            ("same_count = [[\"note\"]]", 2, 15, "pairs of selections"),
+        ] {
+            match parse(&format!("[expect]\n{bad}\n")) {
+                Err(Error::Manifest { file, line: l, column: c, message }) => {
+                    assert_eq!((file.as_str(), l, c), ("test.ini", line, column), "{bad}: {message}");
+                    assert!(message.contains(want), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other:?}"),
             }
         }
     }

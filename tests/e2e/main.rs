@@ -5,6 +5,7 @@
 //! once (a nested `cargo build`, see `vmm_testkit::plugin_dir`).
 
 mod dynamic;
+mod explore;
 mod foundation;
 mod limits;
 mod loader;

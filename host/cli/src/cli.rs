@@ -1,4 +1,4 @@
-//! The `vmm` command line: `run`, `check`, `list`, `story`, `new`. Human output goes
+//! The `vmm` command line: `run`, `check`, `list`, `explore`, `story`, `new`. Human output goes
 //! through `tracing` (stderr, `RUST_LOG` honoured); machine output through
 //! `--trace`.
 
@@ -33,7 +33,8 @@ use crate::story::Teller;
                   vmm                                     run ./system.ini\n  \
                   vmm run system.ini --trace run.jsonl    run it and write the trace (docs/trace.md)\n  \
                   vmm new vxd hello --id 0x3A20           start a VxD crate with a machine and tests\n  \
-                  vmm run system.ini --watch              run it and hot-reload the VxDs cargo rebuilds\n\n\
+                  vmm run system.ini --watch              run it and hot-reload the VxDs cargo rebuilds\n  \
+                  vmm explore system.ini --runs 1000      run it under 1000 random schedules, report failures\n\n\
                   Docs: README.md of vmm's sources; the plugin guide: `cargo doc -p vmm-plugin-api --open`; \
                   the trace: docs/trace.md; violation codes: docs/violations.md."
 )]
@@ -50,6 +51,13 @@ enum Command {
     Check(CommonArgs),
     /// Show the device list: name, ID, init order, file, APIs, services.
     List(CommonArgs),
+    /// Run the machine under many seeds of the random order and report the runs that fail.
+    #[command(after_help = "A run fails on a violation, a plugin panic, a fatal error (deadlock and livelock \
+                            included) or a broken [expect] expectation. Each failure comes with the `vmm run` \
+                            command that replays it exactly.\n\nExamples:\n  \
+                            vmm explore system.ini --runs 1000\n  \
+                            vmm explore system.ini --seeds 0..10000 --shard 2/4 --out failures")]
+    Explore(ExploreArgs),
     /// Tell the story of the messages of a run again, from its `--trace` file.
     Story {
         /// A JSON-lines trace written by `vmm run --trace`.
@@ -163,15 +171,62 @@ struct RunArgs {
     watch_debounce: Option<u64>,
 }
 
+#[derive(Args, Debug)]
+struct ExploreArgs {
+    /// Manifest files (TOML system.ini); later files override earlier ones.
+    #[arg(value_name = "MANIFEST")]
+    manifests: Vec<PathBuf>,
+    /// Override a manifest key: SECTION.KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Extra plugin directory, searched first (repeatable).
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    plugin_dir: Vec<PathBuf>,
+    /// When to build the plugins with cargo first: always (default), missing, never.
+    #[arg(long, value_name = "WHEN")]
+    build: Option<String>,
+    /// The cargo profile plugins are built with and loaded from (default dev).
+    #[arg(long, value_name = "PROFILE")]
+    profile: Option<String>,
+    /// The seeds: A..B (B excluded) or A..=B.
+    #[arg(long, value_name = "A..B", conflicts_with_all = ["runs", "seed"])]
+    seeds: Option<String>,
+    /// Run N seeds, from --seed (default 100 runs).
+    #[arg(long, value_name = "N")]
+    runs: Option<u64>,
+    /// The first seed of --runs (default 0).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Worker threads, each with its own machine (default: the cores available).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// The schedule strategy: random (seeded random order with interrupt injection, as `vmm run --order random`).
+    #[arg(long, value_name = "STRATEGY", default_value = "random")]
+    strategy: String,
+    /// Run only shard I of N of the seeds (1 <= I <= N): the seeds whose index in the range is I-1 modulo N.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<String>,
+    /// Stop at the first failing run.
+    #[arg(long)]
+    fail_fast: bool,
+    /// Write the trace of each failing run to DIR/seed-N.jsonl.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
 /// Parse the process arguments and run; the exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // An exploration's thousands of runs would repeat every run's log
+    // lines, violations and panics (the report lists them): no logs, unless
+    // RUST_LOG asks for them.
+    init_logging(if matches!(cli.command, Some(Command::Explore(_))) { "off" } else { "info" });
     let result = match cli.command {
         None => run(RunArgs::default()),
         Some(Command::Run(args)) => run(args),
         Some(Command::Check(args)) => check(args).map(|()| ExitCode::SUCCESS),
         Some(Command::List(args)) => list(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Explore(args)) => explore(args),
         Some(Command::Story { trace }) => story(&trace).map(|()| ExitCode::SUCCESS),
         Some(Command::New { what }) => new_plugin(what).map(|()| ExitCode::SUCCESS),
     };
@@ -187,9 +242,9 @@ fn report(e: &Error) {
     eprintln!("error: {e}");
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -337,6 +392,8 @@ fn cannot_write(path: &Path, flag: &str, e: &std::io::Error) -> Error {
 struct TraceSink {
     file: Option<TraceFile>,
     teller: Option<Rc<RefCell<Teller>>>,
+    /// The manifest's `[expect]`, counting the records.
+    checker: Option<Rc<RefCell<vmm_host::expect::Checker>>>,
     /// The start of a record not yet complete (records normally arrive
     /// whole).
     partial: Vec<u8>,
@@ -344,8 +401,11 @@ struct TraceSink {
 
 impl TraceSink {
     fn tell(&mut self, mut buf: &[u8]) {
-        let Some(teller) = &self.teller else { return };
-        let mut teller = teller.borrow_mut();
+        if self.teller.is_none() && self.checker.is_none() {
+            return;
+        }
+        let mut teller = self.teller.as_ref().map(|t| t.borrow_mut());
+        let mut checker = self.checker.as_ref().map(|c| c.borrow_mut());
         while let Some(end) = buf.iter().position(|&b| b == b'\n') {
             let line = if self.partial.is_empty() {
                 &buf[..end]
@@ -353,8 +413,13 @@ impl TraceSink {
                 self.partial.extend_from_slice(&buf[..end]);
                 &self.partial[..]
             };
+            if let Some(checker) = &mut checker {
+                checker.line(line);
+            }
             // The host's own records: they parse.
-            let _ = teller.line(line);
+            if let Some(teller) = &mut teller {
+                let _ = teller.line(line);
+            }
             self.partial.clear();
             buf = &buf[end + 1..];
         }
@@ -481,10 +546,18 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     let trace_file = TraceFile::open(args.common.trace.as_deref())?;
     let signals = Signals::install(trace_file.clone())?;
     let teller = tell.then(|| Rc::new(RefCell::new(Teller::new())));
-    let sink: Option<Box<dyn Write>> = (trace_file.is_some() || teller.is_some())
-        .then(|| Box::new(TraceSink { file: trace_file, teller: teller.clone(), partial: Vec::new() }) as _);
+    let checker = (!m.expect.is_empty()).then(|| Rc::new(RefCell::new(vmm_host::expect::Checker::new(&m.expect))));
+    let sink: Option<Box<dyn Write>> = (trace_file.is_some() || teller.is_some() || checker.is_some()).then(|| {
+        Box::new(TraceSink { file: trace_file, teller: teller.clone(), checker: checker.clone(), partial: Vec::new() })
+            as _
+    });
     let result = run_to_end(&args, m, sink, &signals, teller.as_ref());
     match (signals.received(), result) {
+        // The run ended: what the manifest expects of it must hold.
+        (None, Ok(())) => match checker {
+            Some(c) => c.borrow().result().map(|()| ExitCode::SUCCESS),
+            None => Ok(ExitCode::SUCCESS),
+        },
         (None, result) => result.map(|()| ExitCode::SUCCESS),
         (Some(signal), result) => {
             if let Err(e) = result {
@@ -533,6 +606,118 @@ fn run_to_end(
         }
     }
     Ok(())
+}
+
+/// `vmm explore`: the machine under many seeds; failing seeds grouped by
+/// signature on stdout, each with its replay command; exit 1 if any failed.
+fn explore(args: ExploreArgs) -> Result<ExitCode> {
+    use vmm_host::explore::{Options, Seeds, Shard};
+    let bad = |what: &'static str, value: &str, reason: String| Error::InvalidInput {
+        what,
+        value: value.to_string(),
+        reason,
+    };
+    if args.strategy != "random" {
+        return Err(bad("--strategy", &args.strategy, "the strategies are: random".to_string()));
+    }
+    let seeds = match (&args.seeds, args.runs) {
+        (Some(text), _) => Seeds::parse(text).map_err(|e| bad("--seeds", text, e))?,
+        (None, runs) => {
+            let start = args.seed.unwrap_or(0);
+            let runs = runs.unwrap_or(100);
+            let end = start
+                .checked_add(runs)
+                .ok_or_else(|| bad("--runs", &runs.to_string(), "the seeds would pass 2^64 - 1".to_string()))?;
+            Seeds { start, end }
+        }
+    };
+    let shard = match &args.shard {
+        Some(text) => Some(Shard::parse(text).map_err(|e| bad("--shard", text, e))?),
+        None => None,
+    };
+    if args.jobs == Some(0) {
+        return Err(bad("--jobs", "0", "give at least 1 worker".to_string()));
+    }
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let common = CommonArgs {
+        manifests: args.manifests.clone(),
+        set: args.set.clone(),
+        plugin_dir: args.plugin_dir.clone(),
+        build: args.build.clone(),
+        profile: args.profile.clone(),
+        trace: None,
+    };
+    let m = manifest(&common, &[])?;
+    let policy = match &args.build {
+        Some(b) => b.parse().map_err(|e: String| Error::Build(e))?,
+        None => m.machine.build,
+    };
+    let mut plugin_dirs = args.plugin_dir.clone();
+    plugin_dirs.extend(build_plugins(&m, policy, args.profile.as_deref().unwrap_or("dev"), &args.plugin_dir)?);
+    let total = shard.map_or(seeds.len(), |s| s.len(seeds));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let last = Mutex::new(std::time::Instant::now());
+    let progress = move |done: u64, failures: u64| {
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if done == total || last.elapsed() >= std::time::Duration::from_millis(500) {
+            *last = std::time::Instant::now();
+            eprint!("\rexplore: {done}/{total} runs, {failures} failing");
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let options = Options {
+        seeds,
+        shard,
+        jobs,
+        fail_fast: args.fail_fast,
+        out: args.out.clone(),
+        plugin_dirs,
+        progress: terminal.then(|| Box::new(progress) as Box<dyn Fn(u64, u64) + Sync>),
+    };
+    let report = vmm_host::explore::explore(&m, &options)?;
+    let replay = replay_prefix(&args);
+    for (signature, failures) in report.groups() {
+        println!("{signature}: {} failing run(s)", failures.len());
+        println!("  {}", failures[0].message);
+        for f in &failures {
+            let trace = f.trace.as_ref().map(|p| format!("  # trace: {}", p.display())).unwrap_or_default();
+            println!("  seed {}: {replay} --order random --seed {}{trace}", f.seed, f.seed);
+        }
+    }
+    println!(
+        "explored {} run(s) in {:.2} s: {} failing, {:.1} runs/s ({jobs} job(s))",
+        report.runs,
+        report.elapsed.as_secs_f64(),
+        report.failures.len(),
+        report.rate()
+    );
+    Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `vmm run` with the manifests and options of an exploration, shell-quoted.
+fn replay_prefix(args: &ExploreArgs) -> String {
+    let mut words = vec!["vmm".to_string(), "run".to_string()];
+    words.extend(args.manifests.iter().map(|m| m.display().to_string()));
+    for s in &args.set {
+        words.extend(["--set".to_string(), s.clone()]);
+    }
+    for d in &args.plugin_dir {
+        words.extend(["--plugin-dir".to_string(), d.display().to_string()]);
+    }
+    if let Some(p) = &args.profile {
+        words.extend(["--profile".to_string(), p.clone()]);
+    }
+    words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// `vmm story TRACE`: read the trace a line at a time (memory grows with

@@ -232,6 +232,40 @@ impl Scenario {
 
     /// Build the machine without booting it.
     pub fn machine(&self) -> Result<Machine, Error> {
+        let (manifest, options) = self.parts()?;
+        Ok(Machine::new(manifest, options))
+    }
+
+    /// Run the scenario under every seed of `seeds` in random order (as
+    /// `vmm explore` does, on this thread: the scenario's scripts and linked
+    /// devices stay on it). A run fails on a violation, a plugin panic, a
+    /// fatal error (deadlock and livelock included) or a broken `[expect]`;
+    /// the first failing seed panics with its failure and the
+    /// `Scenario::set` calls that replay it. Returns how many runs passed.
+    #[track_caller]
+    pub fn explore(&self, seeds: std::ops::Range<u64>) -> u64 {
+        let mut runs = 0;
+        for seed in seeds {
+            let (manifest, options) = match self.parts() {
+                Ok(parts) => parts,
+                Err(e) => panic!("the machine cannot be built: {e}"),
+            };
+            match vmm_host::explore::run_seed_with(&manifest, seed, options, None) {
+                Ok(None) => runs += 1,
+                Ok(Some(f)) => panic!(
+                    "seed {seed} fails after {runs} passing run(s): {}: {}\nreplay: scenario\
+                     .set(\"machine.order=random\").set(\"machine.seed={seed}\").run() \
+                     (or vmm run MANIFEST --order random --seed {seed})",
+                    f.signature, f.message
+                ),
+                Err(e) => panic!("seed {seed}: the machine cannot run: {e}"),
+            }
+        }
+        runs
+    }
+
+    /// The merged manifest and the machine options of one machine.
+    fn parts(&self) -> Result<(vmm_host::manifest::Manifest, MachineOptions), Error> {
         let mut b = ManifestBuilder::new();
         for (i, t) in self.texts.iter().enumerate() {
             b = b.text(format!("manifest#{}", i + 1), t.clone(), ".");
@@ -251,10 +285,7 @@ impl Scenario {
         let mut in_process = self.in_process.clone();
         in_process.push((KIT_PM.to_string(), vmm_plugin_api::ring3::in_process::<ApiCaller<true>>()));
         in_process.push((KIT_V86.to_string(), vmm_plugin_api::ring3::in_process::<ApiCaller<false>>()));
-        Ok(Machine::new(
-            manifest,
-            MachineOptions { capture_trace: !self.no_trace, trace: None, plugin_dirs, in_process },
-        ))
+        Ok((manifest, MachineOptions { capture_trace: !self.no_trace, trace: None, plugin_dirs, in_process }))
     }
 
     /// Whether the workspace's plugins must be built: the manifest names a
