@@ -241,19 +241,32 @@ impl Checker {
 
     /// The expectations that do not hold, in the order they were written.
     pub fn broken(&self) -> Vec<Broken> {
+        self.broken_after(true)
+    }
+
+    /// [`Checker::broken`] for a run that ran to its end (`complete`) or
+    /// was cut short (`[machine] until`, `--until`): a cut run is held
+    /// only to what every part of a good run satisfies, `none` and a
+    /// `count`'s `max`; `equals`, `min` and `same_count` speak of a whole
+    /// run (a post still on its way at the cut is not a lost one).
+    pub fn broken_after(&self, complete: bool) -> Vec<Broken> {
         let mut out = Vec::new();
         for (i, e) in self.expectations.iter().enumerate() {
             let [n, m] = self.counts[i];
+            let (equals, min) = match &e.rule {
+                Rule::Count { equals, min, .. } if complete => (*equals, *min),
+                _ => (None, None),
+            };
             let found = match &e.rule {
                 Rule::None(_) if n > 0 => {
                     Some(format!("{n} record(s) matched, the first: {}", self.first[i].as_deref().unwrap_or("")))
                 }
-                Rule::Count { equals, min, max, .. }
+                Rule::Count { max, .. }
                     if equals.is_some_and(|x| n != x) || min.is_some_and(|x| n < x) || max.is_some_and(|x| n > x) =>
                 {
                     Some(format!("the run has {n}"))
                 }
-                Rule::SameCount(a, b) if n != m => Some(format!("the run has {n} of {a} but {m} of {b}")),
+                Rule::SameCount(a, b) if complete && n != m => Some(format!("the run has {n} of {a} but {m} of {b}")),
                 _ => None,
             };
             if let Some(found) = found {
@@ -268,7 +281,13 @@ impl Checker {
     /// `Ok` if every expectation holds, else the error naming the first
     /// broken one.
     pub fn result(&self) -> crate::error::Result<()> {
-        let mut broken = self.broken().into_iter();
+        self.result_after(true)
+    }
+
+    /// [`Checker::result`] for a run that ran to its end or was cut short
+    /// (see [`Checker::broken_after`]).
+    pub fn result_after(&self, complete: bool) -> crate::error::Result<()> {
+        let mut broken = self.broken_after(complete).into_iter();
         match broken.next() {
             None => Ok(()),
             Some(first) => Err(crate::error::Error::Expectation { first, more: broken.count() }),

@@ -283,7 +283,12 @@ pub fn run_seed_with(
     let state = Rc::new(RefCell::new(Oracle::new(Checker::new(&m.expect), trace)));
     let sink = OracleSink { state: state.clone(), partial: Vec::new() };
     let mut machine = Machine::new(m, MachineOptions { capture_trace: false, trace: Some(Box::new(sink)), ..options });
-    let result = machine.boot().and_then(|()| machine.run().map(|_| ())).and_then(|()| machine.shutdown());
+    let mut complete = true;
+    let result = machine
+        .boot()
+        .and_then(|()| machine.run())
+        .map(|end| complete = end == crate::machine::RunEnd::Quiescent)
+        .and_then(|()| machine.shutdown());
     let written = machine.finish_trace();
     drop(machine);
     let state = Rc::try_unwrap(state).map(RefCell::into_inner).unwrap_or_else(|rc| rc.borrow().clone_result());
@@ -304,7 +309,9 @@ pub fn run_seed_with(
     if let Some((signature, message)) = state.first {
         return Ok(Some(Failure { seed, signature, message, trace: None }));
     }
-    if let Some(b) = state.checker.broken().into_iter().next() {
+    // A run `[machine] until` cut short is held to what any part of a
+    // good run satisfies.
+    if let Some(b) = state.checker.broken_after(complete).into_iter().next() {
         let signature = Signature { kind: "expect".into(), device: None, code: b.expectation.clone() };
         return Ok(Some(Failure { seed, signature, message: b.to_string(), trace: None }));
     }

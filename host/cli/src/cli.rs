@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use clap::{Args, Parser, Subcommand};
 
 use vmm_host::error::{Error, Result};
-use vmm_host::machine::{Machine, MachineOptions};
+use vmm_host::machine::{Machine, MachineOptions, RunEnd};
 use vmm_host::manifest::{BuildPolicy, Manifest, ManifestBuilder};
 use vmm_host::resolve::{SearchPath, library_name};
 
@@ -553,12 +553,13 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     });
     let result = run_to_end(&args, m, sink, &signals, teller.as_ref());
     match (signals.received(), result) {
-        // The run ended: what the manifest expects of it must hold.
-        (None, Ok(())) => match checker {
-            Some(c) => c.borrow().result().map(|()| ExitCode::SUCCESS),
+        // The run ended: what the manifest expects of it must hold (of a
+        // run cut short by `until`, what holds of any part of a good run).
+        (None, Ok(end)) => match checker {
+            Some(c) => c.borrow().result_after(end == RunEnd::Quiescent).map(|()| ExitCode::SUCCESS),
             None => Ok(ExitCode::SUCCESS),
         },
-        (None, result) => result.map(|()| ExitCode::SUCCESS),
+        (None, Err(e)) => Err(e),
         (Some(signal), result) => {
             if let Err(e) = result {
                 report(&e);
@@ -575,7 +576,7 @@ fn run_to_end(
     sink: Option<Box<dyn Write>>,
     signals: &Signals,
     teller: Option<&Rc<RefCell<Teller>>>,
-) -> Result<()> {
+) -> Result<RunEnd> {
     let mut machine = machine_with(&args.common, m, args.timeline.is_some(), sink)?;
     machine.interrupt_on(signals.stop.clone());
     tracing::info!("seed {} (order {:?})", machine.seed(), machine.manifest().machine.order);
@@ -596,7 +597,7 @@ fn run_to_end(
         machine.write_timeline(path)?;
         tracing::info!("timeline written to {} (open it in https://ui.perfetto.dev)", path.display());
     }
-    result?;
+    let end = result?;
     machine.finish_trace()?;
     if let Some(teller) = teller {
         let teller = std::mem::take(&mut *teller.borrow_mut());
@@ -605,7 +606,7 @@ fn run_to_end(
             print!("{story}");
         }
     }
-    Ok(())
+    Ok(end)
 }
 
 /// `vmm explore`: the machine under many seeds; failing seeds grouped by
@@ -811,11 +812,11 @@ fn new_plugin(what: NewCommand) -> Result<()> {
     Ok(())
 }
 
-fn run_machine(machine: &mut Machine, signals: &Signals) -> Result<()> {
+fn run_machine(machine: &mut Machine, signals: &Signals) -> Result<RunEnd> {
     machine.boot()?;
     let end = machine.run()?;
     stopped(machine, end, signals);
-    machine.shutdown()
+    machine.shutdown().map(|()| end)
 }
 
 /// The summary line of a run's end.
@@ -830,7 +831,7 @@ fn stopped(machine: &Machine, end: vmm_host::machine::RunEnd, signals: &Signals)
 
 /// `vmm run --watch`: boot, then run while reloading rebuilt devices, one
 /// line per reload on stdout.
-fn run_watching(machine: &mut Machine, debounce: std::time::Duration, signals: &Signals) -> Result<()> {
+fn run_watching(machine: &mut Machine, debounce: std::time::Duration, signals: &Signals) -> Result<RunEnd> {
     machine.boot()?;
     let files = machine.plugin_devices();
     let watcher = vmm_host::watch::Watcher::new(&files, debounce)
@@ -857,7 +858,7 @@ fn run_watching(machine: &mut Machine, debounce: std::time::Duration, signals: &
         std::ops::ControlFlow::Continue(())
     })?;
     stopped(machine, end, signals);
-    machine.shutdown()
+    machine.shutdown().map(|()| end)
 }
 
 fn short(build: &str) -> &str {

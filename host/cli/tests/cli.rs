@@ -446,3 +446,21 @@ fn seeds_of_2_to_the_63_and_above_are_accepted() {
         assert_eq!(first["seed"].as_u64(), Some(seed.parse().unwrap()), "{first}");
     }
 }
+
+#[test]
+fn a_run_cut_short_by_until_is_held_only_to_what_any_part_of_a_good_run_satisfies() {
+    // At 500 ms posts are still on their way: the default machine's
+    // `same_count` speaks of whole runs, its `none` rules of every part.
+    let dir = default_machine("until-expect");
+    let out = vmm(&dir, &["run", "--until", "500ms", "--no-story"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A `none` rule still holds a cut run to account.
+    std::fs::write(
+        dir.join("strict.ini"),
+        "[expect]\nnone = [{ kind = \"note\", where = { note = \"post_dropped\" } }]\n",
+    )
+    .unwrap();
+    let out = vmm(&dir, &["run", "system.ini", "strict.ini", "--until", "500ms", "--no-story"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("strict.ini:2:"), "{}", text(&out.stderr));
+}
