@@ -133,8 +133,10 @@ impl Scheduler {
         if end <= now { now + slice } else { end }
     }
 
-    /// Whether the idle handlers have not yet run at this moment; marks
-    /// them as run if `idle` says the system is idle.
+    /// Whether the idle handlers are due: they have not run at this moment
+    /// and `idle()` says the system is idle. If so, they count as run at
+    /// this moment from here on (`idle` is not asked when they already
+    /// ran).
     pub(crate) fn first_idle_now(&self, idle: impl FnOnce() -> bool) -> bool {
         let now = self.now.get();
         if self.idle_notified.get() != Some(now) && idle() {
@@ -402,5 +404,63 @@ impl Scheduler {
     #[inline]
     pub(crate) fn next_vm_timeout(&self, vm: u32) -> Option<(Duration, u32)> {
         self.timers.borrow().next_vm_timeout(vm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_advances_and_clears_the_livelock_count() {
+        let s = Scheduler::default();
+        assert_eq!(s.count_work(Work::Event, 7), 1);
+        assert_eq!(s.count_work(Work::Timer, 0), 2);
+        let c = s.spin_count();
+        assert_eq!((c.units, c.events, c.timers, c.last), (2, 1, 1, 7));
+        s.advance(Instant::ZERO + Duration::from_millis(5));
+        assert_eq!(s.now(), Instant::ZERO + Duration::from_millis(5));
+        assert_eq!(s.spin_count(), SpinCount { units: 0, events: 0, interrupts: 0, timers: 0, ring3: 0, last: 0 });
+    }
+
+    #[test]
+    fn the_slice_ends_at_its_length_or_a_new_one_begins() {
+        let s = Scheduler::default();
+        let slice = Duration::from_millis(20);
+        s.advance(Instant::ZERO + Duration::from_millis(10));
+        s.start_slice();
+        s.advance(Instant::ZERO + Duration::from_millis(25));
+        assert!(!s.slice_over(slice));
+        assert_eq!(s.slice_end(slice), Instant::ZERO + Duration::from_millis(30));
+        s.end_slice();
+        assert!(s.slice_over(slice));
+        assert_eq!(s.slice_end(slice), Instant::ZERO + Duration::from_millis(45));
+    }
+
+    #[test]
+    fn idle_handlers_are_due_once_per_moment_while_idle() {
+        let s = Scheduler::default();
+        assert!(!s.first_idle_now(|| false));
+        assert!(s.first_idle_now(|| true));
+        assert!(!s.first_idle_now(|| panic!("not asked again at the same moment")));
+        s.advance(Instant::ZERO + Duration::from_millis(1));
+        assert!(s.first_idle_now(|| true));
+    }
+
+    #[test]
+    fn due_timers_come_out_in_time_then_schedule_order() {
+        let s = Scheduler::default();
+        let at = Instant::ZERO + Duration::from_millis(3);
+        s.timer_at(at, TimerKind::Action(1));
+        s.timer_after(Duration::from_millis(3), TimerKind::Action(2));
+        s.timer_at(Instant::ZERO + Duration::from_millis(1), TimerKind::Stop);
+        assert_eq!(s.pop_due_timer(), None);
+        assert!(!s.only_stop_timers());
+        s.advance(at);
+        assert_eq!(s.pop_due_timer(), Some((Instant::ZERO + Duration::from_millis(1), TimerKind::Stop)));
+        assert_eq!(s.pop_due_timer(), Some((at, TimerKind::Action(1))));
+        s.cancel_timer(TimerKind::Action(2));
+        assert_eq!(s.pop_due_timer(), None);
+        assert!(s.only_stop_timers() && !s.timers_pending());
     }
 }
