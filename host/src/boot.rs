@@ -621,11 +621,11 @@ impl Core {
     /// Cancel every pending event and time-out (they never run), tracing
     /// each with `reason`.
     pub(crate) fn cancel_everything(&self, reason: &'static str) {
-        let events = self.events.borrow().handles();
+        let events = self.sched.event_handles();
         for h in events {
             self.cancel_event(h, reason);
         }
-        let timeouts = self.timers.borrow().timeouts_where(|_| true);
+        let timeouts = self.sched.timeouts_where(|h, _| Some(h));
         for h in timeouts {
             self.cancel_timeout(h, reason);
         }

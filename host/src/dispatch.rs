@@ -110,7 +110,7 @@ impl Core {
                 let ok = self.vm_valid(r.ebx);
                 set_cf(r, !ok);
             }
-            GET_SYSTEM_TIME => r.eax = self.now.get().system_time_ms(),
+            GET_SYSTEM_TIME => r.eax = self.sched.now().system_time_ms(),
             _ => {
                 let refuse = self.violation(
                     "VMM_SERVICE_BY_VXDCALL",

@@ -25,13 +25,13 @@ use crate::trace::{CallOutcome, Trace, TraceEvent, TraceRecord};
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::crit::{CritSection, Semaphore};
-use crate::vmm::events::Events;
 use crate::vmm::heap::Heap;
 use crate::vmm::irq::Irq;
 use crate::vmm::rng::Rng;
 use crate::vmm::sched::LoopEnd;
+use crate::vmm::scheduler::Scheduler;
 use crate::vmm::slab::Slab;
-use crate::vmm::timers::{TimerKind, Timers};
+use crate::vmm::timers::TimerKind;
 use crate::vmm::vm::VmTable;
 
 /// How many plugin calls may be on the host stack at once: a device's
@@ -130,7 +130,6 @@ pub(crate) struct Core {
     pub(crate) search: SearchPath,
     pub(crate) in_process: Vec<(String, &'static crate::loader::PluginLibrary)>,
     pub(crate) trace: RefCell<Trace>,
-    pub(crate) now: Cell<Instant>,
     pub(crate) phase: Cell<Phase>,
     pub(crate) registry: RefCell<Registry>,
     pub(crate) instances: RefCell<Vec<InstanceRecord>>,
@@ -154,9 +153,6 @@ pub(crate) struct Core {
     /// VMs blocked with `BLOCK_*` flags (when 0, the scheduler skips the
     /// checks those flags need).
     pub(crate) flagged_waits: Cell<u32>,
-    /// The last VM choice that only VM states decided, with the VM table
-    /// epoch it was taken at.
-    pub(crate) pick_memo: Cell<Option<(u64, u32)>>,
     /// Whether trace records are wanted (fixed when the machine is built;
     /// a cheaper check than borrowing the trace).
     pub(crate) trace_on: bool,
@@ -165,8 +161,8 @@ pub(crate) struct Core {
     /// The seed of this run.
     pub(crate) seed: u64,
     pub(crate) rng: RefCell<Rng>,
-    pub(crate) events: RefCell<Events>,
-    pub(crate) timers: RefCell<Timers>,
+    /// Virtual time, the time slice, pending events and timers.
+    pub(crate) sched: Scheduler,
     pub(crate) crit: RefCell<CritSection>,
     pub(crate) sems: RefCell<Slab<Semaphore>>,
     pub(crate) irqs: RefCell<Slab<Irq>>,
@@ -175,8 +171,6 @@ pub(crate) struct Core {
     pub(crate) hooks: RefCell<Hooks>,
     /// VMs waiting in nested run loops, innermost last.
     pub(crate) waiters: RefCell<Vec<u32>>,
-    /// When the current VM's time slice began.
-    pub(crate) slice_start: Cell<Instant>,
     /// Stop the run loop (`--until` reached, or the caller asked).
     pub(crate) stop: Cell<bool>,
     /// Set from outside the machine (a signal): stop at the next safe
@@ -184,12 +178,8 @@ pub(crate) struct Core {
     pub(crate) interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The top-level run loop is running (pacing applies there only).
     pub(crate) top_level: Cell<bool>,
-    /// Work done since virtual time last advanced (the livelock guard).
-    pub(crate) spin: crate::vmm::sched::Spin,
     /// The trace file reached its limit: the run stops.
     pub(crate) trace_full: Cell<bool>,
-    /// When the idle handlers last ran.
-    pub(crate) idle_notified: Cell<Option<Instant>>,
     /// Wall-clock start, for `--realtime`.
     pub(crate) wall_start: std::cell::OnceCell<std::time::Instant>,
     /// Modules, programs, tasks and windows.
@@ -250,21 +240,17 @@ impl Core {
         Core {
             seed,
             rng: RefCell::new(Rng::new(seed)),
-            events: RefCell::new(Events::default()),
-            timers: RefCell::new(Timers::default()),
+            sched: Scheduler::default(),
             crit: RefCell::new(CritSection::default()),
             sems: RefCell::new(crate::vmm::crit::semaphores()),
             irqs: RefCell::new(crate::vmm::irq::sources()),
             irq_pending: Cell::new(false),
             hooks: RefCell::new(Hooks::default()),
             waiters: RefCell::new(Vec::new()),
-            slice_start: Cell::new(Instant::ZERO),
             stop: Cell::new(false),
             interrupt: None,
             top_level: Cell::new(false),
-            spin: crate::vmm::sched::Spin::default(),
             trace_full: Cell::new(false),
-            idle_notified: Cell::new(None),
             wall_start: std::cell::OnceCell::new(),
             ring3: RefCell::new(crate::ring3::Ring3State::default()),
             current_task: Cell::new(0),
@@ -290,7 +276,6 @@ impl Core {
                 trace.set_limit(trace_limit);
                 trace
             }),
-            now: Cell::new(Instant::ZERO),
             phase: Cell::new(Phase::Loading),
             registry: RefCell::new(Registry::default()),
             instances: RefCell::new(Vec::new()),
@@ -305,7 +290,6 @@ impl Core {
             nest_begun: Cell::new(0),
             nest_ended: Cell::new(0),
             flagged_waits: Cell::new(0),
-            pick_memo: Cell::new(None),
             cb_area_size: Cell::new(0),
             violation_count: Cell::new(0),
         }
@@ -328,7 +312,7 @@ impl Core {
     fn emit_trace(&self, event: impl FnOnce() -> TraceEvent) {
         let full = {
             let mut trace = self.trace.borrow_mut();
-            trace.emit(self.now.get(), event());
+            trace.emit(self.sched.now(), event());
             trace.limit_reached()
         };
         if full && !self.trace_full.get() {
@@ -703,7 +687,7 @@ impl Machine {
 
     /// Virtual time since boot.
     pub fn now(&self) -> Instant {
-        self.core.now.get()
+        self.core.sched.now()
     }
 
     /// The plugin search path.
@@ -750,9 +734,9 @@ impl Machine {
         if self.core.phase.get() != Phase::Running {
             return Ok(RunEnd::Quiescent);
         }
-        let until = self.core.now.get() + d;
+        let until = self.core.sched.now() + d;
         self.core.stop.set(false);
-        self.core.timers.borrow_mut().at(until, TimerKind::Stop);
+        self.core.sched.timer_at(until, TimerKind::Stop);
         self.core.top_level.set(true);
         let end = self.core.run_until(&|_| false, None);
         self.core.top_level.set(false);
@@ -846,7 +830,7 @@ impl Machine {
         if !self.core.trace_full.get() {
             return Ok(());
         }
-        let at_ms = self.core.now.get().as_millis();
+        let at_ms = self.core.sched.now().as_millis();
         if self.core.phase.get() < Phase::Shutdown {
             self.core.shutdown(false);
         }
@@ -925,7 +909,7 @@ impl Machine {
             return Ok(RunEnd::Quiescent);
         }
         if let Some(until) = self.core.manifest.machine.until {
-            self.core.timers.borrow_mut().at(Instant::ZERO + until, TimerKind::Stop);
+            self.core.sched.timer_at(Instant::ZERO + until, TimerKind::Stop);
         }
         *self.core.pace_interrupt.borrow_mut() = Some(watcher.ready_flag());
         let end = self.watch_loop(watcher, deadline, on_reload);

@@ -16,26 +16,16 @@ impl Core {
         let mut leaks: Vec<String> = Vec::new();
 
         // Events (including Call_When_VM_Ints_Enabled), oldest first.
-        let events: Vec<(u64, u32, &'static str, String)> = {
-            let ev = self.events.borrow();
-            ev.slab
-                .iter()
-                .filter(|(_, e)| e.cb.owner() == instance)
-                .map(|(h, e)| (e.seq, h, e.kind.name(), e.cb.name()))
-                .collect()
-        };
-        let mut events = events;
-        events.sort_unstable();
-        for (_, h, kind, callback) in events {
+        let events: Vec<(u32, &'static str, String)> =
+            self.sched.events_where(|h, e| (e.cb.owner() == instance).then(|| (h, e.kind.name(), e.cb.name())));
+        for (h, kind, callback) in events {
             self.cancel_event(h, "unloaded");
             leaks.push(format!("a pending {kind} event ({callback}, handle {h:#010X})"));
         }
 
         // Time-outs.
-        let timeouts: Vec<(u32, u32, String)> = {
-            let t = self.timers.borrow();
-            t.timeouts.iter().filter(|(_, r)| r.cb.owner() == instance).map(|(h, r)| (h, r.ms, r.cb.name())).collect()
-        };
+        let timeouts: Vec<(u32, u32, String)> =
+            self.sched.timeouts_where(|h, r| (r.cb.owner() == instance).then(|| (h, r.ms, r.cb.name())));
         for (h, ms, callback) in timeouts {
             self.cancel_timeout(h, "unloaded");
             leaks.push(format!("a {ms} ms time-out ({callback}, handle {h:#010X})"));

@@ -29,7 +29,7 @@ use crate::vmm::context::Context;
 use crate::vmm::events::{EventKind, EventRec};
 use crate::vmm::heap::MemError;
 use crate::vmm::limits::{CB_START, cb_area_end};
-use crate::vmm::timers::{Due, TimeoutRec, TimerKind};
+use crate::vmm::timers::{Due, TimeoutRec};
 
 /// Recover the machine from a context.
 pub(crate) fn core(cx: &HostCx) -> &Core {
@@ -557,7 +557,7 @@ extern "C" fn cb_write(cx: &HostCx, vm: u32, offset: u32, data: RSlice<'_, u8>) 
 // ---- time ------------------------------------------------------------------------------
 
 extern "C" fn get_system_time(cx: &HostCx) -> u32 {
-    core(cx).now.get().system_time_ms()
+    core(cx).sched.now().system_time_ms()
 }
 
 extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
@@ -578,7 +578,7 @@ fn set_time_out(cx: &HostCx, service: &'static str, ms: u32, vm: Option<u32>, ca
         if !allowed(core, service, Rule::Sync) {
             return 0;
         }
-        let now = core.now.get();
+        let now = core.sched.now();
         let due = match vm {
             None => Due::System(now + Duration::from_millis(ms as u64)),
             Some(vm) => {
@@ -593,7 +593,7 @@ fn set_time_out(cx: &HostCx, service: &'static str, ms: u32, vm: Option<u32>, ca
             }
         };
         let label = if core.trace_on { cb.label() } else { "" };
-        let handle = core.timers.borrow_mut().add_timeout(TimeoutRec { due, ms, cb });
+        let handle = core.sched.add_timeout(TimeoutRec { due, ms, cb });
         let Some(handle) = handle else { return 0 };
         core.trace(|| TraceEvent::TimeoutScheduled {
             handle,
@@ -732,15 +732,10 @@ fn schedule(
     timeout_ms: Option<u32>,
     cb: Callback,
 ) -> VmmResult<u32> {
-    let now = core.now.get();
-    let handle = core.events.borrow_mut().insert(kind, target, flags, boost, now, cb);
+    let handle = core.sched.schedule_event(kind, target, flags, boost, timeout_ms, cb);
     let Some(handle) = handle else { return RErr(VmmError::OUT_OF_MEMORY) };
     if boost != 0 {
         core.event_boost(target, boost as i64, "event");
-    }
-    if let Some(ms) = timeout_ms {
-        let seq = core.events.borrow().slab.get(handle).map(|e| e.seq).unwrap_or(0);
-        core.timers.borrow_mut().at(now + Duration::from_millis(ms as u64), TimerKind::EventTimeout(handle, seq));
     }
     if core.trace_on {
         trace_scheduled(core, caller, handle, timeout_ms);
@@ -754,7 +749,7 @@ fn schedule(
 #[inline(never)]
 fn trace_scheduled(core: &Core, caller: u32, handle: u32, timeout_ms: Option<u32>) {
     let Some((kind, target, flags, boost, label)) =
-        core.events.borrow().slab.get(handle).map(|e| (e.kind, e.target, e.flags, e.boost, e.cb.label()))
+        core.sched.with_event(handle, |e| (e.kind, e.target, e.flags, e.boost, e.cb.label()))
     else {
         return;
     };
@@ -775,7 +770,7 @@ fn run_inline(core: &Core, kind: EventKind, target: u32, flags: u32, boost: i32,
     if boost != 0 {
         core.event_boost(target, boost as i64, "event");
     }
-    let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.now.get(), cb };
+    let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.sched.now(), cb };
     core.run_event(0, rec, true, false);
     ROk(0)
 }
@@ -859,7 +854,7 @@ fn cancel_kind(
         if !allowed(core, service, rule) {
             return refused();
         }
-        let found = core.events.borrow().slab.get(handle).map(|e| (e.kind, e.target));
+        let found = core.sched.with_event(handle, |e| (e.kind, e.target));
         match found {
             None => stale(core, service, "STALE_EVENT_HANDLE", handle, "event handle"),
             Some((kind, target)) => {

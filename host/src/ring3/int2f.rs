@@ -97,7 +97,7 @@ impl Core {
             W386_RELEASE_TIME_SLICE => {
                 c.eax &= 0xFFFF_FF00;
                 // The rest of the slice goes to the others.
-                self.slice_start.set(crate::time::Instant::ZERO);
+                self.sched.end_slice();
             }
             W386_BEGIN_CRITICAL => {
                 self.set_client_of(vm, c);
@@ -185,8 +185,7 @@ impl Core {
             core.nested_ring3_call(callback);
             Carry::Clear
         });
-        let now = self.now.get();
-        let handle = self.events.borrow_mut().insert(EventKind::Priority, target, pef, boost as i32, now, cb);
+        let handle = self.sched.schedule_event(EventKind::Priority, target, pef, boost as i32, None, cb);
         if let Some(handle) = handle {
             if boost != 0 {
                 self.event_boost(target, boost as i64, "event");

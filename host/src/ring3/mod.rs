@@ -489,7 +489,7 @@ impl Core {
     /// The message `GetMessage` returns to `task` (`WM_QUIT` once the queue
     /// is empty after `PostQuitMessage`), traced as delivered.
     fn next_message(&self, task: u16) -> Resume {
-        let now = self.now.get().system_time_ms();
+        let now = self.sched.now().system_time_ms();
         let msg = {
             let mut r3 = self.ring3.borrow_mut();
             let t = r3.task_mut(task);
@@ -530,13 +530,13 @@ impl Core {
             }
             StepKind::GetMessage => ProgState::WaitMessage,
             StepKind::Sleep => {
-                let at = self.now.get() + crate::time::Duration::from_millis(step.value as u64);
-                self.timers.borrow_mut().at(at, TimerKind::Wake(id));
+                let at = self.sched.now() + crate::time::Duration::from_millis(step.value as u64);
+                self.sched.timer_at(at, TimerKind::Wake(id));
                 ProgState::Sleeping
             }
             StepKind::Yield => {
                 // Releasing the time slice: let others of equal priority run.
-                self.slice_start.set(crate::time::Instant::ZERO);
+                self.sched.end_slice();
                 ProgState::Ready(Resume { kind: ResumeKind::Yielded, msg: Msg::default() })
             }
             StepKind::Exit => {

@@ -78,7 +78,7 @@ impl Core {
     }
 
     fn msg(&self, hwnd: u16, message: u16, wparam: u16, lparam: u32) -> Msg {
-        Msg { hwnd, message, wparam, lparam, time: self.now.get().system_time_ms() }
+        Msg { hwnd, message, wparam, lparam, time: self.sched.now().system_time_ms() }
     }
 
     /// `PostMessage`.

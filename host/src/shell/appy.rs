@@ -82,14 +82,14 @@ impl Core {
         }
         let seq = self.shell.appy_seq.get() + 1;
         self.shell.appy_seq.set(seq);
-        let now = self.now.get();
+        let now = self.sched.now();
         let label = if self.trace_on { cb.label() } else { "" };
         let owner = cb.owner();
         let handle = self.shell.appy.borrow_mut().insert(AppyRec { flags, seq, scheduled_at: now, cb });
         let Some(handle) = handle else { return 0 };
         let timeout = (flags & CAAFL_TIMEOUT != 0).then_some(timeout_ms);
         if let Some(ms) = timeout {
-            self.timers.borrow_mut().at(now + Duration::from_millis(ms as u64), TimerKind::AppyTimeout(handle, seq));
+            self.sched.timer_at(now + Duration::from_millis(ms as u64), TimerKind::AppyTimeout(handle, seq));
         }
         self.trace(|| TraceEvent::AppyScheduled {
             handle,
@@ -203,7 +203,7 @@ impl Core {
     /// An event left the queue before its `CAAFL_TIMEOUT`: remove the timer.
     pub(crate) fn forget_appy_timeout(&self, handle: u32, rec: &AppyRec) {
         if rec.flags & CAAFL_TIMEOUT != 0 {
-            self.timers.borrow_mut().cancel(TimerKind::AppyTimeout(handle, rec.seq));
+            self.sched.cancel_timer(TimerKind::AppyTimeout(handle, rec.seq));
         }
     }
 
@@ -218,7 +218,7 @@ impl Core {
         let mut regs = Regs { eax: delivered, ebx: vm, ..Regs::default() };
         let depth = self.nest_mark();
         // The wait ends at dispatch (the callback may block and return later).
-        let waited_ns = self.now.get().since(scheduled_at).as_nanos();
+        let waited_ns = self.sched.now().since(scheduled_at).as_nanos();
         let (context, result) = if timed_out {
             (Context::Event, cb.call(self, Context::Event, &mut regs))
         } else {

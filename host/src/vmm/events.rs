@@ -6,7 +6,8 @@
 //! conditions they need), so choosing the next ready event costs a scan of
 //! at most 64 bucket ends, however many events are pending. Cancelled and
 //! timed-out events leave a dead entry behind that is skipped when it
-//! reaches a bucket's end.
+//! reaches a bucket's end. The machine's pending events belong to its
+//! [`Scheduler`](crate::vmm::scheduler::Scheduler).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

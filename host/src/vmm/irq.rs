@@ -105,7 +105,7 @@ impl Core {
             irqs.get_mut(irq).and_then(|i| i.handler.take().map(|cb| (cb, i.name.clone())))
         };
         let Some((mut cb, name)) = taken else { return };
-        self.count_work(crate::vmm::sched::Work::Interrupt, cb.owner());
+        self.count_work(crate::vmm::scheduler::Work::Interrupt, cb.owner());
         let vm = self.cur_vm.get();
         let device = self.instance_name(cb.owner());
         self.trace(|| TraceEvent::Interrupt { irq, name: name.clone(), device: device.to_string(), injected, vm });
@@ -163,12 +163,12 @@ impl Core {
         if let Some(every) = entry.every {
             let next = rep + 1;
             if entry.count.is_none_or(|c| next < c) {
-                self.timers.borrow_mut().at(self.now.get() + every, TimerKind::Interrupt(index, next));
+                self.sched.timer_after(every, TimerKind::Interrupt(index, next));
             }
         } else if let Some(c) = entry.count
             && rep + 1 < c
         {
-            self.timers.borrow_mut().at(self.now.get(), TimerKind::Interrupt(index, rep + 1));
+            self.sched.timer_at(self.sched.now(), TimerKind::Interrupt(index, rep + 1));
         }
     }
 }

@@ -151,8 +151,9 @@ impl Core {
     /// claims on the critical section, its semaphore waits.
     fn release_vm_resources(&self, vm: u32) {
         self.cancel_vm_events(vm);
-        let timeouts =
-            self.timers.borrow().timeouts_where(|r| matches!(r.due, crate::vmm::timers::Due::Exec(v, _) if v == vm));
+        let timeouts = self
+            .sched
+            .timeouts_where(|h, r| matches!(r.due, crate::vmm::timers::Due::Exec(v, _) if v == vm).then_some(h));
         for h in timeouts {
             self.cancel_timeout(h, "vm_destroyed");
         }
@@ -170,7 +171,7 @@ impl Core {
 
     /// Cancel the pending events of a dying VM.
     fn cancel_vm_events(&self, vm: u32) {
-        let events = self.events.borrow_mut().drain(vm);
+        let events = self.sched.drain_events(vm);
         for (h, rec) in events {
             self.trace(|| TraceEvent::EventCancelled {
                 handle: h,

@@ -4,13 +4,15 @@
 //! when nothing is left to do at this moment, virtual time jumps to the next
 //! thing that will happen.
 //!
+//! The state this acts on (virtual time, the time slice, the pending events,
+//! the timers) belongs to the [`Scheduler`](crate::vmm::scheduler::Scheduler):
+//! the loop changes it only through the scheduler's methods.
+//!
 //! The loop is re-entrant: a VM that blocks (on the critical section or a
 //! semaphore) in the middle of a device's code runs a nested loop that
 //! executes the other VMs until it may continue, so blocking never blocks
 //! the host thread. Waits nest on the host stack: an outer waiter resumes
 //! after the inner ones.
-
-use std::cell::Cell;
 
 use vmm_plugin_api::abi::Regs;
 use vmm_plugin_api::ddk::{BLOCK_THREAD_IDLE, CF_MASK, CRITICAL_SECTION_BOOST, PEF_DONT_UNBOOST, TIME_CRITICAL_BOOST};
@@ -23,6 +25,7 @@ use crate::vmm::context::Context;
 use crate::vmm::events::{
     CLASS_STI, Conditions, EventKind, EventRec, class_of, condition_names, conditions_needed, runnable_classes,
 };
+use crate::vmm::scheduler::Work;
 use crate::vmm::timers::{Due, TimerKind};
 use crate::vmm::vm::Blocked;
 
@@ -37,42 +40,6 @@ pub(crate) enum LoopEnd {
     Stopped,
     /// A fatal error stopped the machine.
     Fatal,
-}
-
-/// What a unit of work was (for the livelock guard's report).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Work {
-    /// An event callback (events, `Call_When_Not_Critical`, appy time).
-    Event,
-    /// An interrupt taken.
-    Interrupt,
-    /// A timer fired.
-    Timer,
-    /// A ring-3 step.
-    Ring3,
-}
-
-/// Units of work done since virtual time last advanced: the livelock
-/// guard. Counted whether or not a trace is kept.
-#[derive(Default)]
-pub(crate) struct Spin {
-    total: Cell<u64>,
-    events: Cell<u64>,
-    interrupts: Cell<u64>,
-    timers: Cell<u64>,
-    ring3: Cell<u64>,
-    /// The instance whose callback ran last (0: the host's own work).
-    last: Cell<u32>,
-}
-
-impl Spin {
-    /// Virtual time advanced: start counting again.
-    fn reset(&self) {
-        for c in [&self.total, &self.events, &self.interrupts, &self.timers, &self.ring3] {
-            c.set(0);
-        }
-        self.last.set(0);
-    }
 }
 
 impl Core {
@@ -128,9 +95,9 @@ impl Core {
                 continue;
             }
             if let Some(vm) = vm {
-                let before = self.now.get();
+                let before = self.sched.now();
                 if self.ring3_step(vm) {
-                    if self.now.get() == before {
+                    if self.sched.now() == before {
                         self.count_work(Work::Ring3, 0);
                     }
                     continue;
@@ -155,7 +122,7 @@ impl Core {
 
     /// Whether an event is pending or a VM is blocked.
     fn waits_forever(&self) -> bool {
-        self.events.borrow().len() > 0
+        self.sched.events_pending()
             || !self.waiters.borrow().is_empty()
             || self.vms.borrow().iter().any(|v| v.blocked.is_some())
     }
@@ -163,7 +130,7 @@ impl Core {
     /// The top-level run: until the machine is quiescent or `until`.
     pub(crate) fn run_machine(&self) -> LoopEnd {
         if let Some(until) = self.manifest.machine.until {
-            self.timers.borrow_mut().at(Instant::ZERO + until, TimerKind::Stop);
+            self.sched.timer_at(Instant::ZERO + until, TimerKind::Stop);
         }
         self.top_level.set(true);
         let end = self.run_until(&|_| false, None);
@@ -179,9 +146,9 @@ impl Core {
     /// events ready to run.
     pub(crate) fn wants_cpu(&self, vm: u32) -> bool {
         // Cheapest checks first.
-        self.events.borrow().pending(vm)
+        self.sched.events_pending_for(vm)
             || self.waiters.borrow().contains(&vm)
-            || self.timers.borrow().vm_has_timeouts(vm)
+            || self.sched.vm_has_timeouts(vm)
             || self.ring3_ready(vm)
             || (vm == self.sys_vm.get() && self.appy_ready())
     }
@@ -198,8 +165,7 @@ impl Core {
         // A VM alone at the top priority stays the choice until a VM changes
         // (priority, state, the table) or a wait begins or ends.
         let epoch = self.vms.borrow().epoch();
-        if let Some((at, vm)) = self.pick_memo.get()
-            && at == epoch
+        if let Some(vm) = self.sched.remembered_pick(epoch)
             && self.flagged_waits.get() == 0
         {
             return Some(vm);
@@ -209,7 +175,7 @@ impl Core {
         if self.flagged_waits.get() == 0 {
             let (vm, alone) = self.pick_among(|v| v.schedulable() && !outer.contains(&v.handle));
             if alone && let Some(vm) = vm {
-                self.pick_memo.set(Some((epoch, vm)));
+                self.sched.remember_pick(epoch, vm);
             }
             return vm;
         }
@@ -253,7 +219,7 @@ impl Core {
             1 => return (Some(only), true),
             _ => {}
         }
-        let slice_over = self.now.get().since(self.slice_start.get()) >= self.manifest.machine.time_slice;
+        let slice_over = self.sched.slice_over(self.manifest.machine.time_slice);
         // Whether the current VM wants the CPU, asked once.
         let cur_wants = cur_top && self.wants_cpu(cur);
         if cur_wants && !slice_over {
@@ -290,7 +256,7 @@ impl Core {
 
     /// Whether `vm` has an event that may run now.
     fn has_ready_event(&self, vm: u32) -> bool {
-        let classes = self.events.borrow().classes(vm);
+        let classes = self.sched.event_classes(vm);
         classes != 0 && classes & runnable_classes(self.unsatisfied_for(vm, classes)) != 0
     }
 
@@ -321,7 +287,7 @@ impl Core {
     fn switch_vm(&self, vm: u32) {
         let old = self.cur_vm.get();
         self.cur_vm.set(vm);
-        self.slice_start.set(self.now.get());
+        self.sched.start_slice();
         self.trace(|| TraceEvent::VmSwitch { from: old, vm });
         // Call_When_Task_Switched: installation order, EAX = old, EBX = new.
         let count = self.hooks.borrow().task_switched.len();
@@ -375,23 +341,18 @@ impl Core {
     /// whether one ran.
     pub(crate) fn dispatch_events(&self, vm: Option<u32>) -> bool {
         let order = self.manifest.machine.order;
-        let next = {
-            let mut events = self.events.borrow_mut();
-            // Global events wait for nothing.
-            let mut next = events.take_next(0, |_| 0, order, &self.rng);
-            if next.is_none()
-                && let Some(vm) = vm
-                && self.events_may_run(vm)
-            {
-                next = events.take_next(vm, |classes| self.unsatisfied_for(vm, classes), order, &self.rng);
-            }
-            next
-        };
+        let next = self.sched.take_next_event(
+            vm,
+            |vm| self.events_may_run(vm),
+            |vm, classes| self.unsatisfied_for(vm, classes),
+            order,
+            &self.rng,
+        );
         if let Some((h, slot)) = next {
             // The record is moved once, out of the slab into this frame, and
             // lent from here.
             let mut taken = None;
-            self.events.borrow_mut().take_picked(slot, &mut taken);
+            self.sched.take_picked_event(slot, &mut taken);
             if let Some(rec) = taken.as_mut() {
                 self.run_event_inline(h, rec, false, false);
             }
@@ -424,7 +385,7 @@ impl Core {
         let depth = self.nest_mark();
         // The wait ends here, at dispatch (the callback may block and
         // return later).
-        let dispatched = self.now.get();
+        let dispatched = self.sched.now();
         let result = rec.cb.call_inline(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "an event callback", || rec.cb.owner());
         if rec.kind == EventKind::Priority && rec.boost != 0 {
@@ -516,19 +477,7 @@ impl Core {
     /// advancing is a livelock, and stops the machine.
     #[inline]
     pub(crate) fn count_work(&self, kind: Work, instance: u32) {
-        let spin = &self.spin;
-        let n = spin.total.get() + 1;
-        spin.total.set(n);
-        let c = match kind {
-            Work::Event => &spin.events,
-            Work::Interrupt => &spin.interrupts,
-            Work::Timer => &spin.timers,
-            Work::Ring3 => &spin.ring3,
-        };
-        c.set(c.get() + 1);
-        if instance != 0 {
-            spin.last.set(instance);
-        }
+        let n = self.sched.count_work(kind, instance);
         if n == self.manifest.machine.livelock_limit {
             self.report_livelock();
         }
@@ -539,10 +488,8 @@ impl Core {
     #[cold]
     #[inline(never)]
     fn report_livelock(&self) {
-        let spin = &self.spin;
-        let (units, events, interrupts, timers, ring3) =
-            (spin.total.get(), spin.events.get(), spin.interrupts.get(), spin.timers.get(), spin.ring3.get());
-        let last = spin.last.get();
+        let crate::vmm::scheduler::SpinCount { units, events, interrupts, timers, ring3, last } =
+            self.sched.spin_count();
         let device = (last != 0).then(|| self.instance_name(last).to_string());
         self.trace(|| TraceEvent::Livelock {
             units,
@@ -556,7 +503,7 @@ impl Core {
             "virtual time stood still at {} ms over {units} units of work ({events} event callbacks, {interrupts} \
              interrupts taken, {timers} timers fired, {ring3} ring-3 steps){}; raise [machine] livelock_limit if \
              this is intended",
-            self.now.get().as_millis(),
+            self.sched.now().as_millis(),
             device.as_deref().map(|d| format!("; the last callback was {d}'s")).unwrap_or_default(),
         );
         self.violation("LIVELOCK", message.clone(), None);
@@ -572,31 +519,21 @@ impl Core {
         if self.is_fatal() {
             return;
         }
-        let now = self.now.get();
+        let now = self.sched.now();
         // (Building the records borrows the VM table and the critical
         // section, never the events.)
-        let mut stuck_events: Vec<(u64, StuckEvent)> = {
-            let events = self.events.borrow();
-            events
-                .slab
-                .iter()
-                .map(|(handle, e)| {
-                    let record = StuckEvent {
-                        handle,
-                        event: e.kind.name(),
-                        vm: e.target,
-                        device: self.instance_name(e.cb.owner()).to_string(),
-                        callback: e.cb.name(),
-                        flags: e.flags,
-                        waits_for: self.why_event_waits(e.target, e.flags),
-                        waited_ns: now.since(e.scheduled_at).as_nanos(),
-                    };
-                    (e.seq, record)
-                })
-                .collect()
-        };
-        stuck_events.sort_unstable_by_key(|(seq, _)| *seq);
-        let stuck_events: Vec<StuckEvent> = stuck_events.into_iter().map(|(_, e)| e).collect();
+        let stuck_events: Vec<StuckEvent> = self.sched.events_where(|handle, e| {
+            Some(StuckEvent {
+                handle,
+                event: e.kind.name(),
+                vm: e.target,
+                device: self.instance_name(e.cb.owner()).to_string(),
+                callback: e.cb.name(),
+                flags: e.flags,
+                waits_for: self.why_event_waits(e.target, e.flags),
+                waited_ns: now.since(e.scheduled_at).as_nanos(),
+            })
+        });
         let owner = self.crit.borrow().owner;
         let stuck_vms: Vec<StuckVm> = self
             .vms
@@ -685,7 +622,7 @@ impl Core {
 
     /// Cancel a pending event (any kind), tracing why.
     pub(crate) fn cancel_event(&self, handle: u32, reason: &'static str) -> bool {
-        let rec = self.events.borrow_mut().remove(handle);
+        let rec = self.sched.remove_event(handle);
         let Some(rec) = rec else { return false };
         if rec.kind == EventKind::Priority && rec.boost != 0 {
             // The boost goes even with PEF_Dont_Unboost.
@@ -748,26 +685,18 @@ impl Core {
     /// Fire one timer that is due now (system-time timers, then the current
     /// VM's execution-time time-outs). Returns whether one fired.
     pub(crate) fn fire_due_timers(&self) -> bool {
-        let now = self.now.get();
-        let (due_now, vm_timeouts) = {
-            let timers = self.timers.borrow();
-            (timers.next_due().is_some_and(|at| at <= now), timers.has_vm_timeouts())
-        };
-        if due_now {
-            let due = self.timers.borrow_mut().pop_due(now);
-            if let Some((at, kind)) = due {
-                self.count_work(Work::Timer, 0);
-                self.fire_timer(at, kind);
-                return true;
-            }
+        if let Some((at, kind)) = self.sched.pop_due_timer() {
+            self.count_work(Work::Timer, 0);
+            self.fire_timer(at, kind);
+            return true;
         }
-        if !vm_timeouts {
+        if !self.sched.has_vm_timeouts() {
             return false;
         }
         let vm = self.cur_vm.get();
         let exec = self.vms.borrow().get(vm).map(|v| v.exec_time);
         if let Some(exec) = exec {
-            let next = self.timers.borrow().next_vm_timeout(vm);
+            let next = self.sched.next_vm_timeout(vm);
             if let Some((due, handle)) = next
                 && due <= exec
             {
@@ -782,11 +711,11 @@ impl Core {
     fn fire_timer(&self, at: Instant, kind: TimerKind) {
         match kind {
             TimerKind::Timeout(h) => {
-                let late = self.now.get().since(at).as_millis() as u32;
+                let late = self.sched.now().since(at).as_millis() as u32;
                 self.fire_timeout(h, late);
             }
             TimerKind::EventTimeout(h, seq) => {
-                let rec = self.events.borrow_mut().remove_seq(h, seq);
+                let rec = self.sched.remove_timed_out_event(h, seq);
                 if let Some(rec) = rec {
                     self.run_event(h, rec, false, true);
                 }
@@ -802,9 +731,9 @@ impl Core {
 
     /// Run an expired time-out's callback (EBX = current VM, ECX = ms late).
     fn fire_timeout(&self, handle: u32, late_ms: u32) {
-        let rec = self.timers.borrow_mut().remove_timeout(handle);
+        let rec = self.sched.remove_timeout(handle);
         let Some(rec) = rec else { return };
-        self.spin.last.set(rec.cb.owner());
+        self.sched.blame(rec.cb.owner());
         let vm = self.cur_vm.get();
         let timer = if matches!(rec.due, Due::Exec(..)) { "vm" } else { "global" };
         let ms = rec.ms;
@@ -827,7 +756,7 @@ impl Core {
 
     /// Cancel a pending time-out, tracing why.
     pub(crate) fn cancel_timeout(&self, handle: u32, reason: &'static str) -> bool {
-        let rec = self.timers.borrow_mut().remove_timeout(handle);
+        let rec = self.sched.remove_timeout(handle);
         let Some(rec) = rec else { return false };
         let device = self.instance_name(rec.cb.owner());
         self.trace(|| TraceEvent::TimeoutCancelled { handle, device: device.to_string(), reason });
@@ -840,21 +769,18 @@ impl Core {
     /// advance virtual time to the next thing that will happen. Returns
     /// `false` if nothing ever will.
     fn idle(&self, vm: Option<u32>) -> bool {
-        let now = self.now.get();
-        if self.idle_notified.get() != Some(now) && self.system_idle(vm) {
-            self.idle_notified.set(Some(now));
-            if self.call_idle_handlers() {
-                return true;
-            }
+        let now = self.sched.now();
+        if self.sched.first_idle_now(|| self.system_idle(vm)) && self.call_idle_handlers() {
+            return true;
         }
-        let mut next = self.timers.borrow().next_due();
+        let mut next = self.sched.next_timer_due();
         // The end of a VM time-out or of the slice, if time must advance for
         // one of them.
         let mut next_vm_work = None;
         if let Some(vm) = vm {
             let remaining = {
                 let exec = self.vms.borrow().get(vm).map(|v| v.exec_time);
-                let due = self.timers.borrow().next_vm_timeout(vm);
+                let due = self.sched.next_vm_timeout(vm);
                 match (exec, due) {
                     (Some(exec), Some((due, _))) => Some(due.saturating_sub(exec)),
                     _ => None,
@@ -870,8 +796,7 @@ impl Core {
             let polls = self.flagged_waits.get() > 0 && self.vms.borrow().get(vm).is_some_and(|v| v.polling());
             let others_want = !polls && self.others_with_work(vm);
             if others_want {
-                let end = self.slice_start.get() + self.manifest.machine.time_slice;
-                let end = if end <= now { now + self.manifest.machine.time_slice } else { end };
+                let end = self.sched.slice_end(self.manifest.machine.time_slice);
                 next = Some(next.map_or(end, |n| n.min(end)));
                 next_vm_work = Some(end);
             }
@@ -880,7 +805,7 @@ impl Core {
         // Only the stop timer (`until`, `run_for`) is ahead, and nothing
         // else can change this moment's state: what waits now waits
         // forever. Report it now, not at the stop.
-        let only_stop = next_vm_work.is_none() && self.timers.borrow().only_stops();
+        let only_stop = next_vm_work.is_none() && self.sched.only_stop_timers();
         if only_stop && self.waits_forever() {
             return false;
         }
@@ -916,7 +841,7 @@ impl Core {
     /// rebuilt plugin, to where the wall clock got), charging the time to
     /// `vm`'s execution.
     pub(crate) fn advance_to(&self, to: Instant, vm: Option<u32>) {
-        let now = self.now.get();
+        let now = self.sched.now();
         if to <= now {
             return;
         }
@@ -926,14 +851,13 @@ impl Core {
         {
             v.exec_time += to.since(now);
         }
-        self.now.set(to);
-        self.spin.reset();
+        self.sched.advance(to);
     }
 
     /// Charge `d` of execution to the current VM (a ring-3 step).
     pub(crate) fn charge(&self, d: crate::time::Duration) {
         let vm = self.cur_vm.get();
-        self.advance_to(self.now.get() + d, Some(vm));
+        self.advance_to(self.sched.now() + d, Some(vm));
     }
 
     /// With `--realtime`, wait until the wall clock catches up with `to`;
@@ -983,7 +907,7 @@ impl Core {
                 break;
             }
         }
-        ran && (self.events.borrow().len() > 0 || self.timers.borrow().has_pending())
+        ran && (self.sched.events_pending() || self.sched.timers_pending())
     }
 
     // ---- manifest-driven happenings -------------------------------------------------------
@@ -991,15 +915,14 @@ impl Core {
     /// Schedule the manifest's VMs, interrupts and actions (at boot).
     pub(crate) fn schedule_manifest(&self) {
         let m = &self.manifest;
-        let mut timers = self.timers.borrow_mut();
         for (i, vm) in m.vms.iter().enumerate() {
-            timers.at(Instant::ZERO + vm.at, TimerKind::CreateVm(i));
+            self.sched.timer_at(Instant::ZERO + vm.at, TimerKind::CreateVm(i));
         }
         for (i, irq) in m.interrupts.iter().enumerate() {
-            timers.at(Instant::ZERO + irq.at, TimerKind::Interrupt(i, 0));
+            self.sched.timer_at(Instant::ZERO + irq.at, TimerKind::Interrupt(i, 0));
         }
         for (i, a) in m.actions.iter().enumerate() {
-            timers.at(Instant::ZERO + a.at, TimerKind::Action(i));
+            self.sched.timer_at(Instant::ZERO + a.at, TimerKind::Action(i));
         }
     }
 

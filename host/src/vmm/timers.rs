@@ -1,7 +1,8 @@
 //! Virtual-time timers: everything that happens at a moment of system time
 //! (global time-outs, priority-event and appy-time time-outs, manifest interrupts and
 //! actions, VM creation, ring-3 sleeps), plus `Set_VM_Time_Out`s, which
-//! expire on a VM's own execution time.
+//! expire on a VM's own execution time. The machine's timers belong to
+//! its [`Scheduler`](crate::vmm::scheduler::Scheduler).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap};
@@ -149,10 +150,5 @@ impl Timers {
     #[inline]
     pub(crate) fn vm_has_timeouts(&self, vm: u32) -> bool {
         self.next_vm_timeout(vm).is_some()
-    }
-
-    /// Time-outs registered by instance `owner`, or targeting `vm`.
-    pub(crate) fn timeouts_where(&self, pred: impl Fn(&TimeoutRec) -> bool) -> Vec<u32> {
-        self.timeouts.iter().filter(|(_, r)| pred(r)).map(|(h, _)| h).collect()
     }
 }
