@@ -306,7 +306,7 @@ impl Core {
         let vms = self.vms.borrow();
         let Some(v) = vms.get(vm) else { return Conditions::default() };
         // Events' own boosts do not make a critical or time-critical
-        // operation (ARCHITECTURE.md, "Decisions").
+        // operation (docs/semantics.md).
         let priority = v.crit_priority();
         let crit_free = self.crit.borrow().owner.is_none();
         Conditions {

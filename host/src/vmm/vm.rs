@@ -196,7 +196,7 @@ impl Vm {
     /// `Call_When_Not_Critical`, `Get_Crit_Section_Status`'s carry): the
     /// priority without the boosts of its pending and running priority
     /// events. However many events wait, their boosts never make a
-    /// critical section of their own (ARCHITECTURE.md, "Decisions").
+    /// critical section of their own (docs/semantics.md).
     pub(crate) fn crit_priority(&self) -> u32 {
         (self.base_priority as i64 + self.boost - self.event_boost).clamp(1, 0x4000_0000) as u32
     }
