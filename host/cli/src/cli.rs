@@ -106,8 +106,10 @@ struct NewArgs {
     sdk_version: Option<String>,
 }
 
+/// What makes a machine: its manifests, overrides and plugins (every
+/// command that boots one: run, check, list, explore).
 #[derive(Args, Debug, Default)]
-struct CommonArgs {
+struct MachineArgs {
     /// Manifest files (TOML system.ini); later files override earlier ones.
     #[arg(value_name = "MANIFEST")]
     manifests: Vec<PathBuf>,
@@ -128,6 +130,12 @@ struct CommonArgs {
     /// With --watch, a rebuild in this profile is what reloads.
     #[arg(long, value_name = "PROFILE")]
     profile: Option<String>,
+}
+
+#[derive(Args, Debug, Default)]
+struct CommonArgs {
+    #[command(flatten)]
+    machine: MachineArgs,
     /// Write the JSON-lines trace here.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
@@ -173,21 +181,8 @@ struct RunArgs {
 
 #[derive(Args, Debug)]
 struct ExploreArgs {
-    /// Manifest files (TOML system.ini); later files override earlier ones.
-    #[arg(value_name = "MANIFEST")]
-    manifests: Vec<PathBuf>,
-    /// Override a manifest key: SECTION.KEY=VALUE (repeatable).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    set: Vec<String>,
-    /// Extra plugin directory, searched first (repeatable).
-    #[arg(long = "plugin-dir", value_name = "DIR")]
-    plugin_dir: Vec<PathBuf>,
-    /// When to build the plugins with cargo first: always (default), missing, never.
-    #[arg(long, value_name = "WHEN")]
-    build: Option<String>,
-    /// The cargo profile plugins are built with and loaded from (default dev).
-    #[arg(long, value_name = "PROFILE")]
-    profile: Option<String>,
+    #[command(flatten)]
+    machine: MachineArgs,
     /// The seeds: A..B (B excluded) or A..=B.
     #[arg(long, value_name = "A..B", conflicts_with_all = ["runs", "seed"])]
     seeds: Option<String>,
@@ -256,7 +251,7 @@ fn init_logging(default: &str) {
 }
 
 /// Read the manifests and overrides (default `system.ini`).
-fn manifest(args: &CommonArgs, extra_sets: &[String]) -> Result<Manifest> {
+fn manifest(args: &MachineArgs, extra_sets: &[String]) -> Result<Manifest> {
     let mut builder = ManifestBuilder::new();
     if args.manifests.is_empty() {
         builder = builder.file("system.ini")?;
@@ -338,13 +333,20 @@ fn machine(args: &CommonArgs, m: Manifest) -> Result<Machine> {
 }
 
 fn machine_with(args: &CommonArgs, m: Manifest, capture_trace: bool, trace: Option<Box<dyn Write>>) -> Result<Machine> {
+    let plugin_dirs = plugin_dirs(&args.machine, &m)?;
+    Ok(Machine::new(m, MachineOptions { capture_trace, trace, plugin_dirs, ..MachineOptions::default() }))
+}
+
+/// The plugin directories of a machine: `--plugin-dir`, then what cargo
+/// built for it (per `--build` or `[machine] build`, in `--profile`).
+fn plugin_dirs(args: &MachineArgs, m: &Manifest) -> Result<Vec<PathBuf>> {
     let policy = match &args.build {
         Some(b) => b.parse().map_err(|e: String| Error::Build(e))?,
         None => m.machine.build,
     };
-    let mut plugin_dirs = args.plugin_dir.clone();
-    plugin_dirs.extend(build_plugins(&m, policy, args.profile.as_deref().unwrap_or("dev"), &args.plugin_dir)?);
-    Ok(Machine::new(m, MachineOptions { capture_trace, trace, plugin_dirs, ..MachineOptions::default() }))
+    let mut dirs = args.plugin_dir.clone();
+    dirs.extend(build_plugins(m, policy, args.profile.as_deref().unwrap_or("dev"), &args.plugin_dir)?);
+    Ok(dirs)
 }
 
 /// The `--trace` file, opened before anything runs, and shared with the
@@ -534,7 +536,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
     if args.realtime {
         sets.push("machine.realtime=true".to_string());
     }
-    let m = manifest(&args.common, &sets)?;
+    let m = manifest(&args.common.machine, &sets)?;
     // The story reads the records as they are written; it is told if a
     // device wrote post notes.
     let tell = !args.no_story;
@@ -640,21 +642,8 @@ fn explore(args: ExploreArgs) -> Result<ExitCode> {
         return Err(bad("--jobs", "0", "give at least 1 worker".to_string()));
     }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let common = CommonArgs {
-        manifests: args.manifests.clone(),
-        set: args.set.clone(),
-        plugin_dir: args.plugin_dir.clone(),
-        build: args.build.clone(),
-        profile: args.profile.clone(),
-        trace: None,
-    };
-    let m = manifest(&common, &[])?;
-    let policy = match &args.build {
-        Some(b) => b.parse().map_err(|e: String| Error::Build(e))?,
-        None => m.machine.build,
-    };
-    let mut plugin_dirs = args.plugin_dir.clone();
-    plugin_dirs.extend(build_plugins(&m, policy, args.profile.as_deref().unwrap_or("dev"), &args.plugin_dir)?);
+    let m = manifest(&args.machine, &[])?;
+    let plugin_dirs = plugin_dirs(&args.machine, &m)?;
     let total = shard.map_or(seeds.len(), |s| s.len(seeds));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let last = Mutex::new(std::time::Instant::now());
@@ -700,6 +689,7 @@ fn explore(args: ExploreArgs) -> Result<ExitCode> {
 /// `vmm run` with the manifests and options of an exploration, shell-quoted.
 fn replay_prefix(args: &ExploreArgs) -> String {
     let mut words = vec!["vmm".to_string(), "run".to_string()];
+    let args = &args.machine;
     words.extend(args.manifests.iter().map(|m| m.display().to_string()));
     for s in &args.set {
         words.extend(["--set".to_string(), s.clone()]);
@@ -866,7 +856,7 @@ fn short(build: &str) -> &str {
 }
 
 fn check(args: CommonArgs) -> Result<()> {
-    let m = manifest(&args, &[])?;
+    let m = manifest(&args.machine, &[])?;
     let mut machine = machine(&args, m)?;
     machine.boot()?;
     machine.shutdown()?;
@@ -886,7 +876,7 @@ fn check(args: CommonArgs) -> Result<()> {
 }
 
 fn list(args: CommonArgs) -> Result<()> {
-    let m = manifest(&args, &[])?;
+    let m = manifest(&args.machine, &[])?;
     let mut machine = machine(&args, m)?;
     machine.load_devices()?;
     let rows: Vec<[String; 6]> = machine
