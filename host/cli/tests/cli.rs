@@ -3,18 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
+use common::text;
 use vmm_testkit::plugin_dir;
 
 fn vmm(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(args)
-        .arg("--plugin-dir")
-        .arg(plugin_dir())
-        .args(["--build", "never"])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run vmm")
+    common::vmm_command(dir, args).env("RUST_LOG", "warn").output().expect("run vmm")
 }
 
 /// `vmm` with only `args` (for commands without plugin options).
@@ -27,10 +22,6 @@ fn scratch(name: &str, manifest: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("system.ini"), manifest).unwrap();
     dir
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 use vmm_testkit::plugin_dir;
 
 /// A scratch directory with its own temporary directory (`TMPDIR`).
@@ -19,16 +21,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn vmm(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(args)
-        .arg("--plugin-dir")
-        .arg(plugin_dir())
-        .args(["--build", "never"])
-        .current_dir(dir)
-        .env("TMPDIR", dir.join("tmp"))
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run vmm")
+    common::vmm_command(dir, args).env("TMPDIR", dir.join("tmp")).env("RUST_LOG", "error").output().expect("run vmm")
 }
 
 fn good_plugin() -> Vec<u8> {

@@ -3,20 +3,14 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use vmm_testkit::plugin_dir;
+mod common;
+
+use common::text;
 
 fn vmm(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(args)
-        .arg("--plugin-dir")
-        .arg(plugin_dir())
-        .args(["--build", "never"])
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run vmm")
+    common::vmm_command(dir, args).env_remove("RUST_LOG").output().expect("run vmm")
 }
 
 fn scratch(name: &str, manifest: &str) -> PathBuf {
@@ -25,10 +19,6 @@ fn scratch(name: &str, manifest: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("system.ini"), manifest).unwrap();
     dir
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn records(path: &Path) -> Vec<serde_json::Value> {
