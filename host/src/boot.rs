@@ -15,6 +15,7 @@ use crate::machine::{Core, Phase};
 use crate::manifest::Origin;
 use crate::registry::{DeviceCode, DeviceInfo, DeviceSlot, DeviceState, DeviceSummary, Inst};
 use crate::trace::{CallOutcome, TraceEvent};
+use crate::violation::Violation;
 use crate::vmm::context::Context;
 
 /// Names of devices that were part of WIN386 but that this host does not
@@ -185,7 +186,7 @@ impl Core {
             // or API, since they are found by device ID.
             self.as_caller(instance, || {
                 self.violation(
-                    "API_WITHOUT_ID",
+                    Violation::ApiWithoutId,
                     format!(
                         "{} ({}) has {what} but Undefined_Device_ID: it is loaded, but its services and API \
                          cannot be reached (a device that exports them needs a unique device ID, KB Q84000)",
@@ -446,7 +447,7 @@ impl Core {
                 other => {
                     self.with_frame(instance, Context::Init, || {
                         self.violation(
-                            "BAD_REAL_MODE_INIT_ANSWER",
+                            Violation::BadRealModeInitAnswer,
                             format!(
                                 "{} answered real-mode init with AX={other:#06X}; expected DEVICE_LOAD_OK, \
                                  ABORT_DEVICE_LOAD or ABORT_WIN386_LOAD",
@@ -562,7 +563,7 @@ impl Core {
         if outcome == CallOutcome::Set && !can_fail(message) {
             self.with_frame(instance, context, || {
                 self.violation(
-                    "CONTROL_MUST_SUCCEED",
+                    Violation::ControlMustSucceed,
                     format!(
                         "{name} returned carry set from {}, which must return carry clear",
                         control_message_name(message)

@@ -7,6 +7,7 @@ use vmm_plugin_api::ddk::{CF_MASK, VMM_DEVICE_ID};
 use crate::machine::Core;
 use crate::registry::DeviceCode;
 use crate::trace::{CallOutcome, TraceEvent};
+use crate::violation::Violation;
 
 impl Core {
     /// Dispatch a `VxDCall` from `caller`. Returns `Err(FATAL)` after the
@@ -113,7 +114,7 @@ impl Core {
             GET_SYSTEM_TIME => r.eax = self.sched.now().system_time_ms(),
             _ => {
                 let refuse = self.violation(
-                    "VMM_SERVICE_BY_VXDCALL",
+                    Violation::VmmServiceByVxdcall,
                     format!(
                         "VMM service {ordinal:#06X} is available through the typed Vmm API only; \
                          call the Vmm method of the same name"

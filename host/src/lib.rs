@@ -31,6 +31,7 @@ pub(crate) mod shell;
 pub mod time;
 pub mod timeline;
 pub mod trace;
+pub mod violation;
 pub mod vmm;
 mod vxdldr;
 #[cfg(feature = "watch")]

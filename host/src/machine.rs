@@ -22,6 +22,7 @@ use crate::registry::{DeviceSummary, Inst, Registry};
 use crate::resolve::SearchPath;
 use crate::time::{Duration, Instant};
 use crate::trace::{CallOutcome, Trace, TraceEvent, TraceRecord};
+use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::crit::{CritSection, Semaphore};
@@ -375,8 +376,22 @@ impl Core {
     /// Report a broken VMM rule: a `violation` record with a stable `code`.
     /// Returns `true` if the call must be refused (policy `error` or
     /// `fatal`), `false` if it may proceed (policy `log`).
-    pub(crate) fn violation(&self, code: &str, message: impl Into<String>, service: Option<&'static str>) -> bool {
-        let message = message.into();
+    pub(crate) fn violation(&self, rule: Violation, message: impl Into<String>, service: Option<&'static str>) -> bool {
+        self.report_violation(rule.code(), message.into(), service)
+    }
+
+    /// A `violation` record with a code of the device's own
+    /// (`Vmm::report_violation`), under the same policy as the host's.
+    pub(crate) fn device_violation(
+        &self,
+        code: &str,
+        message: impl Into<String>,
+        service: Option<&'static str>,
+    ) -> bool {
+        self.report_violation(code, message.into(), service)
+    }
+
+    fn report_violation(&self, code: &str, message: String, service: Option<&'static str>) -> bool {
         let device = self.current_caller().map(|c| self.instance_name(c).to_string());
         self.violation_count.set(self.violation_count.get() + 1);
         tracing::warn!(code, device = device.as_deref().unwrap_or("-"), "violation: {message}");
@@ -403,8 +418,13 @@ impl Core {
     /// and `log` policies that is `VmmError::VIOLATION`; under `fatal` the
     /// service shim turns every result into `VmmError::FATAL` (see
     /// `services::guarded`).
-    pub(crate) fn refuse(&self, code: &str, message: impl Into<String>, service: Option<&'static str>) -> VmmError {
-        self.violation(code, message, service);
+    pub(crate) fn refuse(
+        &self,
+        rule: Violation,
+        message: impl Into<String>,
+        service: Option<&'static str>,
+    ) -> VmmError {
+        self.violation(rule, message, service);
         VmmError::VIOLATION
     }
 
@@ -600,7 +620,7 @@ impl Core {
                 });
                 self.as_caller(instance, || {
                     self.violation(
-                        "REENTRANCY",
+                        Violation::Reentrancy,
                         format!(
                             "{name} was re-entered in its {entry} entry point while its state was borrowed: {message}"
                         ),
@@ -611,7 +631,7 @@ impl Core {
             }
             PluginErrorKind::TypeMismatch => {
                 self.as_caller(instance, || {
-                    self.violation("CALLBACK_TYPE_MISMATCH", format!("{name}: {message}"), None)
+                    self.violation(Violation::CallbackTypeMismatch, format!("{name}: {message}"), None)
                 });
                 CallOutcome::Error
             }

@@ -8,6 +8,7 @@
 
 use crate::machine::Core;
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 
 impl Core {
     /// Cancel or free everything `instance` (device `name`) still owns;
@@ -126,7 +127,7 @@ impl Core {
         for what in leaks {
             self.as_caller(instance, || {
                 self.violation(
-                    "UNLOAD_LEAK",
+                    Violation::UnloadLeak,
                     format!(
                         "{name} left {what} at unload; VXDLDR performs no cleanup, so release it in \
                          Sys_Dynamic_Device_Exit (the host has cancelled it)"

@@ -24,6 +24,7 @@ use crate::machine::Core;
 use crate::profile::{parse_boolean, parse_decimal, parse_hex, profile_value};
 use crate::time::Duration;
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::context::Context;
 use crate::vmm::events::{EventKind, EventRec};
@@ -89,7 +90,7 @@ pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
     match rule {
         Rule::Async => true,
         Rule::Sync if core.context() == Context::Interrupt => !core.violation(
-            "SYNC_SERVICE_AT_INTERRUPT",
+            Violation::SyncServiceAtInterrupt,
             format!(
                 "{service} is synchronous but was called at interrupt time; only asynchronous services are legal \
                  in a hardware interrupt handler (KB Q75864)"
@@ -98,7 +99,7 @@ pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
         ),
         Rule::Sync => true,
         Rule::Init if !core.phase.get().is_init() && !core.in_dynamic_init() => !core.violation(
-            "INIT_ONLY_SERVICE",
+            Violation::InitOnlyService,
             format!(
                 "{service} is legal only during initialization (the init phases, or a dynamic device's \
                  Sys_Dynamic_Device_Init); its code is discarded after Init_Complete"
@@ -157,7 +158,7 @@ extern "C" fn fatal_memory_error(cx: &HostCx) {
 
 extern "C" fn report_violation(cx: &HostCx, code: RStr<'_>, message: RStr<'_>) {
     guarded(cx, "report_violation", (), |core| {
-        core.violation(code.as_str(), message.as_str(), None);
+        core.device_violation(code.as_str(), message.as_str(), None);
     })
 }
 
@@ -225,7 +226,7 @@ extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteFie
             })
         };
         if let Some(message) = bad {
-            return RErr(core.refuse("INVALID_PARAMETER", message, Some("trace_note")));
+            return RErr(core.refuse(Violation::InvalidParameter, message, Some("trace_note")));
         }
         core.trace(|| {
             let mut map = serde_json::Map::new();
@@ -343,7 +344,7 @@ pub(crate) fn mem_violation(core: &Core, service: &'static str, address: u32, le
             format!("{len} bytes at {address:#010X} run past the end of the {size}-byte block at {block:#010X}")
         }
     };
-    core.refuse("BAD_POINTER", format!("{service}: {what}"), Some(service))
+    core.refuse(Violation::BadPointer, format!("{service}: {what}"), Some(service))
 }
 
 extern "C" fn heap_allocate(cx: &HostCx, bytes: u32, flags: u32) -> u32 {
@@ -374,7 +375,7 @@ extern "C" fn heap_free(cx: &HostCx, address: u32, _flags: u32) -> u32 {
             Some(_) => 1,
             None => {
                 core.violation(
-                    "BAD_HEAP_FREE",
+                    Violation::BadHeapFree,
                     format!("_HeapFree of {address:#010X}, which is not an allocated block (double free?)"),
                     Some("_HeapFree"),
                 );
@@ -413,7 +414,7 @@ extern "C" fn mem_write(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> VmmR
 
 fn bad_vm(core: &Core, service: &'static str, vm: u32) -> VmmError {
     core.refuse(
-        "INVALID_VM_HANDLE",
+        Violation::InvalidVmHandle,
         format!("{service} was given VM handle {vm:#010X}, which is not a live VM (destroyed, stale or forged)"),
         Some(service),
     )
@@ -487,7 +488,7 @@ extern "C" fn allocate_device_cb_area(cx: &HostCx, bytes: u32, flags: u32) -> u3
         }
         if bytes == 0 || flags != 0 {
             core.violation(
-                "INVALID_PARAMETER",
+                Violation::InvalidParameter,
                 format!("_Allocate_Device_CB_Area({bytes}, {flags:#x}): the size must be non-zero and the flags 0"),
                 Some("_Allocate_Device_CB_Area"),
             );
@@ -519,7 +520,7 @@ fn cb_range(
     }
     if start < CB_START as usize || end > core.cb_area_size.get() as usize {
         return Err(core.refuse(
-            "BAD_CB_OFFSET",
+            Violation::BadCbOffset,
             format!(
                 "{service}: bytes {start:#x}..{end:#x} of the control block are not inside an area from \
                  _Allocate_Device_CB_Area"
@@ -626,14 +627,14 @@ extern "C" fn cancel_time_out(cx: &HostCx, handle: u32) -> VmmResult<()> {
         if core.cancel_timeout(handle, "cancelled") {
             ROk(())
         } else {
-            stale(core, "Cancel_Time_Out", "STALE_TIMEOUT_HANDLE", handle, "time-out handle")
+            stale(core, "Cancel_Time_Out", Violation::StaleTimeoutHandle, handle, "time-out handle")
         }
     })
 }
 
-fn stale<T>(core: &Core, service: &'static str, code: &str, handle: u32, what: &str) -> VmmResult<T> {
+fn stale<T>(core: &Core, service: &'static str, rule: Violation, handle: u32, what: &str) -> VmmResult<T> {
     RErr(core.refuse(
-        code,
+        rule,
         format!("{service} was given {what} {handle:#010X}, which is not pending (it already ran, was cancelled, or never existed)"),
         Some(service),
     ))
@@ -651,7 +652,7 @@ extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResul
         let after = current + boost as i64;
         if !(RESERVED_LOW_BOOST as i64..=RESERVED_HIGH_BOOST as i64).contains(&after) {
             return RErr(core.refuse(
-                "PRIORITY_RANGE",
+                Violation::PriorityRange,
                 format!(
                     "Adjust_Exec_Priority({boost:+}) would take the VM's priority to {after}, outside \
                      Reserved_Low_Boost..Reserved_High_Boost"
@@ -696,7 +697,7 @@ extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
         }
         if vm == core.sys_vm.get() {
             return RErr(core.refuse(
-                "SUSPEND_SYSTEM_VM",
+                Violation::SuspendSystemVm,
                 "Suspend_VM of the system VM: it cannot be suspended",
                 Some("Suspend_VM"),
             ));
@@ -799,7 +800,7 @@ extern "C" fn call_priority_vm_event(
         if flags & !valid != 0 {
             drop(Callback::plugin(cx.caller, callback));
             return RErr(core.refuse(
-                "RESERVED_FLAGS",
+                Violation::ReservedFlags,
                 format!(
                     "{SERVICE} flags {flags:#06X} set bits {:#06X} that are reserved (or need threads) in this \
                      Windows version",
@@ -856,12 +857,12 @@ fn cancel_kind(
         }
         let found = core.sched.with_event(handle, |e| (e.kind, e.target));
         match found {
-            None => stale(core, service, "STALE_EVENT_HANDLE", handle, "event handle"),
+            None => stale(core, service, Violation::StaleEventHandle, handle, "event handle"),
             Some((kind, target)) => {
                 let kind_ok = kind == want || (want == EventKind::Vm && kind == EventKind::IntsEnabled);
                 if !kind_ok || vm.is_some_and(|v| v != target) {
                     return RErr(core.refuse(
-                        "WRONG_EVENT_KIND",
+                        Violation::WrongEventKind,
                         format!(
                             "{service} was given the handle of a {} event{}",
                             kind.name(),
@@ -978,7 +979,7 @@ fn check_block_flags(core: &Core, service: &'static str, flags: u32, poll_allowe
     let valid = if core.manifest.machine.windows_version.0 < 4 { BLOCK_VALID_31 } else { BLOCK_VALID };
     if flags & !valid != 0 {
         return Err(core.refuse(
-            "RESERVED_FLAGS",
+            Violation::ReservedFlags,
             format!(
                 "{service} flags {flags:#04X} set bits {:#04X} that are not BLOCK_* flags of this Windows version",
                 flags & !valid
@@ -987,7 +988,11 @@ fn check_block_flags(core: &Core, service: &'static str, flags: u32, poll_allowe
         ));
     }
     if !poll_allowed && flags & BLOCK_POLL != 0 {
-        return Err(core.refuse("INVALID_PARAMETER", format!("{service} does not allow Block_Poll"), Some(service)));
+        return Err(core.refuse(
+            Violation::InvalidParameter,
+            format!("{service} does not allow Block_Poll"),
+            Some(service),
+        ));
     }
     Ok(())
 }
@@ -1096,7 +1101,7 @@ fn semaphore_op(
             return refused();
         }
         if !core.sems.borrow().contains(handle) {
-            return stale(core, service, "INVALID_SEMAPHORE", handle, "semaphore handle");
+            return stale(core, service, Violation::InvalidSemaphore, handle, "semaphore handle");
         }
         op(core).into()
     })
@@ -1132,7 +1137,7 @@ extern "C" fn register_interrupt(cx: &HostCx, name: RStr<'_>, callback: RawCallb
 extern "C" fn request_interrupt(cx: &HostCx, irq: u32) -> VmmResult<()> {
     guarded(cx, "request_interrupt", RErr(VmmError::FATAL), |core| match core.request_interrupt(irq) {
         Ok(()) => ROk(()),
-        Err(_) => stale(core, "request_interrupt", "INVALID_IRQ", irq, "interrupt handle"),
+        Err(_) => stale(core, "request_interrupt", Violation::InvalidIrq, irq, "interrupt handle"),
     })
 }
 

@@ -12,6 +12,7 @@ use crate::machine::Core;
 use crate::registry::DeviceCode;
 use crate::ring3::{INT_SELECTOR, PM_API_SELECTOR, Target, V86_API_SEGMENT};
 use crate::trace::{CallOutcome, TraceEvent};
+use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::events::EventKind;
@@ -76,7 +77,7 @@ impl Core {
         match n {
             0x2F => self.int2f(),
             _ => Err(self.refuse(
-                "UNSUPPORTED_INTERRUPT",
+                Violation::UnsupportedInterrupt,
                 format!("INT {n:02X}h has no handler in this emulator (only INT 2Fh is provided)"),
                 Some("INT"),
             )),
@@ -263,7 +264,7 @@ impl Core {
             Target::Unloaded { module } => {
                 let name = self.ring3.borrow().modules[module].name.clone();
                 Err(self.refuse(
-                    "BAD_FAR_POINTER",
+                    Violation::BadFarPointer,
                     format!(
                         "far call to {:04X}:{:04X} in module {name}, which was unloaded",
                         target >> 16,
@@ -273,7 +274,7 @@ impl Core {
                 ))
             }
             Target::Nothing => Err(self.refuse(
-                "BAD_FAR_POINTER",
+                Violation::BadFarPointer,
                 format!(
                     "far call to {:04X}:{:04X}, which is not the address of any exported procedure or API entry",
                     target >> 16,
@@ -300,7 +301,7 @@ impl Core {
         };
         let Some((code, instance, name, has)) = target.filter(|t| t.3) else {
             return Err(self.refuse(
-                "BAD_FAR_POINTER",
+                Violation::BadFarPointer,
                 format!("far call to the API entry of device {device_id:#06X}, which is not loaded or has no such API"),
                 Some("far call"),
             ));

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use vmm_plugin_api::abi::VmmError;
 
 use crate::machine::Core;
+use crate::violation::Violation;
 
 /// The first selector handed out; the next ones follow 8 apart (LDT
 /// selectors with RPL 3), clear of module code selectors and the local heap.
@@ -47,7 +48,7 @@ impl Core {
     pub(crate) fn global_alloc(&self, owner: u32, bytes: u32) -> Result<u32, VmmError> {
         if bytes == 0 || bytes > MAX_BLOCK {
             return Err(self.refuse(
-                "INVALID_PARAMETER",
+                Violation::InvalidParameter,
                 format!("GlobalAlloc({bytes}): a block holds 1 to 65536 bytes (one segment)"),
                 Some("GlobalAlloc"),
             ));
@@ -64,7 +65,7 @@ impl Core {
         let block = if offset == 0 { self.far.borrow_mut().blocks.remove(&selector) } else { None };
         let Some(block) = block else {
             return Err(self.refuse(
-                "BAD_FAR_POINTER",
+                Violation::BadFarPointer,
                 format!("GlobalFree({selector:04X}:{offset:04X}): not the address of an allocated block"),
                 Some("GlobalFree"),
             ));
@@ -112,7 +113,7 @@ impl Core {
                 self.heap.borrow_mut().write(linear, data).map_err(|_| VmmError::INVALID_PARAMETER)
             }
             _ => Err(self.refuse(
-                "BAD_FAR_POINTER",
+                Violation::BadFarPointer,
                 format!(
                     "ring-3 code wrote {} bytes through {:04X}:{:04X}, which is not inside an allocated block",
                     data.len(),

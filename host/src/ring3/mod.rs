@@ -27,6 +27,7 @@ use crate::loader::PluginLibrary;
 use crate::machine::Core;
 use crate::registry::Inst;
 use crate::trace::{CallOutcome, TraceEvent};
+use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::timers::TimerKind;
 
@@ -521,7 +522,7 @@ impl Core {
         let state = match step.kind {
             StepKind::GetMessage if is_dos => {
                 self.violation(
-                    "GET_MESSAGE_IN_DOS",
+                    Violation::GetMessageInDos,
                     "a DOS program asked for GetMessage, which exists only for Windows tasks; the program ends",
                     None,
                 );
@@ -729,7 +730,7 @@ impl Core {
                 )
             }
         };
-        !self.violation("NOT_FIXED_SEGMENT", what, Some("Simulate_Far_Call"))
+        !self.violation(Violation::NotFixedSegment, what, Some("Simulate_Far_Call"))
     }
 
     /// A ring-3 service called while ring-3 code runs like an ISR: only
@@ -740,7 +741,7 @@ impl Core {
             return true;
         }
         !self.violation(
-            "ISR_CALL",
+            Violation::IsrCall,
             format!(
                 "ring-3 code entered from event time called {function}; such a callback runs like an interrupt service \
                  routine and may call only PostMessage and PostAppMessage (KB Q72899)"

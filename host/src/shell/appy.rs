@@ -15,6 +15,7 @@ use crate::manifest::Order;
 use crate::shell::Server;
 use crate::time::{Duration, Instant};
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::timers::TimerKind;
@@ -50,7 +51,7 @@ impl Core {
         }
         let context = self.context().name();
         !self.violation(
-            "APPY_ONLY_SERVICE",
+            Violation::AppyOnlyService,
             format!(
                 "{service} may be called only at appy time, from a _SHELL_CallAtAppyTime callback (not one told \
                  CAAFL_TIMEOUT); it was called in {context} context"
@@ -73,7 +74,7 @@ impl Core {
         let reserved = flags & !(CAAFL_RING0 | CAAFL_TIMEOUT);
         if reserved != 0
             && self.violation(
-                "INVALID_PARAMETER",
+                Violation::InvalidParameter,
                 format!("{SERVICE} dwFlags {flags:#X} sets reserved bits {reserved:#X} (only CAAFL_RING0 and CAAFL_TIMEOUT exist)"),
                 Some(SERVICE),
             )
@@ -111,7 +112,7 @@ impl Core {
         let rec = self.shell.appy.borrow_mut().remove(handle);
         let Some(rec) = rec else {
             return Err(self.refuse(
-                "STALE_APPY_HANDLE",
+                Violation::StaleAppyHandle,
                 format!(
                     "{SERVICE} was given appy-time event handle {handle:#010X}, which is not pending (its callback \
                      already ran, it was cancelled, or it never existed)"

@@ -10,6 +10,7 @@ use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
 use crate::trace::{CallOutcome, TraceEvent};
+use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 
 /// A broadcast hook (taken out of its slot while it runs).
@@ -59,7 +60,7 @@ impl Core {
             return Ok(());
         }
         Err(self.refuse(
-            "STALE_HOOK_HANDLE",
+            Violation::StaleHookHandle,
             format!("{SERVICE} was given hook handle {handle:#010X}, which is not installed (unhooked already?)"),
             Some(SERVICE),
         ))
@@ -90,7 +91,7 @@ impl Core {
                 .map(|r| format!("*lpdwRecipients {r:#X} sets bits that are not BSM_* recipients"))
         };
         if let Some(what) = bad
-            && self.violation("INVALID_PARAMETER", format!("{SERVICE}: {what}"), Some(SERVICE))
+            && self.violation(Violation::InvalidParameter, format!("{SERVICE}: {what}"), Some(SERVICE))
         {
             return self.broadcast_done(&m, BSM_ERROR_OUT_OF_MEMORY, 0, 0, 0, None);
         }
@@ -99,7 +100,7 @@ impl Core {
         let appy = self.at_appy_time();
         if self.appy_available() && !appy {
             let refuse = self.violation(
-                "APPY_ONLY_SERVICE",
+                Violation::AppyOnlyService,
                 format!(
                     "{SERVICE} while Windows is active may be called only at appy time (it returns -1: the broadcast \
                      was attempted at an inappropriate time)"

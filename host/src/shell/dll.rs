@@ -7,6 +7,7 @@
 
 use crate::machine::Core;
 use crate::ring3::Target;
+use crate::violation::Violation;
 
 /// What `_SHELL_CallDll` and `_SHELL_GetProcAddress` call: an export by
 /// name or ordinal, or (with no DLL) a raw 16:16 address.
@@ -84,7 +85,7 @@ impl Core {
             if pops != 0
                 && pops != args.len()
                 && self.violation(
-                    "CALL_DLL_ARGS",
+                    Violation::CallDllArgs,
                     format!(
                         "{SERVICE}: cbArgs is {} but {name} pops {pops} bytes of arguments (RETF {pops}); the ring-3 \
                          stack would be left unbalanced",

@@ -13,6 +13,7 @@ use crate::machine::Core;
 use crate::ring3::kind_name;
 use crate::shell::shex::{self, Packet};
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 
 /// Extensions of files Windows runs itself; without a `[programs]` entry
 /// such a file does not exist.
@@ -42,7 +43,7 @@ impl Core {
             Err(e) => {
                 // The DDK documents no code for a malformed packet; 0 is what
                 // ShellExecute returns when it could not start anything.
-                self.violation("BAD_SHEXPACKET", format!("{SERVICE}: {}", e.message), Some(SERVICE));
+                self.violation(Violation::BadShexpacket, format!("{SERVICE}: {}", e.message), Some(SERVICE));
                 let h = e.header;
                 self.trace(|| TraceEvent::ShellExecute {
                     device,

@@ -11,6 +11,7 @@ use vmm_plugin_api::ddk::{LMEM_DISCARDABLE, LMEM_MOVEABLE, LMEM_OEM2ANSI, LMEM_S
 use vmm_plugin_api::abi::VmmError;
 
 use crate::machine::Core;
+use crate::violation::Violation;
 
 /// The selector of the message server's data segment. It is not of the
 /// form module segments get (0x0107, 0x010F, ...), so it never aliases
@@ -74,13 +75,13 @@ impl Core {
             } else {
                 format!("bits {:#X} are not LMEM_ZEROINIT, LMEM_STRING or LMEM_OEM2ANSI", flags & !known)
             };
-            self.violation("INVALID_PARAMETER", format!("{SERVICE} flags {flags:#X}: {what}"), Some(SERVICE));
+            self.violation(Violation::InvalidParameter, format!("{SERVICE} flags {flags:#X}: {what}"), Some(SERVICE));
             return (0, 0);
         }
         let contents: Vec<u8> = match (flags & LMEM_STRING != 0, data) {
             (true, None) => {
                 self.violation(
-                    "INVALID_PARAMETER",
+                    Violation::InvalidParameter,
                     format!("{SERVICE} with LMEM_STRING needs the string in lpvBuf, which is NULL"),
                     Some(SERVICE),
                 );
@@ -98,7 +99,7 @@ impl Core {
         let size = if flags & LMEM_STRING != 0 { contents.len() as u32 } else { bytes };
         if size == 0 {
             self.violation(
-                "INVALID_PARAMETER",
+                Violation::InvalidParameter,
                 format!("{SERVICE}: cb is 0 (give a size, or LMEM_STRING and a string)"),
                 Some(SERVICE),
             );
@@ -133,7 +134,7 @@ impl Core {
             return 0;
         }
         self.violation(
-            "BAD_LOCAL_FREE",
+            Violation::BadLocalFree,
             format!(
                 "{SERVICE} of {:04X}:{:04X}, which is not a block _SHELL_LocalAllocEx returned (or was freed already)",
                 selector, offset
@@ -164,7 +165,7 @@ impl Core {
         let base = self.shell.local.borrow().base;
         if selector != LOCAL_HEAP_SELECTOR || base == 0 {
             return Err(self.refuse(
-                "BAD_FAR_POINTER",
+                Violation::BadFarPointer,
                 format!(
                     "ring-3 code read through {selector:04X}:{offset:04X}, which is not a data segment (neither a \
                      block from GlobalAlloc nor the message server's local heap, {LOCAL_HEAP_SELECTOR:04X}, once \

@@ -15,6 +15,7 @@ use vmm_plugin_api::ddk::*;
 use crate::machine::{Core, Phase};
 use crate::services::priority_event;
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::vm::VmLife;
@@ -61,7 +62,7 @@ impl Core {
     fn message_args_ok(&self, service: &'static str, vm: u32, flags: u32, allowed: u32) -> bool {
         if !self.vm_valid(vm) {
             return !self.violation(
-                "INVALID_VM_HANDLE",
+                Violation::InvalidVmHandle,
                 format!("{service} was given VM handle {vm:#010X}, which is not a live VM"),
                 Some(service),
             );
@@ -81,9 +82,11 @@ impl Core {
             None
         };
         match bad {
-            Some(what) => {
-                !self.violation("INVALID_PARAMETER", format!("{service} flags {flags:#X}: {what}"), Some(service))
-            }
+            Some(what) => !self.violation(
+                Violation::InvalidParameter,
+                format!("{service} flags {flags:#X}: {what}"),
+                Some(service),
+            ),
             None => true,
         }
     }
@@ -153,7 +156,7 @@ impl Core {
         if flags & MB_APPYTIME != 0
             && !self.at_appy_time()
             && self.violation(
-                "INVALID_PARAMETER",
+                Violation::InvalidParameter,
                 format!("{SERVICE} with MB_APPYTIME, which says the caller is at appy time, but it is not"),
                 Some(SERVICE),
             )
@@ -226,7 +229,7 @@ impl Core {
         let caption_ok = caption == 0 || now_holds(caption) == m.caption;
         if !(text_ok && caption_ok) {
             self.violation(
-                "BAD_POINTER",
+                Violation::BadPointer,
                 format!(
                     "{SERVICE}: the text or caption buffer was freed or changed before the message was shown; it \
                      must stay valid until the callback runs (the message shows the text as it was at the call)"
@@ -243,7 +246,7 @@ impl Core {
         for vm in [owner, contender] {
             if !self.vm_valid(vm) {
                 return Err(self.refuse(
-                    "INVALID_VM_HANDLE",
+                    Violation::InvalidVmHandle,
                     format!("{SERVICE} was given VM handle {vm:#010X}, which is not a live VM"),
                     Some(SERVICE),
                 ));
@@ -283,7 +286,7 @@ impl Core {
         let info = self.vms.borrow().get(vm).map(|v| (v.life, v.name.clone()));
         let Some((life, name)) = info else {
             return Err(self.refuse(
-                "INVALID_VM_HANDLE",
+                Violation::InvalidVmHandle,
                 format!("{SERVICE} was given VM handle {vm:#010X}, which is not a live VM"),
                 Some(SERVICE),
             ));
@@ -292,7 +295,7 @@ impl Core {
         if life == VmLife::Creating
             && self.current_message.get() == Some(CREATE_VM)
             && self.violation(
-                "INVALID_PARAMETER",
+                Violation::InvalidParameter,
                 format!("{SERVICE} for VM {vm:#010X} during its creation; it is valid only after Create_VM"),
                 Some(SERVICE),
             )

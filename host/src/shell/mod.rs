@@ -29,6 +29,7 @@ use crate::builtin::Builtin;
 use crate::machine::Core;
 use crate::registry::DeviceInfo;
 use crate::services::{Rule, allowed, mem_violation};
+use crate::violation::Violation;
 use crate::vmm::heap::MemError;
 use crate::vmm::slab::{Slab, TAG_APPY, TAG_BROADCAST_HOOK};
 
@@ -233,7 +234,7 @@ impl Core {
                 // The one violation that does not answer VIOLATION: it is
                 // what an older host without the service answers too.
                 self.violation(
-                    "NOT_IMPLEMENTED",
+                    Violation::NotImplemented,
                     format!("SHELL service {service} is not provided by this host"),
                     Some(service),
                 );
@@ -266,7 +267,7 @@ impl Core {
         match found {
             Ok(Ok(text)) => Ok(text),
             Ok(Err(len)) => Err(self.refuse(
-                "BAD_POINTER",
+                Violation::BadPointer,
                 format!(
                     "{service}: the string at {addr:#010X} is not NUL-terminated within its heap block \
                          ({len} bytes to the block's end)"

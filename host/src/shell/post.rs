@@ -14,6 +14,7 @@ use vmm_plugin_api::ddk::{
 use crate::machine::{Core, Phase};
 use crate::services::priority_event;
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 
@@ -27,7 +28,7 @@ impl Core {
     fn high_word_set(&self, service: &'static str, what: &str, value: u32) -> bool {
         value >> 16 != 0
             && self.violation(
-                "INVALID_PARAMETER",
+                Violation::InvalidParameter,
                 format!("{service}: {what} {value:#X} has bits in its reserved high word (it is 16-bit)"),
                 Some(service),
             )
@@ -50,7 +51,7 @@ impl Core {
         }
         if reserved != 0
             && self.violation(
-                "INVALID_PARAMETER",
+                Violation::InvalidParameter,
                 format!(
                     "{SERVICE}: uMsg {msg:#X} sets reserved scheduling bits {reserved:#X} (only \
                      SPM_UM_DoNotWaitForCrit and SPM_UM_AlwaysSchedule exist)"

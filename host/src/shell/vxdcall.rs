@@ -11,6 +11,7 @@ use vmm_plugin_api::ddk::*;
 use crate::machine::Core;
 use crate::shell::message_box::MessageText;
 use crate::shell::{DllProc, SERVICES};
+use crate::violation::Violation;
 
 /// Set EAX and return carry clear (or set, for `failed`).
 fn eax(call: &mut ServiceCall, value: u32, failed: bool) -> Carry {
@@ -151,7 +152,7 @@ fn refused(ordinal: u16, call: &mut ServiceCall) -> Carry {
 fn by_typed_api(core: &Core, ordinal: u16, method: &str, call: &mut ServiceCall) -> Carry {
     let service = SERVICES[ordinal as usize];
     core.violation(
-        "SHELL_SERVICE_BY_VXDCALL",
+        Violation::ShellServiceByVxdcall,
         format!(
             "{service} takes a callback, and a function address means nothing to the emulator; call the typed \
              Shell::{method} (vmm.shell().{method}(...)) instead"

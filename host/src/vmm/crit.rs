@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 
+use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 
 /// The global critical section.
@@ -144,14 +145,14 @@ impl Core {
         };
         if owner != Some(vm) {
             return Err(self.refuse(
-                "CRIT_NOT_OWNED",
+                Violation::CritNotOwned,
                 format!("{service} by a VM that does not own the critical section (owner: {owner:?})"),
                 Some(service),
             ));
         }
         if count > claims {
             return Err(self.refuse(
-                "CRIT_COUNT",
+                Violation::CritCount,
                 format!("{service} releases {count} claims but the critical section has only {claims}"),
                 Some(service),
             ));
@@ -192,7 +193,7 @@ impl Core {
         }
         if vm == self.sys_vm.get() {
             return Err(self.refuse(
-                "SUSPEND_SYSTEM_VM",
+                Violation::SuspendSystemVm,
                 "End_Crit_And_Suspend in the system VM, which cannot be suspended",
                 Some("End_Crit_And_Suspend"),
             ));
@@ -294,7 +295,7 @@ impl Core {
         self.sem_trace("destroy", h, self.cur_vm.get(), sem.tokens, sem.owner);
         if !sem.waiters.is_empty() {
             self.violation(
-                "SEMAPHORE_IN_USE",
+                Violation::SemaphoreInUse,
                 format!("Destroy_Semaphore while {} VM(s) wait on it; they are released", sem.waiters.len()),
                 Some("Destroy_Semaphore"),
             );

@@ -3,6 +3,7 @@
 //! the random order mode's injection raises it, and the handler runs at
 //! interrupt time, where only asynchronous services are legal.
 
+use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 
 /// A registered interrupt source.
@@ -34,7 +35,7 @@ impl Core {
     pub(crate) fn register_interrupt(&self, name: &str, handler: Callback) -> Result<u32, VmmError> {
         if self.irqs.borrow().iter().any(|(_, i)| i.name.eq_ignore_ascii_case(name)) {
             return Err(self.refuse(
-                "DUPLICATE_IRQ_NAME",
+                Violation::DuplicateIrqName,
                 format!("an interrupt source named `{name}` is already registered"),
                 Some("register_interrupt"),
             ));

@@ -9,6 +9,7 @@
 use vmm_plugin_api::abi::VmmError;
 
 use crate::machine::Core;
+use crate::violation::Violation;
 
 /// The control block ends here: `_Allocate_Device_CB_Area` offsets and
 /// sizes stay below 64 KB.
@@ -31,7 +32,7 @@ impl Core {
         match current.checked_add(n) {
             Some(v) if (0..=max).contains(&v) => Ok(v),
             _ => Err(self.refuse(
-                "COUNT_OVERFLOW",
+                Violation::CountOverflow,
                 format!("{service}: {what} is {current}; adding {n} would pass its limit of {max}"),
                 Some(service),
             )),

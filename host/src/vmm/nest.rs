@@ -17,6 +17,7 @@ use vmm_plugin_api::ddk::*;
 use crate::machine::Core;
 use crate::ring3::{NEST_BREAKPOINT, Target};
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::vm::{NestFrame, STACK_TOP, Stack};
 
@@ -74,7 +75,7 @@ impl Core {
         }
         self.as_caller(owner, || {
             self.violation(
-                "NEST_EXEC_NOT_ENDED",
+                Violation::NestExecNotEnded,
                 format!(
                     "{open} nested execution block(s) were still open when {what} returned; every Begin_Nest_Exec \
                      needs its End_Nest_Exec"
@@ -114,7 +115,7 @@ impl Core {
                 _ => "here".to_string(),
             };
             return !self.violation(
-                "NEST_EXEC_ILLEGAL",
+                Violation::NestExecIllegal,
                 format!("{service} {why}, where nested execution is not allowed"),
                 Some(service),
             );
@@ -175,7 +176,7 @@ impl Core {
                 Ok(())
             }
             None => Err(self.refuse(
-                "UNBALANCED_NEST_EXEC",
+                Violation::UnbalancedNestExec,
                 "End_Nest_Exec without a matching Begin_Nest_Exec",
                 Some("End_Nest_Exec"),
             )),
@@ -185,7 +186,7 @@ impl Core {
     fn require_nest(&self, vm: u32, service: &'static str) -> Result<(), VmmError> {
         if self.nest_depth(vm) == 0 {
             return Err(self.refuse(
-                "UNBALANCED_NEST_EXEC",
+                Violation::UnbalancedNestExec,
                 format!("{service} outside a nested execution block (call Begin_Nest_Exec first)"),
                 Some(service),
             ));
@@ -299,7 +300,7 @@ impl Core {
             }
         }
         Err(self.refuse(
-            "RESUME_RUNAWAY",
+            Violation::ResumeRunaway,
             format!("Resume_Exec ran {RESUME_LIMIT} far calls without the VM returning to the break point"),
             Some("Resume_Exec"),
         ))

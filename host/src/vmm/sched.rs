@@ -21,6 +21,7 @@ use crate::machine::Core;
 use crate::manifest::ActionKind;
 use crate::time::Instant;
 use crate::trace::{CallOutcome, StuckEvent, StuckVm, TraceEvent};
+use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::events::{
     CLASS_STI, Conditions, EventKind, EventRec, class_of, condition_names, conditions_needed, runnable_classes,
@@ -506,7 +507,7 @@ impl Core {
             self.sched.now().as_millis(),
             device.as_deref().map(|d| format!("; the last callback was {d}'s")).unwrap_or_default(),
         );
-        self.violation("LIVELOCK", message.clone(), None);
+        self.violation(Violation::Livelock, message.clone(), None);
         self.set_fatal(format!("livelock: {message}"), device);
     }
 
@@ -554,7 +555,7 @@ impl Core {
             .collect();
         let message = self.deadlock_message(&stuck_events, &stuck_vms);
         self.trace(|| TraceEvent::Deadlock { events: stuck_events, vms: stuck_vms });
-        self.violation("DEADLOCK", message.clone(), None);
+        self.violation(Violation::Deadlock, message.clone(), None);
         self.set_fatal(format!("deadlock: {message}"), None);
     }
 
