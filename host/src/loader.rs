@@ -190,28 +190,6 @@ pub fn load(path: &Path) -> Result<&'static PluginLibrary, LoadCause> {
     Ok(lib)
 }
 
-impl crate::machine::Core {
-    /// [`load`] for this machine: a file refused before loading is also a
-    /// `plugin_rejected` record.
-    pub(crate) fn load_plugin_file(&self, file: &Path) -> Result<&'static PluginLibrary, LoadCause> {
-        let r = load(file);
-        if let Err(LoadCause::Rejected(defect)) = &r {
-            self.trace_plugin_rejected(file, defect);
-        }
-        r
-    }
-
-    /// A `plugin_rejected` record (and a warning) for `file`.
-    pub(crate) fn trace_plugin_rejected(&self, file: &Path, defect: &Defect) {
-        tracing::warn!("{} refused: {}", file.display(), defect);
-        self.trace(|| crate::trace::TraceEvent::PluginRejected {
-            file: file.display().to_string(),
-            defect: defect.code,
-            message: defect.detail.clone(),
-        });
-    }
-}
-
 /// The prefix of the directories plugin copies live in:
 /// `vmm-plugins-<pid>-<sequence>` in the temporary directory.
 const COPY_DIR_PREFIX: &str = "vmm-plugins-";

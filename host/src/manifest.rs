@@ -485,7 +485,7 @@ impl Manifest {
         let load = self.windows.load.iter().filter_map(|(line, _)| {
             let (program, args) = line.trim().split_once(char::is_whitespace).unwrap_or((line.trim(), ""));
             if program.starts_with('*') {
-                crate::ring3::rundll::command_line(args).ok().map(|(dll, _)| dll.to_string())
+                rundll_command_line(args).ok().map(|(dll, _)| dll.to_string())
             } else {
                 Some(program.to_string())
             }
@@ -1252,9 +1252,35 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Split a `*RUNDLL` command line `DLLNAME,Entry` into the DLL and the export name.
+pub(crate) fn rundll_command_line(args: &str) -> std::result::Result<(&str, &str), String> {
+    let args = args.trim();
+    let Some((dll, entry)) = args.split_once(',') else {
+        return Err(format!("`{args}` is not DLLNAME,Entry (for example HELLO.DLL,Hello)"));
+    };
+    let (dll, entry) = (dll.trim(), entry.trim());
+    if dll.is_empty() || entry.is_empty() {
+        return Err(format!("`{args}` is not DLLNAME,Entry (for example HELLO.DLL,Hello)"));
+    }
+    if entry.contains(char::is_whitespace) {
+        return Err(format!(
+            "`{args}`: arguments after the entry point are not supported (the entry gets lpszCmdLine NULL)"
+        ));
+    }
+    Ok((dll, entry))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_is_dll_comma_entry() {
+        assert_eq!(rundll_command_line(" HELLO.DLL,Hello "), Ok(("HELLO.DLL", "Hello")));
+        assert!(rundll_command_line("HELLO.DLL").unwrap_err().contains("DLLNAME,Entry"));
+        assert!(rundll_command_line("HELLO.DLL,").is_err());
+        assert!(rundll_command_line("HELLO.DLL,Hello now").unwrap_err().contains("lpszCmdLine"));
+    }
 
     fn parse(text: &str) -> Result<Manifest> {
         ManifestBuilder::new().text("test.ini", text, ".").build()

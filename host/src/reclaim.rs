@@ -33,13 +33,8 @@ impl Core {
         }
 
         // Call_When_Not_Critical registrations.
-        let not_critical: Vec<String> = {
-            let mut crit = self.crit.borrow_mut();
-            let (mine, others): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut crit.not_critical).into_iter().partition(|cb| cb.owner() == instance);
-            crit.not_critical = others;
-            mine.iter().map(|cb| cb.name()).collect()
-        };
+        let not_critical: Vec<String> =
+            self.crit.borrow_mut().remove_not_critical_of(instance).iter().map(|cb| cb.name()).collect();
         for callback in not_critical {
             leaks.push(format!("a Call_When_Not_Critical registration ({callback})"));
         }
@@ -77,7 +72,7 @@ impl Core {
         }
 
         // Semaphores (VMs waiting on one are released).
-        let sems: Vec<u32> = self.sems.borrow().iter().filter(|(_, s)| s.owner == instance).map(|(h, _)| h).collect();
+        let sems = self.sems.borrow().owned_by(instance);
         for h in sems {
             let _ = self.as_caller(instance, || self.destroy_semaphore(h));
             leaks.push(format!("semaphore {h:#010X}"));

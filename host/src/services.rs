@@ -960,12 +960,12 @@ extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmR
         }
         // The section is free and the VM is not boosted: nothing to wait for.
         let vm = core.cur_vm.get();
-        let free = core.crit.borrow().owner.is_none()
+        let free = core.crit.borrow().owner().is_none()
             && core.vms.borrow().get(vm).is_some_and(|v| v.crit_priority() < CRITICAL_SECTION_BOOST);
         if free {
             return run_inline(core, EventKind::Global, 0, 0, 0, cb).map(|_| ());
         }
-        core.crit.borrow_mut().not_critical.push(cb);
+        core.crit.borrow_mut().call_when_not_critical(cb);
         ROk(())
     })
 }
@@ -1048,7 +1048,7 @@ extern "C" fn release_critical_section(cx: &HostCx, count: u32) -> VmmResult<()>
 fn crit_status(core: &Core) -> CritStatus {
     let (owner, claims) = {
         let c = core.crit.borrow();
-        (c.owner, c.claims)
+        (c.owner(), c.claims())
     };
     let cur = core.cur_vm.get();
     CritStatus {

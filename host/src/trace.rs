@@ -656,9 +656,9 @@ pub enum TraceEvent {
         /// `v86` or `pm`.
         mode: &'static str,
         /// Client registers before.
-        regs_in: crate::ring3::int2f::RegSnapshot,
+        regs_in: RegSnapshot,
         /// Client registers after.
-        regs_out: crate::ring3::int2f::RegSnapshot,
+        regs_out: RegSnapshot,
         /// CF in the client flags afterwards (the API's error report).
         carry: bool,
         /// How the API procedure returned.
@@ -1065,5 +1065,41 @@ impl Trace {
             w.flush()?;
         }
         Ok(())
+    }
+}
+
+/// The registers an API call trace shows.
+#[derive(Copy, Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RegSnapshot {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+    /// ESI.
+    pub esi: u32,
+    /// EDI.
+    pub edi: u32,
+    /// ES.
+    pub es: u32,
+    /// EFLAGS (CF is bit 0).
+    pub eflags: u32,
+}
+
+impl From<vmm_plugin_api::abi::ClientRegs> for RegSnapshot {
+    fn from(c: vmm_plugin_api::abi::ClientRegs) -> Self {
+        RegSnapshot {
+            eax: c.eax,
+            ebx: c.ebx,
+            ecx: c.ecx,
+            edx: c.edx,
+            esi: c.esi,
+            edi: c.edi,
+            es: c.es,
+            eflags: c.eflags,
+        }
     }
 }

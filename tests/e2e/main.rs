@@ -4,6 +4,7 @@
 //! One test binary, with modules named by concept: the plugins are built
 //! once (a nested `cargo build`, see `vmm_testkit::plugin_dir`).
 
+mod boundaries;
 mod dynamic;
 mod explore;
 mod foundation;

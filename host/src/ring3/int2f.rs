@@ -4,7 +4,6 @@
 //! VMs and call back. Plus the far calls ring-3 code makes: into exported
 //! procedures and into VxD API entry points.
 
-use serde::Serialize;
 use vmm_plugin_api::abi::{ApiMode, Carry, ClientRegs, Regs, VmmError};
 use vmm_plugin_api::ddk::*;
 
@@ -16,42 +15,6 @@ use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::events::EventKind;
-
-/// The registers an API call trace shows.
-#[derive(Copy, Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct RegSnapshot {
-    /// EAX.
-    pub eax: u32,
-    /// EBX.
-    pub ebx: u32,
-    /// ECX.
-    pub ecx: u32,
-    /// EDX.
-    pub edx: u32,
-    /// ESI.
-    pub esi: u32,
-    /// EDI.
-    pub edi: u32,
-    /// ES.
-    pub es: u32,
-    /// EFLAGS (CF is bit 0).
-    pub eflags: u32,
-}
-
-impl From<ClientRegs> for RegSnapshot {
-    fn from(c: ClientRegs) -> Self {
-        RegSnapshot {
-            eax: c.eax,
-            ebx: c.ebx,
-            ecx: c.ecx,
-            edx: c.edx,
-            esi: c.esi,
-            edi: c.edi,
-            es: c.es,
-            eflags: c.eflags,
-        }
-    }
-}
 
 fn set_carry(c: &mut ClientRegs, on: bool) {
     if on {

@@ -24,24 +24,6 @@ use crate::loader::PluginLibrary;
 /// The name manifests use.
 pub(crate) const NAME: &str = "*RUNDLL";
 
-/// Split a command line `DLLNAME,Entry` into the DLL and the export name.
-pub(crate) fn command_line(args: &str) -> Result<(&str, &str), String> {
-    let args = args.trim();
-    let Some((dll, entry)) = args.split_once(',') else {
-        return Err(format!("`{args}` is not DLLNAME,Entry (for example HELLO.DLL,Hello)"));
-    };
-    let (dll, entry) = (dll.trim(), entry.trim());
-    if dll.is_empty() || entry.is_empty() {
-        return Err(format!("`{args}` is not DLLNAME,Entry (for example HELLO.DLL,Hello)"));
-    }
-    if entry.contains(char::is_whitespace) {
-        return Err(format!(
-            "`{args}`: arguments after the entry point are not supported (the entry gets lpszCmdLine NULL)"
-        ));
-    }
-    Ok((dll, entry))
-}
-
 /// The built-in library for `name`, if it names `*RUNDLL` (`*RUNDLL.EXE`
 /// too).
 pub(crate) fn library(name: &str) -> Option<&'static PluginLibrary> {
@@ -74,7 +56,7 @@ impl Module for RunDll {
     }
 
     fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
-        let (dll, entry) = match command_line(args) {
+        let (dll, entry) = match crate::manifest::rundll_command_line(args) {
             Ok(c) => c,
             Err(e) => return Self::fail(r3, 1, e),
         };
@@ -94,18 +76,5 @@ impl Module for RunDll {
             Ok(_) => Step::exit(0),
             Err(e) => Self::fail(r3, 4, format!("the call of {dll},{entry} was refused: {e}")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_command_line_is_dll_comma_entry() {
-        assert_eq!(command_line(" HELLO.DLL,Hello "), Ok(("HELLO.DLL", "Hello")));
-        assert!(command_line("HELLO.DLL").unwrap_err().contains("DLLNAME,Entry"));
-        assert!(command_line("HELLO.DLL,").is_err());
-        assert!(command_line("HELLO.DLL,Hello now").unwrap_err().contains("lpszCmdLine"));
     }
 }

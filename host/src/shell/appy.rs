@@ -144,7 +144,7 @@ impl Core {
             || !self.appy_available()
             || self.shell.appy_depth.get() != 0
             || self.context() == Context::Interrupt
-            || self.crit.borrow().owner.is_some()
+            || self.crit.borrow().owner().is_some()
         {
             return false;
         }

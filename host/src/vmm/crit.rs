@@ -1,371 +1,280 @@
 //! The critical section (one, global, with a claim count and an owner VM)
-//! and semaphores. Both block a VM, never the host thread: a VM that must
-//! wait is marked blocked and the scheduler runs the others.
+//! and semaphores: their state and rules. Both block a VM, never the host
+//! thread; the machine (`machine/crit.rs`) marks a VM that must wait as
+//! blocked, traces each step and runs the other VMs.
 
 use std::collections::VecDeque;
 
-use crate::violation::Violation;
 use crate::vmm::callback::Callback;
+use crate::vmm::slab::{Slab, TAG_SEMAPHORE};
 
 /// The global critical section.
 #[derive(Default)]
 pub(crate) struct CritSection {
     /// The owning VM.
-    pub(crate) owner: Option<u32>,
+    owner: Option<u32>,
     /// Claim count.
-    pub(crate) claims: u32,
+    claims: u32,
     /// VMs waiting for it, with the claims each asked for.
-    pub(crate) waiters: VecDeque<(u32, u32)>,
+    waiters: VecDeque<(u32, u32)>,
     /// `Call_When_Not_Critical` registrations, oldest first.
-    pub(crate) not_critical: Vec<Callback>,
+    not_critical: Vec<Callback>,
     /// A release happened and the newest `Call_When_Not_Critical` callback
     /// has not run for it yet.
-    pub(crate) release_pending: bool,
+    release_pending: bool,
+}
+
+/// What a claim by `vm` finds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The section is free: `take` it.
+    Free,
+    /// `vm` owns it: add the claims (`add_claims`).
+    Owned { claims: u32 },
+    /// Another VM owns it: `vm` waits.
+    Busy,
+}
+
+/// A release the rules refuse.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ReleaseError {
+    /// `vm` does not own the section (`CRIT_NOT_OWNED`).
+    NotOwned { owner: Option<u32> },
+    /// More claims than there are (`CRIT_COUNT`).
+    TooMany { claims: u32 },
+}
+
+impl CritSection {
+    /// The owning VM, if any.
+    pub(crate) fn owner(&self) -> Option<u32> {
+        self.owner
+    }
+
+    /// The claim count (0 when free).
+    pub(crate) fn claims(&self) -> u32 {
+        self.claims
+    }
+
+    /// What a claim by `vm` finds.
+    pub(crate) fn claim(&self, vm: u32) -> Claim {
+        match self.owner {
+            None => Claim::Free,
+            Some(o) if o == vm => Claim::Owned { claims: self.claims },
+            Some(_) => Claim::Busy,
+        }
+    }
+
+    /// Give the free section to `vm` with `count` claims.
+    pub(crate) fn take(&mut self, vm: u32, count: u32) {
+        debug_assert!(self.owner.is_none(), "the critical section is taken while owned");
+        self.owner = Some(vm);
+        self.claims = count;
+    }
+
+    /// Set the owner's claim count to `total` (checked by the caller
+    /// against the dword range).
+    pub(crate) fn set_claims(&mut self, total: u32) {
+        self.claims = total;
+    }
+
+    /// `vm` waits for `count` claims, after the VMs already waiting.
+    pub(crate) fn wait(&mut self, vm: u32, count: u32) {
+        self.waiters.push_back((vm, count));
+    }
+
+    /// Release `count` of `vm`'s claims. `Ok(true)` when the section became
+    /// free: the caller hands it to [`Self::next_waiter`] or marks the
+    /// release for `Call_When_Not_Critical`.
+    pub(crate) fn release(&mut self, vm: u32, count: u32) -> Result<bool, ReleaseError> {
+        if self.owner != Some(vm) {
+            return Err(ReleaseError::NotOwned { owner: self.owner });
+        }
+        if count > self.claims {
+            return Err(ReleaseError::TooMany { claims: self.claims });
+        }
+        self.claims -= count;
+        if self.claims == 0 {
+            self.owner = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The first VM waiting, with the claims it asked for.
+    pub(crate) fn next_waiter(&mut self) -> Option<(u32, u32)> {
+        self.waiters.pop_front()
+    }
+
+    /// A dying VM stops waiting.
+    pub(crate) fn forget_waiter(&mut self, vm: u32) {
+        self.waiters.retain(|(w, _)| *w != vm);
+    }
+
+    /// The section was freed with nobody waiting: the newest
+    /// `Call_When_Not_Critical` registration is due.
+    pub(crate) fn mark_released(&mut self) {
+        self.release_pending = true;
+    }
+
+    /// `Call_When_Not_Critical`: register `cb`.
+    pub(crate) fn call_when_not_critical(&mut self, cb: Callback) {
+        self.not_critical.push(cb);
+    }
+
+    /// Whether a `Call_When_Not_Critical` callback is due: a release
+    /// happened, the section is free and a registration waits.
+    pub(crate) fn not_critical_due(&self) -> bool {
+        self.release_pending && self.owner.is_none() && !self.not_critical.is_empty()
+    }
+
+    /// The newest registration, taken for the release it answers.
+    pub(crate) fn take_not_critical(&mut self) -> Option<Callback> {
+        self.release_pending = false;
+        self.not_critical.pop()
+    }
+
+    /// Remove the registrations of `instance` (an unloading device) and
+    /// return them.
+    pub(crate) fn remove_not_critical_of(&mut self, instance: u32) -> Vec<Callback> {
+        let (mine, others) = std::mem::take(&mut self.not_critical).into_iter().partition(|cb| cb.owner() == instance);
+        self.not_critical = others;
+        mine
+    }
 }
 
 /// A semaphore.
 pub(crate) struct Semaphore {
     /// Tokens (may be negative only at creation).
-    pub(crate) tokens: i32,
+    tokens: i32,
     /// VMs waiting, in order.
-    pub(crate) waiters: VecDeque<u32>,
+    waiters: VecDeque<u32>,
     /// The instance that created it.
-    pub(crate) owner: u32,
+    owner: u32,
 }
 
-impl Semaphore {
-    /// A new semaphore with `tokens`, created by `owner`.
-    pub(crate) fn new(owner: u32, tokens: i32) -> Self {
-        Semaphore { tokens, waiters: VecDeque::new(), owner }
+/// What `Wait_Semaphore` finds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SemWait {
+    /// A token was taken; `tokens` are left.
+    Took { tokens: i32, owner: u32 },
+    /// No token: the VM is queued and must block.
+    Queued { owner: u32 },
+}
+
+/// What `Signal_Semaphore` did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SemSignal {
+    /// The first waiter is woken (the token goes to it).
+    Woke { vm: u32, tokens: i32, owner: u32 },
+    /// Nobody waited: the semaphore has one more token.
+    Added { tokens: i32, owner: u32 },
+}
+
+/// The semaphore table: handles are slab handles tagged as semaphores.
+pub(crate) struct Semaphores {
+    table: Slab<Semaphore>,
+}
+
+impl Default for Semaphores {
+    fn default() -> Self {
+        Semaphores { table: Slab::new(TAG_SEMAPHORE) }
     }
 }
 
-use vmm_plugin_api::abi::VmmError;
-use vmm_plugin_api::ddk::{CRITICAL_SECTION_BOOST, VM_SUSPEND, VMSTAT_BLOCKED};
-
-use crate::machine::Core;
-use crate::trace::TraceEvent;
-use crate::vmm::context::Context;
-use crate::vmm::sched::LoopEnd;
-use crate::vmm::slab::{Slab, TAG_SEMAPHORE};
-use crate::vmm::vm::Blocked;
-
-/// The semaphore table.
-pub(crate) fn semaphores() -> Slab<Semaphore> {
-    Slab::new(TAG_SEMAPHORE)
-}
-
-impl Core {
-    fn crit_trace(&self, action: &'static str, vm: u32) {
-        self.crit_trace_flags(action, vm, 0);
+impl Semaphores {
+    /// `Create_Semaphore`: `None` when the table is full.
+    pub(crate) fn create(&mut self, owner: u32, tokens: i32) -> Option<u32> {
+        self.table.insert(Semaphore { tokens, waiters: VecDeque::new(), owner })
     }
 
-    fn crit_trace_flags(&self, action: &'static str, vm: u32, flags: u32) {
-        let claims = self.crit.borrow().claims;
-        self.trace(|| TraceEvent::CritSection { action, vm, claims, flags });
+    /// `Destroy_Semaphore`: the semaphore's tokens, creator and the VMs
+    /// that were waiting on it (the caller releases them).
+    pub(crate) fn destroy(&mut self, h: u32) -> Option<(i32, u32, VecDeque<u32>)> {
+        self.table.remove(h).map(|s| (s.tokens, s.owner, s.waiters))
     }
 
-    /// Give the critical section to `vm` with `count` claims (it is free).
-    fn crit_take(&self, vm: u32, count: u32, action: &'static str) {
-        {
-            let mut c = self.crit.borrow_mut();
-            c.owner = Some(vm);
-            c.claims = count;
-        }
-        self.add_boost(vm, CRITICAL_SECTION_BOOST as i64, "critical_section");
-        self.crit_trace(action, vm);
+    /// Whether `h` names a live semaphore.
+    pub(crate) fn contains(&self, h: u32) -> bool {
+        self.table.contains(h)
     }
 
-    /// Claim the critical section for the current VM, blocking it (other
-    /// VMs run meanwhile) while another VM owns it.
-    /// `flags` are the wait's `BLOCK_*` flags.
-    pub(crate) fn claim_critical(&self, service: &'static str, count: u32, flags: u32) -> Result<(), VmmError> {
-        let vm = self.cur_vm.get();
-        let owner = self.crit.borrow().owner;
-        match owner {
-            None => {
-                self.crit_take(vm, count, "claim");
-                Ok(())
-            }
-            Some(o) if o == vm => {
-                self.add_claims(service, count)?;
-                self.crit_trace("claim", vm);
-                Ok(())
-            }
-            Some(_) => {
-                self.crit.borrow_mut().waiters.push_back((vm, count));
-                self.block(vm, Blocked::Crit, flags);
-                self.crit_trace_flags("wait", vm, flags);
-                self.wait_unblocked(vm)
-            }
-        }
+    /// The token count of `h`.
+    pub(crate) fn tokens(&self, h: u32) -> Option<i32> {
+        self.table.get(h).map(|s| s.tokens)
     }
 
-    /// Claim the critical section for `vm` from outside its code (an
-    /// `[[action]]`, INT 2Fh 1681h from a program): a VM that must wait is
-    /// marked blocked and gets the section when it is released.
-    pub(crate) fn vm_begin_critical(&self, vm: u32) {
-        let owner = self.crit.borrow().owner;
-        match owner {
-            None => self.crit_take(vm, 1, "claim"),
-            Some(o) if o == vm => {
-                if self.add_claims("INT 2Fh AX=1681h", 1).is_ok() {
-                    self.crit_trace("claim", vm);
-                }
-            }
-            Some(_) => {
-                self.crit.borrow_mut().waiters.push_back((vm, 1));
-                self.block(vm, Blocked::Crit, 0);
-                self.crit_trace("wait", vm);
-            }
-        }
-    }
-
-    /// Add `count` claims to the owner's: the claim count is a dword and
-    /// never wraps.
-    fn add_claims(&self, service: &'static str, count: u32) -> Result<(), VmmError> {
-        let claims = self.crit.borrow().claims;
-        let total = self.count_add(
-            service,
-            "the critical section's claim count",
-            claims.into(),
-            count.into(),
-            u32::MAX.into(),
-        )?;
-        self.crit.borrow_mut().claims = total as u32;
-        Ok(())
-    }
-
-    /// Release `count` claims of `vm`; at zero the section is free (or
-    /// handed to the first waiter).
-    pub(crate) fn end_critical_for(&self, vm: u32, count: u32, service: &'static str) -> Result<(), VmmError> {
-        let (owner, claims) = {
-            let c = self.crit.borrow();
-            (c.owner, c.claims)
-        };
-        if owner != Some(vm) {
-            return Err(self.refuse(
-                Violation::CritNotOwned,
-                format!("{service} by a VM that does not own the critical section (owner: {owner:?})"),
-                Some(service),
-            ));
-        }
-        if count > claims {
-            return Err(self.refuse(
-                Violation::CritCount,
-                format!("{service} releases {count} claims but the critical section has only {claims}"),
-                Some(service),
-            ));
-        }
-        self.crit.borrow_mut().claims -= count;
-        if claims == count {
-            self.crit_release(vm);
+    /// `Wait_Semaphore` by `vm`; `None` for a stale handle.
+    pub(crate) fn wait(&mut self, h: u32, vm: u32) -> Option<SemWait> {
+        let s = self.table.get_mut(h)?;
+        if s.tokens > 0 {
+            s.tokens -= 1;
+            Some(SemWait::Took { tokens: s.tokens, owner: s.owner })
         } else {
-            self.crit_trace("release", vm);
-        }
-        Ok(())
-    }
-
-    fn crit_release(&self, vm: u32) {
-        self.crit.borrow_mut().owner = None;
-        self.add_boost(vm, -(CRITICAL_SECTION_BOOST as i64), "critical_section");
-        self.crit_trace("release", vm);
-        let next = self.crit.borrow_mut().waiters.pop_front();
-        match next {
-            Some((w, n)) => {
-                self.unblock(w);
-                self.crit_take(w, n, "grant");
-            }
-            None => self.crit.borrow_mut().release_pending = true,
+            s.waiters.push_back(vm);
+            Some(SemWait::Queued { owner: s.owner })
         }
     }
 
-    /// `End_Crit_And_Suspend`: release the only claim and suspend the
-    /// current VM.
-    pub(crate) fn end_crit_and_suspend(&self) -> Result<(), VmmError> {
-        let vm = self.cur_vm.get();
-        let ok = {
-            let c = self.crit.borrow();
-            c.owner == Some(vm) && c.claims == 1
-        };
-        if !ok {
-            return Err(VmmError::FAILED);
-        }
-        if vm == self.sys_vm.get() {
-            return Err(self.refuse(
-                Violation::SuspendSystemVm,
-                "End_Crit_And_Suspend in the system VM, which cannot be suspended",
-                Some("End_Crit_And_Suspend"),
-            ));
-        }
-        self.end_critical_for(vm, 1, "End_Crit_And_Suspend")?;
-        self.suspend_vm(vm).map(|_| ())
-    }
-
-    /// Mark `vm` blocked (VMStat_Blocked) with the wait's `BLOCK_*` flags.
-    pub(crate) fn block(&self, vm: u32, why: Blocked, flags: u32) {
-        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
-            v.blocked = Some(why);
-            v.block_flags = flags;
-            v.status |= VMSTAT_BLOCKED;
-            if flags != 0 {
-                self.flagged_waits.set(self.flagged_waits.get() + 1);
-            }
-        }
-    }
-
-    pub(crate) fn unblock(&self, vm: u32) {
-        if let Some(v) = self.vms.borrow_mut().get_mut(vm)
-            && v.blocked.is_some()
-        {
-            if v.block_flags != 0 {
-                self.flagged_waits.set(self.flagged_waits.get() - 1);
-            }
-            v.blocked = None;
-            v.block_flags = 0;
-            v.status &= !VMSTAT_BLOCKED;
-        }
-    }
-
-    fn is_blocked(&self, vm: u32) -> bool {
-        self.vms.borrow().get(vm).is_some_and(|v| v.blocked.is_some())
-    }
-
-    /// Run the other VMs until `vm` is unblocked and scheduled again. A
-    /// wait nothing can end is reported by the run loop (`DEADLOCK`, with
-    /// every blocked VM and pending event), as soon as it is certain.
-    fn wait_unblocked(&self, vm: u32) -> Result<(), VmmError> {
-        let end = self.run_until(&|c: &Core| !c.is_blocked(vm) && c.cur_vm.get() == vm, Some(vm));
-        match end {
-            LoopEnd::Done => Ok(()),
-            LoopEnd::Quiescent => {
-                // The loop reports a stuck waiter itself; this is a safety net.
-                self.report_deadlock();
-                Err(VmmError::FATAL)
-            }
-            LoopEnd::Stopped | LoopEnd::Fatal => Err(VmmError::FATAL),
-        }
-    }
-
-    /// `Suspend_VM`: the VM stops being scheduled; VM_Suspend on the first
-    /// suspension.
-    pub(crate) fn suspend_vm(&self, vm: u32) -> Result<u32, VmmError> {
-        let current = self.vms.borrow().get(vm).map(|v| v.suspend_count).ok_or(VmmError::INVALID_HANDLE)?;
-        let count = self.count_add("Suspend_VM", "the VM's suspend count", current.into(), 1, u32::MAX.into())? as u32;
-        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
-            v.suspend_count = count;
-        }
-        if count == 1 {
-            self.trace(|| TraceEvent::VmSuspend { vm, suspended: true });
-            self.broadcast_vm_message(VM_SUSPEND, vm, 0, Context::Control);
-        }
-        Ok(count)
-    }
-
-    /// `Resume_VM`: on the last resume, VM_Resume; a device that fails it
-    /// backs the resume out (the VM stays suspended, CF set).
-    pub(crate) fn resume_vm(&self, vm: u32, no_fail: bool) -> Result<(), VmmError> {
-        let count = self.vms.borrow().get(vm).map(|v| v.suspend_count).ok_or(VmmError::INVALID_HANDLE)?;
-        if count == 0 {
-            return Err(VmmError::FAILED);
-        }
-        if count == 1 {
-            let failed = self.broadcast_vm_message(vmm_plugin_api::ddk::VM_RESUME, vm, 0, Context::Control);
-            if failed && !no_fail {
-                return Err(VmmError::FAILED);
-            }
-            self.trace(|| TraceEvent::VmSuspend { vm, suspended: false });
-        }
-        if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
-            v.suspend_count = v.suspend_count.saturating_sub(1);
-        }
-        Ok(())
-    }
-
-    // ---- semaphores ----------------------------------------------------------------
-
-    pub(crate) fn create_semaphore(&self, owner: u32, tokens: i32) -> Result<u32, VmmError> {
-        let h = self.sems.borrow_mut().insert(Semaphore::new(owner, tokens)).ok_or(VmmError::OUT_OF_MEMORY)?;
-        self.sem_trace("create", h, self.cur_vm.get(), tokens, owner);
-        Ok(h)
-    }
-
-    pub(crate) fn destroy_semaphore(&self, h: u32) -> Result<(), VmmError> {
-        let sem = self.sems.borrow_mut().remove(h).ok_or(VmmError::INVALID_HANDLE)?;
-        self.sem_trace("destroy", h, self.cur_vm.get(), sem.tokens, sem.owner);
-        if !sem.waiters.is_empty() {
-            self.violation(
-                Violation::SemaphoreInUse,
-                format!("Destroy_Semaphore while {} VM(s) wait on it; they are released", sem.waiters.len()),
-                Some("Destroy_Semaphore"),
-            );
-            for w in sem.waiters {
-                self.unblock(w);
-            }
-        }
-        Ok(())
-    }
-
-    fn sem_trace(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: u32) {
-        self.sem_trace_flags(action, handle, vm, tokens, owner, 0);
-    }
-
-    fn sem_trace_flags(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: u32, flags: u32) {
-        let device = self.instance_name(owner);
-        self.trace(|| TraceEvent::Semaphore { action, handle, vm, tokens, device: device.to_string(), flags });
-    }
-
-    /// `flags` are the wait's `BLOCK_*` flags.
-    pub(crate) fn wait_semaphore(&self, h: u32, flags: u32) -> Result<(), VmmError> {
-        let vm = self.cur_vm.get();
-        let (tokens, owner) = {
-            let mut sems = self.sems.borrow_mut();
-            let s = sems.get_mut(h).ok_or(VmmError::INVALID_HANDLE)?;
-            if s.tokens > 0 {
-                s.tokens -= 1;
-                (Some(s.tokens), s.owner)
-            } else {
-                s.waiters.push_back(vm);
-                (None, s.owner)
-            }
-        };
-        match tokens {
-            Some(tokens) => {
-                self.sem_trace_flags("wait", h, vm, tokens, owner, flags);
-                Ok(())
-            }
+    /// `Signal_Semaphore`; `None` for a stale handle. The caller checks the
+    /// token count's range first.
+    pub(crate) fn signal(&mut self, h: u32) -> Option<SemSignal> {
+        let s = self.table.get_mut(h)?;
+        Some(match s.waiters.pop_front() {
+            Some(vm) => SemSignal::Woke { vm, tokens: s.tokens, owner: s.owner },
             None => {
-                self.block(vm, Blocked::Semaphore(h), flags);
-                self.sem_trace_flags("block", h, vm, 0, owner, flags);
-                self.wait_unblocked(vm)?;
-                if self.sems.borrow().contains(h) { Ok(()) } else { Err(VmmError::INVALID_HANDLE) }
+                s.tokens += 1;
+                SemSignal::Added { tokens: s.tokens, owner: s.owner }
             }
-        }
+        })
     }
 
-    pub(crate) fn signal_semaphore(&self, h: u32) -> Result<(), VmmError> {
-        let tokens = self.sems.borrow().get(h).map(|s| s.tokens).ok_or(VmmError::INVALID_HANDLE)?;
-        if tokens == i32::MAX {
-            self.count_add("Signal_Semaphore", "the semaphore's token count", tokens.into(), 1, i32::MAX.into())?;
+    /// The semaphores `instance` created.
+    pub(crate) fn owned_by(&self, instance: u32) -> Vec<u32> {
+        self.table.iter().filter(|(_, s)| s.owner == instance).map(|(h, _)| h).collect()
+    }
+
+    /// A dying VM stops waiting on every semaphore.
+    pub(crate) fn forget_waiter(&mut self, vm: u32) {
+        for (_, s) in self.table.iter_mut() {
+            s.waiters.retain(|w| *w != vm);
         }
-        let (woken, tokens, owner) = {
-            let mut sems = self.sems.borrow_mut();
-            let s = sems.get_mut(h).ok_or(VmmError::INVALID_HANDLE)?;
-            match s.waiters.pop_front() {
-                Some(w) => (Some(w), s.tokens, s.owner),
-                None => {
-                    s.tokens += 1;
-                    (None, s.tokens, s.owner)
-                }
-            }
-        };
-        match woken {
-            Some(w) => {
-                self.unblock(w);
-                self.sem_trace("wake", h, w, tokens, owner);
-            }
-            None => self.sem_trace("signal", h, self.cur_vm.get(), tokens, owner),
-        }
-        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_is_owned_until_its_last_claim_is_released() {
+        let mut c = CritSection::default();
+        assert_eq!(c.claim(1), Claim::Free);
+        c.take(1, 2);
+        assert_eq!(c.claim(1), Claim::Owned { claims: 2 });
+        assert_eq!(c.claim(2), Claim::Busy);
+        c.wait(2, 1);
+        assert_eq!(c.release(2, 1), Err(ReleaseError::NotOwned { owner: Some(1) }));
+        assert_eq!(c.release(1, 3), Err(ReleaseError::TooMany { claims: 2 }));
+        assert_eq!(c.release(1, 1), Ok(false));
+        assert_eq!(c.release(1, 1), Ok(true));
+        assert_eq!((c.owner(), c.claims()), (None, 0));
+        assert_eq!(c.next_waiter(), Some((2, 1)));
+        assert_eq!(c.next_waiter(), None);
+    }
+
+    #[test]
+    fn semaphores_queue_waiters_in_order_and_hand_tokens_to_them() {
+        let mut s = Semaphores::default();
+        let h = s.create(7, 1).unwrap();
+        assert_eq!(s.wait(h, 1), Some(SemWait::Took { tokens: 0, owner: 7 }));
+        assert_eq!(s.wait(h, 2), Some(SemWait::Queued { owner: 7 }));
+        assert_eq!(s.wait(h, 3), Some(SemWait::Queued { owner: 7 }));
+        s.forget_waiter(2);
+        assert_eq!(s.signal(h), Some(SemSignal::Woke { vm: 3, tokens: 0, owner: 7 }));
+        assert_eq!(s.signal(h), Some(SemSignal::Added { tokens: 1, owner: 7 }));
+        assert_eq!(s.owned_by(7), [h]);
+        let (tokens, owner, waiters) = s.destroy(h).unwrap();
+        assert_eq!((tokens, owner, waiters.len()), (1, 7, 0));
+        assert!(!s.contains(h) && s.wait(h, 1).is_none() && s.signal(h).is_none());
     }
 }

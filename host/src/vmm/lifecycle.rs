@@ -157,15 +157,13 @@ impl Core {
         for h in timeouts {
             self.cancel_timeout(h, "vm_destroyed");
         }
-        let owned = self.crit.borrow().owner == Some(vm);
+        let owned = self.crit.borrow().owner() == Some(vm);
         if owned {
-            let claims = self.crit.borrow().claims;
+            let claims = self.crit.borrow().claims();
             let _ = self.end_critical_for(vm, claims, "Destroy_VM");
         }
-        self.crit.borrow_mut().waiters.retain(|(w, _)| *w != vm);
-        for (_, s) in self.sems.borrow_mut().iter_mut() {
-            s.waiters.retain(|w| *w != vm);
-        }
+        self.crit.borrow_mut().forget_waiter(vm);
+        self.sems.borrow_mut().forget_waiter(vm);
         self.ring3_vm_destroyed(vm);
     }
 

@@ -309,7 +309,7 @@ impl Core {
         // Events' own boosts do not make a critical or time-critical
         // operation (docs/semantics.md).
         let priority = v.crit_priority();
-        let crit_free = self.crit.borrow().owner.is_none();
+        let crit_free = self.crit.borrow().owner().is_none();
         Conditions {
             sti: v.sti_for_events(),
             not_crit: crit_free && priority < CRITICAL_SECTION_BOOST,
@@ -535,7 +535,7 @@ impl Core {
                 waited_ns: now.since(e.scheduled_at).as_nanos(),
             })
         });
-        let owner = self.crit.borrow().owner;
+        let owner = self.crit.borrow().owner();
         let stuck_vms: Vec<StuckVm> = self
             .vms
             .borrow()
@@ -645,10 +645,7 @@ impl Core {
     /// runs once the critical section is free and the current VM's priority
     /// is below `Critical_Section_Boost`.
     pub(crate) fn run_not_critical(&self) -> bool {
-        let ready = {
-            let crit = self.crit.borrow();
-            crit.release_pending && crit.owner.is_none() && !crit.not_critical.is_empty()
-        };
+        let ready = self.crit.borrow().not_critical_due();
         if !ready || self.context() == Context::Interrupt {
             return false;
         }
@@ -656,11 +653,7 @@ impl Core {
         if self.vms.borrow().get(vm).is_none_or(|v| v.crit_priority() >= CRITICAL_SECTION_BOOST) {
             return false;
         }
-        let cb = {
-            let mut crit = self.crit.borrow_mut();
-            crit.release_pending = false;
-            crit.not_critical.pop()
-        };
+        let cb = self.crit.borrow_mut().take_not_critical();
         let Some(mut cb) = cb else { return false };
         self.count_work(Work::Event, cb.owner());
         let mut regs = Regs { ebx: vm, ..Regs::default() };

@@ -7,6 +7,8 @@
 //! plugin again (an inline event). Every `RefCell` in [`Core`] is borrowed
 //! for one step and released before any plugin code runs.
 
+mod crit;
+
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::io::Write;
@@ -25,7 +27,7 @@ use crate::trace::{CallOutcome, Trace, TraceEvent, TraceRecord};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
-use crate::vmm::crit::{CritSection, Semaphore};
+use crate::vmm::crit::{CritSection, Semaphores};
 use crate::vmm::heap::Heap;
 use crate::vmm::irq::Irq;
 use crate::vmm::rng::Rng;
@@ -165,7 +167,7 @@ pub(crate) struct Core {
     /// Virtual time, the time slice, pending events and timers.
     pub(crate) sched: Scheduler,
     pub(crate) crit: RefCell<CritSection>,
-    pub(crate) sems: RefCell<Slab<Semaphore>>,
+    pub(crate) sems: RefCell<Semaphores>,
     pub(crate) irqs: RefCell<Slab<Irq>>,
     /// Some interrupt source has requests not yet taken.
     pub(crate) irq_pending: Cell<bool>,
@@ -243,7 +245,7 @@ impl Core {
             rng: RefCell::new(Rng::new(seed)),
             sched: Scheduler::default(),
             crit: RefCell::new(CritSection::default()),
-            sems: RefCell::new(crate::vmm::crit::semaphores()),
+            sems: RefCell::new(Semaphores::default()),
             irqs: RefCell::new(crate::vmm::irq::sources()),
             irq_pending: Cell::new(false),
             hooks: RefCell::new(Hooks::default()),
@@ -1011,5 +1013,30 @@ impl Machine {
 impl Drop for Machine {
     fn drop(&mut self) {
         self.core.release_instances();
+    }
+}
+
+impl Core {
+    /// [`crate::loader::load`] for this machine: a file refused before loading is also a
+    /// `plugin_rejected` record.
+    pub(crate) fn load_plugin_file(
+        &self,
+        file: &std::path::Path,
+    ) -> std::result::Result<&'static crate::loader::PluginLibrary, crate::error::LoadCause> {
+        let r = crate::loader::load(file);
+        if let Err(crate::error::LoadCause::Rejected(defect)) = &r {
+            self.trace_plugin_rejected(file, defect);
+        }
+        r
+    }
+
+    /// A `plugin_rejected` record (and a warning) for `file`.
+    pub(crate) fn trace_plugin_rejected(&self, file: &std::path::Path, defect: &crate::image::Defect) {
+        tracing::warn!("{} refused: {}", file.display(), defect);
+        self.trace(|| TraceEvent::PluginRejected {
+            file: file.display().to_string(),
+            defect: defect.code,
+            message: defect.detail.clone(),
+        });
     }
 }
