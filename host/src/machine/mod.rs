@@ -8,6 +8,7 @@
 //! for one step and released before any plugin code runs.
 
 mod crit;
+mod lifecycle;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -412,6 +413,27 @@ impl Core {
                 self.set_fatal(format!("violation {code}: {message}"), device);
                 true
             }
+        }
+    }
+
+    /// `current + n` for a count the VMM keeps, if it stays within
+    /// `0..=max`; else a `COUNT_OVERFLOW` violation naming the count, and
+    /// the count is left as it was.
+    pub(crate) fn count_add(
+        &self,
+        service: &'static str,
+        what: &str,
+        current: i64,
+        n: i64,
+        max: i64,
+    ) -> std::result::Result<i64, VmmError> {
+        match crate::vmm::limits::checked_count(current, n, max) {
+            Some(v) => Ok(v),
+            None => Err(self.refuse(
+                Violation::CountOverflow,
+                format!("{service}: {what} is {current}; adding {n} would pass its limit of {max}"),
+                Some(service),
+            )),
         }
     }
 

@@ -6,40 +6,17 @@
 //! are added in 64-bit virtual time, where a `u32` of milliseconds cannot
 //! overflow.
 
-use vmm_plugin_api::abi::VmmError;
-
-use crate::machine::Core;
-use crate::violation::Violation;
+/// `current + n` for a count the VMM keeps, if it stays within `0..=max`
+/// (the machine reports anything else as `COUNT_OVERFLOW`).
+pub(crate) fn checked_count(current: i64, n: i64, max: i64) -> Option<i64> {
+    current.checked_add(n).filter(|v| (0..=max).contains(v))
+}
 
 /// The control block ends here: `_Allocate_Device_CB_Area` offsets and
 /// sizes stay below 64 KB.
 pub(crate) const CB_END: u32 = 0x1_0000;
 /// The VMM's own control-block fields come first: areas start here.
 pub(crate) const CB_START: u32 = 0x100;
-
-impl Core {
-    /// `current + n` for a count the VMM keeps, if it stays within
-    /// `0..=max`; else a `COUNT_OVERFLOW` violation naming the count, and
-    /// the count is left as it was.
-    pub(crate) fn count_add(
-        &self,
-        service: &'static str,
-        what: &str,
-        current: i64,
-        n: i64,
-        max: i64,
-    ) -> Result<i64, VmmError> {
-        match current.checked_add(n) {
-            Some(v) if (0..=max).contains(&v) => Ok(v),
-            _ => Err(self.refuse(
-                Violation::CountOverflow,
-                format!("{service}: {what} is {current}; adding {n} would pass its limit of {max}"),
-                Some(service),
-            )),
-        }
-    }
-}
-
 /// The end of a new control-block area of `bytes` (dword aligned) that
 /// starts at `base`, if it fits below [`CB_END`].
 pub(crate) fn cb_area_end(base: u32, bytes: u32) -> Option<u32> {
@@ -50,6 +27,14 @@ pub(crate) fn cb_area_end(base: u32, bytes: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_stay_in_their_range() {
+        assert_eq!(checked_count(1, 1, 2), Some(2));
+        assert_eq!(checked_count(2, 1, 2), None);
+        assert_eq!(checked_count(0, -1, 2), None);
+        assert_eq!(checked_count(i64::MAX, 1, i64::MAX), None);
+    }
 
     #[test]
     fn cb_areas_never_wrap() {
