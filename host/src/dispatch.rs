@@ -116,8 +116,9 @@ impl Core {
                 let refuse = self.violation(
                     Violation::VmmServiceByVxdcall,
                     format!(
-                        "VMM service {ordinal:#06X} is available through the typed Vmm API only; \
-                         call the Vmm method of the same name"
+                        "VMM service {} ({ordinal:#06X}) is available through the typed Vmm API only; \
+                         call the Vmm method of the same name",
+                        crate::vmm::services::by_ordinal(ordinal).map_or("unknown", |s| s.name)
                     ),
                     Some("VxDCall"),
                 );

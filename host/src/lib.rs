@@ -6,6 +6,7 @@
 //! boot it, run it, shut it down, and read its trace. See ARCHITECTURE.md
 //! for the map of the modules.
 
+pub(crate) mod abi;
 pub mod boot;
 pub mod bounded;
 pub(crate) mod builtin;
@@ -24,9 +25,6 @@ mod reclaim;
 pub mod registry;
 pub mod resolve;
 pub(crate) mod ring3;
-pub(crate) mod services;
-pub(crate) mod services_r3;
-pub(crate) mod services_shell;
 pub(crate) mod shell;
 pub mod time;
 pub mod timeline;

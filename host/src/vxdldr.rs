@@ -306,9 +306,10 @@ impl Core {
             Carry::Clear
         });
         let sys = self.sys_vm.get();
-        crate::services::priority_event(self, owner, 0, sys, PEF_ALWAYS_SCHED, 0, cb).into_result().map(|_| ()).map_err(
-            |e| LoadError { code: VXDLDR_ERR_OUT_OF_MEMORY, message: format!("cannot schedule the unload: {e}") },
-        )
+        self.priority_event(owner, 0, sys, PEF_ALWAYS_SCHED, 0, cb).map(|_| ()).map_err(|e| LoadError {
+            code: VXDLDR_ERR_OUT_OF_MEMORY,
+            message: format!("cannot schedule the unload: {e}"),
+        })
     }
 
     /// Load the manifest's `dynamic` devices as Windows starts, with

@@ -8,6 +8,7 @@
 //! for one step and released before any plugin code runs.
 
 mod crit;
+mod events;
 mod lifecycle;
 
 use std::cell::{Cell, RefCell};
@@ -441,7 +442,7 @@ impl Core {
     /// record, and the error the service returns for it. Under the `error`
     /// and `log` policies that is `VmmError::VIOLATION`; under `fatal` the
     /// service shim turns every result into `VmmError::FATAL` (see
-    /// `services::guarded`).
+    /// `abi::guarded`).
     pub(crate) fn refuse(
         &self,
         rule: Violation,
@@ -501,7 +502,7 @@ impl Core {
     /// The context handed to `instance`'s code.
     pub(crate) fn cx(&self, instance: u32) -> HostCx {
         HostCx {
-            services: crate::services::SERVICES,
+            services: crate::abi::vmm::SERVICES,
             machine: self as *const Core as *const c_void,
             caller: instance,
             tracing: self.trace_on,

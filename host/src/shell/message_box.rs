@@ -13,7 +13,6 @@ use vmm_plugin_api::abi::{Carry, Regs, VmmError};
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::{Core, Phase};
-use crate::services::priority_event;
 use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
@@ -212,7 +211,7 @@ impl Core {
         // critical section, and soon (boosted) with MB_ASAP.
         let boost = if flags & MB_ASAP != 0 { HIGH_PRI_DEVICE_BOOST as i32 } else { 0 };
         let sys = self.sys_vm.get();
-        let h = priority_event(self, shell, boost, sys, PEF_WAIT_NOT_CRIT | PEF_ALWAYS_SCHED, 0, show).into_result()?;
+        let h = self.priority_event(shell, boost, sys, PEF_WAIT_NOT_CRIT | PEF_ALWAYS_SCHED, 0, show)?;
         handle.set(h);
         Ok(h)
     }

@@ -1,7 +1,7 @@
 //! The SHELL VxD (device 0x17), built into the host as `*SHELL`: the
 //! device itself, its service table with the rule each service follows,
 //! and the entry check every call passes, whether it comes from the typed
-//! `Shell` API (`services_shell.rs`) or from a `VxDCall` (`vxdcall.rs`).
+//! `Shell` API (`abi/shell.rs`) or from a `VxDCall` (`vxdcall.rs`).
 //! Both paths then call the same `Core` methods, one module per concept.
 
 mod appy;
@@ -25,12 +25,14 @@ pub(crate) use dll::DllProc;
 use local_heap::LocalHeap;
 pub(crate) use message_box::MessageText;
 
+use crate::abi::allowed;
+use crate::abi::vmm::mem_violation;
 use crate::builtin::Builtin;
 use crate::machine::Core;
 use crate::registry::DeviceInfo;
-use crate::services::{Rule, allowed, mem_violation};
 use crate::violation::Violation;
 use crate::vmm::heap::MemError;
+use crate::vmm::services::Rule;
 use crate::vmm::slab::{Slab, TAG_APPY, TAG_BROADCAST_HOOK};
 
 /// SHELL's service table, by ordinal (SHELL.H).

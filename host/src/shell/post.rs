@@ -12,7 +12,6 @@ use vmm_plugin_api::ddk::{
 };
 
 use crate::machine::{Core, Phase};
-use crate::services::priority_event;
 use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
@@ -83,7 +82,7 @@ impl Core {
         });
         let shell = self.shell_instance().unwrap_or(0);
         let sys = self.sys_vm.get();
-        match priority_event(self, shell, HIGH_PRI_DEVICE_BOOST as i32, sys, pef, 0, post).into_result() {
+        match self.priority_event(shell, HIGH_PRI_DEVICE_BOOST as i32, sys, pef, 0, post) {
             Ok(_) => 1,
             Err(_) => 0,
         }

@@ -12,6 +12,7 @@ pub(crate) mod nest;
 pub(crate) mod rng;
 pub(crate) mod sched;
 pub(crate) mod scheduler;
+pub(crate) mod services;
 pub(crate) mod slab;
 pub(crate) mod timers;
 pub(crate) mod vm;

@@ -11,8 +11,8 @@ use vmm_plugin_api::abi::{
 };
 use vmm_plugin_api::ddk::*;
 
+use crate::abi::guarded;
 use crate::machine::Core;
-use crate::services::guarded;
 use crate::shell::{DllProc, SERVICES};
 use crate::vmm::callback::Callback;
 

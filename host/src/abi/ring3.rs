@@ -7,8 +7,8 @@ use abi_stable::staticref;
 use abi_stable::std_types::{RErr, RNone, ROption, RSlice, RSliceMut, RSome, RStr};
 use vmm_plugin_api::abi::{HostCx, Msg, Ring3Services, Ring3Services_Ref, VmmError, VmmResult};
 
+use crate::abi::guarded;
 use crate::machine::Core;
-use crate::services::guarded;
 use crate::trace::TraceEvent;
 
 /// Run a ring-3 service body after the ISR-rule check; a refused call

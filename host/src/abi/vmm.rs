@@ -1,12 +1,8 @@
-//! The host services vtable handed to every plugin call. Each function is a
-//! thin `extern "C"` shim: it recovers the [`Core`] from the context,
-//! checks the calling context against the service's rule, and delegates.
-//!
-//! **Invariant:** no host panic crosses into plugin code. Every shim runs
-//! its body under `catch_unwind`; a host bug stops the machine with a fatal
-//! error instead of aborting the process.
-
-use std::panic::{AssertUnwindSafe, catch_unwind};
+//! The VMM's services as the SDK's `Vmm` reaches them (`vmm.rs` there):
+//! the `HostServices` and `VmServices` vtables. Each function is a thin
+//! `extern "C"` shim that passes [`serve`] with its entry in the VMM's
+//! service table (`vmm/services.rs`) and delegates to the machine; only
+//! here are domain results turned into ABI results.
 
 use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
@@ -16,108 +12,27 @@ use vmm_plugin_api::abi::{
     RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
-    BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_ALWAYS_SCHED,
-    PEF_TIME_OUT, PEF_VALID, PEF_VALID_31, PEF_WAIT_FOR_STI, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
+    BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
+    PEF_VALID_31, PEF_WAIT_FOR_STI, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
 };
 
+use crate::abi::{Failure, allowed, core, guarded, serve};
 use crate::machine::Core;
 use crate::profile::{parse_boolean, parse_decimal, parse_hex, profile_value};
 use crate::time::Duration;
 use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::callback::{Callback, shorten};
-use crate::vmm::context::Context;
-use crate::vmm::events::{EventKind, EventRec};
+use crate::vmm::events::EventKind;
 use crate::vmm::heap::MemError;
 use crate::vmm::limits::{CB_START, cb_area_end};
+use crate::vmm::services::{self as svc, Service};
 use crate::vmm::timers::{Due, TimeoutRec};
-
-/// Recover the machine from a context.
-pub(crate) fn core(cx: &HostCx) -> &Core {
-    // SAFETY: the host builds every HostCx from a live `Core` that outlives
-    // the plugin call the context is passed to.
-    unsafe { &*(cx.machine as *const Core) }
-}
-
-/// Run a service body; a host panic becomes a fatal error and `fallback`.
-///
-/// **Invariant:** once the machine is fatal every service returns its
-/// `fallback` (`VmmError::FATAL`, or the service's failure value) without
-/// doing anything, and a service during which the machine became fatal
-/// returns it too: the SDK unwinds to the device's entry point on
-/// `FATAL`, so no device logic runs after a fatal error.
-pub(crate) fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce(&Core) -> T) -> T {
-    let core = core(cx);
-    if core.is_fatal() {
-        return fallback;
-    }
-    match catch_unwind(AssertUnwindSafe(|| {
-        if core.boundary_work() {
-            core.service_boundary();
-        }
-        body(core)
-    })) {
-        Ok(v) if core.is_fatal() => {
-            drop(v);
-            fallback
-        }
-        Ok(v) => v,
-        Err(payload) => {
-            let text = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            core.set_fatal(format!("internal error in the host's {service}: {text}"), None);
-            fallback
-        }
-    }
-}
-
-/// When a service may be called.
-#[derive(Copy, Clone, PartialEq, Eq)]
-pub(crate) enum Rule {
-    /// Anywhere, including interrupt time (`Async_Service`).
-    Async,
-    /// Not at interrupt time.
-    Sync,
-    /// Only during real-mode init and the three init phases.
-    Init,
-}
-
-/// Check the calling context; `false` means refuse the call.
-pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
-    match rule {
-        Rule::Async => true,
-        Rule::Sync if core.context() == Context::Interrupt => !core.violation(
-            Violation::SyncServiceAtInterrupt,
-            format!(
-                "{service} is synchronous but was called at interrupt time; only asynchronous services are legal \
-                 in a hardware interrupt handler (KB Q75864)"
-            ),
-            Some(service),
-        ),
-        Rule::Sync => true,
-        Rule::Init if !core.phase.get().is_init() && !core.in_dynamic_init() => !core.violation(
-            Violation::InitOnlyService,
-            format!(
-                "{service} is legal only during initialization (the init phases, or a dynamic device's \
-                 Sys_Dynamic_Device_Init); its code is discarded after Init_Complete"
-            ),
-            Some(service),
-        ),
-        Rule::Init => true,
-    }
-}
-
-fn refused<T>() -> VmmResult<T> {
-    RErr(VmmError::VIOLATION)
-}
 
 // ---- diagnostics ------------------------------------------------------------
 
 extern "C" fn log(cx: &HostCx, level: u8, target: RStr<'_>, message: RStr<'_>) {
-    guarded(cx, "log", (), |core| {
+    serve(cx, &svc::LOG, |core| {
         let device = core.instance_name(cx.caller);
         let (device, target, message) = (&*device, target.as_str(), message.as_str());
         match level {
@@ -131,7 +46,7 @@ extern "C" fn log(cx: &HostCx, level: u8, target: RStr<'_>, message: RStr<'_>) {
 }
 
 extern "C" fn out_debug_string(cx: &HostCx, text: RStr<'_>) {
-    guarded(cx, "Out_Debug_String", (), |core| {
+    serve(cx, &svc::OUT_DEBUG_STRING, |core| {
         let device = core.instance_name(cx.caller);
         tracing::debug!(target: "vmm::debug", device = &*device, "{}", text.as_str());
         core.trace(|| TraceEvent::DebugString { device: device.to_string(), text: text.as_str().to_string() });
@@ -139,9 +54,9 @@ extern "C" fn out_debug_string(cx: &HostCx, text: RStr<'_>) {
 }
 
 extern "C" fn fatal_error_handler(cx: &HostCx, message: RStr<'_>, flags: u32) {
-    guarded(cx, "Fatal_Error_Handler", (), |core| {
+    serve(cx, &svc::FATAL_ERROR_HANDLER, |core| {
         let device = core.instance_name(cx.caller).to_string();
-        let mut text = if message.is_empty() { "Fatal_Error_Handler".to_string() } else { message.to_string() };
+        let mut text = if message.is_empty() { svc::FATAL_ERROR_HANDLER.name.to_string() } else { message.to_string() };
         if flags & EF_HANG_ON_EXIT != 0 {
             text.push_str(" (EF_Hang_On_Exit)");
         }
@@ -150,14 +65,14 @@ extern "C" fn fatal_error_handler(cx: &HostCx, message: RStr<'_>, flags: u32) {
 }
 
 extern "C" fn fatal_memory_error(cx: &HostCx) {
-    guarded(cx, "Fatal_Memory_Error", (), |core| {
+    serve(cx, &svc::FATAL_MEMORY_ERROR, |core| {
         let device = core.instance_name(cx.caller).to_string();
         core.set_fatal("Insufficient memory to initialize Windows (Fatal_Memory_Error)".to_string(), Some(device));
     })
 }
 
 extern "C" fn report_violation(cx: &HostCx, code: RStr<'_>, message: RStr<'_>) {
-    guarded(cx, "report_violation", (), |core| {
+    serve(cx, &svc::REPORT_VIOLATION, |core| {
         core.device_violation(code.as_str(), message.as_str(), None);
     })
 }
@@ -198,7 +113,7 @@ extern "C" fn log_level(_cx: &HostCx) -> u8 {
 }
 
 extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()> {
-    guarded(cx, "trace_note", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::TRACE_NOTE, |core| {
         // A note without a trace to go to is nothing: not even checked.
         if !core.trace_on {
             return ROk(());
@@ -226,7 +141,7 @@ extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteFie
             })
         };
         if let Some(message) = bad {
-            return RErr(core.refuse(Violation::InvalidParameter, message, Some("trace_note")));
+            return RErr(core.refuse(Violation::InvalidParameter, message, Some(svc::TRACE_NOTE.name)));
         }
         core.trace(|| {
             let mut map = serde_json::Map::new();
@@ -252,7 +167,7 @@ extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteFie
 // ---- version, profile, dispatch -------------------------------------------------
 
 extern "C" fn get_vmm_version(cx: &HostCx) -> u32 {
-    guarded(cx, "Get_VMM_Version", 0, |core| core.vmm_version())
+    serve(cx, &svc::GET_VMM_VERSION, |core| core.vmm_version())
 }
 
 fn profile_entry(core: &Core, section: &str, key: &str, index: u32) -> VmmResult<ProfileString> {
@@ -263,12 +178,7 @@ fn profile_entry(core: &Core, section: &str, key: &str, index: u32) -> VmmResult
 }
 
 extern "C" fn get_profile_string(cx: &HostCx, section: RStr<'_>, key: RStr<'_>) -> VmmResult<ProfileString> {
-    guarded(cx, "Get_Profile_String", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Get_Profile_String", Rule::Init) {
-            return refused();
-        }
-        profile_entry(core, section.as_str(), key.as_str(), 0)
-    })
+    serve(cx, &svc::GET_PROFILE_STRING, |core| profile_entry(core, section.as_str(), key.as_str(), 0))
 }
 
 extern "C" fn get_next_profile_string(
@@ -277,26 +187,20 @@ extern "C" fn get_next_profile_string(
     key: RStr<'_>,
     previous: u32,
 ) -> VmmResult<ProfileString> {
-    guarded(cx, "Get_Next_Profile_String", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Get_Next_Profile_String", Rule::Init) {
-            return refused();
-        }
+    serve(cx, &svc::GET_NEXT_PROFILE_STRING, |core| {
         profile_entry(core, section.as_str(), key.as_str(), previous.saturating_add(1))
     })
 }
 
 fn profile_number(
     cx: &HostCx,
-    service: &'static str,
+    svc: &'static Service,
     section: RStr<'_>,
     key: RStr<'_>,
     default: u32,
     parse: fn(&str) -> Option<u32>,
 ) -> VmmResult<ProfileValue> {
-    guarded(cx, service, RErr(VmmError::FATAL), |core| {
-        if !allowed(core, service, Rule::Init) {
-            return refused();
-        }
+    serve(cx, svc, |core| {
         let value = core.manifest.profile.values(section.as_str(), key.as_str()).and_then(|v| v.first());
         ROk(profile_value(value.map(String::as_str), default, parse))
     })
@@ -308,7 +212,7 @@ extern "C" fn get_profile_decimal_int(
     key: RStr<'_>,
     default: u32,
 ) -> VmmResult<ProfileValue> {
-    profile_number(cx, "Get_Profile_Decimal_Int", section, key, default, parse_decimal)
+    profile_number(cx, &svc::GET_PROFILE_DECIMAL_INT, section, key, default, parse_decimal)
 }
 
 extern "C" fn get_profile_hex_int(
@@ -317,7 +221,7 @@ extern "C" fn get_profile_hex_int(
     key: RStr<'_>,
     default: u32,
 ) -> VmmResult<ProfileValue> {
-    profile_number(cx, "Get_Profile_Hex_Int", section, key, default, parse_hex)
+    profile_number(cx, &svc::GET_PROFILE_HEX_INT, section, key, default, parse_hex)
 }
 
 extern "C" fn get_profile_boolean(
@@ -326,11 +230,11 @@ extern "C" fn get_profile_boolean(
     key: RStr<'_>,
     default: u32,
 ) -> VmmResult<ProfileValue> {
-    profile_number(cx, "Get_Profile_Boolean", section, key, default, parse_boolean)
+    profile_number(cx, &svc::GET_PROFILE_BOOLEAN, section, key, default, parse_boolean)
 }
 
 extern "C" fn vxd_call(cx: &HostCx, service: u32, call: &mut ServiceCall) -> VmmResult<()> {
-    guarded(cx, "VxDCall", RErr(VmmError::FATAL), |core| core.vxd_call(cx.caller, service, call).into())
+    serve(cx, &svc::VXDCALL, |core| core.vxd_call(cx.caller, service, call).into())
 }
 
 // ---- heap and linear memory ---------------------------------------------------------
@@ -348,28 +252,17 @@ pub(crate) fn mem_violation(core: &Core, service: &'static str, address: u32, le
 }
 
 extern "C" fn heap_allocate(cx: &HostCx, bytes: u32, flags: u32) -> u32 {
-    guarded(cx, "_HeapAllocate", 0, |core| {
-        if !allowed(core, "_HeapAllocate", Rule::Sync) {
-            return 0;
-        }
+    serve(cx, &svc::HEAP_ALLOCATE, |core| {
         core.heap.borrow_mut().allocate(cx.caller, bytes, flags & HEAPZEROINIT != 0).unwrap_or(0)
     })
 }
 
 extern "C" fn heap_reallocate(cx: &HostCx, address: u32, bytes: u32, _flags: u32) -> u32 {
-    guarded(cx, "_HeapReAllocate", 0, |core| {
-        if !allowed(core, "_HeapReAllocate", Rule::Sync) {
-            return 0;
-        }
-        core.heap.borrow_mut().reallocate(address, bytes).unwrap_or(0)
-    })
+    serve(cx, &svc::HEAP_REALLOCATE, |core| core.heap.borrow_mut().reallocate(address, bytes).unwrap_or(0))
 }
 
 extern "C" fn heap_free(cx: &HostCx, address: u32, _flags: u32) -> u32 {
-    guarded(cx, "_HeapFree", 0, |core| {
-        if !allowed(core, "_HeapFree", Rule::Sync) {
-            return 0;
-        }
+    serve(cx, &svc::HEAP_FREE, |core| {
         let freed = core.heap.borrow_mut().free(address);
         match freed {
             Some(_) => 1,
@@ -377,7 +270,7 @@ extern "C" fn heap_free(cx: &HostCx, address: u32, _flags: u32) -> u32 {
                 core.violation(
                     Violation::BadHeapFree,
                     format!("_HeapFree of {address:#010X}, which is not an allocated block (double free?)"),
-                    Some("_HeapFree"),
+                    Some(svc::HEAP_FREE.name),
                 );
                 0
             }
@@ -386,26 +279,26 @@ extern "C" fn heap_free(cx: &HostCx, address: u32, _flags: u32) -> u32 {
 }
 
 extern "C" fn heap_get_size(cx: &HostCx, address: u32, _flags: u32) -> u32 {
-    guarded(cx, "_HeapGetSize", 0, |core| core.heap.borrow().size(address).unwrap_or(0))
+    serve(cx, &svc::HEAP_GET_SIZE, |core| core.heap.borrow().size(address).unwrap_or(0))
 }
 
 extern "C" fn mem_read(cx: &HostCx, address: u32, mut out: RSliceMut<'_, u8>) -> VmmResult<()> {
-    guarded(cx, "mem_read", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::MEM_READ, |core| {
         let len = out.len();
         let r = core.heap.borrow().read(address, out.as_mut_slice());
         match r {
             Ok(()) => ROk(()),
-            Err(e) => RErr(mem_violation(core, "mem_read", address, len, e)),
+            Err(e) => RErr(mem_violation(core, svc::MEM_READ.name, address, len, e)),
         }
     })
 }
 
 extern "C" fn mem_write(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> VmmResult<()> {
-    guarded(cx, "mem_write", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::MEM_WRITE, |core| {
         let r = core.heap.borrow_mut().write(address, data.as_slice());
         match r {
             Ok(()) => ROk(()),
-            Err(e) => RErr(mem_violation(core, "mem_write", address, data.len(), e)),
+            Err(e) => RErr(mem_violation(core, svc::MEM_WRITE.name, address, data.len(), e)),
         }
     })
 }
@@ -437,25 +330,25 @@ extern "C" fn test_sys_vm_handle(cx: &HostCx, vm: u32) -> bool {
 }
 
 extern "C" fn validate_vm_handle(cx: &HostCx, vm: u32) -> bool {
-    guarded(cx, "Validate_VM_Handle", false, |core| core.vm_valid(vm))
+    serve(cx, &svc::VALIDATE_VM_HANDLE, |core| core.vm_valid(vm))
 }
 
 extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
-    guarded(cx, "Get_Next_VM_Handle", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::GET_NEXT_VM_HANDLE, |core| {
         let next = core.vms.borrow().next(vm);
         match next {
             Some(h) => ROk(h),
-            None => RErr(bad_vm(core, "Get_Next_VM_Handle", vm)),
+            None => RErr(bad_vm(core, svc::GET_NEXT_VM_HANDLE.name, vm)),
         }
     })
 }
 
 extern "C" fn get_vmm_reenter_count(cx: &HostCx) -> u32 {
-    guarded(cx, "Get_VMM_Reenter_Count", 0, |core| core.interrupt_frames.get())
+    serve(cx, &svc::GET_VMM_REENTER_COUNT, |core| core.interrupt_frames.get())
 }
 
 extern "C" fn get_vm_info(cx: &HostCx, vm: u32) -> VmmResult<VmInfo> {
-    guarded(cx, "get_vm_info", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::GET_VM_INFO, |core| {
         let info = core.vms.borrow().get(vm).map(|v| VmInfo {
             id: v.id,
             status: v.status,
@@ -466,31 +359,28 @@ extern "C" fn get_vm_info(cx: &HostCx, vm: u32) -> VmmResult<VmInfo> {
         });
         match info {
             Some(i) => ROk(i),
-            None => RErr(bad_vm(core, "get_vm_info", vm)),
+            None => RErr(bad_vm(core, svc::GET_VM_INFO.name, vm)),
         }
     })
 }
 
 extern "C" fn client_regs(cx: &HostCx, vm: u32) -> VmmResult<*mut ClientRegs> {
-    guarded(cx, "client_regs", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::CLIENT_REGS, |core| {
         let ptr = core.vms.borrow().get(vm).map(|v| v.client_ptr());
         match ptr {
             Some(p) => ROk(p),
-            None => RErr(bad_vm(core, "client_regs", vm)),
+            None => RErr(bad_vm(core, svc::CLIENT_REGS.name, vm)),
         }
     })
 }
 
 extern "C" fn allocate_device_cb_area(cx: &HostCx, bytes: u32, flags: u32) -> u32 {
-    guarded(cx, "_Allocate_Device_CB_Area", 0, |core| {
-        if !allowed(core, "_Allocate_Device_CB_Area", Rule::Init) {
-            return 0;
-        }
+    serve(cx, &svc::ALLOCATE_DEVICE_CB_AREA, |core| {
         if bytes == 0 || flags != 0 {
             core.violation(
                 Violation::InvalidParameter,
                 format!("_Allocate_Device_CB_Area({bytes}, {flags:#x}): the size must be non-zero and the flags 0"),
-                Some("_Allocate_Device_CB_Area"),
+                Some(svc::ALLOCATE_DEVICE_CB_AREA.name),
             );
             return 0;
         }
@@ -532,7 +422,7 @@ fn cb_range(
 }
 
 extern "C" fn cb_read(cx: &HostCx, vm: u32, offset: u32, mut out: RSliceMut<'_, u8>) -> VmmResult<()> {
-    guarded(cx, "cb_read", RErr(VmmError::FATAL), |core| match cb_range(core, "cb_read", vm, offset, out.len()) {
+    serve(cx, &svc::CB_READ, |core| match cb_range(core, svc::CB_READ.name, vm, offset, out.len()) {
         Ok(range) => {
             if let Some(v) = core.vms.borrow().get(vm) {
                 out.as_mut_slice().copy_from_slice(&v.cb_area[range]);
@@ -544,7 +434,7 @@ extern "C" fn cb_read(cx: &HostCx, vm: u32, offset: u32, mut out: RSliceMut<'_, 
 }
 
 extern "C" fn cb_write(cx: &HostCx, vm: u32, offset: u32, data: RSlice<'_, u8>) -> VmmResult<()> {
-    guarded(cx, "cb_write", RErr(VmmError::FATAL), |core| match cb_range(core, "cb_write", vm, offset, data.len()) {
+    serve(cx, &svc::CB_WRITE, |core| match cb_range(core, svc::CB_WRITE.name, vm, offset, data.len()) {
         Ok(range) => {
             if let Some(v) = core.vms.borrow_mut().get_mut(vm) {
                 v.cb_area[range].copy_from_slice(data.as_slice());
@@ -562,23 +452,21 @@ extern "C" fn get_system_time(cx: &HostCx) -> u32 {
 }
 
 extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
-    guarded(cx, "Get_VM_Exec_Time", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::GET_VM_EXEC_TIME, |core| {
         let t = core.vms.borrow().get(vm).map(|v| v.exec_time.as_millis() as u32);
         match t {
             Some(t) => ROk(t),
-            None => RErr(bad_vm(core, "Get_VM_Exec_Time", vm)),
+            None => RErr(bad_vm(core, svc::GET_VM_EXEC_TIME.name, vm)),
         }
     })
 }
 
 // ---- time-outs ---------------------------------------------------------------------------
 
-fn set_time_out(cx: &HostCx, service: &'static str, ms: u32, vm: Option<u32>, callback: RawCallback) -> u32 {
-    guarded(cx, service, 0, |core| {
-        let cb = Callback::plugin(cx.caller, callback);
-        if !allowed(core, service, Rule::Sync) {
-            return 0;
-        }
+fn set_time_out(cx: &HostCx, svc: &'static Service, ms: u32, vm: Option<u32>, callback: RawCallback) -> u32 {
+    let cb = Callback::plugin(cx.caller, callback);
+    serve(cx, svc, |core| {
+        let service = svc.name;
         let now = core.sched.now();
         let due = match vm {
             None => Due::System(now + Duration::from_millis(ms as u64)),
@@ -609,20 +497,22 @@ fn set_time_out(cx: &HostCx, service: &'static str, ms: u32, vm: Option<u32>, ca
 }
 
 extern "C" fn set_global_time_out(cx: &HostCx, ms: u32, callback: RawCallback) -> u32 {
-    set_time_out(cx, "Set_Global_Time_Out", ms, None, callback)
+    set_time_out(cx, &svc::SET_GLOBAL_TIME_OUT, ms, None, callback)
 }
 
 extern "C" fn set_vm_time_out(cx: &HostCx, ms: u32, vm: u32, callback: RawCallback) -> u32 {
-    set_time_out(cx, "Set_VM_Time_Out", ms, Some(vm), callback)
+    set_time_out(cx, &svc::SET_VM_TIME_OUT, ms, Some(vm), callback)
 }
 
 extern "C" fn cancel_time_out(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    guarded(cx, "Cancel_Time_Out", RErr(VmmError::FATAL), |core| {
+    let svc = &svc::CANCEL_TIME_OUT;
+    // A zero handle is a no-op that passes before the context rule.
+    guarded(cx, svc.name, Failure::fatal(), |core| {
         if handle == 0 {
             return ROk(());
         }
-        if !allowed(core, "Cancel_Time_Out", Rule::Sync) {
-            return refused();
+        if !allowed(core, svc.name, svc.rule) {
+            return Failure::refused();
         }
         if core.cancel_timeout(handle, "cancelled") {
             ROk(())
@@ -643,12 +533,9 @@ fn stale<T>(core: &Core, service: &'static str, rule: Violation, handle: u32, wh
 // ---- scheduler ------------------------------------------------------------------------------
 
 extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResult<()> {
-    guarded(cx, "Adjust_Exec_Priority", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Adjust_Exec_Priority", Rule::Sync) {
-            return refused();
-        }
+    serve(cx, &svc::ADJUST_EXEC_PRIORITY, |core| {
         let current = core.vms.borrow().get(vm).map(|v| v.base_priority as i64 + v.boost);
-        let Some(current) = current else { return RErr(bad_vm(core, "Adjust_Exec_Priority", vm)) };
+        let Some(current) = current else { return RErr(bad_vm(core, svc::ADJUST_EXEC_PRIORITY.name, vm)) };
         let after = current + boost as i64;
         if !(RESERVED_LOW_BOOST as i64..=RESERVED_HIGH_BOOST as i64).contains(&after) {
             return RErr(core.refuse(
@@ -657,7 +544,7 @@ extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResul
                     "Adjust_Exec_Priority({boost:+}) would take the VM's priority to {after}, outside \
                      Reserved_Low_Boost..Reserved_High_Boost"
                 ),
-                Some("Adjust_Exec_Priority"),
+                Some(svc::ADJUST_EXEC_PRIORITY.name),
             ));
         }
         core.add_boost(vm, boost as i64, "adjust");
@@ -666,40 +553,31 @@ extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResul
 }
 
 extern "C" fn call_when_task_switched(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    guarded(cx, "Call_When_Task_Switched", RErr(VmmError::FATAL), |core| {
-        let cb = Callback::plugin(cx.caller, callback);
-        if !allowed(core, "Call_When_Task_Switched", Rule::Sync) {
-            return refused();
-        }
+    let cb = Callback::plugin(cx.caller, callback);
+    serve(cx, &svc::CALL_WHEN_TASK_SWITCHED, |core| {
         core.hooks.borrow_mut().task_switched.push(Some(cb));
         ROk(())
     })
 }
 
 extern "C" fn call_when_idle(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    guarded(cx, "Call_When_Idle", RErr(VmmError::FATAL), |core| {
-        let cb = Callback::plugin(cx.caller, callback);
-        if !allowed(core, "Call_When_Idle", Rule::Sync) {
-            return refused();
-        }
+    let cb = Callback::plugin(cx.caller, callback);
+    serve(cx, &svc::CALL_WHEN_IDLE, |core| {
         core.hooks.borrow_mut().idle.push(Some(cb));
         ROk(())
     })
 }
 
 extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
-    guarded(cx, "Suspend_VM", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Suspend_VM", Rule::Sync) {
-            return refused();
-        }
+    serve(cx, &svc::SUSPEND_VM, |core| {
         if !core.vm_valid(vm) {
-            return RErr(bad_vm(core, "Suspend_VM", vm));
+            return RErr(bad_vm(core, svc::SUSPEND_VM.name, vm));
         }
         if vm == core.sys_vm.get() {
             return RErr(core.refuse(
                 Violation::SuspendSystemVm,
                 "Suspend_VM of the system VM: it cannot be suspended",
-                Some("Suspend_VM"),
+                Some(svc::SUSPEND_VM.name),
             ));
         }
         core.suspend_vm(vm).into()
@@ -707,78 +585,15 @@ extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
 }
 
 extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
-    guarded(cx, "Resume_VM", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Resume_VM", Rule::Sync) {
-            return refused();
-        }
+    serve(cx, &svc::RESUME_VM, |core| {
         if !core.vm_valid(vm) {
-            return RErr(bad_vm(core, "Resume_VM", vm));
+            return RErr(bad_vm(core, svc::RESUME_VM.name, vm));
         }
         core.resume_vm(vm, no_fail).into()
     })
 }
 
 // ---- events -----------------------------------------------------------------------------------
-
-/// Schedule an event, tracing it; its handle.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn schedule(
-    core: &Core,
-    caller: u32,
-    kind: EventKind,
-    target: u32,
-    flags: u32,
-    boost: i32,
-    timeout_ms: Option<u32>,
-    cb: Callback,
-) -> VmmResult<u32> {
-    let handle = core.sched.schedule_event(kind, target, flags, boost, timeout_ms, cb);
-    let Some(handle) = handle else { return RErr(VmmError::OUT_OF_MEMORY) };
-    if boost != 0 {
-        core.event_boost(target, boost as i64, "event");
-    }
-    if core.trace_on {
-        trace_scheduled(core, caller, handle, timeout_ms);
-    }
-    ROk(handle)
-}
-
-/// The `event_scheduled` record of the pending event `handle`. (Apart from
-/// `schedule`, so that with tracing off the hot path builds nothing.)
-#[cold]
-#[inline(never)]
-fn trace_scheduled(core: &Core, caller: u32, handle: u32, timeout_ms: Option<u32>) {
-    let Some((kind, target, flags, boost, label)) =
-        core.sched.with_event(handle, |e| (e.kind, e.target, e.flags, e.boost, e.cb.label()))
-    else {
-        return;
-    };
-    core.trace(|| TraceEvent::EventScheduled {
-        handle,
-        event: kind.name(),
-        vm: (target != 0).then_some(target),
-        flags,
-        boost,
-        timeout_ms,
-        device: core.instance_name(caller).to_string(),
-        callback: shorten(label),
-    });
-}
-
-/// Run an event inline, inside the service call.
-fn run_inline(core: &Core, kind: EventKind, target: u32, flags: u32, boost: i32, cb: Callback) -> VmmResult<u32> {
-    if boost != 0 {
-        core.event_boost(target, boost as i64, "event");
-    }
-    let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: core.sched.now(), cb };
-    core.run_event(0, rec, true, false);
-    ROk(0)
-}
-
-fn at_interrupt(core: &Core) -> bool {
-    core.context() == Context::Interrupt
-}
 
 extern "C" fn call_priority_vm_event(
     cx: &HostCx,
@@ -788,8 +603,8 @@ extern "C" fn call_priority_vm_event(
     timeout_ms: u32,
     callback: RawCallback,
 ) -> VmmResult<u32> {
-    const SERVICE: &str = "Call_Priority_VM_Event";
-    guarded(cx, SERVICE, RErr(VmmError::FATAL), |core| {
+    const SERVICE: &str = svc::CALL_PRIORITY_VM_EVENT.name;
+    serve(cx, &svc::CALL_PRIORITY_VM_EVENT, |core| {
         // The callback becomes a `Callback` (which owns it) only once the
         // arguments passed: a refused one is released right away.
         if !core.vm_valid(vm) {
@@ -809,51 +624,20 @@ extern "C" fn call_priority_vm_event(
                 Some(SERVICE),
             ));
         }
-        priority_event(core, cx.caller, boost, vm, flags, timeout_ms, Callback::plugin(cx.caller, callback))
+        core.priority_event(cx.caller, boost, vm, flags, timeout_ms, Callback::plugin(cx.caller, callback)).into()
     })
 }
 
-/// `Call_Priority_VM_Event` after its arguments were checked: run `cb`
-/// inline when the DDK allows it (not at interrupt time, `vm` current, no
-/// `PEF_Always_Sched`, the wait conditions hold now), else schedule it.
-/// Returns 0 when it ran, else the event handle. SHELL schedules its own
-/// events (`_SHELL_PostMessage`, `SHELL_Message`) through here too.
-#[inline(always)]
-pub(crate) fn priority_event(
-    core: &Core,
-    caller: u32,
-    boost: i32,
-    vm: u32,
-    flags: u32,
-    timeout_ms: u32,
-    cb: Callback,
-) -> VmmResult<u32> {
-    let inline = !at_interrupt(core)
-        && vm == core.cur_vm.get()
-        && flags & PEF_ALWAYS_SCHED == 0
-        && core.vms.borrow().get(vm).is_some_and(|v| v.schedulable())
-        && core.conditions(vm).allow_flags(flags);
-    if inline {
-        return run_inline(core, EventKind::Priority, vm, flags, boost, cb);
-    }
-    let timeout = (flags & PEF_TIME_OUT != 0).then_some(timeout_ms);
-    schedule(core, caller, EventKind::Priority, vm, flags, boost, timeout, cb)
-}
-
-fn cancel_kind(
-    cx: &HostCx,
-    service: &'static str,
-    handle: u32,
-    want: EventKind,
-    vm: Option<u32>,
-    rule: Rule,
-) -> VmmResult<()> {
-    guarded(cx, service, RErr(VmmError::FATAL), |core| {
+/// A cancel service: a zero handle is a no-op that passes before the
+/// context rule.
+fn cancel_kind(cx: &HostCx, svc: &'static Service, handle: u32, want: EventKind, vm: Option<u32>) -> VmmResult<()> {
+    let service = svc.name;
+    guarded(cx, service, Failure::fatal(), |core| {
         if handle == 0 {
             return ROk(());
         }
-        if !allowed(core, service, rule) {
-            return refused();
+        if !allowed(core, service, svc.rule) {
+            return Failure::refused();
         }
         let found = core.sched.with_event(handle, |e| (e.kind, e.target));
         match found {
@@ -882,88 +666,82 @@ fn cancel_kind(
 }
 
 extern "C" fn cancel_priority_vm_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    cancel_kind(cx, "Cancel_Priority_VM_Event", handle, EventKind::Priority, None, Rule::Sync)
+    cancel_kind(cx, &svc::CANCEL_PRIORITY_VM_EVENT, handle, EventKind::Priority, None)
 }
 
 extern "C" fn schedule_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
-    guarded(cx, "Schedule_Global_Event", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::SCHEDULE_GLOBAL_EVENT, |core| {
         let cb = Callback::plugin(cx.caller, callback);
-        schedule(core, cx.caller, EventKind::Global, 0, 0, 0, None, cb)
+        core.schedule(cx.caller, EventKind::Global, 0, 0, 0, None, cb).into()
     })
 }
 
 extern "C" fn schedule_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmResult<u32> {
-    guarded(cx, "Schedule_VM_Event", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::SCHEDULE_VM_EVENT, |core| {
         let cb = Callback::plugin(cx.caller, callback);
         if !core.vm_valid(vm) {
-            return RErr(bad_vm(core, "Schedule_VM_Event", vm));
+            return RErr(bad_vm(core, svc::SCHEDULE_VM_EVENT.name, vm));
         }
-        schedule(core, cx.caller, EventKind::Vm, vm, 0, 0, None, cb)
+        core.schedule(cx.caller, EventKind::Vm, vm, 0, 0, None, cb).into()
     })
 }
 
 extern "C" fn call_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
-    guarded(cx, "Call_Global_Event", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::CALL_GLOBAL_EVENT, |core| {
         let cb = Callback::plugin(cx.caller, callback);
-        if at_interrupt(core) {
-            schedule(core, cx.caller, EventKind::Global, 0, 0, 0, None, cb)
+        if core.at_interrupt() {
+            core.schedule(cx.caller, EventKind::Global, 0, 0, 0, None, cb).into()
         } else {
-            run_inline(core, EventKind::Global, 0, 0, 0, cb)
+            core.run_inline(EventKind::Global, 0, 0, 0, cb).into()
         }
     })
 }
 
 extern "C" fn call_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmResult<u32> {
-    guarded(cx, "Call_VM_Event", RErr(VmmError::FATAL), |core| {
+    serve(cx, &svc::CALL_VM_EVENT, |core| {
         let cb = Callback::plugin(cx.caller, callback);
         if !core.vm_valid(vm) {
-            return RErr(bad_vm(core, "Call_VM_Event", vm));
+            return RErr(bad_vm(core, svc::CALL_VM_EVENT.name, vm));
         }
-        if !at_interrupt(core) && vm == core.cur_vm.get() {
-            run_inline(core, EventKind::Vm, vm, 0, 0, cb)
+        if !core.at_interrupt() && vm == core.cur_vm.get() {
+            core.run_inline(EventKind::Vm, vm, 0, 0, cb).into()
         } else {
-            schedule(core, cx.caller, EventKind::Vm, vm, 0, 0, None, cb)
+            core.schedule(cx.caller, EventKind::Vm, vm, 0, 0, None, cb).into()
         }
     })
 }
 
 extern "C" fn cancel_global_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    cancel_kind(cx, "Cancel_Global_Event", handle, EventKind::Global, None, Rule::Async)
+    cancel_kind(cx, &svc::CANCEL_GLOBAL_EVENT, handle, EventKind::Global, None)
 }
 
 extern "C" fn cancel_vm_event(cx: &HostCx, vm: u32, handle: u32) -> VmmResult<()> {
-    cancel_kind(cx, "Cancel_VM_Event", handle, EventKind::Vm, Some(vm), Rule::Async)
+    cancel_kind(cx, &svc::CANCEL_VM_EVENT, handle, EventKind::Vm, Some(vm))
 }
 
 extern "C" fn call_when_vm_ints_enabled(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    guarded(cx, "Call_When_VM_Ints_Enabled", RErr(VmmError::FATAL), |core| {
-        let cb = Callback::plugin(cx.caller, callback);
-        if !allowed(core, "Call_When_VM_Ints_Enabled", Rule::Sync) {
-            return refused();
-        }
+    let cb = Callback::plugin(cx.caller, callback);
+    serve(cx, &svc::CALL_WHEN_VM_INTS_ENABLED, |core| {
         let vm = core.cur_vm.get();
         let enabled = core.vms.borrow().get(vm).is_some_and(|v| v.interrupts_enabled());
         let r = if enabled {
-            run_inline(core, EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, cb)
+            core.run_inline(EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, cb)
         } else {
-            schedule(core, cx.caller, EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, None, cb)
+            core.schedule(cx.caller, EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, None, cb)
         };
-        r.map(|_| ())
+        r.map(|_| ()).into()
     })
 }
 
 extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    guarded(cx, "Call_When_Not_Critical", RErr(VmmError::FATAL), |core| {
-        let cb = Callback::plugin(cx.caller, callback);
-        if !allowed(core, "Call_When_Not_Critical", Rule::Sync) {
-            return refused();
-        }
+    let cb = Callback::plugin(cx.caller, callback);
+    serve(cx, &svc::CALL_WHEN_NOT_CRITICAL, |core| {
         // The section is free and the VM is not boosted: nothing to wait for.
         let vm = core.cur_vm.get();
         let free = core.crit.borrow().owner().is_none()
             && core.vms.borrow().get(vm).is_some_and(|v| v.crit_priority() < CRITICAL_SECTION_BOOST);
         if free {
-            return run_inline(core, EventKind::Global, 0, 0, 0, cb).map(|_| ());
+            return core.run_inline(EventKind::Global, 0, 0, 0, cb).map(|_| ()).into();
         }
         core.crit.borrow_mut().call_when_not_critical(cb);
         ROk(())
@@ -998,50 +776,38 @@ fn check_block_flags(core: &Core, service: &'static str, flags: u32, poll_allowe
 }
 
 extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
-    guarded(cx, "Begin_Critical_Section", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Begin_Critical_Section", Rule::Sync) {
-            return refused();
-        }
-        if let Err(e) = check_block_flags(core, "Begin_Critical_Section", flags, false) {
+    serve(cx, &svc::BEGIN_CRITICAL_SECTION, |core| {
+        if let Err(e) = check_block_flags(core, svc::BEGIN_CRITICAL_SECTION.name, flags, false) {
             return RErr(e);
         }
-        core.claim_critical("Begin_Critical_Section", 1, flags).into()
+        core.claim_critical(svc::BEGIN_CRITICAL_SECTION.name, 1, flags).into()
     })
 }
 
 extern "C" fn end_critical_section(cx: &HostCx) -> VmmResult<()> {
-    guarded(cx, "End_Critical_Section", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "End_Critical_Section", Rule::Sync) {
-            return refused();
-        }
-        core.end_critical_for(core.cur_vm.get(), 1, "End_Critical_Section").into()
+    serve(cx, &svc::END_CRITICAL_SECTION, |core| {
+        core.end_critical_for(core.cur_vm.get(), 1, svc::END_CRITICAL_SECTION.name).into()
     })
 }
 
 extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> VmmResult<()> {
-    guarded(cx, "Claim_Critical_Section", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Claim_Critical_Section", Rule::Sync) {
-            return refused();
-        }
-        if let Err(e) = check_block_flags(core, "Claim_Critical_Section", flags, false) {
+    serve(cx, &svc::CLAIM_CRITICAL_SECTION, |core| {
+        if let Err(e) = check_block_flags(core, svc::CLAIM_CRITICAL_SECTION.name, flags, false) {
             return RErr(e);
         }
         if count == 0 {
             return ROk(());
         }
-        core.claim_critical("Claim_Critical_Section", count, flags).into()
+        core.claim_critical(svc::CLAIM_CRITICAL_SECTION.name, count, flags).into()
     })
 }
 
 extern "C" fn release_critical_section(cx: &HostCx, count: u32) -> VmmResult<()> {
-    guarded(cx, "Release_Critical_Section", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Release_Critical_Section", Rule::Sync) {
-            return refused();
-        }
+    serve(cx, &svc::RELEASE_CRITICAL_SECTION, |core| {
         if count == 0 {
             return ROk(());
         }
-        core.end_critical_for(core.cur_vm.get(), count, "Release_Critical_Section").into()
+        core.end_critical_for(core.cur_vm.get(), count, svc::RELEASE_CRITICAL_SECTION.name).into()
     })
 }
 
@@ -1059,148 +825,121 @@ fn crit_status(core: &Core) -> CritStatus {
 }
 
 extern "C" fn get_crit_section_status(cx: &HostCx) -> VmmResult<CritStatus> {
-    guarded(cx, "Get_Crit_Section_Status", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Get_Crit_Section_Status", Rule::Sync) {
-            return refused();
-        }
-        ROk(crit_status(core))
-    })
+    serve(cx, &svc::GET_CRIT_SECTION_STATUS, |core| ROk(crit_status(core)))
 }
 
 extern "C" fn get_crit_status_no_block(cx: &HostCx) -> CritStatus {
-    guarded(cx, "Get_Crit_Status_No_Block", CritStatus::default(), crit_status)
+    serve(cx, &svc::GET_CRIT_STATUS_NO_BLOCK, crit_status)
 }
 
 extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
-    guarded(cx, "End_Crit_And_Suspend", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "End_Crit_And_Suspend", Rule::Sync) {
-            return refused();
-        }
-        core.end_crit_and_suspend().into()
-    })
+    serve(cx, &svc::END_CRIT_AND_SUSPEND, |core| core.end_crit_and_suspend().into())
 }
 
 extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
-    guarded(cx, "Create_Semaphore", RErr(VmmError::FATAL), |core| {
-        if !allowed(core, "Create_Semaphore", Rule::Sync) {
-            return refused();
-        }
-        core.create_semaphore(cx.caller, tokens).into()
-    })
+    serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(cx.caller, tokens).into())
 }
 
 fn semaphore_op(
     cx: &HostCx,
-    service: &'static str,
-    rule: Rule,
+    svc: &'static Service,
     handle: u32,
     op: impl FnOnce(&Core) -> Result<(), VmmError>,
 ) -> VmmResult<()> {
-    guarded(cx, service, RErr(VmmError::FATAL), |core| {
-        if !allowed(core, service, rule) {
-            return refused();
-        }
+    serve(cx, svc, |core| {
         if !core.sems.borrow().contains(handle) {
-            return stale(core, service, Violation::InvalidSemaphore, handle, "semaphore handle");
+            return stale(core, svc.name, Violation::InvalidSemaphore, handle, "semaphore handle");
         }
         op(core).into()
     })
 }
 
 extern "C" fn destroy_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    semaphore_op(cx, "Destroy_Semaphore", Rule::Sync, handle, |core| core.destroy_semaphore(handle))
+    semaphore_op(cx, &svc::DESTROY_SEMAPHORE, handle, |core| core.destroy_semaphore(handle))
 }
 
 extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, flags: u32) -> VmmResult<()> {
-    semaphore_op(cx, "Wait_Semaphore", Rule::Sync, handle, |core| {
+    semaphore_op(cx, &svc::WAIT_SEMAPHORE, handle, |core| {
         check_block_flags(core, "Wait_Semaphore", flags, true)?;
         core.wait_semaphore(handle, flags)
     })
 }
 
 extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    semaphore_op(cx, "Signal_Semaphore", Rule::Async, handle, |core| core.signal_semaphore(handle))
+    semaphore_op(cx, &svc::SIGNAL_SEMAPHORE, handle, |core| core.signal_semaphore(handle))
 }
 
 // ---- interrupts ------------------------------------------------------------------------------------
 
 extern "C" fn register_interrupt(cx: &HostCx, name: RStr<'_>, callback: RawCallback) -> VmmResult<u32> {
-    guarded(cx, "register_interrupt", RErr(VmmError::FATAL), |core| {
-        let cb = Callback::plugin(cx.caller, callback);
-        if !allowed(core, "register_interrupt", Rule::Sync) {
-            return refused();
-        }
-        core.register_interrupt(name.as_str(), cb).into()
-    })
+    let cb = Callback::plugin(cx.caller, callback);
+    serve(cx, &svc::REGISTER_INTERRUPT, |core| core.register_interrupt(name.as_str(), cb).into())
 }
 
 extern "C" fn request_interrupt(cx: &HostCx, irq: u32) -> VmmResult<()> {
-    guarded(cx, "request_interrupt", RErr(VmmError::FATAL), |core| match core.request_interrupt(irq) {
+    serve(cx, &svc::REQUEST_INTERRUPT, |core| match core.request_interrupt(irq) {
         Ok(()) => ROk(()),
-        Err(_) => stale(core, "request_interrupt", Violation::InvalidIrq, irq, "interrupt handle"),
+        Err(_) => stale(core, svc::REQUEST_INTERRUPT.name, Violation::InvalidIrq, irq, "interrupt handle"),
     })
 }
 
 // ---- nested execution ------------------------------------------------------------------------
 
-fn nest_op<T>(cx: &HostCx, service: &'static str, op: impl FnOnce(&Core, u32) -> Result<T, VmmError>) -> VmmResult<T> {
-    guarded(cx, service, RErr(VmmError::FATAL), |core| {
-        if !allowed(core, service, Rule::Sync) {
-            return refused();
-        }
-        op(core, core.cur_vm.get()).into()
-    })
+fn nest_op<T>(cx: &HostCx, svc: &'static Service, op: impl FnOnce(&Core, u32) -> Result<T, VmmError>) -> VmmResult<T> {
+    serve(cx, svc, |core| op(core, core.cur_vm.get()).into())
 }
 
 extern "C" fn begin_nest_exec(cx: &HostCx, v86: bool) -> VmmResult<()> {
-    nest_op(cx, if v86 { "Begin_Nest_V86_Exec" } else { "Begin_Nest_Exec" }, |core, vm| core.begin_nest(vm, v86))
+    nest_op(cx, if v86 { &svc::BEGIN_NEST_V86_EXEC } else { &svc::BEGIN_NEST_EXEC }, |core, vm| {
+        core.begin_nest(vm, v86)
+    })
 }
 
 extern "C" fn end_nest_exec(cx: &HostCx) -> VmmResult<()> {
-    nest_op(cx, "End_Nest_Exec", |core, vm| core.end_nest(vm))
+    nest_op(cx, &svc::END_NEST_EXEC, |core, vm| core.end_nest(vm))
 }
 
 extern "C" fn simulate_push(cx: &HostCx, value: u32) -> VmmResult<()> {
-    nest_op(cx, "Simulate_Push", |core, vm| core.simulate_push(vm, value))
+    nest_op(cx, &svc::SIMULATE_PUSH, |core, vm| core.simulate_push(vm, value))
 }
 
 extern "C" fn simulate_pop(cx: &HostCx) -> VmmResult<u32> {
-    nest_op(cx, "Simulate_Pop", |core, vm| core.simulate_pop(vm))
+    nest_op(cx, &svc::SIMULATE_POP, |core, vm| core.simulate_pop(vm))
 }
 
 extern "C" fn simulate_far_call(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
-    nest_op(cx, "Simulate_Far_Call", |core, vm| core.simulate_far_call(vm, segment, offset))
+    nest_op(cx, &svc::SIMULATE_FAR_CALL, |core, vm| core.simulate_far_call(vm, segment, offset))
 }
 
 extern "C" fn simulate_int(cx: &HostCx, number: u8) -> VmmResult<()> {
-    nest_op(cx, "Simulate_Int", |core, vm| core.simulate_int(vm, number))
+    nest_op(cx, &svc::SIMULATE_INT, |core, vm| core.simulate_int(vm, number))
 }
 
 extern "C" fn resume_exec(cx: &HostCx) -> VmmResult<()> {
-    nest_op(cx, "Resume_Exec", |core, vm| core.resume_exec(vm))
+    nest_op(cx, &svc::RESUME_EXEC, |core, vm| core.resume_exec(vm))
 }
 
 extern "C" fn exec_int(cx: &HostCx, number: u8) -> VmmResult<()> {
-    nest_op(cx, "Exec_Int", |core, vm| {
+    nest_op(cx, &svc::EXEC_INT, |core, vm| {
         core.simulate_int(vm, number)?;
         core.resume_exec(vm)
     })
 }
 
 extern "C" fn save_client_state(cx: &HostCx) -> VmmResult<ClientRegs> {
-    nest_op(cx, "Save_Client_State", |core, vm| {
+    nest_op(cx, &svc::SAVE_CLIENT_STATE, |core, vm| {
         core.vms.borrow().get(vm).map(|v| v.client()).ok_or(VmmError::INVALID_HANDLE)
     })
 }
 
 extern "C" fn restore_client_state(cx: &HostCx, state: &ClientRegs) -> VmmResult<()> {
-    nest_op(cx, "Restore_Client_State", |core, vm| {
+    nest_op(cx, &svc::RESTORE_CLIENT_STATE, |core, vm| {
         core.vms.borrow().get(vm).map(|v| v.set_client(*state)).ok_or(VmmError::INVALID_HANDLE)
     })
 }
 
 extern "C" fn is_ring3_export(cx: &HostCx, address: u32) -> bool {
-    guarded(cx, "is_ring3_export", false, |core| {
+    serve(cx, &svc::IS_RING3_EXPORT, |core| {
         matches!(core.ring3.borrow().resolve(address), crate::ring3::Target::Export { .. })
     })
 }
@@ -1229,8 +968,8 @@ impl Table {
             mem_read,
             mem_write,
             vm: VM_SERVICES,
-            ring3: crate::services_r3::RING3_SERVICES,
-            shell: crate::services_shell::SHELL_SERVICES,
+            ring3: crate::abi::ring3::RING3_SERVICES,
+            shell: crate::abi::shell::SHELL_SERVICES,
             trace_note,
             trace_enabled,
             log_level,

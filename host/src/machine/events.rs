@@ -1,0 +1,109 @@
+//! Scheduling events for the services that take a callback
+//! (`Call_Priority_VM_Event`, `Schedule_*_Event`, `Call_*_Event`, and
+//! SHELL's and VXDLDR's own events): run it inline where the DDK allows,
+//! else schedule it, with its `event_scheduled` record.
+
+use vmm_plugin_api::abi::VmmError;
+use vmm_plugin_api::ddk::{PEF_ALWAYS_SCHED, PEF_TIME_OUT};
+
+use crate::machine::Core;
+use crate::trace::TraceEvent;
+use crate::vmm::callback::{Callback, shorten};
+use crate::vmm::context::Context;
+use crate::vmm::events::{EventKind, EventRec};
+
+impl Core {
+    /// Schedule an event, tracing it; its handle.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(crate) fn schedule(
+        &self,
+        caller: u32,
+        kind: EventKind,
+        target: u32,
+        flags: u32,
+        boost: i32,
+        timeout_ms: Option<u32>,
+        cb: Callback,
+    ) -> Result<u32, VmmError> {
+        let handle = self.sched.schedule_event(kind, target, flags, boost, timeout_ms, cb);
+        let Some(handle) = handle else { return Err(VmmError::OUT_OF_MEMORY) };
+        if boost != 0 {
+            self.event_boost(target, boost as i64, "event");
+        }
+        if self.trace_on {
+            self.trace_scheduled(caller, handle, timeout_ms);
+        }
+        Ok(handle)
+    }
+
+    /// The `event_scheduled` record of the pending event `handle`. (Apart from
+    /// `schedule`, so that with tracing off the hot path builds nothing.)
+    #[cold]
+    #[inline(never)]
+    fn trace_scheduled(&self, caller: u32, handle: u32, timeout_ms: Option<u32>) {
+        let Some((kind, target, flags, boost, label)) =
+            self.sched.with_event(handle, |e| (e.kind, e.target, e.flags, e.boost, e.cb.label()))
+        else {
+            return;
+        };
+        self.trace(|| TraceEvent::EventScheduled {
+            handle,
+            event: kind.name(),
+            vm: (target != 0).then_some(target),
+            flags,
+            boost,
+            timeout_ms,
+            device: self.instance_name(caller).to_string(),
+            callback: shorten(label),
+        });
+    }
+
+    /// Run an event inline, inside the service call.
+    pub(crate) fn run_inline(
+        &self,
+        kind: EventKind,
+        target: u32,
+        flags: u32,
+        boost: i32,
+        cb: Callback,
+    ) -> Result<u32, VmmError> {
+        if boost != 0 {
+            self.event_boost(target, boost as i64, "event");
+        }
+        let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: self.sched.now(), cb };
+        self.run_event(0, rec, true, false);
+        Ok(0)
+    }
+
+    pub(crate) fn at_interrupt(&self) -> bool {
+        self.context() == Context::Interrupt
+    }
+
+    /// `Call_Priority_VM_Event` after its arguments were checked: run `cb`
+    /// inline when the DDK allows it (not at interrupt time, `vm` current, no
+    /// `PEF_Always_Sched`, the wait conditions hold now), else schedule it.
+    /// Returns 0 when it ran, else the event handle. SHELL schedules its own
+    /// events (`_SHELL_PostMessage`, `SHELL_Message`) through here too.
+    #[inline(always)]
+    pub(crate) fn priority_event(
+        &self,
+        caller: u32,
+        boost: i32,
+        vm: u32,
+        flags: u32,
+        timeout_ms: u32,
+        cb: Callback,
+    ) -> Result<u32, VmmError> {
+        let inline = !self.at_interrupt()
+            && vm == self.cur_vm.get()
+            && flags & PEF_ALWAYS_SCHED == 0
+            && self.vms.borrow().get(vm).is_some_and(|v| v.schedulable())
+            && self.conditions(vm).allow_flags(flags);
+        if inline {
+            return self.run_inline(EventKind::Priority, vm, flags, boost, cb);
+        }
+        let timeout = (flags & PEF_TIME_OUT != 0).then_some(timeout_ms);
+        self.schedule(caller, EventKind::Priority, vm, flags, boost, timeout, cb)
+    }
+}

@@ -1,0 +1,163 @@
+//! The VMM's services, declared once: ordinal (device 1's service table;
+//! none for the host's own extensions), name, and context rule. The ABI
+//! shims (`abi/vmm.rs`) pass their entry to one wrapper that applies the
+//! guard and the rule; SHELL declares its services the same way
+//! (`shell/mod.rs`).
+
+/// When a service may be called.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// Anywhere, including interrupt time (`Async_Service`).
+    Async,
+    /// Not at interrupt time.
+    Sync,
+    /// Only during real-mode init and the three init phases (or a dynamic
+    /// device's `Sys_Dynamic_Device_Init`).
+    Init,
+}
+
+/// One service of the VMM.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Service {
+    /// Its ordinal in the VMM's service table (`VxDCall` 0x0001xxxx), or
+    /// `None` for a host extension (tracing, checked memory access, ...).
+    pub(crate) ordinal: Option<u16>,
+    /// The DDK's name (the `service` field of `violation` records).
+    pub(crate) name: &'static str,
+    /// When it may be called.
+    pub(crate) rule: Rule,
+}
+
+macro_rules! services {
+    ($($id:ident = $ord:expr, $name:literal, $rule:ident;)*) => {
+        // The fast services (`Get_Cur_VM_Handle`, `Get_System_Time`, ...)
+        // cannot fail and skip the guard on the hot path: their entries are
+        // read through `ALL` only.
+        $(#[allow(dead_code)] pub(crate) const $id: Service = Service { ordinal: $ord, name: $name, rule: Rule::$rule };)*
+
+        /// Every service, in the order of the VMM's service table (host
+        /// extensions last).
+        pub(crate) const ALL: &[Service] = &[$($id),*];
+    };
+}
+
+services! {
+    GET_VMM_VERSION = Some(0x00), "Get_VMM_Version", Async;
+    GET_CUR_VM_HANDLE = Some(0x01), "Get_Cur_VM_Handle", Async;
+    TEST_CUR_VM_HANDLE = Some(0x02), "Test_Cur_VM_Handle", Async;
+    GET_SYS_VM_HANDLE = Some(0x03), "Get_Sys_VM_Handle", Async;
+    TEST_SYS_VM_HANDLE = Some(0x04), "Test_Sys_VM_Handle", Async;
+    VALIDATE_VM_HANDLE = Some(0x05), "Validate_VM_Handle", Async;
+    GET_VMM_REENTER_COUNT = Some(0x06), "Get_VMM_Reenter_Count", Async;
+    SCHEDULE_GLOBAL_EVENT = Some(0x0E), "Schedule_Global_Event", Async;
+    SCHEDULE_VM_EVENT = Some(0x0F), "Schedule_VM_Event", Async;
+    CALL_GLOBAL_EVENT = Some(0x10), "Call_Global_Event", Async;
+    CALL_VM_EVENT = Some(0x11), "Call_VM_Event", Async;
+    CANCEL_GLOBAL_EVENT = Some(0x12), "Cancel_Global_Event", Async;
+    CANCEL_VM_EVENT = Some(0x13), "Cancel_VM_Event", Async;
+    CALL_PRIORITY_VM_EVENT = Some(0x14), "Call_Priority_VM_Event", Async;
+    CANCEL_PRIORITY_VM_EVENT = Some(0x15), "Cancel_Priority_VM_Event", Sync;
+    CALL_WHEN_VM_INTS_ENABLED = Some(0x19), "Call_When_VM_Ints_Enabled", Sync;
+    ADJUST_EXEC_PRIORITY = Some(0x1E), "Adjust_Exec_Priority", Sync;
+    BEGIN_CRITICAL_SECTION = Some(0x1F), "Begin_Critical_Section", Sync;
+    END_CRITICAL_SECTION = Some(0x20), "End_Critical_Section", Sync;
+    END_CRIT_AND_SUSPEND = Some(0x21), "End_Crit_And_Suspend", Sync;
+    CLAIM_CRITICAL_SECTION = Some(0x22), "Claim_Critical_Section", Sync;
+    RELEASE_CRITICAL_SECTION = Some(0x23), "Release_Critical_Section", Sync;
+    CALL_WHEN_NOT_CRITICAL = Some(0x24), "Call_When_Not_Critical", Sync;
+    CREATE_SEMAPHORE = Some(0x25), "Create_Semaphore", Sync;
+    DESTROY_SEMAPHORE = Some(0x26), "Destroy_Semaphore", Sync;
+    WAIT_SEMAPHORE = Some(0x27), "Wait_Semaphore", Sync;
+    SIGNAL_SEMAPHORE = Some(0x28), "Signal_Semaphore", Async;
+    GET_CRIT_SECTION_STATUS = Some(0x29), "Get_Crit_Section_Status", Sync;
+    CALL_WHEN_TASK_SWITCHED = Some(0x2A), "Call_When_Task_Switched", Sync;
+    SUSPEND_VM = Some(0x2B), "Suspend_VM", Sync;
+    RESUME_VM = Some(0x2C), "Resume_VM", Sync;
+    CALL_WHEN_IDLE = Some(0x3A), "Call_When_Idle", Sync;
+    GET_NEXT_VM_HANDLE = Some(0x3B), "Get_Next_VM_Handle", Async;
+    SET_GLOBAL_TIME_OUT = Some(0x3C), "Set_Global_Time_Out", Sync;
+    SET_VM_TIME_OUT = Some(0x3D), "Set_VM_Time_Out", Sync;
+    CANCEL_TIME_OUT = Some(0x3E), "Cancel_Time_Out", Sync;
+    GET_SYSTEM_TIME = Some(0x3F), "Get_System_Time", Async;
+    GET_VM_EXEC_TIME = Some(0x40), "Get_VM_Exec_Time", Async;
+    SIMULATE_INT = Some(0x46), "Simulate_Int", Sync;
+    SIMULATE_FAR_CALL = Some(0x48), "Simulate_Far_Call", Sync;
+    SIMULATE_PUSH = Some(0x4D), "Simulate_Push", Sync;
+    SIMULATE_POP = Some(0x4E), "Simulate_Pop", Sync;
+    HEAP_ALLOCATE = Some(0x4F), "_HeapAllocate", Sync;
+    HEAP_REALLOCATE = Some(0x50), "_HeapReAllocate", Sync;
+    HEAP_FREE = Some(0x51), "_HeapFree", Sync;
+    HEAP_GET_SIZE = Some(0x52), "_HeapGetSize", Async;
+    BEGIN_NEST_V86_EXEC = Some(0x82), "Begin_Nest_V86_Exec", Sync;
+    BEGIN_NEST_EXEC = Some(0x83), "Begin_Nest_Exec", Sync;
+    EXEC_INT = Some(0x84), "Exec_Int", Sync;
+    RESUME_EXEC = Some(0x85), "Resume_Exec", Sync;
+    END_NEST_EXEC = Some(0x86), "End_Nest_Exec", Sync;
+    SAVE_CLIENT_STATE = Some(0x8D), "Save_Client_State", Sync;
+    RESTORE_CLIENT_STATE = Some(0x8E), "Restore_Client_State", Sync;
+    ALLOCATE_DEVICE_CB_AREA = Some(0xA7), "_Allocate_Device_CB_Area", Init;
+    GET_PROFILE_DECIMAL_INT = Some(0xAB), "Get_Profile_Decimal_Int", Init;
+    GET_PROFILE_HEX_INT = Some(0xAF), "Get_Profile_Hex_Int", Init;
+    GET_PROFILE_BOOLEAN = Some(0xB1), "Get_Profile_Boolean", Init;
+    GET_PROFILE_STRING = Some(0xB3), "Get_Profile_String", Init;
+    GET_NEXT_PROFILE_STRING = Some(0xB4), "Get_Next_Profile_String", Init;
+    FATAL_ERROR_HANDLER = Some(0xBE), "Fatal_Error_Handler", Async;
+    FATAL_MEMORY_ERROR = Some(0xBF), "Fatal_Memory_Error", Async;
+    OUT_DEBUG_STRING = Some(0xC2), "Out_Debug_String", Async;
+    GET_CRIT_STATUS_NO_BLOCK = Some(0xF1), "Get_Crit_Status_No_Block", Async;
+    VXDCALL = None, "VxDCall", Async;
+    LOG = None, "log", Async;
+    LOG_LEVEL = None, "log_level", Async;
+    REPORT_VIOLATION = None, "report_violation", Async;
+    TRACE_NOTE = None, "trace_note", Async;
+    TRACE_ENABLED = None, "trace_enabled", Async;
+    MEM_READ = None, "mem_read", Async;
+    MEM_WRITE = None, "mem_write", Async;
+    GET_VM_INFO = None, "get_vm_info", Async;
+    CLIENT_REGS = None, "client_regs", Async;
+    CB_READ = None, "cb_read", Async;
+    CB_WRITE = None, "cb_write", Async;
+    REGISTER_INTERRUPT = None, "register_interrupt", Sync;
+    REQUEST_INTERRUPT = None, "request_interrupt", Async;
+    IS_RING3_EXPORT = None, "is_ring3_export", Async;
+}
+
+/// The service with `ordinal` in the VMM's table.
+pub(crate) fn by_ordinal(ordinal: u16) -> Option<&'static Service> {
+    ALL.iter().find(|s| s.ordinal == Some(ordinal))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_and_names_are_unique_and_in_table_order() {
+        let ordinals: Vec<u16> = ALL.iter().filter_map(|s| s.ordinal).collect();
+        assert!(ordinals.windows(2).all(|w| w[0] < w[1]), "{ordinals:x?}");
+        let mut names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a name twice");
+        assert_eq!(by_ordinal(0x14).map(|s| s.name), Some("Call_Priority_VM_Event"));
+        assert!(ALL.iter().skip_while(|s| s.ordinal.is_some()).all(|s| s.ordinal.is_none()));
+    }
+
+    #[test]
+    fn the_ordinals_match_the_sdk_constants() {
+        use vmm_plugin_api::ddk;
+        for (ordinal, svc) in [
+            (ddk::GET_VMM_VERSION, GET_VMM_VERSION),
+            (ddk::CALL_PRIORITY_VM_EVENT, CALL_PRIORITY_VM_EVENT),
+            (ddk::GET_CRIT_SECTION_STATUS, GET_CRIT_SECTION_STATUS),
+            (ddk::CALL_WHEN_IDLE, CALL_WHEN_IDLE),
+            (ddk::GET_VM_EXEC_TIME, GET_VM_EXEC_TIME),
+            (ddk::HEAP_GET_SIZE, HEAP_GET_SIZE),
+            (ddk::BEGIN_NEST_EXEC, BEGIN_NEST_EXEC),
+            (ddk::RESUME_EXEC, RESUME_EXEC),
+        ] {
+            assert_eq!(svc.ordinal, Some(ordinal), "{}", svc.name);
+        }
+    }
+}
