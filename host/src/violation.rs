@@ -1,7 +1,7 @@
 //! The rules of the VMM a device can break, one variant per code.
 //!
 //! Each code has a section in `docs/violations.md` (the rule, what Windows
-//! did, the fix); `host/tests/violations.rs` checks the two against each
+//! did, the fix); `tests/e2e/violations.rs` checks the two against each
 //! other. The host reports a broken rule with `Core::violation`, which
 //! writes the `violation` trace record with [`Violation::code`] as its
 //! `code`. Devices may report codes of their own (`Vmm::report_violation`);

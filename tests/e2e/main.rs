@@ -5,9 +5,12 @@
 //! once (a nested `cargo build`, see `vmm_testkit::plugin_dir`).
 
 mod boundaries;
+mod depth;
 mod dynamic;
 mod explore;
 mod foundation;
+mod fuzz;
+mod kit;
 mod limits;
 mod loader;
 mod rebuild;
@@ -15,5 +18,6 @@ mod ring3;
 mod robust_sched;
 mod shell;
 mod trace_order;
+mod violations;
 mod vmm_core;
 mod vpostd;

@@ -63,8 +63,6 @@ impl Module for BurstDos {
     }
 }
 
-declare_module!(BurstDos);
-
 #[test]
 fn posts_made_in_one_step_are_all_delivered_however_many_boosts_pile_up() {
     // 256 pending events of High_Pri_Device_Boost add up to

@@ -6,8 +6,8 @@
 //!
 //! Every target uses a fixed seed, so CI runs the same cases each time.
 //! CI runs a few dozen to a few hundred cases each; for a long run set
-//! `PROPTEST_CASES` (see the README): `PROPTEST_CASES=100000 cargo test -p
-//! vmm-host fuzz_`.
+//! `PROPTEST_CASES` (see the README): `PROPTEST_CASES=100000 cargo test
+//! --release -p vmm-e2e fuzz_`.
 
 use std::cell::Cell;
 use std::collections::BTreeSet;

@@ -72,7 +72,7 @@ fn the_limit_is_reached_at_the_same_call_every_run() {
 }
 
 /// Prints the host stack one level of each kind costs in this build
-/// (`cargo test -p vmm-host --test depth -- --ignored --nocapture`, with
+/// (`cargo test -p vmm-e2e --test e2e -- depth:: --ignored --nocapture`, with
 /// and without `--release`); ARCHITECTURE.md has the numbers.
 #[test]
 #[ignore = "a measurement, not a check"]
