@@ -10,6 +10,7 @@
 mod crit;
 mod events;
 mod lifecycle;
+mod nest;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -27,11 +28,12 @@ use crate::resolve::SearchPath;
 use crate::time::{Duration, Instant};
 use crate::trace::{CallOutcome, Trace, TraceEvent, TraceRecord};
 use crate::violation::Violation;
-use crate::vmm::callback::Callback;
+use crate::vmm::callback::{Callback, CallbackHost};
 use crate::vmm::context::Context;
 use crate::vmm::crit::{CritSection, Semaphores};
 use crate::vmm::heap::Heap;
 use crate::vmm::irq::Irq;
+use crate::vmm::nest::NestCounts;
 use crate::vmm::rng::Rng;
 use crate::vmm::sched::LoopEnd;
 use crate::vmm::scheduler::Scheduler;
@@ -153,8 +155,7 @@ pub(crate) struct Core {
     /// (`Get_VMM_Reenter_Count`).
     pub(crate) interrupt_frames: Cell<u32>,
     /// Nested-execution blocks begun and ended so far (all VMs).
-    pub(crate) nest_begun: Cell<u64>,
-    pub(crate) nest_ended: Cell<u64>,
+    pub(crate) nest: NestCounts,
     /// VMs blocked with `BLOCK_*` flags (when 0, the scheduler skips the
     /// checks those flags need).
     pub(crate) flagged_waits: Cell<u32>,
@@ -292,8 +293,7 @@ impl Core {
             fatal_flag: Cell::new(false),
             frame: Cell::new(None),
             interrupt_frames: Cell::new(0),
-            nest_begun: Cell::new(0),
-            nest_ended: Cell::new(0),
+            nest: NestCounts::default(),
             flagged_waits: Cell::new(0),
             cb_area_size: Cell::new(0),
             violation_count: Cell::new(0),
@@ -1061,5 +1061,36 @@ impl Core {
             defect: defect.code,
             message: defect.detail.clone(),
         });
+    }
+}
+
+/// Callbacks reach plugins through the machine's guarded calls.
+impl CallbackHost for Core {
+    #[inline(always)]
+    fn callable_instance(&self, owner: u32) -> Option<*const c_void> {
+        if !self.plugins_may_run() {
+            return None;
+        }
+        self.instance_this(owner)
+    }
+
+    #[inline(always)]
+    fn invoke_callback(
+        &self,
+        owner: u32,
+        context: Context,
+        f: impl FnOnce(&HostCx) -> PluginResult<vmm_plugin_api::abi::Carry>,
+    ) -> std::result::Result<vmm_plugin_api::abi::Carry, CallOutcome> {
+        self.invoke_checked(owner, "callback", context, f)
+    }
+
+    #[inline(always)]
+    fn in_frame(
+        &self,
+        owner: u32,
+        context: Context,
+        f: impl FnOnce() -> vmm_plugin_api::abi::Carry,
+    ) -> vmm_plugin_api::abi::Carry {
+        self.with_frame(owner, context, f)
     }
 }

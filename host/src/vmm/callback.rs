@@ -1,16 +1,41 @@
 //! Callbacks the VMM holds: a plugin's `RawCallback` or, for devices built
 //! into the host, a Rust closure. Dropping a plugin callback releases its
 //! data in the plugin.
+//!
+//! A callback is called through [`CallbackHost`], the narrow interface the
+//! machine implements (is plugin code allowed to run, the instance's
+//! `this`, the guarded plugin call, the frame of a host call), so the
+//! queues that hold callbacks need nothing else of the machine.
 
-use vmm_plugin_api::abi::{RawCallback, Regs};
+use std::any::Any;
+use std::ffi::c_void;
 
-use crate::machine::Core;
+use vmm_plugin_api::abi::{Carry, HostCx, PluginResult, RawCallback, Regs};
+
 use crate::trace::CallOutcome;
 use crate::vmm::context::Context;
 
+/// What calling a callback needs of the machine.
+pub(crate) trait CallbackHost: Any {
+    /// The `this` of instance `owner` when plugin code may run and the
+    /// instance is alive and has not failed; `None` skips the call.
+    fn callable_instance(&self, owner: u32) -> Option<*const c_void>;
+    /// Call into instance `owner` as a plugin call (depth limit, panic
+    /// containment, `plugin_error` records).
+    fn invoke_callback(
+        &self,
+        owner: u32,
+        context: Context,
+        f: impl FnOnce(&HostCx) -> PluginResult<Carry>,
+    ) -> Result<Carry, CallOutcome>;
+    /// Run host code on behalf of instance `owner` in `context`.
+    fn in_frame(&self, owner: u32, context: Context, f: impl FnOnce() -> Carry) -> Carry;
+}
+
 /// A host closure callback (for devices built into the host and for
-/// ring-3 requests such as INT 2Fh 1685h).
-pub(crate) type HostFn = Box<dyn FnMut(&Core, &mut Regs) -> vmm_plugin_api::abi::Carry>;
+/// ring-3 requests such as INT 2Fh 1685h). It is given the machine that
+/// calls it, as `&dyn Any`; [`Callback::host`] types it back.
+pub(crate) type HostFn = Box<dyn FnMut(&dyn Any, &mut Regs) -> Carry>;
 
 /// A callback and the instance that registered it.
 pub(crate) enum Callback {
@@ -34,12 +59,17 @@ impl Callback {
         Callback::Plugin { owner, raw, spent: false }
     }
 
-    /// A host closure on behalf of `owner`, named `name` in traces.
-    pub(crate) fn host(
+    /// A host closure on behalf of `owner`, named `name` in traces,
+    /// called with the machine `M` that calls it.
+    pub(crate) fn host<M: CallbackHost>(
         owner: u32,
         name: &'static str,
-        f: impl FnMut(&Core, &mut Regs) -> vmm_plugin_api::abi::Carry + 'static,
+        mut f: impl FnMut(&M, &mut Regs) -> Carry + 'static,
     ) -> Self {
+        let f = move |machine: &dyn Any, regs: &mut Regs| match machine.downcast_ref::<M>() {
+            Some(machine) => f(machine, regs),
+            None => unreachable!("a host callback is called by the machine type that registered it"),
+        };
         Callback::Host(Box::new(HostCallback { owner, name, f: Box::new(f) }))
     }
 
@@ -76,33 +106,38 @@ impl Callback {
     }
 
     /// Call it in `context`.
-    pub(crate) fn call(&mut self, core: &Core, context: Context, regs: &mut Regs) -> CallOutcome {
-        self.call_inline(core, context, regs)
+    pub(crate) fn call<M: CallbackHost>(&mut self, machine: &M, context: Context, regs: &mut Regs) -> CallOutcome {
+        self.call_inline(machine, context, regs)
     }
 
     /// [`Callback::call`], inlined into the caller (event dispatch).
     #[inline(always)]
-    pub(crate) fn call_inline(&mut self, core: &Core, context: Context, regs: &mut Regs) -> CallOutcome {
+    pub(crate) fn call_inline<M: CallbackHost>(
+        &mut self,
+        machine: &M,
+        context: Context,
+        regs: &mut Regs,
+    ) -> CallOutcome {
         match self {
             Callback::Plugin { owner, raw, spent } => {
                 // After a fatal error no plugin code runs; an unspent
                 // callback is still released (its drop glue) later.
-                if *spent || !core.plugins_may_run() {
+                if *spent {
                     return CallOutcome::Skipped;
                 }
-                let Some(this) = core.instance_this(*owner) else {
+                let Some(this) = machine.callable_instance(*owner) else {
                     return CallOutcome::Skipped;
                 };
                 let (call, data) = (raw.vtable.call, raw.data);
                 *spent = raw.vtable.once;
-                match core.invoke_checked(*owner, "callback", context, |cx| call(data, this, cx, regs)) {
+                match machine.invoke_callback(*owner, context, |cx| call(data, this, cx, regs)) {
                     Ok(c) => c.into(),
                     Err(o) => o,
                 }
             }
             Callback::Host(h) => {
                 let HostCallback { owner, f, .. } = &mut **h;
-                core.with_frame(*owner, context, || f(core, regs)).into()
+                machine.in_frame(*owner, context, || f(machine, regs)).into()
             }
         }
     }
@@ -127,8 +162,49 @@ pub(crate) fn shorten(name: &str) -> String {
     parts[parts.len() - keep..].join("::")
 }
 
+/// A machine for unit tests of the queues that hold callbacks: it runs
+/// host callbacks and has no plugins.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct TestHost {
+    pub(crate) frames: std::cell::Cell<u32>,
+}
+
+#[cfg(test)]
+impl CallbackHost for TestHost {
+    fn callable_instance(&self, _owner: u32) -> Option<*const c_void> {
+        None
+    }
+    fn invoke_callback(
+        &self,
+        _owner: u32,
+        _context: Context,
+        _f: impl FnOnce(&HostCx) -> PluginResult<Carry>,
+    ) -> Result<Carry, CallOutcome> {
+        Err(CallOutcome::Skipped)
+    }
+    fn in_frame(&self, _owner: u32, _context: Context, f: impl FnOnce() -> Carry) -> Carry {
+        self.frames.set(self.frames.get() + 1);
+        f()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_callback_runs_in_a_frame_and_is_given_its_machine() {
+        let host = TestHost::default();
+        let mut cb = Callback::host(7, "t", |m: &TestHost, regs: &mut Regs| {
+            regs.eax = m.frames.get();
+            Carry::Set
+        });
+        let mut regs = Regs::default();
+        assert!(matches!(cb.call(&host, Context::Event, &mut regs), CallOutcome::Set));
+        assert_eq!((regs.eax, cb.owner(), cb.name()), (1, 7, "t".to_string()));
+    }
+
     #[test]
     fn closure_names_are_shortened() {
         assert_eq!(super::shorten("vpostd::Vpostd::post::{{closure}}"), "Vpostd::post");

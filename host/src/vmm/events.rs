@@ -584,6 +584,7 @@ fn pick_random(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, rng: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::callback::TestHost;
 
     /// The choice `take_next` must make, by brute force: among the pending
     /// events whose class is ready, the newest (LIFO) or oldest (FIFO),
@@ -616,7 +617,7 @@ mod tests {
                 match next() % 8 {
                     0..=3 => {
                         let flags = flag_sets[(next() % flag_sets.len() as u64) as usize];
-                        let cb = Callback::host(1, "t", |_, _| vmm_plugin_api::abi::Carry::Clear);
+                        let cb = Callback::host(1, "t", |_: &TestHost, _| vmm_plugin_api::abi::Carry::Clear);
                         let h = ev.insert(EventKind::Priority, VM, flags, 0, Instant::ZERO, cb).unwrap();
                         pending.push((ev.seq, h, class_of(flags)));
                     }

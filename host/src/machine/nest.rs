@@ -1,0 +1,268 @@
+//! The machine's side of nested execution: the nested-execution services
+//! on a VM's client registers and stack (rules and stack operations in
+//! `vmm/nest.rs`), the balance check after a call into a device, and
+//! `Resume_Exec`, which runs events, other VMs and ring-3 code until the VM
+//! returns to the VMM's break point.
+
+use vmm_plugin_api::abi::{ClientRegs, VmmError};
+use vmm_plugin_api::ddk::VMSTAT_PM_APP;
+
+use crate::machine::Core;
+use crate::ring3::{NEST_BREAKPOINT, Target};
+use crate::trace::TraceEvent;
+use crate::violation::Violation;
+use crate::vmm::context::Context;
+use crate::vmm::nest::{self, NestMark, RESUME_LIMIT, read_stack, retf};
+use crate::vmm::vm::{NestFrame, Stack};
+
+impl Core {
+    /// The number of open nested-execution blocks of `vm`.
+    #[inline]
+    pub(crate) fn nest_depth(&self, vm: u32) -> usize {
+        self.vms.borrow().get(vm).map_or(0, |v| v.nest.len())
+    }
+
+    /// Where nested execution stands before a call into a device, for
+    /// [`Core::check_nest_balance`] after it.
+    #[inline]
+    pub(crate) fn nest_mark(&self) -> NestMark {
+        self.nest.mark()
+    }
+
+    /// After a device returned to the VMM: every nested block it began must
+    /// be ended. Extra blocks are reported, naming the device (`owner`: the
+    /// instance that was called, asked only then), and closed.
+    #[inline]
+    pub(crate) fn check_nest_balance(&self, vm: u32, mark: NestMark, what: &str, owner: impl FnOnce() -> u32) {
+        let open = self.nest.open_since(mark);
+        if open > 0 {
+            self.close_unbalanced_nest(vm, open, what, owner());
+        }
+    }
+
+    #[cold]
+    fn close_unbalanced_nest(&self, vm: u32, open: u64, what: &str, owner: u32) {
+        // After a fatal error the device was stopped before it could end
+        // its blocks: not its fault, only the blocks are closed.
+        if self.is_fatal() {
+            for _ in 0..open {
+                if self.end_nest(vm).is_err() {
+                    break;
+                }
+            }
+            return;
+        }
+        self.as_caller(owner, || {
+            self.violation(
+                Violation::NestExecNotEnded,
+                format!(
+                    "{open} nested execution block(s) were still open when {what} returned; every Begin_Nest_Exec \
+                     needs its End_Nest_Exec"
+                ),
+                Some("End_Nest_Exec"),
+            )
+        });
+        for _ in 0..open {
+            if self.end_nest(vm).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Whether nested execution may begin now (a `NEST_EXEC_ILLEGAL`
+    /// violation when not).
+    fn nest_allowed(&self, service: &'static str) -> bool {
+        match nest::forbidden(self.context(), self.current_message.get()) {
+            None => true,
+            Some(why) => !self.violation(
+                Violation::NestExecIllegal,
+                format!("{service} {why}, where nested execution is not allowed"),
+                Some(service),
+            ),
+        }
+    }
+
+    fn with_client<T>(&self, vm: u32, f: impl FnOnce(&mut ClientRegs, &mut Stack) -> T) -> Result<T, VmmError> {
+        let mut vms = self.vms.borrow_mut();
+        let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
+        // SAFETY: the client block is only ever accessed through short-lived
+        // accesses like this one; no other reference to it is alive while
+        // the host works on it (the vms borrow is held).
+        let c = unsafe { &mut *v.client_ptr() };
+        Ok(f(c, &mut v.stack))
+    }
+
+    /// `Begin_Nest_Exec` / `Begin_Nest_V86_Exec`.
+    pub(crate) fn begin_nest(&self, vm: u32, v86: bool) -> Result<(), VmmError> {
+        if !self.nest_allowed(if v86 { "Begin_Nest_V86_Exec" } else { "Begin_Nest_Exec" }) {
+            return Err(VmmError::VIOLATION);
+        }
+        let depth = {
+            let mut vms = self.vms.borrow_mut();
+            let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
+            let mut c = v.client();
+            v.nest.push(NestFrame { cs: c.cs, eip: c.eip, pm: v.pm, v86 });
+            // The system VM runs Windows, a protected-mode application.
+            v.pm = !v86 && (v.status & VMSTAT_PM_APP != 0);
+            c.cs = NEST_BREAKPOINT >> 16;
+            c.eip = NEST_BREAKPOINT & 0xFFFF;
+            v.set_client(c);
+            v.nest.len()
+        };
+        self.nest.begin();
+        self.trace(|| TraceEvent::NestExec { vm, action: "begin", depth, v86 });
+        Ok(())
+    }
+
+    /// `End_Nest_Exec`.
+    pub(crate) fn end_nest(&self, vm: u32) -> Result<(), VmmError> {
+        let popped = {
+            let mut vms = self.vms.borrow_mut();
+            let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
+            v.nest.pop().map(|f| {
+                let mut c = v.client();
+                c.cs = f.cs;
+                c.eip = f.eip;
+                v.pm = f.pm;
+                v.set_client(c);
+                (v.nest.len(), f.v86)
+            })
+        };
+        match popped {
+            Some((depth, v86)) => {
+                self.nest.end();
+                self.trace(|| TraceEvent::NestExec { vm, action: "end", depth, v86 });
+                Ok(())
+            }
+            None => Err(self.refuse(
+                Violation::UnbalancedNestExec,
+                "End_Nest_Exec without a matching Begin_Nest_Exec",
+                Some("End_Nest_Exec"),
+            )),
+        }
+    }
+
+    fn require_nest(&self, vm: u32, service: &'static str) -> Result<(), VmmError> {
+        if self.nest_depth(vm) == 0 {
+            return Err(self.refuse(
+                Violation::UnbalancedNestExec,
+                format!("{service} outside a nested execution block (call Begin_Nest_Exec first)"),
+                Some(service),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `Simulate_Push` (inside a nested block).
+    pub(crate) fn simulate_push(&self, vm: u32, value: u32) -> Result<(), VmmError> {
+        self.require_nest(vm, "Simulate_Push")?;
+        self.with_client(vm, |c, stack| nest::simulate_push(c, stack, value))?
+    }
+
+    /// `Simulate_Pop` (inside a nested block).
+    pub(crate) fn simulate_pop(&self, vm: u32) -> Result<u32, VmmError> {
+        self.require_nest(vm, "Simulate_Pop")?;
+        self.with_client(vm, |c, stack| nest::simulate_pop(c, stack))?
+    }
+
+    /// `Simulate_Far_Call` (inside a nested block).
+    pub(crate) fn simulate_far_call(&self, vm: u32, segment: u16, offset: u32) -> Result<(), VmmError> {
+        self.require_nest(vm, "Simulate_Far_Call")?;
+        self.with_client(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))?
+    }
+
+    /// `Simulate_Int`: to the host's handler of `n` (inside a nested block).
+    pub(crate) fn simulate_int(&self, vm: u32, n: u8) -> Result<(), VmmError> {
+        self.require_nest(vm, "Simulate_Int")?;
+        self.with_client(vm, |c, stack| nest::simulate_int(c, stack, Core::int_vector(n)))?
+    }
+
+    /// `Resume_Exec`: run `vm` until it returns to the nest's break point.
+    pub(crate) fn resume_exec(&self, vm: u32) -> Result<(), VmmError> {
+        self.require_nest(vm, "Resume_Exec")?;
+        let isr = matches!(self.context(), Context::Event | Context::Interrupt);
+        for _ in 0..RESUME_LIMIT {
+            self.nested_dispatch_point(vm)?;
+            let (cs, ip) =
+                self.vms.borrow().get(vm).map(|v| (v.client().cs, v.client().eip)).ok_or(VmmError::INVALID_HANDLE)?;
+            let target_ptr = ((cs & 0xFFFF) << 16) | (ip & 0xFFFF);
+            let target = self.ring3.borrow().resolve(target_ptr);
+            match target {
+                Target::Breakpoint => return Ok(()),
+                Target::Export { module, export } => {
+                    let arg_bytes = self.ring3.borrow().modules[module].exports[export].arg_bytes as usize;
+                    let mut buf = [0u8; 64];
+                    let mut big = Vec::new();
+                    let args: &[u8] = if arg_bytes <= buf.len() {
+                        self.with_client(vm, |c, stack| read_stack(c, stack, 4, &mut buf[..arg_bytes]))?;
+                        &buf[..arg_bytes]
+                    } else {
+                        big.resize(arg_bytes, 0);
+                        self.with_client(vm, |c, stack| read_stack(c, stack, 4, &mut big))?;
+                        &big
+                    };
+                    let result = self.ring3_far_call(target_ptr, args, isr);
+                    let value = result.as_ref().copied().unwrap_or(0);
+                    self.with_client(vm, |c, stack| {
+                        c.eax = (c.eax & 0xFFFF_0000) | (value & 0xFFFF);
+                        c.edx = (c.edx & 0xFFFF_0000) | (value >> 16);
+                        retf(c, stack, arg_bytes);
+                    })?;
+                    result?;
+                }
+                Target::Api { .. } => {
+                    let r = self.ring3_far_call(target_ptr, &[], false);
+                    self.with_client(vm, |c, stack| retf(c, stack, 0))?;
+                    r?;
+                }
+                Target::Interrupt(n) => {
+                    let r = self.ring3_int(n);
+                    self.with_client(vm, |c, stack| nest::iret(c, stack))?;
+                    r?;
+                }
+                Target::Unloaded { .. } | Target::Nothing => {
+                    // Reported by the far call; abandon the nested call.
+                    let r = self.ring3_far_call(target_ptr, &[], isr);
+                    self.with_client(vm, |c, _| {
+                        c.cs = NEST_BREAKPOINT >> 16;
+                        c.eip = NEST_BREAKPOINT & 0xFFFF;
+                    })?;
+                    return r.map(|_| ());
+                }
+            }
+        }
+        Err(self.refuse(
+            Violation::ResumeRunaway,
+            format!("Resume_Exec ran {RESUME_LIMIT} far calls without the VM returning to the break point"),
+            Some("Resume_Exec"),
+        ))
+    }
+
+    /// Inside `Resume_Exec`: run the events that are ready (the VM's and the
+    /// global ones), and let a VM of higher priority run, until `vm` is
+    /// current again.
+    fn nested_dispatch_point(&self, vm: u32) -> Result<(), VmmError> {
+        if self.is_fatal() || self.stop.get() {
+            return Err(VmmError::FATAL);
+        }
+        if self.context() == Context::Interrupt {
+            // At interrupt time nothing else may run.
+            return Ok(());
+        }
+        while self.dispatch_events(Some(vm)) {
+            if self.is_fatal() {
+                return Err(VmmError::FATAL);
+            }
+        }
+        // A task switch happens here only for a VM of higher priority (an
+        // interrupt's boosted event elsewhere); equals wait for the end of
+        // the nested block.
+        if self.higher_priority_vm(vm) {
+            let end = self.run_until(&|c: &Core| c.cur_vm.get() == vm, Some(vm));
+            if end != crate::vmm::sched::LoopEnd::Done {
+                return Err(VmmError::FATAL);
+            }
+        }
+        Ok(())
+    }
+}
