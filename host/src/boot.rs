@@ -14,7 +14,7 @@ use crate::error::{Error, LoadCause, Result};
 use crate::machine::{Core, Phase};
 use crate::manifest::Origin;
 use crate::registry::{DeviceCode, DeviceInfo, DeviceSlot, DeviceState, DeviceSummary, Inst};
-use crate::trace::{CallOutcome, TraceEvent};
+use crate::trace::{CallOutcome, CancelReason, RejectReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 
@@ -90,7 +90,7 @@ impl Core {
             device: request_name.to_string(),
             id: None,
             file: file.display().to_string(),
-            reason: "load_error",
+            reason: RejectReason::LoadError,
             message: message.clone(),
         });
         Error::Load { name: request_name.to_string(), file, cause }
@@ -390,7 +390,7 @@ impl Core {
                         second: info.name.clone(),
                         second_file: file.clone(),
                     };
-                    self.reject(idx, "duplicate_id", err.to_string());
+                    self.reject(idx, RejectReason::DuplicateId, err.to_string());
                     return Err(err);
                 }
                 DEVICE_LOAD_OK => {
@@ -433,12 +433,19 @@ impl Core {
                     if !quiet {
                         tracing::warn!("{}: {why}", info.name);
                     }
-                    let reason =
-                        if result == CallOutcome::Clear { "abort_device_load" } else { "real_mode_init_failed" };
+                    let reason = if result == CallOutcome::Clear {
+                        RejectReason::AbortDeviceLoad
+                    } else {
+                        RejectReason::RealModeInitFailed
+                    };
                     self.reject(idx, reason, why);
                 }
                 ABORT_WIN386_LOAD => {
-                    self.reject(idx, "abort_win386_load", "real-mode init aborted the load of Windows".to_string());
+                    self.reject(
+                        idx,
+                        RejectReason::AbortWin386Load,
+                        "real-mode init aborted the load of Windows".to_string(),
+                    );
                     if !quiet {
                         tracing::error!("{}: real-mode init aborted the load of Windows", info.name);
                     }
@@ -456,7 +463,11 @@ impl Core {
                             None,
                         )
                     });
-                    self.reject(idx, "abort_device_load", format!("invalid real-mode init answer {other:#06X}"));
+                    self.reject(
+                        idx,
+                        RejectReason::AbortDeviceLoad,
+                        format!("invalid real-mode init answer {other:#06X}"),
+                    );
                 }
             }
         }
@@ -464,7 +475,7 @@ impl Core {
     }
 
     /// Drop device `idx` from the list with a trace record.
-    fn reject(&self, idx: usize, reason: &'static str, message: String) {
+    fn reject(&self, idx: usize, reason: RejectReason, message: String) {
         let (name, id, file) = {
             let mut reg = self.registry.borrow_mut();
             let s = &mut reg.slots[idx];
@@ -509,7 +520,7 @@ impl Core {
                     };
                     let device = self.registry.borrow().slots[idx].info.name.clone();
                     tracing::warn!("{device} {why}");
-                    self.reject(idx, "init_failed", why);
+                    self.reject(idx, RejectReason::InitFailed, why);
                 }
             }
         }
@@ -601,7 +612,7 @@ impl Core {
         if running && !crash {
             self.destroy_dos_vms();
         }
-        self.cancel_everything("shutdown");
+        self.cancel_everything(CancelReason::Shutdown);
         self.drop_appy_events();
         if booted {
             if !crash {
@@ -621,7 +632,7 @@ impl Core {
 
     /// Cancel every pending event and time-out (they never run), tracing
     /// each with `reason`.
-    pub(crate) fn cancel_everything(&self, reason: &'static str) {
+    pub(crate) fn cancel_everything(&self, reason: CancelReason) {
         let events = self.sched.event_handles();
         for h in events {
             self.cancel_event(h, reason);

@@ -22,7 +22,7 @@ use crate::error::{Error, LoadCause};
 use crate::machine::{Core, Phase};
 use crate::manifest::Origin;
 use crate::registry::{DeviceCode, DeviceInfo, DeviceState, Inst};
-use crate::trace::{CallOutcome, TraceEvent};
+use crate::trace::{CallOutcome, RejectReason, TraceEvent, UnloadReason};
 use crate::vmm::context::Context;
 
 /// Why a dynamic load or unload failed: a `VXDLDR_ERR_*` code and a
@@ -149,7 +149,7 @@ impl Core {
                 device: slot.info.name.clone(),
                 id: Some(slot.info.device_id),
                 file: slot.file.display().to_string(),
-                reason: "duplicate_id",
+                reason: RejectReason::DuplicateId,
                 message: message.clone(),
             });
             self.release_instance(slot.instance);
@@ -208,7 +208,7 @@ impl Core {
             CallOutcome::Set => "refused Sys_Dynamic_Device_Init (carry set)".to_string(),
             other => format!("failed Sys_Dynamic_Device_Init ({other:?})"),
         };
-        self.discard_dynamic(idx, "init_refused");
+        self.discard_dynamic(idx, UnloadReason::InitRefused);
         Err(LoadError::new(VXDLDR_ERR_DEVICE_REFUSED, format!("{name} {why}")))
     }
 
@@ -222,7 +222,7 @@ impl Core {
 
     /// Drop a dynamic device that never finished its init: its resources
     /// are reclaimed (and reported), its instance released.
-    pub(crate) fn discard_dynamic(&self, idx: usize, reason: &'static str) {
+    pub(crate) fn discard_dynamic(&self, idx: usize, reason: UnloadReason) {
         let (instance, name, id, file) = {
             let mut reg = self.registry.borrow_mut();
             let s = &mut reg.slots[idx];
@@ -285,7 +285,7 @@ impl Core {
         let leaks = self.reclaim(instance, &name);
         self.release_instance(instance);
         tracing::info!("VXDLDR unloaded {name}");
-        self.trace(|| TraceEvent::DeviceUnloaded { device: name, id, file, reason: "unloaded", leaks });
+        self.trace(|| TraceEvent::DeviceUnloaded { device: name, id, file, reason: UnloadReason::Unloaded, leaks });
         Ok(state)
     }
 
@@ -452,7 +452,7 @@ impl Core {
                 let message = if again == CallOutcome::Clear {
                     format!("{message}; the old code runs again")
                 } else {
-                    self.discard_dynamic(idx, "init_refused");
+                    self.discard_dynamic(idx, UnloadReason::InitRefused);
                     format!("{message}; the old code then refused to start again and was unloaded")
                 };
                 fail(report, result, message)

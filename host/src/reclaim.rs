@@ -7,7 +7,7 @@
 //! the author's to fix), and the instance's callbacks can never run again.
 
 use crate::machine::Core;
-use crate::trace::TraceEvent;
+use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
 
 impl Core {
@@ -20,7 +20,7 @@ impl Core {
         let events: Vec<(u32, &'static str, String)> =
             self.sched.events_where(|h, e| (e.cb.owner() == instance).then(|| (h, e.kind.name(), e.cb.name())));
         for (h, kind, callback) in events {
-            self.cancel_event(h, "unloaded");
+            self.cancel_event(h, CancelReason::Unloaded);
             leaks.push(format!("a pending {kind} event ({callback}, handle {h:#010X})"));
         }
 
@@ -28,7 +28,7 @@ impl Core {
         let timeouts: Vec<(u32, u32, String)> =
             self.sched.timeouts_where(|h, r| (r.cb.owner() == instance).then(|| (h, r.ms, r.cb.name())));
         for (h, ms, callback) in timeouts {
-            self.cancel_timeout(h, "unloaded");
+            self.cancel_timeout(h, CancelReason::Unloaded);
             leaks.push(format!("a {ms} ms time-out ({callback}, handle {h:#010X})"));
         }
 
@@ -94,7 +94,7 @@ impl Core {
                 handle: h,
                 device: name.to_string(),
                 callback: callback.clone(),
-                reason: "unloaded",
+                reason: CancelReason::Unloaded,
             });
             leaks.push(format!("an appy-time request ({callback}, handle {h:#010X})"));
         }

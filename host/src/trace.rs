@@ -11,6 +11,158 @@ use serde::Serialize;
 
 use crate::time::Instant;
 
+/// Declares a reason enum: one variant per documented value, serialized as
+/// the value's string (so the trace format is the strings users script
+/// against).
+macro_rules! reasons {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// Every value's string, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text,)*];
+
+            /// The value as it appears in the trace.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Why a device was refused (`device_rejected`).
+    RejectReason {
+        /// The file could not be loaded or is not a VxD plugin.
+        LoadError = "load_error",
+        /// Its device ID is taken (KB Q84000).
+        DuplicateId = "duplicate_id",
+        /// Real-mode init returned `ABORT_DEVICE_LOAD`.
+        AbortDeviceLoad = "abort_device_load",
+        /// Real-mode init returned `ABORT_WIN386_LOAD`.
+        AbortWin386Load = "abort_win386_load",
+        /// Real-mode init failed otherwise (a panic or an error).
+        RealModeInitFailed = "real_mode_init_failed",
+        /// An init phase failed.
+        InitFailed = "init_failed",
+    }
+}
+
+reasons! {
+    /// Why a dynamically loaded device left (`device_unloaded`).
+    UnloadReason {
+        /// `VXDLDR_UnloadDevice` (or a reload that changed its name or ID).
+        Unloaded = "unloaded",
+        /// `Sys_Dynamic_Device_Init` returned carry set.
+        InitRefused = "init_refused",
+        /// Its dynamic init panicked or failed.
+        InitFailed = "init_failed",
+    }
+}
+
+reasons! {
+    /// Why something pending was removed or will never run
+    /// (`event_cancelled`, `timeout_cancelled`, `appy_cancelled`,
+    /// `appy_dropped`).
+    CancelReason {
+        /// Its owner cancelled it.
+        Cancelled = "cancelled",
+        /// Its VM was destroyed.
+        VmDestroyed = "vm_destroyed",
+        /// The machine shut down with it pending.
+        Shutdown = "shutdown",
+        /// Its device was unloaded.
+        Unloaded = "unloaded",
+    }
+}
+
+reasons! {
+    /// Why a VM was destroyed (`vm_destroyed`).
+    DestroyReason {
+        /// Its owner terminated it.
+        Terminated = "terminated",
+        /// Its program ended.
+        ProgramEnded = "program_ended",
+        /// It was nuked.
+        Nuked = "nuked",
+        /// `Create_VM` failed.
+        CreateFailed = "create_failed",
+        /// `VM_Critical_Init` failed.
+        CriticalInitFailed = "critical_init_failed",
+        /// `VM_Init` failed.
+        InitFailed = "init_failed",
+        /// The machine shut down.
+        Shutdown = "shutdown",
+    }
+}
+
+reasons! {
+    /// Why a VM's execution priority changed (`priority`).
+    PriorityReason {
+        /// `Adjust_Exec_Priority`.
+        Adjust = "adjust",
+        /// A priority event's boost.
+        Event = "event",
+        /// The boost of an event that ran, taken back.
+        Unboost = "unboost",
+        /// The critical section's boost.
+        CriticalSection = "critical_section",
+    }
+}
+
+reasons! {
+    /// Why a program ended (`program_ended`).
+    EndReason {
+        /// It exited.
+        Exited = "exited",
+        /// It panicked.
+        Crashed = "crashed",
+        /// The machine stopped with a fatal error.
+        Fatal = "fatal",
+        /// Its VM was destroyed.
+        VmDestroyed = "vm_destroyed",
+        /// Its module could not be loaded.
+        LoadFailed = "load_failed",
+    }
+}
+
+reasons! {
+    /// Why a window message was lost (`message_dropped`).
+    DropReason {
+        /// The task's queue was full.
+        QueueFull = "queue_full",
+        /// The task has no queue.
+        NoQueue = "no_queue",
+        /// No task owns the window.
+        NoTask = "no_task",
+        /// The window went before the message was dispatched.
+        WindowDestroyed = "window_destroyed",
+        /// `_SHELL_PostShellMessage` found no shell window.
+        NoShellWindow = "no_shell_window",
+    }
+}
+
 /// One trace record.
 #[derive(Clone, Debug, Serialize)]
 pub struct TraceRecord {
@@ -89,10 +241,8 @@ pub enum TraceEvent {
         id: Option<u16>,
         /// The file.
         file: String,
-        /// A stable reason code: `load_error`, `duplicate_id`,
-        /// `abort_device_load`, `abort_win386_load`,
-        /// `real_mode_init_failed`, `init_failed`.
-        reason: &'static str,
+        /// Why (see [`RejectReason`]).
+        reason: RejectReason,
         /// Human-readable detail.
         message: String,
     },
@@ -192,8 +342,8 @@ pub enum TraceEvent {
         id: u16,
         /// The file its code came from.
         file: String,
-        /// `unloaded`, `init_refused`, `init_failed`.
-        reason: &'static str,
+        /// Why (see [`UnloadReason`]).
+        reason: UnloadReason,
         /// Resources it still owned (each also a `violation`).
         leaks: u32,
     },
@@ -301,8 +451,8 @@ pub enum TraceEvent {
         vm: Option<u32>,
         /// The device that scheduled it.
         device: String,
-        /// `cancelled`, `vm_destroyed`, `shutdown`, `unloaded`.
-        reason: &'static str,
+        /// Why (see [`CancelReason`]).
+        reason: CancelReason,
     },
     /// The scheduler switched VMs.
     VmSwitch {
@@ -330,9 +480,8 @@ pub enum TraceEvent {
         name: String,
         /// The `VNE_*` flags of VM_Not_Executeable.
         flags: u32,
-        /// `terminated`, `program_ended`, `nuked`, `create_failed`,
-        /// `critical_init_failed`, `init_failed`, `shutdown`.
-        reason: &'static str,
+        /// Why (see [`DestroyReason`]).
+        reason: DestroyReason,
     },
     /// A time-out was set.
     TimeoutScheduled {
@@ -374,8 +523,8 @@ pub enum TraceEvent {
         handle: u32,
         /// The device.
         device: String,
-        /// `cancelled`, `vm_destroyed`, `shutdown`, `unloaded`.
-        reason: &'static str,
+        /// Why (see [`CancelReason`]).
+        reason: CancelReason,
     },
     /// The critical section changed hands or count.
     CritSection {
@@ -425,9 +574,8 @@ pub enum TraceEvent {
         boost: i64,
         /// The priority afterwards.
         priority: u32,
-        /// Why: `adjust` (Adjust_Exec_Priority), `event` (a priority
-        /// event's boost), `unboost`, `critical_section`.
-        reason: &'static str,
+        /// Why (see [`PriorityReason`]).
+        reason: PriorityReason,
     },
     /// A VM was suspended or resumed.
     VmSuspend {
@@ -467,9 +615,8 @@ pub enum TraceEvent {
         task: Option<u16>,
         /// Exit code, if it exited.
         exit_code: Option<u32>,
-        /// `exited`, `crashed` (it panicked), `fatal`, `vm_destroyed`,
-        /// `load_failed`.
-        reason: &'static str,
+        /// Why (see [`EndReason`]).
+        reason: EndReason,
     },
     /// A line a program printed.
     ProgramOutput {
@@ -512,8 +659,8 @@ pub enum TraceEvent {
         wparam: u16,
         /// lParam.
         lparam: u32,
-        /// `queue_full`, `no_queue`, `no_task`, `window_destroyed`.
-        reason: &'static str,
+        /// Why (see [`DropReason`]).
+        reason: DropReason,
     },
     /// A task retrieved a message (GetMessage, or PeekMessage removing it).
     MessageDelivered {
@@ -716,8 +863,8 @@ pub enum TraceEvent {
         device: String,
         /// The callback's name.
         callback: String,
-        /// `cancelled`.
-        reason: &'static str,
+        /// Why (see [`CancelReason`]).
+        reason: CancelReason,
     },
     /// A pending appy-time event will never run.
     AppyDropped {
@@ -727,9 +874,8 @@ pub enum TraceEvent {
         device: String,
         /// The callback's name.
         callback: String,
-        /// `shutdown`: the machine shut down with it pending (or it was
-        /// requested during shutdown).
-        reason: &'static str,
+        /// Why (see [`CancelReason`]).
+        reason: CancelReason,
     },
     /// A SHELL message box was shown and answered (`SHELL_SYSMODAL_Message`,
     /// `SHELL_Message`, `SHELL_Resolve_Contention`).
@@ -1101,5 +1247,51 @@ impl From<vmm_plugin_api::abi::ClientRegs> for RegSnapshot {
             es: c.es,
             eflags: c.eflags,
         }
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    /// The text of `docs/trace.md`'s section that names `kind` in its
+    /// heading.
+    fn section(doc: &str, kind: &str) -> String {
+        let tag = format!("`{kind}`");
+        let start = doc
+            .split("\n### ")
+            .find(|part| part.lines().next().is_some_and(|h| h.contains(&tag)))
+            .unwrap_or_else(|| panic!("docs/trace.md has no section for {kind}"));
+        start.to_string()
+    }
+
+    #[test]
+    fn every_reason_is_documented_with_its_record_kind() {
+        let doc = include_str!("../../docs/trace.md");
+        let table: [(&str, &[&str]); 10] = [
+            ("device_rejected", RejectReason::NAMES),
+            ("device_unloaded", UnloadReason::NAMES),
+            ("event_cancelled", CancelReason::NAMES),
+            ("timeout_cancelled", CancelReason::NAMES),
+            ("appy_cancelled", &[CancelReason::Cancelled.as_str()]),
+            ("appy_dropped", &[CancelReason::Shutdown.as_str(), CancelReason::Unloaded.as_str()]),
+            ("vm_destroyed", DestroyReason::NAMES),
+            ("priority", PriorityReason::NAMES),
+            ("program_ended", EndReason::NAMES),
+            ("message_dropped", DropReason::NAMES),
+        ];
+        for (kind, reasons) in table {
+            let text = section(doc, kind);
+            for r in reasons {
+                assert!(text.contains(&format!("`{r}`")), "docs/trace.md's {kind} section does not name reason `{r}`");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reason_serializes_as_its_string() {
+        let json = serde_json::to_string(&CancelReason::VmDestroyed).unwrap();
+        assert_eq!(json, "\"vm_destroyed\"");
+        assert_eq!(DropReason::NoShellWindow.to_string(), "no_shell_window");
     }
 }

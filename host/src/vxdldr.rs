@@ -34,7 +34,7 @@ use crate::dynamic::{DDB_BASE, LoadError};
 use crate::machine::Core;
 use crate::manifest::Origin;
 use crate::registry::DeviceInfo;
-use crate::trace::TraceEvent;
+use crate::trace::{TraceEvent, UnloadReason};
 use crate::vmm::callback::Callback;
 
 /// VXDLDR's service table (VXDLDR.H order; the PE loader services that
@@ -286,7 +286,7 @@ impl Core {
                 Ok(())
             }
             Some(i) => {
-                self.discard_dynamic(i, "init_failed");
+                self.discard_dynamic(i, UnloadReason::InitFailed);
                 Ok(())
             }
         };

@@ -20,7 +20,7 @@ use crate::abi::{Failure, allowed, core, guarded, serve};
 use crate::machine::Core;
 use crate::profile::{parse_boolean, parse_decimal, parse_hex, profile_value};
 use crate::time::Duration;
-use crate::trace::TraceEvent;
+use crate::trace::{CancelReason, PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::events::EventKind;
@@ -514,7 +514,7 @@ extern "C" fn cancel_time_out(cx: &HostCx, handle: u32) -> VmmResult<()> {
         if !allowed(core, svc.name, svc.rule) {
             return Failure::refused();
         }
-        if core.cancel_timeout(handle, "cancelled") {
+        if core.cancel_timeout(handle, CancelReason::Cancelled) {
             ROk(())
         } else {
             stale(core, "Cancel_Time_Out", Violation::StaleTimeoutHandle, handle, "time-out handle")
@@ -547,7 +547,7 @@ extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResul
                 Some(svc::ADJUST_EXEC_PRIORITY.name),
             ));
         }
-        core.add_boost(vm, boost as i64, "adjust");
+        core.add_boost(vm, boost as i64, PriorityReason::Adjust);
         ROk(())
     })
 }
@@ -658,7 +658,7 @@ fn cancel_kind(cx: &HostCx, svc: &'static Service, handle: u32, want: EventKind,
                         Some(service),
                     ));
                 }
-                core.cancel_event(handle, "cancelled");
+                core.cancel_event(handle, CancelReason::Cancelled);
                 ROk(())
             }
         }

@@ -7,7 +7,7 @@ use vmm_plugin_api::abi::VmmError;
 use vmm_plugin_api::ddk::{CRITICAL_SECTION_BOOST, VM_SUSPEND, VMSTAT_BLOCKED};
 
 use crate::machine::Core;
-use crate::trace::TraceEvent;
+use crate::trace::{PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::crit::{Claim, ReleaseError, SemSignal, SemWait};
@@ -27,7 +27,7 @@ impl Core {
     /// Give the critical section to `vm` with `count` claims (it is free).
     fn crit_take(&self, vm: u32, count: u32, action: &'static str) {
         self.crit.borrow_mut().take(vm, count);
-        self.add_boost(vm, CRITICAL_SECTION_BOOST as i64, "critical_section");
+        self.add_boost(vm, CRITICAL_SECTION_BOOST as i64, PriorityReason::CriticalSection);
         self.crit_trace(action, vm);
     }
 
@@ -119,7 +119,7 @@ impl Core {
     /// The section was freed by `vm`: hand it to the first waiter, or mark
     /// the release for `Call_When_Not_Critical`.
     fn crit_freed(&self, vm: u32) {
-        self.add_boost(vm, -(CRITICAL_SECTION_BOOST as i64), "critical_section");
+        self.add_boost(vm, -(CRITICAL_SECTION_BOOST as i64), PriorityReason::CriticalSection);
         self.crit_trace("release", vm);
         let next = self.crit.borrow_mut().next_waiter();
         match next {

@@ -29,7 +29,7 @@ impl Core {
         let handle = self.sched.schedule_event(kind, target, flags, boost, timeout_ms, cb);
         let Some(handle) = handle else { return Err(VmmError::OUT_OF_MEMORY) };
         if boost != 0 {
-            self.event_boost(target, boost as i64, "event");
+            self.event_boost(target, boost as i64, crate::trace::PriorityReason::Event);
         }
         if self.trace_on {
             self.trace_scheduled(caller, handle, timeout_ms);
@@ -69,7 +69,7 @@ impl Core {
         cb: Callback,
     ) -> Result<u32, VmmError> {
         if boost != 0 {
-            self.event_boost(target, boost as i64, "event");
+            self.event_boost(target, boost as i64, crate::trace::PriorityReason::Event);
         }
         let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: self.sched.now(), cb };
         self.run_event(0, rec, true, false);

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
-use crate::trace::{CallOutcome, TraceEvent};
+use crate::trace::{CallOutcome, CancelReason, DestroyReason, TraceEvent};
 use crate::vmm::context::Context;
 use crate::vmm::vm::{Vm, VmLife};
 
@@ -98,9 +98,9 @@ impl Core {
         let name: Rc<str> = Rc::from(name);
         let vm = self.vms.borrow_mut().insert(|h, id| Vm::new(h, id, name.clone(), false, cb));
         let steps = [
-            (CREATE_VM, VNE_CREATEFAIL, "create_failed"),
-            (VM_CRITICAL_INIT, VNE_CRINITFAIL, "critical_init_failed"),
-            (VM_INIT, VNE_INITFAIL, "init_failed"),
+            (CREATE_VM, VNE_CREATEFAIL, DestroyReason::CreateFailed),
+            (VM_CRITICAL_INIT, VNE_CRINITFAIL, DestroyReason::CriticalInitFailed),
+            (VM_INIT, VNE_INITFAIL, DestroyReason::InitFailed),
         ];
         for (message, flag, reason) in steps {
             let failed = if message == CREATE_VM {
@@ -136,7 +136,7 @@ impl Core {
     /// Destroy `vm`: with `normal`, VM_Terminate first (skipped when a
     /// running VM is killed), then VM_Not_Executeable with `flags`, then
     /// Destroy_VM. Its pending events and time-outs are cancelled.
-    pub(crate) fn destroy_vm(&self, vm: u32, flags: u32, normal: bool, reason: &'static str) {
+    pub(crate) fn destroy_vm(&self, vm: u32, flags: u32, normal: bool, reason: DestroyReason) {
         // The system VM lives as long as the machine (`vm_valid` relies on it).
         debug_assert_ne!(vm, self.sys_vm.get(), "the system VM is never destroyed");
         // A VM is destroyed once: its teardown ends its programs, and a DOS
@@ -177,7 +177,7 @@ impl Core {
             .sched
             .timeouts_where(|h, r| matches!(r.due, crate::vmm::timers::Due::Exec(v, _) if v == vm).then_some(h));
         for h in timeouts {
-            self.cancel_timeout(h, "vm_destroyed");
+            self.cancel_timeout(h, CancelReason::VmDestroyed);
         }
         let owned = self.crit.borrow().owner() == Some(vm);
         if owned {
@@ -198,7 +198,7 @@ impl Core {
                 event: rec.kind.name(),
                 vm: Some(vm),
                 device: self.instance_name(rec.cb.owner()).to_string(),
-                reason: "vm_destroyed",
+                reason: CancelReason::VmDestroyed,
             });
         }
     }
@@ -209,7 +209,7 @@ impl Core {
         let mut dos: Vec<u32> = self.vms.borrow().iter().filter(|v| v.handle != sys).map(|v| v.handle).collect();
         dos.reverse();
         for vm in dos {
-            self.destroy_vm(vm, 0, true, "shutdown");
+            self.destroy_vm(vm, 0, true, DestroyReason::Shutdown);
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::manifest::{Manifest, ViolationPolicy};
 use crate::registry::{DeviceSummary, Inst, Registry};
 use crate::resolve::SearchPath;
 use crate::time::{Duration, Instant};
-use crate::trace::{CallOutcome, Trace, TraceEvent, TraceRecord};
+use crate::trace::{CallOutcome, DestroyReason, Trace, TraceEvent, TraceRecord};
 use crate::violation::Violation;
 use crate::vmm::callback::{Callback, CallbackHost};
 use crate::vmm::context::Context;
@@ -822,7 +822,7 @@ impl Machine {
     /// Destroy_VM).
     pub fn destroy_vm(&mut self, vm: u32) {
         if vm != self.core.sys_vm.get() {
-            self.core.destroy_vm(vm, 0, true, "terminated");
+            self.core.destroy_vm(vm, 0, true, DestroyReason::Terminated);
         }
     }
 

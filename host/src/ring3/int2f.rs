@@ -152,7 +152,7 @@ impl Core {
         let handle = self.sched.schedule_event(EventKind::Priority, target, pef, boost as i32, None, cb);
         if let Some(handle) = handle {
             if boost != 0 {
-                self.event_boost(target, boost as i64, "event");
+                self.event_boost(target, boost as i64, crate::trace::PriorityReason::Event);
             }
             self.trace(|| TraceEvent::EventScheduled {
                 handle,

@@ -26,7 +26,7 @@ use crate::error::{Error, LoadCause};
 use crate::loader::PluginLibrary;
 use crate::machine::Core;
 use crate::registry::Inst;
-use crate::trace::{CallOutcome, TraceEvent};
+use crate::trace::{CallOutcome, DestroyReason, EndReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::timers::TimerKind;
@@ -373,10 +373,10 @@ impl Core {
                     module: program.to_string(),
                     task: None,
                     exit_code: None,
-                    reason: "load_failed",
+                    reason: EndReason::LoadFailed,
                 });
                 if vm != self.sys_vm.get() {
-                    self.destroy_vm(vm, 0, true, "program_ended");
+                    self.destroy_vm(vm, 0, true, DestroyReason::ProgramEnded);
                 }
                 return None;
             }
@@ -482,7 +482,11 @@ impl Core {
         self.charge(self.manifest.machine.ring3_step);
         match outcome {
             Ok(step) => self.apply_step(id, step),
-            Err(o) => self.end_program(id, None, if o == CallOutcome::FatalExit { "fatal" } else { "crashed" }),
+            Err(o) => self.end_program(
+                id,
+                None,
+                if o == CallOutcome::FatalExit { EndReason::Fatal } else { EndReason::Crashed },
+            ),
         }
         true
     }
@@ -526,7 +530,7 @@ impl Core {
                     "a DOS program asked for GetMessage, which exists only for Windows tasks; the program ends",
                     None,
                 );
-                self.end_program(id, None, "crashed");
+                self.end_program(id, None, EndReason::Crashed);
                 return;
             }
             StepKind::GetMessage => ProgState::WaitMessage,
@@ -541,7 +545,7 @@ impl Core {
                 ProgState::Ready(Resume { kind: ResumeKind::Yielded, msg: Msg::default() })
             }
             StepKind::Exit => {
-                self.end_program(id, Some(step.value), "exited");
+                self.end_program(id, Some(step.value), EndReason::Exited);
                 return;
             }
         };
@@ -562,7 +566,7 @@ impl Core {
 
     /// End a program: a task's windows and DLLs go; a DOS program's VM is
     /// terminated.
-    pub(crate) fn end_program(&self, id: u32, exit_code: Option<u32>, reason: &'static str) {
+    pub(crate) fn end_program(&self, id: u32, exit_code: Option<u32>, reason: EndReason) {
         let (vm, module, task, kind, name) = {
             let mut r3 = self.ring3.borrow_mut();
             let Some(p) = r3.program_mut(id) else { return };
@@ -605,8 +609,8 @@ impl Core {
         }
         self.unload_module(module);
         if kind == ModuleKind::DosProgram && self.vm_valid(vm) {
-            let flags = if reason == "crashed" { VNE_CRASHED } else { 0 };
-            self.destroy_vm(vm, flags, reason != "crashed", "program_ended");
+            let flags = if reason == EndReason::Crashed { VNE_CRASHED } else { 0 };
+            self.destroy_vm(vm, flags, reason != EndReason::Crashed, DestroyReason::ProgramEnded);
         }
     }
 
@@ -640,7 +644,7 @@ impl Core {
                 .collect()
         };
         for id in ids {
-            self.end_program(id, None, "vm_destroyed");
+            self.end_program(id, None, EndReason::VmDestroyed);
         }
     }
 

@@ -11,7 +11,7 @@ use vmm_plugin_api::ddk::{HWND_BROADCAST, MB_SYSTEMMODAL};
 
 use crate::machine::Core;
 use crate::ring3::{Target, kind_name};
-use crate::trace::TraceEvent;
+use crate::trace::{DropReason, TraceEvent};
 
 /// The largest queue `SetMessageQueue` accepts (KB Q99335 suggests up to
 /// 120).
@@ -24,10 +24,10 @@ impl Core {
         let outcome = {
             let mut r3 = self.ring3.borrow_mut();
             match r3.task_mut(task) {
-                None => Err("no_task"),
+                None => Err(DropReason::NoTask),
                 Some(t) => match t.queue.as_mut() {
-                    None => Err("no_queue"),
-                    Some(q) if q.len() >= t.capacity => Err("queue_full"),
+                    None => Err(DropReason::NoQueue),
+                    Some(q) if q.len() >= t.capacity => Err(DropReason::QueueFull),
                     Some(q) => {
                         q.push_back(msg);
                         Ok(())
@@ -125,7 +125,7 @@ impl Core {
                 msg: message,
                 wparam,
                 lparam,
-                reason: "window_destroyed",
+                reason: DropReason::WindowDestroyed,
             });
             return 0;
         };

@@ -14,7 +14,7 @@ use crate::machine::{Core, Phase};
 use crate::manifest::Order;
 use crate::shell::Server;
 use crate::time::{Duration, Instant};
-use crate::trace::TraceEvent;
+use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
@@ -125,7 +125,7 @@ impl Core {
             handle,
             device: self.instance_name(rec.cb.owner()).to_string(),
             callback: rec.cb.name(),
-            reason: "cancelled",
+            reason: CancelReason::Cancelled,
         });
         Ok(())
     }
@@ -258,7 +258,7 @@ impl Core {
                 handle,
                 device: self.instance_name(rec.cb.owner()).to_string(),
                 callback: rec.cb.name(),
-                reason: "shutdown",
+                reason: CancelReason::Shutdown,
             });
             drop(rec);
         }

@@ -110,7 +110,7 @@ impl Core {
                     msg: SHELL_NOTIFY,
                     wparam: wparam as u16,
                     lparam,
-                    reason: "no_shell_window",
+                    reason: crate::trace::DropReason::NoShellWindow,
                 });
                 0
             }

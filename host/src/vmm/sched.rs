@@ -20,7 +20,7 @@ use vmm_plugin_api::ddk::{BLOCK_THREAD_IDLE, CF_MASK, CRITICAL_SECTION_BOOST, PE
 use crate::machine::Core;
 use crate::manifest::ActionKind;
 use crate::time::Instant;
-use crate::trace::{CallOutcome, StuckEvent, StuckVm, TraceEvent};
+use crate::trace::{CallOutcome, CancelReason, PriorityReason, StuckEvent, StuckVm, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::events::{
@@ -391,7 +391,7 @@ impl Core {
         self.check_nest_balance(vm, depth, "an event callback", || rec.cb.owner());
         if rec.kind == EventKind::Priority && rec.boost != 0 {
             if rec.flags & PEF_DONT_UNBOOST == 0 || timed_out {
-                self.event_boost(rec.target, -(rec.boost as i64), "unboost");
+                self.event_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost);
             } else {
                 // PEF_Dont_Unboost: the boost stays, as the device's own.
                 self.keep_event_boost(rec.target, rec.boost as i64);
@@ -433,7 +433,7 @@ impl Core {
     }
 
     /// Add `delta` to `vm`'s boost.
-    pub(crate) fn add_boost(&self, vm: u32, delta: i64, reason: &'static str) {
+    pub(crate) fn add_boost(&self, vm: u32, delta: i64, reason: PriorityReason) {
         let priority = {
             let mut vms = self.vms.borrow_mut();
             let Some(v) = vms.get_mut(vm) else { return };
@@ -448,7 +448,7 @@ impl Core {
     /// time-critical operation of the VM (see [`Vm::crit_priority`]).
     ///
     /// [`Vm::crit_priority`]: crate::vmm::vm::Vm::crit_priority
-    pub(crate) fn event_boost(&self, vm: u32, delta: i64, reason: &'static str) {
+    pub(crate) fn event_boost(&self, vm: u32, delta: i64, reason: PriorityReason) {
         let priority = {
             let mut vms = self.vms.borrow_mut();
             let Some(v) = vms.get_mut(vm) else { return };
@@ -622,12 +622,12 @@ impl Core {
     }
 
     /// Cancel a pending event (any kind), tracing why.
-    pub(crate) fn cancel_event(&self, handle: u32, reason: &'static str) -> bool {
+    pub(crate) fn cancel_event(&self, handle: u32, reason: CancelReason) -> bool {
         let rec = self.sched.remove_event(handle);
         let Some(rec) = rec else { return false };
         if rec.kind == EventKind::Priority && rec.boost != 0 {
             // The boost goes even with PEF_Dont_Unboost.
-            self.event_boost(rec.target, -(rec.boost as i64), "unboost");
+            self.event_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost);
         }
         let device = self.instance_name(rec.cb.owner());
         self.trace(|| TraceEvent::EventCancelled {
@@ -749,7 +749,7 @@ impl Core {
     }
 
     /// Cancel a pending time-out, tracing why.
-    pub(crate) fn cancel_timeout(&self, handle: u32, reason: &'static str) -> bool {
+    pub(crate) fn cancel_timeout(&self, handle: u32, reason: CancelReason) -> bool {
         let rec = self.sched.remove_timeout(handle);
         let Some(rec) = rec else { return false };
         let device = self.instance_name(rec.cb.owner());
