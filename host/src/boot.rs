@@ -11,9 +11,9 @@ use vmm_plugin_api::ddk::*;
 
 use crate::builtin;
 use crate::error::{Error, LoadCause, Result};
+use crate::machine::registry::{DeviceCode, DeviceInfo, DeviceSlot, DeviceState, DeviceSummary, Inst};
 use crate::machine::{Core, Phase};
 use crate::manifest::Origin;
-use crate::registry::{DeviceCode, DeviceInfo, DeviceSlot, DeviceState, DeviceSummary, Inst};
 use crate::trace::{CallOutcome, CancelReason, RejectReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
@@ -552,15 +552,7 @@ impl Core {
         let previous_message = self.current_message.replace(Some(message));
         let nest_vm = vm.unwrap_or(self.cur_vm.get());
         let depth = self.nest_mark();
-        let outcome = match code {
-            DeviceCode::Builtin(b) => self.with_frame(instance, context, || b.control(self, &args)).into(),
-            DeviceCode::Plugin { inst, .. } => {
-                match self.invoke(instance, "control", context, |cx| (inst.vtable.control())(inst.this, cx, &args)) {
-                    Ok(c) => c.into(),
-                    Err(o) => o,
-                }
-            }
-        };
+        let outcome = self.device_control(&code, instance, context, &args);
         self.current_message.set(previous_message);
         self.check_nest_balance(nest_vm, depth, "a control procedure", || instance);
         self.trace(|| TraceEvent::Control {

@@ -5,7 +5,6 @@ use vmm_plugin_api::abi::{Carry, ServiceCall, VmmError};
 use vmm_plugin_api::ddk::{CF_MASK, VMM_DEVICE_ID};
 
 use crate::machine::Core;
-use crate::registry::DeviceCode;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
 
@@ -51,19 +50,7 @@ impl Core {
             return invalid(self);
         }
         let context = self.context();
-        let outcome = match code {
-            DeviceCode::Builtin(b) => {
-                CallOutcome::from(self.with_frame(instance, context, || b.service(self, caller, ordinal, call)))
-            }
-            DeviceCode::Plugin { inst, .. } => {
-                match self.invoke(instance, "service", context, |cx| {
-                    (inst.vtable.service())(inst.this, cx, ordinal as u32, call)
-                }) {
-                    Ok(c) => CallOutcome::from(c),
-                    Err(o) => o,
-                }
-            }
-        };
+        let outcome = self.device_service(&code, instance, caller, ordinal, context, call);
         match outcome {
             CallOutcome::Clear => call.regs.flags &= !CF_MASK,
             _ => call.regs.flags |= CF_MASK,

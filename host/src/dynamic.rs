@@ -9,7 +9,7 @@
 //! it may refuse either. While those run (and while its factory and
 //! `restore_state` run) the init-only services are legal for it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant as WallInstant;
 
@@ -19,9 +19,9 @@ use vmm_plugin_api::ddk::*;
 
 use crate::boot::LoadRequest;
 use crate::error::{Error, LoadCause};
-use crate::machine::{Core, Phase};
+use crate::machine::registry::{DeviceCode, DeviceInfo, DeviceState, Inst};
+use crate::machine::{Core, Machine, Phase};
 use crate::manifest::Origin;
-use crate::registry::{DeviceCode, DeviceInfo, DeviceState, Inst};
 use crate::trace::{CallOutcome, RejectReason, TraceEvent, UnloadReason};
 use crate::vmm::context::Context;
 
@@ -646,6 +646,113 @@ impl Core {
             // The plugin's own words, so the reload line says why.
             Err((_, message)) if !message.is_empty() => Err(format!("restore_state: {message}")),
             Err((outcome, _)) => Err(format!("restore_state failed ({outcome:?})")),
+        }
+    }
+}
+
+/// Hot reload and dynamic loading from outside the machine (the CLI's
+/// `--watch`, tests and tools).
+impl Machine {
+    /// Hot reload: replace the code of the loaded device `name` with the
+    /// plugin in `file`, now (between VMM events). The old instance gets
+    /// `Sys_Dynamic_Device_Exit`, hands over its state if it saves one, and
+    /// what it still owns is reclaimed (each item an `UNLOAD_LEAK`
+    /// violation); the new one restores the state and gets
+    /// `Sys_Dynamic_Device_Init`. If the new copy fails to load, fails the
+    /// layout check, panics or refuses, the old code keeps running; the
+    /// report (also a `reload` trace record) says why. A new name or ID is
+    /// an unload plus a load.
+    pub fn reload_device(&mut self, name: &str, file: impl AsRef<std::path::Path>) -> ReloadReport {
+        self.core.reload_device(name, file.as_ref(), std::time::Instant::now())
+    }
+
+    /// `VXDLDR_LoadDevice` from outside the machine (as a test or a tool
+    /// would): load `name` dynamically and, with `init`, send it
+    /// `Sys_Dynamic_Device_Init`. `Err` is `(VXDLDR_ERR_*, message)`.
+    pub fn load_dynamic_device(&mut self, name: &str, init: bool) -> std::result::Result<(), (u32, String)> {
+        self.core.vxdldr_load(name, init).map(|_| ()).map_err(|e| (e.code, e.message))
+    }
+
+    /// `VXDLDR_UnloadDevice` from outside the machine.
+    pub fn unload_dynamic_device(&mut self, name: &str) -> std::result::Result<(), (u32, String)> {
+        self.core.vxdldr_unload(0, Some(name)).map_err(|e| (e.code, e.message))
+    }
+
+    /// The loaded plugin devices: `(device, file, content hash)` (what
+    /// `--watch` watches).
+    pub fn plugin_devices(&self) -> Vec<(String, PathBuf, String)> {
+        let reg = self.core.registry.borrow();
+        reg.slots
+            .iter()
+            .filter(|s| s.alive() && matches!(s.code, DeviceCode::Plugin { .. }))
+            .map(|s| (s.info.name.clone(), s.file.clone(), s.build.clone()))
+            .collect()
+    }
+
+    /// Run while watching plugin files: whenever `watcher` reports a
+    /// rebuilt plugin, reload its device at the next safe point and tell
+    /// `on_reload`, which may stop the run (`ControlFlow::Break`). When the
+    /// machine has nothing left to do it waits for rebuilds (wall clock)
+    /// until `deadline`, if any. Stops at `[machine] until` as [`Machine::run`].
+    /// (With the `watch` feature.)
+    #[cfg(feature = "watch")]
+    pub fn run_watching(
+        &mut self,
+        watcher: &crate::watch::Watcher,
+        deadline: Option<std::time::Instant>,
+        on_reload: &mut dyn FnMut(&ReloadReport) -> std::ops::ControlFlow<()>,
+    ) -> crate::error::Result<crate::machine::RunEnd> {
+        if self.core.phase.get() != Phase::Running {
+            return Ok(crate::machine::RunEnd::Quiescent);
+        }
+        if let Some(until) = self.core.manifest.machine.until {
+            self.core.sched.timer_at(crate::time::Instant::ZERO + until, crate::vmm::timers::TimerKind::Stop);
+        }
+        *self.core.pace_interrupt.borrow_mut() = Some(watcher.ready_flag());
+        let end = self.watch_loop(watcher, deadline, on_reload);
+        *self.core.pace_interrupt.borrow_mut() = None;
+        end
+    }
+
+    #[cfg(feature = "watch")]
+    fn watch_loop(
+        &mut self,
+        watcher: &crate::watch::Watcher,
+        deadline: Option<std::time::Instant>,
+        on_reload: &mut dyn FnMut(&ReloadReport) -> std::ops::ControlFlow<()>,
+    ) -> crate::error::Result<crate::machine::RunEnd> {
+        loop {
+            self.core.top_level.set(true);
+            let end = self.core.run_until(&|_| watcher.has_changes(), None);
+            self.core.top_level.set(false);
+            self.fail_on_fatal(Ok(()))?;
+            self.stop_on_full_trace()?;
+            let changes = match end {
+                crate::vmm::sched::LoopEnd::Stopped => return Ok(crate::machine::RunEnd::Until),
+                crate::vmm::sched::LoopEnd::Fatal => return Ok(crate::machine::RunEnd::Quiescent),
+                crate::vmm::sched::LoopEnd::Done => watcher.take(),
+                crate::vmm::sched::LoopEnd::Quiescent => {
+                    let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                    if left == Some(std::time::Duration::ZERO) {
+                        return Ok(crate::machine::RunEnd::Quiescent);
+                    }
+                    let step = std::time::Duration::from_millis(200);
+                    watcher.wait(left.map_or(step, |l| l.min(step)))
+                }
+            };
+            for change in changes {
+                let report = self.core.reload_file(&change);
+                watcher.set_build(&change.file, &report.device, &change.build);
+                // A watched run ends with Ctrl-C: keep the trace file current.
+                self.core.finish_trace();
+                self.fail_on_fatal(Ok(()))?;
+                if on_reload(&report).is_break() {
+                    return Ok(crate::machine::RunEnd::Quiescent);
+                }
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(crate::machine::RunEnd::Quiescent);
+            }
         }
     }
 }

@@ -22,7 +22,6 @@ pub mod machine;
 pub mod manifest;
 pub(crate) mod profile;
 mod reclaim;
-pub mod registry;
 pub mod resolve;
 pub(crate) mod ring3;
 pub(crate) mod shell;

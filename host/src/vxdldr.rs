@@ -29,11 +29,11 @@ use std::cell::Cell;
 use vmm_plugin_api::abi::{ApiMode, Carry, ClientRegs, Regs, ServiceCall};
 use vmm_plugin_api::ddk::*;
 
-use crate::builtin::Builtin;
 use crate::dynamic::{DDB_BASE, LoadError};
 use crate::machine::Core;
+use crate::machine::device::Builtin;
+use crate::machine::registry::DeviceInfo;
 use crate::manifest::Origin;
-use crate::registry::DeviceInfo;
 use crate::trace::{TraceEvent, UnloadReason};
 use crate::vmm::callback::Callback;
 

@@ -1,8 +1,8 @@
 //! The host's side of the plugin ABI, in files that mirror the SDK's:
 //! `vmm.rs` (the VMM's services), `ring3.rs` (the services ring-3 modules
 //! call), `shell.rs` (SHELL's). This file holds what every shim shares:
-//! recovering the machine from a context, the guard, the context rule and
-//! the failure values.
+//! making a context for a plugin call and recovering the machine from it,
+//! the guard, the context rule and the failure values.
 //!
 //! **Invariant:** no host panic crosses into plugin code. Every shim runs
 //! its body under `catch_unwind`; a host bug stops the machine with a fatal
@@ -21,6 +21,20 @@ use crate::machine::Core;
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::services::{Rule, Service};
+
+impl Core {
+    /// The context handed to `instance`'s code: the services vtable and
+    /// this machine, recovered by [`core`] in every shim.
+    #[inline]
+    pub(crate) fn cx(&self, instance: u32) -> HostCx {
+        HostCx {
+            services: vmm::SERVICES,
+            machine: self as *const Core as *const std::ffi::c_void,
+            caller: instance,
+            tracing: self.trace_on,
+        }
+    }
+}
 
 /// Recover the machine from a context.
 pub(crate) fn core(cx: &HostCx) -> &Core {

@@ -10,6 +10,7 @@
 
 use std::rc::Rc;
 
+use vmm_plugin_api::abi::ClientRegs;
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
@@ -42,6 +43,18 @@ impl Core {
         }
         self.sys_vm.set(handle);
         self.cur_vm.set(handle);
+    }
+
+    /// A copy of `vm`'s client registers (`None`: no such VM).
+    pub(crate) fn client_of(&self, vm: u32) -> Option<ClientRegs> {
+        self.vms.borrow().get(vm).map(|v| v.client())
+    }
+
+    /// Replace `vm`'s client registers (nothing if there is no such VM).
+    pub(crate) fn set_client_of(&self, vm: u32, c: ClientRegs) {
+        if let Some(v) = self.vms.borrow().get(vm) {
+            v.set_client(c);
+        }
     }
 
     /// Whether `handle` names a live VM. (The system VM, once created, is

@@ -8,9 +8,11 @@
 //! for one step and released before any plugin code runs.
 
 mod crit;
+pub(crate) mod device;
 mod events;
 mod lifecycle;
 mod nest;
+pub mod registry;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -22,8 +24,8 @@ use abi_stable::std_types::{RErr, ROk};
 use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult, PluginRoot_Ref, ServiceCall, VmmError};
 
 use crate::error::{Error, Result};
+use crate::machine::registry::{DeviceSummary, Inst, Registry};
 use crate::manifest::{Manifest, ViolationPolicy};
-use crate::registry::{DeviceSummary, Inst, Registry};
 use crate::resolve::SearchPath;
 use crate::time::{Duration, Instant};
 use crate::trace::{CallOutcome, DestroyReason, Trace, TraceEvent, TraceRecord};
@@ -203,7 +205,7 @@ pub(crate) struct Core {
     pub(crate) current_message: Cell<Option<u32>>,
     /// The SHELL device's state: appy time, broadcast hooks, the message
     /// server's local heap.
-    pub(crate) shell: crate::shell::ShellState,
+    pub(crate) shell: crate::shell::state::ShellState,
     /// Ring-3 data blocks (`GlobalAlloc`), by selector.
     pub(crate) far: RefCell<crate::ring3::memory::FarMemory>,
     /// Set while a watched run paces virtual time: a rebuilt plugin is
@@ -264,7 +266,7 @@ impl Core {
             call_depth: Cell::new(0),
             last_plugin_error: RefCell::new(None),
             current_message: Cell::new(None),
-            shell: crate::shell::ShellState::default(),
+            shell: crate::shell::state::ShellState::default(),
             far: RefCell::new(crate::ring3::memory::FarMemory::default()),
             dynamic_init: RefCell::new(Vec::new()),
             swapped_out: RefCell::default(),
@@ -499,16 +501,6 @@ impl Core {
 
     // ---- calling plugins ------------------------------------------------------
 
-    /// The context handed to `instance`'s code.
-    pub(crate) fn cx(&self, instance: u32) -> HostCx {
-        HostCx {
-            services: crate::abi::vmm::SERVICES,
-            machine: self as *const Core as *const c_void,
-            caller: instance,
-            tracing: self.trace_on,
-        }
-    }
-
     /// The instance pointer of a usable plugin instance.
     pub(crate) fn instance_this(&self, instance: u32) -> Option<*const c_void> {
         let instances = self.instances.borrow();
@@ -691,7 +683,7 @@ impl Core {
         }
         let mut reg = self.registry.borrow_mut();
         if let Some(i) = reg.by_instance(instance) {
-            reg.slots[i].state = crate::registry::DeviceState::Failed;
+            reg.slots[i].state = crate::machine::registry::DeviceState::Failed;
         }
     }
 }
@@ -705,7 +697,7 @@ impl Core {
 /// needs_send::<vmm_host::Machine>();
 /// ```
 pub struct Machine {
-    core: Box<Core>,
+    pub(crate) core: Box<Core>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -871,7 +863,7 @@ impl Machine {
 
     /// If the trace file reached its limit, shut down normally (nothing
     /// more is written) and return the error that says so.
-    fn stop_on_full_trace(&mut self) -> Result<()> {
+    pub(crate) fn stop_on_full_trace(&mut self) -> Result<()> {
         if !self.core.trace_full.get() {
             return Ok(());
         }
@@ -884,7 +876,7 @@ impl Machine {
 
     /// If a fatal error happened, run the crash exit and return it as the
     /// error.
-    fn fail_on_fatal(&mut self, result: Result<()>) -> Result<()> {
+    pub(crate) fn fail_on_fatal(&mut self, result: Result<()>) -> Result<()> {
         let fatal = self.core.fatal.borrow().clone();
         match (fatal, result) {
             (Some(f), _) => {
@@ -898,109 +890,6 @@ impl Machine {
                 Err(e)
             }
             (None, Ok(())) => Ok(()),
-        }
-    }
-
-    /// Hot reload: replace the code of the loaded device `name` with the
-    /// plugin in `file`, now (between VMM events). The old instance gets
-    /// `Sys_Dynamic_Device_Exit`, hands over its state if it saves one, and
-    /// what it still owns is reclaimed (each item an `UNLOAD_LEAK`
-    /// violation); the new one restores the state and gets
-    /// `Sys_Dynamic_Device_Init`. If the new copy fails to load, fails the
-    /// layout check, panics or refuses, the old code keeps running; the
-    /// report (also a `reload` trace record) says why. A new name or ID is
-    /// an unload plus a load.
-    pub fn reload_device(&mut self, name: &str, file: impl AsRef<std::path::Path>) -> crate::dynamic::ReloadReport {
-        self.core.reload_device(name, file.as_ref(), std::time::Instant::now())
-    }
-
-    /// `VXDLDR_LoadDevice` from outside the machine (as a test or a tool
-    /// would): load `name` dynamically and, with `init`, send it
-    /// `Sys_Dynamic_Device_Init`. `Err` is `(VXDLDR_ERR_*, message)`.
-    pub fn load_dynamic_device(&mut self, name: &str, init: bool) -> std::result::Result<(), (u32, String)> {
-        self.core.vxdldr_load(name, init).map(|_| ()).map_err(|e| (e.code, e.message))
-    }
-
-    /// `VXDLDR_UnloadDevice` from outside the machine.
-    pub fn unload_dynamic_device(&mut self, name: &str) -> std::result::Result<(), (u32, String)> {
-        self.core.vxdldr_unload(0, Some(name)).map_err(|e| (e.code, e.message))
-    }
-
-    /// The loaded plugin devices: `(device, file, content hash)` (what
-    /// `--watch` watches).
-    pub fn plugin_devices(&self) -> Vec<(String, PathBuf, String)> {
-        let reg = self.core.registry.borrow();
-        reg.slots
-            .iter()
-            .filter(|s| s.alive() && matches!(s.code, crate::registry::DeviceCode::Plugin { .. }))
-            .map(|s| (s.info.name.clone(), s.file.clone(), s.build.clone()))
-            .collect()
-    }
-
-    /// Run while watching plugin files: whenever `watcher` reports a
-    /// rebuilt plugin, reload its device at the next safe point and tell
-    /// `on_reload`, which may stop the run (`ControlFlow::Break`). When the
-    /// machine has nothing left to do it waits for rebuilds (wall clock)
-    /// until `deadline`, if any. Stops at `[machine] until` as [`Machine::run`].
-    /// (With the `watch` feature.)
-    #[cfg(feature = "watch")]
-    pub fn run_watching(
-        &mut self,
-        watcher: &crate::watch::Watcher,
-        deadline: Option<std::time::Instant>,
-        on_reload: &mut dyn FnMut(&crate::dynamic::ReloadReport) -> std::ops::ControlFlow<()>,
-    ) -> Result<RunEnd> {
-        if self.core.phase.get() != Phase::Running {
-            return Ok(RunEnd::Quiescent);
-        }
-        if let Some(until) = self.core.manifest.machine.until {
-            self.core.sched.timer_at(Instant::ZERO + until, TimerKind::Stop);
-        }
-        *self.core.pace_interrupt.borrow_mut() = Some(watcher.ready_flag());
-        let end = self.watch_loop(watcher, deadline, on_reload);
-        *self.core.pace_interrupt.borrow_mut() = None;
-        end
-    }
-
-    #[cfg(feature = "watch")]
-    fn watch_loop(
-        &mut self,
-        watcher: &crate::watch::Watcher,
-        deadline: Option<std::time::Instant>,
-        on_reload: &mut dyn FnMut(&crate::dynamic::ReloadReport) -> std::ops::ControlFlow<()>,
-    ) -> Result<RunEnd> {
-        loop {
-            self.core.top_level.set(true);
-            let end = self.core.run_until(&|_| watcher.has_changes(), None);
-            self.core.top_level.set(false);
-            self.fail_on_fatal(Ok(()))?;
-            self.stop_on_full_trace()?;
-            let changes = match end {
-                LoopEnd::Stopped => return Ok(RunEnd::Until),
-                LoopEnd::Fatal => return Ok(RunEnd::Quiescent),
-                LoopEnd::Done => watcher.take(),
-                LoopEnd::Quiescent => {
-                    let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-                    if left == Some(std::time::Duration::ZERO) {
-                        return Ok(RunEnd::Quiescent);
-                    }
-                    let step = std::time::Duration::from_millis(200);
-                    watcher.wait(left.map_or(step, |l| l.min(step)))
-                }
-            };
-            for change in changes {
-                let report = self.core.reload_file(&change);
-                watcher.set_build(&change.file, &report.device, &change.build);
-                // A watched run ends with Ctrl-C: keep the trace file current.
-                self.core.finish_trace();
-                self.fail_on_fatal(Ok(()))?;
-                if on_reload(&report).is_break() {
-                    return Ok(RunEnd::Quiescent);
-                }
-            }
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok(RunEnd::Quiescent);
-            }
         }
     }
 

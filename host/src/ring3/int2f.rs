@@ -8,7 +8,6 @@ use vmm_plugin_api::abi::{ApiMode, Carry, ClientRegs, Regs, VmmError};
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
-use crate::registry::DeviceCode;
 use crate::ring3::{INT_SELECTOR, PM_API_SELECTOR, Target, V86_API_SEGMENT};
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
@@ -25,16 +24,6 @@ fn set_carry(c: &mut ClientRegs, on: bool) {
 }
 
 impl Core {
-    fn client_of(&self, vm: u32) -> Option<ClientRegs> {
-        self.vms.borrow().get(vm).map(|v| v.client())
-    }
-
-    fn set_client_of(&self, vm: u32, c: ClientRegs) {
-        if let Some(v) = self.vms.borrow().get(vm) {
-            v.set_client(c);
-        }
-    }
-
     /// Execute `INT n` for ring-3 code of the current VM.
     pub(crate) fn ring3_int(&self, n: u8) -> Result<(), VmmError> {
         match n {
@@ -277,22 +266,7 @@ impl Core {
         let tracing = self.trace_on;
         let before = if tracing { self.client_of(vm).unwrap_or_default() } else { ClientRegs::default() };
         let depth = self.nest_mark();
-        let outcome = match code {
-            DeviceCode::Plugin { inst } => {
-                match self
-                    .invoke(instance, "api", Context::Vm, |cx| (inst.vtable.api())(inst.this, cx, mode, vm, client))
-                {
-                    Ok(()) => CallOutcome::Clear,
-                    Err(o) => o,
-                }
-            }
-            DeviceCode::Builtin(b) => {
-                let mut regs = self.client_of(vm).unwrap_or_default();
-                self.with_frame(instance, Context::Vm, || b.api(self, mode, vm, &mut regs));
-                self.set_client_of(vm, regs);
-                CallOutcome::Clear
-            }
-        };
+        let outcome = self.device_api(&code, instance, mode, vm, client);
         self.check_nest_balance(vm, depth, "an API procedure", || instance);
         if matches!(outcome, CallOutcome::Panic | CallOutcome::Error | CallOutcome::Skipped) {
             // The caller sees a failed call.

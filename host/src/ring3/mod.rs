@@ -25,7 +25,7 @@ use vmm_plugin_api::ddk::VNE_CRASHED;
 use crate::error::{Error, LoadCause};
 use crate::loader::PluginLibrary;
 use crate::machine::Core;
-use crate::registry::Inst;
+use crate::machine::registry::Inst;
 use crate::trace::{CallOutcome, DestroyReason, EndReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;

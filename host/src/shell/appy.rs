@@ -12,23 +12,13 @@ use vmm_plugin_api::ddk::{CAAFL_RING0, CAAFL_TIMEOUT, QAAFL_APPYAVAIL, QAAFL_APP
 
 use crate::machine::{Core, Phase};
 use crate::manifest::Order;
-use crate::shell::Server;
-use crate::time::{Duration, Instant};
+use crate::shell::{AppyRec, Server};
+use crate::time::Duration;
 use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::timers::TimerKind;
-
-/// A pending appy-time event.
-pub(crate) struct AppyRec {
-    /// `CAAFL_*` as registered.
-    pub(crate) flags: u32,
-    /// Request order (and the identity its time-out timer checks).
-    pub(crate) seq: u64,
-    pub(crate) scheduled_at: Instant,
-    pub(crate) cb: Callback,
-}
 
 impl Core {
     /// Whether appy-time events can be dispatched: Windows runs (after

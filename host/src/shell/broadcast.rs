@@ -9,16 +9,10 @@ use vmm_plugin_api::abi::{Regs, VmmError};
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
+use crate::shell::HookRec;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
-
-/// A broadcast hook (taken out of its slot while it runs).
-pub(crate) struct HookRec {
-    pub(crate) order: u32,
-    pub(crate) seq: u64,
-    pub(crate) cb: Option<Callback>,
-}
 
 /// The `BSF_*` flags that exist.
 const BSF_VALID: u32 = BSF_QUERY

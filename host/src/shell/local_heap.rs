@@ -4,63 +4,13 @@
 //! address for ring-3 code and a flat address for the VxD, and the heap
 //! runs out the way a Win16 local heap did: be frugal.
 
-use std::collections::BTreeMap;
-
 use vmm_plugin_api::ddk::{LMEM_DISCARDABLE, LMEM_MOVEABLE, LMEM_OEM2ANSI, LMEM_STRING, LMEM_ZEROINIT};
 
 use vmm_plugin_api::abi::VmmError;
 
 use crate::machine::Core;
+use crate::shell::state::{LOCAL_HEAP_SELECTOR, SEGMENT_SIZE};
 use crate::violation::Violation;
-
-/// The selector of the message server's data segment. It is not of the
-/// form module segments get (0x0107, 0x010F, ...), so it never aliases
-/// code.
-pub(crate) const LOCAL_HEAP_SELECTOR: u16 = 0x00A7;
-/// The segment's size.
-const SEGMENT_SIZE: u32 = 0x1_0000;
-/// Offsets below this hold the local heap's own header.
-const FIRST_OFFSET: u32 = 0x0010;
-/// Each block is preceded by an arena header, as in Win16.
-const ARENA: u32 = 4;
-/// Blocks start on dword boundaries.
-const ALIGN: u32 = 4;
-
-/// The local heap's blocks (offset → size) and where its segment lives.
-#[derive(Default)]
-pub(crate) struct LocalHeap {
-    /// Linear address of the segment (0 until the first allocation).
-    base: u32,
-    blocks: BTreeMap<u32, u32>,
-}
-
-fn span(size: u32) -> u32 {
-    (size + ARENA).next_multiple_of(ALIGN)
-}
-
-impl LocalHeap {
-    /// First fit: the offset of a new block of `size` bytes.
-    fn allocate(&mut self, size: u32) -> Option<u32> {
-        let need = span(size);
-        let mut cursor = FIRST_OFFSET;
-        let mut found = None;
-        for (&offset, &len) in &self.blocks {
-            let start = offset - ARENA;
-            if start - cursor >= need {
-                found = Some(cursor);
-                break;
-            }
-            cursor = start + span(len);
-        }
-        let start = match found {
-            Some(s) => s,
-            None if SEGMENT_SIZE - cursor >= need => cursor,
-            None => return None,
-        };
-        self.blocks.insert(start + ARENA, size);
-        Some(start + ARENA)
-    }
-}
 
 impl Core {
     /// `_SHELL_LocalAllocEx`: `(16:16, linear)`, zeros on failure. `data`
@@ -129,7 +79,7 @@ impl Core {
     pub(crate) fn shell_local_free(&self, address: u32) -> u32 {
         const SERVICE: &str = "_SHELL_LocalFree";
         let (selector, offset) = ((address >> 16) as u16, address & 0xFFFF);
-        let freed = selector == LOCAL_HEAP_SELECTOR && self.shell.local.borrow_mut().blocks.remove(&offset).is_some();
+        let freed = selector == LOCAL_HEAP_SELECTOR && self.shell.local.borrow_mut().free(offset);
         if freed {
             return 0;
         }
@@ -147,13 +97,13 @@ impl Core {
     /// The linear address of the local heap's segment, allocated (zeroed)
     /// from the ring-0 heap on first use and owned by SHELL.
     fn local_heap_base(&self) -> Option<u32> {
-        let base = self.shell.local.borrow().base;
+        let base = self.shell.local.borrow().base();
         if base != 0 {
             return Some(base);
         }
         let owner = self.shell_instance().unwrap_or(0);
         let base = self.heap.borrow_mut().allocate(owner, SEGMENT_SIZE, true)?;
-        self.shell.local.borrow_mut().base = base;
+        self.shell.local.borrow_mut().set_base(base);
         Some(base)
     }
 
@@ -162,7 +112,7 @@ impl Core {
     /// emulator models is the message server's local heap.
     pub(crate) fn ring3_read_far(&self, far: u32, out: &mut [u8]) -> Result<usize, VmmError> {
         let (selector, offset) = ((far >> 16) as u16, far & 0xFFFF);
-        let base = self.shell.local.borrow().base;
+        let base = self.shell.local.borrow().base();
         if selector != LOCAL_HEAP_SELECTOR || base == 0 {
             return Err(self.refuse(
                 Violation::BadFarPointer,
@@ -177,23 +127,5 @@ impl Core {
         let n = out.len().min((SEGMENT_SIZE - offset) as usize);
         let r = self.heap.borrow().read(base + offset, &mut out[..n]);
         r.map(|()| n).map_err(|_| VmmError::INVALID_PARAMETER)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_are_first_fit_and_the_segment_runs_out() {
-        let mut h = LocalHeap::default();
-        let a = h.allocate(10).unwrap();
-        let b = h.allocate(10).unwrap();
-        assert_eq!(a, FIRST_OFFSET + ARENA);
-        assert_eq!(b, a + span(10));
-        h.blocks.remove(&a);
-        assert_eq!(h.allocate(8), Some(a), "the freed hole is reused");
-        assert!(h.allocate(0xF000).is_some());
-        assert_eq!(h.allocate(0x2000), None, "64 KB is all there is");
     }
 }

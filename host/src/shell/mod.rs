@@ -12,28 +12,24 @@ mod local_heap;
 mod message_box;
 mod post;
 pub(crate) mod shex;
+pub(crate) mod state;
 mod vxdcall;
-
-use std::cell::{Cell, RefCell};
 
 use vmm_plugin_api::abi::{Carry, ServiceCall, VmmError};
 use vmm_plugin_api::ddk::{SHELL_DEVICE_ID, SHELL_INIT_ORDER};
 
-pub(crate) use appy::AppyRec;
-pub(crate) use broadcast::HookRec;
 pub(crate) use dll::DllProc;
-use local_heap::LocalHeap;
 pub(crate) use message_box::MessageText;
+pub(crate) use state::{AppyRec, HookRec, Server};
 
 use crate::abi::allowed;
 use crate::abi::vmm::mem_violation;
-use crate::builtin::Builtin;
 use crate::machine::Core;
-use crate::registry::DeviceInfo;
+use crate::machine::device::Builtin;
+use crate::machine::registry::DeviceInfo;
 use crate::violation::Violation;
 use crate::vmm::heap::MemError;
 use crate::vmm::services::Rule;
-use crate::vmm::slab::{Slab, TAG_APPY, TAG_BROADCAST_HOOK};
 
 /// SHELL's service table, by ordinal (SHELL.H).
 pub(crate) const SERVICES: [&str; 28] = [
@@ -106,64 +102,6 @@ fn rule(ordinal: u16) -> ShellRule {
         | SHELL_CHECK_HOTKEY_ALLOWED
         | SHELL_GET_DOS_APP_INFO => ShellRule::Missing,
         _ => ShellRule::Sync,
-    }
-}
-
-/// Where the message server (MSGSRV32, the application appy-time callbacks
-/// run in) is in its life.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
-pub(crate) enum Server {
-    /// Windows has not finished starting (or `[shell] message_server` is
-    /// off): appy time is not available yet.
-    #[default]
-    NotStarted,
-    /// Appy time is available.
-    Running,
-    /// It faulted in a call made for an appy-time service: appy time is
-    /// unavailable for good.
-    Faulted,
-}
-
-/// SHELL's state, kept in [`Core`] so that the scheduler can dispatch
-/// appy-time events. Every cell is borrowed for one step, never across a
-/// call into a plugin.
-pub(crate) struct ShellState {
-    /// Pending appy-time events.
-    pub(crate) appy: RefCell<Slab<AppyRec>>,
-    /// Sequence numbers of appy-time events (their request order).
-    pub(crate) appy_seq: Cell<u64>,
-    /// Appy-time callbacks on the host stack (they never nest).
-    pub(crate) appy_depth: Cell<u32>,
-    /// The message server.
-    pub(crate) server: Cell<Server>,
-    /// The message server's task (the current task at appy time).
-    pub(crate) server_task: Cell<u16>,
-    /// The shell's task: the first `[windows] load` application.
-    pub(crate) shell_task: Cell<u16>,
-    /// `_SHELL_HookSystemBroadcast` hooks.
-    pub(crate) hooks: RefCell<Slab<HookRec>>,
-    /// Registration order of hooks (ties of equal call order).
-    pub(crate) hook_seq: Cell<u64>,
-    /// The message server's local heap (`_SHELL_LocalAllocEx`).
-    pub(crate) local: RefCell<LocalHeap>,
-    /// How many of `[shell] answers` message boxes have used.
-    pub(crate) answers_used: Cell<usize>,
-}
-
-impl Default for ShellState {
-    fn default() -> Self {
-        ShellState {
-            appy: RefCell::new(Slab::new(TAG_APPY)),
-            appy_seq: Cell::new(0),
-            appy_depth: Cell::new(0),
-            server: Cell::new(Server::NotStarted),
-            server_task: Cell::new(0),
-            shell_task: Cell::new(0),
-            hooks: RefCell::new(Slab::new(TAG_BROADCAST_HOOK)),
-            hook_seq: Cell::new(0),
-            local: RefCell::new(LocalHeap::default()),
-            answers_used: Cell::new(0),
-        }
     }
 }
 

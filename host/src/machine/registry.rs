@@ -8,8 +8,8 @@ use std::rc::Rc;
 use vmm_plugin_api::abi::{DeviceDescriptor, InstanceVtable_Ref};
 use vmm_plugin_api::ddk::UNDEFINED_DEVICE_ID;
 
-use crate::builtin::Builtin;
 use crate::error::LoadCause;
+use crate::machine::device::Builtin;
 
 /// An instance pointer plus its entry points.
 #[derive(Copy, Clone)]

@@ -1,0 +1,108 @@
+//! The device interface: how the machine calls a device's control
+//! procedure, its services and its API procedure, whatever its code is: a
+//! plugin instance (through its `InstanceVtable`, guarded by
+//! [`Core::invoke`]) or a device built into the host ([`Builtin`]). Boot,
+//! `VxDCall` dispatch and ring 3's API calls go through these three
+//! methods only.
+
+use vmm_plugin_api::abi::{ApiMode, Carry, ClientRegs, ControlArgs, ServiceCall};
+
+use crate::machine::Core;
+use crate::machine::registry::{DeviceCode, DeviceInfo};
+use crate::trace::CallOutcome;
+use crate::vmm::context::Context;
+
+/// A device implemented by the host (`*SHELL`, `*VXDLDR`). Its state is
+/// its own; adding one is a file with the type and an entry in
+/// `builtin::create`.
+pub(crate) trait Builtin {
+    /// Its DDB.
+    fn info(&self, core: &Core) -> DeviceInfo;
+    /// Its control procedure.
+    fn control(&self, core: &Core, args: &ControlArgs) -> Carry {
+        let _ = (core, args);
+        Carry::Clear
+    }
+    /// A service by ordinal, called by `caller` (an instance number).
+    fn service(&self, core: &Core, caller: u32, ordinal: u16, call: &mut ServiceCall) -> Carry;
+    /// Its V86 or PM API procedure, called by ring-3 code of `vm` with the
+    /// VM's client registers. The default answers nothing.
+    fn api(&self, core: &Core, mode: ApiMode, vm: u32, client: &mut ClientRegs) {
+        let _ = (core, mode, vm, client);
+    }
+}
+
+impl Core {
+    /// Send a control message to the device `code` of `instance`.
+    pub(crate) fn device_control(
+        &self,
+        code: &DeviceCode,
+        instance: u32,
+        context: Context,
+        args: &ControlArgs,
+    ) -> CallOutcome {
+        match code {
+            DeviceCode::Builtin(b) => self.with_frame(instance, context, || b.control(self, args)).into(),
+            DeviceCode::Plugin { inst } => {
+                match self.invoke(instance, "control", context, |cx| (inst.vtable.control())(inst.this, cx, args)) {
+                    Ok(c) => c.into(),
+                    Err(o) => o,
+                }
+            }
+        }
+    }
+
+    /// Call service `ordinal` of the device `code` of `instance` for
+    /// `caller`.
+    pub(crate) fn device_service(
+        &self,
+        code: &DeviceCode,
+        instance: u32,
+        caller: u32,
+        ordinal: u16,
+        context: Context,
+        call: &mut ServiceCall,
+    ) -> CallOutcome {
+        match code {
+            DeviceCode::Builtin(b) => {
+                CallOutcome::from(self.with_frame(instance, context, || b.service(self, caller, ordinal, call)))
+            }
+            DeviceCode::Plugin { inst } => {
+                match self.invoke(instance, "service", context, |cx| {
+                    (inst.vtable.service())(inst.this, cx, ordinal as u32, call)
+                }) {
+                    Ok(c) => CallOutcome::from(c),
+                    Err(o) => o,
+                }
+            }
+        }
+    }
+
+    /// Call the API procedure of the device `code` of `instance` for
+    /// ring-3 code of `vm`, whose client registers are at `client`.
+    pub(crate) fn device_api(
+        &self,
+        code: &DeviceCode,
+        instance: u32,
+        mode: ApiMode,
+        vm: u32,
+        client: *mut ClientRegs,
+    ) -> CallOutcome {
+        match code {
+            DeviceCode::Plugin { inst } => {
+                match self
+                    .invoke(instance, "api", Context::Vm, |cx| (inst.vtable.api())(inst.this, cx, mode, vm, client))
+                {
+                    Ok(()) => CallOutcome::Clear,
+                    Err(o) => o,
+                }
+            }
+            DeviceCode::Builtin(b) => {
+                let mut regs = self.client_of(vm).unwrap_or_default();
+                self.with_frame(instance, Context::Vm, || b.api(self, mode, vm, &mut regs));
+                self.set_client_of(vm, regs);
+                CallOutcome::Clear
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! SHELL's state: the pending appy-time events, the message server, the
+//! broadcast hooks and the message server's local heap. It is kept in the
+//! machine (`Core::shell`) so that the scheduler can dispatch appy-time
+//! events; SHELL's services in the other files of `shell/` act on it.
+//! Every cell is borrowed for one step, never across a call into a plugin.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use crate::time::Instant;
+use crate::vmm::callback::Callback;
+use crate::vmm::slab::{Slab, TAG_APPY, TAG_BROADCAST_HOOK};
+
+/// Where the message server (MSGSRV32, the application appy-time callbacks
+/// run in) is in its life.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Server {
+    /// Windows has not finished starting (or `[shell] message_server` is
+    /// off): appy time is not available yet.
+    #[default]
+    NotStarted,
+    /// Appy time is available.
+    Running,
+    /// It faulted in a call made for an appy-time service: appy time is
+    /// unavailable for good.
+    Faulted,
+}
+
+/// SHELL's state.
+pub(crate) struct ShellState {
+    /// Pending appy-time events.
+    pub(crate) appy: RefCell<Slab<AppyRec>>,
+    /// Sequence numbers of appy-time events (their request order).
+    pub(crate) appy_seq: Cell<u64>,
+    /// Appy-time callbacks on the host stack (they never nest).
+    pub(crate) appy_depth: Cell<u32>,
+    /// The message server.
+    pub(crate) server: Cell<Server>,
+    /// The message server's task (the current task at appy time).
+    pub(crate) server_task: Cell<u16>,
+    /// The shell's task: the first `[windows] load` application.
+    pub(crate) shell_task: Cell<u16>,
+    /// `_SHELL_HookSystemBroadcast` hooks.
+    pub(crate) hooks: RefCell<Slab<HookRec>>,
+    /// Registration order of hooks (ties of equal call order).
+    pub(crate) hook_seq: Cell<u64>,
+    /// The message server's local heap (`_SHELL_LocalAllocEx`).
+    pub(crate) local: RefCell<LocalHeap>,
+    /// How many of `[shell] answers` message boxes have used.
+    pub(crate) answers_used: Cell<usize>,
+}
+
+impl Default for ShellState {
+    fn default() -> Self {
+        ShellState {
+            appy: RefCell::new(Slab::new(TAG_APPY)),
+            appy_seq: Cell::new(0),
+            appy_depth: Cell::new(0),
+            server: Cell::new(Server::NotStarted),
+            server_task: Cell::new(0),
+            shell_task: Cell::new(0),
+            hooks: RefCell::new(Slab::new(TAG_BROADCAST_HOOK)),
+            hook_seq: Cell::new(0),
+            local: RefCell::new(LocalHeap::default()),
+            answers_used: Cell::new(0),
+        }
+    }
+}
+
+/// A pending appy-time event.
+pub(crate) struct AppyRec {
+    /// `CAAFL_*` as registered.
+    pub(crate) flags: u32,
+    /// Request order (and the identity its time-out timer checks).
+    pub(crate) seq: u64,
+    pub(crate) scheduled_at: Instant,
+    pub(crate) cb: Callback,
+}
+
+/// A broadcast hook (taken out of its slot while it runs).
+pub(crate) struct HookRec {
+    pub(crate) order: u32,
+    pub(crate) seq: u64,
+    pub(crate) cb: Option<Callback>,
+}
+
+// ---- the message server's local heap ----------------------------------------
+
+/// The selector of the message server's data segment. It is not of the
+/// form module segments get (0x0107, 0x010F, ...), so it never aliases
+/// code.
+pub(crate) const LOCAL_HEAP_SELECTOR: u16 = 0x00A7;
+/// The segment's size.
+pub(crate) const SEGMENT_SIZE: u32 = 0x1_0000;
+/// Offsets below this hold the local heap's own header.
+const FIRST_OFFSET: u32 = 0x0010;
+/// Each block is preceded by an arena header, as in Win16.
+const ARENA: u32 = 4;
+/// Blocks start on dword boundaries.
+const ALIGN: u32 = 4;
+
+/// The local heap's blocks (offset → size) and where its segment lives.
+#[derive(Default)]
+pub(crate) struct LocalHeap {
+    /// Linear address of the segment (0 until the first allocation).
+    base: u32,
+    blocks: BTreeMap<u32, u32>,
+}
+
+fn span(size: u32) -> u32 {
+    (size + ARENA).next_multiple_of(ALIGN)
+}
+
+impl LocalHeap {
+    /// First fit: the offset of a new block of `size` bytes.
+    pub(crate) fn allocate(&mut self, size: u32) -> Option<u32> {
+        let need = span(size);
+        let mut cursor = FIRST_OFFSET;
+        let mut found = None;
+        for (&offset, &len) in &self.blocks {
+            let start = offset - ARENA;
+            if start - cursor >= need {
+                found = Some(cursor);
+                break;
+            }
+            cursor = start + span(len);
+        }
+        let start = match found {
+            Some(s) => s,
+            None if SEGMENT_SIZE - cursor >= need => cursor,
+            None => return None,
+        };
+        self.blocks.insert(start + ARENA, size);
+        Some(start + ARENA)
+    }
+
+    /// Free the block at `offset`; `false` if there is none.
+    pub(crate) fn free(&mut self, offset: u32) -> bool {
+        self.blocks.remove(&offset).is_some()
+    }
+
+    /// The segment's linear address (0 until it is allocated).
+    pub(crate) fn base(&self) -> u32 {
+        self.base
+    }
+
+    /// Where the segment was allocated.
+    pub(crate) fn set_base(&mut self, base: u32) {
+        self.base = base;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_heap_blocks_are_first_fit_and_the_segment_runs_out() {
+        let mut h = LocalHeap::default();
+        let a = h.allocate(10).unwrap();
+        let b = h.allocate(10).unwrap();
+        assert_eq!(a, FIRST_OFFSET + ARENA);
+        assert_eq!(b, a + span(10));
+        assert!(h.free(a));
+        assert!(!h.free(a), "a block is freed once");
+        assert_eq!(h.allocate(8), Some(a), "the freed hole is reused");
+        assert!(h.allocate(0xF000).is_some());
+        assert_eq!(h.allocate(0x2000), None, "64 KB is all there is");
+    }
+}
