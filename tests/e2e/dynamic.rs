@@ -12,6 +12,8 @@ use vmm_plugin_api::ddk::vxd_service;
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, Trace, json, plugin_dir};
 
+use crate::common::notes_in;
+
 const RELOADME: u16 = 0x3F30;
 
 fn lib(name: &str) -> std::path::PathBuf {
@@ -171,13 +173,6 @@ fn vxdldr_script(steps: &'static [(&'static str, u16, u32, Option<&'static str>)
     })
 }
 
-fn notes(t: &Trace) -> Vec<String> {
-    t.values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
-        .into_iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn devices_drive_vxdldr_by_vxdcall() {
     let run = vxdldr_script(&[
@@ -195,7 +190,7 @@ fn devices_drive_vxdldr_by_vxdcall() {
     run.assert_ok();
     let t = run.trace();
     assert_eq!(
-        notes(t),
+        notes_in(t),
         [
             "load_no_init=0:0",
             "list RELOADME 0x3f30 count=1 next=0x0",

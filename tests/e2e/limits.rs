@@ -8,13 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{ClientRegs, Scenario, ScriptDevice, Value, json};
 
-fn notes(run: &vmm_testkit::Run) -> Vec<String> {
-    run.trace()
-        .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
-        .into_iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-        .collect()
-}
+use crate::common::notes;
 
 /// A SCRIPT device that runs `f` in its Device_Init.
 fn at_device_init(extra: &str, f: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {

@@ -8,8 +8,7 @@ use std::collections::VecDeque;
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, json};
 
-const SYS: u32 = 0x0001_0001;
-const DOS1: u32 = 0x0001_0002;
+use crate::common::{DOS1, SYS, notes, outputs};
 
 // ---- test modules ------------------------------------------------------------------
 
@@ -264,22 +263,6 @@ impl Module for WinTest {
 }
 
 // ---- helpers ---------------------------------------------------------------------------
-
-fn outputs(run: &vmm_testkit::Run) -> Vec<String> {
-    run.trace()
-        .values(json!({"kind": "program_output"}), "text")
-        .into_iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-fn notes(run: &vmm_testkit::Run) -> Vec<String> {
-    run.trace()
-        .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
-        .into_iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-        .collect()
-}
 
 fn dos(args: &str) -> String {
     format!("[[vm]]\nname = \"DOS1\"\nprogram = \"DOSTEST\"\nargs = \"{args}\"\n")

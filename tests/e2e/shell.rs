@@ -8,8 +8,7 @@ use std::rc::Rc;
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Run, Scenario, ScriptDevice, json};
 
-const SYS: u32 = 0x0001_0001;
-const DOS1: u32 = 0x0001_0002;
+use crate::common::{DOS1, SYS, notes, outputs};
 
 // ---- ring-3 modules ------------------------------------------------------------------
 
@@ -137,22 +136,6 @@ impl Module for ShDos {
 }
 
 // ---- helpers ---------------------------------------------------------------------------
-
-fn notes(run: &Run) -> Vec<String> {
-    run.trace()
-        .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
-        .into_iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-fn outputs(run: &Run) -> Vec<String> {
-    run.trace()
-        .values(json!({"kind": "program_output"}), "text")
-        .into_iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-        .collect()
-}
 
 /// A machine with SHELL, the SCRIPT device (whose control procedure is
 /// `control`), every test module, and `extra` manifest text.

@@ -8,8 +8,8 @@
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, Value, json};
 
-const SYS: u32 = 0x0001_0001;
-const DOS1: u32 = 0x0001_0002;
+use crate::common::{DOS1, SYS};
+
 const INSIDE_ID: u16 = 0x3FE8;
 const SCRIPT_ID: u16 = 0x3FF0;
 

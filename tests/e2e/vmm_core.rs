@@ -6,9 +6,7 @@
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, json};
 
-const SYS: u32 = 0x0001_0001;
-const DOS1: u32 = 0x0001_0002;
-const DOS2: u32 = 0x0001_0003;
+use crate::common::{DOS1, DOS2, SYS, notes};
 
 /// A scenario whose SCRIPT device registers interrupt source `go` at
 /// Device_Init with `handler`, and a manifest adding `extra`.
@@ -34,14 +32,6 @@ fn expect_deadlock(run: &vmm_testkit::Run) {
     let e = run.expect_error().to_string();
     assert!(e.contains("deadlock"), "{e}");
     run.trace().expect(json!({"kind": "violation", "code": "DEADLOCK"}));
-}
-
-fn notes(run: &vmm_testkit::Run) -> Vec<String> {
-    run.trace()
-        .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
-        .into_iter()
-        .map(|v| v.as_str().unwrap_or_default().to_string())
-        .collect()
 }
 
 // ---- priority events ------------------------------------------------------------
