@@ -36,7 +36,10 @@ fn trace_of(m: &Machine) -> Trace {
     Trace::of(m)
 }
 
-const BASE: &str = "[386Enh]\ndevice = [\"*VXDLDR\"]\n";
+const BASE: &str = r#"
+    [386Enh]
+    device = ["*VXDLDR"]
+"#;
 
 #[test]
 fn a_dynamic_device_gets_sys_dynamic_device_init_instead_of_the_init_phases() {
@@ -66,7 +69,12 @@ fn a_dynamic_device_gets_sys_dynamic_device_init_instead_of_the_init_phases() {
 
 #[test]
 fn vxdldr_reports_each_error_code() {
-    let mut m = booted("[386Enh]\ndevice = [\"*VXDLDR\", \"fixture-dup-a\"]\n");
+    let mut m = booted(
+        r#"
+        [386Enh]
+        device = ["*VXDLDR", "fixture-dup-a"]
+    "#,
+    );
     let code = |r: Result<(), (u32, String)>| r.map_err(|(c, _)| c);
     assert_eq!(code(m.load_dynamic_device("no-such-plugin", true)), Err(VXDLDR_ERR_FILE_OPEN_ERROR));
     assert_eq!(code(m.load_dynamic_device("POSTHOST", true)), Err(VXDLDR_ERR_BAD_DEVICE_FILE), "a DLL is not a VxD");
@@ -132,7 +140,13 @@ fn a_second_load_counts_and_the_device_leaves_on_the_last_unload() {
 /// A SCRIPT device that, at its interrupt `go`'s time-out, drives VXDLDR
 /// by `VxDCall` the way a VxD does, noting `op=carry:eax`.
 fn vxdldr_script(steps: &'static [(&'static str, u16, u32, Option<&'static str>)]) -> Scenario {
-    Scenario::new("[386Enh]\ndevice = [\"*VXDLDR\", \"SCRIPT\"]\n").script(move |_dev, vmm, msg| {
+    Scenario::new(
+        r#"
+        [386Enh]
+        device = ["*VXDLDR", "SCRIPT"]
+    "#,
+    )
+    .script(move |_dev, vmm, msg| {
         if msg.message == INIT_COMPLETE {
             vmm.set_global_time_out(10, move |dev: &ScriptDevice, vmm, _| {
                 let mut info = 0u32;
@@ -273,8 +287,14 @@ impl Module for DosLoader {
 #[test]
 fn ring3_programs_load_and_unload_through_vxdldrs_api() {
     let run = Scenario::new(
-        "[386Enh]\ndevice = [\"*VXDLDR\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"DOSLOAD\"\n\
-         args = \"load fixture-reloadable;api;load fixture-reloadable;unload 3F30;unload 3F30;unload 3F30;bad\"\n",
+        r#"
+            [386Enh]
+            device = ["*VXDLDR"]
+            [[vm]]
+            name = "DOS1"
+            program = "DOSLOAD"
+            args = "load fixture-reloadable;api;load fixture-reloadable;unload 3F30;unload 3F30;unload 3F30;bad"
+        "#,
     )
     .module::<DosLoader>()
     .run();
@@ -301,6 +321,7 @@ fn ring3_programs_load_and_unload_through_vxdldrs_api() {
 
 #[test]
 fn manifest_devices_marked_dynamic_load_as_windows_starts() {
+    // A one-line manifest: the errors and records name positions in it.
     let run =
         Scenario::new("[386Enh]\ndevice = [\"*VXDLDR\", { name = \"fixture-reloadable\", dynamic = true }]\n").run();
     run.assert_ok();
@@ -434,8 +455,15 @@ fn a_new_name_or_id_is_an_unload_and_a_load() {
 #[test]
 fn api_entry_points_held_by_ring3_code_reach_the_new_code() {
     let mut m = booted(
-        "[386Enh]\ndevice = [\"*VXDLDR\", { name = \"fixture-reloadable\", dynamic = true }]\n\
-         [[vm]]\nname = \"DOS1\"\nprogram = \"DOSLOAD\"\nargs = \"api\"\nat = \"50ms\"\n",
+        r#"
+            [386Enh]
+            device = ["*VXDLDR", { name = "fixture-reloadable", dynamic = true }]
+            [[vm]]
+            name = "DOS1"
+            program = "DOSLOAD"
+            args = "api"
+            at = "50ms"
+        "#,
     );
     service(&mut m, 3);
     let report = m.reload_device("RELOADME", reloadme_file(&m));
@@ -485,8 +513,14 @@ fn vxdldr_refuses_a_damaged_file_with_bad_device_file() {
 fn a_ring3_program_asking_vxdldr_for_a_damaged_file_gets_an_error_code() {
     let file = truncated_reloadme(&scratch("ring3-damaged"));
     let run = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"*VXDLDR\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"DOSLOAD\"\n\
-         args = \"load {};load fixture-reloadable;api\"\n",
+        r#"
+            [386Enh]
+            device = ["*VXDLDR"]
+            [[vm]]
+            name = "DOS1"
+            program = "DOSLOAD"
+            args = "load {};load fixture-reloadable;api"
+        "#,
         file.display()
     ))
     .module::<DosLoader>()
@@ -630,8 +664,16 @@ fn vpostd_swapped_for_another_device_comes_back_when_its_build_is_put_back() {
     std::fs::copy(lib("vpostd"), &file).unwrap();
     let vpostd = std::fs::read(&file).unwrap();
     let mut m = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"*SHELL\", \"*VXDLDR\", \"{}\"]\n[windows]\nload = [\"POSTAPP\"]\n\
-         [[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS\"\nargs = \"count=3 interval=1000\"\n",
+        r#"
+            [386Enh]
+            device = ["*SHELL", "*VXDLDR", "{}"]
+            [windows]
+            load = ["POSTAPP"]
+            [[vm]]
+            name = "DOS1"
+            program = "POSTDOS"
+            args = "count=3 interval=1000"
+        "#,
         file.display()
     ))
     .machine()
@@ -683,7 +725,12 @@ fn a_file_whose_replacement_did_not_load_loads_its_device_again() {
     let file = scratch("nothing-runs").join("libfixture_reloadable.so");
     std::fs::copy(lib("fixture_reloadable"), &file).unwrap();
     let reloadme = std::fs::read(&file).unwrap();
-    let mut m = booted("[386Enh]\ndevice = [\"*VXDLDR\", \"fixture-dup-a\"]\n");
+    let mut m = booted(
+        r#"
+        [386Enh]
+        device = ["*VXDLDR", "fixture-dup-a"]
+    "#,
+    );
     m.load_dynamic_device(&file.display().to_string(), true).unwrap();
     for _ in 0..3 {
         service(&mut m, 3);

@@ -350,14 +350,38 @@ fn a_call_past_the_end_of_a_service_table_is_fatal_too() {
 #[test]
 fn profile_values_follow_the_ddk_present_empty_missing_rules() {
     // Present.
-    let run = Scenario::new("[386Enh]\ndevice = [\"vcountd\", \"vhello\"]\n[VCOUNTD]\nStart = 10\n").run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["vcountd", "vhello"]
+        [VCOUNTD]
+        Start = 10
+    "#,
+    )
+    .run();
     run.assert_ok();
     run.trace().expect(json!({"kind": "debug_string", "text": "VCOUNTD total is now 11"}));
     // Present but empty: the default (0) is used.
-    let run = Scenario::new("[386Enh]\ndevice = [\"vcountd\", \"vhello\"]\n[vcountd]\nstart = \"\"\n").run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["vcountd", "vhello"]
+        [vcountd]
+        start = ""
+    "#,
+    )
+    .run();
     run.trace().expect(json!({"kind": "debug_string", "text": "VCOUNTD total is now 1"}));
     // Invalid counts as missing: the default again.
-    let run = Scenario::new("[386Enh]\ndevice = [\"vcountd\", \"vhello\"]\n[VCOUNTD]\nStart = \"ten\"\n").run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["vcountd", "vhello"]
+        [VCOUNTD]
+        Start = "ten"
+    "#,
+    )
+    .run();
     run.trace().expect(json!({"kind": "debug_string", "text": "VCOUNTD total is now 1"}));
 }
 
@@ -384,21 +408,41 @@ fn profile_services_are_illegal_after_init() {
 #[test]
 fn a_panic_in_each_entry_point_never_takes_the_host_down() {
     // In the factory: the device cannot be created, boot fails cleanly.
-    let run = Scenario::new("[386Enh]\ndevice = [\"fixture-misbehave\"]\n[FXBAD]\npanic = \"create\"\n").run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["fixture-misbehave"]
+        [FXBAD]
+        panic = "create"
+    "#,
+    )
+    .run();
     assert!(matches!(run.expect_error(), Error::Load { .. }), "{}", run.expect_error());
     run.trace().expect(json!({"kind": "plugin_error", "device": "FXBAD", "entry": "create", "error": "panic"}));
 
     // In real-mode init: the device is not loaded, Windows runs.
-    let run =
-        Scenario::new("[386Enh]\ndevice = [\"fixture-misbehave\", \"vcountd\"]\n[FXBAD]\npanic = \"real_mode_init\"\n")
-            .run();
+    let run = Scenario::new(
+        r#"
+            [386Enh]
+            device = ["fixture-misbehave", "vcountd"]
+            [FXBAD]
+            panic = "real_mode_init"
+        "#,
+    )
+    .run();
     run.assert_ok();
     run.trace().expect(json!({"kind": "device_rejected", "device": "FXBAD", "reason": "real_mode_init_failed"}));
 
     // In a control message: the device is marked failed, the rest run.
-    let run =
-        Scenario::new("[386Enh]\ndevice = [\"fixture-misbehave\", \"vcountd\"]\n[FXBAD]\npanic = \"Device_Init\"\n")
-            .run();
+    let run = Scenario::new(
+        r#"
+            [386Enh]
+            device = ["fixture-misbehave", "vcountd"]
+            [FXBAD]
+            panic = "Device_Init"
+        "#,
+    )
+    .run();
     run.assert_ok();
     let t = run.trace();
     let e = t.expect(json!({"kind": "plugin_error", "device": "FXBAD", "entry": "control", "error": "panic"}));
@@ -410,7 +454,14 @@ fn a_panic_in_each_entry_point_never_takes_the_host_down() {
 
     // In a service called by another device: the caller sees carry set.
     let run = Scenario::new(
-        "[386Enh]\ndevice = [\"fixture-misbehave\", \"vhello\"]\n[FXBAD]\npanic = \"service\"\n[VHELLO]\nCall = \"0x3F100001\"\n",
+        r#"
+            [386Enh]
+            device = ["fixture-misbehave", "vhello"]
+            [FXBAD]
+            panic = "service"
+            [VHELLO]
+            Call = "0x3F100001"
+        "#,
     )
     .run();
     run.assert_ok();
@@ -421,9 +472,15 @@ fn a_panic_in_each_entry_point_never_takes_the_host_down() {
 
 #[test]
 fn re_entering_a_device_while_its_state_is_borrowed_is_a_reentrancy_violation() {
-    let run =
-        Scenario::new("[386Enh]\ndevice = [\"fixture-misbehave\", \"vhello\"]\n[VHELLO]\nCall = \"0x3F100002\"\n")
-            .run();
+    let run = Scenario::new(
+        r#"
+            [386Enh]
+            device = ["fixture-misbehave", "vhello"]
+            [VHELLO]
+            Call = "0x3F100002"
+        "#,
+    )
+    .run();
     run.assert_ok();
     let t = run.trace();
     t.expect(json!({"kind": "plugin_error", "device": "FXBAD", "entry": "service", "error": "reentrancy"}));
@@ -434,7 +491,15 @@ fn re_entering_a_device_while_its_state_is_borrowed_is_a_reentrancy_violation() 
 
 #[test]
 fn real_mode_init_can_abort_windows() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"fixture-misbehave\"]\n[FXBAD]\nanswer = \"abort_win386\"\n").run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["fixture-misbehave"]
+        [FXBAD]
+        answer = "abort_win386"
+    "#,
+    )
+    .run();
     assert!(matches!(run.expect_error(), Error::AbortWin386Load { device } if device == "FXBAD"));
     run.trace().expect(json!({"kind": "device_rejected", "device": "FXBAD", "reason": "abort_win386_load"}));
     run.trace().expect_none(json!({"kind": "control"}));
@@ -442,7 +507,15 @@ fn real_mode_init_can_abort_windows() {
 
 #[test]
 fn an_invalid_real_mode_init_answer_is_a_violation_and_skips_the_device() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"fixture-misbehave\"]\n[FXBAD]\nanswer = \"bogus\"\n").run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["fixture-misbehave"]
+        [FXBAD]
+        answer = "bogus"
+    "#,
+    )
+    .run();
     run.assert_ok();
     run.trace().expect(json!({"kind": "violation", "code": "BAD_REAL_MODE_INIT_ANSWER", "device": "FXBAD"}));
     run.trace().expect_none(json!({"kind": "control", "device": "FXBAD"}));
@@ -450,6 +523,7 @@ fn an_invalid_real_mode_init_answer_is_a_violation_and_skips_the_device() {
 
 #[test]
 fn manifest_errors_name_the_layer_line_and_column() {
+    // A one-line manifest: the error names a position in it.
     let run = Scenario::new("[386Enh]\ndevice = []\n[machine]\nsed = 3\n").run();
     match run.expect_error() {
         Error::Manifest { file, line, column, message } => {
@@ -462,6 +536,7 @@ fn manifest_errors_name_the_layer_line_and_column() {
 
 #[test]
 fn an_unknown_builtin_device_is_an_error_listing_the_builtins() {
+    // A one-line manifest: the error names a position in it.
     let run = Scenario::new("[386Enh]\ndevice = [\"*VPICD\"]\n").run();
     let text = run.expect_error().to_string();
     assert!(text.contains("*SHELL") && text.contains("part of WIN386"), "{text}");

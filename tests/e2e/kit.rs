@@ -254,15 +254,36 @@ fn fixture_crate(root: &Path, name: &str, toml: &str) -> PathBuf {
 fn the_dlls_a_standalone_crate_uses_come_from_its_dependencies() {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kit-uses");
     let _ = std::fs::remove_dir_all(&root);
-    let lib = "[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n";
-    fixture_crate(&root, "usedll", &format!("[package]\nname = \"usedll\"\nedition = \"2024\"\n{lib}[workspace]\n"));
+    let lib = r#"
+        [lib]
+        crate-type = ["cdylib", "rlib"]
+    "#;
+    fixture_crate(
+        &root,
+        "usedll",
+        &format!(
+            r#"
+        [package]
+        name = "usedll"
+        edition = "2024"
+        {lib}[workspace]
+    "#
+        ),
+    );
     let vxd = fixture_crate(
         &root,
         "usevxd",
         &format!(
-            "[package]\nname = \"usevxd\"\nedition = \"2024\"\n{lib}[workspace]\n\
-             [dev-dependencies]\nusedll = {{ path = \"../usedll\" }}\n\
-             [package.metadata.vmm]\nuses = [\"USEDLL.DLL\"]\n"
+            r#"
+                [package]
+                name = "usevxd"
+                edition = "2024"
+                {lib}[workspace]
+                [dev-dependencies]
+                usedll = {{ path = "../usedll" }}
+                [package.metadata.vmm]
+                uses = ["USEDLL.DLL"]
+            "#
         ),
     );
     let (_, packages) = vmm_host::cargo::crate_plugins(&vxd).unwrap();
@@ -277,14 +298,29 @@ fn the_dlls_a_standalone_crate_uses_come_from_its_dependencies() {
         &root,
         "lonely",
         &format!(
-            "[package]\nname = \"lonely\"\nedition = \"2024\"\n{lib}[workspace]\n\
-             [package.metadata.vmm]\nuses = [\"NOWHERE\"]\n"
+            r#"
+                [package]
+                name = "lonely"
+                edition = "2024"
+                {lib}[workspace]
+                [package.metadata.vmm]
+                uses = ["NOWHERE"]
+            "#
         ),
     );
     let err = vmm_host::cargo::crate_plugins(&lonely).unwrap_err();
     assert!(err.contains("uses `NOWHERE`") && err.contains("libnowhere.so"), "{err}");
 
-    let plain = fixture_crate(&root, "plain", "[package]\nname = \"plain\"\nedition = \"2024\"\n[workspace]\n");
+    let plain = fixture_crate(
+        &root,
+        "plain",
+        r#"
+        [package]
+        name = "plain"
+        edition = "2024"
+        [workspace]
+    "#,
+    );
     let err = vmm_host::cargo::crate_plugins(&plain).unwrap_err();
     assert!(err.contains("no cdylib target"), "{err}");
 }
@@ -296,7 +332,14 @@ fn a_failing_plugin_build_shows_cargos_whole_error() {
     let broken = fixture_crate(
         &root,
         "broken",
-        "[package]\nname = \"broken\"\nedition = \"2024\"\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n[workspace]\n",
+        r#"
+            [package]
+            name = "broken"
+            edition = "2024"
+            [lib]
+            crate-type = ["cdylib", "rlib"]
+            [workspace]
+        "#,
     );
     std::fs::write(broken.join("src/lib.rs"), "pub fn f() -> u8 { \"not a number\" }\n").unwrap();
     let err = vmm_testkit::plugin_crate_dir(&broken).unwrap_err();

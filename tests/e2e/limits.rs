@@ -12,7 +12,13 @@ use crate::common::notes;
 
 /// A SCRIPT device that runs `f` in its Device_Init.
 fn at_device_init(extra: &str, f: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
-    Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n{extra}")).script(move |dev, vmm, msg| {
+    Scenario::new(&format!(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        {extra}"#
+    ))
+    .script(move |dev, vmm, msg| {
         if msg.message == DEVICE_INIT {
             f(dev, vmm);
         }
@@ -23,7 +29,13 @@ fn at_device_init(extra: &str, f: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) ->
 /// A SCRIPT device that runs `f` in a global event scheduled at
 /// Init_Complete (an event callback: nested execution is legal there).
 fn in_an_event(extra: &str, f: impl Fn(&ScriptDevice, &Vmm<'_>) + Clone + 'static) -> Scenario {
-    Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n{extra}")).script(move |_dev, vmm, msg| {
+    Scenario::new(&format!(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        {extra}"#
+    ))
+    .script(move |_dev, vmm, msg| {
         if msg.message == INIT_COMPLETE {
             let f = f.clone();
             vmm.schedule_global_event(move |dev: &ScriptDevice, vmm, _| f(dev, vmm)).unwrap();
@@ -219,29 +231,36 @@ static AFTER_FATAL: AtomicU32 = AtomicU32::new(0);
 
 #[test]
 fn under_violations_fatal_no_device_code_runs_after_the_fatal_error() {
-    let run = Scenario::new("[machine]\nviolations = \"fatal\"\n[386Enh]\ndevice = [\"SCRIPT\"]\n")
-        .script(|dev, vmm, msg| {
-            match msg.message {
-                DEVICE_INIT => {
-                    // A pending time-out and event that must never run.
-                    vmm.set_global_time_out(5, |dev: &ScriptDevice, vmm, _| dev.note(vmm, "time-out ran")).unwrap();
-                    vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| dev.note(vmm, "event ran")).unwrap();
-                    let _ = vmm.cancel_time_out(TimeoutHandle(0x4FF0_0077));
-                    // Not reached: the violation above was fatal.
-                    AFTER_FATAL.fetch_add(1, Ordering::SeqCst);
-                    dev.note(vmm, "after the violation");
-                }
-                SYSTEM_EXIT | SYS_CRITICAL_EXIT => {
-                    // The crash exit still sends these; the device's
-                    // services refuse, and its first one unwinds.
-                    let _ = vmm.trace_note("at_exit", &[]);
-                    AFTER_FATAL.fetch_add(100, Ordering::SeqCst);
-                }
-                _ => {}
+    let run = Scenario::new(
+        r#"
+        [machine]
+        violations = "fatal"
+        [386Enh]
+        device = ["SCRIPT"]
+    "#,
+    )
+    .script(|dev, vmm, msg| {
+        match msg.message {
+            DEVICE_INIT => {
+                // A pending time-out and event that must never run.
+                vmm.set_global_time_out(5, |dev: &ScriptDevice, vmm, _| dev.note(vmm, "time-out ran")).unwrap();
+                vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| dev.note(vmm, "event ran")).unwrap();
+                let _ = vmm.cancel_time_out(TimeoutHandle(0x4FF0_0077));
+                // Not reached: the violation above was fatal.
+                AFTER_FATAL.fetch_add(1, Ordering::SeqCst);
+                dev.note(vmm, "after the violation");
             }
-            Carry::Clear
-        })
-        .run();
+            SYSTEM_EXIT | SYS_CRITICAL_EXIT => {
+                // The crash exit still sends these; the device's
+                // services refuse, and its first one unwinds.
+                let _ = vmm.trace_note("at_exit", &[]);
+                AFTER_FATAL.fetch_add(100, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        Carry::Clear
+    })
+    .run();
     let e = run.expect_error().to_string();
     assert!(e.contains("violation STALE_TIMEOUT_HANDLE"), "{e}");
     assert_eq!(AFTER_FATAL.load(Ordering::SeqCst), 0, "device code ran after the fatal error");
@@ -266,7 +285,13 @@ fn under_violations_fatal_no_device_code_runs_after_the_fatal_error() {
 
 #[test]
 fn vpostd_refuses_a_callback_that_is_not_a_dll_export() {
-    let mut s = Scenario::new("[386Enh]\ndevice = [\"*SHELL\", \"VPOSTD.386\"]\n").boot();
+    let mut s = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["*SHELL", "VPOSTD.386"]
+    "#,
+    )
+    .boot();
     for (cx, bx) in [(0xFFFF, 0xFFF0), (0x003B, 0x4321), (0x1234, 0x0010)] {
         let regs = ClientRegs { eax: 0x1004, ecx: cx, ebx: bx, ..ClientRegs::default() };
         let out = s.call_pm_api(0x4321, regs).expect("VPOSTD has a PM API");
@@ -285,8 +310,15 @@ fn vpostd_refuses_a_callback_that_is_not_a_dll_export() {
 
 #[test]
 fn a_device_without_an_id_under_violations_fatal_stops_the_boot_naming_the_code() {
-    let run =
-        Scenario::new("[machine]\nviolations = \"fatal\"\n[386Enh]\ndevice = [\"vcountd\", \"fixture-no-id\"]\n").run();
+    let run = Scenario::new(
+        r#"
+            [machine]
+            violations = "fatal"
+            [386Enh]
+            device = ["vcountd", "fixture-no-id"]
+        "#,
+    )
+    .run();
     let e = run.expect_error().to_string();
     assert!(e.contains("violation API_WITHOUT_ID"), "{e}");
     let t = run.trace();

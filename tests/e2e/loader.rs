@@ -5,7 +5,13 @@ use vmm_host::{Error, LoadCause};
 use vmm_testkit::{Scenario, json};
 
 fn load_error(device: &str) -> (String, LoadCause, String) {
-    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"vcountd\", \"{device}\"]\n")).run();
+    let run = Scenario::new(&format!(
+        r#"
+        [386Enh]
+        device = ["vcountd", "{device}"]
+    "#
+    ))
+    .run();
     let error = run.expect_error();
     let text = error.to_string();
     match error {
@@ -73,8 +79,22 @@ fn a_missing_plugin_lists_the_directories_searched() {
 fn the_same_plugin_loaded_twice_in_a_process_gives_independent_instances() {
     // Two machines in one process load the same file: one library copy,
     // separate instances with separate state.
-    let a = Scenario::new("[386Enh]\ndevice = [\"vcountd\", \"vhello\"]\n[VCOUNTD]\nStart = 100\n").run();
-    let b = Scenario::new("[386Enh]\ndevice = [\"vcountd\", \"vhello\"]\n").run();
+    let a = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["vcountd", "vhello"]
+        [VCOUNTD]
+        Start = 100
+    "#,
+    )
+    .run();
+    let b = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["vcountd", "vhello"]
+    "#,
+    )
+    .run();
     a.trace().expect(json!({"kind": "debug_string", "text": "VCOUNTD total is now 101"}));
     b.trace().expect(json!({"kind": "debug_string", "text": "VCOUNTD total is now 1"}));
 }
@@ -122,7 +142,14 @@ fn damaged_copy(name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> std::path::Pat
 #[test]
 fn a_truncated_plugin_is_refused_before_loading_with_a_plugin_rejected_record() {
     let file = damaged_copy("truncated", |b| b.truncate(b.len() / 2));
-    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"vhello\", \"{}\"]\n", file.display())).run();
+    let run = Scenario::new(&format!(
+        r#"
+        [386Enh]
+        device = ["vhello", "{}"]
+    "#,
+        file.display()
+    ))
+    .run();
     match run.expect_error() {
         Error::Load { cause: LoadCause::Rejected(defect), file: f, .. } => {
             assert_eq!(defect.code, "truncated");
@@ -143,7 +170,14 @@ fn a_truncated_plugin_is_refused_before_loading_with_a_plugin_rejected_record() 
 #[cfg(target_arch = "x86_64")]
 fn a_plugin_for_another_machine_is_refused_naming_it() {
     let file = damaged_copy("machine", |b| b[18..20].copy_from_slice(&183u16.to_le_bytes()));
-    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"{}\"]\n", file.display())).run();
+    let run = Scenario::new(&format!(
+        r#"
+        [386Enh]
+        device = ["{}"]
+    "#,
+        file.display()
+    ))
+    .run();
     let text = run.expect_error().to_string();
     assert!(text.contains("built for AArch64"), "{text}");
     run.trace().expect(json!({"kind": "plugin_rejected", "defect": "wrong_machine"}));

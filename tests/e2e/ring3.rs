@@ -265,7 +265,14 @@ impl Module for WinTest {
 // ---- helpers ---------------------------------------------------------------------------
 
 fn dos(args: &str) -> String {
-    format!("[[vm]]\nname = \"DOS1\"\nprogram = \"DOSTEST\"\nargs = \"{args}\"\n")
+    format!(
+        r#"
+        [[vm]]
+        name = "DOS1"
+        program = "DOSTEST"
+        args = "{args}"
+    "#
+    )
 }
 
 /// SCRIPT's API: `AX` in, `AX + 1` out; CF set unless AX was 5. A PM
@@ -327,7 +334,14 @@ fn deliver(dev: &ScriptDevice, vmm: &Vmm<'_>, _ev: Event) {
 }
 
 fn windows(app_args: &str) -> String {
-    format!("[386Enh]\ndevice = [\"SCRIPT\"]\n[windows]\nload = [\"WINTEST {app_args}\"]\n")
+    format!(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [windows]
+        load = ["WINTEST {app_args}"]
+    "#
+    )
 }
 
 // ---- DOS programs and INT 2Fh ------------------------------------------------------------------
@@ -335,7 +349,10 @@ fn windows(app_args: &str) -> String {
 #[test]
 fn a_dos_program_uses_int_2f_and_calls_a_v86_api() {
     let run = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"SCRIPT\"]\n{}",
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            {}"#,
         dos("version;vmid;api 3FF0 5;api 3FF0 1;api 4321 0;exit 3")
     ))
     .script_api(echo_api)
@@ -375,10 +392,16 @@ fn the_api_entry_matches_the_callers_mode() {
             call.client.set_carry(false);
         }
     }
-    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"PMONLY\"]\n{}", dos("api 3FE0 0")))
-        .device::<PmOnly>()
-        .module::<DosTest>()
-        .run();
+    let run = Scenario::new(&format!(
+        r#"
+        [386Enh]
+        device = ["PMONLY"]
+        {}"#,
+        dos("api 3FE0 0")
+    ))
+    .device::<PmOnly>()
+    .module::<DosTest>()
+    .run();
     run.assert_ok();
     assert_eq!(outputs(&run), ["no api"]);
 
@@ -399,10 +422,17 @@ fn the_api_entry_matches_the_callers_mode() {
             Step::exit(0)
         }
     }
-    let run = Scenario::new("[386Enh]\ndevice = [\"PMONLY\"]\n[windows]\nload = [\"PMCALLER\"]\n")
-        .device::<PmOnly>()
-        .module::<PmCaller>()
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["PMONLY"]
+        [windows]
+        load = ["PMCALLER"]
+    "#,
+    )
+    .device::<PmOnly>()
+    .module::<PmCaller>()
+    .run();
     run.assert_ok();
     assert_eq!(outputs(&run), ["entry 003B:3FE0 ax=0x600d"]);
     run.trace().expect(json!({"kind": "api_call", "device": "PMONLY", "vm": SYS, "mode": "pm"}));
@@ -411,7 +441,13 @@ fn the_api_entry_matches_the_callers_mode() {
 #[test]
 fn a_dos_program_holding_the_critical_section_delays_a_priority_event() {
     let run = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"SCRIPT\"]\n{}[[interrupt]]\nname = \"go\"\nat = 5\n",
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            {}[[interrupt]]
+            name = "go"
+            at = 5
+        "#,
         dos("crit;sleep 50;endcrit")
     ))
     .script(|_, vmm, msg| {
@@ -439,15 +475,30 @@ fn a_dos_program_holding_the_critical_section_delays_a_priority_event() {
 #[test]
 fn cli_and_sti_from_a_program_gate_events_waiting_for_interrupts() {
     let run = Scenario::new(
-        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"DOSTEST\"\nargs = \"cli;sleep 30;sti;sleep 10\"\n\
-         [[interrupt]]\nname = \"go\"\nat = 5\n",
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            [[vm]]
+            name = "DOS1"
+            program = "DOSTEST"
+            args = "cli;sleep 30;sti;sleep 10"
+            [[interrupt]]
+            name = "go"
+            at = 5
+        "#,
     )
     .script(|_, vmm, msg| {
         if msg.message == DEVICE_INIT {
             vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
-                vmm.call_priority_vm_event(0x1000, VmHandle(DOS1), PEF_WAIT_FOR_STI, 0, |dev: &ScriptDevice, vmm, _| {
-                    dev.note(vmm, format!("ran t={}", vmm.get_system_time()));
-                })
+                vmm.call_priority_vm_event(
+                    0x1000,
+                    VmHandle(DOS1),
+                    PEF_WAIT_FOR_STI,
+                    0,
+                    |dev: &ScriptDevice, vmm, _| {
+                        dev.note(vmm, format!("ran t={}", vmm.get_system_time()));
+                    },
+                )
                 .unwrap();
             })
             .unwrap();
@@ -467,7 +518,10 @@ fn cli_and_sti_from_a_program_gate_events_waiting_for_interrupts() {
 #[test]
 fn switch_vms_and_call_back_runs_ring3_code_in_the_other_vm() {
     let run = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"SCRIPT\"]\n{}",
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            {}"#,
         dos("switch 1 1;switch 9 0;switch 1 8;sleep 10")
     ))
     .script(|_, _, _| Carry::Clear)
@@ -484,10 +538,16 @@ fn switch_vms_and_call_back_runs_ring3_code_in_the_other_vm() {
 
 #[test]
 fn a_dos_program_cannot_wait_for_messages() {
-    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n{}", dos("getmessage")))
-        .module::<DosTest>()
-        .script(|_, _, _| Carry::Clear)
-        .run();
+    let run = Scenario::new(&format!(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        {}"#,
+        dos("getmessage")
+    ))
+    .module::<DosTest>()
+    .script(|_, _, _| Carry::Clear)
+    .run();
     run.assert_ok();
     run.trace().expect(json!({"kind": "violation", "code": "GET_MESSAGE_IN_DOS"}));
     run.trace().expect(json!({"kind": "program_ended", "reason": "crashed"}));
@@ -495,10 +555,16 @@ fn a_dos_program_cannot_wait_for_messages() {
 
 #[test]
 fn a_panicking_program_crashes_its_vm_not_the_host() {
-    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n{}", dos("panic")))
-        .module::<DosTest>()
-        .script(|_, _, _| Carry::Clear)
-        .run();
+    let run = Scenario::new(&format!(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        {}"#,
+        dos("panic")
+    ))
+    .module::<DosTest>()
+    .script(|_, _, _| Carry::Clear)
+    .run();
     run.assert_ok();
     let t = run.trace();
     t.expect(json!({"kind": "plugin_error", "device": "DOSTEST", "entry": "start", "error": "panic"}));
@@ -509,7 +575,12 @@ fn a_panicking_program_crashes_its_vm_not_the_host() {
 #[test]
 fn a_panic_in_a_v86_api_procedure_reports_carry_to_the_caller() {
     let run = Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"fixture-misbehave\"]\n[FXBAD]\npanic = \"v86_api\"\n{}",
+        r#"
+            [386Enh]
+            device = ["fixture-misbehave"]
+            [FXBAD]
+            panic = "v86_api"
+            {}"#,
         dos("api 3F10 1")
     ))
     .module::<DosTest>()
@@ -574,11 +645,17 @@ fn post_app_message_arrives_with_a_null_hwnd() {
 
 #[test]
 fn cooperative_tasks_take_turns_at_get_message() {
-    let run =
-        Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[windows]\nload = [\"WINTEST post 2\", \"WINTEST post 1\"]\n")
-            .script(|_, _, _| Carry::Clear)
-            .module::<WinTest>()
-            .run();
+    let run = Scenario::new(
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            [windows]
+            load = ["WINTEST post 2", "WINTEST post 1"]
+        "#,
+    )
+    .script(|_, _, _| Carry::Clear)
+    .module::<WinTest>()
+    .run();
     run.assert_ok();
     let t = run.trace();
     let tasks: Vec<u64> =
@@ -606,7 +683,16 @@ fn post_message_to_an_invalid_window_does_not_fail() {
             Step::exit(0)
         }
     }
-    let run = Scenario::new("[386Enh]\ndevice = []\n[windows]\nload = [\"POSTER\"]\n").module::<Poster>().run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = []
+        [windows]
+        load = ["POSTER"]
+    "#,
+    )
+    .module::<Poster>()
+    .run();
     run.assert_ok();
     // 3.1: an invalid hwnd returns TRUE (nothing posted); a broadcast FALSE.
     assert_eq!(outputs(&run), ["true false"]);
@@ -685,7 +771,17 @@ fn a_panicking_callback_returns_zero_and_the_host_goes_on() {
 fn a_far_call_into_an_unloaded_dll_is_reported() {
     // The app registers the DLL's callback, then ends (freeing the DLL)
     // before the VxD calls it.
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[windows]\nload = [\"WINTEST register FixedPost;quit\"]\n[[interrupt]]\nname = \"go\"\nat = 10\n")
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [windows]
+        load = ["WINTEST register FixedPost;quit"]
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+    )
     .script(deliver_at_go)
     .script_api(echo_api)
     .module::<WinTest>()
@@ -700,41 +796,49 @@ fn a_far_call_into_an_unloaded_dll_is_reported() {
 
 #[test]
 fn nested_execution_rules_are_enforced() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[interrupt]]\nname = \"go\"\nat = 10\n")
-        .script(|_, vmm, msg| {
-            match msg.message {
-                SYS_CRITICAL_INIT => {
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        match msg.message {
+            SYS_CRITICAL_INIT => {
+                let r = vmm.begin_nest_exec();
+                vmm.out_debug_string(&format!("in Sys_Critical_Init: {r:?}"));
+            }
+            DEVICE_INIT => {
+                vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
                     let r = vmm.begin_nest_exec();
-                    vmm.out_debug_string(&format!("in Sys_Critical_Init: {r:?}"));
-                }
-                DEVICE_INIT => {
-                    vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
-                        let r = vmm.begin_nest_exec();
-                        vmm.out_debug_string(&format!("at interrupt: {r:?}"));
-                        vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
-                            vmm.out_debug_string(&format!("end without begin: {:?}", vmm.end_nest_exec()));
-                            vmm.begin_nest_exec().unwrap();
-                            vmm.simulate_push(0xAAAA).unwrap();
-                            vmm.simulate_push(0xBBBB).unwrap();
-                            let a = vmm.simulate_pop().unwrap();
-                            let b = vmm.simulate_pop().unwrap();
-                            vmm.out_debug_string(&format!("pop {a:#x} {b:#x}"));
-                            let sys = vmm.get_sys_vm_handle();
-                            let c = vmm.client(sys).unwrap();
-                            c.set_ax(0x1600);
-                            vmm.exec_int(0x2F).unwrap();
-                            vmm.out_debug_string(&format!("exec_int 2F: al={} ah={}", c.al(), c.ah()));
-                            // Returns with the block still open.
-                        })
-                        .unwrap();
+                    vmm.out_debug_string(&format!("at interrupt: {r:?}"));
+                    vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
+                        vmm.out_debug_string(&format!("end without begin: {:?}", vmm.end_nest_exec()));
+                        vmm.begin_nest_exec().unwrap();
+                        vmm.simulate_push(0xAAAA).unwrap();
+                        vmm.simulate_push(0xBBBB).unwrap();
+                        let a = vmm.simulate_pop().unwrap();
+                        let b = vmm.simulate_pop().unwrap();
+                        vmm.out_debug_string(&format!("pop {a:#x} {b:#x}"));
+                        let sys = vmm.get_sys_vm_handle();
+                        let c = vmm.client(sys).unwrap();
+                        c.set_ax(0x1600);
+                        vmm.exec_int(0x2F).unwrap();
+                        vmm.out_debug_string(&format!("exec_int 2F: al={} ah={}", c.al(), c.ah()));
+                        // Returns with the block still open.
                     })
                     .unwrap();
-                }
-                _ => {}
+                })
+                .unwrap();
             }
-            Carry::Clear
-        })
-        .run();
+            _ => {}
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     assert_eq!(
         notes(&run),
@@ -759,24 +863,32 @@ fn nested_execution_rules_are_enforced() {
 
 #[test]
 fn a_far_call_to_nothing_is_reported() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[interrupt]]\nname = \"go\"\nat = 10\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
-                    vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
-                        vmm.begin_nest_exec().unwrap();
-                        vmm.simulate_far_call(FarPtr::new(0x1234, 0x5678)).unwrap();
-                        let r = vmm.resume_exec();
-                        vmm.end_nest_exec().unwrap();
-                        vmm.out_debug_string(&format!("{r:?}"));
-                    })
-                    .unwrap();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
+                vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
+                    vmm.begin_nest_exec().unwrap();
+                    vmm.simulate_far_call(FarPtr::new(0x1234, 0x5678)).unwrap();
+                    let r = vmm.resume_exec();
+                    vmm.end_nest_exec().unwrap();
+                    vmm.out_debug_string(&format!("{r:?}"));
                 })
                 .unwrap();
-            }
-            Carry::Clear
-        })
-        .run();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
     let v = run.trace().expect(json!({"kind": "violation", "code": "BAD_FAR_POINTER"}));
@@ -785,10 +897,28 @@ fn a_far_call_to_nothing_is_reported() {
 
 #[test]
 fn manifest_programs_must_exist_and_have_the_right_kind() {
-    let run =
-        Scenario::new("[386Enh]\ndevice = []\n[[vm]]\nname = \"D\"\nprogram = \"WINTEST\"\n").module::<WinTest>().run();
+    let run = Scenario::new(
+        r#"
+            [386Enh]
+            device = []
+            [[vm]]
+            name = "D"
+            program = "WINTEST"
+        "#,
+    )
+    .module::<WinTest>()
+    .run();
     let e = run.expect_error().to_string();
     assert!(e.contains("windows_app plugin, but a dos_program is needed"), "{e}");
-    let run = Scenario::new("[386Enh]\ndevice = []\n[windows]\nload = [\"NOSUCHAPP\"]\n").module::<WinTest>().run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = []
+        [windows]
+        load = ["NOSUCHAPP"]
+    "#,
+    )
+    .module::<WinTest>()
+    .run();
     assert!(run.expect_error().to_string().contains("NOSUCHAPP"), "{}", run.expect_error());
 }

@@ -157,10 +157,20 @@ fn machine(extra: &str, control: impl Fn(&ScriptDevice, &Vmm<'_>, ControlMessage
 /// runs `body` then.
 fn at_appy_time(extra: &str, body: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
     let body = Rc::new(body);
-    on_go(&format!("{extra}\n[[interrupt]]\nname = \"go\"\nat = 1\n"), move |_, vmm| {
-        let body = body.clone();
-        vmm.shell().call_at_appy_time(0, 0, move |dev: &ScriptDevice, vmm, _| body(dev, vmm)).unwrap();
-    })
+    on_go(
+        &format!(
+            r#"
+        {extra}
+        [[interrupt]]
+        name = "go"
+        at = 1
+    "#
+        ),
+        move |_, vmm| {
+            let body = body.clone();
+            vmm.shell().call_at_appy_time(0, 0, move |dev: &ScriptDevice, vmm, _| body(dev, vmm)).unwrap();
+        },
+    )
 }
 
 /// A machine whose SCRIPT device registers interrupt source `go` (raised by
@@ -215,24 +225,30 @@ fn violation_codes(run: &Run) -> Vec<String> {
 
 #[test]
 fn appy_time_requested_during_boot_runs_once_windows_has_started() {
-    let run = machine("[windows]\nload = [\"SHVIEW stay\"]\n", |dev, vmm, msg| {
-        if msg.message == DEVICE_INIT {
-            dev.note(vmm, format!("init: query {}", vmm.shell().query_appy_time_available()));
-            let h = vmm.shell().call_at_appy_time(CAAFL_RING0, 0, |dev: &ScriptDevice, vmm, appy| {
-                let task = vmm.shell().call_dll("SHDLL", "Task", &[]);
-                dev.note(
-                    vmm,
-                    format!(
-                        "appy: flags {} vm {:#x} query {} task {task:#x}",
-                        appy.flags,
-                        appy.vm.0,
-                        vmm.shell().query_appy_time_available()
-                    ),
-                );
-            });
-            dev.note(vmm, format!("handle null: {}", h.is_none()));
-        }
-    })
+    let run = machine(
+        r#"
+        [windows]
+        load = ["SHVIEW stay"]
+    "#,
+        |dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                dev.note(vmm, format!("init: query {}", vmm.shell().query_appy_time_available()));
+                let h = vmm.shell().call_at_appy_time(CAAFL_RING0, 0, |dev: &ScriptDevice, vmm, appy| {
+                    let task = vmm.shell().call_dll("SHDLL", "Task", &[]);
+                    dev.note(
+                        vmm,
+                        format!(
+                            "appy: flags {} vm {:#x} query {} task {task:#x}",
+                            appy.flags,
+                            appy.vm.0,
+                            vmm.shell().query_appy_time_available()
+                        ),
+                    );
+                });
+                dev.note(vmm, format!("handle null: {}", h.is_none()));
+            }
+        },
+    )
     .run();
     run.assert_ok();
     let n = notes(&run);
@@ -254,20 +270,27 @@ fn appy_time_requested_during_boot_runs_once_windows_has_started() {
 
 #[test]
 fn query_appy_time_available_follows_the_machine_through_its_phases() {
-    let run = machine("[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm, msg| {
-        let q = vmm.shell().query_appy_time_available();
-        match msg.message {
-            DEVICE_INIT => {
-                dev.note(vmm, format!("Device_Init {q}"));
-                vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
-                    dev.note(vmm, format!("interrupt {}", vmm.shell().query_appy_time_available()));
-                })
-                .unwrap();
+    let run = machine(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |dev, vmm, msg| {
+            let q = vmm.shell().query_appy_time_available();
+            match msg.message {
+                DEVICE_INIT => {
+                    dev.note(vmm, format!("Device_Init {q}"));
+                    vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
+                        dev.note(vmm, format!("interrupt {}", vmm.shell().query_appy_time_available()));
+                    })
+                    .unwrap();
+                }
+                SYS_VM_INIT | SYS_VM_TERMINATE | SYSTEM_EXIT => dev.note(vmm, format!("{} {q}", msg.name())),
+                _ => {}
             }
-            SYS_VM_INIT | SYS_VM_TERMINATE | SYSTEM_EXIT => dev.note(vmm, format!("{} {q}", msg.name())),
-            _ => {}
-        }
-    })
+        },
+    )
     .run();
     run.assert_ok();
     // Asynchronous: callable at interrupt time. Non-zero outside appy time
@@ -298,7 +321,14 @@ fn appy_time_requested_during_shutdown_is_dropped_and_never_runs() {
 
 #[test]
 fn without_a_message_server_appy_time_never_comes_and_the_event_is_dropped() {
-    let run = at_appy_time("[shell]\nmessage_server = false\n", |dev, vmm| dev.note(vmm, "ran")).run();
+    let run = at_appy_time(
+        r#"
+        [shell]
+        message_server = false
+    "#,
+        |dev, vmm| dev.note(vmm, "ran"),
+    )
+    .run();
     run.assert_ok();
     assert!(notes(&run).is_empty());
     run.trace().expect(json!({"kind": "appy_dropped", "reason": "shutdown"}));
@@ -307,9 +337,19 @@ fn without_a_message_server_appy_time_never_comes_and_the_event_is_dropped() {
 #[test]
 fn a_held_critical_section_delays_appy_time() {
     let run = on_go(
-        "[[action]]\nat = 5\nvm = \"system\"\naction = \"begin_critical\"\n\
-         [[action]]\nat = 40\nvm = \"system\"\naction = \"end_critical\"\n\
-         [[interrupt]]\nname = \"go\"\nat = 10\n",
+        r#"
+            [[action]]
+            at = 5
+            vm = "system"
+            action = "begin_critical"
+            [[action]]
+            at = 40
+            vm = "system"
+            action = "end_critical"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
         |_, vmm| {
             vmm.shell()
                 .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
@@ -328,24 +368,31 @@ fn a_held_critical_section_delays_appy_time() {
 
 #[test]
 fn a_system_vm_blocked_on_a_semaphore_delays_appy_time() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_, vmm| {
-        let sys = vmm.get_sys_vm_handle();
-        vmm.schedule_vm_event(sys, |dev: &ScriptDevice, vmm, _| {
-            let sem = vmm.create_semaphore(0).unwrap();
-            vmm.shell()
-                .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
-                    dev.note(vmm, format!("appy at {}", vmm.get_system_time()))
-                })
-                .unwrap();
-            vmm.set_global_time_out(50, move |dev: &ScriptDevice, vmm, _| {
-                dev.note(vmm, format!("signal at {}", vmm.get_system_time()));
-                vmm.signal_semaphore(sem).unwrap();
-            });
-            vmm.wait_semaphore(sem, BLOCK_SVC_INTS).unwrap();
-            dev.note(vmm, format!("woke at {}", vmm.get_system_time()));
-        })
-        .unwrap();
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_, vmm| {
+            let sys = vmm.get_sys_vm_handle();
+            vmm.schedule_vm_event(sys, |dev: &ScriptDevice, vmm, _| {
+                let sem = vmm.create_semaphore(0).unwrap();
+                vmm.shell()
+                    .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
+                        dev.note(vmm, format!("appy at {}", vmm.get_system_time()))
+                    })
+                    .unwrap();
+                vmm.set_global_time_out(50, move |dev: &ScriptDevice, vmm, _| {
+                    dev.note(vmm, format!("signal at {}", vmm.get_system_time()));
+                    vmm.signal_semaphore(sem).unwrap();
+                });
+                vmm.wait_semaphore(sem, BLOCK_SVC_INTS).unwrap();
+                dev.note(vmm, format!("woke at {}", vmm.get_system_time()));
+            })
+            .unwrap();
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["signal at 60", "woke at 60", "appy at 60"]);
@@ -353,25 +400,31 @@ fn a_system_vm_blocked_on_a_semaphore_delays_appy_time() {
 
 #[test]
 fn caafl_timeout_runs_the_callback_told_it_timed_out_and_not_at_appy_time() {
-    let run = machine("[shell]\nmessage_server = false\n", |_, vmm, msg| {
-        if msg.message == DEVICE_INIT {
-            vmm.shell()
-                .call_at_appy_time(CAAFL_TIMEOUT | CAAFL_RING0, 50, |dev: &ScriptDevice, vmm, appy| {
-                    let load = vmm.shell().load_library("SHDLL");
-                    dev.note(
-                        vmm,
-                        format!(
-                            "t={} timed_out={} ring0={} query={} load={load:?}",
-                            vmm.get_system_time(),
-                            appy.timed_out(),
-                            appy.ring0(),
-                            vmm.shell().query_appy_time_available()
-                        ),
-                    );
-                })
-                .unwrap();
-        }
-    })
+    let run = machine(
+        r#"
+        [shell]
+        message_server = false
+    "#,
+        |_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                vmm.shell()
+                    .call_at_appy_time(CAAFL_TIMEOUT | CAAFL_RING0, 50, |dev: &ScriptDevice, vmm, appy| {
+                        let load = vmm.shell().load_library("SHDLL");
+                        dev.note(
+                            vmm,
+                            format!(
+                                "t={} timed_out={} ring0={} query={} load={load:?}",
+                                vmm.get_system_time(),
+                                appy.timed_out(),
+                                appy.ring0(),
+                                vmm.shell().query_appy_time_available()
+                            ),
+                        );
+                    })
+                    .unwrap();
+            }
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["t=50 timed_out=true ring0=true query=0 load=Err(0)"]);
@@ -386,9 +439,19 @@ fn caafl_timeout_runs_the_callback_told_it_timed_out_and_not_at_appy_time() {
 #[test]
 fn a_time_out_while_appy_time_is_held_off_reports_it_available_but_not_now() {
     let run = on_go(
-        "[[action]]\nat = 5\nvm = \"system\"\naction = \"begin_critical\"\n\
-         [[action]]\nat = 100\nvm = \"system\"\naction = \"end_critical\"\n\
-         [[interrupt]]\nname = \"go\"\nat = 10\n",
+        r#"
+            [[action]]
+            at = 5
+            vm = "system"
+            action = "begin_critical"
+            [[action]]
+            at = 100
+            vm = "system"
+            action = "end_critical"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
         |_, vmm| {
             vmm.shell()
                 .call_at_appy_time(CAAFL_TIMEOUT, 20, |dev: &ScriptDevice, vmm, appy| {
@@ -426,25 +489,32 @@ fn an_event_that_reaches_appy_time_first_is_not_called_again_by_its_time_out() {
 
 #[test]
 fn a_cancelled_appy_time_event_never_runs_and_its_handle_goes_stale() {
-    let run = machine("[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm, msg| match msg.message {
-        DEVICE_INIT => {
-            let h = vmm.shell().call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| dev.note(vmm, "ran")).unwrap();
-            dev.state.borrow_mut().push(h.0);
-            vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
+    let run = machine(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |dev, vmm, msg| match msg.message {
+            DEVICE_INIT => {
+                let h = vmm.shell().call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| dev.note(vmm, "ran")).unwrap();
+                dev.state.borrow_mut().push(h.0);
+                vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
+                    let h = AppyHandle(dev.state.borrow()[0]);
+                    dev.note(vmm, format!("at interrupt: {:?}", vmm.shell().cancel_appy_time_event(h)));
+                })
+                .unwrap();
+            }
+            INIT_COMPLETE => {
                 let h = AppyHandle(dev.state.borrow()[0]);
-                dev.note(vmm, format!("at interrupt: {:?}", vmm.shell().cancel_appy_time_event(h)));
-            })
-            .unwrap();
-        }
-        INIT_COMPLETE => {
-            let h = AppyHandle(dev.state.borrow()[0]);
-            let shell = vmm.shell();
-            dev.note(vmm, format!("cancel: {:?}", shell.cancel_appy_time_event(h)));
-            dev.note(vmm, format!("again: {:?}", shell.cancel_appy_time_event(h)));
-            dev.note(vmm, format!("null: {:?}", shell.cancel_appy_time_event(AppyHandle(0))));
-        }
-        _ => {}
-    })
+                let shell = vmm.shell();
+                dev.note(vmm, format!("cancel: {:?}", shell.cancel_appy_time_event(h)));
+                dev.note(vmm, format!("again: {:?}", shell.cancel_appy_time_event(h)));
+                dev.note(vmm, format!("null: {:?}", shell.cancel_appy_time_event(AppyHandle(0))));
+            }
+            _ => {}
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(
@@ -468,22 +538,29 @@ fn a_cancelled_appy_time_event_never_runs_and_its_handle_goes_stale() {
 
 #[test]
 fn appy_time_only_services_are_violations_outside_appy_time() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_, vmm| {
-        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
-            let shell = vmm.shell();
-            let results = [
-                format!("{:?}", shell.load_library("SHDLL")),
-                format!("{:?}", shell.get_proc_address(HInstance(0x0F10), "Add")),
-                format!("{}", shell.call_dll("SHDLL", "Add", &[1, 0, 2, 0])),
-                format!("{:?}", shell.local_alloc_ex(LPTR, 16, None)),
-                format!("{}", shell.local_free(FarPtr::new(0xA7, 0x14))),
-                format!("{:?}", shell.shell_execute(&ShexPacket::open("X.EXE"))),
-            ];
-            shell.free_library(HInstance(0x0F10));
-            dev.note(vmm, results.join(" "));
-        })
-        .unwrap();
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_, vmm| {
+            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+                let shell = vmm.shell();
+                let results = [
+                    format!("{:?}", shell.load_library("SHDLL")),
+                    format!("{:?}", shell.get_proc_address(HInstance(0x0F10), "Add")),
+                    format!("{}", shell.call_dll("SHDLL", "Add", &[1, 0, 2, 0])),
+                    format!("{:?}", shell.local_alloc_ex(LPTR, 16, None)),
+                    format!("{}", shell.local_free(FarPtr::new(0xA7, 0x14))),
+                    format!("{:?}", shell.shell_execute(&ShexPacket::open("X.EXE"))),
+                ];
+                shell.free_library(HInstance(0x0F10));
+                dev.note(vmm, results.join(" "));
+            })
+            .unwrap();
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["Err(0) None 0 None false Err(0)"]);
@@ -643,30 +720,37 @@ fn the_dll_services_by_vxdcall_read_names_and_arguments_from_the_heap() {
 
 #[test]
 fn a_dll_that_faults_takes_the_message_server_and_appy_time_down_for_good() {
-    let run = machine("[[interrupt]]\nname = \"go\"\nat = 10\n", |_, vmm, msg| {
-        if msg.message == DEVICE_INIT {
-            vmm.shell()
-                .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
-                    let shell = vmm.shell();
-                    let r = shell.call_dll("SHDLL", "Crash", &[]);
-                    let after = (shell.query_appy_time_available(), shell.load_library("SHDLL"));
-                    dev.note(vmm, format!("crash {r}, then {after:?}"));
-                    shell
-                        .call_at_appy_time(CAAFL_TIMEOUT, 30, |dev: &ScriptDevice, vmm, appy| {
-                            dev.note(
-                                vmm,
-                                format!("second: timed out {} at {}", appy.timed_out(), vmm.get_system_time()),
-                            )
-                        })
-                        .unwrap();
+    let run = machine(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                vmm.shell()
+                    .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
+                        let shell = vmm.shell();
+                        let r = shell.call_dll("SHDLL", "Crash", &[]);
+                        let after = (shell.query_appy_time_available(), shell.load_library("SHDLL"));
+                        dev.note(vmm, format!("crash {r}, then {after:?}"));
+                        shell
+                            .call_at_appy_time(CAAFL_TIMEOUT, 30, |dev: &ScriptDevice, vmm, appy| {
+                                dev.note(
+                                    vmm,
+                                    format!("second: timed out {} at {}", appy.timed_out(), vmm.get_system_time()),
+                                )
+                            })
+                            .unwrap();
+                    })
+                    .unwrap();
+                vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
+                    dev.note(vmm, format!("query later {}", vmm.shell().query_appy_time_available()))
                 })
                 .unwrap();
-            vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
-                dev.note(vmm, format!("query later {}", vmm.shell().query_appy_time_available()))
-            })
-            .unwrap();
-        }
-    })
+            }
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["crash 0, then (0, Err(0))", "query later 0", "second: timed out true at 30"]);
@@ -804,7 +888,12 @@ fn local_alloc_ex_by_vxdcall_returns_both_addresses_in_eax_and_edx() {
 
 // ---- ShellExecute ------------------------------------------------------------------------------
 
-const PROGRAMS: &str = "[programs]\n\"viewer.exe\" = \"SHVIEW\"\n\".txt\" = \"SHVIEW\"\n\"edit.com\" = \"SHDOS\"\n";
+const PROGRAMS: &str = r#"
+    [programs]
+    "viewer.exe" = "SHVIEW"
+    ".txt" = "SHVIEW"
+    "edit.com" = "SHDOS"
+"#;
 
 #[test]
 fn shell_execute_starts_programs_and_opens_documents_with_their_association() {
@@ -965,10 +1054,18 @@ fn arbitrary_packets_in_heap_memory_never_escape_their_block() {
 
 #[test]
 fn programs_must_be_plugins_shell_execute_can_start() {
+    // Kept on one line: the position the error names is counted in it.
     let run = machine("[programs]\n\".hlp\" = \"SHDLL\"\n", |_, _, _| {}).run();
     let e = run.expect_error().to_string();
     assert!(e.contains("manifest#1:4:") && e.contains("windows_dll") && e.contains("SHDLL"), "{e}");
-    let run = machine("[programs]\n\"x.exe\" = \"NOSUCHAPP\"\n", |_, _, _| {}).run();
+    let run = machine(
+        r#"
+        [programs]
+        "x.exe" = "NOSUCHAPP"
+    "#,
+        |_, _, _| {},
+    )
+    .run();
     assert!(run.expect_error().to_string().contains("NOSUCHAPP"), "{}", run.expect_error());
 }
 
@@ -977,7 +1074,16 @@ fn programs_must_be_plugins_shell_execute_can_start() {
 #[test]
 fn sysmodal_messages_are_answered_from_the_manifest_and_fall_back_to_the_default_button() {
     let run = machine(
-        "[shell]\nanswers = [\"IDNO\", \"IDRETRY\", 7]\n[[vm]]\nname = \"DOS1\"\nat = 1\n[[interrupt]]\nname = \"go\"\nat = 5\n",
+        r#"
+            [shell]
+            answers = ["IDNO", "IDRETRY", 7]
+            [[vm]]
+            name = "DOS1"
+            at = 1
+            [[interrupt]]
+            name = "go"
+            at = 5
+        "#,
         |dev, vmm, msg| {
             if msg.message == DEVICE_INIT {
                 let sys = vmm.get_sys_vm_handle();
@@ -992,7 +1098,8 @@ fn sysmodal_messages_are_answered_from_the_manifest_and_fall_back_to_the_default
                             "Retry is no button here",
                             None,
                         );
-                        let c = shell.shell_sysmodal_message(VmHandle(DOS1), MB_OKCANCEL, "No OK either", Some("Caption"));
+                        let c =
+                            shell.shell_sysmodal_message(VmHandle(DOS1), MB_OKCANCEL, "No OK either", Some("Caption"));
                         let d = shell.shell_sysmodal_message(VmHandle(DOS1), MB_OK, "Out of answers", Some(""));
                         dev.note(vmm, format!("{b} {c} {d}"));
                     })
@@ -1037,23 +1144,29 @@ fn a_hangsys_message_stops_the_machine_after_it_is_answered() {
 
 #[test]
 fn shell_message_answers_later_through_its_callback() {
-    let run = machine("[shell]\nanswers = [\"IDCANCEL\"]\n", |dev, vmm, msg| {
-        if msg.message == DEVICE_INIT {
-            let sys = vmm.get_sys_vm_handle();
-            let h = vmm.shell().shell_message(
-                sys,
-                MB_OKCANCEL | MB_ASAP,
-                "Disk full",
-                Some("VXD"),
-                |dev: &ScriptDevice, vmm, answer| {
-                    dev.note(vmm, format!("answer {answer} at {}", vmm.get_system_time()))
-                },
-            );
-            dev.note(vmm, format!("queued {}", h.is_some()));
-            let bad = vmm.shell().shell_message(sys, MB_OK | MB_HANGSYS, "no", None, |_: &ScriptDevice, _, _| {});
-            dev.note(vmm, format!("hangsys {}", bad.is_some()));
-        }
-    })
+    let run = machine(
+        r#"
+        [shell]
+        answers = ["IDCANCEL"]
+    "#,
+        |dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let sys = vmm.get_sys_vm_handle();
+                let h = vmm.shell().shell_message(
+                    sys,
+                    MB_OKCANCEL | MB_ASAP,
+                    "Disk full",
+                    Some("VXD"),
+                    |dev: &ScriptDevice, vmm, answer| {
+                        dev.note(vmm, format!("answer {answer} at {}", vmm.get_system_time()))
+                    },
+                );
+                dev.note(vmm, format!("queued {}", h.is_some()));
+                let bad = vmm.shell().shell_message(sys, MB_OK | MB_HANGSYS, "no", None, |_: &ScriptDevice, _, _| {});
+                dev.note(vmm, format!("hangsys {}", bad.is_some()));
+            }
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["queued true", "hangsys false", "answer 2 at 0"]);
@@ -1095,11 +1208,23 @@ fn shell_message_by_vxdcall_needs_its_buffers_until_the_message_is_shown() {
 #[test]
 fn resolve_contention_asks_the_user_who_gets_the_device() {
     let run = machine(
-        "[shell]\nanswers = [\"IDYES\", \"IDNO\"]\n[[vm]]\nname = \"DOS1\"\nat = 1\n[[interrupt]]\nname = \"go\"\nat = 5\n",
+        r#"
+            [shell]
+            answers = ["IDYES", "IDNO"]
+            [[vm]]
+            name = "DOS1"
+            at = 1
+            [[interrupt]]
+            name = "go"
+            at = 5
+        "#,
         |dev, vmm, msg| {
             if msg.message == DEVICE_INIT {
                 let sys = vmm.get_sys_vm_handle();
-                dev.note(vmm, format!("at init {:?}", vmm.shell().shell_resolve_contention(sys, VmHandle(0x99), "COM1")));
+                dev.note(
+                    vmm,
+                    format!("at init {:?}", vmm.shell().shell_resolve_contention(sys, VmHandle(0x99), "COM1")),
+                );
                 vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
                     vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
                         let sys = vmm.get_sys_vm_handle();
@@ -1107,7 +1232,11 @@ fn resolve_contention_asks_the_user_who_gets_the_device() {
                         let yes = shell.shell_resolve_contention(sys, VmHandle(DOS1), "COM1");
                         // By VxDCall: ESI points at the 8-byte, space-padded name.
                         let name = heap_copy(vmm, b"LPT1    ");
-                        let no = shell_regs(vmm, SHELL_RESOLVE_CONTENTION, Regs { eax: sys.0, ebx: DOS1, esi: name, ..Regs::default() });
+                        let no = shell_regs(
+                            vmm,
+                            SHELL_RESOLVE_CONTENTION,
+                            Regs { eax: sys.0, ebx: DOS1, esi: name, ..Regs::default() },
+                        );
                         let same = shell.shell_resolve_contention(sys, sys, "COM1");
                         dev.note(vmm, format!("{yes:?} {:#x} {same:?}", no.ebx));
                     })
@@ -1133,7 +1262,15 @@ fn resolve_contention_asks_the_user_who_gets_the_device() {
 #[test]
 fn get_vm_info_reports_the_pif_settings_and_is_invalid_during_create_vm() {
     let run = machine(
-        "[[vm]]\nname = \"DOS1\"\nat = 1\nwindowed = true\n[[vm]]\nname = \"DOS2\"\nat = 2\n",
+        r#"
+            [[vm]]
+            name = "DOS1"
+            at = 1
+            windowed = true
+            [[vm]]
+            name = "DOS2"
+            at = 2
+        "#,
         |dev, vmm, msg| match msg.message {
             CREATE_VM => dev.note(vmm, format!("create {}", vmm.shell().shell_get_vm_info(msg.vm))),
             VM_INIT => dev.note(vmm, format!("{:#x} {:#x}", msg.vm.0, vmm.shell().shell_get_vm_info(msg.vm))),
@@ -1157,7 +1294,16 @@ fn get_vm_info_reports_the_pif_settings_and_is_invalid_during_create_vm() {
 /// to message 0x6666. At appy time `body` runs.
 fn broadcasting(extra: &str, body: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
     let body = Rc::new(body);
-    let extra = format!("[windows]\nload = [\"SHVIEW stay\"]\n{extra}\n[[interrupt]]\nname = \"go\"\nat = 1\n");
+    let extra = format!(
+        r#"
+        [windows]
+        load = ["SHVIEW stay"]
+        {extra}
+        [[interrupt]]
+        name = "go"
+        at = 1
+    "#
+    );
     machine(&extra, move |_, vmm, msg| {
         if msg.message == DEVICE_INIT {
             for (tag, order) in [
@@ -1245,36 +1391,42 @@ fn a_query_broadcast_stops_at_the_first_recipient_that_says_no() {
 
 #[test]
 fn outside_appy_time_a_broadcast_reaches_only_vxds_or_is_refused_while_windows_is_active() {
-    let run =
-        machine("[windows]\nload = [\"SHVIEW stay\"]\n[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm, msg| {
-            match msg.message {
-                DEVICE_INIT => {
-                    vmm.shell()
-                        .hook_system_broadcast(0, |dev: &ScriptDevice, vmm, b| {
-                            dev.note(vmm, format!("hook {:#x}", b.msg));
-                            1
-                        })
-                        .unwrap();
-                    let mut r = BSM_ALLCOMPONENTS;
-                    let result = vmm.shell().broadcast_system_message(0, Some(&mut r), 0x0500, 0, 0);
-                    dev.note(vmm, format!("init: {result} {r:#x}"));
-                    vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
-                        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
-                            let result = vmm.shell().broadcast_system_message(0, None, 0x0501, 0, 0);
-                            dev.note(vmm, format!("event: {result:#x}"));
-                        })
-                        .unwrap();
+    let run = machine(
+        r#"
+            [windows]
+            load = ["SHVIEW stay"]
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
+        |dev, vmm, msg| match msg.message {
+            DEVICE_INIT => {
+                vmm.shell()
+                    .hook_system_broadcast(0, |dev: &ScriptDevice, vmm, b| {
+                        dev.note(vmm, format!("hook {:#x}", b.msg));
+                        1
                     })
                     .unwrap();
-                }
-                SYSTEM_EXIT => {
-                    let result = vmm.shell().broadcast_system_message(0, None, 0x0502, 0, 0);
-                    dev.note(vmm, format!("exit: {result}"));
-                }
-                _ => {}
+                let mut r = BSM_ALLCOMPONENTS;
+                let result = vmm.shell().broadcast_system_message(0, Some(&mut r), 0x0500, 0, 0);
+                dev.note(vmm, format!("init: {result} {r:#x}"));
+                vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
+                    vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+                        let result = vmm.shell().broadcast_system_message(0, None, 0x0501, 0, 0);
+                        dev.note(vmm, format!("event: {result:#x}"));
+                    })
+                    .unwrap();
+                })
+                .unwrap();
             }
-        })
-        .run();
+            SYSTEM_EXIT => {
+                let result = vmm.shell().broadcast_system_message(0, None, 0x0502, 0, 0);
+                dev.note(vmm, format!("exit: {result}"));
+            }
+            _ => {}
+        },
+    )
+    .run();
     run.assert_ok();
     // Before Windows runs and after it stops: VxDs only. While it is active
     // but not at appy time: -1, and a violation.
@@ -1342,10 +1494,21 @@ const VIEW_HWND: u16 = 0x1004;
 fn post_message_waits_for_the_critical_section_unless_told_not_to() {
     for (flags, posted_at) in [(0, 40), (SPM_UM_DONOTWAITFORCRIT, 10)] {
         let run = on_go(
-            "[windows]\nload = [\"SHVIEW stay\"]\n\
-             [[action]]\nat = 5\nvm = \"system\"\naction = \"begin_critical\"\n\
-             [[action]]\nat = 40\nvm = \"system\"\naction = \"end_critical\"\n\
-             [[interrupt]]\nname = \"go\"\nat = 10\n",
+            r#"
+                [windows]
+                load = ["SHVIEW stay"]
+                [[action]]
+                at = 5
+                vm = "system"
+                action = "begin_critical"
+                [[action]]
+                at = 40
+                vm = "system"
+                action = "end_critical"
+                [[interrupt]]
+                name = "go"
+                at = 10
+            "#,
             move |dev, vmm| {
                 // At interrupt time: _SHELL_PostMessage is asynchronous.
                 let queued = vmm.shell().post_message_with_callback(
@@ -1377,11 +1540,17 @@ fn post_message_waits_for_the_critical_section_unless_told_not_to() {
 
 #[test]
 fn post_message_runs_inline_when_it_can_unless_always_schedule() {
-    let run = at_appy_time("[windows]\nload = [\"SHVIEW stay\"]\n", |_, vmm| {
-        let shell = vmm.shell();
-        shell.post_message(Hwnd(VIEW_HWND), u32::from(WM_USER + 2), 0, 0);
-        shell.post_message(Hwnd(VIEW_HWND), u32::from(WM_USER + 3) | SPM_UM_ALWAYSSCHEDULE, 0, 0);
-    })
+    let run = at_appy_time(
+        r#"
+        [windows]
+        load = ["SHVIEW stay"]
+    "#,
+        |_, vmm| {
+            let shell = vmm.shell();
+            shell.post_message(Hwnd(VIEW_HWND), u32::from(WM_USER + 2), 0, 0);
+            shell.post_message(Hwnd(VIEW_HWND), u32::from(WM_USER + 3) | SPM_UM_ALWAYSSCHEDULE, 0, 0);
+        },
+    )
     .run();
     run.assert_ok();
     let t = run.trace();
@@ -1422,16 +1591,22 @@ fn post_message_during_init_waits_for_windows_to_run() {
 
 #[test]
 fn post_message_with_wm_null_posts_nothing_but_reports_success() {
-    let run = at_appy_time("[windows]\nload = [\"SHVIEW stay\"]\n", |dev, vmm| {
-        let q = vmm.shell().post_message_with_callback(
-            Hwnd(VIEW_HWND),
-            u32::from(WM_NULL),
-            0,
-            0,
-            |dev: &ScriptDevice, vmm, posted| dev.note(vmm, format!("posted {posted}")),
-        );
-        dev.note(vmm, format!("queued {q}"));
-    })
+    let run = at_appy_time(
+        r#"
+        [windows]
+        load = ["SHVIEW stay"]
+    "#,
+        |dev, vmm| {
+            let q = vmm.shell().post_message_with_callback(
+                Hwnd(VIEW_HWND),
+                u32::from(WM_NULL),
+                0,
+                0,
+                |dev: &ScriptDevice, vmm, posted| dev.note(vmm, format!("posted {posted}")),
+            );
+            dev.note(vmm, format!("queued {q}"));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["posted true", "queued true"]);
@@ -1440,17 +1615,24 @@ fn post_message_with_wm_null_posts_nothing_but_reports_success() {
 
 #[test]
 fn post_message_to_a_full_queue_tells_the_callback_it_failed() {
-    let run = at_appy_time("[windows]\nload = [\"SHVIEW stay\"]\nqueue_size = 2\n", |_, vmm| {
-        for i in 0..4 {
-            vmm.shell().post_message_with_callback(
-                Hwnd(VIEW_HWND),
-                u32::from(WM_USER + i),
-                i,
-                0,
-                move |dev: &ScriptDevice, vmm, posted| dev.note(vmm, format!("{i}: {posted}")),
-            );
-        }
-    })
+    let run = at_appy_time(
+        r#"
+        [windows]
+        load = ["SHVIEW stay"]
+        queue_size = 2
+    "#,
+        |_, vmm| {
+            for i in 0..4 {
+                vmm.shell().post_message_with_callback(
+                    Hwnd(VIEW_HWND),
+                    u32::from(WM_USER + i),
+                    i,
+                    0,
+                    move |dev: &ScriptDevice, vmm, posted| dev.note(vmm, format!("{i}: {posted}")),
+                );
+            }
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["0: true", "1: true", "2: false", "3: false"]);
@@ -1459,14 +1641,20 @@ fn post_message_to_a_full_queue_tells_the_callback_it_failed() {
 
 #[test]
 fn post_message_rejects_reserved_bits_and_callbacks_by_vxdcall() {
-    let run = at_appy_time("[windows]\nload = [\"SHVIEW stay\"]\n", |dev, vmm| {
-        let reserved = vmm.shell().post_message(Hwnd(VIEW_HWND), 0x0001_0400, 0, 0);
-        let (wide, _) = shell_cdecl(vmm, SHELL_POST_MESSAGE, &[0x1_0000 | VIEW_HWND as u32, 0x400, 0, 0, 0, 0]);
-        let (wparam, _) = shell_cdecl(vmm, SHELL_POST_MESSAGE, &[VIEW_HWND as u32, 0x400, 0x1_0000, 0, 0, 0]);
-        let (callback, _) = shell_cdecl(vmm, SHELL_POST_MESSAGE, &[VIEW_HWND as u32, 0x400, 0, 0, 0xC000_1000, 5]);
-        let (plain, _) = shell_cdecl(vmm, SHELL_POST_MESSAGE, &[VIEW_HWND as u32, 0x405, 5, 6, 0, 0]);
-        dev.note(vmm, format!("{reserved} {wide} {wparam} {callback} {plain}"));
-    })
+    let run = at_appy_time(
+        r#"
+        [windows]
+        load = ["SHVIEW stay"]
+    "#,
+        |dev, vmm| {
+            let reserved = vmm.shell().post_message(Hwnd(VIEW_HWND), 0x0001_0400, 0, 0);
+            let (wide, _) = shell_cdecl(vmm, SHELL_POST_MESSAGE, &[0x1_0000 | VIEW_HWND as u32, 0x400, 0, 0, 0, 0]);
+            let (wparam, _) = shell_cdecl(vmm, SHELL_POST_MESSAGE, &[VIEW_HWND as u32, 0x400, 0x1_0000, 0, 0, 0]);
+            let (callback, _) = shell_cdecl(vmm, SHELL_POST_MESSAGE, &[VIEW_HWND as u32, 0x400, 0, 0, 0xC000_1000, 5]);
+            let (plain, _) = shell_cdecl(vmm, SHELL_POST_MESSAGE, &[VIEW_HWND as u32, 0x405, 5, 6, 0, 0]);
+            dev.note(vmm, format!("{reserved} {wide} {wparam} {callback} {plain}"));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["false 0 0 0 1"]);
@@ -1477,10 +1665,16 @@ fn post_message_rejects_reserved_bits_and_callbacks_by_vxdcall() {
 
 #[test]
 fn post_shell_message_posts_to_the_first_applications_window() {
-    let run = at_appy_time("[windows]\nload = [\"SHVIEW stay\", \"SHVIEW stay second\"]\n", |dev, vmm| {
-        let posted = vmm.shell().post_shell_message(9, 0x1234);
-        dev.note(vmm, format!("{posted}"));
-    })
+    let run = at_appy_time(
+        r#"
+        [windows]
+        load = ["SHVIEW stay", "SHVIEW stay second"]
+    "#,
+        |dev, vmm| {
+            let posted = vmm.shell().post_shell_message(9, 0x1234);
+            dev.note(vmm, format!("{posted}"));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["true"]);
@@ -1496,17 +1690,23 @@ fn post_shell_message_posts_to_the_first_applications_window() {
 
 #[test]
 fn under_windows_3_1_shell_has_only_its_3_x_services() {
-    let run = machine("[machine]\nwindows = \"3.1\"\n", |dev, vmm, msg| {
-        if msg.message == INIT_COMPLETE {
-            dev.note(vmm, format!("{:?}", vmm.shell().shell_get_version()));
-            let mut call = ServiceCall::default();
-            call.regs.ebx = vmm.get_sys_vm_handle().0;
-            vmm.vxd_call(vxd_service(SHELL_DEVICE_ID, SHELL_GET_VM_INFO), &mut call).unwrap();
-            dev.note(vmm, format!("GetVMInfo cf={}", call.regs.flags & CF_MASK));
-            vmm.shell().call_at_appy_time(0, 0, |_: &ScriptDevice, _, _| {});
-            dev.note(vmm, "not reached");
-        }
-    })
+    let run = machine(
+        r#"
+        [machine]
+        windows = "3.1"
+    "#,
+        |dev, vmm, msg| {
+            if msg.message == INIT_COMPLETE {
+                dev.note(vmm, format!("{:?}", vmm.shell().shell_get_version()));
+                let mut call = ServiceCall::default();
+                call.regs.ebx = vmm.get_sys_vm_handle().0;
+                vmm.vxd_call(vxd_service(SHELL_DEVICE_ID, SHELL_GET_VM_INFO), &mut call).unwrap();
+                dev.note(vmm, format!("GetVMInfo cf={}", call.regs.flags & CF_MASK));
+                vmm.shell().call_at_appy_time(0, 0, |_: &ScriptDevice, _, _| {});
+                dev.note(vmm, "not reached");
+            }
+        },
+    )
     .run();
     let e = run.expect_error().to_string();
     assert!(e.contains("Invalid VxD dynamic link call to device number 0017, service 000E"), "{e}");
@@ -1515,14 +1715,19 @@ fn under_windows_3_1_shell_has_only_its_3_x_services() {
 
 #[test]
 fn shell_services_need_shell_in_the_device_list() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                vmm.shell().query_appy_time_available();
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.shell().query_appy_time_available();
+        }
+        Carry::Clear
+    })
+    .run();
     let e = run.expect_error().to_string();
     assert!(e.contains("Invalid VxD dynamic link call to device number 0017, service 000D"), "{e}");
 }

@@ -154,7 +154,14 @@ fn call_back_nested(_: &ScriptDevice, vmm: &Vmm<'_>, call: ApiCall<'_>) {
 
 #[test]
 fn real_mode_init_and_control_records_follow_the_notes_the_device_wrote_inside() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"INSIDE\"]\n").device::<Inside>().run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["INSIDE"]
+    "#,
+    )
+    .device::<Inside>()
+    .run();
     run.assert_ok();
     run.trace().expect_in_order(&[
         json!({"kind": "phase", "phase": "real_mode_init"}),
@@ -170,18 +177,23 @@ fn real_mode_init_and_control_records_follow_the_notes_the_device_wrote_inside()
 
 #[test]
 fn a_vxd_call_record_follows_the_services_notes_and_precedes_the_callers_next_ones() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"INSIDE\", \"SCRIPT\"]\n")
-        .device::<Inside>()
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                note(vmm, "before_call");
-                let mut call = ServiceCall::default();
-                vmm.vxd_call(vxd_service(INSIDE_ID, 1), &mut call).unwrap();
-                note(vmm, "after_call");
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["INSIDE", "SCRIPT"]
+    "#,
+    )
+    .device::<Inside>()
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            note(vmm, "before_call");
+            let mut call = ServiceCall::default();
+            vmm.vxd_call(vxd_service(INSIDE_ID, 1), &mut call).unwrap();
+            note(vmm, "after_call");
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     run.trace().expect_in_order(&[
         noted("before_call"),
@@ -194,7 +206,14 @@ fn a_vxd_call_record_follows_the_services_notes_and_precedes_the_callers_next_on
 
 #[test]
 fn an_api_call_record_follows_the_handlers_notes() {
-    let mut session = Scenario::new("[386Enh]\ndevice = [\"INSIDE\"]\n").device::<Inside>().boot();
+    let mut session = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["INSIDE"]
+    "#,
+    )
+    .device::<Inside>()
+    .boot();
     session.call_pm_api(INSIDE_ID, ClientRegs::default()).unwrap();
     let run = session.finish();
     run.assert_ok();
@@ -211,22 +230,30 @@ fn an_api_call_record_follows_the_handlers_notes() {
 
 #[test]
 fn an_event_dispatched_record_follows_the_callbacks_notes_inline_or_scheduled() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[interrupt]]\nname = \"go\"\nat = 10\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                // Not at interrupt time: Call_Global_Event runs it inline,
-                // before the service returns.
-                vmm.call_global_event(|_: &ScriptDevice, vmm, _| note(vmm, "in_inline_event")).unwrap();
-                note(vmm, "after_inline_event");
-                vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
-                    note(vmm, "in_interrupt");
-                    vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| note(vmm, "in_event")).unwrap();
-                })
-                .unwrap();
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            // Not at interrupt time: Call_Global_Event runs it inline,
+            // before the service returns.
+            vmm.call_global_event(|_: &ScriptDevice, vmm, _| note(vmm, "in_inline_event")).unwrap();
+            note(vmm, "after_inline_event");
+            vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
+                note(vmm, "in_interrupt");
+                vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| note(vmm, "in_event")).unwrap();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     let t = run.trace();
     t.expect_in_order(&[
@@ -248,14 +275,19 @@ fn an_event_dispatched_record_follows_the_callbacks_notes_inline_or_scheduled() 
 
 #[test]
 fn a_timeout_record_follows_the_callbacks_notes() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                vmm.set_global_time_out(5, |_: &ScriptDevice, vmm, _| note(vmm, "in_timeout")).unwrap();
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.set_global_time_out(5, |_: &ScriptDevice, vmm, _| note(vmm, "in_timeout")).unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     run.trace().expect_in_order(&[
         json!({"kind": "timeout_scheduled", "device": "SCRIPT", "ms": 5}),
@@ -266,14 +298,19 @@ fn a_timeout_record_follows_the_callbacks_notes() {
 
 #[test]
 fn an_appy_dispatched_record_follows_the_callbacks_notes() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"*SHELL\", \"SCRIPT\"]\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                vmm.shell().call_at_appy_time(0, 0, |_: &ScriptDevice, vmm, _| note(vmm, "in_appy")).unwrap();
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["*SHELL", "SCRIPT"]
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.shell().call_at_appy_time(0, 0, |_: &ScriptDevice, vmm, _| note(vmm, "in_appy")).unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     run.trace().expect_in_order(&[
         json!({"kind": "appy_scheduled", "device": "SCRIPT"}),
@@ -285,11 +322,18 @@ fn an_appy_dispatched_record_follows_the_callbacks_notes() {
 // ---- ring 3 ----------------------------------------------------------------------------------
 
 fn ring3_run() -> vmm_testkit::Run {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[windows]\nload = [\"ORDERAPP\"]\n")
-        .script_api(call_back_nested)
-        .module::<OrderApp>()
-        .module::<OrderDll>()
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [windows]
+        load = ["ORDERAPP"]
+    "#,
+    )
+    .script_api(call_back_nested)
+    .module::<OrderApp>()
+    .module::<OrderDll>()
+    .run();
     run.assert_ok();
     run
 }
@@ -368,18 +412,26 @@ impl Module for OrderDos {
 
 #[test]
 fn vm_switch_precedes_the_task_switch_hooks_and_a_dos_vm_precedes_its_program() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"ORDERDOS\"\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                vmm.call_when_task_switched(|_: &ScriptDevice, vmm, old, new| {
-                    vmm.trace_note("switched", &[("from", old.0.into()), ("to", new.0.into())]).unwrap();
-                })
-                .unwrap();
-            }
-            Carry::Clear
-        })
-        .module::<OrderDos>()
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[vm]]
+        name = "DOS1"
+        program = "ORDERDOS"
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.call_when_task_switched(|_: &ScriptDevice, vmm, old, new| {
+                vmm.trace_note("switched", &[("from", old.0.into()), ("to", new.0.into())]).unwrap();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+    .module::<OrderDos>()
+    .run();
     run.assert_ok();
     run.trace().expect_in_order(&[
         json!({"kind": "control", "device": "SCRIPT", "message": "VM_Init", "vm": DOS1}),
@@ -398,17 +450,22 @@ fn vm_switch_precedes_the_task_switch_hooks_and_a_dos_vm_precedes_its_program() 
 
 #[test]
 fn shell_message_precedes_the_callback_that_gets_the_answer() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"*SHELL\", \"SCRIPT\"]\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                let sys = vmm.get_sys_vm_handle();
-                vmm.shell()
-                    .shell_message(sys, MB_OK, "Hello", None, |_: &ScriptDevice, vmm, _| note(vmm, "answered"))
-                    .unwrap();
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["*SHELL", "SCRIPT"]
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let sys = vmm.get_sys_vm_handle();
+            vmm.shell()
+                .shell_message(sys, MB_OK, "Hello", None, |_: &ScriptDevice, vmm, _| note(vmm, "answered"))
+                .unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     run.trace().expect_in_order(&[
         json!({"kind": "event_scheduled", "device": "SHELL", "callback": "SHELL_Message"}),
@@ -420,15 +477,20 @@ fn shell_message_precedes_the_callback_that_gets_the_answer() {
 
 #[test]
 fn fatal_error_is_written_inside_the_call_that_ends_in_it() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                note(vmm, "before_fatal");
-                vmm.fatal_error_handler("stop here", 0);
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            note(vmm, "before_fatal");
+            vmm.fatal_error_handler("stop here", 0);
+        }
+        Carry::Clear
+    })
+    .run();
     run.expect_error();
     run.trace().expect_in_order(&[
         noted("before_fatal"),
@@ -444,8 +506,18 @@ fn a_call_record_carries_the_time_it_returned_when_the_code_blocked() {
     // DOS1's event waits on a semaphore at 10 ms; an interrupt at 60 ms
     // signals it, and the callback returns then.
     let run = Scenario::new(
-        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n\
-         [[interrupt]]\nname = \"wait\"\nat = 10\n[[interrupt]]\nname = \"signal\"\nat = 60\n",
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            [[vm]]
+            name = "DOS1"
+            [[interrupt]]
+            name = "wait"
+            at = 10
+            [[interrupt]]
+            name = "signal"
+            at = 60
+        "#,
     )
     .script(|dev, vmm, msg| {
         if msg.message == DEVICE_INIT {

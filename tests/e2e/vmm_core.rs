@@ -39,8 +39,19 @@ fn expect_deadlock(run: &vmm_testkit::Run) {
 #[test]
 fn a_priority_event_waits_for_the_vm_to_enable_interrupts() {
     let run = on_go(
-        "[[action]]\nat = 5\nvm = \"system\"\naction = \"cli\"\n[[action]]\nat = 50\nvm = \"system\"\naction = \"sti\"\n\
-         [[interrupt]]\nname = \"go\"\nat = 10\n",
+        r#"
+            [[action]]
+            at = 5
+            vm = "system"
+            action = "cli"
+            [[action]]
+            at = 50
+            vm = "system"
+            action = "sti"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
         |_dev, vmm| {
             let sys = vmm.get_sys_vm_handle();
             let h = vmm
@@ -62,10 +73,21 @@ fn a_priority_event_waits_for_the_vm_to_enable_interrupts() {
 #[test]
 fn a_priority_event_waits_for_the_critical_section() {
     let run = on_go(
-        "[[vm]]\nname = \"DOS1\"\n\
-         [[action]]\nat = 5\nvm = \"DOS1\"\naction = \"begin_critical\"\n\
-         [[action]]\nat = 40\nvm = \"DOS1\"\naction = \"end_critical\"\n\
-         [[interrupt]]\nname = \"go\"\nat = 10\n",
+        r#"
+            [[vm]]
+            name = "DOS1"
+            [[action]]
+            at = 5
+            vm = "DOS1"
+            action = "begin_critical"
+            [[action]]
+            at = 40
+            vm = "DOS1"
+            action = "end_critical"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
         |_dev, vmm| {
             let sys = vmm.get_sys_vm_handle();
             vmm.call_priority_vm_event(
@@ -95,9 +117,19 @@ fn a_priority_event_waits_for_the_critical_section() {
 #[test]
 fn a_time_out_fires_while_the_critical_section_stays_held() {
     let run = on_go(
-        "[[action]]\nat = 5\nvm = \"system\"\naction = \"begin_critical\"\n\
-         [[action]]\nat = 100\nvm = \"system\"\naction = \"end_critical\"\n\
-         [[interrupt]]\nname = \"go\"\nat = 10\n",
+        r#"
+            [[action]]
+            at = 5
+            vm = "system"
+            action = "begin_critical"
+            [[action]]
+            at = 100
+            vm = "system"
+            action = "end_critical"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
         |_dev, vmm| {
             let sys = vmm.get_sys_vm_handle();
             vmm.call_priority_vm_event(
@@ -125,10 +157,17 @@ fn a_time_out_fires_while_the_critical_section_stays_held() {
 #[test]
 fn dont_unboost_keeps_the_boost_and_the_default_removes_it() {
     for (flags, expect_unboost) in [(0, true), (PEF_DONT_UNBOOST, false)] {
-        let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", move |_dev, vmm| {
-            let sys = vmm.get_sys_vm_handle();
-            vmm.call_priority_vm_event(0x1000, sys, flags, 0, note_when_run("A")).unwrap();
-        })
+        let run = on_go(
+            r#"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
+            move |_dev, vmm| {
+                let sys = vmm.get_sys_vm_handle();
+                vmm.call_priority_vm_event(0x1000, sys, flags, 0, note_when_run("A")).unwrap();
+            },
+        )
         .run();
         run.assert_ok();
         let t = run.trace();
@@ -141,25 +180,35 @@ fn dont_unboost_keeps_the_boost_and_the_default_removes_it() {
 #[test]
 fn a_cancelled_event_never_runs_and_a_handle_that_already_ran_is_stale() {
     // Cancel_Priority_VM_Event is not asynchronous: call it from events.
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n[[interrupt]]\nname = \"go\"\nat = 20\n", |_dev, vmm| {
-        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
-            let sys = vmm.get_sys_vm_handle();
-            let first = dev.state.borrow().is_empty();
-            if first {
-                // First time: schedule two, cancel the second at once.
-                let a = vmm.call_priority_vm_event(0x10, sys, PEF_ALWAYS_SCHED, 0, note_when_run("A")).unwrap();
-                let b = vmm.call_priority_vm_event(0x10, sys, PEF_ALWAYS_SCHED, 0, note_when_run("B")).unwrap();
-                vmm.cancel_priority_vm_event(b).unwrap();
-                dev.state.borrow_mut().push(a.0);
-            } else {
-                // Second time: A ran meanwhile; its handle is stale.
-                let a = EventHandle(dev.state.borrow()[0]);
-                let r = vmm.cancel_priority_vm_event(a);
-                dev.note(vmm, format!("late cancel: {r:?}"));
-            }
-        })
-        .unwrap();
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+        [[interrupt]]
+        name = "go"
+        at = 20
+    "#,
+        |_dev, vmm| {
+            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+                let sys = vmm.get_sys_vm_handle();
+                let first = dev.state.borrow().is_empty();
+                if first {
+                    // First time: schedule two, cancel the second at once.
+                    let a = vmm.call_priority_vm_event(0x10, sys, PEF_ALWAYS_SCHED, 0, note_when_run("A")).unwrap();
+                    let b = vmm.call_priority_vm_event(0x10, sys, PEF_ALWAYS_SCHED, 0, note_when_run("B")).unwrap();
+                    vmm.cancel_priority_vm_event(b).unwrap();
+                    dev.state.borrow_mut().push(a.0);
+                } else {
+                    // Second time: A ran meanwhile; its handle is stale.
+                    let a = EventHandle(dev.state.borrow()[0]);
+                    let r = vmm.cancel_priority_vm_event(a);
+                    dev.note(vmm, format!("late cancel: {r:?}"));
+                }
+            })
+            .unwrap();
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["A t=10 vm=0x10001 timed_out=false", "late cancel: Err(VmmError { code: 2 })"]);
@@ -172,11 +221,18 @@ fn a_cancelled_event_never_runs_and_a_handle_that_already_ran_is_stale() {
 
 #[test]
 fn two_pending_events_run_lifo_by_default_and_fifo_on_request() {
-    let scenario = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
-        let sys = vmm.get_sys_vm_handle();
-        vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("first")).unwrap();
-        vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("second")).unwrap();
-    });
+    let scenario = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, vmm| {
+            let sys = vmm.get_sys_vm_handle();
+            vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("first")).unwrap();
+            vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("second")).unwrap();
+        },
+    );
     let lifo = scenario.clone().run();
     lifo.assert_ok();
     assert_eq!(notes(&lifo).iter().map(|n| n.split(' ').next().unwrap()).collect::<Vec<_>>(), ["second", "first"]);
@@ -186,18 +242,23 @@ fn two_pending_events_run_lifo_by_default_and_fifo_on_request() {
 
 #[test]
 fn a_priority_event_for_the_current_vm_runs_inline_with_handle_zero_unless_always_sched() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
-        .script(|dev, vmm, msg| {
-            if msg.message == SYS_VM_INIT {
-                let sys = vmm.get_sys_vm_handle();
-                let h = vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("inline")).unwrap();
-                dev.note(vmm, format!("returned {:#x}", h.0));
-                let h = vmm.call_priority_vm_event(0, sys, PEF_ALWAYS_SCHED, 0, note_when_run("scheduled")).unwrap();
-                dev.note(vmm, format!("returned null: {}", h.is_null()));
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+    "#,
+    )
+    .script(|dev, vmm, msg| {
+        if msg.message == SYS_VM_INIT {
+            let sys = vmm.get_sys_vm_handle();
+            let h = vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("inline")).unwrap();
+            dev.note(vmm, format!("returned {:#x}", h.0));
+            let h = vmm.call_priority_vm_event(0, sys, PEF_ALWAYS_SCHED, 0, note_when_run("scheduled")).unwrap();
+            dev.note(vmm, format!("returned null: {}", h.is_null()));
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     assert_eq!(
         notes(&run),
@@ -213,24 +274,40 @@ fn a_priority_event_for_the_current_vm_runs_inline_with_handle_zero_unless_alway
 
 #[test]
 fn reserved_flag_bits_are_rejected() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 1\n", |dev, vmm| {
-        let sys = vmm.get_sys_vm_handle();
-        let r = vmm.call_priority_vm_event(0, sys, 0x4000, 0, note_when_run("never"));
-        dev.note(vmm, format!("{r:?}"));
-        // Thread flags need threads, which this VMM does not have.
-        let r = vmm.call_priority_vm_event(0, sys, PEF_THREAD_EVENT, 0, note_when_run("never"));
-        dev.note(vmm, format!("{r:?}"));
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 1
+    "#,
+        |dev, vmm| {
+            let sys = vmm.get_sys_vm_handle();
+            let r = vmm.call_priority_vm_event(0, sys, 0x4000, 0, note_when_run("never"));
+            dev.note(vmm, format!("{r:?}"));
+            // Thread flags need threads, which this VMM does not have.
+            let r = vmm.call_priority_vm_event(0, sys, PEF_THREAD_EVENT, 0, note_when_run("never"));
+            dev.note(vmm, format!("{r:?}"));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["Err(VmmError { code: 2 })", "Err(VmmError { code: 2 })"]);
     assert_eq!(run.trace().count(json!({"kind": "violation", "code": "RESERVED_FLAGS"})), 2);
     // Windows 3.1 knows only bits 0-4.
-    let run = on_go("[machine]\nwindows = \"3.1\"\n[[interrupt]]\nname = \"go\"\nat = 1\n", |dev, vmm| {
-        let sys = vmm.get_sys_vm_handle();
-        let r = vmm.call_priority_vm_event(0, sys, PEF_WAIT_NOT_NESTED_EXEC, 0, note_when_run("never"));
-        dev.note(vmm, format!("{r:?}"));
-    })
+    let run = on_go(
+        r#"
+        [machine]
+        windows = "3.1"
+        [[interrupt]]
+        name = "go"
+        at = 1
+    "#,
+        |dev, vmm| {
+            let sys = vmm.get_sys_vm_handle();
+            let r = vmm.call_priority_vm_event(0, sys, PEF_WAIT_NOT_NESTED_EXEC, 0, note_when_run("never"));
+            dev.note(vmm, format!("{r:?}"));
+        },
+    )
     .run();
     assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
 }
@@ -239,11 +316,18 @@ fn reserved_flag_bits_are_rejected() {
 
 #[test]
 fn global_events_run_before_vm_events() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
-        let sys = vmm.get_sys_vm_handle();
-        vmm.schedule_vm_event(sys, note_when_run("vm")).unwrap();
-        vmm.schedule_global_event(note_when_run("global")).unwrap();
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, vmm| {
+            let sys = vmm.get_sys_vm_handle();
+            vmm.schedule_vm_event(sys, note_when_run("vm")).unwrap();
+            vmm.schedule_global_event(note_when_run("global")).unwrap();
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["global t=10 vm=0x10001 timed_out=false", "vm t=10 vm=0x10001 timed_out=false"]);
@@ -251,10 +335,19 @@ fn global_events_run_before_vm_events() {
 
 #[test]
 fn a_vm_event_runs_only_when_its_vm_runs() {
-    let run = on_go("[[vm]]\nname = \"DOS1\"\n[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
-        let dos = VmHandle(DOS1);
-        vmm.schedule_vm_event(dos, note_when_run("dos")).unwrap();
-    })
+    let run = on_go(
+        r#"
+        [[vm]]
+        name = "DOS1"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, vmm| {
+            let dos = VmHandle(DOS1);
+            vmm.schedule_vm_event(dos, note_when_run("dos")).unwrap();
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["dos t=10 vm=0x10002 timed_out=false"]);
@@ -267,27 +360,35 @@ fn a_vm_event_runs_only_when_its_vm_runs() {
 
 #[test]
 fn call_global_and_call_vm_event_run_inline_outside_interrupts() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[interrupt]]\nname = \"go\"\nat = 5\n")
-        .script(|dev, vmm, msg| {
-            match msg.message {
-                DEVICE_INIT => {
-                    vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
-                        let h = vmm.call_global_event(note_when_run("global-at-irq")).unwrap();
-                        dev.note(vmm, format!("at irq: null={}", h.is_null()));
-                    })
-                    .unwrap();
-                }
-                SYS_VM_INIT => {
-                    let h = vmm.call_global_event(note_when_run("global")).unwrap();
-                    dev.note(vmm, format!("null={}", h.is_null()));
-                    let h = vmm.call_vm_event(msg.vm, note_when_run("vm")).unwrap();
-                    dev.note(vmm, format!("null={}", h.is_null()));
-                }
-                _ => {}
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[interrupt]]
+        name = "go"
+        at = 5
+    "#,
+    )
+    .script(|dev, vmm, msg| {
+        match msg.message {
+            DEVICE_INIT => {
+                vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
+                    let h = vmm.call_global_event(note_when_run("global-at-irq")).unwrap();
+                    dev.note(vmm, format!("at irq: null={}", h.is_null()));
+                })
+                .unwrap();
             }
-            Carry::Clear
-        })
-        .run();
+            SYS_VM_INIT => {
+                let h = vmm.call_global_event(note_when_run("global")).unwrap();
+                dev.note(vmm, format!("null={}", h.is_null()));
+                let h = vmm.call_vm_event(msg.vm, note_when_run("vm")).unwrap();
+                dev.note(vmm, format!("null={}", h.is_null()));
+            }
+            _ => {}
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     assert_eq!(
         notes(&run),
@@ -304,16 +405,23 @@ fn call_global_and_call_vm_event_run_inline_outside_interrupts() {
 
 #[test]
 fn cancel_vm_and_global_events_and_the_wrong_cancel_service_is_a_violation() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm| {
-        let sys = vmm.get_sys_vm_handle();
-        let v = vmm.schedule_vm_event(sys, note_when_run("vm")).unwrap();
-        let g = vmm.schedule_global_event(note_when_run("global")).unwrap();
-        let p = vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("priority")).unwrap();
-        dev.note(vmm, format!("{:?}", vmm.cancel_vm_event(sys, p)));
-        dev.note(vmm, format!("{:?}", vmm.cancel_vm_event(sys, v)));
-        dev.note(vmm, format!("{:?}", vmm.cancel_global_event(g)));
-        dev.note(vmm, format!("{:?}", vmm.cancel_global_event(EventHandle(0))));
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |dev, vmm| {
+            let sys = vmm.get_sys_vm_handle();
+            let v = vmm.schedule_vm_event(sys, note_when_run("vm")).unwrap();
+            let g = vmm.schedule_global_event(note_when_run("global")).unwrap();
+            let p = vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("priority")).unwrap();
+            dev.note(vmm, format!("{:?}", vmm.cancel_vm_event(sys, p)));
+            dev.note(vmm, format!("{:?}", vmm.cancel_vm_event(sys, v)));
+            dev.note(vmm, format!("{:?}", vmm.cancel_global_event(g)));
+            dev.note(vmm, format!("{:?}", vmm.cancel_global_event(EventHandle(0))));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(
@@ -326,8 +434,19 @@ fn cancel_vm_and_global_events_and_the_wrong_cancel_service_is_a_violation() {
 #[test]
 fn call_when_vm_ints_enabled_runs_at_once_or_at_sti() {
     let run = on_go(
-        "[[action]]\nat = 5\nvm = \"system\"\naction = \"cli\"\n[[action]]\nat = 30\nvm = \"system\"\naction = \"sti\"\n\
-         [[interrupt]]\nname = \"go\"\nat = 10\n",
+        r#"
+            [[action]]
+            at = 5
+            vm = "system"
+            action = "cli"
+            [[action]]
+            at = 30
+            vm = "system"
+            action = "sti"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
         |_dev, vmm| {
             // At interrupt time the current VM (system) has IF clear.
             vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
@@ -349,11 +468,27 @@ fn call_when_vm_ints_enabled_runs_at_once_or_at_sti() {
 #[test]
 fn call_when_not_critical_runs_only_the_newest_per_release() {
     let run = on_go(
-        "[[action]]\nat = 5\nvm = \"system\"\naction = \"begin_critical\"\n\
-         [[action]]\nat = 20\nvm = \"system\"\naction = \"end_critical\"\n\
-         [[action]]\nat = 30\nvm = \"system\"\naction = \"begin_critical\"\n\
-         [[action]]\nat = 40\nvm = \"system\"\naction = \"end_critical\"\n\
-         [[interrupt]]\nname = \"go\"\nat = 10\n",
+        r#"
+            [[action]]
+            at = 5
+            vm = "system"
+            action = "begin_critical"
+            [[action]]
+            at = 20
+            vm = "system"
+            action = "end_critical"
+            [[action]]
+            at = 30
+            vm = "system"
+            action = "begin_critical"
+            [[action]]
+            at = 40
+            vm = "system"
+            action = "end_critical"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
         |_dev, vmm| {
             vmm.schedule_global_event(|_dev: &ScriptDevice, vmm, _| {
                 for tag in ["one", "two", "three"] {
@@ -375,20 +510,27 @@ fn call_when_not_critical_runs_only_the_newest_per_release() {
 
 #[test]
 fn global_time_outs_fire_on_system_time_and_can_be_cancelled() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm| {
-        vmm.schedule_global_event(|_dev: &ScriptDevice, vmm, _| {
-            vmm.set_global_time_out(25, |dev: &ScriptDevice, vmm, t| {
-                dev.note(vmm, format!("fired t={} late={}", vmm.get_system_time(), t.late_ms));
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |dev, vmm| {
+            vmm.schedule_global_event(|_dev: &ScriptDevice, vmm, _| {
+                vmm.set_global_time_out(25, |dev: &ScriptDevice, vmm, t| {
+                    dev.note(vmm, format!("fired t={} late={}", vmm.get_system_time(), t.late_ms));
+                })
+                .unwrap();
+                let h = vmm.set_global_time_out(30, |_: &ScriptDevice, _, _| {}).unwrap();
+                vmm.cancel_time_out(h).unwrap();
+                let again = vmm.cancel_time_out(h);
+                assert!(again.is_err());
             })
             .unwrap();
-            let h = vmm.set_global_time_out(30, |_: &ScriptDevice, _, _| {}).unwrap();
-            vmm.cancel_time_out(h).unwrap();
-            let again = vmm.cancel_time_out(h);
-            assert!(again.is_err());
-        })
-        .unwrap();
-        dev.note(vmm, "scheduled");
-    })
+            dev.note(vmm, "scheduled");
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["scheduled", "fired t=35 late=0"]);
@@ -401,18 +543,27 @@ fn global_time_outs_fire_on_system_time_and_can_be_cancelled() {
 
 #[test]
 fn a_vm_time_out_counts_that_vms_execution_time_under_time_slicing() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n[[vm]]\nname = \"DOS2\"\n")
-        .script(|_dev, vmm, msg| {
-            if msg.message == VM_INIT {
-                vmm.set_vm_time_out(100, msg.vm, |dev: &ScriptDevice, vmm, t| {
-                    let exec = vmm.get_vm_exec_time(t.vm).unwrap();
-                    dev.note(vmm, format!("vm={:#x} t={} exec={exec}", t.vm.0, vmm.get_system_time()));
-                })
-                .unwrap();
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[vm]]
+        name = "DOS1"
+        [[vm]]
+        name = "DOS2"
+    "#,
+    )
+    .script(|_dev, vmm, msg| {
+        if msg.message == VM_INIT {
+            vmm.set_vm_time_out(100, msg.vm, |dev: &ScriptDevice, vmm, t| {
+                let exec = vmm.get_vm_exec_time(t.vm).unwrap();
+                dev.note(vmm, format!("vm={:#x} t={} exec={exec}", t.vm.0, vmm.get_system_time()));
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     // The two VMs share 20 ms slices: each has run 100 ms after 180 / 200.
     assert_eq!(notes(&run), [format!("vm={DOS1:#x} t=180 exec=100"), format!("vm={DOS2:#x} t=200 exec=100")]);
@@ -422,9 +573,19 @@ fn a_vm_time_out_counts_that_vms_execution_time_under_time_slicing() {
 
 #[test]
 fn until_stops_the_machine_at_a_virtual_time() {
-    let run = on_go("[machine]\nuntil = \"55ms\"\n[[interrupt]]\nname = \"go\"\nat = 10\nevery = 10\n", |dev, vmm| {
-        dev.note(vmm, format!("tick {}", vmm.get_system_time()));
-    })
+    let run = on_go(
+        r#"
+        [machine]
+        until = "55ms"
+        [[interrupt]]
+        name = "go"
+        at = 10
+        every = 10
+    "#,
+        |dev, vmm| {
+            dev.note(vmm, format!("tick {}", vmm.get_system_time()));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["tick 10", "tick 20", "tick 30", "tick 40", "tick 50"]);
@@ -435,19 +596,28 @@ fn until_stops_the_machine_at_a_virtual_time() {
 
 #[test]
 fn adjust_exec_priority_makes_the_scheduler_switch() {
-    let run = on_go("[[vm]]\nname = \"DOS1\"\n[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
-        // Adjust_Exec_Priority is synchronous: call it from a global event.
-        vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
-            vmm.adjust_exec_priority(VmHandle(DOS1), 0x1000).unwrap();
-            // The raised VM runs; lower it again from a VM event there.
-            vmm.schedule_vm_event(VmHandle(DOS1), |dev: &ScriptDevice, vmm, ev| {
-                dev.note(vmm, format!("in {:#x} priority={}", ev.vm.0, vmm.get_vm_info(ev.vm).unwrap().priority));
-                vmm.adjust_exec_priority(ev.vm, -0x1000).unwrap();
+    let run = on_go(
+        r#"
+        [[vm]]
+        name = "DOS1"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, vmm| {
+            // Adjust_Exec_Priority is synchronous: call it from a global event.
+            vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
+                vmm.adjust_exec_priority(VmHandle(DOS1), 0x1000).unwrap();
+                // The raised VM runs; lower it again from a VM event there.
+                vmm.schedule_vm_event(VmHandle(DOS1), |dev: &ScriptDevice, vmm, ev| {
+                    dev.note(vmm, format!("in {:#x} priority={}", ev.vm.0, vmm.get_vm_info(ev.vm).unwrap().priority));
+                    vmm.adjust_exec_priority(ev.vm, -0x1000).unwrap();
+                })
+                .unwrap();
             })
             .unwrap();
-        })
-        .unwrap();
-    })
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), [format!("in 0x10002 priority={}", 100 + 0x1000)]);
@@ -458,14 +628,21 @@ fn adjust_exec_priority_makes_the_scheduler_switch() {
 
 #[test]
 fn an_out_of_range_priority_is_refused() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 1\n", |dev, vmm| {
-        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, ev| {
-            let r = vmm.adjust_exec_priority(ev.vm, 0x7000_0000);
-            dev.note(vmm, format!("{r:?}"));
-        })
-        .unwrap();
-        let _ = dev;
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 1
+    "#,
+        |dev, vmm| {
+            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, ev| {
+                let r = vmm.adjust_exec_priority(ev.vm, 0x7000_0000);
+                dev.note(vmm, format!("{r:?}"));
+            })
+            .unwrap();
+            let _ = dev;
+        },
+    )
     .run();
     assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
     run.trace().expect(json!({"kind": "violation", "code": "PRIORITY_RANGE"}));
@@ -473,22 +650,30 @@ fn an_out_of_range_priority_is_refused() {
 
 #[test]
 fn task_switch_hooks_run_in_installation_order_on_every_switch() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nat = 10\n")
-        .script(|_dev, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                for tag in ["A", "B"] {
-                    vmm.call_when_task_switched(move |dev: &ScriptDevice, vmm, old, new| {
-                        dev.note(vmm, format!("{tag} {:#x}->{:#x}", old.0, new.0));
-                    })
-                    .unwrap();
-                }
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[vm]]
+        name = "DOS1"
+        at = 10
+    "#,
+    )
+    .script(|_dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            for tag in ["A", "B"] {
+                vmm.call_when_task_switched(move |dev: &ScriptDevice, vmm, old, new| {
+                    dev.note(vmm, format!("{tag} {:#x}->{:#x}", old.0, new.0));
+                })
+                .unwrap();
             }
-            if msg.message == VM_INIT {
-                vmm.schedule_vm_event(msg.vm, |_: &ScriptDevice, _, _| {}).unwrap();
-            }
-            Carry::Clear
-        })
-        .run();
+        }
+        if msg.message == VM_INIT {
+            vmm.schedule_vm_event(msg.vm, |_: &ScriptDevice, _, _| {}).unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     assert_eq!(
         notes(&run)[..4],
@@ -498,21 +683,28 @@ fn task_switch_hooks_run_in_installation_order_on_every_switch() {
 
 #[test]
 fn idle_handlers_form_a_chain_until_one_consumes() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, _vmm| {})
-        .script(|_dev, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                for (tag, pass) in [("first", true), ("second", false), ("third", true)] {
-                    vmm.call_when_idle(move |dev: &ScriptDevice, vmm, _vm| {
-                        dev.note(vmm, format!("{tag} t={}", vmm.get_system_time()));
-                        Carry::from_failed(pass)
-                    })
-                    .unwrap();
-                }
-                vmm.register_interrupt("go", |_: &ScriptDevice, _, _| {}).unwrap();
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, _vmm| {},
+    )
+    .script(|_dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            for (tag, pass) in [("first", true), ("second", false), ("third", true)] {
+                vmm.call_when_idle(move |dev: &ScriptDevice, vmm, _vm| {
+                    dev.note(vmm, format!("{tag} t={}", vmm.get_system_time()));
+                    Carry::from_failed(pass)
+                })
+                .unwrap();
             }
-            Carry::Clear
-        })
-        .run();
+            vmm.register_interrupt("go", |_: &ScriptDevice, _, _| {}).unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     let n = notes(&run);
     assert!(n.starts_with(&["first t=0".to_string(), "second t=0".to_string()]), "{n:?}");
@@ -523,9 +715,17 @@ fn idle_handlers_form_a_chain_until_one_consumes() {
 
 #[test]
 fn dos_vms_get_the_creation_and_destruction_messages() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nat = 10\n")
-        .script(|_, _, _| Carry::Clear)
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[vm]]
+        name = "DOS1"
+        at = 10
+    "#,
+    )
+    .script(|_, _, _| Carry::Clear)
+    .run();
     run.assert_ok();
     let t = run.trace();
     let msgs: Vec<_> = t
@@ -557,9 +757,17 @@ fn dos_vms_get_the_creation_and_destruction_messages() {
 
 #[test]
 fn a_device_failing_create_vm_fails_the_creation() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\", \"vcountd\"]\n[[vm]]\nname = \"DOS1\"\nat = 10\n")
-        .script(|_, _, msg| Carry::from_failed(msg.message == CREATE_VM))
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT", "vcountd"]
+        [[vm]]
+        name = "DOS1"
+        at = 10
+    "#,
+    )
+    .script(|_, _, msg| Carry::from_failed(msg.message == CREATE_VM))
+    .run();
     run.assert_ok();
     let t = run.trace();
     t.expect(json!({"kind": "control", "device": "SCRIPT", "message": "Create_VM", "result": "set"}));
@@ -579,16 +787,21 @@ fn events_scheduled_for_a_dying_vm_go_with_it() {
     // VM_Not_Executeable and Destroy_VM handlers (the handle is valid in all
     // three). None of them runs, each is cancelled with the VM, and the next
     // VM, which reuses the dead VM's table slot, starts with none of them.
-    let mut s = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
-        .script(|dev, vmm, msg| {
-            if matches!(msg.message, CREATE_VM | VM_TERMINATE | VM_NOT_EXECUTEABLE | DESTROY_VM) {
-                let tag = control_message_name(msg.message);
-                let h = vmm.call_priority_vm_event(0, msg.vm, PEF_ALWAYS_SCHED, 0, note_when_run(tag));
-                dev.note(vmm, format!("{tag} scheduled={}", h.is_ok()));
-            }
-            Carry::Clear
-        })
-        .boot();
+    let mut s = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+    "#,
+    )
+    .script(|dev, vmm, msg| {
+        if matches!(msg.message, CREATE_VM | VM_TERMINATE | VM_NOT_EXECUTEABLE | DESTROY_VM) {
+            let tag = control_message_name(msg.message);
+            let h = vmm.call_priority_vm_event(0, msg.vm, PEF_ALWAYS_SCHED, 0, note_when_run(tag));
+            dev.note(vmm, format!("{tag} scheduled={}", h.is_ok()));
+        }
+        Carry::Clear
+    })
+    .boot();
     let dos1 = s.create_vm("DOS1").expect("DOS1");
     s.machine().destroy_vm(dos1);
     let dos2 = s.create_vm("DOS2").expect("DOS2");
@@ -610,7 +823,16 @@ fn events_scheduled_for_a_dying_vm_go_with_it() {
 #[test]
 fn vm_handle_services_and_stale_vm_handles() {
     let run = Scenario::new(
-        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nat = 10\n[[interrupt]]\nname = \"go\"\nat = 20\n",
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            [[vm]]
+            name = "DOS1"
+            at = 10
+            [[interrupt]]
+            name = "go"
+            at = 20
+        "#,
     )
     .script(|dev, vmm, msg| {
         match msg.message {
@@ -666,33 +888,42 @@ fn vm_handle_services_and_stale_vm_handles() {
 
 #[test]
 fn control_block_areas_are_per_vm() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n[[vm]]\nname = \"DOS2\"\n")
-        .script(|dev, vmm, msg| {
-            match msg.message {
-                DEVICE_INIT => {
-                    let off = vmm.allocate_device_cb_area(8, 0).unwrap();
-                    dev.state.borrow_mut().push(off);
-                    vmm.cb_write_u32(msg.vm, off, 0x5151).unwrap();
-                }
-                CREATE_VM => {
-                    let off = dev.state.borrow()[0];
-                    let fresh = vmm.cb_read_u32(msg.vm, off).unwrap();
-                    vmm.cb_write_u32(msg.vm, off, msg.vm.0).unwrap();
-                    dev.note(vmm, format!("fresh={fresh:#x}"));
-                }
-                SYS_VM_TERMINATE => {
-                    let off = dev.state.borrow()[0];
-                    dev.note(vmm, format!("sys={:#x}", vmm.cb_read_u32(msg.vm, off).unwrap()));
-                    let r = vmm.cb_read_u32(msg.vm, off + 8);
-                    dev.note(vmm, format!("{r:?}"));
-                    let late = vmm.allocate_device_cb_area(4, 0);
-                    dev.note(vmm, format!("late={late:?}"));
-                }
-                _ => {}
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+        [[vm]]
+        name = "DOS1"
+        [[vm]]
+        name = "DOS2"
+    "#,
+    )
+    .script(|dev, vmm, msg| {
+        match msg.message {
+            DEVICE_INIT => {
+                let off = vmm.allocate_device_cb_area(8, 0).unwrap();
+                dev.state.borrow_mut().push(off);
+                vmm.cb_write_u32(msg.vm, off, 0x5151).unwrap();
             }
-            Carry::Clear
-        })
-        .run();
+            CREATE_VM => {
+                let off = dev.state.borrow()[0];
+                let fresh = vmm.cb_read_u32(msg.vm, off).unwrap();
+                vmm.cb_write_u32(msg.vm, off, msg.vm.0).unwrap();
+                dev.note(vmm, format!("fresh={fresh:#x}"));
+            }
+            SYS_VM_TERMINATE => {
+                let off = dev.state.borrow()[0];
+                dev.note(vmm, format!("sys={:#x}", vmm.cb_read_u32(msg.vm, off).unwrap()));
+                let r = vmm.cb_read_u32(msg.vm, off + 8);
+                dev.note(vmm, format!("{r:?}"));
+                let late = vmm.allocate_device_cb_area(4, 0);
+                dev.note(vmm, format!("late={late:?}"));
+            }
+            _ => {}
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["fresh=0x0", "fresh=0x0", "sys=0x5151", "Err(VmmError { code: 2 })", "late=None"]);
     let t = run.trace();
@@ -705,8 +936,21 @@ fn control_block_areas_are_per_vm() {
 #[test]
 fn a_vm_blocks_on_the_critical_section_until_it_is_released() {
     let run = on_go(
-        "[[vm]]\nname = \"DOS1\"\n[[action]]\nat = 5\nvm = \"system\"\naction = \"begin_critical\"\n\
-         [[action]]\nat = 40\nvm = \"system\"\naction = \"end_critical\"\n[[interrupt]]\nname = \"go\"\nat = 10\n",
+        r#"
+            [[vm]]
+            name = "DOS1"
+            [[action]]
+            at = 5
+            vm = "system"
+            action = "begin_critical"
+            [[action]]
+            at = 40
+            vm = "system"
+            action = "end_critical"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
         |_dev, vmm| {
             vmm.call_priority_vm_event(0x1000_0000, VmHandle(DOS1), 0, 0, |dev: &ScriptDevice, vmm, _| {
                 dev.note(vmm, format!("claiming t={}", vmm.get_system_time()));
@@ -730,22 +974,29 @@ fn a_vm_blocks_on_the_critical_section_until_it_is_released() {
 
 #[test]
 fn claim_release_status_and_misuse_of_the_critical_section() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
-        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
-            vmm.claim_critical_section(3, 0).unwrap();
-            let s = vmm.get_crit_status_no_block();
-            dev.note(vmm, format!("claims={} high={}", s.claims, s.high_priority));
-            vmm.release_critical_section(1).unwrap();
-            dev.note(vmm, format!("suspend with 2 claims: {:?}", vmm.end_crit_and_suspend().map(|_| "no")));
-            vmm.release_critical_section(1).unwrap();
-            dev.note(vmm, format!("release too many: {:?}", vmm.release_critical_section(5)));
-            vmm.end_critical_section().unwrap();
-            dev.note(vmm, format!("not owned: {:?}", vmm.end_critical_section()));
-            let s = vmm.get_crit_section_status().unwrap();
-            dev.note(vmm, format!("free: claims={} owner_is_cur={}", s.claims, s.owner == vmm.get_cur_vm_handle()));
-        })
-        .unwrap();
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, vmm| {
+            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+                vmm.claim_critical_section(3, 0).unwrap();
+                let s = vmm.get_crit_status_no_block();
+                dev.note(vmm, format!("claims={} high={}", s.claims, s.high_priority));
+                vmm.release_critical_section(1).unwrap();
+                dev.note(vmm, format!("suspend with 2 claims: {:?}", vmm.end_crit_and_suspend().map(|_| "no")));
+                vmm.release_critical_section(1).unwrap();
+                dev.note(vmm, format!("release too many: {:?}", vmm.release_critical_section(5)));
+                vmm.end_critical_section().unwrap();
+                dev.note(vmm, format!("not owned: {:?}", vmm.end_critical_section()));
+                let s = vmm.get_crit_section_status().unwrap();
+                dev.note(vmm, format!("free: claims={} owner_is_cur={}", s.claims, s.owner == vmm.get_cur_vm_handle()));
+            })
+            .unwrap();
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(
@@ -766,8 +1017,18 @@ fn claim_release_status_and_misuse_of_the_critical_section() {
 #[test]
 fn a_semaphore_blocks_a_vm_not_the_host_until_an_interrupt_signals_it() {
     let run = Scenario::new(
-        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n\
-         [[interrupt]]\nname = \"wait\"\nat = 10\n[[interrupt]]\nname = \"signal\"\nat = 60\n",
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            [[vm]]
+            name = "DOS1"
+            [[interrupt]]
+            name = "wait"
+            at = 10
+            [[interrupt]]
+            name = "signal"
+            at = 60
+        "#,
     )
     .script(|dev, vmm, msg| {
         if msg.message == DEVICE_INIT {
@@ -803,31 +1064,45 @@ fn a_semaphore_blocks_a_vm_not_the_host_until_an_interrupt_signals_it() {
 
 #[test]
 fn waiting_forever_is_a_deadlock() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
-        vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
-            let sem = vmm.create_semaphore(0).unwrap();
-            let _ = vmm.wait_semaphore(sem, 0);
-        })
-        .unwrap();
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, vmm| {
+            vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
+                let sem = vmm.create_semaphore(0).unwrap();
+                let _ = vmm.wait_semaphore(sem, 0);
+            })
+            .unwrap();
+        },
+    )
     .run();
     expect_deadlock(&run);
 }
 
 #[test]
 fn semaphore_tokens_and_stale_semaphore_handles() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
-        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
-            let sem = vmm.create_semaphore(2).unwrap();
-            vmm.wait_semaphore(sem, 0).unwrap();
-            vmm.wait_semaphore(sem, 0).unwrap();
-            vmm.signal_semaphore(sem).unwrap();
-            vmm.wait_semaphore(sem, 0).unwrap();
-            vmm.destroy_semaphore(sem).unwrap();
-            dev.note(vmm, format!("{:?}", vmm.signal_semaphore(sem)));
-        })
-        .unwrap();
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, vmm| {
+            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+                let sem = vmm.create_semaphore(2).unwrap();
+                vmm.wait_semaphore(sem, 0).unwrap();
+                vmm.wait_semaphore(sem, 0).unwrap();
+                vmm.signal_semaphore(sem).unwrap();
+                vmm.wait_semaphore(sem, 0).unwrap();
+                vmm.destroy_semaphore(sem).unwrap();
+                dev.note(vmm, format!("{:?}", vmm.signal_semaphore(sem)));
+            })
+            .unwrap();
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
@@ -839,9 +1114,23 @@ fn semaphore_tokens_and_stale_semaphore_handles() {
 fn blocked_dos1(flags: u32, extra: &str, poke: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
     let poke = std::rc::Rc::new(poke);
     Scenario::new(&format!(
-        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n[[vm]]\nname = \"DOS2\"\n{extra}\
-         [[interrupt]]\nname = \"wait\"\nat = 10\n[[interrupt]]\nname = \"poke\"\nat = 20\n\
-         [[interrupt]]\nname = \"signal\"\nat = 60\n"
+        r#"
+            [386Enh]
+            device = ["SCRIPT"]
+            [[vm]]
+            name = "DOS1"
+            [[vm]]
+            name = "DOS2"
+            {extra}[[interrupt]]
+            name = "wait"
+            at = 10
+            [[interrupt]]
+            name = "poke"
+            at = 20
+            [[interrupt]]
+            name = "signal"
+            at = 60
+        "#
     ))
     .script(move |dev, vmm, msg| {
         if msg.message == DEVICE_INIT {
@@ -917,8 +1206,16 @@ fn block_svc_if_ints_locked_services_nothing_while_v86_interrupts_are_not_locked
 
 #[test]
 fn block_enable_ints_lets_a_blocked_vm_with_interrupts_disabled_run_events_that_wait_for_sti() {
-    let cli =
-        "[[action]]\nat = 5\nvm = \"DOS1\"\naction = \"cli\"\n[[action]]\nat = 80\nvm = \"DOS1\"\naction = \"sti\"\n";
+    let cli = r#"
+            [[action]]
+            at = 5
+            vm = "DOS1"
+            action = "cli"
+            [[action]]
+            at = 80
+            vm = "DOS1"
+            action = "sti"
+        "#;
     let poke = |_: &ScriptDevice, vmm: &Vmm<'_>| {
         vmm.call_priority_vm_event(0, VmHandle(DOS1), PEF_WAIT_FOR_STI, 0, note_when_run("sti-event")).unwrap();
     };
@@ -965,8 +1262,17 @@ fn block_poll_keeps_the_cpu_from_vms_of_equal_priority_but_not_from_higher_ones(
 
 #[test]
 fn polling_for_a_semaphore_only_an_equal_vm_would_signal_is_a_deadlock() {
-    let run =
-        on_go("[[vm]]\nname = \"DOS1\"\n[[vm]]\nname = \"DOS2\"\n[[interrupt]]\nname = \"go\"\nat = 10\n", |_, vmm| {
+    let run = on_go(
+        r#"
+            [[vm]]
+            name = "DOS1"
+            [[vm]]
+            name = "DOS2"
+            [[interrupt]]
+            name = "go"
+            at = 10
+        "#,
+        |_, vmm| {
             vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
                 let sem = vmm.create_semaphore(0).unwrap();
                 dev.state.borrow_mut().push(sem.0);
@@ -982,8 +1288,9 @@ fn polling_for_a_semaphore_only_an_equal_vm_would_signal_is_a_deadlock() {
                 .unwrap();
             })
             .unwrap();
-        })
-        .run();
+        },
+    )
+    .run();
     expect_deadlock(&run);
 }
 
@@ -991,8 +1298,16 @@ fn polling_for_a_semaphore_only_an_equal_vm_would_signal_is_a_deadlock() {
 fn block_thread_idle_lets_the_idle_handlers_run_while_the_system_vm_waits() {
     let case = |flags: u32| {
         Scenario::new(
-            "[386Enh]\ndevice = [\"SCRIPT\"]\n[[interrupt]]\nname = \"go\"\nat = 10\n\
-             [[interrupt]]\nname = \"signal\"\nat = 60\n",
+            r#"
+                [386Enh]
+                device = ["SCRIPT"]
+                [[interrupt]]
+                name = "go"
+                at = 10
+                [[interrupt]]
+                name = "signal"
+                at = 60
+            "#,
         )
         .script(move |dev, vmm, msg| {
             if msg.message != DEVICE_INIT {
@@ -1053,7 +1368,17 @@ fn reserved_block_flags_are_rejected() {
     };
     let bad = "Err(VmmError { code: 2 })";
     assert_eq!(case("", 0x40), (vec![format!("wait {bad}"), format!("crit {bad}")], 2));
-    assert_eq!(case("[machine]\nwindows = \"3.1\"\n", BLOCK_THREAD_IDLE).1, 2);
+    assert_eq!(
+        case(
+            r#"
+        [machine]
+        windows = "3.1"
+    "#,
+            BLOCK_THREAD_IDLE
+        )
+        .1,
+        2
+    );
     let (n, count) = case("", BLOCK_THREAD_IDLE | BLOCK_SVC_INTS);
     assert_eq!((n[0].as_str(), count), ("wait Ok(())", 0));
     let (n, _) = case("", BLOCK_POLL);
@@ -1068,23 +1393,30 @@ fn reserved_block_flags_are_rejected() {
 
 #[test]
 fn synchronous_services_at_interrupt_time_are_violations() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm| {
-        let sys = vmm.get_sys_vm_handle();
-        // Asynchronous services are fine.
-        vmm.call_priority_vm_event(0, sys, 0, 0, |_: &ScriptDevice, _, _| {}).unwrap();
-        vmm.get_crit_status_no_block();
-        // Synchronous ones are not.
-        let results = [
-            vmm.get_crit_section_status().map(|_| ()),
-            vmm.begin_critical_section(0),
-            vmm.set_global_time_out(5, |_: &ScriptDevice, _, _| {}).map(|_| ()).ok_or(VmmError::VIOLATION),
-            vmm.heap_allocate(16, 0).map(|_| ()).ok_or(VmmError::VIOLATION),
-            vmm.call_when_idle(|_: &ScriptDevice, _, _| Carry::Clear),
-            vmm.adjust_exec_priority(sys, 1),
-            vmm.create_semaphore(0).map(|_| ()),
-        ];
-        dev.note(vmm, format!("{}", results.iter().filter(|r| r.is_err()).count()));
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |dev, vmm| {
+            let sys = vmm.get_sys_vm_handle();
+            // Asynchronous services are fine.
+            vmm.call_priority_vm_event(0, sys, 0, 0, |_: &ScriptDevice, _, _| {}).unwrap();
+            vmm.get_crit_status_no_block();
+            // Synchronous ones are not.
+            let results = [
+                vmm.get_crit_section_status().map(|_| ()),
+                vmm.begin_critical_section(0),
+                vmm.set_global_time_out(5, |_: &ScriptDevice, _, _| {}).map(|_| ()).ok_or(VmmError::VIOLATION),
+                vmm.heap_allocate(16, 0).map(|_| ()).ok_or(VmmError::VIOLATION),
+                vmm.call_when_idle(|_: &ScriptDevice, _, _| Carry::Clear),
+                vmm.adjust_exec_priority(sys, 1),
+                vmm.create_semaphore(0).map(|_| ()),
+            ];
+            dev.note(vmm, format!("{}", results.iter().filter(|r| r.is_err()).count()));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["7"]);
@@ -1107,9 +1439,18 @@ fn synchronous_services_at_interrupt_time_are_violations() {
 
 #[test]
 fn the_fatal_violation_policy_stops_the_machine() {
-    let run = on_go("[machine]\nviolations = \"fatal\"\n[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
-        let _ = vmm.get_crit_section_status();
-    })
+    let run = on_go(
+        r#"
+        [machine]
+        violations = "fatal"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |_dev, vmm| {
+            let _ = vmm.get_crit_section_status();
+        },
+    )
     .run();
     let e = run.expect_error().to_string();
     assert!(e.contains("SYNC_SERVICE_AT_INTERRUPT"), "{e}");
@@ -1118,9 +1459,18 @@ fn the_fatal_violation_policy_stops_the_machine() {
 
 #[test]
 fn the_log_violation_policy_lets_the_call_proceed() {
-    let run = on_go("[machine]\nviolations = \"log\"\n[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm| {
-        dev.note(vmm, format!("{}", vmm.get_crit_section_status().is_ok()));
-    })
+    let run = on_go(
+        r#"
+        [machine]
+        violations = "log"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |dev, vmm| {
+            dev.note(vmm, format!("{}", vmm.get_crit_section_status().is_ok()));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["true"]);
@@ -1131,15 +1481,32 @@ fn the_log_violation_policy_lets_the_call_proceed() {
 
 #[test]
 fn manifest_interrupts_repeat_and_unknown_sources_are_errors() {
-    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\nevery = \"15ms\"\ncount = 3\n", |dev, vmm| {
-        dev.note(vmm, format!("irq t={} reenter={}", vmm.get_system_time(), vmm.get_vmm_reenter_count()));
-    })
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+        every = "15ms"
+        count = 3
+    "#,
+        |dev, vmm| {
+            dev.note(vmm, format!("irq t={} reenter={}", vmm.get_system_time(), vmm.get_vmm_reenter_count()));
+        },
+    )
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["irq t=10 reenter=1", "irq t=25 reenter=1", "irq t=40 reenter=1"]);
     run.trace().expect(json!({"kind": "interrupt", "name": "go", "device": "SCRIPT", "injected": false}));
 
-    let run = on_go("[[interrupt]]\nname = \"nope\"\nat = 10\n", |_, _| {}).run();
+    let run = on_go(
+        r#"
+        [[interrupt]]
+        name = "nope"
+        at = 10
+    "#,
+        |_, _| {},
+    )
+    .run();
     let e = run.expect_error().to_string();
     assert!(e.contains("`nope`") && e.contains("registered: go"), "{e}");
 }
@@ -1147,25 +1514,32 @@ fn manifest_interrupts_repeat_and_unknown_sources_are_errors() {
 /// Six events ready at once plus injected re-entry: the order depends on
 /// the seed and only on the seed.
 fn random_scenario(seed: u64) -> Scenario {
-    on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm| {
-        let n = dev.state.borrow().len();
-        if n >= 2 {
-            return;
-        }
-        dev.state.borrow_mut().push(0);
-        let sys = vmm.get_sys_vm_handle();
-        for tag in ["a", "b", "c", "d", "e", "f"] {
-            vmm.call_priority_vm_event(0, sys, 0, 0, move |dev: &ScriptDevice, vmm, _| {
-                // A service call: a boundary where random mode may inject the
-                // interrupt again, re-entering the device before the other
-                // handlers run.
-                let t = vmm.get_system_time();
-                let _ = vmm.get_crit_section_status();
-                dev.note(vmm, format!("{tag}@{t}"));
-            })
-            .unwrap();
-        }
-    })
+    on_go(
+        r#"
+        [[interrupt]]
+        name = "go"
+        at = 10
+    "#,
+        |dev, vmm| {
+            let n = dev.state.borrow().len();
+            if n >= 2 {
+                return;
+            }
+            dev.state.borrow_mut().push(0);
+            let sys = vmm.get_sys_vm_handle();
+            for tag in ["a", "b", "c", "d", "e", "f"] {
+                vmm.call_priority_vm_event(0, sys, 0, 0, move |dev: &ScriptDevice, vmm, _| {
+                    // A service call: a boundary where random mode may inject the
+                    // interrupt again, re-entering the device before the other
+                    // handlers run.
+                    let t = vmm.get_system_time();
+                    let _ = vmm.get_crit_section_status();
+                    dev.note(vmm, format!("{tag}@{t}"));
+                })
+                .unwrap();
+            }
+        },
+    )
     .set("machine.order=\"random\"")
     .set("machine.inject_rate=0.5")
     .set(&format!("machine.seed={seed}"))
@@ -1208,28 +1582,32 @@ fn random_mode_re_enters_a_device_before_its_handlers_run() {
 
 #[test]
 fn devices_write_structured_notes_into_the_trace() {
-    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
-        .script(|_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                let ok = vmm.trace_note(
-                    "hello",
-                    &[("count", 3u32.into()), ("delta", (-2i32).into()), ("on", true.into()), ("who", "VPOSTD".into())],
-                );
-                assert!(ok.is_ok());
-                // Bad names and duplicate fields are refused and reported.
-                assert_eq!(vmm.trace_note("Bad Name", &[]), Err(VmmError::VIOLATION));
-                assert_eq!(vmm.trace_note("x", &[("a", 1u8.into()), ("a", 2u8.into())]), Err(VmmError::VIOLATION));
-                assert_eq!(vmm.trace_note("x", &[("", 1u8.into())]), Err(VmmError::VIOLATION));
-                let names: [String; 33] = core::array::from_fn(|i| format!("f{i}"));
-                let many: [(&str, NoteValue<'_>); 33] =
-                    core::array::from_fn(|i| (names[i].as_str(), NoteValue::UInt(1)));
-                assert_eq!(vmm.trace_note("x", &many), Err(VmmError::INVALID_PARAMETER));
-                let most: [(&str, NoteValue<'_>); 32] = core::array::from_fn(|i| many[i]);
-                assert!(vmm.trace_note("x", &most).is_ok());
-            }
-            Carry::Clear
-        })
-        .run();
+    let run = Scenario::new(
+        r#"
+        [386Enh]
+        device = ["SCRIPT"]
+    "#,
+    )
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let ok = vmm.trace_note(
+                "hello",
+                &[("count", 3u32.into()), ("delta", (-2i32).into()), ("on", true.into()), ("who", "VPOSTD".into())],
+            );
+            assert!(ok.is_ok());
+            // Bad names and duplicate fields are refused and reported.
+            assert_eq!(vmm.trace_note("Bad Name", &[]), Err(VmmError::VIOLATION));
+            assert_eq!(vmm.trace_note("x", &[("a", 1u8.into()), ("a", 2u8.into())]), Err(VmmError::VIOLATION));
+            assert_eq!(vmm.trace_note("x", &[("", 1u8.into())]), Err(VmmError::VIOLATION));
+            let names: [String; 33] = core::array::from_fn(|i| format!("f{i}"));
+            let many: [(&str, NoteValue<'_>); 33] = core::array::from_fn(|i| (names[i].as_str(), NoteValue::UInt(1)));
+            assert_eq!(vmm.trace_note("x", &many), Err(VmmError::INVALID_PARAMETER));
+            let most: [(&str, NoteValue<'_>); 32] = core::array::from_fn(|i| many[i]);
+            assert!(vmm.trace_note("x", &most).is_ok());
+        }
+        Carry::Clear
+    })
+    .run();
     run.assert_ok();
     let t = run.trace();
     let n = t.expect(json!({"kind": "note", "device": "SCRIPT", "note": "hello"}));
