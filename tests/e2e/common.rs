@@ -28,3 +28,7 @@ pub fn outputs(run: &Run) -> Vec<String> {
 fn texts(trace: &Trace, selector: vmm_testkit::Value) -> Vec<String> {
     trace.values(selector, "text").into_iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect()
 }
+
+/// The manifest lines that raise interrupt source `go` (registered by a
+/// test's SCRIPT device) at 10 ms.
+pub const GO_AT_10: &str = "[[interrupt]]\nname = \"go\"\nat = 10\n";

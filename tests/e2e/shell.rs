@@ -8,7 +8,7 @@ use std::rc::Rc;
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Run, Scenario, ScriptDevice, json};
 
-use crate::common::{DOS1, SYS, notes, outputs};
+use crate::common::{DOS1, GO_AT_10, SYS, notes, outputs};
 
 // ---- ring-3 modules ------------------------------------------------------------------
 
@@ -270,27 +270,20 @@ fn appy_time_requested_during_boot_runs_once_windows_has_started() {
 
 #[test]
 fn query_appy_time_available_follows_the_machine_through_its_phases() {
-    let run = machine(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |dev, vmm, msg| {
-            let q = vmm.shell().query_appy_time_available();
-            match msg.message {
-                DEVICE_INIT => {
-                    dev.note(vmm, format!("Device_Init {q}"));
-                    vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
-                        dev.note(vmm, format!("interrupt {}", vmm.shell().query_appy_time_available()));
-                    })
-                    .unwrap();
-                }
-                SYS_VM_INIT | SYS_VM_TERMINATE | SYSTEM_EXIT => dev.note(vmm, format!("{} {q}", msg.name())),
-                _ => {}
+    let run = machine(GO_AT_10, |dev, vmm, msg| {
+        let q = vmm.shell().query_appy_time_available();
+        match msg.message {
+            DEVICE_INIT => {
+                dev.note(vmm, format!("Device_Init {q}"));
+                vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
+                    dev.note(vmm, format!("interrupt {}", vmm.shell().query_appy_time_available()));
+                })
+                .unwrap();
             }
-        },
-    )
+            SYS_VM_INIT | SYS_VM_TERMINATE | SYSTEM_EXIT => dev.note(vmm, format!("{} {q}", msg.name())),
+            _ => {}
+        }
+    })
     .run();
     run.assert_ok();
     // Asynchronous: callable at interrupt time. Non-zero outside appy time
@@ -368,31 +361,24 @@ fn a_held_critical_section_delays_appy_time() {
 
 #[test]
 fn a_system_vm_blocked_on_a_semaphore_delays_appy_time() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_, vmm| {
-            let sys = vmm.get_sys_vm_handle();
-            vmm.schedule_vm_event(sys, |dev: &ScriptDevice, vmm, _| {
-                let sem = vmm.create_semaphore(0).unwrap();
-                vmm.shell()
-                    .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
-                        dev.note(vmm, format!("appy at {}", vmm.get_system_time()))
-                    })
-                    .unwrap();
-                vmm.set_global_time_out(50, move |dev: &ScriptDevice, vmm, _| {
-                    dev.note(vmm, format!("signal at {}", vmm.get_system_time()));
-                    vmm.signal_semaphore(sem).unwrap();
-                });
-                vmm.wait_semaphore(sem, BLOCK_SVC_INTS).unwrap();
-                dev.note(vmm, format!("woke at {}", vmm.get_system_time()));
-            })
-            .unwrap();
-        },
-    )
+    let run = on_go(GO_AT_10, |_, vmm| {
+        let sys = vmm.get_sys_vm_handle();
+        vmm.schedule_vm_event(sys, |dev: &ScriptDevice, vmm, _| {
+            let sem = vmm.create_semaphore(0).unwrap();
+            vmm.shell()
+                .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
+                    dev.note(vmm, format!("appy at {}", vmm.get_system_time()))
+                })
+                .unwrap();
+            vmm.set_global_time_out(50, move |dev: &ScriptDevice, vmm, _| {
+                dev.note(vmm, format!("signal at {}", vmm.get_system_time()));
+                vmm.signal_semaphore(sem).unwrap();
+            });
+            vmm.wait_semaphore(sem, BLOCK_SVC_INTS).unwrap();
+            dev.note(vmm, format!("woke at {}", vmm.get_system_time()));
+        })
+        .unwrap();
+    })
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["signal at 60", "woke at 60", "appy at 60"]);
@@ -489,32 +475,25 @@ fn an_event_that_reaches_appy_time_first_is_not_called_again_by_its_time_out() {
 
 #[test]
 fn a_cancelled_appy_time_event_never_runs_and_its_handle_goes_stale() {
-    let run = machine(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |dev, vmm, msg| match msg.message {
-            DEVICE_INIT => {
-                let h = vmm.shell().call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| dev.note(vmm, "ran")).unwrap();
-                dev.state.borrow_mut().push(h.0);
-                vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
-                    let h = AppyHandle(dev.state.borrow()[0]);
-                    dev.note(vmm, format!("at interrupt: {:?}", vmm.shell().cancel_appy_time_event(h)));
-                })
-                .unwrap();
-            }
-            INIT_COMPLETE => {
+    let run = machine(GO_AT_10, |dev, vmm, msg| match msg.message {
+        DEVICE_INIT => {
+            let h = vmm.shell().call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| dev.note(vmm, "ran")).unwrap();
+            dev.state.borrow_mut().push(h.0);
+            vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
                 let h = AppyHandle(dev.state.borrow()[0]);
-                let shell = vmm.shell();
-                dev.note(vmm, format!("cancel: {:?}", shell.cancel_appy_time_event(h)));
-                dev.note(vmm, format!("again: {:?}", shell.cancel_appy_time_event(h)));
-                dev.note(vmm, format!("null: {:?}", shell.cancel_appy_time_event(AppyHandle(0))));
-            }
-            _ => {}
-        },
-    )
+                dev.note(vmm, format!("at interrupt: {:?}", vmm.shell().cancel_appy_time_event(h)));
+            })
+            .unwrap();
+        }
+        INIT_COMPLETE => {
+            let h = AppyHandle(dev.state.borrow()[0]);
+            let shell = vmm.shell();
+            dev.note(vmm, format!("cancel: {:?}", shell.cancel_appy_time_event(h)));
+            dev.note(vmm, format!("again: {:?}", shell.cancel_appy_time_event(h)));
+            dev.note(vmm, format!("null: {:?}", shell.cancel_appy_time_event(AppyHandle(0))));
+        }
+        _ => {}
+    })
     .run();
     run.assert_ok();
     assert_eq!(
@@ -538,29 +517,22 @@ fn a_cancelled_appy_time_event_never_runs_and_its_handle_goes_stale() {
 
 #[test]
 fn appy_time_only_services_are_violations_outside_appy_time() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_, vmm| {
-            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
-                let shell = vmm.shell();
-                let results = [
-                    format!("{:?}", shell.load_library("SHDLL")),
-                    format!("{:?}", shell.get_proc_address(HInstance(0x0F10), "Add")),
-                    format!("{}", shell.call_dll("SHDLL", "Add", &[1, 0, 2, 0])),
-                    format!("{:?}", shell.local_alloc_ex(LPTR, 16, None)),
-                    format!("{}", shell.local_free(FarPtr::new(0xA7, 0x14))),
-                    format!("{:?}", shell.shell_execute(&ShexPacket::open("X.EXE"))),
-                ];
-                shell.free_library(HInstance(0x0F10));
-                dev.note(vmm, results.join(" "));
-            })
-            .unwrap();
-        },
-    )
+    let run = on_go(GO_AT_10, |_, vmm| {
+        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+            let shell = vmm.shell();
+            let results = [
+                format!("{:?}", shell.load_library("SHDLL")),
+                format!("{:?}", shell.get_proc_address(HInstance(0x0F10), "Add")),
+                format!("{}", shell.call_dll("SHDLL", "Add", &[1, 0, 2, 0])),
+                format!("{:?}", shell.local_alloc_ex(LPTR, 16, None)),
+                format!("{}", shell.local_free(FarPtr::new(0xA7, 0x14))),
+                format!("{:?}", shell.shell_execute(&ShexPacket::open("X.EXE"))),
+            ];
+            shell.free_library(HInstance(0x0F10));
+            dev.note(vmm, results.join(" "));
+        })
+        .unwrap();
+    })
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["Err(0) None 0 None false Err(0)"]);
@@ -720,37 +692,30 @@ fn the_dll_services_by_vxdcall_read_names_and_arguments_from_the_heap() {
 
 #[test]
 fn a_dll_that_faults_takes_the_message_server_and_appy_time_down_for_good() {
-    let run = machine(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_, vmm, msg| {
-            if msg.message == DEVICE_INIT {
-                vmm.shell()
-                    .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
-                        let shell = vmm.shell();
-                        let r = shell.call_dll("SHDLL", "Crash", &[]);
-                        let after = (shell.query_appy_time_available(), shell.load_library("SHDLL"));
-                        dev.note(vmm, format!("crash {r}, then {after:?}"));
-                        shell
-                            .call_at_appy_time(CAAFL_TIMEOUT, 30, |dev: &ScriptDevice, vmm, appy| {
-                                dev.note(
-                                    vmm,
-                                    format!("second: timed out {} at {}", appy.timed_out(), vmm.get_system_time()),
-                                )
-                            })
-                            .unwrap();
-                    })
-                    .unwrap();
-                vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
-                    dev.note(vmm, format!("query later {}", vmm.shell().query_appy_time_available()))
+    let run = machine(GO_AT_10, |_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.shell()
+                .call_at_appy_time(0, 0, |dev: &ScriptDevice, vmm, _| {
+                    let shell = vmm.shell();
+                    let r = shell.call_dll("SHDLL", "Crash", &[]);
+                    let after = (shell.query_appy_time_available(), shell.load_library("SHDLL"));
+                    dev.note(vmm, format!("crash {r}, then {after:?}"));
+                    shell
+                        .call_at_appy_time(CAAFL_TIMEOUT, 30, |dev: &ScriptDevice, vmm, appy| {
+                            dev.note(
+                                vmm,
+                                format!("second: timed out {} at {}", appy.timed_out(), vmm.get_system_time()),
+                            )
+                        })
+                        .unwrap();
                 })
                 .unwrap();
-            }
-        },
-    )
+            vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _| {
+                dev.note(vmm, format!("query later {}", vmm.shell().query_appy_time_available()))
+            })
+            .unwrap();
+        }
+    })
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["crash 0, then (0, Err(0))", "query later 0", "second: timed out true at 30"]);

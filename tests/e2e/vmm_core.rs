@@ -6,7 +6,7 @@
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, json};
 
-use crate::common::{DOS1, DOS2, SYS, notes};
+use crate::common::{DOS1, DOS2, GO_AT_10, SYS, notes};
 
 /// A scenario whose SCRIPT device registers interrupt source `go` at
 /// Device_Init with `handler`, and a manifest adding `extra`.
@@ -157,17 +157,10 @@ fn a_time_out_fires_while_the_critical_section_stays_held() {
 #[test]
 fn dont_unboost_keeps_the_boost_and_the_default_removes_it() {
     for (flags, expect_unboost) in [(0, true), (PEF_DONT_UNBOOST, false)] {
-        let run = on_go(
-            r#"
-            [[interrupt]]
-            name = "go"
-            at = 10
-        "#,
-            move |_dev, vmm| {
-                let sys = vmm.get_sys_vm_handle();
-                vmm.call_priority_vm_event(0x1000, sys, flags, 0, note_when_run("A")).unwrap();
-            },
-        )
+        let run = on_go(GO_AT_10, move |_dev, vmm| {
+            let sys = vmm.get_sys_vm_handle();
+            vmm.call_priority_vm_event(0x1000, sys, flags, 0, note_when_run("A")).unwrap();
+        })
         .run();
         run.assert_ok();
         let t = run.trace();
@@ -221,18 +214,11 @@ fn a_cancelled_event_never_runs_and_a_handle_that_already_ran_is_stale() {
 
 #[test]
 fn two_pending_events_run_lifo_by_default_and_fifo_on_request() {
-    let scenario = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_dev, vmm| {
-            let sys = vmm.get_sys_vm_handle();
-            vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("first")).unwrap();
-            vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("second")).unwrap();
-        },
-    );
+    let scenario = on_go(GO_AT_10, |_dev, vmm| {
+        let sys = vmm.get_sys_vm_handle();
+        vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("first")).unwrap();
+        vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("second")).unwrap();
+    });
     let lifo = scenario.clone().run();
     lifo.assert_ok();
     assert_eq!(notes(&lifo).iter().map(|n| n.split(' ').next().unwrap()).collect::<Vec<_>>(), ["second", "first"]);
@@ -316,18 +302,11 @@ fn reserved_flag_bits_are_rejected() {
 
 #[test]
 fn global_events_run_before_vm_events() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_dev, vmm| {
-            let sys = vmm.get_sys_vm_handle();
-            vmm.schedule_vm_event(sys, note_when_run("vm")).unwrap();
-            vmm.schedule_global_event(note_when_run("global")).unwrap();
-        },
-    )
+    let run = on_go(GO_AT_10, |_dev, vmm| {
+        let sys = vmm.get_sys_vm_handle();
+        vmm.schedule_vm_event(sys, note_when_run("vm")).unwrap();
+        vmm.schedule_global_event(note_when_run("global")).unwrap();
+    })
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["global t=10 vm=0x10001 timed_out=false", "vm t=10 vm=0x10001 timed_out=false"]);
@@ -405,23 +384,16 @@ fn call_global_and_call_vm_event_run_inline_outside_interrupts() {
 
 #[test]
 fn cancel_vm_and_global_events_and_the_wrong_cancel_service_is_a_violation() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |dev, vmm| {
-            let sys = vmm.get_sys_vm_handle();
-            let v = vmm.schedule_vm_event(sys, note_when_run("vm")).unwrap();
-            let g = vmm.schedule_global_event(note_when_run("global")).unwrap();
-            let p = vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("priority")).unwrap();
-            dev.note(vmm, format!("{:?}", vmm.cancel_vm_event(sys, p)));
-            dev.note(vmm, format!("{:?}", vmm.cancel_vm_event(sys, v)));
-            dev.note(vmm, format!("{:?}", vmm.cancel_global_event(g)));
-            dev.note(vmm, format!("{:?}", vmm.cancel_global_event(EventHandle(0))));
-        },
-    )
+    let run = on_go(GO_AT_10, |dev, vmm| {
+        let sys = vmm.get_sys_vm_handle();
+        let v = vmm.schedule_vm_event(sys, note_when_run("vm")).unwrap();
+        let g = vmm.schedule_global_event(note_when_run("global")).unwrap();
+        let p = vmm.call_priority_vm_event(0, sys, 0, 0, note_when_run("priority")).unwrap();
+        dev.note(vmm, format!("{:?}", vmm.cancel_vm_event(sys, p)));
+        dev.note(vmm, format!("{:?}", vmm.cancel_vm_event(sys, v)));
+        dev.note(vmm, format!("{:?}", vmm.cancel_global_event(g)));
+        dev.note(vmm, format!("{:?}", vmm.cancel_global_event(EventHandle(0))));
+    })
     .run();
     run.assert_ok();
     assert_eq!(
@@ -510,27 +482,20 @@ fn call_when_not_critical_runs_only_the_newest_per_release() {
 
 #[test]
 fn global_time_outs_fire_on_system_time_and_can_be_cancelled() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |dev, vmm| {
-            vmm.schedule_global_event(|_dev: &ScriptDevice, vmm, _| {
-                vmm.set_global_time_out(25, |dev: &ScriptDevice, vmm, t| {
-                    dev.note(vmm, format!("fired t={} late={}", vmm.get_system_time(), t.late_ms));
-                })
-                .unwrap();
-                let h = vmm.set_global_time_out(30, |_: &ScriptDevice, _, _| {}).unwrap();
-                vmm.cancel_time_out(h).unwrap();
-                let again = vmm.cancel_time_out(h);
-                assert!(again.is_err());
+    let run = on_go(GO_AT_10, |dev, vmm| {
+        vmm.schedule_global_event(|_dev: &ScriptDevice, vmm, _| {
+            vmm.set_global_time_out(25, |dev: &ScriptDevice, vmm, t| {
+                dev.note(vmm, format!("fired t={} late={}", vmm.get_system_time(), t.late_ms));
             })
             .unwrap();
-            dev.note(vmm, "scheduled");
-        },
-    )
+            let h = vmm.set_global_time_out(30, |_: &ScriptDevice, _, _| {}).unwrap();
+            vmm.cancel_time_out(h).unwrap();
+            let again = vmm.cancel_time_out(h);
+            assert!(again.is_err());
+        })
+        .unwrap();
+        dev.note(vmm, "scheduled");
+    })
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["scheduled", "fired t=35 late=0"]);
@@ -683,28 +648,21 @@ fn task_switch_hooks_run_in_installation_order_on_every_switch() {
 
 #[test]
 fn idle_handlers_form_a_chain_until_one_consumes() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_dev, _vmm| {},
-    )
-    .script(|_dev, vmm, msg| {
-        if msg.message == DEVICE_INIT {
-            for (tag, pass) in [("first", true), ("second", false), ("third", true)] {
-                vmm.call_when_idle(move |dev: &ScriptDevice, vmm, _vm| {
-                    dev.note(vmm, format!("{tag} t={}", vmm.get_system_time()));
-                    Carry::from_failed(pass)
-                })
-                .unwrap();
+    let run = on_go(GO_AT_10, |_dev, _vmm| {})
+        .script(|_dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                for (tag, pass) in [("first", true), ("second", false), ("third", true)] {
+                    vmm.call_when_idle(move |dev: &ScriptDevice, vmm, _vm| {
+                        dev.note(vmm, format!("{tag} t={}", vmm.get_system_time()));
+                        Carry::from_failed(pass)
+                    })
+                    .unwrap();
+                }
+                vmm.register_interrupt("go", |_: &ScriptDevice, _, _| {}).unwrap();
             }
-            vmm.register_interrupt("go", |_: &ScriptDevice, _, _| {}).unwrap();
-        }
-        Carry::Clear
-    })
-    .run();
+            Carry::Clear
+        })
+        .run();
     run.assert_ok();
     let n = notes(&run);
     assert!(n.starts_with(&["first t=0".to_string(), "second t=0".to_string()]), "{n:?}");
@@ -974,29 +932,22 @@ fn a_vm_blocks_on_the_critical_section_until_it_is_released() {
 
 #[test]
 fn claim_release_status_and_misuse_of_the_critical_section() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_dev, vmm| {
-            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
-                vmm.claim_critical_section(3, 0).unwrap();
-                let s = vmm.get_crit_status_no_block();
-                dev.note(vmm, format!("claims={} high={}", s.claims, s.high_priority));
-                vmm.release_critical_section(1).unwrap();
-                dev.note(vmm, format!("suspend with 2 claims: {:?}", vmm.end_crit_and_suspend().map(|_| "no")));
-                vmm.release_critical_section(1).unwrap();
-                dev.note(vmm, format!("release too many: {:?}", vmm.release_critical_section(5)));
-                vmm.end_critical_section().unwrap();
-                dev.note(vmm, format!("not owned: {:?}", vmm.end_critical_section()));
-                let s = vmm.get_crit_section_status().unwrap();
-                dev.note(vmm, format!("free: claims={} owner_is_cur={}", s.claims, s.owner == vmm.get_cur_vm_handle()));
-            })
-            .unwrap();
-        },
-    )
+    let run = on_go(GO_AT_10, |_dev, vmm| {
+        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+            vmm.claim_critical_section(3, 0).unwrap();
+            let s = vmm.get_crit_status_no_block();
+            dev.note(vmm, format!("claims={} high={}", s.claims, s.high_priority));
+            vmm.release_critical_section(1).unwrap();
+            dev.note(vmm, format!("suspend with 2 claims: {:?}", vmm.end_crit_and_suspend().map(|_| "no")));
+            vmm.release_critical_section(1).unwrap();
+            dev.note(vmm, format!("release too many: {:?}", vmm.release_critical_section(5)));
+            vmm.end_critical_section().unwrap();
+            dev.note(vmm, format!("not owned: {:?}", vmm.end_critical_section()));
+            let s = vmm.get_crit_section_status().unwrap();
+            dev.note(vmm, format!("free: claims={} owner_is_cur={}", s.claims, s.owner == vmm.get_cur_vm_handle()));
+        })
+        .unwrap();
+    })
     .run();
     run.assert_ok();
     assert_eq!(
@@ -1064,45 +1015,31 @@ fn a_semaphore_blocks_a_vm_not_the_host_until_an_interrupt_signals_it() {
 
 #[test]
 fn waiting_forever_is_a_deadlock() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_dev, vmm| {
-            vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
-                let sem = vmm.create_semaphore(0).unwrap();
-                let _ = vmm.wait_semaphore(sem, 0);
-            })
-            .unwrap();
-        },
-    )
+    let run = on_go(GO_AT_10, |_dev, vmm| {
+        vmm.schedule_global_event(|_: &ScriptDevice, vmm, _| {
+            let sem = vmm.create_semaphore(0).unwrap();
+            let _ = vmm.wait_semaphore(sem, 0);
+        })
+        .unwrap();
+    })
     .run();
     expect_deadlock(&run);
 }
 
 #[test]
 fn semaphore_tokens_and_stale_semaphore_handles() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |_dev, vmm| {
-            vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
-                let sem = vmm.create_semaphore(2).unwrap();
-                vmm.wait_semaphore(sem, 0).unwrap();
-                vmm.wait_semaphore(sem, 0).unwrap();
-                vmm.signal_semaphore(sem).unwrap();
-                vmm.wait_semaphore(sem, 0).unwrap();
-                vmm.destroy_semaphore(sem).unwrap();
-                dev.note(vmm, format!("{:?}", vmm.signal_semaphore(sem)));
-            })
-            .unwrap();
-        },
-    )
+    let run = on_go(GO_AT_10, |_dev, vmm| {
+        vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+            let sem = vmm.create_semaphore(2).unwrap();
+            vmm.wait_semaphore(sem, 0).unwrap();
+            vmm.wait_semaphore(sem, 0).unwrap();
+            vmm.signal_semaphore(sem).unwrap();
+            vmm.wait_semaphore(sem, 0).unwrap();
+            vmm.destroy_semaphore(sem).unwrap();
+            dev.note(vmm, format!("{:?}", vmm.signal_semaphore(sem)));
+        })
+        .unwrap();
+    })
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["Err(VmmError { code: 2 })"]);
@@ -1393,30 +1330,23 @@ fn reserved_block_flags_are_rejected() {
 
 #[test]
 fn synchronous_services_at_interrupt_time_are_violations() {
-    let run = on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |dev, vmm| {
-            let sys = vmm.get_sys_vm_handle();
-            // Asynchronous services are fine.
-            vmm.call_priority_vm_event(0, sys, 0, 0, |_: &ScriptDevice, _, _| {}).unwrap();
-            vmm.get_crit_status_no_block();
-            // Synchronous ones are not.
-            let results = [
-                vmm.get_crit_section_status().map(|_| ()),
-                vmm.begin_critical_section(0),
-                vmm.set_global_time_out(5, |_: &ScriptDevice, _, _| {}).map(|_| ()).ok_or(VmmError::VIOLATION),
-                vmm.heap_allocate(16, 0).map(|_| ()).ok_or(VmmError::VIOLATION),
-                vmm.call_when_idle(|_: &ScriptDevice, _, _| Carry::Clear),
-                vmm.adjust_exec_priority(sys, 1),
-                vmm.create_semaphore(0).map(|_| ()),
-            ];
-            dev.note(vmm, format!("{}", results.iter().filter(|r| r.is_err()).count()));
-        },
-    )
+    let run = on_go(GO_AT_10, |dev, vmm| {
+        let sys = vmm.get_sys_vm_handle();
+        // Asynchronous services are fine.
+        vmm.call_priority_vm_event(0, sys, 0, 0, |_: &ScriptDevice, _, _| {}).unwrap();
+        vmm.get_crit_status_no_block();
+        // Synchronous ones are not.
+        let results = [
+            vmm.get_crit_section_status().map(|_| ()),
+            vmm.begin_critical_section(0),
+            vmm.set_global_time_out(5, |_: &ScriptDevice, _, _| {}).map(|_| ()).ok_or(VmmError::VIOLATION),
+            vmm.heap_allocate(16, 0).map(|_| ()).ok_or(VmmError::VIOLATION),
+            vmm.call_when_idle(|_: &ScriptDevice, _, _| Carry::Clear),
+            vmm.adjust_exec_priority(sys, 1),
+            vmm.create_semaphore(0).map(|_| ()),
+        ];
+        dev.note(vmm, format!("{}", results.iter().filter(|r| r.is_err()).count()));
+    })
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["7"]);
@@ -1514,32 +1444,25 @@ fn manifest_interrupts_repeat_and_unknown_sources_are_errors() {
 /// Six events ready at once plus injected re-entry: the order depends on
 /// the seed and only on the seed.
 fn random_scenario(seed: u64) -> Scenario {
-    on_go(
-        r#"
-        [[interrupt]]
-        name = "go"
-        at = 10
-    "#,
-        |dev, vmm| {
-            let n = dev.state.borrow().len();
-            if n >= 2 {
-                return;
-            }
-            dev.state.borrow_mut().push(0);
-            let sys = vmm.get_sys_vm_handle();
-            for tag in ["a", "b", "c", "d", "e", "f"] {
-                vmm.call_priority_vm_event(0, sys, 0, 0, move |dev: &ScriptDevice, vmm, _| {
-                    // A service call: a boundary where random mode may inject the
-                    // interrupt again, re-entering the device before the other
-                    // handlers run.
-                    let t = vmm.get_system_time();
-                    let _ = vmm.get_crit_section_status();
-                    dev.note(vmm, format!("{tag}@{t}"));
-                })
-                .unwrap();
-            }
-        },
-    )
+    on_go(GO_AT_10, |dev, vmm| {
+        let n = dev.state.borrow().len();
+        if n >= 2 {
+            return;
+        }
+        dev.state.borrow_mut().push(0);
+        let sys = vmm.get_sys_vm_handle();
+        for tag in ["a", "b", "c", "d", "e", "f"] {
+            vmm.call_priority_vm_event(0, sys, 0, 0, move |dev: &ScriptDevice, vmm, _| {
+                // A service call: a boundary where random mode may inject the
+                // interrupt again, re-entering the device before the other
+                // handlers run.
+                let t = vmm.get_system_time();
+                let _ = vmm.get_crit_section_status();
+                dev.note(vmm, format!("{tag}@{t}"));
+            })
+            .unwrap();
+        }
+    })
     .set("machine.order=\"random\"")
     .set("machine.inject_rate=0.5")
     .set(&format!("machine.seed={seed}"))
