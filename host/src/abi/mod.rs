@@ -50,6 +50,7 @@ pub(crate) fn core(cx: &HostCx) -> &Core {
 /// doing anything, and a service during which the machine became fatal
 /// returns it too: the SDK unwinds to the device's entry point on
 /// `FATAL`, so no device logic runs after a fatal error.
+#[inline(always)]
 pub(crate) fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: impl FnOnce(&Core) -> T) -> T {
     let core = core(cx);
     if core.is_fatal() {
@@ -78,8 +79,22 @@ pub(crate) fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: 
     }
 }
 
-/// Check the calling context; `false` means refuse the call.
+/// Check the calling context; `false` means refuse the call. The checks
+/// that pass are inline (an asynchronous service costs nothing); a refusal
+/// is written out of line.
+#[inline(always)]
 pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
+    match rule {
+        Rule::Async => true,
+        Rule::Sync if core.context() != Context::Interrupt => true,
+        Rule::Init if core.phase.get().is_init() => true,
+        _ => allowed_slow(core, service, rule),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn allowed_slow(core: &Core, service: &'static str, rule: Rule) -> bool {
     match rule {
         Rule::Async => true,
         Rule::Sync if core.context() == Context::Interrupt => !core.violation(
@@ -155,7 +170,7 @@ impl Failure for CritStatus {
 
 /// Run service `svc`: the guard ([`guarded`]), then its context rule, then
 /// `body`. The one wrapper every guarded VMM service passes.
-#[inline]
+#[inline(always)]
 pub(crate) fn serve<T: Failure>(cx: &HostCx, svc: &'static Service, body: impl FnOnce(&Core) -> T) -> T {
     guarded(cx, svc.name, T::fatal(), |core| if allowed(core, svc.name, svc.rule) { body(core) } else { T::refused() })
 }
