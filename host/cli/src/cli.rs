@@ -690,8 +690,11 @@ fn explore(args: ExploreArgs) -> Result<ExitCode> {
         other => return Err(bad("--strategy", other, "the strategies are: random, pct".to_string())),
     };
     if strategy == Strategy::Random && (args.pct_depth.is_some() || args.pct_steps.is_some()) {
-        let flag = if args.pct_depth.is_some() { "--pct-depth" } else { "--pct-steps" };
-        return Err(bad(flag, "", "it applies to --strategy pct only".to_string()));
+        let (flag, value) = match (args.pct_depth, args.pct_steps) {
+            (Some(d), _) => ("--pct-depth", d.to_string()),
+            (None, k) => ("--pct-steps", k.unwrap_or_default().to_string()),
+        };
+        return Err(bad(flag, &value, "it applies to --strategy pct only".to_string()));
     }
     let seeds = match (&args.seeds, args.runs) {
         (Some(text), _) => Seeds::parse(text).map_err(|e| bad("--seeds", text, e))?,

@@ -45,7 +45,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use serde_json::{Value, json};
-pub use vmm_host::explore::Strategy;
+pub use vmm_host::explore::{Schedule, Strategy};
 use vmm_plugin_api::abi::PluginRoot_Ref;
 pub use vmm_plugin_api::abi::{ApiMode, ClientRegs, Regs, ServiceCall};
 use vmm_plugin_api::prelude::*;
@@ -132,6 +132,8 @@ pub struct Scenario {
     script: Option<Script>,
     script_api: Option<ScriptApi>,
     no_trace: bool,
+    schedule: Option<vmm_host::explore::Schedule>,
+    record_schedule: bool,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -198,6 +200,26 @@ impl Scenario {
     /// Do not keep trace records (for benchmarks and long soaks).
     pub fn without_trace(mut self) -> Self {
         self.no_trace = true;
+        self
+    }
+
+    /// Replay `schedule` (a `.schedule` file's [`Schedule::parse`]d text,
+    /// as `vmm run --schedule` does): its order and seed, and its
+    /// decisions at their steps.
+    ///
+    /// [`Schedule::parse`]: vmm_host::explore::Schedule::parse
+    pub fn replay(self, schedule: vmm_host::explore::Schedule) -> Self {
+        let order = if schedule.order == vmm_host::manifest::Order::Pct { "pct" } else { "random" };
+        let seed = schedule.seed;
+        let mut s = self.set(&format!("machine.order={order}")).set(&format!("machine.seed={seed}"));
+        s.schedule = Some(schedule);
+        s
+    }
+
+    /// Record the run's decisions that differ from the default order
+    /// ([`Run::schedule`]).
+    pub fn recording(mut self) -> Self {
+        self.record_schedule = true;
         self
     }
 
@@ -333,7 +355,8 @@ impl Scenario {
                 trace: None,
                 plugin_dirs,
                 in_process,
-                ..MachineOptions::default()
+                schedule: self.schedule.clone(),
+                record_schedule: self.record_schedule,
             },
         ))
     }
@@ -368,7 +391,7 @@ impl Scenario {
     pub fn run(&self) -> Run {
         let mut machine = match self.machine() {
             Ok(m) => m,
-            Err(e) => return Run { error: Some(e), trace: Trace::default(), violations: 0 },
+            Err(e) => return Run { error: Some(e), trace: Trace::default(), violations: 0, schedule: None },
         };
         let mut result = machine.boot();
         if result.is_ok() {
@@ -609,11 +632,23 @@ pub struct Run {
     error: Option<Error>,
     trace: Trace,
     violations: u64,
+    schedule: Option<vmm_host::explore::Schedule>,
 }
 
 impl Run {
     fn of(machine: &Machine, error: Option<Error>) -> Run {
-        Run { error, trace: Trace::of(machine), violations: machine.violation_count() }
+        let schedule = Some(machine.schedule());
+        Run { error, trace: Trace::of(machine), violations: machine.violation_count(), schedule }
+    }
+
+    /// The run's decisions that differ from the default order (empty
+    /// unless [`Scenario::recording`]).
+    pub fn schedule(&self) -> vmm_host::explore::Schedule {
+        self.schedule.clone().unwrap_or_else(|| vmm_host::explore::Schedule {
+            order: vmm_host::manifest::Order::Lifo,
+            seed: 0,
+            decisions: Vec::new(),
+        })
     }
 
     /// The error the machine stopped with, if any.
