@@ -72,6 +72,11 @@ fn a_recorded_schedule_replays_its_run_record_for_record() {
         run.assert_ok();
         let schedule = run.schedule();
         chose |= schedule.sizes().0 > 0;
+        // A decision names its event by the `seq` of its `event_scheduled`
+        // record.
+        for d in schedule.decisions.iter().filter(|d| d.kind == vmm_host::explore::DecisionKind::Event) {
+            run.trace().expect(json!({"kind": "event_scheduled", "seq": d.value}));
+        }
         injected |= schedule.sizes().1 > 0;
         // Through the text form, as a file carries it.
         let parsed = Schedule::parse(&schedule.to_text()).unwrap();

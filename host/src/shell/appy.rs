@@ -95,6 +95,7 @@ impl Core {
         }
         self.trace(|| TraceEvent::AppyScheduled {
             handle,
+            seq,
             device: self.instance_name(owner).to_string(),
             callback: crate::vmm::callback::shorten(label),
             flags,
