@@ -685,6 +685,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn strategies_name_their_replay() {
+        assert_eq!(Strategy::Random.run_flags(7), "--order random --seed 7");
+        assert_eq!(Strategy::Random.settings(7), ["machine.order=random", "machine.seed=7"]);
+        let pct = Strategy::Pct { depth: 2, steps: Some(12) };
+        assert_eq!(pct.run_flags(u64::MAX), format!("--order pct --seed {} --pct-depth 2 --pct-steps 12", u64::MAX));
+        assert_eq!(
+            pct.settings(3),
+            ["machine.order=pct", "machine.seed=3", "machine.pct_depth=2", "machine.pct_steps=12"]
+        );
+        let m = run_manifest(&Manifest::default(), pct, 5);
+        assert_eq!(
+            (m.machine.order, m.machine.seed, m.machine.pct_depth, m.machine.pct_steps),
+            (Order::Pct, Some(5), 2, 12)
+        );
+    }
+
+    #[test]
     fn seed_ranges_and_shards_parse_and_split_exactly() {
         assert_eq!(Seeds::parse("3..10"), Ok(Seeds { start: 3, end: 10 }));
         assert_eq!(Seeds::parse("3..=10"), Ok(Seeds { start: 3, end: 11 }));

@@ -753,6 +753,9 @@ fn explore(args: ExploreArgs) -> Result<ExitCode> {
             let trace = f.trace.as_ref().map(|p| format!("  # trace: {}", p.display())).unwrap_or_default();
             println!("  seed {}: {replay} {}{trace}", f.seed, report.strategy.run_flags(f.seed));
         }
+        if args.shrink_runs > 0 && !report.shrunk.contains_key(signature) {
+            println!("  not shrunk: seed {} did not fail the same way when run again to record it", failures[0].seed);
+        }
         if let Some(shrunk) = report.shrunk.get(signature) {
             let (c0, i0) = shrunk.original.sizes();
             let (c1, i1) = shrunk.schedule.sizes();
@@ -795,8 +798,11 @@ fn progress_bar(total: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
     let style =
-        indicatif::ProgressStyle::with_template("explore {bar:30} {pos}/{len} runs, {per_sec:.0}, eta {eta} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        indicatif::ProgressStyle::with_template("explore {bar:30} {pos}/{len} runs, {rate} runs/s, eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}", state.per_sec());
+            });
     bar.set_style(style);
     bar
 }
