@@ -708,6 +708,71 @@ mod tests {
     }
 
     #[test]
+    fn explored_orders_pick_only_ready_events_and_keep_process_last_last() {
+        // Random (plain and recording) and pct: whatever they choose is a
+        // ready event of the right pass, and all of them get to run.
+        let flag_sets = [0, PEF_WAIT_FOR_STI, PEF_WAIT_NOT_CRIT, PEF_PROCESS_LAST];
+        for (order, record) in [(Order::Random, false), (Order::Random, true), (Order::Pct, false), (Order::Pct, true)]
+        {
+            let settings =
+                crate::vmm::schedule::Settings { order, seed: 11, inject_rate: 0.0, pct_depth: 3, pct_steps: 50 };
+            let source = RefCell::new(Source::new(&settings, None, record));
+            let mut ev = Events::default();
+            let mut pending: Vec<(u64, u32, usize)> = Vec::new();
+            let mut script = Rng::new(0x5DEE_CE66_D1CE_4E5B);
+            let mut next = || script.next_u64();
+            const VM: u32 = 0x0001_0001;
+            let names: [&'static str; 3] = ["a", "b", "c"];
+            let mut chosen_not_newest = 0;
+            for _ in 0..5_000 {
+                match next() % 6 {
+                    0..=2 => {
+                        let flags = flag_sets[(next() % flag_sets.len() as u64) as usize];
+                        // Three callbacks, so pct sees three tasks.
+                        let name = names[(next() % 3) as usize];
+                        let cb = Callback::host(1, name, |_, _| vmm_plugin_api::abi::Carry::Clear);
+                        let h = ev.insert(EventKind::Priority, VM, flags, 0, Instant::ZERO, cb).unwrap();
+                        pending.push((ev.seq, h, class_of(flags)));
+                    }
+                    3 if !pending.is_empty() => {
+                        let (_, h, _) = pending.swap_remove((next() % pending.len() as u64) as usize);
+                        ev.remove(h).unwrap().cb.release();
+                    }
+                    _ => {
+                        let unsatisfied = (next() % 4) as usize & (CLASS_STI | CLASS_NOT_CRIT);
+                        let ready = |last: bool| -> Vec<u32> {
+                            pending
+                                .iter()
+                                .filter(|(_, _, c)| c & unsatisfied == 0 && (c & CLASS_LAST != 0) == last)
+                                .map(|e| e.1)
+                                .collect()
+                        };
+                        let first = ready(false);
+                        let allowed = if first.is_empty() { ready(true) } else { first };
+                        let got = ev.take_next(VM, |_| unsatisfied, order, &source).map(|(h, slot)| {
+                            let mut rec = None;
+                            ev.take_picked(slot, &mut rec);
+                            rec.unwrap().cb.release();
+                            h
+                        });
+                        assert_eq!(got.is_some(), !allowed.is_empty(), "{order:?}");
+                        if let Some(h) = got {
+                            assert!(allowed.contains(&h), "{order:?}: {h:#x} is not ready");
+                            chosen_not_newest += usize::from(expected(&pending, unsatisfied, true) != Some(h));
+                        }
+                        pending.retain(|e| Some(e.1) != got);
+                    }
+                }
+                assert_eq!(ev.pending(VM), !pending.is_empty());
+            }
+            assert!(chosen_not_newest > 50, "{order:?} departs from LIFO ({chosen_not_newest} times)");
+            if record {
+                assert!(source.borrow().recorded().decisions.len() >= chosen_not_newest);
+            }
+        }
+    }
+
+    #[test]
     fn conditions_needed_is_the_union_of_the_pending_classes() {
         let by_bits =
             |classes: u64| (0..64).filter(|c| classes & (1u64 << c) != 0).fold(0usize, |n, c| n | c) & !CLASS_LAST;
