@@ -1,6 +1,7 @@
-//! Schedule exploration: run one machine under many seeds of the random
-//! order (events ready at the same moment in a seeded order, interrupts
-//! injected at service-call boundaries) and collect the runs that fail.
+//! Schedule exploration: run one machine under many seeds of an explored
+//! order (random or pct: events ready at the same moment in a seeded
+//! order, interrupts injected at service-call boundaries), collect the
+//! runs that fail, and shrink the first schedule of each failure.
 //!
 //! A run fails on the first of: a `violation` record (deadlocks and
 //! livelocks write one too), a plugin panic (`plugin_error` with `error`
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::expect::{Checker, record_kind};
 use crate::machine::{Machine, MachineOptions};
 use crate::manifest::{Manifest, Order};
+pub use crate::vmm::schedule::{Decision, DecisionKind, Schedule};
 
 /// A range of seeds, `start..end` (end excluded).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -109,23 +111,95 @@ impl Shard {
     }
 }
 
+/// The schedule strategy of an exploration.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Random order: uniform choices among the ready events, interrupts
+    /// injected at service-call boundaries (`vmm run --order random`).
+    Random,
+    /// Pct order (`vmm run --order pct`): random task priorities,
+    /// `depth - 1` change points among the first `steps` steps (`None`:
+    /// measured by [`calibrate`] before the exploration).
+    Pct {
+        /// The bug depth (at least 1).
+        depth: u32,
+        /// The steps the change points are drawn among.
+        steps: Option<u64>,
+    },
+}
+
+impl Strategy {
+    /// Pct with depth `depth`, its steps measured.
+    pub fn pct(depth: u32) -> Strategy {
+        Strategy::Pct { depth, steps: None }
+    }
+
+    /// The order that runs it.
+    pub fn order(self) -> Order {
+        match self {
+            Strategy::Random => Order::Random,
+            Strategy::Pct { .. } => Order::Pct,
+        }
+    }
+
+    /// Its name: `random` or `pct`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Random => "random",
+            Strategy::Pct { .. } => "pct",
+        }
+    }
+
+    /// The `vmm run` flags that replay the run of `seed`.
+    pub fn run_flags(self, seed: u64) -> String {
+        match self {
+            Strategy::Random => format!("--order random --seed {seed}"),
+            Strategy::Pct { depth, steps } => {
+                let steps = steps.map(|k| format!(" --pct-steps {k}")).unwrap_or_default();
+                format!("--order pct --seed {seed} --pct-depth {depth}{steps}")
+            }
+        }
+    }
+
+    /// The manifest settings (`--set` / `Scenario::set`) that replay the
+    /// run of `seed`.
+    pub fn settings(self, seed: u64) -> Vec<String> {
+        let mut v = vec![format!("machine.order={}", self.name()), format!("machine.seed={seed}")];
+        if let Strategy::Pct { depth, steps } = self {
+            v.push(format!("machine.pct_depth={depth}"));
+            if let Some(k) = steps {
+                v.push(format!("machine.pct_steps={k}"));
+            }
+        }
+        v
+    }
+}
+
 /// How to explore.
 pub struct Options {
     /// The seeds.
     pub seeds: Seeds,
     /// Only this shard of them.
     pub shard: Option<Shard>,
+    /// The strategy.
+    pub strategy: Strategy,
     /// Worker threads (at least 1).
     pub jobs: usize,
     /// Stop at the first failure (runs already started finish).
     pub fail_fast: bool,
-    /// Write the trace of each failing run here, as `seed-N.jsonl`.
+    /// Write the trace of each failing run here, as `seed-N.jsonl`, and
+    /// the shrunk schedule of each signature, as `seed-N.schedule`.
     pub out: Option<PathBuf>,
+    /// The most runs shrinking one failure may make (0: no shrinking).
+    pub shrink_runs: u64,
     /// Plugin directories searched before the manifest's.
     pub plugin_dirs: Vec<PathBuf>,
     /// Told after every run: runs done, failures so far.
     pub progress: Option<Box<dyn Fn(u64, u64) + Sync>>,
 }
+
+/// The default [`Options::shrink_runs`].
+pub const DEFAULT_SHRINK_RUNS: u64 = 500;
 
 /// What a failure is, for grouping: the record kind (`violation`,
 /// `plugin_error`, `fatal_error`, `expect`), the device, and the code (a
@@ -159,15 +233,36 @@ pub struct Failure {
     pub trace: Option<PathBuf>,
 }
 
+/// A failing run's schedule, shrunk: the fewest decisions away from the
+/// default order found that still fail with the same signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shrunk {
+    /// The failing run's seed.
+    pub seed: u64,
+    /// The run's own schedule (its decisions that differ from the default).
+    pub original: Schedule,
+    /// The shrunk schedule; replaying it fails with the same signature.
+    pub schedule: Schedule,
+    /// Runs shrinking made.
+    pub runs: u64,
+    /// Where it was written ([`Options::out`]).
+    pub file: Option<PathBuf>,
+}
+
 /// The result of an exploration.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Report {
+    /// The strategy, with pct's steps measured.
+    pub strategy: Strategy,
     /// Runs made.
     pub runs: u64,
     /// The failing runs, by seed.
     pub failures: Vec<Failure>,
     /// Wall-clock time taken.
     pub elapsed: std::time::Duration,
+    /// The first failing run of each signature, shrunk (unless shrinking
+    /// is off, or the run did not fail again when recorded).
+    pub shrunk: BTreeMap<Signature, Shrunk>,
 }
 
 impl Report {
@@ -186,12 +281,33 @@ impl Report {
     }
 }
 
-/// The manifest of one run: `base` in random order with `seed`.
-pub fn run_manifest(base: &Manifest, seed: u64) -> Manifest {
+/// The manifest of one run: `base` in `strategy`'s order with `seed`.
+pub fn run_manifest(base: &Manifest, strategy: Strategy, seed: u64) -> Manifest {
     let mut m = base.clone();
-    m.machine.order = Order::Random;
+    m.machine.order = strategy.order();
     m.machine.seed = Some(seed);
+    if let Strategy::Pct { depth, steps } = strategy {
+        m.machine.pct_depth = depth;
+        m.machine.pct_steps = steps.unwrap_or(m.machine.pct_steps);
+    }
     m
+}
+
+/// The seeds [`calibrate`] measures pct's steps with.
+pub const CALIBRATION_SEEDS: std::ops::Range<u64> = 0..4;
+
+/// Pct's steps for `manifest`: the most choices among at least two tasks
+/// a run makes under pct without change points, over the
+/// [`CALIBRATION_SEEDS`] (at least 1). Measured once per exploration, so
+/// every run (and every shard) draws its change points among the same
+/// steps, and the replay command states them.
+pub fn calibrate(manifest: &Manifest, options: &dyn Fn() -> MachineOptions) -> Result<u64> {
+    let mut most = 1;
+    for seed in CALIBRATION_SEEDS {
+        let run = run_with(manifest, Strategy::Pct { depth: 1, steps: Some(1) }, seed, options(), None)?;
+        most = most.max(run.pct_steps);
+    }
+    Ok(most)
 }
 
 /// Run `manifest` under every seed of `options`. An error that is no
@@ -199,6 +315,13 @@ pub fn run_manifest(base: &Manifest, seed: u64) -> Manifest {
 /// missing VM) ends the exploration with that error.
 pub fn explore(manifest: &Manifest, options: &Options) -> Result<Report> {
     let started = std::time::Instant::now();
+    let machine_options = || MachineOptions { plugin_dirs: options.plugin_dirs.clone(), ..MachineOptions::default() };
+    let strategy = match options.strategy {
+        Strategy::Pct { depth, steps: None } => {
+            Strategy::Pct { depth, steps: Some(calibrate(manifest, &machine_options)?) }
+        }
+        s => s,
+    };
     let shard = options.shard.unwrap_or(Shard { index: 1, count: 1 });
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -213,11 +336,11 @@ pub fn explore(manifest: &Manifest, options: &Options) -> Result<Report> {
             let i = next.fetch_add(1, Ordering::Relaxed);
             // Seeds are computed, not listed: a range of 2^64 seeds costs no memory.
             let Some(seed) = shard.seed(options.seeds, i) else { return };
-            match run_seed(manifest, seed, &options.plugin_dirs, None) {
+            match run_seed_with(manifest, strategy, seed, machine_options(), None) {
                 Ok(None) => {}
                 Ok(Some(mut failure)) => {
                     if let Some(dir) = &options.out {
-                        match write_trace(manifest, seed, &options.plugin_dirs, dir) {
+                        match write_trace(manifest, strategy, seed, &options.plugin_dirs, dir) {
                             Ok(path) => failure.trace = Some(path),
                             Err(e) => {
                                 error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
@@ -251,7 +374,23 @@ pub fn explore(manifest: &Manifest, options: &Options) -> Result<Report> {
     }
     let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     failures.sort_by_key(|f| f.seed);
-    Ok(Report { runs: runs.into_inner(), failures, elapsed: started.elapsed() })
+    let mut report =
+        Report { strategy, runs: runs.into_inner(), failures, elapsed: started.elapsed(), shrunk: BTreeMap::new() };
+    if options.shrink_runs > 0 {
+        // The first failing run of each signature, after the exploration:
+        // the same runs are shrunk whatever the number of jobs.
+        let firsts: Vec<Failure> = report.groups().into_values().map(|f| f[0].clone()).collect();
+        for failure in firsts {
+            if let Some(mut shrunk) = shrink(manifest, strategy, &failure, options.shrink_runs, &machine_options)? {
+                if let Some(dir) = &options.out {
+                    shrunk.file = Some(write_schedule(&shrunk.schedule, dir)?);
+                }
+                report.shrunk.insert(failure.signature.clone(), shrunk);
+            }
+        }
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 /// Run `manifest` once in random order with `seed`; the failure, if the
@@ -263,19 +402,45 @@ pub fn run_seed(
     trace: Option<Box<dyn Write>>,
 ) -> Result<Option<Failure>> {
     let options = MachineOptions { plugin_dirs: plugin_dirs.to_vec(), ..MachineOptions::default() };
-    run_seed_with(manifest, seed, options, trace)
+    run_seed_with(manifest, Strategy::Random, seed, options, trace)
 }
 
-/// [`run_seed`] with the machine's options given (plugins linked into the
-/// process, as the test kit's scenarios have); their trace settings are
-/// replaced by the oracle's.
+/// Run `manifest` once in `strategy`'s order with `seed`, with the
+/// machine's options given (plugins linked into the process, as the test
+/// kit's scenarios have; their trace settings are replaced by the
+/// oracle's): the failure, if the run fails.
 pub fn run_seed_with(
     manifest: &Manifest,
+    strategy: Strategy,
     seed: u64,
     options: MachineOptions,
     trace: Option<Box<dyn Write>>,
 ) -> Result<Option<Failure>> {
-    let mut m = run_manifest(manifest, seed);
+    Ok(run_with(manifest, strategy, seed, options, trace)?.failure)
+}
+
+/// What one run showed.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Its failure, if it failed.
+    pub failure: Option<Failure>,
+    /// Its decisions ([`MachineOptions::record_schedule`]), or the
+    /// schedule it replayed ([`MachineOptions::schedule`]) as applied.
+    pub schedule: Schedule,
+    /// The pct order's steps it made.
+    pub pct_steps: u64,
+}
+
+/// [`run_seed_with`], and what else the run showed. With
+/// [`MachineOptions::schedule`], the run replays that schedule.
+pub fn run_with(
+    manifest: &Manifest,
+    strategy: Strategy,
+    seed: u64,
+    options: MachineOptions,
+    trace: Option<Box<dyn Write>>,
+) -> Result<Outcome> {
+    let mut m = run_manifest(manifest, strategy, seed);
     if trace.is_none() {
         // Nothing is kept, so no size limit applies.
         m.machine.trace_limit = u64::MAX;
@@ -290,7 +455,10 @@ pub fn run_seed_with(
         .map(|end| complete = end == crate::machine::RunEnd::Quiescent)
         .and_then(|()| machine.shutdown());
     let written = machine.finish_trace();
+    let schedule = machine.schedule();
+    let pct_steps = machine.pct_steps();
     drop(machine);
+    let outcome = |failure| Outcome { failure, schedule: schedule.clone(), pct_steps };
     let state = Rc::try_unwrap(state).map(RefCell::into_inner).unwrap_or_else(|rc| rc.borrow().clone_result());
     if let Err(e) = result {
         if !is_schedule_failure(&e) {
@@ -302,20 +470,95 @@ pub fn run_seed_with(
                 other => (None, other.to_string()),
             };
             let signature = Signature { kind: "fatal_error".into(), device, code: "FATAL".into() };
-            return Ok(Some(Failure { seed, signature, message, trace: None }));
+            return Ok(outcome(Some(Failure { seed, signature, message, trace: None })));
         }
     }
     written?;
     if let Some((signature, message)) = state.first {
-        return Ok(Some(Failure { seed, signature, message, trace: None }));
+        return Ok(outcome(Some(Failure { seed, signature, message, trace: None })));
     }
     // A run `[machine] until` cut short is held to what any part of a
     // good run satisfies.
     if let Some(b) = state.checker.broken_after(complete).into_iter().next() {
         let signature = Signature { kind: "expect".into(), device: None, code: b.expectation.clone() };
-        return Ok(Some(Failure { seed, signature, message: b.to_string(), trace: None }));
+        return Ok(outcome(Some(Failure { seed, signature, message: b.to_string(), trace: None })));
     }
-    Ok(None)
+    Ok(outcome(None))
+}
+
+/// Shrink `failure`'s schedule, as proptest shrinks an input: record the
+/// run's decisions, then replay changed schedules (no injected
+/// interrupts; nothing; a shorter prefix, after which the default order
+/// runs; one decision fewer), keeping a change only while the run still
+/// fails with the same signature, until no change helps or `budget` runs
+/// are made. `None` if the recorded run does not fail the same way.
+pub fn shrink(
+    manifest: &Manifest,
+    strategy: Strategy,
+    failure: &Failure,
+    budget: u64,
+    options: &dyn Fn() -> MachineOptions,
+) -> Result<Option<Shrunk>> {
+    let seed = failure.seed;
+    let recorded = run_with(manifest, strategy, seed, MachineOptions { record_schedule: true, ..options() }, None)?;
+    if recorded.failure.as_ref().map(|f| &f.signature) != Some(&failure.signature) {
+        return Ok(None);
+    }
+    let original = recorded.schedule;
+    let mut runs = 1;
+    // The replay of `candidate`, as applied, if it fails the same way.
+    let attempt = |candidate: &Schedule, runs: &mut u64| -> Result<Option<Schedule>> {
+        *runs += 1;
+        let options = MachineOptions { schedule: Some(candidate.clone()), record_schedule: true, ..options() };
+        let out = run_with(manifest, strategy, seed, options, None)?;
+        Ok((out.failure.map(|f| f.signature).as_ref() == Some(&failure.signature)).then_some(out.schedule))
+    };
+    let with = |s: &Schedule, decisions: Vec<Decision>| Schedule { decisions, ..s.clone() };
+    let mut best = original.clone();
+    // The replay of the whole schedule fails the same way (a check of
+    // determinism); it also is the schedule as replay applies it.
+    match attempt(&best, &mut runs)? {
+        Some(applied) => best = applied,
+        None => return Ok(None),
+    }
+    let mut changed = true;
+    while changed && runs < budget {
+        changed = false;
+        // No injected interrupts at all.
+        if best.count(DecisionKind::Interrupt) > 0 {
+            let fewer = best.decisions.iter().filter(|d| d.kind != DecisionKind::Interrupt).copied().collect();
+            if let Some(s) = attempt(&with(&best, fewer), &mut runs)? {
+                best = s;
+                changed = true;
+            }
+        }
+        // The shortest prefix that still fails (binary search).
+        let (mut lo, mut hi) = (0, best.decisions.len());
+        while lo < hi && runs < budget {
+            let mid = (lo + hi) / 2;
+            match attempt(&with(&best, best.decisions[..mid].to_vec()), &mut runs)? {
+                Some(s) => {
+                    changed |= s.decisions.len() < best.decisions.len();
+                    hi = s.decisions.len().min(mid);
+                    best = s;
+                }
+                None => lo = mid + 1,
+            }
+        }
+        // One decision fewer, from the last.
+        let mut i = best.decisions.len();
+        while i > 0 && runs < budget {
+            i -= 1;
+            let mut fewer = best.decisions.clone();
+            fewer.remove(i);
+            if let Some(s) = attempt(&with(&best, fewer), &mut runs)? {
+                best = s;
+                changed = true;
+                i = i.min(best.decisions.len());
+            }
+        }
+    }
+    Ok(Some(Shrunk { seed, original, schedule: best, runs, file: None }))
 }
 
 /// Whether `e` ends a run because of what happened in it (a schedule can
@@ -324,15 +567,31 @@ fn is_schedule_failure(e: &Error) -> bool {
     matches!(e, Error::Fatal { .. } | Error::SysVmInitFailed { .. } | Error::AbortWin386Load { .. })
 }
 
-fn write_trace(manifest: &Manifest, seed: u64, plugin_dirs: &[PathBuf], dir: &std::path::Path) -> Result<PathBuf> {
-    let io = |path: &std::path::Path, e: std::io::Error| Error::Io {
-        path: path.to_path_buf(),
-        message: format!("cannot write the trace of a failing run: {e}"),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+fn io_error(path: &std::path::Path, what: &str, e: std::io::Error) -> Error {
+    Error::Io { path: path.to_path_buf(), message: format!("cannot write {what}: {e}") }
+}
+
+fn write_trace(
+    manifest: &Manifest,
+    strategy: Strategy,
+    seed: u64,
+    plugin_dirs: &[PathBuf],
+    dir: &std::path::Path,
+) -> Result<PathBuf> {
+    let what = "the trace of a failing run";
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, what, e))?;
     let path = dir.join(format!("seed-{seed}.jsonl"));
-    let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
-    run_seed(manifest, seed, plugin_dirs, Some(Box::new(std::io::BufWriter::new(file))))?;
+    let file = std::fs::File::create(&path).map_err(|e| io_error(&path, what, e))?;
+    let options = MachineOptions { plugin_dirs: plugin_dirs.to_vec(), ..MachineOptions::default() };
+    run_seed_with(manifest, strategy, seed, options, Some(Box::new(std::io::BufWriter::new(file))))?;
+    Ok(path)
+}
+
+fn write_schedule(schedule: &Schedule, dir: &std::path::Path) -> Result<PathBuf> {
+    let what = "a shrunk schedule";
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, what, e))?;
+    let path = dir.join(format!("seed-{}.schedule", schedule.seed));
+    std::fs::write(&path, schedule.to_text()).map_err(|e| io_error(&path, what, e))?;
     Ok(path)
 }
 
@@ -424,6 +683,23 @@ impl Write for OracleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strategies_name_their_replay() {
+        assert_eq!(Strategy::Random.run_flags(7), "--order random --seed 7");
+        assert_eq!(Strategy::Random.settings(7), ["machine.order=random", "machine.seed=7"]);
+        let pct = Strategy::Pct { depth: 2, steps: Some(12) };
+        assert_eq!(pct.run_flags(u64::MAX), format!("--order pct --seed {} --pct-depth 2 --pct-steps 12", u64::MAX));
+        assert_eq!(
+            pct.settings(3),
+            ["machine.order=pct", "machine.seed=3", "machine.pct_depth=2", "machine.pct_steps=12"]
+        );
+        let m = run_manifest(&Manifest::default(), pct, 5);
+        assert_eq!(
+            (m.machine.order, m.machine.seed, m.machine.pct_depth, m.machine.pct_steps),
+            (Order::Pct, Some(5), 2, 12)
+        );
+    }
 
     #[test]
     fn seed_ranges_and_shards_parse_and_split_exactly() {

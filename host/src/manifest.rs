@@ -91,6 +91,18 @@ pub enum Order {
     /// Seeded random order, plus interrupt injection at service-call
     /// boundaries.
     Random,
+    /// Seeded PCT order (random task priorities with `pct_depth - 1`
+    /// priority change points), interrupts injected as in random order.
+    Pct,
+}
+
+impl Order {
+    /// Whether the order is explored (random or pct): its choices come
+    /// from the machine's schedule source.
+    #[inline(always)]
+    pub fn explored(self) -> bool {
+        matches!(self, Order::Random | Order::Pct)
+    }
 }
 
 impl std::str::FromStr for Order {
@@ -100,7 +112,8 @@ impl std::str::FromStr for Order {
             "lifo" => Ok(Order::Lifo),
             "fifo" => Ok(Order::Fifo),
             "random" => Ok(Order::Random),
-            _ => Err(format!("unknown order `{s}`: expected lifo, fifo or random")),
+            "pct" => Ok(Order::Pct),
+            _ => Err(format!("unknown order `{s}`: expected lifo, fifo, random or pct")),
         }
     }
 }
@@ -165,6 +178,12 @@ pub struct MachineSettings {
     /// Probability (0..=1) of an injected interrupt at a service-call
     /// boundary in random mode.
     pub inject_rate: f64,
+    /// Pct order: the bug depth `d`; `d - 1` priority change points
+    /// (at least 1).
+    pub pct_depth: u32,
+    /// Pct order: the steps (choices among at least two tasks) the change
+    /// points are drawn among (at least 1).
+    pub pct_steps: u64,
     /// Stop at this virtual time.
     pub until: Option<Duration>,
     /// Pace virtual time to the wall clock.
@@ -196,6 +215,15 @@ pub struct MachineSettings {
 /// units), and reached in about a second of host time with a trace kept,
 /// a few tens of milliseconds without (`livelock_guard` in BENCHMARKS.md).
 pub const DEFAULT_LIVELOCK_LIMIT: u64 = 500_000;
+
+/// The default `[machine] pct_depth`: two change points.
+pub const DEFAULT_PCT_DEPTH: u32 = 3;
+
+/// The default `[machine] pct_steps`.
+pub const DEFAULT_PCT_STEPS: u64 = 100;
+
+/// The largest `[machine] pct_depth`.
+pub const MAX_PCT_DEPTH: u32 = 1000;
 
 /// The default `[machine] trace_limit`: 1 GiB.
 pub const DEFAULT_TRACE_LIMIT: u64 = 1 << 30;
@@ -255,6 +283,8 @@ impl Default for MachineSettings {
             seed: None,
             order: Order::Lifo,
             inject_rate: 0.05,
+            pct_depth: DEFAULT_PCT_DEPTH,
+            pct_steps: DEFAULT_PCT_STEPS,
             until: None,
             realtime: false,
             violations: ViolationPolicy::Error,
@@ -552,6 +582,8 @@ struct RawMachine {
     seed: Option<Spanned<RawSeed>>,
     order: Option<Spanned<String>>,
     inject_rate: Option<Spanned<f64>>,
+    pct_depth: Option<Spanned<i64>>,
+    pct_steps: Option<Spanned<i64>>,
     until: Option<Spanned<RawDuration>>,
     realtime: Option<bool>,
     violations: Option<Spanned<String>>,
@@ -1085,6 +1117,20 @@ fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Resu
             return Err(src.error(&rate.span(), format!("inject_rate must be between 0 and 1, got {r}")));
         }
         m.inject_rate = r;
+    }
+    if let Some(d) = raw.pct_depth {
+        let v = *d.get_ref();
+        if !(1..=MAX_PCT_DEPTH as i64).contains(&v) {
+            return Err(src.error(&d.span(), format!("pct_depth must be from 1 to {MAX_PCT_DEPTH}, got {v}")));
+        }
+        m.pct_depth = v as u32;
+    }
+    if let Some(k) = raw.pct_steps {
+        let v = *k.get_ref();
+        if v < 1 {
+            return Err(src.error(&k.span(), format!("pct_steps must be at least 1, got {v}")));
+        }
+        m.pct_steps = v as u64;
     }
     if let Some(until) = &raw.until {
         m.until = Some(bounded(src, "until", until, Duration::from_nanos(1), MAX_UNTIL)?);

@@ -403,6 +403,9 @@ pub enum TraceEvent {
     EventScheduled {
         /// The event handle.
         handle: u32,
+        /// The event's sequence number in the run (from 1), as schedule
+        /// files name events.
+        seq: u64,
         /// `priority`, `vm`, `global`, `ints_enabled`.
         event: &'static str,
         /// Target VM (null for global events).
@@ -822,6 +825,9 @@ pub enum TraceEvent {
     AppyScheduled {
         /// The appy-time event handle.
         handle: u32,
+        /// Its sequence number in the run (from 1), as schedule files name
+        /// appy-time events.
+        seq: u64,
         /// The requesting device.
         device: String,
         /// The callback's name.

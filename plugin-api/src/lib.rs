@@ -141,7 +141,9 @@
 //! * Anything can happen before the callback runs: your device can be
 //!   re-entered and schedule again, and several pending callbacks run in no
 //!   guaranteed order (usually LIFO; `vmm run --order random --seed N`
-//!   shuffles them and re-enters devices with injected interrupts).
+//!   shuffles them and re-enters devices with injected interrupts, `--order
+//!   pct` gives their sources random priorities that change at a few points,
+//!   and `vmm explore` runs thousands of such schedules).
 //! * At interrupt time (a handler registered with
 //!   [`Vmm::register_interrupt`]) only asynchronous services are legal;
 //!   schedule an event and do the rest there.
@@ -578,6 +580,34 @@
 //!
 //! A `--trace` file can be checked the same way:
 //! `Trace::from_json_lines(&std::fs::read_to_string("run.jsonl")?)`.
+//!
+//! **Exploring schedules.** Your device must not depend on the order in
+//! which its events run (KB Q75009). `Scenario::explore(0..200)` runs the
+//! scenario under 200 seeds of the random order, `explore_with` under a
+//! strategy: `Strategy::Random`, or `Strategy::pct(depth)`, PCT (random
+//! priorities for each event source, `depth - 1` priority change points per
+//! run), which finds a bug that needs `depth` orderings in a known share of
+//! runs. A run fails on a violation (report your own invariants with
+//! `Vmm::report_violation`), a panic, a fatal error, a deadlock or livelock,
+//! or a broken `[expect]`. The first failing seed panics with its failure,
+//! the `Scenario::set` calls and the `vmm run` flags that replay it, and its
+//! schedule *shrunk*: the fewest decisions away from the default order (the
+//! newest ready event first, no injected interrupt) that still fail the same
+//! way. Save that text as a file to replay it with `vmm run MANIFEST
+//! --schedule FILE`, or in a test:
+//!
+//! ```no_run
+//! use vmm_testkit::{Scenario, Schedule, Strategy, json};
+//!
+//! let scenario = Scenario::new("[386Enh]\ndevice = [\"ORDERED.386\"]").this_crate();
+//! // Passes, or panics with the seed, the replay and the shrunk schedule.
+//! scenario.explore_with(Strategy::pct(3), 0..500);
+//! // A shrunk schedule from an earlier failure, kept as a regression test.
+//! let text = std::fs::read_to_string("tests/ordered.schedule").unwrap();
+//! let schedule = Schedule::parse(&text).unwrap();
+//! let run = scenario.clone().replay(schedule).run();
+//! run.trace().expect_none(json!({"kind": "violation"}));
+//! ```
 //!
 //! ## Dynamic devices and hot reload
 //!

@@ -247,6 +247,11 @@ fn invalid_machine_values_are_refused_with_the_key_named() {
         ("trace_limit = 10", "manifest#1:4:15", "trace_limit must be at least 1024 bytes"),
         ("trace_limit = \"5 parsecs\"", "manifest#1:4:15", "trace_limit: invalid size"),
         ("trace_limit = -1", "manifest#1:4:15", "trace_limit must not be negative"),
+        ("pct_depth = 0", "manifest#1:4:13", "pct_depth must be from 1 to 1000, got 0"),
+        ("pct_depth = 1001", "manifest#1:4:13", "pct_depth must be from 1 to 1000, got 1001"),
+        ("pct_steps = 0", "manifest#1:4:13", "pct_steps must be at least 1, got 0"),
+        ("pct_steps = -3", "manifest#1:4:13", "pct_steps must be at least 1, got -3"),
+        ("order = \"sideways\"", "manifest#1:4:9", "unknown order `sideways`: expected lifo, fifo, random or pct"),
     ];
     for (line, place, message) in cases {
         // The value sits on line 4 of this manifest.

@@ -549,7 +549,7 @@ impl VxD for PostIrq {
     }
 }
 
-fn with_postirq(rest: &str) -> Scenario {
+pub(crate) fn with_postirq(rest: &str) -> Scenario {
     Scenario::new(&format!(
         r#"
 [386Enh]

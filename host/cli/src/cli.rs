@@ -51,11 +51,14 @@ enum Command {
     Check(CommonArgs),
     /// Show the device list: name, ID, init order, file, APIs, services.
     List(CommonArgs),
-    /// Run the machine under many seeds of the random order and report the runs that fail.
+    /// Run the machine under many seeds of the random or pct order and report the runs that fail.
     #[command(after_help = "A run fails on a violation, a plugin panic, a fatal error (deadlock and livelock \
                             included) or a broken [expect] expectation. Each failure comes with the `vmm run` \
-                            command that replays it exactly.\n\nExamples:\n  \
+                            command that replays it exactly; the first failing run of each kind is shrunk to \
+                            the fewest decisions away from the default order that still fail the same way.\
+                            \n\nExamples:\n  \
                             vmm explore system.ini --runs 1000\n  \
+                            vmm explore system.ini --strategy pct --pct-depth 2 --runs 1000\n  \
                             vmm explore system.ini --seeds 0..10000 --shard 2/4 --out failures")]
     Explore(ExploreArgs),
     /// Tell the story of the messages of a run again, from its `--trace` file.
@@ -153,12 +156,24 @@ struct RunArgs {
     #[arg(long, value_name = "SIZE", value_parser = vmm_host::manifest::parse_size)]
     trace_limit: Option<u64>,
     /// The order in which events that are ready at the same moment run: lifo (default), fifo,
-    /// random (seeded; also injects interrupts that re-enter the devices).
+    /// random (seeded; also injects interrupts that re-enter the devices), pct (seeded random
+    /// priorities of the events' sources with a few priority change points; injects as random).
     #[arg(long, value_name = "ORDER")]
     order: Option<String>,
-    /// Seed for the random order mode.
+    /// Seed for the random and pct orders.
     #[arg(long)]
     seed: Option<u64>,
+    /// Pct order: the bug depth D, with D-1 priority change points (default 3).
+    #[arg(long, value_name = "D")]
+    pct_depth: Option<u32>,
+    /// Pct order: the number of steps the change points are drawn among (default 100; the replay
+    /// commands of `vmm explore --strategy pct` give the number it measured).
+    #[arg(long, value_name = "K")]
+    pct_steps: Option<u64>,
+    /// Replay a schedule file (`vmm explore --out DIR` writes DIR/seed-N.schedule): its order,
+    /// its seed and its decisions; at every other step the default order (newest ready event).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["order", "seed"])]
+    schedule: Option<PathBuf>,
     /// Pace virtual time to the wall clock.
     #[arg(long)]
     realtime: bool,
@@ -195,16 +210,30 @@ struct ExploreArgs {
     /// Worker threads, each with its own machine (default: the cores available).
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
-    /// The schedule strategy: random (seeded random order with interrupt injection, as `vmm run --order random`).
+    /// The schedule strategy: random (seeded random order with interrupt injection, as `vmm run
+    /// --order random`) or pct (random priorities of the events' sources, --pct-depth - 1
+    /// priority change points, as `vmm run --order pct`).
     #[arg(long, value_name = "STRATEGY", default_value = "random")]
     strategy: String,
+    /// Pct: the bug depth D, with D-1 priority change points per run (default 3).
+    #[arg(long, value_name = "D")]
+    pct_depth: Option<u32>,
+    /// Pct: the steps the change points are drawn among (default: measured before the runs, as
+    /// the most choices a run makes over the seeds 0..4 without change points).
+    #[arg(long, value_name = "K")]
+    pct_steps: Option<u64>,
+    /// The most runs shrinking the first failing schedule of each signature may make (0: no
+    /// shrinking).
+    #[arg(long, value_name = "N", default_value_t = vmm_host::explore::DEFAULT_SHRINK_RUNS)]
+    shrink_runs: u64,
     /// Run only shard I of N of the seeds (1 <= I <= N): the seeds whose index in the range is I-1 modulo N.
     #[arg(long, value_name = "I/N")]
     shard: Option<String>,
     /// Stop at the first failing run.
     #[arg(long)]
     fail_fast: bool,
-    /// Write the trace of each failing run to DIR/seed-N.jsonl.
+    /// Write the trace of each failing run to DIR/seed-N.jsonl, and the shrunk schedule of each
+    /// failure to DIR/seed-N.schedule (`vmm run --schedule` replays it).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
@@ -329,12 +358,18 @@ fn build_plugins(m: &Manifest, policy: BuildPolicy, profile: &str, extra_dirs: &
 
 fn machine(args: &CommonArgs, m: Manifest) -> Result<Machine> {
     let trace = TraceFile::open(args.trace.as_deref())?;
-    machine_with(args, m, false, trace.map(|t| Box::new(t) as Box<dyn Write>))
+    machine_with(args, m, false, trace.map(|t| Box::new(t) as Box<dyn Write>), None)
 }
 
-fn machine_with(args: &CommonArgs, m: Manifest, capture_trace: bool, trace: Option<Box<dyn Write>>) -> Result<Machine> {
+fn machine_with(
+    args: &CommonArgs,
+    m: Manifest,
+    capture_trace: bool,
+    trace: Option<Box<dyn Write>>,
+    schedule: Option<vmm_host::explore::Schedule>,
+) -> Result<Machine> {
     let plugin_dirs = plugin_dirs(&args.machine, &m)?;
-    Ok(Machine::new(m, MachineOptions { capture_trace, trace, plugin_dirs, ..MachineOptions::default() }))
+    Ok(Machine::new(m, MachineOptions { capture_trace, trace, plugin_dirs, schedule, ..MachineOptions::default() }))
 }
 
 /// The plugin directories of a machine: `--plugin-dir`, then what cargo
@@ -533,6 +568,25 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         // A string: a TOML integer cannot hold seeds of 2^63 and above.
         sets.push(format!("machine.seed=\"{s}\""));
     }
+    if let Some(d) = args.pct_depth {
+        sets.push(format!("machine.pct_depth={d}"));
+    }
+    if let Some(k) = args.pct_steps {
+        sets.push(format!("machine.pct_steps={k}"));
+    }
+    let schedule = match &args.schedule {
+        Some(path) => {
+            let bad =
+                |reason: String| Error::InvalidInput { what: "--schedule", value: path.display().to_string(), reason };
+            let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            let schedule = vmm_host::explore::Schedule::parse(&text).map_err(bad)?;
+            let order = if schedule.order == vmm_host::manifest::Order::Pct { "pct" } else { "random" };
+            sets.push(format!("machine.order=\"{order}\""));
+            sets.push(format!("machine.seed=\"{}\"", schedule.seed));
+            Some(schedule)
+        }
+        None => None,
+    };
     if args.realtime {
         sets.push("machine.realtime=true".to_string());
     }
@@ -553,7 +607,7 @@ fn run(args: RunArgs) -> Result<ExitCode> {
         Box::new(TraceSink { file: trace_file, teller: teller.clone(), checker: checker.clone(), partial: Vec::new() })
             as _
     });
-    let result = run_to_end(&args, m, sink, &signals, teller.as_ref());
+    let result = run_to_end(&args, m, schedule, sink, &signals, teller.as_ref());
     match (signals.received(), result) {
         // The run ended: what the manifest expects of it must hold (of a
         // run cut short by `until`, what holds of any part of a good run).
@@ -575,11 +629,12 @@ fn run(args: RunArgs) -> Result<ExitCode> {
 fn run_to_end(
     args: &RunArgs,
     m: Manifest,
+    schedule: Option<vmm_host::explore::Schedule>,
     sink: Option<Box<dyn Write>>,
     signals: &Signals,
     teller: Option<&Rc<RefCell<Teller>>>,
 ) -> Result<RunEnd> {
-    let mut machine = machine_with(&args.common, m, args.timeline.is_some(), sink)?;
+    let mut machine = machine_with(&args.common, m, args.timeline.is_some(), sink, schedule)?;
     machine.interrupt_on(signals.stop.clone());
     tracing::info!("seed {} (order {:?})", machine.seed(), machine.manifest().machine.order);
     let result = if args.watch {
@@ -612,16 +667,34 @@ fn run_to_end(
 }
 
 /// `vmm explore`: the machine under many seeds; failing seeds grouped by
-/// signature on stdout, each with its replay command; exit 1 if any failed.
+/// signature on stdout, each with its replay command, the first of each
+/// shrunk; exit 1 if any failed.
 fn explore(args: ExploreArgs) -> Result<ExitCode> {
-    use vmm_host::explore::{Options, Seeds, Shard};
+    use vmm_host::explore::{Options, Seeds, Shard, Strategy};
     let bad = |what: &'static str, value: &str, reason: String| Error::InvalidInput {
         what,
         value: value.to_string(),
         reason,
     };
-    if args.strategy != "random" {
-        return Err(bad("--strategy", &args.strategy, "the strategies are: random".to_string()));
+    let depth = args.pct_depth.unwrap_or(vmm_host::manifest::DEFAULT_PCT_DEPTH);
+    if !(1..=vmm_host::manifest::MAX_PCT_DEPTH).contains(&depth) {
+        let reason = format!("give a depth from 1 to {}", vmm_host::manifest::MAX_PCT_DEPTH);
+        return Err(bad("--pct-depth", &depth.to_string(), reason));
+    }
+    if args.pct_steps == Some(0) {
+        return Err(bad("--pct-steps", "0", "give at least 1 step".to_string()));
+    }
+    let strategy = match args.strategy.as_str() {
+        "random" => Strategy::Random,
+        "pct" => Strategy::Pct { depth, steps: args.pct_steps },
+        other => return Err(bad("--strategy", other, "the strategies are: random, pct".to_string())),
+    };
+    if strategy == Strategy::Random && (args.pct_depth.is_some() || args.pct_steps.is_some()) {
+        let (flag, value) = match (args.pct_depth, args.pct_steps) {
+            (Some(d), _) => ("--pct-depth", d.to_string()),
+            (None, k) => ("--pct-steps", k.unwrap_or_default().to_string()),
+        };
+        return Err(bad(flag, &value, "it applies to --strategy pct only".to_string()));
     }
     let seeds = match (&args.seeds, args.runs) {
         (Some(text), _) => Seeds::parse(text).map_err(|e| bad("--seeds", text, e))?,
@@ -645,45 +718,93 @@ fn explore(args: ExploreArgs) -> Result<ExitCode> {
     let m = manifest(&args.machine, &[])?;
     let plugin_dirs = plugin_dirs(&args.machine, &m)?;
     let total = shard.map_or(seeds.len(), |s| s.len(seeds));
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let last = Mutex::new(std::time::Instant::now());
-    let progress = move |done: u64, failures: u64| {
-        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-        if done == total || last.elapsed() >= std::time::Duration::from_millis(500) {
-            *last = std::time::Instant::now();
-            eprint!("\rexplore: {done}/{total} runs, {failures} failing");
-            if done == total {
-                eprintln!();
+    let bar = progress_bar(total);
+    let progress = {
+        let bar = bar.clone();
+        move |done: u64, failures: u64| {
+            bar.set_position(done);
+            if failures > 0 {
+                bar.set_message(format!("{failures} failing"));
             }
         }
     };
     let options = Options {
         seeds,
         shard,
+        strategy,
         jobs,
         fail_fast: args.fail_fast,
         out: args.out.clone(),
+        shrink_runs: args.shrink_runs,
         plugin_dirs,
-        progress: terminal.then(|| Box::new(progress) as Box<dyn Fn(u64, u64) + Sync>),
+        progress: (!bar.is_hidden()).then(|| Box::new(progress) as Box<dyn Fn(u64, u64) + Sync>),
     };
-    let report = vmm_host::explore::explore(&m, &options)?;
+    let report = vmm_host::explore::explore(&m, &options);
+    bar.finish_and_clear();
+    let report = report?;
     let replay = replay_prefix(&args);
+    if let Strategy::Pct { depth, steps: Some(steps) } = report.strategy {
+        println!("pct: depth {depth}, change points among {steps} step(s)");
+    }
     for (signature, failures) in report.groups() {
         println!("{signature}: {} failing run(s)", failures.len());
         println!("  {}", failures[0].message);
         for f in &failures {
             let trace = f.trace.as_ref().map(|p| format!("  # trace: {}", p.display())).unwrap_or_default();
-            println!("  seed {}: {replay} --order random --seed {}{trace}", f.seed, f.seed);
+            println!("  seed {}: {replay} {}{trace}", f.seed, report.strategy.run_flags(f.seed));
+        }
+        if args.shrink_runs > 0 && !report.shrunk.contains_key(signature) {
+            println!("  not shrunk: seed {} did not fail the same way when run again to record it", failures[0].seed);
+        }
+        if let Some(shrunk) = report.shrunk.get(signature) {
+            let (c0, i0) = shrunk.original.sizes();
+            let (c1, i1) = shrunk.schedule.sizes();
+            println!(
+                "  shrunk seed {}: {c0} choice(s) and {i0} injected interrupt(s) away from the default order \
+                 -> {c1} and {i1} ({} run(s))",
+                shrunk.seed, shrunk.runs
+            );
+            match &shrunk.file {
+                Some(file) => println!(
+                    "  replay the shrunk schedule: {replay} --schedule {}",
+                    shell_quote(&file.display().to_string())
+                ),
+                None => {
+                    println!("  shrunk schedule (write it to a file with --out, replay with vmm run --schedule FILE):");
+                    for line in shrunk.schedule.to_text().lines().filter(|l| !l.starts_with('#')) {
+                        println!("    {line}");
+                    }
+                }
+            }
         }
     }
     println!(
-        "explored {} run(s) in {:.2} s: {} failing, {:.1} runs/s ({jobs} job(s))",
+        "explored {} run(s) in {:.2} s: {} failing, {:.1} runs/s ({jobs} job(s), strategy {})",
         report.runs,
         report.elapsed.as_secs_f64(),
         report.failures.len(),
-        report.rate()
+        report.rate(),
+        report.strategy.name()
     );
     Ok(if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The progress bar of an exploration on stderr: hidden when stderr is no
+/// terminal or `CI` is set (indicatif also hides it for `TERM=dumb`).
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let attended = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("CI").is_none();
+    if !attended {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+    let style =
+        indicatif::ProgressStyle::with_template("explore {bar:30} {pos}/{len} runs, {rate} runs/s, eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}", state.per_sec());
+            });
+    bar.set_style(style);
+    bar
 }
 
 /// `vmm run` with the manifests and options of an exploration, shell-quoted.

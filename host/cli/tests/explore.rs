@@ -99,6 +99,77 @@ fn a_failing_schedule_is_reported_with_a_replay_command_that_reproduces_it() {
 }
 
 #[test]
+fn both_strategies_find_shrink_and_replay_the_order_bug() {
+    for strategy in ["random", "pct"] {
+        let dir = scratch(&format!("shrink-{strategy}"), ORDER_BUG);
+        let out =
+            vmm(&dir, &["explore", "system.ini", "--seeds", "0..20", "--strategy", strategy, "--out", "failures"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+        assert!(
+            stdout.starts_with("violation FXORDER_MIDDLE_NOT_SECOND in FXORDER: ") || strategy == "pct",
+            "{stdout}"
+        );
+        assert!(stdout.contains(&format!("strategy {strategy})")), "{stdout}");
+        // The replay command of a failing seed reproduces its kept trace.
+        let line = stdout.lines().find(|l| l.trim().starts_with("seed ")).unwrap();
+        let seed: u64 = line.trim()["seed ".len()..].split(':').next().unwrap().parse().unwrap();
+        let command = line.split_once(": ").unwrap().1.split("  # trace: ").next().unwrap();
+        assert!(command.contains(&format!("--order {strategy} --seed {seed}")), "{command}");
+        if strategy == "pct" {
+            assert!(command.contains("--pct-depth 3 --pct-steps "), "{command}");
+        }
+        let replay = dir.join("replay.jsonl");
+        let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        args.extend(["--trace", replay.to_str().unwrap()]);
+        let out = vmm(&dir, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let kept = dir.join("failures").join(format!("seed-{seed}.jsonl"));
+        assert_eq!(records(&replay), records(&kept), "{strategy}: the replay and the kept trace of seed {seed}");
+        // The first failure is shrunk to one choice away from the default
+        // order (the newest ready event first), and its schedule file
+        // replays the failure.
+        let shrunk =
+            stdout.lines().find(|l| l.trim().starts_with("shrunk seed ")).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(shrunk.contains("-> 1 and 0 ("), "{shrunk}");
+        let file = format!("failures/seed-{seed}.schedule");
+        let text_of_file = std::fs::read_to_string(dir.join(&file)).unwrap();
+        assert!(text_of_file.starts_with("vmm-schedule 1\n"), "{text_of_file}");
+        assert!(text_of_file.contains(&format!("\norder {strategy}\nseed {seed}\n")), "{text_of_file}");
+        assert_eq!(text_of_file.lines().filter(|l| l.starts_with("event ")).count(), 1, "{text_of_file}");
+        let command = stdout.lines().find_map(|l| l.trim().strip_prefix("replay the shrunk schedule: ")).unwrap();
+        assert!(
+            command.starts_with("vmm run system.ini ") && command.ends_with(&format!(" --schedule {file}")),
+            "{command}"
+        );
+        let shrunk_trace = dir.join("shrunk.jsonl");
+        let out = vmm(&dir, &["run", "system.ini", "--schedule", &file, "--trace", shrunk_trace.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v = violations(&shrunk_trace);
+        assert_eq!(v.len(), 1, "{strategy}");
+        assert_eq!(v[0]["code"], "FXORDER_MIDDLE_NOT_SECOND");
+        assert_eq!(records(&shrunk_trace)[0]["order"], strategy);
+    }
+}
+
+#[test]
+fn bad_schedule_files_are_refused_naming_the_line() {
+    let dir = scratch("bad-schedule", ORDER_BUG);
+    std::fs::write(dir.join("s.schedule"), "vmm-schedule 1\norder random\nseed 3\nevent 0 x\n").unwrap();
+    let out = vmm(&dir, &["run", "system.ini", "--schedule", "s.schedule"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--schedule `s.schedule` is refused") && stderr.contains("line 4: the value `x`"),
+        "{stderr}"
+    );
+    let out = vmm(&dir, &["run", "system.ini", "--schedule", "missing.schedule"]);
+    assert!(text(&out.stderr).contains("cannot read it"), "{}", text(&out.stderr));
+    let out = vmm(&dir, &["run", "system.ini", "--schedule", "s.schedule", "--seed", "4"]);
+    assert_eq!(out.status.code(), Some(2), "--schedule gives the seed");
+}
+
+#[test]
 fn fail_fast_stops_at_the_first_failure() {
     let dir = scratch("fail-fast", ORDER_BUG);
     let out = vmm(&dir, &["explore", "system.ini", "--runs", "200", "--jobs", "1", "--fail-fast"]);
@@ -152,7 +223,10 @@ fn bad_explore_arguments_are_refused_with_one_error_paragraph() {
     for (args, want) in [
         (&["--shard", "4/3"][..], "--shard `4/3` is refused"),
         (&["--seeds", "9..3"], "ends before it starts"),
-        (&["--strategy", "pct"], "the strategies are: random"),
+        (&["--strategy", "sideways"], "the strategies are: random, pct"),
+        (&["--pct-depth", "2"], "it applies to --strategy pct only"),
+        (&["--strategy", "pct", "--pct-depth", "0"], "give a depth from 1 to 1000"),
+        (&["--strategy", "pct", "--pct-steps", "0"], "give at least 1 step"),
         (&["--jobs", "0"], "--jobs `0` is refused"),
     ] {
         let out = vmm(&dir, &[&["explore", "system.ini"][..], args].concat());

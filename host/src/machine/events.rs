@@ -42,13 +42,14 @@ impl Core {
     #[cold]
     #[inline(never)]
     fn trace_scheduled(&self, caller: u32, handle: u32, timeout_ms: Option<u32>) {
-        let Some((kind, target, flags, boost, label)) =
-            self.sched.with_event(handle, |e| (e.kind, e.target, e.flags, e.boost, e.cb.label()))
+        let Some((kind, target, flags, boost, label, seq)) =
+            self.sched.with_event(handle, |e| (e.kind, e.target, e.flags, e.boost, e.cb.label(), e.seq))
         else {
             return;
         };
         self.trace(|| TraceEvent::EventScheduled {
             handle,
+            seq,
             event: kind.name(),
             vm: (target != 0).then_some(target),
             flags,

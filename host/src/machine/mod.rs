@@ -36,8 +36,8 @@ use crate::vmm::crit::{CritSection, Semaphores};
 use crate::vmm::heap::Heap;
 use crate::vmm::irq::Irq;
 use crate::vmm::nest::NestCounts;
-use crate::vmm::rng::Rng;
 use crate::vmm::sched::LoopEnd;
+use crate::vmm::schedule::{Schedule, Settings, Source};
 use crate::vmm::scheduler::Scheduler;
 use crate::vmm::slab::Slab;
 use crate::vmm::timers::TimerKind;
@@ -72,6 +72,11 @@ pub struct MachineOptions {
     /// Plugins linked into this process, by the name the manifest uses
     /// (matched like file names: `VPOSTD.386` finds `vpostd`).
     pub in_process: Vec<(String, PluginRoot_Ref)>,
+    /// Replay this schedule (its decisions instead of the order's; the
+    /// manifest's `[machine] order` and `seed` should be the schedule's).
+    pub schedule: Option<Schedule>,
+    /// Record the run's decisions ([`Machine::schedule`]).
+    pub record_schedule: bool,
 }
 
 /// Where the machine is in its life.
@@ -168,7 +173,8 @@ pub(crate) struct Core {
     pub(crate) violation_count: Cell<u64>,
     /// The seed of this run.
     pub(crate) seed: u64,
-    pub(crate) rng: RefCell<Rng>,
+    /// Where the explored orders' choices come from.
+    pub(crate) schedule: RefCell<Source>,
     /// Virtual time, the time slice, pending events and timers.
     pub(crate) sched: Scheduler,
     pub(crate) crit: RefCell<CritSection>,
@@ -234,7 +240,7 @@ impl Core {
             search.prepend(dir.clone());
         }
         let seed = manifest.machine.seed.unwrap_or_else(|| {
-            if manifest.machine.order == crate::manifest::Order::Random {
+            if manifest.machine.order.explored() {
                 // No seed given: take one from the clock; every run prints it.
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -247,7 +253,17 @@ impl Core {
         let trace_limit = manifest.machine.trace_limit;
         Core {
             seed,
-            rng: RefCell::new(Rng::new(seed)),
+            schedule: RefCell::new(Source::new(
+                &Settings {
+                    order: manifest.machine.order,
+                    seed,
+                    inject_rate: manifest.machine.inject_rate,
+                    pct_depth: manifest.machine.pct_depth,
+                    pct_steps: manifest.machine.pct_steps,
+                },
+                options.schedule.as_ref(),
+                options.record_schedule,
+            )),
             sched: Scheduler::default(),
             crit: RefCell::new(CritSection::default()),
             sems: RefCell::new(Semaphores::default()),
@@ -848,6 +864,18 @@ impl Machine {
     /// The seed of this run.
     pub fn seed(&self) -> u64 {
         self.core.seed
+    }
+
+    /// The decisions of this run that differ from the default order, as
+    /// far as it went (empty unless [`MachineOptions::record_schedule`]).
+    pub fn schedule(&self) -> Schedule {
+        self.core.schedule.borrow().recorded()
+    }
+
+    /// The pct order's steps so far (choices among at least two tasks; 0
+    /// in the other orders).
+    pub fn pct_steps(&self) -> u64 {
+        self.core.schedule.borrow().pct_steps()
     }
 
     /// Shut down normally: terminate the VMs, then `Sys_VM_Terminate`,

@@ -145,6 +145,7 @@ impl Core {
             }
             self.trace(|| TraceEvent::EventScheduled {
                 handle,
+                seq: self.sched.with_event(handle, |e| e.seq).unwrap_or(0),
                 event: "priority",
                 vm: Some(target),
                 flags: pef,

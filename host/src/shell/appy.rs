@@ -18,6 +18,7 @@ use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
+use crate::vmm::schedule::{Candidate, DecisionKind, Task};
 use crate::vmm::timers::TimerKind;
 
 impl Core {
@@ -84,6 +85,7 @@ impl Core {
         }
         self.trace(|| TraceEvent::AppyScheduled {
             handle,
+            seq,
             device: self.instance_name(owner).to_string(),
             callback: crate::vmm::callback::shorten(label),
             flags,
@@ -160,9 +162,23 @@ impl Core {
             match self.manifest.machine.order {
                 Order::Lifo => pending.last().map(|p| p.1),
                 Order::Fifo => pending.first().map(|p| p.1),
-                Order::Random => {
-                    let i = self.rng.borrow_mut().below(pending.len());
-                    pending.get(i).map(|p| p.1)
+                Order::Random | Order::Pct => {
+                    // Oldest first, as `pending`; an appy-time event's pct
+                    // task is its owner and callback.
+                    let mut candidates: Vec<Candidate> = appy
+                        .iter()
+                        .map(|(_, r)| Candidate {
+                            seq: r.seq,
+                            task: Task { owner: r.cb.owner(), code: r.cb.identity(), target: 0 },
+                        })
+                        .collect();
+                    candidates.sort_unstable_by_key(|c| c.seq);
+                    if candidates.is_empty() {
+                        None
+                    } else {
+                        let seq = self.schedule.borrow_mut().choose(DecisionKind::Appy, &candidates);
+                        pending.iter().find(|p| p.0 == seq).map(|p| p.1)
+                    }
                 }
             }
         };

@@ -82,6 +82,16 @@ impl Callback {
         }
     }
 
+    /// The callback's code, for telling callbacks apart within a run (the
+    /// plugin's vtable of this kind of callback, or the host closure's
+    /// name): the pct order's tasks.
+    pub(crate) fn identity(&self) -> usize {
+        match self {
+            Callback::Plugin { raw, .. } => raw.vtable as *const _ as usize,
+            Callback::Host(h) => h.name.as_ptr() as usize,
+        }
+    }
+
     /// The registering instance.
     pub(crate) fn owner(&self) -> u32 {
         match self {

@@ -21,6 +21,7 @@ use crate::manifest::Order;
 use crate::time::Instant;
 use crate::vmm::callback::Callback;
 use crate::vmm::rng::Rng;
+use crate::vmm::schedule::{Candidate, DecisionKind, Source, Task};
 use crate::vmm::slab::{Slab, TAG_EVENT};
 
 /// What kind of event.
@@ -373,7 +374,7 @@ impl Events {
         vm: u32,
         unsatisfied: impl FnOnce(u64) -> usize,
         order: Order,
-        rng: &RefCell<Rng>,
+        schedule: &RefCell<Source>,
     ) -> Option<(u32, usize)> {
         let Events { slab, queues, .. } = self;
         let queue = queues.get_mut(slot_of(vm)).filter(|q| q.vm == vm && q.live > 0)?;
@@ -381,7 +382,7 @@ impl Events {
         // An event that waits for nothing is ready whatever the conditions:
         // when it is at its bucket's end and beats every other bucket's end,
         // it is the answer, and the conditions need not be asked for.
-        if order != Order::Random
+        if !order.explored()
             && queue.nonempty & 1 != 0
             && let Some(picked) = pick_unconditional(queue, slab, lifo)
         {
@@ -396,14 +397,14 @@ impl Events {
         let mut picked = None;
         if first != 0 {
             picked = match order {
-                Order::Random => pick_random(queue, first, slab, &mut rng.borrow_mut()),
+                Order::Random | Order::Pct => pick_explored(queue, first, slab, &mut schedule.borrow_mut()),
                 _ => pick_ordered(queue, first, slab, lifo),
             };
         }
         let last = runnable & !FIRST_PASS;
         if picked.is_none() && last != 0 {
             picked = match order {
-                Order::Random => pick_random(queue, last, slab, &mut rng.borrow_mut()),
+                Order::Random | Order::Pct => pick_explored(queue, last, slab, &mut schedule.borrow_mut()),
                 _ => pick_ordered(queue, last, slab, lifo),
             };
         }
@@ -545,6 +546,68 @@ fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, lifo:
     picked
 }
 
+/// The pct task of an event: its owner, its callback's code, its target.
+#[inline]
+fn task_of(e: &EventRec) -> Task {
+    Task { owner: e.cb.owner(), code: e.cb.identity(), target: e.target }
+}
+
+/// The explored orders: the schedule source chooses among the live
+/// entries of the candidate buckets, and the choice is taken out of its
+/// bucket. The random order without recording draws straight from the
+/// buckets ([`pick_random`]); recording lists the candidates first, then
+/// makes the same draw, so a recorded run is the run explored.
+fn pick_explored(
+    queue: &mut Queue,
+    candidates: u64,
+    slab: &Slab<EventRec>,
+    schedule: &mut Source,
+) -> Option<(u32, usize)> {
+    if let Some(rng) = schedule.plain_random() {
+        return pick_random(queue, candidates, slab, rng);
+    }
+    // Listed by class, then by position: the same list in every run that
+    // got here the same way.
+    let mut live: Vec<Candidate> = Vec::new();
+    let mut bits = candidates;
+    while bits != 0 {
+        let class = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        for &(seq, h) in &queue.buckets[class] {
+            if let Some(slot) = live_slot(slab, seq, h) {
+                let rec = slab.at(slot).expect("live");
+                live.push(Candidate { seq, task: task_of(rec) });
+            }
+        }
+    }
+    if let Some(rng) = schedule.random() {
+        // The same draws as without recording (dead entries included).
+        let picked = pick_random(queue, candidates, slab, rng)?;
+        let seq = slab.at(picked.1).map_or(0, |e| e.seq);
+        schedule.note(DecisionKind::Event, &live, seq);
+        return Some(picked);
+    }
+    if live.is_empty() {
+        return None;
+    }
+    let seq = schedule.choose(DecisionKind::Event, &live);
+    let Queue { buckets, nonempty, .. } = queue;
+    let mut bits = candidates;
+    while bits != 0 {
+        let class = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        let b = &mut buckets[class];
+        if let Some(i) = b.iter().position(|&(s, _)| s == seq) {
+            let (seq, h) = b.swap_remove_back(i).expect("index in range");
+            if b.is_empty() {
+                *nonempty &= !(1 << class);
+            }
+            return live_slot(slab, seq, h).map(|slot| (h, slot));
+        }
+    }
+    None
+}
+
 /// Random: a uniformly chosen entry among the candidate buckets, taken out
 /// of its bucket (see [`take_end`]).
 fn pick_random(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, rng: &mut Rng) -> Option<(u32, usize)> {
@@ -605,8 +668,10 @@ mod tests {
         // dead entries cancels leave at bucket ends).
         let flag_sets =
             [0, 0, PEF_WAIT_FOR_STI, PEF_WAIT_NOT_CRIT, PEF_WAIT_FOR_STI | PEF_WAIT_NOT_CRIT, PEF_PROCESS_LAST];
-        let rng = RefCell::new(Rng::new(7));
         for order in [Order::Lifo, Order::Fifo] {
+            let settings =
+                crate::vmm::schedule::Settings { order, seed: 7, inject_rate: 0.0, pct_depth: 1, pct_steps: 1 };
+            let rng = RefCell::new(Source::new(&settings, None, false));
             let lifo = order == Order::Lifo;
             let mut ev = Events::default();
             let mut pending: Vec<(u64, u32, usize)> = Vec::new();
@@ -639,6 +704,71 @@ mod tests {
                     }
                 }
                 assert_eq!(ev.pending(VM), !pending.is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn explored_orders_pick_only_ready_events_and_keep_process_last_last() {
+        // Random (plain and recording) and pct: whatever they choose is a
+        // ready event of the right pass, and all of them get to run.
+        let flag_sets = [0, PEF_WAIT_FOR_STI, PEF_WAIT_NOT_CRIT, PEF_PROCESS_LAST];
+        for (order, record) in [(Order::Random, false), (Order::Random, true), (Order::Pct, false), (Order::Pct, true)]
+        {
+            let settings =
+                crate::vmm::schedule::Settings { order, seed: 11, inject_rate: 0.0, pct_depth: 3, pct_steps: 50 };
+            let source = RefCell::new(Source::new(&settings, None, record));
+            let mut ev = Events::default();
+            let mut pending: Vec<(u64, u32, usize)> = Vec::new();
+            let mut script = Rng::new(0x5DEE_CE66_D1CE_4E5B);
+            let mut next = || script.next_u64();
+            const VM: u32 = 0x0001_0001;
+            let names: [&'static str; 3] = ["a", "b", "c"];
+            let mut chosen_not_newest = 0;
+            for _ in 0..5_000 {
+                match next() % 6 {
+                    0..=2 => {
+                        let flags = flag_sets[(next() % flag_sets.len() as u64) as usize];
+                        // Three callbacks, so pct sees three tasks.
+                        let name = names[(next() % 3) as usize];
+                        let cb = Callback::host(1, name, |_: &TestHost, _| vmm_plugin_api::abi::Carry::Clear);
+                        let h = ev.insert(EventKind::Priority, VM, flags, 0, Instant::ZERO, cb).unwrap();
+                        pending.push((ev.seq, h, class_of(flags)));
+                    }
+                    3 if !pending.is_empty() => {
+                        let (_, h, _) = pending.swap_remove((next() % pending.len() as u64) as usize);
+                        ev.remove(h).unwrap().cb.release();
+                    }
+                    _ => {
+                        let unsatisfied = (next() % 4) as usize & (CLASS_STI | CLASS_NOT_CRIT);
+                        let ready = |last: bool| -> Vec<u32> {
+                            pending
+                                .iter()
+                                .filter(|(_, _, c)| c & unsatisfied == 0 && (c & CLASS_LAST != 0) == last)
+                                .map(|e| e.1)
+                                .collect()
+                        };
+                        let first = ready(false);
+                        let allowed = if first.is_empty() { ready(true) } else { first };
+                        let got = ev.take_next(VM, |_| unsatisfied, order, &source).map(|(h, slot)| {
+                            let mut rec = None;
+                            ev.take_picked(slot, &mut rec);
+                            rec.unwrap().cb.release();
+                            h
+                        });
+                        assert_eq!(got.is_some(), !allowed.is_empty(), "{order:?}");
+                        if let Some(h) = got {
+                            assert!(allowed.contains(&h), "{order:?}: {h:#x} is not ready");
+                            chosen_not_newest += usize::from(expected(&pending, unsatisfied, true) != Some(h));
+                        }
+                        pending.retain(|e| Some(e.1) != got);
+                    }
+                }
+                assert_eq!(ev.pending(VM), !pending.is_empty());
+            }
+            assert!(chosen_not_newest > 50, "{order:?} departs from LIFO ({chosen_not_newest} times)");
+            if record {
+                assert!(source.borrow().recorded().decisions.len() >= chosen_not_newest);
             }
         }
     }

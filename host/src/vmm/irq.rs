@@ -1,6 +1,6 @@
 //! Simulated hardware interrupt sources. A device registers a source with a
 //! handler; the manifest (`[[interrupt]]`), a test, the device itself, or
-//! the random order mode's injection raises it, and the handler runs at
+//! the explored orders' injection raises it, and the handler runs at
 //! interrupt time, where only asynchronous services are legal.
 
 use crate::violation::Violation;
@@ -19,7 +19,6 @@ pub(crate) struct Irq {
 use vmm_plugin_api::abi::{Regs, VmmError};
 
 use crate::machine::{Core, Phase};
-use crate::manifest::Order;
 use crate::trace::TraceEvent;
 use crate::vmm::context::Context;
 use crate::vmm::slab::{Slab, TAG_IRQ};
@@ -122,7 +121,7 @@ impl Core {
     /// service call; the work itself is [`Core::service_boundary`].
     #[inline(always)]
     pub(crate) fn boundary_work(&self) -> bool {
-        self.irq_pending.get() || self.manifest.machine.order == Order::Random
+        self.irq_pending.get() || self.manifest.machine.order.explored()
     }
 
     /// At every service call: take requested interrupts, and in random
@@ -136,14 +135,14 @@ impl Core {
         if self.irq_pending.get() {
             self.take_pending_interrupts();
         }
-        if self.manifest.machine.order != Order::Random {
+        if !self.manifest.machine.order.explored() {
             return;
         }
         let count = self.irqs.borrow().len();
-        if count == 0 || !self.rng.borrow_mut().chance(self.manifest.machine.inject_rate) {
+        if count == 0 {
             return;
         }
-        let pick = self.rng.borrow_mut().below(count);
+        let Some(pick) = self.schedule.borrow_mut().inject(count) else { return };
         let irq = self.irqs.borrow().iter().nth(pick).map(|(h, _)| h);
         if let Some(irq) = irq {
             self.take_interrupt(irq, true);

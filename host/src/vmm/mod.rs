@@ -11,6 +11,7 @@ pub(crate) mod limits;
 pub(crate) mod nest;
 pub(crate) mod rng;
 pub(crate) mod sched;
+pub mod schedule;
 pub(crate) mod scheduler;
 pub(crate) mod services;
 pub(crate) mod slab;

@@ -347,7 +347,7 @@ impl Core {
             |vm| self.events_may_run(vm),
             |vm, classes| self.unsatisfied_for(vm, classes),
             order,
-            &self.rng,
+            &self.schedule,
         );
         if let Some((h, slot)) = next {
             // The record is moved once, out of the slab into this frame, and

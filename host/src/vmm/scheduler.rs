@@ -19,7 +19,7 @@ use crate::manifest::Order;
 use crate::time::{Duration, Instant};
 use crate::vmm::callback::Callback;
 use crate::vmm::events::{EventKind, EventRec, Events};
-use crate::vmm::rng::Rng;
+use crate::vmm::schedule::Source;
 use crate::vmm::timers::{TimeoutRec, TimerKind, Timers};
 
 /// What a unit of work was (for the livelock guard's report).
@@ -308,15 +308,15 @@ impl Scheduler {
         may_run: impl FnOnce(u32) -> bool,
         unsatisfied: impl FnOnce(u32, u64) -> usize,
         order: Order,
-        rng: &RefCell<Rng>,
+        schedule: &RefCell<Source>,
     ) -> Option<(u32, usize)> {
         let mut events = self.events.borrow_mut();
-        let mut next = events.take_next(0, |_| 0, order, rng);
+        let mut next = events.take_next(0, |_| 0, order, schedule);
         if next.is_none()
             && let Some(vm) = vm
             && may_run(vm)
         {
-            next = events.take_next(vm, |classes| unsatisfied(vm, classes), order, rng);
+            next = events.take_next(vm, |classes| unsatisfied(vm, classes), order, schedule);
         }
         next
     }

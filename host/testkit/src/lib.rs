@@ -45,9 +45,13 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use serde_json::{Value, json};
+pub use vmm_host::explore::{Schedule, Strategy};
 use vmm_plugin_api::abi::PluginRoot_Ref;
 pub use vmm_plugin_api::abi::{ApiMode, ClientRegs, Regs, ServiceCall};
 use vmm_plugin_api::prelude::*;
+
+/// The most runs `Scenario::explore` spends shrinking a failure.
+const SHRINK_RUNS: u64 = 200;
 
 use vmm_host::error::Error;
 use vmm_host::machine::{Machine, MachineOptions, RunEnd};
@@ -128,6 +132,8 @@ pub struct Scenario {
     script: Option<Script>,
     script_api: Option<ScriptApi>,
     no_trace: bool,
+    schedule: Option<vmm_host::explore::Schedule>,
+    record_schedule: bool,
 }
 
 impl std::fmt::Debug for Scenario {
@@ -197,6 +203,26 @@ impl Scenario {
         self
     }
 
+    /// Replay `schedule` (a `.schedule` file's [`Schedule::parse`]d text,
+    /// as `vmm run --schedule` does): its order and seed, and its
+    /// decisions at their steps.
+    ///
+    /// [`Schedule::parse`]: vmm_host::explore::Schedule::parse
+    pub fn replay(self, schedule: vmm_host::explore::Schedule) -> Self {
+        let order = if schedule.order == vmm_host::manifest::Order::Pct { "pct" } else { "random" };
+        let seed = schedule.seed;
+        let mut s = self.set(&format!("machine.order={order}")).set(&format!("machine.seed={seed}"));
+        s.schedule = Some(schedule);
+        s
+    }
+
+    /// Record the run's decisions that differ from the default order
+    /// ([`Run::schedule`]).
+    pub fn recording(mut self) -> Self {
+        self.record_schedule = true;
+        self
+    }
+
     /// Link device `D` into the machine: the manifest names it by its DDB
     /// name, no plugin file is involved.
     pub fn device<D: VxD>(mut self) -> Self {
@@ -240,24 +266,61 @@ impl Scenario {
     /// `vmm explore` does, on this thread: the scenario's scripts and linked
     /// devices stay on it). A run fails on a violation, a plugin panic, a
     /// fatal error (deadlock and livelock included) or a broken `[expect]`;
-    /// the first failing seed panics with its failure and the
-    /// `Scenario::set` calls that replay it. Returns how many runs passed.
+    /// the first failing seed panics with its failure, the `Scenario::set`
+    /// calls and the `vmm run` flags that replay it, and its shrunk
+    /// schedule. Returns how many runs passed.
     #[track_caller]
     pub fn explore(&self, seeds: std::ops::Range<u64>) -> u64 {
+        self.explore_with(Strategy::Random, seeds)
+    }
+
+    /// [`Scenario::explore`] with a strategy: `Strategy::Random`, or
+    /// `Strategy::pct(depth)` (its steps measured first, as `vmm explore
+    /// --strategy pct` does).
+    #[track_caller]
+    pub fn explore_with(&self, strategy: Strategy, seeds: std::ops::Range<u64>) -> u64 {
+        let parts = || match self.parts() {
+            Ok((_, options)) => options,
+            Err(e) => panic!("the machine cannot be built: {e}"),
+        };
+        let manifest = match self.parts() {
+            Ok((manifest, _)) => manifest,
+            Err(e) => panic!("the machine cannot be built: {e}"),
+        };
+        let strategy = match strategy {
+            Strategy::Pct { depth, steps: None } => match vmm_host::explore::calibrate(&manifest, &parts) {
+                Ok(steps) => Strategy::Pct { depth, steps: Some(steps) },
+                Err(e) => panic!("the machine cannot run: {e}"),
+            },
+            s => s,
+        };
         let mut runs = 0;
         for seed in seeds {
-            let (manifest, options) = match self.parts() {
-                Ok(parts) => parts,
-                Err(e) => panic!("the machine cannot be built: {e}"),
-            };
-            match vmm_host::explore::run_seed_with(&manifest, seed, options, None) {
+            match vmm_host::explore::run_seed_with(&manifest, strategy, seed, parts(), None) {
                 Ok(None) => runs += 1,
-                Ok(Some(f)) => panic!(
-                    "seed {seed} fails after {runs} passing run(s): {}: {}\nreplay: scenario\
-                     .set(\"machine.order=random\").set(\"machine.seed={seed}\").run() \
-                     (or vmm run MANIFEST --order random --seed {seed})",
-                    f.signature, f.message
-                ),
+                Ok(Some(f)) => {
+                    let sets: String = strategy.settings(seed).iter().map(|s| format!(".set(\"{s}\")")).collect();
+                    let shrunk = match vmm_host::explore::shrink(&manifest, strategy, &f, SHRINK_RUNS, &parts) {
+                        Ok(Some(s)) => {
+                            let (c0, i0) = s.original.sizes();
+                            let (c1, i1) = s.schedule.sizes();
+                            format!(
+                                "\nshrunk: {c0} choice(s) and {i0} injected interrupt(s) -> {c1} and {i1}; \
+                                 save this as a file and replay it with vmm run MANIFEST --schedule FILE:\n{}",
+                                s.schedule.to_text()
+                            )
+                        }
+                        Ok(None) => "\n(the failure did not repeat when recorded: not shrunk)".to_string(),
+                        Err(e) => format!("\n(shrinking failed: {e})"),
+                    };
+                    panic!(
+                        "seed {seed} fails after {runs} passing run(s): {}: {}\nreplay: scenario{sets}.run() \
+                         (or vmm run MANIFEST {}){shrunk}",
+                        f.signature,
+                        f.message,
+                        strategy.run_flags(seed)
+                    )
+                }
                 Err(e) => panic!("seed {seed}: the machine cannot run: {e}"),
             }
         }
@@ -285,7 +348,17 @@ impl Scenario {
         let mut in_process = self.in_process.clone();
         in_process.push((KIT_PM.to_string(), vmm_plugin_api::ring3::in_process::<ApiCaller<true>>()));
         in_process.push((KIT_V86.to_string(), vmm_plugin_api::ring3::in_process::<ApiCaller<false>>()));
-        Ok((manifest, MachineOptions { capture_trace: !self.no_trace, trace: None, plugin_dirs, in_process }))
+        Ok((
+            manifest,
+            MachineOptions {
+                capture_trace: !self.no_trace,
+                trace: None,
+                plugin_dirs,
+                in_process,
+                schedule: self.schedule.clone(),
+                record_schedule: self.record_schedule,
+            },
+        ))
     }
 
     /// Whether the workspace's plugins must be built: the manifest names a
@@ -318,7 +391,7 @@ impl Scenario {
     pub fn run(&self) -> Run {
         let mut machine = match self.machine() {
             Ok(m) => m,
-            Err(e) => return Run { error: Some(e), trace: Trace::default(), violations: 0 },
+            Err(e) => return Run { error: Some(e), trace: Trace::default(), violations: 0, schedule: None },
         };
         let mut result = machine.boot();
         if result.is_ok() {
@@ -559,11 +632,23 @@ pub struct Run {
     error: Option<Error>,
     trace: Trace,
     violations: u64,
+    schedule: Option<vmm_host::explore::Schedule>,
 }
 
 impl Run {
     fn of(machine: &Machine, error: Option<Error>) -> Run {
-        Run { error, trace: Trace::of(machine), violations: machine.violation_count() }
+        let schedule = Some(machine.schedule());
+        Run { error, trace: Trace::of(machine), violations: machine.violation_count(), schedule }
+    }
+
+    /// The run's decisions that differ from the default order (empty
+    /// unless [`Scenario::recording`]).
+    pub fn schedule(&self) -> vmm_host::explore::Schedule {
+        self.schedule.clone().unwrap_or_else(|| vmm_host::explore::Schedule {
+            order: vmm_host::manifest::Order::Lifo,
+            seed: 0,
+            decisions: Vec::new(),
+        })
     }
 
     /// The error the machine stopped with, if any.
