@@ -283,10 +283,10 @@ impl Core {
         for v in &m.vms {
             match &v.program {
                 Some(p) if crate::manifest::is_program_file(p) => {
-                    let checked = self.load_program_file(p).and_then(|(_, image)| {
+                    let checked = self.load_program_file(p).and_then(|(path, image)| {
                         crate::ring3::v86::DosMachine::new(p, p, &image, &v.args)
                             .map(|_| ())
-                            .map_err(|e| format!("`{p}`: {e}"))
+                            .map_err(|e| format!("program file `{p}` ({}): {e}", path.display()))
                     });
                     checked.map_err(|message| Error::Reference { origin: v.origin.clone(), message })?;
                 }

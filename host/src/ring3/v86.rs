@@ -449,7 +449,9 @@ impl Core {
                     ExitReason::Breakpoint { cs, ip } if cs == HOST_SEGMENT => {
                         // A handler of the program's chained on to the VMM's.
                         let flow = self.v86_host_int(vm, m, ip as u8);
+                        let was = m.cpu.flags & flags::IF;
                         v86_iret(m);
+                        self.v86_if_changed(vm, m, was);
                         flow
                     }
                     ExitReason::Breakpoint { cs, ip } => self.v86_api(vm, m, ((cs as u32) << 16) | ip as u32),
@@ -480,7 +482,7 @@ impl Core {
                     ExitReason::Halt => Flow::Step(step(StepKind::Yield, 0), "halt"),
                     ExitReason::Fault { vector } => {
                         if m.mem.vector(vector) >> 16 != HOST_SEGMENT as u32 {
-                            m.cpu.deliver_interrupt(&mut m.mem, vector);
+                            self.v86_deliver(vm, m, vector);
                             Flow::Go
                         } else {
                             let cs_ip = ((m.cpu.sregs[CS] as u32) << 16) | m.cpu.ip as u32;
@@ -536,8 +538,27 @@ impl Core {
         if host {
             self.v86_host_int(vm, m, n)
         } else {
-            m.cpu.deliver_interrupt(&mut m.mem, n);
+            self.v86_deliver(vm, m, n);
             Flow::Go
+        }
+    }
+
+    /// Reflect interrupt `n` through the VM's vector table to the program's
+    /// handler (which clears IF, as the processor does).
+    fn v86_deliver(&self, vm: u32, m: &mut DosMachine, n: u8) {
+        let was = m.cpu.flags & flags::IF;
+        m.cpu.deliver_interrupt(&mut m.mem, n);
+        self.v86_if_changed(vm, m, was);
+    }
+
+    /// IF was `was` and may have changed without an exit (an interrupt the
+    /// monitor delivered, an `IRET` it emulated): the VMM's view follows.
+    fn v86_if_changed(&self, vm: u32, m: &DosMachine, was: u16) {
+        let now = m.cpu.flags & flags::IF;
+        if now != was {
+            let enabled = now != 0;
+            self.set_vm_interrupts(vm, enabled);
+            self.trace(|| TraceEvent::IfFlag { vm, enabled });
         }
     }
 

@@ -1,0 +1,300 @@
+//! Real DOS programs in DOS VMs: machine code run by the V86 monitor.
+//! POSTDOS.COM (C, built here with `bcc -Md`) posts through VPOSTD to
+//! POSTAPP; DOSASM.COM (nasm) does port I/O and installs interrupt
+//! handlers; small programs written out byte by byte check the DOS
+//! subset, virtual time, the step budget, MZ loading and the errors of
+//! `[[vm]] program`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use vmm_testkit::{Scenario, Trace, json};
+
+const WM_VPOSTD: u64 = 0x0500;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn tool(program: &str, args: &[&str], dir: &Path) {
+    let out = Command::new(program).args(args).current_dir(dir).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run `{program}` ({e}): the DOS program tests need bcc, bin86, elks-libc and nasm \
+             (`apt-get install bcc bin86 elks-libc nasm`; .ci/run installs them)"
+        )
+    });
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The directory holding POSTDOS.COM (from plugins/postdos-c/postdos.c,
+/// `bcc -Md`) and DOSASM.COM (from plugins/dosasm/dosasm.asm, nasm), built
+/// once per test process into a directory of its own.
+pub(crate) fn dos_programs() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("vmm-dos-programs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("program directory");
+        let root = repo();
+        let c = root.join("plugins/postdos-c/postdos.c");
+        let asm = root.join("plugins/dosasm/dosasm.asm");
+        tool("bcc", &["-Md", "-o", "POSTDOS.COM", c.to_str().unwrap()], &dir);
+        tool("nasm", &["-f", "bin", "-o", "DOSASM.COM", asm.to_str().unwrap()], &dir);
+        dir
+    })
+}
+
+/// A directory of its own holding `files`.
+fn program_dir(test: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-dos-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("directory");
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).expect("program file");
+    }
+    dir
+}
+
+fn postdos_c() -> Scenario {
+    Scenario::new(include_str!("../../plugins/postdos-c/system.ini")).plugin_dir(dos_programs())
+}
+
+/// `(wParam, lParam)` → how many times POSTAPP read it.
+fn delivered(t: &Trace) -> BTreeMap<(u64, u64), usize> {
+    let mut seen = BTreeMap::new();
+    for r in t.matching(json!({"kind": "message_delivered", "msg": WM_VPOSTD})) {
+        *seen.entry((r["wparam"].as_u64().unwrap(), r["lparam"].as_u64().unwrap())).or_insert(0) += 1;
+    }
+    seen
+}
+
+fn every_message_once(t: &Trace) {
+    let expected: BTreeMap<(u64, u64), usize> =
+        (1..=6).map(|l| ((2, l), 1)).chain((1..=4).map(|l| ((3, l), 1))).collect();
+    assert_eq!(delivered(t), expected, "{}", t.tail(30));
+}
+
+#[test]
+fn the_real_postdos_com_posts_every_message_once_in_lifo_order() {
+    let run = postdos_c().set("machine.order=lifo").run();
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(run.violations(), 0, "{}", t.tail(20));
+    every_message_once(t);
+    // The machine code reached VPOSTD the way the Rust module does: INT 2Fh
+    // 1683h and 1684h, then a far call per message into the V86 API entry.
+    for (vm, posts) in [(0x0001_0002u64, 6), (0x0001_0003, 4)] {
+        t.expect(json!({"kind": "int2f", "vm": vm, "ax": 0x1683, "out_bx": vm & 0xFF}));
+        t.expect(json!({"kind": "int2f", "vm": vm, "ax": 0x1684, "bx": 0x4321, "es_di": 0xFF00_4321u64}));
+        let calls = t.count(json!({"kind": "api_call", "device": "VPOSTD", "mode": "v86", "vm": vm, "carry": false}));
+        assert_eq!(calls, posts);
+        t.expect(json!({"kind": "program_ended", "vm": vm, "module": "POSTDOS.COM", "exit_code": 0}));
+    }
+    // wParam is the VM ID, DX:AX the sequence number, from the C code's registers.
+    let first = t.expect(json!({"kind": "api_call", "vm": 0x0001_0002u64, "mode": "v86"}));
+    assert_eq!(first["regs_in"]["ebx"].as_u64().unwrap() & 0xFFFF, 2);
+    assert_eq!(first["regs_in"]["eax"].as_u64().unwrap() & 0xFFFF, 1);
+    // DOS1 waits 250 ms between posts (INT 15h AH=86h) in virtual time.
+    let posts: Vec<u64> = t
+        .matching(json!({"kind": "api_call", "vm": 0x0001_0002u64, "mode": "v86"}))
+        .iter()
+        .map(|r| r["t"].as_u64().unwrap())
+        .collect();
+    assert_eq!(posts, vec![0, 250, 500, 750, 1000, 1250]);
+    t.expect(json!({"kind": "program_output", "module": "POSTDOS.COM", "text": "VM 2 posted 6 messages, 0 refused"}));
+    assert!(t.count(json!({"kind": "v86_slice", "program": "POSTDOS.COM"})) >= 10);
+}
+
+#[test]
+fn the_real_postdos_com_posts_every_message_once_in_random_order() {
+    for seed in [1, 7, 1992] {
+        let run = postdos_c().set("machine.order=random").set(&format!("machine.seed={seed}")).run();
+        run.assert_ok();
+        assert_eq!(run.violations(), 0, "seed {seed}: {}", run.trace().tail(20));
+        every_message_once(run.trace());
+    }
+    // And the manifest's [expect] holds under many random schedules.
+    assert_eq!(postdos_c().explore(0..8), 8);
+}
+
+#[test]
+fn postdos_com_prints_each_refusal_and_knows_when_vpostd_is_missing() {
+    // No window registered with VPOSTD: every post is refused with AX=1.
+    let run = Scenario::new(
+        "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS.COM\"\n\
+         args = \"count=2 interval=0\"\n",
+    )
+    .plugin_dir(dos_programs())
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "api_call", "device": "VPOSTD", "mode": "v86", "carry": true})), 2);
+    for n in 1..=2 {
+        t.expect(json!({"kind": "program_output", "text": format!(
+            "message {n} refused (CF set): no Windows application has registered with VPOSTD (AX=1)"
+        )}));
+    }
+    t.expect(json!({"kind": "program_ended", "module": "POSTDOS.COM", "exit_code": 3}));
+
+    let run = Scenario::new("[386Enh]\ndevice = [\"*SHELL\"]\n[[vm]]\nprogram = \"POSTDOS.COM\"\n")
+        .plugin_dir(dos_programs())
+        .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "int2f", "ax": 0x1684, "bx": 0x4321, "es_di": 0}));
+    t.expect(json!({"kind": "program_output", "text": "VPOSTD.386 is not installed"}));
+    t.expect(json!({"kind": "program_ended", "module": "POSTDOS.COM", "exit_code": 1}));
+}
+
+#[test]
+fn dosasm_does_port_io_and_runs_its_own_interrupt_handlers() {
+    let run = Scenario::new(include_str!("../../plugins/dosasm/system.ini")).plugin_dir(dos_programs()).run();
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(run.violations(), 0, "{}", t.tail(20));
+    let io: Vec<(u64, u64, String, u64)> = t
+        .matching(json!({"kind": "port_io"}))
+        .iter()
+        .map(|r| {
+            (
+                r["port"].as_u64().unwrap(),
+                r["size"].as_u64().unwrap(),
+                r["dir"].as_str().unwrap().to_string(),
+                r["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        (0x64, 8, "in", 0xFF),
+        (0x3F8, 8, "in", 0xFF),
+        (0x80, 8, "out", 0xFF),
+        (0x20, 8, "out", 0x0B),
+        (0x3F8, 16, "out", 0x1234),
+    ];
+    let expected: Vec<(u64, u64, String, u64)> =
+        expected.iter().map(|(p, s, d, v)| (*p, *s, d.to_string(), *v)).collect();
+    assert_eq!(io, expected);
+    // CLI before the port I/O and STI after it reached the VMM's view of IF.
+    t.expect_in_order(&[
+        json!({"kind": "if_flag", "enabled": false}),
+        json!({"kind": "port_io", "port": 0x64}),
+        json!({"kind": "port_io", "port": 0x3F8, "dir": "out"}),
+        json!({"kind": "if_flag", "enabled": true}),
+    ]);
+    // INT 60h reflected through the VM's vector table to the handler, three
+    // times; INT 21h through the hook, which chains on to the host's DOS.
+    assert_eq!(t.count(json!({"kind": "v86_interrupt", "vector": 0x60, "handler": "vm"})), 3);
+    assert_eq!(t.count(json!({"kind": "v86_interrupt", "vector": 0x21, "handler": "vm"})), 2);
+    t.expect(json!({"kind": "program_output", "module": "DOSASM.COM", "text": "INT 60h handler ran 3 times"}));
+    // Exit code 2: the hook saw two calls; 1 would mean a port did not read 0xFF.
+    t.expect(json!({"kind": "program_ended", "module": "DOSASM.COM", "exit_code": 2, "reason": "exited"}));
+}
+
+/// `MOV CX,1000; l: LOOP l; MOV AX,4C07h; INT 21h`: 1003 instructions.
+const LOOP_1000: &[u8] = &[0xB9, 0xE8, 0x03, 0xE2, 0xFE, 0xB8, 0x07, 0x4C, 0xCD, 0x21];
+
+#[test]
+fn virtual_time_follows_the_instruction_count_and_the_step_budget() {
+    let dir = program_dir("loop", &[("LOOP.COM", LOOP_1000)]);
+    let run = Scenario::new("[machine]\ninstruction_time = \"100ns\"\n[[vm]]\nname = \"L\"\nprogram = \"LOOP.COM\"\n")
+        .plugin_dir(&dir)
+        .run();
+    run.assert_ok();
+    let t = run.trace();
+    let slice = t.expect(json!({"kind": "v86_slice", "program": "LOOP.COM", "exit": "exit"}));
+    assert_eq!(slice["instructions"], 1003);
+    let started = t.expect(json!({"kind": "program_started", "module": "LOOP.COM"}))["t_ns"].as_u64().unwrap();
+    let ended = t.expect(json!({"kind": "program_ended", "module": "LOOP.COM", "exit_code": 7}));
+    assert_eq!(ended["t_ns"].as_u64().unwrap() - started, 100_300);
+
+    // A budget of 100 instructions per step: the run is cut into 11 steps,
+    // the same instructions in all.
+    let run = Scenario::new("[machine]\nv86_step = 100\n[[vm]]\nname = \"L\"\nprogram = \"LOOP.COM\"\n")
+        .plugin_dir(&dir)
+        .run();
+    run.assert_ok();
+    let t = run.trace();
+    let counts: Vec<u64> =
+        t.matching(json!({"kind": "v86_slice"})).iter().map(|r| r["instructions"].as_u64().unwrap()).collect();
+    assert_eq!(counts.len(), 11);
+    assert_eq!(counts.iter().sum::<u64>(), 1003);
+    assert_eq!(t.count(json!({"kind": "v86_slice", "exit": "budget"})), 10);
+}
+
+#[test]
+fn an_unknown_dos_call_is_a_violation_record_and_the_program_goes_on() {
+    // MOV AH,99h; INT 21h; SBB AL,AL (0xFF: CF set); MOV AH,4Ch; INT 21h
+    let dir = program_dir("unknown", &[("ODD.COM", &[0xB4, 0x99, 0xCD, 0x21, 0x18, 0xC0, 0xB4, 0x4C, 0xCD, 0x21])]);
+    let run = Scenario::new("[[vm]]\nname = \"ODD\"\nprogram = \"ODD.COM\"\n").plugin_dir(&dir).run();
+    run.assert_ok();
+    let t = run.trace();
+    let v = t.expect(json!({"kind": "violation", "code": "UNSUPPORTED_INTERRUPT"}));
+    assert!(v["message"].as_str().unwrap().contains("ODD.COM called INT 21h AH=99h"), "{v}");
+    t.expect(json!({"kind": "program_ended", "module": "ODD.COM", "exit_code": 0xFF, "reason": "exited"}));
+}
+
+#[test]
+fn a_small_mz_exe_is_loaded_with_its_relocations() {
+    // Code at 0000: MOV AX,seg data (0002, relocated); MOV DS,AX; MOV DX,0;
+    // MOV AH,9; INT 21h; MOV AX,4C00h; INT 21h. Data at paragraph 2: "MZ ok$".
+    let mut body =
+        vec![0xB8, 0x02, 0x00, 0x8E, 0xD8, 0xBA, 0x00, 0x00, 0xB4, 0x09, 0xCD, 0x21, 0xB8, 0x00, 0x4C, 0xCD, 0x21];
+    body.resize(32, 0x90);
+    body.extend_from_slice(b"MZ ok$");
+    let mut exe = vec![0u8; 32];
+    exe[0..2].copy_from_slice(b"MZ");
+    let size = 32 + body.len() as u16;
+    exe[2..4].copy_from_slice(&size.to_le_bytes()); // bytes in the last page
+    exe[4..6].copy_from_slice(&1u16.to_le_bytes()); // pages
+    exe[6..8].copy_from_slice(&1u16.to_le_bytes()); // relocations
+    exe[8..10].copy_from_slice(&2u16.to_le_bytes()); // header paragraphs
+    exe[0x0E..0x10].copy_from_slice(&0x10u16.to_le_bytes()); // SS
+    exe[0x10..0x12].copy_from_slice(&0x100u16.to_le_bytes()); // SP
+    exe[0x18..0x1A].copy_from_slice(&0x1Cu16.to_le_bytes()); // relocation table
+    exe[0x1C..0x20].copy_from_slice(&[0x01, 0x00, 0x00, 0x00]); // 0000:0001
+    exe.extend_from_slice(&body);
+    let dir = program_dir("mz", &[("HELLO.EXE", &exe)]);
+    let run = Scenario::new("[[vm]]\nname = \"EXE\"\nprogram = \"HELLO.EXE\"\n").plugin_dir(&dir).run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "program_output", "module": "HELLO.EXE", "text": "MZ ok"}));
+    t.expect(json!({"kind": "program_ended", "module": "HELLO.EXE", "exit_code": 0}));
+}
+
+#[test]
+fn program_errors_name_the_file_and_why() {
+    let mut bad_mz = vec![0u8; 64];
+    bad_mz[0..2].copy_from_slice(b"MZ");
+    bad_mz[4..6].copy_from_slice(&9u16.to_le_bytes()); // 9 pages: more than the file
+    bad_mz[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let big = vec![0x90u8; 0xFF01];
+    let dir = program_dir("errors", &[("BIG.COM", &big), ("BAD.EXE", &bad_mz), ("OK.COM", &[0xC3])]);
+    let cases = [
+        ("MISSING.COM", "", "program file `MISSING.COM` not found (searched:"),
+        ("BIG.COM", "", "a .COM program holds at most 65280 bytes"),
+        ("BAD.EXE", "", "bad MZ header: the pages it declares make 4608 bytes, but the file has only 64"),
+        ("OK.COM", &"x".repeat(130), "the command line is 130 characters; DOS passes at most 125"),
+    ];
+    for (file, args, why) in cases {
+        let run = Scenario::new(&format!("[[vm]]\nname = \"D\"\nprogram = \"{file}\"\nargs = \"{args}\"\n"))
+            .plugin_dir(&dir)
+            .run();
+        let e = run.expect_error().to_string();
+        assert!(e.starts_with("manifest#1:1:"), "{e}");
+        assert!(e.contains(file), "{e}");
+        assert!(e.contains(why), "{file}: {e}");
+        if file != "MISSING.COM" {
+            assert!(e.contains(&dir.join(file).display().to_string()), "{e}");
+        }
+    }
+    // A name without an extension is still a Rust module.
+    let run = Scenario::new("[[vm]]\nname = \"D\"\nprogram = \"NOSUCHMODULE\"\n").plugin_dir(&dir).run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("NOSUCHMODULE") && !e.contains("program file"), "{e}");
+}
