@@ -298,3 +298,51 @@ fn program_errors_name_the_file_and_why() {
     let e = run.expect_error().to_string();
     assert!(e.contains("NOSUCHMODULE") && !e.contains("program file"), "{e}");
 }
+
+#[test]
+fn cli_and_sti_in_machine_code_gate_events_waiting_for_interrupts() {
+    use vmm_plugin_api::prelude::*;
+    use vmm_testkit::ScriptDevice;
+    const DOS1: u32 = 0x0001_0002;
+    // CLI; wait 30 ms (INT 15h AH=86h, CX:DX = 30000 us); STI; wait 10 ms; INT 20h
+    let code: &[u8] = &[
+        0xFA, 0xB9, 0x00, 0x00, 0xBA, 0x30, 0x75, 0xB4, 0x86, 0xCD, 0x15, 0xFB, 0xBA, 0x10, 0x27, 0xB4, 0x86, 0xCD,
+        0x15, 0xCD, 0x20,
+    ];
+    let dir = program_dir("sti", &[("STI.COM", code)]);
+    let run = Scenario::new(
+        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"STI.COM\"\n\
+         [[interrupt]]\nname = \"go\"\nat = 5\n",
+    )
+    .plugin_dir(&dir)
+    .script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
+                vmm.call_priority_vm_event(
+                    0x1000,
+                    VmHandle(DOS1),
+                    PEF_WAIT_FOR_STI,
+                    0,
+                    |dev: &ScriptDevice, vmm, _| {
+                        dev.note(vmm, format!("ran t={}", vmm.get_system_time()));
+                    },
+                )
+                .unwrap();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "if_flag", "vm": DOS1, "enabled": false}));
+    let sti = t.expect(json!({"kind": "if_flag", "vm": DOS1, "enabled": true}))["t"].as_u64().unwrap();
+    let ran: Vec<String> = t
+        .values(json!({"kind": "debug_string", "device": "SCRIPT"}), "text")
+        .into_iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ran, [format!("ran t={sti}")]);
+    assert!(sti >= 30, "STI at {sti}");
+}
