@@ -680,8 +680,11 @@ pub enum TraceEvent {
         program: String,
         /// Instructions executed.
         instructions: u64,
+        /// The virtual time they took (`instructions` × `[machine]
+        /// instruction_time`); the run began at the record's time.
+        duration_ns: u64,
         /// Why it stopped (`budget`, `yield`, `sleep`, `halt`, `exit`,
-        /// `fault`, `blocked`).
+        /// `fault`).
         exit: &'static str,
         /// CS:IP where it stopped, as `CS << 16 | IP`.
         cs_ip: u32,

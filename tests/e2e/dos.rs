@@ -346,3 +346,21 @@ fn cli_and_sti_in_machine_code_gate_events_waiting_for_interrupts() {
     assert_eq!(ran, [format!("ran t={sti}")]);
     assert!(sti >= 30, "STI at {sti}");
 }
+
+#[test]
+fn the_timeline_shows_machine_code_running_in_its_vm() {
+    let dir = program_dir("timeline", &[("LOOP.COM", LOOP_1000)]);
+    let mut m =
+        Scenario::new("[[vm]]\nname = \"L\"\nprogram = \"LOOP.COM\"\n").plugin_dir(&dir).machine().expect("machine");
+    m.boot().expect("boot");
+    m.run().expect("run");
+    let timeline = vmm_host::timeline::chrome_trace(&m.trace());
+    let events = timeline["traceEvents"].as_array().unwrap();
+    let slice = events.iter().find(|e| e["cat"] == "v86").expect("a v86 slice");
+    assert_eq!(slice["name"], "LOOP.COM: 1003 instructions (exit)");
+    assert_eq!(slice["ph"], "X");
+    // 1003 instructions at the default 50 ns: 50.15 us.
+    assert_eq!(slice["dur"].as_f64().unwrap(), 50.15);
+    let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == slice["tid"]).expect("track name");
+    assert_eq!(track["args"]["name"], "L");
+}

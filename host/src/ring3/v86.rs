@@ -514,15 +514,17 @@ impl Core {
             v.set_client(c);
         }
         let exit = if matches!(ran, Ran::Step(Step { kind: StepKind::Exit, .. })) { "exit" } else { why };
+        // At least a nanosecond: a run never takes no time.
+        let ns = self.manifest.machine.instruction_time.as_nanos().saturating_mul(done).max(1);
         self.trace(|| TraceEvent::V86Slice {
             vm,
             program: m.name.clone(),
             instructions: done,
+            duration_ns: ns,
             exit,
             cs_ip: ((m.cpu.sregs[CS] as u32) << 16) | m.cpu.ip as u32,
         });
-        let ns = self.manifest.machine.instruction_time.as_nanos().saturating_mul(done);
-        self.charge(crate::time::Duration::from_nanos(ns.max(1)));
+        self.charge(crate::time::Duration::from_nanos(ns));
         if matches!(ran, Ran::Step(Step { kind: StepKind::Exit, .. }) | Ran::Crashed) {
             self.v86_flush(vm, m);
         }
