@@ -293,6 +293,16 @@ fn program_errors_name_the_file_and_why() {
             assert!(e.contains(&dir.join(file).display().to_string()), "{e}");
         }
     }
+    // POSTDOS.EXE is not a file, but a DOS program plugin POSTDOS exists: the
+    // error says how to name it.
+    let run = Scenario::new("[[vm]]\nname = \"D\"\nprogram = \"POSTDOS.EXE\"\n")
+        .plugin_dir(&dir)
+        .plugin_dir(vmm_testkit::plugin_dir())
+        .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("program file `POSTDOS.EXE` not found"), "{e}");
+    assert!(e.contains("a DOS program plugin `POSTDOS` exists"), "{e}");
+    assert!(e.contains("(program = \"POSTDOS\")"), "{e}");
     // A name without an extension is still a Rust module.
     let run = Scenario::new("[[vm]]\nname = \"D\"\nprogram = \"NOSUCHMODULE\"\n").plugin_dir(&dir).run();
     let e = run.expect_error().to_string();
@@ -363,4 +373,36 @@ fn the_timeline_shows_machine_code_running_in_its_vm() {
     assert_eq!(slice["dur"].as_f64().unwrap(), 50.15);
     let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == slice["tid"]).expect("track name");
     assert_eq!(track["args"]["name"], "L");
+}
+
+#[test]
+fn dos_calls_answer_as_documented() {
+    let programs: [(&str, &[u8], u64); 4] = [
+        // MOV AH,30h; INT 21h; MOV AH,4Ch; INT 21h: exit code = major version.
+        ("VER.COM", &[0xB4, 0x30, 0xCD, 0x21, 0xB4, 0x4C, 0xCD, 0x21], 7),
+        // MOV AH,4Ah; MOV BX,FFFFh; INT 21h; MOV AL,BH; JC +2; MOV AL,0; exit:
+        // too big, so CF and BX = the largest block, 9000h paragraphs.
+        (
+            "RESIZE.COM",
+            &[0xB4, 0x4A, 0xBB, 0xFF, 0xFF, 0xCD, 0x21, 0x88, 0xF8, 0x72, 0x02, 0xB0, 0x00, 0xB4, 0x4C, 0xCD, 0x21],
+            0x90,
+        ),
+        // MOV AX,4400h; MOV BX,1; INT 21h; MOV AL,DL; exit: device information of stdout.
+        ("IOCTL.COM", &[0xB8, 0x00, 0x44, 0xBB, 0x01, 0x00, 0xCD, 0x21, 0x88, 0xD0, 0xB4, 0x4C, 0xCD, 0x21], 0xD3),
+        // MOV AH,40h; MOV BX,9; MOV CX,1; INT 21h; exit with AL: invalid handle (6).
+        ("WRITE.COM", &[0xB4, 0x40, 0xBB, 0x09, 0x00, 0xB9, 0x01, 0x00, 0xCD, 0x21, 0xB4, 0x4C, 0xCD, 0x21], 6),
+    ];
+    let files: Vec<(&str, &[u8])> = programs.iter().map(|(n, b, _)| (*n, *b)).collect();
+    let dir = program_dir("calls", &files);
+    for (name, _, code) in programs {
+        let run = Scenario::new(&format!("[[vm]]\nname = \"D\"\nprogram = \"{name}\"\n")).plugin_dir(&dir).run();
+        run.assert_ok();
+        assert_eq!(run.violations(), 0, "{name}: {}", run.trace().tail(10));
+        run.trace().expect(json!({"kind": "program_ended", "module": name, "exit_code": code}));
+    }
+    // Under Windows 3.1 the DOS is 5.00.
+    let run = Scenario::new("[machine]\nwindows = \"3.1\"\n[[vm]]\nname = \"D\"\nprogram = \"VER.COM\"\n")
+        .plugin_dir(&dir)
+        .run();
+    run.trace().expect(json!({"kind": "program_ended", "module": "VER.COM", "exit_code": 5}));
 }

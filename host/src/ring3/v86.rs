@@ -418,7 +418,18 @@ impl Core {
     pub(crate) fn load_program_file(&self, name: &str) -> Result<(PathBuf, Image), String> {
         let Some(path) = self.search.find_program(name) else {
             let dirs: Vec<String> = self.search.dirs().iter().map(|d| d.display().to_string()).collect();
-            return Err(format!("program file `{name}` not found (searched: {})", dirs.join(", ")));
+            let mut message = format!("program file `{name}` not found (searched: {})", dirs.join(", "));
+            // A DOS program plugin of that name: the manifest meant the Rust module.
+            if let Ok(lib) = self.library_for(name)
+                && lib.info.kind == vmm_plugin_api::abi::ModuleKind::DosProgram
+            {
+                let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
+                message.push_str(&format!(
+                    "; a DOS program plugin `{stem}` exists: a name with .COM or .EXE is a machine-code file, name \
+                     the plugin without the extension (program = \"{stem}\")"
+                ));
+            }
+            return Err(message);
         };
         let bytes = crate::bounded::read(&path, MAX_FILE, true)
             .map_err(|e| format!("program file `{name}` ({}): {e}", path.display()))?;
@@ -436,7 +447,7 @@ impl Core {
         }
         let budget = self.manifest.machine.v86_step;
         let mut done = 0u64;
-        let (ran, why) = self.with_frame(instance, Context::Vm, || {
+        let (ran, why) = self.with_frame(instance, Context::Ring3, || {
             loop {
                 if done >= budget {
                     break (Ran::Preempted, "budget");
