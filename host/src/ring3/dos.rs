@@ -16,7 +16,8 @@
 //! | INT 21h AH=40h | Write: handles 1 and 2 to the console, 3 and 4 dropped, others invalid |
 //! | INT 21h AH=42h | Seek: on handles 0-4 (devices) DX:AX=0 |
 //! | INT 21h AH=44h | IOCTL: AL=00h device information of handles 0-4 (character devices; 0-2 the console), AL=01h accepted, AL=06h/07h status (no input waiting, output ready) |
-//! | INT 21h AH=4Ah | Resize the program's block (ES = its PSP) within conventional memory: error 8 and the largest size in BX when it does not fit |
+//! | INT 21h AH=48h / 49h | Allocate BX paragraphs (AX = the segment; first fit past the program's block, error 8 and the largest free size in BX) / free the block at ES (error 9 if it is none) |
+//! | INT 21h AH=4Ah | Resize the program's block (ES = its PSP) or an allocated one within conventional memory: error 8 and the largest size in BX when it does not fit, 9 for another ES |
 //! | INT 21h AH=4Ch | End the program with exit code AL |
 //! | INT 21h AH=51h / 62h | The PSP's segment in BX |
 //! | INT 21h AH=59h | The last error in AX |
@@ -34,7 +35,7 @@ use vmm_plugin_api::ddk::ZF_MASK;
 use vmm_x86::{AX, BX, CX, DS, DX, ES};
 
 use crate::machine::Core;
-use crate::ring3::v86::{DosMachine, Flow, MEMORY_TOP, PSP_SEGMENT, set_carry};
+use crate::ring3::v86::{DosMachine, Flow, PSP_SEGMENT, set_carry};
 use crate::violation::Violation;
 
 /// DOS error codes.
@@ -263,19 +264,31 @@ impl Core {
                 }
                 _ => Done::Unknown,
             },
-            0x4A => {
-                let (block, paras) = (m.cpu.sregs[ES], m.cpu.regs[BX] as u16);
-                if block != PSP_SEGMENT {
-                    return Done::Err(INVALID_BLOCK);
+            0x48 => match m.allocate(m.cpu.regs[BX] as u16) {
+                Ok(segment) => {
+                    set16(m, AX, segment);
+                    Done::Ok
                 }
-                let most = MEMORY_TOP - PSP_SEGMENT;
-                if paras > most {
-                    set16(m, BX, most);
-                    return Done::Err(NOT_ENOUGH_MEMORY);
+                Err(largest) => {
+                    set16(m, BX, largest);
+                    Done::Err(NOT_ENOUGH_MEMORY)
                 }
-                m.block_end = PSP_SEGMENT + paras;
-                Done::Ok
+            },
+            0x49 => {
+                if m.free(m.cpu.sregs[ES]) {
+                    Done::Ok
+                } else {
+                    Done::Err(INVALID_BLOCK)
+                }
             }
+            0x4A => match m.resize(m.cpu.sregs[ES], m.cpu.regs[BX] as u16) {
+                Ok(()) => Done::Ok,
+                Err(Some(most)) => {
+                    set16(m, BX, most);
+                    Done::Err(NOT_ENOUGH_MEMORY)
+                }
+                Err(None) => Done::Err(INVALID_BLOCK),
+            },
             0x4C => Done::Flow(exit(al as u32)),
             0x51 | 0x62 => {
                 set16(m, BX, PSP_SEGMENT);

@@ -264,6 +264,8 @@ pub(crate) struct DosMachine {
     pub(crate) name: String,
     /// The segment past the program's memory block (INT 21h AH=4Ah).
     pub(crate) block_end: u16,
+    /// Blocks allocated with INT 21h AH=48h: (segment, paragraphs), by segment.
+    pub(crate) blocks: Vec<(u16, u16)>,
     /// The code of the last failed DOS call (INT 21h AH=59h).
     pub(crate) last_error: u16,
     /// Output not yet ended by a newline.
@@ -353,7 +355,15 @@ impl DosMachine {
                 cpu.regs[SP] = exe.sp as u32;
             }
         }
-        Ok(DosMachine { cpu, mem, name: name.to_string(), block_end: MEMORY_TOP, last_error: 0, line: Vec::new() })
+        Ok(DosMachine {
+            cpu,
+            mem,
+            name: name.to_string(),
+            block_end: MEMORY_TOP,
+            blocks: Vec::new(),
+            last_error: 0,
+            line: Vec::new(),
+        })
     }
 }
 
@@ -676,6 +686,65 @@ pub(crate) fn set_carry(cpu: &mut Cpu, on: bool) {
     }
 }
 
+impl DosMachine {
+    /// The free paragraphs from `from` up to the next allocated block or the
+    /// end of conventional memory (`from` must not be inside a block).
+    fn room_at(&self, from: u16, except: Option<u16>) -> u16 {
+        let next = self.blocks.iter().filter(|b| Some(b.0) != except && b.0 >= from).map(|b| b.0).min();
+        next.unwrap_or(MEMORY_TOP) - from
+    }
+
+    /// INT 21h AH=48h: the first free gap of `paras` paragraphs past the
+    /// program's block; the largest gap when none is big enough.
+    pub(crate) fn allocate(&mut self, paras: u16) -> Result<u16, u16> {
+        let mut starts = vec![self.block_end];
+        starts.extend(self.blocks.iter().map(|b| b.0 + b.1));
+        starts.sort_unstable();
+        let mut largest = 0;
+        for start in starts {
+            if self.blocks.iter().any(|b| start >= b.0 && start < b.0 + b.1) {
+                continue;
+            }
+            let room = self.room_at(start, None);
+            if room >= paras && paras > 0 {
+                self.blocks.push((start, paras));
+                self.blocks.sort_unstable();
+                return Ok(start);
+            }
+            largest = largest.max(room);
+        }
+        Err(largest)
+    }
+
+    /// INT 21h AH=49h.
+    pub(crate) fn free(&mut self, segment: u16) -> bool {
+        let before = self.blocks.len();
+        self.blocks.retain(|b| b.0 != segment);
+        self.blocks.len() != before
+    }
+
+    /// INT 21h AH=4Ah on the program's block (the PSP) or an allocated one:
+    /// the most it can grow to when `paras` does not fit.
+    pub(crate) fn resize(&mut self, segment: u16, paras: u16) -> Result<(), Option<u16>> {
+        let most = if segment == PSP_SEGMENT {
+            self.room_at(PSP_SEGMENT, None)
+        } else if self.blocks.iter().any(|b| b.0 == segment) {
+            self.room_at(segment, Some(segment))
+        } else {
+            return Err(None);
+        };
+        if paras > most {
+            return Err(Some(most));
+        }
+        if segment == PSP_SEGMENT {
+            self.block_end = PSP_SEGMENT + paras;
+        } else if let Some(b) = self.blocks.iter_mut().find(|b| b.0 == segment) {
+            b.1 = paras;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,6 +800,28 @@ mod tests {
             let e = parse(&file).unwrap_err();
             assert!(e.contains(why), "{e:?} should say {why:?}");
         }
+    }
+
+    #[test]
+    fn dos_memory_blocks_fit_between_the_program_and_the_end_of_memory() {
+        let mut m = DosMachine::new("P.COM", "P.COM", &Image::Com(vec![0xC3]), "").unwrap();
+        // The program owns everything until it shrinks its block.
+        assert_eq!(m.allocate(1), Err(0));
+        m.resize(PSP_SEGMENT, 0x1000).unwrap();
+        let a = m.allocate(0x100).unwrap();
+        assert_eq!(a, PSP_SEGMENT + 0x1000);
+        let b = m.allocate(0x100).unwrap();
+        assert_eq!(b, a + 0x100);
+        // The program's block cannot grow over them; the answer is its room.
+        assert_eq!(m.resize(PSP_SEGMENT, 0x2000), Err(Some(0x1000)));
+        assert!(m.free(a));
+        assert!(!m.free(a));
+        // The gap left is reused first fit.
+        assert_eq!(m.allocate(0x80), Ok(a));
+        assert_eq!(m.resize(b, 0x200), Ok(()));
+        assert_eq!(m.resize(0x1234, 1), Err(None));
+        let largest = MEMORY_TOP - (b + 0x200);
+        assert_eq!(m.allocate(0xFFFF), Err(largest));
     }
 
     #[test]
