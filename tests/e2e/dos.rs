@@ -377,7 +377,10 @@ fn the_timeline_shows_machine_code_running_in_its_vm() {
 
 #[test]
 fn dos_calls_answer_as_documented() {
-    let programs: [(&str, &[u8], u64); 4] = [
+    let programs: [(&str, &[u8], u64); 5] = [
+        // MOV AX,1685h; MOV BX,99 (no such VM); INT 2Fh; SBB AL,AL; exit: the
+        // VMM's INT 2Fh handler set CF, and the program sees it.
+        ("SWITCH.COM", &[0xB8, 0x85, 0x16, 0xBB, 0x63, 0x00, 0xCD, 0x2F, 0x18, 0xC0, 0xB4, 0x4C, 0xCD, 0x21], 0xFF),
         // MOV AH,30h; INT 21h; MOV AH,4Ch; INT 21h: exit code = major version.
         ("VER.COM", &[0xB4, 0x30, 0xCD, 0x21, 0xB4, 0x4C, 0xCD, 0x21], 7),
         // MOV AH,4Ah; MOV BX,FFFFh; INT 21h; MOV AL,BH; JC +2; MOV AL,0; exit:

@@ -590,8 +590,10 @@ impl Core {
         match n {
             0x2F => {
                 let ax = m.cpu.regs[AX] as u16;
-                let r = self.v86_call_vmm(vm, m, |core| core.ring3_int(0x2F));
-                set_carry(&mut m.cpu, r.is_err());
+                // The handler sets CF itself where a function fails (1685h).
+                if self.v86_call_vmm(vm, m, |core| core.ring3_int(0x2F)).is_err() {
+                    set_carry(&mut m.cpu, true);
+                }
                 if ax == vmm_plugin_api::ddk::W386_RELEASE_TIME_SLICE {
                     return Flow::Step(step(StepKind::Yield, 0), "yield");
                 }
