@@ -524,7 +524,7 @@ impl Manifest {
 /// any case) rather than a ring-3 plugin (a name without an extension).
 pub fn is_program_file(name: &str) -> bool {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-    matches!(ext.as_deref(), Some("com" | "exe")) && !name.ends_with(std::env::consts::DLL_SUFFIX)
+    matches!(ext.as_deref(), Some("com" | "exe"))
 }
 
 // ---- raw, per-layer schema -------------------------------------------------
@@ -1307,6 +1307,16 @@ pub(crate) fn rundll_command_line(args: &str) -> std::result::Result<(&str, &str
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn program_files_are_named_with_com_or_exe() {
+        for file in ["POSTDOS.COM", "postdos.exe", "dir/Hello.Exe"] {
+            assert!(super::is_program_file(file), "{file}");
+        }
+        for module in ["POSTDOS", "POSTDOS.DLL", "libpostdos.so", "COM", "x.comx"] {
+            assert!(!super::is_program_file(module), "{module}");
+        }
+    }
+
     use super::*;
 
     #[test]

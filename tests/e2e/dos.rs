@@ -448,3 +448,21 @@ fn random_machine_code_never_crashes_the_emulator() {
     // Most random programs fault or exit quickly.
     assert!(ended >= 20, "only {ended} of 40 ended");
 }
+
+#[test]
+fn a_program_polling_the_bios_tick_count_sees_virtual_time_pass() {
+    // MOV AX,40h; MOV ES,AX; MOV BX,[ES:6Ch]; l: CMP BX,[ES:6Ch]; JE l; MOV AX,4C00h; INT 21h
+    let code: &[u8] = &[
+        0xB8, 0x40, 0x00, 0x8E, 0xC0, 0x26, 0x8B, 0x1E, 0x6C, 0x00, 0x26, 0x3B, 0x1E, 0x6C, 0x00, 0x74, 0xF9, 0xB8,
+        0x00, 0x4C, 0xCD, 0x21,
+    ];
+    let dir = program_dir("ticks", &[("TICK.COM", code)]);
+    let run = Scenario::new("[[vm]]\nname = \"T\"\nprogram = \"TICK.COM\"\n").plugin_dir(&dir).run();
+    run.assert_ok();
+    let t = run.trace();
+    // One tick is 65,536 / 1,193,180 s = 54.9 ms; the program sees it at the
+    // start of the first run after it (runs are 0.5 ms long).
+    let ended = t.expect(json!({"kind": "program_ended", "module": "TICK.COM", "exit_code": 0}));
+    let ns = ended["t_ns"].as_u64().unwrap();
+    assert!((54_925_000..55_500_000).contains(&ns), "ended at {ns} ns");
+}

@@ -24,7 +24,7 @@
 //! | INT 10h AH=0Eh | Write AL to the console; AH=0Fh: text mode 3, 80 columns |
 //! | INT 15h AH=86h | Wait CX:DX microseconds: the program sleeps that long in virtual time |
 //! | INT 16h AH=01h/11h | No key waiting (ZF set) |
-//! | INT 1Ah AH=00h | Ticks since midnight (18.2 Hz) from the virtual clock |
+//! | INT 1Ah AH=00h | Ticks since midnight (18.2 Hz) from the virtual clock; the BIOS data area's count at 0040:006C follows it, updated at the start of every run |
 //!
 //! Any other function is a `violation` record (`UNSUPPORTED_INTERRUPT`,
 //! naming the call), and returns with CF set and AX=1 (invalid function);
@@ -107,9 +107,7 @@ impl Core {
                 return Flow::Go;
             }
             0x1A if ah == 0x00 => {
-                // 1,193,180 / 65,536 ticks per second since boot, which is midnight.
-                let ms = self.sched.now().as_nanos() / 1_000_000;
-                let ticks = (ms as u128 * 1_193_180 / 65_536 / 1000) as u64 % 0x1800B0;
+                let ticks = bios_ticks(self.sched.now().as_nanos());
                 set16(m, CX, (ticks >> 16) as u16);
                 set16(m, DX, ticks as u16);
                 set_al(m, 0);
@@ -304,6 +302,12 @@ impl Core {
             _ => Done::Unknown,
         }
     }
+}
+
+/// The BIOS tick count at `ns` of virtual time: 1,193,180 / 65,536 ticks
+/// per second since boot, which is midnight; it wraps after a day.
+pub(crate) fn bios_ticks(ns: u64) -> u32 {
+    (ns as u128 * 1_193_180 / 65_536 / 1_000_000_000 % 0x1800B0) as u32
 }
 
 fn exit(code: u32) -> Flow {

@@ -455,6 +455,9 @@ impl Core {
         if let Some(v) = self.vms.borrow().get(vm) {
             from_client(&mut m.cpu, &v.client());
         }
+        // The BIOS data area's timer count, which programs poll to wait.
+        let ticks = crate::ring3::dos::bios_ticks(self.sched.now().as_nanos());
+        m.mem.load(0x46C, &ticks.to_le_bytes());
         let budget = self.manifest.machine.v86_step;
         let mut done = 0u64;
         let (ran, why) = self.with_frame(instance, Context::Ring3, || {
