@@ -274,12 +274,15 @@ fn program_errors_name_the_file_and_why() {
     bad_mz[4..6].copy_from_slice(&9u16.to_le_bytes()); // 9 pages: more than the file
     bad_mz[8..10].copy_from_slice(&2u16.to_le_bytes());
     let big = vec![0x90u8; 0xFF01];
-    let dir = program_dir("errors", &[("BIG.COM", &big), ("BAD.EXE", &bad_mz), ("OK.COM", &[0xC3])]);
+    let huge = vec![0x90u8; 0xA_0001];
+    let dir =
+        program_dir("errors", &[("BIG.COM", &big), ("BAD.EXE", &bad_mz), ("OK.COM", &[0xC3]), ("HUGE.EXE", &huge)]);
     let cases = [
         ("MISSING.COM", "", "program file `MISSING.COM` not found (searched:"),
         ("BIG.COM", "", "a .COM program holds at most 65280 bytes"),
         ("BAD.EXE", "", "bad MZ header: the pages it declares make 4608 bytes, but the file has only 64"),
         ("OK.COM", &"x".repeat(130), "the command line is 130 characters; DOS passes at most 125"),
+        ("HUGE.EXE", "", "the file is 655361 bytes; a DOS program is at most 655360 bytes"),
     ];
     for (file, args, why) in cases {
         let run = Scenario::new(&format!("[[vm]]\nname = \"D\"\nprogram = \"{file}\"\nargs = \"{args}\"\n"))

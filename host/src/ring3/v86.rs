@@ -441,8 +441,16 @@ impl Core {
             }
             return Err(message);
         };
-        let bytes = crate::bounded::read(&path, MAX_FILE, true)
-            .map_err(|e| format!("program file `{name}` ({}): {e}", path.display()))?;
+        let bytes = crate::bounded::read(&path, MAX_FILE, true).map_err(|e| {
+            let why = match e {
+                crate::bounded::ReadError::TooLarge { size, .. } => format!(
+                    "the file is {} bytes; a DOS program is at most {MAX_FILE} bytes (conventional memory)",
+                    size.map_or("more than that".to_string(), |s| s.to_string())
+                ),
+                other => other.to_string(),
+            };
+            format!("program file `{name}` ({}): {why}", path.display())
+        })?;
         let image = parse(&bytes).map_err(|e| format!("program file `{name}` ({}): {e}", path.display()))?;
         Ok((path, image))
     }
