@@ -469,3 +469,20 @@ fn a_program_polling_the_bios_tick_count_sees_virtual_time_pass() {
     let ns = ended["t_ns"].as_u64().unwrap();
     assert!((54_925_000..55_500_000).contains(&ns), "ended at {ns} ns");
 }
+
+#[test]
+fn invalid_v86_machine_values_are_refused_with_the_key_named() {
+    let cases = [
+        ("instruction_time = 0", "manifest#1:2:20", "instruction_time must be longer than 0"),
+        ("instruction_time = \"2ms\"", "manifest#1:2:20", "instruction_time must be at most"),
+        ("instruction_time = \"fast\"", "manifest#1:2:20", "instruction_time: invalid duration"),
+        ("v86_step = 0", "manifest#1:2:12", "v86_step must be 1 to 100000000 instructions per step, got 0"),
+        ("v86_step = -3", "manifest#1:2:12", "v86_step must be 1 to 100000000 instructions per step, got -3"),
+        ("v86_step = 100000001", "manifest#1:2:12", "got 100000001"),
+    ];
+    for (line, place, message) in cases {
+        let run = Scenario::new(&format!("[machine]\n{line}\n")).run();
+        let e = run.expect_error().to_string();
+        assert!(e.contains(place) && e.contains(message), "{line}: {e}");
+    }
+}
