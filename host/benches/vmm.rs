@@ -14,6 +14,15 @@
 //!   to POSTAPP's window procedure; and the same route to a window handle
 //!   that does not exist (PostMessage returns TRUE without queueing), which
 //!   leaves out the queue, GetMessage and the window procedure.
+//! * `vpostd/real_postdos_com_to_window_procedure`: the same route per
+//!   message with VPOSTD's DOS side as real machine code (POSTDOS.COM,
+//!   built from `plugins/postdos-c/postdos.c` with `bcc -Md`) run by the
+//!   V86 monitor, beside `dos_to_window_procedure` (the Rust module).
+//! * `v86/tight_loop_in_a_dos_vm`: instructions per second of a tight loop
+//!   (`LOOP` to itself, 2^20 instructions) in a DOS VM, through the whole
+//!   monitor and scheduler (a run of the interpreter per `[machine]
+//!   v86_step`); the bare interpreter and the same loop in Rust are
+//!   `host/x86/benches/x86.rs`.
 //! * `vm_creation/*`: a machine with 10^3 and 10^4 `[[vm]]` entries booted,
 //!   run and shut down, beside the machine without VMs: the time the VMs
 //!   add grows tenfold from 10^3 to 10^4, so creating (and destroying) VMs
@@ -287,11 +296,86 @@ fn check_vpostd_routes() {
     }
 }
 
+/// The directory of the benchmarks' DOS programs: POSTDOS.COM (compiled
+/// with `bcc -Md`) and LOOP.COM (the tight loop), made once.
+fn dos_programs() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("vmm-bench-dos-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("directory");
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/postdos-c/postdos.c");
+        let out = std::process::Command::new("bcc")
+            .args(["-Md", "-o", "POSTDOS.COM"])
+            .arg(&source)
+            .current_dir(&dir)
+            .output()
+            .expect("bcc (apt-get install bcc bin86 elks-libc)");
+        assert!(out.status.success(), "bcc: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(dir.join("LOOP.COM"), TIGHT_LOOP).expect("LOOP.COM");
+        dir
+    })
+}
+
+/// `MOV DX,16; o: XOR CX,CX; i: LOOP i; DEC DX; JNZ o; INT 20h`.
+const TIGHT_LOOP: &[u8] = &[0xBA, 0x10, 0x00, 0x31, 0xC9, 0xE2, 0xFE, 0x4A, 0x75, 0xF9, 0xCD, 0x20];
+/// The instructions it executes: MOV, 16 × (XOR + 65,536 LOOP + DEC + JNZ), INT 20h.
+const TIGHT_LOOP_INSTRUCTIONS: u64 = 1 + 16 * (65_536 + 3) + 1;
+
+fn com_machine(manifest: &str) -> Machine {
+    let mut m = Scenario::new(manifest).plugin_dir(dos_programs()).without_trace().machine().expect("manifest");
+    m.boot().expect("boot");
+    m
+}
+
+/// POSTDOS.COM posting `count` messages as fast as they are taken to POSTAPP.
+fn vpostd_com_machine(count: u64) -> Machine {
+    com_machine(&format!(
+        "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[machine]\nlivelock_limit = 9223372036854775807\n[windows]\n\
+         load = [\"POSTAPP\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS.COM\"\nargs = \"count={count} interval=0\"\n"
+    ))
+}
+
+/// The real POSTDOS.COM delivers every message (a short traced run).
+fn check_vpostd_com_route() {
+    let run = Scenario::new(
+        "[386Enh]\ndevice = [\"VPOSTD.386\"]\n[windows]\nload = [\"POSTAPP\"]\n\
+         [[vm]]\nname = \"DOS1\"\nprogram = \"POSTDOS.COM\"\nargs = \"count=10 interval=0\"\n",
+    )
+    .plugin_dir(dos_programs())
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "message_delivered", "msg": 0x0500})), 10, "{}", t.tail(10));
+}
+
+fn v86(c: &mut Criterion) {
+    let mut group = c.benchmark_group("v86");
+    group.throughput(Throughput::Elements(TIGHT_LOOP_INSTRUCTIONS)).sample_size(20);
+    let manifest = "[machine]\nlivelock_limit = 9223372036854775807\n[[vm]]\nname = \"L\"\nprogram = \"LOOP.COM\"\n";
+    let check = Scenario::new(manifest).plugin_dir(dos_programs()).run();
+    check.assert_ok();
+    let ran: u64 = check
+        .trace()
+        .values(json!({"kind": "v86_slice"}), "instructions")
+        .iter()
+        .map(|v| v.as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(ran, TIGHT_LOOP_INSTRUCTIONS);
+    group.bench_function("tight_loop_in_a_dos_vm", |b| {
+        b.iter_custom(|iters| time_runs(iters, 1, |_| com_machine(manifest)))
+    });
+    group.finish();
+}
+
 fn vpostd(c: &mut Criterion) {
     check_vpostd_routes();
+    check_vpostd_com_route();
     let mut group = c.benchmark_group("vpostd");
     group.throughput(Throughput::Elements(1)).sample_size(20).measurement_time(Duration::from_secs(6));
     group.bench_function("dos_to_window_procedure", |b| b.iter_custom(|iters| time_vpostd(iters, true)));
+    group.bench_function("real_postdos_com_to_window_procedure", |b| {
+        b.iter_custom(|iters| time_runs(iters, 2_000_000, vpostd_com_machine))
+    });
     group.bench_function("dos_to_postmessage_no_queue", |b| b.iter_custom(|iters| time_vpostd(iters, false)));
     group.bench_function("baseline_direct_rust_route", |b| {
         let mut posts = std::collections::VecDeque::new();
@@ -364,5 +448,5 @@ fn livelock_guard(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd, vm_creation, livelock_guard);
+criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd, v86, vm_creation, livelock_guard);
 criterion_main!(benches);

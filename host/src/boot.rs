@@ -281,8 +281,17 @@ impl Core {
     fn check_manifest_references(&self) -> Result<()> {
         let m = &self.manifest;
         for v in &m.vms {
-            if let Some(p) = &v.program {
-                self.check_module(p, ModuleKind::DosProgram, &v.origin)?;
+            match &v.program {
+                Some(p) if crate::manifest::is_program_file(p) => {
+                    let checked = self.load_program_file(p).and_then(|(path, image)| {
+                        crate::ring3::v86::DosMachine::new(p, p, &image, &v.args)
+                            .map(|_| ())
+                            .map_err(|e| format!("program file `{p}` ({}): {e}", path.display()))
+                    });
+                    checked.map_err(|message| Error::Reference { origin: v.origin.clone(), message })?;
+                }
+                Some(p) => self.check_module(p, ModuleKind::DosProgram, &v.origin)?,
+                None => {}
             }
         }
         for (app, origin) in &m.windows.load {

@@ -196,6 +196,11 @@ pub struct MachineSettings {
     pub time_slice: Duration,
     /// Virtual time one ring-3 step takes.
     pub ring3_step: Duration,
+    /// Virtual time one instruction of a machine-code DOS program takes.
+    pub instruction_time: Duration,
+    /// Instructions a machine-code DOS program runs per step at most, before
+    /// the scheduler looks at the other VMs again.
+    pub v86_step: u64,
     /// Extra plugin directories, resolved against the manifest that named
     /// them.
     pub plugin_path: Vec<PathBuf>,
@@ -234,6 +239,12 @@ pub const MIN_TRACE_LIMIT: u64 = 1024;
 
 /// The longest `[machine] ring3_step`.
 const MAX_RING3_STEP: Duration = Duration::from_secs(1);
+
+/// The longest `[machine] instruction_time`.
+const MAX_INSTRUCTION_TIME: Duration = Duration::from_millis(1);
+
+/// The most `[machine] v86_step` instructions.
+const MAX_V86_STEP: u64 = 100_000_000;
 
 /// The longest `[machine] time_slice`.
 const MAX_TIME_SLICE: Duration = Duration::from_secs(60);
@@ -291,6 +302,8 @@ impl Default for MachineSettings {
             windows_version: (4, 0),
             time_slice: Duration::from_millis(20),
             ring3_step: Duration::from_micros(50),
+            instruction_time: Duration::from_nanos(50),
+            v86_step: 10_000,
             plugin_path: Vec::new(),
             build: BuildPolicy::Always,
             livelock_limit: DEFAULT_LIVELOCK_LIMIT,
@@ -340,7 +353,9 @@ pub struct VmEntry {
     /// The VM runs in a window rather than full screen (its PIF's display
     /// usage, reported by `SHELL_GetVMInfo`).
     pub windowed: bool,
-    /// DOS program to run (a ring-3 plugin name), if any.
+    /// DOS program to run, if any: a ring-3 plugin name (`POSTDOS`), or a
+    /// machine-code file on the program search path (`POSTDOS.COM`, see
+    /// [`is_program_file`]).
     pub program: Option<String>,
     /// Command-line arguments.
     pub args: String,
@@ -526,13 +541,20 @@ impl Manifest {
             .map(|t| t.device.clone())
             .chain(self.devices.iter().filter(|d| d.builtin().is_none()).map(|d| d.name.clone()))
             .chain(load)
-            .chain(self.vms.iter().filter_map(|v| v.program.clone()))
+            .chain(self.vms.iter().filter_map(|v| v.program.clone()).filter(|p| !is_program_file(p)))
             .chain(self.programs.values().map(|p| p.module.clone()))
             .collect();
         names.sort();
         names.dedup();
         names
     }
+}
+
+/// Whether a `[[vm]] program` names a machine-code file (`.COM` or `.EXE`,
+/// any case) rather than a ring-3 plugin (a name without an extension).
+pub fn is_program_file(name: &str) -> bool {
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    matches!(ext.as_deref(), Some("com" | "exe"))
 }
 
 // ---- raw, per-layer schema -------------------------------------------------
@@ -590,6 +612,8 @@ struct RawMachine {
     windows: Option<Spanned<String>>,
     time_slice: Option<Spanned<RawDuration>>,
     ring3_step: Option<Spanned<RawDuration>>,
+    instruction_time: Option<Spanned<RawDuration>>,
+    v86_step: Option<Spanned<i64>>,
     plugin_path: Option<Vec<String>>,
     build: Option<Spanned<String>>,
     livelock_limit: Option<Spanned<i64>>,
@@ -1157,6 +1181,17 @@ fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Resu
         // A step of no time would let a program run forever at one instant.
         m.ring3_step = bounded(src, "ring3_step", step, Duration::from_nanos(1), MAX_RING3_STEP)?;
     }
+    if let Some(t) = &raw.instruction_time {
+        m.instruction_time = bounded(src, "instruction_time", t, Duration::from_nanos(1), MAX_INSTRUCTION_TIME)?;
+    }
+    if let Some(n) = &raw.v86_step {
+        m.v86_step = u64::try_from(*n.get_ref()).ok().filter(|n| (1..=MAX_V86_STEP).contains(n)).ok_or_else(|| {
+            src.error(
+                &n.span(),
+                format!("v86_step must be 1 to {MAX_V86_STEP} instructions per step, got {}", n.get_ref()),
+            )
+        })?;
+    }
     if let Some(paths) = raw.plugin_path {
         m.plugin_path = paths.into_iter().map(|p| src.dir.join(p)).collect();
     }
@@ -1318,6 +1353,16 @@ pub(crate) fn rundll_command_line(args: &str) -> std::result::Result<(&str, &str
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn program_files_are_named_with_com_or_exe() {
+        for file in ["POSTDOS.COM", "postdos.exe", "dir/Hello.Exe"] {
+            assert!(super::is_program_file(file), "{file}");
+        }
+        for module in ["POSTDOS", "POSTDOS.DLL", "libpostdos.so", "COM", "x.comx"] {
+            assert!(!super::is_program_file(module), "{module}");
+        }
+    }
+
     use super::*;
 
     #[test]

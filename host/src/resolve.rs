@@ -57,6 +57,22 @@ impl SearchPath {
     }
 }
 
+impl SearchPath {
+    /// Find the machine-code program file `name` (`POSTDOS.COM`). The
+    /// program search path is the plugin search path: a name with a `/` is
+    /// a path from the manifest's directory; any other name is looked up in
+    /// each directory in order, as written, then in lower case, then in
+    /// upper case (DOS file names ignore case).
+    pub fn find_program(&self, name: &str) -> Option<PathBuf> {
+        if name.contains('/') || name.contains('\\') {
+            let p = tidy(self.base.join(name.replace('\\', "/")));
+            return p.exists().then_some(p);
+        }
+        let spellings = [name.to_string(), name.to_ascii_lowercase(), name.to_ascii_uppercase()];
+        self.dirs.iter().find_map(|d| spellings.iter().map(|n| tidy(d.join(n))).find(|p| p.is_file()))
+    }
+}
+
 /// `path` without `.` components (`./libx.so` found from the manifest's
 /// directory `.` is `libx.so`, not `././libx.so`).
 fn tidy(path: PathBuf) -> PathBuf {

@@ -5,6 +5,9 @@
 //! in it; a `VMM` track carries control messages, interrupts and
 //! violations. Callbacks take no virtual time, so they appear as instant
 //! markers; a VM's running spans and critical-section ownership are slices.
+//! A machine-code DOS program's runs of the interpreter (`v86_slice`) are
+//! slices on its VM's track, named with the instruction count, lasting the
+//! virtual time the instructions took.
 
 use std::collections::BTreeMap;
 
@@ -91,6 +94,16 @@ pub fn chrome_trace(records: &[TraceRecord]) -> Value {
                 }
                 _ => {}
             },
+            TraceEvent::V86Slice { vm, program, instructions, duration_ns, exit, .. } => {
+                // Real code running in a DOS VM: one slice per run of the interpreter.
+                let tid = b.tid(*vm);
+                let name = format!("{program}: {instructions} instructions ({exit})");
+                b.events.push(json!({
+                    "name": name, "cat": "v86", "ph": "X",
+                    "ts": ts, "dur": *duration_ns as f64 / 1000.0,
+                    "pid": PID, "tid": tid, "args": args,
+                }));
+            }
             TraceEvent::Interrupt { name, .. } => b.instant(VMM_TID, ts, format!("IRQ {name}"), "interrupt", args),
             TraceEvent::Control { device, message, vm, .. } => {
                 if *message == "Sys_VM_Init"

@@ -821,6 +821,59 @@ pub enum TraceEvent {
         /// Interrupts enabled afterwards.
         enabled: bool,
     },
+    /// A machine-code DOS program ran from one return to the scheduler to
+    /// the next.
+    V86Slice {
+        /// The VM.
+        vm: u32,
+        /// The program file's name.
+        program: String,
+        /// Instructions executed.
+        instructions: u64,
+        /// The virtual time they took (`instructions` × `[machine]
+        /// instruction_time`); the run began at the record's time.
+        duration_ns: u64,
+        /// Why it stopped (`budget`, `yield`, `sleep`, `halt`, `exit`,
+        /// `fault`).
+        exit: &'static str,
+        /// CS:IP where it stopped, as `CS << 16 | IP`.
+        cs_ip: u32,
+    },
+    /// A machine-code DOS program executed a software interrupt.
+    V86Interrupt {
+        /// The VM.
+        vm: u32,
+        /// The vector.
+        vector: u8,
+        /// AX at the interrupt (the function).
+        ax: u16,
+        /// Who handled it: `host` (the VMM's handler) or `vm` (reflected
+        /// through the VM's interrupt vector table to the program's handler).
+        handler: &'static str,
+    },
+    /// A machine-code DOS program read or wrote an I/O port.
+    PortIo {
+        /// The VM.
+        vm: u32,
+        /// The port.
+        port: u16,
+        /// Access width in bits (8, 16, 32).
+        size: u8,
+        /// `in` or `out`.
+        dir: &'static str,
+        /// The value read or written.
+        value: u32,
+    },
+    /// A machine-code DOS program faulted with no handler of its own; the
+    /// VM is ended.
+    V86Fault {
+        /// The VM.
+        vm: u32,
+        /// The exception vector.
+        vector: u8,
+        /// CS:IP of the faulting instruction, as `CS << 16 | IP`.
+        cs_ip: u32,
+    },
     /// `_SHELL_CallAtAppyTime` queued an appy-time event.
     AppyScheduled {
         /// The appy-time event handle.

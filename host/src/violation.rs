@@ -151,7 +151,8 @@ violations! {
     /// Only Windows tasks have message queues; a DOS program that returns `Step::get_message()`
     /// is ended.
     GetMessageInDos = "GET_MESSAGE_IN_DOS",
-    /// Ring-3 code may execute INT 2Fh; the emulator provides no other interrupt handlers.
+    /// A Rust ring-3 module may execute INT 2Fh only; a machine-code DOS program the host's DOS
+    /// subset and the interrupts it installed handlers for.
     UnsupportedInterrupt = "UNSUPPORTED_INTERRUPT",
     /// `_SHELL_LoadLibrary`, `_SHELL_FreeLibrary`, `_SHELL_GetProcAddress`, `_SHELL_CallDll`,
     /// `_SHELL_LocalAllocEx`, `_SHELL_LocalFree` and `_SHELL_ShellExecute` may be called only at

@@ -609,6 +609,100 @@
 //! run.trace().expect_none(json!({"kind": "violation"}));
 //! ```
 //!
+//! ### Testing against a real DOS program
+//!
+//! A Rust DOS module is a model of a DOS client. To see what your V86 API
+//! does with a real one, run real machine code: write the client in C (or
+//! assembly), build it to a `.COM` and name the file, with its extension,
+//! in `[[vm]] program`. The V86 monitor loads it as DOS would and runs it on
+//! the `vmm-x86` interpreter; its INT 2Fh 1684h returns your device's
+//! entry point, and its far call to that entry calls your API procedure
+//! with its real registers as the client registers. The trace records the
+//! boundary: `int2f`, `api_call` (registers in and out, CF), `v86_interrupt`,
+//! `port_io`, `if_flag`, `program_output` (what it printed), `v86_slice`
+//! (instructions per run) and `program_ended` (its exit code).
+//!
+//! The client in C, for Debian's 16-bit compiler (`apt-get install bcc
+//! bin86 elks-libc`; `bcc -Md` makes a `.COM`; `#asm` blocks reach the
+//! registers; globals are `_name` in the assembly):
+//!
+//! ```text
+//! unsigned r_ax, r_bx, r_di, r_es, r_cf;
+//! unsigned entry[2];                       /* offset, segment */
+//!
+//! get_entry()                              /* INT 2Fh AX=1684h BX=device ID */
+//! {
+//! #asm
+//!     mov ax,#0x1684
+//!     mov bx,#0x3A10
+//!     xor di,di
+//!     mov es,di
+//!     int 0x2F
+//!     mov [_entry],di
+//!     mov [_entry+2],es
+//! #endasm
+//! }
+//!
+//! call_api()                               /* far call with AX = r_ax */
+//! {
+//! #asm
+//!     mov ax,[_r_ax]
+//!     callf [_entry]
+//!     mov [_r_ax],ax
+//!     sbb ax,ax
+//!     mov [_r_cf],ax
+//! #endasm
+//! }
+//!
+//! int main() { get_entry(); r_ax = 1; call_api(); return r_cf ? 2 : 0; }
+//! ```
+//!
+//! `plugins/postdos-c/postdos.c` is a complete client (VPOSTD's DOS side,
+//! with a command line, waits and error reports). The test builds the
+//! program once per process and puts its directory on the search path
+//! with `Scenario::plugin_dir` (the program search path is the plugin
+//! search path):
+//!
+//! ```no_run
+//! use std::path::PathBuf;
+//! use std::process::Command;
+//! use vmm_testkit::{Scenario, json};
+//!
+//! fn client_dir() -> PathBuf {
+//!     let dir = std::env::temp_dir().join(format!("hello-client-{}", std::process::id()));
+//!     std::fs::create_dir_all(&dir).unwrap();
+//!     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/client/client.c");
+//!     let ok = Command::new("bcc").args(["-Md", "-o", "CLIENT.COM", src]).current_dir(&dir).status();
+//!     assert!(ok.is_ok_and(|s| s.success()), "bcc -Md failed (apt-get install bcc bin86 elks-libc)");
+//!     dir
+//! }
+//!
+//! #[test]
+//! fn a_real_dos_client_calls_the_v86_api() {
+//!     let run = Scenario::new(
+//!         "[386Enh]\ndevice = [\"HELLO.386\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"CLIENT.COM\"\n",
+//!     )
+//!     .this_crate()
+//!     .plugin_dir(client_dir())
+//!     .run();
+//!     run.assert_ok();
+//!     let t = run.trace();
+//!     t.expect(json!({"kind": "int2f", "ax": 0x1684, "bx": 0x3A10, "es_di": 0xFF00_3A10u32}));
+//!     t.expect(json!({"kind": "api_call", "device": "HELLO", "mode": "v86", "carry": false}));
+//!     t.expect(json!({"kind": "program_ended", "module": "CLIENT.COM", "exit_code": 0}));
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! The program's registers are the VM's `Client_Reg_Struc` while your API
+//! procedure runs: what you set there (AX, CF, ES:DI ...) is what the
+//! program sees when the far call returns. An unhandled DOS call shows as
+//! an `UNSUPPORTED_INTERRUPT` violation naming it, a fault as `v86_fault`.
+//! Port I/O reads all ones for now (`port_io` records show what the
+//! program tried). The DOS subset and the VM's memory layout are listed in
+//! `docs/semantics.md`; an assembly example that hooks interrupts and does
+//! port I/O is `plugins/dosasm/dosasm.asm`.
+//!
 //! ## Dynamic devices and hot reload
 //!
 //! A device can be loaded while Windows runs (VXDLDR's

@@ -7,6 +7,7 @@
 mod boundaries;
 mod common;
 mod depth;
+mod dos;
 mod dynamic;
 mod explore;
 mod foundation;

@@ -497,9 +497,7 @@ impl Workspace {
 /// device goes into `[386Enh] device` by hand: the list is one key).
 fn member_layer(kind: Kind, module: &str) -> Option<(&'static str, String)> {
     match kind {
-        Kind::Dos => {
-            Some((".EXE", format!("[[vm]]\nname = \"{module}\"\nat = \"10ms\"\nprogram = \"{module}.EXE\"\n")))
-        }
+        Kind::Dos => Some((".EXE", format!("[[vm]]\nname = \"{module}\"\nat = \"10ms\"\nprogram = \"{module}\"\n"))),
         Kind::App => Some((".EXE", format!("[windows]\nload = [\"{module}.EXE\"]\n"))),
         Kind::Dll => Some((".DLL", format!("[windows]\nload = [\"*RUNDLL {module}.DLL,Hello\"]\n"))),
         Kind::Vxd => None,

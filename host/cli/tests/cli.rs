@@ -455,3 +455,45 @@ fn a_run_cut_short_by_until_is_held_only_to_what_any_part_of_a_good_run_satisfie
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("strict.ini:2:"), "{}", text(&out.stderr));
 }
+
+/// `plugins/postdos-c/system.ini` in a scratch directory, with POSTDOS.COM
+/// compiled there by Debian's 16-bit C compiler (`bcc -Md`).
+fn postdos_c_machine(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let manifest = std::fs::read_to_string(root.join("plugins/postdos-c/system.ini")).unwrap();
+    let dir = scratch(name, &manifest);
+    let out = Command::new("bcc")
+        .args(["-Md", "-o", "POSTDOS.COM"])
+        .arg(root.join("plugins/postdos-c/postdos.c"))
+        .current_dir(&dir)
+        .output()
+        .expect("bcc: apt-get install bcc bin86 elks-libc (.ci/run installs them)");
+    assert!(out.status.success(), "bcc -Md failed: {}{}", text(&out.stdout), text(&out.stderr));
+    dir
+}
+
+#[test]
+fn the_real_postdos_com_machine_delivers_every_message_under_lifo_and_random_order() {
+    let dir = postdos_c_machine("postdos-c");
+    for order in
+        [&["--order", "lifo"][..], &["--order", "random", "--seed", "7"], &["--order", "random", "--seed", "99"]]
+    {
+        let mut args = vec!["run", "system.ini"];
+        args.extend_from_slice(order);
+        // `vmm run` checks the manifest's [expect] (exactly-once delivery, no
+        // violation) and fails if it does not hold.
+        let out = vmm(&dir, &args);
+        assert!(out.status.success(), "{order:?}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let table: Vec<Vec<&str>> =
+            stdout.lines().filter(|l| l.starts_with("DOS")).map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(table.len(), 2, "{stdout}");
+        // VM, POSTED, DELIVERED, ..., DROPPED
+        assert_eq!((table[0][0], table[0][3], table[0][4], table[0][6]), ("DOS1", "6", "6", "0"), "{stdout}");
+        assert_eq!((table[1][0], table[1][3], table[1][4], table[1][6]), ("DOS2", "4", "4", "0"), "{stdout}");
+        if order[1] == "lifo" {
+            // The same story as the default demo's: the burst overflows the queue.
+            assert!(stdout.contains("DOS2 (VM 3) posted wParam 3 lParam 4: the window's queue was full"), "{stdout}");
+        }
+    }
+}

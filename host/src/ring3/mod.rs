@@ -9,10 +9,12 @@
 //! of the system VM with a message queue each; a DOS program has a DOS VM
 //! to itself and ends it when it exits.
 
+pub(crate) mod dos;
 pub(crate) mod int2f;
 pub(crate) mod memory;
 pub(crate) mod rundll;
 pub(crate) mod user;
+pub(crate) mod v86;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -68,12 +70,33 @@ pub(crate) struct ExportRec {
     pub(crate) arg_bytes: u16,
 }
 
+/// What a ring-3 module's code is: the seam between the two kinds of
+/// ring-3 code. Everything else about a module (its instance, VM, program
+/// record, the services it reaches) is the same for both.
+pub(crate) enum Ring3Code {
+    /// A Rust step machine in a plugin: its instance's entry points.
+    Plugin(Inst),
+    /// A machine-code DOS program run by the interpreter under the V86
+    /// monitor (`v86.rs`). `None` while a step runs it, and once unloaded.
+    Machine(Option<Box<v86::DosMachine>>),
+}
+
+impl Ring3Code {
+    /// The plugin's entry points, for a Rust module.
+    pub(crate) fn plugin(&self) -> Option<Inst> {
+        match self {
+            Ring3Code::Plugin(inst) => Some(*inst),
+            Ring3Code::Machine(_) => None,
+        }
+    }
+}
+
 /// A loaded ring-3 module.
 pub(crate) struct ModuleRec {
     pub(crate) name: Rc<str>,
     pub(crate) kind: ModuleKind,
     pub(crate) instance: u32,
-    pub(crate) inst: Inst,
+    pub(crate) code: Ring3Code,
     pub(crate) segments: Vec<(String, SegmentKind)>,
     pub(crate) exports: Vec<ExportRec>,
     /// Per segment, its exports in offset order (the `n`th lives at offset
@@ -346,11 +369,48 @@ impl Core {
             name: mname,
             kind,
             instance,
-            inst,
+            code: Ring3Code::Plugin(inst),
             segments: desc.segments.iter().map(|s| (s.name.as_str().to_string(), s.kind)).collect(),
             exports,
             by_offset,
             selectors,
+            hinstance,
+            refcount: 1,
+            vm,
+            alive: true,
+        });
+        Ok(index)
+    }
+
+    /// Load the machine-code program file `name` into DOS VM `vm` with the
+    /// command tail `args`.
+    fn instantiate_machine(&self, name: &str, vm: u32, args: &str) -> Result<usize, String> {
+        let (path, image) = self.load_program_file(name)?;
+        let file = path.file_name().map_or(name.to_string(), |f| f.to_string_lossy().to_ascii_uppercase());
+        let machine = v86::DosMachine::new(&file, &file, &image, args)
+            .map_err(|e| format!("program file `{name}` ({}): {e}", path.display()))?;
+        // The VM's client registers hold the program's between steps: DOS
+        // starts it at the entry point with its registers set.
+        if let Some(v) = self.vms.borrow().get(vm) {
+            let mut c = v.client();
+            v86::to_client(&machine.cpu, &mut c);
+            v.set_client(c);
+        }
+        let mname: Rc<str> = Rc::from(file.as_str());
+        let instance = self.add_instance(mname.clone(), None);
+        let mut r3 = self.ring3.borrow_mut();
+        r3.next_hinstance = r3.next_hinstance.max(0x0F00) + 0x10;
+        let hinstance = r3.next_hinstance;
+        let index = r3.modules.len();
+        r3.modules.push(ModuleRec {
+            name: mname,
+            kind: ModuleKind::DosProgram,
+            instance,
+            code: Ring3Code::Machine(Some(Box::new(machine))),
+            segments: Vec::new(),
+            exports: Vec::new(),
+            by_offset: Vec::new(),
+            selectors: Vec::new(),
             hinstance,
             refcount: 1,
             vm,
@@ -364,7 +424,10 @@ impl Core {
     /// Start `program` (a DOS program in a DOS VM, or a Windows application
     /// in the system VM) with `args`; its program number.
     pub(crate) fn start_program(&self, vm: u32, program: &str, args: &str) -> Option<u32> {
-        let module = match self.instantiate_module(program, vm) {
+        let machine = vm != self.sys_vm.get() && crate::manifest::is_program_file(program);
+        let loaded =
+            if machine { self.instantiate_machine(program, vm, args) } else { self.instantiate_module(program, vm) };
+        let module = match loaded {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("cannot start `{program}`: {e}");
@@ -464,8 +527,18 @@ impl Core {
             _ => return false,
         };
         let (instance, inst) = {
-            let r3 = self.ring3.borrow();
-            (r3.modules[module].instance, r3.modules[module].inst)
+            let mut r3 = self.ring3.borrow_mut();
+            let m = &mut r3.modules[module];
+            match &mut m.code {
+                Ring3Code::Plugin(inst) => (m.instance, *inst),
+                Ring3Code::Machine(machine) => {
+                    let Some(machine) = machine.take() else { return false };
+                    let instance = m.instance;
+                    drop(r3);
+                    self.machine_step(id, module, instance, machine);
+                    return true;
+                }
+            }
         };
         let previous_task = self.current_task.replace(task);
         let outcome =
@@ -489,6 +562,29 @@ impl Core {
             ),
         }
         true
+    }
+
+    /// One step of a machine-code program: a run of the interpreter.
+    fn machine_step(&self, id: u32, module: usize, instance: u32, mut machine: Box<v86::DosMachine>) {
+        let ran = self.v86_run(instance, &mut machine);
+        {
+            let mut r3 = self.ring3.borrow_mut();
+            let m = &mut r3.modules[module];
+            if m.alive {
+                m.code = Ring3Code::Machine(Some(machine));
+            }
+        }
+        match ran {
+            v86::Ran::Step(step) => self.apply_step(id, step),
+            v86::Ran::Preempted => {
+                if let Some(p) = self.ring3.borrow_mut().program_mut(id)
+                    && p.state != ProgState::Ended
+                {
+                    p.state = ProgState::Ready(Resume { kind: ResumeKind::Yielded, msg: Msg::default() });
+                }
+            }
+            v86::Ran::Crashed => self.end_program(id, None, EndReason::Crashed),
+        }
     }
 
     /// The message `GetMessage` returns to `task` (`WM_QUIT` once the queue
@@ -623,6 +719,10 @@ impl Core {
                 return;
             }
             m.alive = false;
+            if let Ring3Code::Machine(machine) = &mut m.code {
+                // The VM's memory goes with it.
+                *machine = None;
+            }
             m.instance
         };
         self.free_far_blocks_of(instance);
@@ -682,9 +782,12 @@ impl Core {
         let (instance, inst, ordinal, task_vm) = {
             let r3 = self.ring3.borrow();
             let m = &r3.modules[module];
-            (m.instance, m.inst, m.exports[export].ordinal, m.vm)
+            (m.instance, m.code.plugin(), m.exports[export].ordinal, m.vm)
         };
         let _ = task_vm;
+        // A machine-code program exports nothing, so no far pointer
+        // resolves into it.
+        let Some(inst) = inst else { return Err(CallOutcome::Skipped) };
         if isr {
             self.isr_depth.set(self.isr_depth.get() + 1);
         }

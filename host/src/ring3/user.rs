@@ -284,7 +284,11 @@ impl Core {
                 // LibMain: a DLL refuses to load with Step::exit(0).
                 let (instance, inst) = {
                     let r3 = self.ring3.borrow();
-                    (r3.modules[m].instance, r3.modules[m].inst)
+                    (r3.modules[m].instance, r3.modules[m].code.plugin())
+                };
+                let Some(inst) = inst else {
+                    self.unload_module(m);
+                    return 2;
                 };
                 let step = self.invoke(instance, "start", crate::vmm::context::Context::Ring3, |cx| {
                     (inst.vtable.start())(inst.this, cx, abi_stable::std_types::RStr::from_str(""))
