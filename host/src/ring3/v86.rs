@@ -40,6 +40,12 @@
 //! executed, and a run lasts at most `[machine] v86_step` instructions:
 //! the same program and seed always give the same run.
 //!
+//! Where the virtual-hardware work plugs in: device hooks of V86
+//! interrupts (`Hook_V86_Int_Chain`) run in [`Core::v86_interrupt`] before
+//! the host's handler or the reflection (that is every `INT n` the program
+//! executes, with the client registers current), and I/O trapping replaces
+//! the open-bus answers of `ExitReason::In`/`Out` in [`Core::v86_run`].
+//!
 //! Between runs the VM's client registers (`Client_Reg_Struc`) hold the
 //! program's registers; during a run they are written before every call
 //! into the VMM and read back after it, so VxDs see and change exactly
