@@ -284,7 +284,7 @@ impl Core {
             match &v.program {
                 Some(p) if crate::manifest::is_program_file(p) => {
                     let checked = self.load_program_file(p).and_then(|(path, image)| {
-                        crate::ring3::v86::DosMachine::new(p, p, &image, &v.args)
+                        crate::ring3::machine_code::DosMachine::new(p, p, &image, &v.args)
                             .map(|_| ())
                             .map_err(|e| format!("program file `{p}` ({}): {e}", path.display()))
                     });

@@ -30,6 +30,15 @@ use vmm_plugin_api::abi::{PluginInfo, PluginRoot_Ref};
 use crate::error::LoadCause;
 use crate::image::{self, Defect};
 
+/// A live instance of a loaded library's code: the instance pointer its
+/// factory returned and its entry points. The machine calls a device or a
+/// ring-3 module through it.
+#[derive(Copy, Clone)]
+pub(crate) struct Inst {
+    pub(crate) this: *const core::ffi::c_void,
+    pub(crate) vtable: vmm_plugin_api::abi::InstanceVtable_Ref,
+}
+
 /// abi_stable's exported root-module symbol.
 const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader\0";
 

@@ -197,7 +197,7 @@ pub(crate) struct Core {
     /// Wall-clock start, for `--realtime`.
     pub(crate) wall_start: std::cell::OnceCell<std::time::Instant>,
     /// Modules, programs, tasks and windows.
-    pub(crate) ring3: RefCell<crate::ring3::Ring3State>,
+    pub(crate) ring3: RefCell<crate::ring3::state::Ring3State>,
     /// The Windows task whose code runs now (0: none).
     pub(crate) current_task: Cell<u16>,
     /// Ring-3 calls on the stack that run like an ISR (KB Q72899).
@@ -213,7 +213,7 @@ pub(crate) struct Core {
     /// server's local heap.
     pub(crate) shell: crate::shell::state::ShellState,
     /// Ring-3 data blocks (`GlobalAlloc`), by selector.
-    pub(crate) far: RefCell<crate::ring3::memory::FarMemory>,
+    pub(crate) far: RefCell<crate::ring3::state::FarMemory>,
     /// Set while a watched run paces virtual time: a rebuilt plugin is
     /// ready (see `Core::pace`).
     pub(crate) pace_interrupt: RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
@@ -276,14 +276,14 @@ impl Core {
             top_level: Cell::new(false),
             trace_full: Cell::new(false),
             wall_start: std::cell::OnceCell::new(),
-            ring3: RefCell::new(crate::ring3::Ring3State::default()),
+            ring3: RefCell::new(crate::ring3::state::Ring3State::default()),
             current_task: Cell::new(0),
             isr_depth: Cell::new(0),
             call_depth: Cell::new(0),
             last_plugin_error: RefCell::new(None),
             current_message: Cell::new(None),
             shell: crate::shell::state::ShellState::default(),
-            far: RefCell::new(crate::ring3::memory::FarMemory::default()),
+            far: RefCell::new(crate::ring3::state::FarMemory::default()),
             dynamic_init: RefCell::new(Vec::new()),
             swapped_out: RefCell::default(),
             pace_interrupt: RefCell::new(None),

@@ -8,7 +8,7 @@ use vmm_plugin_api::abi::{ClientRegs, VmmError};
 use vmm_plugin_api::ddk::VMSTAT_PM_APP;
 
 use crate::machine::Core;
-use crate::ring3::{NEST_BREAKPOINT, Target};
+use crate::ring3::state::{NEST_BREAKPOINT, Target};
 use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::context::Context;

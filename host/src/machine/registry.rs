@@ -5,18 +5,13 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use vmm_plugin_api::abi::{DeviceDescriptor, InstanceVtable_Ref};
+use vmm_plugin_api::abi::DeviceDescriptor;
+
+pub(crate) use crate::loader::Inst;
 use vmm_plugin_api::ddk::UNDEFINED_DEVICE_ID;
 
 use crate::error::LoadCause;
 use crate::machine::device::Builtin;
-
-/// An instance pointer plus its entry points.
-#[derive(Copy, Clone)]
-pub(crate) struct Inst {
-    pub(crate) this: *const core::ffi::c_void,
-    pub(crate) vtable: InstanceVtable_Ref,
-}
 
 /// Where a device's code lives.
 #[derive(Clone)]

@@ -35,7 +35,7 @@ use vmm_plugin_api::ddk::ZF_MASK;
 use vmm_x86::{AX, BX, CX, DS, DX, ES};
 
 use crate::machine::Core;
-use crate::ring3::v86::{DosMachine, Flow, PSP_SEGMENT, set_carry};
+use crate::ring3::machine_code::{DosMachine, Flow, PSP_SEGMENT, set_carry};
 use crate::violation::Violation;
 
 /// DOS error codes.

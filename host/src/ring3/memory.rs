@@ -6,41 +6,11 @@
 //! own; reads and writes are bounds-checked against the block, and a
 //! program's blocks are freed when it ends.
 
-use std::collections::BTreeMap;
-
 use vmm_plugin_api::abi::VmmError;
 
 use crate::machine::Core;
+use crate::ring3::state::{FarBlock, MAX_BLOCK};
 use crate::violation::Violation;
-
-/// The first selector handed out; the next ones follow 8 apart (LDT
-/// selectors with RPL 3), clear of module code selectors and the local heap.
-const FIRST_SELECTOR: u16 = 0x4007;
-const LAST_SELECTOR: u16 = 0x7FFF;
-/// The largest block: one 64 KB segment.
-pub(crate) const MAX_BLOCK: u32 = 0x1_0000;
-
-/// One block.
-#[derive(Copy, Clone, Debug)]
-pub(crate) struct FarBlock {
-    /// Linear address of its ring-0 heap block.
-    pub(crate) base: u32,
-    pub(crate) size: u32,
-    /// The module instance that allocated it.
-    pub(crate) owner: u32,
-}
-
-/// The blocks, by selector.
-#[derive(Default)]
-pub(crate) struct FarMemory {
-    pub(crate) blocks: BTreeMap<u16, FarBlock>,
-}
-
-impl FarMemory {
-    fn free_selector(&self) -> Option<u16> {
-        (FIRST_SELECTOR..=LAST_SELECTOR).step_by(8).find(|s| !self.blocks.contains_key(s))
-    }
-}
 
 impl Core {
     /// Allocate `bytes` (1 to 64 KB, zeroed) for ring-3 code of `owner`;

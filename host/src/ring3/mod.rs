@@ -11,259 +11,30 @@
 
 pub(crate) mod dos;
 pub(crate) mod int2f;
+pub(crate) mod machine_code;
 pub(crate) mod memory;
 pub(crate) mod rundll;
+pub(crate) mod state;
 pub(crate) mod user;
 pub(crate) mod v86;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
 use abi_stable::std_types::{RSlice, RStr};
-use vmm_plugin_api::abi::{ApiMode, ModuleKind, Msg, Resume, ResumeKind, SegmentKind, Step, StepKind};
+use vmm_plugin_api::abi::{ModuleKind, Msg, Resume, ResumeKind, SegmentKind, Step, StepKind};
 use vmm_plugin_api::ddk::VNE_CRASHED;
 
 use crate::error::{Error, LoadCause};
+use crate::loader::Inst;
 use crate::loader::PluginLibrary;
 use crate::machine::Core;
-use crate::machine::registry::Inst;
+pub(crate) use crate::ring3::state::*;
 use crate::trace::{CallOutcome, DestroyReason, EndReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::timers::TimerKind;
-
-/// The far pointer Begin_Nest_Exec leaves in CS:IP: returning to it ends
-/// `Resume_Exec`.
-pub(crate) const NEST_BREAKPOINT: u32 = 0xFFFF_FFF0;
-/// V86 segment of VxD API entry points (the offset is the device ID).
-pub(crate) const V86_API_SEGMENT: u16 = 0xFF00;
-/// Protected-mode selector of VxD API entry points.
-pub(crate) const PM_API_SELECTOR: u16 = 0x003B;
-/// Selector of the host's interrupt handlers (the offset is the vector).
-pub(crate) const INT_SELECTOR: u16 = 0xFFFE;
-
-/// What a far pointer points at.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// The nest break point.
-    Breakpoint,
-    /// A VxD's API entry.
-    Api { device_id: u16, mode: ApiMode },
-    /// An exported procedure of a loaded module.
-    Export { module: usize, export: usize },
-    /// The host's handler of `INT n`.
-    Interrupt(u8),
-    /// A module that was unloaded.
-    Unloaded { module: usize },
-    /// Nothing.
-    Nothing,
-}
-
-/// An exported procedure of a loaded module.
-#[derive(Clone, Debug)]
-pub(crate) struct ExportRec {
-    pub(crate) name: String,
-    pub(crate) ordinal: u16,
-    pub(crate) segment: u16,
-    pub(crate) offset: u16,
-    pub(crate) arg_bytes: u16,
-}
-
-/// What a ring-3 module's code is: the seam between the two kinds of
-/// ring-3 code. Everything else about a module (its instance, VM, program
-/// record, the services it reaches) is the same for both.
-pub(crate) enum Ring3Code {
-    /// A Rust step machine in a plugin: its instance's entry points.
-    Plugin(Inst),
-    /// A machine-code DOS program run by the interpreter under the V86
-    /// monitor (`v86.rs`). `None` while a step runs it, and once unloaded.
-    Machine(Option<Box<v86::DosMachine>>),
-}
-
-impl Ring3Code {
-    /// The plugin's entry points, for a Rust module.
-    pub(crate) fn plugin(&self) -> Option<Inst> {
-        match self {
-            Ring3Code::Plugin(inst) => Some(*inst),
-            Ring3Code::Machine(_) => None,
-        }
-    }
-}
-
-/// A loaded ring-3 module.
-pub(crate) struct ModuleRec {
-    pub(crate) name: Rc<str>,
-    pub(crate) kind: ModuleKind,
-    pub(crate) instance: u32,
-    pub(crate) code: Ring3Code,
-    pub(crate) segments: Vec<(String, SegmentKind)>,
-    pub(crate) exports: Vec<ExportRec>,
-    /// Per segment, its exports in offset order (the `n`th lives at offset
-    /// `0x10 * n`): resolving a far pointer is two index operations.
-    pub(crate) by_offset: Vec<Vec<usize>>,
-    pub(crate) selectors: Vec<u16>,
-    pub(crate) hinstance: u16,
-    pub(crate) refcount: u32,
-    pub(crate) vm: u32,
-    pub(crate) alive: bool,
-}
-
-impl ModuleRec {
-    /// The far pointer of export `ordinal`.
-    pub(crate) fn export_address(&self, ordinal: u16) -> Option<u32> {
-        let e = self.exports.iter().find(|e| e.ordinal == ordinal)?;
-        Some(((self.selectors[e.segment as usize] as u32) << 16) | e.offset as u32)
-    }
-}
-
-/// Where a program is.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum ProgState {
-    /// Not started.
-    Start,
-    /// Ready to resume with this.
-    Ready(Resume),
-    /// Blocked in `GetMessage`.
-    WaitMessage,
-    /// Sleeping until its wake timer.
-    Sleeping,
-    /// Ended.
-    Ended,
-}
-
-/// A running program (Windows application task or DOS program).
-pub(crate) struct Program {
-    pub(crate) id: u32,
-    pub(crate) module: usize,
-    pub(crate) vm: u32,
-    pub(crate) task: u16,
-    pub(crate) state: ProgState,
-    pub(crate) args: String,
-}
-
-/// A Windows task's message queue and the DLLs it loaded.
-pub(crate) struct Task {
-    pub(crate) htask: u16,
-    /// `None`: `SetMessageQueue` failed and the task has no queue.
-    pub(crate) queue: Option<VecDeque<Msg>>,
-    pub(crate) capacity: usize,
-    pub(crate) quit: Option<u16>,
-    pub(crate) dlls: Vec<u16>,
-}
-
-/// A window.
-pub(crate) struct Window {
-    pub(crate) task: u16,
-    pub(crate) wndproc: u32,
-    pub(crate) class: String,
-    pub(crate) parent: u16,
-}
-
-/// All ring-3 state.
-#[derive(Default)]
-pub(crate) struct Ring3State {
-    pub(crate) modules: Vec<ModuleRec>,
-    /// Selector or segment → (module index, segment index).
-    pub(crate) selectors: BTreeMap<u16, (usize, u16)>,
-    next_pm_selector: u16,
-    next_v86_segment: u16,
-    next_hinstance: u16,
-    pub(crate) programs: Vec<Program>,
-    pub(crate) tasks: Vec<Task>,
-    pub(crate) windows: BTreeMap<u16, Window>,
-    pub(crate) next_hwnd: u16,
-    next_htask: u16,
-    /// Round-robin position among the system VM's programs.
-    rr: usize,
-    /// Each VM's programs (indexes into `programs`, in start order): the
-    /// scheduler asks about one VM's programs without a scan of all of
-    /// them (ten thousand DOS VMs have ten thousand programs).
-    by_vm: BTreeMap<u32, Vec<usize>>,
-}
-
-impl Ring3State {
-    /// Resolve `ptr` (`selector << 16 | offset`).
-    pub(crate) fn resolve(&self, ptr: u32) -> Target {
-        if ptr == NEST_BREAKPOINT {
-            return Target::Breakpoint;
-        }
-        let (sel, off) = ((ptr >> 16) as u16, ptr as u16);
-        match sel {
-            V86_API_SEGMENT => return Target::Api { device_id: off, mode: ApiMode::V86 },
-            PM_API_SELECTOR => return Target::Api { device_id: off, mode: ApiMode::Pm },
-            INT_SELECTOR if off < 0x100 => return Target::Interrupt(off as u8),
-            _ => {}
-        }
-        let Some(&(module, segment)) = self.selectors.get(&sel) else { return Target::Nothing };
-        let m = &self.modules[module];
-        if !m.alive {
-            return Target::Unloaded { module };
-        }
-        let slot = if off % 0x10 == 0 { (off / 0x10).checked_sub(1) } else { None };
-        match slot.and_then(|n| m.by_offset.get(segment as usize)?.get(n as usize)) {
-            Some(&export) => Target::Export { module, export },
-            None => Target::Nothing,
-        }
-    }
-
-    /// The live module called `name` (its library name).
-    pub(crate) fn module_named(&self, name: &str, kind: ModuleKind) -> Option<usize> {
-        let lib = crate::resolve::library_name(name);
-        self.modules.iter().position(|m| m.alive && m.kind == kind && crate::resolve::library_name(&m.name) == lib)
-    }
-
-    /// The live module with this module handle.
-    pub(crate) fn module_by_hinstance(&self, h: u16) -> Option<usize> {
-        self.modules.iter().position(|m| m.alive && m.hinstance == h)
-    }
-
-    /// Program number `id` (numbers are positions in `programs`, plus one).
-    pub(crate) fn program(&self, id: u32) -> Option<&Program> {
-        self.programs.get((id as usize).checked_sub(1)?).filter(|p| p.id == id)
-    }
-
-    pub(crate) fn program_mut(&mut self, id: u32) -> Option<&mut Program> {
-        self.programs.get_mut((id as usize).checked_sub(1)?).filter(|p| p.id == id)
-    }
-
-    /// The indexes of `vm`'s programs, in start order.
-    pub(crate) fn programs_of(&self, vm: u32) -> &[usize] {
-        self.by_vm.get(&vm).map_or(&[], |v| v.as_slice())
-    }
-
-    pub(crate) fn task_mut(&mut self, htask: u16) -> Option<&mut Task> {
-        self.tasks.iter_mut().find(|t| t.htask == htask)
-    }
-
-    pub(crate) fn task(&self, htask: u16) -> Option<&Task> {
-        self.tasks.iter().find(|t| t.htask == htask)
-    }
-
-    /// A new task with an empty queue of `queue_size` messages; its handle.
-    fn new_task(&mut self, queue_size: u32) -> u16 {
-        self.next_htask = self.next_htask.max(0x2000) + 0x20;
-        let htask = self.next_htask;
-        self.tasks.push(Task {
-            htask,
-            queue: Some(VecDeque::new()),
-            capacity: queue_size as usize,
-            quit: None,
-            dlls: Vec::new(),
-        });
-        htask
-    }
-}
-
-/// `ModuleKind` as the trace names it.
-pub(crate) fn kind_name(kind: ModuleKind) -> &'static str {
-    match kind {
-        ModuleKind::Vxd => "vxd",
-        ModuleKind::WinDll => "windows_dll",
-        ModuleKind::WinApp => "windows_app",
-        ModuleKind::DosProgram => "dos_program",
-    }
-}
 
 impl Core {
     // ---- loading modules ----------------------------------------------------------
@@ -328,14 +99,7 @@ impl Core {
         let v86 = kind == ModuleKind::DosProgram;
         let mut selectors = Vec::new();
         for _ in desc.segments.iter() {
-            let sel = if v86 {
-                r3.next_v86_segment = r3.next_v86_segment.max(0x1000) + 0x100;
-                r3.next_v86_segment
-            } else {
-                r3.next_pm_selector = r3.next_pm_selector.max(0x00FF) + 8;
-                r3.next_pm_selector
-            };
-            selectors.push(sel);
+            selectors.push(r3.new_selector(v86));
         }
         let mut per_segment: BTreeMap<u16, u16> = BTreeMap::new();
         let exports = desc
@@ -359,8 +123,7 @@ impl Core {
                 list.push(i);
             }
         }
-        r3.next_hinstance = r3.next_hinstance.max(0x0F00) + 0x10;
-        let hinstance = r3.next_hinstance;
+        let hinstance = r3.new_hinstance();
         let index = r3.modules.len();
         for (i, sel) in selectors.iter().enumerate() {
             r3.selectors.insert(*sel, (index, i as u16));
@@ -387,20 +150,19 @@ impl Core {
     fn instantiate_machine(&self, name: &str, vm: u32, args: &str) -> Result<usize, String> {
         let (path, image) = self.load_program_file(name)?;
         let file = path.file_name().map_or(name.to_string(), |f| f.to_string_lossy().to_ascii_uppercase());
-        let machine = v86::DosMachine::new(&file, &file, &image, args)
+        let machine = machine_code::DosMachine::new(&file, &file, &image, args)
             .map_err(|e| format!("program file `{name}` ({}): {e}", path.display()))?;
         // The VM's client registers hold the program's between steps: DOS
         // starts it at the entry point with its registers set.
         if let Some(v) = self.vms.borrow().get(vm) {
             let mut c = v.client();
-            v86::to_client(&machine.cpu, &mut c);
+            machine_code::to_client(&machine.cpu, &mut c);
             v.set_client(c);
         }
         let mname: Rc<str> = Rc::from(file.as_str());
         let instance = self.add_instance(mname.clone(), None);
         let mut r3 = self.ring3.borrow_mut();
-        r3.next_hinstance = r3.next_hinstance.max(0x0F00) + 0x10;
-        let hinstance = r3.next_hinstance;
+        let hinstance = r3.new_hinstance();
         let index = r3.modules.len();
         r3.modules.push(ModuleRec {
             name: mname,
@@ -450,12 +212,8 @@ impl Core {
         };
         let id = {
             let mut r3 = self.ring3.borrow_mut();
-            let id = r3.programs.len() as u32 + 1;
             let task = if kind == ModuleKind::WinApp { r3.new_task(self.manifest.windows.queue_size) } else { 0 };
-            r3.programs.push(Program { id, module, vm, task, state: ProgState::Start, args: args.to_string() });
-            let index = r3.programs.len() - 1;
-            r3.by_vm.entry(vm).or_default().push(index);
-            id
+            r3.add_program(module, vm, task, args)
         };
         let task = self.ring3.borrow().program(id).map(|p| p.task).filter(|t| *t != 0);
         tracing::info!(
@@ -508,11 +266,11 @@ impl Core {
             let r3 = self.ring3.borrow();
             let mine = r3.programs_of(vm);
             let ready = |&&i: &&usize| self.program_ready(&r3.programs[i], &r3);
-            let after = mine.iter().filter(|&&i| i > r3.rr).find(ready);
+            let after = mine.iter().filter(|&&i| i > r3.last_run()).find(ready);
             after.or_else(|| mine.iter().find(ready)).copied()
         };
         let Some(index) = pick else { return false };
-        self.ring3.borrow_mut().rr = index;
+        self.ring3.borrow_mut().set_last_run(index);
         let (id, module, task, state, args) = {
             let r3 = self.ring3.borrow();
             let p = &r3.programs[index];
@@ -565,7 +323,7 @@ impl Core {
     }
 
     /// One step of a machine-code program: a run of the interpreter.
-    fn machine_step(&self, id: u32, module: usize, instance: u32, mut machine: Box<v86::DosMachine>) {
+    fn machine_step(&self, id: u32, module: usize, instance: u32, mut machine: Box<machine_code::DosMachine>) {
         let ran = self.v86_run(instance, &mut machine);
         {
             let mut r3 = self.ring3.borrow_mut();
@@ -575,15 +333,15 @@ impl Core {
             }
         }
         match ran {
-            v86::Ran::Step(step) => self.apply_step(id, step),
-            v86::Ran::Preempted => {
+            machine_code::Ran::Step(step) => self.apply_step(id, step),
+            machine_code::Ran::Preempted => {
                 if let Some(p) = self.ring3.borrow_mut().program_mut(id)
                     && p.state != ProgState::Ended
                 {
                     p.state = ProgState::Ready(Resume { kind: ResumeKind::Yielded, msg: Msg::default() });
                 }
             }
-            v86::Ran::Crashed => self.end_program(id, None, EndReason::Crashed),
+            machine_code::Ran::Crashed => self.end_program(id, None, EndReason::Crashed),
         }
     }
 
