@@ -743,8 +743,24 @@ fn explore(args: ExploreArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     let report = report?;
     let replay = replay_prefix(&args);
-    if let Strategy::Pct { depth, steps: Some(steps) } = report.strategy {
-        println!("pct: depth {depth}, change points among {steps} step(s)");
+    if let Some(b) = report.pct.filter(|b| b.measured_steps == 0) {
+        println!(
+            "pct: depth {}; no calibration run had a choice between two tasks, so the seeds differ only in \
+             injected interrupts",
+            b.depth
+        );
+    } else if let Some(b) = report.pct {
+        println!(
+            "pct: depth {}, change points among {} step(s), {} task(s): one run finds a bug of depth {} with \
+             probability at least 1/{:.0}; {} run(s) all miss it with probability at most {:.2e}",
+            b.depth,
+            b.steps,
+            b.tasks,
+            b.depth,
+            1.0 / b.per_run(),
+            report.runs,
+            b.miss(report.runs)
+        );
     }
     for (signature, failures) in report.groups() {
         println!("{signature}: {} failing run(s)", failures.len());

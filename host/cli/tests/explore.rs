@@ -117,7 +117,11 @@ fn both_strategies_find_shrink_and_replay_the_order_bug() {
         let command = line.split_once(": ").unwrap().1.split("  # trace: ").next().unwrap();
         assert!(command.contains(&format!("--order {strategy} --seed {seed}")), "{command}");
         if strategy == "pct" {
-            assert!(command.contains("--pct-depth 3 --pct-steps "), "{command}");
+            assert!(command.contains("--pct-depth 3 --pct-steps 2"), "{command}");
+            // FXORDER: two tasks (`counted`, `middle`), two steps.
+            let bound = "pct: depth 3, change points among 2 step(s), 2 task(s): one run finds a bug of depth 3 \
+                         with probability at least 1/8; 20 run(s) all miss it with probability at most ";
+            assert!(stdout.starts_with(bound), "{stdout}");
         }
         let replay = dir.join("replay.jsonl");
         let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();

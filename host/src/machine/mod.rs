@@ -885,6 +885,12 @@ impl Machine {
         self.core.schedule.borrow().recorded()
     }
 
+    /// The pct order's tasks seen so far (sources of ready events; 0 in
+    /// the other orders).
+    pub fn pct_tasks(&self) -> u64 {
+        self.core.schedule.borrow().pct_tasks()
+    }
+
     /// The pct order's steps so far (choices among at least two tasks; 0
     /// in the other orders).
     pub fn pct_steps(&self) -> u64 {
