@@ -157,7 +157,7 @@ fn both_strategies_find_shrink_and_replay_the_order_bug() {
 }
 
 #[test]
-fn bad_schedule_files_are_refused_naming_the_line() {
+fn bad_schedule_files_and_pct_flags_of_vmm_run_are_refused() {
     let dir = scratch("bad-schedule", ORDER_BUG);
     std::fs::write(dir.join("s.schedule"), "vmm-schedule 1\norder random\nseed 3\nevent 0 x\n").unwrap();
     let out = vmm(&dir, &["run", "system.ini", "--schedule", "s.schedule"]);
@@ -171,6 +171,12 @@ fn bad_schedule_files_are_refused_naming_the_line() {
     assert!(text(&out.stderr).contains("cannot read it"), "{}", text(&out.stderr));
     let out = vmm(&dir, &["run", "system.ini", "--schedule", "s.schedule", "--seed", "4"]);
     assert_eq!(out.status.code(), Some(2), "--schedule gives the seed");
+    for (flag, value) in [("--pct-depth", "0"), ("--pct-depth", "1001"), ("--pct-steps", "0")] {
+        let out = vmm(&dir, &["run", "system.ini", "--order", "pct", flag, value]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{stderr}");
+    }
 }
 
 #[test]
