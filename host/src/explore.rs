@@ -263,6 +263,9 @@ pub struct Report {
     /// The first failing run of each signature, shrunk (unless shrinking
     /// is off, or the run did not fail again when recorded).
     pub shrunk: BTreeMap<Signature, Shrunk>,
+    /// Pct: the tasks and steps measured before the runs (the steps as
+    /// given, with `steps` set), and the depth.
+    pub pct: Option<PctBound>,
 }
 
 impl Report {
@@ -302,12 +305,46 @@ pub const CALIBRATION_SEEDS: std::ops::Range<u64> = 0..4;
 /// every run (and every shard) draws its change points among the same
 /// steps, and the replay command states them.
 pub fn calibrate(manifest: &Manifest, options: &dyn Fn() -> MachineOptions) -> Result<u64> {
-    let mut most = 1;
+    Ok(measure(manifest, options)?.steps)
+}
+
+/// What pct's calibration runs showed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PctBound {
+    /// The most tasks a run had (n, at least 1).
+    pub tasks: u64,
+    /// The most steps a run made (k, at least 1).
+    pub steps: u64,
+    /// The depth (d).
+    pub depth: u32,
+    /// The most steps a calibration run made (0: no run had a choice
+    /// between two tasks).
+    pub measured_steps: u64,
+}
+
+impl PctBound {
+    /// PCT's guarantee: the least probability that one run finds a bug of
+    /// depth d among n tasks and k steps, 1/(n·k^(d-1)).
+    pub fn per_run(&self) -> f64 {
+        1.0 / (self.tasks as f64 * (self.steps as f64).powi(self.depth as i32 - 1))
+    }
+
+    /// The most probability that `runs` runs all miss such a bug.
+    pub fn miss(&self, runs: u64) -> f64 {
+        (1.0 - self.per_run()).powf(runs as f64)
+    }
+}
+
+/// [`calibrate`]'s runs: the most steps and tasks a run had.
+fn measure(manifest: &Manifest, options: &dyn Fn() -> MachineOptions) -> Result<PctBound> {
+    let mut bound = PctBound { tasks: 1, steps: 1, depth: 1, measured_steps: 0 };
     for seed in CALIBRATION_SEEDS {
         let run = run_with(manifest, Strategy::Pct { depth: 1, steps: Some(1) }, seed, options(), None)?;
-        most = most.max(run.pct_steps);
+        bound.measured_steps = bound.measured_steps.max(run.pct_steps);
+        bound.tasks = bound.tasks.max(run.pct_tasks);
     }
-    Ok(most)
+    bound.steps = bound.measured_steps.max(1);
+    Ok(bound)
 }
 
 /// Run `manifest` under every seed of `options`. An error that is no
@@ -316,9 +353,13 @@ pub fn calibrate(manifest: &Manifest, options: &dyn Fn() -> MachineOptions) -> R
 pub fn explore(manifest: &Manifest, options: &Options) -> Result<Report> {
     let started = std::time::Instant::now();
     let machine_options = || MachineOptions { plugin_dirs: options.plugin_dirs.clone(), ..MachineOptions::default() };
+    let mut pct = None;
     let strategy = match options.strategy {
-        Strategy::Pct { depth, steps: None } => {
-            Strategy::Pct { depth, steps: Some(calibrate(manifest, &machine_options)?) }
+        Strategy::Pct { depth, steps } => {
+            let measured = PctBound { depth, ..measure(manifest, &machine_options)? };
+            let steps = steps.unwrap_or(measured.steps);
+            pct = Some(PctBound { steps, ..measured });
+            Strategy::Pct { depth, steps: Some(steps) }
         }
         s => s,
     };
@@ -374,8 +415,14 @@ pub fn explore(manifest: &Manifest, options: &Options) -> Result<Report> {
     }
     let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     failures.sort_by_key(|f| f.seed);
-    let mut report =
-        Report { strategy, runs: runs.into_inner(), failures, elapsed: started.elapsed(), shrunk: BTreeMap::new() };
+    let mut report = Report {
+        strategy,
+        runs: runs.into_inner(),
+        failures,
+        elapsed: started.elapsed(),
+        shrunk: BTreeMap::new(),
+        pct,
+    };
     if options.shrink_runs > 0 {
         // The first failing run of each signature, after the exploration:
         // the same runs are shrunk whatever the number of jobs.
@@ -429,6 +476,8 @@ pub struct Outcome {
     pub schedule: Schedule,
     /// The pct order's steps it made.
     pub pct_steps: u64,
+    /// The pct order's tasks it saw.
+    pub pct_tasks: u64,
 }
 
 /// [`run_seed_with`], and what else the run showed. With
@@ -457,8 +506,9 @@ pub fn run_with(
     let written = machine.finish_trace();
     let schedule = machine.schedule();
     let pct_steps = machine.pct_steps();
+    let pct_tasks = machine.pct_tasks();
     drop(machine);
-    let outcome = |failure| Outcome { failure, schedule: schedule.clone(), pct_steps };
+    let outcome = |failure| Outcome { failure, schedule: schedule.clone(), pct_steps, pct_tasks };
     let state = Rc::try_unwrap(state).map(RefCell::into_inner).unwrap_or_else(|rc| rc.borrow().clone_result());
     if let Err(e) = result {
         if !is_schedule_failure(&e) {
@@ -683,6 +733,16 @@ impl Write for OracleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pct_bound_is_one_over_n_k_to_the_d_minus_one() {
+        let b = PctBound { tasks: 2, steps: 12, depth: 2, measured_steps: 12 };
+        assert_eq!(1.0 / b.per_run(), 24.0);
+        assert!((b.miss(200) - (23.0f64 / 24.0).powi(200)).abs() < 1e-12);
+        let deeper = PctBound { depth: 3, ..b };
+        assert_eq!(1.0 / deeper.per_run(), 288.0);
+        assert_eq!(PctBound { depth: 1, ..b }.per_run(), 0.5);
+    }
 
     #[test]
     fn strategies_name_their_replay() {

@@ -95,3 +95,44 @@ fn pct_keeps_the_default_machine_s_expectations() {
     let manifest = include_str!("../../system.ini");
     assert_eq!(Scenario::new(manifest).explore_with(Strategy::pct(3), 0..20), 20);
 }
+
+#[test]
+fn pct_finds_a_depth_two_bug_far_more_often_than_random_order() {
+    // FXTORN's reader must run exactly between two of the writer's twelve
+    // steps: random order hits that one run in 2048, pct with depth 2 one
+    // run in 24 (see the fixture's docs).
+    let scenario = Scenario::new("[386Enh]\ndevice = [\"fixture-tornread\"]\n").without_trace();
+    for order in ["lifo", "fifo"] {
+        assert_eq!(scenario.clone().set(&format!("machine.order={order}")).run().violations(), 0, "{order}");
+    }
+    let failing = |strategy: &str| {
+        (0..300u64)
+            .filter(|seed| {
+                let run = scenario
+                    .clone()
+                    .set(&format!("machine.order={strategy}"))
+                    .set(&format!("machine.seed={seed}"))
+                    .set("machine.pct_depth=2")
+                    .set("machine.pct_steps=12")
+                    .run();
+                run.assert_ok();
+                run.violations() > 0
+            })
+            .count()
+    };
+    let (random, pct) = (failing("random"), failing("pct"));
+    assert!(random <= 2, "random order finds it in {random} of 300 runs");
+    assert!(pct >= 6, "pct finds it in {pct} of 300 runs");
+    // Shrunk: the writer first (not the newest event), then the reader at
+    // the writer's eleventh choice; nothing else.
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Scenario::new("[386Enh]\ndevice = [\"fixture-tornread\"]\n").explore_with(Strategy::pct(2), 0..300)
+    }))
+    .expect_err("pct finds the bug");
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("violation FXTORN_TORN_READ in FXTORN"), "{message}");
+    let text = &message[message.find("vmm-schedule 1").expect("the shrunk schedule")..];
+    let shrunk = Schedule::parse(text).unwrap();
+    let steps: Vec<u64> = shrunk.decisions.iter().map(|d| d.step).collect();
+    assert_eq!(steps, [0, 10], "{text}");
+}

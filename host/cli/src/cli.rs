@@ -163,12 +163,12 @@ struct RunArgs {
     /// Seed for the random and pct orders.
     #[arg(long)]
     seed: Option<u64>,
-    /// Pct order: the bug depth D, with D-1 priority change points (default 3).
-    #[arg(long, value_name = "D")]
+    /// Pct order: the bug depth D, with D-1 priority change points (default 3; 1 to 1000).
+    #[arg(long, value_name = "D", value_parser = clap::value_parser!(u32).range(1..=vmm_host::manifest::MAX_PCT_DEPTH as i64))]
     pct_depth: Option<u32>,
     /// Pct order: the number of steps the change points are drawn among (default 100; the replay
     /// commands of `vmm explore --strategy pct` give the number it measured).
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pct_steps: Option<u64>,
     /// Replay a schedule file (`vmm explore --out DIR` writes DIR/seed-N.schedule): its order,
     /// its seed and its decisions; at every other step the default order (newest ready event).
@@ -743,8 +743,24 @@ fn explore(args: ExploreArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     let report = report?;
     let replay = replay_prefix(&args);
-    if let Strategy::Pct { depth, steps: Some(steps) } = report.strategy {
-        println!("pct: depth {depth}, change points among {steps} step(s)");
+    if let Some(b) = report.pct.filter(|b| b.measured_steps == 0) {
+        println!(
+            "pct: depth {}; no calibration run had a choice between two tasks, so the seeds differ only in \
+             injected interrupts",
+            b.depth
+        );
+    } else if let Some(b) = report.pct {
+        println!(
+            "pct: depth {}, change points among {} step(s), {} task(s): one run finds a bug of depth {} with \
+             probability at least 1/{:.0}; {} run(s) all miss it with probability at most {:.2e}",
+            b.depth,
+            b.steps,
+            b.tasks,
+            b.depth,
+            1.0 / b.per_run(),
+            report.runs,
+            b.miss(report.runs)
+        );
     }
     for (signature, failures) in report.groups() {
         println!("{signature}: {} failing run(s)", failures.len());

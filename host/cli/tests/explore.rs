@@ -117,7 +117,11 @@ fn both_strategies_find_shrink_and_replay_the_order_bug() {
         let command = line.split_once(": ").unwrap().1.split("  # trace: ").next().unwrap();
         assert!(command.contains(&format!("--order {strategy} --seed {seed}")), "{command}");
         if strategy == "pct" {
-            assert!(command.contains("--pct-depth 3 --pct-steps "), "{command}");
+            assert!(command.contains("--pct-depth 3 --pct-steps 2"), "{command}");
+            // FXORDER: two tasks (`counted`, `middle`), two steps.
+            let bound = "pct: depth 3, change points among 2 step(s), 2 task(s): one run finds a bug of depth 3 \
+                         with probability at least 1/8; 20 run(s) all miss it with probability at most ";
+            assert!(stdout.starts_with(bound), "{stdout}");
         }
         let replay = dir.join("replay.jsonl");
         let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();
@@ -153,7 +157,7 @@ fn both_strategies_find_shrink_and_replay_the_order_bug() {
 }
 
 #[test]
-fn bad_schedule_files_are_refused_naming_the_line() {
+fn bad_schedule_files_and_pct_flags_of_vmm_run_are_refused() {
     let dir = scratch("bad-schedule", ORDER_BUG);
     std::fs::write(dir.join("s.schedule"), "vmm-schedule 1\norder random\nseed 3\nevent 0 x\n").unwrap();
     let out = vmm(&dir, &["run", "system.ini", "--schedule", "s.schedule"]);
@@ -167,6 +171,12 @@ fn bad_schedule_files_are_refused_naming_the_line() {
     assert!(text(&out.stderr).contains("cannot read it"), "{}", text(&out.stderr));
     let out = vmm(&dir, &["run", "system.ini", "--schedule", "s.schedule", "--seed", "4"]);
     assert_eq!(out.status.code(), Some(2), "--schedule gives the seed");
+    for (flag, value) in [("--pct-depth", "0"), ("--pct-depth", "1001"), ("--pct-steps", "0")] {
+        let out = vmm(&dir, &["run", "system.ini", "--order", "pct", flag, value]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(&format!("invalid value '{value}' for '{flag}")), "{stderr}");
+    }
 }
 
 #[test]

@@ -72,8 +72,8 @@ pub struct MachineOptions {
     /// Plugins linked into this process, by the name the manifest uses
     /// (matched like file names: `VPOSTD.386` finds `vpostd`).
     pub in_process: Vec<(String, PluginRoot_Ref)>,
-    /// Replay this schedule (its decisions instead of the order's; the
-    /// manifest's `[machine] order` and `seed` should be the schedule's).
+    /// Replay this schedule: its order and seed replace the manifest's,
+    /// and its decisions the order's choices.
     pub schedule: Option<Schedule>,
     /// Record the run's decisions ([`Machine::schedule`]).
     pub record_schedule: bool,
@@ -234,7 +234,12 @@ pub(crate) struct Hooks {
 }
 
 impl Core {
-    fn new(manifest: Manifest, options: MachineOptions) -> Self {
+    fn new(mut manifest: Manifest, options: MachineOptions) -> Self {
+        if let Some(schedule) = &options.schedule {
+            // A replayed schedule brings its order and seed.
+            manifest.machine.order = schedule.order;
+            manifest.machine.seed = Some(schedule.seed);
+        }
         let mut search = SearchPath::for_manifest(&manifest);
         for dir in options.plugin_dirs.iter().rev() {
             search.prepend(dir.clone());
@@ -870,6 +875,12 @@ impl Machine {
     /// far as it went (empty unless [`MachineOptions::record_schedule`]).
     pub fn schedule(&self) -> Schedule {
         self.core.schedule.borrow().recorded()
+    }
+
+    /// The pct order's tasks seen so far (sources of ready events; 0 in
+    /// the other orders).
+    pub fn pct_tasks(&self) -> u64 {
+        self.core.schedule.borrow().pct_tasks()
     }
 
     /// The pct order's steps so far (choices among at least two tasks; 0

@@ -382,6 +382,14 @@ impl Source {
         Schedule { order: self.order, seed: self.seed, decisions: self.record.clone().unwrap_or_default() }
     }
 
+    /// Pct tasks seen so far; 0 in the other modes.
+    pub(crate) fn pct_tasks(&self) -> u64 {
+        match &self.mode {
+            Mode::Pct(p) => p.priority.len() as u64,
+            _ => 0,
+        }
+    }
+
     /// Pct steps so far (choices among at least two tasks); 0 in the other
     /// modes.
     pub(crate) fn pct_steps(&self) -> u64 {

@@ -208,12 +208,9 @@ impl Scenario {
     /// decisions at their steps.
     ///
     /// [`Schedule::parse`]: vmm_host::explore::Schedule::parse
-    pub fn replay(self, schedule: vmm_host::explore::Schedule) -> Self {
-        let order = if schedule.order == vmm_host::manifest::Order::Pct { "pct" } else { "random" };
-        let seed = schedule.seed;
-        let mut s = self.set(&format!("machine.order={order}")).set(&format!("machine.seed={seed}"));
-        s.schedule = Some(schedule);
-        s
+    pub fn replay(mut self, schedule: vmm_host::explore::Schedule) -> Self {
+        self.schedule = Some(schedule);
+        self
     }
 
     /// Record the run's decisions that differ from the default order
