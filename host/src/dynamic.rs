@@ -728,10 +728,10 @@ impl Machine {
             self.fail_on_fatal(Ok(()))?;
             self.stop_on_full_trace()?;
             let changes = match end {
-                crate::vmm::sched::LoopEnd::Stopped => return Ok(crate::machine::RunEnd::Until),
-                crate::vmm::sched::LoopEnd::Fatal => return Ok(crate::machine::RunEnd::Quiescent),
-                crate::vmm::sched::LoopEnd::Done => watcher.take(),
-                crate::vmm::sched::LoopEnd::Quiescent => {
+                crate::machine::run::LoopEnd::Stopped => return Ok(crate::machine::RunEnd::Until),
+                crate::machine::run::LoopEnd::Fatal => return Ok(crate::machine::RunEnd::Quiescent),
+                crate::machine::run::LoopEnd::Done => watcher.take(),
+                crate::machine::run::LoopEnd::Quiescent => {
                     let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
                     if left == Some(std::time::Duration::ZERO) {
                         return Ok(crate::machine::RunEnd::Quiescent);

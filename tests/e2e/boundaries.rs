@@ -25,11 +25,6 @@ const EMULATION: &[&str] = &[
 const MACHINE_MAY_IMPORT: &[&str] =
     &["machine", "vmm", "trace", "violation", "timeline", "shell::state", "ring3::state", "ring3::machine_code"];
 
-/// Files under `host/src/vmm/` that still hold `impl Core` glue and so
-/// import the machine. The list only shrinks: the test fails when a file
-/// here no longer needs its exception, so it stays exact.
-const VMM_NOT_YET_SEPARATED: &[&str] = &["irq", "sched"];
-
 fn host_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src")
 }
@@ -123,26 +118,17 @@ fn configuration_and_loading_import_no_emulation() {
 fn the_vmm_subsystems_import_no_machine_shell_ring3_or_loader() {
     let allowed = ["vmm", "trace", "violation", "time", "manifest"];
     let mut broken = Vec::new();
-    let mut separated_now = Vec::new();
     for file in rust_files(&host_src().join("vmm")) {
         let stem = file.file_stem().unwrap().to_str().unwrap().to_string();
         let outside: Vec<String> = imports(&file)
             .into_iter()
             .filter(|i| !allowed.contains(&i.as_str()) && (EMULATION.contains(&i.as_str()) || i == "loader"))
             .collect();
-        let excepted = VMM_NOT_YET_SEPARATED.contains(&stem.as_str());
-        if !outside.is_empty() && !excepted {
+        if !outside.is_empty() {
             broken.push(format!("host/src/vmm/{stem}.rs imports {}", outside.join(", ")));
-        }
-        if outside.is_empty() && excepted {
-            separated_now.push(stem);
         }
     }
     assert!(broken.is_empty(), "vmm/ imports what sits above it:\n{}", broken.join("\n"));
-    assert!(
-        separated_now.is_empty(),
-        "these files import nothing above vmm/ any more: remove them from VMM_NOT_YET_SEPARATED: {separated_now:?}"
-    );
 }
 
 #[test]

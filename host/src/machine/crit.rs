@@ -7,11 +7,11 @@ use vmm_plugin_api::abi::VmmError;
 use vmm_plugin_api::ddk::{CRITICAL_SECTION_BOOST, VM_SUSPEND, VMSTAT_BLOCKED};
 
 use crate::machine::Core;
+use crate::machine::run::LoopEnd;
 use crate::trace::{PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::crit::{Claim, ReleaseError, SemSignal, SemWait};
-use crate::vmm::sched::LoopEnd;
 use crate::vmm::vm::Blocked;
 
 impl Core {

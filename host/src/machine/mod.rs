@@ -10,9 +10,11 @@
 mod crit;
 pub(crate) mod device;
 mod events;
+mod irq;
 mod lifecycle;
 mod nest;
 pub mod registry;
+pub(crate) mod run;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -25,6 +27,7 @@ use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult, Pl
 
 use crate::error::{Error, Result};
 use crate::machine::registry::{DeviceSummary, Inst, Registry};
+use crate::machine::run::LoopEnd;
 use crate::manifest::{Manifest, ViolationPolicy};
 use crate::resolve::SearchPath;
 use crate::time::{Duration, Instant};
@@ -36,7 +39,6 @@ use crate::vmm::crit::{CritSection, Semaphores};
 use crate::vmm::heap::Heap;
 use crate::vmm::irq::Irq;
 use crate::vmm::nest::NestCounts;
-use crate::vmm::sched::LoopEnd;
 use crate::vmm::schedule::{Schedule, Settings, Source};
 use crate::vmm::scheduler::Scheduler;
 use crate::vmm::slab::Slab;

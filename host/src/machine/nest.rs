@@ -259,7 +259,7 @@ impl Core {
         // the nested block.
         if self.higher_priority_vm(vm) {
             let end = self.run_until(&|c: &Core| c.cur_vm.get() == vm, Some(vm));
-            if end != crate::vmm::sched::LoopEnd::Done {
+            if end != crate::machine::run::LoopEnd::Done {
                 return Err(VmmError::FATAL);
             }
         }

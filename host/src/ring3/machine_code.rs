@@ -8,7 +8,7 @@ use vmm_plugin_api::abi::{ClientRegs, Step, StepKind};
 use vmm_plugin_api::ddk::CF_MASK;
 use vmm_x86::{AX, BP, BX, Bus, CS, CX, Cpu, DI, DS, DX, Delivery, ES, FS, GS, Model, SI, SP, SS, flags};
 
-use crate::ring3::state::V86_API_SEGMENT;
+use crate::ring3::addresses::V86_API_SEGMENT;
 
 /// Bytes of memory a DOS VM with a machine-code program has: 1 MiB + 64 KiB.
 pub(crate) const MEMORY_BYTES: usize = 0x11_0000;

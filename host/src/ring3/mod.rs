@@ -9,6 +9,7 @@
 //! of the system VM with a message queue each; a DOS program has a DOS VM
 //! to itself and ends it when it exits.
 
+pub(crate) mod addresses;
 pub(crate) mod dos;
 pub(crate) mod int2f;
 pub(crate) mod machine_code;

@@ -11,17 +11,8 @@ use std::rc::Rc;
 use vmm_plugin_api::abi::{ApiMode, ModuleKind, Msg, Resume, SegmentKind};
 
 use crate::loader::Inst;
+pub(crate) use crate::ring3::addresses::*;
 use crate::ring3::machine_code::DosMachine;
-
-/// The far pointer Begin_Nest_Exec leaves in CS:IP: returning to it ends
-/// `Resume_Exec`.
-pub(crate) const NEST_BREAKPOINT: u32 = 0xFFFF_FFF0;
-/// V86 segment of VxD API entry points (the offset is the device ID).
-pub(crate) const V86_API_SEGMENT: u16 = 0xFF00;
-/// Protected-mode selector of VxD API entry points.
-pub(crate) const PM_API_SELECTOR: u16 = 0x003B;
-/// Selector of the host's interrupt handlers (the offset is the vector).
-pub(crate) const INT_SELECTOR: u16 = 0xFFFE;
 
 /// What a far pointer points at.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,6 @@ pub(crate) mod irq;
 pub(crate) mod limits;
 pub(crate) mod nest;
 pub(crate) mod rng;
-pub(crate) mod sched;
 pub mod schedule;
 pub(crate) mod scheduler;
 pub(crate) mod services;
