@@ -1,7 +1,5 @@
 //! What the `vmm` command-line tests share.
 
-#![allow(dead_code)] // each test file uses its own part
-
 use std::path::Path;
 use std::process::Command;
 
