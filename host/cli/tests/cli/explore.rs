@@ -262,3 +262,20 @@ fn vmm_run_fails_when_an_expectation_does_not_hold() {
     assert!(error[0].starts_with("error: system.ini:5:9: expectation `none = [violation]` does not hold"), "{stderr}");
     assert!(error[0].contains("FXORDER_MIDDLE_NOT_SECOND"), "{stderr}");
 }
+
+#[test]
+fn a_report_whose_reader_has_gone_ends_vmm_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch("closed-pipe", ORDER_BUG);
+    // Stdout is a pipe nobody reads: the reader is closed before vmm starts.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = common::vmm_command(&dir, &["explore", "system.ini", "--runs", "5", "--jobs", "1"])
+        .env_remove("RUST_LOG")
+        .stdout(writer)
+        .output()
+        .expect("run vmm");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}
