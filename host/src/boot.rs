@@ -17,6 +17,7 @@ use crate::manifest::Origin;
 use crate::trace::{CallOutcome, CancelReason, RejectReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 
 /// Names of devices that were part of WIN386 but that this host does not
 /// emulate (for a precise error message).
@@ -45,7 +46,7 @@ impl From<Carry> for CallOutcome {
 impl Core {
     /// Run `f` as a call of `instance` in `context` (for built-in devices,
     /// whose code is host code but whose services must be attributed).
-    pub(crate) fn with_frame<T>(&self, instance: u32, context: Context, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn with_frame<T>(&self, instance: InstanceId, context: Context, f: impl FnOnce() -> T) -> T {
         let outer = self.enter_frame(context, instance);
         let r = f();
         self.leave_frame(outer);
@@ -209,7 +210,7 @@ impl Core {
             }
         };
         let inst = Inst { this: raw.this, vtable: raw.vtable };
-        self.instances.borrow_mut()[instance as usize - 1].inst = Some(inst);
+        self.with_instance(instance, |r| r.inst = Some(inst));
         Ok(DeviceSlot {
             name: rc_name,
             file,
@@ -419,7 +420,7 @@ impl Core {
                         v86_api: info.has_v86_api,
                         pm_api: info.has_pm_api,
                         services: info.services.len(),
-                        instance,
+                        instance: instance.raw(),
                     });
                     tracing::info!(
                         "loaded {} (ID {:#06X}, init order {:#010X}) from {}",

@@ -7,11 +7,12 @@ use vmm_plugin_api::ddk::{CF_MASK, VMM_DEVICE_ID};
 use crate::machine::Core;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
+use crate::vmm::ids::InstanceId;
 
 impl Core {
     /// Dispatch a `VxDCall` from `caller`. Returns `Err(FATAL)` after the
     /// fatal "Invalid VxD dynamic link call".
-    pub(crate) fn vxd_call(&self, caller: u32, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
+    pub(crate) fn vxd_call(&self, caller: InstanceId, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
         let device_id = (service >> 16) as u16;
         // Bit 15 of the ordinal marks VxDJmp; the service is the same.
         let ordinal = (service & 0x7FFF) as u16;
@@ -68,7 +69,7 @@ impl Core {
     /// Stop the machine with Windows' "Invalid VxD dynamic link call": a call
     /// to a device that is not loaded, or to an ordinal past its service
     /// table.
-    pub(crate) fn invalid_dynamic_link(&self, caller: u32, device_id: u16, ordinal: u16) {
+    pub(crate) fn invalid_dynamic_link(&self, caller: InstanceId, device_id: u16, ordinal: u16) {
         let message = format!("Invalid VxD dynamic link call to device number {device_id:04X}, service {ordinal:04X}");
         let by = self.instance_name(caller).to_string();
         self.set_fatal(message, Some(by));

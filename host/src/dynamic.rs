@@ -24,6 +24,7 @@ use crate::machine::{Core, Machine, Phase};
 use crate::manifest::Origin;
 use crate::trace::{CallOutcome, RejectReason, TraceEvent, UnloadReason};
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 
 /// Why a dynamic load or unload failed: a `VXDLDR_ERR_*` code and a
 /// sentence for people.
@@ -74,7 +75,7 @@ impl ReloadReport {
 
 /// Marks a dynamic load in progress in `Core::dynamic_init`: the factory
 /// of the device being loaded runs before its instance number is known.
-const LOADING: u32 = 0;
+const LOADING: InstanceId = InstanceId::HOST;
 
 /// The pseudo address VXDLDR hands out as a loaded device's DDB and
 /// DeviceInfo: `0xC00D_0000 | instance`.
@@ -89,7 +90,7 @@ impl Core {
         init.contains(&caller) || init.contains(&LOADING)
     }
 
-    fn with_dynamic_init<T>(&self, instance: u32, f: impl FnOnce() -> T) -> T {
+    fn with_dynamic_init<T>(&self, instance: InstanceId, f: impl FnOnce() -> T) -> T {
         self.dynamic_init.borrow_mut().push(instance);
         let r = f();
         self.dynamic_init.borrow_mut().retain(|&i| i != instance);
@@ -180,7 +181,7 @@ impl Core {
             v86_api: info.has_v86_api,
             pm_api: info.has_pm_api,
             services: info.services.len(),
-            instance,
+            instance: instance.raw(),
         });
         tracing::info!("VXDLDR loaded {} (ID {:#06X})", info.name, info.device_id);
         if init {
@@ -292,10 +293,10 @@ impl Core {
     /// Release a device instance: it is dropped in its plugin and never
     /// called again (every callback it registered is skipped from now on).
     /// The library stays mapped: old code is never unmapped.
-    pub(crate) fn release_instance(&self, instance: u32) {
+    pub(crate) fn release_instance(&self, instance: InstanceId) {
         let inst = {
             let mut instances = self.instances.borrow_mut();
-            instances.get_mut(instance.wrapping_sub(1) as usize).and_then(|r| {
+            instance.index().and_then(|i| instances.get_mut(i)).and_then(|r| {
                 r.failed = true;
                 r.inst.take()
             })
@@ -376,7 +377,7 @@ impl Core {
             }
         };
         let new_inst = Inst { this: raw.this, vtable: raw.vtable };
-        self.instances.borrow_mut()[new_instance as usize - 1].inst = Some(new_inst);
+        self.with_instance(new_instance, |r| r.inst = Some(new_inst));
         // 3. The old instance leaves: Sys_Dynamic_Device_Exit, its state,
         // what it still owns.
         let sys = self.sys_vm.get();
@@ -622,8 +623,8 @@ impl Core {
     }
 
     /// The old instance's `save_state`, if it hands any over.
-    fn save_state(&self, instance: u32) -> Option<Vec<u8>> {
-        let inst = self.instances.borrow().get(instance as usize - 1).and_then(|r| r.inst)?;
+    fn save_state(&self, instance: InstanceId) -> Option<Vec<u8>> {
+        let inst = self.with_instance(instance, |r| r.inst).flatten()?;
         match self.invoke(instance, "save_state", Context::Control, |cx| (inst.vtable.save_state())(inst.this, cx)) {
             Ok(state) => state.into_option().map(|v| v.into_vec()),
             Err(_) => None,
@@ -631,8 +632,8 @@ impl Core {
     }
 
     /// The new instance's `restore_state`.
-    fn restore_state(&self, instance: u32, bytes: &[u8]) -> Result<(), String> {
-        let Some(inst) = self.instances.borrow().get(instance as usize - 1).and_then(|r| r.inst) else {
+    fn restore_state(&self, instance: InstanceId, bytes: &[u8]) -> Result<(), String> {
+        let Some(inst) = self.with_instance(instance, |r| r.inst).flatten() else {
             return Err("the instance is gone".to_string());
         };
         let r = self.with_dynamic_init(instance, || {

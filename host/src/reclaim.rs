@@ -9,11 +9,12 @@
 use crate::machine::Core;
 use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
+use crate::vmm::ids::InstanceId;
 
 impl Core {
     /// Cancel or free everything `instance` (device `name`) still owns;
     /// how many items there were.
-    pub(crate) fn reclaim(&self, instance: u32, name: &str) -> u32 {
+    pub(crate) fn reclaim(&self, instance: InstanceId, name: &str) -> u32 {
         let mut leaks: Vec<String> = Vec::new();
 
         // Events (including Call_When_VM_Ints_Enabled), oldest first.

@@ -36,6 +36,7 @@ use crate::machine::registry::DeviceInfo;
 use crate::manifest::Origin;
 use crate::trace::{TraceEvent, UnloadReason};
 use crate::vmm::callback::Callback;
+use crate::vmm::ids::InstanceId;
 
 /// VXDLDR's service table (VXDLDR.H order; the PE loader services that
 /// follow are not provided).
@@ -75,7 +76,7 @@ impl Builtin for Vxdldr {
         }
     }
 
-    fn service(&self, core: &Core, caller: u32, ordinal: u16, call: &mut ServiceCall) -> Carry {
+    fn service(&self, core: &Core, caller: InstanceId, ordinal: u16, call: &mut ServiceCall) -> Carry {
         core.as_caller(caller, || self.dispatch(core, ordinal, &mut call.regs))
     }
 
@@ -178,13 +179,15 @@ impl Vxdldr {
             reg.slots
                 .iter()
                 .filter(|s| s.alive() && s.dynamic)
-                .map(|s| (s.load_count, DDB_BASE | s.instance, s.info.device_id, s.initialized, s.info.name.clone()))
+                .map(|s| {
+                    (s.load_count, DDB_BASE | s.instance.raw(), s.info.device_id, s.initialized, s.info.name.clone())
+                })
                 .collect()
         };
         if entries.is_empty() {
             return 0;
         }
-        let owner = core.vxdldr_instance().unwrap_or(0);
+        let owner = core.vxdldr_instance().unwrap_or(InstanceId::HOST);
         let Some(base) = core.heap.borrow_mut().allocate(owner, ENTRY * entries.len() as u32, true) else {
             return 0;
         };
@@ -210,7 +213,7 @@ impl Vxdldr {
 
 impl Core {
     /// VXDLDR's instance number, if it is loaded.
-    pub(crate) fn vxdldr_instance(&self) -> Option<u32> {
+    pub(crate) fn vxdldr_instance(&self) -> Option<InstanceId> {
         let reg = self.registry.borrow();
         reg.by_id(VXDLDR_DEVICE_ID).map(|i| reg.slots[i].instance)
     }
@@ -236,7 +239,7 @@ impl Core {
     pub(crate) fn vxdldr_load(&self, name: &str, init: bool) -> Result<u32, LoadError> {
         let origin = Origin { file: "VXDLDR_LoadDevice".to_string(), line: 0, column: 0 };
         let r = self.load_dynamic(name, init, &origin);
-        let ddb = r.as_ref().ok().map(|&idx| DDB_BASE | self.registry.borrow().slots[idx].instance);
+        let ddb = r.as_ref().ok().map(|&idx| DDB_BASE | self.registry.borrow().slots[idx].instance.raw());
         let unit = r.map(|_| ());
         self.vxdldr_trace("load", name, &unit);
         unit.map(|()| ddb.unwrap_or(0))
@@ -267,7 +270,7 @@ impl Core {
     /// `VXDLDR_DevInitSucceeded` / `VXDLDR_DevInitFailed` for a device
     /// loaded without `VXDLDR_INIT_DEVICE`.
     fn vxdldr_dev_init_result(&self, info: u32, succeeded: bool) -> Result<(), LoadError> {
-        let instance = info.wrapping_sub(DDB_BASE);
+        let instance = InstanceId::from_raw(info.wrapping_sub(DDB_BASE));
         let idx = {
             let reg = self.registry.borrow();
             reg.by_instance(instance).filter(|&i| info & 0xFFFF_0000 == DDB_BASE && reg.slots[i].alive())
@@ -300,7 +303,7 @@ impl Core {
     fn vxdldr_unload_me(&self, id: u16, name: Option<String>) -> Result<(), LoadError> {
         let idx = self.vxdldr_find(id, name.as_deref())?;
         let device = self.registry.borrow().slots[idx].info.name.clone();
-        let owner = self.vxdldr_instance().unwrap_or(0);
+        let owner = self.vxdldr_instance().unwrap_or(InstanceId::HOST);
         let cb = Callback::host(owner, "VXDLDR_UnloadMe", move |core: &Core, _regs: &mut Regs| {
             let _ = core.vxdldr_unload(0, Some(&device));
             Carry::Clear
@@ -334,7 +337,7 @@ impl Core {
         for entry in entries {
             let r = self.load_dynamic(&entry.name, true, &entry.origin);
             let unit = r.as_ref().map(|_| ()).map_err(Clone::clone);
-            let owner = self.vxdldr_instance().unwrap_or(0);
+            let owner = self.vxdldr_instance().unwrap_or(InstanceId::HOST);
             self.as_caller(owner, || self.vxdldr_trace("load", &entry.name, &unit));
             if let Err(e) = r
                 && e.code != VXDLDR_ERR_DEVICE_REFUSED

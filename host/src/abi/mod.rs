@@ -20,20 +20,27 @@ use vmm_plugin_api::abi::{CritStatus, HostCx, VmmError, VmmResult};
 use crate::machine::Core;
 use crate::violation::Violation;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::services::{Rule, Service};
 
 impl Core {
     /// The context handed to `instance`'s code: the services vtable and
     /// this machine, recovered by [`core`] in every shim.
     #[inline]
-    pub(crate) fn cx(&self, instance: u32) -> HostCx {
+    pub(crate) fn cx(&self, instance: InstanceId) -> HostCx {
         HostCx {
             services: vmm::SERVICES,
             machine: self as *const Core as *const std::ffi::c_void,
-            caller: instance,
+            caller: instance.raw(),
             tracing: self.trace_on,
         }
     }
+}
+
+/// The instance whose code calls, from a context.
+#[inline]
+pub(crate) fn caller(cx: &HostCx) -> InstanceId {
+    InstanceId::from_raw(cx.caller)
 }
 
 /// Recover the machine from a context.

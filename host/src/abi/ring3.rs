@@ -7,7 +7,7 @@ use abi_stable::staticref;
 use abi_stable::std_types::{RErr, RNone, ROption, RSlice, RSliceMut, RSome, RStr};
 use vmm_plugin_api::abi::{HostCx, Msg, Ring3Services, Ring3Services_Ref, VmmError, VmmResult};
 
-use crate::abi::guarded;
+use crate::abi::{caller, guarded};
 use crate::machine::Core;
 use crate::trace::TraceEvent;
 
@@ -45,7 +45,7 @@ extern "C" fn r3_print(cx: &HostCx, text: RStr<'_>) {
         || (),
         |core| {
             let vm = core.cur_vm.get();
-            let module = core.instance_name(cx.caller);
+            let module = core.instance_name(caller(cx));
             tracing::info!("{module}: {}", text.as_str());
             core.trace(|| TraceEvent::ProgramOutput {
                 vm,
@@ -61,7 +61,7 @@ extern "C" fn r3_export_address(cx: &HostCx, ordinal: u16) -> u32 {
         let r3 = core.ring3.borrow();
         r3.modules
             .iter()
-            .find(|m| m.alive && m.instance == cx.caller)
+            .find(|m| m.alive && m.instance == caller(cx))
             .and_then(|m| m.export_address(ordinal))
             .unwrap_or(0)
     })
@@ -139,7 +139,7 @@ extern "C" fn r3_read_far(cx: &HostCx, address: u32, mut out: RSliceMut<'_, u8>)
 }
 
 extern "C" fn r3_global_alloc(cx: &HostCx, bytes: u32) -> VmmResult<u32> {
-    r3(cx, "GlobalAlloc", || RErr(VmmError::FATAL), |core| core.global_alloc(cx.caller, bytes).into())
+    r3(cx, "GlobalAlloc", || RErr(VmmError::FATAL), |core| core.global_alloc(caller(cx), bytes).into())
 }
 
 extern "C" fn r3_global_free(cx: &HostCx, address: u32) -> VmmResult<()> {

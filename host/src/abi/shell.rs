@@ -11,7 +11,7 @@ use vmm_plugin_api::abi::{
 };
 use vmm_plugin_api::ddk::*;
 
-use crate::abi::guarded;
+use crate::abi::{caller, guarded};
 use crate::machine::Core;
 use crate::shell::{DllProc, SERVICES};
 use crate::vmm::callback::Callback;
@@ -74,7 +74,7 @@ extern "C" fn shell_message(
     title: ROption<RStr<'_>>,
     callback: ROption<RawCallback>,
 ) -> VmmResult<u32> {
-    let cb = callback.into_option().map(|raw| Callback::plugin(cx.caller, raw));
+    let cb = callback.into_option().map(|raw| Callback::plugin(caller(cx), raw));
     let m = crate::shell::MessageText { text: text(message), caption: caption(title) };
     shell(cx, SHELL_MESSAGE, 0, |core| core.shell_message(vm, flags, m, None, cb).unwrap_or(0))
 }
@@ -91,7 +91,7 @@ extern "C" fn post_message(
     lparam: u32,
     callback: ROption<RawCallback>,
 ) -> VmmResult<u32> {
-    let cb = callback.into_option().map(|raw| Callback::plugin(cx.caller, raw));
+    let cb = callback.into_option().map(|raw| Callback::plugin(caller(cx), raw));
     shell(cx, SHELL_POST_MESSAGE, 0, |core| core.shell_post_message(hwnd, msg, wparam, lparam, cb))
 }
 
@@ -108,7 +108,7 @@ extern "C" fn query_appy_time_available(cx: &HostCx) -> VmmResult<u32> {
 }
 
 extern "C" fn call_at_appy_time(cx: &HostCx, callback: RawCallback, flags: u32, timeout_ms: u32) -> VmmResult<u32> {
-    let cb = Callback::plugin(cx.caller, callback);
+    let cb = Callback::plugin(caller(cx), callback);
     shell(cx, SHELL_CALL_AT_APPY_TIME, 0, |core| core.call_at_appy_time(cb, flags, timeout_ms))
 }
 
@@ -132,7 +132,7 @@ extern "C" fn broadcast_system_message(
 }
 
 extern "C" fn hook_system_broadcast(cx: &HostCx, callback: RawCallback, call_order: u32) -> VmmResult<u32> {
-    let cb = Callback::plugin(cx.caller, callback);
+    let cb = Callback::plugin(caller(cx), callback);
     shell(cx, SHELL_HOOK_SYSTEM_BROADCAST, 0, |core| core.hook_system_broadcast(cb, call_order))
 }
 

@@ -16,7 +16,7 @@ use vmm_plugin_api::ddk::{
     PEF_VALID_31, PEF_WAIT_FOR_STI, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
 };
 
-use crate::abi::{Failure, allowed, core, guarded, serve};
+use crate::abi::{Failure, allowed, caller, core, guarded, serve};
 use crate::machine::Core;
 use crate::profile::{parse_boolean, parse_decimal, parse_hex, profile_value};
 use crate::time::Duration;
@@ -33,7 +33,7 @@ use crate::vmm::timers::{Due, TimeoutRec};
 
 extern "C" fn log(cx: &HostCx, level: u8, target: RStr<'_>, message: RStr<'_>) {
     serve(cx, &svc::LOG, |core| {
-        let device = core.instance_name(cx.caller);
+        let device = core.instance_name(caller(cx));
         let (device, target, message) = (&*device, target.as_str(), message.as_str());
         match level {
             1 => tracing::error!(target: "vmm::plugin", device, target, "{message}"),
@@ -47,7 +47,7 @@ extern "C" fn log(cx: &HostCx, level: u8, target: RStr<'_>, message: RStr<'_>) {
 
 extern "C" fn out_debug_string(cx: &HostCx, text: RStr<'_>) {
     serve(cx, &svc::OUT_DEBUG_STRING, |core| {
-        let device = core.instance_name(cx.caller);
+        let device = core.instance_name(caller(cx));
         tracing::debug!(target: "vmm::debug", device = &*device, "{}", text.as_str());
         core.trace(|| TraceEvent::DebugString { device: device.to_string(), text: text.as_str().to_string() });
     })
@@ -55,7 +55,7 @@ extern "C" fn out_debug_string(cx: &HostCx, text: RStr<'_>) {
 
 extern "C" fn fatal_error_handler(cx: &HostCx, message: RStr<'_>, flags: u32) {
     serve(cx, &svc::FATAL_ERROR_HANDLER, |core| {
-        let device = core.instance_name(cx.caller).to_string();
+        let device = core.instance_name(caller(cx)).to_string();
         let mut text = if message.is_empty() { svc::FATAL_ERROR_HANDLER.name.to_string() } else { message.to_string() };
         if flags & EF_HANG_ON_EXIT != 0 {
             text.push_str(" (EF_Hang_On_Exit)");
@@ -66,7 +66,7 @@ extern "C" fn fatal_error_handler(cx: &HostCx, message: RStr<'_>, flags: u32) {
 
 extern "C" fn fatal_memory_error(cx: &HostCx) {
     serve(cx, &svc::FATAL_MEMORY_ERROR, |core| {
-        let device = core.instance_name(cx.caller).to_string();
+        let device = core.instance_name(caller(cx)).to_string();
         core.set_fatal("Insufficient memory to initialize Windows (Fatal_Memory_Error)".to_string(), Some(device));
     })
 }
@@ -155,7 +155,7 @@ extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteFie
                 map.insert(f.key.as_str().to_string(), v);
             }
             TraceEvent::Note {
-                device: core.instance_name(cx.caller).to_string(),
+                device: core.instance_name(caller(cx)).to_string(),
                 note: note.as_str().to_string(),
                 fields: map,
             }
@@ -234,7 +234,7 @@ extern "C" fn get_profile_boolean(
 }
 
 extern "C" fn vxd_call(cx: &HostCx, service: u32, call: &mut ServiceCall) -> VmmResult<()> {
-    serve(cx, &svc::VXDCALL, |core| core.vxd_call(cx.caller, service, call).into())
+    serve(cx, &svc::VXDCALL, |core| core.vxd_call(caller(cx), service, call).into())
 }
 
 // ---- heap and linear memory ---------------------------------------------------------
@@ -253,7 +253,7 @@ pub(crate) fn mem_violation(core: &Core, service: &'static str, address: u32, le
 
 extern "C" fn heap_allocate(cx: &HostCx, bytes: u32, flags: u32) -> u32 {
     serve(cx, &svc::HEAP_ALLOCATE, |core| {
-        core.heap.borrow_mut().allocate(cx.caller, bytes, flags & HEAPZEROINIT != 0).unwrap_or(0)
+        core.heap.borrow_mut().allocate(caller(cx), bytes, flags & HEAPZEROINIT != 0).unwrap_or(0)
     })
 }
 
@@ -464,7 +464,7 @@ extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
 // ---- time-outs ---------------------------------------------------------------------------
 
 fn set_time_out(cx: &HostCx, svc: &'static Service, ms: u32, vm: Option<u32>, callback: RawCallback) -> u32 {
-    let cb = Callback::plugin(cx.caller, callback);
+    let cb = Callback::plugin(caller(cx), callback);
     serve(cx, svc, |core| {
         let service = svc.name;
         let now = core.sched.now();
@@ -489,7 +489,7 @@ fn set_time_out(cx: &HostCx, svc: &'static Service, ms: u32, vm: Option<u32>, ca
             timer: if vm.is_some() { "vm" } else { "global" },
             vm,
             ms,
-            device: core.instance_name(cx.caller).to_string(),
+            device: core.instance_name(caller(cx)).to_string(),
             callback: shorten(label),
         });
         handle
@@ -553,7 +553,7 @@ extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResul
 }
 
 extern "C" fn call_when_task_switched(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    let cb = Callback::plugin(cx.caller, callback);
+    let cb = Callback::plugin(caller(cx), callback);
     serve(cx, &svc::CALL_WHEN_TASK_SWITCHED, |core| {
         core.hooks.borrow_mut().task_switched.push(Some(cb));
         ROk(())
@@ -561,7 +561,7 @@ extern "C" fn call_when_task_switched(cx: &HostCx, callback: RawCallback) -> Vmm
 }
 
 extern "C" fn call_when_idle(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    let cb = Callback::plugin(cx.caller, callback);
+    let cb = Callback::plugin(caller(cx), callback);
     serve(cx, &svc::CALL_WHEN_IDLE, |core| {
         core.hooks.borrow_mut().idle.push(Some(cb));
         ROk(())
@@ -608,12 +608,12 @@ extern "C" fn call_priority_vm_event(
         // The callback becomes a `Callback` (which owns it) only once the
         // arguments passed: a refused one is released right away.
         if !core.vm_valid(vm) {
-            drop(Callback::plugin(cx.caller, callback));
+            drop(Callback::plugin(caller(cx), callback));
             return RErr(bad_vm(core, SERVICE, vm));
         }
         let valid = if core.manifest.machine.windows_version.0 < 4 { PEF_VALID_31 } else { PEF_VALID };
         if flags & !valid != 0 {
-            drop(Callback::plugin(cx.caller, callback));
+            drop(Callback::plugin(caller(cx), callback));
             return RErr(core.refuse(
                 Violation::ReservedFlags,
                 format!(
@@ -624,7 +624,7 @@ extern "C" fn call_priority_vm_event(
                 Some(SERVICE),
             ));
         }
-        core.priority_event(cx.caller, boost, vm, flags, timeout_ms, Callback::plugin(cx.caller, callback)).into()
+        core.priority_event(caller(cx), boost, vm, flags, timeout_ms, Callback::plugin(caller(cx), callback)).into()
     })
 }
 
@@ -671,26 +671,26 @@ extern "C" fn cancel_priority_vm_event(cx: &HostCx, handle: u32) -> VmmResult<()
 
 extern "C" fn schedule_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
     serve(cx, &svc::SCHEDULE_GLOBAL_EVENT, |core| {
-        let cb = Callback::plugin(cx.caller, callback);
-        core.schedule(cx.caller, EventKind::Global, 0, 0, 0, None, cb).into()
+        let cb = Callback::plugin(caller(cx), callback);
+        core.schedule(caller(cx), EventKind::Global, 0, 0, 0, None, cb).into()
     })
 }
 
 extern "C" fn schedule_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmResult<u32> {
     serve(cx, &svc::SCHEDULE_VM_EVENT, |core| {
-        let cb = Callback::plugin(cx.caller, callback);
+        let cb = Callback::plugin(caller(cx), callback);
         if !core.vm_valid(vm) {
             return RErr(bad_vm(core, svc::SCHEDULE_VM_EVENT.name, vm));
         }
-        core.schedule(cx.caller, EventKind::Vm, vm, 0, 0, None, cb).into()
+        core.schedule(caller(cx), EventKind::Vm, vm, 0, 0, None, cb).into()
     })
 }
 
 extern "C" fn call_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
     serve(cx, &svc::CALL_GLOBAL_EVENT, |core| {
-        let cb = Callback::plugin(cx.caller, callback);
+        let cb = Callback::plugin(caller(cx), callback);
         if core.at_interrupt() {
-            core.schedule(cx.caller, EventKind::Global, 0, 0, 0, None, cb).into()
+            core.schedule(caller(cx), EventKind::Global, 0, 0, 0, None, cb).into()
         } else {
             core.run_inline(EventKind::Global, 0, 0, 0, cb).into()
         }
@@ -699,14 +699,14 @@ extern "C" fn call_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult
 
 extern "C" fn call_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmResult<u32> {
     serve(cx, &svc::CALL_VM_EVENT, |core| {
-        let cb = Callback::plugin(cx.caller, callback);
+        let cb = Callback::plugin(caller(cx), callback);
         if !core.vm_valid(vm) {
             return RErr(bad_vm(core, svc::CALL_VM_EVENT.name, vm));
         }
         if !core.at_interrupt() && vm == core.cur_vm.get() {
             core.run_inline(EventKind::Vm, vm, 0, 0, cb).into()
         } else {
-            core.schedule(cx.caller, EventKind::Vm, vm, 0, 0, None, cb).into()
+            core.schedule(caller(cx), EventKind::Vm, vm, 0, 0, None, cb).into()
         }
     })
 }
@@ -720,21 +720,21 @@ extern "C" fn cancel_vm_event(cx: &HostCx, vm: u32, handle: u32) -> VmmResult<()
 }
 
 extern "C" fn call_when_vm_ints_enabled(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    let cb = Callback::plugin(cx.caller, callback);
+    let cb = Callback::plugin(caller(cx), callback);
     serve(cx, &svc::CALL_WHEN_VM_INTS_ENABLED, |core| {
         let vm = core.cur_vm.get();
         let enabled = core.vms.borrow().get(vm).is_some_and(|v| v.interrupts_enabled());
         let r = if enabled {
             core.run_inline(EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, cb)
         } else {
-            core.schedule(cx.caller, EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, None, cb)
+            core.schedule(caller(cx), EventKind::IntsEnabled, vm, PEF_WAIT_FOR_STI, 0, None, cb)
         };
         r.map(|_| ()).into()
     })
 }
 
 extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
-    let cb = Callback::plugin(cx.caller, callback);
+    let cb = Callback::plugin(caller(cx), callback);
     serve(cx, &svc::CALL_WHEN_NOT_CRITICAL, |core| {
         // The section is free and the VM is not boosted: nothing to wait for.
         let vm = core.cur_vm.get();
@@ -837,7 +837,7 @@ extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
 }
 
 extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
-    serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(cx.caller, tokens).into())
+    serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(caller(cx), tokens).into())
 }
 
 fn semaphore_op(
@@ -872,7 +872,7 @@ extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
 // ---- interrupts ------------------------------------------------------------------------------------
 
 extern "C" fn register_interrupt(cx: &HostCx, name: RStr<'_>, callback: RawCallback) -> VmmResult<u32> {
-    let cb = Callback::plugin(cx.caller, callback);
+    let cb = Callback::plugin(caller(cx), callback);
     serve(cx, &svc::REGISTER_INTERRUPT, |core| core.register_interrupt(name.as_str(), cb).into())
 }
 

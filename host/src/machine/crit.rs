@@ -12,6 +12,7 @@ use crate::trace::{PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::crit::{Claim, ReleaseError, SemSignal, SemWait};
+use crate::vmm::ids::InstanceId;
 use crate::vmm::vm::Blocked;
 
 impl Core {
@@ -232,7 +233,7 @@ impl Core {
 
     // ---- semaphores ----------------------------------------------------------------
 
-    pub(crate) fn create_semaphore(&self, owner: u32, tokens: i32) -> Result<u32, VmmError> {
+    pub(crate) fn create_semaphore(&self, owner: InstanceId, tokens: i32) -> Result<u32, VmmError> {
         let h = self.sems.borrow_mut().create(owner, tokens).ok_or(VmmError::OUT_OF_MEMORY)?;
         self.sem_trace("create", h, self.cur_vm.get(), tokens, owner);
         Ok(h)
@@ -254,11 +255,11 @@ impl Core {
         Ok(())
     }
 
-    fn sem_trace(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: u32) {
+    fn sem_trace(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: InstanceId) {
         self.sem_trace_flags(action, handle, vm, tokens, owner, 0);
     }
 
-    fn sem_trace_flags(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: u32, flags: u32) {
+    fn sem_trace_flags(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: InstanceId, flags: u32) {
         let device = self.instance_name(owner);
         self.trace(|| TraceEvent::Semaphore { action, handle, vm, tokens, device: device.to_string(), flags });
     }

@@ -11,6 +11,7 @@ use crate::machine::Core;
 use crate::machine::registry::{DeviceCode, DeviceInfo};
 use crate::trace::CallOutcome;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 
 /// A device implemented by the host (`*SHELL`, `*VXDLDR`). Its state is
 /// its own; adding one is a file with the type and an entry in
@@ -24,7 +25,7 @@ pub(crate) trait Builtin {
         Carry::Clear
     }
     /// A service by ordinal, called by `caller` (an instance number).
-    fn service(&self, core: &Core, caller: u32, ordinal: u16, call: &mut ServiceCall) -> Carry;
+    fn service(&self, core: &Core, caller: InstanceId, ordinal: u16, call: &mut ServiceCall) -> Carry;
     /// Its V86 or PM API procedure, called by ring-3 code of `vm` with the
     /// VM's client registers. The default answers nothing.
     fn api(&self, core: &Core, mode: ApiMode, vm: u32, client: &mut ClientRegs) {
@@ -37,7 +38,7 @@ impl Core {
     pub(crate) fn device_control(
         &self,
         code: &DeviceCode,
-        instance: u32,
+        instance: InstanceId,
         context: Context,
         args: &ControlArgs,
     ) -> CallOutcome {
@@ -57,8 +58,8 @@ impl Core {
     pub(crate) fn device_service(
         &self,
         code: &DeviceCode,
-        instance: u32,
-        caller: u32,
+        instance: InstanceId,
+        caller: InstanceId,
         ordinal: u16,
         context: Context,
         call: &mut ServiceCall,
@@ -83,7 +84,7 @@ impl Core {
     pub(crate) fn device_api(
         &self,
         code: &DeviceCode,
-        instance: u32,
+        instance: InstanceId,
         mode: ApiMode,
         vm: u32,
         client: *mut ClientRegs,

@@ -11,6 +11,7 @@ use crate::trace::TraceEvent;
 use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::context::Context;
 use crate::vmm::events::{EventKind, EventRec};
+use crate::vmm::ids::InstanceId;
 
 impl Core {
     /// Schedule an event, tracing it; its handle.
@@ -18,7 +19,7 @@ impl Core {
     #[inline(always)]
     pub(crate) fn schedule(
         &self,
-        caller: u32,
+        caller: InstanceId,
         kind: EventKind,
         target: u32,
         flags: u32,
@@ -41,7 +42,7 @@ impl Core {
     /// `schedule`, so that with tracing off the hot path builds nothing.)
     #[cold]
     #[inline(never)]
-    fn trace_scheduled(&self, caller: u32, handle: u32, timeout_ms: Option<u32>) {
+    fn trace_scheduled(&self, caller: InstanceId, handle: u32, timeout_ms: Option<u32>) {
         let Some((kind, target, flags, boost, label, seq)) =
             self.sched.with_event(handle, |e| (e.kind, e.target, e.flags, e.boost, e.cb.label(), e.seq))
         else {
@@ -89,7 +90,7 @@ impl Core {
     #[inline(always)]
     pub(crate) fn priority_event(
         &self,
-        caller: u32,
+        caller: InstanceId,
         boost: i32,
         vm: u32,
         flags: u32,

@@ -37,6 +37,7 @@ use crate::vmm::callback::{Callback, CallbackHost};
 use crate::vmm::context::Context;
 use crate::vmm::crit::{CritSection, Semaphores};
 use crate::vmm::heap::Heap;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::irq::Irq;
 use crate::vmm::nest::NestCounts;
 use crate::vmm::schedule::{Schedule, Settings, Source};
@@ -159,7 +160,7 @@ pub(crate) struct Core {
     /// The innermost plugin call on the host stack: its execution context
     /// and instance (`None` outside any call). The outer ones are saved on
     /// the host stack by [`Core::enter_frame`].
-    pub(crate) frame: Cell<Option<(Context, u32)>>,
+    pub(crate) frame: Cell<Option<(Context, InstanceId)>>,
     /// How many of the calls on the host stack run at interrupt time
     /// (`Get_VMM_Reenter_Count`).
     pub(crate) interrupt_frames: Cell<u32>,
@@ -208,7 +209,7 @@ pub(crate) struct Core {
     pub(crate) call_depth: Cell<u32>,
     /// The last error a plugin returned or panicked with: its instance
     /// and its own words (for reports such as a refused reload's).
-    pub(crate) last_plugin_error: RefCell<Option<(u32, String)>>,
+    pub(crate) last_plugin_error: RefCell<Option<(InstanceId, String)>>,
     /// The control message being sent, if any.
     pub(crate) current_message: Cell<Option<u32>>,
     /// The SHELL device's state: appy time, broadcast hooks, the message
@@ -221,7 +222,7 @@ pub(crate) struct Core {
     pub(crate) pace_interrupt: RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
     /// Instances in their dynamic init (factory, `restore_state`,
     /// `Sys_Dynamic_Device_Init`), where init-only services are legal.
-    pub(crate) dynamic_init: RefCell<Vec<u32>>,
+    pub(crate) dynamic_init: RefCell<Vec<InstanceId>>,
     /// The state of devices a rebuild with another name or ID swapped out,
     /// by name and ID, until a build of the device comes back.
     pub(crate) swapped_out: RefCell<std::collections::HashMap<(String, u16), Vec<u8>>>,
@@ -361,14 +362,14 @@ impl Core {
 
     /// The instance of the innermost plugin call.
     #[inline]
-    pub(crate) fn current_caller(&self) -> Option<u32> {
+    pub(crate) fn current_caller(&self) -> Option<InstanceId> {
         self.frame.get().map(|f| f.1)
     }
 
     /// Make a call of `instance` in `context` the innermost; returns the
     /// frame to give back to [`Core::leave_frame`].
     #[inline]
-    pub(crate) fn enter_frame(&self, context: Context, instance: u32) -> Option<(Context, u32)> {
+    pub(crate) fn enter_frame(&self, context: Context, instance: InstanceId) -> Option<(Context, InstanceId)> {
         if context == Context::Interrupt {
             self.interrupt_frames.set(self.interrupt_frames.get() + 1);
         }
@@ -378,7 +379,7 @@ impl Core {
     /// End the innermost call, making `outer` (from [`Core::enter_frame`])
     /// innermost again.
     #[inline]
-    pub(crate) fn leave_frame(&self, outer: Option<(Context, u32)>) {
+    pub(crate) fn leave_frame(&self, outer: Option<(Context, InstanceId)>) {
         if self.context() == Context::Interrupt {
             self.interrupt_frames.set(self.interrupt_frames.get() - 1);
         }
@@ -387,19 +388,23 @@ impl Core {
 
     /// The name of an instance (`<host>` for calls from outside the
     /// machine).
-    pub(crate) fn instance_name(&self, instance: u32) -> Rc<str> {
-        self.instances
-            .borrow()
-            .get(instance.wrapping_sub(1) as usize)
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|| Rc::from("<host>"))
+    pub(crate) fn instance_name(&self, instance: InstanceId) -> Rc<str> {
+        let instances = self.instances.borrow();
+        instance.index().and_then(|i| instances.get(i)).map(|r| r.name.clone()).unwrap_or_else(|| Rc::from("<host>"))
     }
 
     /// Register a new plugin instance; returns its number.
-    pub(crate) fn add_instance(&self, name: Rc<str>, inst: Option<Inst>) -> u32 {
+    pub(crate) fn add_instance(&self, name: Rc<str>, inst: Option<Inst>) -> InstanceId {
         let mut instances = self.instances.borrow_mut();
         instances.push(InstanceRecord { name, inst, failed: false });
-        instances.len() as u32
+        InstanceId::from_index(instances.len() - 1)
+    }
+
+    /// The record of `instance` (`None` for the host or an unknown number).
+    #[inline]
+    pub(crate) fn with_instance<T>(&self, instance: InstanceId, f: impl FnOnce(&mut InstanceRecord) -> T) -> Option<T> {
+        let mut instances = self.instances.borrow_mut();
+        instance.index().and_then(|i| instances.get_mut(i)).map(f)
     }
 
     /// Report a broken VMM rule: a `violation` record with a stable `code`.
@@ -525,9 +530,9 @@ impl Core {
     // ---- calling plugins ------------------------------------------------------
 
     /// The instance pointer of a usable plugin instance.
-    pub(crate) fn instance_this(&self, instance: u32) -> Option<*const c_void> {
+    pub(crate) fn instance_this(&self, instance: InstanceId) -> Option<*const c_void> {
         let instances = self.instances.borrow();
-        let r = instances.get(instance.wrapping_sub(1) as usize)?;
+        let r = instances.get(instance.index()?)?;
         if r.failed {
             return None;
         }
@@ -535,8 +540,9 @@ impl Core {
     }
 
     /// Whether `instance` may still be called.
-    pub(crate) fn instance_usable(&self, instance: u32) -> bool {
-        self.instances.borrow().get(instance.wrapping_sub(1) as usize).is_some_and(|r| !r.failed)
+    pub(crate) fn instance_usable(&self, instance: InstanceId) -> bool {
+        let instances = self.instances.borrow();
+        instance.index().and_then(|i| instances.get(i)).is_some_and(|r| !r.failed)
     }
 
     /// Call into `instance` in `context`: push the context, run `f`, and turn
@@ -544,7 +550,7 @@ impl Core {
     /// failed). `entry` names the entry point for the trace.
     pub(crate) fn invoke<T>(
         &self,
-        instance: u32,
+        instance: InstanceId,
         entry: &'static str,
         context: Context,
         f: impl FnOnce(&HostCx) -> PluginResult<T>,
@@ -560,7 +566,7 @@ impl Core {
     #[inline(always)]
     pub(crate) fn invoke_checked<T>(
         &self,
-        instance: u32,
+        instance: InstanceId,
         entry: &'static str,
         context: Context,
         f: impl FnOnce(&HostCx) -> PluginResult<T>,
@@ -591,7 +597,7 @@ impl Core {
     /// a call that could not be made), for reports that show the user why.
     pub(crate) fn invoke_reporting<T>(
         &self,
-        instance: u32,
+        instance: InstanceId,
         entry: &'static str,
         context: Context,
         f: impl FnOnce(&HostCx) -> PluginResult<T>,
@@ -611,7 +617,7 @@ impl Core {
     }
 
     /// What `instance` said when it last failed, if it was the last to fail.
-    pub(crate) fn plugin_error_of(&self, instance: u32) -> Option<String> {
+    pub(crate) fn plugin_error_of(&self, instance: InstanceId) -> Option<String> {
         self.last_plugin_error.borrow().as_ref().filter(|(i, _)| *i == instance).map(|(_, m)| m.clone())
     }
 
@@ -620,7 +626,7 @@ impl Core {
     /// ring-0 stack.
     #[cold]
     #[inline(never)]
-    fn too_deep(&self, instance: u32, entry: &'static str) -> CallOutcome {
+    fn too_deep(&self, instance: InstanceId, entry: &'static str) -> CallOutcome {
         let name = self.instance_name(instance);
         self.set_fatal(
             format!(
@@ -634,7 +640,7 @@ impl Core {
     }
 
     /// Run `f` attributed to `instance` (in the current context).
-    pub(crate) fn as_caller<T>(&self, instance: u32, f: impl FnOnce() -> T) -> T {
+    pub(crate) fn as_caller<T>(&self, instance: InstanceId, f: impl FnOnce() -> T) -> T {
         let outer = self.enter_frame(self.context(), instance);
         let r = f();
         self.leave_frame(outer);
@@ -643,7 +649,7 @@ impl Core {
 
     /// Record how a plugin call failed; returns the outcome to trace.
     #[cold]
-    pub(crate) fn plugin_failed(&self, instance: u32, entry: &'static str, e: PluginError) -> CallOutcome {
+    pub(crate) fn plugin_failed(&self, instance: InstanceId, entry: &'static str, e: PluginError) -> CallOutcome {
         let name = self.instance_name(instance);
         let message = e.message.to_string();
         if matches!(e.kind, PluginErrorKind::Panic | PluginErrorKind::Failed) {
@@ -700,10 +706,8 @@ impl Core {
 
     /// Mark an instance failed: it is never called again, and a device
     /// leaves the message broadcasts.
-    pub(crate) fn mark_failed(&self, instance: u32) {
-        if let Some(r) = self.instances.borrow_mut().get_mut(instance.wrapping_sub(1) as usize) {
-            r.failed = true;
-        }
+    pub(crate) fn mark_failed(&self, instance: InstanceId) {
+        self.with_instance(instance, |r| r.failed = true);
         let mut reg = self.registry.borrow_mut();
         if let Some(i) = reg.by_instance(instance) {
             reg.slots[i].state = crate::machine::registry::DeviceState::Failed;
@@ -863,7 +867,9 @@ impl Machine {
     /// benchmark), as `VxDCall (device_id << 16) | ordinal` with `call`'s
     /// registers; CF comes back in `call.regs.flags`.
     pub fn call_service(&mut self, service: u32, call: &mut ServiceCall) -> Result<()> {
-        let r = self.core.with_frame(0, Context::Control, || self.core.vxd_call(0, service, call));
+        let r = self
+            .core
+            .with_frame(InstanceId::HOST, Context::Control, || self.core.vxd_call(InstanceId::HOST, service, call));
         self.fail_on_fatal(Ok(()))?;
         r.map_err(|e| Error::Fatal { message: format!("VxDCall {service:#010X}: {e}"), device: None })
     }
@@ -997,7 +1003,7 @@ impl Core {
 /// Callbacks reach plugins through the machine's guarded calls.
 impl CallbackHost for Core {
     #[inline(always)]
-    fn callable_instance(&self, owner: u32) -> Option<*const c_void> {
+    fn callable_instance(&self, owner: InstanceId) -> Option<*const c_void> {
         if !self.plugins_may_run() {
             return None;
         }
@@ -1007,7 +1013,7 @@ impl CallbackHost for Core {
     #[inline(always)]
     fn invoke_callback(
         &self,
-        owner: u32,
+        owner: InstanceId,
         context: Context,
         f: impl FnOnce(&HostCx) -> PluginResult<vmm_plugin_api::abi::Carry>,
     ) -> std::result::Result<vmm_plugin_api::abi::Carry, CallOutcome> {
@@ -1017,7 +1023,7 @@ impl CallbackHost for Core {
     #[inline(always)]
     fn in_frame(
         &self,
-        owner: u32,
+        owner: InstanceId,
         context: Context,
         f: impl FnOnce() -> vmm_plugin_api::abi::Carry,
     ) -> vmm_plugin_api::abi::Carry {

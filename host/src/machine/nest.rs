@@ -12,6 +12,7 @@ use crate::ring3::state::{NEST_BREAKPOINT, Target};
 use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::nest::{self, NestMark, RESUME_LIMIT, read_stack, retf};
 use crate::vmm::vm::{NestFrame, Stack};
 
@@ -33,7 +34,7 @@ impl Core {
     /// be ended. Extra blocks are reported, naming the device (`owner`: the
     /// instance that was called, asked only then), and closed.
     #[inline]
-    pub(crate) fn check_nest_balance(&self, vm: u32, mark: NestMark, what: &str, owner: impl FnOnce() -> u32) {
+    pub(crate) fn check_nest_balance(&self, vm: u32, mark: NestMark, what: &str, owner: impl FnOnce() -> InstanceId) {
         let open = self.nest.open_since(mark);
         if open > 0 {
             self.close_unbalanced_nest(vm, open, what, owner());
@@ -41,7 +42,7 @@ impl Core {
     }
 
     #[cold]
-    fn close_unbalanced_nest(&self, vm: u32, open: u64, what: &str, owner: u32) {
+    fn close_unbalanced_nest(&self, vm: u32, open: u64, what: &str, owner: InstanceId) {
         // After a fatal error the device was stopped before it could end
         // its blocks: not its fault, only the blocks are closed.
         if self.is_fatal() {

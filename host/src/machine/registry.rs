@@ -12,6 +12,7 @@ use vmm_plugin_api::ddk::UNDEFINED_DEVICE_ID;
 
 use crate::error::LoadCause;
 use crate::machine::device::Builtin;
+use crate::vmm::ids::InstanceId;
 
 /// Where a device's code lives.
 #[derive(Clone)]
@@ -136,7 +137,7 @@ pub(crate) struct DeviceSlot {
     pub(crate) build: String,
     pub(crate) code: DeviceCode,
     pub(crate) state: DeviceState,
-    pub(crate) instance: u32,
+    pub(crate) instance: InstanceId,
     pub(crate) from_int2f: bool,
     pub(crate) reference_data: u32,
     /// Position in the order devices were accepted (breaks init-order ties).
@@ -206,7 +207,7 @@ impl Registry {
     }
 
     /// The slot of an instance number.
-    pub(crate) fn by_instance(&self, instance: u32) -> Option<usize> {
+    pub(crate) fn by_instance(&self, instance: InstanceId) -> Option<usize> {
         self.slots.iter().position(|s| s.instance == instance)
     }
 

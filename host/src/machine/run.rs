@@ -26,6 +26,7 @@ use crate::vmm::context::Context;
 use crate::vmm::events::{
     CLASS_STI, Conditions, EventKind, EventRec, class_of, condition_names, conditions_needed, runnable_classes,
 };
+use crate::vmm::ids::InstanceId;
 use crate::vmm::scheduler::Work;
 use crate::vmm::timers::{Due, TimerKind};
 use crate::vmm::vm::Blocked;
@@ -99,7 +100,7 @@ impl Core {
                 let before = self.sched.now();
                 if self.ring3_step(vm) {
                     if self.sched.now() == before {
-                        self.count_work(Work::Ring3, 0);
+                        self.count_work(Work::Ring3, InstanceId::HOST);
                     }
                     continue;
                 }
@@ -470,14 +471,14 @@ impl Core {
     /// Count an event callback of `instance` (see [`Core::count_work`]).
     #[inline]
     pub(crate) fn count_dispatch(&self) {
-        self.count_work(Work::Event, 0);
+        self.count_work(Work::Event, InstanceId::HOST);
     }
 
     /// Count a unit of work done at this instant (by `instance`, 0 for the
     /// host); `[machine] livelock_limit` of them without virtual time
     /// advancing is a livelock, and stops the machine.
     #[inline]
-    pub(crate) fn count_work(&self, kind: Work, instance: u32) {
+    pub(crate) fn count_work(&self, kind: Work, instance: InstanceId) {
         let n = self.sched.count_work(kind, instance);
         if n == self.manifest.machine.livelock_limit {
             self.report_livelock();
@@ -491,7 +492,7 @@ impl Core {
     fn report_livelock(&self) {
         let crate::vmm::scheduler::SpinCount { units, events, interrupts, timers, ring3, last } =
             self.sched.spin_count();
-        let device = (last != 0).then(|| self.instance_name(last).to_string());
+        let device = (!last.is_host()).then(|| self.instance_name(last).to_string());
         self.trace(|| TraceEvent::Livelock {
             units,
             events,
@@ -680,7 +681,7 @@ impl Core {
     /// VM's execution-time time-outs). Returns whether one fired.
     pub(crate) fn fire_due_timers(&self) -> bool {
         if let Some((at, kind)) = self.sched.pop_due_timer() {
-            self.count_work(Work::Timer, 0);
+            self.count_work(Work::Timer, InstanceId::HOST);
             self.fire_timer(at, kind);
             return true;
         }
@@ -694,7 +695,7 @@ impl Core {
             if let Some((due, handle)) = next
                 && due <= exec
             {
-                self.count_work(Work::Timer, 0);
+                self.count_work(Work::Timer, InstanceId::HOST);
                 self.fire_timeout(handle, (exec.saturating_sub(due)).as_millis() as u32);
                 return true;
             }

@@ -14,6 +14,7 @@ use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::events::EventKind;
+use crate::vmm::ids::InstanceId;
 
 fn set_carry(c: &mut ClientRegs, on: bool) {
     if on {
@@ -133,7 +134,7 @@ impl Core {
         if flags & SVC_WAIT_NOT_CRIT as u32 != 0 {
             pef |= PEF_WAIT_NOT_CRIT;
         }
-        let owner = self.current_caller().unwrap_or(0);
+        let owner = self.current_caller().unwrap_or(InstanceId::HOST);
         let cb = Callback::host(owner, "INT 2Fh 1685h call-back", move |core: &Core, _regs: &mut Regs| {
             core.nested_ring3_call(callback);
             Carry::Clear
@@ -164,7 +165,7 @@ impl Core {
     fn nested_ring3_call(&self, callback: u32) {
         let vm = self.cur_vm.get();
         let Some(saved) = self.client_of(vm) else { return };
-        let owner = self.current_caller().unwrap_or(0);
+        let owner = self.current_caller().unwrap_or(InstanceId::HOST);
         self.with_frame(owner, Context::Vm, || {
             if self.begin_nest(vm, false).is_ok() {
                 let _ = self.simulate_far_call(vm, (callback >> 16) as u16, callback & 0xFFFF);

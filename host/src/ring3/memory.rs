@@ -11,11 +11,12 @@ use vmm_plugin_api::abi::VmmError;
 use crate::machine::Core;
 use crate::ring3::state::{FarBlock, MAX_BLOCK};
 use crate::violation::Violation;
+use crate::vmm::ids::InstanceId;
 
 impl Core {
     /// Allocate `bytes` (1 to 64 KB, zeroed) for ring-3 code of `owner`;
     /// the block's 16:16 address (offset 0).
-    pub(crate) fn global_alloc(&self, owner: u32, bytes: u32) -> Result<u32, VmmError> {
+    pub(crate) fn global_alloc(&self, owner: InstanceId, bytes: u32) -> Result<u32, VmmError> {
         if bytes == 0 || bytes > MAX_BLOCK {
             return Err(self.refuse(
                 Violation::InvalidParameter,
@@ -45,7 +46,7 @@ impl Core {
     }
 
     /// Free every block `owner` still holds (its program ended).
-    pub(crate) fn free_far_blocks_of(&self, owner: u32) {
+    pub(crate) fn free_far_blocks_of(&self, owner: InstanceId) {
         let blocks: Vec<FarBlock> = {
             let mut far = self.far.borrow_mut();
             let selectors: Vec<u16> = far.blocks.iter().filter(|(_, b)| b.owner == owner).map(|(s, _)| *s).collect();

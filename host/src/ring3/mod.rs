@@ -35,6 +35,7 @@ pub(crate) use crate::ring3::state::*;
 use crate::trace::{CallOutcome, DestroyReason, EndReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::timers::TimerKind;
 
 impl Core {
@@ -94,7 +95,7 @@ impl Core {
             .invoke(instance, "create", Context::Ring3, |cx| (lib.root.create())(cx))
             .map_err(|o| format!("creating {mname} failed ({o:?})"))?;
         let inst = Inst { this: raw.this, vtable: raw.vtable };
-        self.instances.borrow_mut()[instance as usize - 1].inst = Some(inst);
+        self.with_instance(instance, |r| r.inst = Some(inst));
         let kind = lib.info.kind;
         let mut r3 = self.ring3.borrow_mut();
         let v86 = kind == ModuleKind::DosProgram;
@@ -324,7 +325,7 @@ impl Core {
     }
 
     /// One step of a machine-code program: a run of the interpreter.
-    fn machine_step(&self, id: u32, module: usize, instance: u32, mut machine: Box<machine_code::DosMachine>) {
+    fn machine_step(&self, id: u32, module: usize, instance: InstanceId, mut machine: Box<machine_code::DosMachine>) {
         let ran = self.v86_run(instance, &mut machine);
         {
             let mut r3 = self.ring3.borrow_mut();
@@ -485,7 +486,7 @@ impl Core {
             m.instance
         };
         self.free_far_blocks_of(instance);
-        let inst = self.instances.borrow_mut().get_mut(instance as usize - 1).and_then(|r| r.inst.take());
+        let inst = self.with_instance(instance, |r| r.inst.take()).flatten();
         if let Some(inst) = inst {
             (inst.vtable.drop())(inst.this);
         }

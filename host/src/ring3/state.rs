@@ -13,6 +13,7 @@ use vmm_plugin_api::abi::{ApiMode, ModuleKind, Msg, Resume, SegmentKind};
 use crate::loader::Inst;
 pub(crate) use crate::ring3::addresses::*;
 use crate::ring3::machine_code::DosMachine;
+use crate::vmm::ids::InstanceId;
 
 /// What a far pointer points at.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -66,7 +67,7 @@ impl Ring3Code {
 pub(crate) struct ModuleRec {
     pub(crate) name: Rc<str>,
     pub(crate) kind: ModuleKind,
-    pub(crate) instance: u32,
+    pub(crate) instance: InstanceId,
     pub(crate) code: Ring3Code,
     pub(crate) segments: Vec<(String, SegmentKind)>,
     pub(crate) exports: Vec<ExportRec>,
@@ -288,7 +289,7 @@ pub(crate) struct FarBlock {
     pub(crate) base: u32,
     pub(crate) size: u32,
     /// The module instance that allocated it.
-    pub(crate) owner: u32,
+    pub(crate) owner: InstanceId,
 }
 
 /// The blocks, by selector.

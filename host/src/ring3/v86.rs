@@ -60,6 +60,7 @@ use crate::machine::Core;
 use crate::ring3::machine_code::*;
 use crate::trace::TraceEvent;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 
 impl Core {
     /// Read and check the program file `name` on the program search path;
@@ -98,7 +99,7 @@ impl Core {
     /// Run a machine-code program for one step: at most `[machine]
     /// v86_step` instructions, less if it sleeps, yields, halts, exits or
     /// crashes. Its VM is the current VM; `instance` is the program's.
-    pub(crate) fn v86_run(&self, instance: u32, m: &mut DosMachine) -> Ran {
+    pub(crate) fn v86_run(&self, instance: InstanceId, m: &mut DosMachine) -> Ran {
         let vm = self.cur_vm.get();
         if let Some(v) = self.vms.borrow().get(vm) {
             from_client(&mut m.cpu, &v.client());

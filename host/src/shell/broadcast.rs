@@ -13,6 +13,7 @@ use crate::shell::HookRec;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
+use crate::vmm::ids::InstanceId;
 
 /// The `BSF_*` flags that exist.
 const BSF_VALID: u32 = BSF_QUERY
@@ -199,7 +200,7 @@ impl Core {
     /// Call one hook (in the broadcaster's context); its answer and owner,
     /// `None` if it was unhooked meanwhile. A hook that fails answers 1 (it
     /// cannot veto).
-    fn call_hook(&self, handle: u32, msg: u32, wparam: u32, lparam: u32) -> Option<(u32, u32)> {
+    fn call_hook(&self, handle: u32, msg: u32, wparam: u32, lparam: u32) -> Option<(u32, InstanceId)> {
         let mut cb = self.shell.hooks.borrow_mut().get_mut(handle)?.cb.take()?;
         let owner = cb.owner();
         let mut regs = Regs { eax: msg, ebx: self.cur_vm.get(), ecx: wparam, edx: lparam, ..Regs::default() };

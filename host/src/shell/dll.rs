@@ -8,6 +8,7 @@
 use crate::machine::Core;
 use crate::ring3::Target;
 use crate::violation::Violation;
+use crate::vmm::ids::InstanceId;
 
 /// What `_SHELL_CallDll` and `_SHELL_GetProcAddress` call: an export by
 /// name or ordinal, or (with no DLL) a raw 16:16 address.
@@ -110,7 +111,7 @@ impl Core {
             let r3 = self.ring3.borrow();
             // Only ring-3 code is the server's own: a VxD that panics in an
             // API call made from it fails alone.
-            let ring3_code = |i: usize| r3.modules.iter().any(|m| m.instance as usize == i + 1);
+            let ring3_code = |i: usize| r3.modules.iter().any(|m| m.instance == InstanceId::from_index(i));
             instances
                 .iter()
                 .enumerate()

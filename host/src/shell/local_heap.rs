@@ -11,6 +11,7 @@ use vmm_plugin_api::abi::VmmError;
 use crate::machine::Core;
 use crate::shell::state::{LOCAL_HEAP_SELECTOR, SEGMENT_SIZE};
 use crate::violation::Violation;
+use crate::vmm::ids::InstanceId;
 
 impl Core {
     /// `_SHELL_LocalAllocEx`: `(16:16, linear)`, zeros on failure. `data`
@@ -101,7 +102,7 @@ impl Core {
         if base != 0 {
             return Some(base);
         }
-        let owner = self.shell_instance().unwrap_or(0);
+        let owner = self.shell_instance().unwrap_or(InstanceId::HOST);
         let base = self.heap.borrow_mut().allocate(owner, SEGMENT_SIZE, true)?;
         self.shell.local.borrow_mut().set_base(base);
         Some(base)

@@ -17,6 +17,7 @@ use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::vm::VmLife;
 
 /// The answers a message box of type `flags & 0xF` can give, in button
@@ -191,8 +192,8 @@ impl Core {
             return Err(VmmError::VIOLATION);
         }
         let device = self.shell_caller_name();
-        let caller = self.current_caller().unwrap_or(0);
-        let shell = self.shell_instance().unwrap_or(0);
+        let caller = self.current_caller().unwrap_or(InstanceId::HOST);
+        let shell = self.shell_instance().unwrap_or(InstanceId::HOST);
         let handle = Rc::new(Cell::new(0u32));
         let slot = handle.clone();
         let mut cb = cb;

@@ -29,6 +29,7 @@ use crate::machine::device::Builtin;
 use crate::machine::registry::DeviceInfo;
 use crate::violation::Violation;
 use crate::vmm::heap::MemError;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::services::Rule;
 
 /// SHELL's service table, by ordinal (SHELL.H).
@@ -133,7 +134,7 @@ impl Builtin for Shell {
         }
     }
 
-    fn service(&self, core: &Core, caller: u32, ordinal: u16, call: &mut ServiceCall) -> Carry {
+    fn service(&self, core: &Core, caller: InstanceId, ordinal: u16, call: &mut ServiceCall) -> Carry {
         // Violations name the device that made the VxDCall, not SHELL.
         core.as_caller(caller, || vxdcall::dispatch(core, ordinal, call))
     }
@@ -142,7 +143,7 @@ impl Builtin for Shell {
 impl Core {
     /// SHELL's instance number, if SHELL is loaded (the owner of the events
     /// SHELL schedules itself).
-    pub(crate) fn shell_instance(&self) -> Option<u32> {
+    pub(crate) fn shell_instance(&self) -> Option<InstanceId> {
         let reg = self.registry.borrow();
         reg.by_id(SHELL_DEVICE_ID).map(|i| reg.slots[i].instance)
     }
@@ -161,7 +162,7 @@ impl Core {
     pub(crate) fn shell_enter(&self, ordinal: u16) -> Result<(), VmmError> {
         let loaded = self.shell_instance().is_some();
         if !loaded || ordinal as usize >= service_count(self) {
-            let caller = self.current_caller().unwrap_or(0);
+            let caller = self.current_caller().unwrap_or(InstanceId::HOST);
             self.invalid_dynamic_link(caller, SHELL_DEVICE_ID, ordinal);
             return Err(VmmError::FATAL);
         }

@@ -16,6 +16,7 @@ use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 
 /// The message `_SHELL_PostShellMessage` posts. The DDK does not document
 /// it (Explorer and SHELL agreed on a private one); the emulator posts
@@ -71,16 +72,20 @@ impl Core {
         }
         let (hwnd, message, wparam) = (hwnd as u16, msg as u16, wparam as u16);
         let mut cb = cb;
-        let post = Callback::host(self.shell_instance().unwrap_or(0), SERVICE, move |core: &Core, _regs: &mut Regs| {
-            // WM_NULL posts nothing but reports success.
-            let posted = message == WM_NULL || core.post_message(hwnd, message, wparam, lparam);
-            if let Some(mut cb) = cb.take() {
-                let mut regs = Regs { eax: u32::from(posted), ebx: core.cur_vm.get(), ..Regs::default() };
-                cb.call(core, Context::Event, &mut regs);
-            }
-            Carry::Clear
-        });
-        let shell = self.shell_instance().unwrap_or(0);
+        let post = Callback::host(
+            self.shell_instance().unwrap_or(InstanceId::HOST),
+            SERVICE,
+            move |core: &Core, _regs: &mut Regs| {
+                // WM_NULL posts nothing but reports success.
+                let posted = message == WM_NULL || core.post_message(hwnd, message, wparam, lparam);
+                if let Some(mut cb) = cb.take() {
+                    let mut regs = Regs { eax: u32::from(posted), ebx: core.cur_vm.get(), ..Regs::default() };
+                    cb.call(core, Context::Event, &mut regs);
+                }
+                Carry::Clear
+            },
+        );
+        let shell = self.shell_instance().unwrap_or(InstanceId::HOST);
         let sys = self.sys_vm.get();
         match self.priority_event(shell, HIGH_PRI_DEVICE_BOOST as i32, sys, pef, 0, post) {
             Ok(_) => 1,

@@ -14,22 +14,23 @@ use vmm_plugin_api::abi::{Carry, HostCx, PluginResult, RawCallback, Regs};
 
 use crate::trace::CallOutcome;
 use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
 
 /// What calling a callback needs of the machine.
 pub(crate) trait CallbackHost: Any {
     /// The `this` of instance `owner` when plugin code may run and the
     /// instance is alive and has not failed; `None` skips the call.
-    fn callable_instance(&self, owner: u32) -> Option<*const c_void>;
+    fn callable_instance(&self, owner: InstanceId) -> Option<*const c_void>;
     /// Call into instance `owner` as a plugin call (depth limit, panic
     /// containment, `plugin_error` records).
     fn invoke_callback(
         &self,
-        owner: u32,
+        owner: InstanceId,
         context: Context,
         f: impl FnOnce(&HostCx) -> PluginResult<Carry>,
     ) -> Result<Carry, CallOutcome>;
     /// Run host code on behalf of instance `owner` in `context`.
-    fn in_frame(&self, owner: u32, context: Context, f: impl FnOnce() -> Carry) -> Carry;
+    fn in_frame(&self, owner: InstanceId, context: Context, f: impl FnOnce() -> Carry) -> Carry;
 }
 
 /// A host closure callback (for devices built into the host and for
@@ -41,7 +42,7 @@ pub(crate) type HostFn = Box<dyn FnMut(&dyn Any, &mut Regs) -> Carry>;
 pub(crate) enum Callback {
     /// Registered by a plugin. `spent` marks a `once` callback that has
     /// been called (its call released the plugin's data).
-    Plugin { owner: u32, raw: RawCallback, spent: bool },
+    Plugin { owner: InstanceId, raw: RawCallback, spent: bool },
     /// Registered by host code on behalf of its owner (boxed: host
     /// callbacks are rare, and a small `Callback` is cheap to move).
     Host(Box<HostCallback>),
@@ -49,20 +50,20 @@ pub(crate) enum Callback {
 
 /// A host closure registered on behalf of instance `owner`.
 pub(crate) struct HostCallback {
-    pub(crate) owner: u32,
+    pub(crate) owner: InstanceId,
     pub(crate) name: &'static str,
     pub(crate) f: HostFn,
 }
 
 impl Callback {
-    pub(crate) fn plugin(owner: u32, raw: RawCallback) -> Self {
+    pub(crate) fn plugin(owner: InstanceId, raw: RawCallback) -> Self {
         Callback::Plugin { owner, raw, spent: false }
     }
 
     /// A host closure on behalf of `owner`, named `name` in traces,
     /// called with the machine `M` that calls it.
     pub(crate) fn host<M: CallbackHost>(
-        owner: u32,
+        owner: InstanceId,
         name: &'static str,
         mut f: impl FnMut(&M, &mut Regs) -> Carry + 'static,
     ) -> Self {
@@ -93,7 +94,7 @@ impl Callback {
     }
 
     /// The registering instance.
-    pub(crate) fn owner(&self) -> u32 {
+    pub(crate) fn owner(&self) -> InstanceId {
         match self {
             Callback::Plugin { owner, .. } => *owner,
             Callback::Host(h) => h.owner,
@@ -182,18 +183,18 @@ pub(crate) struct TestHost {
 
 #[cfg(test)]
 impl CallbackHost for TestHost {
-    fn callable_instance(&self, _owner: u32) -> Option<*const c_void> {
+    fn callable_instance(&self, _owner: InstanceId) -> Option<*const c_void> {
         None
     }
     fn invoke_callback(
         &self,
-        _owner: u32,
+        _owner: InstanceId,
         _context: Context,
         _f: impl FnOnce(&HostCx) -> PluginResult<Carry>,
     ) -> Result<Carry, CallOutcome> {
         Err(CallOutcome::Skipped)
     }
-    fn in_frame(&self, _owner: u32, _context: Context, f: impl FnOnce() -> Carry) -> Carry {
+    fn in_frame(&self, _owner: InstanceId, _context: Context, f: impl FnOnce() -> Carry) -> Carry {
         self.frames.set(self.frames.get() + 1);
         f()
     }
@@ -206,13 +207,13 @@ mod tests {
     #[test]
     fn a_host_callback_runs_in_a_frame_and_is_given_its_machine() {
         let host = TestHost::default();
-        let mut cb = Callback::host(7, "t", |m: &TestHost, regs: &mut Regs| {
+        let mut cb = Callback::host(InstanceId::from_raw(7), "t", |m: &TestHost, regs: &mut Regs| {
             regs.eax = m.frames.get();
             Carry::Set
         });
         let mut regs = Regs::default();
         assert!(matches!(cb.call(&host, Context::Event, &mut regs), CallOutcome::Set));
-        assert_eq!((regs.eax, cb.owner(), cb.name()), (1, 7, "t".to_string()));
+        assert_eq!((regs.eax, cb.owner(), cb.name()), (1, InstanceId::from_raw(7), "t".to_string()));
     }
 
     #[test]

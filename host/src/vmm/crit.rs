@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use crate::vmm::callback::Callback;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::slab::{Slab, TAG_SEMAPHORE};
 
 /// The global critical section.
@@ -135,7 +136,7 @@ impl CritSection {
 
     /// Remove the registrations of `instance` (an unloading device) and
     /// return them.
-    pub(crate) fn remove_not_critical_of(&mut self, instance: u32) -> Vec<Callback> {
+    pub(crate) fn remove_not_critical_of(&mut self, instance: InstanceId) -> Vec<Callback> {
         let (mine, others) = std::mem::take(&mut self.not_critical).into_iter().partition(|cb| cb.owner() == instance);
         self.not_critical = others;
         mine
@@ -149,25 +150,25 @@ pub(crate) struct Semaphore {
     /// VMs waiting, in order.
     waiters: VecDeque<u32>,
     /// The instance that created it.
-    owner: u32,
+    owner: InstanceId,
 }
 
 /// What `Wait_Semaphore` finds.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SemWait {
     /// A token was taken; `tokens` are left.
-    Took { tokens: i32, owner: u32 },
+    Took { tokens: i32, owner: InstanceId },
     /// No token: the VM is queued and must block.
-    Queued { owner: u32 },
+    Queued { owner: InstanceId },
 }
 
 /// What `Signal_Semaphore` did.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SemSignal {
     /// The first waiter is woken (the token goes to it).
-    Woke { vm: u32, tokens: i32, owner: u32 },
+    Woke { vm: u32, tokens: i32, owner: InstanceId },
     /// Nobody waited: the semaphore has one more token.
-    Added { tokens: i32, owner: u32 },
+    Added { tokens: i32, owner: InstanceId },
 }
 
 /// The semaphore table: handles are slab handles tagged as semaphores.
@@ -183,13 +184,13 @@ impl Default for Semaphores {
 
 impl Semaphores {
     /// `Create_Semaphore`: `None` when the table is full.
-    pub(crate) fn create(&mut self, owner: u32, tokens: i32) -> Option<u32> {
+    pub(crate) fn create(&mut self, owner: InstanceId, tokens: i32) -> Option<u32> {
         self.table.insert(Semaphore { tokens, waiters: VecDeque::new(), owner })
     }
 
     /// `Destroy_Semaphore`: the semaphore's tokens, creator and the VMs
     /// that were waiting on it (the caller releases them).
-    pub(crate) fn destroy(&mut self, h: u32) -> Option<(i32, u32, VecDeque<u32>)> {
+    pub(crate) fn destroy(&mut self, h: u32) -> Option<(i32, InstanceId, VecDeque<u32>)> {
         self.table.remove(h).map(|s| (s.tokens, s.owner, s.waiters))
     }
 
@@ -229,7 +230,7 @@ impl Semaphores {
     }
 
     /// The semaphores `instance` created.
-    pub(crate) fn owned_by(&self, instance: u32) -> Vec<u32> {
+    pub(crate) fn owned_by(&self, instance: InstanceId) -> Vec<u32> {
         self.table.iter().filter(|(_, s)| s.owner == instance).map(|(h, _)| h).collect()
     }
 
@@ -265,16 +266,16 @@ mod tests {
     #[test]
     fn semaphores_queue_waiters_in_order_and_hand_tokens_to_them() {
         let mut s = Semaphores::default();
-        let h = s.create(7, 1).unwrap();
-        assert_eq!(s.wait(h, 1), Some(SemWait::Took { tokens: 0, owner: 7 }));
-        assert_eq!(s.wait(h, 2), Some(SemWait::Queued { owner: 7 }));
-        assert_eq!(s.wait(h, 3), Some(SemWait::Queued { owner: 7 }));
+        let h = s.create(InstanceId::from_raw(7), 1).unwrap();
+        assert_eq!(s.wait(h, 1), Some(SemWait::Took { tokens: 0, owner: InstanceId::from_raw(7) }));
+        assert_eq!(s.wait(h, 2), Some(SemWait::Queued { owner: InstanceId::from_raw(7) }));
+        assert_eq!(s.wait(h, 3), Some(SemWait::Queued { owner: InstanceId::from_raw(7) }));
         s.forget_waiter(2);
-        assert_eq!(s.signal(h), Some(SemSignal::Woke { vm: 3, tokens: 0, owner: 7 }));
-        assert_eq!(s.signal(h), Some(SemSignal::Added { tokens: 1, owner: 7 }));
-        assert_eq!(s.owned_by(7), [h]);
+        assert_eq!(s.signal(h), Some(SemSignal::Woke { vm: 3, tokens: 0, owner: InstanceId::from_raw(7) }));
+        assert_eq!(s.signal(h), Some(SemSignal::Added { tokens: 1, owner: InstanceId::from_raw(7) }));
+        assert_eq!(s.owned_by(InstanceId::from_raw(7)), [h]);
         let (tokens, owner, waiters) = s.destroy(h).unwrap();
-        assert_eq!((tokens, owner, waiters.len()), (1, 7, 0));
+        assert_eq!((tokens, owner, waiters.len()), (1, InstanceId::from_raw(7), 0));
         assert!(!s.contains(h) && s.wait(h, 1).is_none() && s.signal(h).is_none());
     }
 }

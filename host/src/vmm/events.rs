@@ -648,6 +648,7 @@ fn pick_random(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, rng: &
 mod tests {
     use super::*;
     use crate::vmm::callback::TestHost;
+    use crate::vmm::ids::InstanceId;
 
     /// The choice `take_next` must make, by brute force: among the pending
     /// events whose class is ready, the newest (LIFO) or oldest (FIFO),
@@ -682,7 +683,9 @@ mod tests {
                 match next() % 8 {
                     0..=3 => {
                         let flags = flag_sets[(next() % flag_sets.len() as u64) as usize];
-                        let cb = Callback::host(1, "t", |_: &TestHost, _| vmm_plugin_api::abi::Carry::Clear);
+                        let cb = Callback::host(InstanceId::from_raw(1), "t", |_: &TestHost, _| {
+                            vmm_plugin_api::abi::Carry::Clear
+                        });
                         let h = ev.insert(EventKind::Priority, VM, flags, 0, Instant::ZERO, cb).unwrap();
                         pending.push((ev.seq, h, class_of(flags)));
                     }
@@ -731,7 +734,9 @@ mod tests {
                         let flags = flag_sets[(next() % flag_sets.len() as u64) as usize];
                         // Three callbacks, so pct sees three tasks.
                         let name = names[(next() % 3) as usize];
-                        let cb = Callback::host(1, name, |_: &TestHost, _| vmm_plugin_api::abi::Carry::Clear);
+                        let cb = Callback::host(InstanceId::from_raw(1), name, |_: &TestHost, _| {
+                            vmm_plugin_api::abi::Carry::Clear
+                        });
                         let h = ev.insert(EventKind::Priority, VM, flags, 0, Instant::ZERO, cb).unwrap();
                         pending.push((ev.seq, h, class_of(flags)));
                     }

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::vmm::ids::InstanceId;
+
 /// First linear address handed out (the VMM's heap lived high in the 4 GB
 /// space; a non-zero base also makes 0 an invalid pointer).
 const HEAP_BASE: u32 = 0xC100_0000;
@@ -19,7 +21,7 @@ const GAP: u32 = 16;
 /// One allocated block.
 #[derive(Clone, Debug)]
 pub(crate) struct Block {
-    pub(crate) owner: u32,
+    pub(crate) owner: InstanceId,
     pub(crate) data: Vec<u8>,
 }
 
@@ -58,7 +60,7 @@ fn round_up(n: u32) -> Option<u32> {
 
 impl Heap {
     /// Allocate `size` bytes for `owner`; `None` when out of memory.
-    pub(crate) fn allocate(&mut self, owner: u32, size: u32, zero: bool) -> Option<u32> {
+    pub(crate) fn allocate(&mut self, owner: InstanceId, size: u32, zero: bool) -> Option<u32> {
         let _ = zero; // blocks are always zeroed: deterministic contents
         if size == 0 || self.used + size as u64 > self.limit {
             return None;
@@ -88,12 +90,12 @@ impl Heap {
     }
 
     /// The blocks `owner` holds: `(address, size)`, in address order.
-    pub(crate) fn blocks_of(&self, owner: u32) -> Vec<(u32, u32)> {
+    pub(crate) fn blocks_of(&self, owner: InstanceId) -> Vec<(u32, u32)> {
         self.blocks.iter().filter(|(_, b)| b.owner == owner).map(|(a, b)| (*a, b.data.len() as u32)).collect()
     }
 
     /// Free the block at `addr`; its owner, or `None` if it is not a block.
-    pub(crate) fn free(&mut self, addr: u32) -> Option<u32> {
+    pub(crate) fn free(&mut self, addr: u32) -> Option<InstanceId> {
         let block = self.blocks.remove(&addr)?;
         self.used -= block.data.len() as u64;
         Some(block.owner)
@@ -168,7 +170,7 @@ mod tests {
     #[test]
     fn blocks_are_bounded_and_owned() {
         let mut h = Heap::default();
-        let a = h.allocate(7, 10, true).unwrap();
+        let a = h.allocate(InstanceId::from_raw(7), 10, true).unwrap();
         assert_eq!(h.size(a), Some(10));
         h.write(a, &[1, 2, 3]).unwrap();
         let mut out = [0u8; 3];
@@ -183,8 +185,8 @@ mod tests {
         assert_eq!(h.size(a), None);
         h.read(b, &mut out).unwrap();
         assert_eq!(out, [1, 2, 3]);
-        assert_eq!(h.free(b), Some(7));
+        assert_eq!(h.free(b), Some(InstanceId::from_raw(7)));
         assert_eq!(h.free(b), None);
-        assert_eq!(h.allocate(7, 0, false), None);
+        assert_eq!(h.allocate(InstanceId::from_raw(7), 0, false), None);
     }
 }

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::manifest::Order;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::rng::Rng;
 
 /// The kind of a decision.
@@ -178,7 +179,7 @@ impl Schedule {
 /// target VM (0: global).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Task {
-    pub(crate) owner: u32,
+    pub(crate) owner: InstanceId,
     pub(crate) code: usize,
     pub(crate) target: u32,
 }
@@ -454,7 +455,7 @@ mod tests {
     use super::*;
 
     fn task(code: usize) -> Task {
-        Task { owner: 1, code, target: 0 }
+        Task { owner: InstanceId::from_raw(1), code, target: 0 }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::manifest::Order;
 use crate::time::{Duration, Instant};
 use crate::vmm::callback::Callback;
 use crate::vmm::events::{EventKind, EventRec, Events};
+use crate::vmm::ids::InstanceId;
 use crate::vmm::schedule::Source;
 use crate::vmm::timers::{TimeoutRec, TimerKind, Timers};
 
@@ -45,7 +46,7 @@ struct Spin {
     timers: Cell<u64>,
     ring3: Cell<u64>,
     /// The instance whose callback ran last (0: the host's own work).
-    last: Cell<u32>,
+    last: Cell<InstanceId>,
 }
 
 /// The livelock guard's counts (see [`Scheduler::count_work`]).
@@ -57,7 +58,7 @@ pub(crate) struct SpinCount {
     pub(crate) timers: u64,
     pub(crate) ring3: u64,
     /// The instance whose callback ran last (0: the host's own work).
-    pub(crate) last: u32,
+    pub(crate) last: InstanceId,
 }
 
 /// Events, timers and the time slice.
@@ -166,7 +167,7 @@ impl Scheduler {
     /// Count a unit of work done at this instant (by `instance`, 0 for the
     /// host); the count of all units since time last advanced.
     #[inline(always)]
-    pub(crate) fn count_work(&self, kind: Work, instance: u32) -> u64 {
+    pub(crate) fn count_work(&self, kind: Work, instance: InstanceId) -> u64 {
         let spin = &self.spin;
         let n = spin.total.get() + 1;
         spin.total.set(n);
@@ -177,14 +178,14 @@ impl Scheduler {
             Work::Ring3 => &spin.ring3,
         };
         c.set(c.get() + 1);
-        if instance != 0 {
+        if !instance.is_host() {
             spin.last.set(instance);
         }
         n
     }
 
     /// Name `instance` as the one whose callback ran last.
-    pub(crate) fn blame(&self, instance: u32) {
+    pub(crate) fn blame(&self, instance: InstanceId) {
         self.spin.last.set(instance);
     }
 
@@ -206,7 +207,7 @@ impl Scheduler {
         for c in [&s.total, &s.events, &s.interrupts, &s.timers, &s.ring3] {
             c.set(0);
         }
-        s.last.set(0);
+        s.last.set(InstanceId::HOST);
     }
 
     // ---- events ------------------------------------------------------------------------
@@ -414,13 +415,16 @@ mod tests {
     #[test]
     fn time_advances_and_clears_the_livelock_count() {
         let s = Scheduler::default();
-        assert_eq!(s.count_work(Work::Event, 7), 1);
-        assert_eq!(s.count_work(Work::Timer, 0), 2);
+        assert_eq!(s.count_work(Work::Event, InstanceId::from_raw(7)), 1);
+        assert_eq!(s.count_work(Work::Timer, InstanceId::HOST), 2);
         let c = s.spin_count();
-        assert_eq!((c.units, c.events, c.timers, c.last), (2, 1, 1, 7));
+        assert_eq!((c.units, c.events, c.timers, c.last), (2, 1, 1, InstanceId::from_raw(7)));
         s.advance(Instant::ZERO + Duration::from_millis(5));
         assert_eq!(s.now(), Instant::ZERO + Duration::from_millis(5));
-        assert_eq!(s.spin_count(), SpinCount { units: 0, events: 0, interrupts: 0, timers: 0, ring3: 0, last: 0 });
+        assert_eq!(
+            s.spin_count(),
+            SpinCount { units: 0, events: 0, interrupts: 0, timers: 0, ring3: 0, last: InstanceId::HOST }
+        );
     }
 
     #[test]
