@@ -69,15 +69,19 @@ impl Core {
     pub(crate) fn load_program_file(&self, name: &str) -> Result<(PathBuf, Image), String> {
         let Some(path) = self.search.find_program(name) else {
             let dirs: Vec<String> = self.search.dirs().iter().map(|d| d.display().to_string()).collect();
-            let mut message = format!("program file `{name}` not found (searched: {})", dirs.join(", "));
-            // A DOS program plugin of that name: the manifest meant the Rust module.
+            let mut message = format!(
+                "program file `{name}` not found (searched: {}): vmm builds plugin crates but not DOS programs, so \
+                 build the file into one of these directories first",
+                dirs.join(", ")
+            );
+            // A DOS program plugin of that name: the manifest may mean the Rust module.
             if let Ok(lib) = self.library_for(name)
                 && lib.info.kind == vmm_plugin_api::abi::ModuleKind::DosProgram
             {
                 let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
                 message.push_str(&format!(
-                    "; a DOS program plugin `{stem}` exists: a name with .COM or .EXE is a machine-code file, name \
-                     the plugin without the extension (program = \"{stem}\")"
+                    "; or, to run the DOS program plugin `{stem}` instead, name it without the extension \
+                     (program = \"{stem}\"): a name with .COM or .EXE is a machine-code file"
                 ));
             }
             return Err(message);
