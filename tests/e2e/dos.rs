@@ -304,7 +304,8 @@ fn program_errors_name_the_file_and_why() {
         .run();
     let e = run.expect_error().to_string();
     assert!(e.contains("program file `POSTDOS.EXE` not found"), "{e}");
-    assert!(e.contains("a DOS program plugin `POSTDOS` exists"), "{e}");
+    assert!(e.contains("to run the DOS program plugin `POSTDOS` instead"), "{e}");
+    assert!(e.contains("vmm builds plugin crates but not DOS programs"), "{e}");
     assert!(e.contains("(program = \"POSTDOS\")"), "{e}");
     // A name without an extension is still a Rust module.
     let run = Scenario::new("[[vm]]\nname = \"D\"\nprogram = \"NOSUCHMODULE\"\n").plugin_dir(&dir).run();
