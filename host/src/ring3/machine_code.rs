@@ -6,7 +6,7 @@
 
 use vmm_plugin_api::abi::{ClientRegs, Step, StepKind};
 use vmm_plugin_api::ddk::CF_MASK;
-use vmm_x86::{AX, BP, BX, Bus, CS, CX, Cpu, DI, DS, DX, Delivery, ES, FS, GS, Model, SI, SP, SS, flags};
+use vmm_x86::{AX, BP, BX, Bus, CS, CX, Cpu, DI, DS, DX, Delivery, ES, FS, GS, Memory, Model, SI, SP, SS, flags};
 
 use crate::ring3::addresses::V86_API_SEGMENT;
 
@@ -135,44 +135,32 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Image, String> {
     Ok(Image::Exe(Exe { image, relocations, cs, ip, ss, sp, min_alloc }))
 }
 
-/// The VM's memory, with the VMM's breakpoint addresses.
+/// The VM's memory (the interpreter's [`Memory`]), with the VMM's entry
+/// points as its breakpoints: the host's interrupt handlers (`F000:n`) and
+/// VxD API entries (`FF00:<ID>`).
 pub(crate) struct DosMemory {
-    bytes: Vec<u8>,
+    mem: Memory,
 }
 
 impl Bus for DosMemory {
     #[inline]
     fn read8(&mut self, addr: u32) -> u8 {
-        self.bytes.get(addr as usize).copied().unwrap_or(0xFF)
+        self.mem.read8(addr)
     }
 
     #[inline]
     fn write8(&mut self, addr: u32, value: u8) {
-        if let Some(b) = self.bytes.get_mut(addr as usize) {
-            *b = value;
-        }
+        self.mem.write8(addr, value)
     }
 
     #[inline]
     fn read16(&mut self, addr: u32) -> u16 {
-        let a = addr as usize;
-        match self.bytes.get(a..a.wrapping_add(2)) {
-            Some(w) => u16::from_le_bytes([w[0], w[1]]),
-            None => u16::from_le_bytes([self.read8(addr), self.read8(addr.wrapping_add(1))]),
-        }
+        self.mem.read16(addr)
     }
 
     #[inline]
     fn write16(&mut self, addr: u32, value: u16) {
-        let a = addr as usize;
-        match self.bytes.get_mut(a..a.wrapping_add(2)) {
-            Some(w) => w.copy_from_slice(&value.to_le_bytes()),
-            None => {
-                let [lo, hi] = value.to_le_bytes();
-                self.write8(addr, lo);
-                self.write8(addr.wrapping_add(1), hi);
-            }
-        }
+        self.mem.write16(addr, value)
     }
 
     fn is_breakpoint(&self, cs: u16, ip: u16) -> bool {
@@ -183,13 +171,14 @@ impl Bus for DosMemory {
 impl DosMemory {
     pub(crate) fn load(&mut self, addr: u32, data: &[u8]) {
         let a = addr as usize;
-        self.bytes[a..a + data.len()].copy_from_slice(data);
+        self.mem.bytes_mut()[a..a + data.len()].copy_from_slice(data);
     }
 
     pub(crate) fn word(&self, addr: u32) -> u16 {
-        let a = addr as usize;
-        u16::from_le_bytes([self.bytes[a], self.bytes[a + 1]])
+        let (a, b) = (addr as usize, self.mem.bytes());
+        u16::from_le_bytes([b[a], b[a + 1]])
     }
+
 
     pub(crate) fn set_word(&mut self, addr: u32, v: u16) {
         self.load(addr, &v.to_le_bytes());
@@ -231,7 +220,7 @@ impl DosMachine {
         if args.len() > MAX_TAIL - 1 {
             return Err(format!("the command line is {} characters; DOS passes at most {}", args.len(), MAX_TAIL - 1));
         }
-        let mut mem = DosMemory { bytes: vec![0; MEMORY_BYTES] };
+        let mut mem = DosMemory { mem: Memory::new(MEMORY_BYTES) };
         for n in 0..=255u8 {
             mem.set_word(n as u32 * 4, n as u16);
             mem.set_word(n as u32 * 4 + 2, HOST_SEGMENT);
@@ -534,7 +523,7 @@ mod tests {
     fn the_psp_holds_the_command_tail_and_int_20h() {
         let m = DosMachine::new("P.COM", "P.COM", &Image::Com(vec![0xC3]), "count=3").unwrap();
         let psp = (PSP_SEGMENT as u32) << 4;
-        let b = &m.mem.bytes;
+        let b = m.mem.mem.bytes();
         assert_eq!(&b[psp as usize..psp as usize + 2], &[0xCD, 0x20]);
         assert_eq!(b[psp as usize + 0x80], 8);
         assert_eq!(&b[psp as usize + 0x81..psp as usize + 0x8A], b" count=3\r");
