@@ -179,7 +179,6 @@ impl DosMemory {
         u16::from_le_bytes([b[a], b[a + 1]])
     }
 
-
     pub(crate) fn set_word(&mut self, addr: u32, v: u16) {
         self.load(addr, &v.to_le_bytes());
     }
