@@ -836,7 +836,7 @@ pub use handles::{
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
-pub use vmm::{ClientState, CritSectionStatus, Event, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
@@ -847,9 +847,9 @@ pub mod prelude {
     pub use crate::shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
     pub use crate::{
         ApiCall, AppyHandle, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle,
-        FarPtr, HInstance, HTask, Hwnd, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus, RealModeInit,
-        ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle, VmHandle, VmInfo,
-        Vmm, VmmError, VxD, declare_module, declare_virtual_device,
+        FarPtr, HInstance, HTask, Hwnd, IoAccess, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus,
+        RealModeInit, ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle,
+        VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
     pub use tracing::{debug, error, info, trace, warn};
 }

@@ -6,6 +6,7 @@ pub mod context;
 pub(crate) mod crit;
 pub(crate) mod events;
 pub(crate) mod heap;
+pub(crate) mod io;
 pub(crate) mod irq;
 pub(crate) mod limits;
 pub(crate) mod nest;
