@@ -930,6 +930,10 @@ pub struct Ring3Services {
     pub r3_global_free: extern "C" fn(cx: Cx<'_>, address: u32) -> VmmResult<()>,
     /// Write bytes through a 16:16 pointer into an allocated block.
     pub r3_write_far: extern "C" fn(cx: Cx<'_>, address: u32, data: RSlice<'_, u8>) -> VmmResult<()>,
+    /// `IN` / `OUT` of the calling code's VM: `io_type` is one of
+    /// `BYTE_INPUT` ... `DWORD_OUTPUT`; through the I/O port table (a
+    /// trapping device's handler, else the hardware). The data read.
+    pub r3_port_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
 }
 
 /// A block of the message server's local heap, as `_SHELL_LocalAllocEx`

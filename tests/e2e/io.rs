@@ -267,3 +267,48 @@ fn a_dos_programs_in_and_out_reach_the_trapping_device() {
     t.expect(json!({"kind": "port_io", "port": 0x3F8, "dir": "in", "value": 0x41}));
     t.expect(json!({"kind": "io", "vm": DOS1, "port": 0x3F8}));
 }
+
+/// A Rust DOS program that talks to the UART through the SDK's port I/O:
+/// reads 0x3F8, writes "hi" with `REP OUTSB`, reads the word at 0x3F8,
+/// and reads 0x60 (nobody's).
+struct PortProg;
+
+impl Module for PortProg {
+    const MODULE: ModuleDef = ModuleDef::dos_program("PORTPROG").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(PortProg)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        let b = r3.in_byte(0x3F8).unwrap();
+        r3.rep_outsb(0x3F8, b"hi").unwrap();
+        let w = r3.in_word(0x3F8).unwrap();
+        let kb = r3.in_byte(0x60).unwrap();
+        r3.print(&format!("{b:#x} {w:#x} {kb:#x}"));
+        Step::exit(0)
+    }
+}
+
+#[test]
+fn a_rust_ring3_program_does_port_io_through_the_sdk() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"UART\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"PORTPROG\"\n")
+        .device::<Uart>()
+        .module::<PortProg>()
+        .run();
+    run.assert_ok();
+    run.trace().expect(json!({"kind": "program_output", "text": "0x41 0x741 0xff"}));
+    assert_eq!(
+        io_records(&run),
+        [
+            rec(0x3F8, "in", 8, 0x41, "UART"),
+            rec(0x3F8, "out", 8, b'h' as u64, "UART"),
+            rec(0x3F8, "out", 8, b'i' as u64, "UART"),
+            rec(0x3F8, "in", 8, 0x41, "UART"),
+            rec(0x3F9, "in", 8, 0x07, "UART"),
+            rec(0x3F8, "in", 16, 0x0741, "UART"),
+            rec(0x60, "in", 8, 0xFF, "hardware"),
+        ]
+    );
+    run.trace().expect(json!({"kind": "io", "vm": DOS1, "port": 0x60}));
+}
