@@ -20,7 +20,10 @@ impl VxD for Uart {
         if msg.message == DEVICE_INIT {
             vmm.install_mult_io_handlers(&[0x3F8, 0x3F9], |_: &Uart, vmm: &Vmm<'_>, io: IoAccess| {
                 if !io.is_byte() {
-                    // Only byte I/O is required of a handler.
+                    // Only byte I/O is required of a handler. The VM's
+                    // registers are its client registers.
+                    let ax = vmm.client(io.vm).map(|c| u64::from(c.ax())).unwrap_or(0);
+                    let _ = vmm.trace_note("uart_wide", &[("client_ax", ax.into())]);
                     return vmm.simulate_io(io).unwrap_or(0);
                 }
                 if io.is_output() {
@@ -265,6 +268,8 @@ fn a_dos_programs_in_and_out_reach_the_trapping_device() {
         ]
     );
     t.expect(json!({"kind": "port_io", "port": 0x3F8, "dir": "in", "value": 0x41}));
+    // OUT DX, AX with AX = 0x1234: the handler saw it in Client_AX.
+    t.expect(json!({"kind": "note", "note": "uart_wide", "fields": {"client_ax": 0x1234}}));
     t.expect(json!({"kind": "io", "vm": DOS1, "port": 0x3F8}));
 }
 

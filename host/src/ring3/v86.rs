@@ -136,7 +136,9 @@ impl Core {
                             Size::Word => (16, io::WORD_INPUT),
                             Size::Dword => (32, io::DWORD_INPUT),
                         };
-                        let value = self.port_io(vm, port, io_type, 0);
+                        // The handler sees the program's registers as the
+                        // client registers (and may change them).
+                        let value = self.v86_call_vmm(vm, m, |core| core.port_io(vm, port, io_type, 0));
                         m.cpu.complete_in(value);
                         self.trace(|| TraceEvent::PortIo { vm, port, size: bits, dir: "in", value });
                         Flow::Go
@@ -148,7 +150,7 @@ impl Core {
                             Size::Dword => (32, io::DWORD_OUTPUT),
                         };
                         self.trace(|| TraceEvent::PortIo { vm, port, size: bits, dir: "out", value });
-                        self.port_io(vm, port, io_type, value);
+                        self.v86_call_vmm(vm, m, |core| core.port_io(vm, port, io_type, value));
                         Flow::Go
                     }
                     ExitReason::InterruptFlag { enabled } => {
