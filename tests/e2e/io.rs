@@ -317,3 +317,23 @@ fn a_rust_ring3_program_does_port_io_through_the_sdk() {
     );
     run.trace().expect(json!({"kind": "io", "vm": DOS1, "port": 0x60}));
 }
+
+#[test]
+fn the_timeline_shows_each_port_access_on_its_vms_track() {
+    let mut m = Scenario::new("[386Enh]\ndevice = [\"UART\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"PORTPROG\"\n")
+        .device::<Uart>()
+        .module::<PortProg>()
+        .machine()
+        .expect("machine");
+    m.boot().expect("boot");
+    m.run().expect("run");
+    let timeline = vmm_host::timeline::chrome_trace(&m.trace());
+    let events = timeline["traceEvents"].as_array().unwrap();
+    let io: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "io").collect();
+    assert_eq!(io.len(), 7);
+    assert_eq!(io[0]["name"], "IN 0x03F8 = 0x41 (UART)");
+    assert_eq!(io[1]["name"], "OUT 0x03F8, 0x68 (UART)");
+    assert_eq!(io[6]["name"], "IN 0x0060 = 0xFF (hardware)");
+    let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == io[0]["tid"]).expect("track name");
+    assert_eq!(track["args"]["name"], "DOS1");
+}
