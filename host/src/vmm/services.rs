@@ -166,6 +166,10 @@ mod tests {
             (ddk::HEAP_GET_SIZE, HEAP_GET_SIZE),
             (ddk::BEGIN_NEST_EXEC, BEGIN_NEST_EXEC),
             (ddk::RESUME_EXEC, RESUME_EXEC),
+            (ddk::SIMULATE_IO, SIMULATE_IO),
+            (ddk::INSTALL_IO_HANDLER, INSTALL_IO_HANDLER),
+            (ddk::REMOVE_IO_HANDLER, REMOVE_IO_HANDLER),
+            (ddk::SIMULATE_VM_IO, SIMULATE_VM_IO),
         ] {
             assert_eq!(svc.ordinal, Some(ordinal), "{}", svc.name);
         }
