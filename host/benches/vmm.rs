@@ -448,5 +448,81 @@ fn livelock_guard(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, priority_events, service_call, ring3_calls, vpostd, v86, vm_creation, livelock_guard);
+/// A device that traps port 0x3F8 and answers reads with 0x41.
+struct TrapDev;
+
+impl VxD for TrapDev {
+    const DEVICE: Device = Device::new("TRAPDEV");
+    fn create(_: &Vmm<'_>) -> Result<Self, String> {
+        Ok(TrapDev)
+    }
+    fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+        if msg.message == DEVICE_INIT {
+            vmm.install_io_handler(0x3F8, |_: &TrapDev, _: &Vmm<'_>, io: IoAccess| black_box(io.data) | 0x41).unwrap();
+        }
+        Carry::Clear
+    }
+}
+
+/// A Rust DOS program: `OUT port, AL` `count` times (args `port count`,
+/// decimal), then exits.
+struct OutLoop;
+
+impl Module for OutLoop {
+    const MODULE: ModuleDef = ModuleDef::dos_program("OUTLOOP").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(OutLoop)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
+        let mut it = args.split_whitespace().map(|a| a.parse::<u64>().expect("a number"));
+        let (port, count) = (it.next().unwrap() as u16, it.next().unwrap());
+        for i in 0..count {
+            r3.out_byte(port, i as u8).unwrap();
+        }
+        Step::exit(0)
+    }
+}
+
+fn time_outs(port: u16, iters: u64) -> Duration {
+    time_runs(iters, 10_000_000, |k| {
+        let mut m = Scenario::new(&format!(
+            "[386Enh]\ndevice = [\"TRAPDEV\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"OUTLOOP\"\nargs = \"{port} {k}\"\n"
+        ))
+        .device::<TrapDev>()
+        .module::<OutLoop>()
+        .without_trace()
+        .machine()
+        .expect("manifest");
+        m.boot().expect("boot");
+        m
+    })
+}
+
+#[inline(never)]
+fn direct_handler(port: u16, data: u32) -> u32 {
+    if port == 0x3F8 { data | 0x41 } else { 0xFF }
+}
+
+fn port_io(c: &mut Criterion) {
+    let mut group = c.benchmark_group("port_io");
+    group.throughput(Throughput::Elements(1)).sample_size(20);
+    group.bench_function("trapped_out_from_ring3", |b| b.iter_custom(|iters| time_outs(0x3F8, iters)));
+    group.bench_function("untrapped_out_from_ring3", |b| b.iter_custom(|iters| time_outs(0x2F8, iters)));
+    group.bench_function("direct_call_for_handler", |b| b.iter(|| direct_handler(black_box(0x3F8), black_box(7))));
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    priority_events,
+    service_call,
+    ring3_calls,
+    port_io,
+    vpostd,
+    v86,
+    vm_creation,
+    livelock_guard
+);
 criterion_main!(benches);

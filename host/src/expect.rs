@@ -76,6 +76,7 @@ pub const KINDS: &[&str] = &[
     "v86_slice",
     "v86_interrupt",
     "port_io",
+    "io",
     "v86_fault",
     "appy_scheduled",
     "appy_dispatched",

@@ -59,6 +59,9 @@ impl Core {
         };
         leaks.extend(hooks);
 
+        // I/O handlers (`Remove_IO_Handler` was not called).
+        leaks.extend(self.io_reclaim(instance));
+
         // Interrupt sources.
         let irqs: Vec<(u32, String)> = {
             let irqs = self.irqs.borrow();

@@ -133,6 +133,14 @@ pub fn chrome_trace(records: &[TraceRecord]) -> Value {
                 let tid = b.tid(*vm);
                 b.instant(tid, ts, format!("message \"{text}\" → {answer}"), "shell", args);
             }
+            TraceEvent::Io { vm, port, direction, value, handled_by, .. } => {
+                let tid = b.tid(*vm);
+                let name = match *direction {
+                    "in" => format!("IN {port:#06X} = {value:#X} ({handled_by})"),
+                    _ => format!("OUT {port:#06X}, {value:#X} ({handled_by})"),
+                };
+                b.instant(tid, ts, name, "io", args);
+            }
             TraceEvent::Broadcast { msg, result, .. } => {
                 b.instant(VMM_TID, ts, format!("broadcast {msg:#x} → {result}"), "shell", args)
             }

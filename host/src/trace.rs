@@ -851,6 +851,22 @@ pub enum TraceEvent {
         /// through the VM's interrupt vector table to the program's handler).
         handler: &'static str,
     },
+    /// A port access went through the I/O port table (a VM's `IN`/`OUT`,
+    /// `Simulate_IO`, `_Simulate_VM_IO`).
+    Io {
+        /// The VM on whose behalf.
+        vm: u32,
+        /// The port.
+        port: u16,
+        /// `in` or `out`.
+        direction: &'static str,
+        /// Access width in bits (8, 16, 32).
+        size: u8,
+        /// The value written, or read (what the handler or hardware returned).
+        value: u32,
+        /// The device whose handler served it, or `hardware`.
+        handled_by: String,
+    },
     /// A machine-code DOS program read or wrote an I/O port.
     PortIo {
         /// The VM.

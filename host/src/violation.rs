@@ -188,6 +188,9 @@ violations! {
     /// The service exists in the DDK and in the ABI but this build of the host does not provide
     /// it.
     NotImplemented = "NOT_IMPLEMENTED",
+    /// A device changes the trapping of (or removes) only a port it installed an I/O handler on
+    /// itself, and gives `Simulate_IO` / `_Simulate_VM_IO` a valid IOType.
+    IoPortNotOwned = "IO_PORT_NOT_OWNED",
 }
 
 impl std::fmt::Display for Violation {

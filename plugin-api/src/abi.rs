@@ -700,6 +700,23 @@ pub struct HostServices {
     /// ... 5 trace): the SDK's logging bridge does not format what the
     /// host would drop.
     pub log_level: extern "C" fn(cx: Cx<'_>) -> u8,
+
+    // ---- I/O port trapping (appended) -----------------------------------------------------
+    /// `Install_IO_Handler`: `FAILED` (carry set) when the port already has
+    /// a handler. The callback gets EBX VM, ECX IOType, EDX port, EAX data
+    /// (output) and returns the input data in EAX.
+    pub install_io_handler: extern "C" fn(cx: Cx<'_>, port: u16, callback: RawCallback) -> VmmResult<()>,
+    /// `Remove_IO_Handler` (4.0): `NOT_FOUND` (carry set) when no handler
+    /// is installed on the port.
+    pub remove_io_handler: extern "C" fn(cx: Cx<'_>, port: u16) -> VmmResult<()>,
+    /// `Enable_Global_Trapping` (`on`) / `Disable_Global_Trapping`.
+    pub set_global_trapping: extern "C" fn(cx: Cx<'_>, port: u16, on: bool) -> VmmResult<()>,
+    /// `Enable_Local_Trapping` (`on`) / `Disable_Local_Trapping` in `vm`.
+    pub set_local_trapping: extern "C" fn(cx: Cx<'_>, vm: u32, port: u16, on: bool) -> VmmResult<()>,
+    /// `Simulate_IO` (from an I/O handler): returns the input data.
+    pub simulate_io: extern "C" fn(cx: Cx<'_>, vm: u32, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
+    /// `_Simulate_VM_IO` (4.0): the access as the current VM would make it.
+    pub simulate_vm_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,
@@ -913,6 +930,10 @@ pub struct Ring3Services {
     pub r3_global_free: extern "C" fn(cx: Cx<'_>, address: u32) -> VmmResult<()>,
     /// Write bytes through a 16:16 pointer into an allocated block.
     pub r3_write_far: extern "C" fn(cx: Cx<'_>, address: u32, data: RSlice<'_, u8>) -> VmmResult<()>,
+    /// `IN` / `OUT` of the calling code's VM: `io_type` is one of
+    /// `BYTE_INPUT` ... `DWORD_OUTPUT`; through the I/O port table (a
+    /// trapping device's handler, else the hardware). The data read.
+    pub r3_port_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
 }
 
 /// A block of the message server's local heap, as `_SHELL_LocalAllocEx`

@@ -653,3 +653,40 @@ pub fn vxdldr_error_name(code: u32) -> &'static str {
         _ => "VXDLDR_ERR_UNKNOWN",
     }
 }
+
+// ---- I/O port trapping: IOType (ECX of an I/O handler) --------------------------------------
+
+/// `IN AL, DX`.
+pub const BYTE_INPUT: u32 = 0x000;
+/// `OUT DX, AL`.
+pub const BYTE_OUTPUT: u32 = 0x004;
+/// `IN AX, DX`.
+pub const WORD_INPUT: u32 = 0x008;
+/// `OUT DX, AX`.
+pub const WORD_OUTPUT: u32 = 0x00C;
+/// `IN EAX, DX`.
+pub const DWORD_INPUT: u32 = 0x010;
+/// `OUT DX, EAX`.
+pub const DWORD_OUTPUT: u32 = 0x014;
+/// The output bit of an IOType.
+pub const OUTPUT: u32 = 0x004;
+/// The word bit of an IOType.
+pub const WORD_IO: u32 = 0x008;
+/// The dword bit of an IOType.
+pub const DWORD_IO: u32 = 0x010;
+/// `INS` / `OUTS`: the data is in VM memory.
+pub const STRING_IO: u32 = 0x020;
+/// A `REP` prefix.
+pub const REP_IO: u32 = 0x040;
+/// 32-bit addresses and count.
+pub const ADDR_32_IO: u32 = 0x080;
+/// The VM's direction flag is set.
+pub const REVERSE_IO: u32 = 0x100;
+/// `Simulate_IO`.
+pub const SIMULATE_IO: u16 = 0x94;
+/// `Install_IO_Handler`.
+pub const INSTALL_IO_HANDLER: u16 = 0x96;
+/// `Remove_IO_Handler` (4.0).
+pub const REMOVE_IO_HANDLER: u16 = 0x116;
+/// `_Simulate_VM_IO` (4.0).
+pub const SIMULATE_VM_IO: u16 = 0x130;

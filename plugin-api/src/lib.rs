@@ -342,6 +342,52 @@
 //! }
 //! ```
 //!
+//! ## Trapping I/O ports
+//!
+//! A device virtualizes hardware by trapping its ports: `install_io_handler`
+//! puts one handler on a port (one per port: a second install, by anyone,
+//! is `Err(VmmError::FAILED)`, the DDK's carry), and every `IN`/`OUT` a VM
+//! makes to it from then on calls the handler instead of reaching the
+//! hardware. A handler needs to serve only bytes: it hands anything else
+//! to `simulate_io`, which calls it back once per byte (port, port + 1,
+//! ...). `disable_local_trapping` gives one VM the real port (the owner of
+//! a COM port, say); `enable_global_trapping` / `disable_global_trapping`
+//! set every VM at once. A port nobody traps reads as all ones and drops
+//! writes; every access is an `io` record in the trace (`handled_by`: your
+//! device or `hardware`).
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! struct Latch;
+//!
+//! impl VxD for Latch {
+//!     const DEVICE: Device = Device::new("LATCH");
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Latch)
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == DEVICE_INIT {
+//!             // Under Windows 3.1 this is legal only during initialization.
+//!             let installed = vmm.install_io_handler(0x378, |_: &Latch, vmm: &Vmm<'_>, io: IoAccess| {
+//!                 if !io.is_byte() {
+//!                     return vmm.simulate_io(io).unwrap_or(0xFF);
+//!                 }
+//!                 if io.is_output() { 0 } else { 0x7F } // an idle printer's status
+//!             });
+//!             if installed.is_err() {
+//!                 return Carry::Set; // someone else virtualizes the port
+//!             }
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//! ```
+//!
+//! A dynamic device removes its handlers (`remove_io_handler`) in
+//! `Sys_Dynamic_Device_Exit`; changing the trapping of a port you did not
+//! install is the `IO_PORT_NOT_OWNED` violation. The rules are in
+//! `docs/semantics.md` ("I/O port trapping").
+//!
 //! ## Appy time
 //!
 //! A VxD cannot call Windows code whenever it likes: ring 3 may be in the
@@ -836,7 +882,7 @@ pub use handles::{
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
-pub use vmm::{ClientState, CritSectionStatus, Event, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
@@ -847,9 +893,9 @@ pub mod prelude {
     pub use crate::shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
     pub use crate::{
         ApiCall, AppyHandle, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle,
-        FarPtr, HInstance, HTask, Hwnd, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus, RealModeInit,
-        ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle, VmHandle, VmInfo,
-        Vmm, VmmError, VxD, declare_module, declare_virtual_device,
+        FarPtr, HInstance, HTask, Hwnd, IoAccess, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus,
+        RealModeInit, ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle,
+        VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
     pub use tracing::{debug, error, info, trace, warn};
 }

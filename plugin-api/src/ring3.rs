@@ -431,6 +431,70 @@ impl<'a> Ring3<'a> {
         crate::vmm::res(f(self.cx, ptr.to_u32(), RSlice::from_slice(data)))
     }
 
+    fn port_io(&self, io_type: u32, port: u16, data: u32) -> Result<u32, VmmError> {
+        let Some(f) = self.svc().ring3().r3_port_io() else { return Err(VmmError::NOT_AVAILABLE) };
+        crate::vmm::res(f(self.cx, io_type, port, data))
+    }
+
+    /// `IN AL, DX`: through the I/O port table (a device that traps the
+    /// port answers; a port nobody traps reads 0xFF).
+    pub fn in_byte(&self, port: u16) -> Result<u8, VmmError> {
+        self.port_io(crate::ddk::BYTE_INPUT, port, 0).map(|v| v as u8)
+    }
+
+    /// `IN AX, DX`.
+    pub fn in_word(&self, port: u16) -> Result<u16, VmmError> {
+        self.port_io(crate::ddk::WORD_INPUT, port, 0).map(|v| v as u16)
+    }
+
+    /// `IN EAX, DX`.
+    pub fn in_dword(&self, port: u16) -> Result<u32, VmmError> {
+        self.port_io(crate::ddk::DWORD_INPUT, port, 0)
+    }
+
+    /// `OUT DX, AL`: through the I/O port table (a port nobody traps
+    /// drops the write).
+    pub fn out_byte(&self, port: u16, value: u8) -> Result<(), VmmError> {
+        self.port_io(crate::ddk::BYTE_OUTPUT, port, value.into()).map(drop)
+    }
+
+    /// `OUT DX, AX`.
+    pub fn out_word(&self, port: u16, value: u16) -> Result<(), VmmError> {
+        self.port_io(crate::ddk::WORD_OUTPUT, port, value.into()).map(drop)
+    }
+
+    /// `OUT DX, EAX`.
+    pub fn out_dword(&self, port: u16, value: u32) -> Result<(), VmmError> {
+        self.port_io(crate::ddk::DWORD_OUTPUT, port, value).map(drop)
+    }
+
+    /// `REP INSB`: `buf.len()` byte reads of `port`, one access each (a
+    /// handler sees each element as a byte input).
+    pub fn rep_insb(&self, port: u16, buf: &mut [u8]) -> Result<(), VmmError> {
+        for b in buf {
+            *b = self.in_byte(port)?;
+        }
+        Ok(())
+    }
+
+    /// `REP OUTSB`: one byte write of `port` per element of `data`.
+    pub fn rep_outsb(&self, port: u16, data: &[u8]) -> Result<(), VmmError> {
+        data.iter().try_for_each(|&b| self.out_byte(port, b))
+    }
+
+    /// `REP INSW`.
+    pub fn rep_insw(&self, port: u16, buf: &mut [u16]) -> Result<(), VmmError> {
+        for w in buf {
+            *w = self.in_word(port)?;
+        }
+        Ok(())
+    }
+
+    /// `REP OUTSW`.
+    pub fn rep_outsw(&self, port: u16, data: &[u16]) -> Result<(), VmmError> {
+        data.iter().try_for_each(|&w| self.out_word(port, w))
+    }
+
     /// A NUL-terminated copy of `text` (ANSI, one byte per character; other
     /// characters become `?`) in a new block: the far pointer to pass in
     /// DS:DX and friends.

@@ -871,3 +871,134 @@ fn profile_entry(
 
 /// A copy of a VM's client registers, as `Save_Client_State` stores it.
 pub type ClientState = ClientRegs;
+
+/// One port access an I/O handler is called for (the DDK's registers:
+/// EBX VM, ECX IOType, EDX port, EAX data).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct IoAccess {
+    /// The VM that made the access.
+    pub vm: VmHandle,
+    /// The IOType (`BYTE_INPUT`, `WORD_OUTPUT`, ... in [`crate::ddk`]).
+    pub io_type: u32,
+    /// The port.
+    pub port: u16,
+    /// The data written (AL/AX/EAX by size); 0 for input.
+    pub data: u32,
+}
+
+impl IoAccess {
+    /// Whether the VM writes (`OUT`).
+    pub fn is_output(&self) -> bool {
+        self.io_type & crate::ddk::OUTPUT != 0
+    }
+
+    /// Whether the access is a single byte (anything else may be handed to
+    /// [`Vmm::simulate_io`], which breaks it into bytes).
+    pub fn is_byte(&self) -> bool {
+        self.io_type & !crate::ddk::OUTPUT == 0
+    }
+}
+
+/// I/O port trapping (these services are appended to the ABI: on an older
+/// host they return `VmmError::NOT_AVAILABLE`).
+impl Vmm<'_> {
+    /// `Install_IO_Handler`: `f` is called for every access to `port` by a
+    /// VM that traps it (trapping is on in every VM once installed); for an
+    /// input it returns the data the VM reads (masked to the access size),
+    /// for an output its result is ignored. `Err(VmmError::FAILED)` (the
+    /// DDK's carry) when the port already has a handler: one per port.
+    /// Under Windows 3.x legal only during initialization.
+    pub fn install_io_handler<D: 'static, F: Fn(&D, &Vmm<'_>, IoAccess) -> u32 + 'static>(
+        &self,
+        port: u16,
+        f: F,
+    ) -> Result<(), VmmError> {
+        let Some(install) = self.svc().install_io_handler() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            let access = IoAccess { vm: VmHandle(r.ebx), io_type: r.ecx, port: r.edx as u16, data: r.eax };
+            r.eax = f(d, vmm, access);
+            Carry::Clear
+        });
+        res(install(self.cx, port, cb))
+    }
+
+    /// `Install_Mult_IO_Handlers`: `f` on each of `ports`, in order. On
+    /// the first port that already has a handler, `Err(port)`; the ports
+    /// before it stay installed (no rollback, as in Windows).
+    pub fn install_mult_io_handlers<D: 'static, F: Fn(&D, &Vmm<'_>, IoAccess) -> u32 + Clone + 'static>(
+        &self,
+        ports: &[u16],
+        f: F,
+    ) -> Result<(), (u16, VmmError)> {
+        for &port in ports {
+            self.install_io_handler(port, f.clone()).map_err(|e| (port, e))?;
+        }
+        Ok(())
+    }
+
+    /// `Remove_IO_Handler` (Windows 95): the handler goes and trapping of
+    /// the port with it. `Err(VmmError::NOT_FOUND)` when no handler is
+    /// installed on it; removing another device's handler is a violation.
+    pub fn remove_io_handler(&self, port: u16) -> Result<(), VmmError> {
+        let Some(f) = self.svc().remove_io_handler() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, port))
+    }
+
+    /// `Remove_Mult_IO_Handlers` (Windows 95): `Remove_IO_Handler` of each
+    /// port; the first error is returned after all were tried.
+    pub fn remove_mult_io_handlers(&self, ports: &[u16]) -> Result<(), VmmError> {
+        let mut first = Ok(());
+        for &port in ports {
+            let r = self.remove_io_handler(port);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    /// `Enable_Global_Trapping`: trap `port` in every VM (and new ones).
+    pub fn enable_global_trapping(&self, port: u16) -> Result<(), VmmError> {
+        let Some(f) = self.svc().set_global_trapping() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, port, true))
+    }
+
+    /// `Disable_Global_Trapping`: stop trapping `port` in every VM (and new
+    /// ones): their accesses reach the hardware.
+    pub fn disable_global_trapping(&self, port: u16) -> Result<(), VmmError> {
+        let Some(f) = self.svc().set_global_trapping() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, port, false))
+    }
+
+    /// `Enable_Local_Trapping`: trap `port` in `vm`.
+    pub fn enable_local_trapping(&self, vm: VmHandle, port: u16) -> Result<(), VmmError> {
+        let Some(f) = self.svc().set_local_trapping() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vm.0, port, true))
+    }
+
+    /// `Disable_Local_Trapping`: `vm`'s accesses to `port` reach the
+    /// hardware (VCD gives the owner of a COM port direct access this way).
+    pub fn disable_local_trapping(&self, vm: VmHandle, port: u16) -> Result<(), VmmError> {
+        let Some(f) = self.svc().set_local_trapping() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vm.0, port, false))
+    }
+
+    /// `Simulate_IO`, from an I/O handler: a word or dword access becomes
+    /// byte accesses to `port`, `port + 1`, ... (low byte first), each
+    /// dispatched through the port table (this handler again for `port`,
+    /// another device's handler or the hardware for the others); a byte
+    /// access is done on the hardware. Returns the input data. String
+    /// forms are not supported yet (`NOT_AVAILABLE`).
+    pub fn simulate_io(&self, access: IoAccess) -> Result<u32, VmmError> {
+        let Some(f) = self.svc().simulate_io() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, access.vm.0, access.io_type, access.port, access.data))
+    }
+
+    /// `_Simulate_VM_IO` (Windows 95): the access as if the current VM
+    /// executed it, through the port table. `io_type` is one of
+    /// `BYTE_INPUT` ... `DWORD_OUTPUT`. Returns the input data.
+    pub fn simulate_vm_io(&self, io_type: u32, port: u16, data: u32) -> Result<u32, VmmError> {
+        let Some(f) = self.svc().simulate_vm_io() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, io_type, port, data))
+    }
+}

@@ -350,7 +350,15 @@ fn unload_reclaims_and_reports_what_the_device_left_behind() {
         .iter()
         .map(|v| v["message"].as_str().unwrap().to_string())
         .collect();
-    let kinds = ["vm event", "time-out", "Call_When_Idle", "interrupt source", "semaphore", "heap block"];
+    let kinds = [
+        "vm event",
+        "time-out",
+        "Call_When_Idle",
+        "I/O handler of port 0x02E8",
+        "interrupt source",
+        "semaphore",
+        "heap block",
+    ];
     assert_eq!(leaks.len(), kinds.len(), "{leaks:#?}");
     for k in kinds {
         assert!(leaks.iter().any(|l| l.contains(k)), "no leak report mentions {k}: {leaks:#?}");

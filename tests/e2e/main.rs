@@ -12,6 +12,7 @@ mod dynamic;
 mod explore;
 mod foundation;
 mod fuzz;
+mod io;
 mod kit;
 mod limits;
 mod loader;

@@ -4,7 +4,7 @@
 
 use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
-use abi_stable::std_types::{RErr, RNone, ROption, RSlice, RSliceMut, RSome, RStr};
+use abi_stable::std_types::{RErr, RNone, ROk, ROption, RSlice, RSliceMut, RSome, RStr};
 use vmm_plugin_api::abi::{HostCx, Msg, Ring3Services, Ring3Services_Ref, VmmError, VmmResult};
 
 use crate::abi::{caller, guarded};
@@ -151,6 +151,16 @@ extern "C" fn r3_write_far(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> V
     guarded(cx, "write far pointer", RErr(VmmError::FATAL), |core| core.write_far(address, data.as_slice()).into())
 }
 
+extern "C" fn r3_port_io(cx: &HostCx, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {
+    // An instruction, not an API call: the ISR rule does not apply.
+    guarded(cx, "port I/O", RErr(VmmError::FATAL), |core| {
+        if io_type & !0x1C != 0 || io_type & 0x18 == 0x18 {
+            return RErr(VmmError::INVALID_PARAMETER);
+        }
+        ROk(core.port_io(core.cur_vm.get(), port, io_type, data))
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -179,6 +189,7 @@ impl Table {
             r3_global_alloc,
             r3_global_free,
             r3_write_far,
+            r3_port_io,
         })
     }
 }

@@ -25,8 +25,9 @@ use crate::violation::Violation;
 use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::events::EventKind;
 use crate::vmm::heap::MemError;
+use crate::vmm::ids::InstanceId;
 use crate::vmm::limits::{CB_START, cb_area_end};
-use crate::vmm::services::{self as svc, Service};
+use crate::vmm::services::{self as svc, Rule, Service};
 use crate::vmm::timers::{Due, TimeoutRec};
 
 // ---- diagnostics ------------------------------------------------------------
@@ -836,6 +837,90 @@ extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
     serve(cx, &svc::END_CRIT_AND_SUSPEND, |core| core.end_crit_and_suspend().into())
 }
 
+// ---- I/O port trapping ----------------------------------------------------------------------
+
+/// Under Windows 3.x, `Install_IO_Handler` (and `Install_Mult_IO_Handlers`)
+/// is legal only during initialization; under 4.0 at any time (not at
+/// interrupt time, the entry's rule).
+fn install_allowed(core: &Core, svc: &'static Service) -> bool {
+    core.manifest.machine.windows_version.0 >= 4 || allowed(core, svc.name, Rule::Init)
+}
+
+/// A service Windows 3.x does not have: calling it there is the fatal
+/// "Invalid VxD dynamic link call", as under Windows.
+fn win95_only(core: &Core, caller: InstanceId, svc: &'static Service) -> bool {
+    if core.manifest.machine.windows_version.0 >= 4 {
+        return true;
+    }
+    core.invalid_dynamic_link(caller, 1, svc.ordinal.unwrap_or(0));
+    false
+}
+
+extern "C" fn install_io_handler(cx: &HostCx, port: u16, callback: RawCallback) -> VmmResult<()> {
+    let cb = Callback::plugin(caller(cx), callback);
+    serve(cx, &svc::INSTALL_IO_HANDLER, |core| {
+        if !install_allowed(core, &svc::INSTALL_IO_HANDLER) {
+            return RErr(VmmError::VIOLATION);
+        }
+        core.install_io_handler(caller(cx), port, cb).into()
+    })
+}
+
+extern "C" fn remove_io_handler(cx: &HostCx, port: u16) -> VmmResult<()> {
+    let svc = &svc::REMOVE_IO_HANDLER;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        core.remove_io_handler(svc.name, caller(cx), port).into()
+    })
+}
+
+extern "C" fn set_global_trapping(cx: &HostCx, port: u16, on: bool) -> VmmResult<()> {
+    let svc = if on { &svc::ENABLE_GLOBAL_TRAPPING } else { &svc::DISABLE_GLOBAL_TRAPPING };
+    serve(cx, svc, |core| core.set_io_trapping(svc.name, caller(cx), port, None, on).into())
+}
+
+extern "C" fn set_local_trapping(cx: &HostCx, vm: u32, port: u16, on: bool) -> VmmResult<()> {
+    let svc = if on { &svc::ENABLE_LOCAL_TRAPPING } else { &svc::DISABLE_LOCAL_TRAPPING };
+    serve(cx, svc, |core| {
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, svc.name, vm));
+        }
+        core.set_io_trapping(svc.name, caller(cx), port, Some(vm), on).into()
+    })
+}
+
+extern "C" fn simulate_io(cx: &HostCx, vm: u32, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {
+    let svc = &svc::SIMULATE_IO;
+    serve(cx, svc, |core| {
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, svc.name, vm));
+        }
+        if io_type & crate::vmm::io::STRING_IO != 0 {
+            // String and REP forms are not decomposed yet.
+            return RErr(VmmError::NOT_AVAILABLE);
+        }
+        if let Err(e) = core.check_io_type(svc.name, io_type, false) {
+            return RErr(e);
+        }
+        ROk(core.simulate_io(vm, port, io_type, data))
+    })
+}
+
+extern "C" fn simulate_vm_io(cx: &HostCx, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {
+    let svc = &svc::SIMULATE_VM_IO;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        if let Err(e) = core.check_io_type(svc.name, io_type, false) {
+            return RErr(e);
+        }
+        ROk(core.port_io(core.cur_vm.get(), port, io_type, data))
+    })
+}
+
 extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
     serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(caller(cx), tokens).into())
 }
@@ -973,6 +1058,12 @@ impl Table {
             trace_note,
             trace_enabled,
             log_level,
+            install_io_handler,
+            remove_io_handler,
+            set_global_trapping,
+            set_local_trapping,
+            simulate_io,
+            simulate_vm_io,
         })
     }
 

@@ -10,6 +10,7 @@
 mod crit;
 pub(crate) mod device;
 mod events;
+mod io;
 mod irq;
 mod lifecycle;
 mod nest;
@@ -182,6 +183,8 @@ pub(crate) struct Core {
     pub(crate) sched: Scheduler,
     pub(crate) crit: RefCell<CritSection>,
     pub(crate) sems: RefCell<Semaphores>,
+    /// The I/O port table.
+    pub(crate) io: RefCell<crate::vmm::io::IoPorts>,
     pub(crate) irqs: RefCell<Slab<Irq>>,
     /// Some interrupt source has requests not yet taken.
     pub(crate) irq_pending: Cell<bool>,
@@ -275,6 +278,7 @@ impl Core {
             sched: Scheduler::default(),
             crit: RefCell::new(CritSection::default()),
             sems: RefCell::new(Semaphores::default()),
+            io: RefCell::new(crate::vmm::io::IoPorts::default()),
             irqs: RefCell::new(crate::vmm::irq::sources()),
             irq_pending: Cell::new(false),
             hooks: RefCell::new(Hooks::default()),

@@ -61,6 +61,7 @@ use crate::ring3::machine_code::*;
 use crate::trace::TraceEvent;
 use crate::vmm::context::Context;
 use crate::vmm::ids::InstanceId;
+use crate::vmm::io;
 
 impl Core {
     /// Read and check the program file `name` on the program search path;
@@ -133,22 +134,28 @@ impl Core {
                     }
                     ExitReason::Breakpoint { cs, ip } => self.v86_api(vm, m, ((cs as u32) << 16) | ip as u32),
                     ExitReason::In { port, size } => {
-                        let (bits, value) = match size {
-                            Size::Byte => (8, 0xFF),
-                            Size::Word => (16, 0xFFFF),
-                            Size::Dword => (32, 0xFFFF_FFFF),
+                        // Through the port table: a trapping device's
+                        // handler, else the hardware model (all ones).
+                        let (bits, io_type) = match size {
+                            Size::Byte => (8, io::BYTE_INPUT),
+                            Size::Word => (16, io::WORD_INPUT),
+                            Size::Dword => (32, io::DWORD_INPUT),
                         };
+                        // The handler sees the program's registers as the
+                        // client registers (and may change them).
+                        let value = self.v86_call_vmm(vm, m, |core| core.port_io(vm, port, io_type, 0));
                         m.cpu.complete_in(value);
                         self.trace(|| TraceEvent::PortIo { vm, port, size: bits, dir: "in", value });
                         Flow::Go
                     }
                     ExitReason::Out { port, size, value } => {
-                        let bits = match size {
-                            Size::Byte => 8,
-                            Size::Word => 16,
-                            Size::Dword => 32,
+                        let (bits, io_type) = match size {
+                            Size::Byte => (8, io::BYTE_OUTPUT),
+                            Size::Word => (16, io::WORD_OUTPUT),
+                            Size::Dword => (32, io::DWORD_OUTPUT),
                         };
                         self.trace(|| TraceEvent::PortIo { vm, port, size: bits, dir: "out", value });
+                        self.v86_call_vmm(vm, m, |core| core.port_io(vm, port, io_type, value));
                         Flow::Go
                     }
                     ExitReason::InterruptFlag { enabled } => {

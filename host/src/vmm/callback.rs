@@ -154,6 +154,43 @@ impl Callback {
     }
 }
 
+/// A repeating plugin callback's entry, copied out so that it can be called
+/// while its [`Callback`] stays where it is (an I/O handler that
+/// `Simulate_IO` reaches again from inside its own call). The holder keeps
+/// the `Callback` alive until every such call returned.
+#[derive(Copy, Clone)]
+pub(crate) struct SharedCall {
+    owner: InstanceId,
+    call: extern "C" fn(*mut c_void, *const c_void, &HostCx, &mut Regs) -> PluginResult<Carry>,
+    data: *mut c_void,
+}
+
+impl SharedCall {
+    pub(crate) fn call<M: CallbackHost>(self, machine: &M, context: Context, regs: &mut Regs) -> CallOutcome {
+        let Some(this) = machine.callable_instance(self.owner) else {
+            return CallOutcome::Skipped;
+        };
+        let (call, data) = (self.call, self.data);
+        match machine.invoke_callback(self.owner, context, |cx| call(data, this, cx, regs)) {
+            Ok(c) => c.into(),
+            Err(o) => o,
+        }
+    }
+}
+
+impl Callback {
+    /// The entry of a repeating plugin callback (`None` for a one-shot or
+    /// host callback).
+    pub(crate) fn shared(&self) -> Option<SharedCall> {
+        match self {
+            Callback::Plugin { owner, raw, spent: false } if !raw.vtable.once => {
+                Some(SharedCall { owner: *owner, call: raw.vtable.call, data: raw.data })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl Drop for Callback {
     fn drop(&mut self) {
         if let Callback::Plugin { raw, spent, .. } = self

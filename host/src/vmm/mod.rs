@@ -7,6 +7,7 @@ pub(crate) mod crit;
 pub(crate) mod events;
 pub(crate) mod heap;
 pub(crate) mod ids;
+pub(crate) mod io;
 pub(crate) mod irq;
 pub(crate) mod limits;
 pub(crate) mod nest;

@@ -95,6 +95,13 @@ services! {
     END_NEST_EXEC = Some(0x86), "End_Nest_Exec", Sync;
     SAVE_CLIENT_STATE = Some(0x8D), "Save_Client_State", Sync;
     RESTORE_CLIENT_STATE = Some(0x8E), "Restore_Client_State", Sync;
+    SIMULATE_IO = Some(0x94), "Simulate_IO", Sync;
+    INSTALL_MULT_IO_HANDLERS = Some(0x95), "Install_Mult_IO_Handlers", Sync;
+    INSTALL_IO_HANDLER = Some(0x96), "Install_IO_Handler", Sync;
+    ENABLE_GLOBAL_TRAPPING = Some(0x97), "Enable_Global_Trapping", Sync;
+    ENABLE_LOCAL_TRAPPING = Some(0x98), "Enable_Local_Trapping", Sync;
+    DISABLE_GLOBAL_TRAPPING = Some(0x99), "Disable_Global_Trapping", Sync;
+    DISABLE_LOCAL_TRAPPING = Some(0x9A), "Disable_Local_Trapping", Sync;
     ALLOCATE_DEVICE_CB_AREA = Some(0xA7), "_Allocate_Device_CB_Area", Init;
     GET_PROFILE_DECIMAL_INT = Some(0xAB), "Get_Profile_Decimal_Int", Init;
     GET_PROFILE_HEX_INT = Some(0xAF), "Get_Profile_Hex_Int", Init;
@@ -105,6 +112,9 @@ services! {
     FATAL_MEMORY_ERROR = Some(0xBF), "Fatal_Memory_Error", Async;
     OUT_DEBUG_STRING = Some(0xC2), "Out_Debug_String", Async;
     GET_CRIT_STATUS_NO_BLOCK = Some(0xF1), "Get_Crit_Status_No_Block", Async;
+    REMOVE_IO_HANDLER = Some(0x116), "Remove_IO_Handler", Sync;
+    REMOVE_MULT_IO_HANDLERS = Some(0x117), "Remove_Mult_IO_Handlers", Sync;
+    SIMULATE_VM_IO = Some(0x130), "_Simulate_VM_IO", Sync;
     VXDCALL = None, "VxDCall", Async;
     LOG = None, "log", Async;
     LOG_LEVEL = None, "log_level", Async;
@@ -156,6 +166,10 @@ mod tests {
             (ddk::HEAP_GET_SIZE, HEAP_GET_SIZE),
             (ddk::BEGIN_NEST_EXEC, BEGIN_NEST_EXEC),
             (ddk::RESUME_EXEC, RESUME_EXEC),
+            (ddk::SIMULATE_IO, SIMULATE_IO),
+            (ddk::INSTALL_IO_HANDLER, INSTALL_IO_HANDLER),
+            (ddk::REMOVE_IO_HANDLER, REMOVE_IO_HANDLER),
+            (ddk::SIMULATE_VM_IO, SIMULATE_VM_IO),
         ] {
             assert_eq!(svc.ordinal, Some(ordinal), "{}", svc.name);
         }

@@ -1,0 +1,176 @@
+//! The machine's side of I/O port trapping: the port table's services
+//! (install, remove, trapping), the dispatch of one access to its handler
+//! (EBX VM, ECX IOType, EDX port, EAX data) or to the hardware model, the
+//! `io` records and the violations.
+
+use vmm_plugin_api::abi::{Regs, VmmError};
+
+use crate::machine::Core;
+use crate::trace::{CallOutcome, TraceEvent};
+use crate::violation::Violation;
+use crate::vmm::callback::Callback;
+use crate::vmm::context::Context;
+use crate::vmm::ids::InstanceId;
+use crate::vmm::io::{self, OUTPUT, PortError, STRING_IO};
+
+impl Core {
+    /// `Install_IO_Handler`: `FAILED` (carry set) when the port already has
+    /// a handler.
+    pub(crate) fn install_io_handler(&self, owner: InstanceId, port: u16, callback: Callback) -> Result<(), VmmError> {
+        let refused = self.io.borrow_mut().install(port, owner, callback).err();
+        match refused {
+            None => Ok(()),
+            Some((e, callback)) => {
+                drop(callback);
+                if let PortError::Taken { owner: holder } = e {
+                    tracing::info!(
+                        "Install_IO_Handler of port {port:#06X} by {} refused: {} traps it",
+                        self.instance_name(owner),
+                        self.instance_name(holder)
+                    );
+                }
+                Err(VmmError::FAILED)
+            }
+        }
+    }
+
+    fn port_refusal(&self, service: &'static str, port: u16, e: PortError) -> VmmError {
+        match e {
+            PortError::NoHandler => self.refuse(
+                Violation::IoPortNotOwned,
+                format!("{service} of port {port:#06X}, on which no I/O handler is installed"),
+                Some(service),
+            ),
+            PortError::NotOwner { owner } | PortError::Taken { owner } => self.refuse(
+                Violation::IoPortNotOwned,
+                format!("{service} of port {port:#06X}, whose I/O handler belongs to {}", self.instance_name(owner)),
+                Some(service),
+            ),
+        }
+    }
+
+    /// `Remove_IO_Handler`: `NOT_FOUND` (carry set) when no handler is
+    /// installed; a violation when another device's is.
+    pub(crate) fn remove_io_handler(
+        &self,
+        service: &'static str,
+        owner: InstanceId,
+        port: u16,
+    ) -> Result<(), VmmError> {
+        let removed = self.io.borrow_mut().remove(port, owner);
+        match removed {
+            Ok(callback) => {
+                drop(callback);
+                Ok(())
+            }
+            Err(PortError::NoHandler) => Err(VmmError::NOT_FOUND),
+            Err(e) => Err(self.port_refusal(service, port, e)),
+        }
+    }
+
+    /// `Enable/Disable_Global_Trapping` (`vm` None) and
+    /// `Enable/Disable_Local_Trapping`.
+    pub(crate) fn set_io_trapping(
+        &self,
+        service: &'static str,
+        owner: InstanceId,
+        port: u16,
+        vm: Option<u32>,
+        on: bool,
+    ) -> Result<(), VmmError> {
+        let result = match vm {
+            None => self.io.borrow_mut().set_global(port, owner, on),
+            Some(vm) => self.io.borrow_mut().set_local(port, owner, vm, on),
+        };
+        result.map_err(|e| self.port_refusal(service, port, e))
+    }
+
+    /// Check an IOType a device passed: `string` says whether string forms
+    /// are accepted.
+    pub(crate) fn check_io_type(&self, service: &'static str, io_type: u32, string: bool) -> Result<(), VmmError> {
+        if io::valid_type(io_type) && (string || io_type & STRING_IO == 0) {
+            return Ok(());
+        }
+        Err(self.refuse(
+            Violation::IoPortNotOwned,
+            format!("{service} was given IOType {io_type:#010X}, which is not a Byte/Word/Dword_Input/Output type"),
+            Some(service),
+        ))
+    }
+
+    /// One access of `vm` to `port` (no string forms) through the port
+    /// table: the handler that traps it in `vm`, else the hardware model.
+    /// Returns the data read (masked to the access size) or 0 for output.
+    pub(crate) fn port_io(&self, vm: u32, port: u16, io_type: u32, data: u32) -> u32 {
+        self.access(vm, port, io_type, data, true)
+    }
+
+    /// An access through the port table (`table`) or straight to the
+    /// hardware model.
+    fn access(&self, vm: u32, port: u16, io_type: u32, data: u32, table: bool) -> u32 {
+        let size = io::size_of(io_type);
+        let mask = io::data_mask(size);
+        let output = io_type & OUTPUT != 0;
+        let data = if output { data & mask } else { 0 };
+        let begun = if table { self.io.borrow_mut().begin(port, vm, |cb| cb.shared()) } else { None };
+        let (value, handled_by) = match begun {
+            None => (if output { data } else { mask }, None),
+            Some((busy, entry)) => {
+                let mut regs = Regs { eax: data, ebx: vm, ecx: io_type, edx: port as u32, ..Regs::default() };
+                let outcome = match entry {
+                    Some(entry) => entry.call(self, Context::Vm, &mut regs),
+                    None => CallOutcome::Skipped,
+                };
+                let retired = self.io.borrow_mut().end(busy);
+                drop(retired);
+                let ok = matches!(outcome, CallOutcome::Clear | CallOutcome::Set);
+                let value = if output {
+                    data
+                } else if ok {
+                    regs.eax & mask
+                } else {
+                    mask
+                };
+                (value, Some(busy.owner))
+            }
+        };
+        self.trace(|| TraceEvent::Io {
+            vm,
+            port,
+            direction: if output { "out" } else { "in" },
+            size: (size * 8) as u8,
+            value,
+            handled_by: handled_by.map_or_else(|| "hardware".to_string(), |o| self.instance_name(o).to_string()),
+        });
+        if output { 0 } else { value }
+    }
+
+    /// `Simulate_IO` (no string forms): a byte access is done on the
+    /// hardware (the handler that calls it is the port's own); a word or dword access is broken into
+    /// byte accesses to port, port+1, ... low byte first, each dispatched
+    /// through the port table.
+    pub(crate) fn simulate_io(&self, vm: u32, port: u16, io_type: u32, data: u32) -> u32 {
+        let size = io::size_of(io_type);
+        if size == 1 {
+            return self.access(vm, port, io_type, data, false);
+        }
+        let byte_type = io_type & OUTPUT;
+        let mut value = 0;
+        for i in 0..size {
+            let byte = self.port_io(vm, port.wrapping_add(i as u16), byte_type, data >> (8 * i));
+            value |= (byte & 0xFF) << (8 * i);
+        }
+        if io_type & OUTPUT != 0 { 0 } else { value }
+    }
+
+    /// A VM was destroyed: its local trapping settings go.
+    pub(crate) fn io_forget_vm(&self, vm: u32) {
+        self.io.borrow_mut().forget_vm(vm);
+    }
+
+    /// The I/O handlers `instance` still has (unload): removed, named.
+    pub(crate) fn io_reclaim(&self, instance: InstanceId) -> Vec<String> {
+        let taken = self.io.borrow_mut().take_owned(instance);
+        taken.into_iter().map(|(port, _callback)| format!("the I/O handler of port {port:#06X}")).collect()
+    }
+}

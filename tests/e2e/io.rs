@@ -1,0 +1,339 @@
+//! I/O port trapping: the port table, trapping state, Simulate_IO, the
+//! context rules, and DOS programs' IN/OUT reaching a trapping device.
+
+use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Scenario, ScriptDevice, json};
+
+use crate::common::{DOS1, notes};
+
+/// A UART at 0x3F8 (COM1's data port) and 0x3F9: reads of 0x3F8 return
+/// `A` (0x41), 0x3F9 returns 0x07; writes are noted. Installed at
+/// `Device_Init`.
+struct Uart;
+
+impl VxD for Uart {
+    const DEVICE: Device = Device::new("UART");
+    fn create(_: &Vmm<'_>) -> Result<Self, String> {
+        Ok(Uart)
+    }
+    fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+        if msg.message == DEVICE_INIT {
+            vmm.install_mult_io_handlers(&[0x3F8, 0x3F9], |_: &Uart, vmm: &Vmm<'_>, io: IoAccess| {
+                if !io.is_byte() {
+                    // Only byte I/O is required of a handler. The VM's
+                    // registers are its client registers.
+                    let ax = vmm.client(io.vm).map(|c| u64::from(c.ax())).unwrap_or(0);
+                    let _ = vmm.trace_note("uart_wide", &[("client_ax", ax.into())]);
+                    return vmm.simulate_io(io).unwrap_or(0);
+                }
+                if io.is_output() {
+                    let _ = vmm.trace_note(
+                        "uart_out",
+                        &[("port", u64::from(io.port).into()), ("data", u64::from(io.data).into())],
+                    );
+                    0
+                } else if io.port == 0x3F8 {
+                    0x41
+                } else {
+                    0x07
+                }
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    }
+}
+
+fn io_records(run: &vmm_testkit::Run) -> Vec<(u64, String, u64, u64, String)> {
+    run.trace()
+        .matching(json!({"kind": "io"}))
+        .iter()
+        .map(|r| {
+            (
+                r["port"].as_u64().unwrap(),
+                r["direction"].as_str().unwrap().to_string(),
+                r["size"].as_u64().unwrap(),
+                r["value"].as_u64().unwrap(),
+                r["handled_by"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn rec(port: u64, dir: &str, size: u64, value: u64, by: &str) -> (u64, String, u64, u64, String) {
+    (port, dir.to_string(), size, value, by.to_string())
+}
+
+/// SCRIPT (after UART) runs `go` at t=10 in an event, with a DOS VM.
+fn with_uart(windows: &str, go: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
+    let go = std::rc::Rc::new(go);
+    Scenario::new(&format!(
+        "[machine]\nwindows = \"{windows}\"\n[386Enh]\ndevice = [\"UART\", \"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n\
+         [[interrupt]]\nname = \"go\"\nat = 10\n"
+    ))
+    .device::<Uart>()
+    .script(move |_dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let go = go.clone();
+            vmm.register_interrupt("go", move |_: &ScriptDevice, vmm, _| {
+                let go = go.clone();
+                vmm.schedule_global_event(move |dev: &ScriptDevice, vmm, _| go(dev, vmm)).unwrap();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+}
+
+#[test]
+fn one_handler_per_port_a_second_install_returns_carry() {
+    let run = with_uart("4.0", |dev, vmm| {
+        let r = vmm.install_io_handler(0x3F8, |_: &ScriptDevice, _: &Vmm<'_>, _| 0x99);
+        dev.note(vmm, format!("second install: {r:?}"));
+        // The first handler still gets every access.
+        let v = vmm.simulate_vm_io(BYTE_INPUT, 0x3F8, 0).unwrap();
+        dev.note(vmm, format!("read {v:#x}"));
+        // Install_Mult_IO_Handlers: the first taken port is reported, the
+        // ports before it stay installed.
+        let r = vmm.install_mult_io_handlers(&[0x2F8, 0x3F9, 0x2FA], |_: &ScriptDevice, _: &Vmm<'_>, _| 0x55);
+        dev.note(vmm, format!("mult: {r:?}"));
+        let v = vmm.simulate_vm_io(BYTE_INPUT, 0x2F8, 0).unwrap();
+        dev.note(vmm, format!("2F8 {v:#x}"));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            "second install: Err(VmmError { code: 8 })",
+            "read 0x41",
+            "mult: Err((1017, VmmError { code: 8 }))",
+            "2F8 0x55"
+        ]
+    );
+    assert_eq!(io_records(&run), [rec(0x3F8, "in", 8, 0x41, "UART"), rec(0x2F8, "in", 8, 0x55, "SCRIPT")]);
+    assert_eq!(run.violations(), 0);
+}
+
+#[test]
+fn global_and_local_trapping_decide_between_the_handler_and_the_hardware() {
+    let run = with_uart("4.0", |dev, vmm| {
+        let sys = vmm.get_sys_vm_handle();
+        let dos1 = VmHandle(DOS1);
+        let port = 0x330;
+        vmm.install_io_handler(port, |_: &ScriptDevice, _: &Vmm<'_>, _| 0x30).unwrap();
+        // Simulate_IO of a byte is the hardware's; _Simulate_VM_IO goes
+        // through the table as the current VM (the system VM here).
+        let v = vmm.simulate_io(IoAccess { vm: sys, io_type: BYTE_INPUT, port, data: 0 }).unwrap();
+        assert_eq!(v, 0xFF);
+        vmm.disable_local_trapping(dos1, port).unwrap();
+        dev.note(vmm, format!("sys {:#x}", vmm.simulate_vm_io(BYTE_INPUT, port, 0).unwrap()));
+        vmm.disable_local_trapping(sys, port).unwrap();
+        dev.note(vmm, format!("sys off {:#x}", vmm.simulate_vm_io(BYTE_INPUT, port, 0).unwrap()));
+        // A global change overwrites every VM's local setting.
+        vmm.enable_global_trapping(port).unwrap();
+        dev.note(vmm, format!("global on {:#x}", vmm.simulate_vm_io(BYTE_INPUT, port, 0).unwrap()));
+        vmm.disable_global_trapping(port).unwrap();
+        dev.note(vmm, format!("global off {:#x}", vmm.simulate_vm_io(BYTE_INPUT, port, 0).unwrap()));
+        vmm.enable_local_trapping(sys, port).unwrap();
+        dev.note(vmm, format!("local on {:#x}", vmm.simulate_vm_io(BYTE_INPUT, port, 0).unwrap()));
+        // Remove: trapping goes with the handler; a second remove is CF.
+        vmm.remove_io_handler(port).unwrap();
+        dev.note(vmm, format!("removed {:#x}", vmm.simulate_vm_io(BYTE_INPUT, port, 0).unwrap()));
+        dev.note(vmm, format!("again: {:?}", vmm.remove_io_handler(port)));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            "sys 0x30",
+            "sys off 0xff",
+            "global on 0x30",
+            "global off 0xff",
+            "local on 0x30",
+            "removed 0xff",
+            "again: Err(VmmError { code: 7 })"
+        ]
+    );
+    let by: Vec<String> = io_records(&run).into_iter().map(|r| r.4).collect();
+    assert_eq!(by, ["hardware", "SCRIPT", "hardware", "SCRIPT", "hardware", "SCRIPT", "hardware"]);
+    assert_eq!(run.violations(), 0);
+}
+
+#[test]
+fn simulate_io_breaks_a_word_into_bytes_through_the_port_table() {
+    let run = with_uart("4.0", |dev, vmm| {
+        // UART's handler gets the word, hands it to Simulate_IO: the low
+        // byte comes back to it for 0x3F8, the high byte for 0x3F9.
+        let v = vmm.simulate_vm_io(WORD_INPUT, 0x3F8, 0).unwrap();
+        dev.note(vmm, format!("word in {v:#x}"));
+        vmm.simulate_vm_io(WORD_OUTPUT, 0x3F8, 0xBBAA).unwrap();
+        // 0x3FA is nobody's: its half goes to the hardware.
+        let v = vmm.simulate_vm_io(WORD_INPUT, 0x3F9, 0).unwrap();
+        dev.note(vmm, format!("3F9 word {v:#x}"));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["word in 0x741", "3F9 word 0xff07"]);
+    assert_eq!(
+        io_records(&run),
+        [
+            rec(0x3F8, "in", 8, 0x41, "UART"),
+            rec(0x3F9, "in", 8, 0x07, "UART"),
+            rec(0x3F8, "in", 16, 0x0741, "UART"),
+            rec(0x3F8, "out", 8, 0xAA, "UART"),
+            rec(0x3F9, "out", 8, 0xBB, "UART"),
+            rec(0x3F8, "out", 16, 0xBBAA, "UART"),
+            rec(0x3F9, "in", 8, 0x07, "UART"),
+            rec(0x3FA, "in", 8, 0xFF, "hardware"),
+            rec(0x3F9, "in", 16, 0xFF07, "UART"),
+        ]
+    );
+    run.trace().expect_in_order(&[
+        json!({"kind": "note", "note": "uart_out", "fields": {"port": 0x3F8, "data": 0xAA}}),
+        json!({"kind": "note", "note": "uart_out", "fields": {"port": 0x3F9, "data": 0xBB}}),
+    ]);
+}
+
+#[test]
+fn changing_another_devices_port_or_a_bad_vm_handle_is_a_violation() {
+    let run = with_uart("4.0", |dev, vmm| {
+        dev.note(vmm, format!("disable: {:?}", vmm.disable_global_trapping(0x3F8)));
+        dev.note(vmm, format!("remove: {:?}", vmm.remove_io_handler(0x3F8)));
+        dev.note(vmm, format!("unowned: {:?}", vmm.enable_global_trapping(0x1234)));
+        dev.note(vmm, format!("bad vm: {:?}", vmm.disable_local_trapping(VmHandle(0xDEAD_0001), 0x3F8)));
+        dev.note(vmm, format!("bad type: {:?}", vmm.simulate_vm_io(0x18, 0x3F8, 0)));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            "disable: Err(VmmError { code: 2 })",
+            "remove: Err(VmmError { code: 2 })",
+            "unowned: Err(VmmError { code: 2 })",
+            "bad vm: Err(VmmError { code: 2 })",
+            "bad type: Err(VmmError { code: 2 })"
+        ]
+    );
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "violation", "code": "IO_PORT_NOT_OWNED"})), 4);
+    t.expect(json!({"kind": "violation", "code": "IO_PORT_NOT_OWNED", "service": "Remove_IO_Handler"}));
+    t.expect(json!({"kind": "violation", "code": "INVALID_VM_HANDLE", "service": "Disable_Local_Trapping"}));
+}
+
+#[test]
+fn under_windows_3_1_install_is_init_only_and_remove_does_not_exist() {
+    let run = with_uart("3.1", |dev, vmm| {
+        let r = vmm.install_io_handler(0x300, |_: &ScriptDevice, _: &Vmm<'_>, _| 0);
+        dev.note(vmm, format!("late install: {r:?}"));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["late install: Err(VmmError { code: 2 })"]);
+    run.trace().expect(json!({"kind": "violation", "code": "INIT_ONLY_SERVICE", "service": "Install_IO_Handler"}));
+
+    let run = with_uart("3.1", |_dev, vmm| {
+        let _ = vmm.remove_io_handler(0x3F8);
+    })
+    .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("Invalid VxD dynamic link call to device number 0001, service 0116"), "{e}");
+}
+
+#[test]
+fn a_dos_programs_in_and_out_reach_the_trapping_device() {
+    let run =
+        Scenario::new(&include_str!("../../plugins/dosasm/system.ini").replace("device = [", "device = [\"UART\", "))
+            .device::<Uart>()
+            .plugin_dir(crate::dos::dos_programs())
+            .run();
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(run.violations(), 0, "{}", t.tail(20));
+    // DOSASM reads 0x64 (nobody's) and 0x3F8, writes 0x80, 0x20 and the
+    // word 0x1234 to 0x3F8, which UART splits through Simulate_IO.
+    assert_eq!(
+        io_records(&run),
+        [
+            rec(0x64, "in", 8, 0xFF, "hardware"),
+            rec(0x3F8, "in", 8, 0x41, "UART"),
+            // AL still holds what UART answered.
+            rec(0x80, "out", 8, 0x41, "hardware"),
+            rec(0x20, "out", 8, 0x0B, "hardware"),
+            rec(0x3F8, "out", 8, 0x34, "UART"),
+            rec(0x3F9, "out", 8, 0x12, "UART"),
+            rec(0x3F8, "out", 16, 0x1234, "UART"),
+        ]
+    );
+    t.expect(json!({"kind": "port_io", "port": 0x3F8, "dir": "in", "value": 0x41}));
+    // OUT DX, AX with AX = 0x1234: the handler saw it in Client_AX.
+    t.expect(json!({"kind": "note", "note": "uart_wide", "fields": {"client_ax": 0x1234}}));
+    t.expect(json!({"kind": "io", "vm": DOS1, "port": 0x3F8}));
+}
+
+/// A Rust DOS program that talks to the UART through the SDK's port I/O:
+/// reads 0x3F8, writes "hi" with `REP OUTSB`, reads the word at 0x3F8,
+/// and reads 0x60 (nobody's).
+struct PortProg;
+
+impl Module for PortProg {
+    const MODULE: ModuleDef = ModuleDef::dos_program("PORTPROG").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(PortProg)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        let b = r3.in_byte(0x3F8).unwrap();
+        r3.rep_outsb(0x3F8, b"hi").unwrap();
+        let w = r3.in_word(0x3F8).unwrap();
+        let kb = r3.in_byte(0x60).unwrap();
+        r3.print(&format!("{b:#x} {w:#x} {kb:#x}"));
+        Step::exit(0)
+    }
+}
+
+#[test]
+fn a_rust_ring3_program_does_port_io_through_the_sdk() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"UART\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"PORTPROG\"\n")
+        .device::<Uart>()
+        .module::<PortProg>()
+        .run();
+    run.assert_ok();
+    run.trace().expect(json!({"kind": "program_output", "text": "0x41 0x741 0xff"}));
+    assert_eq!(
+        io_records(&run),
+        [
+            rec(0x3F8, "in", 8, 0x41, "UART"),
+            rec(0x3F8, "out", 8, b'h' as u64, "UART"),
+            rec(0x3F8, "out", 8, b'i' as u64, "UART"),
+            rec(0x3F8, "in", 8, 0x41, "UART"),
+            rec(0x3F9, "in", 8, 0x07, "UART"),
+            rec(0x3F8, "in", 16, 0x0741, "UART"),
+            rec(0x60, "in", 8, 0xFF, "hardware"),
+        ]
+    );
+    run.trace().expect(json!({"kind": "io", "vm": DOS1, "port": 0x60}));
+}
+
+#[test]
+fn the_timeline_shows_each_port_access_on_its_vms_track() {
+    let mut m = Scenario::new("[386Enh]\ndevice = [\"UART\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"PORTPROG\"\n")
+        .device::<Uart>()
+        .module::<PortProg>()
+        .machine()
+        .expect("machine");
+    m.boot().expect("boot");
+    m.run().expect("run");
+    let timeline = vmm_host::timeline::chrome_trace(&m.trace());
+    let events = timeline["traceEvents"].as_array().unwrap();
+    let io: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "io").collect();
+    assert_eq!(io.len(), 7);
+    assert_eq!(io[0]["name"], "IN 0x03F8 = 0x41 (UART)");
+    assert_eq!(io[1]["name"], "OUT 0x03F8, 0x68 (UART)");
+    assert_eq!(io[6]["name"], "IN 0x0060 = 0xFF (hardware)");
+    let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == io[0]["tid"]).expect("track name");
+    assert_eq!(track["args"]["name"], "DOS1");
+}
