@@ -75,7 +75,6 @@ pub const KINDS: &[&str] = &[
     "if_flag",
     "v86_slice",
     "v86_interrupt",
-    "port_io",
     "io",
     "v86_fault",
     "appy_scheduled",

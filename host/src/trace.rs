@@ -867,19 +867,6 @@ pub enum TraceEvent {
         /// The device whose handler served it, or `hardware`.
         handled_by: String,
     },
-    /// A machine-code DOS program read or wrote an I/O port.
-    PortIo {
-        /// The VM.
-        vm: u32,
-        /// The port.
-        port: u16,
-        /// Access width in bits (8, 16, 32).
-        size: u8,
-        /// `in` or `out`.
-        dir: &'static str,
-        /// The value read or written.
-        value: u32,
-    },
     /// A machine-code DOS program faulted with no handler of its own; the
     /// VM is ended.
     V86Fault {

@@ -665,7 +665,7 @@
 //! entry point, and its far call to that entry calls your API procedure
 //! with its real registers as the client registers. The trace records the
 //! boundary: `int2f`, `api_call` (registers in and out, CF), `v86_interrupt`,
-//! `port_io`, `if_flag`, `program_output` (what it printed), `v86_slice`
+//! `io` (port I/O), `if_flag`, `program_output` (what it printed), `v86_slice`
 //! (instructions per run) and `program_ended` (its exit code).
 //!
 //! The client in C, for Debian's 16-bit compiler (`apt-get install bcc
@@ -744,8 +744,9 @@
 //! procedure runs: what you set there (AX, CF, ES:DI ...) is what the
 //! program sees when the far call returns. An unhandled DOS call shows as
 //! an `UNSUPPORTED_INTERRUPT` violation naming it, a fault as `v86_fault`.
-//! Port I/O reads all ones for now (`port_io` records show what the
-//! program tried). The DOS subset and the VM's memory layout are listed in
+//! Its port I/O goes through the I/O port table: a port your device traps
+//! reaches its handler, any other reads all ones (`io` records show each
+//! access and who served it). The DOS subset and the VM's memory layout are listed in
 //! `docs/semantics.md`; an assembly example that hooks interrupts and does
 //! port I/O is `plugins/dosasm/dosasm.asm`.
 //!

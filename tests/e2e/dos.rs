@@ -159,13 +159,13 @@ fn dosasm_does_port_io_and_runs_its_own_interrupt_handlers() {
     let t = run.trace();
     assert_eq!(run.violations(), 0, "{}", t.tail(20));
     let io: Vec<(u64, u64, String, u64)> = t
-        .matching(json!({"kind": "port_io"}))
+        .matching(json!({"kind": "io"}))
         .iter()
         .map(|r| {
             (
                 r["port"].as_u64().unwrap(),
                 r["size"].as_u64().unwrap(),
-                r["dir"].as_str().unwrap().to_string(),
+                r["direction"].as_str().unwrap().to_string(),
                 r["value"].as_u64().unwrap(),
             )
         })
@@ -183,8 +183,8 @@ fn dosasm_does_port_io_and_runs_its_own_interrupt_handlers() {
     // CLI before the port I/O and STI after it reached the VMM's view of IF.
     t.expect_in_order(&[
         json!({"kind": "if_flag", "enabled": false}),
-        json!({"kind": "port_io", "port": 0x64}),
-        json!({"kind": "port_io", "port": 0x3F8, "dir": "out"}),
+        json!({"kind": "io", "port": 0x64, "handled_by": "hardware"}),
+        json!({"kind": "io", "port": 0x3F8, "direction": "out"}),
         json!({"kind": "if_flag", "enabled": true}),
     ]);
     // INT 60h reflected through the VM's vector table to the handler, three

@@ -267,7 +267,7 @@ fn a_dos_programs_in_and_out_reach_the_trapping_device() {
             rec(0x3F8, "out", 16, 0x1234, "UART"),
         ]
     );
-    t.expect(json!({"kind": "port_io", "port": 0x3F8, "dir": "in", "value": 0x41}));
+    t.expect(json!({"kind": "io", "port": 0x3F8, "direction": "in", "value": 0x41, "handled_by": "UART"}));
     // OUT DX, AX with AX = 0x1234: the handler saw it in Client_AX.
     t.expect(json!({"kind": "note", "note": "uart_wide", "fields": {"client_ax": 0x1234}}));
     t.expect(json!({"kind": "io", "vm": DOS1, "port": 0x3F8}));

@@ -28,8 +28,9 @@
 //!   device's V86 API procedure through the VMM with the program's
 //!   registers as the client registers ([`Core::ring3_far_call`], as for a
 //!   Rust module), then returns as `RETF` would.
-//! * **`IN`/`OUT`** reach the VM's hardware model: open bus, every read is
-//!   all ones and writes are dropped (`port_io` records).
+//! * **`IN`/`OUT`** go through the I/O port table: a trapping device's
+//!   handler, else the hardware model (open bus: reads all ones, writes
+//!   dropped); each access is an `io` record.
 //! * **`CLI`, `STI`, `POPF`, `IRET`** that change IF update the VM's client
 //!   IF at once, so the VMM's view of the VM's interrupts (and so an event
 //!   waiting with `PEF_Wait_For_STI`) follows the real code.
@@ -136,25 +137,23 @@ impl Core {
                     ExitReason::In { port, size } => {
                         // Through the port table: a trapping device's
                         // handler, else the hardware model (all ones).
-                        let (bits, io_type) = match size {
-                            Size::Byte => (8, io::BYTE_INPUT),
-                            Size::Word => (16, io::WORD_INPUT),
-                            Size::Dword => (32, io::DWORD_INPUT),
+                        let io_type = match size {
+                            Size::Byte => io::BYTE_INPUT,
+                            Size::Word => io::WORD_INPUT,
+                            Size::Dword => io::DWORD_INPUT,
                         };
                         // The handler sees the program's registers as the
                         // client registers (and may change them).
                         let value = self.v86_call_vmm(vm, m, |core| core.port_io(vm, port, io_type, 0));
                         m.cpu.complete_in(value);
-                        self.trace(|| TraceEvent::PortIo { vm, port, size: bits, dir: "in", value });
                         Flow::Go
                     }
                     ExitReason::Out { port, size, value } => {
-                        let (bits, io_type) = match size {
-                            Size::Byte => (8, io::BYTE_OUTPUT),
-                            Size::Word => (16, io::WORD_OUTPUT),
-                            Size::Dword => (32, io::DWORD_OUTPUT),
+                        let io_type = match size {
+                            Size::Byte => io::BYTE_OUTPUT,
+                            Size::Word => io::WORD_OUTPUT,
+                            Size::Dword => io::DWORD_OUTPUT,
                         };
-                        self.trace(|| TraceEvent::PortIo { vm, port, size: bits, dir: "out", value });
                         self.v86_call_vmm(vm, m, |core| core.port_io(vm, port, io_type, value));
                         Flow::Go
                     }
