@@ -843,8 +843,11 @@
 //! Services added within a version are appended to their table (see
 //! [`abi`]); a plugin that calls one on an older host gets
 //! `VmmError::NOT_AVAILABLE`. Appended so far: `HostServices::trace_note`,
-//! `trace_enabled`, `log_level`; `Ring3Services::r3_global_alloc`,
-//! `r3_global_free`, `r3_write_far`; `VmServices::is_ring3_export`
+//! `trace_enabled`, `log_level`, and the I/O trapping services
+//! `install_io_handler`, `remove_io_handler`, `set_global_trapping`,
+//! `set_local_trapping`, `simulate_io`, `simulate_vm_io`;
+//! `Ring3Services::r3_global_alloc`, `r3_global_free`, `r3_write_far`,
+//! `r3_port_io`; `VmServices::is_ring3_export`
 //! ([`Vmm::is_ring3_export`]).
 //!
 //! ## Errors
