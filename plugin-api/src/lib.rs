@@ -199,7 +199,7 @@
 //! Programs running in the VMs are plugins too: implement [`Module`] and
 //! export it with [`declare_module!`]. A module declares its segments and
 //! exports; programs run as cooperative step machines: `start` and `resume`
-//! each return a [`Step`] (wait for a message, sleep, yield, exit).
+//! each return a [`Step`](ring3::Step) (wait for a message, sleep, yield, exit).
 //!
 //! A DOS program finds a VxD's V86 API with INT 2Fh AX=1684h and far-calls
 //! it with its registers set:

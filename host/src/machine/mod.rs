@@ -1,10 +1,10 @@
 //! The machine: one emulated Windows session. [`Machine`] is the public
-//! handle (boot, run, shut down, read the trace); [`Core`] is the state the
+//! handle (boot, run, shut down, read the trace); `Core` is the state the
 //! VMM services act on.
 //!
 //! **Invariant:** host state is never borrowed across a call into a plugin.
 //! A plugin call can re-enter the host through a service, which can call a
-//! plugin again (an inline event). Every `RefCell` in [`Core`] is borrowed
+//! plugin again (an inline event). Every `RefCell` in `Core` is borrowed
 //! for one step and released before any plugin code runs.
 
 mod crit;
