@@ -101,7 +101,7 @@ impl Core {
     /// factory creates.
     pub(crate) fn load_device(&self, request: &LoadRequest) -> Result<DeviceSlot> {
         if let Some(name) = request.name.strip_prefix('*') {
-            let Some(b) = builtin::create(name) else {
+            let Some(b) = builtin::create(self, name) else {
                 let available = builtin::BUILTINS.iter().map(|b| format!("*{b}")).collect::<Vec<_>>().join(", ");
                 let available = if WIN386_BUILTINS.contains(&name.to_ascii_uppercase().as_str()) {
                     format!("{available} (*{name} was part of WIN386 but is not emulated; remove the line)")

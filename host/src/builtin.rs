@@ -3,15 +3,18 @@
 
 use std::rc::Rc;
 
+use crate::machine::Core;
 use crate::machine::device::Builtin;
 
 /// The built-in devices this host provides.
 pub(crate) const BUILTINS: [&str; 2] = ["SHELL", "VXDLDR"];
 
-/// Create the built-in device `name` (without the `*`).
-pub(crate) fn create(name: &str) -> Option<Rc<dyn Builtin>> {
+/// The built-in device `name` (without the `*`) of `core`. SHELL is the
+/// machine's own (`Core::shell`: the scheduler reaches its appy-time
+/// events); the others are made here.
+pub(crate) fn create(core: &Core, name: &str) -> Option<Rc<dyn Builtin>> {
     match name.to_ascii_uppercase().as_str() {
-        "SHELL" => Some(Rc::new(crate::shell::Shell)),
+        "SHELL" => Some(core.shell.clone()),
         "VXDLDR" => Some(Rc::new(crate::vxdldr::Vxdldr::default())),
         _ => None,
     }

@@ -217,7 +217,7 @@ pub(crate) struct Core {
     pub(crate) current_message: Cell<Option<u32>>,
     /// The SHELL device's state: appy time, broadcast hooks, the message
     /// server's local heap.
-    pub(crate) shell: crate::shell::state::ShellState,
+    pub(crate) shell: Rc<crate::shell::state::Shell>,
     /// Ring-3 data blocks (`GlobalAlloc`), by selector.
     pub(crate) far: RefCell<crate::ring3::state::FarMemory>,
     /// Set while a watched run paces virtual time: a rebuilt plugin is
@@ -294,7 +294,7 @@ impl Core {
             call_depth: Cell::new(0),
             last_plugin_error: RefCell::new(None),
             current_message: Cell::new(None),
-            shell: crate::shell::state::ShellState::default(),
+            shell: Rc::new(crate::shell::state::Shell::default()),
             far: RefCell::new(crate::ring3::state::FarMemory::default()),
             dynamic_init: RefCell::new(Vec::new()),
             swapped_out: RefCell::default(),

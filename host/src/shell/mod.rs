@@ -20,7 +20,7 @@ use vmm_plugin_api::ddk::{SHELL_DEVICE_ID, SHELL_INIT_ORDER};
 
 pub(crate) use dll::DllProc;
 pub(crate) use message_box::MessageText;
-pub(crate) use state::{AppyRec, HookRec, Server};
+pub(crate) use state::{AppyRec, HookRec, Server, Shell};
 
 use crate::abi::allowed;
 use crate::abi::vmm::mem_violation;
@@ -105,10 +105,6 @@ fn rule(ordinal: u16) -> ShellRule {
         _ => ShellRule::Sync,
     }
 }
-
-/// The SHELL device.
-#[derive(Default)]
-pub(crate) struct Shell;
 
 /// How many services SHELL has in the machine's Windows version.
 fn service_count(core: &Core) -> usize {

@@ -1,8 +1,10 @@
-//! SHELL's state: the pending appy-time events, the message server, the
-//! broadcast hooks and the message server's local heap. It is kept in the
-//! machine (`Core::shell`) so that the scheduler can dispatch appy-time
-//! events; SHELL's services in the other files of `shell/` act on it.
-//! Every cell is borrowed for one step, never across a call into a plugin.
+//! The SHELL device and its state: the pending appy-time events, the
+//! message server, the broadcast hooks and the message server's local heap.
+//! The built-in device (`*SHELL` in the device list) is this value; the
+//! machine holds it too (`Core::shell`), so that the scheduler can dispatch
+//! appy-time events. SHELL's services in the other files of `shell/` act
+//! on it. Every cell is borrowed for one step, never across a call into a
+//! plugin.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -26,8 +28,9 @@ pub(crate) enum Server {
     Faulted,
 }
 
-/// SHELL's state.
-pub(crate) struct ShellState {
+/// The SHELL device: its state (its services are `impl Builtin for Shell`
+/// in `shell/mod.rs`).
+pub(crate) struct Shell {
     /// Pending appy-time events.
     pub(crate) appy: RefCell<Slab<AppyRec>>,
     /// Sequence numbers of appy-time events (their request order).
@@ -50,9 +53,9 @@ pub(crate) struct ShellState {
     pub(crate) answers_used: Cell<usize>,
 }
 
-impl Default for ShellState {
+impl Default for Shell {
     fn default() -> Self {
-        ShellState {
+        Shell {
             appy: RefCell::new(Slab::new(TAG_APPY)),
             appy_seq: Cell::new(0),
             appy_depth: Cell::new(0),
