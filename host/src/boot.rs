@@ -17,7 +17,7 @@ use crate::manifest::Origin;
 use crate::trace::{CallOutcome, CancelReason, RejectReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 
 /// Names of devices that were part of WIN386 but that this host does not
 /// emulate (for a precise error message).
@@ -549,7 +549,7 @@ impl Core {
         &self,
         idx: usize,
         message: u32,
-        vm: Option<u32>,
+        vm: Option<VmId>,
         edx: u32,
         context: Context,
     ) -> CallOutcome {
@@ -558,7 +558,7 @@ impl Core {
             let s = &reg.slots[idx];
             (s.code.clone(), s.instance, s.name.clone())
         };
-        let args = ControlArgs { message, vm: vm.unwrap_or(0), edx, esi: 0, edi: 0 };
+        let args = ControlArgs { message, vm: vm.map_or(0, VmId::raw), edx, esi: 0, edi: 0 };
         let previous_message = self.current_message.replace(Some(message));
         let nest_vm = vm.unwrap_or(self.cur_vm.get());
         let depth = self.nest_mark();
@@ -569,7 +569,7 @@ impl Core {
             device: name.to_string(),
             message: control_message_name(message),
             number: message,
-            vm,
+            vm: vm.map(VmId::raw),
             edx: (edx != 0).then_some(edx),
             result: outcome,
         });

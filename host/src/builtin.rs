@@ -1,8 +1,12 @@
-//! Devices built into the host, listed as `*NAME` in `[386Enh] device`
-//! (as `device=*SHELL` named a device inside WIN386.EXE).
+//! The code built into the host, named with a `*` as `device=*SHELL` named
+//! a device inside WIN386.EXE: devices (`[386Enh] device = ["*SHELL"]`),
+//! each a [`Builtin`] owning its state, and ring-3 modules
+//! (`[windows] load = ["*RUNDLL ..."]`), written against the SDK like any
+//! plugin and linked in. Adding one is its own file and a line here.
 
 use std::rc::Rc;
 
+use crate::loader::PluginLibrary;
 use crate::machine::Core;
 use crate::machine::device::Builtin;
 
@@ -18,4 +22,10 @@ pub(crate) fn create(core: &Core, name: &str) -> Option<Rc<dyn Builtin>> {
         "VXDLDR" => Some(Rc::new(crate::vxdldr::Vxdldr::default())),
         _ => None,
     }
+}
+
+/// The built-in ring-3 module `name` refers to (`*RUNDLL` or
+/// `*RUNDLL.EXE`), as a library like a plugin file's.
+pub(crate) fn module(name: &str) -> Option<&'static PluginLibrary> {
+    crate::ring3::rundll::library(name)
 }

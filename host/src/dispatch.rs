@@ -8,6 +8,7 @@ use crate::machine::Core;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::VmId;
 
 impl Core {
     /// Dispatch a `VxDCall` from `caller`. Returns `Err(FATAL)` after the
@@ -91,12 +92,12 @@ impl Core {
                 r.ecx = 0;
                 set_cf(r, false);
             }
-            GET_CUR_VM_HANDLE => r.ebx = self.cur_vm.get(),
-            GET_SYS_VM_HANDLE => r.ebx = self.sys_vm.get(),
-            TEST_CUR_VM_HANDLE => set_zf(r, r.ebx == self.cur_vm.get()),
-            TEST_SYS_VM_HANDLE => set_zf(r, r.ebx == self.sys_vm.get()),
+            GET_CUR_VM_HANDLE => r.ebx = self.cur_vm.get().raw(),
+            GET_SYS_VM_HANDLE => r.ebx = self.sys_vm.get().raw(),
+            TEST_CUR_VM_HANDLE => set_zf(r, r.ebx == self.cur_vm.get().raw()),
+            TEST_SYS_VM_HANDLE => set_zf(r, r.ebx == self.sys_vm.get().raw()),
             VALIDATE_VM_HANDLE => {
-                let ok = self.vm_valid(r.ebx);
+                let ok = self.vm_valid(VmId::from_raw(r.ebx));
                 set_cf(r, !ok);
             }
             GET_SYSTEM_TIME => r.eax = self.sched.now().system_time_ms(),

@@ -199,7 +199,7 @@ impl Core {
         };
         let sys = self.sys_vm.get();
         let outcome = self.with_dynamic_init(instance, || {
-            self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (sys != 0).then_some(sys), 0, Context::Init)
+            self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (!sys.is_none()).then_some(sys), 0, Context::Init)
         });
         if outcome == CallOutcome::Clear {
             self.dev_init_succeeded(idx);
@@ -266,7 +266,7 @@ impl Core {
         if initialized {
             let sys = self.sys_vm.get();
             let outcome =
-                self.send_control(idx, SYS_DYNAMIC_DEVICE_EXIT, (sys != 0).then_some(sys), 0, Context::Control);
+                self.send_control(idx, SYS_DYNAMIC_DEVICE_EXIT, (!sys.is_none()).then_some(sys), 0, Context::Control);
             if outcome == CallOutcome::Set {
                 return Err(LoadError::new(
                     VXDLDR_ERR_DEVICE_UNLOADABLE,
@@ -383,7 +383,8 @@ impl Core {
         let sys = self.sys_vm.get();
         let old_instance = self.registry.borrow().slots[idx].instance;
         *self.last_plugin_error.borrow_mut() = None;
-        let exit = self.send_control(idx, SYS_DYNAMIC_DEVICE_EXIT, (sys != 0).then_some(sys), 0, Context::Control);
+        let exit =
+            self.send_control(idx, SYS_DYNAMIC_DEVICE_EXIT, (!sys.is_none()).then_some(sys), 0, Context::Control);
         if exit != CallOutcome::Clear {
             self.release_instance(new_instance);
             let said = self.plugin_error_of(old_instance).map(|m| format!(": {m}")).unwrap_or_default();
@@ -413,7 +414,7 @@ impl Core {
             Ok(()) => {
                 *self.last_plugin_error.borrow_mut() = None;
                 let init = self.with_dynamic_init(new_instance, || {
-                    self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (sys != 0).then_some(sys), 0, Context::Init)
+                    self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (!sys.is_none()).then_some(sys), 0, Context::Init)
                 });
                 if init == CallOutcome::Clear {
                     Ok(())
@@ -448,7 +449,7 @@ impl Core {
                     let _ = self.restore_state(old_instance, bytes);
                 }
                 let again = self.with_dynamic_init(old_instance, || {
-                    self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (sys != 0).then_some(sys), 0, Context::Init)
+                    self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (!sys.is_none()).then_some(sys), 0, Context::Init)
                 });
                 let message = if again == CallOutcome::Clear {
                     format!("{message}; the old code runs again")

@@ -80,7 +80,7 @@ impl Builtin for Vxdldr {
         core.as_caller(caller, || self.dispatch(core, ordinal, &mut call.regs))
     }
 
-    fn api(&self, core: &Core, _mode: ApiMode, _vm: u32, client: &mut ClientRegs) {
+    fn api(&self, core: &Core, _mode: ApiMode, _vm: crate::vmm::ids::VmId, client: &mut ClientRegs) {
         let function = client.eax as u16;
         let result = match function {
             VXDLDR_API_GET_VERSION => {

@@ -33,7 +33,7 @@ extern "C" fn r3_set_interrupts(cx: &HostCx, enabled: bool) {
         |core| {
             let vm = core.cur_vm.get();
             core.set_vm_interrupts(vm, enabled);
-            core.trace(|| TraceEvent::IfFlag { vm, enabled });
+            core.trace(|| TraceEvent::IfFlag { vm: vm.raw(), enabled });
         },
     )
 }
@@ -48,7 +48,7 @@ extern "C" fn r3_print(cx: &HostCx, text: RStr<'_>) {
             let module = core.instance_name(caller(cx));
             tracing::info!("{module}: {}", text.as_str());
             core.trace(|| TraceEvent::ProgramOutput {
-                vm,
+                vm: vm.raw(),
                 module: module.to_string(),
                 text: text.as_str().to_string(),
             });

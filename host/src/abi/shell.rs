@@ -15,6 +15,7 @@ use crate::abi::{caller, guarded};
 use crate::machine::Core;
 use crate::shell::{DllProc, SERVICES};
 use crate::vmm::callback::Callback;
+use crate::vmm::ids::VmId;
 
 /// Run SHELL service `ordinal`: `body` if the entry check passes, else
 /// `failed` (or the fatal error).
@@ -46,7 +47,9 @@ extern "C" fn shell_get_version(cx: &HostCx) -> VmmResult<u32> {
 }
 
 extern "C" fn shell_resolve_contention(cx: &HostCx, owner: u32, contender: u32, device: RStr<'_>) -> VmmResult<u32> {
-    shell_result(cx, SHELL_RESOLVE_CONTENTION, |core| core.shell_resolve_contention(owner, contender, device.as_str()))
+    shell_result(cx, SHELL_RESOLVE_CONTENTION, |core| {
+        core.shell_resolve_contention(VmId::from_raw(owner), VmId::from_raw(contender), device.as_str()).map(VmId::raw)
+    })
 }
 
 extern "C" fn shell_sysmodal_message(
@@ -56,6 +59,7 @@ extern "C" fn shell_sysmodal_message(
     message: RStr<'_>,
     title: ROption<RStr<'_>>,
 ) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     let m = crate::shell::MessageText { text: text(message), caption: caption(title) };
     guarded(cx, "SHELL_SYSMODAL_Message", RErr(VmmError::FATAL), |core| {
         match core.shell_enter(SHELL_SYSMODAL_MESSAGE).and_then(|()| core.shell_sysmodal_message(vm, flags, &m)) {
@@ -74,12 +78,14 @@ extern "C" fn shell_message(
     title: ROption<RStr<'_>>,
     callback: ROption<RawCallback>,
 ) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     let cb = callback.into_option().map(|raw| Callback::plugin(caller(cx), raw));
     let m = crate::shell::MessageText { text: text(message), caption: caption(title) };
     shell(cx, SHELL_MESSAGE, 0, |core| core.shell_message(vm, flags, m, None, cb).unwrap_or(0))
 }
 
 extern "C" fn shell_get_vm_info(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     shell(cx, SHELL_GET_VM_INFO, 0, |core| core.shell_get_vm_info(vm).unwrap_or(0))
 }
 

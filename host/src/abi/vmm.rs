@@ -25,7 +25,7 @@ use crate::violation::Violation;
 use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::events::EventKind;
 use crate::vmm::heap::MemError;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::limits::{CB_START, cb_area_end};
 use crate::vmm::services::{self as svc, Rule, Service};
 use crate::vmm::timers::{Due, TimeoutRec};
@@ -306,7 +306,7 @@ extern "C" fn mem_write(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> VmmR
 
 // ---- VMs ---------------------------------------------------------------------------
 
-fn bad_vm(core: &Core, service: &'static str, vm: u32) -> VmmError {
+fn bad_vm(core: &Core, service: &'static str, vm: VmId) -> VmmError {
     core.refuse(
         Violation::InvalidVmHandle,
         format!("{service} was given VM handle {vm:#010X}, which is not a live VM (destroyed, stale or forged)"),
@@ -315,30 +315,34 @@ fn bad_vm(core: &Core, service: &'static str, vm: u32) -> VmmError {
 }
 
 extern "C" fn get_cur_vm_handle(cx: &HostCx) -> u32 {
-    core(cx).cur_vm.get()
+    core(cx).cur_vm.get().raw()
 }
 
 extern "C" fn get_sys_vm_handle(cx: &HostCx) -> u32 {
-    core(cx).sys_vm.get()
+    core(cx).sys_vm.get().raw()
 }
 
 extern "C" fn test_cur_vm_handle(cx: &HostCx, vm: u32) -> bool {
+    let vm = VmId::from_raw(vm);
     core(cx).cur_vm.get() == vm
 }
 
 extern "C" fn test_sys_vm_handle(cx: &HostCx, vm: u32) -> bool {
+    let vm = VmId::from_raw(vm);
     core(cx).sys_vm.get() == vm
 }
 
 extern "C" fn validate_vm_handle(cx: &HostCx, vm: u32) -> bool {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::VALIDATE_VM_HANDLE, |core| core.vm_valid(vm))
 }
 
 extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::GET_NEXT_VM_HANDLE, |core| {
         let next = core.vms.borrow().next(vm);
         match next {
-            Some(h) => ROk(h),
+            Some(h) => ROk(h.raw()),
             None => RErr(bad_vm(core, svc::GET_NEXT_VM_HANDLE.name, vm)),
         }
     })
@@ -349,6 +353,7 @@ extern "C" fn get_vmm_reenter_count(cx: &HostCx) -> u32 {
 }
 
 extern "C" fn get_vm_info(cx: &HostCx, vm: u32) -> VmmResult<VmInfo> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::GET_VM_INFO, |core| {
         let info = core.vms.borrow().get(vm).map(|v| VmInfo {
             id: v.id,
@@ -366,6 +371,7 @@ extern "C" fn get_vm_info(cx: &HostCx, vm: u32) -> VmmResult<VmInfo> {
 }
 
 extern "C" fn client_regs(cx: &HostCx, vm: u32) -> VmmResult<*mut ClientRegs> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::CLIENT_REGS, |core| {
         let ptr = core.vms.borrow().get(vm).map(|v| v.client_ptr());
         match ptr {
@@ -400,7 +406,7 @@ extern "C" fn allocate_device_cb_area(cx: &HostCx, bytes: u32, flags: u32) -> u3
 fn cb_range(
     core: &Core,
     service: &'static str,
-    vm: u32,
+    vm: VmId,
     offset: u32,
     len: usize,
 ) -> Result<std::ops::Range<usize>, VmmError> {
@@ -423,6 +429,7 @@ fn cb_range(
 }
 
 extern "C" fn cb_read(cx: &HostCx, vm: u32, offset: u32, mut out: RSliceMut<'_, u8>) -> VmmResult<()> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::CB_READ, |core| match cb_range(core, svc::CB_READ.name, vm, offset, out.len()) {
         Ok(range) => {
             if let Some(v) = core.vms.borrow().get(vm) {
@@ -435,6 +442,7 @@ extern "C" fn cb_read(cx: &HostCx, vm: u32, offset: u32, mut out: RSliceMut<'_, 
 }
 
 extern "C" fn cb_write(cx: &HostCx, vm: u32, offset: u32, data: RSlice<'_, u8>) -> VmmResult<()> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::CB_WRITE, |core| match cb_range(core, svc::CB_WRITE.name, vm, offset, data.len()) {
         Ok(range) => {
             if let Some(v) = core.vms.borrow_mut().get_mut(vm) {
@@ -453,6 +461,7 @@ extern "C" fn get_system_time(cx: &HostCx) -> u32 {
 }
 
 extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::GET_VM_EXEC_TIME, |core| {
         let t = core.vms.borrow().get(vm).map(|v| v.exec_time.as_millis() as u32);
         match t {
@@ -464,7 +473,7 @@ extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
 
 // ---- time-outs ---------------------------------------------------------------------------
 
-fn set_time_out(cx: &HostCx, svc: &'static Service, ms: u32, vm: Option<u32>, callback: RawCallback) -> u32 {
+fn set_time_out(cx: &HostCx, svc: &'static Service, ms: u32, vm: Option<VmId>, callback: RawCallback) -> u32 {
     let cb = Callback::plugin(caller(cx), callback);
     serve(cx, svc, |core| {
         let service = svc.name;
@@ -488,7 +497,7 @@ fn set_time_out(cx: &HostCx, svc: &'static Service, ms: u32, vm: Option<u32>, ca
         core.trace(|| TraceEvent::TimeoutScheduled {
             handle,
             timer: if vm.is_some() { "vm" } else { "global" },
-            vm,
+            vm: vm.map(VmId::raw),
             ms,
             device: core.instance_name(caller(cx)).to_string(),
             callback: shorten(label),
@@ -502,6 +511,7 @@ extern "C" fn set_global_time_out(cx: &HostCx, ms: u32, callback: RawCallback) -
 }
 
 extern "C" fn set_vm_time_out(cx: &HostCx, ms: u32, vm: u32, callback: RawCallback) -> u32 {
+    let vm = VmId::from_raw(vm);
     set_time_out(cx, &svc::SET_VM_TIME_OUT, ms, Some(vm), callback)
 }
 
@@ -534,6 +544,7 @@ fn stale<T>(core: &Core, service: &'static str, rule: Violation, handle: u32, wh
 // ---- scheduler ------------------------------------------------------------------------------
 
 extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResult<()> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::ADJUST_EXEC_PRIORITY, |core| {
         let current = core.vms.borrow().get(vm).map(|v| v.base_priority as i64 + v.boost);
         let Some(current) = current else { return RErr(bad_vm(core, svc::ADJUST_EXEC_PRIORITY.name, vm)) };
@@ -570,6 +581,7 @@ extern "C" fn call_when_idle(cx: &HostCx, callback: RawCallback) -> VmmResult<()
 }
 
 extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::SUSPEND_VM, |core| {
         if !core.vm_valid(vm) {
             return RErr(bad_vm(core, svc::SUSPEND_VM.name, vm));
@@ -586,6 +598,7 @@ extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
 }
 
 extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::RESUME_VM, |core| {
         if !core.vm_valid(vm) {
             return RErr(bad_vm(core, svc::RESUME_VM.name, vm));
@@ -604,6 +617,7 @@ extern "C" fn call_priority_vm_event(
     timeout_ms: u32,
     callback: RawCallback,
 ) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     const SERVICE: &str = svc::CALL_PRIORITY_VM_EVENT.name;
     serve(cx, &svc::CALL_PRIORITY_VM_EVENT, |core| {
         // The callback becomes a `Callback` (which owns it) only once the
@@ -631,7 +645,7 @@ extern "C" fn call_priority_vm_event(
 
 /// A cancel service: a zero handle is a no-op that passes before the
 /// context rule.
-fn cancel_kind(cx: &HostCx, svc: &'static Service, handle: u32, want: EventKind, vm: Option<u32>) -> VmmResult<()> {
+fn cancel_kind(cx: &HostCx, svc: &'static Service, handle: u32, want: EventKind, vm: Option<VmId>) -> VmmResult<()> {
     let service = svc.name;
     guarded(cx, service, Failure::fatal(), |core| {
         if handle == 0 {
@@ -673,11 +687,12 @@ extern "C" fn cancel_priority_vm_event(cx: &HostCx, handle: u32) -> VmmResult<()
 extern "C" fn schedule_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
     serve(cx, &svc::SCHEDULE_GLOBAL_EVENT, |core| {
         let cb = Callback::plugin(caller(cx), callback);
-        core.schedule(caller(cx), EventKind::Global, 0, 0, 0, None, cb).into()
+        core.schedule(caller(cx), EventKind::Global, VmId::NONE, 0, 0, None, cb).into()
     })
 }
 
 extern "C" fn schedule_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::SCHEDULE_VM_EVENT, |core| {
         let cb = Callback::plugin(caller(cx), callback);
         if !core.vm_valid(vm) {
@@ -691,14 +706,15 @@ extern "C" fn call_global_event(cx: &HostCx, callback: RawCallback) -> VmmResult
     serve(cx, &svc::CALL_GLOBAL_EVENT, |core| {
         let cb = Callback::plugin(caller(cx), callback);
         if core.at_interrupt() {
-            core.schedule(caller(cx), EventKind::Global, 0, 0, 0, None, cb).into()
+            core.schedule(caller(cx), EventKind::Global, VmId::NONE, 0, 0, None, cb).into()
         } else {
-            core.run_inline(EventKind::Global, 0, 0, 0, cb).into()
+            core.run_inline(EventKind::Global, VmId::NONE, 0, 0, cb).into()
         }
     })
 }
 
 extern "C" fn call_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     serve(cx, &svc::CALL_VM_EVENT, |core| {
         let cb = Callback::plugin(caller(cx), callback);
         if !core.vm_valid(vm) {
@@ -717,6 +733,7 @@ extern "C" fn cancel_global_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
 }
 
 extern "C" fn cancel_vm_event(cx: &HostCx, vm: u32, handle: u32) -> VmmResult<()> {
+    let vm = VmId::from_raw(vm);
     cancel_kind(cx, &svc::CANCEL_VM_EVENT, handle, EventKind::Vm, Some(vm))
 }
 
@@ -742,7 +759,7 @@ extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmR
         let free = core.crit.borrow().owner().is_none()
             && core.vms.borrow().get(vm).is_some_and(|v| v.crit_priority() < CRITICAL_SECTION_BOOST);
         if free {
-            return core.run_inline(EventKind::Global, 0, 0, 0, cb).map(|_| ()).into();
+            return core.run_inline(EventKind::Global, VmId::NONE, 0, 0, cb).map(|_| ()).into();
         }
         core.crit.borrow_mut().call_when_not_critical(cb);
         ROk(())
@@ -820,7 +837,7 @@ fn crit_status(core: &Core) -> CritStatus {
     let cur = core.cur_vm.get();
     CritStatus {
         claims,
-        owner: owner.unwrap_or(cur),
+        owner: owner.unwrap_or(cur).raw(),
         high_priority: core.vms.borrow().get(cur).is_some_and(|v| v.crit_priority() >= CRITICAL_SECTION_BOOST),
     }
 }
@@ -882,6 +899,7 @@ extern "C" fn set_global_trapping(cx: &HostCx, port: u16, on: bool) -> VmmResult
 }
 
 extern "C" fn set_local_trapping(cx: &HostCx, vm: u32, port: u16, on: bool) -> VmmResult<()> {
+    let vm = VmId::from_raw(vm);
     let svc = if on { &svc::ENABLE_LOCAL_TRAPPING } else { &svc::DISABLE_LOCAL_TRAPPING };
     serve(cx, svc, |core| {
         if !core.vm_valid(vm) {
@@ -892,6 +910,7 @@ extern "C" fn set_local_trapping(cx: &HostCx, vm: u32, port: u16, on: bool) -> V
 }
 
 extern "C" fn simulate_io(cx: &HostCx, vm: u32, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
     let svc = &svc::SIMULATE_IO;
     serve(cx, svc, |core| {
         if !core.vm_valid(vm) {
@@ -970,7 +989,7 @@ extern "C" fn request_interrupt(cx: &HostCx, irq: u32) -> VmmResult<()> {
 
 // ---- nested execution ------------------------------------------------------------------------
 
-fn nest_op<T>(cx: &HostCx, svc: &'static Service, op: impl FnOnce(&Core, u32) -> Result<T, VmmError>) -> VmmResult<T> {
+fn nest_op<T>(cx: &HostCx, svc: &'static Service, op: impl FnOnce(&Core, VmId) -> Result<T, VmmError>) -> VmmResult<T> {
     serve(cx, svc, |core| op(core, core.cur_vm.get()).into())
 }
 

@@ -12,21 +12,21 @@ use crate::trace::{PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::crit::{Claim, ReleaseError, SemSignal, SemWait};
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::vm::Blocked;
 
 impl Core {
-    fn crit_trace(&self, action: &'static str, vm: u32) {
+    fn crit_trace(&self, action: &'static str, vm: VmId) {
         self.crit_trace_flags(action, vm, 0);
     }
 
-    fn crit_trace_flags(&self, action: &'static str, vm: u32, flags: u32) {
+    fn crit_trace_flags(&self, action: &'static str, vm: VmId, flags: u32) {
         let claims = self.crit.borrow().claims();
-        self.trace(|| TraceEvent::CritSection { action, vm, claims, flags });
+        self.trace(|| TraceEvent::CritSection { action, vm: vm.raw(), claims, flags });
     }
 
     /// Give the critical section to `vm` with `count` claims (it is free).
-    fn crit_take(&self, vm: u32, count: u32, action: &'static str) {
+    fn crit_take(&self, vm: VmId, count: u32, action: &'static str) {
         self.crit.borrow_mut().take(vm, count);
         self.add_boost(vm, CRITICAL_SECTION_BOOST as i64, PriorityReason::CriticalSection);
         self.crit_trace(action, vm);
@@ -60,7 +60,7 @@ impl Core {
     /// Claim the critical section for `vm` from outside its code (an
     /// `[[action]]`, INT 2Fh 1681h from a program): a VM that must wait is
     /// marked blocked and gets the section when it is released.
-    pub(crate) fn vm_begin_critical(&self, vm: u32) {
+    pub(crate) fn vm_begin_critical(&self, vm: VmId) {
         let claim = self.crit.borrow().claim(vm);
         match claim {
             Claim::Free => self.crit_take(vm, 1, "claim"),
@@ -93,7 +93,7 @@ impl Core {
 
     /// Release `count` claims of `vm`; at zero the section is free (or
     /// handed to the first waiter).
-    pub(crate) fn end_critical_for(&self, vm: u32, count: u32, service: &'static str) -> Result<(), VmmError> {
+    pub(crate) fn end_critical_for(&self, vm: VmId, count: u32, service: &'static str) -> Result<(), VmmError> {
         let released = self.crit.borrow_mut().release(vm, count);
         match released {
             Err(ReleaseError::NotOwned { owner }) => Err(self.refuse(
@@ -119,7 +119,7 @@ impl Core {
 
     /// The section was freed by `vm`: hand it to the first waiter, or mark
     /// the release for `Call_When_Not_Critical`.
-    fn crit_freed(&self, vm: u32) {
+    fn crit_freed(&self, vm: VmId) {
         self.add_boost(vm, -(CRITICAL_SECTION_BOOST as i64), PriorityReason::CriticalSection);
         self.crit_trace("release", vm);
         let next = self.crit.borrow_mut().next_waiter();
@@ -152,7 +152,7 @@ impl Core {
     }
 
     /// Mark `vm` blocked (VMStat_Blocked) with the wait's `BLOCK_*` flags.
-    pub(crate) fn block(&self, vm: u32, why: Blocked, flags: u32) {
+    pub(crate) fn block(&self, vm: VmId, why: Blocked, flags: u32) {
         if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
             v.blocked = Some(why);
             v.block_flags = flags;
@@ -163,7 +163,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn unblock(&self, vm: u32) {
+    pub(crate) fn unblock(&self, vm: VmId) {
         if let Some(v) = self.vms.borrow_mut().get_mut(vm)
             && v.blocked.is_some()
         {
@@ -176,14 +176,14 @@ impl Core {
         }
     }
 
-    fn is_blocked(&self, vm: u32) -> bool {
+    fn is_blocked(&self, vm: VmId) -> bool {
         self.vms.borrow().get(vm).is_some_and(|v| v.blocked.is_some())
     }
 
     /// Run the other VMs until `vm` is unblocked and scheduled again. A
     /// wait nothing can end is reported by the run loop (`DEADLOCK`, with
     /// every blocked VM and pending event), as soon as it is certain.
-    fn wait_unblocked(&self, vm: u32) -> Result<(), VmmError> {
+    fn wait_unblocked(&self, vm: VmId) -> Result<(), VmmError> {
         let end = self.run_until(&|c: &Core| !c.is_blocked(vm) && c.cur_vm.get() == vm, Some(vm));
         match end {
             LoopEnd::Done => Ok(()),
@@ -198,14 +198,14 @@ impl Core {
 
     /// `Suspend_VM`: the VM stops being scheduled; VM_Suspend on the first
     /// suspension.
-    pub(crate) fn suspend_vm(&self, vm: u32) -> Result<u32, VmmError> {
+    pub(crate) fn suspend_vm(&self, vm: VmId) -> Result<u32, VmmError> {
         let current = self.vms.borrow().get(vm).map(|v| v.suspend_count).ok_or(VmmError::INVALID_HANDLE)?;
         let count = self.count_add("Suspend_VM", "the VM's suspend count", current.into(), 1, u32::MAX.into())? as u32;
         if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
             v.suspend_count = count;
         }
         if count == 1 {
-            self.trace(|| TraceEvent::VmSuspend { vm, suspended: true });
+            self.trace(|| TraceEvent::VmSuspend { vm: vm.raw(), suspended: true });
             self.broadcast_vm_message(VM_SUSPEND, vm, 0, Context::Control);
         }
         Ok(count)
@@ -213,7 +213,7 @@ impl Core {
 
     /// `Resume_VM`: on the last resume, VM_Resume; a device that fails it
     /// backs the resume out (the VM stays suspended, CF set).
-    pub(crate) fn resume_vm(&self, vm: u32, no_fail: bool) -> Result<(), VmmError> {
+    pub(crate) fn resume_vm(&self, vm: VmId, no_fail: bool) -> Result<(), VmmError> {
         let count = self.vms.borrow().get(vm).map(|v| v.suspend_count).ok_or(VmmError::INVALID_HANDLE)?;
         if count == 0 {
             return Err(VmmError::FAILED);
@@ -223,7 +223,7 @@ impl Core {
             if failed && !no_fail {
                 return Err(VmmError::FAILED);
             }
-            self.trace(|| TraceEvent::VmSuspend { vm, suspended: false });
+            self.trace(|| TraceEvent::VmSuspend { vm: vm.raw(), suspended: false });
         }
         if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
             v.suspend_count = v.suspend_count.saturating_sub(1);
@@ -255,13 +255,20 @@ impl Core {
         Ok(())
     }
 
-    fn sem_trace(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: InstanceId) {
+    fn sem_trace(&self, action: &'static str, handle: u32, vm: VmId, tokens: i32, owner: InstanceId) {
         self.sem_trace_flags(action, handle, vm, tokens, owner, 0);
     }
 
-    fn sem_trace_flags(&self, action: &'static str, handle: u32, vm: u32, tokens: i32, owner: InstanceId, flags: u32) {
+    fn sem_trace_flags(&self, action: &'static str, handle: u32, vm: VmId, tokens: i32, owner: InstanceId, flags: u32) {
         let device = self.instance_name(owner);
-        self.trace(|| TraceEvent::Semaphore { action, handle, vm, tokens, device: device.to_string(), flags });
+        self.trace(|| TraceEvent::Semaphore {
+            action,
+            handle,
+            vm: vm.raw(),
+            tokens,
+            device: device.to_string(),
+            flags,
+        });
     }
 
     /// `flags` are the wait's `BLOCK_*` flags.

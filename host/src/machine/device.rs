@@ -11,7 +11,7 @@ use crate::machine::Core;
 use crate::machine::registry::{DeviceCode, DeviceInfo};
 use crate::trace::CallOutcome;
 use crate::vmm::context::Context;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 
 /// A device implemented by the host (`*SHELL`, `*VXDLDR`). Its state is
 /// its own; adding one is a file with the type and an entry in
@@ -28,7 +28,7 @@ pub(crate) trait Builtin {
     fn service(&self, core: &Core, caller: InstanceId, ordinal: u16, call: &mut ServiceCall) -> Carry;
     /// Its V86 or PM API procedure, called by ring-3 code of `vm` with the
     /// VM's client registers. The default answers nothing.
-    fn api(&self, core: &Core, mode: ApiMode, vm: u32, client: &mut ClientRegs) {
+    fn api(&self, core: &Core, mode: ApiMode, vm: VmId, client: &mut ClientRegs) {
         let _ = (core, mode, vm, client);
     }
 }
@@ -86,14 +86,14 @@ impl Core {
         code: &DeviceCode,
         instance: InstanceId,
         mode: ApiMode,
-        vm: u32,
+        vm: VmId,
         client: *mut ClientRegs,
     ) -> CallOutcome {
         match code {
             DeviceCode::Plugin { inst } => {
-                match self
-                    .invoke(instance, "api", Context::Vm, |cx| (inst.vtable.api())(inst.this, cx, mode, vm, client))
-                {
+                match self.invoke(instance, "api", Context::Vm, |cx| {
+                    (inst.vtable.api())(inst.this, cx, mode, vm.raw(), client)
+                }) {
                     Ok(()) => CallOutcome::Clear,
                     Err(o) => o,
                 }

@@ -11,7 +11,7 @@ use crate::trace::TraceEvent;
 use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::context::Context;
 use crate::vmm::events::{EventKind, EventRec};
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 
 impl Core {
     /// Schedule an event, tracing it; its handle.
@@ -21,7 +21,7 @@ impl Core {
         &self,
         caller: InstanceId,
         kind: EventKind,
-        target: u32,
+        target: VmId,
         flags: u32,
         boost: i32,
         timeout_ms: Option<u32>,
@@ -52,7 +52,7 @@ impl Core {
             handle,
             seq,
             event: kind.name(),
-            vm: (target != 0).then_some(target),
+            vm: (!target.is_none()).then_some(target.raw()),
             flags,
             boost,
             timeout_ms,
@@ -65,7 +65,7 @@ impl Core {
     pub(crate) fn run_inline(
         &self,
         kind: EventKind,
-        target: u32,
+        target: VmId,
         flags: u32,
         boost: i32,
         cb: Callback,
@@ -92,7 +92,7 @@ impl Core {
         &self,
         caller: InstanceId,
         boost: i32,
-        vm: u32,
+        vm: VmId,
         flags: u32,
         timeout_ms: u32,
         cb: Callback,

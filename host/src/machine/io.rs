@@ -10,7 +10,7 @@ use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::io::{self, OUTPUT, PortError, STRING_IO};
 
 impl Core {
@@ -75,7 +75,7 @@ impl Core {
         service: &'static str,
         owner: InstanceId,
         port: u16,
-        vm: Option<u32>,
+        vm: Option<VmId>,
         on: bool,
     ) -> Result<(), VmmError> {
         let result = match vm {
@@ -101,13 +101,13 @@ impl Core {
     /// One access of `vm` to `port` (no string forms) through the port
     /// table: the handler that traps it in `vm`, else the hardware model.
     /// Returns the data read (masked to the access size) or 0 for output.
-    pub(crate) fn port_io(&self, vm: u32, port: u16, io_type: u32, data: u32) -> u32 {
+    pub(crate) fn port_io(&self, vm: VmId, port: u16, io_type: u32, data: u32) -> u32 {
         self.access(vm, port, io_type, data, true)
     }
 
     /// An access through the port table (`table`) or straight to the
     /// hardware model.
-    fn access(&self, vm: u32, port: u16, io_type: u32, data: u32, table: bool) -> u32 {
+    fn access(&self, vm: VmId, port: u16, io_type: u32, data: u32, table: bool) -> u32 {
         let size = io::size_of(io_type);
         let mask = io::data_mask(size);
         let output = io_type & OUTPUT != 0;
@@ -116,7 +116,7 @@ impl Core {
         let (value, handled_by) = match begun {
             None => (if output { data } else { mask }, None),
             Some((busy, entry)) => {
-                let mut regs = Regs { eax: data, ebx: vm, ecx: io_type, edx: port as u32, ..Regs::default() };
+                let mut regs = Regs { eax: data, ebx: vm.raw(), ecx: io_type, edx: port as u32, ..Regs::default() };
                 let outcome = match entry {
                     Some(entry) => entry.call(self, Context::Vm, &mut regs),
                     None => CallOutcome::Skipped,
@@ -135,7 +135,7 @@ impl Core {
             }
         };
         self.trace(|| TraceEvent::Io {
-            vm,
+            vm: vm.raw(),
             port,
             direction: if output { "out" } else { "in" },
             size: (size * 8) as u8,
@@ -149,7 +149,7 @@ impl Core {
     /// hardware (the handler that calls it is the port's own); a word or dword access is broken into
     /// byte accesses to port, port+1, ... low byte first, each dispatched
     /// through the port table.
-    pub(crate) fn simulate_io(&self, vm: u32, port: u16, io_type: u32, data: u32) -> u32 {
+    pub(crate) fn simulate_io(&self, vm: VmId, port: u16, io_type: u32, data: u32) -> u32 {
         let size = io::size_of(io_type);
         if size == 1 {
             return self.access(vm, port, io_type, data, false);
@@ -164,7 +164,7 @@ impl Core {
     }
 
     /// A VM was destroyed: its local trapping settings go.
-    pub(crate) fn io_forget_vm(&self, vm: u32) {
+    pub(crate) fn io_forget_vm(&self, vm: VmId) {
         self.io.borrow_mut().forget_vm(vm);
     }
 

@@ -91,8 +91,14 @@ impl Core {
         self.count_work(crate::vmm::scheduler::Work::Interrupt, cb.owner());
         let vm = self.cur_vm.get();
         let device = self.instance_name(cb.owner());
-        self.trace(|| TraceEvent::Interrupt { irq, name: name.clone(), device: device.to_string(), injected, vm });
-        let mut regs = Regs { eax: irq, ebx: vm, ..Regs::default() };
+        self.trace(|| TraceEvent::Interrupt {
+            irq,
+            name: name.clone(),
+            device: device.to_string(),
+            injected,
+            vm: vm.raw(),
+        });
+        let mut regs = Regs { eax: irq, ebx: vm.raw(), ..Regs::default() };
         cb.call(self, Context::Interrupt, &mut regs);
         if let Some(i) = self.irqs.borrow_mut().get_mut(irq) {
             i.handler = Some(cb);

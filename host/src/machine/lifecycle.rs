@@ -16,6 +16,7 @@ use vmm_plugin_api::ddk::*;
 use crate::machine::Core;
 use crate::trace::{CallOutcome, CancelReason, DestroyReason, TraceEvent};
 use crate::vmm::context::Context;
+use crate::vmm::ids::VmId;
 use crate::vmm::vm::{Vm, VmLife};
 
 /// The `xx2` twin of an exit-type VM message.
@@ -33,7 +34,7 @@ impl Core {
     /// Create the system VM (its Create_VM and VM_Critical_Init phases are
     /// folded into Device_Init, as in WIN386) and make it current.
     pub(crate) fn create_system_vm(&self) {
-        if self.sys_vm.get() != 0 {
+        if !self.sys_vm.get().is_none() {
             return;
         }
         let cb = self.cb_area_size.get() as usize;
@@ -46,12 +47,12 @@ impl Core {
     }
 
     /// A copy of `vm`'s client registers (`None`: no such VM).
-    pub(crate) fn client_of(&self, vm: u32) -> Option<ClientRegs> {
+    pub(crate) fn client_of(&self, vm: VmId) -> Option<ClientRegs> {
         self.vms.borrow().get(vm).map(|v| v.client())
     }
 
     /// Replace `vm`'s client registers (nothing if there is no such VM).
-    pub(crate) fn set_client_of(&self, vm: u32, c: ClientRegs) {
+    pub(crate) fn set_client_of(&self, vm: VmId, c: ClientRegs) {
         if let Some(v) = self.vms.borrow().get(vm) {
             v.set_client(c);
         }
@@ -60,19 +61,19 @@ impl Core {
     /// Whether `handle` names a live VM. (The system VM, once created, is
     /// never destroyed: its handle needs no lookup.)
     #[inline]
-    pub(crate) fn vm_valid(&self, handle: u32) -> bool {
-        (handle != 0 && handle == self.sys_vm.get()) || self.vms.borrow().get(handle).is_some()
+    pub(crate) fn vm_valid(&self, handle: VmId) -> bool {
+        (!handle.is_none() && handle == self.sys_vm.get()) || self.vms.borrow().get(handle).is_some()
     }
 
     /// Send `message` about `vm` to every live device in init order (and its
     /// twin in reverse to 4.0 devices). With `stop_on_failure`, the
     /// broadcast stops at the first device that sets carry. Returns whether
     /// one did.
-    pub(crate) fn broadcast_vm_message(&self, message: u32, vm: u32, edx: u32, context: Context) -> bool {
+    pub(crate) fn broadcast_vm_message(&self, message: u32, vm: VmId, edx: u32, context: Context) -> bool {
         self.broadcast_vm(message, vm, edx, context, false)
     }
 
-    fn broadcast_vm(&self, message: u32, vm: u32, edx: u32, context: Context, stop_on_failure: bool) -> bool {
+    fn broadcast_vm(&self, message: u32, vm: VmId, edx: u32, context: Context, stop_on_failure: bool) -> bool {
         let mut failed = false;
         for idx in self.recipients(false, |s| s.initialized) {
             let outcome = self.send_control(idx, message, Some(vm), edx, context);
@@ -93,7 +94,7 @@ impl Core {
 
     /// Run `f` with `vm` as the current VM (for the VM's own init and
     /// termination messages), then restore the previous one.
-    fn as_current<T>(&self, vm: u32, f: impl FnOnce() -> T) -> T {
+    fn as_current<T>(&self, vm: VmId, f: impl FnOnce() -> T) -> T {
         let old = self.cur_vm.replace(vm);
         let r = f();
         if self.vms.borrow().get(old).is_some() {
@@ -106,7 +107,7 @@ impl Core {
 
     /// Create a DOS VM named `name`; its handle, or `None` if a device
     /// refused it.
-    pub(crate) fn create_vm(&self, name: &str, program: Option<(String, String)>) -> Option<u32> {
+    pub(crate) fn create_vm(&self, name: &str, program: Option<(String, String)>) -> Option<VmId> {
         let cb = self.cb_area_size.get() as usize;
         let name: Rc<str> = Rc::from(name);
         let vm = self.vms.borrow_mut().insert(|h, id| Vm::new(h, id, name.clone(), false, cb));
@@ -133,7 +134,7 @@ impl Core {
             v.life = VmLife::Running;
             v.id
         };
-        self.trace(|| TraceEvent::VmCreated { vm, id, name: name.to_string() });
+        self.trace(|| TraceEvent::VmCreated { vm: vm.raw(), id, name: name.to_string() });
         if let Some((program, args)) = program {
             self.start_program(vm, &program, &args);
         }
@@ -149,7 +150,7 @@ impl Core {
     /// Destroy `vm`: with `normal`, VM_Terminate first (skipped when a
     /// running VM is killed), then VM_Not_Executeable with `flags`, then
     /// Destroy_VM. Its pending events and time-outs are cancelled.
-    pub(crate) fn destroy_vm(&self, vm: u32, flags: u32, normal: bool, reason: DestroyReason) {
+    pub(crate) fn destroy_vm(&self, vm: VmId, flags: u32, normal: bool, reason: DestroyReason) {
         // The system VM lives as long as the machine (`vm_valid` relies on it).
         debug_assert_ne!(vm, self.sys_vm.get(), "the system VM is never destroyed");
         // A VM is destroyed once: its teardown ends its programs, and a DOS
@@ -180,12 +181,12 @@ impl Core {
         if self.cur_vm.get() == vm {
             self.switch_to(self.sys_vm.get());
         }
-        self.trace(|| TraceEvent::VmDestroyed { vm, id, name: name.to_string(), flags, reason });
+        self.trace(|| TraceEvent::VmDestroyed { vm: vm.raw(), id, name: name.to_string(), flags, reason });
     }
 
     /// Cancel what refers to a dying VM: its events, its time-outs, its
     /// claims on the critical section, its semaphore waits.
-    fn release_vm_resources(&self, vm: u32) {
+    fn release_vm_resources(&self, vm: VmId) {
         self.cancel_vm_events(vm);
         let timeouts = self
             .sched
@@ -204,13 +205,13 @@ impl Core {
     }
 
     /// Cancel the pending events of a dying VM.
-    fn cancel_vm_events(&self, vm: u32) {
+    fn cancel_vm_events(&self, vm: VmId) {
         let events = self.sched.drain_events(vm);
         for (h, rec) in events {
             self.trace(|| TraceEvent::EventCancelled {
                 handle: h,
                 event: rec.kind.name(),
-                vm: Some(vm),
+                vm: Some(vm.raw()),
                 device: self.instance_name(rec.cb.owner()).to_string(),
                 reason: CancelReason::VmDestroyed,
             });
@@ -220,7 +221,7 @@ impl Core {
     /// Terminate every DOS VM normally (at shutdown), newest first.
     pub(crate) fn destroy_dos_vms(&self) {
         let sys = self.sys_vm.get();
-        let mut dos: Vec<u32> = self.vms.borrow().iter().filter(|v| v.handle != sys).map(|v| v.handle).collect();
+        let mut dos: Vec<VmId> = self.vms.borrow().iter().filter(|v| v.handle != sys).map(|v| v.handle).collect();
         dos.reverse();
         for vm in dos {
             self.destroy_vm(vm, 0, true, DestroyReason::Shutdown);

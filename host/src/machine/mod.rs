@@ -38,7 +38,7 @@ use crate::vmm::callback::{Callback, CallbackHost};
 use crate::vmm::context::Context;
 use crate::vmm::crit::{CritSection, Semaphores};
 use crate::vmm::heap::Heap;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::irq::Irq;
 use crate::vmm::nest::NestCounts;
 use crate::vmm::schedule::{Schedule, Settings, Source};
@@ -153,8 +153,8 @@ pub(crate) struct Core {
     pub(crate) instances: RefCell<Vec<InstanceRecord>>,
     pub(crate) heap: RefCell<Heap>,
     pub(crate) vms: RefCell<VmTable>,
-    pub(crate) cur_vm: Cell<u32>,
-    pub(crate) sys_vm: Cell<u32>,
+    pub(crate) cur_vm: Cell<VmId>,
+    pub(crate) sys_vm: Cell<VmId>,
     pub(crate) fatal: RefCell<Option<FatalInfo>>,
     /// `fatal` is set (a fast check for the run loop).
     pub(crate) fatal_flag: Cell<bool>,
@@ -190,7 +190,7 @@ pub(crate) struct Core {
     pub(crate) irq_pending: Cell<bool>,
     pub(crate) hooks: RefCell<Hooks>,
     /// VMs waiting in nested run loops, innermost last.
-    pub(crate) waiters: RefCell<Vec<u32>>,
+    pub(crate) waiters: RefCell<Vec<VmId>>,
     /// Stop the run loop (`--until` reached, or the caller asked).
     pub(crate) stop: Cell<bool>,
     /// Set from outside the machine (a signal): stop at the next safe
@@ -317,8 +317,8 @@ impl Core {
             instances: RefCell::new(Vec::new()),
             heap: RefCell::new(Heap::default()),
             vms: RefCell::new(VmTable::default()),
-            cur_vm: Cell::new(0),
-            sys_vm: Cell::new(0),
+            cur_vm: Cell::new(VmId::NONE),
+            sys_vm: Cell::new(VmId::NONE),
             fatal: RefCell::new(None),
             fatal_flag: Cell::new(false),
             frame: Cell::new(None),
@@ -838,12 +838,13 @@ impl Machine {
 
     /// Create a DOS VM now; its handle, or `None` if a device refused it.
     pub fn create_vm(&mut self, name: &str) -> Option<u32> {
-        self.core.create_vm(name, None)
+        self.core.create_vm(name, None).map(VmId::raw)
     }
 
     /// Destroy a DOS VM normally (VM_Terminate, VM_Not_Executeable,
     /// Destroy_VM).
     pub fn destroy_vm(&mut self, vm: u32) {
+        let vm = VmId::from_raw(vm);
         if vm != self.core.sys_vm.get() {
             self.core.destroy_vm(vm, 0, true, DestroyReason::Terminated);
         }
@@ -854,17 +855,17 @@ impl Machine {
     /// [`Machine::create_vm`]). Its program number, or `None` if it could
     /// not be loaded (a `program_ended` record with reason `load_failed`).
     pub fn start_program(&mut self, vm: u32, program: &str, args: &str) -> Option<u32> {
-        self.core.start_program(vm, program, args)
+        self.core.start_program(VmId::from_raw(vm), program, args)
     }
 
     /// The handle of the VM named `name` (`system` for the system VM).
     pub fn vm(&self, name: &str) -> Option<u32> {
-        self.core.vm_by_name(name)
+        self.core.vm_by_name(name).map(VmId::raw)
     }
 
     /// Enable or disable a VM's interrupts (CLI / STI), as an `[[action]]`.
     pub fn set_interrupts(&mut self, vm: u32, enabled: bool) {
-        self.core.set_vm_interrupts(vm, enabled);
+        self.core.set_vm_interrupts(VmId::from_raw(vm), enabled);
     }
 
     /// Call a device service from outside the machine (a test, a

@@ -12,14 +12,14 @@ use crate::ring3::state::{NEST_BREAKPOINT, Target};
 use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::context::Context;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::nest::{self, NestMark, RESUME_LIMIT, read_stack, retf};
 use crate::vmm::vm::{NestFrame, Stack};
 
 impl Core {
     /// The number of open nested-execution blocks of `vm`.
     #[inline]
-    pub(crate) fn nest_depth(&self, vm: u32) -> usize {
+    pub(crate) fn nest_depth(&self, vm: VmId) -> usize {
         self.vms.borrow().get(vm).map_or(0, |v| v.nest.len())
     }
 
@@ -34,7 +34,7 @@ impl Core {
     /// be ended. Extra blocks are reported, naming the device (`owner`: the
     /// instance that was called, asked only then), and closed.
     #[inline]
-    pub(crate) fn check_nest_balance(&self, vm: u32, mark: NestMark, what: &str, owner: impl FnOnce() -> InstanceId) {
+    pub(crate) fn check_nest_balance(&self, vm: VmId, mark: NestMark, what: &str, owner: impl FnOnce() -> InstanceId) {
         let open = self.nest.open_since(mark);
         if open > 0 {
             self.close_unbalanced_nest(vm, open, what, owner());
@@ -42,7 +42,7 @@ impl Core {
     }
 
     #[cold]
-    fn close_unbalanced_nest(&self, vm: u32, open: u64, what: &str, owner: InstanceId) {
+    fn close_unbalanced_nest(&self, vm: VmId, open: u64, what: &str, owner: InstanceId) {
         // After a fatal error the device was stopped before it could end
         // its blocks: not its fault, only the blocks are closed.
         if self.is_fatal() {
@@ -83,7 +83,7 @@ impl Core {
         }
     }
 
-    fn with_client<T>(&self, vm: u32, f: impl FnOnce(&mut ClientRegs, &mut Stack) -> T) -> Result<T, VmmError> {
+    fn with_client<T>(&self, vm: VmId, f: impl FnOnce(&mut ClientRegs, &mut Stack) -> T) -> Result<T, VmmError> {
         let mut vms = self.vms.borrow_mut();
         let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
         // SAFETY: the client block is only ever accessed through short-lived
@@ -94,7 +94,7 @@ impl Core {
     }
 
     /// `Begin_Nest_Exec` / `Begin_Nest_V86_Exec`.
-    pub(crate) fn begin_nest(&self, vm: u32, v86: bool) -> Result<(), VmmError> {
+    pub(crate) fn begin_nest(&self, vm: VmId, v86: bool) -> Result<(), VmmError> {
         if !self.nest_allowed(if v86 { "Begin_Nest_V86_Exec" } else { "Begin_Nest_Exec" }) {
             return Err(VmmError::VIOLATION);
         }
@@ -111,12 +111,12 @@ impl Core {
             v.nest.len()
         };
         self.nest.begin();
-        self.trace(|| TraceEvent::NestExec { vm, action: "begin", depth, v86 });
+        self.trace(|| TraceEvent::NestExec { vm: vm.raw(), action: "begin", depth, v86 });
         Ok(())
     }
 
     /// `End_Nest_Exec`.
-    pub(crate) fn end_nest(&self, vm: u32) -> Result<(), VmmError> {
+    pub(crate) fn end_nest(&self, vm: VmId) -> Result<(), VmmError> {
         let popped = {
             let mut vms = self.vms.borrow_mut();
             let v = vms.get_mut(vm).ok_or(VmmError::INVALID_HANDLE)?;
@@ -132,7 +132,7 @@ impl Core {
         match popped {
             Some((depth, v86)) => {
                 self.nest.end();
-                self.trace(|| TraceEvent::NestExec { vm, action: "end", depth, v86 });
+                self.trace(|| TraceEvent::NestExec { vm: vm.raw(), action: "end", depth, v86 });
                 Ok(())
             }
             None => Err(self.refuse(
@@ -143,7 +143,7 @@ impl Core {
         }
     }
 
-    fn require_nest(&self, vm: u32, service: &'static str) -> Result<(), VmmError> {
+    fn require_nest(&self, vm: VmId, service: &'static str) -> Result<(), VmmError> {
         if self.nest_depth(vm) == 0 {
             return Err(self.refuse(
                 Violation::UnbalancedNestExec,
@@ -155,31 +155,31 @@ impl Core {
     }
 
     /// `Simulate_Push` (inside a nested block).
-    pub(crate) fn simulate_push(&self, vm: u32, value: u32) -> Result<(), VmmError> {
+    pub(crate) fn simulate_push(&self, vm: VmId, value: u32) -> Result<(), VmmError> {
         self.require_nest(vm, "Simulate_Push")?;
         self.with_client(vm, |c, stack| nest::simulate_push(c, stack, value))?
     }
 
     /// `Simulate_Pop` (inside a nested block).
-    pub(crate) fn simulate_pop(&self, vm: u32) -> Result<u32, VmmError> {
+    pub(crate) fn simulate_pop(&self, vm: VmId) -> Result<u32, VmmError> {
         self.require_nest(vm, "Simulate_Pop")?;
         self.with_client(vm, |c, stack| nest::simulate_pop(c, stack))?
     }
 
     /// `Simulate_Far_Call` (inside a nested block).
-    pub(crate) fn simulate_far_call(&self, vm: u32, segment: u16, offset: u32) -> Result<(), VmmError> {
+    pub(crate) fn simulate_far_call(&self, vm: VmId, segment: u16, offset: u32) -> Result<(), VmmError> {
         self.require_nest(vm, "Simulate_Far_Call")?;
         self.with_client(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))?
     }
 
     /// `Simulate_Int`: to the host's handler of `n` (inside a nested block).
-    pub(crate) fn simulate_int(&self, vm: u32, n: u8) -> Result<(), VmmError> {
+    pub(crate) fn simulate_int(&self, vm: VmId, n: u8) -> Result<(), VmmError> {
         self.require_nest(vm, "Simulate_Int")?;
         self.with_client(vm, |c, stack| nest::simulate_int(c, stack, Core::int_vector(n)))?
     }
 
     /// `Resume_Exec`: run `vm` until it returns to the nest's break point.
-    pub(crate) fn resume_exec(&self, vm: u32) -> Result<(), VmmError> {
+    pub(crate) fn resume_exec(&self, vm: VmId) -> Result<(), VmmError> {
         self.require_nest(vm, "Resume_Exec")?;
         let isr = matches!(self.context(), Context::Event | Context::Interrupt);
         for _ in 0..RESUME_LIMIT {
@@ -242,7 +242,7 @@ impl Core {
     /// Inside `Resume_Exec`: run the events that are ready (the VM's and the
     /// global ones), and let a VM of higher priority run, until `vm` is
     /// current again.
-    fn nested_dispatch_point(&self, vm: u32) -> Result<(), VmmError> {
+    fn nested_dispatch_point(&self, vm: VmId) -> Result<(), VmmError> {
         if self.is_fatal() || self.stop.get() {
             return Err(VmmError::FATAL);
         }

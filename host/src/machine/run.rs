@@ -26,7 +26,7 @@ use crate::vmm::context::Context;
 use crate::vmm::events::{
     CLASS_STI, Conditions, EventKind, EventRec, class_of, condition_names, conditions_needed, runnable_classes,
 };
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::scheduler::Work;
 use crate::vmm::timers::{Due, TimerKind};
 use crate::vmm::vm::Blocked;
@@ -49,7 +49,7 @@ impl Core {
 
     /// Run until `done` holds (checked between steps). `waiter` is the VM
     /// that waits in this loop (for nested waits).
-    pub(crate) fn run_until(&self, done: &dyn Fn(&Core) -> bool, waiter: Option<u32>) -> LoopEnd {
+    pub(crate) fn run_until(&self, done: &dyn Fn(&Core) -> bool, waiter: Option<VmId>) -> LoopEnd {
         if let Some(w) = waiter {
             self.waiters.borrow_mut().push(w);
             self.vms.borrow_mut().touch();
@@ -146,7 +146,7 @@ impl Core {
     /// VM time-outs, the rest of a device call it is waiting in (a
     /// blocking wait, nested execution), or (the system VM) appy-time
     /// events ready to run.
-    pub(crate) fn wants_cpu(&self, vm: u32) -> bool {
+    pub(crate) fn wants_cpu(&self, vm: VmId) -> bool {
         // Cheapest checks first.
         self.sched.events_pending_for(vm)
             || self.waiters.borrow().contains(&vm)
@@ -163,7 +163,7 @@ impl Core {
     /// while it has an event ready to run (it runs only its events), and a
     /// VM blocked with `Block_Poll` keeps the CPU from every VM that does
     /// not have a higher priority.
-    pub(crate) fn pick_vm(&self) -> Option<u32> {
+    pub(crate) fn pick_vm(&self) -> Option<VmId> {
         // A VM alone at the top priority stays the choice until a VM changes
         // (priority, state, the table) or a wait begins or ends.
         let epoch = self.vms.borrow().epoch();
@@ -196,7 +196,7 @@ impl Core {
     /// [`Core::pick_vm`] among the VMs `eligible` accepts; and whether the
     /// choice was the only VM at the top priority (then it depends on
     /// nothing but the VMs' states).
-    fn pick_among(&self, eligible: impl Fn(&crate::vmm::vm::Vm) -> bool) -> (Option<u32>, bool) {
+    fn pick_among(&self, eligible: impl Fn(&crate::vmm::vm::Vm) -> bool) -> (Option<VmId>, bool) {
         let cur = self.cur_vm.get();
         let vms = self.vms.borrow();
         // One pass: the top priority, whether the current VM has it, and how
@@ -204,7 +204,7 @@ impl Core {
         let mut top = 0u32;
         let mut tied = 0usize;
         let mut cur_top = false;
-        let mut only = 0u32;
+        let mut only = VmId::NONE;
         for v in vms.iter().filter(|v| eligible(v)) {
             let p = v.priority();
             if p > top {
@@ -257,20 +257,20 @@ impl Core {
     }
 
     /// Whether `vm` has an event that may run now.
-    fn has_ready_event(&self, vm: u32) -> bool {
+    fn has_ready_event(&self, vm: VmId) -> bool {
         let classes = self.sched.event_classes(vm);
         classes != 0 && classes & runnable_classes(self.unsatisfied_for(vm, classes)) != 0
     }
 
     /// Whether `vm`'s own events may run: it is not blocked, or it is
     /// blocked in a wait that services them.
-    fn events_may_run(&self, vm: u32) -> bool {
+    fn events_may_run(&self, vm: VmId) -> bool {
         self.flagged_waits.get() == 0
             || self.vms.borrow().get(vm).is_none_or(|v| v.blocked.is_none() || v.serves_events())
     }
 
     /// Whether a schedulable VM other than `vm` has a higher priority.
-    pub(crate) fn higher_priority_vm(&self, vm: u32) -> bool {
+    pub(crate) fn higher_priority_vm(&self, vm: VmId) -> bool {
         let vms = self.vms.borrow();
         let waiters = self.waiters.borrow();
         let Some(p) = vms.get(vm).map(|v| v.priority()) else { return false };
@@ -279,23 +279,23 @@ impl Core {
 
     /// Make `vm` the current VM (if it is not), calling the task-switch
     /// hooks.
-    pub(crate) fn switch_to(&self, vm: u32) {
+    pub(crate) fn switch_to(&self, vm: VmId) {
         if self.cur_vm.get() != vm {
             self.switch_vm(vm);
         }
     }
 
     /// Switch from the current VM to another one.
-    fn switch_vm(&self, vm: u32) {
+    fn switch_vm(&self, vm: VmId) {
         let old = self.cur_vm.get();
         self.cur_vm.set(vm);
         self.sched.start_slice();
-        self.trace(|| TraceEvent::VmSwitch { from: old, vm });
+        self.trace(|| TraceEvent::VmSwitch { from: old.raw(), vm: vm.raw() });
         // Call_When_Task_Switched: installation order, EAX = old, EBX = new.
         let count = self.hooks.borrow().task_switched.len();
         for i in 0..count {
             let Some(mut cb) = self.hooks.borrow_mut().task_switched[i].take() else { continue };
-            let mut regs = Regs { eax: old, ebx: vm, ..Regs::default() };
+            let mut regs = Regs { eax: old.raw(), ebx: vm.raw(), ..Regs::default() };
             cb.call(self, Context::Event, &mut regs);
             self.hooks.borrow_mut().task_switched[i] = Some(cb);
         }
@@ -304,7 +304,7 @@ impl Core {
     // ---- events --------------------------------------------------------------------
 
     /// The wait conditions of `vm` right now.
-    pub(crate) fn conditions(&self, vm: u32) -> Conditions {
+    pub(crate) fn conditions(&self, vm: VmId) -> Conditions {
         let vms = self.vms.borrow();
         let Some(v) = vms.get(vm) else { return Conditions::default() };
         // Events' own boosts do not make a critical or time-critical
@@ -325,7 +325,7 @@ impl Core {
     /// `classes` wait for: the conditions cost more than the common
     /// answer, events that wait for none of them.
     #[inline(always)]
-    fn unsatisfied_for(&self, vm: u32, classes: u64) -> usize {
+    fn unsatisfied_for(&self, vm: VmId, classes: u64) -> usize {
         let needed = conditions_needed(classes);
         if needed == 0 {
             return 0;
@@ -341,7 +341,7 @@ impl Core {
     /// Run one ready event: the global ones first, then those of `vm` if it
     /// is about to run, then (the system VM) an appy-time event. Returns
     /// whether one ran.
-    pub(crate) fn dispatch_events(&self, vm: Option<u32>) -> bool {
+    pub(crate) fn dispatch_events(&self, vm: Option<VmId>) -> bool {
         let order = self.manifest.machine.order;
         let next = self.sched.take_next_event(
             vm,
@@ -383,7 +383,8 @@ impl Core {
         self.count_work(Work::Event, rec.cb.owner());
         let vm = self.cur_vm.get();
         // ESI: the event's own handle (0 inline), so a device can forget it.
-        let mut regs = Regs { ebx: vm, esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
+        let mut regs =
+            Regs { ebx: vm.raw(), esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
         let depth = self.nest_mark();
         // The wait ends here, at dispatch (the callback may block and
         // return later).
@@ -413,7 +414,7 @@ impl Core {
         &self,
         handle: u32,
         rec: &EventRec,
-        vm: u32,
+        vm: VmId,
         inline: bool,
         timed_out: bool,
         waited: crate::time::Duration,
@@ -422,8 +423,8 @@ impl Core {
         self.trace(|| TraceEvent::EventDispatched {
             handle,
             event: rec.kind.name(),
-            vm,
-            target: (rec.target != 0).then_some(rec.target),
+            vm: vm.raw(),
+            target: (!rec.target.is_none()).then_some(rec.target.raw()),
             inline,
             timed_out,
             waited_ns: waited.as_nanos(),
@@ -434,14 +435,14 @@ impl Core {
     }
 
     /// Add `delta` to `vm`'s boost.
-    pub(crate) fn add_boost(&self, vm: u32, delta: i64, reason: PriorityReason) {
+    pub(crate) fn add_boost(&self, vm: VmId, delta: i64, reason: PriorityReason) {
         let priority = {
             let mut vms = self.vms.borrow_mut();
             let Some(v) = vms.get_mut(vm) else { return };
             v.boost += delta;
             v.priority()
         };
-        self.trace(|| TraceEvent::Priority { vm, boost: delta, priority, reason });
+        self.trace(|| TraceEvent::Priority { vm: vm.raw(), boost: delta, priority, reason });
     }
 
     /// Add `delta` to the boost `vm`'s pending (or running) priority
@@ -449,7 +450,7 @@ impl Core {
     /// time-critical operation of the VM (see [`Vm::crit_priority`]).
     ///
     /// [`Vm::crit_priority`]: crate::vmm::vm::Vm::crit_priority
-    pub(crate) fn event_boost(&self, vm: u32, delta: i64, reason: PriorityReason) {
+    pub(crate) fn event_boost(&self, vm: VmId, delta: i64, reason: PriorityReason) {
         let priority = {
             let mut vms = self.vms.borrow_mut();
             let Some(v) = vms.get_mut(vm) else { return };
@@ -457,12 +458,12 @@ impl Core {
             v.event_boost += delta;
             v.priority()
         };
-        self.trace(|| TraceEvent::Priority { vm, boost: delta, priority, reason });
+        self.trace(|| TraceEvent::Priority { vm: vm.raw(), boost: delta, priority, reason });
     }
 
     /// A `PEF_Dont_Unboost` event returned: its boost stays on the VM as an
     /// ordinary boost (the device lowers it with `Adjust_Exec_Priority`).
-    fn keep_event_boost(&self, vm: u32, boost: i64) {
+    fn keep_event_boost(&self, vm: VmId, boost: i64) {
         if let Some(v) = self.vms.borrow_mut().get_mut(vm) {
             v.event_boost -= boost;
         }
@@ -528,7 +529,7 @@ impl Core {
             Some(StuckEvent {
                 handle,
                 event: e.kind.name(),
-                vm: e.target,
+                vm: e.target.raw(),
                 device: self.instance_name(e.cb.owner()).to_string(),
                 callback: e.cb.name(),
                 flags: e.flags,
@@ -547,10 +548,10 @@ impl Core {
                     Blocked::Semaphore(_) => "semaphore",
                 };
                 Some(StuckVm {
-                    vm: v.handle,
+                    vm: v.handle.raw(),
                     name: v.name.to_string(),
                     waits_for,
-                    owner: (waits_for == "critical_section").then_some(owner).flatten(),
+                    owner: (waits_for == "critical_section").then_some(owner).flatten().map(VmId::raw),
                 })
             })
             .collect();
@@ -561,7 +562,7 @@ impl Core {
     }
 
     /// What keeps a pending event of `vm` with `flags` from running.
-    fn why_event_waits(&self, vm: u32, flags: u32) -> Vec<&'static str> {
+    fn why_event_waits(&self, vm: VmId, flags: u32) -> Vec<&'static str> {
         let mut why = Vec::new();
         let state = self.vms.borrow().get(vm).map(|v| (v.suspend_count > 0, v.blocked.is_some() && !v.serves_events()));
         match state {
@@ -575,7 +576,7 @@ impl Core {
                 }
             }
         }
-        if vm != 0 {
+        if !vm.is_none() {
             why.extend(condition_names(self.conditions(vm).unsatisfied() & class_of(flags)));
         }
         if why.is_empty() {
@@ -587,8 +588,9 @@ impl Core {
     /// One sentence for a deadlock's violation and fatal error.
     fn deadlock_message(&self, events: &[StuckEvent], vms: &[StuckVm]) -> String {
         const SHOWN: usize = 4;
+        // The trace's records carry the handles' numbers.
         let vm_name = |vm: u32| {
-            let name = self.vms.borrow().get(vm).map(|v| v.name.to_string()).unwrap_or_default();
+            let name = self.vms.borrow().get(VmId::from_raw(vm)).map(|v| v.name.to_string()).unwrap_or_default();
             format!("{name} (VM {vm:#x})")
         };
         let mut parts: Vec<String> = vms
@@ -634,7 +636,7 @@ impl Core {
         self.trace(|| TraceEvent::EventCancelled {
             handle,
             event: rec.kind.name(),
-            vm: (rec.target != 0).then_some(rec.target),
+            vm: (!rec.target.is_none()).then_some(rec.target.raw()),
             device: device.to_string(),
             reason,
         });
@@ -657,13 +659,13 @@ impl Core {
         let cb = self.crit.borrow_mut().take_not_critical();
         let Some(mut cb) = cb else { return false };
         self.count_work(Work::Event, cb.owner());
-        let mut regs = Regs { ebx: vm, ..Regs::default() };
+        let mut regs = Regs { ebx: vm.raw(), ..Regs::default() };
         let result = cb.call(self, Context::Event, &mut regs);
         let device = self.instance_name(cb.owner());
         self.trace(|| TraceEvent::EventDispatched {
             handle: 0,
             event: "not_critical",
-            vm,
+            vm: vm.raw(),
             target: None,
             inline: false,
             timed_out: false,
@@ -733,14 +735,14 @@ impl Core {
         let timer = if matches!(rec.due, Due::Exec(..)) { "vm" } else { "global" };
         let ms = rec.ms;
         let mut cb = rec.cb;
-        let mut regs = Regs { ebx: vm, ecx: late_ms, ..Regs::default() };
+        let mut regs = Regs { ebx: vm.raw(), ecx: late_ms, ..Regs::default() };
         let depth = self.nest_mark();
         let result = cb.call(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "a time-out callback", || cb.owner());
         self.trace(|| TraceEvent::Timeout {
             handle,
             timer,
-            vm,
+            vm: vm.raw(),
             ms,
             late_ms,
             device: self.instance_name(cb.owner()).to_string(),
@@ -763,7 +765,7 @@ impl Core {
     /// Nothing can run at this moment: call the idle handlers once, then
     /// advance virtual time to the next thing that will happen. Returns
     /// `false` if nothing ever will.
-    fn idle(&self, vm: Option<u32>) -> bool {
+    fn idle(&self, vm: Option<VmId>) -> bool {
         let now = self.sched.now();
         if self.sched.first_idle_now(|| self.system_idle(vm)) && self.call_idle_handlers() {
             return true;
@@ -811,7 +813,7 @@ impl Core {
     /// Whether the system VM is idle when nothing can run and `vm` was
     /// chosen: it was chosen and is not blocked, or it is blocked with
     /// `Block_Thread_Idle`.
-    fn system_idle(&self, vm: Option<u32>) -> bool {
+    fn system_idle(&self, vm: Option<VmId>) -> bool {
         let sys = self.sys_vm.get();
         if self.flagged_waits.get() > 0
             && let Some(v) = self.vms.borrow().get(sys)
@@ -823,8 +825,8 @@ impl Core {
     }
 
     /// Whether a schedulable VM other than `vm`, at `vm`'s priority, has work.
-    fn others_with_work(&self, vm: u32) -> bool {
-        let others: Vec<u32> = {
+    fn others_with_work(&self, vm: VmId) -> bool {
+        let others: Vec<VmId> = {
             let vms = self.vms.borrow();
             let p = vms.get(vm).map(|v| v.priority()).unwrap_or(0);
             vms.iter().filter(|v| v.handle != vm && v.schedulable() && v.priority() == p).map(|v| v.handle).collect()
@@ -835,7 +837,7 @@ impl Core {
     /// Move virtual time to `to` (or, when pacing is interrupted by a
     /// rebuilt plugin, to where the wall clock got), charging the time to
     /// `vm`'s execution.
-    pub(crate) fn advance_to(&self, to: Instant, vm: Option<u32>) {
+    pub(crate) fn advance_to(&self, to: Instant, vm: Option<VmId>) {
         let now = self.sched.now();
         if to <= now {
             return;
@@ -894,7 +896,7 @@ impl Core {
         let mut ran = false;
         for i in 0..count {
             let Some(mut cb) = self.hooks.borrow_mut().idle[i].take() else { continue };
-            let mut regs = Regs { ebx: sys, ..Regs::default() };
+            let mut regs = Regs { ebx: sys.raw(), ..Regs::default() };
             let result = cb.call(self, Context::Event, &mut regs);
             self.hooks.borrow_mut().idle[i] = Some(cb);
             ran = true;
@@ -933,7 +935,7 @@ impl Core {
             ActionKind::BeginCritical => "begin_critical",
             ActionKind::EndCritical => "end_critical",
         };
-        self.trace(|| TraceEvent::Action { vm, action: name });
+        self.trace(|| TraceEvent::Action { vm: vm.raw(), action: name });
         match action.action {
             ActionKind::Cli => self.set_vm_interrupts(vm, false),
             ActionKind::Sti => self.set_vm_interrupts(vm, true),
@@ -948,14 +950,14 @@ impl Core {
     }
 
     /// Set or clear a VM's interrupt flag (CLI / STI).
-    pub(crate) fn set_vm_interrupts(&self, vm: u32, enabled: bool) {
+    pub(crate) fn set_vm_interrupts(&self, vm: VmId, enabled: bool) {
         if let Some(v) = self.vms.borrow().get(vm) {
             v.set_interrupts(enabled);
         }
     }
 
     /// The VM named `name` (`system` or a `[[vm]]` name).
-    pub(crate) fn vm_by_name(&self, name: &str) -> Option<u32> {
+    pub(crate) fn vm_by_name(&self, name: &str) -> Option<VmId> {
         if name.eq_ignore_ascii_case("system") {
             return Some(self.sys_vm.get());
         }

@@ -37,6 +37,7 @@ use vmm_x86::{AX, BX, CX, DS, DX, ES};
 use crate::machine::Core;
 use crate::ring3::machine_code::{DosMachine, Flow, PSP_SEGMENT, set_carry};
 use crate::violation::Violation;
+use crate::vmm::ids::VmId;
 
 /// DOS error codes.
 const INVALID_FUNCTION: u16 = 1;
@@ -74,7 +75,7 @@ enum Done {
 
 impl Core {
     /// INT 20h, 21h, 10h, 15h, 16h and 1Ah for a machine-code program.
-    pub(crate) fn dos_int(&self, vm: u32, m: &mut DosMachine, n: u8) -> Flow {
+    pub(crate) fn dos_int(&self, vm: VmId, m: &mut DosMachine, n: u8) -> Flow {
         let ax = m.cpu.regs[AX] as u16;
         let ah = (ax >> 8) as u8;
         let done = match n {
@@ -150,7 +151,7 @@ impl Core {
         }
     }
 
-    fn int21(&self, vm: u32, m: &mut DosMachine, ah: u8) -> Done {
+    fn int21(&self, vm: VmId, m: &mut DosMachine, ah: u8) -> Done {
         let handle = m.cpu.regs[BX] as u16;
         let al = m.cpu.regs[AX] as u8;
         match ah {

@@ -14,7 +14,7 @@ use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::events::EventKind;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 
 fn set_carry(c: &mut ClientRegs, on: bool) {
     if on {
@@ -85,7 +85,7 @@ impl Core {
         }
         self.set_client_of(vm, c);
         self.trace(|| TraceEvent::Int2f {
-            vm,
+            vm: vm.raw(),
             ax,
             bx: before.ebx as u16,
             out_ax: c.eax as u16,
@@ -148,7 +148,7 @@ impl Core {
                 handle,
                 seq: self.sched.with_event(handle, |e| e.seq).unwrap_or(0),
                 event: "priority",
-                vm: Some(target),
+                vm: Some(target.raw()),
                 flags: pef,
                 boost: boost as i32,
                 timeout_ms: None,
@@ -195,7 +195,7 @@ impl Core {
                 self.trace(|| {
                     let r3 = self.ring3.borrow();
                     TraceEvent::FarCall {
-                        vm,
+                        vm: vm.raw(),
                         target: format!("{:04X}:{:04X}", target >> 16, target & 0xFFFF),
                         module: r3.modules[module].name.to_string(),
                         export: r3.modules[module].exports[export].name.clone(),
@@ -241,7 +241,7 @@ impl Core {
 
     /// A ring-3 caller reached device `device_id`'s API entry for `mode`:
     /// call the API procedure with the VM's client registers.
-    pub(crate) fn api_call(&self, device_id: u16, mode: ApiMode, vm: u32) -> Result<(), VmmError> {
+    pub(crate) fn api_call(&self, device_id: u16, mode: ApiMode, vm: VmId) -> Result<(), VmmError> {
         let target = {
             let reg = self.registry.borrow();
             reg.by_id(device_id).map(|i| {
@@ -283,7 +283,7 @@ impl Core {
         let after = self.client_of(vm).unwrap_or_default();
         self.trace(|| TraceEvent::ApiCall {
             device: name.to_string(),
-            vm,
+            vm: vm.raw(),
             mode: if mode == ApiMode::V86 { "v86" } else { "pm" },
             regs_in: before.into(),
             regs_out: after.into(),

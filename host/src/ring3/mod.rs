@@ -35,7 +35,7 @@ pub(crate) use crate::ring3::state::*;
 use crate::trace::{CallOutcome, DestroyReason, EndReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::timers::TimerKind;
 
 impl Core {
@@ -48,7 +48,7 @@ impl Core {
         if let Some((_, lib)) = self.in_process.iter().find(|(n, _)| *n == wanted) {
             return Ok(*lib);
         }
-        if let Some(lib) = rundll::library(name) {
+        if let Some(lib) = crate::builtin::module(name) {
             return Ok(lib);
         }
         let file = self.search.find(name).ok_or_else(|| {
@@ -81,7 +81,7 @@ impl Core {
     }
 
     /// Load a module instance (a new one every time) into `vm`.
-    pub(crate) fn instantiate_module(&self, name: &str, vm: u32) -> Result<usize, String> {
+    pub(crate) fn instantiate_module(&self, name: &str, vm: VmId) -> Result<usize, String> {
         let lib = self.library_for(name).map_err(|(file, cause)| format!("{}: {cause}", file.display()))?;
         if !lib.info.panic_unwind {
             return Err(LoadCause::PanicAbort.to_string());
@@ -149,7 +149,7 @@ impl Core {
 
     /// Load the machine-code program file `name` into DOS VM `vm` with the
     /// command tail `args`.
-    fn instantiate_machine(&self, name: &str, vm: u32, args: &str) -> Result<usize, String> {
+    fn instantiate_machine(&self, name: &str, vm: VmId, args: &str) -> Result<usize, String> {
         let (path, image) = self.load_program_file(name)?;
         let file = path.file_name().map_or(name.to_string(), |f| f.to_string_lossy().to_ascii_uppercase());
         let machine = machine_code::DosMachine::new(&file, &file, &image, args)
@@ -187,7 +187,7 @@ impl Core {
 
     /// Start `program` (a DOS program in a DOS VM, or a Windows application
     /// in the system VM) with `args`; its program number.
-    pub(crate) fn start_program(&self, vm: u32, program: &str, args: &str) -> Option<u32> {
+    pub(crate) fn start_program(&self, vm: VmId, program: &str, args: &str) -> Option<u32> {
         let machine = vm != self.sys_vm.get() && crate::manifest::is_program_file(program);
         let loaded =
             if machine { self.instantiate_machine(program, vm, args) } else { self.instantiate_module(program, vm) };
@@ -196,7 +196,7 @@ impl Core {
             Err(e) => {
                 tracing::error!("cannot start `{program}`: {e}");
                 self.trace(|| TraceEvent::ProgramEnded {
-                    vm,
+                    vm: vm.raw(),
                     module: program.to_string(),
                     task: None,
                     exit_code: None,
@@ -224,7 +224,7 @@ impl Core {
             if args.is_empty() { String::new() } else { format!(" with `{args}`") }
         );
         self.trace(|| TraceEvent::ProgramStarted {
-            vm,
+            vm: vm.raw(),
             module: name.to_string(),
             kind: kind_name(kind),
             task,
@@ -235,7 +235,7 @@ impl Core {
 
     /// Whether a VM may run ring-3 code now: not while its code is on the
     /// host stack (nested execution, a blocking wait) .
-    fn ring3_runnable_vm(&self, vm: u32) -> bool {
+    fn ring3_runnable_vm(&self, vm: VmId) -> bool {
         !self.waiters.borrow().contains(&vm)
             && self.vms.borrow().get(vm).is_some_and(|v| v.nest.is_empty() && v.blocked.is_none())
     }
@@ -252,13 +252,13 @@ impl Core {
     }
 
     /// Whether `vm` has a ring-3 step ready to run.
-    pub(crate) fn ring3_ready(&self, vm: u32) -> bool {
+    pub(crate) fn ring3_ready(&self, vm: VmId) -> bool {
         let r3 = self.ring3.borrow();
         r3.programs_of(vm).iter().any(|&i| self.program_ready(&r3.programs[i], &r3)) && self.ring3_runnable_vm(vm)
     }
 
     /// Run one ring-3 step of `vm`; whether one ran.
-    pub(crate) fn ring3_step(&self, vm: u32) -> bool {
+    pub(crate) fn ring3_step(&self, vm: VmId) -> bool {
         if !self.ring3_runnable_vm(vm) {
             return false;
         }
@@ -436,7 +436,7 @@ impl Core {
         };
         tracing::info!("{name} ended ({reason}{})", exit_code.map(|c| format!(", exit code {c}")).unwrap_or_default());
         self.trace(|| TraceEvent::ProgramEnded {
-            vm,
+            vm: vm.raw(),
             module: name.to_string(),
             task: (task != 0).then_some(task),
             exit_code,
@@ -493,7 +493,7 @@ impl Core {
     }
 
     /// `vm` is being destroyed: its programs end.
-    pub(crate) fn ring3_vm_destroyed(&self, vm: u32) {
+    pub(crate) fn ring3_vm_destroyed(&self, vm: VmId) {
         let ids: Vec<u32> = {
             let r3 = self.ring3.borrow();
             r3.programs_of(vm)

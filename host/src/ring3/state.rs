@@ -13,7 +13,7 @@ use vmm_plugin_api::abi::{ApiMode, ModuleKind, Msg, Resume, SegmentKind};
 use crate::loader::Inst;
 pub(crate) use crate::ring3::addresses::*;
 use crate::ring3::machine_code::DosMachine;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 
 /// What a far pointer points at.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub(crate) struct ModuleRec {
     pub(crate) selectors: Vec<u16>,
     pub(crate) hinstance: u16,
     pub(crate) refcount: u32,
-    pub(crate) vm: u32,
+    pub(crate) vm: VmId,
     pub(crate) alive: bool,
 }
 
@@ -108,7 +108,7 @@ pub(crate) enum ProgState {
 pub(crate) struct Program {
     pub(crate) id: u32,
     pub(crate) module: usize,
-    pub(crate) vm: u32,
+    pub(crate) vm: VmId,
     pub(crate) task: u16,
     pub(crate) state: ProgState,
     pub(crate) args: String,
@@ -151,7 +151,7 @@ pub(crate) struct Ring3State {
     /// Each VM's programs (indexes into `programs`, in start order): the
     /// scheduler asks about one VM's programs without a scan of all of
     /// them (ten thousand DOS VMs have ten thousand programs).
-    by_vm: BTreeMap<u32, Vec<usize>>,
+    by_vm: BTreeMap<VmId, Vec<usize>>,
 }
 
 impl Ring3State {
@@ -200,7 +200,7 @@ impl Ring3State {
     }
 
     /// The indexes of `vm`'s programs, in start order.
-    pub(crate) fn programs_of(&self, vm: u32) -> &[usize] {
+    pub(crate) fn programs_of(&self, vm: VmId) -> &[usize] {
         self.by_vm.get(&vm).map_or(&[], |v| v.as_slice())
     }
 
@@ -230,7 +230,7 @@ impl Ring3State {
     }
 
     /// Add a program; its number.
-    pub(crate) fn add_program(&mut self, module: usize, vm: u32, task: u16, args: &str) -> u32 {
+    pub(crate) fn add_program(&mut self, module: usize, vm: VmId, task: u16, args: &str) -> u32 {
         let id = self.programs.len() as u32 + 1;
         self.programs.push(Program { id, module, vm, task, state: ProgState::Start, args: args.to_string() });
         let index = self.programs.len() - 1;

@@ -12,6 +12,7 @@ use vmm_plugin_api::ddk::{HWND_BROADCAST, MB_SYSTEMMODAL};
 use crate::machine::Core;
 use crate::ring3::{Target, kind_name};
 use crate::trace::{DropReason, TraceEvent};
+use crate::vmm::ids::VmId;
 
 /// The largest queue `SetMessageQueue` accepts (KB Q99335 suggests up to
 /// 120).
@@ -55,14 +56,14 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     fn trace_posted(
         &self,
-        vm: u32,
+        vm: VmId,
         task: Option<u16>,
         hwnd: u16,
         (msg, wparam, lparam): (u16, u16, u32),
         result: bool,
         note: &'static str,
     ) {
-        self.trace(|| TraceEvent::MessagePosted { vm, task, hwnd, msg, wparam, lparam, result, note });
+        self.trace(|| TraceEvent::MessagePosted { vm: vm.raw(), task, hwnd, msg, wparam, lparam, result, note });
     }
 
     /// A `message_delivered` record: `msg` left `task`'s queue.

@@ -61,7 +61,7 @@ use crate::machine::Core;
 use crate::ring3::machine_code::*;
 use crate::trace::TraceEvent;
 use crate::vmm::context::Context;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::io;
 
 impl Core {
@@ -159,7 +159,7 @@ impl Core {
                     }
                     ExitReason::InterruptFlag { enabled } => {
                         self.set_vm_interrupts(vm, enabled);
-                        self.trace(|| TraceEvent::IfFlag { vm, enabled });
+                        self.trace(|| TraceEvent::IfFlag { vm: vm.raw(), enabled });
                         Flow::Go
                     }
                     ExitReason::Halt => Flow::Step(step(StepKind::Yield, 0), "halt"),
@@ -175,7 +175,7 @@ impl Core {
                                 cs_ip >> 16,
                                 cs_ip & 0xFFFF
                             );
-                            self.trace(|| TraceEvent::V86Fault { vm, vector, cs_ip });
+                            self.trace(|| TraceEvent::V86Fault { vm: vm.raw(), vector, cs_ip });
                             Flow::Crash
                         }
                     }
@@ -200,7 +200,7 @@ impl Core {
         // At least a nanosecond: a run never takes no time.
         let ns = self.manifest.machine.instruction_time.as_nanos().saturating_mul(done).max(1);
         self.trace(|| TraceEvent::V86Slice {
-            vm,
+            vm: vm.raw(),
             program: m.name.clone(),
             instructions: done,
             duration_ns: ns,
@@ -215,11 +215,16 @@ impl Core {
     }
 
     /// `INT n` executed by the program.
-    fn v86_interrupt(&self, vm: u32, m: &mut DosMachine, n: u8) -> Flow {
+    fn v86_interrupt(&self, vm: VmId, m: &mut DosMachine, n: u8) -> Flow {
         let vector = m.mem.vector(n);
         let host = vector == ((HOST_SEGMENT as u32) << 16) | n as u32;
         let ax = m.cpu.regs[AX] as u16;
-        self.trace(|| TraceEvent::V86Interrupt { vm, vector: n, ax, handler: if host { "host" } else { "vm" } });
+        self.trace(|| TraceEvent::V86Interrupt {
+            vm: vm.raw(),
+            vector: n,
+            ax,
+            handler: if host { "host" } else { "vm" },
+        });
         if host {
             self.v86_host_int(vm, m, n)
         } else {
@@ -230,7 +235,7 @@ impl Core {
 
     /// Reflect interrupt `n` through the VM's vector table to the program's
     /// handler (which clears IF, as the processor does).
-    fn v86_deliver(&self, vm: u32, m: &mut DosMachine, n: u8) {
+    fn v86_deliver(&self, vm: VmId, m: &mut DosMachine, n: u8) {
         let was = m.cpu.flags & flags::IF;
         m.cpu.deliver_interrupt(&mut m.mem, n);
         self.v86_if_changed(vm, m, was);
@@ -238,17 +243,17 @@ impl Core {
 
     /// IF was `was` and may have changed without an exit (an interrupt the
     /// monitor delivered, an `IRET` it emulated): the VMM's view follows.
-    fn v86_if_changed(&self, vm: u32, m: &DosMachine, was: u16) {
+    fn v86_if_changed(&self, vm: VmId, m: &DosMachine, was: u16) {
         let now = m.cpu.flags & flags::IF;
         if now != was {
             let enabled = now != 0;
             self.set_vm_interrupts(vm, enabled);
-            self.trace(|| TraceEvent::IfFlag { vm, enabled });
+            self.trace(|| TraceEvent::IfFlag { vm: vm.raw(), enabled });
         }
     }
 
     /// The VMM's handler of `INT n`, on the program's registers.
-    fn v86_host_int(&self, vm: u32, m: &mut DosMachine, n: u8) -> Flow {
+    fn v86_host_int(&self, vm: VmId, m: &mut DosMachine, n: u8) -> Flow {
         match n {
             0x2F => {
                 let ax = m.cpu.regs[AX] as u16;
@@ -282,7 +287,7 @@ impl Core {
     }
 
     /// A far call to `target`, a VxD's V86 API entry (`FF00:id`).
-    fn v86_api(&self, vm: u32, m: &mut DosMachine, target: u32) -> Flow {
+    fn v86_api(&self, vm: VmId, m: &mut DosMachine, target: u32) -> Flow {
         let r = self.v86_call_vmm(vm, m, |core| core.ring3_far_call(target, &[], false).map(|_| ()));
         if r.is_err() {
             set_carry(&mut m.cpu, true);
@@ -295,7 +300,7 @@ impl Core {
 
     /// Call into the VMM with the program's registers as the client
     /// registers, and take back what the VMM left in them.
-    pub(crate) fn v86_call_vmm<T>(&self, vm: u32, m: &mut DosMachine, f: impl FnOnce(&Core) -> T) -> T {
+    pub(crate) fn v86_call_vmm<T>(&self, vm: VmId, m: &mut DosMachine, f: impl FnOnce(&Core) -> T) -> T {
         if let Some(v) = self.vms.borrow().get(vm) {
             let mut c = v.client();
             to_client(&m.cpu, &mut c);
@@ -310,7 +315,7 @@ impl Core {
 
     /// Characters the program wrote to the console: each whole line is a
     /// `program_output` record.
-    pub(crate) fn v86_output(&self, vm: u32, m: &mut DosMachine, bytes: &[u8]) {
+    pub(crate) fn v86_output(&self, vm: VmId, m: &mut DosMachine, bytes: &[u8]) {
         for &b in bytes {
             match b {
                 b'\n' => self.v86_flush(vm, m),
@@ -321,12 +326,12 @@ impl Core {
     }
 
     /// The line not yet ended by a newline, as a `program_output` record.
-    fn v86_flush(&self, vm: u32, m: &mut DosMachine) {
+    fn v86_flush(&self, vm: VmId, m: &mut DosMachine) {
         if m.line.is_empty() {
             return;
         }
         let text = crate::shell::ansi(&std::mem::take(&mut m.line));
         tracing::info!("{}: {text}", m.name);
-        self.trace(|| TraceEvent::ProgramOutput { vm, module: m.name.clone(), text });
+        self.trace(|| TraceEvent::ProgramOutput { vm: vm.raw(), module: m.name.clone(), text });
     }
 }

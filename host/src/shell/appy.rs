@@ -18,6 +18,7 @@ use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
+use crate::vmm::ids::VmId;
 use crate::vmm::schedule::{Candidate, DecisionKind, Task};
 use crate::vmm::timers::TimerKind;
 
@@ -149,7 +150,7 @@ impl Core {
 
     /// A dispatch point: run one ready appy-time event if `vm` (about to
     /// run) is the system VM. Returns whether one ran.
-    pub(crate) fn dispatch_appy(&self, vm: Option<u32>) -> bool {
+    pub(crate) fn dispatch_appy(&self, vm: Option<VmId>) -> bool {
         if vm != Some(self.sys_vm.get()) || !self.appy_ready() {
             return false;
         }
@@ -169,7 +170,7 @@ impl Core {
                         .iter()
                         .map(|(_, r)| Candidate {
                             seq: r.seq,
-                            task: Task { owner: r.cb.owner(), code: r.cb.identity(), target: 0 },
+                            task: Task { owner: r.cb.owner(), code: r.cb.identity(), target: VmId::NONE },
                         })
                         .collect();
                     candidates.sort_unstable_by_key(|c| c.seq);
@@ -222,7 +223,7 @@ impl Core {
         let vm = self.cur_vm.get();
         let AppyRec { flags, scheduled_at, mut cb, .. } = rec;
         let delivered = (flags & CAAFL_RING0) | if timed_out { CAAFL_TIMEOUT } else { 0 };
-        let mut regs = Regs { eax: delivered, ebx: vm, ..Regs::default() };
+        let mut regs = Regs { eax: delivered, ebx: vm.raw(), ..Regs::default() };
         let depth = self.nest_mark();
         // The wait ends at dispatch (the callback may block and return later).
         let waited_ns = self.sched.now().since(scheduled_at).as_nanos();
@@ -241,7 +242,7 @@ impl Core {
             handle,
             device: self.instance_name(cb.owner()).to_string(),
             callback: cb.name(),
-            vm,
+            vm: vm.raw(),
             flags: delivered,
             timed_out,
             context: context.name(),

@@ -203,7 +203,7 @@ impl Core {
     fn call_hook(&self, handle: u32, msg: u32, wparam: u32, lparam: u32) -> Option<(u32, InstanceId)> {
         let mut cb = self.shell.hooks.borrow_mut().get_mut(handle)?.cb.take()?;
         let owner = cb.owner();
-        let mut regs = Regs { eax: msg, ebx: self.cur_vm.get(), ecx: wparam, edx: lparam, ..Regs::default() };
+        let mut regs = Regs { eax: msg, ebx: self.cur_vm.get().raw(), ecx: wparam, edx: lparam, ..Regs::default() };
         let outcome = cb.call(self, self.context(), &mut regs);
         // The hook may have unhooked itself: then it is dropped here.
         if let Some(rec) = self.shell.hooks.borrow_mut().get_mut(handle) {

@@ -17,7 +17,7 @@ use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::vm::VmLife;
 
 /// The answers a message box of type `flags & 0xF` can give, in button
@@ -59,7 +59,7 @@ pub(crate) struct MessageText {
 impl Core {
     /// Check the responsible VM and the flags of a message box; `false`
     /// refuses the call.
-    fn message_args_ok(&self, service: &'static str, vm: u32, flags: u32, allowed: u32) -> bool {
+    fn message_args_ok(&self, service: &'static str, vm: VmId, flags: u32, allowed: u32) -> bool {
         if !self.vm_valid(vm) {
             return !self.violation(
                 Violation::InvalidVmHandle,
@@ -97,7 +97,7 @@ impl Core {
         &self,
         service: &'static str,
         device: String,
-        vm: u32,
+        vm: VmId,
         handle: Option<u32>,
         m: &MessageText,
         flags: u32,
@@ -124,7 +124,7 @@ impl Core {
         self.trace(|| TraceEvent::ShellMessage {
             service,
             device,
-            vm,
+            vm: vm.raw(),
             handle,
             text: m.text.clone(),
             caption,
@@ -138,7 +138,7 @@ impl Core {
 
     /// The caption SHELL uses when the caller passes none: the VM's title
     /// (a DOS VM's name), "Windows" for the system VM.
-    fn standard_caption(&self, vm: u32) -> String {
+    fn standard_caption(&self, vm: VmId) -> String {
         if vm == self.sys_vm.get() {
             return "Windows".to_string();
         }
@@ -146,7 +146,7 @@ impl Core {
     }
 
     /// `SHELL_SYSMODAL_Message`: the answer.
-    pub(crate) fn shell_sysmodal_message(&self, vm: u32, flags: u32, m: &MessageText) -> Result<u32, VmmError> {
+    pub(crate) fn shell_sysmodal_message(&self, vm: VmId, flags: u32, m: &MessageText) -> Result<u32, VmmError> {
         const SERVICE: &str = "SHELL_SYSMODAL_Message";
         // SHELL.H's wrapper ORs MB_SYSTEMMODAL in; so does the emulator.
         let flags = flags | MB_SYSTEMMODAL;
@@ -181,7 +181,7 @@ impl Core {
     /// which must stay valid until the message is shown. The event handle.
     pub(crate) fn shell_message(
         &self,
-        vm: u32,
+        vm: VmId,
         flags: u32,
         m: MessageText,
         buffers: Option<(u32, u32)>,
@@ -203,7 +203,7 @@ impl Core {
             }
             let answer = core.show_message(SERVICE, device.clone(), vm, Some(slot.get()), &m, flags);
             if let Some(mut cb) = cb.take() {
-                let mut regs = Regs { eax: answer, ebx: core.cur_vm.get(), ..Regs::default() };
+                let mut regs = Regs { eax: answer, ebx: core.cur_vm.get().raw(), ..Regs::default() };
                 cb.call(core, Context::Event, &mut regs);
             }
             Carry::Clear
@@ -241,7 +241,12 @@ impl Core {
 
     /// `SHELL_Resolve_Contention`: the winner, or `FAILED` when SHELL cannot
     /// ask (Windows is not running).
-    pub(crate) fn shell_resolve_contention(&self, owner: u32, contender: u32, device: &str) -> Result<u32, VmmError> {
+    pub(crate) fn shell_resolve_contention(
+        &self,
+        owner: VmId,
+        contender: VmId,
+        device: &str,
+    ) -> Result<VmId, VmmError> {
         const SERVICE: &str = "SHELL_Resolve_Contention";
         for vm in [owner, contender] {
             if !self.vm_valid(vm) {
@@ -258,7 +263,7 @@ impl Core {
         if self.phase.get() != Phase::Running {
             return Err(VmmError::FAILED);
         }
-        let name = |vm: u32| {
+        let name = |vm: VmId| {
             if vm == self.sys_vm.get() {
                 "Windows".to_string()
             } else {
@@ -281,7 +286,7 @@ impl Core {
     }
 
     /// `SHELL_GetVMInfo`: the `SGVMI_*` bits of `vm`'s PIF settings.
-    pub(crate) fn shell_get_vm_info(&self, vm: u32) -> Result<u32, VmmError> {
+    pub(crate) fn shell_get_vm_info(&self, vm: VmId) -> Result<u32, VmmError> {
         const SERVICE: &str = "SHELL_GetVMInfo";
         let info = self.vms.borrow().get(vm).map(|v| (v.life, v.name.clone()));
         let Some((life, name)) = info else {

@@ -79,7 +79,7 @@ impl Core {
                 // WM_NULL posts nothing but reports success.
                 let posted = message == WM_NULL || core.post_message(hwnd, message, wparam, lparam);
                 if let Some(mut cb) = cb.take() {
-                    let mut regs = Regs { eax: u32::from(posted), ebx: core.cur_vm.get(), ..Regs::default() };
+                    let mut regs = Regs { eax: u32::from(posted), ebx: core.cur_vm.get().raw(), ..Regs::default() };
                     cb.call(core, Context::Event, &mut regs);
                 }
                 Carry::Clear

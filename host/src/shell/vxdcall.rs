@@ -12,6 +12,7 @@ use crate::machine::Core;
 use crate::shell::message_box::MessageText;
 use crate::shell::{DllProc, SERVICES};
 use crate::violation::Violation;
+use crate::vmm::ids::VmId;
 
 /// Set EAX and return carry clear (or set, for `failed`).
 fn eax(call: &mut ServiceCall, value: u32, failed: bool) -> Carry {
@@ -33,16 +34,16 @@ pub(super) fn dispatch(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Car
         SHELL_GET_VERSION => eax(call, core.vmm_version(), false),
         SHELL_RESOLVE_CONTENTION => {
             let name = core.read_linear("SHELL_Resolve_Contention", r.esi, 8).map(|b| crate::shell::ansi(&b));
-            match name.and_then(|n| core.shell_resolve_contention(r.eax, r.ebx, &n)) {
+            match name.and_then(|n| core.shell_resolve_contention(VmId::from_raw(r.eax), VmId::from_raw(r.ebx), &n)) {
                 Ok(winner) => {
-                    call.regs.ebx = winner;
+                    call.regs.ebx = winner.raw();
                     Carry::Clear
                 }
                 Err(_) => Carry::Set,
             }
         }
         SHELL_SYSMODAL_MESSAGE => match message_text(core, "SHELL_SYSMODAL_Message", r.ecx, r.edi) {
-            Ok(m) => match core.shell_sysmodal_message(r.ebx, r.eax, &m) {
+            Ok(m) => match core.shell_sysmodal_message(VmId::from_raw(r.ebx), r.eax, &m) {
                 Ok(answer) => eax(call, answer, false),
                 Err(_) => eax(call, 0, true),
             },
@@ -53,14 +54,14 @@ pub(super) fn dispatch(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Car
                 return by_typed_api(core, ordinal, "shell_message", call);
             }
             match message_text(core, "SHELL_Message", r.ecx, r.edi) {
-                Ok(m) => match core.shell_message(r.ebx, r.eax, m, Some((r.ecx, r.edi)), None) {
+                Ok(m) => match core.shell_message(VmId::from_raw(r.ebx), r.eax, m, Some((r.ecx, r.edi)), None) {
                     Ok(h) => eax(call, h, false),
                     Err(_) => Carry::Set,
                 },
                 Err(_) => Carry::Set,
             }
         }
-        SHELL_GET_VM_INFO => match core.shell_get_vm_info(r.ebx) {
+        SHELL_GET_VM_INFO => match core.shell_get_vm_info(VmId::from_raw(r.ebx)) {
             Ok(bits) => {
                 // ECX: no bits are defined.
                 call.regs.ecx = 0;

@@ -6,18 +6,18 @@
 use std::collections::VecDeque;
 
 use crate::vmm::callback::Callback;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::slab::{Slab, TAG_SEMAPHORE};
 
 /// The global critical section.
 #[derive(Default)]
 pub(crate) struct CritSection {
     /// The owning VM.
-    owner: Option<u32>,
+    owner: Option<VmId>,
     /// Claim count.
     claims: u32,
     /// VMs waiting for it, with the claims each asked for.
-    waiters: VecDeque<(u32, u32)>,
+    waiters: VecDeque<(VmId, u32)>,
     /// `Call_When_Not_Critical` registrations, oldest first.
     not_critical: Vec<Callback>,
     /// A release happened and the newest `Call_When_Not_Critical` callback
@@ -40,14 +40,14 @@ pub(crate) enum Claim {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ReleaseError {
     /// `vm` does not own the section (`CRIT_NOT_OWNED`).
-    NotOwned { owner: Option<u32> },
+    NotOwned { owner: Option<VmId> },
     /// More claims than there are (`CRIT_COUNT`).
     TooMany { claims: u32 },
 }
 
 impl CritSection {
     /// The owning VM, if any.
-    pub(crate) fn owner(&self) -> Option<u32> {
+    pub(crate) fn owner(&self) -> Option<VmId> {
         self.owner
     }
 
@@ -57,7 +57,7 @@ impl CritSection {
     }
 
     /// What a claim by `vm` finds.
-    pub(crate) fn claim(&self, vm: u32) -> Claim {
+    pub(crate) fn claim(&self, vm: VmId) -> Claim {
         match self.owner {
             None => Claim::Free,
             Some(o) if o == vm => Claim::Owned { claims: self.claims },
@@ -66,7 +66,7 @@ impl CritSection {
     }
 
     /// Give the free section to `vm` with `count` claims.
-    pub(crate) fn take(&mut self, vm: u32, count: u32) {
+    pub(crate) fn take(&mut self, vm: VmId, count: u32) {
         debug_assert!(self.owner.is_none(), "the critical section is taken while owned");
         self.owner = Some(vm);
         self.claims = count;
@@ -79,14 +79,14 @@ impl CritSection {
     }
 
     /// `vm` waits for `count` claims, after the VMs already waiting.
-    pub(crate) fn wait(&mut self, vm: u32, count: u32) {
+    pub(crate) fn wait(&mut self, vm: VmId, count: u32) {
         self.waiters.push_back((vm, count));
     }
 
     /// Release `count` of `vm`'s claims. `Ok(true)` when the section became
     /// free: the caller hands it to [`Self::next_waiter`] or marks the
     /// release for `Call_When_Not_Critical`.
-    pub(crate) fn release(&mut self, vm: u32, count: u32) -> Result<bool, ReleaseError> {
+    pub(crate) fn release(&mut self, vm: VmId, count: u32) -> Result<bool, ReleaseError> {
         if self.owner != Some(vm) {
             return Err(ReleaseError::NotOwned { owner: self.owner });
         }
@@ -102,12 +102,12 @@ impl CritSection {
     }
 
     /// The first VM waiting, with the claims it asked for.
-    pub(crate) fn next_waiter(&mut self) -> Option<(u32, u32)> {
+    pub(crate) fn next_waiter(&mut self) -> Option<(VmId, u32)> {
         self.waiters.pop_front()
     }
 
     /// A dying VM stops waiting.
-    pub(crate) fn forget_waiter(&mut self, vm: u32) {
+    pub(crate) fn forget_waiter(&mut self, vm: VmId) {
         self.waiters.retain(|(w, _)| *w != vm);
     }
 
@@ -148,7 +148,7 @@ pub(crate) struct Semaphore {
     /// Tokens (may be negative only at creation).
     tokens: i32,
     /// VMs waiting, in order.
-    waiters: VecDeque<u32>,
+    waiters: VecDeque<VmId>,
     /// The instance that created it.
     owner: InstanceId,
 }
@@ -166,7 +166,7 @@ pub(crate) enum SemWait {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) enum SemSignal {
     /// The first waiter is woken (the token goes to it).
-    Woke { vm: u32, tokens: i32, owner: InstanceId },
+    Woke { vm: VmId, tokens: i32, owner: InstanceId },
     /// Nobody waited: the semaphore has one more token.
     Added { tokens: i32, owner: InstanceId },
 }
@@ -190,7 +190,7 @@ impl Semaphores {
 
     /// `Destroy_Semaphore`: the semaphore's tokens, creator and the VMs
     /// that were waiting on it (the caller releases them).
-    pub(crate) fn destroy(&mut self, h: u32) -> Option<(i32, InstanceId, VecDeque<u32>)> {
+    pub(crate) fn destroy(&mut self, h: u32) -> Option<(i32, InstanceId, VecDeque<VmId>)> {
         self.table.remove(h).map(|s| (s.tokens, s.owner, s.waiters))
     }
 
@@ -205,7 +205,7 @@ impl Semaphores {
     }
 
     /// `Wait_Semaphore` by `vm`; `None` for a stale handle.
-    pub(crate) fn wait(&mut self, h: u32, vm: u32) -> Option<SemWait> {
+    pub(crate) fn wait(&mut self, h: u32, vm: VmId) -> Option<SemWait> {
         let s = self.table.get_mut(h)?;
         if s.tokens > 0 {
             s.tokens -= 1;
@@ -235,7 +235,7 @@ impl Semaphores {
     }
 
     /// A dying VM stops waiting on every semaphore.
-    pub(crate) fn forget_waiter(&mut self, vm: u32) {
+    pub(crate) fn forget_waiter(&mut self, vm: VmId) {
         for (_, s) in self.table.iter_mut() {
             s.waiters.retain(|w| *w != vm);
         }
@@ -246,20 +246,24 @@ impl Semaphores {
 mod tests {
     use super::*;
 
+    fn vm(n: u32) -> VmId {
+        VmId::from_raw(n)
+    }
+
     #[test]
     fn the_section_is_owned_until_its_last_claim_is_released() {
         let mut c = CritSection::default();
-        assert_eq!(c.claim(1), Claim::Free);
-        c.take(1, 2);
-        assert_eq!(c.claim(1), Claim::Owned { claims: 2 });
-        assert_eq!(c.claim(2), Claim::Busy);
-        c.wait(2, 1);
-        assert_eq!(c.release(2, 1), Err(ReleaseError::NotOwned { owner: Some(1) }));
-        assert_eq!(c.release(1, 3), Err(ReleaseError::TooMany { claims: 2 }));
-        assert_eq!(c.release(1, 1), Ok(false));
-        assert_eq!(c.release(1, 1), Ok(true));
+        assert_eq!(c.claim(vm(1)), Claim::Free);
+        c.take(vm(1), 2);
+        assert_eq!(c.claim(vm(1)), Claim::Owned { claims: 2 });
+        assert_eq!(c.claim(vm(2)), Claim::Busy);
+        c.wait(vm(2), 1);
+        assert_eq!(c.release(vm(2), 1), Err(ReleaseError::NotOwned { owner: Some(vm(1)) }));
+        assert_eq!(c.release(vm(1), 3), Err(ReleaseError::TooMany { claims: 2 }));
+        assert_eq!(c.release(vm(1), 1), Ok(false));
+        assert_eq!(c.release(vm(1), 1), Ok(true));
         assert_eq!((c.owner(), c.claims()), (None, 0));
-        assert_eq!(c.next_waiter(), Some((2, 1)));
+        assert_eq!(c.next_waiter(), Some((vm(2), 1)));
         assert_eq!(c.next_waiter(), None);
     }
 
@@ -267,15 +271,15 @@ mod tests {
     fn semaphores_queue_waiters_in_order_and_hand_tokens_to_them() {
         let mut s = Semaphores::default();
         let h = s.create(InstanceId::from_raw(7), 1).unwrap();
-        assert_eq!(s.wait(h, 1), Some(SemWait::Took { tokens: 0, owner: InstanceId::from_raw(7) }));
-        assert_eq!(s.wait(h, 2), Some(SemWait::Queued { owner: InstanceId::from_raw(7) }));
-        assert_eq!(s.wait(h, 3), Some(SemWait::Queued { owner: InstanceId::from_raw(7) }));
-        s.forget_waiter(2);
-        assert_eq!(s.signal(h), Some(SemSignal::Woke { vm: 3, tokens: 0, owner: InstanceId::from_raw(7) }));
+        assert_eq!(s.wait(h, vm(1)), Some(SemWait::Took { tokens: 0, owner: InstanceId::from_raw(7) }));
+        assert_eq!(s.wait(h, vm(2)), Some(SemWait::Queued { owner: InstanceId::from_raw(7) }));
+        assert_eq!(s.wait(h, vm(3)), Some(SemWait::Queued { owner: InstanceId::from_raw(7) }));
+        s.forget_waiter(vm(2));
+        assert_eq!(s.signal(h), Some(SemSignal::Woke { vm: vm(3), tokens: 0, owner: InstanceId::from_raw(7) }));
         assert_eq!(s.signal(h), Some(SemSignal::Added { tokens: 1, owner: InstanceId::from_raw(7) }));
         assert_eq!(s.owned_by(InstanceId::from_raw(7)), [h]);
         let (tokens, owner, waiters) = s.destroy(h).unwrap();
         assert_eq!((tokens, owner, waiters.len()), (1, InstanceId::from_raw(7), 0));
-        assert!(!s.contains(h) && s.wait(h, 1).is_none() && s.signal(h).is_none());
+        assert!(!s.contains(h) && s.wait(h, vm(1)).is_none() && s.signal(h).is_none());
     }
 }

@@ -20,6 +20,7 @@ use vmm_plugin_api::ddk::{
 use crate::manifest::Order;
 use crate::time::Instant;
 use crate::vmm::callback::Callback;
+use crate::vmm::ids::VmId;
 use crate::vmm::rng::Rng;
 use crate::vmm::schedule::{Candidate, DecisionKind, Source, Task};
 use crate::vmm::slab::{Slab, TAG_EVENT};
@@ -52,7 +53,7 @@ impl EventKind {
 pub(crate) struct EventRec {
     pub(crate) kind: EventKind,
     /// The VM it runs in (0 for global events).
-    pub(crate) target: u32,
+    pub(crate) target: VmId,
     pub(crate) flags: u32,
     pub(crate) boost: i32,
     pub(crate) seq: u64,
@@ -216,7 +217,7 @@ const FIRST_PASS: u64 = (1 << CLASS_LAST) - 1;
 /// The pending events of one VM (or the global ones), by wait class.
 struct Queue {
     /// The VM whose events these are (0: the global events).
-    vm: u32,
+    vm: VmId,
     buckets: Box<[VecDeque<(u64, u32)>; CLASSES]>,
     /// Bit `c` set: bucket `c` may hold entries (live or dead).
     nonempty: u64,
@@ -231,7 +232,7 @@ struct Queue {
 impl Queue {
     #[cold]
     #[inline(never)]
-    fn new(vm: u32) -> Self {
+    fn new(vm: VmId) -> Self {
         Queue {
             vm,
             buckets: Box::new(std::array::from_fn(|_| VecDeque::new())),
@@ -265,7 +266,7 @@ pub(crate) struct Events {
 
 impl Default for Events {
     fn default() -> Self {
-        Events { slab: Slab::new(TAG_EVENT), queues: vec![Queue::new(0)], seq: 0 }
+        Events { slab: Slab::new(TAG_EVENT), queues: vec![Queue::new(VmId::NONE)], seq: 0 }
     }
 }
 
@@ -281,21 +282,21 @@ fn live_slot(slab: &Slab<EventRec>, seq: u64, handle: u32) -> Option<usize> {
 
 /// The queue slot of `vm` (0: the global queue).
 #[inline]
-fn slot_of(vm: u32) -> usize {
-    (vm & 0xFFFF) as usize
+fn slot_of(vm: VmId) -> usize {
+    (vm.raw() & 0xFFFF) as usize
 }
 
 impl Events {
     #[inline]
-    fn queue(&self, vm: u32) -> Option<&Queue> {
+    fn queue(&self, vm: VmId) -> Option<&Queue> {
         self.queues.get(slot_of(vm)).filter(|q| q.vm == vm)
     }
 
     #[inline]
-    fn queue_mut(&mut self, vm: u32) -> &mut Queue {
+    fn queue_mut(&mut self, vm: VmId) -> &mut Queue {
         let slot = slot_of(vm);
         if slot >= self.queues.len() {
-            self.queues.resize_with(slot + 1, || Queue::new(0));
+            self.queues.resize_with(slot + 1, || Queue::new(VmId::NONE));
         }
         let q = &mut self.queues[slot];
         if q.vm != vm {
@@ -311,7 +312,7 @@ impl Events {
     pub(crate) fn insert(
         &mut self,
         kind: EventKind,
-        target: u32,
+        target: VmId,
         flags: u32,
         boost: i32,
         now: Instant,
@@ -342,14 +343,14 @@ impl Events {
 
     /// Whether any event is pending for `vm` (0: global).
     #[inline]
-    pub(crate) fn pending(&self, vm: u32) -> bool {
+    pub(crate) fn pending(&self, vm: VmId) -> bool {
         self.queue(vm).is_some_and(|q| q.live > 0)
     }
 
     /// The wait classes that may have events pending for `vm` (0: global),
     /// one bit per class bucket; 0 when none is pending.
     #[inline]
-    pub(crate) fn classes(&self, vm: u32) -> u64 {
+    pub(crate) fn classes(&self, vm: VmId) -> u64 {
         match self.queue(vm) {
             Some(q) if q.live > 0 => q.nonempty,
             _ => 0,
@@ -371,7 +372,7 @@ impl Events {
     #[inline(always)]
     pub(crate) fn take_next(
         &mut self,
-        vm: u32,
+        vm: VmId,
         unsatisfied: impl FnOnce(u64) -> usize,
         order: Order,
         schedule: &RefCell<Source>,
@@ -422,7 +423,7 @@ impl Events {
     }
 
     /// Remove every pending event targeted at `vm` (0: the global ones).
-    pub(crate) fn drain(&mut self, vm: u32) -> Vec<(u32, EventRec)> {
+    pub(crate) fn drain(&mut self, vm: VmId) -> Vec<(u32, EventRec)> {
         let handles: Vec<u32> = self.slab.iter().filter(|(_, e)| e.target == vm).map(|(h, _)| h).collect();
         let out = handles.into_iter().filter_map(|h| self.remove(h).map(|r| (h, r))).collect();
         if let Some(q) = self.queues.get_mut(slot_of(vm)).filter(|q| q.vm == vm) {
@@ -678,7 +679,7 @@ mod tests {
             let mut pending: Vec<(u64, u32, usize)> = Vec::new();
             let mut script = Rng::new(0x2545_F491_4F6C_DD1D);
             let mut next = || script.next_u64();
-            const VM: u32 = 0x0001_0001;
+            const VM: VmId = VmId::from_raw(0x0001_0001);
             for _ in 0..20_000 {
                 match next() % 8 {
                     0..=3 => {
@@ -725,7 +726,7 @@ mod tests {
             let mut pending: Vec<(u64, u32, usize)> = Vec::new();
             let mut script = Rng::new(0x5DEE_CE66_D1CE_4E5B);
             let mut next = || script.next_u64();
-            const VM: u32 = 0x0001_0001;
+            const VM: VmId = VmId::from_raw(0x0001_0001);
             let names: [&'static str; 3] = ["a", "b", "c"];
             let mut chosen_not_newest = 0;
             for _ in 0..5_000 {

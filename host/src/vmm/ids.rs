@@ -43,6 +43,55 @@ impl InstanceId {
     }
 }
 
+/// A VM's handle: the generational number the VM table hands out (slot in
+/// the low 16 bits, generation above) and the ABI and the trace carry as
+/// `VmHandle`. [`VmId::NONE`] (0) names no VM: the current VM before the
+/// system VM exists, and "no owner" where the DDK uses 0.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct VmId(u32);
+
+impl VmId {
+    /// No VM.
+    pub(crate) const NONE: VmId = VmId(0);
+
+    /// The VM the ABI or trace number `n` names (not checked: the VM table
+    /// says whether it is live).
+    #[inline]
+    pub(crate) const fn from_raw(n: u32) -> Self {
+        VmId(n)
+    }
+
+    /// The number the ABI and the trace carry.
+    #[inline]
+    pub(crate) const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// Whether this names no VM.
+    #[inline]
+    pub(crate) const fn is_none(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::fmt::Display for VmId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::LowerHex for VmId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::UpperHex for VmId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::UpperHex::fmt(&self.0, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::InstanceId;

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use crate::vmm::callback::Callback;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 
 /// IOType values and bits (ECX of the handler).
 pub(crate) const BYTE_INPUT: u32 = 0x00;
@@ -60,7 +60,7 @@ struct Handler<C> {
     /// Global trapping: on when installed.
     global: bool,
     /// Local settings made since the last global change, by VM handle.
-    local: BTreeMap<u32, bool>,
+    local: BTreeMap<VmId, bool>,
 }
 
 /// Why a port-table change was refused.
@@ -143,21 +143,21 @@ impl<C> IoPorts<C> {
     }
 
     /// `Enable_Local_Trapping` / `Disable_Local_Trapping` by `owner`.
-    pub(crate) fn set_local(&mut self, port: u16, owner: InstanceId, vm: u32, on: bool) -> Result<(), PortError> {
+    pub(crate) fn set_local(&mut self, port: u16, owner: InstanceId, vm: VmId, on: bool) -> Result<(), PortError> {
         let h = self.owned(port, owner)?;
         h.local.insert(vm, on);
         Ok(())
     }
 
     /// Whether `port` is trapped in `vm`.
-    pub(crate) fn trapped(&self, port: u16, vm: u32) -> bool {
+    pub(crate) fn trapped(&self, port: u16, vm: VmId) -> bool {
         self.ports.get(&port).is_some_and(|h| h.local.get(&vm).copied().unwrap_or(h.global))
     }
 
     /// An access of `vm` to `port`: the handler that traps it, marked
     /// busy, and what `entry` makes of its callback; `None` for the
     /// hardware.
-    pub(crate) fn begin<T>(&mut self, port: u16, vm: u32, entry: impl FnOnce(&C) -> T) -> Option<(Busy, T)> {
+    pub(crate) fn begin<T>(&mut self, port: u16, vm: VmId, entry: impl FnOnce(&C) -> T) -> Option<(Busy, T)> {
         if !self.trapped(port, vm) {
             return None;
         }
@@ -179,7 +179,7 @@ impl<C> IoPorts<C> {
     }
 
     /// A VM was destroyed: forget its local settings.
-    pub(crate) fn forget_vm(&mut self, vm: u32) {
+    pub(crate) fn forget_vm(&mut self, vm: VmId) {
         for h in self.ports.values_mut() {
             h.local.remove(&vm);
         }
@@ -220,11 +220,11 @@ mod tests {
         assert_eq!(t.set_global(0x3F8, id(2), false), Err(PortError::NotOwner { owner: id(1) }));
         assert_eq!(t.set_global(0x3F9, id(1), false), Err(PortError::NoHandler));
         assert_eq!(t.remove(0x3F8, id(2)).err(), Some(PortError::NotOwner { owner: id(1) }));
-        let (busy, seen) = t.begin(0x3F8, 7, |c| *c).unwrap();
+        let (busy, seen) = t.begin(0x3F8, VmId::from_raw(7), |c| *c).unwrap();
         assert_eq!((busy.owner, seen), (id(1), 1));
         // Removed during its own call: kept until the call ends.
         assert_eq!(t.remove(0x3F8, id(1)), Ok(None));
-        assert!(!t.trapped(0x3F8, 7) && t.begin(0x3F8, 7, |c| *c).is_none());
+        assert!(!t.trapped(0x3F8, VmId::from_raw(7)) && t.begin(0x3F8, VmId::from_raw(7), |c| *c).is_none());
         assert_eq!(t.end(busy), Some(1));
         t.install(0x3F8, id(1), cb(id(1))).ok().unwrap();
         assert_eq!(t.remove(0x3F8, id(1)), Ok(Some(1)));
@@ -235,15 +235,15 @@ mod tests {
     fn a_global_change_overwrites_local_settings() {
         let mut t = IoPorts::<u32>::default();
         t.install(0x330, id(1), cb(id(1))).ok().unwrap();
-        assert!(t.trapped(0x330, 10) && t.trapped(0x330, 11));
-        t.set_local(0x330, id(1), 10, false).unwrap();
-        assert!(!t.trapped(0x330, 10) && t.trapped(0x330, 11));
+        assert!(t.trapped(0x330, VmId::from_raw(10)) && t.trapped(0x330, VmId::from_raw(11)));
+        t.set_local(0x330, id(1), VmId::from_raw(10), false).unwrap();
+        assert!(!t.trapped(0x330, VmId::from_raw(10)) && t.trapped(0x330, VmId::from_raw(11)));
         t.set_global(0x330, id(1), true).unwrap();
-        assert!(t.trapped(0x330, 10));
+        assert!(t.trapped(0x330, VmId::from_raw(10)));
         t.set_global(0x330, id(1), false).unwrap();
-        assert!(!t.trapped(0x330, 11));
-        t.set_local(0x330, id(1), 11, true).unwrap();
-        assert!(t.trapped(0x330, 11) && !t.trapped(0x330, 12));
+        assert!(!t.trapped(0x330, VmId::from_raw(11)));
+        t.set_local(0x330, id(1), VmId::from_raw(11), true).unwrap();
+        assert!(t.trapped(0x330, VmId::from_raw(11)) && !t.trapped(0x330, VmId::from_raw(12)));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use crate::manifest::Order;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::rng::Rng;
 
 /// The kind of a decision.
@@ -181,7 +181,7 @@ impl Schedule {
 pub(crate) struct Task {
     pub(crate) owner: InstanceId,
     pub(crate) code: usize,
-    pub(crate) target: u32,
+    pub(crate) target: VmId,
 }
 
 /// A ready candidate at a choice point.
@@ -455,7 +455,7 @@ mod tests {
     use super::*;
 
     fn task(code: usize) -> Task {
-        Task { owner: InstanceId::from_raw(1), code, target: 0 }
+        Task { owner: InstanceId::from_raw(1), code, target: VmId::NONE }
     }
 
     #[test]

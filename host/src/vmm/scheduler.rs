@@ -19,7 +19,7 @@ use crate::manifest::Order;
 use crate::time::{Duration, Instant};
 use crate::vmm::callback::Callback;
 use crate::vmm::events::{EventKind, EventRec, Events};
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::schedule::Source;
 use crate::vmm::timers::{TimeoutRec, TimerKind, Timers};
 
@@ -71,7 +71,7 @@ pub(crate) struct Scheduler {
     timers: RefCell<Timers>,
     /// The last VM choice that only VM states decided, with the VM table
     /// epoch it was taken at.
-    pick_memo: Cell<Option<(u64, u32)>>,
+    pick_memo: Cell<Option<(u64, VmId)>>,
     /// Work done since virtual time last advanced.
     spin: Spin,
     /// When the idle handlers last ran.
@@ -152,13 +152,13 @@ impl Scheduler {
     /// The VM chosen at VM table epoch `epoch`, if that choice is
     /// remembered.
     #[inline(always)]
-    pub(crate) fn remembered_pick(&self, epoch: u64) -> Option<u32> {
+    pub(crate) fn remembered_pick(&self, epoch: u64) -> Option<VmId> {
         self.pick_memo.get().filter(|(at, _)| *at == epoch).map(|(_, vm)| vm)
     }
 
     /// Remember that VM states alone chose `vm` at epoch `epoch`.
     #[inline]
-    pub(crate) fn remember_pick(&self, epoch: u64, vm: u32) {
+    pub(crate) fn remember_pick(&self, epoch: u64, vm: VmId) {
         self.pick_memo.set(Some((epoch, vm)));
     }
 
@@ -218,7 +218,7 @@ impl Scheduler {
     pub(crate) fn schedule_event(
         &self,
         kind: EventKind,
-        target: u32,
+        target: VmId,
         flags: u32,
         boost: i32,
         timeout_ms: Option<u32>,
@@ -268,14 +268,14 @@ impl Scheduler {
 
     /// Whether any event is pending for `vm` (0: global).
     #[inline]
-    pub(crate) fn events_pending_for(&self, vm: u32) -> bool {
+    pub(crate) fn events_pending_for(&self, vm: VmId) -> bool {
         self.events.borrow().pending(vm)
     }
 
     /// The wait classes that may have events pending for `vm` (see
     /// [`Events::classes`]).
     #[inline]
-    pub(crate) fn event_classes(&self, vm: u32) -> u64 {
+    pub(crate) fn event_classes(&self, vm: VmId) -> u64 {
         self.events.borrow().classes(vm)
     }
 
@@ -291,7 +291,7 @@ impl Scheduler {
     }
 
     /// Take out every pending event targeted at `vm`.
-    pub(crate) fn drain_events(&self, vm: u32) -> Vec<(u32, EventRec)> {
+    pub(crate) fn drain_events(&self, vm: VmId) -> Vec<(u32, EventRec)> {
         self.events.borrow_mut().drain(vm)
     }
 
@@ -305,14 +305,14 @@ impl Scheduler {
     #[inline(always)]
     pub(crate) fn take_next_event(
         &self,
-        vm: Option<u32>,
-        may_run: impl FnOnce(u32) -> bool,
-        unsatisfied: impl FnOnce(u32, u64) -> usize,
+        vm: Option<VmId>,
+        may_run: impl FnOnce(VmId) -> bool,
+        unsatisfied: impl FnOnce(VmId, u64) -> usize,
         order: Order,
         schedule: &RefCell<Source>,
     ) -> Option<(u32, usize)> {
         let mut events = self.events.borrow_mut();
-        let mut next = events.take_next(0, |_| 0, order, schedule);
+        let mut next = events.take_next(VmId::NONE, |_| 0, order, schedule);
         if next.is_none()
             && let Some(vm) = vm
             && may_run(vm)
@@ -397,13 +397,13 @@ impl Scheduler {
 
     /// Whether `vm` has a pending `Set_VM_Time_Out`.
     #[inline]
-    pub(crate) fn vm_has_timeouts(&self, vm: u32) -> bool {
+    pub(crate) fn vm_has_timeouts(&self, vm: VmId) -> bool {
         self.timers.borrow().vm_has_timeouts(vm)
     }
 
     /// The earliest `Set_VM_Time_Out` of `vm`: (due execution time, handle).
     #[inline]
-    pub(crate) fn next_vm_timeout(&self, vm: u32) -> Option<(Duration, u32)> {
+    pub(crate) fn next_vm_timeout(&self, vm: VmId) -> Option<(Duration, u32)> {
         self.timers.borrow().next_vm_timeout(vm)
     }
 }

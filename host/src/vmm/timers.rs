@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 
 use crate::time::{Duration, Instant};
 use crate::vmm::callback::Callback;
+use crate::vmm::ids::VmId;
 use crate::vmm::slab::{Slab, TAG_TIMEOUT};
 
 /// Something that happens at a moment of system time.
@@ -38,7 +39,7 @@ pub(crate) enum Due {
     /// At this system time (`Set_Global_Time_Out`).
     System(Instant),
     /// When the VM's execution time reaches this (`Set_VM_Time_Out`).
-    Exec(u32, Duration),
+    Exec(VmId, Duration),
 }
 
 /// A pending time-out.
@@ -54,7 +55,7 @@ pub(crate) struct Timers {
     seq: u64,
     pub(crate) timeouts: Slab<TimeoutRec>,
     /// `Set_VM_Time_Out`s by (VM, due execution time, handle).
-    vm_due: BTreeSet<(u32, Duration, u32)>,
+    vm_due: BTreeSet<(VmId, Duration, u32)>,
     /// `Stop` timers in the heap.
     stops: usize,
 }
@@ -134,7 +135,7 @@ impl Timers {
 
     /// The earliest `Set_VM_Time_Out` of `vm`: (due execution time, handle).
     #[inline]
-    pub(crate) fn next_vm_timeout(&self, vm: u32) -> Option<(Duration, u32)> {
+    pub(crate) fn next_vm_timeout(&self, vm: VmId) -> Option<(Duration, u32)> {
         if self.vm_due.is_empty() {
             return None;
         }
@@ -148,7 +149,7 @@ impl Timers {
 
     /// Whether `vm` has a pending `Set_VM_Time_Out`.
     #[inline]
-    pub(crate) fn vm_has_timeouts(&self, vm: u32) -> bool {
+    pub(crate) fn vm_has_timeouts(&self, vm: VmId) -> bool {
         self.next_vm_timeout(vm).is_some()
     }
 }

@@ -13,6 +13,7 @@ use vmm_plugin_api::ddk::{
 };
 
 use crate::time::Duration;
+use crate::vmm::ids::VmId;
 
 /// Size of each VM's simulated ring-3 stack segment.
 pub(crate) const STACK_SIZE: usize = 0x1_0000;
@@ -51,7 +52,7 @@ pub(crate) enum Blocked {
 
 /// A VM's control block.
 pub(crate) struct Vm {
-    pub(crate) handle: u32,
+    pub(crate) handle: VmId,
     pub(crate) id: u32,
     pub(crate) name: Rc<str>,
     pub(crate) status: u32,
@@ -91,7 +92,7 @@ pub(crate) struct NestFrame {
 }
 
 impl Vm {
-    pub(crate) fn new(handle: u32, id: u32, name: Rc<str>, is_system: bool, cb_size: usize) -> Self {
+    pub(crate) fn new(handle: VmId, id: u32, name: Rc<str>, is_system: bool, cb_size: usize) -> Self {
         let pm = is_system;
         let client = ClientRegs {
             eflags: IF_MASK | 0x2,
@@ -240,7 +241,7 @@ impl VmTable {
     }
 
     /// Add a VM; `make` receives its handle and ID.
-    pub(crate) fn insert(&mut self, make: impl FnOnce(u32, u32) -> Vm) -> u32 {
+    pub(crate) fn insert(&mut self, make: impl FnOnce(VmId, u32) -> Vm) -> VmId {
         self.epoch += 1;
         // The lowest ID no live VM has (IDs start at 1).
         let id = match self.free_ids.pop_first() {
@@ -260,31 +261,31 @@ impl VmTable {
         };
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1).max(1);
-        let handle = ((slot.generation as u32) << 16) | (index as u32 + 1);
+        let handle = VmId::from_raw(((slot.generation as u32) << 16) | (index as u32 + 1));
         slot.vm = Some(make(handle, id));
         handle
     }
 
-    fn index(handle: u32) -> Option<usize> {
-        let low = (handle & 0xFFFF) as usize;
+    fn index(handle: VmId) -> Option<usize> {
+        let low = (handle.raw() & 0xFFFF) as usize;
         low.checked_sub(1)
     }
 
     /// The VM with this handle, if it is alive.
-    pub(crate) fn get(&self, handle: u32) -> Option<&Vm> {
+    pub(crate) fn get(&self, handle: VmId) -> Option<&Vm> {
         let slot = self.slots.get(Self::index(handle)?)?;
         slot.vm.as_ref().filter(|vm| vm.handle == handle)
     }
 
     /// Mutable access.
-    pub(crate) fn get_mut(&mut self, handle: u32) -> Option<&mut Vm> {
+    pub(crate) fn get_mut(&mut self, handle: VmId) -> Option<&mut Vm> {
         self.epoch += 1;
         let slot = self.slots.get_mut(Self::index(handle)?)?;
         slot.vm.as_mut().filter(|vm| vm.handle == handle)
     }
 
     /// Remove a destroyed VM; its handle stops validating.
-    pub(crate) fn remove(&mut self, handle: u32) -> Option<Vm> {
+    pub(crate) fn remove(&mut self, handle: VmId) -> Option<Vm> {
         self.epoch += 1;
         let index = Self::index(handle)?;
         let slot = self.slots.get_mut(index)?;
@@ -309,7 +310,7 @@ impl VmTable {
     }
 
     /// `Get_Next_VM_Handle`: the next live VM after `handle`, circularly.
-    pub(crate) fn next(&self, handle: u32) -> Option<u32> {
+    pub(crate) fn next(&self, handle: VmId) -> Option<VmId> {
         let start = Self::index(handle)?;
         self.get(handle)?;
         let n = self.slots.len();
@@ -330,7 +331,7 @@ impl VmTable {
 mod tests {
     use super::*;
 
-    fn vm(h: u32, id: u32) -> Vm {
+    fn vm(h: VmId, id: u32) -> Vm {
         Vm::new(h, id, Rc::from("t"), false, 0)
     }
 
@@ -349,21 +350,21 @@ mod tests {
         assert_ne!(c, b, "the slot is reused with a new generation");
         assert!(t.get(b).is_none());
         assert_eq!(t.get(c).unwrap().id, 2, "VM IDs are reused");
-        assert!(t.get(0).is_none());
-        assert!(t.get(0xDEAD_BEEF).is_none());
+        assert!(t.get(VmId::NONE).is_none());
+        assert!(t.get(VmId::from_raw(0xDEAD_BEEF)).is_none());
     }
 
     #[test]
     fn the_lowest_free_slot_and_id_are_reused_first() {
         let mut t = VmTable::default();
-        let h: Vec<u32> = (0..5).map(|_| t.insert(vm)).collect();
+        let h: Vec<VmId> = (0..5).map(|_| t.insert(vm)).collect();
         t.remove(h[3]);
         t.remove(h[1]);
         let a = t.insert(vm);
-        assert_eq!((a & 0xFFFF, t.get(a).unwrap().id), (2, 2), "slot 2 and ID 2 first");
+        assert_eq!((a.raw() & 0xFFFF, t.get(a).unwrap().id), (2, 2), "slot 2 and ID 2 first");
         let b = t.insert(vm);
-        assert_eq!((b & 0xFFFF, t.get(b).unwrap().id), (4, 4));
+        assert_eq!((b.raw() & 0xFFFF, t.get(b).unwrap().id), (4, 4));
         let c = t.insert(vm);
-        assert_eq!((c & 0xFFFF, t.get(c).unwrap().id), (6, 6), "then new ones");
+        assert_eq!((c.raw() & 0xFFFF, t.get(c).unwrap().id), (6, 6), "then new ones");
     }
 }
