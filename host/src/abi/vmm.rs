@@ -1064,6 +1064,7 @@ impl Table {
             set_local_trapping,
             simulate_io,
             simulate_vm_io,
+            vpicd: crate::abi::vpicd::VPICD_SERVICES,
         })
     }
 

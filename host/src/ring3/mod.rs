@@ -11,6 +11,7 @@
 
 pub(crate) mod addresses;
 pub(crate) mod dos;
+pub(crate) mod hw_int;
 pub(crate) mod int2f;
 pub(crate) mod machine_code;
 pub(crate) mod memory;
@@ -301,6 +302,7 @@ impl Core {
             }
         };
         let previous_task = self.current_task.replace(task);
+        self.ring3_hw_ints(vm);
         let outcome =
             self.invoke(
                 instance,

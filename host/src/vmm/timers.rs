@@ -30,6 +30,11 @@ pub(crate) enum TimerKind {
     Wake(u32),
     /// The machine stops (`--until`).
     Stop,
+    /// VPICD: a simulated interrupt's `VID_IRET_Time_Out` passes (the VM,
+    /// the IRQ, and which delivery).
+    VirtualIret { vm: u32, irq: u8, seq: u64 },
+    /// A `[[irq]]` entry asserts its physical IRQ (index, repetition).
+    PhysIrq(usize, u32),
 }
 
 /// When a time-out expires.
