@@ -734,20 +734,6 @@ macro_rules! declare_module {
     };
 }
 
-#[cfg(test)]
-mod tests {
-    use super::PascalArgs;
-
-    #[test]
-    fn pascal_args_round_trip() {
-        // PostMessage(hwnd, msg, wParam, lParam): hwnd pushed first.
-        let bytes = PascalArgs::encode(&[(2, 0x1234), (2, 0x0500), (2, 7), (4, 0xDEAD_BEEF)]);
-        assert_eq!(bytes, [0xEF, 0xBE, 0xAD, 0xDE, 7, 0, 0x00, 0x05, 0x34, 0x12]);
-        let p = PascalArgs::new(&bytes).params([2, 2, 2, 4]);
-        assert_eq!(p, [0x1234, 0x0500, 7, 0xDEAD_BEEF]);
-    }
-}
-
 // ---- VPICD: hardware interrupt handlers of ring-3 code -------------------------------------
 
 impl Ring3<'_> {
@@ -761,5 +747,19 @@ impl Ring3<'_> {
         let Some(f) = self.svc().ring3().r3_set_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
         let old = crate::vmm::res(f(self.cx, vector, handler.map_or(0, |h| h.to_u32())))?;
         Ok((old != 0).then(|| FarPtr::from_u32(old)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PascalArgs;
+
+    #[test]
+    fn pascal_args_round_trip() {
+        // PostMessage(hwnd, msg, wParam, lParam): hwnd pushed first.
+        let bytes = PascalArgs::encode(&[(2, 0x1234), (2, 0x0500), (2, 7), (4, 0xDEAD_BEEF)]);
+        assert_eq!(bytes, [0xEF, 0xBE, 0xAD, 0xDE, 7, 0, 0x00, 0x05, 0x34, 0x12]);
+        let p = PascalArgs::new(&bytes).params([2, 2, 2, 4]);
+        assert_eq!(p, [0x1234, 0x0500, 7, 0xDEAD_BEEF]);
     }
 }

@@ -32,8 +32,8 @@ extern "C" fn r3_set_interrupts(cx: &HostCx, enabled: bool) {
         || (),
         |core| {
             let vm = core.cur_vm.get();
-            core.set_vm_interrupts(vm, enabled);
             core.trace(|| TraceEvent::IfFlag { vm, enabled });
+            core.set_vm_interrupts(vm, enabled);
         },
     )
 }

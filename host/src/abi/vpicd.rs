@@ -10,7 +10,8 @@ use vmm_plugin_api::ddk::*;
 
 use crate::abi::{caller, guarded};
 use crate::machine::Core;
-use crate::machine::vpicd::SERVICES;
+use crate::vmm::callback::Callback;
+use crate::vpicd::SERVICES;
 
 /// Run VPICD service `ordinal`: `body` if the entry check passes.
 fn vpicd<T>(cx: &HostCx, ordinal: u16, body: impl FnOnce(&Core) -> Result<T, VmmError>) -> VmmResult<T> {
@@ -28,7 +29,13 @@ extern "C" fn virtualize_irq(cx: &HostCx, descriptor: IrqDescriptor) -> VmmResul
     let mut d = Some(descriptor);
     let r = vpicd(cx, VPICD_VIRTUALIZE_IRQ, |core| core.vpicd_virtualize_irq(owner, d.take().expect("once")));
     // A refused call releases the closures in the plugin.
-    drop(d);
+    if let Some(d) = d {
+        let release = |raw| drop(Callback::plugin(owner, raw));
+        release(d.hw_int);
+        for raw in [d.virt_int, d.eoi, d.mask_change, d.iret].into_iter().filter_map(|c| c.into_option()) {
+            release(raw);
+        }
+    }
     r
 }
 

@@ -723,6 +723,16 @@ impl Core {
             TimerKind::Stop => self.stop.set(true),
             TimerKind::VirtualIret { vm, irq, seq } => self.vpicd_iret(vm, irq, Some(seq)),
             TimerKind::PhysIrq(index, rep) => self.fire_manifest_irq(index, rep),
+            TimerKind::IrqConflict(vm) => {
+                if self.vm_valid(vm) {
+                    self.destroy_vm(
+                        vm,
+                        vmm_plugin_api::ddk::VNE_CRASHED,
+                        false,
+                        crate::trace::DestroyReason::IrqConflict,
+                    );
+                }
+            }
         }
     }
 

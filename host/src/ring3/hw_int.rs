@@ -57,7 +57,11 @@ impl Core {
             self.set_vm_interrupts(vm, false);
             let _ = self.ring3_far_call(target, &[], false);
             if self.vm_valid(vm) {
-                self.set_vm_interrupts(vm, enabled);
+                // The IRET: the flags come back and VPICD sees it, in one
+                // step (a request left set is simulated after the IRET).
+                if let Some(v) = self.vms.borrow().get(vm) {
+                    v.set_interrupts(enabled);
+                }
                 self.vpicd_iret(vm, irq, None);
             }
         }

@@ -165,8 +165,8 @@ impl Core {
                         Flow::Go
                     }
                     ExitReason::InterruptFlag { enabled } => {
-                        self.set_vm_interrupts(vm, enabled);
                         self.trace(|| TraceEvent::IfFlag { vm, enabled });
+                        self.set_vm_interrupts(vm, enabled);
                         Flow::Go
                     }
                     ExitReason::Halt => Flow::Step(step(StepKind::Yield, 0), "halt"),
@@ -249,8 +249,8 @@ impl Core {
         let now = m.cpu.flags & flags::IF;
         if now != was {
             let enabled = now != 0;
-            self.set_vm_interrupts(vm, enabled);
             self.trace(|| TraceEvent::IfFlag { vm, enabled });
+            self.set_vm_interrupts(vm, enabled);
         }
     }
 

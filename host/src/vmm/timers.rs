@@ -33,6 +33,9 @@ pub(crate) enum TimerKind {
     /// VPICD: a simulated interrupt's `VID_IRET_Time_Out` passes (the VM,
     /// the IRQ, and which delivery).
     VirtualIret { vm: u32, irq: u8, seq: u64 },
+    /// VPICD ends a VM that unmasked an IRQ another VM owns (not from inside
+    /// the VM's own port access: at the next timer point).
+    IrqConflict(u32),
     /// A `[[irq]]` entry asserts its physical IRQ (index, repetition).
     PhysIrq(usize, u32),
 }

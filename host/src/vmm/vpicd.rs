@@ -194,7 +194,8 @@ impl Default for VpicdState {
 impl VpicdState {
     // ---- descriptors -----------------------------------------------------------------------
 
-    /// `VPICD_Virtualize_IRQ`.
+    /// `VPICD_Virtualize_IRQ`. A refused descriptor's callbacks are
+    /// dropped (released in the plugin).
     pub(crate) fn virtualize(
         &mut self,
         irq: u16,
@@ -203,9 +204,9 @@ impl VpicdState {
         procs: [Option<Callback>; 5],
         iret_time_out: u32,
         hw_int_ref: u32,
-    ) -> Result<u32, (VirtError, [Option<Callback>; 5])> {
+    ) -> Result<u32, VirtError> {
         if irq >= IRQS as u16 {
-            return Err((VirtError::BadIrq, procs));
+            return Err(VirtError::BadIrq);
         }
         let chain = &self.chains[irq as usize];
         let share = options & vmm_plugin_api::ddk::VPICD_OPT_CAN_SHARE != 0;
@@ -215,14 +216,14 @@ impl VpicdState {
                 .all(|h| self.virts.get(*h).is_some_and(|v| v.options & vmm_plugin_api::ddk::VPICD_OPT_CAN_SHARE != 0));
             if !share || !all_share {
                 let owner = self.virts.get(first).map_or(InstanceId::HOST, |v| v.owner);
-                return Err((VirtError::Taken { owner }, procs));
+                return Err(VirtError::Taken { owner });
             }
             if chain.len() >= MAX_SHARERS {
-                return Err((VirtError::Full, procs));
+                return Err(VirtError::Full);
             }
         }
         let irq = irq as u8;
-        let Some((handle, slot)) = self.virts.vacant() else { return Err((VirtError::NoRoom, procs)) };
+        let Some((handle, slot)) = self.virts.vacant() else { return Err(VirtError::NoRoom) };
         *slot = Some(Virt { irq, options, owner, procs, iret_time_out, hw_int_ref });
         self.chains[irq as usize].push(handle);
         Ok(handle)
