@@ -388,6 +388,75 @@
 //! install is the `IO_PORT_NOT_OWNED` violation. The rules are in
 //! `docs/semantics.md` ("I/O port trapping").
 //!
+//! ## Owning an IRQ (VPICD)
+//!
+//! With `*VPICD` in the device list, a device owns an IRQ by virtualizing
+//! it: an [`IrqDescriptor`] names the IRQ and the procedures VPICD calls.
+//! `Hw_Int` runs at interrupt time for every physical interrupt (only
+//! asynchronous services there: no `virtualize_irq`, events instead of
+//! waits) and usually asks VPICD to simulate the interrupt into the VM
+//! that owns the device with `set_int_request`. VPICD does so when that VM
+//! can take it: interrupts enabled, the IRQ unmasked in its virtual PIC, no
+//! higher IRQ in service. `Virt_Int` runs first (the point of no return),
+//! then the VM's own handler; the VM's `OUT 20h, 20h` reaches your `EOI`
+//! procedure, where a level-triggered device clears its request (or the
+//! interrupt is simulated again at once), and the handler's `IRET` your
+//! `IRET` procedure (`timed_out` if it did not come within the descriptor's
+//! time-out, 500 ms by default). Two devices may share an IRQ if both set
+//! `VPICD_OPT_CAN_SHARE`: the last to virtualize is called first and says
+//! "not mine" with `false`.
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! # use std::cell::Cell;
+//! /// A device on IRQ 5 whose interrupts belong to the VM that unmasked
+//! /// the IRQ last.
+//! struct Dev5 {
+//!     irq: Cell<Option<VpicdHandle>>,
+//!     owner: Cell<VmHandle>,
+//! }
+//!
+//! impl VxD for Dev5 {
+//!     const DEVICE: Device = Device::new("DEV5");
+//!     fn create(vmm: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Dev5 { irq: Cell::new(None), owner: Cell::new(vmm.get_sys_vm_handle()) })
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == DEVICE_INIT {
+//!             let d = IrqDescriptor::new(5, |dev: &Dev5, vmm: &Vmm<'_>, e: IrqEvent| {
+//!                 // Interrupt time: service the hardware, pass it on.
+//!                 let _ = vmm.vpicd().phys_eoi(e.handle);
+//!                 let _ = vmm.vpicd().set_int_request(e.handle, dev.owner.get());
+//!                 true // mine
+//!             })
+//!             .eoi(|_: &Dev5, vmm: &Vmm<'_>, e: IrqEvent| {
+//!                 // The VM's EOI: the request is served.
+//!                 let _ = vmm.vpicd().clear_int_request(e.handle, e.vm);
+//!             })
+//!             .mask_change(|dev: &Dev5, _: &Vmm<'_>, e: IrqEvent, masking: bool| {
+//!                 if !masking {
+//!                     dev.owner.set(e.vm);
+//!                 }
+//!             });
+//!             match vmm.vpicd().virtualize_irq(d) {
+//!                 Ok(h) => self.irq.set(Some(h)),
+//!                 Err(_) => return Carry::Set, // another device owns IRQ 5
+//!             }
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//! ```
+//!
+//! A DOS program takes the interrupt through its vector table (`INT 21h
+//! AH=25h`); a Rust DOS module installs an export as its handler with
+//! [`Ring3::set_int_vector`]. Test it with `[[irq]]` entries (`irq = 5`,
+//! `at`, `every`, `count`) or the test kit's `Session::raise_irq(5)`, and
+//! assert on the `virtual_irq` records (`requested`, `delivered`, `eoi`,
+//! `iret`, ...). A dynamic device calls `force_default_behavior` in
+//! `Sys_Dynamic_Device_Exit`, or it cannot virtualize the IRQ again after a
+//! reload. The rules are in `docs/semantics.md` ("VPICD").
+//!
 //! ## Appy time
 //!
 //! A VxD cannot call Windows code whenever it likes: ring 3 may be in the
