@@ -813,3 +813,36 @@ fn raising_an_irq_without_vpicd_is_an_error_of_the_test_kit() {
     assert!(m.raise_physical_irq(5).unwrap_err().to_string().contains("VPICD is not loaded"));
     let _ = DOS2;
 }
+
+/// Pacing as VCD does it (one character per IRET): the IRET procedure sets
+/// the next request, which is simulated once the handler returned.
+#[test]
+fn an_iret_procedure_may_set_the_next_request() {
+    let run = scenario(
+        machine("4.0", &["SCRIPT"], "install 13; unmask 5", ""),
+        || {
+            IrqDescriptor::new(5, |_: &ScriptDevice, _: &Vmm<'_>, _| true)
+                .eoi(|_: &ScriptDevice, vmm: &Vmm<'_>, e: IrqEvent| {
+                    vmm.vpicd().clear_int_request(e.handle, e.vm).unwrap()
+                })
+                .iret(|dev: &ScriptDevice, vmm: &Vmm<'_>, e: IrqEvent, _| {
+                    let n = {
+                        let mut s = dev.state.borrow_mut();
+                        s.push(0);
+                        s.len()
+                    };
+                    if n <= 3 {
+                        vmm.vpicd().set_int_request(e.handle, e.vm).unwrap();
+                    }
+                })
+        },
+        10,
+        DOS1,
+        |dev, vmm| vmm.vpicd().set_int_request(handle(dev), VmHandle(DOS1)).unwrap(),
+    )
+    .run();
+    run.assert_ok();
+    assert_eq!(outputs(&run), ["handler"; 3]);
+    let once = ["requested", "delivered", "eoi", "cleared", "iret"].map(|s| at(DOS1, s));
+    assert_eq!(steps(run.trace(), 5), [once.clone(), once.clone(), once].concat());
+}

@@ -33,6 +33,9 @@ pub(crate) struct Vpicd {
     pub(crate) state: RefCell<VpicdState>,
     /// A simulated interrupt waits for a VM's ring-3 code to enter it.
     ring3_waiting: Cell<bool>,
+    /// A virtual request was ever set: until then a VM's STI or ring-3
+    /// step costs VPICD one flag test.
+    active: Cell<bool>,
 }
 
 impl Core {
@@ -177,6 +180,7 @@ impl Core {
     /// Set `who`'s request of `irq` for `vm`, boost the VM, and simulate
     /// the interrupt if the VM can take it now.
     fn vpicd_request(&self, vm: u32, irq: u8, who: u32) {
+        self.vpicd.active.set(true);
         let new = self.vpicd.state.borrow_mut().set_request(vm, irq, who);
         if new {
             self.trace(|| TraceEvent::VirtualIrq { irq, vm, step: "requested" });
@@ -455,7 +459,15 @@ impl Core {
 
     /// A VM's ring-3 code is about to run: requests that waited for it
     /// (it was not current, or had interrupts disabled) are simulated now.
+    #[inline]
     pub(crate) fn vpicd_vm_runs(&self, vm: u32) {
+        if self.vpicd.active.get() {
+            self.vpicd_vm_runs_slow(vm);
+        }
+    }
+
+    #[inline(never)]
+    fn vpicd_vm_runs_slow(&self, vm: u32) {
         let waiting = self.vpicd.state.borrow().any_request(vm);
         if waiting {
             self.vpicd_try_deliver(vm);
