@@ -846,3 +846,56 @@ fn an_iret_procedure_may_set_the_next_request() {
     let once = ["requested", "delivered", "eoi", "cleared", "iret"].map(|s| at(DOS1, s));
     assert_eq!(steps(run.trace(), 5), [once.clone(), once.clone(), once].concat());
 }
+
+// ---- a device built as a plugin (plugins/fixtures/vpicd) ---------------------------------------------
+
+/// IRQDEV, a separately built plugin, owns IRQ 5: the `[[irq]]` hardware
+/// reaches its `Hw_Int`, the VM that unmasked the IRQ gets the interrupt,
+/// and the device's procedures see the EOI and the IRET.
+#[test]
+fn a_plugin_device_owns_an_irq_and_the_vm_that_unmasked_it_gets_the_interrupts() {
+    let manifest = format!(
+        "{}[IRQDEV]\nirq = 5\n",
+        machine(
+            "4.0",
+            &["fixture-vpicd"],
+            "install 13; unmask 5",
+            "[[irq]]\nirq = 5\nat = 10\nevery = 10\ncount = 3\n"
+        )
+    );
+    let run = Scenario::new(&manifest).module::<IrqApp>().run();
+    run.assert_ok();
+    assert_eq!(outputs(&run), ["handler"; 3]);
+    let irets = run.trace().matching(json!({"kind": "note", "note": "irqdev_iret"}));
+    assert_eq!(irets.len(), 3, "{}", run.trace().tail(30));
+    assert!(irets.iter().all(|r| r["fields"]["vm"] == DOS1 && r["fields"]["timed_out"] == false), "{irets:?}");
+}
+
+/// A dynamic device un-virtualizes its IRQ at `Sys_Dynamic_Device_Exit`
+/// (then it can virtualize it again when loaded again); one that does not
+/// gets an `UNLOAD_LEAK` naming the IRQ, and the host un-virtualizes it.
+#[test]
+fn a_dynamic_device_that_keeps_its_irq_at_unload_leaks_it() {
+    for keep in [false, true] {
+        let mut m =
+            Scenario::new(&format!("[386Enh]\ndevice = [\"*VPICD\", \"*VXDLDR\"]\n[IRQDEV]\nkeep_on_exit = {keep}\n"))
+                .machine()
+                .unwrap();
+        m.boot().unwrap();
+        m.load_dynamic_device("fixture-vpicd", true).unwrap();
+        m.unload_dynamic_device("IRQDEV").unwrap();
+        m.load_dynamic_device("fixture-vpicd", true).unwrap();
+        m.shutdown().unwrap();
+        let t = Trace::of(&m);
+        let leaks = t.matching(json!({"kind": "violation", "code": "UNLOAD_LEAK", "device": "IRQDEV"}));
+        let inits = t.matching(json!({"kind": "control", "device": "IRQDEV", "message": "Sys_Dynamic_Device_Init"}));
+        assert_eq!(inits.len(), 2);
+        assert!(inits.iter().all(|r| r["result"] == "clear"), "virtualized again after the unload: {inits:?}");
+        if keep {
+            assert_eq!(leaks.len(), 1, "{}", t.tail(20));
+            assert!(leaks[0]["message"].as_str().unwrap().contains("virtualized IRQ 5"), "{leaks:?}");
+        } else {
+            assert!(leaks.is_empty(), "{leaks:?}");
+        }
+    }
+}
