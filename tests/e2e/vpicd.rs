@@ -899,3 +899,83 @@ fn a_dynamic_device_that_keeps_its_irq_at_unload_leaks_it() {
         }
     }
 }
+
+/// A physical interrupt that arrives while the IRQ is physically masked
+/// waits in the IRR (`Test_Phys_Request`, `Phys_Req`); `Physically_Unmask`
+/// lets it in.
+#[test]
+fn a_physically_masked_irq_waits_until_it_is_unmasked() {
+    let run = scenario(
+        machine("4.0", &["SCRIPT"], "", "[[irq]]\nirq = 5\nat = 15\n"),
+        || noting(5),
+        10,
+        SYS,
+        |dev, vmm| {
+            let h = handle(dev);
+            vmm.vpicd().physically_mask(h).unwrap();
+            vmm.set_global_time_out(10, move |dev: &ScriptDevice, vmm, _| {
+                let v = vmm.vpicd();
+                let s = v.get_complete_status(h, VmHandle(SYS)).unwrap();
+                dev.note(
+                    vmm,
+                    format!(
+                        "held {} phys_mask {} phys_req {}",
+                        v.test_phys_request(h).unwrap(),
+                        s & VPICD_STAT_PHYS_MASK != 0,
+                        s & VPICD_STAT_PHYS_REQ != 0
+                    ),
+                );
+                v.physically_unmask(h).unwrap();
+                dev.note(vmm, format!("held {}", v.test_phys_request(h).unwrap()));
+            });
+        },
+    )
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["held true phys_mask true phys_req true", "hw_int vm=0x10001", "held false"]);
+}
+
+/// Under Windows 3.1 VPICD has its 3.1 services only: `VPICD_Virtual_EOI`
+/// (4.0) is the fatal "Invalid VxD dynamic link call".
+#[test]
+fn virtual_eoi_does_not_exist_under_windows_3_1() {
+    let run = scenario(
+        machine("3.1", &["SCRIPT"], "", ""),
+        || noting(5),
+        10,
+        SYS,
+        |dev, vmm| {
+            let _ = vmm.vpicd().virtual_eoi(handle(dev), VmHandle(SYS));
+            dev.note(vmm, "returned");
+        },
+    )
+    .run();
+    assert!(run.expect_error().to_string().contains("Invalid VxD dynamic link call"), "{:?}", run.error());
+    assert!(notes(&run).is_empty());
+}
+
+/// `--timeline` shows each `virtual_irq` step on its VM's track.
+#[test]
+fn the_timeline_shows_virtual_irq_steps_on_the_vms_track() {
+    let mut m = scenario(
+        machine("4.0", &["SCRIPT"], "install 13; unmask 5", ""),
+        || noting(5),
+        10,
+        DOS1,
+        |dev, vmm| {
+            vmm.vpicd().set_int_request(handle(dev), VmHandle(DOS1)).unwrap();
+        },
+    )
+    .machine()
+    .unwrap();
+    m.boot().unwrap();
+    m.run().unwrap();
+    let timeline = vmm_host::timeline::chrome_trace(&m.trace());
+    let events = timeline["traceEvents"].as_array().unwrap();
+    let steps: Vec<&str> =
+        events.iter().filter(|e| e["cat"] == "virtual_irq").map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["IRQ 5 requested", "IRQ 5 delivered", "IRQ 5 eoi", "IRQ 5 cleared", "IRQ 5 iret"]);
+    let first = events.iter().find(|e| e["cat"] == "virtual_irq").unwrap();
+    let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == first["tid"]).expect("track name");
+    assert_eq!(track["args"]["name"], "DOS1");
+}
