@@ -17,7 +17,7 @@ use crate::common::{DOS1, DOS2, SYS, notes, outputs};
 /// A DOS program driven by its command line (`;`-separated):
 /// `install V` (its export 1 handles vector V), `unmask N` / `mask N`
 /// (IRQ N in its virtual PIC), `cli`, `sti`, `noeoi` (the handler sends no
-/// EOI), `yield K` (K steps), `exit`. The handler prints `handler` and
+/// EOI), `yield K` (K steps), `sleep MS`, `exit`. The handler prints `handler` and
 /// sends a non-specific EOI to the PIC of the vector's IRQ.
 struct IrqApp {
     steps: RefCell<VecDeque<String>>,
@@ -56,6 +56,7 @@ impl IrqApp {
                     return Step::yield_now();
                 }
                 "exit" => return Step::exit(0),
+                "sleep" => return Step::sleep(num(1)),
                 other => r3.print(&format!("unknown command {other}")),
             }
         }
@@ -978,4 +979,25 @@ fn the_timeline_shows_virtual_irq_steps_on_the_vms_track() {
     let first = events.iter().find(|e| e["cat"] == "virtual_irq").unwrap();
     let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == first["tid"]).expect("track name");
     assert_eq!(track["args"]["name"], "DOS1");
+}
+
+/// Hardware interrupts do not wait for a sleeping Rust program: its
+/// handler runs when the interrupt is simulated, and the program sleeps on.
+#[test]
+fn a_sleeping_rust_program_takes_its_interrupt_at_once() {
+    let run = scenario(
+        machine("4.0", &["SCRIPT"], "install 13; unmask 5; sleep 100; exit", ""),
+        || noting(5),
+        10,
+        DOS1,
+        |dev, vmm| vmm.vpicd().set_int_request(handle(dev), VmHandle(DOS1)).unwrap(),
+    )
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    let handler = t.matching(json!({"kind": "program_output", "text": "handler"}));
+    assert_eq!(handler.len(), 1, "{}", t.tail(20));
+    assert_eq!(handler[0]["t"], 10);
+    let ended = t.matching(json!({"kind": "program_ended", "module": "IRQAPP"}));
+    assert_eq!(ended[0]["t"], 100, "the program slept on");
 }

@@ -474,6 +474,22 @@ impl Core {
         }
     }
 
+    /// Whether `vm`'s ring-3 code has a virtual interrupt to take now: one
+    /// waits to be entered, or a request can be simulated (one flag test
+    /// while VPICD was never used).
+    #[inline]
+    pub(crate) fn vpicd_ring3_work(&self, vm: u32) -> bool {
+        self.vpicd.active.get() && self.vpicd_ring3_work_slow(vm)
+    }
+
+    #[inline(never)]
+    fn vpicd_ring3_work_slow(&self, vm: u32) -> bool {
+        let st = self.vpicd.state.borrow();
+        st.has_ring3(vm)
+            || (st.next_deliverable(vm).is_some()
+                && self.vms.borrow().get(vm).is_some_and(|v| v.schedulable() && v.interrupts_enabled()))
+    }
+
     /// The VM's handler was entered through the default handler (no
     /// handler of the VM's own): it sends the EOI and returns.
     pub(crate) fn vpicd_default_handler(&self, vm: u32, irq: u8) {

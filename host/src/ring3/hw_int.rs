@@ -41,6 +41,20 @@ impl Core {
         Ok(old.unwrap_or(0))
     }
 
+    /// Whether `vm` runs Rust ring-3 code (not a machine-code program)
+    /// with a virtual interrupt to take now, even while its programs sleep
+    /// or wait for messages: hardware interrupts do not wait for them.
+    pub(crate) fn hw_int_ready(&self, vm: u32) -> bool {
+        if !self.vpicd_ring3_work(vm) {
+            return false;
+        }
+        let r3 = self.ring3.borrow();
+        r3.programs_of(vm).iter().any(|&i| {
+            let p = &r3.programs[i];
+            p.state != crate::ring3::state::ProgState::Ended && r3.modules[p.module].code.plugin().is_some()
+        })
+    }
+
     /// Before a Rust module's step: the requests that waited for the VM,
     /// then each simulated interrupt the VM must enter, in order.
     pub(crate) fn ring3_hw_ints(&self, vm: u32) {
@@ -56,6 +70,7 @@ impl Core {
             let enabled = self.vms.borrow().get(vm).is_some_and(|v| v.interrupts_enabled());
             self.set_vm_interrupts(vm, false);
             let _ = self.ring3_far_call(target, &[], false);
+            self.charge(self.manifest.machine.ring3_step);
             if self.vm_valid(vm) {
                 // The IRET: the flags come back and VPICD sees it, in one
                 // step (a request left set is simulated after the IRET).

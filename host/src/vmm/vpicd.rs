@@ -416,6 +416,11 @@ impl VpicdState {
         self.vms.get_mut(&vm).and_then(|p| p.ring3.pop_front())
     }
 
+    /// Whether `vm`'s ring-3 code has a simulated interrupt to enter.
+    pub(crate) fn has_ring3(&self, vm: u32) -> bool {
+        self.vms.get(&vm).is_some_and(|p| !p.ring3.is_empty())
+    }
+
     /// Whether any VM's ring-3 code has a simulated interrupt to enter.
     pub(crate) fn ring3_waiting(&self) -> bool {
         self.vms.values().any(|p| !p.ring3.is_empty())
