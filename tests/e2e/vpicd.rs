@@ -1001,3 +1001,29 @@ fn a_sleeping_rust_program_takes_its_interrupt_at_once() {
     let ended = t.matching(json!({"kind": "program_ended", "module": "IRQAPP"}));
     assert_eq!(ended[0]["t"], 100, "the program slept on");
 }
+
+/// A request for a VM that is not running waits for it, boosted, and is
+/// simulated when that VM runs.
+#[test]
+fn a_request_for_another_vm_is_simulated_when_that_vm_runs() {
+    let run = scenario(
+        machine("4.0", &["SCRIPT"], "install 13; unmask 5; sleep 150", ""),
+        || noting(5),
+        10,
+        SYS,
+        |dev, vmm| {
+            vmm.vpicd().set_int_request(handle(dev), VmHandle(DOS1)).unwrap();
+            dev.note(vmm, "requested from the system VM");
+        },
+    )
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    let notes = notes(&run);
+    assert_eq!(notes[1..3], ["requested from the system VM".to_string(), "virt_int vm=0x10002".to_string()]);
+    let requested = position(t, json!({"kind": "virtual_irq", "step": "requested", "vm": DOS1})).unwrap();
+    let switch = t.records()[requested..].iter().position(|r| r["kind"] == "vm_switch" && r["vm"] == DOS1).unwrap();
+    let delivered = position(t, json!({"kind": "virtual_irq", "step": "delivered", "vm": DOS1})).unwrap();
+    assert!(requested + switch < delivered, "{}", t.tail(30));
+    assert_eq!(outputs(&run), ["handler"]);
+}

@@ -629,6 +629,19 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_request_drops_when_every_device_cleared_it() {
+        let mut s = VpicdState::default();
+        assert!(s.set_request(1, 5, 7));
+        assert!(!s.set_request(1, 5, 7), "set twice by one device is one request");
+        assert!(s.set_request(1, 5, 9));
+        assert!(s.clear_request(1, 5, 7));
+        assert!(s.requested(1, 5), "device 9's request stands");
+        assert!(s.clear_request(1, 5, 9));
+        assert!(!s.requested(1, 5));
+        assert!(!s.clear_request(1, 5, 9));
+    }
+
+    #[test]
     fn reprogramming_the_base_moves_the_vectors() {
         let mut s = VpicdState::default();
         assert_eq!(s.vector(1, 5), 0x0D);
