@@ -353,10 +353,13 @@ impl Core {
     fn vpicd_call(&self, handle: u32, proc: Proc, vm: u32, ecx: u32, edx: u32, carry: bool) -> Option<CallOutcome> {
         let cb = self.vpicd.state.borrow_mut().take_proc(handle, proc);
         let mut cb = cb?;
+        // Hw_Int at interrupt time; the others in the context of what
+        // caused them (an event, an I/O trap), or on behalf of the VM when
+        // its own code did (an STI, an IRET) or the host did.
         let context = match (proc, self.context()) {
             (Proc::HwInt, _) => Context::Interrupt,
-            (_, Context::Control | Context::Init) => Context::Vm,
-            (_, c) => c,
+            (_, c @ (Context::Event | Context::Appy | Context::Vm | Context::Interrupt)) => c,
+            _ => Context::Vm,
         };
         let mut regs = Regs { eax: handle, ebx: vm, ecx, edx, flags: carry as u32, ..Regs::default() };
         let outcome = cb.call(self, context, &mut regs);
