@@ -555,8 +555,10 @@ impl VxD for IrqBench {
 }
 
 /// A Rust DOS program whose export 1 handles INT 0Dh (IRQ 5) and sends the
-/// EOI; it unmasks IRQ 5, takes the interrupts, and exits.
-struct IrqLoop;
+/// EOI; it unmasks IRQ 5, takes `args` interrupts, and exits.
+struct IrqLoop {
+    left: std::cell::Cell<u64>,
+}
 
 impl Module for IrqLoop {
     const MODULE: ModuleDef = ModuleDef::dos_program("IRQLOOP")
@@ -564,10 +566,11 @@ impl Module for IrqLoop {
         .exports(&[Export::new("Handler", 1, 0, 0)]);
 
     fn create(_: &Ring3<'_>) -> Result<Self, String> {
-        Ok(IrqLoop)
+        Ok(IrqLoop { left: std::cell::Cell::new(0) })
     }
 
-    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+    fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
+        self.left.set(args.parse().expect("a count"));
         r3.set_int_vector(0x0D, r3.export_address(1)).unwrap();
         let imr = r3.in_byte(0x21).unwrap();
         r3.out_byte(0x21, imr & !0x20).unwrap();
@@ -575,10 +578,11 @@ impl Module for IrqLoop {
     }
 
     fn resume(&self, _r3: &Ring3<'_>, _wake: Wake) -> Step {
-        Step::exit(0)
+        if self.left.get() == 0 { Step::exit(0) } else { Step::yield_now() }
     }
 
     fn call(&self, r3: &Ring3<'_>, _ordinal: u16, _args: PascalArgs<'_>) -> u32 {
+        self.left.set(self.left.get().saturating_sub(1));
         r3.out_byte(0x20, 0x20).unwrap();
         0
     }
@@ -588,7 +592,7 @@ fn time_virtual_irqs(iters: u64) -> Duration {
     time_runs(iters, 1_000_000, |k| {
         let mut m = Scenario::new(&format!(
             "[386Enh]\ndevice = [\"*VPICD\", \"IRQBENCH\"]\n[IRQBENCH]\ncount = {k}\n\
-             [[vm]]\nname = \"DOS1\"\nprogram = \"IRQLOOP\"\n[machine]\nlivelock_limit = 9223372036854775807\n"
+             [[vm]]\nname = \"DOS1\"\nprogram = \"IRQLOOP\"\nargs = \"{k}\"\n[machine]\nlivelock_limit = 9223372036854775807\n"
         ))
         .device::<IrqBench>()
         .module::<IrqLoop>()

@@ -1027,3 +1027,24 @@ fn a_request_for_another_vm_is_simulated_when_that_vm_runs() {
     assert!(requested + switch < delivered, "{}", t.tail(30));
     assert_eq!(outputs(&run), ["handler"]);
 }
+
+/// A request no EOI procedure ever clears (level-triggered, the device
+/// never serviced) keeps the VM taking interrupts, but the machine goes on:
+/// each costs virtual time, and the run ends at `until`.
+#[test]
+fn a_request_never_cleared_does_not_stall_the_machine() {
+    let run = scenario(
+        machine_until("4.0", &["SCRIPT"], "unmask 5", "", 30),
+        || IrqDescriptor::new(5, |_: &ScriptDevice, _: &Vmm<'_>, _| true),
+        10,
+        DOS1,
+        |dev, vmm| vmm.vpicd().set_int_request(handle(dev), VmHandle(DOS1)).unwrap(),
+    )
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    let delivered = t.count(json!({"kind": "virtual_irq", "step": "delivered"}));
+    // One default handler per ring-3 step (50 us) for 20 ms.
+    assert!((300..=400).contains(&delivered), "{delivered}");
+    assert_eq!(t.matching(json!({"kind": "phase", "phase": "stopped"}))[0]["t"], 30);
+}

@@ -16,6 +16,11 @@ use crate::ring3::machine_code::{DosMachine, HOST_SEGMENT, HW_IRET_BASE};
 use crate::ring3::state::Target;
 use crate::violation::Violation;
 
+/// At most this many simulated interrupts enter a VM's code between two
+/// of its steps (a device that re-requests at every EOI or IRET cannot
+/// keep the run loop from its timers).
+const MAX_PER_ENTRY: usize = 16;
+
 impl Core {
     /// `Ring3::set_int_vector` of the calling code's VM: `handler` is an
     /// export's 16:16 address, or 0 for the default handler. The previous
@@ -59,10 +64,12 @@ impl Core {
     /// then each simulated interrupt the VM must enter, in order.
     pub(crate) fn ring3_hw_ints(&self, vm: u32) {
         self.vpicd_vm_runs(vm);
-        while let Some((irq, vector)) = self.vpicd_ring3_next(vm) {
+        for _ in 0..MAX_PER_ENTRY {
+            let Some((irq, vector)) = self.vpicd_ring3_next(vm) else { break };
             let handler = self.ring3.borrow().int_vectors.get(&(vm, vector)).copied();
             let Some(target) = handler else {
                 self.vpicd_default_handler(vm, irq);
+                self.charge(self.manifest.machine.ring3_step);
                 continue;
             };
             // As the processor enters an interrupt gate: interrupts off
@@ -87,7 +94,8 @@ impl Core {
     /// them a second frame returning to `F000:0100+irq`, so the handler's
     /// `IRET` stops at that breakpoint ([`Core::v86_hw_iret`]).
     pub(crate) fn v86_hw_ints(&self, vm: u32, m: &mut DosMachine) {
-        while let Some((irq, vector)) = self.vpicd_ring3_next(vm) {
+        for _ in 0..MAX_PER_ENTRY {
+            let Some((irq, vector)) = self.vpicd_ring3_next(vm) else { break };
             if m.mem.vector(vector) == ((HOST_SEGMENT as u32) << 16) | vector as u32 {
                 // No handler of the program's: the default handler.
                 self.v86_call_vmm(vm, m, |core| core.vpicd_default_handler(vm, irq));
