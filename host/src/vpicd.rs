@@ -115,7 +115,30 @@ fn vxdcall(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Carry {
             call.regs.ecx = 0x0F;
             Carry::Clear
         }
-        VPICD_VIRTUALIZE_IRQ | VPICD_CALL_WHEN_HW_INT => {
+        VPICD_VIRTUALIZE_IRQ => {
+            // EDI → VPICD_IRQ_Descriptor: read (bounds-checked) to name it.
+            let size = if core.manifest.machine.windows_version.0 < 4 {
+                VPICD_IRQ_DESCRIPTOR_SIZE_31
+            } else {
+                VPICD_IRQ_DESCRIPTOR_SIZE
+            };
+            let Ok(d) = core.read_linear("VPICD_Virtualize_IRQ", r.edi, size) else { return Carry::Set };
+            let word = |at: usize| u16::from_le_bytes([d[at], d[at + 1]]);
+            core.violation(
+                Violation::VpicdServiceByVxdcall,
+                format!(
+                    "VPICD_Virtualize_IRQ of IRQ {} (options {:#06X}, Hw_Int_Proc {:#010X}) by VxDCall: the \
+                     descriptor's procedure addresses mean nothing to the emulator; call the typed \
+                     Vpicd::virtualize_irq (vmm.vpicd().virtualize_irq(...)) instead",
+                    word(VID_IRQ_NUMBER),
+                    word(VID_OPTIONS),
+                    u32::from_le_bytes(d[VID_HW_INT_PROC..VID_HW_INT_PROC + 4].try_into().unwrap_or_default()),
+                ),
+                Some("VPICD_Virtualize_IRQ"),
+            );
+            Carry::Set
+        }
+        VPICD_CALL_WHEN_HW_INT => {
             core.violation(
                 Violation::VpicdServiceByVxdcall,
                 format!(
@@ -188,6 +211,23 @@ fn vxdcall(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Carry {
 }
 
 impl Core {
+    /// `[[irq]]` entries assert physical IRQs, which only VPICD takes: the
+    /// first one is an error naming where it is written when `*VPICD` is
+    /// not in the device list.
+    pub(crate) fn check_irq_entries(&self) -> crate::error::Result<()> {
+        match self.manifest.irqs.first() {
+            Some(first) if self.vpicd_instance().is_none() => Err(crate::error::Error::Reference {
+                origin: first.origin.clone(),
+                message: format!(
+                    "[[irq]] asserts IRQ {}, but physical interrupts are taken by VPICD: add \"*VPICD\" to \
+                     [386Enh] device",
+                    first.irq
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The check every VPICD service call passes first: VPICD is loaded
     /// and has `ordinal` (else the fatal "Invalid VxD dynamic link call"),
     /// and the caller's context satisfies the service's rule.

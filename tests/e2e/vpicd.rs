@@ -783,14 +783,22 @@ fn virtualize_irq_by_vxdcall_is_refused_and_register_services_work() {
             call.regs.ebx = SYS;
             let vec = vmm.vxd_call(0x0003_000D, &mut call).map(|()| call.regs.eax);
             dev.note(vmm, format!("vector {vec:?}"));
+            // EDI → a VPICD_IRQ_Descriptor (3.1: 0x1C bytes) for IRQ 7.
+            let d = vmm.heap_allocate(0x1C, 0).unwrap();
+            let mut bytes = [0u8; 0x1C];
+            bytes[0] = 7;
+            vmm.mem_write(d, &bytes).unwrap();
             let mut call = ServiceCall::default();
+            call.regs.edi = d;
             let cf = vmm.vxd_call(0x0003_0001, &mut call).map(|()| call.regs.flags & 1);
             dev.note(vmm, format!("virtualize cf={cf:?}"));
         },
     )
     .run();
     assert_eq!(notes(&run), ["irq status cf=Ok(1)", "vector Ok(13)", "virtualize cf=Ok(1)"]);
-    assert_eq!(run.trace().matching(json!({"kind": "violation", "code": "VPICD_SERVICE_BY_VXDCALL"})).len(), 1);
+    let v = run.trace().matching(json!({"kind": "violation", "code": "VPICD_SERVICE_BY_VXDCALL"}));
+    assert_eq!(v.len(), 1);
+    assert!(v[0]["message"].as_str().unwrap().contains("IRQ 7 (options 0x0000"), "{v:?}");
 }
 
 #[test]
@@ -805,6 +813,14 @@ fn irq_entries_in_the_manifest_are_checked() {
         let text = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(text.contains(why), "{entry}: {text}");
     }
+}
+
+#[test]
+fn irq_entries_without_vpicd_are_an_error() {
+    // A one-line manifest: the error names a position in it.
+    let run = Scenario::new("[386Enh]\ndevice = []\n[[irq]]\nirq = 4\nat = 5\n").run();
+    let text = run.expect_error().to_string();
+    assert!(text.contains("add \"*VPICD\"") && text.contains("IRQ 4") && text.contains("manifest#1:3"), "{text}");
 }
 
 #[test]
