@@ -701,15 +701,23 @@ msg: db 'got 2', 13, 10, '$'
 "#;
 
 fn irqcom_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmm-vpicd-irqcom-{}", std::process::id()));
+    assemble("irqcom", &[("IRQCOM.COM", IRQCOM)])
+}
+
+/// A directory of its own holding each `(file, nasm source)` assembled.
+fn assemble(test: &str, programs: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-vpicd-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("irqcom.asm"), IRQCOM).unwrap();
-    let out = std::process::Command::new("nasm")
-        .args(["-f", "bin", "-o", "IRQCOM.COM", "irqcom.asm"])
-        .current_dir(&dir)
-        .output()
-        .expect("nasm (apt-get install nasm)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, source) in programs {
+        let asm = format!("{name}.asm");
+        std::fs::write(dir.join(&asm), source).unwrap();
+        let out = std::process::Command::new("nasm")
+            .args(["-f", "bin", "-o", name, &asm])
+            .current_dir(&dir)
+            .output()
+            .expect("nasm (apt-get install nasm)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     dir
 }
 
@@ -1063,4 +1071,54 @@ fn a_request_never_cleared_does_not_stall_the_machine() {
     // One default handler per ring-3 step (50 us) for 20 ms.
     assert!((300..=400).contains(&delivered), "{delivered}");
     assert_eq!(t.matching(json!({"kind": "phase", "phase": "stopped"}))[0]["t"], 30);
+}
+
+/// A `.COM` whose IRQ 5 handler sends the EOI and never returns (it halts
+/// in a loop with interrupts enabled).
+const STUCKCOM: &str = r#"
+org 100h
+    mov ax, 250Dh
+    mov dx, handler
+    int 21h
+    in al, 21h
+    and al, 0DFh
+    out 21h, al
+    sti
+idle:
+    hlt
+    jmp idle
+handler:
+    mov al, 20h
+    out 20h, al
+    sti
+stuck:
+    hlt
+    jmp stuck
+"#;
+
+/// Scenario 15 with real machine code: the handler never executes its
+/// IRET, so after `VID_IRET_Time_Out` (5 ms here: a halting DOS VM costs a
+/// scheduler step per `HLT`) VPICD calls IRET_Proc with carry set.
+#[test]
+fn a_handler_that_never_irets_times_out() {
+    let manifest = machine_until("4.0", &["SCRIPT"], "", "[[vm]]\nname = \"DOS1\"\nprogram = \"STUCK.COM\"\n", 10);
+    let run = scenario(
+        manifest,
+        || noting(5).iret_time_out(5),
+        1,
+        DOS1,
+        |dev, vmm| {
+            vmm.vpicd().set_int_request(handle(dev), VmHandle(DOS1)).unwrap();
+        },
+    )
+    .plugin_dir(assemble("stuck", &[("STUCK.COM", STUCKCOM)]))
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    let delivered = t.matching(json!({"kind": "virtual_irq", "step": "delivered"}));
+    let timeout = t.matching(json!({"kind": "virtual_irq", "step": "iret_timeout"}));
+    assert_eq!((delivered.len(), timeout.len()), (1, 1), "{:?}", t.matching(json!({"kind": "virtual_irq"})));
+    assert_eq!(timeout[0]["t"].as_u64().unwrap() - delivered[0]["t"].as_u64().unwrap(), 5);
+    assert_eq!(t.count(json!({"kind": "virtual_irq", "step": "eoi"})), 1, "the handler's EOI came");
+    assert!(notes(&run).contains(&"iret timed_out=true".to_string()));
 }
