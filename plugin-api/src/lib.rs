@@ -917,7 +917,9 @@
 //! `set_local_trapping`, `simulate_io`, `simulate_vm_io`;
 //! `Ring3Services::r3_global_alloc`, `r3_global_free`, `r3_write_far`,
 //! `r3_port_io`; `VmServices::is_ring3_export`
-//! ([`Vmm::is_ring3_export`]).
+//! ([`Vmm::is_ring3_export`]); `HostServices::vpicd` (the VPICD table,
+//! [`Vmm::vpicd`]) and `Ring3Services::r3_set_int_vector`
+//! ([`Ring3::set_int_vector`]).
 //!
 //! ## Errors
 //!
