@@ -427,7 +427,10 @@ impl Core {
             );
         }
         let vector = self.vpicd.state.borrow_mut().vector(vm, irq);
-        self.deliver_hw_int(vm, vector);
+        if !self.deliver_hw_int(vm, vector) {
+            // Not reflected into the VM (served on its way): as returned.
+            self.vpicd_iret(vm, irq, None);
+        }
         true
     }
 
@@ -436,7 +439,9 @@ impl Core {
     /// the VM's handler at once when it runs next (a DOS program: FLAGS,
     /// CS, IP pushed and a jump through its vector table; a Rust module:
     /// the export it installed with `Ring3::set_int_vector`). Whether the
-    /// interrupt was reflected into the VM.
+    /// interrupt was reflected into the VM; when it was not (served on its
+    /// way, as a V86 interrupt hook may), VPICD takes it as returned (its
+    /// IRET), so the device's `IRET` procedure still runs.
     pub(crate) fn deliver_hw_int(&self, vm: u32, vector: u8) -> bool {
         let mut st = self.vpicd.state.borrow_mut();
         let Some(irq) = st.irq_of_vector(vm, vector) else { return false };
