@@ -2,7 +2,8 @@
 //! them over through `Core::deliver_hw_int`): a machine-code DOS program
 //! gets FLAGS, CS and IP pushed and jumps through its vector table, as the
 //! processor does; a Rust module's handler is the export it installed with
-//! `Ring3::set_int_vector`, called with the VM's interrupts disabled. The
+//! `Ring3::set_int_vector`, called with the VM's interrupts disabled; a VM
+//! with no program of the emulator's runs only its default handlers. The
 //! handler's return (a DOS handler's `IRET` reaches the breakpoint
 //! `F000:0100+irq` the frame returns through) is VPICD's IRET. A vector
 //! with no handler of the VM's own is served by the default handler: an
@@ -20,6 +21,14 @@ use crate::violation::Violation;
 /// of its steps (a device that re-requests at every EOI or IRET cannot
 /// keep the run loop from its timers).
 const MAX_PER_ENTRY: usize = 16;
+
+/// What code a VM runs (see [`Core::vm_code`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum VmCode {
+    Defaults,
+    Rust,
+    Machine,
+}
 
 impl Core {
     /// `Ring3::set_int_vector` of the calling code's VM: `handler` is an
@@ -50,23 +59,35 @@ impl Core {
     /// with a virtual interrupt to take now, even while its programs sleep
     /// or wait for messages: hardware interrupts do not wait for them.
     pub(crate) fn hw_int_ready(&self, vm: u32) -> bool {
-        if !self.vpicd_ring3_work(vm) {
-            return false;
-        }
+        self.vpicd_ring3_work(vm) && self.vm_code(vm) != VmCode::Machine
+    }
+
+    /// What code `vm` runs: Rust modules, a machine-code program, or none
+    /// of the emulator's (only the vector table's default handlers).
+    fn vm_code(&self, vm: u32) -> VmCode {
         let r3 = self.ring3.borrow();
-        r3.programs_of(vm).iter().any(|&i| {
+        let mut code = VmCode::Defaults;
+        for &i in r3.programs_of(vm) {
             let p = &r3.programs[i];
-            p.state != crate::ring3::state::ProgState::Ended && r3.modules[p.module].code.plugin().is_some()
-        })
+            if p.state == crate::ring3::state::ProgState::Ended {
+                continue;
+            }
+            if r3.modules[p.module].code.plugin().is_none() {
+                return VmCode::Machine;
+            }
+            code = VmCode::Rust;
+        }
+        code
     }
 
     /// Before a Rust module's step: the requests that waited for the VM,
     /// then each simulated interrupt the VM must enter, in order.
     pub(crate) fn ring3_hw_ints(&self, vm: u32) {
         self.vpicd_vm_runs(vm);
+        let defaults = self.vm_code(vm) == VmCode::Defaults;
         for _ in 0..MAX_PER_ENTRY {
             let Some((irq, vector)) = self.vpicd_ring3_next(vm) else { break };
-            let handler = self.ring3.borrow().int_vectors.get(&(vm, vector)).copied();
+            let handler = if defaults { None } else { self.ring3.borrow().int_vectors.get(&(vm, vector)).copied() };
             let Some(target) = handler else {
                 self.vpicd_default_handler(vm, irq);
                 self.charge(self.manifest.machine.ring3_step);

@@ -276,7 +276,8 @@ impl Core {
             after.or_else(|| mine.iter().find(ready)).copied()
         };
         let Some(index) = pick else {
-            // Only a virtual interrupt to take: its handler runs now.
+            // Only a virtual interrupt to take (or a VM with no program):
+            // its handler runs now.
             if self.hw_int_ready(vm) {
                 self.ring3_hw_ints(vm);
                 return true;
