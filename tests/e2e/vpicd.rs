@@ -1090,3 +1090,22 @@ fn a_handler_that_never_irets_times_out_after_500_ms() {
     assert_eq!(t.count(json!({"kind": "virtual_irq", "step": "eoi"})), 1, "the handler's EOI came");
     assert!(notes(&run).contains(&"iret timed_out=true".to_string()));
 }
+
+/// Under random orders (events chosen at random, simulated interrupts
+/// injected at service calls) a device that owns an IRQ and two DOS VMs
+/// that take it never break a rule, panic or deadlock.
+#[test]
+fn vpicd_holds_up_under_random_orders() {
+    let manifest = format!(
+        "{}[[vm]]\nname = \"DOS2\"\nprogram = \"IRQAPP\"\nargs = \"install 13; unmask 5; yield 200\"\n[IRQDEV]\nirq = 5\n",
+        machine_until(
+            "4.0",
+            &["fixture-vpicd"],
+            "install 13; unmask 5; cli; yield 100; sti; yield 100",
+            "[[irq]]\nirq = 5\nat = 1\nevery = 1\ncount = 20\n",
+            30
+        )
+    );
+    let passed = Scenario::new(&manifest).module::<IrqApp>().explore(0..20);
+    assert_eq!(passed, 20);
+}
