@@ -450,6 +450,12 @@ impl Core {
         true
     }
 
+    /// Whether a simulated interrupt waits for some VM's ring-3 code.
+    #[inline]
+    pub(crate) fn vpicd_ring3_waiting(&self) -> bool {
+        self.vpicd.ring3_waiting.get()
+    }
+
     /// The next simulated interrupt `vm`'s ring-3 code must enter: `(irq,
     /// vector)`. One flag test when none waits anywhere.
     #[inline]

@@ -84,6 +84,9 @@ impl Core {
     /// then each simulated interrupt the VM must enter, in order.
     pub(crate) fn ring3_hw_ints(&self, vm: u32) {
         self.vpicd_vm_runs(vm);
+        if !self.vpicd_ring3_waiting() {
+            return;
+        }
         let defaults = self.vm_code(vm) == VmCode::Defaults;
         for _ in 0..MAX_PER_ENTRY {
             let Some((irq, vector)) = self.vpicd_ring3_next(vm) else { break };
