@@ -30,6 +30,11 @@
 //! * `livelock_guard/*`: host time until the livelock guard, at its default
 //!   limit, stops a chain of events at one instant, with and without a
 //!   trace.
+//! * `virtual_irq/*`: one virtual interrupt from `VPICD_Set_Int_Request`
+//!   to the VM's handler (a Rust DOS module's export), its EOI (`OUT 20h`
+//!   through the port table to the device's EOI procedure, which clears
+//!   the request) and its IRET (the device's IRET procedure, which sets
+//!   the next request), beside the same steps as direct Rust calls.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -514,12 +519,122 @@ fn port_io(c: &mut Criterion) {
     group.finish();
 }
 
+/// IRQBENCH: virtualizes IRQ 5; the VM's unmask and every IRET set the
+/// next request for that VM until `[IRQBENCH] count` interrupts ran.
+struct IrqBench {
+    left: std::cell::Cell<u64>,
+}
+
+impl VxD for IrqBench {
+    const DEVICE: Device = Device::new("IRQBENCH");
+    fn create(vmm: &Vmm<'_>) -> Result<Self, String> {
+        let n =
+            vmm.get_profile_string(Some("IRQBENCH"), "count").ok().flatten().map_or(0, |e| e.value.parse().unwrap());
+        Ok(IrqBench { left: std::cell::Cell::new(n) })
+    }
+    fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+        if msg.message == DEVICE_INIT {
+            let next = |dev: &IrqBench, vmm: &Vmm<'_>, e: IrqEvent| {
+                if dev.left.get() > 0 {
+                    dev.left.set(dev.left.get() - 1);
+                    vmm.vpicd().set_int_request(e.handle, e.vm).unwrap();
+                }
+            };
+            let d = IrqDescriptor::new(5, |_: &IrqBench, _: &Vmm<'_>, _| true)
+                .eoi(|_: &IrqBench, vmm: &Vmm<'_>, e: IrqEvent| vmm.vpicd().clear_int_request(e.handle, e.vm).unwrap())
+                .mask_change(move |dev: &IrqBench, vmm: &Vmm<'_>, e: IrqEvent, masking: bool| {
+                    if !masking {
+                        next(dev, vmm, e)
+                    }
+                })
+                .iret(move |dev: &IrqBench, vmm: &Vmm<'_>, e: IrqEvent, _| next(dev, vmm, e));
+            vmm.vpicd().virtualize_irq(d).unwrap();
+        }
+        Carry::Clear
+    }
+}
+
+/// A Rust DOS program whose export 1 handles INT 0Dh (IRQ 5) and sends the
+/// EOI; it unmasks IRQ 5, takes `args` interrupts, and exits.
+struct IrqLoop {
+    left: std::cell::Cell<u64>,
+}
+
+impl Module for IrqLoop {
+    const MODULE: ModuleDef = ModuleDef::dos_program("IRQLOOP")
+        .segments(&[Segment::fixed("_TEXT")])
+        .exports(&[Export::new("Handler", 1, 0, 0)]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(IrqLoop { left: std::cell::Cell::new(0) })
+    }
+
+    fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
+        self.left.set(args.parse().expect("a count"));
+        r3.set_int_vector(0x0D, r3.export_address(1)).unwrap();
+        let imr = r3.in_byte(0x21).unwrap();
+        r3.out_byte(0x21, imr & !0x20).unwrap();
+        Step::yield_now()
+    }
+
+    fn resume(&self, _r3: &Ring3<'_>, _wake: Wake) -> Step {
+        if self.left.get() == 0 { Step::exit(0) } else { Step::yield_now() }
+    }
+
+    fn call(&self, r3: &Ring3<'_>, _ordinal: u16, _args: PascalArgs<'_>) -> u32 {
+        self.left.set(self.left.get().saturating_sub(1));
+        r3.out_byte(0x20, 0x20).unwrap();
+        0
+    }
+}
+
+fn time_virtual_irqs(iters: u64) -> Duration {
+    time_runs(iters, 1_000_000, |k| {
+        let mut m = Scenario::new(&format!(
+            "[386Enh]\ndevice = [\"*VPICD\", \"IRQBENCH\"]\n[IRQBENCH]\ncount = {k}\n\
+             [[vm]]\nname = \"DOS1\"\nprogram = \"IRQLOOP\"\nargs = \"{k}\"\n[machine]\nlivelock_limit = 9223372036854775807\n"
+        ))
+        .device::<IrqBench>()
+        .module::<IrqLoop>()
+        .without_trace()
+        .machine()
+        .expect("manifest");
+        m.boot().expect("boot");
+        m
+    })
+}
+
+/// The same steps as direct Rust calls: request, handler, EOI, IRET.
+#[inline(never)]
+fn direct_virtual_irq(state: &mut [u32; 4]) {
+    #[inline(never)]
+    fn step(s: &mut u32, v: u32) {
+        *s = black_box(*s).wrapping_add(v);
+    }
+    step(&mut state[0], 1); // Set_Int_Request
+    step(&mut state[1], 0x0D); // the handler
+    step(&mut state[2], 0x20); // EOI
+    step(&mut state[3], 1); // IRET
+}
+
+fn virtual_irq(c: &mut Criterion) {
+    let mut group = c.benchmark_group("virtual_irq");
+    group.throughput(Throughput::Elements(1)).sample_size(20);
+    group.bench_function("set_int_request_to_handler_eoi_iret", |b| b.iter_custom(time_virtual_irqs));
+    group.bench_function("direct_calls_for_the_same_steps", |b| {
+        let mut s = [0u32; 4];
+        b.iter(|| direct_virtual_irq(black_box(&mut s)))
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     priority_events,
     service_call,
     ring3_calls,
     port_io,
+    virtual_irq,
     vpostd,
     v86,
     vm_creation,

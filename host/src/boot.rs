@@ -271,6 +271,7 @@ impl Core {
         self.enter_phase(Phase::Running, "running");
         self.load_manifest_dynamic_devices()?;
         self.check_interrupt_names()?;
+        self.check_irq_entries()?;
         self.schedule_manifest();
         self.start_windows_apps();
         self.start_message_server();

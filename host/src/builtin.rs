@@ -11,7 +11,7 @@ use crate::machine::Core;
 use crate::machine::device::Builtin;
 
 /// The built-in devices this host provides.
-pub(crate) const BUILTINS: [&str; 2] = ["SHELL", "VXDLDR"];
+pub(crate) const BUILTINS: [&str; 3] = ["SHELL", "VXDLDR", "VPICD"];
 
 /// The built-in device `name` (without the `*`) of `core`. SHELL is the
 /// machine's own (`Core::shell`: the scheduler reaches its appy-time
@@ -20,6 +20,7 @@ pub(crate) fn create(core: &Core, name: &str) -> Option<Rc<dyn Builtin>> {
     match name.to_ascii_uppercase().as_str() {
         "SHELL" => Some(core.shell.clone()),
         "VXDLDR" => Some(Rc::new(crate::vxdldr::Vxdldr::default())),
+        "VPICD" => Some(core.vpicd.clone()),
         _ => None,
     }
 }

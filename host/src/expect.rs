@@ -89,6 +89,7 @@ pub const KINDS: &[&str] = &[
     "livelock",
     "trace_limit",
     "fatal_error",
+    "virtual_irq",
 ];
 
 /// Records of one kind, optionally filtered by field values.

@@ -30,6 +30,7 @@ pub mod timeline;
 pub mod trace;
 pub mod violation;
 pub mod vmm;
+mod vpicd;
 mod vxdldr;
 #[cfg(feature = "watch")]
 pub mod watch;

@@ -414,6 +414,22 @@ pub struct InterruptEntry {
     pub origin: Origin,
 }
 
+/// A `[[irq]]` entry: the simulated hardware asserts a physical IRQ
+/// (VPICD).
+#[derive(Clone, Debug)]
+pub struct IrqEntry {
+    /// The IRQ, 0-15.
+    pub irq: u8,
+    /// First time.
+    pub at: Duration,
+    /// Period for repeats.
+    pub every: Option<Duration>,
+    /// Number of times (default 1, or unbounded with `every`).
+    pub count: Option<u32>,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
 /// What an `[[action]]` does to a VM.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ActionKind {
@@ -510,6 +526,8 @@ pub struct Manifest {
     pub interrupts: Vec<InterruptEntry>,
     /// `[[action]]`.
     pub actions: Vec<ActionEntry>,
+    /// `[[irq]]`: physical IRQs the simulated hardware asserts.
+    pub irqs: Vec<IrqEntry>,
     /// `[programs]`, keys lower-cased.
     pub programs: BTreeMap<String, ProgramEntry>,
     /// `[shell]`.
@@ -559,8 +577,8 @@ pub fn is_program_file(name: &str) -> bool {
 
 // ---- raw, per-layer schema -------------------------------------------------
 
-const RESERVED: [&str; 10] =
-    ["machine", "386Enh", "windows", "programs", "vm", "tsr", "interrupt", "action", "shell", "expect"];
+const RESERVED: [&str; 11] =
+    ["machine", "386Enh", "windows", "programs", "vm", "tsr", "interrupt", "action", "shell", "expect", "irq"];
 
 #[derive(Deserialize)]
 struct RawLayer {
@@ -575,6 +593,7 @@ struct RawLayer {
     interrupt: Option<Vec<Spanned<RawInterrupt>>>,
     action: Option<Vec<Spanned<RawAction>>>,
     expect: Option<Spanned<RawExpect>>,
+    irq: Option<Vec<Spanned<RawIrq>>>,
     #[serde(flatten)]
     profile: BTreeMap<String, toml::Value>,
 }
@@ -695,6 +714,15 @@ struct RawTsr {
 #[serde(deny_unknown_fields)]
 struct RawInterrupt {
     name: String,
+    at: Spanned<RawDuration>,
+    every: Option<Spanned<RawDuration>>,
+    count: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIrq {
+    irq: Spanned<i64>,
     at: Spanned<RawDuration>,
     every: Option<Spanned<RawDuration>>,
     count: Option<Spanned<i64>>,
@@ -949,6 +977,34 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
             None => None,
         };
         m.interrupts.push(InterruptEntry { name: i.name, at: duration(src, &i.at)?, every, count, origin });
+    }
+    for entry in layer.irq.unwrap_or_default() {
+        let origin = src.origin(&entry.span());
+        let i = entry.into_inner();
+        let irq = u8::try_from(*i.irq.get_ref())
+            .ok()
+            .filter(|n| *n < 16)
+            .ok_or_else(|| src.error(&i.irq.span(), "irq must be 0-15 (two cascaded 8259s)"))?;
+        let count = match i.count {
+            Some(c) => Some(
+                u32::try_from(*c.get_ref())
+                    .ok()
+                    .filter(|c| *c > 0)
+                    .ok_or_else(|| src.error(&c.span(), "count must be a positive number"))?,
+            ),
+            None => None,
+        };
+        let every = match &i.every {
+            Some(e) => {
+                let d = duration(src, e)?;
+                if d.is_zero() {
+                    return Err(src.error(&e.span(), "every must be longer than 0"));
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        m.irqs.push(IrqEntry { irq, at: duration(src, &i.at)?, every, count, origin });
     }
     for action in layer.action.unwrap_or_default() {
         let origin = src.origin(&action.span());

@@ -61,6 +61,7 @@ impl Core {
 
         // I/O handlers (`Remove_IO_Handler` was not called).
         leaks.extend(self.io_reclaim(instance));
+        leaks.extend(self.vpicd_reclaim(instance));
 
         // Interrupt sources.
         let irqs: Vec<(u32, String)> = {

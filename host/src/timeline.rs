@@ -141,6 +141,10 @@ pub fn chrome_trace(records: &[TraceRecord]) -> Value {
                 };
                 b.instant(tid, ts, name, "io", args);
             }
+            TraceEvent::VirtualIrq { irq, vm, step } => {
+                let tid = b.tid(*vm);
+                b.instant(tid, ts, format!("IRQ {irq} {step}"), "virtual_irq", args);
+            }
             TraceEvent::Broadcast { msg, result, .. } => {
                 b.instant(VMM_TID, ts, format!("broadcast {msg:#x} → {result}"), "shell", args)
             }

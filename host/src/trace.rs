@@ -114,6 +114,8 @@ reasons! {
         InitFailed = "init_failed",
         /// The machine shut down.
         Shutdown = "shutdown",
+        /// It unmasked an IRQ another VM owns (VPICD's default handling).
+        IrqConflict = "irq_conflict",
     }
 }
 
@@ -128,6 +130,8 @@ reasons! {
         Unboost = "unboost",
         /// The critical section's boost.
         CriticalSection = "critical_section",
+        /// VPICD's Time_Critical boost while a virtual interrupt is pending.
+        VirtualIrq = "virtual_irq",
     }
 }
 
@@ -1081,6 +1085,19 @@ pub enum TraceEvent {
         message: String,
         /// The device that caused it.
         device: Option<String>,
+    },
+    /// A step of a virtual interrupt VPICD handles: `requested` /
+    /// `cleared` (a device set or cleared the VM's request, or the default
+    /// handling did), `delivered` (simulated into the VM), `eoi` (the VM's
+    /// EOI or `VPICD_Virtual_EOI`), `iret` (the VM returned from it),
+    /// `iret_timeout` (`VID_IRET_Time_Out` passed first).
+    VirtualIrq {
+        /// The IRQ, 0-15.
+        irq: u8,
+        /// The VM.
+        vm: u32,
+        /// The step.
+        step: &'static str,
     },
 }
 

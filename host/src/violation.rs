@@ -191,6 +191,15 @@ violations! {
     /// A device changes the trapping of (or removes) only a port it installed an I/O handler on
     /// itself, and gives `Simulate_IO` / `_Simulate_VM_IO` a valid IOType.
     IoPortNotOwned = "IO_PORT_NOT_OWNED",
+    /// A VPICD service takes an IRQ handle `VPICD_Virtualize_IRQ` returned that
+    /// `VPICD_Force_Default_Behavior` has not invalidated.
+    BadIrqHandle = "BAD_IRQ_HANDLE",
+    /// VPICD's IRQ numbers are 0-15 (two cascaded 8259s), and `VID_Options` holds only the
+    /// `VPICD_Opt_*` bits of the machine's Windows version.
+    BadIrq = "BAD_IRQ",
+    /// `VPICD_Virtualize_IRQ` takes a descriptor of procedure addresses, which mean nothing to
+    /// the emulator: a device calls the typed `Vpicd::virtualize_irq`.
+    VpicdServiceByVxdcall = "VPICD_SERVICE_BY_VXDCALL",
 }
 
 impl std::fmt::Display for Violation {

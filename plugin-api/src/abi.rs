@@ -717,6 +717,10 @@ pub struct HostServices {
     pub simulate_io: extern "C" fn(cx: Cx<'_>, vm: u32, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
     /// `_Simulate_VM_IO` (4.0): the access as the current VM would make it.
     pub simulate_vm_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
+
+    // ---- VPICD (appended) -------------------------------------------------------------------
+    /// The VPICD device's services (device 3).
+    pub vpicd: VpicdServices_Ref,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,
@@ -934,6 +938,94 @@ pub struct Ring3Services {
     /// `BYTE_INPUT` ... `DWORD_OUTPUT`; through the I/O port table (a
     /// trapping device's handler, else the hardware). The data read.
     pub r3_port_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
+
+    // ---- VPICD: hardware interrupt handlers of ring-3 code (appended) -----------------------
+    /// Set the calling code's VM's handler of interrupt `vector` to the
+    /// 16:16 address `handler` (an export of the module; 0 restores the
+    /// default handler). The previous handler (0 for the default).
+    pub r3_set_int_vector: extern "C" fn(cx: Cx<'_>, vector: u8, handler: u32) -> VmmResult<u32>,
+}
+
+/// `VPICD_IRQ_Descriptor` as the typed `VPICD_Virtualize_IRQ` passes it:
+/// the DDK's fields with closures for the five procedures.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct IrqDescriptor {
+    /// `VID_IRQ_Number`: 0-15.
+    pub irq: u16,
+    /// `VID_Options`: `VPICD_OPT_*`.
+    pub options: u16,
+    /// `VID_Hw_Int_Proc` (required): EAX IRQ handle, EBX current VM, EDX
+    /// `VID_Hw_Int_Ref` with `VPICD_OPT_REF_DATA`; carry set = not mine.
+    pub hw_int: RawCallback,
+    /// `VID_Virt_Int_Proc`: EAX handle, EBX VM.
+    pub virt_int: ROption<RawCallback>,
+    /// `VID_EOI_Proc`: EAX handle, EBX VM.
+    pub eoi: ROption<RawCallback>,
+    /// `VID_Mask_Change_Proc`: EAX handle, EBX VM, ECX 0 unmasking.
+    pub mask_change: ROption<RawCallback>,
+    /// `VID_IRET_Proc`: EAX handle, EBX VM, carry set = time-out.
+    pub iret: ROption<RawCallback>,
+    /// `VID_IRET_Time_Out` in ms (0 = none).
+    pub iret_time_out: u32,
+    /// `VID_Hw_Int_Ref` (4.0).
+    pub hw_int_ref: u32,
+}
+
+/// What `VPICD_Get_IRQ_Complete_Status` returns.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IrqStatus {
+    /// ECX: `VPICD_STAT_*` bits.
+    pub status: u32,
+    /// CF: the IRQ is virtualized.
+    pub virtualized: bool,
+}
+
+/// VPICD's services (device 3). Every entry returns [`VmmError::FATAL`]
+/// after the "Invalid VxD dynamic link call" a missing VPICD (or a 4.0
+/// service under Windows 3.1) makes, [`VmmError::VIOLATION`] for a call
+/// refused by a rule, [`VmmError::INVALID_HANDLE`] for a bad IRQ handle.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = VpicdServices_Ref)))]
+#[sabi(missing_field(option))]
+pub struct VpicdServices {
+    /// `VPICD_Get_Version`: AH.AL.
+    pub get_version: extern "C" fn(cx: Cx<'_>) -> VmmResult<u32>,
+    /// `VPICD_Virtualize_IRQ`: the IRQ handle; `FAILED` (carry) when the
+    /// IRQ is taken or invalid.
+    pub virtualize_irq: extern "C" fn(cx: Cx<'_>, descriptor: IrqDescriptor) -> VmmResult<u32>,
+    /// `VPICD_Set_Int_Request` (`set`) / `VPICD_Clear_Int_Request`.
+    pub set_int_request: extern "C" fn(cx: Cx<'_>, handle: u32, vm: u32, set: bool) -> VmmResult<()>,
+    /// `VPICD_Phys_EOI`.
+    pub phys_eoi: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `VPICD_Get_Complete_Status` (`complete`) / `VPICD_Get_Status`.
+    pub get_status: extern "C" fn(cx: Cx<'_>, handle: u32, vm: u32, complete: bool) -> VmmResult<u32>,
+    /// `VPICD_Test_Phys_Request`: the physical request bit.
+    pub test_phys_request: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<bool>,
+    /// `VPICD_Physically_Mask` (0), `VPICD_Physically_Unmask` (1),
+    /// `VPICD_Set_Auto_Masking` (2).
+    pub physical_mask: extern "C" fn(cx: Cx<'_>, handle: u32, mode: u32) -> VmmResult<()>,
+    /// `VPICD_Get_IRQ_Complete_Status` of an IRQ number.
+    pub get_irq_complete_status: extern "C" fn(cx: Cx<'_>, irq: u32) -> VmmResult<IrqStatus>,
+    /// `VPICD_Convert_Handle_To_IRQ`.
+    pub convert_handle_to_irq: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<u32>,
+    /// `VPICD_Convert_IRQ_To_Int` for `vm`.
+    pub convert_irq_to_int: extern "C" fn(cx: Cx<'_>, irq: u32, vm: u32) -> VmmResult<u32>,
+    /// `VPICD_Convert_Int_To_IRQ` (the current VM's mapping): `NOT_FOUND`
+    /// when the vector is not a hardware interrupt's.
+    pub convert_int_to_irq: extern "C" fn(cx: Cx<'_>, vector: u32) -> VmmResult<u32>,
+    /// `VPICD_Force_Default_Owner`: `vm` 0 makes the IRQ global.
+    pub force_default_owner: extern "C" fn(cx: Cx<'_>, irq: u32, vm: u32) -> VmmResult<()>,
+    /// `VPICD_Force_Default_Behavior`: un-virtualize; the handle is invalid
+    /// afterwards.
+    pub force_default_behavior: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `VPICD_Virtual_EOI` (4.0): the EOI procedures run as for the VM's EOI.
+    pub virtual_eoi: extern "C" fn(cx: Cx<'_>, handle: u32, vm: u32) -> VmmResult<()>,
+    /// `VPICD_Get_Virtualization_Count` (4.0).
+    #[sabi(last_prefix_field)]
+    pub get_virtualization_count: extern "C" fn(cx: Cx<'_>, irq: u32) -> VmmResult<u32>,
 }
 
 /// A block of the message server's local heap, as `_SHELL_LocalAllocEx`

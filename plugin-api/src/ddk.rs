@@ -690,3 +690,118 @@ pub const INSTALL_IO_HANDLER: u16 = 0x96;
 pub const REMOVE_IO_HANDLER: u16 = 0x116;
 /// `_Simulate_VM_IO` (4.0).
 pub const SIMULATE_VM_IO: u16 = 0x130;
+
+// ---- VPICD (device 3): service ordinals, descriptor, options, status (VPICD.INC / VPICD.H) ----
+
+/// `VPICD_Get_Version`.
+pub const VPICD_GET_VERSION: u16 = 0x00;
+/// `VPICD_Virtualize_IRQ`.
+pub const VPICD_VIRTUALIZE_IRQ: u16 = 0x01;
+/// `VPICD_Set_Int_Request`.
+pub const VPICD_SET_INT_REQUEST: u16 = 0x02;
+/// `VPICD_Clear_Int_Request`.
+pub const VPICD_CLEAR_INT_REQUEST: u16 = 0x03;
+/// `VPICD_Phys_EOI`.
+pub const VPICD_PHYS_EOI: u16 = 0x04;
+/// `VPICD_Get_Complete_Status`.
+pub const VPICD_GET_COMPLETE_STATUS: u16 = 0x05;
+/// `VPICD_Get_Status`.
+pub const VPICD_GET_STATUS: u16 = 0x06;
+/// `VPICD_Test_Phys_Request`.
+pub const VPICD_TEST_PHYS_REQUEST: u16 = 0x07;
+/// `VPICD_Physically_Mask`.
+pub const VPICD_PHYSICALLY_MASK: u16 = 0x08;
+/// `VPICD_Physically_Unmask`.
+pub const VPICD_PHYSICALLY_UNMASK: u16 = 0x09;
+/// `VPICD_Set_Auto_Masking`.
+pub const VPICD_SET_AUTO_MASKING: u16 = 0x0A;
+/// `VPICD_Get_IRQ_Complete_Status`.
+pub const VPICD_GET_IRQ_COMPLETE_STATUS: u16 = 0x0B;
+/// `VPICD_Convert_Handle_To_IRQ`.
+pub const VPICD_CONVERT_HANDLE_TO_IRQ: u16 = 0x0C;
+/// `VPICD_Convert_IRQ_To_Int`.
+pub const VPICD_CONVERT_IRQ_TO_INT: u16 = 0x0D;
+/// `VPICD_Convert_Int_To_IRQ`.
+pub const VPICD_CONVERT_INT_TO_IRQ: u16 = 0x0E;
+/// `VPICD_Call_When_Hw_Int`.
+pub const VPICD_CALL_WHEN_HW_INT: u16 = 0x0F;
+/// `VPICD_Force_Default_Owner` (3.1).
+pub const VPICD_FORCE_DEFAULT_OWNER: u16 = 0x10;
+/// `VPICD_Force_Default_Behavior` (3.1).
+pub const VPICD_FORCE_DEFAULT_BEHAVIOR: u16 = 0x11;
+/// `VPICD_Auto_Mask_At_Inst_Swap` (3.1).
+pub const VPICD_AUTO_MASK_AT_INST_SWAP: u16 = 0x12;
+/// `VPICD_Begin_Inst_Page_Swap` (3.1).
+pub const VPICD_BEGIN_INST_PAGE_SWAP: u16 = 0x13;
+/// `VPICD_End_Inst_Page_Swap` (3.1).
+pub const VPICD_END_INST_PAGE_SWAP: u16 = 0x14;
+/// `VPICD_Virtual_EOI` (4.0).
+pub const VPICD_VIRTUAL_EOI: u16 = 0x15;
+/// `VPICD_Get_Virtualization_Count` (4.0).
+pub const VPICD_GET_VIRTUALIZATION_COUNT: u16 = 0x16;
+/// `VPICD_Post_Sys_Critical_Init` (4.0, VPICD's own).
+pub const VPICD_POST_SYS_CRITICAL_INIT: u16 = 0x17;
+/// `VPICD_VM_SlavePIC_Mask_Change` (4.0, VPICD's own).
+pub const VPICD_VM_SLAVEPIC_MASK_CHANGE: u16 = 0x18;
+
+/// `VPICD_IRQ_Descriptor` offsets: `VID_IRQ_Number` (word).
+pub const VID_IRQ_NUMBER: usize = 0x00;
+/// `VID_Options` (word).
+pub const VID_OPTIONS: usize = 0x02;
+/// `VID_Hw_Int_Proc`.
+pub const VID_HW_INT_PROC: usize = 0x04;
+/// `VID_Virt_Int_Proc`.
+pub const VID_VIRT_INT_PROC: usize = 0x08;
+/// `VID_EOI_Proc`.
+pub const VID_EOI_PROC: usize = 0x0C;
+/// `VID_Mask_Change_Proc`.
+pub const VID_MASK_CHANGE_PROC: usize = 0x10;
+/// `VID_IRET_Proc`.
+pub const VID_IRET_PROC: usize = 0x14;
+/// `VID_IRET_Time_Out` (ms; 0 = none).
+pub const VID_IRET_TIME_OUT: usize = 0x18;
+/// `VID_Hw_Int_Ref` (4.0).
+pub const VID_HW_INT_REF: usize = 0x1C;
+/// The descriptor's size under Windows 3.x.
+pub const VPICD_IRQ_DESCRIPTOR_SIZE_31: usize = 0x1C;
+/// The descriptor's size under Windows 95.
+pub const VPICD_IRQ_DESCRIPTOR_SIZE: usize = 0x20;
+/// The default `VID_IRET_Time_Out`: 500 ms.
+pub const VPICD_DEFAULT_IRET_TIME_OUT: u32 = 500;
+
+/// `VPICD_Opt_Read_Hw_IRR`.
+pub const VPICD_OPT_READ_HW_IRR: u16 = 0x01;
+/// `VPICD_Opt_Can_Share`: the IRQ may be shared; `Hw_Int_Proc` may answer
+/// carry set, "not mine".
+pub const VPICD_OPT_CAN_SHARE: u16 = 0x02;
+/// `VPICD_Opt_Ref_Data` (4.0): `VID_Hw_Int_Ref` reaches `Hw_Int_Proc` in EDX.
+pub const VPICD_OPT_REF_DATA: u16 = 0x04;
+/// `VPICD_Opt_Virt_Int_Reject` (4.0): `Virt_Int_Proc` may refuse with carry set.
+pub const VPICD_OPT_VIRT_INT_REJECT: u16 = 0x10;
+/// `VPICD_Opt_Share_PMode_Only` (4.0, debug builds only).
+pub const VPICD_OPT_SHARE_PMODE_ONLY: u16 = 0x20;
+/// The 3.x options.
+pub const VPICD_OPT_ALL_31: u16 = 0x03;
+/// `VPICD_Opt_All` (4.0).
+pub const VPICD_OPT_ALL: u16 = 0x3F;
+
+/// `VPICD_Stat_IRET_Pending`.
+pub const VPICD_STAT_IRET_PENDING: u32 = 0x01;
+/// `VPICD_Stat_In_Service`.
+pub const VPICD_STAT_IN_SERVICE: u32 = 0x02;
+/// `VPICD_Stat_Phys_Mask`.
+pub const VPICD_STAT_PHYS_MASK: u32 = 0x04;
+/// `VPICD_Stat_Phys_In_Serv`.
+pub const VPICD_STAT_PHYS_IN_SERV: u32 = 0x08;
+/// `VPICD_Stat_Virt_Mask`.
+pub const VPICD_STAT_VIRT_MASK: u32 = 0x10;
+/// `VPICD_Stat_Virt_Req`.
+pub const VPICD_STAT_VIRT_REQ: u32 = 0x20;
+/// `VPICD_Stat_Phys_Req`.
+pub const VPICD_STAT_PHYS_REQ: u32 = 0x40;
+/// `VPICD_Stat_Virt_Dev_Req`.
+pub const VPICD_STAT_VIRT_DEV_REQ: u32 = 0x80;
+/// `VPICD_Stat_Global` (4.0).
+pub const VPICD_STAT_GLOBAL: u32 = 0x100;
+/// `VPICD_Stat_Owned_By_VM` (4.0).
+pub const VPICD_STAT_OWNED_BY_VM: u32 = 0x200;

@@ -388,6 +388,75 @@
 //! install is the `IO_PORT_NOT_OWNED` violation. The rules are in
 //! `docs/semantics.md` ("I/O port trapping").
 //!
+//! ## Owning an IRQ (VPICD)
+//!
+//! With `*VPICD` in the device list, a device owns an IRQ by virtualizing
+//! it: an [`IrqDescriptor`] names the IRQ and the procedures VPICD calls.
+//! `Hw_Int` runs at interrupt time for every physical interrupt (only
+//! asynchronous services there: no `virtualize_irq`, events instead of
+//! waits) and usually asks VPICD to simulate the interrupt into the VM
+//! that owns the device with `set_int_request`. VPICD does so when that VM
+//! can take it: interrupts enabled, the IRQ unmasked in its virtual PIC, no
+//! higher IRQ in service. `Virt_Int` runs first (the point of no return),
+//! then the VM's own handler; the VM's `OUT 20h, 20h` reaches your `EOI`
+//! procedure, where a level-triggered device clears its request (or the
+//! interrupt is simulated again at once), and the handler's `IRET` your
+//! `IRET` procedure (`timed_out` if it did not come within the descriptor's
+//! time-out, 500 ms by default). Two devices may share an IRQ if both set
+//! `VPICD_OPT_CAN_SHARE`: the last to virtualize is called first and says
+//! "not mine" with `false`.
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! # use std::cell::Cell;
+//! /// A device on IRQ 5 whose interrupts belong to the VM that unmasked
+//! /// the IRQ last.
+//! struct Dev5 {
+//!     irq: Cell<Option<VpicdHandle>>,
+//!     owner: Cell<VmHandle>,
+//! }
+//!
+//! impl VxD for Dev5 {
+//!     const DEVICE: Device = Device::new("DEV5");
+//!     fn create(vmm: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Dev5 { irq: Cell::new(None), owner: Cell::new(vmm.get_sys_vm_handle()) })
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == DEVICE_INIT {
+//!             let d = IrqDescriptor::new(5, |dev: &Dev5, vmm: &Vmm<'_>, e: IrqEvent| {
+//!                 // Interrupt time: service the hardware, pass it on.
+//!                 let _ = vmm.vpicd().phys_eoi(e.handle);
+//!                 let _ = vmm.vpicd().set_int_request(e.handle, dev.owner.get());
+//!                 true // mine
+//!             })
+//!             .eoi(|_: &Dev5, vmm: &Vmm<'_>, e: IrqEvent| {
+//!                 // The VM's EOI: the request is served.
+//!                 let _ = vmm.vpicd().clear_int_request(e.handle, e.vm);
+//!             })
+//!             .mask_change(|dev: &Dev5, _: &Vmm<'_>, e: IrqEvent, masking: bool| {
+//!                 if !masking {
+//!                     dev.owner.set(e.vm);
+//!                 }
+//!             });
+//!             match vmm.vpicd().virtualize_irq(d) {
+//!                 Ok(h) => self.irq.set(Some(h)),
+//!                 Err(_) => return Carry::Set, // another device owns IRQ 5
+//!             }
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//! ```
+//!
+//! A DOS program takes the interrupt through its vector table (`INT 21h
+//! AH=25h`); a Rust DOS module installs an export as its handler with
+//! [`Ring3::set_int_vector`]. Test it with `[[irq]]` entries (`irq = 5`,
+//! `at`, `every`, `count`) or the test kit's `Session::raise_irq(5)`, and
+//! assert on the `virtual_irq` records (`requested`, `delivered`, `eoi`,
+//! `iret`, ...). A dynamic device calls `force_default_behavior` in
+//! `Sys_Dynamic_Device_Exit`, or it cannot virtualize the IRQ again after a
+//! reload. The rules are in `docs/semantics.md` ("VPICD").
+//!
 //! ## Appy time
 //!
 //! A VxD cannot call Windows code whenever it likes: ring 3 may be in the
@@ -848,7 +917,9 @@
 //! `set_local_trapping`, `simulate_io`, `simulate_vm_io`;
 //! `Ring3Services::r3_global_alloc`, `r3_global_free`, `r3_write_far`,
 //! `r3_port_io`; `VmServices::is_ring3_export`
-//! ([`Vmm::is_ring3_export`]).
+//! ([`Vmm::is_ring3_export`]); `HostServices::vpicd` (the VPICD table,
+//! [`Vmm::vpicd`]) and `Ring3Services::r3_set_int_vector`
+//! ([`Ring3::set_int_vector`]).
 //!
 //! ## Errors
 //!
@@ -874,6 +945,7 @@ mod log;
 pub mod ring3;
 pub mod shell;
 pub mod vmm;
+pub mod vpicd;
 
 pub use abi::{Carry, ClientRegs, CritStatus, ProfileStatus, Regs, ServiceCall, VmInfo, VmmError};
 pub use client::Client;
@@ -887,6 +959,7 @@ pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
+pub use vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
@@ -895,6 +968,7 @@ pub mod prelude {
     pub use crate::ddk::*;
     pub use crate::ring3::{Export, Module, ModuleDef, ModuleKind, Msg, PascalArgs, Ring3, Segment, Step, Wake};
     pub use crate::shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
+    pub use crate::vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
     pub use crate::{
         ApiCall, AppyHandle, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle,
         FarPtr, HInstance, HTask, Hwnd, IoAccess, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus,

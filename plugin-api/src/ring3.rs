@@ -734,6 +734,22 @@ macro_rules! declare_module {
     };
 }
 
+// ---- VPICD: hardware interrupt handlers of ring-3 code -------------------------------------
+
+impl Ring3<'_> {
+    /// Install `handler` (an export's address, from
+    /// [`Ring3::export_address`]) as this VM's handler of interrupt
+    /// `vector`, as INT 21h AH=25h does; `None` restores the default
+    /// handler. A hardware interrupt VPICD simulates into the VM calls the
+    /// export with no arguments; its return is the handler's `IRET`, so it
+    /// sends the EOI (`out_byte(0x20, 0x20)`) first. The previous handler.
+    pub fn set_int_vector(&self, vector: u8, handler: Option<FarPtr>) -> Result<Option<FarPtr>, VmmError> {
+        let Some(f) = self.svc().ring3().r3_set_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let old = crate::vmm::res(f(self.cx, vector, handler.map_or(0, |h| h.to_u32())))?;
+        Ok((old != 0).then(|| FarPtr::from_u32(old)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::PascalArgs;

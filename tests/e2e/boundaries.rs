@@ -14,7 +14,7 @@ const BOTTOM: &[&str] = &["bounded", "cargo", "error", "expect", "image", "loade
 /// trace and the violation codes.
 const EMULATION: &[&str] = &[
     "abi", "boot", "builtin", "dispatch", "dynamic", "explore", "machine", "profile", "reclaim", "ring3", "shell",
-    "timeline", "vmm", "vxdldr", "watch",
+    "timeline", "vmm", "vxdldr", "watch", "vpicd",
 ];
 
 /// What the machine (`host/src/machine/`), the composition root, may

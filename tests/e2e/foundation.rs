@@ -537,7 +537,7 @@ fn manifest_errors_name_the_layer_line_and_column() {
 #[test]
 fn an_unknown_builtin_device_is_an_error_listing_the_builtins() {
     // A one-line manifest: the error names a position in it.
-    let run = Scenario::new("[386Enh]\ndevice = [\"*VPICD\"]\n").run();
+    let run = Scenario::new("[386Enh]\ndevice = [\"*VTD\"]\n").run();
     let text = run.expect_error().to_string();
     assert!(text.contains("*SHELL") && text.contains("part of WIN386"), "{text}");
     assert!(text.starts_with("manifest#1:2:"), "{text}");

@@ -23,4 +23,5 @@ mod shell;
 mod trace_order;
 mod violations;
 mod vmm_core;
+mod vpicd;
 mod vpostd;

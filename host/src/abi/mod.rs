@@ -11,6 +11,7 @@
 pub(crate) mod ring3;
 pub(crate) mod shell;
 pub(crate) mod vmm;
+pub(crate) mod vpicd;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

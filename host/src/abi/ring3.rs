@@ -32,8 +32,8 @@ extern "C" fn r3_set_interrupts(cx: &HostCx, enabled: bool) {
         || (),
         |core| {
             let vm = core.cur_vm.get();
-            core.set_vm_interrupts(vm, enabled);
             core.trace(|| TraceEvent::IfFlag { vm: vm.raw(), enabled });
+            core.set_vm_interrupts(vm, enabled);
         },
     )
 }
@@ -161,6 +161,15 @@ extern "C" fn r3_port_io(cx: &HostCx, io_type: u32, port: u16, data: u32) -> Vmm
     })
 }
 
+extern "C" fn r3_set_int_vector(cx: &HostCx, vector: u8, handler: u32) -> VmmResult<u32> {
+    r3(
+        cx,
+        "set interrupt vector",
+        || RErr(VmmError::VIOLATION),
+        |core| core.set_ring3_int_vector(vector, handler).into(),
+    )
+}
+
 struct Table;
 
 impl Table {
@@ -190,6 +199,7 @@ impl Table {
             r3_global_free,
             r3_write_far,
             r3_port_io,
+            r3_set_int_vector,
         })
     }
 }

@@ -1083,6 +1083,7 @@ impl Table {
             set_local_trapping,
             simulate_io,
             simulate_vm_io,
+            vpicd: crate::abi::vpicd::VPICD_SERVICES,
         })
     }
 

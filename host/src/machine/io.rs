@@ -119,7 +119,8 @@ impl Core {
                 let mut regs = Regs { eax: data, ebx: vm.raw(), ecx: io_type, edx: port as u32, ..Regs::default() };
                 let outcome = match entry {
                     Some(entry) => entry.call(self, Context::Vm, &mut regs),
-                    None => CallOutcome::Skipped,
+                    // A device built into the host (VPICD's PIC ports).
+                    None => self.builtin_io(busy.owner, &mut regs),
                 };
                 let retired = self.io.borrow_mut().end(busy);
                 drop(retired);

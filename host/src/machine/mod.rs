@@ -16,6 +16,7 @@ mod lifecycle;
 mod nest;
 pub mod registry;
 pub(crate) mod run;
+pub(crate) mod vpicd;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -218,6 +219,8 @@ pub(crate) struct Core {
     /// The SHELL device's state: appy time, broadcast hooks, the message
     /// server's local heap.
     pub(crate) shell: Rc<crate::shell::state::Shell>,
+    /// The VPICD device's state (the `*VPICD` built-in is this value).
+    pub(crate) vpicd: Rc<crate::machine::vpicd::Vpicd>,
     /// Ring-3 data blocks (`GlobalAlloc`), by selector.
     pub(crate) far: RefCell<crate::ring3::state::FarMemory>,
     /// Set while a watched run paces virtual time: a rebuilt plugin is
@@ -295,6 +298,7 @@ impl Core {
             last_plugin_error: RefCell::new(None),
             current_message: Cell::new(None),
             shell: Rc::new(crate::shell::state::Shell::default()),
+            vpicd: Rc::new(crate::machine::vpicd::Vpicd::default()),
             far: RefCell::new(crate::ring3::state::FarMemory::default()),
             dynamic_init: RefCell::new(Vec::new()),
             swapped_out: RefCell::default(),
@@ -834,6 +838,23 @@ impl Machine {
             device: None,
         })?;
         self.core.request_interrupt(irq).map_err(|e| Error::Fatal { message: e.to_string(), device: None })
+    }
+
+    /// Assert physical IRQ `irq` (0-15) now, as `[[irq]]` would: VPICD
+    /// takes it (the virtualizing devices' `Hw_Int`, or the default
+    /// handling). An error if the IRQ is not 0-15 or VPICD is not loaded.
+    pub fn raise_physical_irq(&mut self, irq: u8) -> Result<()> {
+        if irq >= 16 || self.core.vpicd_instance().is_none() {
+            return Err(Error::Fatal {
+                message: format!(
+                    "cannot raise physical IRQ {irq}: {}",
+                    if irq >= 16 { "IRQs are 0-15" } else { "VPICD is not loaded (*VPICD in [386Enh] device)" }
+                ),
+                device: None,
+            });
+        }
+        self.core.raise_physical_irq(irq);
+        Ok(())
     }
 
     /// Create a DOS VM now; its handle, or `None` if a device refused it.

@@ -723,6 +723,18 @@ impl Core {
             TimerKind::CreateVm(index) => self.create_manifest_vm(index),
             TimerKind::Wake(program) => self.ring3_wake(program),
             TimerKind::Stop => self.stop.set(true),
+            TimerKind::VirtualIret { vm, irq, seq } => self.vpicd_iret(vm, irq, Some(seq)),
+            TimerKind::PhysIrq(index, rep) => self.fire_manifest_irq(index, rep),
+            TimerKind::IrqConflict(vm) => {
+                if self.vm_valid(vm) {
+                    self.destroy_vm(
+                        vm,
+                        vmm_plugin_api::ddk::VNE_CRASHED,
+                        false,
+                        crate::trace::DestroyReason::IrqConflict,
+                    );
+                }
+            }
         }
     }
 
@@ -918,6 +930,9 @@ impl Core {
         for (i, irq) in m.interrupts.iter().enumerate() {
             self.sched.timer_at(Instant::ZERO + irq.at, TimerKind::Interrupt(i, 0));
         }
+        for (i, e) in m.irqs.iter().enumerate() {
+            self.sched.timer_at(Instant::ZERO + e.at, TimerKind::PhysIrq(i, 0));
+        }
         for (i, a) in m.actions.iter().enumerate() {
             self.sched.timer_at(Instant::ZERO + a.at, TimerKind::Action(i));
         }
@@ -953,6 +968,10 @@ impl Core {
     pub(crate) fn set_vm_interrupts(&self, vm: VmId, enabled: bool) {
         if let Some(v) = self.vms.borrow().get(vm) {
             v.set_interrupts(enabled);
+        }
+        if enabled {
+            // A virtual interrupt held while the VM had them disabled.
+            self.vpicd_vm_runs(vm);
         }
     }
 

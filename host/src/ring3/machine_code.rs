@@ -14,6 +14,9 @@ use crate::ring3::addresses::V86_API_SEGMENT;
 pub(crate) const MEMORY_BYTES: usize = 0x11_0000;
 /// The segment of the VMM's interrupt handlers (`F000:n` serves `INT n`).
 pub(crate) const HOST_SEGMENT: u16 = 0xF000;
+/// `F000:0100+irq`: where the frame of a simulated hardware interrupt
+/// returns to, so the VMM sees the handler's `IRET` (VPICD).
+pub(crate) const HW_IRET_BASE: u16 = 0x0100;
 /// The environment block's segment.
 const ENV_SEGMENT: u16 = 0x0FE0;
 /// The PSP's segment.
@@ -164,7 +167,7 @@ impl Bus for DosMemory {
     }
 
     fn is_breakpoint(&self, cs: u16, ip: u16) -> bool {
-        (cs == HOST_SEGMENT && ip < 0x100) || cs == V86_API_SEGMENT
+        (cs == HOST_SEGMENT && ip < HW_IRET_BASE + 16) || cs == V86_API_SEGMENT
     }
 }
 
@@ -226,6 +229,7 @@ impl DosMachine {
             // IRET, should a near transfer ever reach the handler.
             mem.load(((HOST_SEGMENT as u32) << 4) + n as u32, &[0xCF]);
         }
+        mem.load(((HOST_SEGMENT as u32) << 4) + HW_IRET_BASE as u32, &[0xCF; 16]);
         // BIOS data area: 640 KiB of conventional memory.
         mem.set_word(0x413, 640);
         // The environment: one variable, then the program's path.

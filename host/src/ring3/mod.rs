@@ -11,6 +11,7 @@
 
 pub(crate) mod addresses;
 pub(crate) mod dos;
+pub(crate) mod hw_int;
 pub(crate) mod int2f;
 pub(crate) mod machine_code;
 pub(crate) mod memory;
@@ -254,7 +255,10 @@ impl Core {
     /// Whether `vm` has a ring-3 step ready to run.
     pub(crate) fn ring3_ready(&self, vm: VmId) -> bool {
         let r3 = self.ring3.borrow();
-        r3.programs_of(vm).iter().any(|&i| self.program_ready(&r3.programs[i], &r3)) && self.ring3_runnable_vm(vm)
+        (r3.programs_of(vm).iter().any(|&i| self.program_ready(&r3.programs[i], &r3)) || {
+            drop(r3);
+            self.hw_int_ready(vm)
+        }) && self.ring3_runnable_vm(vm)
     }
 
     /// Run one ring-3 step of `vm`; whether one ran.
@@ -271,7 +275,15 @@ impl Core {
             let after = mine.iter().filter(|&&i| i > r3.last_run()).find(ready);
             after.or_else(|| mine.iter().find(ready)).copied()
         };
-        let Some(index) = pick else { return false };
+        let Some(index) = pick else {
+            // Only a virtual interrupt to take (or a VM with no program):
+            // its handler runs now.
+            if self.hw_int_ready(vm) {
+                self.ring3_hw_ints(vm);
+                return true;
+            }
+            return false;
+        };
         self.ring3.borrow_mut().set_last_run(index);
         let (id, module, task, state, args) = {
             let r3 = self.ring3.borrow();
@@ -301,6 +313,7 @@ impl Core {
             }
         };
         let previous_task = self.current_task.replace(task);
+        self.ring3_hw_ints(vm);
         let outcome =
             self.invoke(
                 instance,

@@ -116,7 +116,10 @@ impl Core {
         let budget = self.manifest.machine.v86_step;
         let mut done = 0u64;
         let (ran, why) = self.with_frame(instance, Context::Ring3, || {
+            // Virtual interrupts that waited for this VM to run.
+            self.v86_call_vmm(vm, m, |core| core.vpicd_vm_runs(vm));
             loop {
+                self.v86_hw_ints(vm, m);
                 if done >= budget {
                     break (Ran::Preempted, "budget");
                 }
@@ -125,6 +128,10 @@ impl Core {
                 let flow = match exit.reason {
                     ExitReason::Budget => Flow::Go,
                     ExitReason::Interrupt { vector, .. } => self.v86_interrupt(vm, m, vector),
+                    ExitReason::Breakpoint { cs, ip } if cs == HOST_SEGMENT && ip >= HW_IRET_BASE => {
+                        self.v86_hw_iret(vm, m, (ip - HW_IRET_BASE) as u8);
+                        Flow::Go
+                    }
                     ExitReason::Breakpoint { cs, ip } if cs == HOST_SEGMENT => {
                         // A handler of the program's chained on to the VMM's.
                         let flow = self.v86_host_int(vm, m, ip as u8);
@@ -158,8 +165,8 @@ impl Core {
                         Flow::Go
                     }
                     ExitReason::InterruptFlag { enabled } => {
-                        self.set_vm_interrupts(vm, enabled);
                         self.trace(|| TraceEvent::IfFlag { vm: vm.raw(), enabled });
+                        self.set_vm_interrupts(vm, enabled);
                         Flow::Go
                     }
                     ExitReason::Halt => Flow::Step(step(StepKind::Yield, 0), "halt"),
@@ -243,12 +250,12 @@ impl Core {
 
     /// IF was `was` and may have changed without an exit (an interrupt the
     /// monitor delivered, an `IRET` it emulated): the VMM's view follows.
-    fn v86_if_changed(&self, vm: VmId, m: &DosMachine, was: u16) {
+    pub(crate) fn v86_if_changed(&self, vm: VmId, m: &DosMachine, was: u16) {
         let now = m.cpu.flags & flags::IF;
         if now != was {
             let enabled = now != 0;
-            self.set_vm_interrupts(vm, enabled);
             self.trace(|| TraceEvent::IfFlag { vm: vm.raw(), enabled });
+            self.set_vm_interrupts(vm, enabled);
         }
     }
 

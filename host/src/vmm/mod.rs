@@ -18,3 +18,4 @@ pub(crate) mod services;
 pub(crate) mod slab;
 pub(crate) mod timers;
 pub(crate) mod vm;
+pub(crate) mod vpicd;

@@ -16,6 +16,7 @@
 //! | interrupt source | 2^12 - 1 | 16: 65,536 reuses |
 //! | appy-time event | 2^14 - 1 | 13: 8,192 reuses |
 //! | broadcast hook | 2^12 - 1 | 14: 16,384 reuses |
+//! | VPICD IRQ handle | 2^10 - 1 | 14: 16,384 reuses |
 
 /// Handle tags, one per kind of object: `(value, bits)` of the prefix.
 pub(crate) const TAG_EVENT: Tag = Tag { value: 0b1, bits: 1, index_bits: 20 };
@@ -24,6 +25,9 @@ pub(crate) const TAG_SEMAPHORE: Tag = Tag { value: 0b001, bits: 3, index_bits: 1
 pub(crate) const TAG_IRQ: Tag = Tag { value: 0b0001, bits: 4, index_bits: 12 };
 pub(crate) const TAG_APPY: Tag = Tag { value: 0b0_0001, bits: 5, index_bits: 14 };
 pub(crate) const TAG_BROADCAST_HOOK: Tag = Tag { value: 0b00_0001, bits: 6, index_bits: 12 };
+/// VPICD's IRQ handles (`VPICD_Virtualize_IRQ`): an 8-bit prefix, so the
+/// 7-bit ones stay free for kinds that come and go more often.
+pub(crate) const TAG_VPICD: Tag = Tag { value: 0b0000_0001, bits: 8, index_bits: 10 };
 
 /// The layout of one kind's handles.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -251,7 +255,7 @@ mod tests {
 
     #[test]
     fn tags_are_a_prefix_code_and_handles_fill_32_bits() {
-        let tags = [TAG_EVENT, TAG_TIMEOUT, TAG_SEMAPHORE, TAG_IRQ, TAG_APPY, TAG_BROADCAST_HOOK];
+        let tags = [TAG_EVENT, TAG_TIMEOUT, TAG_SEMAPHORE, TAG_IRQ, TAG_APPY, TAG_BROADCAST_HOOK, TAG_VPICD];
         for (i, a) in tags.iter().enumerate() {
             for b in &tags[i + 1..] {
                 // The longer prefix cut to the shorter one's length differs.

@@ -31,6 +31,14 @@ pub(crate) enum TimerKind {
     Wake(u32),
     /// The machine stops (`--until`).
     Stop,
+    /// VPICD: a simulated interrupt's `VID_IRET_Time_Out` passes (the VM,
+    /// the IRQ, and which delivery).
+    VirtualIret { vm: VmId, irq: u8, seq: u64 },
+    /// VPICD ends a VM that unmasked an IRQ another VM owns (not from inside
+    /// the VM's own port access: at the next timer point).
+    IrqConflict(VmId),
+    /// A `[[irq]]` entry asserts its physical IRQ (index, repetition).
+    PhysIrq(usize, u32),
 }
 
 /// When a time-out expires.

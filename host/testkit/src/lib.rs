@@ -469,6 +469,16 @@ impl Session {
         self.run_for(Duration::from_nanos(1))
     }
 
+    /// Assert physical IRQ `irq` (VPICD must be loaded) and run the
+    /// machine for 1 ns: the virtualizing devices' `Hw_Int` procedures run
+    /// at once, and the virtual interrupt reaches a VM that can take it.
+    #[track_caller]
+    pub fn raise_irq(&mut self, irq: u8) -> &mut Self {
+        let r = self.machine.raise_physical_irq(irq);
+        self.check(r);
+        self.run_for(Duration::from_nanos(1))
+    }
+
     /// The system VM's handle.
     #[track_caller]
     pub fn system_vm(&self) -> u32 {

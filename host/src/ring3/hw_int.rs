@@ -1,0 +1,150 @@
+//! Simulated hardware interrupts entering a VM's ring-3 code (VPICD hands
+//! them over through `Core::deliver_hw_int`): a machine-code DOS program
+//! gets FLAGS, CS and IP pushed and jumps through its vector table, as the
+//! processor does; a Rust module's handler is the export it installed with
+//! `Ring3::set_int_vector`, called with the VM's interrupts disabled; a VM
+//! with no program of the emulator's runs only its default handlers. The
+//! handler's return (a DOS handler's `IRET` reaches the breakpoint
+//! `F000:0100+irq` the frame returns through) is VPICD's IRET. A vector
+//! with no handler of the VM's own is served by the default handler: an
+//! EOI, then the IRET.
+
+use vmm_plugin_api::abi::VmmError;
+use vmm_x86::{CS, flags};
+
+use crate::machine::Core;
+use crate::ring3::machine_code::{DosMachine, HOST_SEGMENT, HW_IRET_BASE};
+use crate::ring3::state::Target;
+use crate::violation::Violation;
+use crate::vmm::ids::VmId;
+
+/// At most this many simulated interrupts enter a VM's code between two
+/// of its steps (a device that re-requests at every EOI or IRET cannot
+/// keep the run loop from its timers).
+const MAX_PER_ENTRY: usize = 16;
+
+/// What code a VM runs (see [`Core::vm_code`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum VmCode {
+    Defaults,
+    Rust,
+    Machine,
+}
+
+impl Core {
+    /// `Ring3::set_int_vector` of the calling code's VM: `handler` is an
+    /// export's 16:16 address, or 0 for the default handler. The previous
+    /// handler.
+    pub(crate) fn set_ring3_int_vector(&self, vector: u8, handler: u32) -> Result<u32, VmmError> {
+        let vm = self.cur_vm.get();
+        if handler != 0 && !matches!(self.ring3.borrow().resolve(handler), Target::Export { .. }) {
+            return Err(self.refuse(
+                Violation::BadPointer,
+                format!(
+                    "set_int_vector({vector:#04X}, {handler:08X}): the handler must be the address of an export of a \
+                     loaded module (Ring3::export_address)"
+                ),
+                Some("set_int_vector"),
+            ));
+        }
+        let mut r3 = self.ring3.borrow_mut();
+        let old = if handler == 0 {
+            r3.int_vectors.remove(&(vm, vector))
+        } else {
+            r3.int_vectors.insert((vm, vector), handler)
+        };
+        Ok(old.unwrap_or(0))
+    }
+
+    /// Whether `vm` runs Rust ring-3 code (not a machine-code program)
+    /// with a virtual interrupt to take now, even while its programs sleep
+    /// or wait for messages: hardware interrupts do not wait for them.
+    pub(crate) fn hw_int_ready(&self, vm: VmId) -> bool {
+        self.vpicd_ring3_work(vm) && self.vm_code(vm) != VmCode::Machine
+    }
+
+    /// What code `vm` runs: Rust modules, a machine-code program, or none
+    /// of the emulator's (only the vector table's default handlers).
+    fn vm_code(&self, vm: VmId) -> VmCode {
+        let r3 = self.ring3.borrow();
+        let mut code = VmCode::Defaults;
+        for &i in r3.programs_of(vm) {
+            let p = &r3.programs[i];
+            if p.state == crate::ring3::state::ProgState::Ended {
+                continue;
+            }
+            if r3.modules[p.module].code.plugin().is_none() {
+                return VmCode::Machine;
+            }
+            code = VmCode::Rust;
+        }
+        code
+    }
+
+    /// Before a Rust module's step: the requests that waited for the VM,
+    /// then each simulated interrupt the VM must enter, in order.
+    pub(crate) fn ring3_hw_ints(&self, vm: VmId) {
+        self.vpicd_vm_runs(vm);
+        if !self.vpicd_ring3_waiting() {
+            return;
+        }
+        let defaults = self.vm_code(vm) == VmCode::Defaults;
+        for _ in 0..MAX_PER_ENTRY {
+            let Some((irq, vector)) = self.vpicd_ring3_next(vm) else { break };
+            let handler = if defaults { None } else { self.ring3.borrow().int_vectors.get(&(vm, vector)).copied() };
+            let Some(target) = handler else {
+                self.vpicd_default_handler(vm, irq);
+                self.charge(self.manifest.machine.ring3_step);
+                continue;
+            };
+            // As the processor enters an interrupt gate: interrupts off
+            // during the handler, the flags back at its IRET.
+            let enabled = self.vms.borrow().get(vm).is_some_and(|v| v.interrupts_enabled());
+            self.set_vm_interrupts(vm, false);
+            let _ = self.ring3_far_call(target, &[], false);
+            self.charge(self.manifest.machine.ring3_step);
+            if self.vm_valid(vm) {
+                // The IRET: the flags come back and VPICD sees it, in one
+                // step (a request left set is simulated after the IRET).
+                if let Some(v) = self.vms.borrow().get(vm) {
+                    v.set_interrupts(enabled);
+                }
+                self.vpicd_iret(vm, irq, None);
+            }
+        }
+    }
+
+    /// In a DOS program's run: enter each simulated interrupt waiting for
+    /// its VM. The frame holds the interrupted FLAGS, CS and IP, and above
+    /// them a second frame returning to `F000:0100+irq`, so the handler's
+    /// `IRET` stops at that breakpoint ([`Core::v86_hw_iret`]).
+    pub(crate) fn v86_hw_ints(&self, vm: VmId, m: &mut DosMachine) {
+        for _ in 0..MAX_PER_ENTRY {
+            let Some((irq, vector)) = self.vpicd_ring3_next(vm) else { break };
+            if m.mem.vector(vector) == ((HOST_SEGMENT as u32) << 16) | vector as u32 {
+                // No handler of the program's: the default handler.
+                self.v86_call_vmm(vm, m, |core| core.vpicd_default_handler(vm, irq));
+                continue;
+            }
+            let was = m.cpu.flags;
+            m.cpu.push(&mut m.mem, was);
+            m.cpu.push(&mut m.mem, m.cpu.sregs[CS]);
+            m.cpu.push(&mut m.mem, m.cpu.ip);
+            m.cpu.sregs[CS] = HOST_SEGMENT;
+            m.cpu.ip = HW_IRET_BASE + irq as u16;
+            m.cpu.deliver_interrupt(&mut m.mem, vector);
+            self.v86_if_changed(vm, m, was & flags::IF);
+        }
+    }
+
+    /// The handler of `irq`'s simulated interrupt executed its `IRET`: the
+    /// interrupted FLAGS, CS and IP come back, and VPICD sees the IRET.
+    pub(crate) fn v86_hw_iret(&self, vm: VmId, m: &mut DosMachine, irq: u8) {
+        let was = m.cpu.flags & flags::IF;
+        m.cpu.ip = m.cpu.pop(&mut m.mem);
+        m.cpu.sregs[CS] = m.cpu.pop(&mut m.mem);
+        m.cpu.flags = m.cpu.pop(&mut m.mem);
+        self.v86_call_vmm(vm, m, |core| core.vpicd_iret(vm, irq, None));
+        self.v86_if_changed(vm, m, was);
+    }
+}
