@@ -84,7 +84,7 @@ violations! {
     /// `Call_Priority_VM_Event` accepts the `PEF_*` bits of the running Windows version (bits 0-4
     /// in 3.1); of the 4.0 bits, the thread ones (`PEF_Thread_Event`, `PEF_Wait_For_Thread_STI`)
     /// and the restricted-event ones (`PEF_Wait_Crit`, `PEF_Wait_Crit_VM`) are refused, because
-    /// this VMM has no threads and no `Call_Restricted_Event`.
+    /// this VMM has no threads; `Call_Restricted_Event` refuses the same bits.
     ReservedFlags = "RESERVED_FLAGS",
     /// A time-out handle is invalid once the time-out expired or was cancelled.
     StaleTimeoutHandle = "STALE_TIMEOUT_HANDLE",

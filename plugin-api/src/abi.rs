@@ -717,6 +717,23 @@ pub struct HostServices {
     pub simulate_io: extern "C" fn(cx: Cx<'_>, vm: u32, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
     /// `_Simulate_VM_IO` (4.0): the access as the current VM would make it.
     pub simulate_vm_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
+
+    // ---- Windows 95 event additions, VM lifetime, service hooks (appended) ----------------
+    /// `Call_Restricted_Event` (4.0): EAX boost, EBX VM (0: a global
+    /// event), ECX `PEF_*` flags, EDI time-out in ms (with `PEF_TIME_OUT`).
+    /// The handle, or 0 when the callback already ran.
+    pub call_restricted_event: extern "C" fn(
+        cx: Cx<'_>,
+        boost: i32,
+        vm: u32,
+        flags: u32,
+        timeout_ms: u32,
+        callback: RawCallback,
+    ) -> VmmResult<u32>,
+    /// `Cancel_Restricted_Event` (4.0): 0 is a no-op.
+    pub cancel_restricted_event: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `Cancel_Call_When_Not_Critical` (4.0): does nothing, as documented.
+    pub cancel_call_when_not_critical: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

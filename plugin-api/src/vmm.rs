@@ -644,7 +644,10 @@ impl<'a> Vmm<'a> {
     }
 
     /// `Call_When_Not_Critical`: run `f` when the critical section is
-    /// released. Only the most recent registration runs per release.
+    /// released. Under Windows 3.x only the most recent registration runs
+    /// per release; Windows 95 makes each registration a global
+    /// [`Vmm::call_restricted_event`] with `PEF_WAIT_NOT_CRIT` (every one
+    /// runs, in the first VM that is not critical).
     pub fn call_when_not_critical<D: 'static>(
         &self,
         f: impl FnOnce(&D, &Vmm<'_>, VmHandle) + 'static,
@@ -1000,5 +1003,55 @@ impl Vmm<'_> {
     pub fn simulate_vm_io(&self, io_type: u32, port: u16, data: u32) -> Result<u32, VmmError> {
         let Some(f) = self.svc().simulate_vm_io() else { return Err(VmmError::NOT_AVAILABLE) };
         res(f(self.cx, io_type, port, data))
+    }
+}
+
+/// Windows 95's event additions and the VM-lifetime services (appended to
+/// the ABI: on an older host they return `VmmError::NOT_AVAILABLE`).
+impl Vmm<'_> {
+    /// `Call_Restricted_Event` (Windows 95): run `f` once the restrictions
+    /// in `flags` (`PEF_WAIT_*`) hold. `vm` names the VM it runs in;
+    /// `None` makes a global event that runs in the first VM meeting the
+    /// restrictions. `boost` is added to the VM's priority (a VM event: at
+    /// once; a global event: to the VM that runs it, just before `f`) and
+    /// removed after `f` unless `PEF_DONT_UNBOOST`. Unlike
+    /// [`Vmm::call_priority_vm_event`]'s, this boost is the VM's own, as
+    /// `Adjust_Exec_Priority` gives it: a VM event boosted to
+    /// `CRITICAL_SECTION_BOOST` or more never meets `PEF_WAIT_NOT_CRIT`
+    /// (give it a time-out). With `PEF_TIME_OUT`, `f` runs after
+    /// `timeout_ms` anyway, with [`Event::timed_out`] set, and the boost
+    /// goes even with `PEF_DONT_UNBOOST`. Returns the null handle if `f`
+    /// already ran (possible only outside interrupt time, for a global
+    /// event or one of the current VM, without `PEF_ALWAYS_SCHED`, the
+    /// restrictions met). The thread flags, `PEF_WAIT_CRIT` and
+    /// `PEF_WAIT_CRIT_VM` are refused (`RESERVED_FLAGS`): the emulator has
+    /// no threads. Legal at interrupt time.
+    pub fn call_restricted_event<D: 'static>(
+        &self,
+        boost: u32,
+        vm: Option<VmHandle>,
+        flags: u32,
+        timeout_ms: u32,
+        f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
+    ) -> Result<EventHandle, VmmError> {
+        let Some(call) = self.svc().call_restricted_event() else { return Err(VmmError::NOT_AVAILABLE) };
+        let vm = vm.map_or(0, |v| v.0);
+        res(call(self.cx, boost as i32, vm, flags, timeout_ms, event_cb(f))).map(EventHandle)
+    }
+
+    /// `Cancel_Restricted_Event` (Windows 95): remove the pending event and
+    /// its boost. The null handle is a no-op; never pass a handle whose
+    /// callback ran (`STALE_EVENT_HANDLE`).
+    pub fn cancel_restricted_event(&self, handle: EventHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().cancel_restricted_event() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, handle.0))
+    }
+
+    /// `Cancel_Call_When_Not_Critical` (Windows 95): documented as doing
+    /// nothing, and it does nothing here: a
+    /// [`Vmm::call_when_not_critical`] registration still runs.
+    pub fn cancel_call_when_not_critical(&self) -> Result<(), VmmError> {
+        let Some(f) = self.svc().cancel_call_when_not_critical() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx))
     }
 }

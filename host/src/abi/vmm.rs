@@ -13,7 +13,7 @@ use vmm_plugin_api::abi::{
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
-    PEF_VALID_31, PEF_WAIT_FOR_STI, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
+    PEF_VALID_31, PEF_WAIT_FOR_STI, PEF_WAIT_NOT_CRIT, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
 };
 
 use crate::abi::{Failure, allowed, caller, core, guarded, serve};
@@ -737,6 +737,11 @@ extern "C" fn call_when_vm_ints_enabled(cx: &HostCx, callback: RawCallback) -> V
 extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
     let cb = Callback::plugin(caller(cx), callback);
     serve(cx, &svc::CALL_WHEN_NOT_CRITICAL, |core| {
+        if core.manifest.machine.windows_version.0 >= 4 {
+            // Windows 95: a global restricted event waiting for
+            // PEF_Wait_Not_Crit, each registration its own event.
+            return core.restricted_event(caller(cx), 0, 0, PEF_WAIT_NOT_CRIT, 0, cb).map(|_| ()).into();
+        }
         // The section is free and the VM is not boosted: nothing to wait for.
         let vm = core.cur_vm.get();
         let free = core.crit.borrow().owner().is_none()
@@ -1064,6 +1069,9 @@ impl Table {
             set_local_trapping,
             simulate_io,
             simulate_vm_io,
+            call_restricted_event,
+            cancel_restricted_event,
+            cancel_call_when_not_critical,
         })
     }
 
@@ -1127,6 +1135,77 @@ impl Table {
             is_ring3_export,
         })
     }
+}
+
+// ---- Windows 95 event additions, VM lifetime (virtual-hardware reference, section 7) -------------
+
+/// A 4.0-only service called in any context: the machine is not fatal and
+/// runs Windows 95 (else the fatal "Invalid VxD dynamic link call").
+fn win95_entry(cx: &HostCx, svc: &'static Service) -> Result<(), VmmError> {
+    let core = core(cx);
+    if core.is_fatal() {
+        return Err(VmmError::FATAL);
+    }
+    if win95_only(core, caller(cx), svc) { Ok(()) } else { Err(VmmError::FATAL) }
+}
+
+extern "C" fn call_restricted_event(
+    cx: &HostCx,
+    boost: i32,
+    vm: u32,
+    flags: u32,
+    timeout_ms: u32,
+    callback: RawCallback,
+) -> VmmResult<u32> {
+    let svc = &svc::CALL_RESTRICTED_EVENT;
+    serve(cx, svc, |core| {
+        let cb = Callback::plugin(caller(cx), callback);
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        if vm != 0 && !core.vm_valid(vm) {
+            return RErr(bad_vm(core, svc.name, vm));
+        }
+        if flags & !PEF_VALID != 0 {
+            return RErr(core.refuse(
+                Violation::ReservedFlags,
+                format!(
+                    "{} flags {flags:#06X} set bits {:#06X} that this VMM does not accept (thread events, \
+                     PEF_Wait_Crit, PEF_Wait_Crit_VM and the later 0x4000-0x20000 bits)",
+                    svc.name,
+                    flags & !PEF_VALID
+                ),
+                Some(svc.name),
+            ));
+        }
+        if !(0..RESERVED_HIGH_BOOST as i32).contains(&boost) {
+            return RErr(core.refuse(
+                Violation::InvalidParameter,
+                format!("{} boost {boost:#X} (EAX) is negative or not below Reserved_High_Boost", svc.name),
+                Some(svc.name),
+            ));
+        }
+        core.restricted_event(caller(cx), boost, vm, flags, timeout_ms, cb).into()
+    })
+}
+
+extern "C" fn cancel_restricted_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
+    if let Err(e) = win95_entry(cx, &svc::CANCEL_RESTRICTED_EVENT) {
+        return RErr(e);
+    }
+    cancel_kind(cx, &svc::CANCEL_RESTRICTED_EVENT, handle, EventKind::Restricted, None)
+}
+
+extern "C" fn cancel_call_when_not_critical(cx: &HostCx) -> VmmResult<()> {
+    let svc = &svc::CANCEL_CALL_WHEN_NOT_CRITICAL;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        // Windows 95 documents it as doing nothing: a Call_When_Not_Critical
+        // registration is a restricted event nobody holds the handle of.
+        ROk(())
+    })
 }
 
 /// The VMM services.

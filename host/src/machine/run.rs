@@ -388,15 +388,15 @@ impl Core {
         // The wait ends here, at dispatch (the callback may block and
         // return later).
         let dispatched = self.sched.now();
+        if rec.boost != 0 && rec.target == 0 {
+            // A global restricted event's boost goes to the VM that runs it,
+            // once its restrictions are met.
+            self.add_boost(vm, rec.boost as i64, PriorityReason::Event);
+        }
         let result = rec.cb.call_inline(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "an event callback", || rec.cb.owner());
-        if rec.kind == EventKind::Priority && rec.boost != 0 {
-            if rec.flags & PEF_DONT_UNBOOST == 0 || timed_out {
-                self.event_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost);
-            } else {
-                // PEF_Dont_Unboost: the boost stays, as the device's own.
-                self.keep_event_boost(rec.target, rec.boost as i64);
-            }
+        if rec.boost != 0 {
+            self.unboost_ran(rec, vm, timed_out);
         }
         if self.trace_on {
             let waited = dispatched.since(rec.scheduled_at);
@@ -431,6 +431,28 @@ impl Core {
             callback: rec.cb.name(),
             result,
         });
+    }
+
+    /// Remove the boost of an event that ran in `vm` (unless
+    /// `PEF_Dont_Unboost` and it did not time out).
+    #[cold]
+    #[inline(never)]
+    fn unboost_ran(&self, rec: &EventRec, vm: u32, timed_out: bool) {
+        let keep = rec.flags & PEF_DONT_UNBOOST != 0 && !timed_out;
+        match rec.kind {
+            EventKind::Priority if keep => {
+                // PEF_Dont_Unboost: the boost stays, as the device's own.
+                self.keep_event_boost(rec.target, rec.boost as i64);
+            }
+            EventKind::Priority => self.event_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost),
+            // A restricted event's boost is the VM's own (Adjust_Exec_Priority):
+            // with PEF_Dont_Unboost it simply stays.
+            EventKind::Restricted if !keep => {
+                let target = if rec.target == 0 { vm } else { rec.target };
+                self.add_boost(target, -(rec.boost as i64), PriorityReason::Unboost);
+            }
+            _ => {}
+        }
     }
 
     /// Add `delta` to `vm`'s boost.
@@ -629,6 +651,9 @@ impl Core {
         if rec.kind == EventKind::Priority && rec.boost != 0 {
             // The boost goes even with PEF_Dont_Unboost.
             self.event_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost);
+        } else if rec.kind == EventKind::Restricted && rec.boost != 0 && rec.target != 0 {
+            // A global one's boost was not applied yet.
+            self.add_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost);
         }
         let device = self.instance_name(rec.cb.owner());
         self.trace(|| TraceEvent::EventCancelled {
