@@ -114,6 +114,8 @@ reasons! {
         InitFailed = "init_failed",
         /// The machine shut down.
         Shutdown = "shutdown",
+        /// `Crash_Cur_VM`.
+        Crashed = "crashed",
     }
 }
 

@@ -734,6 +734,11 @@ pub struct HostServices {
     pub cancel_restricted_event: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
     /// `Cancel_Call_When_Not_Critical` (4.0): does nothing, as documented.
     pub cancel_call_when_not_critical: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Nuke_VM`: end `vm` without VM_Terminate (VM_Not_Executeable with
+    /// `VNE_Nuked`, then Destroy_VM). The system VM: Windows ends (`FATAL`).
+    pub nuke_vm: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<()>,
+    /// `Crash_Cur_VM`: the same for the current VM with `VNE_Crashed`.
+    pub crash_cur_vm: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

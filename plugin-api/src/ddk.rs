@@ -714,3 +714,5 @@ pub const CANCEL_RESTRICTED_EVENT: u16 = 0x15B;
 pub const BEGIN_RESERVED_PRIVATE_SYSTEM_CONTROL: u32 = 0x7000_0000;
 /// The last private control message.
 pub const END_RESERVED_PRIVATE_SYSTEM_CONTROL: u32 = 0x7FFF_FFFF;
+/// INT 2Fh AX=1689h: KERNEL's idle call (the system VM's Windows is idle).
+pub const W386_KERNEL_IDLE: u16 = 0x1689;

@@ -1054,4 +1054,27 @@ impl Vmm<'_> {
         let Some(f) = self.svc().cancel_call_when_not_critical() else { return Err(VmmError::NOT_AVAILABLE) };
         res(f(self.cx))
     }
+
+    /// `Nuke_VM`: end `vm` at once, without `VM_Terminate`: every device
+    /// gets `VM_Not_Executeable` with `VNE_NUKED`, then `Destroy_VM`. For
+    /// another VM that happens before the call returns; the current VM is
+    /// destroyed as soon as the device returns and never runs again (the
+    /// DDK's "does not return": return at once). Nuking the system VM ends
+    /// Windows with a fatal error, and the call unwinds like
+    /// [`Vmm::fatal_error_handler`]. Not at interrupt time. Prefer failing
+    /// a ring-3 call (carry) to ending its VM.
+    pub fn nuke_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().nuke_vm() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vm.0))
+    }
+
+    /// `Crash_Cur_VM`: end the current VM as crashed (`VM_Not_Executeable`
+    /// with `VNE_CRASHED`, then `Destroy_VM`, when the device returns; it
+    /// never runs again). In the system VM, Windows ends with a fatal
+    /// error and the call unwinds like [`Vmm::fatal_error_handler`]. Legal
+    /// at interrupt time.
+    pub fn crash_cur_vm(&self) -> Result<(), VmmError> {
+        let Some(f) = self.svc().crash_cur_vm() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx))
+    }
 }

@@ -232,3 +232,282 @@ fn cancel_call_when_not_critical_does_not_exist_under_windows_31() {
     let e = run.expect_error().to_string();
     assert!(e.contains("service 012A"), "{e}");
 }
+
+// ---- Call_When_Idle and KERNEL's idle call (scenario 46) ----------------------------
+
+/// A Windows application that makes KERNEL's idle call (INT 2Fh AX=1689h)
+/// and exits.
+struct KernelIdle;
+
+impl Module for KernelIdle {
+    const MODULE: ModuleDef = ModuleDef::windows_app("KIDLE").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(KernelIdle)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        r3.regs().set_ax(W386_KERNEL_IDLE);
+        r3.int(0x2F).unwrap();
+        Step::exit(0)
+    }
+}
+
+/// A DOS program that keeps the CPU busy for `args` steps.
+struct Busy {
+    left: std::cell::Cell<u32>,
+}
+
+impl Module for Busy {
+    const MODULE: ModuleDef = ModuleDef::dos_program("BUSY").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(Busy { left: std::cell::Cell::new(0) })
+    }
+
+    fn start(&self, _r3: &Ring3<'_>, args: &str) -> Step {
+        self.left.set(args.trim().parse().unwrap_or(0));
+        Step::yield_now()
+    }
+
+    fn resume(&self, _r3: &Ring3<'_>, _wake: Wake) -> Step {
+        let left = self.left.get();
+        if left == 0 {
+            return Step::exit(0);
+        }
+        self.left.set(left - 1);
+        Step::yield_now()
+    }
+}
+
+/// Two idle handlers, A (carry from `a_consumes`) then B, and KERNEL's
+/// idle call at start-up, with `extra` in the manifest.
+fn idle_chain(a_consumes: bool, extra: &str) -> vmm_testkit::Run {
+    Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n[windows]\nload = [\"KIDLE\"]\n{extra}"))
+        .script(move |_dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                vmm.call_when_idle(move |dev: &ScriptDevice, vmm, vm| {
+                    dev.note(vmm, format!("A vm={:#x}", vm.0));
+                    if a_consumes { Carry::Clear } else { Carry::Set }
+                })
+                .unwrap();
+                vmm.call_when_idle(|dev: &ScriptDevice, vmm, _vm| {
+                    dev.note(vmm, "B");
+                    Carry::Clear
+                })
+                .unwrap();
+            }
+            Carry::Clear
+        })
+        .module::<KernelIdle>()
+        .module::<Busy>()
+        .run()
+}
+
+#[test]
+fn kernel_idle_call_runs_the_idle_handlers_in_installation_order_until_one_consumes() {
+    let run = idle_chain(true, "");
+    run.assert_ok();
+    let t = run.trace();
+    // Inside the INT 2Fh (its record comes when it returns): A, which
+    // consumes the idle time, so B is not called.
+    t.expect_in_order(&[
+        json!({"kind": "debug_string", "device": "SCRIPT", "text": format!("A vm={SYS:#x}")}),
+        json!({"kind": "int2f", "vm": SYS, "ax": W386_KERNEL_IDLE}),
+    ]);
+    t.expect_none(json!({"kind": "debug_string", "text": "B"}));
+
+    let run = idle_chain(false, "");
+    run.assert_ok();
+    run.trace().expect_in_order(&[
+        json!({"kind": "debug_string", "text": format!("A vm={SYS:#x}")}),
+        json!({"kind": "debug_string", "text": "B"}),
+        json!({"kind": "int2f", "vm": SYS, "ax": W386_KERNEL_IDLE}),
+    ]);
+}
+
+#[test]
+fn kernel_idle_call_does_not_run_the_idle_handlers_while_a_dos_vm_is_busy() {
+    let run = idle_chain(true, "[[vm]]\nname = \"DOS1\"\nprogram = \"BUSY\"\nargs = \"50\"\nat = 0\n");
+    run.assert_ok();
+    let t = run.trace();
+    let int2f = t.expect(json!({"kind": "int2f", "vm": SYS, "ax": W386_KERNEL_IDLE}));
+    // The first idle call of the chain comes only once DOS1 is done.
+    let first_idle = t.expect(json!({"kind": "debug_string", "text": format!("A vm={SYS:#x}")}));
+    let ended = t.expect(json!({"kind": "program_ended", "vm": DOS1}));
+    assert!(first_idle["t_ns"].as_u64() >= ended["t_ns"].as_u64(), "{first_idle} {ended} {int2f}");
+}
+
+// ---- Set_VM_Time_Out (scenario 47) --------------------------------------------------
+
+#[test]
+fn a_vm_time_out_fires_after_that_vm_ran_its_time_not_wall_time() {
+    // Ten DOS VMs share 10 ms slices round-robin, so DOS2 runs 10 ms in
+    // every 100: its 50 ms come after about 500 ms of system time.
+    let vms: String = (1..=10).map(|i| format!("[[vm]]\nname = \"DOS{i}\"\n")).collect();
+    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n[machine]\ntime_slice = \"10ms\"\n{vms}"))
+        .script(|_dev, vmm, msg| {
+            if msg.message == VM_INIT {
+                let ms = if msg.vm.0 == crate::common::DOS2 { 50 } else { 600 };
+                vmm.set_vm_time_out(ms, msg.vm, |dev: &ScriptDevice, vmm, t| {
+                    let exec = vmm.get_vm_exec_time(t.vm).unwrap();
+                    dev.note(
+                        vmm,
+                        format!("vm={:#x} t={} exec={exec} late={}", t.vm.0, vmm.get_system_time(), t.late_ms),
+                    );
+                })
+                .unwrap();
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    let first = &notes(&run)[0];
+    assert_eq!(first, &format!("vm={:#x} t=420 exec=50 late=0", crate::common::DOS2));
+    run.trace().expect(json!({"kind": "timeout", "timer": "vm", "vm": crate::common::DOS2, "t": 420, "late_ms": 0}));
+}
+
+// ---- Nuke_VM and Crash_Cur_VM (scenarios 48-49) ---------------------------------------
+
+/// Every VM message SCRIPT receives about DOS VMs, as notes.
+fn note_vm_messages(dev: &ScriptDevice, vmm: &Vmm<'_>, msg: &ControlMessage) {
+    let name = match msg.message {
+        VM_TERMINATE => "VM_Terminate",
+        VM_NOT_EXECUTEABLE => "VM_Not_Executeable",
+        DESTROY_VM => "Destroy_VM",
+        _ => return,
+    };
+    dev.note(vmm, format!("{name} vm={:#x} edx={:#x}", msg.vm.0, msg.edx));
+}
+
+/// SCRIPT notes every VM message about DOS VMs and runs `handler` in a
+/// global event when `go` is raised at 10 ms; DOS1 exists.
+fn ending(handler: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
+    let handler = std::rc::Rc::new(handler);
+    Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n[[interrupt]]\nname = \"go\"\nat = 10\n")
+        .script(move |dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let h = handler.clone();
+                vmm.register_interrupt("go", move |_dev: &ScriptDevice, vmm, _irq| {
+                    let h = h.clone();
+                    vmm.schedule_global_event(move |dev: &ScriptDevice, vmm, _| h(dev, vmm)).unwrap();
+                })
+                .unwrap();
+            }
+            note_vm_messages(dev, vmm, &msg);
+            Carry::Clear
+        })
+}
+
+#[test]
+fn nuke_vm_of_another_vm_skips_vm_terminate_and_returns() {
+    let run = ending(|dev, vmm| {
+        vmm.nuke_vm(VmHandle(DOS1)).unwrap();
+        dev.note(vmm, format!("returned valid={}", vmm.validate_vm_handle(VmHandle(DOS1))));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            format!("VM_Not_Executeable vm={DOS1:#x} edx={VNE_NUKED:#x}"),
+            format!("Destroy_VM vm={DOS1:#x} edx=0x0"),
+            "returned valid=false".to_string(),
+        ]
+    );
+    let t = run.trace();
+    t.expect(json!({"kind": "vm_destroyed", "vm": DOS1, "flags": VNE_NUKED, "reason": "nuked", "t": 10}));
+    t.expect_none(json!({"kind": "control", "message": "VM_Terminate", "vm": DOS1}));
+}
+
+#[test]
+fn nuke_vm_of_the_current_vm_ends_it_when_the_device_returns() {
+    let run = ending(|_dev, vmm| {
+        vmm.schedule_vm_event(VmHandle(DOS1), |dev: &ScriptDevice, vmm, ev| {
+            assert_eq!(ev.vm, VmHandle(DOS1));
+            vmm.nuke_vm(VmHandle(DOS1)).unwrap();
+            dev.note(vmm, format!("returned valid={}", vmm.validate_vm_handle(VmHandle(DOS1))));
+        })
+        .unwrap();
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            "returned valid=true".to_string(),
+            format!("VM_Not_Executeable vm={DOS1:#x} edx={VNE_NUKED:#x}"),
+            format!("Destroy_VM vm={DOS1:#x} edx=0x0"),
+        ]
+    );
+    run.trace().expect(json!({"kind": "vm_destroyed", "vm": DOS1, "flags": VNE_NUKED, "reason": "nuked"}));
+}
+
+#[test]
+fn crash_cur_vm_in_a_dos_vm_ends_it_as_crashed() {
+    let run = ending(|_dev, vmm| {
+        vmm.schedule_vm_event(VmHandle(DOS1), |_dev: &ScriptDevice, vmm, _| vmm.crash_cur_vm().unwrap()).unwrap();
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [format!("VM_Not_Executeable vm={DOS1:#x} edx={VNE_CRASHED:#x}"), format!("Destroy_VM vm={DOS1:#x} edx=0x0")]
+    );
+    run.trace().expect(json!({"kind": "vm_destroyed", "vm": DOS1, "flags": VNE_CRASHED, "reason": "crashed"}));
+}
+
+#[test]
+fn crash_cur_vm_in_the_system_vm_is_a_fatal_exit() {
+    let run = ending(|dev, vmm| {
+        let _ = vmm.crash_cur_vm();
+        dev.note(vmm, "not reached");
+    })
+    .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("Crash_Cur_VM in the system VM"), "{e}");
+    let t = run.trace();
+    t.expect(json!({"kind": "fatal_error", "device": "SCRIPT", "t": 10}));
+    t.expect_none(json!({"kind": "debug_string", "text": "not reached"}));
+    // The DOS VM is not terminated normally: the crash exit sends no VM_Terminate.
+    t.expect_none(json!({"kind": "control", "message": "VM_Terminate"}));
+}
+
+#[test]
+fn nuke_vm_of_the_system_vm_ends_windows() {
+    let run = ending(|_dev, vmm| {
+        let _ = vmm.nuke_vm(vmm.get_sys_vm_handle());
+    })
+    .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("Nuke_VM of the system VM"), "{e}");
+}
+
+#[test]
+fn nuke_vm_arguments_and_context_are_checked() {
+    let run = Scenario::new(
+        "[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\n[[interrupt]]\nname = \"go\"\nat = 10\n",
+    )
+    .script(|_dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.register_interrupt("go", |dev: &ScriptDevice, vmm, _irq| {
+                let at_interrupt = vmm.nuke_vm(VmHandle(DOS1));
+                dev.note(vmm, format!("{at_interrupt:?}"));
+                vmm.schedule_global_event(|dev: &ScriptDevice, vmm, _| {
+                    let bad = vmm.nuke_vm(VmHandle(0x0007_0009));
+                    dev.note(vmm, format!("{bad:?}"));
+                })
+                .unwrap();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "violation", "code": "SYNC_SERVICE_AT_INTERRUPT", "service": "Nuke_VM"}));
+    t.expect(json!({"kind": "violation", "code": "INVALID_VM_HANDLE", "service": "Nuke_VM"}));
+    // DOS1 lived on until shutdown.
+    t.expect(json!({"kind": "vm_destroyed", "vm": DOS1, "reason": "shutdown"}));
+}

@@ -13,7 +13,7 @@ use vmm_plugin_api::abi::{
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
-    PEF_VALID_31, PEF_WAIT_FOR_STI, PEF_WAIT_NOT_CRIT, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
+    PEF_VALID_31, PEF_WAIT_FOR_STI, PEF_WAIT_NOT_CRIT, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST, VNE_CRASHED, VNE_NUKED,
 };
 
 use crate::abi::{Failure, allowed, caller, core, guarded, serve};
@@ -1072,6 +1072,8 @@ impl Table {
             call_restricted_event,
             cancel_restricted_event,
             cancel_call_when_not_critical,
+            nuke_vm,
+            crash_cur_vm,
         })
     }
 
@@ -1205,6 +1207,25 @@ extern "C" fn cancel_call_when_not_critical(cx: &HostCx) -> VmmResult<()> {
         // Windows 95 documents it as doing nothing: a Call_When_Not_Critical
         // registration is a restricted event nobody holds the handle of.
         ROk(())
+    })
+}
+
+extern "C" fn nuke_vm(cx: &HostCx, vm: u32) -> VmmResult<()> {
+    let svc = &svc::NUKE_VM;
+    serve(cx, svc, |core| {
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, svc.name, vm));
+        }
+        core.end_vm(vm, VNE_NUKED, svc.name, &core.instance_name(caller(cx)));
+        if core.is_fatal() { RErr(VmmError::FATAL) } else { ROk(()) }
+    })
+}
+
+extern "C" fn crash_cur_vm(cx: &HostCx) -> VmmResult<()> {
+    let svc = &svc::CRASH_CUR_VM;
+    serve(cx, svc, |core| {
+        core.end_vm(core.cur_vm.get(), VNE_CRASHED, svc.name, &core.instance_name(caller(cx)));
+        if core.is_fatal() { RErr(VmmError::FATAL) } else { ROk(()) }
     })
 }
 

@@ -227,3 +227,39 @@ impl Core {
         }
     }
 }
+
+/// `Nuke_VM` and `Crash_Cur_VM` (virtual-hardware reference 7.5): a VM
+/// ended without `VM_Terminate`.
+impl Core {
+    /// End `vm` the abrupt way, with `VNE_Nuked` or `VNE_Crashed` in
+    /// VM_Not_Executeable. The system VM cannot end alone: Windows stops
+    /// with a fatal error naming `service` and the caller. The current VM
+    /// is destroyed as soon as the device returns (at the run loop's next
+    /// step: it never runs again); another VM at once.
+    pub(crate) fn end_vm(&self, vm: u32, flags: u32, service: &str, by: &str) {
+        if vm == self.sys_vm.get() {
+            let what = if flags & VNE_CRASHED != 0 {
+                "the system VM crashed (Crash_Cur_VM in the system VM): Windows ends with a fatal error"
+            } else {
+                "Nuke_VM of the system VM: Windows ends"
+            };
+            self.set_fatal(format!("{what} ({service} called by {by})"), Some(by.to_string()));
+            return;
+        }
+        if vm == self.cur_vm.get() || self.at_interrupt() {
+            self.sched.timer_at(self.sched.now(), crate::vmm::timers::TimerKind::EndVm(vm, flags));
+            return;
+        }
+        self.end_vm_now(vm, flags);
+    }
+
+    /// Destroy a VM that `Nuke_VM` / `Crash_Cur_VM` ended (if it still
+    /// lives): VM_Not_Executeable with `flags`, then Destroy_VM.
+    pub(crate) fn end_vm_now(&self, vm: u32, flags: u32) {
+        if vm == self.sys_vm.get() || self.vms.borrow().get(vm).is_none() {
+            return;
+        }
+        let reason = if flags & VNE_CRASHED != 0 { DestroyReason::Crashed } else { DestroyReason::Nuked };
+        self.destroy_vm(vm, flags, false, reason);
+    }
+}

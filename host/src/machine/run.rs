@@ -746,6 +746,7 @@ impl Core {
             TimerKind::CreateVm(index) => self.create_manifest_vm(index),
             TimerKind::Wake(program) => self.ring3_wake(program),
             TimerKind::Stop => self.stop.set(true),
+            TimerKind::EndVm(vm, flags) => self.end_vm_now(vm, flags),
         }
     }
 
@@ -914,6 +915,26 @@ impl Core {
     /// handler consumes the idle call (carry clear). Returns whether any
     /// handler ran.
     fn call_idle_handlers(&self) -> bool {
+        let ran = self.run_idle_chain();
+        ran && (self.sched.events_pending() || self.sched.timers_pending())
+    }
+
+    /// KERNEL's idle call (INT 2Fh AX=1689h) from the system VM: when
+    /// every other VM is idle too (none wants the CPU), the
+    /// `Call_When_Idle` chain runs. Returns whether it ran.
+    pub(crate) fn kernel_idle(&self) -> bool {
+        let sys = self.sys_vm.get();
+        let others: Vec<u32> = self.vms.borrow().iter().filter(|v| v.handle != sys).map(|v| v.handle).collect();
+        if others.into_iter().any(|vm| self.vms.borrow().get(vm).is_some_and(|v| v.schedulable()) && self.wants_cpu(vm))
+        {
+            return false;
+        }
+        self.run_idle_chain()
+    }
+
+    /// `Call_When_Idle`'s chain, in installation order, until a handler
+    /// consumes the idle call (carry clear). Returns whether any ran.
+    fn run_idle_chain(&self) -> bool {
         let count = self.hooks.borrow().idle.len();
         let sys = self.sys_vm.get();
         let mut ran = false;
@@ -927,7 +948,7 @@ impl Core {
                 break;
             }
         }
-        ran && (self.sched.events_pending() || self.sched.timers_pending())
+        ran
     }
 
     // ---- manifest-driven happenings -------------------------------------------------------

@@ -30,6 +30,9 @@ pub(crate) enum TimerKind {
     Wake(u32),
     /// The machine stops (`--until`).
     Stop,
+    /// A VM that `Nuke_VM` or `Crash_Cur_VM` ended while it was current is
+    /// destroyed (VM, `VNE_*` flags).
+    EndVm(u32, u32),
 }
 
 /// When a time-out expires.
