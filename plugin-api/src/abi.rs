@@ -739,6 +739,22 @@ pub struct HostServices {
     pub nuke_vm: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<()>,
     /// `Crash_Cur_VM`: the same for the current VM with `VNE_Crashed`.
     pub crash_cur_vm: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Hook_Device_Service`: put `callback` on top of the chain of
+    /// `service` (`(device ID << 16) | ordinal`); `hook_proc` marks a
+    /// Windows 95 `HOOK_PROC` (one that can be unhooked). The hook's
+    /// handle, or `NOT_FOUND` (the DDK's carry) for an invalid device or
+    /// service. The callback gets EAX = the service, ESI = its handle;
+    /// the call in flight comes from `hooked_call`.
+    pub hook_device_service:
+        extern "C" fn(cx: Cx<'_>, service: u32, hook_proc: bool, callback: RawCallback) -> VmmResult<u32>,
+    /// `Unhook_Device_Service` (4.0): `NOT_FOUND` when the hook is not in
+    /// the chain, `FAILED` when an old-style hook is above it.
+    pub unhook_device_service: extern "C" fn(cx: Cx<'_>, service: u32, hook: u32) -> VmmResult<()>,
+    /// The innermost hooked call in flight (valid while its hook runs).
+    pub hooked_call: extern "C" fn(cx: Cx<'_>) -> VmmResult<*mut ServiceCall>,
+    /// Chain from hook `hook` of `service` to the hook below it, or to the
+    /// service itself (the DDK's `JMP [pPrevVar]`).
+    pub call_previous_hook: extern "C" fn(cx: Cx<'_>, service: u32, hook: u32, call: &mut ServiceCall) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

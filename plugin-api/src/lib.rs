@@ -887,6 +887,7 @@ pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{HookHandle, HookedCall};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
@@ -901,6 +902,7 @@ pub mod prelude {
         RealModeInit, ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle,
         VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
+    pub use crate::{HookHandle, HookedCall};
     pub use tracing::{debug, error, info, trace, warn};
 }
 

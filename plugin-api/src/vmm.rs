@@ -1078,3 +1078,114 @@ impl Vmm<'_> {
         res(f(self.cx))
     }
 }
+
+/// A service hook's handle ([`Vmm::hook_device_service`]): what
+/// `Unhook_Device_Service` names (the DDK names the hook procedure).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct HookHandle(pub u32);
+
+/// A call of a hooked service, as its hook sees it: the caller's
+/// registers and cdecl arguments (change them to change what the service
+/// gets or what the caller gets back), and the way down the chain.
+pub struct HookedCall<'c> {
+    service: u32,
+    hook: u32,
+    call: &'c mut ServiceCall,
+}
+
+impl HookedCall<'_> {
+    /// The hooked service: `(device ID << 16) | ordinal`.
+    pub fn service(&self) -> u32 {
+        self.service
+    }
+
+    /// This hook's handle.
+    pub fn hook(&self) -> HookHandle {
+        HookHandle(self.hook)
+    }
+
+    /// The call's registers now (a copy; change them through
+    /// [`HookedCall::call`]).
+    pub fn regs(&self) -> Regs {
+        self.call.regs
+    }
+
+    /// The call's cdecl arguments, first argument first.
+    pub fn args(&self) -> [u32; 8] {
+        self.call.args
+    }
+
+    /// The registers and arguments of the call: in, and (after
+    /// [`HookedCall::chain`]) out. The carry flag in `regs.flags` is what
+    /// the caller gets.
+    pub fn call(&mut self) -> &mut ServiceCall {
+        self.call
+    }
+
+    /// Set or clear the carry flag the caller gets.
+    pub fn set_carry(&mut self, set: bool) {
+        if set {
+            self.call.regs.flags |= CF_MASK;
+        } else {
+            self.call.regs.flags &= !CF_MASK;
+        }
+    }
+
+    /// Chain to the previous handler (the DDK's `JMP [pPrevVar]`): the
+    /// hook installed before this one, or the service itself, with the
+    /// registers as they are now; its results land in [`HookedCall::call`].
+    /// The host keeps the link: a hook below that was unhooked meanwhile
+    /// is skipped, as a Windows 95 `HOOK_PROC` chain is re-linked.
+    pub fn chain(&mut self, vmm: &Vmm<'_>) -> Result<(), VmmError> {
+        let Some(f) = vmm.svc().call_previous_hook() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(vmm.cx, self.service, self.hook, self.call))
+    }
+}
+
+/// Service hooks (appended to the ABI: on an older host they return
+/// `VmmError::NOT_AVAILABLE`).
+impl Vmm<'_> {
+    /// `Hook_Device_Service`: `f` runs for every `VxDCall` of `service`
+    /// (`(device ID << 16) | ordinal`, a plugin device's service or one of
+    /// the VMM's), before the service: the newest hook first, each one
+    /// choosing whether to [`HookedCall::chain`] to the previous handler.
+    /// A hook must preserve what the service does not change. Typed `Vmm`
+    /// methods are not `VxDCall`s and are not hooked.
+    ///
+    /// `hook_proc` declares a Windows 95 `HOOK_PROC`: only those can be
+    /// removed ([`Vmm::unhook_device_service`]), and an old-style hook
+    /// (`false`, Windows 3.1's only kind) keeps every hook below it from
+    /// being removed. `Err(VmmError::NOT_FOUND)` (the DDK's carry) when
+    /// the device is not loaded or has no such service.
+    pub fn hook_device_service<D: 'static, F: Fn(&D, &Vmm<'_>, &mut HookedCall<'_>) + 'static>(
+        &self,
+        service: u32,
+        hook_proc: bool,
+        f: F,
+    ) -> Result<HookHandle, VmmError> {
+        let Some(hook) = self.svc().hook_device_service() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            let Some(get) = vmm.svc().hooked_call() else { return Carry::Set };
+            let Ok(ptr) = res(get(vmm.cx)) else { return Carry::Set };
+            // SAFETY: the host hands out the call in flight, which lives on
+            // its caller's stack until this hook returns, and does not touch
+            // it while the hook runs (except through `chain`, which this
+            // hook calls with it).
+            let call = unsafe { &mut *ptr };
+            let mut hooked = HookedCall { service: r.eax, hook: r.esi, call };
+            f(d, vmm, &mut hooked);
+            Carry::from_failed(hooked.call.regs.flags & CF_MASK != 0)
+        });
+        res(hook(self.cx, service, hook_proc, cb)).map(HookHandle)
+    }
+
+    /// `Unhook_Device_Service` (Windows 95): remove `hook` from
+    /// `service`'s chain; the hooks above it now chain to the one below.
+    /// `Err(VmmError::NOT_FOUND)` when it is not in the chain,
+    /// `Err(VmmError::FAILED)` when an old-style hook is above it (both
+    /// the DDK's carry).
+    pub fn unhook_device_service(&self, service: u32, hook: HookHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().unhook_device_service() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, service, hook.0))
+    }
+}

@@ -511,3 +511,143 @@ fn nuke_vm_arguments_and_context_are_checked() {
     // DOS1 lived on until shutdown.
     t.expect(json!({"kind": "vm_destroyed", "vm": DOS1, "reason": "shutdown"}));
 }
+
+// ---- Hook_Device_Service / Unhook_Device_Service (scenarios 39-41) ----------------------
+
+/// `SCRIPT_Note` (SCRIPT's service 1: notes EAX).
+const SCRIPT_NOTE: u32 = 0x3FF0_0001;
+
+/// A hook that notes its name and EAX, adds `add` to EAX, and chains.
+fn adder(name: &'static str, add: u32) -> impl Fn(&ScriptDevice, &Vmm<'_>, &mut HookedCall<'_>) + 'static {
+    move |dev: &ScriptDevice, vmm: &Vmm<'_>, call: &mut HookedCall<'_>| {
+        dev.note(vmm, format!("{name} eax={}", call.regs().eax));
+        call.call().regs.eax += add;
+        call.chain(vmm).unwrap();
+    }
+}
+
+/// SCRIPT hooks `SCRIPT_Note` at Device_Init with X (adds 100) then Y
+/// (adds 10), each a HOOK_PROC or not as given; the handles go to its
+/// state. `then` runs at Init_Complete.
+fn hooked(x_proc: bool, y_proc: bool, then: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> vmm_testkit::Session {
+    Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(move |dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let x = vmm.hook_device_service(SCRIPT_NOTE, x_proc, adder("X", 100)).unwrap();
+                let y = vmm.hook_device_service(SCRIPT_NOTE, y_proc, adder("Y", 10)).unwrap();
+                dev.state.borrow_mut().extend([x.0, y.0]);
+            }
+            if msg.message == INIT_COMPLETE {
+                then(dev, vmm);
+            }
+            Carry::Clear
+        })
+        .boot()
+}
+
+fn call_note(s: &mut vmm_testkit::Session, eax: u32) -> Regs {
+    s.call_service(0x3FF0, 1, Regs { eax, ..Regs::default() })
+}
+
+#[test]
+fn a_hooked_service_runs_the_newest_hook_first_down_to_the_service() {
+    let mut s = hooked(false, false, |_, _| {});
+    let out = call_note(&mut s, 1);
+    assert_eq!(out.eax, 111);
+    assert_eq!(out.flags & CF_MASK, 0);
+    let run = s.finish();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["Y eax=1", "X eax=11", "note 111"]);
+    run.trace()
+        .expect(json!({"kind": "vxd_call", "caller": "<host>", "device_id": 0x3FF0, "ordinal": 1, "result": "clear"}));
+}
+
+#[test]
+fn unhooking_a_hook_proc_from_the_middle_relinks_the_chain() {
+    let mut s = hooked(true, true, |dev, vmm| {
+        let x = HookHandle(dev.state.borrow()[0]);
+        vmm.unhook_device_service(SCRIPT_NOTE, x).unwrap();
+        let again = vmm.unhook_device_service(SCRIPT_NOTE, x);
+        dev.note(vmm, format!("again {again:?}"));
+    });
+    let out = call_note(&mut s, 1);
+    assert_eq!(out.eax, 11);
+    let run = s.finish();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [format!("again {:?}", Err::<(), _>(VmmError::NOT_FOUND)), "Y eax=1".into(), "note 11".into()]
+    );
+}
+
+#[test]
+fn a_hook_below_an_old_style_hook_cannot_be_unhooked() {
+    let mut s = hooked(true, false, |dev, vmm| {
+        let x = HookHandle(dev.state.borrow()[0]);
+        let r = vmm.unhook_device_service(SCRIPT_NOTE, x);
+        dev.note(vmm, format!("unhook X {r:?}"));
+        // The old-style hook on top can itself be removed.
+        let y = HookHandle(dev.state.borrow()[1]);
+        vmm.unhook_device_service(SCRIPT_NOTE, y).unwrap();
+        dev.note(vmm, format!("then X {:?}", vmm.unhook_device_service(SCRIPT_NOTE, x)));
+    });
+    let out = call_note(&mut s, 1);
+    assert_eq!(out.eax, 1);
+    let run = s.finish();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [format!("unhook X {:?}", Err::<(), _>(VmmError::FAILED)), "then X Ok(())".into(), "note 1".into()]
+    );
+}
+
+#[test]
+fn a_hook_on_a_vmm_service_answers_its_vxdcalls() {
+    let mut s = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(|_dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                // Get_System_Time: the hook answers without chaining.
+                vmm.hook_device_service(0x0001_003F, true, |_: &ScriptDevice, _vmm, call: &mut HookedCall<'_>| {
+                    call.call().regs.eax = 0x1234;
+                    call.set_carry(false);
+                })
+                .unwrap();
+                // Get_VMM_Version: chains, then changes the answer.
+                vmm.hook_device_service(0x0001_0000, true, |dev: &ScriptDevice, vmm, call: &mut HookedCall<'_>| {
+                    call.chain(vmm).unwrap();
+                    dev.note(vmm, format!("version {:#x} from service {:#x}", call.regs().eax, call.service()));
+                    call.call().regs.eax = 0x030A;
+                })
+                .unwrap();
+            }
+            Carry::Clear
+        })
+        .boot();
+    assert_eq!(s.call_service(1, GET_SYSTEM_TIME, Regs::default()).eax, 0x1234);
+    assert_eq!(s.call_service(1, GET_VMM_VERSION, Regs::default()).eax, 0x030A);
+    let run = s.finish();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["version 0x400 from service 0x10000"]);
+}
+
+#[test]
+fn hook_device_service_refuses_unknown_services_and_unhook_needs_windows_95() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(|dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let none = |_: &ScriptDevice, _: &Vmm<'_>, _: &mut HookedCall<'_>| {};
+                let device = vmm.hook_device_service(0x4321_0000, true, none);
+                let ordinal = vmm.hook_device_service(0x3FF0_0002, true, none);
+                let vmm_ordinal = vmm.hook_device_service(0x0001_0007, true, none);
+                dev.note(vmm, format!("{device:?} {ordinal:?} {vmm_ordinal:?}"));
+                let _ = vmm.unhook_device_service(SCRIPT_NOTE, HookHandle(1));
+            }
+            Carry::Clear
+        })
+        .set("machine.windows=\"3.1\"")
+        .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("service 011C"), "{e}");
+    let not_found = format!("{:?}", Err::<HookHandle, _>(VmmError::NOT_FOUND));
+    assert_eq!(notes(&run), [format!("{not_found} {not_found} {not_found}")]);
+}

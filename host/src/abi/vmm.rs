@@ -1074,6 +1074,10 @@ impl Table {
             cancel_call_when_not_critical,
             nuke_vm,
             crash_cur_vm,
+            hook_device_service,
+            unhook_device_service,
+            hooked_call,
+            call_previous_hook,
         })
     }
 
@@ -1226,6 +1230,56 @@ extern "C" fn crash_cur_vm(cx: &HostCx) -> VmmResult<()> {
     serve(cx, svc, |core| {
         core.end_vm(core.cur_vm.get(), VNE_CRASHED, svc.name, &core.instance_name(caller(cx)));
         if core.is_fatal() { RErr(VmmError::FATAL) } else { ROk(()) }
+    })
+}
+
+// ---- Service hooks (virtual-hardware reference, section 6) --------------------------------------
+
+extern "C" fn hook_device_service(cx: &HostCx, service: u32, hook_proc: bool, callback: RawCallback) -> VmmResult<u32> {
+    let svc = &svc::HOOK_DEVICE_SERVICE;
+    serve(cx, svc, |core| {
+        let cb = Callback::plugin(caller(cx), callback);
+        if !core.hookable(service) {
+            // The DDK's carry: no such device or service.
+            return RErr(VmmError::NOT_FOUND);
+        }
+        match core.service_hooks.hook(service, cb, hook_proc) {
+            Some(h) => ROk(h),
+            None => RErr(VmmError::OUT_OF_MEMORY),
+        }
+    })
+}
+
+extern "C" fn unhook_device_service(cx: &HostCx, service: u32, hook: u32) -> VmmResult<()> {
+    let svc = &svc::UNHOOK_DEVICE_SERVICE;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        match core.service_hooks.unhook(service, hook) {
+            Ok(cb) => {
+                let now = core.service_hooks.retire(cb);
+                drop(now);
+                ROk(())
+            }
+            Err(crate::vmm::service_hooks::UnhookError::NotFound) => RErr(VmmError::NOT_FOUND),
+            Err(crate::vmm::service_hooks::UnhookError::OldStyleAbove) => RErr(VmmError::FAILED),
+        }
+    })
+}
+
+extern "C" fn hooked_call(cx: &HostCx) -> VmmResult<*mut ServiceCall> {
+    serve(cx, &svc::HOOKED_CALL, |core| match core.service_hooks.current() {
+        Some((call, _)) => ROk(call),
+        None => RErr(VmmError::NOT_AVAILABLE),
+    })
+}
+
+extern "C" fn call_previous_hook(cx: &HostCx, service: u32, hook: u32, call: &mut ServiceCall) -> VmmResult<()> {
+    serve(cx, &svc::CALL_PREVIOUS_HOOK, |core| {
+        // The service itself is called for whoever called it first.
+        let original = core.service_hooks.current().map_or(caller(cx), |(_, c)| c);
+        core.run_hooks(original, service, Some(hook), call).into()
     })
 }
 

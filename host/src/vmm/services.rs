@@ -142,6 +142,8 @@ services! {
     DIRECTED_SYS_CONTROL = Some(0x147), "Directed_Sys_Control", Sync;
     CALL_RESTRICTED_EVENT = Some(0x15A), "Call_Restricted_Event", Async;
     CANCEL_RESTRICTED_EVENT = Some(0x15B), "Cancel_Restricted_Event", Async;
+    HOOKED_CALL = None, "hooked_call", Async;
+    CALL_PREVIOUS_HOOK = None, "call_previous_hook", Async;
 }
 
 /// The service with `ordinal` in the VMM's table.
