@@ -755,6 +755,10 @@ pub struct HostServices {
     /// Chain from hook `hook` of `service` to the hook below it, or to the
     /// service itself (the DDK's `JMP [pPrevVar]`).
     pub call_previous_hook: extern "C" fn(cx: Cx<'_>, service: u32, hook: u32, call: &mut ServiceCall) -> VmmResult<()>,
+    /// `trace_note` whose fields at the bits set in `nulls` are written as
+    /// null (optional values that are absent).
+    pub trace_note_nulls:
+        extern "C" fn(cx: Cx<'_>, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>, nulls: u32) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

@@ -874,6 +874,7 @@ mod log;
 pub mod ring3;
 pub mod shell;
 pub mod vmm;
+pub mod vxdldr;
 
 pub use abi::{Carry, ClientRegs, CritStatus, ProfileStatus, Regs, ServiceCall, VmInfo, VmmError};
 pub use client::Client;
@@ -887,7 +888,8 @@ pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
-pub use vmm::{HookHandle, HookedCall};
+pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
+pub use vxdldr::{DeviceListEntry, LoadedDevice, Vxdldr, VxdldrError};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
@@ -902,7 +904,7 @@ pub mod prelude {
         RealModeInit, ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle,
         VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
-    pub use crate::{HookHandle, HookedCall};
+    pub use crate::{HookHandle, HookedCall, Vxdldr, VxdldrError};
     pub use tracing::{debug, error, info, trace, warn};
 }
 

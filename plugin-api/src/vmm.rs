@@ -124,6 +124,9 @@ pub enum NoteValue<'v> {
     Bool(bool),
     /// Text.
     Text(&'v str),
+    /// No value (JSON null): an optional value that is absent, from
+    /// `Option::None`.
+    Null,
 }
 
 macro_rules! note_from {
@@ -153,6 +156,145 @@ impl<'v> From<&'v str> for NoteValue<'v> {
 impl From<VmHandle> for NoteValue<'_> {
     fn from(vm: VmHandle) -> Self {
         NoteValue::UInt(vm.0 as u64)
+    }
+}
+
+impl<'v> From<&'v String> for NoteValue<'v> {
+    fn from(s: &'v String) -> Self {
+        NoteValue::Text(s.as_str())
+    }
+}
+
+/// An optional value: `None` is written as null.
+impl<'v, T: Into<NoteValue<'v>>> From<Option<T>> for NoteValue<'v> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(NoteValue::Null, Into::into)
+    }
+}
+
+/// One raw note field.
+fn note_field<'f>(key: &'f str, value: NoteValue<'f>) -> NoteField<'f> {
+    let (kind, number, text) = match value {
+        NoteValue::Int(n) => (NoteKind::Int, n as u64, ""),
+        NoteValue::UInt(n) => (NoteKind::UInt, n, ""),
+        NoteValue::Bool(b) => (NoteKind::Bool, u64::from(b), ""),
+        NoteValue::Text(t) => (NoteKind::Text, 0, t),
+        NoteValue::Null => (NoteKind::UInt, 0, ""),
+    };
+    NoteField { key: RStr::from_str(key), kind, number, text: RStr::from_str(text) }
+}
+
+/// An owned value of a [`NoteBuilder`] field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoteArg {
+    /// A signed number.
+    Int(i64),
+    /// An unsigned number.
+    UInt(u64),
+    /// A boolean.
+    Bool(bool),
+    /// Text.
+    Text(String),
+    /// No value (null).
+    Null,
+}
+
+impl NoteArg {
+    fn as_value(&self) -> NoteValue<'_> {
+        match self {
+            NoteArg::Int(n) => NoteValue::Int(*n),
+            NoteArg::UInt(n) => NoteValue::UInt(*n),
+            NoteArg::Bool(b) => NoteValue::Bool(*b),
+            NoteArg::Text(t) => NoteValue::Text(t),
+            NoteArg::Null => NoteValue::Null,
+        }
+    }
+}
+
+impl<'v, T: Into<NoteValue<'v>>> From<T> for NoteArg {
+    fn from(v: T) -> Self {
+        match v.into() {
+            NoteValue::Int(n) => NoteArg::Int(n),
+            NoteValue::UInt(n) => NoteArg::UInt(n),
+            NoteValue::Bool(b) => NoteArg::Bool(b),
+            NoteValue::Text(t) => NoteArg::Text(t.to_string()),
+            NoteValue::Null => NoteArg::Null,
+        }
+    }
+}
+
+/// A trace note with owned values, from [`Vmm::note`].
+#[must_use = "a note is written by `write`"]
+pub struct NoteBuilder<'a> {
+    vmm: Vmm<'a>,
+    note: String,
+    fields: Vec<(String, NoteArg)>,
+    on: bool,
+}
+
+impl NoteBuilder<'_> {
+    /// Add field `key` (a `String` or `&str`, a number, a boolean, a VM
+    /// handle, or an `Option` of one: `None` is null).
+    pub fn field(mut self, key: &str, value: impl IntoNoteArg) -> Self {
+        if self.on {
+            self.fields.push((key.to_string(), value.into_note_arg()));
+        }
+        self
+    }
+
+    /// Write the note (the rules of [`Vmm::trace_note`]).
+    pub fn write(self) -> Result<(), VmmError> {
+        if !self.on {
+            return Ok(());
+        }
+        if self.fields.len() > MAX_NOTE_FIELDS {
+            return Err(VmmError::INVALID_PARAMETER);
+        }
+        let mut nulls = 0u32;
+        let raw: Vec<NoteField<'_>> = self
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| {
+                if *value == NoteArg::Null {
+                    nulls |= 1 << i;
+                }
+                note_field(key, value.as_value())
+            })
+            .collect();
+        let svc = self.vmm.svc();
+        let note = RStr::from_str(&self.note);
+        if nulls == 0 {
+            let Some(f) = svc.trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
+            return res(f(self.vmm.cx, note, RSlice::from_slice(&raw)));
+        }
+        let Some(f) = svc.trace_note_nulls() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.vmm.cx, note, RSlice::from_slice(&raw), nulls))
+    }
+}
+
+/// What [`NoteBuilder::field`] takes: everything a [`NoteValue`] is made
+/// from, and owned `String`s (with `Option`s of either).
+pub trait IntoNoteArg {
+    /// The owned value.
+    fn into_note_arg(self) -> NoteArg;
+}
+
+impl IntoNoteArg for String {
+    fn into_note_arg(self) -> NoteArg {
+        NoteArg::Text(self)
+    }
+}
+
+impl IntoNoteArg for Option<String> {
+    fn into_note_arg(self) -> NoteArg {
+        self.map_or(NoteArg::Null, NoteArg::Text)
+    }
+}
+
+impl<'v, T: Into<NoteValue<'v>>> IntoNoteArg for T {
+    fn into_note_arg(self) -> NoteArg {
+        NoteArg::from(self)
     }
 }
 
@@ -275,17 +417,37 @@ impl<'a> Vmm<'a> {
         if N > MAX_NOTE_FIELDS {
             return Err(VmmError::INVALID_PARAMETER);
         }
+        let mut nulls = 0u32;
         let raw: [NoteField<'_>; N] = core::array::from_fn(|i| {
             let (key, value) = fields[i];
-            let (kind, number, text) = match value {
-                NoteValue::Int(n) => (NoteKind::Int, n as u64, ""),
-                NoteValue::UInt(n) => (NoteKind::UInt, n, ""),
-                NoteValue::Bool(b) => (NoteKind::Bool, u64::from(b), ""),
-                NoteValue::Text(t) => (NoteKind::Text, 0, t),
-            };
-            NoteField { key: RStr::from_str(key), kind, number, text: RStr::from_str(text) }
+            if value == NoteValue::Null {
+                nulls |= 1 << i;
+            }
+            note_field(key, value)
         });
-        res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw)))
+        if nulls == 0 {
+            return res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw)));
+        }
+        let Some(f) = self.svc().trace_note_nulls() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw), nulls))
+    }
+
+    /// A trace note built field by field, with owned values
+    /// ([`NoteBuilder::field`] takes `String`s, numbers, booleans, VM
+    /// handles and `Option`s of them; `None` is written as null): the
+    /// same `note` record as [`Vmm::trace_note`], for fields computed at
+    /// run time. Without a trace nothing is kept and
+    /// [`NoteBuilder::write`] does nothing.
+    ///
+    /// ```no_run
+    /// # use vmm_plugin_api::prelude::*;
+    /// # fn f(vmm: &Vmm<'_>, owner: Option<VmHandle>, port: u16) -> Result<(), VmmError> {
+    /// vmm.note("contention").field("port", port).field("owner", owner).field("device", format!("COM{}", 1)).write()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn note(&self, note: &str) -> NoteBuilder<'a> {
+        let on = self.cx.tracing;
+        NoteBuilder { vmm: *self, note: if on { note.to_string() } else { String::new() }, fields: Vec::new(), on }
     }
 
     // ---- version, profile, dispatch ------------------------------------
@@ -1143,8 +1305,8 @@ impl HookedCall<'_> {
 }
 
 /// Service hooks (appended to the ABI: on an older host they return
-/// `VmmError::NOT_AVAILABLE`).
-impl Vmm<'_> {
+/// `VmmError::NOT_AVAILABLE`) and typed VXDLDR calls.
+impl<'a> Vmm<'a> {
     /// `Hook_Device_Service`: `f` runs for every `VxDCall` of `service`
     /// (`(device ID << 16) | ordinal`, a plugin device's service or one of
     /// the VMM's), before the service: the newest hook first, each one
@@ -1177,6 +1339,15 @@ impl Vmm<'_> {
             Carry::from_failed(hooked.call.regs.flags & CF_MASK != 0)
         });
         res(hook(self.cx, service, hook_proc, cb)).map(HookHandle)
+    }
+
+    /// VXDLDR's services, typed (`VXDLDR_LoadDevice`, ...): each is the
+    /// `VxDCall` a VxD makes, with its registers filled in. Without
+    /// `*VXDLDR` in the device list, [`Vxdldr::get_version`] says
+    /// `NotLoaded` and every other call is the fatal "Invalid VxD dynamic
+    /// link call", as in Windows.
+    pub fn vxdldr(&self) -> crate::vxdldr::Vxdldr<'_, 'a> {
+        crate::vxdldr::Vxdldr::new(self)
     }
 
     /// `Unhook_Device_Service` (Windows 95): remove `hook` from

@@ -651,3 +651,119 @@ fn hook_device_service_refuses_unknown_services_and_unhook_needs_windows_95() {
     let not_found = format!("{:?}", Err::<HookHandle, _>(VmmError::NOT_FOUND));
     assert_eq!(notes(&run), [format!("{not_found} {not_found} {not_found}")]);
 }
+
+// ---- typed VXDLDR calls ---------------------------------------------------------------
+
+#[test]
+fn devices_drive_vxdldr_through_typed_calls_that_service_hooks_see() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"*VXDLDR\", \"SCRIPT\"]\n")
+        .script(|_dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                // The typed calls are VxDCalls: a hook on VXDLDR_LoadDevice sees them.
+                let load = vxd_service(VXDLDR_DEVICE_ID, VXDLDR_LOAD_DEVICE);
+                vmm.hook_device_service(load, true, |dev: &ScriptDevice, vmm, call: &mut HookedCall<'_>| {
+                    let mut name = String::new();
+                    let mut byte = [0u8];
+                    while vmm.mem_read(call.regs().edx + name.len() as u32, &mut byte).is_ok() && byte[0] != 0 {
+                        name.push(byte[0] as char);
+                    }
+                    dev.note(vmm, format!("hook saw load of {name}"));
+                    call.chain(vmm).unwrap();
+                })
+                .unwrap();
+            }
+            if msg.message == INIT_COMPLETE {
+                vmm.set_global_time_out(10, |dev: &ScriptDevice, vmm, _| {
+                    let ldr = vmm.vxdldr();
+                    dev.note(vmm, format!("version {:#x}", ldr.get_version().unwrap()));
+                    let loaded = ldr.load_device("fixture-reloadable", false).unwrap();
+                    let list = ldr.get_device_list().unwrap();
+                    let entry = &list[0];
+                    dev.note(
+                        vmm,
+                        format!(
+                            "list {} {:#06x} count={} init={} ddb_ok={}",
+                            entry.name,
+                            entry.device_id,
+                            entry.load_count,
+                            entry.initialized,
+                            entry.ddb == loaded.ddb
+                        ),
+                    );
+                    ldr.dev_init_succeeded(loaded.device_info).unwrap();
+                    let again = ldr.dev_init_succeeded(loaded.device_info).unwrap_err();
+                    dev.note(vmm, format!("again {}", again.name()));
+                    ldr.unload_device_by_name("RELOADME").unwrap();
+                    ldr.load_device("fixture-reloadable", true).unwrap();
+                    ldr.unload_device(0x3F30).unwrap();
+                    let gone = ldr.unload_device(0x3F30).unwrap_err();
+                    let missing = ldr.load_device("nothing-here", true).unwrap_err();
+                    dev.note(vmm, format!("{} {}", gone.name(), missing.name()));
+                    assert_eq!(missing, VxdldrError::Loader(VXDLDR_ERR_FILE_OPEN_ERROR));
+                })
+                .unwrap();
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            "version 0x400",
+            "hook saw load of fixture-reloadable",
+            "list RELOADME 0x3f30 count=1 init=false ddb_ok=true",
+            "again VXDLDR_ERR_DEVICE_REFUSED",
+            "hook saw load of fixture-reloadable",
+            "hook saw load of nothing-here",
+            "VXDLDR_ERR_NO_SUCH_DEVICE VXDLDR_ERR_FILE_OPEN_ERROR",
+        ]
+    );
+    let t = run.trace();
+    // Only the load with VXDLDR_INIT_DEVICE sent Sys_Dynamic_Device_Init.
+    assert_eq!(t.count(json!({"kind": "control", "device": "RELOADME", "message": "Sys_Dynamic_Device_Init"})), 1);
+    assert_eq!(t.count(json!({"kind": "control", "device": "RELOADME", "message": "Sys_Dynamic_Device_Exit"})), 2);
+}
+
+#[test]
+fn without_vxdldr_its_typed_version_call_says_not_loaded() {
+    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm| {
+        dev.note(vmm, format!("{:?}", vmm.vxdldr().get_version()));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["Err(NotLoaded)"]);
+}
+
+// ---- trace notes with owned and optional values ------------------------------------------
+
+#[test]
+fn trace_notes_take_owned_strings_and_optional_values() {
+    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
+        let owner: Option<VmHandle> = None;
+        let text = format!("COM{}", 1);
+        vmm.trace_note("borrowed", &[("port", (&text).into()), ("owner", owner.into()), ("count", Some(3u32).into())])
+            .unwrap();
+        vmm.note("owned")
+            .field("port", text.clone())
+            .field("owner", owner)
+            .field("vm", Some(vmm.get_sys_vm_handle()))
+            .field("nothing", None::<String>)
+            .field("flag", true)
+            .write()
+            .unwrap();
+        // Bad names are refused as for trace_note.
+        let bad = vmm.note("Bad Name").field("x", 1u8).write();
+        assert_eq!(bad, Err(VmmError::VIOLATION));
+    })
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "note", "note": "borrowed", "fields": {"port": "COM1", "owner": null, "count": 3}}));
+    t.expect(json!({
+        "kind": "note",
+        "note": "owned",
+        "fields": {"port": "COM1", "owner": null, "vm": SYS, "nothing": null, "flag": true}
+    }));
+    t.expect(json!({"kind": "violation", "code": "INVALID_PARAMETER", "service": "trace_note"}));
+}

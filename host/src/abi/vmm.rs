@@ -114,6 +114,21 @@ extern "C" fn log_level(_cx: &HostCx) -> u8 {
 }
 
 extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()> {
+    trace_note_with_nulls(cx, note, fields, 0)
+}
+
+/// `trace_note` whose fields at the bits set in `nulls` are null (an
+/// optional value that is absent).
+extern "C" fn trace_note_nulls(
+    cx: &HostCx,
+    note: RStr<'_>,
+    fields: RSlice<'_, NoteField<'_>>,
+    nulls: u32,
+) -> VmmResult<()> {
+    trace_note_with_nulls(cx, note, fields, nulls)
+}
+
+fn trace_note_with_nulls(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>, nulls: u32) -> VmmResult<()> {
     serve(cx, &svc::TRACE_NOTE, |core| {
         // A note without a trace to go to is nothing: not even checked.
         if !core.trace_on {
@@ -146,8 +161,9 @@ extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteFie
         }
         core.trace(|| {
             let mut map = serde_json::Map::new();
-            for f in fields.iter() {
+            for (i, f) in fields.iter().enumerate() {
                 let v = match f.kind {
+                    _ if nulls & (1 << i) != 0 => serde_json::Value::Null,
                     NoteKind::Int => serde_json::Value::from(f.number as i64),
                     NoteKind::UInt => serde_json::Value::from(f.number),
                     NoteKind::Bool => serde_json::Value::from(f.number != 0),
@@ -1078,6 +1094,7 @@ impl Table {
             unhook_device_service,
             hooked_call,
             call_previous_hook,
+            trace_note_nulls,
         })
     }
 
