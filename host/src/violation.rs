@@ -191,6 +191,10 @@ violations! {
     /// A device changes the trapping of (or removes) only a port it installed an I/O handler on
     /// itself, and gives `Simulate_IO` / `_Simulate_VM_IO` a valid IOType.
     IoPortNotOwned = "IO_PORT_NOT_OWNED",
+    /// A device sends (`System_Control`, `Directed_Sys_Control`) only `Set_Device_Focus` and
+    /// private messages (0x70000000-0x7FFFFFFF); the other messages are the VMM's, SHELL's or
+    /// DOSMGR's to send.
+    ControlNotSendable = "CONTROL_NOT_SENDABLE",
 }
 
 impl std::fmt::Display for Violation {

@@ -759,6 +759,11 @@ pub struct HostServices {
     /// null (optional values that are absent).
     pub trace_note_nulls:
         extern "C" fn(cx: Cx<'_>, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>, nulls: u32) -> VmmResult<()>,
+    /// `System_Control` (`device` 0: every device, in init order, until one
+    /// sets carry: `FAILED`) or `Directed_Sys_Control` (4.0: the device
+    /// with ID `device`; `NOT_FOUND` if none is loaded and initialized).
+    /// Only `Set_Device_Focus` and private messages may be sent.
+    pub system_control: extern "C" fn(cx: Cx<'_>, device: u16, args: &ControlArgs) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

@@ -1350,6 +1350,51 @@ impl<'a> Vmm<'a> {
         crate::vxdldr::Vxdldr::new(self)
     }
 
+    /// `System_Control`: send `message` to every device, in init order,
+    /// with EBX = `vm`, EDX, ESI and EDI as given; `Err(VmmError::FAILED)`
+    /// (the DDK's carry) when a device set carry, and the devices after it
+    /// do not get the message. A device may send only `SET_DEVICE_FOCUS`
+    /// (EDX = the device to focus, 0 = every device; ESI = flags; EDI =
+    /// the problem VM) and private messages
+    /// (`BEGIN_RESERVED_PRIVATE_SYSTEM_CONTROL` to
+    /// `END_RESERVED_PRIVATE_SYSTEM_CONTROL`); anything else is a
+    /// `CONTROL_NOT_SENDABLE` violation.
+    pub fn system_control(
+        &self,
+        message: u32,
+        vm: Option<VmHandle>,
+        edx: u32,
+        esi: u32,
+        edi: u32,
+    ) -> Result<(), VmmError> {
+        let Some(f) = self.svc().system_control() else { return Err(VmmError::NOT_AVAILABLE) };
+        let args = crate::abi::ControlArgs { message, vm: vm.map_or(0, |v| v.0), edx, esi, edi };
+        res(f(self.cx, 0, &args))
+    }
+
+    /// `Directed_Sys_Control` (Windows 95): send `message` to the device
+    /// with ID `device_id` only (the DDK names it by its DDB), registers
+    /// passed unchanged; its carry is `Err(VmmError::FAILED)`, and
+    /// `Err(VmmError::NOT_FOUND)` when no such device is loaded and
+    /// initialized. The messages a device may send are those of
+    /// [`Vmm::system_control`]; private ones are the usual use.
+    pub fn directed_sys_control(
+        &self,
+        device_id: u16,
+        message: u32,
+        vm: Option<VmHandle>,
+        edx: u32,
+        esi: u32,
+        edi: u32,
+    ) -> Result<(), VmmError> {
+        let Some(f) = self.svc().system_control() else { return Err(VmmError::NOT_AVAILABLE) };
+        if device_id == 0 {
+            return Err(VmmError::NOT_FOUND);
+        }
+        let args = crate::abi::ControlArgs { message, vm: vm.map_or(0, |v| v.0), edx, esi, edi };
+        res(f(self.cx, device_id, &args))
+    }
+
     /// `Unhook_Device_Service` (Windows 95): remove `hook` from
     /// `service`'s chain; the hooks above it now chain to the one below.
     /// `Err(VmmError::NOT_FOUND)` when it is not in the chain,

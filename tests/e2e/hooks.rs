@@ -767,3 +767,106 @@ fn trace_notes_take_owned_strings_and_optional_values() {
     }));
     t.expect(json!({"kind": "violation", "code": "INVALID_PARAMETER", "service": "trace_note"}));
 }
+
+// ---- System_Control and Directed_Sys_Control (section 6.3) ------------------------------------
+
+/// SCRIPT (first in init order, failing private message 0x70000002) and
+/// VCOUNTD; SCRIPT runs `handler` in a global event at 10 ms and notes the
+/// Set_Device_Focus and private messages it receives.
+fn senders(extra: &str, handler: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
+    let handler = std::rc::Rc::new(handler);
+    Scenario::new(&format!(
+        "[386Enh]\ndevice = [\"SCRIPT\", \"VCOUNTD\"]\n[[vm]]\nname = \"DOS1\"\n[[interrupt]]\nname = \"go\"\nat = 10\n{extra}"
+    ))
+    .script(move |dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let h = handler.clone();
+            vmm.register_interrupt("go", move |_dev: &ScriptDevice, vmm, _irq| {
+                let h = h.clone();
+                vmm.schedule_global_event(move |dev: &ScriptDevice, vmm, _| h(dev, vmm)).unwrap();
+            })
+            .unwrap();
+        }
+        if msg.message == SET_DEVICE_FOCUS || msg.message >= BEGIN_RESERVED_PRIVATE_SYSTEM_CONTROL {
+            dev.note(
+                vmm,
+                format!("got {:#x} vm={:#x} edx={:#x} esi={:#x} edi={:#x}", msg.message, msg.vm.0, msg.edx, msg.esi, msg.edi),
+            );
+            return Carry::from_failed(msg.message == 0x7000_0002);
+        }
+        Carry::Clear
+    })
+}
+
+#[test]
+fn set_device_focus_is_broadcast_to_every_device_with_its_registers() {
+    let run = senders("", |dev, vmm| {
+        let r = vmm.system_control(SET_DEVICE_FOCUS, Some(VmHandle(DOS1)), 0, 1, SYS);
+        dev.note(vmm, format!("{r:?}"));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), [format!("got 0xf vm={DOS1:#x} edx=0x0 esi=0x1 edi={SYS:#x}"), "Ok(())".to_string()]);
+    let t = run.trace();
+    t.expect_in_order(&[
+        json!({"kind": "control", "device": "SCRIPT", "message": "Set_Device_Focus", "vm": DOS1}),
+        json!({"kind": "control", "device": "VCOUNTD", "message": "Set_Device_Focus", "vm": DOS1}),
+    ]);
+}
+
+#[test]
+fn private_messages_are_broadcast_until_a_failure_or_directed_to_one_device() {
+    let run = senders("", |dev, vmm| {
+        let failed = vmm.system_control(0x7000_0002, None, 2, 0, 0);
+        let directed = vmm.directed_sys_control(0x3FF0, 0x7000_0001, None, 1, 2, 3);
+        let missing = vmm.directed_sys_control(0x4321, 0x7000_0001, None, 0, 0, 0);
+        dev.note(vmm, format!("{failed:?} {directed:?} {missing:?}"));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            "got 0x70000002 vm=0x0 edx=0x2 esi=0x0 edi=0x0".to_string(),
+            "got 0x70000001 vm=0x0 edx=0x1 esi=0x2 edi=0x3".to_string(),
+            format!(
+                "{:?} {:?} {:?}",
+                Err::<(), _>(VmmError::FAILED),
+                Ok::<(), VmmError>(()),
+                Err::<(), _>(VmmError::NOT_FOUND)
+            ),
+        ]
+    );
+    let t = run.trace();
+    t.expect(json!({"kind": "control", "device": "SCRIPT", "message": "Private_Control_Message", "number": 0x7000_0002u32, "result": "set"}));
+    // The broadcast stopped at SCRIPT's failure; the directed message went to SCRIPT alone.
+    t.expect_none(json!({"kind": "control", "device": "VCOUNTD", "message": "Private_Control_Message"}));
+    t.expect_none(json!({"kind": "violation"}));
+}
+
+#[test]
+fn a_device_may_not_send_the_vmms_own_messages() {
+    let run = senders("", |dev, vmm| {
+        let init = vmm.system_control(INIT_COMPLETE, None, 0, 0, 0);
+        let create = vmm.directed_sys_control(0x3FF0, CREATE_VM, Some(VmHandle(DOS1)), 0, 0, 0);
+        let bad_vm = vmm.system_control(SET_DEVICE_FOCUS, Some(VmHandle(0x0009_0009)), 0, 0, 0);
+        dev.note(vmm, format!("{init:?} {create:?} {bad_vm:?}"));
+    })
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "violation", "code": "CONTROL_NOT_SENDABLE"})), 2);
+    t.expect(json!({"kind": "violation", "code": "CONTROL_NOT_SENDABLE", "service": "Directed_Sys_Control"}));
+    t.expect(json!({"kind": "violation", "code": "INVALID_VM_HANDLE", "service": "System_Control"}));
+    assert_eq!(t.count(json!({"kind": "control", "message": "Init_Complete"})), 2, "only at boot");
+}
+
+#[test]
+fn directed_sys_control_does_not_exist_under_windows_31() {
+    let run = senders("[machine]\nwindows = \"3.1\"\n", |_dev, vmm| {
+        let _ = vmm.directed_sys_control(0x3FF0, 0x7000_0001, None, 0, 0, 0);
+    })
+    .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("service 0147"), "{e}");
+}

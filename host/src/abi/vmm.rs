@@ -8,8 +8,8 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
 use vmm_plugin_api::abi::{
-    ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, ProfileString, ProfileValue,
-    RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
+    ClientRegs, ControlArgs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, ProfileString,
+    ProfileValue, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
@@ -1095,6 +1095,7 @@ impl Table {
             hooked_call,
             call_previous_hook,
             trace_note_nulls,
+            system_control,
         })
     }
 
@@ -1247,6 +1248,52 @@ extern "C" fn crash_cur_vm(cx: &HostCx) -> VmmResult<()> {
     serve(cx, svc, |core| {
         core.end_vm(core.cur_vm.get(), VNE_CRASHED, svc.name, &core.instance_name(caller(cx)));
         if core.is_fatal() { RErr(VmmError::FATAL) } else { ROk(()) }
+    })
+}
+
+// ---- Service hooks, control messages (virtual-hardware reference, section 6) ------------------------
+
+/// `System_Control` (`device` 0: a broadcast in init order, stopping at a
+/// failure) and `Directed_Sys_Control` (4.0; `device`: the target's ID).
+extern "C" fn system_control(cx: &HostCx, device: u16, args: &ControlArgs) -> VmmResult<()> {
+    let svc = if device == 0 { &svc::SYSTEM_CONTROL } else { &svc::DIRECTED_SYS_CONTROL };
+    serve(cx, svc, |core| {
+        if device != 0 && !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        if !Core::sendable(args.message) {
+            return RErr(core.refuse(
+                Violation::ControlNotSendable,
+                format!(
+                    "{} of {} ({:#X}): a device sends only Set_Device_Focus and private messages \
+                     (0x70000000-0x7FFFFFFF)",
+                    svc.name,
+                    vmm_plugin_api::ddk::control_message_name(args.message),
+                    args.message
+                ),
+                Some(svc.name),
+            ));
+        }
+        if args.vm != 0 && !core.vm_valid(args.vm) {
+            return RErr(bad_vm(core, svc.name, args.vm));
+        }
+        let target = if device == 0 {
+            None
+        } else {
+            let found = core.registry.borrow().by_id(device).filter(|&i| core.registry.borrow().slots[i].initialized);
+            match found {
+                Some(i) => Some(i),
+                None => return RErr(VmmError::NOT_FOUND),
+            }
+        };
+        let failed = core.send_device_message(target, args);
+        if core.is_fatal() {
+            RErr(VmmError::FATAL)
+        } else if failed {
+            RErr(VmmError::FAILED)
+        } else {
+            ROk(())
+        }
     })
 }
 

@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use vmm_plugin_api::abi::ClientRegs;
+use vmm_plugin_api::abi::{ClientRegs, ControlArgs};
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
@@ -261,5 +261,38 @@ impl Core {
         }
         let reason = if flags & VNE_CRASHED != 0 { DestroyReason::Crashed } else { DestroyReason::Nuked };
         self.destroy_vm(vm, flags, false, reason);
+    }
+}
+
+/// `System_Control` and `Directed_Sys_Control` (virtual-hardware
+/// reference 6.3): control messages a device sends.
+impl Core {
+    /// Whether a device may send `message`: `Set_Device_Focus` or a
+    /// private message.
+    pub(crate) fn sendable(message: u32) -> bool {
+        message == SET_DEVICE_FOCUS
+            || (BEGIN_RESERVED_PRIVATE_SYSTEM_CONTROL..=END_RESERVED_PRIVATE_SYSTEM_CONTROL).contains(&message)
+    }
+
+    /// Send `args` to `target` (a device's slot) or, with `None`, to every
+    /// initialized device in init order until one sets carry. Returns
+    /// whether one did.
+    pub(crate) fn send_device_message(&self, target: Option<usize>, args: &ControlArgs) -> bool {
+        let vm = (args.vm != 0).then_some(args.vm);
+        let regs = (args.esi, args.edi);
+        match target {
+            Some(idx) => {
+                self.send_control_regs(idx, args.message, vm, args.edx, regs, Context::Control) != CallOutcome::Clear
+            }
+            None => {
+                for idx in self.recipients(false, |s| s.initialized) {
+                    let outcome = self.send_control_regs(idx, args.message, vm, args.edx, regs, Context::Control);
+                    if outcome != CallOutcome::Clear || self.is_fatal() {
+                        return true;
+                    }
+                }
+                false
+            }
+        }
     }
 }
