@@ -1343,7 +1343,7 @@ impl<'a> Vmm<'a> {
 
     /// VXDLDR's services, typed (`VXDLDR_LoadDevice`, ...): each is the
     /// `VxDCall` a VxD makes, with its registers filled in. Without
-    /// `*VXDLDR` in the device list, [`Vxdldr::get_version`] says
+    /// `*VXDLDR` in the device list, [`Vxdldr::get_version`](crate::vxdldr::Vxdldr::get_version) says
     /// `NotLoaded` and every other call is the fatal "Invalid VxD dynamic
     /// link call", as in Windows.
     pub fn vxdldr(&self) -> crate::vxdldr::Vxdldr<'_, 'a> {
