@@ -870,3 +870,63 @@ fn directed_sys_control_does_not_exist_under_windows_31() {
     let e = run.expect_error().to_string();
     assert!(e.contains("service 0147"), "{e}");
 }
+
+// ---- what is left waiting or behind ----------------------------------------------------
+
+#[test]
+fn a_global_restricted_event_that_can_never_run_is_a_deadlock_naming_its_restriction() {
+    let run = on_go(
+        "[[action]]\nat = 5\nvm = \"system\"\naction = \"begin_critical\"\n[[interrupt]]\nname = \"go\"\nat = 10\n",
+        |_dev, vmm| {
+            vmm.call_restricted_event(0, None, PEF_WAIT_NOT_CRIT, 0, note_when_run("never")).unwrap();
+        },
+    )
+    .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("deadlock"), "{e}");
+    let t = run.trace();
+    let d = t.expect(json!({"kind": "deadlock"}));
+    assert_eq!(d["events"][0]["event"], "restricted");
+    assert_eq!(d["events"][0]["waits_for"], json!(["PEF_Wait_Not_Crit"]));
+}
+
+/// A dynamic device that hooks `SCRIPT_Note` when it loads and never
+/// unhooks.
+struct Hooker;
+
+impl VxD for Hooker {
+    const DEVICE: Device = Device::new("HOOKER").dynamic();
+
+    fn create(_: &Vmm<'_>) -> Result<Self, String> {
+        Ok(Hooker)
+    }
+
+    fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+        if msg.message == SYS_DYNAMIC_DEVICE_INIT {
+            vmm.hook_device_service(SCRIPT_NOTE, true, |_: &Hooker, vmm: &Vmm<'_>, call: &mut HookedCall<'_>| {
+                call.call().regs.eax += 1000;
+                let _ = call.chain(vmm);
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    }
+}
+
+#[test]
+fn a_device_unloaded_with_a_hook_installed_leaks_it_and_the_hook_goes() {
+    let mut s = Scenario::new("[386Enh]\ndevice = [\"*VXDLDR\", \"SCRIPT\"]\n")
+        .script(|_, _, _| Carry::Clear)
+        .device::<Hooker>()
+        .boot();
+    s.machine().load_dynamic_device("HOOKER", true).unwrap();
+    assert_eq!(call_note(&mut s, 1).eax, 1001);
+    s.machine().unload_dynamic_device("HOOKER").unwrap();
+    assert_eq!(call_note(&mut s, 1).eax, 1);
+    let run = s.finish();
+    assert_eq!(notes(&run), ["note 1001", "note 1"]);
+    let t = run.trace();
+    let leak = t.expect(json!({"kind": "violation", "code": "UNLOAD_LEAK", "device": "HOOKER"}));
+    assert!(leak["message"].as_str().unwrap().contains("a hook on service 0x3FF00001"), "{leak}");
+    t.expect(json!({"kind": "device_unloaded", "device": "HOOKER", "leaks": 1}));
+}

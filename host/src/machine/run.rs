@@ -585,6 +585,16 @@ impl Core {
     /// What keeps a pending event of `vm` with `flags` from running.
     fn why_event_waits(&self, vm: u32, flags: u32) -> Vec<&'static str> {
         let mut why = Vec::new();
+        if vm == 0 {
+            // A global restricted event: the conditions no VM meets.
+            let handles: Vec<u32> = self.vms.borrow().iter().map(|v| v.handle).collect();
+            let unmet = handles.into_iter().fold(class_of(flags), |u, h| u & self.conditions(h).unsatisfied());
+            why.extend(condition_names(unmet));
+            if why.is_empty() {
+                why.push("vm_not_scheduled");
+            }
+            return why;
+        }
         let state = self.vms.borrow().get(vm).map(|v| (v.suspend_count > 0, v.blocked.is_some() && !v.serves_events()));
         match state {
             None => why.push("vm_gone"),
