@@ -554,12 +554,25 @@ impl Core {
         edx: u32,
         context: Context,
     ) -> CallOutcome {
+        self.send_control_regs(idx, message, vm, edx, (0, 0), context)
+    }
+
+    /// [`Core::send_control`] with ESI and EDI (`esi_edi`) too.
+    pub(crate) fn send_control_regs(
+        &self,
+        idx: usize,
+        message: u32,
+        vm: Option<VmId>,
+        edx: u32,
+        esi_edi: (u32, u32),
+        context: Context,
+    ) -> CallOutcome {
         let (code, instance, name) = {
             let reg = self.registry.borrow();
             let s = &reg.slots[idx];
             (s.code.clone(), s.instance, s.name.clone())
         };
-        let args = ControlArgs { message, vm: vm.map_or(0, VmId::raw), edx, esi: 0, edi: 0 };
+        let args = ControlArgs { message, vm: vm.map_or(0, VmId::raw), edx, esi: esi_edi.0, edi: esi_edi.1 };
         let previous_message = self.current_message.replace(Some(message));
         let nest_vm = vm.unwrap_or(self.cur_vm.get());
         let depth = self.nest_mark();

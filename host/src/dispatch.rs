@@ -14,6 +14,49 @@ impl Core {
     /// Dispatch a `VxDCall` from `caller`. Returns `Err(FATAL)` after the
     /// fatal "Invalid VxD dynamic link call".
     pub(crate) fn vxd_call(&self, caller: InstanceId, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
+        if self.service_hooks.any() && self.service_hooks.hooked(service) {
+            return self.run_hooks(caller, service, None, call);
+        }
+        self.vxd_call_unhooked(caller, service, call)
+    }
+
+    /// Run `service`'s hook chain from below hook `below` (`None`: from its
+    /// top) down to the service itself, for `caller`'s call.
+    pub(crate) fn run_hooks(
+        &self,
+        caller: InstanceId,
+        service: u32,
+        below: Option<u32>,
+        call: &mut ServiceCall,
+    ) -> Result<(), VmmError> {
+        use crate::vmm::service_hooks::Next;
+        match self.service_hooks.next(service, below) {
+            Next::Service => self.vxd_call_unhooked(caller, service, call),
+            Next::Gone => Err(VmmError::NOT_FOUND),
+            Next::Hook(handle, entry) => {
+                // The hook learns the service (EAX) and its own handle (ESI);
+                // the call's registers and arguments it reads through
+                // `hooked_call`.
+                let mut regs = vmm_plugin_api::abi::Regs {
+                    eax: crate::vmm::service_hooks::normalize(service),
+                    esi: handle,
+                    ..Default::default()
+                };
+                self.service_hooks.enter(call as *mut ServiceCall, caller);
+                let outcome = entry.call(self, self.context(), &mut regs);
+                let retired = self.service_hooks.leave();
+                drop(retired);
+                if !matches!(outcome, CallOutcome::Clear | CallOutcome::Set) {
+                    // A hook that failed (panicked, was skipped) fails the call.
+                    call.regs.flags |= CF_MASK;
+                }
+                if self.is_fatal() { Err(VmmError::FATAL) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// [`Core::vxd_call`] past the service hooks.
+    fn vxd_call_unhooked(&self, caller: InstanceId, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
         let device_id = (service >> 16) as u16;
         // Bit 15 of the ordinal marks VxDJmp; the service is the same.
         let ordinal = (service & 0x7FFF) as u16;
@@ -130,5 +173,21 @@ impl Core {
 impl From<CallOutcome> for Carry {
     fn from(o: CallOutcome) -> Self {
         Carry::from_failed(o != CallOutcome::Clear)
+    }
+}
+
+impl Core {
+    /// Whether `service` names a service `Hook_Device_Service` can hook: a
+    /// VMM service of this Windows version's table or an ordinal of a
+    /// loaded device's service table.
+    pub(crate) fn hookable(&self, service: u32) -> bool {
+        let device_id = (service >> 16) as u16;
+        let ordinal = (service & 0x7FFF) as u16;
+        if device_id == VMM_DEVICE_ID {
+            return crate::vmm::services::by_ordinal(ordinal)
+                .is_some_and(|_| self.manifest.machine.windows_version.0 >= 4 || ordinal < 0x100);
+        }
+        let reg = self.registry.borrow();
+        reg.by_id(device_id).is_some_and(|i| (ordinal as usize) < reg.slots[i].info.services.len())
     }
 }

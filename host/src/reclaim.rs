@@ -59,6 +59,13 @@ impl Core {
         };
         leaks.extend(hooks);
 
+        // Service hooks (Hook_Device_Service).
+        for (service, handle, cb) in self.service_hooks.remove_owned_by(instance) {
+            leaks.push(format!("a hook on service {service:#010X} ({}, handle {handle})", cb.name()));
+            let now = self.service_hooks.retire(cb);
+            drop(now);
+        }
+
         // I/O handlers (`Remove_IO_Handler` was not called).
         leaks.extend(self.io_reclaim(instance));
         leaks.extend(self.vpicd_reclaim(instance));

@@ -116,6 +116,8 @@ reasons! {
         Shutdown = "shutdown",
         /// It unmasked an IRQ another VM owns (VPICD's default handling).
         IrqConflict = "irq_conflict",
+        /// `Crash_Cur_VM`.
+        Crashed = "crashed",
     }
 }
 

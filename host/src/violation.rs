@@ -84,7 +84,7 @@ violations! {
     /// `Call_Priority_VM_Event` accepts the `PEF_*` bits of the running Windows version (bits 0-4
     /// in 3.1); of the 4.0 bits, the thread ones (`PEF_Thread_Event`, `PEF_Wait_For_Thread_STI`)
     /// and the restricted-event ones (`PEF_Wait_Crit`, `PEF_Wait_Crit_VM`) are refused, because
-    /// this VMM has no threads and no `Call_Restricted_Event`.
+    /// this VMM has no threads; `Call_Restricted_Event` refuses the same bits.
     ReservedFlags = "RESERVED_FLAGS",
     /// A time-out handle is invalid once the time-out expired or was cancelled.
     StaleTimeoutHandle = "STALE_TIMEOUT_HANDLE",
@@ -200,6 +200,10 @@ violations! {
     /// `VPICD_Virtualize_IRQ` takes a descriptor of procedure addresses, which mean nothing to
     /// the emulator: a device calls the typed `Vpicd::virtualize_irq`.
     VpicdServiceByVxdcall = "VPICD_SERVICE_BY_VXDCALL",
+    /// A device sends (`System_Control`, `Directed_Sys_Control`) only `Set_Device_Focus` and
+    /// private messages (0x70000000-0x7FFFFFFF); the other messages are the VMM's, SHELL's or
+    /// DOSMGR's to send.
+    ControlNotSendable = "CONTROL_NOT_SENDABLE",
 }
 
 impl std::fmt::Display for Violation {

@@ -721,6 +721,52 @@ pub struct HostServices {
     // ---- VPICD (appended) -------------------------------------------------------------------
     /// The VPICD device's services (device 3).
     pub vpicd: VpicdServices_Ref,
+    // ---- Windows 95 event additions, VM lifetime, service hooks (appended) ----------------
+    /// `Call_Restricted_Event` (4.0): EAX boost, EBX VM (0: a global
+    /// event), ECX `PEF_*` flags, EDI time-out in ms (with `PEF_TIME_OUT`).
+    /// The handle, or 0 when the callback already ran.
+    pub call_restricted_event: extern "C" fn(
+        cx: Cx<'_>,
+        boost: i32,
+        vm: u32,
+        flags: u32,
+        timeout_ms: u32,
+        callback: RawCallback,
+    ) -> VmmResult<u32>,
+    /// `Cancel_Restricted_Event` (4.0): 0 is a no-op.
+    pub cancel_restricted_event: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+    /// `Cancel_Call_When_Not_Critical` (4.0): does nothing, as documented.
+    pub cancel_call_when_not_critical: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Nuke_VM`: end `vm` without VM_Terminate (VM_Not_Executeable with
+    /// `VNE_Nuked`, then Destroy_VM). The system VM: Windows ends (`FATAL`).
+    pub nuke_vm: extern "C" fn(cx: Cx<'_>, vm: u32) -> VmmResult<()>,
+    /// `Crash_Cur_VM`: the same for the current VM with `VNE_Crashed`.
+    pub crash_cur_vm: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Hook_Device_Service`: put `callback` on top of the chain of
+    /// `service` (`(device ID << 16) | ordinal`); `hook_proc` marks a
+    /// Windows 95 `HOOK_PROC` (one that can be unhooked). The hook's
+    /// handle, or `NOT_FOUND` (the DDK's carry) for an invalid device or
+    /// service. The callback gets EAX = the service, ESI = its handle;
+    /// the call in flight comes from `hooked_call`.
+    pub hook_device_service:
+        extern "C" fn(cx: Cx<'_>, service: u32, hook_proc: bool, callback: RawCallback) -> VmmResult<u32>,
+    /// `Unhook_Device_Service` (4.0): `NOT_FOUND` when the hook is not in
+    /// the chain, `FAILED` when an old-style hook is above it.
+    pub unhook_device_service: extern "C" fn(cx: Cx<'_>, service: u32, hook: u32) -> VmmResult<()>,
+    /// The innermost hooked call in flight (valid while its hook runs).
+    pub hooked_call: extern "C" fn(cx: Cx<'_>) -> VmmResult<*mut ServiceCall>,
+    /// Chain from hook `hook` of `service` to the hook below it, or to the
+    /// service itself (the DDK's `JMP [pPrevVar]`).
+    pub call_previous_hook: extern "C" fn(cx: Cx<'_>, service: u32, hook: u32, call: &mut ServiceCall) -> VmmResult<()>,
+    /// `trace_note` whose fields at the bits set in `nulls` are written as
+    /// null (optional values that are absent).
+    pub trace_note_nulls:
+        extern "C" fn(cx: Cx<'_>, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>, nulls: u32) -> VmmResult<()>,
+    /// `System_Control` (`device` 0: every device, in init order, until one
+    /// sets carry: `FAILED`) or `Directed_Sys_Control` (4.0: the device
+    /// with ID `device`; `NOT_FOUND` if none is loaded and initialized).
+    /// Only `Set_Device_Focus` and private messages may be sent.
+    pub system_control: extern "C" fn(cx: Cx<'_>, device: u16, args: &ControlArgs) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

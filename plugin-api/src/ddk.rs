@@ -805,3 +805,29 @@ pub const VPICD_STAT_VIRT_DEV_REQ: u32 = 0x80;
 pub const VPICD_STAT_GLOBAL: u32 = 0x100;
 /// `VPICD_Stat_Owned_By_VM` (4.0).
 pub const VPICD_STAT_OWNED_BY_VM: u32 = 0x200;
+
+// ---- Service hooks, control messages, Windows 95 event additions, VM lifetime ----------------
+
+/// `Nuke_VM`.
+pub const NUKE_VM: u16 = 0x2E;
+/// `Crash_Cur_VM`.
+pub const CRASH_CUR_VM: u16 = 0x2F;
+/// `Hook_Device_Service`.
+pub const HOOK_DEVICE_SERVICE: u16 = 0x90;
+/// `Unhook_Device_Service` (4.0).
+pub const UNHOOK_DEVICE_SERVICE: u16 = 0x11C;
+/// `Cancel_Call_When_Not_Critical` (4.0).
+pub const CANCEL_CALL_WHEN_NOT_CRITICAL: u16 = 0x12A;
+/// `Directed_Sys_Control` (4.0).
+pub const DIRECTED_SYS_CONTROL: u16 = 0x147;
+/// `Call_Restricted_Event` (4.0).
+pub const CALL_RESTRICTED_EVENT: u16 = 0x15A;
+/// `Cancel_Restricted_Event` (4.0).
+pub const CANCEL_RESTRICTED_EVENT: u16 = 0x15B;
+/// Private control messages for VxD-to-VxD use (`Directed_Sys_Control`):
+/// 0x70000000 to 0x7FFFFFFF.
+pub const BEGIN_RESERVED_PRIVATE_SYSTEM_CONTROL: u32 = 0x7000_0000;
+/// The last private control message.
+pub const END_RESERVED_PRIVATE_SYSTEM_CONTROL: u32 = 0x7FFF_FFFF;
+/// INT 2Fh AX=1689h: KERNEL's idle call (the system VM's Windows is idle).
+pub const W386_KERNEL_IDLE: u16 = 0x1689;

@@ -897,6 +897,61 @@
 //! its registration over this way. Tests drive the same path with
 //! `Machine::reload_device(name, file)`.
 //!
+//! ## Restricted events, service hooks, control messages, ending VMs
+//!
+//! **Windows 95 events.** [`Vmm::call_restricted_event`] runs a callback
+//! once its `PEF_WAIT_*` restrictions hold: in a given VM, or (`None`) in
+//! the first VM that meets them, a global event. Its boost is the VM's
+//! own, so a VM event boosted to `CRITICAL_SECTION_BOOST` never meets
+//! `PEF_WAIT_NOT_CRIT`: give such an event `PEF_TIME_OUT` and test
+//! [`Event::timed_out`]. Under Windows 95 [`Vmm::call_when_not_critical`]
+//! is such a global event, and `Cancel_Call_When_Not_Critical` does
+//! nothing.
+//!
+//! **Service hooks.** [`Vmm::hook_device_service`] puts a closure in front
+//! of a service: every `VxDCall` of it (from any device, through typed SDK
+//! wrappers such as [`Vmm::vxdldr`] too) runs the newest hook first. The
+//! hook sees and may change the registers ([`HookedCall::call`]) and
+//! decides whether the previous handler runs ([`HookedCall::chain`], the
+//! DDK's `JMP [pPrevVar]`: the VMM keeps the links). Declare Windows 95
+//! `HOOK_PROC`s (`hook_proc = true`): only they can be removed
+//! ([`Vmm::unhook_device_service`]), and only while no old-style hook sits
+//! above them.
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! # struct Spy;
+//! # fn f(vmm: &Vmm<'_>) -> Result<(), VmmError> {
+//! // Count the loads other devices ask VXDLDR for, and let them through.
+//! let load = vxd_service(VXDLDR_DEVICE_ID, VXDLDR_LOAD_DEVICE);
+//! let hook = vmm.hook_device_service(load, true, |_: &Spy, vmm: &Vmm<'_>, call: &mut HookedCall<'_>| {
+//!     let _ = vmm.note("load_seen").field("flags", call.regs().eax).write();
+//!     let _ = call.chain(vmm);
+//! })?;
+//! // ... and in Sys_Dynamic_Device_Exit (a hook left behind is an UNLOAD_LEAK):
+//! vmm.unhook_device_service(load, hook)?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Control messages.** A device sends `Set_Device_Focus` and private
+//! messages (0x70000000-0x7FFFFFFF): [`Vmm::system_control`] to every
+//! device in init order (until one sets carry), [`Vmm::directed_sys_control`]
+//! to one device. The VMM's own messages are not a device's to send
+//! (`CONTROL_NOT_SENDABLE`).
+//!
+//! **Ending a VM.** [`Vmm::nuke_vm`] and [`Vmm::crash_cur_vm`] end a VM
+//! without `VM_Terminate`: devices get `VM_Not_Executeable` with
+//! `VNE_NUKED` / `VNE_CRASHED`, then `Destroy_VM`. The current VM ends as
+//! soon as your code returns; the system VM cannot end alone (Windows
+//! stops with a fatal error). Prefer failing a ring-3 call (carry) to
+//! ending its VM.
+//!
+//! **VXDLDR** is typed too: `vmm.vxdldr().load_device("MYVXD.386", true)`,
+//! `unload_device`, `get_device_list`, ... ([`Vxdldr`]), each the `VxDCall`
+//! a VxD makes. **Notes** with values computed at run time:
+//! `vmm.note("name").field("text", a_string).field("maybe", an_option).write()`
+//! (`None` is a JSON null).
+//!
 //! ## Logging
 //!
 //! Use `tracing` through this crate (`info!`, `warn!`, ... are in the
@@ -920,6 +975,10 @@
 //! ([`Vmm::is_ring3_export`]); `HostServices::vpicd` (the VPICD table,
 //! [`Vmm::vpicd`]) and `Ring3Services::r3_set_int_vector`
 //! ([`Ring3::set_int_vector`]).
+//! Then: `call_restricted_event`, `cancel_restricted_event`,
+//! `cancel_call_when_not_critical`, `nuke_vm`, `crash_cur_vm`,
+//! `hook_device_service`, `unhook_device_service`, `hooked_call`,
+//! `call_previous_hook`, `trace_note_nulls`, `system_control`.
 //!
 //! ## Errors
 //!
@@ -946,6 +1005,7 @@ pub mod ring3;
 pub mod shell;
 pub mod vmm;
 pub mod vpicd;
+pub mod vxdldr;
 
 pub use abi::{Carry, ClientRegs, CritStatus, ProfileStatus, Regs, ServiceCall, VmInfo, VmmError};
 pub use client::Client;
@@ -959,7 +1019,9 @@ pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
 pub use vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
+pub use vxdldr::{DeviceListEntry, LoadedDevice, Vxdldr, VxdldrError};
 
 /// One import for plugin authors: the traits, handles, services, DDK
 /// constants and logging macros.
@@ -975,6 +1037,7 @@ pub mod prelude {
         RealModeInit, ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle,
         VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
+    pub use crate::{HookHandle, HookedCall, Vxdldr, VxdldrError};
     pub use tracing::{debug, error, info, trace, warn};
 }
 

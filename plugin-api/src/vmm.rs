@@ -124,6 +124,9 @@ pub enum NoteValue<'v> {
     Bool(bool),
     /// Text.
     Text(&'v str),
+    /// No value (JSON null): an optional value that is absent, from
+    /// `Option::None`.
+    Null,
 }
 
 macro_rules! note_from {
@@ -153,6 +156,145 @@ impl<'v> From<&'v str> for NoteValue<'v> {
 impl From<VmHandle> for NoteValue<'_> {
     fn from(vm: VmHandle) -> Self {
         NoteValue::UInt(vm.0 as u64)
+    }
+}
+
+impl<'v> From<&'v String> for NoteValue<'v> {
+    fn from(s: &'v String) -> Self {
+        NoteValue::Text(s.as_str())
+    }
+}
+
+/// An optional value: `None` is written as null.
+impl<'v, T: Into<NoteValue<'v>>> From<Option<T>> for NoteValue<'v> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(NoteValue::Null, Into::into)
+    }
+}
+
+/// One raw note field.
+fn note_field<'f>(key: &'f str, value: NoteValue<'f>) -> NoteField<'f> {
+    let (kind, number, text) = match value {
+        NoteValue::Int(n) => (NoteKind::Int, n as u64, ""),
+        NoteValue::UInt(n) => (NoteKind::UInt, n, ""),
+        NoteValue::Bool(b) => (NoteKind::Bool, u64::from(b), ""),
+        NoteValue::Text(t) => (NoteKind::Text, 0, t),
+        NoteValue::Null => (NoteKind::UInt, 0, ""),
+    };
+    NoteField { key: RStr::from_str(key), kind, number, text: RStr::from_str(text) }
+}
+
+/// An owned value of a [`NoteBuilder`] field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoteArg {
+    /// A signed number.
+    Int(i64),
+    /// An unsigned number.
+    UInt(u64),
+    /// A boolean.
+    Bool(bool),
+    /// Text.
+    Text(String),
+    /// No value (null).
+    Null,
+}
+
+impl NoteArg {
+    fn as_value(&self) -> NoteValue<'_> {
+        match self {
+            NoteArg::Int(n) => NoteValue::Int(*n),
+            NoteArg::UInt(n) => NoteValue::UInt(*n),
+            NoteArg::Bool(b) => NoteValue::Bool(*b),
+            NoteArg::Text(t) => NoteValue::Text(t),
+            NoteArg::Null => NoteValue::Null,
+        }
+    }
+}
+
+impl<'v, T: Into<NoteValue<'v>>> From<T> for NoteArg {
+    fn from(v: T) -> Self {
+        match v.into() {
+            NoteValue::Int(n) => NoteArg::Int(n),
+            NoteValue::UInt(n) => NoteArg::UInt(n),
+            NoteValue::Bool(b) => NoteArg::Bool(b),
+            NoteValue::Text(t) => NoteArg::Text(t.to_string()),
+            NoteValue::Null => NoteArg::Null,
+        }
+    }
+}
+
+/// A trace note with owned values, from [`Vmm::note`].
+#[must_use = "a note is written by `write`"]
+pub struct NoteBuilder<'a> {
+    vmm: Vmm<'a>,
+    note: String,
+    fields: Vec<(String, NoteArg)>,
+    on: bool,
+}
+
+impl NoteBuilder<'_> {
+    /// Add field `key` (a `String` or `&str`, a number, a boolean, a VM
+    /// handle, or an `Option` of one: `None` is null).
+    pub fn field(mut self, key: &str, value: impl IntoNoteArg) -> Self {
+        if self.on {
+            self.fields.push((key.to_string(), value.into_note_arg()));
+        }
+        self
+    }
+
+    /// Write the note (the rules of [`Vmm::trace_note`]).
+    pub fn write(self) -> Result<(), VmmError> {
+        if !self.on {
+            return Ok(());
+        }
+        if self.fields.len() > MAX_NOTE_FIELDS {
+            return Err(VmmError::INVALID_PARAMETER);
+        }
+        let mut nulls = 0u32;
+        let raw: Vec<NoteField<'_>> = self
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| {
+                if *value == NoteArg::Null {
+                    nulls |= 1 << i;
+                }
+                note_field(key, value.as_value())
+            })
+            .collect();
+        let svc = self.vmm.svc();
+        let note = RStr::from_str(&self.note);
+        if nulls == 0 {
+            let Some(f) = svc.trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
+            return res(f(self.vmm.cx, note, RSlice::from_slice(&raw)));
+        }
+        let Some(f) = svc.trace_note_nulls() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.vmm.cx, note, RSlice::from_slice(&raw), nulls))
+    }
+}
+
+/// What [`NoteBuilder::field`] takes: everything a [`NoteValue`] is made
+/// from, and owned `String`s (with `Option`s of either).
+pub trait IntoNoteArg {
+    /// The owned value.
+    fn into_note_arg(self) -> NoteArg;
+}
+
+impl IntoNoteArg for String {
+    fn into_note_arg(self) -> NoteArg {
+        NoteArg::Text(self)
+    }
+}
+
+impl IntoNoteArg for Option<String> {
+    fn into_note_arg(self) -> NoteArg {
+        self.map_or(NoteArg::Null, NoteArg::Text)
+    }
+}
+
+impl<'v, T: Into<NoteValue<'v>>> IntoNoteArg for T {
+    fn into_note_arg(self) -> NoteArg {
+        NoteArg::from(self)
     }
 }
 
@@ -275,17 +417,37 @@ impl<'a> Vmm<'a> {
         if N > MAX_NOTE_FIELDS {
             return Err(VmmError::INVALID_PARAMETER);
         }
+        let mut nulls = 0u32;
         let raw: [NoteField<'_>; N] = core::array::from_fn(|i| {
             let (key, value) = fields[i];
-            let (kind, number, text) = match value {
-                NoteValue::Int(n) => (NoteKind::Int, n as u64, ""),
-                NoteValue::UInt(n) => (NoteKind::UInt, n, ""),
-                NoteValue::Bool(b) => (NoteKind::Bool, u64::from(b), ""),
-                NoteValue::Text(t) => (NoteKind::Text, 0, t),
-            };
-            NoteField { key: RStr::from_str(key), kind, number, text: RStr::from_str(text) }
+            if value == NoteValue::Null {
+                nulls |= 1 << i;
+            }
+            note_field(key, value)
         });
-        res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw)))
+        if nulls == 0 {
+            return res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw)));
+        }
+        let Some(f) = self.svc().trace_note_nulls() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw), nulls))
+    }
+
+    /// A trace note built field by field, with owned values
+    /// ([`NoteBuilder::field`] takes `String`s, numbers, booleans, VM
+    /// handles and `Option`s of them; `None` is written as null): the
+    /// same `note` record as [`Vmm::trace_note`], for fields computed at
+    /// run time. Without a trace nothing is kept and
+    /// [`NoteBuilder::write`] does nothing.
+    ///
+    /// ```no_run
+    /// # use vmm_plugin_api::prelude::*;
+    /// # fn f(vmm: &Vmm<'_>, owner: Option<VmHandle>, port: u16) -> Result<(), VmmError> {
+    /// vmm.note("contention").field("port", port).field("owner", owner).field("device", format!("COM{}", 1)).write()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn note(&self, note: &str) -> NoteBuilder<'a> {
+        let on = self.cx.tracing;
+        NoteBuilder { vmm: *self, note: if on { note.to_string() } else { String::new() }, fields: Vec::new(), on }
     }
 
     // ---- version, profile, dispatch ------------------------------------
@@ -644,7 +806,10 @@ impl<'a> Vmm<'a> {
     }
 
     /// `Call_When_Not_Critical`: run `f` when the critical section is
-    /// released. Only the most recent registration runs per release.
+    /// released. Under Windows 3.x only the most recent registration runs
+    /// per release; Windows 95 makes each registration a global
+    /// [`Vmm::call_restricted_event`] with `PEF_WAIT_NOT_CRIT` (every one
+    /// runs, in the first VM that is not critical).
     pub fn call_when_not_critical<D: 'static>(
         &self,
         f: impl FnOnce(&D, &Vmm<'_>, VmHandle) + 'static,
@@ -1000,5 +1165,243 @@ impl Vmm<'_> {
     pub fn simulate_vm_io(&self, io_type: u32, port: u16, data: u32) -> Result<u32, VmmError> {
         let Some(f) = self.svc().simulate_vm_io() else { return Err(VmmError::NOT_AVAILABLE) };
         res(f(self.cx, io_type, port, data))
+    }
+}
+
+/// Windows 95's event additions and the VM-lifetime services (appended to
+/// the ABI: on an older host they return `VmmError::NOT_AVAILABLE`).
+impl Vmm<'_> {
+    /// `Call_Restricted_Event` (Windows 95): run `f` once the restrictions
+    /// in `flags` (`PEF_WAIT_*`) hold. `vm` names the VM it runs in;
+    /// `None` makes a global event that runs in the first VM meeting the
+    /// restrictions. `boost` is added to the VM's priority (a VM event: at
+    /// once; a global event: to the VM that runs it, just before `f`) and
+    /// removed after `f` unless `PEF_DONT_UNBOOST`. Unlike
+    /// [`Vmm::call_priority_vm_event`]'s, this boost is the VM's own, as
+    /// `Adjust_Exec_Priority` gives it: a VM event boosted to
+    /// `CRITICAL_SECTION_BOOST` or more never meets `PEF_WAIT_NOT_CRIT`
+    /// (give it a time-out). With `PEF_TIME_OUT`, `f` runs after
+    /// `timeout_ms` anyway, with [`Event::timed_out`] set, and the boost
+    /// goes even with `PEF_DONT_UNBOOST`. Returns the null handle if `f`
+    /// already ran (possible only outside interrupt time, for a global
+    /// event or one of the current VM, without `PEF_ALWAYS_SCHED`, the
+    /// restrictions met). The thread flags, `PEF_WAIT_CRIT` and
+    /// `PEF_WAIT_CRIT_VM` are refused (`RESERVED_FLAGS`): the emulator has
+    /// no threads. Legal at interrupt time.
+    pub fn call_restricted_event<D: 'static>(
+        &self,
+        boost: u32,
+        vm: Option<VmHandle>,
+        flags: u32,
+        timeout_ms: u32,
+        f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
+    ) -> Result<EventHandle, VmmError> {
+        let Some(call) = self.svc().call_restricted_event() else { return Err(VmmError::NOT_AVAILABLE) };
+        let vm = vm.map_or(0, |v| v.0);
+        res(call(self.cx, boost as i32, vm, flags, timeout_ms, event_cb(f))).map(EventHandle)
+    }
+
+    /// `Cancel_Restricted_Event` (Windows 95): remove the pending event and
+    /// its boost. The null handle is a no-op; never pass a handle whose
+    /// callback ran (`STALE_EVENT_HANDLE`).
+    pub fn cancel_restricted_event(&self, handle: EventHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().cancel_restricted_event() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, handle.0))
+    }
+
+    /// `Cancel_Call_When_Not_Critical` (Windows 95): documented as doing
+    /// nothing, and it does nothing here: a
+    /// [`Vmm::call_when_not_critical`] registration still runs.
+    pub fn cancel_call_when_not_critical(&self) -> Result<(), VmmError> {
+        let Some(f) = self.svc().cancel_call_when_not_critical() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx))
+    }
+
+    /// `Nuke_VM`: end `vm` at once, without `VM_Terminate`: every device
+    /// gets `VM_Not_Executeable` with `VNE_NUKED`, then `Destroy_VM`. For
+    /// another VM that happens before the call returns; the current VM is
+    /// destroyed as soon as the device returns and never runs again (the
+    /// DDK's "does not return": return at once). Nuking the system VM ends
+    /// Windows with a fatal error, and the call unwinds like
+    /// [`Vmm::fatal_error_handler`]. Not at interrupt time. Prefer failing
+    /// a ring-3 call (carry) to ending its VM.
+    pub fn nuke_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().nuke_vm() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vm.0))
+    }
+
+    /// `Crash_Cur_VM`: end the current VM as crashed (`VM_Not_Executeable`
+    /// with `VNE_CRASHED`, then `Destroy_VM`, when the device returns; it
+    /// never runs again). In the system VM, Windows ends with a fatal
+    /// error and the call unwinds like [`Vmm::fatal_error_handler`]. Legal
+    /// at interrupt time.
+    pub fn crash_cur_vm(&self) -> Result<(), VmmError> {
+        let Some(f) = self.svc().crash_cur_vm() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx))
+    }
+}
+
+/// A service hook's handle ([`Vmm::hook_device_service`]): what
+/// `Unhook_Device_Service` names (the DDK names the hook procedure).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct HookHandle(pub u32);
+
+/// A call of a hooked service, as its hook sees it: the caller's
+/// registers and cdecl arguments (change them to change what the service
+/// gets or what the caller gets back), and the way down the chain.
+pub struct HookedCall<'c> {
+    service: u32,
+    hook: u32,
+    call: &'c mut ServiceCall,
+}
+
+impl HookedCall<'_> {
+    /// The hooked service: `(device ID << 16) | ordinal`.
+    pub fn service(&self) -> u32 {
+        self.service
+    }
+
+    /// This hook's handle.
+    pub fn hook(&self) -> HookHandle {
+        HookHandle(self.hook)
+    }
+
+    /// The call's registers now (a copy; change them through
+    /// [`HookedCall::call`]).
+    pub fn regs(&self) -> Regs {
+        self.call.regs
+    }
+
+    /// The call's cdecl arguments, first argument first.
+    pub fn args(&self) -> [u32; 8] {
+        self.call.args
+    }
+
+    /// The registers and arguments of the call: in, and (after
+    /// [`HookedCall::chain`]) out. The carry flag in `regs.flags` is what
+    /// the caller gets.
+    pub fn call(&mut self) -> &mut ServiceCall {
+        self.call
+    }
+
+    /// Set or clear the carry flag the caller gets.
+    pub fn set_carry(&mut self, set: bool) {
+        if set {
+            self.call.regs.flags |= CF_MASK;
+        } else {
+            self.call.regs.flags &= !CF_MASK;
+        }
+    }
+
+    /// Chain to the previous handler (the DDK's `JMP [pPrevVar]`): the
+    /// hook installed before this one, or the service itself, with the
+    /// registers as they are now; its results land in [`HookedCall::call`].
+    /// The host keeps the link: a hook below that was unhooked meanwhile
+    /// is skipped, as a Windows 95 `HOOK_PROC` chain is re-linked.
+    pub fn chain(&mut self, vmm: &Vmm<'_>) -> Result<(), VmmError> {
+        let Some(f) = vmm.svc().call_previous_hook() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(vmm.cx, self.service, self.hook, self.call))
+    }
+}
+
+/// Service hooks (appended to the ABI: on an older host they return
+/// `VmmError::NOT_AVAILABLE`) and typed VXDLDR calls.
+impl<'a> Vmm<'a> {
+    /// `Hook_Device_Service`: `f` runs for every `VxDCall` of `service`
+    /// (`(device ID << 16) | ordinal`, a plugin device's service or one of
+    /// the VMM's), before the service: the newest hook first, each one
+    /// choosing whether to [`HookedCall::chain`] to the previous handler.
+    /// A hook must preserve what the service does not change. Typed `Vmm`
+    /// methods are not `VxDCall`s and are not hooked.
+    ///
+    /// `hook_proc` declares a Windows 95 `HOOK_PROC`: only those can be
+    /// removed ([`Vmm::unhook_device_service`]), and an old-style hook
+    /// (`false`, Windows 3.1's only kind) keeps every hook below it from
+    /// being removed. `Err(VmmError::NOT_FOUND)` (the DDK's carry) when
+    /// the device is not loaded or has no such service.
+    pub fn hook_device_service<D: 'static, F: Fn(&D, &Vmm<'_>, &mut HookedCall<'_>) + 'static>(
+        &self,
+        service: u32,
+        hook_proc: bool,
+        f: F,
+    ) -> Result<HookHandle, VmmError> {
+        let Some(hook) = self.svc().hook_device_service() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            let Some(get) = vmm.svc().hooked_call() else { return Carry::Set };
+            let Ok(ptr) = res(get(vmm.cx)) else { return Carry::Set };
+            // SAFETY: the host hands out the call in flight, which lives on
+            // its caller's stack until this hook returns, and does not touch
+            // it while the hook runs (except through `chain`, which this
+            // hook calls with it).
+            let call = unsafe { &mut *ptr };
+            let mut hooked = HookedCall { service: r.eax, hook: r.esi, call };
+            f(d, vmm, &mut hooked);
+            Carry::from_failed(hooked.call.regs.flags & CF_MASK != 0)
+        });
+        res(hook(self.cx, service, hook_proc, cb)).map(HookHandle)
+    }
+
+    /// VXDLDR's services, typed (`VXDLDR_LoadDevice`, ...): each is the
+    /// `VxDCall` a VxD makes, with its registers filled in. Without
+    /// `*VXDLDR` in the device list, [`Vxdldr::get_version`](crate::vxdldr::Vxdldr::get_version) says
+    /// `NotLoaded` and every other call is the fatal "Invalid VxD dynamic
+    /// link call", as in Windows.
+    pub fn vxdldr(&self) -> crate::vxdldr::Vxdldr<'_, 'a> {
+        crate::vxdldr::Vxdldr::new(self)
+    }
+
+    /// `System_Control`: send `message` to every device, in init order,
+    /// with EBX = `vm`, EDX, ESI and EDI as given; `Err(VmmError::FAILED)`
+    /// (the DDK's carry) when a device set carry, and the devices after it
+    /// do not get the message. A device may send only `SET_DEVICE_FOCUS`
+    /// (EDX = the device to focus, 0 = every device; ESI = flags; EDI =
+    /// the problem VM) and private messages
+    /// (`BEGIN_RESERVED_PRIVATE_SYSTEM_CONTROL` to
+    /// `END_RESERVED_PRIVATE_SYSTEM_CONTROL`); anything else is a
+    /// `CONTROL_NOT_SENDABLE` violation.
+    pub fn system_control(
+        &self,
+        message: u32,
+        vm: Option<VmHandle>,
+        edx: u32,
+        esi: u32,
+        edi: u32,
+    ) -> Result<(), VmmError> {
+        let Some(f) = self.svc().system_control() else { return Err(VmmError::NOT_AVAILABLE) };
+        let args = crate::abi::ControlArgs { message, vm: vm.map_or(0, |v| v.0), edx, esi, edi };
+        res(f(self.cx, 0, &args))
+    }
+
+    /// `Directed_Sys_Control` (Windows 95): send `message` to the device
+    /// with ID `device_id` only (the DDK names it by its DDB), registers
+    /// passed unchanged; its carry is `Err(VmmError::FAILED)`, and
+    /// `Err(VmmError::NOT_FOUND)` when no such device is loaded and
+    /// initialized. The messages a device may send are those of
+    /// [`Vmm::system_control`]; private ones are the usual use.
+    pub fn directed_sys_control(
+        &self,
+        device_id: u16,
+        message: u32,
+        vm: Option<VmHandle>,
+        edx: u32,
+        esi: u32,
+        edi: u32,
+    ) -> Result<(), VmmError> {
+        let Some(f) = self.svc().system_control() else { return Err(VmmError::NOT_AVAILABLE) };
+        if device_id == 0 {
+            return Err(VmmError::NOT_FOUND);
+        }
+        let args = crate::abi::ControlArgs { message, vm: vm.map_or(0, |v| v.0), edx, esi, edi };
+        res(f(self.cx, device_id, &args))
+    }
+
+    /// `Unhook_Device_Service` (Windows 95): remove `hook` from
+    /// `service`'s chain; the hooks above it now chain to the one below.
+    /// `Err(VmmError::NOT_FOUND)` when it is not in the chain,
+    /// `Err(VmmError::FAILED)` when an old-style hook is above it (both
+    /// the DDK's carry).
+    pub fn unhook_device_service(&self, service: u32, hook: HookHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().unhook_device_service() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, service, hook.0))
     }
 }

@@ -12,6 +12,7 @@ mod dynamic;
 mod explore;
 mod foundation;
 mod fuzz;
+mod hooks;
 mod io;
 mod kit;
 mod limits;

@@ -438,7 +438,7 @@ fn call_when_vm_ints_enabled_runs_at_once_or_at_sti() {
 }
 
 #[test]
-fn call_when_not_critical_runs_only_the_newest_per_release() {
+fn call_when_not_critical_runs_only_the_newest_per_release_under_windows_31() {
     let run = on_go(
         r#"
             [[action]]
@@ -473,6 +473,7 @@ fn call_when_not_critical_runs_only_the_newest_per_release() {
             .unwrap();
         },
     )
+    .set("machine.windows=\"3.1\"")
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["three t=20", "two t=40"]);

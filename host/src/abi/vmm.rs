@@ -8,12 +8,12 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
 use vmm_plugin_api::abi::{
-    ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, ProfileString, ProfileValue,
-    RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
+    ClientRegs, ControlArgs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, ProfileString,
+    ProfileValue, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
-    PEF_VALID_31, PEF_WAIT_FOR_STI, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST,
+    PEF_VALID_31, PEF_WAIT_FOR_STI, PEF_WAIT_NOT_CRIT, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST, VNE_CRASHED, VNE_NUKED,
 };
 
 use crate::abi::{Failure, allowed, caller, core, guarded, serve};
@@ -114,6 +114,21 @@ extern "C" fn log_level(_cx: &HostCx) -> u8 {
 }
 
 extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>) -> VmmResult<()> {
+    trace_note_with_nulls(cx, note, fields, 0)
+}
+
+/// `trace_note` whose fields at the bits set in `nulls` are null (an
+/// optional value that is absent).
+extern "C" fn trace_note_nulls(
+    cx: &HostCx,
+    note: RStr<'_>,
+    fields: RSlice<'_, NoteField<'_>>,
+    nulls: u32,
+) -> VmmResult<()> {
+    trace_note_with_nulls(cx, note, fields, nulls)
+}
+
+fn trace_note_with_nulls(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteField<'_>>, nulls: u32) -> VmmResult<()> {
     serve(cx, &svc::TRACE_NOTE, |core| {
         // A note without a trace to go to is nothing: not even checked.
         if !core.trace_on {
@@ -146,8 +161,9 @@ extern "C" fn trace_note(cx: &HostCx, note: RStr<'_>, fields: RSlice<'_, NoteFie
         }
         core.trace(|| {
             let mut map = serde_json::Map::new();
-            for f in fields.iter() {
+            for (i, f) in fields.iter().enumerate() {
                 let v = match f.kind {
+                    _ if nulls & (1 << i) != 0 => serde_json::Value::Null,
                     NoteKind::Int => serde_json::Value::from(f.number as i64),
                     NoteKind::UInt => serde_json::Value::from(f.number),
                     NoteKind::Bool => serde_json::Value::from(f.number != 0),
@@ -754,6 +770,11 @@ extern "C" fn call_when_vm_ints_enabled(cx: &HostCx, callback: RawCallback) -> V
 extern "C" fn call_when_not_critical(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
     let cb = Callback::plugin(caller(cx), callback);
     serve(cx, &svc::CALL_WHEN_NOT_CRITICAL, |core| {
+        if core.manifest.machine.windows_version.0 >= 4 {
+            // Windows 95: a global restricted event waiting for
+            // PEF_Wait_Not_Crit, each registration its own event.
+            return core.restricted_event(caller(cx), 0, VmId::NONE, PEF_WAIT_NOT_CRIT, 0, cb).map(|_| ()).into();
+        }
         // The section is free and the VM is not boosted: nothing to wait for.
         let vm = core.cur_vm.get();
         let free = core.crit.borrow().owner().is_none()
@@ -1084,6 +1105,17 @@ impl Table {
             simulate_io,
             simulate_vm_io,
             vpicd: crate::abi::vpicd::VPICD_SERVICES,
+            call_restricted_event,
+            cancel_restricted_event,
+            cancel_call_when_not_critical,
+            nuke_vm,
+            crash_cur_vm,
+            hook_device_service,
+            unhook_device_service,
+            hooked_call,
+            call_previous_hook,
+            trace_note_nulls,
+            system_control,
         })
     }
 
@@ -1147,6 +1179,194 @@ impl Table {
             is_ring3_export,
         })
     }
+}
+
+// ---- Windows 95 event additions, VM lifetime (virtual-hardware reference, section 7) -------------
+
+/// A 4.0-only service called in any context: the machine is not fatal and
+/// runs Windows 95 (else the fatal "Invalid VxD dynamic link call").
+fn win95_entry(cx: &HostCx, svc: &'static Service) -> Result<(), VmmError> {
+    let core = core(cx);
+    if core.is_fatal() {
+        return Err(VmmError::FATAL);
+    }
+    if win95_only(core, caller(cx), svc) { Ok(()) } else { Err(VmmError::FATAL) }
+}
+
+extern "C" fn call_restricted_event(
+    cx: &HostCx,
+    boost: i32,
+    vm: u32,
+    flags: u32,
+    timeout_ms: u32,
+    callback: RawCallback,
+) -> VmmResult<u32> {
+    let vm = VmId::from_raw(vm);
+    let svc = &svc::CALL_RESTRICTED_EVENT;
+    serve(cx, svc, |core| {
+        let cb = Callback::plugin(caller(cx), callback);
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        if !vm.is_none() && !core.vm_valid(vm) {
+            return RErr(bad_vm(core, svc.name, vm));
+        }
+        if flags & !PEF_VALID != 0 {
+            return RErr(core.refuse(
+                Violation::ReservedFlags,
+                format!(
+                    "{} flags {flags:#06X} set bits {:#06X} that this VMM does not accept (thread events, \
+                     PEF_Wait_Crit, PEF_Wait_Crit_VM and the later 0x4000-0x20000 bits)",
+                    svc.name,
+                    flags & !PEF_VALID
+                ),
+                Some(svc.name),
+            ));
+        }
+        if !(0..RESERVED_HIGH_BOOST as i32).contains(&boost) {
+            return RErr(core.refuse(
+                Violation::InvalidParameter,
+                format!("{} boost {boost:#X} (EAX) is negative or not below Reserved_High_Boost", svc.name),
+                Some(svc.name),
+            ));
+        }
+        core.restricted_event(caller(cx), boost, vm, flags, timeout_ms, cb).into()
+    })
+}
+
+extern "C" fn cancel_restricted_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
+    if let Err(e) = win95_entry(cx, &svc::CANCEL_RESTRICTED_EVENT) {
+        return RErr(e);
+    }
+    cancel_kind(cx, &svc::CANCEL_RESTRICTED_EVENT, handle, EventKind::Restricted, None)
+}
+
+extern "C" fn cancel_call_when_not_critical(cx: &HostCx) -> VmmResult<()> {
+    let svc = &svc::CANCEL_CALL_WHEN_NOT_CRITICAL;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        // Windows 95 documents it as doing nothing: a Call_When_Not_Critical
+        // registration is a restricted event nobody holds the handle of.
+        ROk(())
+    })
+}
+
+extern "C" fn nuke_vm(cx: &HostCx, vm: u32) -> VmmResult<()> {
+    let vm = VmId::from_raw(vm);
+    let svc = &svc::NUKE_VM;
+    serve(cx, svc, |core| {
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, svc.name, vm));
+        }
+        core.end_vm(vm, VNE_NUKED, svc.name, &core.instance_name(caller(cx)));
+        if core.is_fatal() { RErr(VmmError::FATAL) } else { ROk(()) }
+    })
+}
+
+extern "C" fn crash_cur_vm(cx: &HostCx) -> VmmResult<()> {
+    let svc = &svc::CRASH_CUR_VM;
+    serve(cx, svc, |core| {
+        core.end_vm(core.cur_vm.get(), VNE_CRASHED, svc.name, &core.instance_name(caller(cx)));
+        if core.is_fatal() { RErr(VmmError::FATAL) } else { ROk(()) }
+    })
+}
+
+// ---- Service hooks, control messages (virtual-hardware reference, section 6) ------------------------
+
+/// `System_Control` (`device` 0: a broadcast in init order, stopping at a
+/// failure) and `Directed_Sys_Control` (4.0; `device`: the target's ID).
+extern "C" fn system_control(cx: &HostCx, device: u16, args: &ControlArgs) -> VmmResult<()> {
+    let svc = if device == 0 { &svc::SYSTEM_CONTROL } else { &svc::DIRECTED_SYS_CONTROL };
+    serve(cx, svc, |core| {
+        if device != 0 && !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        if !Core::sendable(args.message) {
+            return RErr(core.refuse(
+                Violation::ControlNotSendable,
+                format!(
+                    "{} of {} ({:#X}): a device sends only Set_Device_Focus and private messages \
+                     (0x70000000-0x7FFFFFFF)",
+                    svc.name,
+                    vmm_plugin_api::ddk::control_message_name(args.message),
+                    args.message
+                ),
+                Some(svc.name),
+            ));
+        }
+        if args.vm != 0 && !core.vm_valid(VmId::from_raw(args.vm)) {
+            return RErr(bad_vm(core, svc.name, VmId::from_raw(args.vm)));
+        }
+        let target = if device == 0 {
+            None
+        } else {
+            let found = core.registry.borrow().by_id(device).filter(|&i| core.registry.borrow().slots[i].initialized);
+            match found {
+                Some(i) => Some(i),
+                None => return RErr(VmmError::NOT_FOUND),
+            }
+        };
+        let failed = core.send_device_message(target, args);
+        if core.is_fatal() {
+            RErr(VmmError::FATAL)
+        } else if failed {
+            RErr(VmmError::FAILED)
+        } else {
+            ROk(())
+        }
+    })
+}
+
+// ---- Service hooks (virtual-hardware reference, section 6) --------------------------------------
+
+extern "C" fn hook_device_service(cx: &HostCx, service: u32, hook_proc: bool, callback: RawCallback) -> VmmResult<u32> {
+    let svc = &svc::HOOK_DEVICE_SERVICE;
+    serve(cx, svc, |core| {
+        let cb = Callback::plugin(caller(cx), callback);
+        if !core.hookable(service) {
+            // The DDK's carry: no such device or service.
+            return RErr(VmmError::NOT_FOUND);
+        }
+        match core.service_hooks.hook(service, cb, hook_proc) {
+            Some(h) => ROk(h),
+            None => RErr(VmmError::OUT_OF_MEMORY),
+        }
+    })
+}
+
+extern "C" fn unhook_device_service(cx: &HostCx, service: u32, hook: u32) -> VmmResult<()> {
+    let svc = &svc::UNHOOK_DEVICE_SERVICE;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        match core.service_hooks.unhook(service, hook) {
+            Ok(cb) => {
+                let now = core.service_hooks.retire(cb);
+                drop(now);
+                ROk(())
+            }
+            Err(crate::vmm::service_hooks::UnhookError::NotFound) => RErr(VmmError::NOT_FOUND),
+            Err(crate::vmm::service_hooks::UnhookError::OldStyleAbove) => RErr(VmmError::FAILED),
+        }
+    })
+}
+
+extern "C" fn hooked_call(cx: &HostCx) -> VmmResult<*mut ServiceCall> {
+    serve(cx, &svc::HOOKED_CALL, |core| match core.service_hooks.current() {
+        Some((call, _)) => ROk(call),
+        None => RErr(VmmError::NOT_AVAILABLE),
+    })
+}
+
+extern "C" fn call_previous_hook(cx: &HostCx, service: u32, hook: u32, call: &mut ServiceCall) -> VmmResult<()> {
+    serve(cx, &svc::CALL_PREVIOUS_HOOK, |core| {
+        // The service itself is called for whoever called it first.
+        let original = core.service_hooks.current().map_or(caller(cx), |(_, c)| c);
+        core.run_hooks(original, service, Some(hook), call).into()
+    })
 }
 
 /// The VMM services.

@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use vmm_plugin_api::abi::ClientRegs;
+use vmm_plugin_api::abi::{ClientRegs, ControlArgs};
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
@@ -226,6 +226,75 @@ impl Core {
         dos.reverse();
         for vm in dos {
             self.destroy_vm(vm, 0, true, DestroyReason::Shutdown);
+        }
+    }
+}
+
+/// `Nuke_VM` and `Crash_Cur_VM` (virtual-hardware reference 7.5): a VM
+/// ended without `VM_Terminate`.
+impl Core {
+    /// End `vm` the abrupt way, with `VNE_Nuked` or `VNE_Crashed` in
+    /// VM_Not_Executeable. The system VM cannot end alone: Windows stops
+    /// with a fatal error naming `service` and the caller. The current VM
+    /// is destroyed as soon as the device returns (at the run loop's next
+    /// step: it never runs again); another VM at once.
+    pub(crate) fn end_vm(&self, vm: VmId, flags: u32, service: &str, by: &str) {
+        if vm == self.sys_vm.get() {
+            let what = if flags & VNE_CRASHED != 0 {
+                "the system VM crashed (Crash_Cur_VM in the system VM): Windows ends with a fatal error"
+            } else {
+                "Nuke_VM of the system VM: Windows ends"
+            };
+            self.set_fatal(format!("{what} ({service} called by {by})"), Some(by.to_string()));
+            return;
+        }
+        if vm == self.cur_vm.get() || self.at_interrupt() {
+            self.sched.timer_at(self.sched.now(), crate::vmm::timers::TimerKind::EndVm(vm, flags));
+            return;
+        }
+        self.end_vm_now(vm, flags);
+    }
+
+    /// Destroy a VM that `Nuke_VM` / `Crash_Cur_VM` ended (if it still
+    /// lives): VM_Not_Executeable with `flags`, then Destroy_VM.
+    pub(crate) fn end_vm_now(&self, vm: VmId, flags: u32) {
+        if vm == self.sys_vm.get() || self.vms.borrow().get(vm).is_none() {
+            return;
+        }
+        let reason = if flags & VNE_CRASHED != 0 { DestroyReason::Crashed } else { DestroyReason::Nuked };
+        self.destroy_vm(vm, flags, false, reason);
+    }
+}
+
+/// `System_Control` and `Directed_Sys_Control` (virtual-hardware
+/// reference 6.3): control messages a device sends.
+impl Core {
+    /// Whether a device may send `message`: `Set_Device_Focus` or a
+    /// private message.
+    pub(crate) fn sendable(message: u32) -> bool {
+        message == SET_DEVICE_FOCUS
+            || (BEGIN_RESERVED_PRIVATE_SYSTEM_CONTROL..=END_RESERVED_PRIVATE_SYSTEM_CONTROL).contains(&message)
+    }
+
+    /// Send `args` to `target` (a device's slot) or, with `None`, to every
+    /// initialized device in init order until one sets carry. Returns
+    /// whether one did.
+    pub(crate) fn send_device_message(&self, target: Option<usize>, args: &ControlArgs) -> bool {
+        let vm = (args.vm != 0).then_some(VmId::from_raw(args.vm));
+        let regs = (args.esi, args.edi);
+        match target {
+            Some(idx) => {
+                self.send_control_regs(idx, args.message, vm, args.edx, regs, Context::Control) != CallOutcome::Clear
+            }
+            None => {
+                for idx in self.recipients(false, |s| s.initialized) {
+                    let outcome = self.send_control_regs(idx, args.message, vm, args.edx, regs, Context::Control);
+                    if outcome != CallOutcome::Clear || self.is_fatal() {
+                        return true;
+                    }
+                }
+                false
+            }
         }
     }
 }

@@ -232,6 +232,8 @@ pub(crate) struct Core {
     /// The state of devices a rebuild with another name or ID swapped out,
     /// by name and ID, until a build of the device comes back.
     pub(crate) swapped_out: RefCell<std::collections::HashMap<(String, u16), Vec<u8>>>,
+    /// `Hook_Device_Service`'s chains and the hooked calls in flight.
+    pub(crate) service_hooks: crate::vmm::service_hooks::ServiceHooks,
 }
 
 /// Permanent hooks: `Call_When_Task_Switched` and `Call_When_Idle`, in
@@ -302,6 +304,7 @@ impl Core {
             far: RefCell::new(crate::ring3::state::FarMemory::default()),
             dynamic_init: RefCell::new(Vec::new()),
             swapped_out: RefCell::default(),
+            service_hooks: Default::default(),
             pace_interrupt: RefCell::new(None),
             in_process: options
                 .in_process

@@ -389,15 +389,15 @@ impl Core {
         // The wait ends here, at dispatch (the callback may block and
         // return later).
         let dispatched = self.sched.now();
+        if rec.boost != 0 && rec.target.is_none() {
+            // A global restricted event's boost goes to the VM that runs it,
+            // once its restrictions are met.
+            self.add_boost(vm, rec.boost as i64, PriorityReason::Event);
+        }
         let result = rec.cb.call_inline(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "an event callback", || rec.cb.owner());
-        if rec.kind == EventKind::Priority && rec.boost != 0 {
-            if rec.flags & PEF_DONT_UNBOOST == 0 || timed_out {
-                self.event_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost);
-            } else {
-                // PEF_Dont_Unboost: the boost stays, as the device's own.
-                self.keep_event_boost(rec.target, rec.boost as i64);
-            }
+        if rec.boost != 0 {
+            self.unboost_ran(rec, vm, timed_out);
         }
         if self.trace_on {
             let waited = dispatched.since(rec.scheduled_at);
@@ -432,6 +432,28 @@ impl Core {
             callback: rec.cb.name(),
             result,
         });
+    }
+
+    /// Remove the boost of an event that ran in `vm` (unless
+    /// `PEF_Dont_Unboost` and it did not time out).
+    #[cold]
+    #[inline(never)]
+    fn unboost_ran(&self, rec: &EventRec, vm: VmId, timed_out: bool) {
+        let keep = rec.flags & PEF_DONT_UNBOOST != 0 && !timed_out;
+        match rec.kind {
+            EventKind::Priority if keep => {
+                // PEF_Dont_Unboost: the boost stays, as the device's own.
+                self.keep_event_boost(rec.target, rec.boost as i64);
+            }
+            EventKind::Priority => self.event_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost),
+            // A restricted event's boost is the VM's own (Adjust_Exec_Priority):
+            // with PEF_Dont_Unboost it simply stays.
+            EventKind::Restricted if !keep => {
+                let target = if rec.target.is_none() { vm } else { rec.target };
+                self.add_boost(target, -(rec.boost as i64), PriorityReason::Unboost);
+            }
+            _ => {}
+        }
     }
 
     /// Add `delta` to `vm`'s boost.
@@ -564,6 +586,16 @@ impl Core {
     /// What keeps a pending event of `vm` with `flags` from running.
     fn why_event_waits(&self, vm: VmId, flags: u32) -> Vec<&'static str> {
         let mut why = Vec::new();
+        if vm.is_none() {
+            // A global restricted event: the conditions no VM meets.
+            let handles: Vec<VmId> = self.vms.borrow().iter().map(|v| v.handle).collect();
+            let unmet = handles.into_iter().fold(class_of(flags), |u, h| u & self.conditions(h).unsatisfied());
+            why.extend(condition_names(unmet));
+            if why.is_empty() {
+                why.push("vm_not_scheduled");
+            }
+            return why;
+        }
         let state = self.vms.borrow().get(vm).map(|v| (v.suspend_count > 0, v.blocked.is_some() && !v.serves_events()));
         match state {
             None => why.push("vm_gone"),
@@ -631,6 +663,9 @@ impl Core {
         if rec.kind == EventKind::Priority && rec.boost != 0 {
             // The boost goes even with PEF_Dont_Unboost.
             self.event_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost);
+        } else if rec.kind == EventKind::Restricted && rec.boost != 0 && !rec.target.is_none() {
+            // A global one's boost was not applied yet.
+            self.add_boost(rec.target, -(rec.boost as i64), PriorityReason::Unboost);
         }
         let device = self.instance_name(rec.cb.owner());
         self.trace(|| TraceEvent::EventCancelled {
@@ -735,6 +770,7 @@ impl Core {
                     );
                 }
             }
+            TimerKind::EndVm(vm, flags) => self.end_vm_now(vm, flags),
         }
     }
 
@@ -903,6 +939,26 @@ impl Core {
     /// handler consumes the idle call (carry clear). Returns whether any
     /// handler ran.
     fn call_idle_handlers(&self) -> bool {
+        let ran = self.run_idle_chain();
+        ran && (self.sched.events_pending() || self.sched.timers_pending())
+    }
+
+    /// KERNEL's idle call (INT 2Fh AX=1689h) from the system VM: when
+    /// every other VM is idle too (none wants the CPU), the
+    /// `Call_When_Idle` chain runs. Returns whether it ran.
+    pub(crate) fn kernel_idle(&self) -> bool {
+        let sys = self.sys_vm.get();
+        let others: Vec<VmId> = self.vms.borrow().iter().filter(|v| v.handle != sys).map(|v| v.handle).collect();
+        if others.into_iter().any(|vm| self.vms.borrow().get(vm).is_some_and(|v| v.schedulable()) && self.wants_cpu(vm))
+        {
+            return false;
+        }
+        self.run_idle_chain()
+    }
+
+    /// `Call_When_Idle`'s chain, in installation order, until a handler
+    /// consumes the idle call (carry clear). Returns whether any ran.
+    fn run_idle_chain(&self) -> bool {
         let count = self.hooks.borrow().idle.len();
         let sys = self.sys_vm.get();
         let mut ran = false;
@@ -916,7 +972,7 @@ impl Core {
                 break;
             }
         }
-        ran && (self.sched.events_pending() || self.sched.timers_pending())
+        ran
     }
 
     // ---- manifest-driven happenings -------------------------------------------------------

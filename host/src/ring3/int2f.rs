@@ -1,7 +1,7 @@
 //! INT 2Fh, the Windows multiplex interrupt, as ring-3 code sees it:
 //! 1600h version, 1680h release time slice, 1681h/1682h begin/end critical
 //! section, 1683h current VM ID, 1684h device API entry point, 1685h switch
-//! VMs and call back. Plus the far calls ring-3 code makes: into exported
+//! VMs and call back, 1689h KERNEL's idle call. Plus the far calls ring-3 code makes: into exported
 //! procedures and into VxD API entry points.
 
 use vmm_plugin_api::abi::{ApiMode, Carry, ClientRegs, Regs, VmmError};
@@ -52,6 +52,14 @@ impl Core {
                 c.eax &= 0xFFFF_FF00;
                 // The rest of the slice goes to the others.
                 self.sched.end_slice();
+            }
+            W386_KERNEL_IDLE if vm == self.sys_vm.get() => {
+                // Windows is idle: the rest of the slice goes to the others,
+                // and when they are idle too the idle handlers run.
+                self.sched.end_slice();
+                self.set_client_of(vm, c);
+                self.kernel_idle();
+                c = self.client_of(vm).unwrap_or(c);
             }
             W386_BEGIN_CRITICAL => {
                 self.set_client_of(vm, c);

@@ -36,6 +36,10 @@ pub(crate) enum EventKind {
     Priority,
     /// `Call_When_VM_Ints_Enabled`.
     IntsEnabled,
+    /// `Call_Restricted_Event` (4.0; and `Call_When_Not_Critical`, which
+    /// 4.0 forwards to it): a VM event (`target` the VM) or a global one
+    /// (`target` 0) that runs in the first VM meeting its restrictions.
+    Restricted,
 }
 
 impl EventKind {
@@ -45,6 +49,7 @@ impl EventKind {
             EventKind::Vm => "vm",
             EventKind::Priority => "priority",
             EventKind::IntsEnabled => "ints_enabled",
+            EventKind::Restricted => "restricted",
         }
     }
 }

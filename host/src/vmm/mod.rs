@@ -14,6 +14,7 @@ pub(crate) mod nest;
 pub(crate) mod rng;
 pub mod schedule;
 pub(crate) mod scheduler;
+pub(crate) mod service_hooks;
 pub(crate) mod services;
 pub(crate) mod slab;
 pub(crate) mod timers;

@@ -296,7 +296,8 @@ impl Scheduler {
     }
 
     /// Choose the next event to run and take it out of its queue: a global
-    /// one first (they wait for nothing), else, if `vm` is given and
+    /// one first (restricted global events only when `vm` meets their
+    /// restrictions), else, if `vm` is given and
     /// `may_run(vm)` allows, one of `vm`'s whose wait class needs none of
     /// the conditions `unsatisfied(vm, classes)` reports as not holding
     /// (see [`Events::take_next`]). Its handle and slab slot, for
@@ -307,12 +308,20 @@ impl Scheduler {
         &self,
         vm: Option<VmId>,
         may_run: impl FnOnce(VmId) -> bool,
-        unsatisfied: impl FnOnce(VmId, u64) -> usize,
+        unsatisfied: impl Fn(VmId, u64) -> usize,
         order: Order,
         schedule: &RefCell<Source>,
     ) -> Option<(u32, usize)> {
         let mut events = self.events.borrow_mut();
-        let mut next = events.take_next(VmId::NONE, |_| 0, order, schedule);
+        // Global events wait for nothing, except restricted ones (asked
+        // about only when such are pending): their restrictions are those
+        // of the VM about to run, and with none chosen they wait.
+        let mut next = events.take_next(
+            VmId::NONE,
+            |classes| vm.map_or(usize::MAX, |vm| unsatisfied(vm, classes)),
+            order,
+            schedule,
+        );
         if next.is_none()
             && let Some(vm) = vm
             && may_run(vm)

@@ -35,8 +35,9 @@ macro_rules! services {
         // read through `ALL` only.
         $(#[allow(dead_code)] pub(crate) const $id: Service = Service { ordinal: $ord, name: $name, rule: Rule::$rule };)*
 
-        /// Every service, in the order of the VMM's service table (host
-        /// extensions last).
+        /// Every service: the VMM's service table in ordinal order, the host
+        /// extensions, then blocks appended per feature (each in ordinal
+        /// order).
         pub(crate) const ALL: &[Service] = &[$($id),*];
     };
 }
@@ -130,6 +131,19 @@ services! {
     REGISTER_INTERRUPT = None, "register_interrupt", Sync;
     REQUEST_INTERRUPT = None, "request_interrupt", Async;
     IS_RING3_EXPORT = None, "is_ring3_export", Async;
+    // ---- Service hooks, control messages, Windows 95 event additions, VM lifetime
+    // (virtual-hardware reference, sections 6 and 7)
+    NUKE_VM = Some(0x2E), "Nuke_VM", Sync;
+    CRASH_CUR_VM = Some(0x2F), "Crash_Cur_VM", Async;
+    HOOK_DEVICE_SERVICE = Some(0x90), "Hook_Device_Service", Sync;
+    SYSTEM_CONTROL = Some(0x93), "System_Control", Sync;
+    UNHOOK_DEVICE_SERVICE = Some(0x11C), "Unhook_Device_Service", Sync;
+    CANCEL_CALL_WHEN_NOT_CRITICAL = Some(0x12A), "Cancel_Call_When_Not_Critical", Sync;
+    DIRECTED_SYS_CONTROL = Some(0x147), "Directed_Sys_Control", Sync;
+    CALL_RESTRICTED_EVENT = Some(0x15A), "Call_Restricted_Event", Async;
+    CANCEL_RESTRICTED_EVENT = Some(0x15B), "Cancel_Restricted_Event", Async;
+    HOOKED_CALL = None, "hooked_call", Async;
+    CALL_PREVIOUS_HOOK = None, "call_previous_hook", Async;
 }
 
 /// The service with `ordinal` in the VMM's table.
@@ -143,15 +157,20 @@ mod tests {
 
     #[test]
     fn ordinals_and_names_are_unique_and_in_table_order() {
-        let ordinals: Vec<u16> = ALL.iter().filter_map(|s| s.ordinal).collect();
-        assert!(ordinals.windows(2).all(|w| w[0] < w[1]), "{ordinals:x?}");
+        let mut ordinals: Vec<u16> = ALL.iter().filter_map(|s| s.ordinal).collect();
+        let before = ordinals.len();
+        ordinals.sort_unstable();
+        ordinals.dedup();
+        assert_eq!(ordinals.len(), before, "an ordinal twice");
         let mut names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
         names.sort_unstable();
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before, "a name twice");
         assert_eq!(by_ordinal(0x14).map(|s| s.name), Some("Call_Priority_VM_Event"));
-        assert!(ALL.iter().skip_while(|s| s.ordinal.is_some()).all(|s| s.ordinal.is_none()));
+        let first_extension = ALL.iter().position(|s| s.ordinal.is_none()).unwrap();
+        let table: Vec<u16> = ALL[..first_extension].iter().filter_map(|s| s.ordinal).collect();
+        assert!(table.windows(2).all(|w| w[0] < w[1]), "{table:x?}");
     }
 
     #[test]

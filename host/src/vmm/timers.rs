@@ -39,6 +39,9 @@ pub(crate) enum TimerKind {
     IrqConflict(VmId),
     /// A `[[irq]]` entry asserts its physical IRQ (index, repetition).
     PhysIrq(usize, u32),
+    /// A VM that `Nuke_VM` or `Crash_Cur_VM` ended while it was current is
+    /// destroyed (VM, `VNE_*` flags).
+    EndVm(VmId, u32),
 }
 
 /// When a time-out expires.
