@@ -89,6 +89,7 @@ pub const KINDS: &[&str] = &[
     "livelock",
     "trace_limit",
     "fatal_error",
+    "contention",
 ];
 
 /// Records of one kind, optionally filtered by field values.

@@ -141,6 +141,11 @@ pub fn chrome_trace(records: &[TraceRecord]) -> Value {
                 };
                 b.instant(tid, ts, name, "io", args);
             }
+            TraceEvent::Contention { device, resource, owner, contender, decision } => {
+                // On the contender's track (the owner's for a release).
+                let tid = b.tid(if *contender != 0 { *contender } else { *owner });
+                b.instant(tid, ts, format!("{resource}: {decision} ({device})"), "contention", args);
+            }
             TraceEvent::Broadcast { msg, result, .. } => {
                 b.instant(VMM_TID, ts, format!("broadcast {msg:#x} → {result}"), "shell", args)
             }

@@ -717,6 +717,15 @@ pub struct HostServices {
     pub simulate_io: extern "C" fn(cx: Cx<'_>, vm: u32, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
     /// `_Simulate_VM_IO` (4.0): the access as the current VM would make it.
     pub simulate_vm_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
+
+    // ---- device contention (appended) ------------------------------------------------------
+    /// Write a `contention` record: the calling device decided who may use
+    /// `resource`; `owner` held it (0: nobody), `contender` wants it (0 for
+    /// a release); `decision` is the device's word for the outcome (1 to
+    /// 32 characters of `a-z`, `0-9` and `_`; `resource` 1 to 32 printable
+    /// ASCII characters).
+    pub trace_contention:
+        extern "C" fn(cx: Cx<'_>, resource: RStr<'_>, owner: u32, contender: u32, decision: RStr<'_>) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

@@ -130,6 +130,8 @@ services! {
     REGISTER_INTERRUPT = None, "register_interrupt", Sync;
     REQUEST_INTERRUPT = None, "request_interrupt", Async;
     IS_RING3_EXPORT = None, "is_ring3_export", Async;
+    // ---- device contention (the COM port demo, section 8.1) ----
+    TRACE_CONTENTION = None, "trace_contention", Async;
 }
 
 /// The service with `ordinal` in the VMM's table.
