@@ -894,8 +894,8 @@ fn story(path: &Path) -> Result<()> {
         }
         None => Err(Error::Io {
             path: path.to_path_buf(),
-            message: "the trace has no post notes (post_queued, ...; docs/trace.md, \"The message story\"): \
-                      no device in the machine posted messages"
+            message: "the trace has no post notes (post_queued, ...; docs/trace.md, \"The message story\") and \
+                      no contention records: no device in the machine posted messages or decided a contention"
                 .to_string(),
         }),
     }
