@@ -279,6 +279,14 @@ impl Vcomd {
                 }
             }
         };
+        if decision.granted()
+            && let Some(old) = owner
+        {
+            // What the old owner left unread is read out for it while it
+            // still owns the port.
+            let image = self.vms.borrow().get(&old).map(|p| p.image).unwrap_or_default();
+            self.drain(vmm, old, image);
+        }
         let _ = vmm.trace_contention(RESOURCE, owner, Some(vm), decision.word());
         match decision {
             Decision::UserKept => {
@@ -297,19 +305,13 @@ impl Vcomd {
             _ => {}
         }
         if decision.granted() {
-            self.set_owner(vmm, owner, vm);
+            self.set_owner(vmm, vm);
         }
         decision.granted()
     }
 
-    /// Move the port from `old` to `new`: the old owner's unread bytes
-    /// are read out for it and dropped, the UART gets the new owner's
-    /// registers.
-    fn set_owner(&self, vmm: &Vmm<'_>, old: Option<VmHandle>, new: VmHandle) {
-        if let Some(old) = old {
-            let image = self.vms.borrow().get(&old).map(|p| p.image).unwrap_or_default();
-            self.drain(vmm, old, image);
-        }
+    /// Give the port to `new`: the UART gets its registers.
+    fn set_owner(&self, vmm: &Vmm<'_>, new: VmHandle) {
         self.owner.set(Some(new));
         self.last_use.set(vmm.get_system_time());
         let image = self.vms.borrow().get(&new).map(|p| p.image).unwrap_or_default();
