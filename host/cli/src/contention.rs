@@ -1,7 +1,8 @@
 //! The story of a contended device (`contention` records, as VCOMD writes
 //! them for COM1): who held it when, each decision, the dialogs, and the
 //! bytes each VM read from the UART. Read a record at a time, like the
-//! message story; memory grows with the decisions, not with the trace.
+//! message story; memory grows with the decisions (repeated refusals at one
+//! instant are counted on one line), not with the bytes read.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +28,9 @@ fn data_port(resource: &str) -> Option<u64> {
     }
 }
 
+/// The bytes per VM the table shows (the rest are counted).
+const SHOWN_BYTES: usize = 32;
+
 /// One contended resource.
 #[derive(Clone, Debug, Default)]
 struct Resource {
@@ -42,7 +46,8 @@ struct Resource {
     last_refusal: Option<(u64, u64, u32)>,
     /// Per VM: when it held the resource (from, to) and the bytes read.
     held: BTreeMap<u64, Vec<(u64, Option<u64>)>>,
-    bytes: BTreeMap<u64, Vec<u8>>,
+    /// The first [`SHOWN_BYTES`] bytes each VM read, and how many it read.
+    bytes: BTreeMap<u64, (Vec<u8>, u64)>,
     refused: BTreeMap<u64, u32>,
 }
 
@@ -77,7 +82,11 @@ impl Contention {
                 let (Some(port), Some(vm), Some(value)) = (u(r, "port"), u(r, "vm"), u(r, "value")) else { return };
                 for res in self.resources.values_mut() {
                     if res.owner == Some(vm) && res.data_port == Some(port) {
-                        res.bytes.entry(vm).or_default().push(value as u8);
+                        let (shown, total) = res.bytes.entry(vm).or_default();
+                        if shown.len() < SHOWN_BYTES {
+                            shown.push(value as u8);
+                        }
+                        *total += 1;
                     }
                 }
             }
@@ -167,11 +176,16 @@ pub struct ContentionStory {
     inner: Contention,
 }
 
-fn bytes_text(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        return "-".to_string();
+fn bytes_text(bytes: Option<&(Vec<u8>, u64)>) -> String {
+    let Some((shown, total)) = bytes.filter(|(_, total)| *total > 0) else { return "-".to_string() };
+    let mut text: String = shown
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02X}") })
+        .collect();
+    if *total > shown.len() as u64 {
+        text.push_str(&format!("... ({total} bytes)"));
     }
-    bytes.iter().map(|&b| if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02X}") }).collect()
+    text
 }
 
 impl fmt::Display for ContentionStory {
@@ -206,7 +220,7 @@ impl fmt::Display for ContentionStory {
                     [
                         c.name(*vm),
                         if held.is_empty() { "never".to_string() } else { held.join(", ") },
-                        bytes_text(res.bytes.get(vm).map_or(&[][..], |b| &b[..])),
+                        bytes_text(res.bytes.get(vm)),
                         res.refused.get(vm).copied().unwrap_or(0).to_string(),
                     ]
                 })
@@ -257,6 +271,17 @@ mod tests {
             .collect();
         assert_eq!(rows[0], ["A", "(VM", "2)", "0-9", "ms", "A", "0"], "{text}");
         assert_eq!(rows[1], ["B", "(VM", "3)", "10", "ms-", "\\x01", "2"], "{text}");
+    }
+
+    #[test]
+    fn the_table_shows_the_first_bytes_and_counts_the_rest() {
+        let mut c = Contention::default();
+        c.record(&json!({"t": 0, "kind": "contention", "device": "VCOMD", "resource": "COM1", "owner": 0, "contender": 2, "decision": "free"}));
+        for _ in 0..100 {
+            c.record(&json!({"t": 1, "kind": "io", "vm": 2, "port": 0x3F8, "direction": "in", "value": 90, "handled_by": "hardware"}));
+        }
+        let text = c.finish().unwrap().to_string();
+        assert!(text.contains(&format!("{}... (100 bytes)", "Z".repeat(SHOWN_BYTES))), "{text}");
     }
 
     #[test]
