@@ -58,14 +58,17 @@ fn decided(t: &Trace) -> Vec<(u64, u64, String)> {
     out
 }
 
-/// Walk the trace: who owns COM1 after each `contention` record; every read
+/// Walk the trace: who owns COM1 after each `contention` record, and what
+/// the loopback UART's receive buffer holds (bytes written to THR, each
+/// with the VM that sent it; DLAB followed through LCR writes). Every read
 /// of the data register that reached the UART (`io`, in, 0x3F8, hardware)
-/// was made for the owner of that moment, and each VM read back only bytes
-/// it had sent itself, in order (the plug loops them back). The bytes each
-/// VM read.
+/// was made for the owner of that moment, and it got the oldest byte in the
+/// buffer, which that same VM had sent (or 0 from an empty buffer): no VM
+/// ever reads another's byte. The bytes each VM read.
 fn only_owners_read_the_uart(t: &Trace) -> BTreeMap<u64, Vec<u8>> {
     let mut owner: Option<u64> = None;
-    let mut sent: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut buffer: std::collections::VecDeque<(u64, u8)> = std::collections::VecDeque::new();
+    let mut dlab = false;
     let mut read: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     for r in t.records() {
         match r["kind"].as_str().unwrap_or("") {
@@ -78,25 +81,32 @@ fn only_owners_read_the_uart(t: &Trace) -> BTreeMap<u64, Vec<u8>> {
                     _ => owner,
                 };
             }
-            "io" if r["port"] == 0x3F8 && r["handled_by"] == "hardware" => {
-                let (vm, value) = (r["vm"].as_u64().unwrap(), r["value"].as_u64().unwrap() as u8);
-                if r["direction"] == "in" {
-                    assert_eq!(Some(vm), owner, "a byte of the UART went to VM {vm:#x}, which did not own COM1: {r}");
-                    read.entry(vm).or_default().push(value);
-                } else {
-                    sent.entry(vm).or_default().push(value);
+            "io" if r["handled_by"] == "hardware" => {
+                let (vm, port, value) =
+                    (r["vm"].as_u64().unwrap(), r["port"].as_u64().unwrap(), r["value"].as_u64().unwrap() as u8);
+                let out = r["direction"] == "out";
+                match (port, out) {
+                    (0x3FB, true) => dlab = value & 0x80 != 0,
+                    (0x3F8, true) if !dlab => {
+                        if buffer.len() < 16 {
+                            buffer.push_back((vm, value));
+                        }
+                    }
+                    (0x3F8, false) if !dlab => {
+                        assert_eq!(Some(vm), owner, "VM {vm:#x} read the UART without owning COM1: {r}");
+                        match buffer.pop_front() {
+                            Some((sender, byte)) => {
+                                assert_eq!((sender, byte), (vm, value), "VM {vm:#x} read another VM's byte: {r}");
+                                read.entry(vm).or_default().push(value);
+                            }
+                            None => assert_eq!(value, 0, "an empty buffer reads 0: {r}"),
+                        }
+                    }
+                    _ => {}
                 }
             }
             _ => {}
         }
-    }
-    for (vm, bytes) in &read {
-        let mut mine = sent.get(vm).map(|s| s.iter()).into_iter().flatten();
-        assert!(
-            bytes.iter().all(|b| mine.any(|s| s == b)),
-            "VM {vm:#x} read {bytes:?}, not what it sent ({:?})",
-            sent.get(vm)
-        );
     }
     read
 }
@@ -381,8 +391,38 @@ fn no_byte_reaches_a_vm_that_does_not_own_com1_under_random_orders() {
             only_owners_read_the_uart(run.trace());
         }
     }
-    // The demo's [expect] holds under many more seeds (the kit's explorer).
+    // The demo's [expect] holds under many more seeds (the kit's explorer),
+    // random and pct.
     assert_eq!(demo().explore(0..40), 40);
+    assert_eq!(demo().explore_with(vmm_testkit::Strategy::pct(3), 0..20), 20);
+}
+
+#[test]
+fn no_byte_reaches_a_vm_that_does_not_own_com1_when_the_vms_interleave_instruction_by_instruction() {
+    // AutoAssign 0: every access that asks takes the port, so a VM can lose
+    // it between its write to THR and its read of RBR. Tiny steps and time
+    // slices switch VMs every few instructions, at points that move with
+    // the step size and TERM-B's start.
+    let (mut steals, mut dropped) = (0, 0);
+    for (step, b_at) in [(3, "0ms"), (7, "0ms"), (11, "0ms"), (29, "0ms"), (64, "0ms"), (5, "1ms")] {
+        for seed in 0..3 {
+            let run = terms(0, "0 ABCDEFGHIJKLMNOP", b_at, "0 abcdefghijklmnop")
+                .set("machine.time_slice=1us")
+                .set(&format!("machine.v86_step={step}"))
+                .set("machine.order=random")
+                .set(&format!("machine.seed={seed}"))
+                .run();
+            run.assert_ok();
+            let t = run.trace();
+            assert_eq!(run.violations(), 0, "step {step}: {}", t.tail(20));
+            only_owners_read_the_uart(t);
+            steals += t.count(json!({"kind": "contention", "decision": "steal"}));
+            dropped += t.count(json!({"kind": "note", "note": "vcomd_rx_dropped"}));
+        }
+    }
+    // They did fight: the port moved often, and a VM lost it with its byte
+    // still in the receive buffer (read out for it and dropped).
+    assert!(steals > 100 && dropped > 10, "{steals} steals, {dropped} drops");
 }
 
 // ---- the trace and the errors ---------------------------------------------------------------
