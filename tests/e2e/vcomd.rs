@@ -87,11 +87,8 @@ fn only_owners_read_the_uart(t: &Trace) -> BTreeMap<u64, Vec<u8>> {
                 let out = r["direction"] == "out";
                 match (port, out) {
                     (0x3FB, true) => dlab = value & 0x80 != 0,
-                    (0x3F8, true) if !dlab => {
-                        if buffer.len() < 16 {
-                            buffer.push_back((vm, value));
-                        }
-                    }
+                    // A byte that finds the buffer full is lost.
+                    (0x3F8, true) if !dlab && buffer.len() < 16 => buffer.push_back((vm, value)),
                     (0x3F8, false) if !dlab => {
                         assert_eq!(Some(vm), owner, "VM {vm:#x} read the UART without owning COM1: {r}");
                         match buffer.pop_front() {
