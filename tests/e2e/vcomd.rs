@@ -233,7 +233,8 @@ fn ask_the_user_keeps_the_owner_the_loser_reads_ff_and_is_not_asked_again() {
 #[test]
 fn ask_the_user_gives_the_port_to_the_contender_and_the_old_owner_is_refused_after() {
     // Scenario 51.
-    let run = demo().set("shell.answers=[\"IDYES\"]").run();
+    // The test kit answers the dialog: Yes, give COM1 to TERM-B.
+    let run = demo().shell_answers(&["IDYES"]).run();
     run.assert_ok();
     let t = run.trace();
     let (a, b) = (DOS1 as u64, DOS2 as u64);
