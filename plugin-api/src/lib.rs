@@ -501,7 +501,8 @@
 //! With `[machine] com1 = "loopback"` COM1 has a UART the owner really talks
 //! to. `plugins/vcomd` is the full device: Windows 3.1 VCD's contention
 //! model (ownership triggers, `[VCOMD] AutoAssign`, the contention dialog
-//! through [`Shell::shell_resolve_contention`], each VM's virtual UART);
+//! through [`Shell::shell_resolve_contention`], answered from `[shell]
+//! answers` or, in tests, `Scenario::shell_answers`; each VM's virtual UART);
 //! `plugins/vcomd/contention.ini` runs it with two DOS VMs and its tests
 //! (`tests/e2e/vcomd.rs`) check, under many random schedules, that no byte
 //! of the UART reaches a VM that did not own the port.
