@@ -302,6 +302,73 @@ fn the_second_lsr_read_asks_for_the_port_the_first_does_not() {
     t.expect(json!({"kind": "program_output", "text": "0x60 0x60"}));
 }
 
+/// Touches COM1 the ways that do not ask for it (IER, LCR, SCR, the
+/// divisor latch, MCR with DTR only, one MSR read), then by `args`: `msr`
+/// reads MSR again, `mcr` writes MCR with LOOP.
+struct Toucher;
+
+impl Module for Toucher {
+    const MODULE: ModuleDef = ModuleDef::dos_program("TOUCHER").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(Toucher)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
+        r3.out_byte(0x3F9, 0x01).unwrap();
+        r3.out_byte(0x3FB, 0x83).unwrap();
+        r3.out_byte(0x3F8, 0x06).unwrap(); // DLL with DLAB on: not the data register
+        r3.out_byte(0x3FB, 0x03).unwrap();
+        r3.out_byte(0x3FF, 0x5A).unwrap();
+        r3.out_byte(0x3FC, 0x01).unwrap();
+        let scr = r3.in_byte(0x3FF).unwrap();
+        let msr = r3.in_byte(0x3FE).unwrap();
+        r3.print(&format!("before {scr:#04x} {msr:#04x}"));
+        match args {
+            "msr" => {
+                let msr = r3.in_byte(0x3FE).unwrap();
+                r3.print(&format!("msr {msr:#04x}"));
+            }
+            _ => r3.out_byte(0x3FC, 0x10).unwrap(),
+        }
+        Step::exit(0)
+    }
+}
+
+#[test]
+fn a_second_msr_read_or_an_mcr_write_with_loop_asks_for_the_port_other_accesses_do_not() {
+    // Triggers 3 and 4 of KB Q76564; until one, the VM's virtual UART
+    // answers and keeps its writes.
+    for (how, asking_port) in [("msr", 0x3FE), ("mcr", 0x3FC)] {
+        let run = Scenario::new(&format!(
+            "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"VCOMD.386\"]\n[[vm]]\n\
+             name = \"DOS1\"\nprogram = \"TOUCHER\"\nargs = \"{how}\"\n"
+        ))
+        .module::<Toucher>()
+        .run();
+        run.assert_ok();
+        let t = run.trace();
+        // The scratch register read back from the virtual UART, MSR 0.
+        t.expect(json!({"kind": "program_output", "text": "before 0x5a 0x00"}));
+        let free = t.expect(json!({"kind": "contention", "decision": "free", "contender": DOS1}));
+        let records = t.records();
+        let at = |r: &vmm_testkit::Value| records.iter().position(|x| std::ptr::eq(x, r)).unwrap();
+        // Nothing reached the UART before the asking access.
+        let first_hw = t.expect(json!({"kind": "io", "handled_by": "hardware"}));
+        assert!(at(free) < at(first_hw), "{how}: {}", t.tail(30));
+        let asking = t.matching(json!({"kind": "io", "port": asking_port, "handled_by": "VCOMD"}));
+        assert!(at(asking.last().unwrap()) > at(free), "{how}");
+        // The UART got DOS1's setup from its virtual UART: LCR with DLAB
+        // and the divisor 6 it wrote, SCR.
+        t.expect(json!({"kind": "io", "port": 0x3F8, "direction": "out", "value": 6, "handled_by": "hardware"}));
+        t.expect(json!({"kind": "io", "port": 0x3FF, "direction": "out", "value": 0x5A, "handled_by": "hardware"}));
+        if how == "msr" {
+            // The plug: DTR drives DSR, DCD and RI (the deltas of DSR and DCD).
+            t.expect(json!({"kind": "program_output", "text": "msr 0xea"}));
+        }
+    }
+}
+
 // ---- AutoAssign = 0 and > 0 -----------------------------------------------------------------
 
 #[test]
