@@ -21,10 +21,10 @@
 //!   contention for the port is refused without asking again; otherwise
 //!   SHELL asks the user (`SHELL_Resolve_Contention`, answered from
 //!   `[shell] answers`). AutoAssign = -1 (the default) always asks.
-//! * The VM runs on after a refusal (a DOS program "finds no modem").
 //! * A refused access is completed virtually: reads return 0xFF, writes
 //!   are dropped (a control register write still lands in the VM's
-//!   virtual UART, so its setup holds when it gets the port later).
+//!   virtual UART, so its setup holds when it gets the port later), and
+//!   the VM runs on (a DOS program "finds no modem").
 //! * Moving the port: bytes the old owner had not read are read out of
 //!   the receive buffer for it and dropped (a `vcomd_rx_dropped` note),
 //!   and the UART is programmed from the new owner's image. When the owner
