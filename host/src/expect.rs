@@ -90,6 +90,7 @@ pub const KINDS: &[&str] = &[
     "trace_limit",
     "fatal_error",
     "virtual_irq",
+    "contention",
 ];
 
 /// Records of one kind, optionally filtered by field values.

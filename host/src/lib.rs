@@ -16,6 +16,7 @@ pub mod dynamic;
 pub mod error;
 pub mod expect;
 pub mod explore;
+pub mod hw;
 pub mod image;
 pub mod loader;
 pub mod machine;

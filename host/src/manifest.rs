@@ -142,6 +142,31 @@ impl std::str::FromStr for ViolationPolicy {
     }
 }
 
+/// `[machine] com1`: what is plugged into COM1 (ports 0x3F8-0x3FF).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum SerialPort {
+    /// No UART: the ports are open bus like any other unemulated port
+    /// (reads 0xFF, writes dropped).
+    #[default]
+    None,
+    /// A 16450 UART with a loopback plug: what is sent is received
+    /// (`hw/uart.rs`).
+    Loopback,
+}
+
+impl std::str::FromStr for SerialPort {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(SerialPort::None),
+            "loopback" => Ok(SerialPort::Loopback),
+            _ => Err(format!(
+                "unknown com1 device `{s}`: expected none (no UART) or loopback (a UART with a loopback plug)"
+            )),
+        }
+    }
+}
+
 /// When the CLI builds plugins with cargo.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
 pub enum BuildPolicy {
@@ -213,6 +238,8 @@ pub struct MachineSettings {
     /// The most bytes the trace file may take (`--trace-limit`); the run
     /// stops when it would grow past it.
     pub trace_limit: u64,
+    /// What is plugged into COM1.
+    pub com1: SerialPort,
 }
 
 /// The default `[machine] livelock_limit`: far above anything a machine
@@ -308,6 +335,7 @@ impl Default for MachineSettings {
             build: BuildPolicy::Always,
             livelock_limit: DEFAULT_LIVELOCK_LIMIT,
             trace_limit: DEFAULT_TRACE_LIMIT,
+            com1: SerialPort::None,
         }
     }
 }
@@ -637,6 +665,7 @@ struct RawMachine {
     build: Option<Spanned<String>>,
     livelock_limit: Option<Spanned<i64>>,
     trace_limit: Option<Spanned<RawSize>>,
+    com1: Option<Spanned<String>>,
 }
 
 /// A size: a number of bytes or a string such as `"500MB"`, `"2GiB"`.
@@ -1279,6 +1308,9 @@ fn merge_machine(m: &mut MachineSettings, src: &Source, raw: RawMachine) -> Resu
         }
         m.trace_limit = bytes;
     }
+    if let Some(c) = &raw.com1 {
+        m.com1 = parsed(src, c)?;
+    }
     Ok(())
 }
 
@@ -1569,6 +1601,18 @@ mod tests {
         assert!(parse("[windows]\nqueue_size = 0\n").unwrap_err().to_string().contains("out of range"));
         assert_eq!(parse("[machine]\nuntil = \"1.5s\"\n").unwrap().machine.until, Some(Duration::from_millis(1500)));
         assert_eq!(parse("[machine]\nuntil = 250\n").unwrap().machine.until, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn com1_is_none_or_a_loopback_uart() {
+        assert_eq!(parse("").unwrap().machine.com1, SerialPort::None);
+        assert_eq!(parse("[machine]\ncom1 = \"loopback\"\n").unwrap().machine.com1, SerialPort::Loopback);
+        assert_eq!(parse("[machine]\ncom1 = \"None\"\n").unwrap().machine.com1, SerialPort::None);
+        let err = parse("[machine]\nseed = 1\ncom1 = \"modem\"\n").unwrap_err().to_string();
+        assert!(err.contains(":3:") && err.contains("unknown com1 device `modem`"), "{err}");
+        assert!(err.contains("loopback"), "{err}");
+        let err = parse("[machine]\ncom1 = 1\n").unwrap_err().to_string();
+        assert!(err.contains(":2:"), "{err}");
     }
 
     #[test]

@@ -145,6 +145,11 @@ pub fn chrome_trace(records: &[TraceRecord]) -> Value {
                 let tid = b.tid(*vm);
                 b.instant(tid, ts, format!("IRQ {irq} {step}"), "virtual_irq", args);
             }
+            TraceEvent::Contention { device, resource, owner, contender, decision } => {
+                // On the contender's track (the owner's for a release).
+                let tid = b.tid(if *contender != 0 { *contender } else { *owner });
+                b.instant(tid, ts, format!("{resource}: {decision} ({device})"), "contention", args);
+            }
             TraceEvent::Broadcast { msg, result, .. } => {
                 b.instant(VMM_TID, ts, format!("broadcast {msg:#x} → {result}"), "shell", args)
             }

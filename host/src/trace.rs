@@ -1101,6 +1101,22 @@ pub enum TraceEvent {
         /// The step.
         step: &'static str,
     },
+    /// A device decided who may use a resource two VMs want (VCOMD's COM
+    /// port): written by the device through the SDK
+    /// (`Vmm::trace_contention`) when it decides.
+    Contention {
+        /// The device that decided.
+        device: String,
+        /// What is contended (`COM1`).
+        resource: String,
+        /// The VM that held it (0: nobody).
+        owner: u32,
+        /// The VM that wants it (0 for `released`).
+        contender: u32,
+        /// What was decided (the device's vocabulary; VCOMD's in
+        /// `docs/trace.md`).
+        decision: String,
+    },
 }
 
 /// A pending event that can never run (in a [`TraceEvent::Deadlock`]).

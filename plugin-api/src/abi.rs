@@ -767,6 +767,14 @@ pub struct HostServices {
     /// with ID `device`; `NOT_FOUND` if none is loaded and initialized).
     /// Only `Set_Device_Focus` and private messages may be sent.
     pub system_control: extern "C" fn(cx: Cx<'_>, device: u16, args: &ControlArgs) -> VmmResult<()>,
+    // ---- device contention (appended) ------------------------------------------------------
+    /// Write a `contention` record: the calling device decided who may use
+    /// `resource`; `owner` held it (0: nobody), `contender` wants it (0 for
+    /// a release); `decision` is the device's word for the outcome (1 to
+    /// 32 characters of `a-z`, `0-9` and `_`; `resource` 1 to 32 printable
+    /// ASCII characters).
+    pub trace_contention:
+        extern "C" fn(cx: Cx<'_>, resource: RStr<'_>, owner: u32, contender: u32, decision: RStr<'_>) -> VmmResult<()>,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

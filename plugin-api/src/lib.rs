@@ -457,6 +457,129 @@
 //! `Sys_Dynamic_Device_Exit`, or it cannot virtualize the IRQ again after a
 //! reload. The rules are in `docs/semantics.md` ("VPICD").
 //!
+//! ## Virtualizing a device
+//!
+//! Most real VxDs virtualize a piece of hardware that several VMs want: they
+//! trap its ports, decide which VM owns it, let the owner through to the
+//! hardware, and answer everybody else themselves. The pattern, on COM2's
+//! eight ports:
+//!
+//! 1. At `Device_Init`, `install_mult_io_handlers` on the device's ports.
+//!    `Err((port, _))` means another device virtualizes it: give up
+//!    (`Carry::Set`).
+//! 2. In the handler, serve only bytes (`simulate_io` splits the rest).
+//!    The owner's accesses go to the hardware with `simulate_io`; another
+//!    VM's are answered by the device (here: reads 0xFF, writes dropped).
+//! 3. Decide ownership where a VM first needs the device: here the first
+//!    VM to touch it owns it. Record each decision with
+//!    `trace_contention`, so tests and `vmm run` can tell who had it when.
+//! 4. On `Destroy_VM` of the owner, free the device (`"released"`).
+//!
+//! ```
+//! use core::cell::Cell;
+//! use vmm_plugin_api::prelude::*;
+//! use vmm_testkit::{Scenario, json};
+//!
+//! const COM2: u16 = 0x2F8;
+//!
+//! pub struct Com2 {
+//!     owner: Cell<Option<VmHandle>>,
+//! }
+//!
+//! impl Com2 {
+//!     fn access(&self, vmm: &Vmm<'_>, io: IoAccess) -> u32 {
+//!         if !io.is_byte() {
+//!             return vmm.simulate_io(io).unwrap_or(u32::MAX); // a byte per port, back here
+//!         }
+//!         match self.owner.get() {
+//!             Some(owner) if owner == io.vm => {}
+//!             Some(owner) => {
+//!                 let _ = vmm.trace_contention("COM2", Some(owner), Some(io.vm), "refused");
+//!                 return if io.is_output() { 0 } else { 0xFF }; // "no modem here"
+//!             }
+//!             None => {
+//!                 let _ = vmm.trace_contention("COM2", None, Some(io.vm), "free");
+//!                 self.owner.set(Some(io.vm));
+//!             }
+//!         }
+//!         vmm.simulate_io(io).unwrap_or(0xFF) // the owner reaches the hardware
+//!     }
+//! }
+//!
+//! impl VxD for Com2 {
+//!     const DEVICE: Device = Device::new("COM2VD");
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Com2 { owner: Cell::new(None) })
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         match msg.message {
+//!             DEVICE_INIT => {
+//!                 let ports: Vec<u16> = (COM2..COM2 + 8).collect();
+//!                 match vmm.install_mult_io_handlers(&ports, |d: &Com2, vmm: &Vmm<'_>, io| d.access(vmm, io)) {
+//!                     Ok(()) => Carry::Clear,
+//!                     Err(_) => Carry::Set, // another device virtualizes COM2
+//!                 }
+//!             }
+//!             DESTROY_VM if self.owner.get() == Some(msg.vm) => {
+//!                 self.owner.set(None);
+//!                 let _ = vmm.trace_contention("COM2", Some(msg.vm), None, "released");
+//!                 Carry::Clear
+//!             }
+//!             _ => Carry::Clear,
+//!         }
+//!     }
+//! }
+//!
+//! /// A DOS program that reads COM2's line status register.
+//! pub struct Probe;
+//!
+//! impl Module for Probe {
+//!     const MODULE: ModuleDef = ModuleDef::dos_program("PROBE").segments(&[Segment::moveable("_TEXT")]);
+//!     fn create(_: &Ring3<'_>) -> Result<Self, String> {
+//!         Ok(Probe)
+//!     }
+//!     fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+//!         let lsr = r3.in_byte(COM2 + 5).unwrap();
+//!         r3.print(&format!("LSR {lsr:#04x}"));
+//!         Step::sleep(100) // keep the port a while, then the VM ends
+//!     }
+//!     fn resume(&self, _: &Ring3<'_>, _: Wake) -> Step {
+//!         Step::exit(0)
+//!     }
+//! }
+//!
+//! # fn main() {
+//! // Two VMs, the second 50 ms later: the first owns COM2 until it ends.
+//! let run = Scenario::new(
+//!     "[386Enh]\ndevice = [\"COM2VD\"]\n\
+//!      [[vm]]\nname = \"A\"\nprogram = \"PROBE\"\n[[vm]]\nname = \"B\"\nat = \"50ms\"\nprogram = \"PROBE\"\n",
+//! )
+//! .device::<Com2>()
+//! .module::<Probe>()
+//! .run();
+//! run.assert_ok();
+//! let t = run.trace();
+//! assert_eq!(t.count(json!({"kind": "contention", "device": "COM2VD", "decision": "free"})), 1);
+//! assert_eq!(t.count(json!({"kind": "contention", "decision": "refused"})), 1);
+//! t.expect(json!({"kind": "contention", "decision": "released"}));
+//! // No UART on COM2 here: the owner read the open bus through simulate_io.
+//! t.expect(json!({"kind": "io", "port": 0x2FD, "value": 0xFF, "handled_by": "hardware"}));
+//! # }
+//! ```
+//!
+//! With `[machine] com1 = "loopback"` COM1 has a UART the owner really talks
+//! to. `plugins/vcomd` is the full device: Windows 3.1 VCD's contention
+//! model (ownership triggers, `[VCOMD] AutoAssign`, the contention dialog
+//! through [`Shell::shell_resolve_contention`], answered from `[shell]
+//! answers` or, in tests, `Scenario::shell_answers`; each VM's virtual UART);
+//! `plugins/vcomd/contention.ini` runs it with two DOS VMs and its tests
+//! (`tests/e2e/vcomd.rs`) check, under many random schedules, that no byte
+//! of the UART reaches a VM that did not own the port.
+//!
+//! **Owning its IRQ.** (To come with VPICD: virtualizing the device's IRQ
+//! on the first assignment, sending its interrupts to the owner VM, the
+//! EOI. `plugins/vcomd/src/irq.rs` holds VCOMD's decisions for IRQ 4.)
+//!
 //! ## Appy time
 //!
 //! A VxD cannot call Windows code whenever it likes: ring 3 may be in the
@@ -969,7 +1092,7 @@
 //! `VmmError::NOT_AVAILABLE`. Appended so far: `HostServices::trace_note`,
 //! `trace_enabled`, `log_level`, and the I/O trapping services
 //! `install_io_handler`, `remove_io_handler`, `set_global_trapping`,
-//! `set_local_trapping`, `simulate_io`, `simulate_vm_io`;
+//! `set_local_trapping`, `simulate_io`, `simulate_vm_io`; `trace_contention`;
 //! `Ring3Services::r3_global_alloc`, `r3_global_free`, `r3_write_far`,
 //! `r3_port_io`; `VmServices::is_ring3_export`
 //! ([`Vmm::is_ring3_export`]); `HostServices::vpicd` (the VPICD table,

@@ -1405,3 +1405,33 @@ impl<'a> Vmm<'a> {
         res(f(self.cx, service, hook.0))
     }
 }
+
+/// Device contention (appended to the ABI: on an older host it returns
+/// `VmmError::NOT_AVAILABLE`).
+impl Vmm<'_> {
+    /// Write a `contention` record into the trace: this device decided who
+    /// may use `resource` (`"COM1"`, 1 to 32 printable ASCII characters).
+    /// `owner` held it (`None`: nobody), `contender` wants it (`None` when
+    /// the owner lets it go); `decision` is the outcome in the device's own
+    /// words (1 to 32 characters of `a-z`, `0-9` and `_`: VCOMD writes
+    /// `free`, `steal`, `idle`, `refused`, `user_kept`, `user_gave`,
+    /// `unresolved` and `released`). Tests and the timeline read these
+    /// records; a bad name is an `INVALID_PARAMETER` violation. Without a
+    /// trace the record goes nowhere.
+    pub fn trace_contention(
+        &self,
+        resource: &str,
+        owner: Option<VmHandle>,
+        contender: Option<VmHandle>,
+        decision: &str,
+    ) -> Result<(), VmmError> {
+        let Some(f) = self.svc().trace_contention() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(
+            self.cx,
+            RStr::from_str(resource),
+            owner.map_or(0, |v| v.0),
+            contender.map_or(0, |v| v.0),
+            RStr::from_str(decision),
+        ))
+    }
+}

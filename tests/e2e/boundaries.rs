@@ -14,7 +14,7 @@ const BOTTOM: &[&str] = &["bounded", "cargo", "error", "expect", "image", "loade
 /// trace and the violation codes.
 const EMULATION: &[&str] = &[
     "abi", "boot", "builtin", "dispatch", "dynamic", "explore", "machine", "profile", "reclaim", "ring3", "shell",
-    "timeline", "vmm", "vxdldr", "watch", "vpicd",
+    "timeline", "vmm", "vxdldr", "watch", "vpicd", "hw",
 ];
 
 /// What the machine (`host/src/machine/`), the composition root, may
@@ -23,7 +23,7 @@ const EMULATION: &[&str] = &[
 /// machine (SHELL's, ring 3's, boot, dispatch, VXDLDR, the ABI shims)
 /// import it; it imports none of them, so no import cycle runs through it.
 const MACHINE_MAY_IMPORT: &[&str] =
-    &["machine", "vmm", "trace", "violation", "timeline", "shell::state", "ring3::state", "ring3::machine_code"];
+    &["machine", "vmm", "trace", "violation", "timeline", "shell::state", "ring3::state", "ring3::machine_code", "hw"];
 
 fn host_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/src")
@@ -129,6 +129,21 @@ fn the_vmm_subsystems_import_no_machine_shell_ring3_or_loader() {
         }
     }
     assert!(broken.is_empty(), "vmm/ imports what sits above it:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_hardware_models_import_nothing_of_the_machine() {
+    // `hw/` is plain data below everything: a model imports no module of
+    // the crate but its own.
+    let mut broken = Vec::new();
+    for file in rust_files(&host_src().join("hw")) {
+        let stem = file.file_stem().unwrap().to_str().unwrap().to_string();
+        let outside: Vec<String> = imports(&file).into_iter().filter(|i| i != "hw").collect();
+        if !outside.is_empty() {
+            broken.push(format!("host/src/hw/{stem}.rs imports {}", outside.join(", ")));
+        }
+    }
+    assert!(broken.is_empty(), "hw/ imports the machine or its services:\n{}", broken.join("\n"));
 }
 
 #[test]

@@ -35,7 +35,8 @@ fn tool(program: &str, args: &[&str], dir: &Path) {
 }
 
 /// The directory holding POSTDOS.COM (from plugins/postdos-c/postdos.c,
-/// `bcc -Md`) and DOSASM.COM (from plugins/dosasm/dosasm.asm, nasm), built
+/// `bcc -Md`), DOSASM.COM (from plugins/dosasm/dosasm.asm, nasm) and
+/// COMTERM.COM (plugins/comterm/comterm.asm, nasm), built
 /// once per test process into a directory of its own.
 pub(crate) fn dos_programs() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -47,6 +48,8 @@ pub(crate) fn dos_programs() -> &'static Path {
         let asm = root.join("plugins/dosasm/dosasm.asm");
         tool("bcc", &["-Md", "-o", "POSTDOS.COM", c.to_str().unwrap()], &dir);
         tool("nasm", &["-f", "bin", "-o", "DOSASM.COM", asm.to_str().unwrap()], &dir);
+        let comterm = root.join("plugins/comterm/comterm.asm");
+        tool("nasm", &["-f", "bin", "-o", "COMTERM.COM", comterm.to_str().unwrap()], &dir);
         dir
     })
 }

@@ -22,6 +22,7 @@ mod ring3;
 mod robust_sched;
 mod shell;
 mod trace_order;
+mod vcomd;
 mod violations;
 mod vmm_core;
 mod vpicd;

@@ -61,7 +61,8 @@ enum Command {
                             vmm explore system.ini --strategy pct --pct-depth 2 --runs 1000\n  \
                             vmm explore system.ini --seeds 0..10000 --shard 2/4 --out failures")]
     Explore(ExploreArgs),
-    /// Tell the story of the messages of a run again, from its `--trace` file.
+    /// Tell the story of the messages (and of the devices VMs fought over) of a run again, from
+    /// its `--trace` file.
     Story {
         /// A JSON-lines trace written by `vmm run --trace`.
         #[arg(value_name = "TRACE")]
@@ -181,7 +182,8 @@ struct RunArgs {
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
     /// Do not tell the story of the messages (told when a device writes post notes, as VPOSTD
-    /// does; reading the records for it costs time on long runs).
+    /// does) or of contended devices (`contention` records, as VCOMD writes); reading the
+    /// records for it costs time on long runs.
     #[arg(long)]
     no_story: bool,
     /// Hot reload: watch each loaded plugin device's file and swap in its
@@ -894,8 +896,8 @@ fn story(path: &Path) -> Result<()> {
         }
         None => Err(Error::Io {
             path: path.to_path_buf(),
-            message: "the trace has no post notes (post_queued, ...; docs/trace.md, \"The message story\"): \
-                      no device in the machine posted messages"
+            message: "the trace has no post notes (post_queued, ...; docs/trace.md, \"The message story\") and \
+                      no contention records: no device in the machine posted messages or decided a contention"
                 .to_string(),
         }),
     }

@@ -1,6 +1,7 @@
 //! The `vmm` binary: its commands live in [`cli`].
 
 mod cli;
+mod contention;
 mod scaffold;
 mod story;
 

@@ -92,6 +92,10 @@ pub struct Story {
     pub unaccounted: u32,
     /// The device whose post notes the story tells.
     poster: String,
+    /// Whether a device wrote post notes (the message story is told).
+    posts: bool,
+    /// Who held a contended device when (`contention` records).
+    contention: Option<crate::contention::ContentionStory>,
 }
 
 fn u(r: &Value, key: &str) -> Option<u64> {
@@ -168,6 +172,8 @@ pub struct Teller {
     /// Posts PostMessage accepted and the window has not read, by
     /// (wParam, lParam), oldest first.
     in_queue: HashMap<(u64, u64), VecDeque<u64>>,
+    /// The story of contended devices.
+    contention: crate::contention::Contention,
 }
 
 /// Just the kind of a record, read without building the record.
@@ -187,9 +193,15 @@ impl Teller {
     /// kind the story does not read costs one scan of the line.
     pub fn line(&mut self, line: &[u8]) -> serde_json::Result<()> {
         let kind: Kind<'_> = serde_json::from_slice(line)?;
-        if KINDS.contains(&&*kind.kind) {
+        let (story, contention) = (KINDS.contains(&&*kind.kind), crate::contention::KINDS.contains(&&*kind.kind));
+        if story || contention {
             let record: Value = serde_json::from_slice(line)?;
-            self.record(&record);
+            if story {
+                self.record(&record);
+            }
+            if contention {
+                self.contention.record(&record);
+            }
         }
         Ok(())
     }
@@ -447,9 +459,13 @@ impl Teller {
         }
     }
 
-    /// The story of what was read; `None` when no device wrote a post note.
+    /// The story of what was read; `None` when no device wrote a post note
+    /// or a `contention` record.
     pub fn finish(mut self) -> Option<Story> {
-        let poster = self.poster.clone()?;
+        let contention = std::mem::take(&mut self.contention).finish();
+        let Some(poster) = self.poster.clone() else {
+            return contention.map(|c| Story { contention: Some(c), ..Story::default() });
+        };
         for (i, (t, hwnd, callback)) in std::mem::take(&mut self.registrations).into_iter().enumerate() {
             let code = self.callbacks.get(&callback).map(|c| format!("{c} at {callback}")).unwrap_or(callback);
             self.told.push((
@@ -464,6 +480,8 @@ impl Teller {
         told.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let width = told.last().map_or(1, |(k, _)| k.t.to_string().len());
         let mut story = self.story;
+        story.posts = true;
+        story.contention = contention;
         story.lines = told.into_iter().map(|(k, text)| format!("{:>width$} ms  {text}", k.t)).collect();
         Some(story)
     }
@@ -541,6 +559,12 @@ impl Story {
 
 impl fmt::Display for Story {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.posts {
+            return match &self.contention {
+                Some(c) => write!(f, "{c}"),
+                None => Ok(()),
+            };
+        }
         writeln!(f, "What happened to each message:")?;
         for l in &self.lines {
             writeln!(f, "  {l}")?;
@@ -549,6 +573,10 @@ impl fmt::Display for Story {
         write!(f, "{}", self.table())?;
         if self.unaccounted > 0 {
             writeln!(f, "{} post(s) were still on their way when the machine stopped.", self.unaccounted)?;
+        }
+        if let Some(c) = &self.contention {
+            writeln!(f)?;
+            write!(f, "{c}")?;
         }
         Ok(())
     }

@@ -961,6 +961,44 @@ extern "C" fn simulate_vm_io(cx: &HostCx, io_type: u32, port: u16, data: u32) ->
     })
 }
 
+extern "C" fn trace_contention(
+    cx: &HostCx,
+    resource: RStr<'_>,
+    owner: u32,
+    contender: u32,
+    decision: RStr<'_>,
+) -> VmmResult<()> {
+    let svc = &svc::TRACE_CONTENTION;
+    serve(cx, svc, |core| {
+        let (resource, decision) = (resource.as_str(), decision.as_str());
+        let resource_ok = (1..=32).contains(&resource.len()) && resource.bytes().all(|b| b.is_ascii_graphic());
+        if !resource_ok || !note_name_ok(decision) {
+            return RErr(core.refuse(
+                Violation::InvalidParameter,
+                format!(
+                    "trace_contention: resource `{}` must be 1 to 32 printable ASCII characters and decision `{}` \
+                     1 to 32 characters of a-z, 0-9 and _",
+                    resource.escape_debug(),
+                    decision.escape_debug()
+                ),
+                Some(svc.name),
+            ));
+        }
+        if !core.trace_on {
+            return ROk(());
+        }
+        let device = core.instance_name(caller(cx)).to_string();
+        core.trace(|| TraceEvent::Contention {
+            device,
+            resource: resource.to_string(),
+            owner,
+            contender,
+            decision: decision.to_string(),
+        });
+        ROk(())
+    })
+}
+
 extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
     serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(caller(cx), tokens).into())
 }
@@ -1116,6 +1154,7 @@ impl Table {
             call_previous_hook,
             trace_note_nulls,
             system_control,
+            trace_contention,
         })
     }
 

@@ -5,6 +5,7 @@
 
 use vmm_plugin_api::abi::{Regs, VmmError};
 
+use crate::hw::uart;
 use crate::machine::Core;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
@@ -12,6 +13,9 @@ use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::io::{self, OUTPUT, PortError, STRING_IO};
+
+/// COM1's base port.
+pub(crate) const COM1: u16 = 0x3F8;
 
 impl Core {
     /// `Install_IO_Handler`: `FAILED` (carry set) when the port already has
@@ -114,7 +118,7 @@ impl Core {
         let data = if output { data & mask } else { 0 };
         let begun = if table { self.io.borrow_mut().begin(port, vm, |cb| cb.shared()) } else { None };
         let (value, handled_by) = match begun {
-            None => (if output { data } else { mask }, None),
+            None => (self.hardware_io(port, size, output, data), None),
             Some((busy, entry)) => {
                 let mut regs = Regs { eax: data, ebx: vm.raw(), ecx: io_type, edx: port as u32, ..Regs::default() };
                 let outcome = match entry {
@@ -144,6 +148,37 @@ impl Core {
             handled_by: handled_by.map_or_else(|| "hardware".to_string(), |o| self.instance_name(o).to_string()),
         });
         if output { 0 } else { value }
+    }
+
+    /// An access that reaches the hardware: COM1's UART (`[machine] com1`)
+    /// for its ports, the open bus (reads all ones, writes dropped) for
+    /// the rest. A word or dword is a byte per port, low byte first, as an
+    /// 8-bit device sees it. Returns the value of the `io` record: the data
+    /// written, or read.
+    fn hardware_io(&self, port: u16, size: u32, output: bool, data: u32) -> u32 {
+        let mut value = 0;
+        for i in 0..size {
+            let p = port.wrapping_add(i as u16);
+            let byte = (data >> (8 * i)) as u8;
+            let read = match &self.com1 {
+                Some(uart) if (COM1..COM1 + uart::PORTS).contains(&p) => {
+                    let mut uart = uart.borrow_mut();
+                    let offset = p - COM1;
+                    if output {
+                        uart.write(offset, byte);
+                        byte
+                    } else {
+                        uart.read(offset)
+                    }
+                    // The UART's interrupt line (`Uart::interrupt_line`) is
+                    // IRQ 4; no PIC is emulated yet, so nothing reads it here.
+                }
+                _ if output => byte,
+                _ => 0xFF,
+            };
+            value |= u32::from(read) << (8 * i);
+        }
+        value
     }
 
     /// `Simulate_IO` (no string forms): a byte access is done on the

@@ -186,6 +186,8 @@ pub(crate) struct Core {
     pub(crate) sems: RefCell<Semaphores>,
     /// The I/O port table.
     pub(crate) io: RefCell<crate::vmm::io::IoPorts>,
+    /// COM1's UART (`[machine] com1`), if one is plugged in.
+    pub(crate) com1: Option<RefCell<crate::hw::uart::Uart>>,
     pub(crate) irqs: RefCell<Slab<Irq>>,
     /// Some interrupt source has requests not yet taken.
     pub(crate) irq_pending: Cell<bool>,
@@ -251,6 +253,10 @@ impl Core {
             manifest.machine.order = schedule.order;
             manifest.machine.seed = Some(schedule.seed);
         }
+        let com1 = match manifest.machine.com1 {
+            crate::manifest::SerialPort::None => None,
+            crate::manifest::SerialPort::Loopback => Some(RefCell::new(crate::hw::uart::Uart::new())),
+        };
         let mut search = SearchPath::for_manifest(&manifest);
         for dir in options.plugin_dirs.iter().rev() {
             search.prepend(dir.clone());
@@ -284,6 +290,7 @@ impl Core {
             crit: RefCell::new(CritSection::default()),
             sems: RefCell::new(Semaphores::default()),
             io: RefCell::new(crate::vmm::io::IoPorts::default()),
+            com1,
             irqs: RefCell::new(crate::vmm::irq::sources()),
             irq_pending: Cell::new(false),
             hooks: RefCell::new(Hooks::default()),

@@ -64,6 +64,45 @@ use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::io;
 
+/// The command that builds the missing program `name` from a source of
+/// the same name in one of `dirs` (`comterm.asm` with nasm, `postdos.c`
+/// with bcc), the file going where the source is.
+fn build_command(name: &str, dirs: &[PathBuf]) -> Option<String> {
+    if name.contains('/') || name.contains('\\') {
+        return None;
+    }
+    let (stem, ext) = name.rsplit_once('.')?;
+    if !ext.eq_ignore_ascii_case("com") {
+        return None;
+    }
+    let stem = stem.to_ascii_lowercase();
+    let show = |p: PathBuf| {
+        // `a/b/../c` as `a/c`: the path a user types.
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::ParentDir if out.file_name().is_some() => {
+                    out.pop();
+                }
+                c => out.push(c),
+            }
+        }
+        out.display().to_string()
+    };
+    dirs.iter().find_map(|d| {
+        let asm = d.join(format!("{stem}.asm"));
+        let c = d.join(format!("{stem}.c"));
+        let target = show(d.join(name));
+        if asm.is_file() {
+            Some(format!("build it with `nasm -f bin -o {target} {}`", show(asm)))
+        } else if c.is_file() {
+            Some(format!("build it with `bcc -Md -o {target} {}` (apt-get install bcc bin86 elks-libc)", show(c)))
+        } else {
+            None
+        }
+    })
+}
+
 impl Core {
     /// Read and check the program file `name` on the program search path;
     /// the path found and the image, or the path looked for (if any) and
@@ -76,6 +115,9 @@ impl Core {
                  build the file into one of these directories first",
                 dirs.join(", ")
             );
+            if let Some(build) = build_command(name, self.search.dirs()) {
+                message.push_str(&format!("; its source is here: {build}"));
+            }
             // A DOS program plugin of that name: the manifest may mean the Rust module.
             if let Ok(lib) = self.library_for(name)
                 && lib.info.kind == vmm_plugin_api::abi::ModuleKind::DosProgram

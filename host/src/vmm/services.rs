@@ -144,6 +144,8 @@ services! {
     CANCEL_RESTRICTED_EVENT = Some(0x15B), "Cancel_Restricted_Event", Async;
     HOOKED_CALL = None, "hooked_call", Async;
     CALL_PREVIOUS_HOOK = None, "call_previous_hook", Async;
+    // ---- device contention (the COM port demo, section 8.1) ----
+    TRACE_CONTENTION = None, "trace_contention", Async;
 }
 
 /// The service with `ordinal` in the VMM's table.

@@ -166,6 +166,18 @@ impl Scenario {
         self
     }
 
+    /// Answer SHELL's message boxes, the contention dialog of
+    /// `SHELL_Resolve_Contention` among them, with `answers` in order
+    /// (`"IDYES"`, `"IDNO"`, ... or `"6"`): `[shell] answers` in a layer of
+    /// its own. Past the last one, `[windows] message_box_answer` answers.
+    pub fn shell_answers(self, answers: &[&str]) -> Self {
+        let list: Vec<String> = answers
+            .iter()
+            .map(|a| if a.chars().all(|c| c.is_ascii_digit()) { a.to_string() } else { format!("{a:?}") })
+            .collect();
+        self.layer(&format!("[shell]\nanswers = [{}]\n", list.join(", ")))
+    }
+
     /// Search `dir` for plugins before the workspace's build output.
     pub fn plugin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.plugin_dirs.push(dir.into());

@@ -497,3 +497,76 @@ fn the_real_postdos_com_machine_delivers_every_message_under_lifo_and_random_ord
         }
     }
 }
+
+/// `plugins/vcomd/contention.ini` as `vcomd/contention.ini` in a scratch
+/// directory, beside `comterm/` (its `plugin_path`) holding comterm.asm
+/// and, with `build`, COMTERM.COM assembled there by nasm.
+fn contention_machine(name: &str, build: bool) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for sub in ["vcomd", "comterm"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(root.join("plugins/vcomd/contention.ini"), dir.join("vcomd/contention.ini")).unwrap();
+    std::fs::copy(root.join("plugins/comterm/comterm.asm"), dir.join("comterm/comterm.asm")).unwrap();
+    if build {
+        let out = Command::new("nasm")
+            .args(["-f", "bin", "-o", "COMTERM.COM", "comterm.asm"])
+            .current_dir(dir.join("comterm"))
+            .output()
+            .expect("nasm: apt-get install nasm (.ci/run installs it)");
+        assert!(out.status.success(), "nasm failed: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+    dir
+}
+
+#[test]
+fn the_contention_demo_tells_who_held_com1_when_and_what_each_vm_read() {
+    let dir = contention_machine("contention", true);
+    for order in
+        [&["--order", "lifo"][..], &["--order", "random", "--seed", "7"], &["--order", "random", "--seed", "99"]]
+    {
+        let mut args = vec!["run", "vcomd/contention.ini"];
+        args.extend_from_slice(order);
+        // `vmm run` checks the manifest's [expect] (who got the port, the
+        // one dialog, what each COMTERM printed) and fails if it does not hold.
+        let out = vmm(&dir, &args);
+        assert!(out.status.success(), "{order:?}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.starts_with("Who had COM1 (VCOMD decides):\n"), "{stdout}");
+        for line in [
+            "    0 ms  TERM-A (VM 2) took it: nobody held it",
+            "  150 ms  TERM-B (VM 3) asked for it; the user kept it with TERM-A (VM 2) (the dialog was answered No)",
+            "  250 ms  TERM-B (VM 3) was refused 3 times: it lost a contention before",
+            "  400 ms  TERM-A (VM 2) let it go",
+            "  450 ms  TERM-B (VM 3) took it: nobody held it",
+        ] {
+            assert!(stdout.contains(line), "{order:?}: no `{line}` in\n{stdout}");
+        }
+        let table: Vec<Vec<&str>> =
+            stdout.lines().filter(|l| l.starts_with("TERM-")).map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(table[0], ["TERM-A", "(VM", "2)", "0-400", "ms", "AAAA", "0"], "{stdout}");
+        assert_eq!(table[1], ["TERM-B", "(VM", "3)", "450-950", "ms", "BBBBBB", "6"], "{stdout}");
+    }
+    // The same story again from the trace file.
+    let out = vmm(&dir, &["run", "vcomd/contention.ini", "--no-story", "--trace", "contention.jsonl"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).is_empty());
+    let out = vmm_bare(&dir, &["story", "contention.jsonl"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("  400 ms  TERM-A (VM 2) let it go"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn the_contention_demo_without_comterm_names_the_command_that_builds_it() {
+    let dir = contention_machine("contention-unbuilt", false);
+    let out = vmm(&dir, &["run", "vcomd/contention.ini"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("vcomd/contention.ini:"), "{stderr}");
+    assert!(stderr.contains("program file `COMTERM.COM` not found"), "{stderr}");
+    // Paths as the user gave them, from the directory vmm runs in.
+    let build = "its source is here: build it with `nasm -f bin -o comterm/COMTERM.COM comterm/comterm.asm`";
+    assert!(stderr.contains(build), "no `{build}` in {stderr}");
+}
