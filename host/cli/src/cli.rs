@@ -47,7 +47,7 @@ pub struct Cli {
 enum Command {
     /// Boot a machine, run it to its natural end (or --until), shut it down.
     Run(RunArgs),
-    /// Boot the machine (init phases, Sys_VM_Init, [windows] load) and shut it down at once; report.
+    /// Boot the machine (init phases, Sys_VM_Init, `[windows] load`) and shut it down at once; report.
     Check(CommonArgs),
     /// Show the device list: name, ID, init order, file, APIs, services.
     List(CommonArgs),
