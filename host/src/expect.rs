@@ -89,6 +89,10 @@ pub const KINDS: &[&str] = &[
     "livelock",
     "trace_limit",
     "fatal_error",
+    "int_hook",
+    "fault_hook",
+    "call_back",
+    "vm_return",
 ];
 
 /// Records of one kind, optionally filtered by field values.

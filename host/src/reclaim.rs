@@ -62,6 +62,10 @@ impl Core {
         // I/O handlers (`Remove_IO_Handler` was not called).
         leaks.extend(self.io_reclaim(instance));
 
+        // Interrupt and fault hooks, Call_When_VM_Returns registrations,
+        // call-backs' callbacks.
+        leaks.extend(self.vectors_reclaim(instance));
+
         // Interrupt sources.
         let irqs: Vec<(u32, String)> = {
             let irqs = self.irqs.borrow();

@@ -191,6 +191,9 @@ violations! {
     /// A device changes the trapping of (or removes) only a port it installed an I/O handler on
     /// itself, and gives `Simulate_IO` / `_Simulate_VM_IO` a valid IOType.
     IoPortNotOwned = "IO_PORT_NOT_OWNED",
+    /// A VM reaches a call-back only while its device is loaded, and not again from inside the
+    /// call-back's own call.
+    CallBackUnavailable = "CALL_BACK_UNAVAILABLE",
 }
 
 impl std::fmt::Display for Violation {

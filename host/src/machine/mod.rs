@@ -16,6 +16,7 @@ mod lifecycle;
 mod nest;
 pub mod registry;
 pub(crate) mod run;
+mod vectors;
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -185,6 +186,13 @@ pub(crate) struct Core {
     pub(crate) sems: RefCell<Semaphores>,
     /// The I/O port table.
     pub(crate) io: RefCell<crate::vmm::io::IoPorts>,
+    /// Interrupts inside VMs: hook chains, vector tables, call-backs.
+    pub(crate) vectors: RefCell<crate::vmm::vectors::Vectors>,
+    /// The memory of DOS programs whose run is inside a call into the VMM
+    /// (`v86_call_vmm`), by VM: the services reach it here.
+    pub(crate) v86_mem: RefCell<Vec<(u32, crate::ring3::machine_code::DosMemory)>>,
+    /// Call-backs running now (`Simulate_*` on a Rust VM's frame is legal).
+    pub(crate) in_call_back: Cell<u32>,
     pub(crate) irqs: RefCell<Slab<Irq>>,
     /// Some interrupt source has requests not yet taken.
     pub(crate) irq_pending: Cell<bool>,
@@ -279,6 +287,9 @@ impl Core {
             crit: RefCell::new(CritSection::default()),
             sems: RefCell::new(Semaphores::default()),
             io: RefCell::new(crate::vmm::io::IoPorts::default()),
+            vectors: RefCell::new(crate::vmm::vectors::Vectors::default()),
+            v86_mem: RefCell::new(Vec::new()),
+            in_call_back: Cell::new(0),
             irqs: RefCell::new(crate::vmm::irq::sources()),
             irq_pending: Cell::new(false),
             hooks: RefCell::new(Hooks::default()),

@@ -63,6 +63,12 @@ use crate::trace::TraceEvent;
 use crate::vmm::context::Context;
 use crate::vmm::ids::InstanceId;
 use crate::vmm::io;
+use crate::vmm::vectors::{FaultKind, FaultStage, MAX_FAULT, RETURN_SEGMENT, V86_CALLBACK_SEGMENT};
+
+/// How many faults in a row one run may take without executing an
+/// instruction (a hook that reports a fault handled but leaves CS:IP at
+/// it).
+const FAULT_LIMIT: u32 = 10_000;
 
 impl Core {
     /// Read and check the program file `name` on the program search path;
@@ -115,6 +121,7 @@ impl Core {
         m.mem.load(0x46C, &ticks.to_le_bytes());
         let budget = self.manifest.machine.v86_step;
         let mut done = 0u64;
+        let mut faults = 0u32;
         let (ran, why) = self.with_frame(instance, Context::Ring3, || {
             loop {
                 if done >= budget {
@@ -122,6 +129,9 @@ impl Core {
                 }
                 let exit = m.cpu.run(&mut m.mem, budget - done);
                 done += exit.instructions;
+                if exit.instructions > 0 {
+                    faults = 0;
+                }
                 let flow = match exit.reason {
                     ExitReason::Budget => Flow::Go,
                     ExitReason::Interrupt { vector, .. } => self.v86_interrupt(vm, m, vector),
@@ -132,6 +142,24 @@ impl Core {
                         v86_iret(m);
                         self.v86_if_changed(vm, m, was);
                         flow
+                    }
+                    ExitReason::Breakpoint { cs, ip } if cs == V86_CALLBACK_SEGMENT => {
+                        // A call-back: its callback moves CS:IP (nothing is
+                        // popped for it).
+                        let ptr = ((cs as u32) << 16) | ip as u32;
+                        if self.v86_call_vmm(vm, m, |core| core.enter_call_back(vm, ptr)).is_err() {
+                            Flow::Crash
+                        } else {
+                            Flow::Go
+                        }
+                    }
+                    ExitReason::Breakpoint { cs, ip } if cs == RETURN_SEGMENT => {
+                        let ptr = ((cs as u32) << 16) | ip as u32;
+                        if self.v86_call_vmm(vm, m, |core| core.vm_returned(vm, ptr)) {
+                            Flow::Go
+                        } else {
+                            self.v86_stray_return(vm, m, ptr)
+                        }
                     }
                     ExitReason::Breakpoint { cs, ip } => self.v86_api(vm, m, ((cs as u32) << 16) | ip as u32),
                     ExitReason::In { port, size } => {
@@ -164,8 +192,19 @@ impl Core {
                     }
                     ExitReason::Halt => Flow::Step(step(StepKind::Yield, 0), "halt"),
                     ExitReason::Fault { vector } => {
-                        if m.mem.vector(vector) >> 16 != HOST_SEGMENT as u32 {
+                        faults += 1;
+                        if faults > FAULT_LIMIT {
+                            tracing::warn!(
+                                "{}: {FAULT_LIMIT} faults in one run without the program getting on; it ends",
+                                m.name
+                            );
+                            Flow::Crash
+                        } else if self.v86_fault_hooked(vm, m, vector, FaultStage::Front) {
+                            Flow::Go
+                        } else if m.mem.vector(vector) >> 16 != HOST_SEGMENT as u32 {
                             self.v86_deliver(vm, m, vector);
+                            Flow::Go
+                        } else if self.v86_fault_hooked(vm, m, vector, FaultStage::Behind) {
                             Flow::Go
                         } else {
                             let cs_ip = ((m.cpu.sregs[CS] as u32) << 16) | m.cpu.ip as u32;
@@ -216,6 +255,11 @@ impl Core {
 
     /// `INT n` executed by the program.
     fn v86_interrupt(&self, vm: u32, m: &mut DosMachine, n: u8) -> Flow {
+        // The devices' hooks first (Hook_V86_Int_Chain): one map lookup
+        // when nothing hooks `n`.
+        if self.vectors.borrow().hooked(n) && self.v86_call_vmm(vm, m, |core| core.v86_int_chain(vm, n)) {
+            return Flow::Go;
+        }
         let vector = m.mem.vector(n);
         let host = vector == ((HOST_SEGMENT as u32) << 16) | n as u32;
         let ax = m.cpu.regs[AX] as u16;
@@ -234,6 +278,10 @@ impl Core {
         let was = m.cpu.flags & flags::IF;
         m.cpu.deliver_interrupt(&mut m.mem, n);
         self.v86_if_changed(vm, m, was);
+        if self.vectors.borrow().unframed_return(vm).is_some() {
+            // A Call_When_VM_Returns registration takes this frame.
+            self.v86_call_vmm(vm, m, |core| core.frame_built(vm));
+        }
     }
 
     /// IF was `was` and may have changed without an exit (an interrupt the
@@ -281,6 +329,26 @@ impl Core {
         }
     }
 
+    /// Fault `n` offered to the fault hooks of `stage` (on the program's
+    /// registers): whether one handled it.
+    fn v86_fault_hooked(&self, vm: u32, m: &mut DosMachine, n: u8, stage: FaultStage) -> bool {
+        n <= MAX_FAULT && self.v86_call_vmm(vm, m, |core| core.fault_hooks(FaultKind::V86, vm, n, stage))
+    }
+
+    /// The program reached a `Call_When_VM_Returns` break point that is not
+    /// (or no longer) a registration of its VM's: a far transfer to an
+    /// address it was never given. It ends like a fault.
+    fn v86_stray_return(&self, vm: u32, m: &mut DosMachine, ptr: u32) -> Flow {
+        tracing::warn!(
+            "{}: jumped to {:04X}:{:04X}, a return break point that is not its VM's; the program ends",
+            m.name,
+            ptr >> 16,
+            ptr & 0xFFFF
+        );
+        self.trace(|| TraceEvent::V86Fault { vm, vector: 13, cs_ip: ptr });
+        Flow::Crash
+    }
+
     /// A far call to `target`, a VxD's V86 API entry (`FF00:id`).
     fn v86_api(&self, vm: u32, m: &mut DosMachine, target: u32) -> Flow {
         let r = self.v86_call_vmm(vm, m, |core| core.ring3_far_call(target, &[], false).map(|_| ()));
@@ -301,7 +369,15 @@ impl Core {
             to_client(&m.cpu, &mut c);
             v.set_client(c);
         }
+        // The VMM holds the program's memory meanwhile: the services reach
+        // its stack and vector table (`Core::with_vm_memory`).
+        let mem = std::mem::replace(&mut m.mem, DosMemory::empty());
+        self.v86_mem.borrow_mut().push((vm, mem));
         let r = f(self);
+        let held = self.v86_mem.borrow_mut().pop();
+        if let Some((_, mem)) = held {
+            m.mem = mem;
+        }
         if let Some(v) = self.vms.borrow().get(vm) {
             from_client(&mut m.cpu, &v.client());
         }

@@ -17,4 +17,5 @@ pub(crate) mod scheduler;
 pub(crate) mod services;
 pub(crate) mod slab;
 pub(crate) mod timers;
+pub(crate) mod vectors;
 pub(crate) mod vm;
