@@ -1191,12 +1191,16 @@ impl Vmm<'_> {
     ) -> Result<(), VmmError> {
         let Some(call) = self.svc().call_when_vm_returns() else { return Err(VmmError::NOT_AVAILABLE) };
         let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
-            f(d, vmm, VmReturn {
-                vm: VmHandle(r.ebx),
-                ref_data: r.edx,
-                timed_out: r.flags & CF_MASK != 0,
-                after_time_out: r.flags & crate::ddk::ZF_MASK != 0,
-            });
+            f(
+                d,
+                vmm,
+                VmReturn {
+                    vm: VmHandle(r.ebx),
+                    ref_data: r.edx,
+                    timed_out: r.flags & CF_MASK != 0,
+                    after_time_out: r.flags & crate::ddk::ZF_MASK != 0,
+                },
+            );
             Carry::Clear
         });
         res(call(self.cx, timeout_ms, ref_data, cb))

@@ -22,5 +22,6 @@ mod robust_sched;
 mod shell;
 mod trace_order;
 mod violations;
+mod vmint;
 mod vmm_core;
 mod vpostd;

@@ -8,8 +8,8 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
 use vmm_plugin_api::abi::{
-    ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, ProfileString, ProfileValue,
-    PmVector, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
+    ClientRegs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, PmVector, ProfileString,
+    ProfileValue, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
@@ -1121,9 +1121,16 @@ extern "C" fn allocate_call_back(cx: &HostCx, pm: bool, ref_data: u32, callback:
     serve(cx, svc, |core| core.allocate_call_back(pm, caller(cx), ref_data, cb).into())
 }
 
-extern "C" fn call_when_vm_returns(cx: &HostCx, timeout_ms: i32, ref_data: u32, callback: RawCallback) -> VmmResult<()> {
+extern "C" fn call_when_vm_returns(
+    cx: &HostCx,
+    timeout_ms: i32,
+    ref_data: u32,
+    callback: RawCallback,
+) -> VmmResult<()> {
     let cb = Callback::plugin(caller(cx), callback);
-    nest_op(cx, &svc::CALL_WHEN_VM_RETURNS, |core, vm| core.call_when_vm_returns(vm, caller(cx), timeout_ms, ref_data, cb))
+    nest_op(cx, &svc::CALL_WHEN_VM_RETURNS, |core, vm| {
+        core.call_when_vm_returns(vm, caller(cx), timeout_ms, ref_data, cb)
+    })
 }
 
 extern "C" fn hook_v86_fault(cx: &HostCx, vector: u32, callback: RawCallback) -> VmmResult<u32> {

@@ -125,12 +125,7 @@ impl Core {
             drop(dropped);
             // A hook that failed (panicked, or its device did) passes it on.
             let passed = !matches!(outcome, CallOutcome::Clear);
-            self.trace(|| TraceEvent::IntHook {
-                vector: n,
-                vm,
-                device: self.instance_name(owner).to_string(),
-                passed,
-            });
+            self.trace(|| TraceEvent::IntHook { vector: n, vm, device: self.instance_name(owner).to_string(), passed });
             if !passed {
                 return true;
             }
@@ -345,6 +340,22 @@ impl Core {
             device: self.instance_name(owner).to_string(),
             outcome,
         });
+        let at = self.client_of(vm).map(|c| ((c.cs & 0xFFFF) << 16) | (c.eip & 0xFFFF));
+        if at == Some(ptr) {
+            // The VM would arrive at the call-back again, for ever.
+            return Err(self.as_caller(owner, || {
+                self.refuse(
+                    Violation::CallBackNoReturn,
+                    format!(
+                        "the call-back at {:04X}:{:04X} returned with VM {vm:#x}'s CS:IP still at it; a call-back \
+                         moves it (Simulate_Far_Ret after a far call, Simulate_Iret after an interrupt)",
+                        ptr >> 16,
+                        ptr & 0xFFFF
+                    ),
+                    None,
+                )
+            }));
+        }
         Ok(())
     }
 
@@ -564,7 +575,8 @@ impl Core {
             let mut regs = Regs { eax: n as u32, ebx: vm, flags: CF_MASK, ..Regs::default() };
             let outcome = taken.callback.call(self, Context::Vm, &mut regs);
             let owner = taken.owner;
-            drop(self.vectors.borrow_mut().put_fault(kind, n, taken));
+            let dropped = self.vectors.borrow_mut().put_fault(kind, n, taken);
+            drop(dropped);
             let handled = matches!(outcome, CallOutcome::Clear);
             self.trace(|| TraceEvent::FaultHook {
                 vector: n,

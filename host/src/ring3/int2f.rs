@@ -187,7 +187,8 @@ impl Core {
         if self.v86_int_chain(vm, n) {
             return Ok(());
         }
-        if let Some(vector) = self.vectors.borrow().v86_vector(vm, n).filter(|&v| self.is_call_back(v)) {
+        let vector = self.vectors.borrow().v86_vector(vm, n);
+        if let Some(vector) = vector.filter(|&v| self.is_call_back(v)) {
             return self.ring3_call_back(vm, vector, &[], true).map(|_| ());
         }
         self.ring3_int(n)

@@ -202,8 +202,7 @@ impl Core {
                         } else if self.v86_fault_hooked(vm, m, vector, FaultStage::Front) {
                             Flow::Go
                         } else if m.mem.vector(vector) >> 16 != HOST_SEGMENT as u32 {
-                            self.v86_deliver(vm, m, vector);
-                            Flow::Go
+                            self.v86_deliver(vm, m, vector)
                         } else if self.v86_fault_hooked(vm, m, vector, FaultStage::Behind) {
                             Flow::Go
                         } else {
@@ -257,24 +256,21 @@ impl Core {
     fn v86_interrupt(&self, vm: u32, m: &mut DosMachine, n: u8) -> Flow {
         // The devices' hooks first (Hook_V86_Int_Chain): one map lookup
         // when nothing hooks `n`.
-        if self.vectors.borrow().hooked(n) && self.v86_call_vmm(vm, m, |core| core.v86_int_chain(vm, n)) {
+        let hooked = self.vectors.borrow().hooked(n);
+        if hooked && self.v86_call_vmm(vm, m, |core| core.v86_int_chain(vm, n)) {
             return Flow::Go;
         }
         let vector = m.mem.vector(n);
         let host = vector == ((HOST_SEGMENT as u32) << 16) | n as u32;
         let ax = m.cpu.regs[AX] as u16;
         self.trace(|| TraceEvent::V86Interrupt { vm, vector: n, ax, handler: if host { "host" } else { "vm" } });
-        if host {
-            self.v86_host_int(vm, m, n)
-        } else {
-            self.v86_deliver(vm, m, n);
-            Flow::Go
-        }
+        if host { self.v86_host_int(vm, m, n) } else { self.v86_deliver(vm, m, n) }
     }
 
     /// Reflect interrupt `n` through the VM's vector table to the program's
-    /// handler (which clears IF, as the processor does).
-    fn v86_deliver(&self, vm: u32, m: &mut DosMachine, n: u8) {
+    /// handler (which clears IF, as the processor does), or to the
+    /// call-back a device put in the vector.
+    fn v86_deliver(&self, vm: u32, m: &mut DosMachine, n: u8) -> Flow {
         let was = m.cpu.flags & flags::IF;
         m.cpu.deliver_interrupt(&mut m.mem, n);
         self.v86_if_changed(vm, m, was);
@@ -282,6 +278,15 @@ impl Core {
             // A Call_When_VM_Returns registration takes this frame.
             self.v86_call_vmm(vm, m, |core| core.frame_built(vm));
         }
+        if m.cpu.sregs[CS] == V86_CALLBACK_SEGMENT {
+            // The processor does not stop at a break point it did not
+            // transfer to itself: the call-back is entered here.
+            let ptr = ((m.cpu.sregs[CS] as u32) << 16) | m.cpu.ip as u32;
+            if self.v86_call_vmm(vm, m, |core| core.enter_call_back(vm, ptr)).is_err() {
+                return Flow::Crash;
+            }
+        }
+        Flow::Go
     }
 
     /// IF was `was` and may have changed without an exit (an interrupt the

@@ -112,9 +112,24 @@ impl StackMem for Stack {
     }
 }
 
+impl<S: StackMem + ?Sized> StackMem for Box<S> {
+    #[inline]
+    fn byte(&self, sp: u16) -> u8 {
+        (**self).byte(sp)
+    }
+    #[inline]
+    fn set_byte(&mut self, sp: u16, value: u8) {
+        (**self).set_byte(sp, value)
+    }
+}
+
 /// `Simulate_Push`: a word on the client stack (`OUT_OF_MEMORY` when the
 /// 64 KB stack is full, never a wrap).
-pub(crate) fn simulate_push<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &mut S, value: u32) -> Result<(), VmmError> {
+pub(crate) fn simulate_push<S: StackMem + ?Sized>(
+    c: &mut ClientRegs,
+    stack: &mut S,
+    value: u32,
+) -> Result<(), VmmError> {
     push_words(c, stack, &[value as u16])
 }
 
@@ -142,7 +157,11 @@ pub(crate) fn simulate_far_call<S: StackMem + ?Sized>(
 
 /// `Simulate_Int`: push FLAGS, CS:IP, jump to `handler` (a 16:16 far
 /// pointer).
-pub(crate) fn simulate_int<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &mut S, handler: u32) -> Result<(), VmmError> {
+pub(crate) fn simulate_int<S: StackMem + ?Sized>(
+    c: &mut ClientRegs,
+    stack: &mut S,
+    handler: u32,
+) -> Result<(), VmmError> {
     push_words(c, stack, &[c.eflags as u16, c.cs as u16, c.eip as u16])?;
     c.cs = handler >> 16;
     c.eip = handler & 0xFFFF;
@@ -160,7 +179,11 @@ pub(crate) fn iret<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) {
 
 /// Push `words` in order, all or none: the client stack is 64 KB and SP
 /// never wraps below 0 (a full stack is `OUT_OF_MEMORY`).
-pub(crate) fn push_words<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &mut S, words: &[u16]) -> Result<(), VmmError> {
+pub(crate) fn push_words<S: StackMem + ?Sized>(
+    c: &mut ClientRegs,
+    stack: &mut S,
+    words: &[u16],
+) -> Result<(), VmmError> {
     let need = 2 * words.len() as u32;
     if c.esp & 0xFFFF < need {
         return Err(VmmError::OUT_OF_MEMORY);
@@ -312,5 +335,30 @@ mod tests {
         c.eflags = CF_MASK;
         iret(&mut c, &stack);
         assert_eq!((c.cs, c.eip, c.esp, c.eflags), (0x1111, 0x2222, 0x100, 0x0203 | CF_MASK));
+    }
+
+    #[test]
+    fn iret_far_ret_n_and_build_int_stack_frame_pop_what_they_should() {
+        let mut stack: Box<Stack> = Box::new([0u8; 0x10000]);
+        let mut c =
+            ClientRegs { esp: 0x200, cs: 0x1111, eip: 0x2222, eflags: 0x0203 | TF_MASK, ..ClientRegs::default() };
+        build_int_stack_frame(&mut c, &mut stack, 0xABCD, 0x12).unwrap();
+        assert_eq!((c.cs, c.eip, c.esp, c.eflags & (IF_MASK | TF_MASK)), (0xABCD, 0x12, 0x1FA, 0));
+        simulate_iret(&mut c, &stack).unwrap();
+        assert_eq!((c.cs, c.eip, c.esp, c.eflags), (0x1111, 0x2222, 0x200, 0x0203 | TF_MASK));
+        // RETF 4: CS:IP, then 4 bytes of parameters (ESP grows, Uncertain 12).
+        // A PASCAL call: two words of parameters, then the return address.
+        simulate_push(&mut c, &mut stack, 7).unwrap();
+        simulate_push(&mut c, &mut stack, 8).unwrap();
+        simulate_far_call(&mut c, &mut stack, 0x3333, 0x44).unwrap();
+        simulate_far_ret_n(&mut c, &stack, 4).unwrap();
+        assert_eq!((c.cs, c.eip, c.esp), (0x1111, 0x2222, 0x200));
+        simulate_far_jmp(&mut c, 0x5555, 0x1_0066);
+        assert_eq!((c.cs, c.eip), (0x5555, 0x66));
+        // Nothing to pop at the top of the stack.
+        let mut c = ClientRegs { esp: 0xFFFE, ..ClientRegs::default() };
+        assert_eq!(simulate_iret(&mut c, &stack), Err(VmmError::FAILED));
+        assert_eq!(simulate_far_ret_n(&mut c, &stack, 0), Err(VmmError::FAILED));
+        assert_eq!(c.esp, 0xFFFE, "nothing popped");
     }
 }

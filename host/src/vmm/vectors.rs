@@ -438,11 +438,11 @@ mod tests {
         assert_eq!(v.int_chain(0x21), [h2, h1]);
         let taken = v.take_int(0x21, h2).unwrap();
         assert!(v.take_int(0x21, h2).is_none(), "running already");
-        assert_eq!(v.unhook_int(0x21, a, h2), Err(VectorError::NotFound), "not a's hook");
+        assert_eq!(v.unhook_int(0x21, a, h2).err(), Some(VectorError::NotFound), "not a's hook");
         assert!(v.unhook_int(0x21, b, h2).unwrap().is_none(), "unhooked while it runs");
         assert!(v.put_int(0x21, taken).is_some(), "given back to drop");
         assert_eq!(v.int_chain(0x21), [h1]);
-        assert_eq!(v.unhook_int(0x21, b, 999), Err(VectorError::NotFound));
+        assert_eq!(v.unhook_int(0x21, b, 999).err(), Some(VectorError::NotFound));
     }
 
     #[test]
