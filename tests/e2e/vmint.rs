@@ -611,3 +611,24 @@ fn a_call_back_reached_by_int_that_far_returns_leaves_flags_on_the_stack() {
     run.assert_ok();
     assert_eq!(outputs(&run), ["far ax=BEEF bx=1111 sp=0000", "int ax=BEEF sp=0002"]);
 }
+
+#[test]
+fn the_timeline_shows_hooks_and_call_backs_on_the_vms_track() {
+    let mut m = call_back_machine(true).machine().expect("machine");
+    m.boot().expect("boot");
+    m.run().expect("run");
+    let timeline = vmm_host::timeline::chrome_trace(&m.trace());
+    let events = timeline["traceEvents"].as_array().unwrap();
+    let names: Vec<&str> = events.iter().filter(|e| e["cat"] == "int").map(|e| e["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["call-back FD00:0000 (SCRIPT)", "call-back FD00:0000 (SCRIPT)"]);
+
+    let mut m = machine("3.1", "[HOOKB]\nvector = \"60\"\naction = \"consume\"\n", "v").machine().expect("machine");
+    m.boot().expect("boot");
+    m.run().expect("run");
+    let timeline = vmm_host::timeline::chrome_trace(&m.trace());
+    let events = timeline["traceEvents"].as_array().unwrap();
+    let hook = events.iter().find(|e| e["cat"] == "int").expect("an int_hook event");
+    assert_eq!(hook["name"], "INT 60h hook HOOKB: consumed");
+    let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == hook["tid"]).expect("track name");
+    assert_eq!(track["args"]["name"], "DOS1");
+}
