@@ -632,3 +632,79 @@ fn the_timeline_shows_hooks_and_call_backs_on_the_vms_track() {
     let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == hook["tid"]).expect("track name");
     assert_eq!(track["args"]["name"], "DOS1");
 }
+
+/// A Rust DOS program: far-calls the call-back at FD00:0000 (AX=1111h,
+/// two words of arguments), then executes INT 4Bh (AX=3333h), printing
+/// what came back.
+struct R3Cb;
+
+impl Module for R3Cb {
+    const MODULE: ModuleDef = ModuleDef::dos_program("R3CB").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(R3Cb)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        let regs = r3.regs();
+        let sp = regs.sp();
+        regs.set_ax(0x1111);
+        let r = r3.call(FarPtr::new(0xFD00, 0), &[1, 0, 2, 0]);
+        r3.print(&format!("far {r:X?} bx={:04X} sp same: {}", regs.bx(), regs.sp() == sp));
+        regs.set_ax(0x3333);
+        let r = r3.int(0x4B);
+        r3.print(&format!("int {r:?} ax={:04X} bx={:04X} sp same: {}", regs.ax(), regs.bx(), regs.sp() == sp));
+        Step::exit(0)
+    }
+
+    fn resume(&self, _: &Ring3<'_>, _: Wake) -> Step {
+        Step::exit(0)
+    }
+}
+
+#[test]
+fn rust_ring3_code_reaches_a_call_back_by_far_call_and_through_its_vector() {
+    // Scenario 37 and 38 from Rust ring-3 code (the SDK's far call and INT).
+    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"R3CB\"\n")
+        .module::<R3Cb>()
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let cb = vmm
+                    .allocate_v86_call_back(0xCAFE, |_: &ScriptDevice, vmm: &Vmm<'_>, e: CallBackEntry| {
+                        let c = vmm.client(e.vm).unwrap();
+                        let ax = c.ax();
+                        note(vmm, format!("call-back ref={:X} ax={ax:04X}", e.ref_data));
+                        c.set_bx(ax);
+                        c.set_ax(0xBEEF);
+                        if ax == 0x1111 { vmm.simulate_far_ret_n(4).unwrap() } else { vmm.simulate_iret().unwrap() }
+                    })
+                    .unwrap();
+                vmm.set_v86_int_vector(0x4B, cb).unwrap();
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["call-back ref=CAFE ax=1111", "call-back ref=CAFE ax=3333"]);
+    assert_eq!(outputs(&run), ["far Ok(BEEF) bx=1111 sp same: true", "int Ok(()) ax=BEEF bx=3333 sp same: true"]);
+    assert_eq!(run.trace().count(json!({"kind": "call_back", "vm": DOS1})), 2);
+}
+
+#[test]
+fn simulate_services_need_a_frame_on_a_rust_vm() {
+    // Outside a nested block and a call-back, a VM whose code is Rust has
+    // no client frame: Simulate_Iret is refused (UNBALANCED_NEST_EXEC).
+    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(|_, vmm, msg| {
+            if msg.message == SYS_VM_INIT {
+                note(vmm, format!("{:?}", vmm.simulate_iret()));
+                note(vmm, format!("{:?}", vmm.simulate_far_jmp(FarPtr::new(1, 2))));
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    let refused = format!("{:?}", Err::<(), _>(VmmError::VIOLATION));
+    assert_eq!(notes(&run), [refused.clone(), refused]);
+    assert_eq!(run.trace().count(json!({"kind": "violation", "code": "UNBALANCED_NEST_EXEC"})), 2);
+}
