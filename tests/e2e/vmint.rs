@@ -708,3 +708,57 @@ fn simulate_services_need_a_frame_on_a_rust_vm() {
     assert_eq!(notes(&run), [refused.clone(), refused]);
     assert_eq!(run.trace().count(json!({"kind": "violation", "code": "UNBALANCED_NEST_EXEC"})), 2);
 }
+
+#[test]
+fn nested_execution_runs_a_dos_programs_interrupt_handler_and_comes_back() {
+    // Exec_Int(60h) in a nested V86 block, from an event for the DOS VM
+    // while its program waits: the interpreter runs the program's own
+    // handler until its IRET reaches the break point; CS:IP and SS:SP are
+    // back afterwards.
+    let run = machine("3.1", GO_AT_10, "s")
+        .script(at_10ms_in_dos1(|_, vmm| {
+            let vm = VmHandle(DOS1);
+            let before = vmm.client(vm).unwrap().get();
+            vmm.begin_nest_v86_exec().unwrap();
+            let r = vmm.exec_int(0x60);
+            vmm.end_nest_exec().unwrap();
+            let after = vmm.client(vm).unwrap().get();
+            note(
+                vmm,
+                format!(
+                    "exec_int {r:?}, CS:IP and SS:SP back: {}",
+                    (before.cs, before.eip, before.ss, before.esp) == (after.cs, after.eip, after.ss, after.esp)
+                ),
+            );
+        }))
+        .run();
+    run.assert_ok();
+    // Exec_Int is Simulate_Int: SCRIPT's hook of INT 60h sees it first.
+    assert_eq!(notes(&run), ["H1 60 ax=8660", "exec_int Ok(()), CS:IP and SS:SP back: true"]);
+    assert_eq!(outputs(&run), ["isr60", "woke"]);
+    let isr = run.trace().values(json!({"kind": "program_output", "text": "isr60"}), "t");
+    assert_eq!(isr, [json!(10)], "the handler ran inside the event, at 10 ms");
+
+    // From inside the program's own call into the VMM (a hook of its INT
+    // 21h) the program cannot be entered: BAD_FAR_POINTER.
+    let run = machine("3.1", "", "i")
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                vmm.hook_v86_int_chain(0x21, |_: &ScriptDevice, vmm: &Vmm<'_>, _, vm| {
+                    if vmm.client(vm).unwrap().ah() == 0x30 {
+                        vmm.begin_nest_v86_exec().unwrap();
+                        note(vmm, format!("{:?}", vmm.exec_int(0x60)));
+                        vmm.end_nest_exec().unwrap();
+                    }
+                    HookAction::PassOn
+                })
+                .unwrap();
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), [format!("{:?}", Err::<(), _>(VmmError::VIOLATION))]);
+    assert_eq!(run.trace().count(json!({"kind": "violation", "code": "BAD_FAR_POINTER", "service": "Resume_Exec"})), 1);
+    assert_eq!(outputs(&run), ["int21 ax=0005"], "the program goes on");
+}

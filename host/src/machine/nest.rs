@@ -157,19 +157,19 @@ impl Core {
     /// `Simulate_Push` (inside a nested block).
     pub(crate) fn simulate_push(&self, vm: u32, value: u32) -> Result<(), VmmError> {
         self.require_nest(vm, "Simulate_Push")?;
-        self.with_client(vm, |c, stack| nest::simulate_push(c, stack, value))?
+        self.with_client_stack(vm, |c, stack| nest::simulate_push(c, stack, value))?
     }
 
     /// `Simulate_Pop` (inside a nested block).
     pub(crate) fn simulate_pop(&self, vm: u32) -> Result<u32, VmmError> {
         self.require_nest(vm, "Simulate_Pop")?;
-        self.with_client(vm, |c, stack| nest::simulate_pop(c, stack))?
+        self.with_client_stack(vm, |c, stack| nest::simulate_pop(c, stack))?
     }
 
     /// `Simulate_Far_Call` (inside a nested block).
     pub(crate) fn simulate_far_call(&self, vm: u32, segment: u16, offset: u32) -> Result<(), VmmError> {
         self.require_nest(vm, "Simulate_Far_Call")?;
-        self.with_client(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))?
+        self.with_client_stack(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))?
     }
 
     /// `Simulate_Int`: the `Hook_V86_Int_Chain` hooks, then (when every
@@ -193,6 +193,12 @@ impl Core {
             let (cs, ip) =
                 self.vms.borrow().get(vm).map(|v| (v.client().cs, v.client().eip)).ok_or(VmmError::INVALID_HANDLE)?;
             let target_ptr = ((cs & 0xFFFF) << 16) | (ip & 0xFFFF);
+            if target_ptr != NEST_BREAKPOINT && self.vm_has_memory(vm) {
+                // Machine code: the interpreter runs the VM until it is
+                // back at the break point.
+                self.resume_machine_code(vm)?;
+                continue;
+            }
             if Core::is_return_point(target_ptr) {
                 // Back through a frame a Call_When_VM_Returns took.
                 if !self.vm_returned(vm, target_ptr) {

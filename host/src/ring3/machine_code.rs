@@ -168,6 +168,7 @@ impl Bus for DosMemory {
             || cs == V86_API_SEGMENT
             || cs == crate::vmm::vectors::V86_CALLBACK_SEGMENT
             || cs == crate::vmm::vectors::RETURN_SEGMENT
+            || ((cs as u32) << 16 | ip as u32) == crate::ring3::addresses::NEST_BREAKPOINT
     }
 }
 
@@ -377,6 +378,8 @@ pub(crate) enum Flow {
 
 /// What a run returns to the ring-3 scheduler.
 pub(crate) enum Ran {
+    /// Nested execution (`Resume_Exec`) came back to its break point.
+    NestReturn,
     /// A step as a Rust module would return it (sleep, yield, exit).
     Step(Step),
     /// The budget ran out: the program is ready to run on.

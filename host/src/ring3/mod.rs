@@ -339,7 +339,7 @@ impl Core {
         }
         match ran {
             machine_code::Ran::Step(step) => self.apply_step(id, step),
-            machine_code::Ran::Preempted => {
+            machine_code::Ran::Preempted | machine_code::Ran::NestReturn => {
                 if let Some(p) = self.ring3.borrow_mut().program_mut(id)
                     && p.state != ProgState::Ended
                 {

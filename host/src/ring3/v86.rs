@@ -54,12 +54,14 @@
 
 use std::path::PathBuf;
 
-use vmm_plugin_api::abi::{Step, StepKind};
+use vmm_plugin_api::abi::{Step, StepKind, VmmError};
 use vmm_x86::{AX, CS, ExitReason, Size, flags};
 
 use crate::machine::Core;
 use crate::ring3::machine_code::*;
+use crate::ring3::state::{NEST_BREAKPOINT, ProgState, Ring3Code};
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::ids::InstanceId;
 use crate::vmm::io;
@@ -142,6 +144,13 @@ impl Core {
                         v86_iret(m);
                         self.v86_if_changed(vm, m, was);
                         flow
+                    }
+                    ExitReason::Breakpoint { cs, ip } if ((cs as u32) << 16 | ip as u32) == NEST_BREAKPOINT => {
+                        if self.nest_depth(vm) > 0 {
+                            // Back from the procedure Resume_Exec called.
+                            break (Ran::NestReturn, "nest");
+                        }
+                        self.v86_stray_return(vm, m, NEST_BREAKPOINT)
                     }
                     ExitReason::Breakpoint { cs, ip } if cs == V86_CALLBACK_SEGMENT => {
                         // A call-back: its callback moves CS:IP (nothing is
@@ -330,6 +339,60 @@ impl Core {
                 );
                 set_carry(&mut m.cpu, true);
                 Flow::Go
+            }
+        }
+    }
+
+    /// `Resume_Exec` into `vm`, whose code is machine code: one run of its
+    /// program from the client registers the nested block set up (CS:IP at
+    /// the procedure, the break point's address on its stack), ending at
+    /// the break point, the run's budget, or the program's end. Only a
+    /// program between runs can be entered (a device called from the
+    /// program's own call into the VMM cannot nest into it).
+    pub(crate) fn resume_machine_code(&self, vm: u32) -> Result<(), VmmError> {
+        let taken = {
+            let mut r3 = self.ring3.borrow_mut();
+            r3.modules.iter_mut().enumerate().find_map(|(i, m)| match &mut m.code {
+                Ring3Code::Machine(machine) if m.alive && m.vm == vm && machine.is_some() => {
+                    machine.take().map(|b| (i, m.instance, b))
+                }
+                _ => None,
+            })
+        };
+        let Some((module, instance, mut machine)) = taken else {
+            return Err(self.refuse(
+                Violation::BadFarPointer,
+                format!(
+                    "Resume_Exec into VM {vm:#x}, whose DOS program is inside its own call into the VMM: nested \
+                     execution cannot enter it there (schedule an event for the VM instead)"
+                ),
+                Some("Resume_Exec"),
+            ));
+        };
+        let ran = self.v86_run(instance, &mut machine);
+        let id = {
+            let mut r3 = self.ring3.borrow_mut();
+            if r3.modules[module].alive {
+                r3.modules[module].code = Ring3Code::Machine(Some(machine));
+            }
+            r3.programs.iter().find(|p| p.module == module && p.state != ProgState::Ended).map(|p| p.id)
+        };
+        match ran {
+            Ran::NestReturn | Ran::Preempted => Ok(()),
+            // A wait inside the nested procedure does not suspend the
+            // block: it runs on.
+            Ran::Step(s) if s.kind != StepKind::Exit => Ok(()),
+            Ran::Step(s) => {
+                if let Some(id) = id {
+                    self.apply_step(id, s);
+                }
+                Err(VmmError::FAILED)
+            }
+            Ran::Crashed => {
+                if let Some(id) = id {
+                    self.end_program(id, None, crate::ring3::EndReason::Crashed);
+                }
+                Err(VmmError::FAILED)
             }
         }
     }
