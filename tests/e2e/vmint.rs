@@ -762,3 +762,39 @@ fn nested_execution_runs_a_dos_programs_interrupt_handler_and_comes_back() {
     assert_eq!(run.trace().count(json!({"kind": "violation", "code": "BAD_FAR_POINTER", "service": "Resume_Exec"})), 1);
     assert_eq!(outputs(&run), ["int21 ax=0005"], "the program goes on");
 }
+
+#[test]
+fn call_when_vm_returns_works_in_nested_execution_of_a_rust_vm() {
+    // In the system VM (Rust code): Call_When_VM_Returns, then Exec_Int(2Fh)
+    // AX=1600h: the VMM's handler answers (4: Windows 95, the default), the IRET reaches the
+    // registration's break point, the callback runs, and the block ends at
+    // its own break point.
+    let run = Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n{GO_AT_10}"))
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
+                    let sys = vmm.get_sys_vm_handle();
+                    vmm.schedule_vm_event(sys, |_: &ScriptDevice, vmm, _| {
+                        let sys = vmm.get_sys_vm_handle();
+                        vmm.begin_nest_v86_exec().unwrap();
+                        vmm.call_when_vm_returns(0, 7, |_: &ScriptDevice, vmm: &Vmm<'_>, r| {
+                            note(vmm, format!("returned ref={} cf={}", r.ref_data, u8::from(r.timed_out)));
+                        })
+                        .unwrap();
+                        vmm.client(sys).unwrap().set_ax(0x1600);
+                        let r = vmm.exec_int(0x2F);
+                        let al = vmm.client(sys).unwrap().al();
+                        vmm.end_nest_exec().unwrap();
+                        note(vmm, format!("exec_int {r:?} al={al}"));
+                    })
+                    .unwrap();
+                })
+                .unwrap();
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["returned ref=7 cf=0", "exec_int Ok(()) al=4"]);
+    assert_eq!(run.trace().values(json!({"kind": "vm_return"}), "why"), [json!("return")]);
+}

@@ -169,7 +169,10 @@ impl Core {
     /// `Simulate_Far_Call` (inside a nested block).
     pub(crate) fn simulate_far_call(&self, vm: u32, segment: u16, offset: u32) -> Result<(), VmmError> {
         self.require_nest(vm, "Simulate_Far_Call")?;
-        self.with_client_stack(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))?
+        self.with_client_stack(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))??;
+        // A Call_When_VM_Returns registration takes this return address.
+        self.frame_built(vm);
+        Ok(())
     }
 
     /// `Simulate_Int`: the `Hook_V86_Int_Chain` hooks, then (when every

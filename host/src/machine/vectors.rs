@@ -440,6 +440,11 @@ impl Core {
     /// for one puts its break point there.
     pub(crate) fn frame_built(&self, vm: u32) {
         let Some(number) = self.vectors.borrow().unframed_return(vm) else { return };
+        self.take_frame(vm, number);
+    }
+
+    #[cold]
+    fn take_frame(&self, vm: u32, number: usize) {
         let original = self.with_client_stack(vm, |c, s| {
             let sp = c.esp as u16;
             let ip = s.byte(sp) as u32 | (s.byte(sp.wrapping_add(1)) as u32) << 8;
