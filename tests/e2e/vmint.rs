@@ -676,7 +676,17 @@ fn rust_ring3_code_reaches_a_call_back_by_far_call_and_through_its_vector() {
                         note(vmm, format!("call-back ref={:X} ax={ax:04X}", e.ref_data));
                         c.set_bx(ax);
                         c.set_ax(0xBEEF);
-                        if ax == 0x1111 { vmm.simulate_far_ret_n(4).unwrap() } else { vmm.simulate_iret().unwrap() }
+                        if ax == 0x1111 {
+                            // RETF 4 by hand: the return address, then the
+                            // two words of arguments as the caller gave them.
+                            let ip = vmm.simulate_pop().unwrap();
+                            let cs = vmm.simulate_pop().unwrap();
+                            let args = (vmm.simulate_pop().unwrap(), vmm.simulate_pop().unwrap());
+                            note(vmm, format!("args {args:?}"));
+                            vmm.simulate_far_jmp(FarPtr::new(cs as u16, ip as u16)).unwrap();
+                        } else {
+                            vmm.simulate_iret().unwrap()
+                        }
                     })
                     .unwrap();
                 vmm.set_v86_int_vector(0x4B, cb).unwrap();
@@ -685,7 +695,7 @@ fn rust_ring3_code_reaches_a_call_back_by_far_call_and_through_its_vector() {
         })
         .run();
     run.assert_ok();
-    assert_eq!(notes(&run), ["call-back ref=CAFE ax=1111", "call-back ref=CAFE ax=3333"]);
+    assert_eq!(notes(&run), ["call-back ref=CAFE ax=1111", "args (1, 2)", "call-back ref=CAFE ax=3333"]);
     assert_eq!(outputs(&run), ["far Ok(BEEF) bx=1111 sp same: true", "int Ok(()) ax=BEEF bx=3333 sp same: true"]);
     assert_eq!(run.trace().count(json!({"kind": "call_back", "vm": DOS1})), 2);
 }

@@ -156,19 +156,19 @@ impl Core {
 
     /// `Simulate_Push` (inside a nested block).
     pub(crate) fn simulate_push(&self, vm: u32, value: u32) -> Result<(), VmmError> {
-        self.require_nest(vm, "Simulate_Push")?;
+        self.simulate_allowed(vm, "Simulate_Push")?;
         self.with_client_stack(vm, |c, stack| nest::simulate_push(c, stack, value))?
     }
 
     /// `Simulate_Pop` (inside a nested block).
     pub(crate) fn simulate_pop(&self, vm: u32) -> Result<u32, VmmError> {
-        self.require_nest(vm, "Simulate_Pop")?;
+        self.simulate_allowed(vm, "Simulate_Pop")?;
         self.with_client_stack(vm, |c, stack| nest::simulate_pop(c, stack))?
     }
 
     /// `Simulate_Far_Call` (inside a nested block).
     pub(crate) fn simulate_far_call(&self, vm: u32, segment: u16, offset: u32) -> Result<(), VmmError> {
-        self.require_nest(vm, "Simulate_Far_Call")?;
+        self.simulate_allowed(vm, "Simulate_Far_Call")?;
         self.with_client_stack(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))??;
         // A Call_When_VM_Returns registration takes this return address.
         self.frame_built(vm);

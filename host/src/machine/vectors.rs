@@ -225,7 +225,7 @@ impl Core {
     /// whose code is machine code always (its registers are the program's),
     /// a VM whose code is Rust inside a nested-execution block or a
     /// call-back (where the VMM built a frame on its stack).
-    fn simulate_allowed(&self, vm: u32, service: &'static str) -> Result<(), VmmError> {
+    pub(crate) fn simulate_allowed(&self, vm: u32, service: &'static str) -> Result<(), VmmError> {
         if self.nest_depth(vm) > 0 || self.vm_has_memory(vm) || self.in_call_back.get() > 0 {
             return Ok(());
         }
@@ -366,7 +366,10 @@ impl Core {
     pub(crate) fn ring3_call_back(&self, vm: u32, ptr: u32, args: &[u8], int: bool) -> Result<u32, VmmError> {
         let before = self.client_of(vm).ok_or(VmmError::INVALID_HANDLE)?;
         self.with_client_stack(vm, |c, s| {
-            let words: Vec<u16> = args.chunks(2).map(|w| w[0] as u16 | (*w.get(1).unwrap_or(&0) as u16) << 8).collect();
+            // The arguments lie on the stack as given, first byte at the
+            // lowest address (SS:SP+4 once the return address is pushed).
+            let words: Vec<u16> =
+                args.chunks(2).rev().map(|w| w[0] as u16 | (*w.get(1).unwrap_or(&0) as u16) << 8).collect();
             nest::push_words(c, s, &words)?;
             if int {
                 nest::push_words(c, s, &[c.eflags as u16])?;
