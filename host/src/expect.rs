@@ -91,6 +91,10 @@ pub const KINDS: &[&str] = &[
     "fatal_error",
     "virtual_irq",
     "contention",
+    "int_hook",
+    "fault_hook",
+    "call_back",
+    "vm_return",
 ];
 
 /// Records of one kind, optionally filtered by field values.

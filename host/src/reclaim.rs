@@ -70,6 +70,10 @@ impl Core {
         leaks.extend(self.io_reclaim(instance));
         leaks.extend(self.vpicd_reclaim(instance));
 
+        // Interrupt and fault hooks, Call_When_VM_Returns registrations,
+        // call-backs' callbacks.
+        leaks.extend(self.vectors_reclaim(instance));
+
         // Interrupt sources.
         let irqs: Vec<(u32, String)> = {
             let irqs = self.irqs.borrow();

@@ -153,6 +153,16 @@ pub fn chrome_trace(records: &[TraceRecord]) -> Value {
             TraceEvent::Broadcast { msg, result, .. } => {
                 b.instant(VMM_TID, ts, format!("broadcast {msg:#x} → {result}"), "shell", args)
             }
+            TraceEvent::IntHook { vector, vm, device, passed } => {
+                let tid = b.tid(*vm);
+                let what = if *passed { "passed" } else { "consumed" };
+                b.instant(tid, ts, format!("INT {vector:02X}h hook {device}: {what}"), "int", args);
+            }
+            TraceEvent::CallBack { vm, address, device, .. } => {
+                let tid = b.tid(*vm);
+                let at = format!("{:04X}:{:04X}", address >> 16, address & 0xFFFF);
+                b.instant(tid, ts, format!("call-back {at} ({device})"), "int", args);
+            }
             _ => {}
         }
     }

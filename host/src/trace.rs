@@ -1117,6 +1117,57 @@ pub enum TraceEvent {
         /// `docs/trace.md`).
         decision: String,
     },
+    // ---- interrupts inside VMs and call-backs ----------------------------------------
+    /// A `Hook_V86_Int_Chain` hook was called for an interrupt reaching a
+    /// V86 vector (`INT n`, `Simulate_Int`, a hardware interrupt).
+    IntHook {
+        /// The interrupt number.
+        vector: u8,
+        /// The VM.
+        vm: u32,
+        /// The hooking device.
+        device: String,
+        /// It returned carry set: on to the next hook (or the VM's handler).
+        passed: bool,
+    },
+    /// A `Hook_V86_Fault` / `Hook_PM_Fault` hook was offered a fault.
+    FaultHook {
+        /// The fault (exception) number.
+        vector: u8,
+        /// The VM.
+        vm: u32,
+        /// The hooking device.
+        device: String,
+        /// `front` (installed after `Sys_Critical_Init`, before the VMM's own
+        /// handling) or `behind` (installed during it, after).
+        stage: &'static str,
+        /// It returned carry clear: the fault is handled.
+        handled: bool,
+    },
+    /// Ring-3 code reached a call-back (`Allocate_V86_Call_Back`,
+    /// `Allocate_PM_Call_Back`) and its callback ran.
+    CallBack {
+        /// The VM.
+        vm: u32,
+        /// The call-back's address, `segment << 16 | offset`.
+        address: u32,
+        /// The allocating device.
+        device: String,
+        /// The callback's outcome.
+        outcome: CallOutcome,
+    },
+    /// A `Call_When_VM_Returns` callback ran.
+    VmReturn {
+        /// The VM.
+        vm: u32,
+        /// The registering device.
+        device: String,
+        /// `timeout` (carry set) or `return` (the VM returned through the
+        /// interrupt frame).
+        why: &'static str,
+        /// The callback's outcome.
+        outcome: CallOutcome,
+    },
 }
 
 /// A pending event that can never run (in a [`TraceEvent::Deadlock`]).

@@ -204,6 +204,12 @@ violations! {
     /// private messages (0x70000000-0x7FFFFFFF); the other messages are the VMM's, SHELL's or
     /// DOSMGR's to send.
     ControlNotSendable = "CONTROL_NOT_SENDABLE",
+    /// A VM reaches a call-back only while its device is loaded, and not again from inside the
+    /// call-back's own call.
+    CallBackUnavailable = "CALL_BACK_UNAVAILABLE",
+    /// A call-back moves the VM's CS:IP away from the call-back address (`Simulate_Far_Ret`
+    /// after a far call, `Simulate_Iret` after an interrupt, `Simulate_Far_Jmp` to chain).
+    CallBackNoReturn = "CALL_BACK_NO_RETURN",
 }
 
 impl std::fmt::Display for Violation {

@@ -775,6 +775,56 @@ pub struct HostServices {
     /// ASCII characters).
     pub trace_contention:
         extern "C" fn(cx: Cx<'_>, resource: RStr<'_>, owner: u32, contender: u32, decision: RStr<'_>) -> VmmResult<()>,
+    // ---- interrupts inside VMs and call-backs (appended) ----------------------------------
+    /// `Hook_V86_Int_Chain` (EAX = `vector`): the hook's handle. The
+    /// callback gets EAX = the interrupt, EBX = the VM; carry clear
+    /// consumes the interrupt, carry set passes it on. `FAILED` (carry)
+    /// for a number above 0xFF.
+    pub hook_v86_int_chain: extern "C" fn(cx: Cx<'_>, vector: u32, callback: RawCallback) -> VmmResult<u32>,
+    /// `Unhook_V86_Int_Chain` (4.0): `NOT_FOUND` (carry) for a hook the
+    /// caller does not have on `vector`.
+    pub unhook_v86_int_chain: extern "C" fn(cx: Cx<'_>, vector: u32, hook: u32) -> VmmResult<()>,
+    /// `Get_V86_Int_Vector` of the current VM: `segment << 16 | offset`.
+    pub get_v86_int_vector: extern "C" fn(cx: Cx<'_>, vector: u32) -> VmmResult<u32>,
+    /// `Set_V86_Int_Vector`: before `Sys_VM_Init` every VM's default, after
+    /// it the current VM's.
+    pub set_v86_int_vector: extern "C" fn(cx: Cx<'_>, vector: u32, segment: u16, offset: u32) -> VmmResult<()>,
+    /// `Get_PM_Int_Vector` of the current VM.
+    pub get_pm_int_vector: extern "C" fn(cx: Cx<'_>, vector: u32) -> VmmResult<PmVector>,
+    /// `Set_PM_Int_Vector`: same rule as `set_v86_int_vector`.
+    pub set_pm_int_vector: extern "C" fn(cx: Cx<'_>, vector: u32, selector: u16, offset: u32) -> VmmResult<()>,
+    /// `Simulate_Iret` on the current VM.
+    pub simulate_iret: extern "C" fn(cx: Cx<'_>) -> VmmResult<()>,
+    /// `Simulate_Far_Jmp`.
+    pub simulate_far_jmp: extern "C" fn(cx: Cx<'_>, segment: u16, offset: u32) -> VmmResult<()>,
+    /// `Simulate_Far_Ret_N` (`Simulate_Far_Ret`: 0 bytes).
+    pub simulate_far_ret_n: extern "C" fn(cx: Cx<'_>, bytes: u32) -> VmmResult<()>,
+    /// `Build_Int_Stack_Frame`: an IRET frame and a jump, no hooks.
+    pub build_int_stack_frame: extern "C" fn(cx: Cx<'_>, segment: u16, offset: u32) -> VmmResult<()>,
+    /// `Allocate_V86_Call_Back` (`pm` false) / `Allocate_PM_Call_Back`:
+    /// the address. The callback gets EBX = VM, EDX = `ref_data`.
+    pub allocate_call_back: extern "C" fn(cx: Cx<'_>, pm: bool, ref_data: u32, callback: RawCallback) -> VmmResult<u32>,
+    /// `Call_When_VM_Returns` (EAX = `timeout_ms`, EDX = `ref_data`).
+    pub call_when_vm_returns:
+        extern "C" fn(cx: Cx<'_>, timeout_ms: i32, ref_data: u32, callback: RawCallback) -> VmmResult<()>,
+    /// `Hook_V86_Fault`: the hook's handle. EAX = the fault, EBX = the VM;
+    /// carry clear = handled.
+    pub hook_v86_fault: extern "C" fn(cx: Cx<'_>, vector: u32, callback: RawCallback) -> VmmResult<u32>,
+    /// `Unhook_V86_Fault` (4.0).
+    pub unhook_v86_fault: extern "C" fn(cx: Cx<'_>, vector: u32, hook: u32) -> VmmResult<()>,
+}
+
+/// `Get_PM_Int_Vector`'s answer.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PmVector {
+    /// CX: the selector.
+    pub selector: u16,
+    /// EDX: the offset.
+    pub offset: u32,
+    /// ZF set: still the default (the VMM's break point that reflects the
+    /// interrupt to V86 mode).
+    pub default: bool,
 }
 
 /// VMM services: VMs, time, scheduler, events, critical section,

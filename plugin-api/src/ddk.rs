@@ -831,3 +831,35 @@ pub const BEGIN_RESERVED_PRIVATE_SYSTEM_CONTROL: u32 = 0x7000_0000;
 pub const END_RESERVED_PRIVATE_SYSTEM_CONTROL: u32 = 0x7FFF_FFFF;
 /// INT 2Fh AX=1689h: KERNEL's idle call (the system VM's Windows is idle).
 pub const W386_KERNEL_IDLE: u16 = 0x1689;
+
+// ---- interrupts inside VMs and call-backs (VMM ordinals) ----
+/// `Allocate_V86_Call_Back`.
+pub const ALLOCATE_V86_CALL_BACK: u16 = 0x0B;
+/// `Allocate_PM_Call_Back`.
+pub const ALLOCATE_PM_CALL_BACK: u16 = 0x0C;
+/// `Call_When_VM_Returns`.
+pub const CALL_WHEN_VM_RETURNS: u16 = 0x0D;
+/// `Hook_V86_Int_Chain`.
+pub const HOOK_V86_INT_CHAIN: u16 = 0x41;
+/// `Get_V86_Int_Vector`.
+pub const GET_V86_INT_VECTOR: u16 = 0x42;
+/// `Set_V86_Int_Vector`.
+pub const SET_V86_INT_VECTOR: u16 = 0x43;
+/// `Get_PM_Int_Vector`.
+pub const GET_PM_INT_VECTOR: u16 = 0x44;
+/// `Set_PM_Int_Vector`.
+pub const SET_PM_INT_VECTOR: u16 = 0x45;
+/// `Simulate_Far_Jmp`.
+pub const SIMULATE_FAR_JMP: u16 = 0x49;
+/// `Simulate_Far_Ret`.
+pub const SIMULATE_FAR_RET: u16 = 0x4A;
+/// `Simulate_Far_Ret_N`.
+pub const SIMULATE_FAR_RET_N: u16 = 0x4B;
+/// `Build_Int_Stack_Frame`.
+pub const BUILD_INT_STACK_FRAME: u16 = 0x4C;
+/// `Hook_V86_Fault`.
+pub const HOOK_V86_FAULT: u16 = 0x7F;
+/// `Unhook_V86_Int_Chain` (4.0).
+pub const UNHOOK_V86_INT_CHAIN: u16 = 0x118;
+/// `Unhook_V86_Fault` (4.0).
+pub const UNHOOK_V86_FAULT: u16 = 0x119;

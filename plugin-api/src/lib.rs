@@ -1075,6 +1075,80 @@
 //! `vmm.note("name").field("text", a_string).field("maybe", an_option).write()`
 //! (`None` is a JSON null).
 //!
+//! ## Hooking interrupts and call-backs
+//!
+//! A device sees the interrupts of every VM through
+//! `hook_v86_int_chain(vector, f)`: `f` runs for each interrupt that reaches
+//! the V86 vector (a DOS program's `INT n`, a Rust module's `INT n`,
+//! `simulate_int`, hardware interrupts), newest hook first, with the VM's
+//! client registers current (`vmm.client(vm)`). Return
+//! [`HookAction::Consume`] to end the interrupt there (the VM goes on after
+//! its `INT` with the registers you left) or [`HookAction::PassOn`] for the
+//! next hook and, after the last, the VM's own handler. Each call is an
+//! `int_hook` record. Under Windows 3.1 hook during initialization; under
+//! Windows 95 also later, and `unhook_v86_int_chain` takes the handle back.
+//! To watch the back end of an interrupt, call `call_when_vm_returns` from
+//! the hook and pass the interrupt on: your callback runs when the VM's
+//! handler `IRET`s (and/or at the time-out).
+//!
+//! A call-back is a ring-3 address that enters your device in ring 0:
+//! `allocate_v86_call_back(ref_data, f)` (or `allocate_pm_call_back`) gives
+//! it. Hand it out in a vector (`set_v86_int_vector`), in client registers,
+//! or in a data structure; ring-3 code reaches it with a `CALL FAR` or an
+//! `INT`. The VMM pops nothing: `f` moves the VM on with
+//! `simulate_far_ret` after a far call, `simulate_iret` after an interrupt,
+//! or `simulate_far_jmp` to chain to an old handler.
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! use vmm_plugin_api::{CallBackEntry, HookAction};
+//!
+//! struct Dma;
+//!
+//! impl VxD for Dma {
+//!     const DEVICE: Device = Device::new("MYDMA");
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Dma)
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == DEVICE_INIT {
+//!             // INT 2Fh AX=1680h is ours; everything else goes on.
+//!             let _ = vmm.hook_v86_int_chain(0x2F, |_: &Dma, vmm: &Vmm<'_>, _, vm| {
+//!                 let c = vmm.client(vm).unwrap();
+//!                 if c.ax() == 0x1680 {
+//!                     c.set_al(0);
+//!                     HookAction::Consume
+//!                 } else {
+//!                     HookAction::PassOn
+//!                 }
+//!             });
+//!             // INT 4Bh in every VM enters this call-back (set before
+//!             // Sys_VM_Init, the vector is every VM's default).
+//!             if let Ok(entry) = vmm.allocate_v86_call_back(0, |_: &Dma, vmm: &Vmm<'_>, e: CallBackEntry| {
+//!                 let c = vmm.client(e.vm).unwrap();
+//!                 c.set_ax(0x0000);
+//!                 c.set_carry(false);
+//!                 let _ = vmm.simulate_iret(); // it was reached by INT 4Bh
+//!             }) {
+//!                 let _ = vmm.set_v86_int_vector(0x4B, entry);
+//!             }
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//! ```
+//!
+//! `hook_v86_fault` offers your device V86 faults (a DOS program's #GP):
+//! hooked during `Sys_Critical_Init` it sees only the faults the VMM does
+//! not handle (the program has no handler of its own), hooked later every
+//! fault first; consume a fault only after moving CS:IP past it. The
+//! services on the client frame (`simulate_iret`, `simulate_far_jmp`,
+//! `simulate_far_ret(_n)`, `build_int_stack_frame`, `simulate_int`) work on
+//! a DOS program's VM wherever its registers are current (a hook, a
+//! call-back, an event), and on a VM whose code is Rust inside a
+//! nested-execution block or a call-back. The rules are in
+//! `docs/semantics.md` ("Interrupts inside VMs and call-backs").
+//!
 //! ## Logging
 //!
 //! Use `tracing` through this crate (`info!`, `warn!`, ... are in the
@@ -1102,6 +1176,13 @@
 //! `cancel_call_when_not_critical`, `nuke_vm`, `crash_cur_vm`,
 //! `hook_device_service`, `unhook_device_service`, `hooked_call`,
 //! `call_previous_hook`, `trace_note_nulls`, `system_control`.
+//!
+//! Interrupts inside VMs and call-backs, appended to `HostServices`:
+//! `hook_v86_int_chain`, `unhook_v86_int_chain`, `get_v86_int_vector`,
+//! `set_v86_int_vector`, `get_pm_int_vector`, `set_pm_int_vector`,
+//! `simulate_iret`, `simulate_far_jmp`, `simulate_far_ret_n`,
+//! `build_int_stack_frame`, `allocate_call_back`, `call_when_vm_returns`,
+//! `hook_v86_fault`, `unhook_v86_fault`.
 //!
 //! ## Errors
 //!
@@ -1141,6 +1222,7 @@ pub use handles::{
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
+pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
 pub use vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
@@ -1160,6 +1242,7 @@ pub mod prelude {
         RealModeInit, ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle,
         VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
+    pub use crate::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
     pub use crate::{HookHandle, HookedCall, Vxdldr, VxdldrError};
     pub use tracing::{debug, error, info, trace, warn};
 }

@@ -1435,3 +1435,235 @@ impl Vmm<'_> {
         ))
     }
 }
+
+// ---- interrupts inside VMs and call-backs --------------------------------------------------
+
+/// What an interrupt or fault hook does with what it was offered.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum HookAction {
+    /// Carry clear: consumed (an interrupt goes no further, the VM goes on
+    /// after its `INT` with the client registers the hook left; a fault is
+    /// handled).
+    Consume,
+    /// Carry set: on to the next hook, and after the last one to the VM's
+    /// own handler (an interrupt) or the VMM (a fault).
+    PassOn,
+}
+
+/// The handle of a `Hook_V86_Int_Chain` hook (what `Unhook_V86_Int_Chain`
+/// takes in place of the DDK's procedure address).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IntHookHandle(pub u32);
+
+/// The handle of a `Hook_V86_Fault` hook.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FaultHookHandle(pub u32);
+
+/// What a call-back is entered with (EBX, EDX).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CallBackEntry {
+    /// EBX: the VM that arrived at the call-back (its client registers are
+    /// as it left them: CS:IP at the call-back, the return frame of its
+    /// `CALL FAR` or `INT` on its stack).
+    pub vm: VmHandle,
+    /// EDX: the reference data given at allocation.
+    pub ref_data: u32,
+}
+
+/// Why a `Call_When_VM_Returns` callback runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct VmReturn {
+    /// EBX: the VM.
+    pub vm: VmHandle,
+    /// EDX: the reference data.
+    pub ref_data: u32,
+    /// Carry set: called because the time-out expired (the VM has not
+    /// returned yet).
+    pub timed_out: bool,
+    /// ZF set: the VM returned after the (negative) time-out was reported.
+    pub after_time_out: bool,
+}
+
+/// Interrupts inside VMs and call-backs into ring 0 (appended to the ABI:
+/// on an older host these return `VmmError::NOT_AVAILABLE`).
+impl Vmm<'_> {
+    /// `Hook_V86_Int_Chain`: `f` sees every interrupt that reaches V86
+    /// vector `vector` in any VM (`INT n` in a DOS program or ring-3 code,
+    /// `Simulate_Int`, hardware interrupts), the newest hook first, with
+    /// the VM's client registers current (`self.client(vm)`). Under
+    /// Windows 3.x legal only during initialization.
+    pub fn hook_v86_int_chain<D: 'static, F: Fn(&D, &Vmm<'_>, u8, VmHandle) -> HookAction + 'static>(
+        &self,
+        vector: u8,
+        f: F,
+    ) -> Result<IntHookHandle, VmmError> {
+        let Some(hook) = self.svc().hook_v86_int_chain() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            match f(d, vmm, r.eax as u8, VmHandle(r.ebx)) {
+                HookAction::Consume => Carry::Clear,
+                HookAction::PassOn => Carry::Set,
+            }
+        });
+        res(hook(self.cx, vector as u32, cb)).map(IntHookHandle)
+    }
+
+    /// `Unhook_V86_Int_Chain` (Windows 95): `Err(VmmError::NOT_FOUND)` (the
+    /// DDK's carry) for a hook this device does not have on `vector`.
+    pub fn unhook_v86_int_chain(&self, vector: u8, hook: IntHookHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().unhook_v86_int_chain() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vector as u32, hook.0))
+    }
+
+    /// `Get_V86_Int_Vector` of the current VM (a DOS program's own vector
+    /// table).
+    pub fn get_v86_int_vector(&self, vector: u8) -> Result<FarPtr, VmmError> {
+        let Some(f) = self.svc().get_v86_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vector as u32)).map(FarPtr::from_u32)
+    }
+
+    /// `Set_V86_Int_Vector`: before `Sys_VM_Init` every VM's default table,
+    /// after it the current VM's.
+    pub fn set_v86_int_vector(&self, vector: u8, target: FarPtr) -> Result<(), VmmError> {
+        let Some(f) = self.svc().set_v86_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vector as u32, target.selector, target.offset as u32))
+    }
+
+    /// `Get_PM_Int_Vector` of the current VM: the vector, and whether it
+    /// is still the default (ZF set: the VMM reflects it to V86 mode).
+    pub fn get_pm_int_vector(&self, vector: u8) -> Result<(FarPtr, bool), VmmError> {
+        let Some(f) = self.svc().get_pm_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vector as u32)).map(|v| (FarPtr::new(v.selector, v.offset as u16), v.default))
+    }
+
+    /// `Set_PM_Int_Vector`: same rule as [`Vmm::set_v86_int_vector`].
+    pub fn set_pm_int_vector(&self, vector: u8, target: FarPtr) -> Result<(), VmmError> {
+        let Some(f) = self.svc().set_pm_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vector as u32, target.selector, target.offset as u32))
+    }
+
+    /// `Simulate_Iret`: pop IP, CS and FLAGS from the current VM's stack.
+    pub fn simulate_iret(&self) -> Result<(), VmmError> {
+        let Some(f) = self.svc().simulate_iret() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx))
+    }
+
+    /// `Simulate_Far_Jmp`: load CS:IP.
+    pub fn simulate_far_jmp(&self, target: FarPtr) -> Result<(), VmmError> {
+        let Some(f) = self.svc().simulate_far_jmp() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, target.selector, target.offset as u32))
+    }
+
+    /// `Simulate_Far_Ret`: pop IP and CS.
+    pub fn simulate_far_ret(&self) -> Result<(), VmmError> {
+        self.simulate_far_ret_n(0)
+    }
+
+    /// `Simulate_Far_Ret_N`: pop IP and CS, then drop `bytes` of
+    /// parameters (`RETF n`).
+    pub fn simulate_far_ret_n(&self, bytes: u32) -> Result<(), VmmError> {
+        let Some(f) = self.svc().simulate_far_ret_n() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, bytes))
+    }
+
+    /// `Build_Int_Stack_Frame`: push FLAGS, CS, IP and jump to `target`
+    /// (IF and TF cleared, as an `INT` does) without calling any hook; the
+    /// target must `IRET`.
+    pub fn build_int_stack_frame(&self, target: FarPtr) -> Result<(), VmmError> {
+        let Some(f) = self.svc().build_int_stack_frame() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, target.selector, target.offset as u32))
+    }
+
+    fn allocate_call_back<D: 'static, F: Fn(&D, &Vmm<'_>, CallBackEntry) + 'static>(
+        &self,
+        pm: bool,
+        ref_data: u32,
+        f: F,
+    ) -> Result<FarPtr, VmmError> {
+        let Some(alloc) = self.svc().allocate_call_back() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            f(d, vmm, CallBackEntry { vm: VmHandle(r.ebx), ref_data: r.edx });
+            Carry::Clear
+        });
+        res(alloc(self.cx, pm, ref_data, cb)).map(FarPtr::from_u32)
+    }
+
+    /// `Allocate_V86_Call_Back`: a V86 address that, reached by a `CALL
+    /// FAR` or (stored in a vector) an `INT`, runs `f` in ring 0. `f` reads
+    /// and writes the VM's client registers and must move its CS:IP:
+    /// [`Vmm::simulate_far_ret`] after a far call, [`Vmm::simulate_iret`]
+    /// after an interrupt (nothing is popped for it). `Err(FAILED)` when
+    /// the pool is used up.
+    pub fn allocate_v86_call_back<D: 'static, F: Fn(&D, &Vmm<'_>, CallBackEntry) + 'static>(
+        &self,
+        ref_data: u32,
+        f: F,
+    ) -> Result<FarPtr, VmmError> {
+        self.allocate_call_back(false, ref_data, f)
+    }
+
+    /// `Allocate_PM_Call_Back`: the same for protected-mode ring-3 code (a
+    /// selector:offset).
+    pub fn allocate_pm_call_back<D: 'static, F: Fn(&D, &Vmm<'_>, CallBackEntry) + 'static>(
+        &self,
+        ref_data: u32,
+        f: F,
+    ) -> Result<FarPtr, VmmError> {
+        self.allocate_call_back(true, ref_data, f)
+    }
+
+    /// `Call_When_VM_Returns`: `f` runs when the current VM returns through
+    /// the next interrupt frame the VMM builds for it (call it before the
+    /// interrupt is reflected, typically from a `Hook_V86_Int_Chain` hook
+    /// that then passes the interrupt on), and/or at the time-out:
+    /// `timeout_ms` 0 none, > 0 whichever comes first, < 0 both.
+    pub fn call_when_vm_returns<D: 'static, F: Fn(&D, &Vmm<'_>, VmReturn) + 'static>(
+        &self,
+        timeout_ms: i32,
+        ref_data: u32,
+        f: F,
+    ) -> Result<(), VmmError> {
+        let Some(call) = self.svc().call_when_vm_returns() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            f(
+                d,
+                vmm,
+                VmReturn {
+                    vm: VmHandle(r.ebx),
+                    ref_data: r.edx,
+                    timed_out: r.flags & CF_MASK != 0,
+                    after_time_out: r.flags & crate::ddk::ZF_MASK != 0,
+                },
+            );
+            Carry::Clear
+        });
+        res(call(self.cx, timeout_ms, ref_data, cb))
+    }
+
+    /// `Hook_V86_Fault`: `f` is offered fault `vector` of V86 code (a DOS
+    /// program) with the client registers current. Installed during
+    /// `Sys_Critical_Init` it sees only the faults the VMM does not handle
+    /// (the program has no handler of its own); installed later it sees
+    /// every fault first. [`HookAction::Consume`] = handled (move CS:IP
+    /// past the fault, or it recurs). `Err(FAILED)` for 2 or above 0x4F.
+    pub fn hook_v86_fault<D: 'static, F: Fn(&D, &Vmm<'_>, u8, VmHandle) -> HookAction + 'static>(
+        &self,
+        vector: u8,
+        f: F,
+    ) -> Result<FaultHookHandle, VmmError> {
+        let Some(hook) = self.svc().hook_v86_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            match f(d, vmm, r.eax as u8, VmHandle(r.ebx)) {
+                HookAction::Consume => Carry::Clear,
+                HookAction::PassOn => Carry::Set,
+            }
+        });
+        res(hook(self.cx, vector as u32, cb)).map(FaultHookHandle)
+    }
+
+    /// `Unhook_V86_Fault` (Windows 95): `Err(NOT_FOUND)` for a hook this
+    /// device does not have.
+    pub fn unhook_v86_fault(&self, vector: u8, hook: FaultHookHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().unhook_v86_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, vector as u32, hook.0))
+    }
+}

@@ -24,6 +24,7 @@ mod shell;
 mod trace_order;
 mod vcomd;
 mod violations;
+mod vmint;
 mod vmm_core;
 mod vpicd;
 mod vpostd;

@@ -722,6 +722,56 @@ fn a_dos_programs_handler_gets_the_interrupt_through_its_vector_table() {
     assert!(notes(&run).iter().filter(|n| *n == "iret timed_out=false").count() == 2);
 }
 
+/// A `Hook_V86_Int_Chain` hook sees a hardware interrupt before the
+/// program's handler: the first one it takes (sending the EOI as the
+/// handler would), the others it passes on to the program's vector.
+#[test]
+fn a_v86_int_chain_hook_sees_hardware_interrupts_before_the_programs_handler() {
+    let manifest = machine("4.0", &["SCRIPT"], "", "[[vm]]\nname = \"DOS1\"\nprogram = \"IRQCOM.COM\"\n");
+    let run = scenario(
+        manifest,
+        || noting(5),
+        20,
+        DOS1,
+        |dev, vmm| {
+            let h = handle(dev);
+            let seen = Cell::new(0u32);
+            vmm.hook_v86_int_chain(0x0D, move |_: &ScriptDevice, vmm: &Vmm<'_>, _n, vm| {
+                seen.set(seen.get() + 1);
+                if seen.get() == 1 {
+                    vmm.vpicd().virtual_eoi(h, vm).unwrap();
+                    HookAction::Consume
+                } else {
+                    HookAction::PassOn
+                }
+            })
+            .unwrap();
+            for k in 0..3 {
+                vmm.set_global_time_out(20 * k, move |_: &ScriptDevice, vmm, _| {
+                    vmm.schedule_vm_event(VmHandle(DOS1), move |_: &ScriptDevice, vmm, _| {
+                        vmm.vpicd().set_int_request(h, VmHandle(DOS1)).unwrap();
+                    })
+                    .unwrap();
+                });
+            }
+        },
+    )
+    .plugin_dir(irqcom_dir())
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    let passed: Vec<bool> = t
+        .matching(json!({"kind": "int_hook", "vector": 0x0D}))
+        .iter()
+        .map(|r| r["passed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(passed, [false, true, true]);
+    assert_eq!(outputs(&run), ["got 2"], "the program's handler ran for the two passed on");
+    let s = steps(t, 5);
+    assert_eq!(s.iter().filter(|x| x.starts_with("iret@")).count(), 3, "{s:?}");
+    assert_eq!(s.iter().filter(|x| x.starts_with("eoi@")).count(), 3, "{s:?}");
+}
+
 // ---- bad arguments and the manifest ------------------------------------------------------------------
 
 #[test]

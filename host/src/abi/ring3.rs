@@ -18,11 +18,11 @@ fn r3<T>(cx: &HostCx, function: &'static str, refused: impl Fn() -> T, body: imp
 }
 
 extern "C" fn r3_int(cx: &HostCx, number: u8) -> VmmResult<()> {
-    r3(cx, "INT", || RErr(VmmError::VIOLATION), |core| core.ring3_int(number).into())
+    r3(cx, "INT", || RErr(VmmError::VIOLATION), |core| core.ring3_code_int(number).into())
 }
 
 extern "C" fn r3_call(cx: &HostCx, target: u32, args: RSlice<'_, u8>) -> VmmResult<u32> {
-    r3(cx, "far call", || RErr(VmmError::VIOLATION), |core| core.ring3_far_call(target, args.as_slice(), false).into())
+    r3(cx, "far call", || RErr(VmmError::VIOLATION), |core| core.ring3_code_far_call(target, args.as_slice()).into())
 }
 
 extern "C" fn r3_set_interrupts(cx: &HostCx, enabled: bool) {

@@ -8,8 +8,8 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
 use vmm_plugin_api::abi::{
-    ClientRegs, ControlArgs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, ProfileString,
-    ProfileValue, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
+    ClientRegs, ControlArgs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, PmVector,
+    ProfileString, ProfileValue, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
@@ -29,6 +29,7 @@ use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::limits::{CB_START, cb_area_end};
 use crate::vmm::services::{self as svc, Rule, Service};
 use crate::vmm::timers::{Due, TimeoutRec};
+use crate::vmm::vectors::FaultKind;
 
 // ---- diagnostics ------------------------------------------------------------
 
@@ -1107,6 +1108,124 @@ extern "C" fn is_ring3_export(cx: &HostCx, address: u32) -> bool {
     })
 }
 
+// ---- interrupts inside VMs and call-backs ---------------------------------------------------
+
+/// An interrupt number a vector-table service was given: above 0xFF is
+/// an `INVALID_PARAMETER` violation.
+fn vector_number(core: &Core, service: &'static str, n: u32) -> Result<u8, VmmError> {
+    u8::try_from(n).map_err(|_| {
+        core.refuse(
+            Violation::InvalidParameter,
+            format!("{service} was given interrupt number {n:#X}; interrupt numbers are 0 to 0xFF"),
+            Some(service),
+        )
+    })
+}
+
+extern "C" fn hook_v86_int_chain(cx: &HostCx, vector: u32, callback: RawCallback) -> VmmResult<u32> {
+    let cb = Callback::plugin(caller(cx), callback);
+    let svc = &svc::HOOK_V86_INT_CHAIN;
+    serve(cx, svc, |core| {
+        // Windows 3.1 lets devices hook V86 interrupts only during
+        // initialization; Windows 95 at any time.
+        if !install_allowed(core, svc) {
+            return RErr(VmmError::VIOLATION);
+        }
+        core.hook_v86_int_chain(caller(cx), vector, cb).into()
+    })
+}
+
+extern "C" fn unhook_v86_int_chain(cx: &HostCx, vector: u32, hook: u32) -> VmmResult<()> {
+    let svc = &svc::UNHOOK_V86_INT_CHAIN;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        core.unhook_v86_int_chain(caller(cx), vector, hook).into()
+    })
+}
+
+extern "C" fn get_v86_int_vector(cx: &HostCx, vector: u32) -> VmmResult<u32> {
+    nest_op(cx, &svc::GET_V86_INT_VECTOR, |core, vm| {
+        let n = vector_number(core, svc::GET_V86_INT_VECTOR.name, vector)?;
+        Ok(core.get_v86_int_vector(vm, n))
+    })
+}
+
+extern "C" fn set_v86_int_vector(cx: &HostCx, vector: u32, segment: u16, offset: u32) -> VmmResult<()> {
+    nest_op(cx, &svc::SET_V86_INT_VECTOR, |core, vm| {
+        let n = vector_number(core, svc::SET_V86_INT_VECTOR.name, vector)?;
+        core.set_v86_int_vector(vm, n, ((segment as u32) << 16) | (offset & 0xFFFF));
+        Ok(())
+    })
+}
+
+extern "C" fn get_pm_int_vector(cx: &HostCx, vector: u32) -> VmmResult<PmVector> {
+    nest_op(cx, &svc::GET_PM_INT_VECTOR, |core, vm| {
+        let n = vector_number(core, svc::GET_PM_INT_VECTOR.name, vector)?;
+        let (selector, offset, default) = core.get_pm_int_vector(vm, n);
+        Ok(PmVector { selector, offset, default })
+    })
+}
+
+extern "C" fn set_pm_int_vector(cx: &HostCx, vector: u32, selector: u16, offset: u32) -> VmmResult<()> {
+    nest_op(cx, &svc::SET_PM_INT_VECTOR, |core, vm| {
+        let n = vector_number(core, svc::SET_PM_INT_VECTOR.name, vector)?;
+        core.set_pm_int_vector(vm, n, selector, offset);
+        Ok(())
+    })
+}
+
+extern "C" fn simulate_iret(cx: &HostCx) -> VmmResult<()> {
+    nest_op(cx, &svc::SIMULATE_IRET, |core, vm| core.simulate_iret(vm))
+}
+
+extern "C" fn simulate_far_jmp(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
+    nest_op(cx, &svc::SIMULATE_FAR_JMP, |core, vm| core.simulate_far_jmp(vm, segment, offset))
+}
+
+extern "C" fn simulate_far_ret_n(cx: &HostCx, bytes: u32) -> VmmResult<()> {
+    let svc = if bytes == 0 { &svc::SIMULATE_FAR_RET } else { &svc::SIMULATE_FAR_RET_N };
+    nest_op(cx, svc, |core, vm| core.simulate_far_ret_n(vm, bytes, svc.name))
+}
+
+extern "C" fn build_int_stack_frame(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
+    nest_op(cx, &svc::BUILD_INT_STACK_FRAME, |core, vm| core.build_int_stack_frame(vm, segment, offset))
+}
+
+extern "C" fn allocate_call_back(cx: &HostCx, pm: bool, ref_data: u32, callback: RawCallback) -> VmmResult<u32> {
+    let cb = Callback::plugin(caller(cx), callback);
+    let svc = if pm { &svc::ALLOCATE_PM_CALL_BACK } else { &svc::ALLOCATE_V86_CALL_BACK };
+    serve(cx, svc, |core| core.allocate_call_back(pm, caller(cx), ref_data, cb).into())
+}
+
+extern "C" fn call_when_vm_returns(
+    cx: &HostCx,
+    timeout_ms: i32,
+    ref_data: u32,
+    callback: RawCallback,
+) -> VmmResult<()> {
+    let cb = Callback::plugin(caller(cx), callback);
+    nest_op(cx, &svc::CALL_WHEN_VM_RETURNS, |core, vm| {
+        core.call_when_vm_returns(vm, caller(cx), timeout_ms, ref_data, cb)
+    })
+}
+
+extern "C" fn hook_v86_fault(cx: &HostCx, vector: u32, callback: RawCallback) -> VmmResult<u32> {
+    let cb = Callback::plugin(caller(cx), callback);
+    serve(cx, &svc::HOOK_V86_FAULT, |core| core.hook_fault(FaultKind::V86, caller(cx), vector, cb).into())
+}
+
+extern "C" fn unhook_v86_fault(cx: &HostCx, vector: u32, hook: u32) -> VmmResult<()> {
+    let svc = &svc::UNHOOK_V86_FAULT;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        core.unhook_fault(FaultKind::V86, caller(cx), vector, hook).into()
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -1155,6 +1274,20 @@ impl Table {
             trace_note_nulls,
             system_control,
             trace_contention,
+            hook_v86_int_chain,
+            unhook_v86_int_chain,
+            get_v86_int_vector,
+            set_v86_int_vector,
+            get_pm_int_vector,
+            set_pm_int_vector,
+            simulate_iret,
+            simulate_far_jmp,
+            simulate_far_ret_n,
+            build_int_stack_frame,
+            allocate_call_back,
+            call_when_vm_returns,
+            hook_v86_fault,
+            unhook_v86_fault,
         })
     }
 

@@ -179,6 +179,7 @@ impl Core {
         self.vms.borrow_mut().remove(vm);
         self.io_forget_vm(vm);
         self.vpicd_forget_vm(vm);
+        self.vectors_forget_vm(vm);
         if self.cur_vm.get() == vm {
             self.switch_to(self.sys_vm.get());
         }

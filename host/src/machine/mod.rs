@@ -16,6 +16,7 @@ mod lifecycle;
 mod nest;
 pub mod registry;
 pub(crate) mod run;
+mod vectors;
 pub(crate) mod vpicd;
 
 use std::cell::{Cell, RefCell};
@@ -188,6 +189,13 @@ pub(crate) struct Core {
     pub(crate) io: RefCell<crate::vmm::io::IoPorts>,
     /// COM1's UART (`[machine] com1`), if one is plugged in.
     pub(crate) com1: Option<RefCell<crate::hw::uart::Uart>>,
+    /// Interrupts inside VMs: hook chains, vector tables, call-backs.
+    pub(crate) vectors: RefCell<crate::vmm::vectors::Vectors>,
+    /// The memory of DOS programs whose run is inside a call into the VMM
+    /// (`v86_call_vmm`), by VM: the services reach it here.
+    pub(crate) v86_mem: RefCell<Vec<(VmId, crate::ring3::machine_code::DosMemory)>>,
+    /// Call-backs running now (`Simulate_*` on a Rust VM's frame is legal).
+    pub(crate) in_call_back: Cell<u32>,
     pub(crate) irqs: RefCell<Slab<Irq>>,
     /// Some interrupt source has requests not yet taken.
     pub(crate) irq_pending: Cell<bool>,
@@ -291,6 +299,9 @@ impl Core {
             sems: RefCell::new(Semaphores::default()),
             io: RefCell::new(crate::vmm::io::IoPorts::default()),
             com1,
+            vectors: RefCell::new(crate::vmm::vectors::Vectors::default()),
+            v86_mem: RefCell::new(Vec::new()),
+            in_call_back: Cell::new(0),
             irqs: RefCell::new(crate::vmm::irq::sources()),
             irq_pending: Cell::new(false),
             hooks: RefCell::new(Hooks::default()),

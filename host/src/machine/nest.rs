@@ -156,26 +156,35 @@ impl Core {
 
     /// `Simulate_Push` (inside a nested block).
     pub(crate) fn simulate_push(&self, vm: VmId, value: u32) -> Result<(), VmmError> {
-        self.require_nest(vm, "Simulate_Push")?;
-        self.with_client(vm, |c, stack| nest::simulate_push(c, stack, value))?
+        self.simulate_allowed(vm, "Simulate_Push")?;
+        self.with_client_stack(vm, |c, stack| nest::simulate_push(c, stack, value))?
     }
 
     /// `Simulate_Pop` (inside a nested block).
     pub(crate) fn simulate_pop(&self, vm: VmId) -> Result<u32, VmmError> {
-        self.require_nest(vm, "Simulate_Pop")?;
-        self.with_client(vm, |c, stack| nest::simulate_pop(c, stack))?
+        self.simulate_allowed(vm, "Simulate_Pop")?;
+        self.with_client_stack(vm, |c, stack| nest::simulate_pop(c, stack))?
     }
 
     /// `Simulate_Far_Call` (inside a nested block).
     pub(crate) fn simulate_far_call(&self, vm: VmId, segment: u16, offset: u32) -> Result<(), VmmError> {
-        self.require_nest(vm, "Simulate_Far_Call")?;
-        self.with_client(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))?
+        self.simulate_allowed(vm, "Simulate_Far_Call")?;
+        self.with_client_stack(vm, |c, stack| nest::simulate_far_call(c, stack, segment, offset))??;
+        // A Call_When_VM_Returns registration takes this return address.
+        self.frame_built(vm);
+        Ok(())
     }
 
-    /// `Simulate_Int`: to the host's handler of `n` (inside a nested block).
+    /// `Simulate_Int`: the `Hook_V86_Int_Chain` hooks, then (when every
+    /// hook passed it on) an IRET frame to the VM's vector: the host's
+    /// handler of `n` unless a device set it. On a VM whose code is Rust
+    /// only inside a nested block; on a DOS program's VM wherever its
+    /// registers are current (a hook, a call-back, an event).
     pub(crate) fn simulate_int(&self, vm: VmId, n: u8) -> Result<(), VmmError> {
-        self.require_nest(vm, "Simulate_Int")?;
-        self.with_client(vm, |c, stack| nest::simulate_int(c, stack, Core::int_vector(n)))?
+        if !self.vm_has_memory(vm) {
+            self.require_nest(vm, "Simulate_Int")?;
+        }
+        self.simulate_int_in(vm, n)
     }
 
     /// `Resume_Exec`: run `vm` until it returns to the nest's break point.
@@ -187,6 +196,33 @@ impl Core {
             let (cs, ip) =
                 self.vms.borrow().get(vm).map(|v| (v.client().cs, v.client().eip)).ok_or(VmmError::INVALID_HANDLE)?;
             let target_ptr = ((cs & 0xFFFF) << 16) | (ip & 0xFFFF);
+            if target_ptr != NEST_BREAKPOINT && self.vm_has_memory(vm) {
+                // Machine code: the interpreter runs the VM until it is
+                // back at the break point.
+                self.resume_machine_code(vm)?;
+                continue;
+            }
+            if Core::is_return_point(target_ptr) {
+                // Back through a frame a Call_When_VM_Returns took.
+                if !self.vm_returned(vm, target_ptr) {
+                    return Err(self.refuse(
+                        Violation::BadFarPointer,
+                        format!(
+                            "Resume_Exec reached {:04X}:{:04X}, a Call_When_VM_Returns break point that is not this \
+                             VM's",
+                            target_ptr >> 16,
+                            target_ptr & 0xFFFF
+                        ),
+                        Some("Resume_Exec"),
+                    ));
+                }
+                continue;
+            }
+            if self.is_call_back(target_ptr) {
+                // The call-back moves CS:IP itself.
+                self.enter_call_back(vm, target_ptr)?;
+                continue;
+            }
             let target = self.ring3.borrow().resolve(target_ptr);
             match target {
                 Target::Breakpoint => return Ok(()),

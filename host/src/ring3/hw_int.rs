@@ -91,6 +91,11 @@ impl Core {
         let defaults = self.vm_code(vm) == VmCode::Defaults;
         for _ in 0..MAX_PER_ENTRY {
             let Some((irq, vector)) = self.vpicd_ring3_next(vm) else { break };
+            // The Hook_V86_Int_Chain hooks first, as for a DOS program.
+            if self.v86_int_chain(vm, vector) {
+                self.vpicd_iret(vm, irq, None);
+                continue;
+            }
             let handler = if defaults { None } else { self.ring3.borrow().int_vectors.get(&(vm, vector)).copied() };
             let Some(target) = handler else {
                 self.vpicd_default_handler(vm, irq);
@@ -121,6 +126,13 @@ impl Core {
     pub(crate) fn v86_hw_ints(&self, vm: VmId, m: &mut DosMachine) {
         for _ in 0..MAX_PER_ENTRY {
             let Some((irq, vector)) = self.vpicd_ring3_next(vm) else { break };
+            // The devices' Hook_V86_Int_Chain hooks see it first; one that
+            // takes it (carry clear) served it: nothing is reflected, and
+            // VPICD sees the interrupt as returned.
+            if self.vectors.borrow().hooked(vector) && self.v86_call_vmm(vm, m, |core| core.v86_int_chain(vm, vector)) {
+                self.v86_call_vmm(vm, m, |core| core.vpicd_iret(vm, irq, None));
+                continue;
+            }
             if m.mem.vector(vector) == ((HOST_SEGMENT as u32) << 16) | vector as u32 {
                 // No handler of the program's: the default handler.
                 self.v86_call_vmm(vm, m, |core| core.vpicd_default_handler(vm, irq));

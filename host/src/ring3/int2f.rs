@@ -187,6 +187,30 @@ impl Core {
     /// A far call made by ring-3 code (or for it): into an export, a VxD API
     /// entry, or an interrupt handler. `args` are the PASCAL argument bytes
     /// of an export. Returns DX:AX.
+    /// `INT n` executed by Rust ring-3 code: the devices' hooks
+    /// (`Hook_V86_Int_Chain`), then the VM's vector when a device pointed
+    /// it at a call-back, else the host's handler.
+    pub(crate) fn ring3_code_int(&self, n: u8) -> Result<(), VmmError> {
+        let vm = self.cur_vm.get();
+        if self.v86_int_chain(vm, n) {
+            return Ok(());
+        }
+        let vector = self.vectors.borrow().v86_vector(vm, n);
+        if let Some(vector) = vector.filter(|&v| self.is_call_back(v)) {
+            return self.ring3_call_back(vm, vector, &[], true).map(|_| ());
+        }
+        self.ring3_int(n)
+    }
+
+    /// A far call from Rust ring-3 code: to a call-back, or as
+    /// [`Core::ring3_far_call`].
+    pub(crate) fn ring3_code_far_call(&self, target: u32, args: &[u8]) -> Result<u32, VmmError> {
+        if self.is_call_back(target) {
+            return self.ring3_call_back(self.cur_vm.get(), target, args, false);
+        }
+        self.ring3_far_call(target, args, false)
+    }
+
     pub(crate) fn ring3_far_call(&self, target: u32, args: &[u8], isr: bool) -> Result<u32, VmmError> {
         let resolved = self.ring3.borrow().resolve(target);
         let vm = self.cur_vm.get();

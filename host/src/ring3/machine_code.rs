@@ -167,11 +167,40 @@ impl Bus for DosMemory {
     }
 
     fn is_breakpoint(&self, cs: u16, ip: u16) -> bool {
-        (cs == HOST_SEGMENT && ip < HW_IRET_BASE + 16) || cs == V86_API_SEGMENT
+        (cs == HOST_SEGMENT && ip < HW_IRET_BASE + 16)
+            || cs == V86_API_SEGMENT
+            || cs == crate::vmm::vectors::V86_CALLBACK_SEGMENT
+            || cs == crate::vmm::vectors::RETURN_SEGMENT
+            || ((cs as u32) << 16 | ip as u32) == crate::ring3::addresses::NEST_BREAKPOINT
     }
 }
 
 impl DosMemory {
+    /// Memory of no bytes: what a program's memory leaves behind while the
+    /// VMM holds it during a call (`Core::v86_call_vmm`).
+    pub(crate) fn empty() -> Self {
+        DosMemory { mem: Memory::new(0) }
+    }
+
+    /// The byte at linear address `addr` (0 past the end).
+    pub(crate) fn byte(&self, addr: u32) -> u8 {
+        self.mem.bytes().get(addr as usize).copied().unwrap_or(0)
+    }
+
+    /// Write the byte at linear address `addr` (dropped past the end).
+    pub(crate) fn set_byte(&mut self, addr: u32, value: u8) {
+        if let Some(b) = self.mem.bytes_mut().get_mut(addr as usize) {
+            *b = value;
+        }
+    }
+
+    /// Set the vector table entry of `INT n` (`segment << 16 | offset`).
+    pub(crate) fn set_vector(&mut self, n: u8, vector: u32) {
+        let a = n as u32 * 4;
+        self.set_word(a, vector as u16);
+        self.set_word(a + 2, (vector >> 16) as u16);
+    }
+
     pub(crate) fn load(&mut self, addr: u32, data: &[u8]) {
         let a = addr as usize;
         self.mem.bytes_mut()[a..a + data.len()].copy_from_slice(data);
@@ -353,6 +382,8 @@ pub(crate) enum Flow {
 
 /// What a run returns to the ring-3 scheduler.
 pub(crate) enum Ran {
+    /// Nested execution (`Resume_Exec`) came back to its break point.
+    NestReturn,
     /// A step as a Rust module would return it (sleep, yield, exit).
     Step(Step),
     /// The budget ran out: the program is ready to run on.

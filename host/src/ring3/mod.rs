@@ -153,8 +153,11 @@ impl Core {
     fn instantiate_machine(&self, name: &str, vm: VmId, args: &str) -> Result<usize, String> {
         let (path, image) = self.load_program_file(name)?;
         let file = path.file_name().map_or(name.to_string(), |f| f.to_string_lossy().to_ascii_uppercase());
-        let machine = machine_code::DosMachine::new(&file, &file, &image, args)
+        let mut machine = machine_code::DosMachine::new(&file, &file, &image, args)
             .map_err(|e| format!("program file `{name}` ({}): {e}", path.display()))?;
+        // Vectors devices set (Set_V86_Int_Vector) before the program had
+        // memory: the default table's, then its VM's.
+        self.apply_v86_vectors(vm, &mut machine.mem);
         // The VM's client registers hold the program's between steps: DOS
         // starts it at the entry point with its registers set.
         if let Some(v) = self.vms.borrow().get(vm) {
@@ -349,7 +352,7 @@ impl Core {
         }
         match ran {
             machine_code::Ran::Step(step) => self.apply_step(id, step),
-            machine_code::Ran::Preempted => {
+            machine_code::Ran::Preempted | machine_code::Ran::NestReturn => {
                 if let Some(p) = self.ring3.borrow_mut().program_mut(id)
                     && p.state != ProgState::Ended
                 {

@@ -54,15 +54,23 @@
 
 use std::path::PathBuf;
 
-use vmm_plugin_api::abi::{Step, StepKind};
+use vmm_plugin_api::abi::{Step, StepKind, VmmError};
 use vmm_x86::{AX, CS, ExitReason, Size, flags};
 
 use crate::machine::Core;
 use crate::ring3::machine_code::*;
+use crate::ring3::state::{NEST_BREAKPOINT, ProgState, Ring3Code};
 use crate::trace::TraceEvent;
+use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::io;
+use crate::vmm::vectors::{FaultKind, FaultStage, MAX_FAULT, RETURN_SEGMENT, V86_CALLBACK_SEGMENT};
+
+/// How many faults in a row one run may take without executing an
+/// instruction (a hook that reports a fault handled but leaves CS:IP at
+/// it).
+const FAULT_LIMIT: u32 = 10_000;
 
 /// The command that builds the missing program `name` from a source of
 /// the same name in one of `dirs` (`comterm.asm` with nasm, `postdos.c`
@@ -157,6 +165,7 @@ impl Core {
         m.mem.load(0x46C, &ticks.to_le_bytes());
         let budget = self.manifest.machine.v86_step;
         let mut done = 0u64;
+        let mut faults = 0u32;
         let (ran, why) = self.with_frame(instance, Context::Ring3, || {
             // Virtual interrupts that waited for this VM to run.
             self.v86_call_vmm(vm, m, |core| core.vpicd_vm_runs(vm));
@@ -167,6 +176,9 @@ impl Core {
                 }
                 let exit = m.cpu.run(&mut m.mem, budget - done);
                 done += exit.instructions;
+                if exit.instructions > 0 {
+                    faults = 0;
+                }
                 let flow = match exit.reason {
                     ExitReason::Budget => Flow::Go,
                     ExitReason::Interrupt { vector, .. } => self.v86_interrupt(vm, m, vector),
@@ -181,6 +193,31 @@ impl Core {
                         v86_iret(m);
                         self.v86_if_changed(vm, m, was);
                         flow
+                    }
+                    ExitReason::Breakpoint { cs, ip } if ((cs as u32) << 16 | ip as u32) == NEST_BREAKPOINT => {
+                        if self.nest_depth(vm) > 0 {
+                            // Back from the procedure Resume_Exec called.
+                            break (Ran::NestReturn, "nest");
+                        }
+                        self.v86_stray_return(vm, m, NEST_BREAKPOINT)
+                    }
+                    ExitReason::Breakpoint { cs, ip } if cs == V86_CALLBACK_SEGMENT => {
+                        // A call-back: its callback moves CS:IP (nothing is
+                        // popped for it).
+                        let ptr = ((cs as u32) << 16) | ip as u32;
+                        if self.v86_call_vmm(vm, m, |core| core.enter_call_back(vm, ptr)).is_err() {
+                            Flow::Crash
+                        } else {
+                            Flow::Go
+                        }
+                    }
+                    ExitReason::Breakpoint { cs, ip } if cs == RETURN_SEGMENT => {
+                        let ptr = ((cs as u32) << 16) | ip as u32;
+                        if self.v86_call_vmm(vm, m, |core| core.vm_returned(vm, ptr)) {
+                            Flow::Go
+                        } else {
+                            self.v86_stray_return(vm, m, ptr)
+                        }
                     }
                     ExitReason::Breakpoint { cs, ip } => self.v86_api(vm, m, ((cs as u32) << 16) | ip as u32),
                     ExitReason::In { port, size } => {
@@ -213,8 +250,18 @@ impl Core {
                     }
                     ExitReason::Halt => Flow::Step(step(StepKind::Yield, 0), "halt"),
                     ExitReason::Fault { vector } => {
-                        if m.mem.vector(vector) >> 16 != HOST_SEGMENT as u32 {
-                            self.v86_deliver(vm, m, vector);
+                        faults += 1;
+                        if faults > FAULT_LIMIT {
+                            tracing::warn!(
+                                "{}: {FAULT_LIMIT} faults in one run without the program getting on; it ends",
+                                m.name
+                            );
+                            Flow::Crash
+                        } else if self.v86_fault_hooked(vm, m, vector, FaultStage::Front) {
+                            Flow::Go
+                        } else if m.mem.vector(vector) >> 16 != HOST_SEGMENT as u32 {
+                            self.v86_deliver(vm, m, vector)
+                        } else if self.v86_fault_hooked(vm, m, vector, FaultStage::Behind) {
                             Flow::Go
                         } else {
                             let cs_ip = ((m.cpu.sregs[CS] as u32) << 16) | m.cpu.ip as u32;
@@ -265,6 +312,12 @@ impl Core {
 
     /// `INT n` executed by the program.
     fn v86_interrupt(&self, vm: VmId, m: &mut DosMachine, n: u8) -> Flow {
+        // The devices' hooks first (Hook_V86_Int_Chain): one map lookup
+        // when nothing hooks `n`.
+        let hooked = self.vectors.borrow().hooked(n);
+        if hooked && self.v86_call_vmm(vm, m, |core| core.v86_int_chain(vm, n)) {
+            return Flow::Go;
+        }
         let vector = m.mem.vector(n);
         let host = vector == ((HOST_SEGMENT as u32) << 16) | n as u32;
         let ax = m.cpu.regs[AX] as u16;
@@ -274,20 +327,29 @@ impl Core {
             ax,
             handler: if host { "host" } else { "vm" },
         });
-        if host {
-            self.v86_host_int(vm, m, n)
-        } else {
-            self.v86_deliver(vm, m, n);
-            Flow::Go
-        }
+        if host { self.v86_host_int(vm, m, n) } else { self.v86_deliver(vm, m, n) }
     }
 
     /// Reflect interrupt `n` through the VM's vector table to the program's
-    /// handler (which clears IF, as the processor does).
-    fn v86_deliver(&self, vm: VmId, m: &mut DosMachine, n: u8) {
+    /// handler (which clears IF, as the processor does), or to the
+    /// call-back a device put in the vector.
+    fn v86_deliver(&self, vm: VmId, m: &mut DosMachine, n: u8) -> Flow {
         let was = m.cpu.flags & flags::IF;
         m.cpu.deliver_interrupt(&mut m.mem, n);
         self.v86_if_changed(vm, m, was);
+        if self.vectors.borrow().unframed_return(vm).is_some() {
+            // A Call_When_VM_Returns registration takes this frame.
+            self.v86_call_vmm(vm, m, |core| core.frame_built(vm));
+        }
+        if m.cpu.sregs[CS] == V86_CALLBACK_SEGMENT {
+            // The processor does not stop at a break point it did not
+            // transfer to itself: the call-back is entered here.
+            let ptr = ((m.cpu.sregs[CS] as u32) << 16) | m.cpu.ip as u32;
+            if self.v86_call_vmm(vm, m, |core| core.enter_call_back(vm, ptr)).is_err() {
+                return Flow::Crash;
+            }
+        }
+        Flow::Go
     }
 
     /// IF was `was` and may have changed without an exit (an interrupt the
@@ -335,6 +397,80 @@ impl Core {
         }
     }
 
+    /// `Resume_Exec` into `vm`, whose code is machine code: one run of its
+    /// program from the client registers the nested block set up (CS:IP at
+    /// the procedure, the break point's address on its stack), ending at
+    /// the break point, the run's budget, or the program's end. Only a
+    /// program between runs can be entered (a device called from the
+    /// program's own call into the VMM cannot nest into it).
+    pub(crate) fn resume_machine_code(&self, vm: VmId) -> Result<(), VmmError> {
+        let taken = {
+            let mut r3 = self.ring3.borrow_mut();
+            r3.modules.iter_mut().enumerate().find_map(|(i, m)| match &mut m.code {
+                Ring3Code::Machine(machine) if m.alive && m.vm == vm && machine.is_some() => {
+                    machine.take().map(|b| (i, m.instance, b))
+                }
+                _ => None,
+            })
+        };
+        let Some((module, instance, mut machine)) = taken else {
+            return Err(self.refuse(
+                Violation::BadFarPointer,
+                format!(
+                    "Resume_Exec into VM {vm:#x}, whose DOS program is inside its own call into the VMM: nested \
+                     execution cannot enter it there (schedule an event for the VM instead)"
+                ),
+                Some("Resume_Exec"),
+            ));
+        };
+        let ran = self.v86_run(instance, &mut machine);
+        let id = {
+            let mut r3 = self.ring3.borrow_mut();
+            if r3.modules[module].alive {
+                r3.modules[module].code = Ring3Code::Machine(Some(machine));
+            }
+            r3.programs.iter().find(|p| p.module == module && p.state != ProgState::Ended).map(|p| p.id)
+        };
+        match ran {
+            Ran::NestReturn | Ran::Preempted => Ok(()),
+            // A wait inside the nested procedure does not suspend the
+            // block: it runs on.
+            Ran::Step(s) if s.kind != StepKind::Exit => Ok(()),
+            Ran::Step(s) => {
+                if let Some(id) = id {
+                    self.apply_step(id, s);
+                }
+                Err(VmmError::FAILED)
+            }
+            Ran::Crashed => {
+                if let Some(id) = id {
+                    self.end_program(id, None, crate::ring3::EndReason::Crashed);
+                }
+                Err(VmmError::FAILED)
+            }
+        }
+    }
+
+    /// Fault `n` offered to the fault hooks of `stage` (on the program's
+    /// registers): whether one handled it.
+    fn v86_fault_hooked(&self, vm: VmId, m: &mut DosMachine, n: u8, stage: FaultStage) -> bool {
+        n <= MAX_FAULT && self.v86_call_vmm(vm, m, |core| core.fault_hooks(FaultKind::V86, vm, n, stage))
+    }
+
+    /// The program reached a `Call_When_VM_Returns` break point that is not
+    /// (or no longer) a registration of its VM's: a far transfer to an
+    /// address it was never given. It ends like a fault.
+    fn v86_stray_return(&self, vm: VmId, m: &mut DosMachine, ptr: u32) -> Flow {
+        tracing::warn!(
+            "{}: jumped to {:04X}:{:04X}, a return break point that is not its VM's; the program ends",
+            m.name,
+            ptr >> 16,
+            ptr & 0xFFFF
+        );
+        self.trace(|| TraceEvent::V86Fault { vm: vm.raw(), vector: 13, cs_ip: ptr });
+        Flow::Crash
+    }
+
     /// A far call to `target`, a VxD's V86 API entry (`FF00:id`).
     fn v86_api(&self, vm: VmId, m: &mut DosMachine, target: u32) -> Flow {
         let r = self.v86_call_vmm(vm, m, |core| core.ring3_far_call(target, &[], false).map(|_| ()));
@@ -355,7 +491,15 @@ impl Core {
             to_client(&m.cpu, &mut c);
             v.set_client(c);
         }
+        // The VMM holds the program's memory meanwhile: the services reach
+        // its stack and vector table (`Core::with_vm_memory`).
+        let mem = std::mem::replace(&mut m.mem, DosMemory::empty());
+        self.v86_mem.borrow_mut().push((vm, mem));
         let r = f(self);
+        let held = self.v86_mem.borrow_mut().pop();
+        if let Some((_, mem)) = held {
+            m.mem = mem;
+        }
         if let Some(v) = self.vms.borrow().get(vm) {
             from_client(&mut m.cpu, &v.client());
         }

@@ -18,5 +18,6 @@ pub(crate) mod service_hooks;
 pub(crate) mod services;
 pub(crate) mod slab;
 pub(crate) mod timers;
+pub(crate) mod vectors;
 pub(crate) mod vm;
 pub(crate) mod vpicd;

@@ -93,15 +93,49 @@ pub(crate) fn forbidden(context: Context, message: Option<u32>) -> Option<String
     })
 }
 
+/// The memory a client stack lives in: the VM's 64 KB stack array (VMs
+/// whose code is Rust), or a DOS program's memory at SS (machine code).
+/// Offsets are SP values; they wrap in the 64 KB segment.
+pub(crate) trait StackMem {
+    fn byte(&self, sp: u16) -> u8;
+    fn set_byte(&mut self, sp: u16, value: u8);
+}
+
+impl StackMem for Stack {
+    #[inline]
+    fn byte(&self, sp: u16) -> u8 {
+        self[sp as usize]
+    }
+    #[inline]
+    fn set_byte(&mut self, sp: u16, value: u8) {
+        self[sp as usize] = value;
+    }
+}
+
+impl<S: StackMem + ?Sized> StackMem for Box<S> {
+    #[inline]
+    fn byte(&self, sp: u16) -> u8 {
+        (**self).byte(sp)
+    }
+    #[inline]
+    fn set_byte(&mut self, sp: u16, value: u8) {
+        (**self).set_byte(sp, value)
+    }
+}
+
 /// `Simulate_Push`: a word on the client stack (`OUT_OF_MEMORY` when the
 /// 64 KB stack is full, never a wrap).
-pub(crate) fn simulate_push(c: &mut ClientRegs, stack: &mut Stack, value: u32) -> Result<(), VmmError> {
+pub(crate) fn simulate_push<S: StackMem + ?Sized>(
+    c: &mut ClientRegs,
+    stack: &mut S,
+    value: u32,
+) -> Result<(), VmmError> {
     push_words(c, stack, &[value as u16])
 }
 
 /// `Simulate_Pop` (`FAILED` when SP is at the top of the stack, never a
 /// wrap).
-pub(crate) fn simulate_pop(c: &mut ClientRegs, stack: &Stack) -> Result<u32, VmmError> {
+pub(crate) fn simulate_pop<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) -> Result<u32, VmmError> {
     if c.esp & 0xFFFF > STACK_TOP - 2 {
         return Err(VmmError::FAILED);
     }
@@ -109,9 +143,9 @@ pub(crate) fn simulate_pop(c: &mut ClientRegs, stack: &Stack) -> Result<u32, Vmm
 }
 
 /// `Simulate_Far_Call`: push CS:IP, jump to `segment:offset`.
-pub(crate) fn simulate_far_call(
+pub(crate) fn simulate_far_call<S: StackMem + ?Sized>(
     c: &mut ClientRegs,
-    stack: &mut Stack,
+    stack: &mut S,
     segment: u16,
     offset: u32,
 ) -> Result<(), VmmError> {
@@ -123,7 +157,11 @@ pub(crate) fn simulate_far_call(
 
 /// `Simulate_Int`: push FLAGS, CS:IP, jump to `handler` (a 16:16 far
 /// pointer).
-pub(crate) fn simulate_int(c: &mut ClientRegs, stack: &mut Stack, handler: u32) -> Result<(), VmmError> {
+pub(crate) fn simulate_int<S: StackMem + ?Sized>(
+    c: &mut ClientRegs,
+    stack: &mut S,
+    handler: u32,
+) -> Result<(), VmmError> {
     push_words(c, stack, &[c.eflags as u16, c.cs as u16, c.eip as u16])?;
     c.cs = handler >> 16;
     c.eip = handler & 0xFFFF;
@@ -132,7 +170,7 @@ pub(crate) fn simulate_int(c: &mut ClientRegs, stack: &mut Stack, handler: u32) 
 
 /// `IRET` from a handler the VMM called: pop IP, CS and FLAGS; IF and the
 /// other flag bits come back, the handler's carry stays.
-pub(crate) fn iret(c: &mut ClientRegs, stack: &Stack) {
+pub(crate) fn iret<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) {
     c.eip = pop16(c, stack) as u32;
     c.cs = pop16(c, stack) as u32;
     let flags = pop16(c, stack) as u32;
@@ -141,7 +179,11 @@ pub(crate) fn iret(c: &mut ClientRegs, stack: &Stack) {
 
 /// Push `words` in order, all or none: the client stack is 64 KB and SP
 /// never wraps below 0 (a full stack is `OUT_OF_MEMORY`).
-pub(crate) fn push_words(c: &mut ClientRegs, stack: &mut Stack, words: &[u16]) -> Result<(), VmmError> {
+pub(crate) fn push_words<S: StackMem + ?Sized>(
+    c: &mut ClientRegs,
+    stack: &mut S,
+    words: &[u16],
+) -> Result<(), VmmError> {
     let need = 2 * words.len() as u32;
     if c.esp & 0xFFFF < need {
         return Err(VmmError::OUT_OF_MEMORY);
@@ -152,34 +194,84 @@ pub(crate) fn push_words(c: &mut ClientRegs, stack: &mut Stack, words: &[u16]) -
     Ok(())
 }
 
-fn push16(c: &mut ClientRegs, stack: &mut Stack, value: u16) {
+fn push16<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &mut S, value: u16) {
     let sp = (c.esp.wrapping_sub(2)) & 0xFFFF;
-    stack[sp as usize] = value as u8;
-    stack[(sp as usize + 1) & 0xFFFF] = (value >> 8) as u8;
+    stack.set_byte(sp as u16, value as u8);
+    stack.set_byte((sp as u16).wrapping_add(1), (value >> 8) as u8);
     c.esp = (c.esp & 0xFFFF_0000) | sp;
 }
 
-pub(crate) fn pop16(c: &mut ClientRegs, stack: &Stack) -> u16 {
+pub(crate) fn pop16<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) -> u16 {
     let sp = c.esp & 0xFFFF;
-    let v = stack[sp as usize] as u16 | ((stack[(sp as usize + 1) & 0xFFFF] as u16) << 8);
+    let v = stack.byte(sp as u16) as u16 | ((stack.byte((sp as u16).wrapping_add(1)) as u16) << 8);
     c.esp = (c.esp & 0xFFFF_0000) | ((sp + 2) & 0xFFFF);
     v
 }
 
 /// Copy `out.len()` bytes from SS:SP+`skip`.
-pub(crate) fn read_stack(c: &ClientRegs, stack: &Stack, skip: usize, out: &mut [u8]) {
+pub(crate) fn read_stack<S: StackMem + ?Sized>(c: &ClientRegs, stack: &S, skip: usize, out: &mut [u8]) {
     let sp = (c.esp & 0xFFFF) as usize;
     for (i, b) in out.iter_mut().enumerate() {
-        *b = stack[(sp + skip + i) & 0xFFFF];
+        *b = stack.byte(((sp + skip + i) & 0xFFFF) as u16);
     }
 }
 
 /// `RETF n`: pop IP and CS, then `n` bytes of arguments.
-pub(crate) fn retf(c: &mut ClientRegs, stack: &Stack, n: usize) {
+pub(crate) fn retf<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S, n: usize) {
     c.eip = pop16(c, stack) as u32;
     c.cs = pop16(c, stack) as u32;
     c.esp = (c.esp & 0xFFFF_0000) | (c.esp.wrapping_add(n as u32) & 0xFFFF);
 }
+
+/// `Simulate_Iret`: pop IP, CS and FLAGS (words: the emulator's VMs run
+/// 16-bit code), all three as they are (`FAILED` when the stack holds less
+/// than a frame).
+pub(crate) fn simulate_iret<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) -> Result<(), VmmError> {
+    need(c, 6)?;
+    c.eip = pop16(c, stack) as u32;
+    c.cs = pop16(c, stack) as u32;
+    let flags = pop16(c, stack) as u32;
+    c.eflags = (c.eflags & 0xFFFF_0000) | flags;
+    Ok(())
+}
+
+/// `Simulate_Far_Jmp`: load CS:IP.
+pub(crate) fn simulate_far_jmp(c: &mut ClientRegs, segment: u16, offset: u32) {
+    c.cs = segment as u32;
+    c.eip = offset & 0xFFFF;
+}
+
+/// `Simulate_Far_Ret_N` (`Simulate_Far_Ret` with `n` = 0): pop IP and CS,
+/// then drop `n` bytes of parameters, as `RETF n` does (`FAILED` when the
+/// stack holds less).
+pub(crate) fn simulate_far_ret_n<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S, n: u32) -> Result<(), VmmError> {
+    need(c, 4u32.saturating_add(n))?;
+    retf(c, stack, n as usize);
+    Ok(())
+}
+
+/// `Build_Int_Stack_Frame`: push FLAGS, CS, IP and load `segment:offset`,
+/// clearing IF and TF as an `INT` does; no hook is called.
+pub(crate) fn build_int_stack_frame<S: StackMem + ?Sized>(
+    c: &mut ClientRegs,
+    stack: &mut S,
+    segment: u16,
+    offset: u32,
+) -> Result<(), VmmError> {
+    push_words(c, stack, &[c.eflags as u16, c.cs as u16, c.eip as u16])?;
+    c.eflags &= !(IF_MASK | TF_MASK);
+    c.cs = segment as u32;
+    c.eip = offset & 0xFFFF;
+    Ok(())
+}
+
+/// The stack must hold `bytes` below its top: a pop never wraps past it.
+fn need(c: &ClientRegs, bytes: u32) -> Result<(), VmmError> {
+    if (c.esp & 0xFFFF) + bytes > 0x1_0000 { Err(VmmError::FAILED) } else { Ok(()) }
+}
+
+/// The trap flag (EFLAGS bit 8).
+const TF_MASK: u32 = 0x100;
 
 #[cfg(test)]
 mod tests {
@@ -243,5 +335,30 @@ mod tests {
         c.eflags = CF_MASK;
         iret(&mut c, &stack);
         assert_eq!((c.cs, c.eip, c.esp, c.eflags), (0x1111, 0x2222, 0x100, 0x0203 | CF_MASK));
+    }
+
+    #[test]
+    fn iret_far_ret_n_and_build_int_stack_frame_pop_what_they_should() {
+        let mut stack: Box<Stack> = Box::new([0u8; 0x10000]);
+        let mut c =
+            ClientRegs { esp: 0x200, cs: 0x1111, eip: 0x2222, eflags: 0x0203 | TF_MASK, ..ClientRegs::default() };
+        build_int_stack_frame(&mut c, &mut stack, 0xABCD, 0x12).unwrap();
+        assert_eq!((c.cs, c.eip, c.esp, c.eflags & (IF_MASK | TF_MASK)), (0xABCD, 0x12, 0x1FA, 0));
+        simulate_iret(&mut c, &stack).unwrap();
+        assert_eq!((c.cs, c.eip, c.esp, c.eflags), (0x1111, 0x2222, 0x200, 0x0203 | TF_MASK));
+        // RETF 4: CS:IP, then 4 bytes of parameters (ESP grows, Uncertain 12).
+        // A PASCAL call: two words of parameters, then the return address.
+        simulate_push(&mut c, &mut stack, 7).unwrap();
+        simulate_push(&mut c, &mut stack, 8).unwrap();
+        simulate_far_call(&mut c, &mut stack, 0x3333, 0x44).unwrap();
+        simulate_far_ret_n(&mut c, &stack, 4).unwrap();
+        assert_eq!((c.cs, c.eip, c.esp), (0x1111, 0x2222, 0x200));
+        simulate_far_jmp(&mut c, 0x5555, 0x1_0066);
+        assert_eq!((c.cs, c.eip), (0x5555, 0x66));
+        // Nothing to pop at the top of the stack.
+        let mut c = ClientRegs { esp: 0xFFFE, ..ClientRegs::default() };
+        assert_eq!(simulate_iret(&mut c, &stack), Err(VmmError::FAILED));
+        assert_eq!(simulate_far_ret_n(&mut c, &stack, 0), Err(VmmError::FAILED));
+        assert_eq!(c.esp, 0xFFFE, "nothing popped");
     }
 }
