@@ -894,6 +894,9 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
         let enh = enh.into_inner();
         if let Some(devices) = enh.device {
             m.devices = devices.iter().map(|d| device_entry(src, d)).collect::<Result<_>>()?;
+            // As in SYSTEM.INI, the list is also the profile's repeated
+            // `device=` key (`Get_Profile_String` / `Get_Next_Profile_String`).
+            m.profile.set("386Enh", "device", m.devices.iter().map(|d| d.name.clone()).collect());
         }
         for (key, value) in enh.profile {
             if edit_distance(&key.to_ascii_lowercase(), "device") <= 2 {

@@ -32,7 +32,9 @@
 //!   again (a `released` record).
 //!
 //! Every decision is a `contention` record (`Vmm::trace_contention`).
-//! Interrupts (IRQ 4 through VPICD) are in [`irq`].
+//! Interrupts (IRQ 4 through VPICD, when `*VPICD` is in the device list)
+//! are in [`irq`]: virtualized on the first assignment, they go to the
+//! owner VM only.
 
 use core::cell::Cell;
 use std::collections::BTreeMap;
@@ -199,6 +201,11 @@ impl Rule {
 
 /// The device.
 pub struct Vcomd {
+    /// `*VPICD` is in the device list: IRQ 4 is virtualized on the first
+    /// assignment.
+    vpicd: Cell<bool>,
+    /// IRQ 4's VPICD handle, once virtualized.
+    irq: Cell<Option<VpicdHandle>>,
     rule: Cell<Rule>,
     owner: Cell<Option<VmHandle>>,
     /// When the owner last used the port (system time, ms).
@@ -329,8 +336,15 @@ impl Vcomd {
         if image.dlab() {
             out(3, image.lcr);
         }
-        // With VPICD: the first assignment virtualizes IRQ 4 here
-        // (`irq::on_first_assignment`).
+        if self.vpicd.get() && self.irq.get().is_none() {
+            // The first assignment ever: IRQ 4 follows the owner from now on.
+            self.irq.set(irq::virtualize(vmm));
+        }
+    }
+
+    /// The image VCOMD keeps of `vm`'s UART registers.
+    fn image(&self, vm: VmHandle) -> Image {
+        self.vms.borrow().get(&vm).map(|p| p.image).unwrap_or_default()
     }
 
     /// Read the bytes `vm` left in the receive buffer, for it, and drop
@@ -362,6 +376,8 @@ impl VxD for Vcomd {
 
     fn create(_vmm: &Vmm<'_>) -> Result<Self, String> {
         Ok(Vcomd {
+            vpicd: Cell::new(false),
+            irq: Cell::new(None),
             rule: Cell::new(Rule::Ask),
             owner: Cell::new(None),
             last_use: Cell::new(0),
@@ -390,6 +406,10 @@ impl VxD for Vcomd {
                     return Carry::Set;
                 }
                 info!("VCOMD traps COM1 (0x3F8-0x3FF); AutoAssign = {setting}");
+                self.vpicd.set(irq::vpicd_listed(vmm));
+                if !self.vpicd.get() {
+                    info!("no *VPICD in the device list: VCOMD leaves IRQ 4 alone; programs poll the UART");
+                }
                 Carry::Clear
             }
             DESTROY_VM => {
