@@ -109,6 +109,20 @@ impl Vcomd {
         }
     }
 
+    /// The port leaves `old` (another VM gets it, or `old` ends): an
+    /// interrupt requested for it and not yet simulated was for bytes that
+    /// were drained with it, so the request goes and the physical
+    /// interrupt ends (else IRQ 4 would stay in service). An interrupt
+    /// already in its handler ends with its EOI.
+    pub(crate) fn irq_leaves(&self, vmm: &Vmm<'_>, old: VmHandle) {
+        let Some(h) = self.irq.get() else { return };
+        let status = vmm.vpicd().get_complete_status(h, old).unwrap_or(0);
+        if status & VPICD_STAT_VIRT_DEV_REQ != 0 && status & VPICD_STAT_IN_SERVICE == 0 {
+            let _ = vmm.vpicd().clear_int_request(h, old);
+            let _ = vmm.vpicd().phys_eoi(h);
+        }
+    }
+
     /// Quiet the UART for an owner that does not want its interrupts: read
     /// IIR, LSR, MSR and RBR (with DLAB off) as the owner.
     fn quiet(&self, vmm: &Vmm<'_>) {

@@ -319,7 +319,9 @@ impl Vcomd {
 
     /// Give the port to `new`: the UART gets its registers.
     fn set_owner(&self, vmm: &Vmm<'_>, new: VmHandle) {
-        self.owner.set(Some(new));
+        if let Some(old) = self.owner.replace(Some(new)) {
+            self.irq_leaves(vmm, old);
+        }
         self.last_use.set(vmm.get_system_time());
         let image = self.vms.borrow().get(&new).map(|p| p.image).unwrap_or_default();
         let out = |offset: u16, value: u8| {
@@ -418,6 +420,7 @@ impl VxD for Vcomd {
                 if self.owner.get() == Some(vm) {
                     // What it left unread is not the next owner's.
                     self.drain(vmm, vm, port.map(|p| p.image).unwrap_or_default());
+                    self.irq_leaves(vmm, vm);
                     self.owner.set(None);
                     let _ = vmm.trace_contention(RESOURCE, Some(vm), None, "released");
                 }
