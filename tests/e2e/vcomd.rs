@@ -644,3 +644,74 @@ fn an_irq4_on_a_free_port_makes_the_current_vm_that_armed_the_uart_its_owner_and
     t.expect(json!({"kind": "virtual_irq", "irq": 4, "step": "iret", "vm": b}));
     only_owners_read_the_uart(t);
 }
+
+/// The steps of IRQ 4 in `vm`, in order, with the data-register reads
+/// that reached the UART for `vm` between them (`read`).
+fn irq4_steps(t: &Trace, vm: u64) -> Vec<String> {
+    t.records()
+        .iter()
+        .filter(|r| r["vm"].as_u64() == Some(vm))
+        .filter_map(|r| match r["kind"].as_str()? {
+            "virtual_irq" if r["irq"] == 4 => Some(r["step"].as_str()?.to_string()),
+            "io" if r["port"] == 0x3F8 && r["direction"] == "in" && r["handled_by"] == "hardware" => {
+                Some("read".to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn comterm_reads_each_byte_in_its_irq4_handler_when_vpicd_delivers_it() {
+    let run = demo().run();
+    run.assert_ok();
+    let t = run.trace();
+    // Per byte that came back: the request for the owner, the simulation
+    // into it, the handler's read of RBR, its EOI (which clears the
+    // request) and its IRET. No byte was polled: every read is inside a
+    // handler.
+    let per_byte = ["requested", "delivered", "read", "eoi", "cleared", "iret"];
+    for (vm, bytes) in [(DOS1 as u64, 4), (DOS2 as u64, 6)] {
+        let steps = irq4_steps(t, vm);
+        assert_eq!(steps, per_byte.repeat(bytes), "VM {vm:#x}");
+    }
+    assert_eq!(t.count(json!({"kind": "virtual_irq", "step": "iret_timeout"})), 0);
+    assert_eq!(output(t, DOS1), "COMTERM sent AAAA, got AAAA");
+    assert_eq!(output(t, DOS2), "COMTERM sent BBBBBBBB, got ??BBBBBB");
+    only_owners_read_the_uart(t);
+}
+
+#[test]
+fn without_vpicd_vcomd_leaves_irq4_alone_and_comterm_polls() {
+    let run = demo().set(POLLING).run();
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "virtual_irq"})), 0);
+    assert_eq!(output(t, DOS1), "COMTERM sent AAAA, got AAAA");
+    assert_eq!(output(t, DOS2), "COMTERM sent BBBBBBBB, got ??BBBBBB");
+    assert_eq!(irq4_steps(t, DOS1 as u64), ["read"; 4]);
+}
+
+#[test]
+fn the_owners_eoi_ends_the_physical_interrupt_and_clears_the_request_so_the_next_byte_interrupts_again() {
+    // Scenario 57 (VCOMD gives no Adjust_Execution_Time boost: the host
+    // has no such service). The EOI's VPICD_Phys_EOI is what lets the next
+    // byte's interrupt in: with IRQ 4 still in service the PIC would hold
+    // it, and COMTERM would have to poll.
+    let run = Scenario::new(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"*VPICD\", \"VCOMD.386\"]\n[[vm]]\n\
+         name = \"TERM\"\nprogram = \"COMTERM.COM\"\nargs = \"0 EOIEOIEOI\"\n",
+    )
+    .plugin_dir(dos_programs())
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "program_output", "text": "COMTERM sent EOIEOIEOI, got EOIEOIEOI"}));
+    let steps = irq4_steps(t, DOS1 as u64);
+    let per_byte = ["requested", "delivered", "read", "eoi", "cleared", "iret"];
+    assert_eq!(steps, per_byte.repeat(9), "{}", t.tail(20));
+    // The EOI came from the handler's OUT 20h, and VCOMD's EOI procedure
+    // cleared the request before the IRET.
+    let eoi_out = t.matching(json!({"kind": "io", "vm": DOS1, "port": 0x20, "direction": "out", "value": 0x20}));
+    assert_eq!(eoi_out.len(), 9);
+}
