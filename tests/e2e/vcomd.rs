@@ -1,9 +1,9 @@
 //! COM1 two VMs fight over: the UART model (`[machine] com1`), VCOMD's
-//! ownership rules (VCD's contention model, scenarios 50-54 and 56 of the
-//! virtual-hardware reference) under the three AutoAssign settings, and
-//! COMTERM.COM, the DOS program of the demo. Every test reads the `io` and
-//! `contention` records: no byte of the UART reaches a VM that does not own
-//! COM1 at that moment.
+//! ownership rules (VCD's contention model, scenarios 50-57 of the
+//! virtual-hardware reference) under the three AutoAssign settings, IRQ 4
+//! through VPICD, and COMTERM.COM, the DOS program of the demo. Every test
+//! reads the `io`, `contention` and `virtual_irq` records: no byte of the
+//! UART, and no IRQ 4, reaches a VM that does not own COM1 at that moment.
 
 use std::collections::BTreeMap;
 
@@ -195,7 +195,7 @@ fn comterm_alone_sends_and_reads_back_every_byte() {
     for (port, value) in [(0x3FB, 0x83), (0x3F8, 12), (0x3FB, 0x03), (0x3F9, 0x01), (0x3FC, 0x0B)] {
         t.expect(json!({"kind": "io", "port": port, "direction": "out", "value": value, "handled_by": "hardware"}));
     }
-    // And unmasked IRQ 4 at the PIC (no PIC is emulated: the open bus).
+    // And unmasked IRQ 4 at the PIC (no *VPICD in this machine: the open bus).
     t.expect(json!({"kind": "io", "port": 0x21, "direction": "out", "value": 0xEF}));
     // Nobody virtualizes COM1: TERM reaches the UART directly.
     let read: Vec<u8> = t
@@ -714,4 +714,30 @@ fn the_owners_eoi_ends_the_physical_interrupt_and_clears_the_request_so_the_next
     // cleared the request before the IRET.
     let eoi_out = t.matching(json!({"kind": "io", "vm": DOS1, "port": 0x20, "direction": "out", "value": 0x20}));
     assert_eq!(eoi_out.len(), 9);
+}
+
+#[test]
+fn the_uarts_rising_line_is_one_irq4_edge_even_without_a_device_virtualizing_it() {
+    // No VCOMD: VPICD's default handling gives IRQ 4 to the VM that
+    // unmasked it first, COMTERM. One interrupt per byte: the line rises
+    // when the byte arrives (THR write) and falls when the handler reads it.
+    let run = Scenario::new(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*VPICD\"]\n[[vm]]\nname = \"TERM\"\n\
+         program = \"COMTERM.COM\"\nargs = \"10 HELLO\"\n",
+    )
+    .plugin_dir(dos_programs())
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "program_output", "text": "COMTERM sent HELLO, got HELLO"}));
+    let per_byte = ["requested", "delivered", "read", "eoi", "cleared", "iret"];
+    assert_eq!(irq4_steps(t, DOS1 as u64), per_byte.repeat(5));
+    // Each request follows the THR write that raised the line.
+    let records = t.records();
+    for (i, r) in records.iter().enumerate() {
+        if r["kind"] == "virtual_irq" && r["step"] == "requested" {
+            let before = records[..i].iter().rev().find(|r| r["kind"] == "io").unwrap();
+            assert_eq!((before["port"].as_u64(), before["direction"].as_str()), (Some(0x3F8), Some("out")), "{r}");
+        }
+    }
 }
