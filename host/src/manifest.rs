@@ -1635,6 +1635,9 @@ mod tests {
     fn profile_arrays_are_repeated_keys() {
         let m = parse("[386Enh]\ndevice = []\nKeyboardDelay = [\"1\", 2, true]\n").unwrap();
         assert_eq!(m.profile.values("386ENH", "keyboarddelay").unwrap(), ["1", "2", "1"]);
+        // The device list is the repeated `device=` key, as in SYSTEM.INI.
+        let m = parse("[386Enh]\ndevice = [\"*VPICD\", { name = \"VCOMD.386\", dynamic = true }]\n").unwrap();
+        assert_eq!(m.profile.values("386Enh", "device").unwrap(), ["*VPICD", "VCOMD.386"]);
         let err = parse("[VPOSTD]\nnested = { a = 1 }\n").unwrap_err();
         assert!(err.to_string().contains("must be a string"), "{err}");
     }
