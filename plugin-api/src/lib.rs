@@ -688,7 +688,8 @@
 //! decisions (request for an owner that set OUT2, quiet the UART for one
 //! that did not, make the current VM the owner of a free port it armed)
 //! are plain functions with unit tests; its EOI procedure also stamps the
-//! port's last use. COMTERM reads each byte in its IRQ 4 handler, and the
+//! port's last use, and its `Mask_Change` procedure makes a VM that
+//! unmasks IRQ 4 ask for the port. COMTERM reads each byte in its IRQ 4 handler, and the
 //! tests check that IRQ 4 is never simulated into a VM that did not own
 //! COM1 at that moment.
 //!

@@ -626,6 +626,7 @@ fn an_irq4_on_a_free_port_makes_the_current_vm_that_armed_the_uart_its_owner_and
         [
             (0, a, "free".to_string()),
             (a, b, "user_kept".to_string()),
+            (a, b, "refused".to_string()),
             (a, 0, "released".to_string()),
             (0, b, "free".to_string()),
             (b, 0, "released".to_string()),
@@ -633,6 +634,16 @@ fn an_irq4_on_a_free_port_makes_the_current_vm_that_armed_the_uart_its_owner_and
         "{}",
         t.tail(30)
     );
+    // ARMER's MCR write asked for the port (the dialog); its unmask of IRQ
+    // 4 at its virtual PIC asked again (trigger 5) and was refused without
+    // a dialog: the refusal comes inside that OUT 21h (its `io` record,
+    // written when the access is done, follows).
+    assert_eq!(dialogs(t), 1);
+    let records = t.records();
+    let refused = records.iter().position(|r| r["kind"] == "contention" && r["decision"] == "refused").unwrap();
+    let unmask = records[refused..].iter().find(|r| r["kind"] == "io").unwrap();
+    assert_eq!((&unmask["vm"], &unmask["port"], &unmask["direction"]), (&json!(b), &json!(0x21), &json!("out")));
+    assert_eq!(unmask["value"].as_u64().unwrap() & 0x10, 0, "IRQ 4 unmasked: {unmask}");
     let free = t.matching(json!({"kind": "contention", "decision": "free", "contender": b}));
     assert_eq!(free[0]["t"], 500, "the global event ran at the interrupt");
     let delivered = t.expect(json!({"kind": "virtual_irq", "irq": 4, "step": "delivered", "vm": b}));

@@ -14,6 +14,8 @@
 //! * **EOI** (the owner's handler sent EOI to its virtual PIC, scenario
 //!   57): `VPICD_Phys_EOI`, `VPICD_Clear_Int_Request`, and a new last-use
 //!   stamp for the port.
+//! * **Mask_Change**: a VM other than the owner that unmasks IRQ 4 at its
+//!   virtual PIC asks for the port (KB Q76564's trigger 5).
 //!
 //! Without `*VPICD` VCOMD leaves IRQ 4 alone and says so once; a DOS
 //! program polls LSR.
@@ -46,7 +48,13 @@ pub fn virtualize(vmm: &Vmm<'_>) -> Option<VpicdHandle> {
     let d = IrqDescriptor::new(IRQ, |dev: &Vcomd, vmm: &Vmm<'_>, e: IrqEvent| dev.hw_int(vmm, e))
         .options(VPICD_OPT_CAN_SHARE)
         .iret_time_out(IRET_TIME_OUT_MS)
-        .eoi(|dev: &Vcomd, vmm: &Vmm<'_>, e: IrqEvent| dev.eoi(vmm, e));
+        .eoi(|dev: &Vcomd, vmm: &Vmm<'_>, e: IrqEvent| dev.eoi(vmm, e))
+        .mask_change(|dev: &Vcomd, vmm: &Vmm<'_>, e: IrqEvent, masking: bool| {
+            // Trigger 5: a VM that unmasks IRQ 4 wants the port.
+            if !masking && dev.owner.get() != Some(e.vm) {
+                dev.request(vmm, e.vm);
+            }
+        });
     match vmm.vpicd().virtualize_irq(d) {
         Ok(h) => {
             info!("VCOMD virtualizes IRQ 4: its interrupts go to COM1's owner");
