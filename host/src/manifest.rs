@@ -894,6 +894,9 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
         let enh = enh.into_inner();
         if let Some(devices) = enh.device {
             m.devices = devices.iter().map(|d| device_entry(src, d)).collect::<Result<_>>()?;
+            // As in SYSTEM.INI, the list is also the profile's repeated
+            // `device=` key (`Get_Profile_String` / `Get_Next_Profile_String`).
+            m.profile.set("386Enh", "device", m.devices.iter().map(|d| d.name.clone()).collect());
         }
         for (key, value) in enh.profile {
             if edit_distance(&key.to_ascii_lowercase(), "device") <= 2 {
@@ -1632,6 +1635,9 @@ mod tests {
     fn profile_arrays_are_repeated_keys() {
         let m = parse("[386Enh]\ndevice = []\nKeyboardDelay = [\"1\", 2, true]\n").unwrap();
         assert_eq!(m.profile.values("386ENH", "keyboarddelay").unwrap(), ["1", "2", "1"]);
+        // The device list is the repeated `device=` key, as in SYSTEM.INI.
+        let m = parse("[386Enh]\ndevice = [\"*VPICD\", { name = \"VCOMD.386\", dynamic = true }]\n").unwrap();
+        assert_eq!(m.profile.values("386Enh", "device").unwrap(), ["*VPICD", "VCOMD.386"]);
         let err = parse("[VPOSTD]\nnested = { a = 1 }\n").unwrap_err();
         assert!(err.to_string().contains("must be a string"), "{err}");
     }

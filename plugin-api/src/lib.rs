@@ -576,9 +576,122 @@
 //! (`tests/e2e/vcomd.rs`) check, under many random schedules, that no byte
 //! of the UART reaches a VM that did not own the port.
 //!
-//! **Owning its IRQ.** (To come with VPICD: virtualizing the device's IRQ
-//! on the first assignment, sending its interrupts to the owner VM, the
-//! EOI. `plugins/vcomd/src/irq.rs` holds VCOMD's decisions for IRQ 4.)
+//! **Owning its IRQ.** A device that decides who owns a port also decides
+//! where the port's interrupts go. Like Windows 3.1's VCD, virtualize the
+//! IRQ through VPICD ([`Vmm::vpicd`], `*VPICD` in the device list) when the
+//! port is first assigned: `Hw_Int` runs at interrupt time for each
+//! physical interrupt and requests it for the owner (or says "not mine",
+//! `false`, so a device sharing the IRQ gets it); the `EOI` procedure runs
+//! when the owner's handler sends EOI to its virtual PIC and ends the
+//! physical interrupt and the request. A simulated source (`[[irq]]`,
+//! `Session::raise_irq`, or COM1's UART model) raises the physical IRQ:
+//!
+//! ```
+//! use core::cell::Cell;
+//!
+//! use vmm_plugin_api::prelude::*;
+//! use vmm_testkit::{Scenario, json};
+//!
+//! pub struct Com2Irq {
+//!     owner: Cell<Option<VmHandle>>,
+//!     irq: Cell<Option<VpicdHandle>>,
+//! }
+//!
+//! impl Com2Irq {
+//!     /// The first access of a free port assigns it; the first assignment
+//!     /// virtualizes IRQ 3.
+//!     fn access(&self, vmm: &Vmm<'_>, io: IoAccess) -> u32 {
+//!         match self.owner.get() {
+//!             Some(owner) if owner != io.vm => return if io.is_output() { 0 } else { 0xFF },
+//!             Some(_) => {}
+//!             None => {
+//!                 self.owner.set(Some(io.vm));
+//!                 if self.irq.get().is_none() {
+//!                     self.irq.set(self.virtualize(vmm));
+//!                 }
+//!             }
+//!         }
+//!         vmm.simulate_io(io).unwrap_or(0xFF)
+//!     }
+//!
+//!     fn virtualize(&self, vmm: &Vmm<'_>) -> Option<VpicdHandle> {
+//!         let d = IrqDescriptor::new(3, |d: &Com2Irq, vmm: &Vmm<'_>, e: IrqEvent| match d.owner.get() {
+//!             Some(owner) => vmm.vpicd().set_int_request(e.handle, owner).is_ok(),
+//!             None => false, // not mine
+//!         })
+//!         .options(VPICD_OPT_CAN_SHARE)
+//!         .eoi(|_: &Com2Irq, vmm: &Vmm<'_>, e: IrqEvent| {
+//!             let _ = vmm.vpicd().phys_eoi(e.handle);
+//!             let _ = vmm.vpicd().clear_int_request(e.handle, e.vm);
+//!         });
+//!         vmm.vpicd().virtualize_irq(d).ok()
+//!     }
+//! }
+//!
+//! impl VxD for Com2Irq {
+//!     const DEVICE: Device = Device::new("COM2VD");
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Com2Irq { owner: Cell::new(None), irq: Cell::new(None) })
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == DEVICE_INIT {
+//!             let ports: Vec<u16> = (0x2F8..0x300).collect();
+//!             let trapped = vmm.install_mult_io_handlers(&ports, |d: &Com2Irq, vmm: &Vmm<'_>, io| d.access(vmm, io));
+//!             return if trapped.is_ok() { Carry::Clear } else { Carry::Set };
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//!
+//! /// Touches COM2, unmasks IRQ 3 at its virtual PIC, waits 100 ms.
+//! pub struct Touch;
+//!
+//! impl Module for Touch {
+//!     const MODULE: ModuleDef = ModuleDef::dos_program("TOUCH").segments(&[Segment::moveable("_TEXT")]);
+//!     fn create(_: &Ring3<'_>) -> Result<Self, String> {
+//!         Ok(Touch)
+//!     }
+//!     fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+//!         r3.in_byte(0x2FD).unwrap();
+//!         let imr = r3.in_byte(0x21).unwrap();
+//!         r3.out_byte(0x21, imr & !0x08).unwrap();
+//!         Step::sleep(100)
+//!     }
+//!     fn resume(&self, _: &Ring3<'_>, _: Wake) -> Step {
+//!         Step::exit(0)
+//!     }
+//! }
+//!
+//! # fn main() {
+//! // A and B both touch COM2; A got it first. IRQ 3 fires at 20 ms.
+//! let run = Scenario::new(
+//!     "[386Enh]\ndevice = [\"*VPICD\", \"COM2VD\"]\n[[vm]]\nname = \"A\"\nprogram = \"TOUCH\"\n\
+//!      [[vm]]\nname = \"B\"\nat = \"5ms\"\nprogram = \"TOUCH\"\n[[irq]]\nirq = 3\nat = \"20ms\"\n",
+//! )
+//! .device::<Com2Irq>()
+//! .module::<Touch>()
+//! .run();
+//! run.assert_ok();
+//! let t = run.trace();
+//! let a = t.expect(json!({"kind": "vm_created", "name": "A"}))["vm"].clone();
+//! // Simulated into the owner only (B has no handler of its own: VPICD's
+//! // default handler sends the EOI), then the EOI and the IRET.
+//! for step in ["delivered", "eoi", "cleared", "iret"] {
+//!     let only: Vec<_> = t.matching(json!({"kind": "virtual_irq", "irq": 3, "step": step}));
+//!     assert_eq!(only.len(), 1, "{step}");
+//!     assert_eq!(only[0]["vm"], a, "{step}");
+//! }
+//! # }
+//! ```
+//!
+//! VCOMD does the same for IRQ 4 (`plugins/vcomd/src/irq.rs`): its
+//! decisions (request for an owner that set OUT2, quiet the UART for one
+//! that did not, make the current VM the owner of a free port it armed)
+//! are plain functions with unit tests; its EOI procedure also stamps the
+//! port's last use, and its `Mask_Change` procedure makes a VM that
+//! unmasks IRQ 4 ask for the port. COMTERM reads each byte in its IRQ 4 handler, and the
+//! tests check that IRQ 4 is never simulated into a VM that did not own
+//! COM1 at that moment.
 //!
 //! ## Appy time
 //!

@@ -1,9 +1,9 @@
 //! COM1 two VMs fight over: the UART model (`[machine] com1`), VCOMD's
-//! ownership rules (VCD's contention model, scenarios 50-54 and 56 of the
-//! virtual-hardware reference) under the three AutoAssign settings, and
-//! COMTERM.COM, the DOS program of the demo. Every test reads the `io` and
-//! `contention` records: no byte of the UART reaches a VM that does not own
-//! COM1 at that moment.
+//! ownership rules (VCD's contention model, scenarios 50-57 of the
+//! virtual-hardware reference) under the three AutoAssign settings, IRQ 4
+//! through VPICD, and COMTERM.COM, the DOS program of the demo. Every test
+//! reads the `io`, `contention` and `virtual_irq` records: no byte of the
+//! UART, and no IRQ 4, reaches a VM that does not own COM1 at that moment.
 
 use std::collections::BTreeMap;
 
@@ -20,16 +20,21 @@ fn demo() -> Scenario {
     Scenario::new(DEMO).plugin_dir(dos_programs())
 }
 
-/// Two COMTERMs on a loopback COM1 under VCOMD: TERM-A from 0 ms with
-/// `a`, TERM-B from `b_at` with `b` (`DELAY TEXT`).
+/// Two COMTERMs on a loopback COM1 under VCOMD (with VPICD, so IRQ 4
+/// follows the owner): TERM-A from 0 ms with `a`, TERM-B from `b_at` with
+/// `b` (`DELAY TEXT`).
 fn terms(auto_assign: i32, a: &str, b_at: &str, b: &str) -> Scenario {
     Scenario::new(&format!(
-        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"VCOMD.386\"]\n[VCOMD]\n\
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"*VPICD\", \"VCOMD.386\"]\n[VCOMD]\n\
          AutoAssign = {auto_assign}\n[[vm]]\nname = \"TERM-A\"\nprogram = \"COMTERM.COM\"\nargs = \"{a}\"\n\
          [[vm]]\nname = \"TERM-B\"\nat = \"{b_at}\"\nprogram = \"COMTERM.COM\"\nargs = \"{b}\"\n"
     ))
     .plugin_dir(dos_programs())
 }
+
+/// A machine of [`terms`] without VPICD: VCOMD leaves IRQ 4 alone and
+/// COMTERM polls.
+const POLLING: &str = "386Enh.device=[\"*SHELL\", \"VCOMD.386\"]";
 
 /// The `contention` records: (t, owner, contender, decision).
 fn decisions(t: &Trace) -> Vec<(u64, u64, u64, String)> {
@@ -64,7 +69,9 @@ fn decided(t: &Trace) -> Vec<(u64, u64, String)> {
 /// of the data register that reached the UART (`io`, in, 0x3F8, hardware)
 /// was made for the owner of that moment, and it got the oldest byte in the
 /// buffer, which that same VM had sent (or 0 from an empty buffer): no VM
-/// ever reads another's byte. The bytes each VM read.
+/// ever reads another's byte. Likewise every IRQ 4 simulated into a VM
+/// (`virtual_irq` delivered) went to the owner of that moment. The bytes
+/// each VM read.
 fn only_owners_read_the_uart(t: &Trace) -> BTreeMap<u64, Vec<u8>> {
     let mut owner: Option<u64> = None;
     let mut buffer: std::collections::VecDeque<(u64, u8)> = std::collections::VecDeque::new();
@@ -80,6 +87,10 @@ fn only_owners_read_the_uart(t: &Trace) -> BTreeMap<u64, Vec<u8>> {
                     "released" => None,
                     _ => owner,
                 };
+            }
+            "virtual_irq" if r["irq"] == 4 && r["step"] == "delivered" => {
+                let vm = r["vm"].as_u64().unwrap();
+                assert_eq!(Some(vm), owner, "IRQ 4 was simulated into VM {vm:#x}, which did not own COM1: {r}");
             }
             "io" if r["handled_by"] == "hardware" => {
                 let (vm, port, value) =
@@ -184,7 +195,7 @@ fn comterm_alone_sends_and_reads_back_every_byte() {
     for (port, value) in [(0x3FB, 0x83), (0x3F8, 12), (0x3FB, 0x03), (0x3F9, 0x01), (0x3FC, 0x0B)] {
         t.expect(json!({"kind": "io", "port": port, "direction": "out", "value": value, "handled_by": "hardware"}));
     }
-    // And unmasked IRQ 4 at the PIC (no PIC is emulated: the open bus).
+    // And unmasked IRQ 4 at the PIC (no *VPICD in this machine: the open bus).
     t.expect(json!({"kind": "io", "port": 0x21, "direction": "out", "value": 0xEF}));
     // Nobody virtualizes COM1: TERM reaches the UART directly.
     let read: Vec<u8> = t
@@ -468,10 +479,17 @@ fn no_byte_reaches_a_vm_that_does_not_own_com1_when_the_vms_interleave_instructi
     // it between its write to THR and its read of RBR. Tiny steps and time
     // slices switch VMs every few instructions, at points that move with
     // the step size and TERM-B's start.
-    let (mut steals, mut dropped) = (0, 0);
+    // Without VPICD (COMTERM polls), a VM can lose the port between its
+    // write to THR and its read of RBR; with it, the interrupt follows the
+    // owner of the moment.
+    let (mut steals, mut dropped, mut irqs) = (0, 0, 0);
     for (step, b_at) in [(3, "0ms"), (7, "0ms"), (11, "0ms"), (29, "0ms"), (64, "0ms"), (5, "1ms")] {
-        for seed in 0..3 {
-            let run = terms(0, "0 ABCDEFGHIJKLMNOP", b_at, "0 abcdefghijklmnop")
+        for (seed, polling) in (0..3).flat_map(|s| [(s, true), (s, false)]) {
+            let mut machine = terms(0, "0 ABCDEFGHIJKLMNOP", b_at, "0 abcdefghijklmnop");
+            if polling {
+                machine = machine.set(POLLING);
+            }
+            let run = machine
                 .set("machine.time_slice=1us")
                 .set(&format!("machine.v86_step={step}"))
                 .set("machine.order=random")
@@ -482,12 +500,17 @@ fn no_byte_reaches_a_vm_that_does_not_own_com1_when_the_vms_interleave_instructi
             assert_eq!(run.violations(), 0, "step {step}: {}", t.tail(20));
             only_owners_read_the_uart(t);
             steals += t.count(json!({"kind": "contention", "decision": "steal"}));
-            dropped += t.count(json!({"kind": "note", "note": "vcomd_rx_dropped"}));
+            if polling {
+                dropped += t.count(json!({"kind": "note", "note": "vcomd_rx_dropped"}));
+                assert_eq!(t.count(json!({"kind": "virtual_irq"})), 0, "no VPICD, no virtual IRQ");
+            } else {
+                irqs += t.count(json!({"kind": "virtual_irq", "irq": 4, "step": "delivered"}));
+            }
         }
     }
-    // They did fight: the port moved often, and a VM lost it with its byte
-    // still in the receive buffer (read out for it and dropped).
-    assert!(steals > 100 && dropped > 10, "{steals} steals, {dropped} drops");
+    // They did fight: the port moved often, and a polling VM lost it with
+    // its byte still in the receive buffer (read out for it and dropped).
+    assert!(steals > 100 && dropped > 10 && irqs > 100, "{steals} steals, {dropped} drops, {irqs} interrupts");
 }
 
 // ---- the trace and the errors ---------------------------------------------------------------
@@ -542,4 +565,190 @@ fn the_timeline_shows_each_decision_on_the_contenders_track() {
         events.iter().filter(|e| e["cat"] == "contention").map(|e| e["name"].as_str().unwrap()).collect();
     assert_eq!(names.first(), Some(&"COM1: free (VCOMD)"));
     assert!(names.contains(&"COM1: user_kept (VCOMD)") && names.contains(&"COM1: released (VCOMD)"), "{names:?}");
+}
+
+// ---- IRQ 4 through VPICD --------------------------------------------------------------------
+
+/// Arms COM1 for interrupts (IER received data, MCR DTR RTS OUT2, IRQ 4
+/// unmasked, its export 1 on vector 0Ch), then runs until 700 ms of
+/// system time. The handler prints `irq4 IIR`, and sends the EOI.
+struct Armer;
+
+impl Module for Armer {
+    const MODULE: ModuleDef =
+        ModuleDef::dos_program("ARMER").segments(&[Segment::fixed("_TEXT")]).exports(&[Export::new("Irq4", 1, 0, 0)]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(Armer)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        r3.set_int_vector(0x0C, Some(r3.export_address(1).unwrap())).unwrap();
+        r3.out_byte(0x3F9, 0x01).unwrap();
+        r3.out_byte(0x3FC, 0x0B).unwrap();
+        let imr = r3.in_byte(0x21).unwrap();
+        r3.out_byte(0x21, imr & !0x10).unwrap();
+        Step::yield_now()
+    }
+
+    fn resume(&self, r3: &Ring3<'_>, _wake: Wake) -> Step {
+        if r3.get_system_time() >= 700 { Step::exit(0) } else { Step::yield_now() }
+    }
+
+    fn call(&self, r3: &Ring3<'_>, ordinal: u16, _args: PascalArgs<'_>) -> u32 {
+        if ordinal == 1 {
+            let iir = r3.in_byte(0x3FA).unwrap();
+            r3.print(&format!("irq4 {iir:#04x}"));
+            r3.out_byte(0x20, 0x20).unwrap();
+        }
+        0
+    }
+}
+
+#[test]
+fn an_irq4_on_a_free_port_makes_the_current_vm_that_armed_the_uart_its_owner_and_gives_it_the_interrupt() {
+    // Scenario 55. TERM-A owns COM1 until it ends at 400 ms; ARMER (from
+    // 150 ms) armed its virtual UART but was refused (the dialog kept COM1
+    // with TERM-A). At 500 ms, while ARMER runs, the UART's IRQ 4 fires.
+    let run = Scenario::new(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"*VPICD\", \"VCOMD.386\"]\n\
+         [shell]\nanswers = [\"IDNO\"]\n[[vm]]\nname = \"TERM-A\"\nprogram = \"COMTERM.COM\"\nargs = \"100 AAAA\"\n\
+         [[vm]]\nname = \"ARMER\"\nat = \"150ms\"\nprogram = \"ARMER\"\n[[irq]]\nirq = 4\nat = \"500ms\"\n",
+    )
+    .plugin_dir(dos_programs())
+    .module::<Armer>()
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    let (a, b) = (DOS1 as u64, DOS2 as u64);
+    assert_eq!(
+        decided(t),
+        [
+            (0, a, "free".to_string()),
+            (a, b, "user_kept".to_string()),
+            (a, b, "refused".to_string()),
+            (a, 0, "released".to_string()),
+            (0, b, "free".to_string()),
+            (b, 0, "released".to_string()),
+        ],
+        "{}",
+        t.tail(30)
+    );
+    // ARMER's MCR write asked for the port (the dialog); its unmask of IRQ
+    // 4 at its virtual PIC asked again (trigger 5) and was refused without
+    // a dialog: the refusal comes inside that OUT 21h (its `io` record,
+    // written when the access is done, follows).
+    assert_eq!(dialogs(t), 1);
+    let records = t.records();
+    let refused = records.iter().position(|r| r["kind"] == "contention" && r["decision"] == "refused").unwrap();
+    let unmask = records[refused..].iter().find(|r| r["kind"] == "io").unwrap();
+    assert_eq!((&unmask["vm"], &unmask["port"], &unmask["direction"]), (&json!(b), &json!(0x21), &json!("out")));
+    assert_eq!(unmask["value"].as_u64().unwrap() & 0x10, 0, "IRQ 4 unmasked: {unmask}");
+    let free = t.matching(json!({"kind": "contention", "decision": "free", "contender": b}));
+    assert_eq!(free[0]["t"], 500, "the global event ran at the interrupt");
+    let delivered = t.expect(json!({"kind": "virtual_irq", "irq": 4, "step": "delivered", "vm": b}));
+    assert_eq!(delivered["t"], 500);
+    // Its handler ran, as the owner: IIR from the UART (nothing pending, the
+    // interrupt was not the received data's), then its EOI ended it.
+    t.expect(json!({"kind": "program_output", "vm": DOS2, "text": "irq4 0x01"}));
+    t.expect(json!({"kind": "virtual_irq", "irq": 4, "step": "eoi", "vm": b}));
+    t.expect(json!({"kind": "virtual_irq", "irq": 4, "step": "iret", "vm": b}));
+    only_owners_read_the_uart(t);
+}
+
+/// The steps of IRQ 4 in `vm`, in order, with the data-register reads
+/// that reached the UART for `vm` between them (`read`).
+fn irq4_steps(t: &Trace, vm: u64) -> Vec<String> {
+    t.records()
+        .iter()
+        .filter(|r| r["vm"].as_u64() == Some(vm))
+        .filter_map(|r| match r["kind"].as_str()? {
+            "virtual_irq" if r["irq"] == 4 => Some(r["step"].as_str()?.to_string()),
+            "io" if r["port"] == 0x3F8 && r["direction"] == "in" && r["handled_by"] == "hardware" => {
+                Some("read".to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn comterm_reads_each_byte_in_its_irq4_handler_when_vpicd_delivers_it() {
+    let run = demo().run();
+    run.assert_ok();
+    let t = run.trace();
+    // Per byte that came back: the request for the owner, the simulation
+    // into it, the handler's read of RBR, its EOI (which clears the
+    // request) and its IRET. No byte was polled: every read is inside a
+    // handler.
+    let per_byte = ["requested", "delivered", "read", "eoi", "cleared", "iret"];
+    for (vm, bytes) in [(DOS1 as u64, 4), (DOS2 as u64, 6)] {
+        let steps = irq4_steps(t, vm);
+        assert_eq!(steps, per_byte.repeat(bytes), "VM {vm:#x}");
+    }
+    assert_eq!(t.count(json!({"kind": "virtual_irq", "step": "iret_timeout"})), 0);
+    assert_eq!(output(t, DOS1), "COMTERM sent AAAA, got AAAA");
+    assert_eq!(output(t, DOS2), "COMTERM sent BBBBBBBB, got ??BBBBBB");
+    only_owners_read_the_uart(t);
+}
+
+#[test]
+fn without_vpicd_vcomd_leaves_irq4_alone_and_comterm_polls() {
+    let run = demo().set(POLLING).run();
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "virtual_irq"})), 0);
+    assert_eq!(output(t, DOS1), "COMTERM sent AAAA, got AAAA");
+    assert_eq!(output(t, DOS2), "COMTERM sent BBBBBBBB, got ??BBBBBB");
+    assert_eq!(irq4_steps(t, DOS1 as u64), ["read"; 4]);
+}
+
+#[test]
+fn the_owners_eoi_ends_the_physical_interrupt_and_clears_the_request_so_the_next_byte_interrupts_again() {
+    // Scenario 57 (VCOMD gives no Adjust_Execution_Time boost: the host
+    // has no such service). The EOI's VPICD_Phys_EOI is what lets the next
+    // byte's interrupt in: with IRQ 4 still in service the PIC would hold
+    // it, and COMTERM would have to poll.
+    let run = Scenario::new(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"*VPICD\", \"VCOMD.386\"]\n[[vm]]\n\
+         name = \"TERM\"\nprogram = \"COMTERM.COM\"\nargs = \"0 EOIEOIEOI\"\n",
+    )
+    .plugin_dir(dos_programs())
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "program_output", "text": "COMTERM sent EOIEOIEOI, got EOIEOIEOI"}));
+    let steps = irq4_steps(t, DOS1 as u64);
+    let per_byte = ["requested", "delivered", "read", "eoi", "cleared", "iret"];
+    assert_eq!(steps, per_byte.repeat(9), "{}", t.tail(20));
+    // The EOI came from the handler's OUT 20h, and VCOMD's EOI procedure
+    // cleared the request before the IRET.
+    let eoi_out = t.matching(json!({"kind": "io", "vm": DOS1, "port": 0x20, "direction": "out", "value": 0x20}));
+    assert_eq!(eoi_out.len(), 9);
+}
+
+#[test]
+fn the_uarts_rising_line_is_one_irq4_edge_even_without_a_device_virtualizing_it() {
+    // No VCOMD: VPICD's default handling gives IRQ 4 to the VM that
+    // unmasked it first, COMTERM. One interrupt per byte: the line rises
+    // when the byte arrives (THR write) and falls when the handler reads it.
+    let run = Scenario::new(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*VPICD\"]\n[[vm]]\nname = \"TERM\"\n\
+         program = \"COMTERM.COM\"\nargs = \"10 HELLO\"\n",
+    )
+    .plugin_dir(dos_programs())
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect(json!({"kind": "program_output", "text": "COMTERM sent HELLO, got HELLO"}));
+    let per_byte = ["requested", "delivered", "read", "eoi", "cleared", "iret"];
+    assert_eq!(irq4_steps(t, DOS1 as u64), per_byte.repeat(5));
+    // Each request follows the THR write that raised the line.
+    let records = t.records();
+    for (i, r) in records.iter().enumerate() {
+        if r["kind"] == "virtual_irq" && r["step"] == "requested" {
+            let before = records[..i].iter().rev().find(|r| r["kind"] == "io").unwrap();
+            assert_eq!((before["port"].as_u64(), before["direction"].as_str()), (Some(0x3F8), Some("out")), "{r}");
+        }
+    }
 }

@@ -28,6 +28,15 @@ fn data_port(resource: &str) -> Option<u64> {
     }
 }
 
+/// A COM port's IRQ (the PC's usual wiring).
+fn port_irq(resource: &str) -> Option<u64> {
+    match resource {
+        "COM1" | "COM3" => Some(4),
+        "COM2" | "COM4" => Some(3),
+        _ => None,
+    }
+}
+
 /// The bytes per VM the table shows (the rest are counted).
 const SHOWN_BYTES: usize = 32;
 
@@ -38,6 +47,8 @@ struct Resource {
     device: String,
     /// The data port, for a COM port.
     data_port: Option<u64>,
+    /// Its IRQ, for a COM port.
+    irq: Option<u64>,
     owner: Option<u64>,
     /// Lines: time and text.
     lines: Vec<(u64, String)>,
@@ -49,9 +60,12 @@ struct Resource {
     /// The first [`SHOWN_BYTES`] bytes each VM read, and how many it read.
     bytes: BTreeMap<u64, (Vec<u8>, u64)>,
     refused: BTreeMap<u64, u32>,
+    /// Per VM: the resource's interrupts simulated into it.
+    interrupts: BTreeMap<u64, u64>,
 }
 
-/// Reads `contention`, `shell_message`, `vm_created` and `io` records.
+/// Reads `contention`, `shell_message`, `vm_created`, `io` and
+/// `virtual_irq` records.
 #[derive(Clone, Debug, Default)]
 pub struct Contention {
     resources: BTreeMap<String, Resource>,
@@ -61,7 +75,7 @@ pub struct Contention {
 }
 
 /// The kinds of record it reads.
-pub const KINDS: &[&str] = &["contention", "shell_message", "vm_created", "io"];
+pub const KINDS: &[&str] = &["contention", "shell_message", "vm_created", "io", "virtual_irq"];
 
 impl Contention {
     fn name(&self, vm: u64) -> String {
@@ -90,6 +104,12 @@ impl Contention {
                     }
                 }
             }
+            "virtual_irq" if s(r, "step") == "delivered" => {
+                let (Some(irq), Some(vm)) = (u(r, "irq"), u(r, "vm")) else { return };
+                for res in self.resources.values_mut().filter(|res| res.irq == Some(irq)) {
+                    *res.interrupts.entry(vm).or_default() += 1;
+                }
+            }
             "contention" => self.decision(t, r),
             _ => {}
         }
@@ -105,6 +125,7 @@ impl Contention {
         if res.device.is_empty() {
             res.device = s(r, "device").to_string();
             res.data_port = data_port(&resource);
+            res.irq = port_irq(&resource);
         }
         if decision == "refused" {
             *res.refused.entry(contender).or_default() += 1;
@@ -201,7 +222,7 @@ impl fmt::Display for ContentionStory {
             let mut vms: Vec<u64> = res.held.keys().chain(res.refused.keys()).copied().collect();
             vms.sort_unstable();
             vms.dedup();
-            let rows: Vec<[String; 4]> = vms
+            let rows: Vec<[String; 5]> = vms
                 .iter()
                 .map(|vm| {
                     let held: Vec<String> = res
@@ -222,10 +243,12 @@ impl fmt::Display for ContentionStory {
                         if held.is_empty() { "never".to_string() } else { held.join(", ") },
                         bytes_text(res.bytes.get(vm)),
                         res.refused.get(vm).copied().unwrap_or(0).to_string(),
+                        res.interrupts.get(vm).copied().unwrap_or(0).to_string(),
                     ]
                 })
                 .collect();
-            write!(f, "{}", crate::cli::table(["VM", "HELD", "READ FROM THE UART", "REFUSED"], &rows))?;
+            let irq = res.irq.map_or_else(|| "INTERRUPTS".to_string(), |irq| format!("IRQ {irq} GOT"));
+            write!(f, "{}", crate::cli::table(["VM", "HELD", "READ FROM THE UART", "REFUSED", irq.as_str()], &rows))?;
         }
         Ok(())
     }
@@ -243,6 +266,9 @@ mod tests {
             json!({"t": 0, "kind": "vm_created", "vm": 2, "id": 2, "name": "A"}),
             json!({"t": 0, "kind": "vm_created", "vm": 3, "id": 3, "name": "B"}),
             json!({"t": 0, "kind": "contention", "device": "VCOMD", "resource": "COM1", "owner": 0, "contender": 2, "decision": "free"}),
+            json!({"t": 1, "kind": "virtual_irq", "irq": 4, "vm": 2, "step": "requested"}),
+            json!({"t": 1, "kind": "virtual_irq", "irq": 4, "vm": 2, "step": "delivered"}),
+            json!({"t": 1, "kind": "virtual_irq", "irq": 3, "vm": 2, "step": "delivered"}),
             json!({"t": 1, "kind": "io", "vm": 2, "port": 0x3F8, "direction": "in", "value": 65, "handled_by": "hardware"}),
             json!({"t": 1, "kind": "io", "vm": 2, "port": 0x3F8, "direction": "in", "value": 65, "handled_by": "VCOMD"}),
             json!({"t": 5, "kind": "shell_message", "service": "SHELL_Resolve_Contention", "answer": 7}),
@@ -269,8 +295,9 @@ mod tests {
             .filter(|l| l.starts_with("A ") || l.starts_with("B "))
             .map(|l| l.split_whitespace().collect())
             .collect();
-        assert_eq!(rows[0], ["A", "(VM", "2)", "0-9", "ms", "A", "0"], "{text}");
-        assert_eq!(rows[1], ["B", "(VM", "3)", "10", "ms-", "\\x01", "2"], "{text}");
+        assert!(text.contains("IRQ 4 GOT"), "{text}");
+        assert_eq!(rows[0], ["A", "(VM", "2)", "0-9", "ms", "A", "0", "1"], "{text}");
+        assert_eq!(rows[1], ["B", "(VM", "3)", "10", "ms-", "\\x01", "2", "0"], "{text}");
     }
 
     #[test]

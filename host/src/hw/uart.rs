@@ -38,6 +38,9 @@ pub const RX_FIFO: usize = 16;
 /// The UART's eight ports from its base.
 pub const PORTS: u16 = 8;
 
+/// The PIC input COM1's interrupt line drives.
+pub const IRQ: u8 = 4;
+
 /// LCR: divisor latch access.
 pub const LCR_DLAB: u8 = 0x80;
 /// MCR bits.

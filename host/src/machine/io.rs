@@ -117,8 +117,13 @@ impl Core {
         let output = io_type & OUTPUT != 0;
         let data = if output { data & mask } else { 0 };
         let begun = if table { self.io.borrow_mut().begin(port, vm, |cb| cb.shared()) } else { None };
+        let mut irq4_rose = false;
         let (value, handled_by) = match begun {
-            None => (self.hardware_io(port, size, output, data), None),
+            None => {
+                let (value, rose) = self.hardware_io(port, size, output, data);
+                irq4_rose = rose;
+                (value, None)
+            }
             Some((busy, entry)) => {
                 let mut regs = Regs { eax: data, ebx: vm.raw(), ecx: io_type, edx: port as u32, ..Regs::default() };
                 let outcome = match entry {
@@ -147,16 +152,26 @@ impl Core {
             value,
             handled_by: handled_by.map_or_else(|| "hardware".to_string(), |o| self.instance_name(o).to_string()),
         });
+        if irq4_rose && self.vpicd_instance().is_some() {
+            // The UART's line rose during the access: one edge on IRQ 4
+            // (edge-triggered, docs/semantics.md), after the access's own
+            // `io` record. Without VPICD there is no PIC to take it.
+            self.raise_physical_irq(uart::IRQ);
+        }
         if output { 0 } else { value }
     }
 
     /// An access that reaches the hardware: COM1's UART (`[machine] com1`)
     /// for its ports, the open bus (reads all ones, writes dropped) for
     /// the rest. A word or dword is a byte per port, low byte first, as an
-    /// 8-bit device sees it. Returns the value of the `io` record: the data
-    /// written, or read.
-    fn hardware_io(&self, port: u16, size: u32, output: bool, data: u32) -> u32 {
+    /// 8-bit device sees it. Returns the value of the `io` record (the data
+    /// written, or read) and whether the UART's interrupt line rose
+    /// (low before a byte access, high after it): the loopback plug makes
+    /// received data arrive only inside a THR write, so every rising edge
+    /// happens inside an access.
+    fn hardware_io(&self, port: u16, size: u32, output: bool, data: u32) -> (u32, bool) {
         let mut value = 0;
+        let mut rose = false;
         for i in 0..size {
             let p = port.wrapping_add(i as u16);
             let byte = (data >> (8 * i)) as u8;
@@ -164,21 +179,22 @@ impl Core {
                 Some(uart) if (COM1..COM1 + uart::PORTS).contains(&p) => {
                     let mut uart = uart.borrow_mut();
                     let offset = p - COM1;
-                    if output {
+                    let before = uart.interrupt_line();
+                    let read = if output {
                         uart.write(offset, byte);
                         byte
                     } else {
                         uart.read(offset)
-                    }
-                    // The UART's interrupt line (`Uart::interrupt_line`) is
-                    // IRQ 4; no PIC is emulated yet, so nothing reads it here.
+                    };
+                    rose |= !before && uart.interrupt_line();
+                    read
                 }
                 _ if output => byte,
                 _ => 0xFF,
             };
             value |= u32::from(read) << (8 * i);
         }
-        value
+        (value, rose)
     }
 
     /// `Simulate_IO` (no string forms): a byte access is done on the

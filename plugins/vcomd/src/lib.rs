@@ -32,7 +32,9 @@
 //!   again (a `released` record).
 //!
 //! Every decision is a `contention` record (`Vmm::trace_contention`).
-//! Interrupts (IRQ 4 through VPICD) are in [`irq`].
+//! Interrupts (IRQ 4 through VPICD, when `*VPICD` is in the device list)
+//! are in [`irq`]: virtualized on the first assignment, they go to the
+//! owner VM only.
 
 use core::cell::Cell;
 use std::collections::BTreeMap;
@@ -199,6 +201,11 @@ impl Rule {
 
 /// The device.
 pub struct Vcomd {
+    /// `*VPICD` is in the device list: IRQ 4 is virtualized on the first
+    /// assignment.
+    vpicd: Cell<bool>,
+    /// IRQ 4's VPICD handle, once virtualized.
+    irq: Cell<Option<VpicdHandle>>,
     rule: Cell<Rule>,
     owner: Cell<Option<VmHandle>>,
     /// When the owner last used the port (system time, ms).
@@ -312,7 +319,9 @@ impl Vcomd {
 
     /// Give the port to `new`: the UART gets its registers.
     fn set_owner(&self, vmm: &Vmm<'_>, new: VmHandle) {
-        self.owner.set(Some(new));
+        if let Some(old) = self.owner.replace(Some(new)) {
+            self.irq_leaves(vmm, old);
+        }
         self.last_use.set(vmm.get_system_time());
         let image = self.vms.borrow().get(&new).map(|p| p.image).unwrap_or_default();
         let out = |offset: u16, value: u8| {
@@ -329,8 +338,15 @@ impl Vcomd {
         if image.dlab() {
             out(3, image.lcr);
         }
-        // With VPICD: the first assignment virtualizes IRQ 4 here
-        // (`irq::on_first_assignment`).
+        if self.vpicd.get() && self.irq.get().is_none() {
+            // The first assignment ever: IRQ 4 follows the owner from now on.
+            self.irq.set(irq::virtualize(vmm));
+        }
+    }
+
+    /// The image VCOMD keeps of `vm`'s UART registers.
+    fn image(&self, vm: VmHandle) -> Image {
+        self.vms.borrow().get(&vm).map(|p| p.image).unwrap_or_default()
     }
 
     /// Read the bytes `vm` left in the receive buffer, for it, and drop
@@ -362,6 +378,8 @@ impl VxD for Vcomd {
 
     fn create(_vmm: &Vmm<'_>) -> Result<Self, String> {
         Ok(Vcomd {
+            vpicd: Cell::new(false),
+            irq: Cell::new(None),
             rule: Cell::new(Rule::Ask),
             owner: Cell::new(None),
             last_use: Cell::new(0),
@@ -390,6 +408,10 @@ impl VxD for Vcomd {
                     return Carry::Set;
                 }
                 info!("VCOMD traps COM1 (0x3F8-0x3FF); AutoAssign = {setting}");
+                self.vpicd.set(irq::vpicd_listed(vmm));
+                if !self.vpicd.get() {
+                    info!("no *VPICD in the device list: VCOMD leaves IRQ 4 alone; programs poll the UART");
+                }
                 Carry::Clear
             }
             DESTROY_VM => {
@@ -398,6 +420,7 @@ impl VxD for Vcomd {
                 if self.owner.get() == Some(vm) {
                     // What it left unread is not the next owner's.
                     self.drain(vmm, vm, port.map(|p| p.image).unwrap_or_default());
+                    self.irq_leaves(vmm, vm);
                     self.owner.set(None);
                     let _ = vmm.trace_contention(RESOURCE, Some(vm), None, "released");
                 }
