@@ -978,6 +978,10 @@ pub struct VmServices {
     /// nested execution. Not a DDK service (a VxD of the time trusted the
     /// caller or used `Map_Flat` and guessed).
     pub is_ring3_export: extern "C" fn(cx: Cx<'_>, address: u32) -> bool,
+    /// `Adjust_Execution_Time`: `vm`'s time slice lasts `ms` longer
+    /// (shorter when negative): the current one if `vm` runs, else its
+    /// next one.
+    pub adjust_execution_time: extern "C" fn(cx: Cx<'_>, vm: u32, ms: i32) -> VmmResult<()>,
 }
 
 /// Ring-3 services: what Windows code and DOS programs call.

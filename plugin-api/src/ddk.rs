@@ -335,6 +335,8 @@ pub const CALL_PRIORITY_VM_EVENT: u16 = 0x14;
 pub const CANCEL_PRIORITY_VM_EVENT: u16 = 0x15;
 pub const CALL_WHEN_VM_INTS_ENABLED: u16 = 0x19;
 pub const ADJUST_EXEC_PRIORITY: u16 = 0x1E;
+/// `Adjust_Execution_Time`.
+pub const ADJUST_EXECUTION_TIME: u16 = 0x37;
 pub const BEGIN_CRITICAL_SECTION: u16 = 0x1F;
 pub const END_CRITICAL_SECTION: u16 = 0x20;
 pub const END_CRIT_AND_SUSPEND: u16 = 0x21;

@@ -1295,7 +1295,8 @@
 //! `set_v86_int_vector`, `get_pm_int_vector`, `set_pm_int_vector`,
 //! `simulate_iret`, `simulate_far_jmp`, `simulate_far_ret_n`,
 //! `build_int_stack_frame`, `allocate_call_back`, `call_when_vm_returns`,
-//! `hook_v86_fault`, `unhook_v86_fault`.
+//! `hook_v86_fault`, `unhook_v86_fault`. Appended to `VmServices`:
+//! `adjust_execution_time` ([`Vmm::adjust_execution_time`]).
 //!
 //! ## Errors
 //!

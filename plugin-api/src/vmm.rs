@@ -1014,6 +1014,16 @@ impl<'a> Vmm<'a> {
         Ok(f(self.cx, ptr.to_u32()))
     }
 
+    /// `Adjust_Execution_Time`: give `vm` `ms` more milliseconds of its
+    /// time slice (fewer when negative): the slice it runs now if it is
+    /// the current VM, else its next one. VCD gives a COM port's owner 2 ms
+    /// after each interrupt it served. Not at interrupt time;
+    /// `Err(NOT_AVAILABLE)` from a host older than this SDK.
+    pub fn adjust_execution_time(&self, vm: VmHandle, ms: i32) -> Result<(), VmmError> {
+        let f = self.vms().adjust_execution_time().ok_or(VmmError::NOT_AVAILABLE)?;
+        res(f(self.cx, vm.0, ms))
+    }
+
     /// `No_Fail_Resume_VM`: resume even if a device objects.
     pub fn no_fail_resume_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
         res((self.vms().resume_vm())(self.cx, vm.0, true))

@@ -367,6 +367,80 @@ fn a_vm_time_out_fires_after_that_vm_ran_its_time_not_wall_time() {
     run.trace().expect(json!({"kind": "timeout", "timer": "vm", "vm": crate::common::DOS2, "t": 420, "late_ms": 0}));
 }
 
+// ---- Adjust_Execution_Time ------------------------------------------------------------
+
+/// How long each slice lasted, in ms, as `(vm, ms)`, from the `vm_switch`
+/// records.
+fn slices(t: &vmm_testkit::Trace) -> Vec<(u64, u64)> {
+    let switches = t.matching(json!({"kind": "vm_switch"}));
+    switches
+        .windows(2)
+        .map(|w| {
+            (
+                w[0]["vm"].as_u64().unwrap(),
+                (w[1]["t_ns"].as_u64().unwrap() - w[0]["t_ns"].as_u64().unwrap()) / 1_000_000,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn adjust_execution_time_lengthens_the_current_slice_and_another_vms_next_one() {
+    // Two DOS VMs share 10 ms slices. DOS1's event (in DOS1's slice) gives
+    // DOS1 5 ms less and DOS2 15 ms more: DOS1's slice ends after 5 ms,
+    // DOS2's next lasts 25 ms, and the slices after are 10 ms again.
+    let run = Scenario::new(
+        "[386Enh]\ndevice = [\"SCRIPT\"]\n[machine]\ntime_slice = \"10ms\"\nuntil = 100\n\
+         [[vm]]\nname = \"DOS1\"\n[[vm]]\nname = \"DOS2\"\n",
+    )
+    .script(|_dev, vmm, msg| {
+        if msg.message == VM_INIT {
+            // A pending VM time-out keeps each VM wanting the CPU (as in
+            // the Set_VM_Time_Out test above): they share it by slices.
+            vmm.set_vm_time_out(1000, msg.vm, |_: &ScriptDevice, _, _| {}).unwrap();
+        }
+        if msg.message == VM_INIT && msg.vm.0 == DOS1 {
+            vmm.set_global_time_out(30, |_: &ScriptDevice, vmm, _| {
+                vmm.schedule_vm_event(VmHandle(DOS1), |dev: &ScriptDevice, vmm, e| {
+                    vmm.adjust_execution_time(e.vm, -5).unwrap();
+                    vmm.adjust_execution_time(VmHandle(crate::common::DOS2), 15).unwrap();
+                    dev.note(vmm, format!("adjusted at {}", vmm.get_system_time()));
+                })
+                .unwrap();
+            });
+        }
+        Carry::Clear
+    })
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    let at: u64 = notes(&run)[0].trim_start_matches("adjusted at ").parse().unwrap();
+    let switches = t.matching(json!({"kind": "vm_switch"}));
+    let i = switches.iter().position(|r| r["t_ns"].as_u64().unwrap() / 1_000_000 > at).unwrap();
+    let s = slices(t);
+    // The slice DOS1 was in when its event ran, then DOS2's, then normal.
+    assert_eq!(s[i - 1].0, DOS1 as u64, "{s:?}");
+    let dos1_start = switches[i - 1]["t_ns"].as_u64().unwrap() / 1_000_000;
+    assert_eq!(s[i - 1].1, 5.max(at - dos1_start), "DOS1's slice was 5 ms shorter: {s:?} at {at}");
+    assert_eq!(s[i], (crate::common::DOS2 as u64, 25), "{s:?}");
+    assert_eq!(s[i + 1].1, 10, "{s:?}");
+}
+
+#[test]
+fn adjust_execution_time_of_a_stale_vm_is_refused() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(|dev, vmm, msg| {
+            if msg.message == SYS_VM_INIT {
+                let refused = vmm.adjust_execution_time(VmHandle(0xDEAD_0001), 2) == Err(VmmError::VIOLATION);
+                dev.note(vmm, format!("refused={refused}"));
+            }
+            Carry::Clear
+        })
+        .run();
+    assert_eq!(notes(&run), ["refused=true"]);
+    run.trace().expect(json!({"kind": "violation", "code": "INVALID_VM_HANDLE"}));
+}
+
 // ---- Nuke_VM and Crash_Cur_VM (scenarios 48-49) ---------------------------------------
 
 /// Every VM message SCRIPT receives about DOS VMs, as notes.

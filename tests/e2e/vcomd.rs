@@ -705,8 +705,8 @@ fn without_vpicd_vcomd_leaves_irq4_alone_and_comterm_polls() {
 
 #[test]
 fn the_owners_eoi_ends_the_physical_interrupt_and_clears_the_request_so_the_next_byte_interrupts_again() {
-    // Scenario 57 (VCOMD gives no Adjust_Execution_Time boost: the host
-    // has no such service). The EOI's VPICD_Phys_EOI is what lets the next
+    // Scenario 57 (VCOMD's Adjust_Execution_Time boost is tested with the
+    // service, in hooks.rs). The EOI's VPICD_Phys_EOI is what lets the next
     // byte's interrupt in: with IRQ 4 still in service the PIC would hold
     // it, and COMTERM would have to poll.
     let run = Scenario::new(

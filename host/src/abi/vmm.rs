@@ -1108,6 +1108,17 @@ extern "C" fn is_ring3_export(cx: &HostCx, address: u32) -> bool {
     })
 }
 
+extern "C" fn adjust_execution_time(cx: &HostCx, vm: u32, ms: i32) -> VmmResult<()> {
+    let vm = VmId::from_raw(vm);
+    serve(cx, &svc::ADJUST_EXECUTION_TIME, |core| {
+        if !core.vm_valid(vm) {
+            return RErr(bad_vm(core, svc::ADJUST_EXECUTION_TIME.name, vm));
+        }
+        core.adjust_execution_time(vm, ms);
+        ROk(())
+    })
+}
+
 // ---- interrupts inside VMs and call-backs ---------------------------------------------------
 
 /// An interrupt number a vector-table service was given: above 0xFF is
@@ -1349,6 +1360,7 @@ impl Table {
             save_client_state,
             restore_client_state,
             is_ring3_export,
+            adjust_execution_time,
         })
     }
 }

@@ -285,11 +285,25 @@ impl Core {
         }
     }
 
+    /// `Adjust_Execution_Time`: the current VM's slice now, another VM's
+    /// next one.
+    pub(crate) fn adjust_execution_time(&self, vm: VmId, ms: i32) {
+        if vm == self.cur_vm.get() {
+            self.sched.adjust_slice(ms);
+        } else if let Some(v) = self.vms.borrow().get(vm) {
+            v.slice_adjust_ms.set(v.slice_adjust_ms.get().saturating_add(ms));
+        }
+    }
+
     /// Switch from the current VM to another one.
     fn switch_vm(&self, vm: VmId) {
         let old = self.cur_vm.get();
         self.cur_vm.set(vm);
         self.sched.start_slice();
+        let adjust = self.vms.borrow().get(vm).map_or(0, |v| v.slice_adjust_ms.take());
+        if adjust != 0 {
+            self.sched.adjust_slice(adjust);
+        }
         self.trace(|| TraceEvent::VmSwitch { from: old.raw(), vm: vm.raw() });
         // Call_When_Task_Switched: installation order, EAX = old, EBX = new.
         let count = self.hooks.borrow().task_switched.len();

@@ -115,6 +115,15 @@ impl Scheduler {
         self.slice_start.set(self.now.get());
     }
 
+    /// `Adjust_Execution_Time` of the current VM: its slice lasts `ms`
+    /// longer (shorter when negative; a slice never starts before time 0).
+    pub(crate) fn adjust_slice(&self, ms: i32) {
+        let start = self.slice_start.get().as_nanos();
+        let delta = u64::from(ms.unsigned_abs()) * 1_000_000;
+        let moved = if ms >= 0 { start.saturating_add(delta) } else { start.saturating_sub(delta) };
+        self.slice_start.set(Instant::ZERO + Duration::from_nanos(moved));
+    }
+
     /// End the current time slice at once (the current VM yields).
     pub(crate) fn end_slice(&self) {
         self.slice_start.set(Instant::ZERO);

@@ -74,6 +74,7 @@ services! {
     CALL_WHEN_TASK_SWITCHED = Some(0x2A), "Call_When_Task_Switched", Sync;
     SUSPEND_VM = Some(0x2B), "Suspend_VM", Sync;
     RESUME_VM = Some(0x2C), "Resume_VM", Sync;
+    ADJUST_EXECUTION_TIME = Some(0x37), "Adjust_Execution_Time", Sync;
     CALL_WHEN_IDLE = Some(0x3A), "Call_When_Idle", Sync;
     GET_NEXT_VM_HANDLE = Some(0x3B), "Get_Next_VM_Handle", Async;
     SET_GLOBAL_TIME_OUT = Some(0x3C), "Set_Global_Time_Out", Sync;

@@ -71,6 +71,9 @@ pub(crate) struct Vm {
     pub(crate) nest: Vec<NestFrame>,
     /// Whether the VM's current ring-3 code runs in protected mode.
     pub(crate) pm: bool,
+    /// `Adjust_Execution_Time` milliseconds waiting for the VM's next
+    /// time slice.
+    pub(crate) slice_adjust_ms: std::cell::Cell<i32>,
     /// `Suspend_VM` count.
     pub(crate) suspend_count: u32,
     /// Waiting for the critical section or a semaphore.
@@ -114,6 +117,7 @@ impl Vm {
             cb_area: vec![0; cb_size],
             nest: Vec::new(),
             pm,
+            slice_adjust_ms: std::cell::Cell::new(0),
             suspend_count: 0,
             blocked: None,
             block_flags: 0,
