@@ -18,7 +18,7 @@ impl Core {
         let mut leaks: Vec<String> = Vec::new();
 
         // Events (including Call_When_VM_Ints_Enabled), oldest first.
-        let events: Vec<(u32, &'static str, String)> =
+        let events: Vec<(crate::vmm::events::EventHandle, &'static str, String)> =
             self.sched.events_where(|h, e| (e.cb.owner() == instance).then(|| (h, e.kind.name(), e.cb.name())));
         for (h, kind, callback) in events {
             self.cancel_event(h, CancelReason::Unloaded);
@@ -26,7 +26,7 @@ impl Core {
         }
 
         // Time-outs.
-        let timeouts: Vec<(u32, u32, String)> =
+        let timeouts: Vec<(crate::vmm::timers::TimeoutHandle, u32, String)> =
             self.sched.timeouts_where(|h, r| (r.cb.owner() == instance).then(|| (h, r.ms, r.cb.name())));
         for (h, ms, callback) in timeouts {
             self.cancel_timeout(h, CancelReason::Unloaded);
@@ -75,7 +75,7 @@ impl Core {
         leaks.extend(self.vectors_reclaim(instance));
 
         // Interrupt sources.
-        let irqs: Vec<(u32, String)> = {
+        let irqs: Vec<(crate::vmm::irq::IrqHandle, String)> = {
             let irqs = self.irqs.borrow();
             irqs.iter()
                 .filter(|(_, i)| i.handler.as_ref().is_some_and(|cb| cb.owner() == instance))
@@ -97,12 +97,12 @@ impl Core {
         // Appy-time requests and broadcast hooks (SHELL).
         let appy: Vec<(u64, u32)> = {
             let appy = self.shell.appy.borrow();
-            appy.iter().filter(|(_, r)| r.cb.owner() == instance).map(|(h, r)| (r.seq, h)).collect()
+            appy.iter().filter(|(_, r)| r.cb.owner() == instance).map(|(h, r)| (r.seq, h.raw())).collect()
         };
         let mut appy = appy;
         appy.sort_unstable();
         for (_, h) in appy {
-            let rec = self.shell.appy.borrow_mut().remove(h);
+            let rec = self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(h));
             let Some(rec) = rec else { continue };
             self.forget_appy_timeout(h, &rec);
             let callback = rec.cb.name();
@@ -119,11 +119,11 @@ impl Core {
             hooks
                 .iter()
                 .filter(|(_, r)| r.cb.as_ref().is_some_and(|cb| cb.owner() == instance))
-                .map(|(h, _)| h)
+                .map(|(h, _)| h.raw())
                 .collect()
         };
         for h in broadcast_hooks {
-            self.shell.hooks.borrow_mut().remove(h);
+            self.shell.hooks.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(h));
             leaks.push(format!("a _SHELL_HookSystemBroadcast hook (handle {h:#010X})"));
         }
 

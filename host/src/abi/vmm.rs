@@ -23,11 +23,15 @@ use crate::time::Duration;
 use crate::trace::{CancelReason, PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::{Callback, shorten};
+use crate::vmm::crit::SemaphoreHandle;
+use crate::vmm::events::EventHandle;
 use crate::vmm::events::EventKind;
 use crate::vmm::heap::MemError;
 use crate::vmm::ids::{InstanceId, VmId};
+use crate::vmm::irq::IrqHandle;
 use crate::vmm::limits::{CB_START, cb_area_end};
 use crate::vmm::services::{self as svc, Rule, Service};
+use crate::vmm::timers::TimeoutHandle;
 use crate::vmm::timers::{Due, TimeoutRec};
 use crate::vmm::vectors::FaultKind;
 
@@ -512,14 +516,14 @@ fn set_time_out(cx: &HostCx, svc: &'static Service, ms: u32, vm: Option<VmId>, c
         let handle = core.sched.add_timeout(TimeoutRec { due, ms, cb });
         let Some(handle) = handle else { return 0 };
         core.trace(|| TraceEvent::TimeoutScheduled {
-            handle,
+            handle: handle.raw(),
             timer: if vm.is_some() { "vm" } else { "global" },
             vm: vm.map(VmId::raw),
             ms,
             device: core.instance_name(caller(cx)).to_string(),
             callback: shorten(label),
         });
-        handle
+        handle.raw()
     })
 }
 
@@ -542,7 +546,7 @@ extern "C" fn cancel_time_out(cx: &HostCx, handle: u32) -> VmmResult<()> {
         if !allowed(core, svc.name, svc.rule) {
             return Failure::refused();
         }
-        if core.cancel_timeout(handle, CancelReason::Cancelled) {
+        if core.cancel_timeout(TimeoutHandle::from_raw(handle), CancelReason::Cancelled) {
             ROk(())
         } else {
             stale(core, "Cancel_Time_Out", Violation::StaleTimeoutHandle, handle, "time-out handle")
@@ -671,7 +675,7 @@ fn cancel_kind(cx: &HostCx, svc: &'static Service, handle: u32, want: EventKind,
         if !allowed(core, service, svc.rule) {
             return Failure::refused();
         }
-        let found = core.sched.with_event(handle, |e| (e.kind, e.target));
+        let found = core.sched.with_event(EventHandle::from_raw(handle), |e| (e.kind, e.target));
         match found {
             None => stale(core, service, Violation::StaleEventHandle, handle, "event handle"),
             Some((kind, target)) => {
@@ -690,7 +694,7 @@ fn cancel_kind(cx: &HostCx, svc: &'static Service, handle: u32, want: EventKind,
                         Some(service),
                     ));
                 }
-                core.cancel_event(handle, CancelReason::Cancelled);
+                core.cancel_event(EventHandle::from_raw(handle), CancelReason::Cancelled);
                 ROk(())
             }
         }
@@ -1001,47 +1005,48 @@ extern "C" fn trace_contention(
 }
 
 extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
-    serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(caller(cx), tokens).into())
+    serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(caller(cx), tokens).map(|h| h.raw()).into())
 }
 
 fn semaphore_op(
     cx: &HostCx,
     svc: &'static Service,
     handle: u32,
-    op: impl FnOnce(&Core) -> Result<(), VmmError>,
+    op: impl FnOnce(&Core, SemaphoreHandle) -> Result<(), VmmError>,
 ) -> VmmResult<()> {
     serve(cx, svc, |core| {
-        if !core.sems.borrow().contains(handle) {
+        let h = SemaphoreHandle::from_raw(handle);
+        if !core.sems.borrow().contains(h) {
             return stale(core, svc.name, Violation::InvalidSemaphore, handle, "semaphore handle");
         }
-        op(core).into()
+        op(core, h).into()
     })
 }
 
 extern "C" fn destroy_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    semaphore_op(cx, &svc::DESTROY_SEMAPHORE, handle, |core| core.destroy_semaphore(handle))
+    semaphore_op(cx, &svc::DESTROY_SEMAPHORE, handle, |core, h| core.destroy_semaphore(h))
 }
 
 extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, flags: u32) -> VmmResult<()> {
-    semaphore_op(cx, &svc::WAIT_SEMAPHORE, handle, |core| {
+    semaphore_op(cx, &svc::WAIT_SEMAPHORE, handle, |core, h| {
         check_block_flags(core, "Wait_Semaphore", flags, true)?;
-        core.wait_semaphore(handle, flags)
+        core.wait_semaphore(h, flags)
     })
 }
 
 extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    semaphore_op(cx, &svc::SIGNAL_SEMAPHORE, handle, |core| core.signal_semaphore(handle))
+    semaphore_op(cx, &svc::SIGNAL_SEMAPHORE, handle, |core, h| core.signal_semaphore(h))
 }
 
 // ---- interrupts ------------------------------------------------------------------------------------
 
 extern "C" fn register_interrupt(cx: &HostCx, name: RStr<'_>, callback: RawCallback) -> VmmResult<u32> {
     let cb = Callback::plugin(caller(cx), callback);
-    serve(cx, &svc::REGISTER_INTERRUPT, |core| core.register_interrupt(name.as_str(), cb).into())
+    serve(cx, &svc::REGISTER_INTERRUPT, |core| core.register_interrupt(name.as_str(), cb).map(|h| h.raw()).into())
 }
 
 extern "C" fn request_interrupt(cx: &HostCx, irq: u32) -> VmmResult<()> {
-    serve(cx, &svc::REQUEST_INTERRUPT, |core| match core.request_interrupt(irq) {
+    serve(cx, &svc::REQUEST_INTERRUPT, |core| match core.request_interrupt(IrqHandle::from_raw(irq)) {
         Ok(()) => ROk(()),
         Err(_) => stale(core, svc::REQUEST_INTERRUPT.name, Violation::InvalidIrq, irq, "interrupt handle"),
     })

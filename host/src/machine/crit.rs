@@ -11,6 +11,7 @@ use crate::machine::run::LoopEnd;
 use crate::trace::{PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
+use crate::vmm::crit::SemaphoreHandle;
 use crate::vmm::crit::{Claim, ReleaseError, SemSignal, SemWait};
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::vm::Blocked;
@@ -233,13 +234,13 @@ impl Core {
 
     // ---- semaphores ----------------------------------------------------------------
 
-    pub(crate) fn create_semaphore(&self, owner: InstanceId, tokens: i32) -> Result<u32, VmmError> {
+    pub(crate) fn create_semaphore(&self, owner: InstanceId, tokens: i32) -> Result<SemaphoreHandle, VmmError> {
         let h = self.sems.borrow_mut().create(owner, tokens).ok_or(VmmError::OUT_OF_MEMORY)?;
         self.sem_trace("create", h, self.cur_vm.get(), tokens, owner);
         Ok(h)
     }
 
-    pub(crate) fn destroy_semaphore(&self, h: u32) -> Result<(), VmmError> {
+    pub(crate) fn destroy_semaphore(&self, h: SemaphoreHandle) -> Result<(), VmmError> {
         let (tokens, owner, waiters) = self.sems.borrow_mut().destroy(h).ok_or(VmmError::INVALID_HANDLE)?;
         self.sem_trace("destroy", h, self.cur_vm.get(), tokens, owner);
         if !waiters.is_empty() {
@@ -255,15 +256,23 @@ impl Core {
         Ok(())
     }
 
-    fn sem_trace(&self, action: &'static str, handle: u32, vm: VmId, tokens: i32, owner: InstanceId) {
+    fn sem_trace(&self, action: &'static str, handle: SemaphoreHandle, vm: VmId, tokens: i32, owner: InstanceId) {
         self.sem_trace_flags(action, handle, vm, tokens, owner, 0);
     }
 
-    fn sem_trace_flags(&self, action: &'static str, handle: u32, vm: VmId, tokens: i32, owner: InstanceId, flags: u32) {
+    fn sem_trace_flags(
+        &self,
+        action: &'static str,
+        handle: SemaphoreHandle,
+        vm: VmId,
+        tokens: i32,
+        owner: InstanceId,
+        flags: u32,
+    ) {
         let device = self.instance_name(owner);
         self.trace(|| TraceEvent::Semaphore {
             action,
-            handle,
+            handle: handle.raw(),
             vm: vm.raw(),
             tokens,
             device: device.to_string(),
@@ -272,7 +281,7 @@ impl Core {
     }
 
     /// `flags` are the wait's `BLOCK_*` flags.
-    pub(crate) fn wait_semaphore(&self, h: u32, flags: u32) -> Result<(), VmmError> {
+    pub(crate) fn wait_semaphore(&self, h: SemaphoreHandle, flags: u32) -> Result<(), VmmError> {
         let vm = self.cur_vm.get();
         let wait = self.sems.borrow_mut().wait(h, vm).ok_or(VmmError::INVALID_HANDLE)?;
         match wait {
@@ -289,7 +298,7 @@ impl Core {
         }
     }
 
-    pub(crate) fn signal_semaphore(&self, h: u32) -> Result<(), VmmError> {
+    pub(crate) fn signal_semaphore(&self, h: SemaphoreHandle) -> Result<(), VmmError> {
         let tokens = self.sems.borrow().tokens(h).ok_or(VmmError::INVALID_HANDLE)?;
         if tokens == i32::MAX {
             self.count_add("Signal_Semaphore", "the semaphore's token count", tokens.into(), 1, i32::MAX.into())?;

@@ -10,6 +10,7 @@ use crate::machine::Core;
 use crate::trace::{PriorityReason, TraceEvent};
 use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::context::Context;
+use crate::vmm::events::EventHandle;
 use crate::vmm::events::{EventKind, EventRec};
 use crate::vmm::ids::{InstanceId, VmId};
 
@@ -35,21 +36,21 @@ impl Core {
         if self.trace_on {
             self.trace_scheduled(caller, handle, timeout_ms);
         }
-        Ok(handle)
+        Ok(handle.raw())
     }
 
     /// The `event_scheduled` record of the pending event `handle`. (Apart from
     /// `schedule`, so that with tracing off the hot path builds nothing.)
     #[cold]
     #[inline(never)]
-    fn trace_scheduled(&self, caller: InstanceId, handle: u32, timeout_ms: Option<u32>) {
+    fn trace_scheduled(&self, caller: InstanceId, handle: EventHandle, timeout_ms: Option<u32>) {
         let Some((kind, target, flags, boost, label, seq)) =
             self.sched.with_event(handle, |e| (e.kind, e.target, e.flags, e.boost, e.cb.label(), e.seq))
         else {
             return;
         };
         self.trace(|| TraceEvent::EventScheduled {
-            handle,
+            handle: handle.raw(),
             seq,
             event: kind.name(),
             vm: (!target.is_none()).then_some(target.raw()),
@@ -74,7 +75,7 @@ impl Core {
             self.boost_pending(kind, target, boost);
         }
         let rec = EventRec { kind, target, flags, boost, seq: 0, scheduled_at: self.sched.now(), cb };
-        self.run_event(0, rec, true, false);
+        self.run_event(EventHandle::from_raw(0), rec, true, false);
         Ok(0)
     }
 

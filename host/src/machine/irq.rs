@@ -10,11 +10,12 @@ use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::irq::Irq;
+use crate::vmm::irq::IrqHandle;
 use crate::vmm::timers::TimerKind;
 
 impl Core {
     /// Register a source named `name`.
-    pub(crate) fn register_interrupt(&self, name: &str, handler: Callback) -> Result<u32, VmmError> {
+    pub(crate) fn register_interrupt(&self, name: &str, handler: Callback) -> Result<IrqHandle, VmmError> {
         if self.irqs.borrow().iter().any(|(_, i)| i.name.eq_ignore_ascii_case(name)) {
             return Err(self.refuse(
                 Violation::DuplicateIrqName,
@@ -30,7 +31,7 @@ impl Core {
 
     /// Request a source: it is taken at the next service-call boundary or
     /// scheduler step.
-    pub(crate) fn request_interrupt(&self, irq: u32) -> Result<(), VmmError> {
+    pub(crate) fn request_interrupt(&self, irq: IrqHandle) -> Result<(), VmmError> {
         let mut irqs = self.irqs.borrow_mut();
         let i = irqs.get_mut(irq).ok_or(VmmError::INVALID_HANDLE)?;
         // Requests not yet taken only ever count up to u32::MAX: beyond
@@ -41,7 +42,7 @@ impl Core {
     }
 
     /// The source named `name`.
-    pub(crate) fn irq_by_name(&self, name: &str) -> Option<u32> {
+    pub(crate) fn irq_by_name(&self, name: &str) -> Option<IrqHandle> {
         self.irqs.borrow().iter().find(|(_, i)| i.name.eq_ignore_ascii_case(name)).map(|(h, _)| h)
     }
 
@@ -57,7 +58,8 @@ impl Core {
             return false;
         }
         self.irq_pending.set(false);
-        let pending: Vec<u32> = self.irqs.borrow().iter().filter(|(_, i)| i.pending > 0).map(|(h, _)| h).collect();
+        let pending: Vec<IrqHandle> =
+            self.irqs.borrow().iter().filter(|(_, i)| i.pending > 0).map(|(h, _)| h).collect();
         let mut taken = false;
         for h in pending {
             loop {
@@ -82,7 +84,7 @@ impl Core {
     }
 
     /// Run a source's handler at interrupt time.
-    pub(crate) fn take_interrupt(&self, irq: u32, injected: bool) {
+    pub(crate) fn take_interrupt(&self, irq: IrqHandle, injected: bool) {
         let taken = {
             let mut irqs = self.irqs.borrow_mut();
             irqs.get_mut(irq).and_then(|i| i.handler.take().map(|cb| (cb, i.name.clone())))
@@ -92,13 +94,13 @@ impl Core {
         let vm = self.cur_vm.get();
         let device = self.instance_name(cb.owner());
         self.trace(|| TraceEvent::Interrupt {
-            irq,
+            irq: irq.raw(),
             name: name.clone(),
             device: device.to_string(),
             injected,
             vm: vm.raw(),
         });
-        let mut regs = Regs { eax: irq, ebx: vm.raw(), ..Regs::default() };
+        let mut regs = Regs { eax: irq.raw(), ebx: vm.raw(), ..Regs::default() };
         cb.call(self, Context::Interrupt, &mut regs);
         if let Some(i) = self.irqs.borrow_mut().get_mut(irq) {
             i.handler = Some(cb);

@@ -211,7 +211,7 @@ impl Core {
         let events = self.sched.drain_events(vm);
         for (h, rec) in events {
             self.trace(|| TraceEvent::EventCancelled {
-                handle: h,
+                handle: h.raw(),
                 event: rec.kind.name(),
                 vm: Some(vm.raw()),
                 device: self.instance_name(rec.cb.owner()).to_string(),

@@ -23,11 +23,13 @@ use crate::time::Instant;
 use crate::trace::{CallOutcome, CancelReason, PriorityReason, StuckEvent, StuckVm, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
+use crate::vmm::events::EventHandle;
 use crate::vmm::events::{
     CLASS_STI, Conditions, EventKind, EventRec, class_of, condition_names, conditions_needed, runnable_classes,
 };
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::scheduler::Work;
+use crate::vmm::timers::TimeoutHandle;
 use crate::vmm::timers::{Due, TimerKind};
 use crate::vmm::vm::Blocked;
 
@@ -384,7 +386,7 @@ impl Core {
     /// Run an event's callback (it is already out of the pending set, so its
     /// handle is stale from here on), remove its boost afterwards, and
     /// release the callback.
-    pub(crate) fn run_event(&self, handle: u32, mut rec: EventRec, inline: bool, timed_out: bool) {
+    pub(crate) fn run_event(&self, handle: EventHandle, mut rec: EventRec, inline: bool, timed_out: bool) {
         self.run_event_inline(handle, &mut rec, inline, timed_out);
         rec.cb.release();
     }
@@ -393,12 +395,12 @@ impl Core {
     /// dispatch keeps the record in its own frame, so it is not copied on
     /// the way, and releases the callback itself.
     #[inline(always)]
-    fn run_event_inline(&self, handle: u32, rec: &mut EventRec, inline: bool, timed_out: bool) {
+    fn run_event_inline(&self, handle: EventHandle, rec: &mut EventRec, inline: bool, timed_out: bool) {
         self.count_work(Work::Event, rec.cb.owner());
         let vm = self.cur_vm.get();
         // ESI: the event's own handle (0 inline), so a device can forget it.
         let mut regs =
-            Regs { ebx: vm.raw(), esi: handle, flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
+            Regs { ebx: vm.raw(), esi: handle.raw(), flags: if timed_out { CF_MASK } else { 0 }, ..Regs::default() };
         let depth = self.nest_mark();
         // The wait ends here, at dispatch (the callback may block and
         // return later).
@@ -415,7 +417,7 @@ impl Core {
         }
         if self.trace_on {
             let waited = dispatched.since(rec.scheduled_at);
-            self.trace_dispatched(if inline { 0 } else { handle }, rec, vm, inline, timed_out, waited, result);
+            self.trace_dispatched(if inline { 0 } else { handle.raw() }, rec, vm, inline, timed_out, waited, result);
         }
     }
 
@@ -563,7 +565,7 @@ impl Core {
         // section, never the events.)
         let stuck_events: Vec<StuckEvent> = self.sched.events_where(|handle, e| {
             Some(StuckEvent {
-                handle,
+                handle: handle.raw(),
                 event: e.kind.name(),
                 vm: e.target.raw(),
                 device: self.instance_name(e.cb.owner()).to_string(),
@@ -671,7 +673,7 @@ impl Core {
     }
 
     /// Cancel a pending event (any kind), tracing why.
-    pub(crate) fn cancel_event(&self, handle: u32, reason: CancelReason) -> bool {
+    pub(crate) fn cancel_event(&self, handle: EventHandle, reason: CancelReason) -> bool {
         let rec = self.sched.remove_event(handle);
         let Some(rec) = rec else { return false };
         if rec.kind == EventKind::Priority && rec.boost != 0 {
@@ -683,7 +685,7 @@ impl Core {
         }
         let device = self.instance_name(rec.cb.owner());
         self.trace(|| TraceEvent::EventCancelled {
-            handle,
+            handle: handle.raw(),
             event: rec.kind.name(),
             vm: (!rec.target.is_none()).then_some(rec.target.raw()),
             device: device.to_string(),
@@ -789,7 +791,7 @@ impl Core {
     }
 
     /// Run an expired time-out's callback (EBX = current VM, ECX = ms late).
-    fn fire_timeout(&self, handle: u32, late_ms: u32) {
+    fn fire_timeout(&self, handle: TimeoutHandle, late_ms: u32) {
         let rec = self.sched.remove_timeout(handle);
         let Some(rec) = rec else { return };
         self.sched.blame(rec.cb.owner());
@@ -802,7 +804,7 @@ impl Core {
         let result = cb.call(self, Context::Event, &mut regs);
         self.check_nest_balance(vm, depth, "a time-out callback", || cb.owner());
         self.trace(|| TraceEvent::Timeout {
-            handle,
+            handle: handle.raw(),
             timer,
             vm: vm.raw(),
             ms,
@@ -814,11 +816,11 @@ impl Core {
     }
 
     /// Cancel a pending time-out, tracing why.
-    pub(crate) fn cancel_timeout(&self, handle: u32, reason: CancelReason) -> bool {
+    pub(crate) fn cancel_timeout(&self, handle: TimeoutHandle, reason: CancelReason) -> bool {
         let rec = self.sched.remove_timeout(handle);
         let Some(rec) = rec else { return false };
         let device = self.instance_name(rec.cb.owner());
-        self.trace(|| TraceEvent::TimeoutCancelled { handle, device: device.to_string(), reason });
+        self.trace(|| TraceEvent::TimeoutCancelled { handle: handle.raw(), device: device.to_string(), reason });
         true
     }
 

@@ -431,7 +431,7 @@ impl Core {
             }
             if let Some(handle) = handle {
                 self.trace(|| TraceEvent::TimeoutScheduled {
-                    handle,
+                    handle: handle.raw(),
                     timer: "global",
                     vm: None,
                     ms,

@@ -153,7 +153,7 @@ impl Core {
                 self.event_boost(target, boost as i64, crate::trace::PriorityReason::Event);
             }
             self.trace(|| TraceEvent::EventScheduled {
-                handle,
+                handle: handle.raw(),
                 seq: self.sched.with_event(handle, |e| e.seq).unwrap_or(0),
                 event: "priority",
                 vm: Some(target.raw()),

@@ -79,7 +79,7 @@ impl Core {
         let label = if self.trace_on { cb.label() } else { "" };
         let owner = cb.owner();
         let handle = self.shell.appy.borrow_mut().insert(AppyRec { flags, seq, scheduled_at: now, cb });
-        let Some(handle) = handle else { return 0 };
+        let Some(handle) = handle.map(|h| h.raw()) else { return 0 };
         let timeout = (flags & CAAFL_TIMEOUT != 0).then_some(timeout_ms);
         if let Some(ms) = timeout {
             self.sched.timer_at(now + Duration::from_millis(ms as u64), TimerKind::AppyTimeout(handle, seq));
@@ -102,7 +102,7 @@ impl Core {
         if handle == 0 {
             return Ok(());
         }
-        let rec = self.shell.appy.borrow_mut().remove(handle);
+        let rec = self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(handle));
         let Some(rec) = rec else {
             return Err(self.refuse(
                 Violation::StaleAppyHandle,
@@ -156,7 +156,7 @@ impl Core {
         }
         let handle = {
             let appy = self.shell.appy.borrow();
-            let mut pending: Vec<(u64, u32)> = appy.iter().map(|(h, r)| (r.seq, h)).collect();
+            let mut pending: Vec<(u64, u32)> = appy.iter().map(|(h, r)| (r.seq, h.raw())).collect();
             pending.sort_unstable();
             // The DDK promises no order: the machine's order decides, the
             // random mode with the seeded generator.
@@ -183,7 +183,7 @@ impl Core {
                 }
             }
         };
-        let rec = handle.and_then(|h| self.shell.appy.borrow_mut().remove(h));
+        let rec = handle.and_then(|h| self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(h)));
         match (handle, rec) {
             (Some(h), Some(rec)) => {
                 self.forget_appy_timeout(h, &rec);
@@ -198,11 +198,12 @@ impl Core {
     /// (the same request, not a recycled handle), run its callback now, in
     /// event context, told `CAAFL_TIMEOUT`.
     pub(crate) fn appy_timed_out(&self, handle: u32, seq: u64) {
-        let live = self.shell.appy.borrow().get(handle).is_some_and(|r| r.seq == seq);
+        let live =
+            self.shell.appy.borrow().get(crate::vmm::slab::Handle::from_raw(handle)).is_some_and(|r| r.seq == seq);
         if !live || self.phase.get() != Phase::Running {
             return;
         }
-        let rec = self.shell.appy.borrow_mut().remove(handle);
+        let rec = self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(handle));
         if let Some(rec) = rec {
             self.run_appy(handle, rec, true);
         }
@@ -255,10 +256,10 @@ impl Core {
     /// Called when shutdown begins and again as the machine stops (for
     /// requests made during the exit messages).
     pub(crate) fn drop_appy_events(&self) {
-        let mut pending: Vec<(u64, u32)> = self.shell.appy.borrow().iter().map(|(h, r)| (r.seq, h)).collect();
+        let mut pending: Vec<(u64, u32)> = self.shell.appy.borrow().iter().map(|(h, r)| (r.seq, h.raw())).collect();
         pending.sort_unstable();
         for (_, handle) in pending {
-            let rec = self.shell.appy.borrow_mut().remove(handle);
+            let rec = self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(handle));
             let Some(rec) = rec else { continue };
             self.forget_appy_timeout(handle, &rec);
             self.trace(|| TraceEvent::AppyDropped {

@@ -42,7 +42,7 @@ impl Core {
     pub(crate) fn hook_system_broadcast(&self, cb: Callback, order: u32) -> u32 {
         let seq = self.shell.hook_seq.get() + 1;
         self.shell.hook_seq.set(seq);
-        self.shell.hooks.borrow_mut().insert(HookRec { order, seq, cb: Some(cb) }).unwrap_or(0)
+        self.shell.hooks.borrow_mut().insert(HookRec { order, seq, cb: Some(cb) }).map_or(0, |h| h.raw())
     }
 
     /// `_SHELL_UnhookSystemBroadcast` (0 is a no-op).
@@ -51,7 +51,7 @@ impl Core {
         if handle == 0 {
             return Ok(());
         }
-        if self.shell.hooks.borrow_mut().remove(handle).is_some() {
+        if self.shell.hooks.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(handle)).is_some() {
             return Ok(());
         }
         Err(self.refuse(
@@ -192,7 +192,8 @@ impl Core {
     /// The installed hooks, lowest call order first; equal orders in the
     /// order they were installed.
     fn hooks_in_call_order(&self) -> Vec<u32> {
-        let mut v: Vec<(u32, u64, u32)> = self.shell.hooks.borrow().iter().map(|(h, r)| (r.order, r.seq, h)).collect();
+        let mut v: Vec<(u32, u64, u32)> =
+            self.shell.hooks.borrow().iter().map(|(h, r)| (r.order, r.seq, h.raw())).collect();
         v.sort_unstable();
         v.into_iter().map(|(_, _, h)| h).collect()
     }
@@ -201,12 +202,12 @@ impl Core {
     /// `None` if it was unhooked meanwhile. A hook that fails answers 1 (it
     /// cannot veto).
     fn call_hook(&self, handle: u32, msg: u32, wparam: u32, lparam: u32) -> Option<(u32, InstanceId)> {
-        let mut cb = self.shell.hooks.borrow_mut().get_mut(handle)?.cb.take()?;
+        let mut cb = self.shell.hooks.borrow_mut().get_mut(crate::vmm::slab::Handle::from_raw(handle))?.cb.take()?;
         let owner = cb.owner();
         let mut regs = Regs { eax: msg, ebx: self.cur_vm.get().raw(), ecx: wparam, edx: lparam, ..Regs::default() };
         let outcome = cb.call(self, self.context(), &mut regs);
         // The hook may have unhooked itself: then it is dropped here.
-        if let Some(rec) = self.shell.hooks.borrow_mut().get_mut(handle) {
+        if let Some(rec) = self.shell.hooks.borrow_mut().get_mut(crate::vmm::slab::Handle::from_raw(handle)) {
             rec.cb = Some(cb);
         }
         Some((if outcome == CallOutcome::Clear { regs.eax } else { 1 }, owner))

@@ -7,7 +7,10 @@ use std::collections::VecDeque;
 
 use crate::vmm::callback::Callback;
 use crate::vmm::ids::{InstanceId, VmId};
-use crate::vmm::slab::{Slab, TAG_SEMAPHORE};
+use crate::vmm::slab::{Handle, Slab, TAG_SEMAPHORE};
+
+/// A semaphore's handle (`Create_Semaphore`).
+pub(crate) type SemaphoreHandle = Handle<Semaphore>;
 
 /// The global critical section.
 #[derive(Default)]
@@ -184,28 +187,28 @@ impl Default for Semaphores {
 
 impl Semaphores {
     /// `Create_Semaphore`: `None` when the table is full.
-    pub(crate) fn create(&mut self, owner: InstanceId, tokens: i32) -> Option<u32> {
+    pub(crate) fn create(&mut self, owner: InstanceId, tokens: i32) -> Option<SemaphoreHandle> {
         self.table.insert(Semaphore { tokens, waiters: VecDeque::new(), owner })
     }
 
     /// `Destroy_Semaphore`: the semaphore's tokens, creator and the VMs
     /// that were waiting on it (the caller releases them).
-    pub(crate) fn destroy(&mut self, h: u32) -> Option<(i32, InstanceId, VecDeque<VmId>)> {
+    pub(crate) fn destroy(&mut self, h: SemaphoreHandle) -> Option<(i32, InstanceId, VecDeque<VmId>)> {
         self.table.remove(h).map(|s| (s.tokens, s.owner, s.waiters))
     }
 
     /// Whether `h` names a live semaphore.
-    pub(crate) fn contains(&self, h: u32) -> bool {
+    pub(crate) fn contains(&self, h: SemaphoreHandle) -> bool {
         self.table.contains(h)
     }
 
     /// The token count of `h`.
-    pub(crate) fn tokens(&self, h: u32) -> Option<i32> {
+    pub(crate) fn tokens(&self, h: SemaphoreHandle) -> Option<i32> {
         self.table.get(h).map(|s| s.tokens)
     }
 
     /// `Wait_Semaphore` by `vm`; `None` for a stale handle.
-    pub(crate) fn wait(&mut self, h: u32, vm: VmId) -> Option<SemWait> {
+    pub(crate) fn wait(&mut self, h: SemaphoreHandle, vm: VmId) -> Option<SemWait> {
         let s = self.table.get_mut(h)?;
         if s.tokens > 0 {
             s.tokens -= 1;
@@ -218,7 +221,7 @@ impl Semaphores {
 
     /// `Signal_Semaphore`; `None` for a stale handle. The caller checks the
     /// token count's range first.
-    pub(crate) fn signal(&mut self, h: u32) -> Option<SemSignal> {
+    pub(crate) fn signal(&mut self, h: SemaphoreHandle) -> Option<SemSignal> {
         let s = self.table.get_mut(h)?;
         Some(match s.waiters.pop_front() {
             Some(vm) => SemSignal::Woke { vm, tokens: s.tokens, owner: s.owner },
@@ -230,7 +233,7 @@ impl Semaphores {
     }
 
     /// The semaphores `instance` created.
-    pub(crate) fn owned_by(&self, instance: InstanceId) -> Vec<u32> {
+    pub(crate) fn owned_by(&self, instance: InstanceId) -> Vec<SemaphoreHandle> {
         self.table.iter().filter(|(_, s)| s.owner == instance).map(|(h, _)| h).collect()
     }
 

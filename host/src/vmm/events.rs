@@ -23,7 +23,10 @@ use crate::vmm::callback::Callback;
 use crate::vmm::ids::VmId;
 use crate::vmm::rng::Rng;
 use crate::vmm::schedule::{Candidate, DecisionKind, Source, Task};
-use crate::vmm::slab::{Slab, TAG_EVENT};
+use crate::vmm::slab::{Handle, Slab, TAG_EVENT};
+
+/// A pending event's handle (`Schedule_*_Event`, `Call_*_Event`).
+pub(crate) type EventHandle = Handle<EventRec>;
 
 /// What kind of event.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -223,7 +226,7 @@ const FIRST_PASS: u64 = (1 << CLASS_LAST) - 1;
 struct Queue {
     /// The VM whose events these are (0: the global events).
     vm: VmId,
-    buckets: Box<[VecDeque<(u64, u32)>; CLASSES]>,
+    buckets: Box<[VecDeque<(u64, EventHandle)>; CLASSES]>,
     /// Bit `c` set: bucket `c` may hold entries (live or dead).
     nonempty: u64,
     /// Live events.
@@ -248,7 +251,7 @@ impl Queue {
     }
 
     #[inline]
-    fn push(&mut self, class: usize, seq: u64, handle: u32) {
+    fn push(&mut self, class: usize, seq: u64, handle: EventHandle) {
         self.buckets[class & (CLASSES - 1)].push_back((seq, handle));
         self.nonempty |= 1 << class;
         self.live += 1;
@@ -280,7 +283,7 @@ impl Default for Events {
 /// so a slot that holds the same number holds the same event (a cheaper
 /// test than the handle's tag and generation).
 #[inline(always)]
-fn live_slot(slab: &Slab<EventRec>, seq: u64, handle: u32) -> Option<usize> {
+fn live_slot(slab: &Slab<EventRec>, seq: u64, handle: EventHandle) -> Option<usize> {
     let slot = slab.slot_of(handle);
     slab.at(slot).is_some_and(|e| e.seq == seq).then_some(slot)
 }
@@ -322,7 +325,7 @@ impl Events {
         boost: i32,
         now: Instant,
         cb: Callback,
-    ) -> Option<u32> {
+    ) -> Option<EventHandle> {
         self.seq += 1;
         let seq = self.seq;
         let (handle, place) = self.slab.vacant()?;
@@ -332,7 +335,7 @@ impl Events {
     }
 
     /// Remove a pending event by handle (cancel).
-    pub(crate) fn remove(&mut self, handle: u32) -> Option<EventRec> {
+    pub(crate) fn remove(&mut self, handle: EventHandle) -> Option<EventRec> {
         let rec = self.slab.remove(handle)?;
         self.queue_mut(rec.target).live -= 1;
         Some(rec)
@@ -340,7 +343,7 @@ impl Events {
 
     /// Remove the pending event `handle` if it is still the one numbered
     /// `seq` (a time-out names the event it was set for).
-    pub(crate) fn remove_seq(&mut self, handle: u32, seq: u64) -> Option<EventRec> {
+    pub(crate) fn remove_seq(&mut self, handle: EventHandle, seq: u64) -> Option<EventRec> {
         let rec = self.slab.take_if(handle, |e| e.seq == seq)?;
         self.queue_mut(rec.target).live -= 1;
         Some(rec)
@@ -381,7 +384,7 @@ impl Events {
         unsatisfied: impl FnOnce(u64) -> usize,
         order: Order,
         schedule: &RefCell<Source>,
-    ) -> Option<(u32, usize)> {
+    ) -> Option<(EventHandle, usize)> {
         let Events { slab, queues, .. } = self;
         let queue = queues.get_mut(slot_of(vm)).filter(|q| q.vm == vm && q.live > 0)?;
         let lifo = order == Order::Lifo;
@@ -428,8 +431,8 @@ impl Events {
     }
 
     /// Remove every pending event targeted at `vm` (0: the global ones).
-    pub(crate) fn drain(&mut self, vm: VmId) -> Vec<(u32, EventRec)> {
-        let handles: Vec<u32> = self.slab.iter().filter(|(_, e)| e.target == vm).map(|(h, _)| h).collect();
+    pub(crate) fn drain(&mut self, vm: VmId) -> Vec<(EventHandle, EventRec)> {
+        let handles: Vec<EventHandle> = self.slab.iter().filter(|(_, e)| e.target == vm).map(|(h, _)| h).collect();
         let out = handles.into_iter().filter_map(|h| self.remove(h).map(|r| (h, r))).collect();
         if let Some(q) = self.queues.get_mut(slot_of(vm)).filter(|q| q.vm == vm) {
             *q = Queue::new(vm);
@@ -438,8 +441,8 @@ impl Events {
     }
 
     /// Every pending handle, oldest first.
-    pub(crate) fn handles(&self) -> Vec<u32> {
-        let mut v: Vec<(u64, u32)> = self.slab.iter().map(|(h, e)| (e.seq, h)).collect();
+    pub(crate) fn handles(&self) -> Vec<EventHandle> {
+        let mut v: Vec<(u64, EventHandle)> = self.slab.iter().map(|(h, e)| (e.seq, h)).collect();
         v.sort_unstable();
         v.into_iter().map(|(_, h)| h).collect()
     }
@@ -449,7 +452,7 @@ impl Events {
 /// the bucket: its handle and slab slot (the record stays in the slab).
 /// Dead entries on the way are dropped.
 #[inline(always)]
-fn take_end(b: &mut VecDeque<(u64, u32)>, slab: &Slab<EventRec>, lifo: bool) -> Option<(u32, usize)> {
+fn take_end(b: &mut VecDeque<(u64, EventHandle)>, slab: &Slab<EventRec>, lifo: bool) -> Option<(EventHandle, usize)> {
     loop {
         let (seq, h) = if lifo { b.pop_back() } else { b.pop_front() }?;
         if let Some(slot) = live_slot(slab, seq, h) {
@@ -463,7 +466,7 @@ fn take_end(b: &mut VecDeque<(u64, u32)>, slab: &Slab<EventRec>, lifo: bool) -> 
 /// (FIFO) than the ends of all the other first-pass buckets. `None` means
 /// "decide with the conditions" (a dead end anywhere is left to that path).
 #[inline(always)]
-fn pick_unconditional(queue: &mut Queue, slab: &Slab<EventRec>, lifo: bool) -> Option<(u32, usize)> {
+fn pick_unconditional(queue: &mut Queue, slab: &Slab<EventRec>, lifo: bool) -> Option<(EventHandle, usize)> {
     let Queue { buckets, nonempty, newest_waiting, .. } = queue;
     let b0 = &buckets[0];
     let &(seq, handle) = if lifo { b0.back() } else { b0.front() }?;
@@ -498,7 +501,7 @@ fn pick_unconditional(queue: &mut Queue, slab: &Slab<EventRec>, lifo: bool) -> O
 /// `candidates` are looked at; dead entries at the ends are dropped on the
 /// way, and emptied buckets leave `nonempty`.
 #[inline(always)]
-fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, lifo: bool) -> Option<(u32, usize)> {
+fn pick_ordered(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, lifo: bool) -> Option<(EventHandle, usize)> {
     let Queue { buckets, nonempty, .. } = queue;
     // One bucket to look at (the common case): its end is the answer.
     if candidates & (candidates - 1) == 0 {
@@ -568,7 +571,7 @@ fn pick_explored(
     candidates: u64,
     slab: &Slab<EventRec>,
     schedule: &mut Source,
-) -> Option<(u32, usize)> {
+) -> Option<(EventHandle, usize)> {
     if let Some(rng) = schedule.plain_random() {
         return pick_random(queue, candidates, slab, rng);
     }
@@ -616,7 +619,12 @@ fn pick_explored(
 
 /// Random: a uniformly chosen entry among the candidate buckets, taken out
 /// of its bucket (see [`take_end`]).
-fn pick_random(queue: &mut Queue, candidates: u64, slab: &Slab<EventRec>, rng: &mut Rng) -> Option<(u32, usize)> {
+fn pick_random(
+    queue: &mut Queue,
+    candidates: u64,
+    slab: &Slab<EventRec>,
+    rng: &mut Rng,
+) -> Option<(EventHandle, usize)> {
     let Queue { buckets, nonempty, .. } = queue;
     loop {
         let mut total = 0usize;
@@ -659,7 +667,7 @@ mod tests {
     /// The choice `take_next` must make, by brute force: among the pending
     /// events whose class is ready, the newest (LIFO) or oldest (FIFO),
     /// `PEF_Process_Last` ones only when no other is ready.
-    fn expected(pending: &[(u64, u32, usize)], unsatisfied: usize, lifo: bool) -> Option<u32> {
+    fn expected(pending: &[(u64, EventHandle, usize)], unsatisfied: usize, lifo: bool) -> Option<EventHandle> {
         let ready = |last: bool| {
             let it = pending.iter().filter(move |(_, _, c)| c & unsatisfied == 0 && (c & CLASS_LAST != 0) == last);
             if lifo { it.max_by_key(|e| e.0) } else { it.min_by_key(|e| e.0) }.map(|e| e.1)
@@ -681,7 +689,7 @@ mod tests {
             let rng = RefCell::new(Source::new(&settings, None, false));
             let lifo = order == Order::Lifo;
             let mut ev = Events::default();
-            let mut pending: Vec<(u64, u32, usize)> = Vec::new();
+            let mut pending: Vec<(u64, EventHandle, usize)> = Vec::new();
             let mut script = Rng::new(0x2545_F491_4F6C_DD1D);
             let mut next = || script.next_u64();
             const VM: VmId = VmId::from_raw(0x0001_0001);
@@ -728,7 +736,7 @@ mod tests {
                 crate::vmm::schedule::Settings { order, seed: 11, inject_rate: 0.0, pct_depth: 3, pct_steps: 50 };
             let source = RefCell::new(Source::new(&settings, None, record));
             let mut ev = Events::default();
-            let mut pending: Vec<(u64, u32, usize)> = Vec::new();
+            let mut pending: Vec<(u64, EventHandle, usize)> = Vec::new();
             let mut script = Rng::new(0x5DEE_CE66_D1CE_4E5B);
             let mut next = || script.next_u64();
             const VM: VmId = VmId::from_raw(0x0001_0001);
@@ -752,7 +760,7 @@ mod tests {
                     }
                     _ => {
                         let unsatisfied = (next() % 4) as usize & (CLASS_STI | CLASS_NOT_CRIT);
-                        let ready = |last: bool| -> Vec<u32> {
+                        let ready = |last: bool| -> Vec<EventHandle> {
                             pending
                                 .iter()
                                 .filter(|(_, _, c)| c & unsatisfied == 0 && (c & CLASS_LAST != 0) == last)

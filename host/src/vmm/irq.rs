@@ -6,7 +6,10 @@
 //! machine's (`machine/irq.rs`).
 
 use crate::vmm::callback::Callback;
-use crate::vmm::slab::{Slab, TAG_IRQ};
+use crate::vmm::slab::{Handle, Slab, TAG_IRQ};
+
+/// An interrupt source's handle.
+pub(crate) type IrqHandle = Handle<Irq>;
 
 /// A registered interrupt source.
 pub(crate) struct Irq {

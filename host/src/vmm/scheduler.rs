@@ -18,10 +18,10 @@ use std::cell::{Cell, RefCell};
 use crate::manifest::Order;
 use crate::time::{Duration, Instant};
 use crate::vmm::callback::Callback;
-use crate::vmm::events::{EventKind, EventRec, Events};
+use crate::vmm::events::{EventHandle, EventKind, EventRec, Events};
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::schedule::Source;
-use crate::vmm::timers::{TimeoutRec, TimerKind, Timers};
+use crate::vmm::timers::{TimeoutHandle, TimeoutRec, TimerKind, Timers};
 
 /// What a unit of work was (for the livelock guard's report).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -232,7 +232,7 @@ impl Scheduler {
         boost: i32,
         timeout_ms: Option<u32>,
         cb: Callback,
-    ) -> Option<u32> {
+    ) -> Option<EventHandle> {
         let now = self.now.get();
         let handle = self.events.borrow_mut().insert(kind, target, flags, boost, now, cb)?;
         if let Some(ms) = timeout_ms {
@@ -243,21 +243,21 @@ impl Scheduler {
 
     #[cold]
     #[inline(never)]
-    fn set_event_timeout(&self, handle: u32, at: Instant) {
+    fn set_event_timeout(&self, handle: EventHandle, at: Instant) {
         let seq = self.events.borrow().slab.get(handle).map(|e| e.seq).unwrap_or(0);
         self.timers.borrow_mut().at(at, TimerKind::EventTimeout(handle, seq));
     }
 
     /// `f` of the pending event `handle` (`None` if it is not pending). The
     /// events stay borrowed while `f` runs: it must not call a plugin.
-    pub(crate) fn with_event<R>(&self, handle: u32, f: impl FnOnce(&EventRec) -> R) -> Option<R> {
+    pub(crate) fn with_event<R>(&self, handle: EventHandle, f: impl FnOnce(&EventRec) -> R) -> Option<R> {
         self.events.borrow().slab.get(handle).map(f)
     }
 
     /// `f` of every pending event that it accepts, with its sequence
     /// number, oldest first. The events stay borrowed while `f` runs: it
     /// must not call a plugin.
-    pub(crate) fn events_where<R>(&self, mut f: impl FnMut(u32, &EventRec) -> Option<R>) -> Vec<R> {
+    pub(crate) fn events_where<R>(&self, mut f: impl FnMut(EventHandle, &EventRec) -> Option<R>) -> Vec<R> {
         let events = self.events.borrow();
         let mut found: Vec<(u64, R)> = events.slab.iter().filter_map(|(h, e)| f(h, e).map(|r| (e.seq, r))).collect();
         found.sort_unstable_by_key(|(seq, _)| *seq);
@@ -265,7 +265,7 @@ impl Scheduler {
     }
 
     /// Every pending event's handle, oldest first.
-    pub(crate) fn event_handles(&self) -> Vec<u32> {
+    pub(crate) fn event_handles(&self) -> Vec<EventHandle> {
         self.events.borrow().handles()
     }
 
@@ -289,18 +289,18 @@ impl Scheduler {
     }
 
     /// Take a pending event out (cancelled): its record.
-    pub(crate) fn remove_event(&self, handle: u32) -> Option<EventRec> {
+    pub(crate) fn remove_event(&self, handle: EventHandle) -> Option<EventRec> {
         self.events.borrow_mut().remove(handle)
     }
 
     /// Take the pending event `handle` out if it is still the one numbered
     /// `seq` (its time-out expired).
-    pub(crate) fn remove_timed_out_event(&self, handle: u32, seq: u64) -> Option<EventRec> {
+    pub(crate) fn remove_timed_out_event(&self, handle: EventHandle, seq: u64) -> Option<EventRec> {
         self.events.borrow_mut().remove_seq(handle, seq)
     }
 
     /// Take out every pending event targeted at `vm`.
-    pub(crate) fn drain_events(&self, vm: VmId) -> Vec<(u32, EventRec)> {
+    pub(crate) fn drain_events(&self, vm: VmId) -> Vec<(EventHandle, EventRec)> {
         self.events.borrow_mut().drain(vm)
     }
 
@@ -320,7 +320,7 @@ impl Scheduler {
         unsatisfied: impl Fn(VmId, u64) -> usize,
         order: Order,
         schedule: &RefCell<Source>,
-    ) -> Option<(u32, usize)> {
+    ) -> Option<(EventHandle, usize)> {
         let mut events = self.events.borrow_mut();
         // Global events wait for nothing, except restricted ones (asked
         // about only when such are pending): their restrictions are those
@@ -392,18 +392,18 @@ impl Scheduler {
     }
 
     /// Add a time-out; its handle (`None` if the table is full).
-    pub(crate) fn add_timeout(&self, rec: TimeoutRec) -> Option<u32> {
+    pub(crate) fn add_timeout(&self, rec: TimeoutRec) -> Option<TimeoutHandle> {
         self.timers.borrow_mut().add_timeout(rec)
     }
 
     /// Take out a time-out (cancelled or expired).
-    pub(crate) fn remove_timeout(&self, handle: u32) -> Option<TimeoutRec> {
+    pub(crate) fn remove_timeout(&self, handle: TimeoutHandle) -> Option<TimeoutRec> {
         self.timers.borrow_mut().remove_timeout(handle)
     }
 
     /// `f` of every pending time-out that it accepts. The timers stay
     /// borrowed while `f` runs: it must not call a plugin.
-    pub(crate) fn timeouts_where<R>(&self, mut f: impl FnMut(u32, &TimeoutRec) -> Option<R>) -> Vec<R> {
+    pub(crate) fn timeouts_where<R>(&self, mut f: impl FnMut(TimeoutHandle, &TimeoutRec) -> Option<R>) -> Vec<R> {
         self.timers.borrow().timeouts.iter().filter_map(|(h, r)| f(h, r)).collect()
     }
 
@@ -421,7 +421,7 @@ impl Scheduler {
 
     /// The earliest `Set_VM_Time_Out` of `vm`: (due execution time, handle).
     #[inline]
-    pub(crate) fn next_vm_timeout(&self, vm: VmId) -> Option<(Duration, u32)> {
+    pub(crate) fn next_vm_timeout(&self, vm: VmId) -> Option<(Duration, TimeoutHandle)> {
         self.timers.borrow().next_vm_timeout(vm)
     }
 }

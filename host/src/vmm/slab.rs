@@ -18,6 +18,8 @@
 //! | broadcast hook | 2^12 - 1 | 14: 16,384 reuses |
 //! | VPICD IRQ handle | 2^10 - 1 | 14: 16,384 reuses |
 
+use std::marker::PhantomData;
+
 /// Handle tags, one per kind of object: `(value, bits)` of the prefix.
 pub(crate) const TAG_EVENT: Tag = Tag { value: 0b1, bits: 1, index_bits: 20 };
 pub(crate) const TAG_TIMEOUT: Tag = Tag { value: 0b01, bits: 2, index_bits: 20 };
@@ -89,6 +91,73 @@ impl Layout {
     }
 }
 
+/// A handle into a slab of `T`s: the number the ABI and the trace carry,
+/// typed by what it names, so an event handle is never taken for a
+/// time-out's (the tag would refuse it at run time; the type refuses it
+/// at compile time).
+pub(crate) struct Handle<T> {
+    raw: u32,
+    of: PhantomData<fn() -> T>,
+}
+
+impl<T> Handle<T> {
+    /// The handle the ABI or trace number `raw` names (not checked: the
+    /// slab says whether it is live).
+    #[inline(always)]
+    pub(crate) const fn from_raw(raw: u32) -> Self {
+        Handle { raw, of: PhantomData }
+    }
+
+    /// The number the ABI and the trace carry.
+    #[inline(always)]
+    pub(crate) const fn raw(self) -> u32 {
+        self.raw
+    }
+}
+
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Handle<T> {}
+impl<T> PartialEq for Handle<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+impl<T> Eq for Handle<T> {}
+impl<T> PartialOrd for Handle<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Handle<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.raw.cmp(&other.raw)
+    }
+}
+impl<T> std::hash::Hash for Handle<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.raw.hash(state)
+    }
+}
+impl<T> std::fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#010x}", self.raw)
+    }
+}
+impl<T> std::fmt::LowerHex for Handle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::LowerHex::fmt(&self.raw, f)
+    }
+}
+impl<T> std::fmt::UpperHex for Handle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::UpperHex::fmt(&self.raw, f)
+    }
+}
+
 struct Entry<T> {
     generation: u32,
     value: Option<T>,
@@ -110,7 +179,7 @@ impl<T> Slab<T> {
     /// Insert; the new handle. `None` when all of the kind's slots are in
     /// use.
     #[inline(always)]
-    pub(crate) fn insert(&mut self, value: T) -> Option<u32> {
+    pub(crate) fn insert(&mut self, value: T) -> Option<Handle<T>> {
         let (handle, place) = self.vacant()?;
         *place = Some(value);
         Some(handle)
@@ -121,7 +190,7 @@ impl<T> Slab<T> {
     /// straight in the slab, not moved there). `None` when all of the
     /// kind's slots are in use.
     #[inline(always)]
-    pub(crate) fn vacant(&mut self) -> Option<(u32, &mut Option<T>)> {
+    pub(crate) fn vacant(&mut self) -> Option<(Handle<T>, &mut Option<T>)> {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -136,11 +205,12 @@ impl<T> Slab<T> {
         debug_assert!(e.value.is_none(), "a free slab slot holds a value");
         e.generation = (e.generation + 1) & self.tag.generation_mask;
         self.len += 1;
-        Some((self.tag.handle(e.generation, index as usize), &mut e.value))
+        Some((Handle::from_raw(self.tag.handle(e.generation, index as usize)), &mut e.value))
     }
 
     #[inline]
-    fn index(&self, handle: u32) -> Option<usize> {
+    fn index(&self, handle: Handle<T>) -> Option<usize> {
+        let handle = handle.raw;
         let tag = self.tag;
         if handle >> tag.shift != tag.value {
             return None;
@@ -150,29 +220,29 @@ impl<T> Slab<T> {
         (e.value.is_some() && e.generation == (handle >> tag.index_bits) & tag.generation_mask).then_some(index)
     }
 
-    pub(crate) fn get(&self, handle: u32) -> Option<&T> {
+    pub(crate) fn get(&self, handle: Handle<T>) -> Option<&T> {
         let i = self.index(handle)?;
         self.entries[i].value.as_ref()
     }
 
-    pub(crate) fn get_mut(&mut self, handle: u32) -> Option<&mut T> {
+    pub(crate) fn get_mut(&mut self, handle: Handle<T>) -> Option<&mut T> {
         let i = self.index(handle)?;
         self.entries[i].value.as_mut()
     }
 
-    pub(crate) fn contains(&self, handle: u32) -> bool {
+    pub(crate) fn contains(&self, handle: Handle<T>) -> bool {
         self.index(handle).is_some()
     }
 
-    pub(crate) fn remove(&mut self, handle: u32) -> Option<T> {
+    pub(crate) fn remove(&mut self, handle: Handle<T>) -> Option<T> {
         self.take_if(handle, |_| true)
     }
 
     /// The slot `handle` names, valid or not (for [`Slab::at`] and
     /// [`Slab::take_at_into`], when the value itself proves it is the one meant).
     #[inline(always)]
-    pub(crate) fn slot_of(&self, handle: u32) -> usize {
-        ((handle & self.tag.index_mask) as usize).wrapping_sub(1)
+    pub(crate) fn slot_of(&self, handle: Handle<T>) -> usize {
+        ((handle.raw & self.tag.index_mask) as usize).wrapping_sub(1)
     }
 
     /// The value in slot `i`, if any.
@@ -197,7 +267,7 @@ impl<T> Slab<T> {
 
     /// Remove the value of `handle` if `pred` accepts it.
     #[inline(always)]
-    pub(crate) fn take_if(&mut self, handle: u32, pred: impl FnOnce(&T) -> bool) -> Option<T> {
+    pub(crate) fn take_if(&mut self, handle: Handle<T>, pred: impl FnOnce(&T) -> bool) -> Option<T> {
         let i = self.index(handle)?;
         let slot = &mut self.entries[i].value;
         if !pred(slot.as_ref()?) {
@@ -214,21 +284,21 @@ impl<T> Slab<T> {
     }
 
     /// Live values, mutably, in slot order.
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut T)> {
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (Handle<T>, &mut T)> {
         let tag = self.tag;
         self.entries.iter_mut().enumerate().filter_map(move |(i, e)| {
             let generation = e.generation;
-            e.value.as_mut().map(|v| (tag.handle(generation, i), v))
+            e.value.as_mut().map(|v| (Handle::from_raw(tag.handle(generation, i)), v))
         })
     }
 
     /// Live handles and values, in slot order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Handle<T>, &T)> {
         let tag = self.tag;
         self.entries
             .iter()
             .enumerate()
-            .filter_map(move |(i, e)| e.value.as_ref().map(|v| (tag.handle(e.generation, i), v)))
+            .filter_map(move |(i, e)| e.value.as_ref().map(|v| (Handle::from_raw(tag.handle(e.generation, i)), v)))
     }
 }
 
@@ -240,7 +310,7 @@ mod tests {
     fn handles_are_tagged_and_generational() {
         let mut s = Slab::new(TAG_EVENT);
         let a = s.insert("a").unwrap();
-        assert_ne!(a, 0);
+        assert_ne!(a.raw(), 0);
         assert_eq!(s.get(a), Some(&"a"));
         assert_eq!(s.remove(a), Some("a"));
         assert!(s.get(a).is_none(), "stale after removal");
@@ -250,7 +320,7 @@ mod tests {
         let other: Slab<&str> = Slab::new(TAG_TIMEOUT);
         assert!(other.get(b).is_none(), "another kind's handle never validates");
         assert_eq!(s.len(), 1);
-        assert!(s.get(0).is_none() && s.get(u32::MAX).is_none());
+        assert!(s.get(Handle::from_raw(0)).is_none() && s.get(Handle::from_raw(u32::MAX)).is_none());
     }
 
     #[test]
@@ -264,7 +334,7 @@ mod tests {
             }
             let mut s: Slab<()> = Slab::new(*a);
             let h = s.insert(()).unwrap();
-            assert_eq!(h >> a.shift(), a.value);
+            assert_eq!(h.raw() >> a.shift(), a.value);
             assert!(a.generations() >= 1024, "{a:?}");
             assert!(s.contains(h));
             for other in tags.iter().filter(|t| *t != a) {

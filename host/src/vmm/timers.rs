@@ -9,16 +9,21 @@ use std::collections::{BTreeSet, BinaryHeap};
 
 use crate::time::{Duration, Instant};
 use crate::vmm::callback::Callback;
+use crate::vmm::events::EventHandle;
 use crate::vmm::ids::VmId;
+use crate::vmm::slab::Handle;
 use crate::vmm::slab::{Slab, TAG_TIMEOUT};
+
+/// A time-out's handle (`Set_Global_Time_Out`, `Set_VM_Time_Out`).
+pub(crate) type TimeoutHandle = Handle<TimeoutRec>;
 
 /// Something that happens at a moment of system time.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKind {
     /// A `Set_Global_Time_Out` expires.
-    Timeout(u32),
+    Timeout(TimeoutHandle),
     /// A priority event's `PEF_Time_Out` expires (handle, sequence).
-    EventTimeout(u32, u64),
+    EventTimeout(EventHandle, u64),
     /// An appy-time event's `CAAFL_TIMEOUT` expires (handle, sequence).
     AppyTimeout(u32, u64),
     /// A `[[interrupt]]` entry fires (index, repetition).
@@ -66,7 +71,7 @@ pub(crate) struct Timers {
     seq: u64,
     pub(crate) timeouts: Slab<TimeoutRec>,
     /// `Set_VM_Time_Out`s by (VM, due execution time, handle).
-    vm_due: BTreeSet<(VmId, Duration, u32)>,
+    vm_due: BTreeSet<(VmId, Duration, TimeoutHandle)>,
     /// `Stop` timers in the heap.
     stops: usize,
 }
@@ -123,7 +128,7 @@ impl Timers {
     }
 
     /// Add a time-out; its handle.
-    pub(crate) fn add_timeout(&mut self, rec: TimeoutRec) -> Option<u32> {
+    pub(crate) fn add_timeout(&mut self, rec: TimeoutRec) -> Option<TimeoutHandle> {
         let due = rec.due;
         let handle = self.timeouts.insert(rec)?;
         match due {
@@ -136,7 +141,7 @@ impl Timers {
     }
 
     /// Remove a time-out (cancelled or expired).
-    pub(crate) fn remove_timeout(&mut self, handle: u32) -> Option<TimeoutRec> {
+    pub(crate) fn remove_timeout(&mut self, handle: TimeoutHandle) -> Option<TimeoutRec> {
         let rec = self.timeouts.remove(handle)?;
         if let Due::Exec(vm, exec) = rec.due {
             self.vm_due.remove(&(vm, exec, handle));
@@ -146,11 +151,15 @@ impl Timers {
 
     /// The earliest `Set_VM_Time_Out` of `vm`: (due execution time, handle).
     #[inline]
-    pub(crate) fn next_vm_timeout(&self, vm: VmId) -> Option<(Duration, u32)> {
+    pub(crate) fn next_vm_timeout(&self, vm: VmId) -> Option<(Duration, TimeoutHandle)> {
         if self.vm_due.is_empty() {
             return None;
         }
-        self.vm_due.range((vm, Duration::ZERO, 0)..).next().filter(|(v, _, _)| *v == vm).map(|(_, d, h)| (*d, *h))
+        self.vm_due
+            .range((vm, Duration::ZERO, TimeoutHandle::from_raw(0))..)
+            .next()
+            .filter(|(v, _, _)| *v == vm)
+            .map(|(_, d, h)| (*d, *h))
     }
 
     /// Whether any VM has a pending `Set_VM_Time_Out`.

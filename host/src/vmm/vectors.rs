@@ -87,7 +87,7 @@ pub(crate) struct Return {
     /// The real return address (`CS << 16 | IP`), once a frame was built.
     pub(crate) original: Option<u32>,
     /// The time-out's timer, while it is pending.
-    pub(crate) timer: Option<u32>,
+    pub(crate) timer: Option<crate::vmm::timers::TimeoutHandle>,
     /// The time-out was reported.
     pub(crate) timed_out: bool,
 }

@@ -47,7 +47,7 @@ pub(crate) enum Blocked {
     /// Waiting for the critical section.
     Crit,
     /// Waiting on a semaphore.
-    Semaphore(u32),
+    Semaphore(crate::vmm::crit::SemaphoreHandle),
 }
 
 /// A VM's control block.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::vmm::callback::Callback;
 use crate::vmm::ids::{InstanceId, VmId};
-use crate::vmm::slab::{Slab, TAG_VPICD};
+use crate::vmm::slab::{Handle, Slab, TAG_VPICD};
 
 /// IRQs 0-15 (two cascaded 8259s).
 pub(crate) const IRQS: u8 = 16;
@@ -211,11 +211,13 @@ impl VpicdState {
         let chain = &self.chains[irq as usize];
         let share = options & vmm_plugin_api::ddk::VPICD_OPT_CAN_SHARE != 0;
         if let Some(&first) = chain.first() {
-            let all_share = chain
-                .iter()
-                .all(|h| self.virts.get(*h).is_some_and(|v| v.options & vmm_plugin_api::ddk::VPICD_OPT_CAN_SHARE != 0));
+            let all_share = chain.iter().all(|h| {
+                self.virts
+                    .get(Handle::from_raw(*h))
+                    .is_some_and(|v| v.options & vmm_plugin_api::ddk::VPICD_OPT_CAN_SHARE != 0)
+            });
             if !share || !all_share {
-                let owner = self.virts.get(first).map_or(InstanceId::HOST, |v| v.owner);
+                let owner = self.virts.get(Handle::from_raw(first)).map_or(InstanceId::HOST, |v| v.owner);
                 return Err(VirtError::Taken { owner });
             }
             if chain.len() >= MAX_SHARERS {
@@ -224,6 +226,8 @@ impl VpicdState {
         }
         let irq = irq as u8;
         let Some((handle, slot)) = self.virts.vacant() else { return Err(VirtError::NoRoom) };
+        // VPICD's callers (and the ABI) know IRQ handles as numbers.
+        let handle = handle.raw();
         *slot = Some(Virt { irq, options, owner, procs, iret_time_out, hw_int_ref });
         self.chains[irq as usize].push(handle);
         Ok(handle)
@@ -232,7 +236,7 @@ impl VpicdState {
     /// `VPICD_Force_Default_Behavior`: the descriptor goes (its callbacks
     /// with it), and with it every request it made.
     pub(crate) fn unvirtualize(&mut self, handle: u32) -> Option<Virt> {
-        let v = self.virts.remove(handle)?;
+        let v = self.virts.remove(Handle::from_raw(handle))?;
         self.chains[v.irq as usize].retain(|h| *h != handle);
         for pic in self.vms.values_mut() {
             pic.requests[v.irq as usize].retain(|h| *h != handle);
@@ -242,22 +246,22 @@ impl VpicdState {
     }
 
     pub(crate) fn virt(&self, handle: u32) -> Option<&Virt> {
-        self.virts.get(handle)
+        self.virts.get(Handle::from_raw(handle))
     }
 
     /// The descriptors `owner` still has.
     pub(crate) fn owned_by(&self, owner: InstanceId) -> Vec<u32> {
-        self.virts.iter().filter(|(_, v)| v.owner == owner).map(|(h, _)| h).collect()
+        self.virts.iter().filter(|(_, v)| v.owner == owner).map(|(h, _)| h.raw()).collect()
     }
 
     /// Take a procedure out to call it (put it back with [`Self::put_proc`]).
     pub(crate) fn take_proc(&mut self, handle: u32, proc: Proc) -> Option<Callback> {
-        self.virts.get_mut(handle).and_then(|v| v.procs[proc as usize].take())
+        self.virts.get_mut(Handle::from_raw(handle)).and_then(|v| v.procs[proc as usize].take())
     }
 
     /// Put back a procedure taken out; dropped if the handle went meanwhile.
     pub(crate) fn put_proc(&mut self, handle: u32, proc: Proc, cb: Callback) -> Option<Callback> {
-        match self.virts.get_mut(handle) {
+        match self.virts.get_mut(Handle::from_raw(handle)) {
             Some(v) if v.procs[proc as usize].is_none() => {
                 v.procs[proc as usize] = Some(cb);
                 None
