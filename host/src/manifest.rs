@@ -784,6 +784,35 @@ impl RawDuration {
     }
 }
 
+/// The `every` and `count` of a repeating entry (`[[interrupt]]`,
+/// `[[irq]]`): a period longer than 0, a positive count.
+fn repetition(
+    src: &Source,
+    every: Option<&Spanned<RawDuration>>,
+    count: Option<&Spanned<i64>>,
+) -> Result<(Option<Duration>, Option<u32>)> {
+    let count = match count {
+        Some(c) => Some(
+            u32::try_from(*c.get_ref())
+                .ok()
+                .filter(|c| *c > 0)
+                .ok_or_else(|| src.error(&c.span(), "count must be a positive number"))?,
+        ),
+        None => None,
+    };
+    let every = match every {
+        Some(e) => {
+            let d = duration(src, e)?;
+            if d.is_zero() {
+                return Err(src.error(&e.span(), "every must be longer than 0"));
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    Ok((every, count))
+}
+
 fn duration(src: &Source, d: &Spanned<RawDuration>) -> Result<Duration> {
     d.get_ref().parse().map_err(|e| src.error(&d.span(), e))
 }
@@ -989,25 +1018,7 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
     for irq in layer.interrupt.unwrap_or_default() {
         let origin = src.origin(&irq.span());
         let i = irq.into_inner();
-        let count = match i.count {
-            Some(c) => Some(
-                u32::try_from(*c.get_ref())
-                    .ok()
-                    .filter(|c| *c > 0)
-                    .ok_or_else(|| src.error(&c.span(), "count must be a positive number"))?,
-            ),
-            None => None,
-        };
-        let every = match &i.every {
-            Some(e) => {
-                let d = duration(src, e)?;
-                if d.is_zero() {
-                    return Err(src.error(&e.span(), "every must be longer than 0"));
-                }
-                Some(d)
-            }
-            None => None,
-        };
+        let (every, count) = repetition(src, i.every.as_ref(), i.count.as_ref())?;
         m.interrupts.push(InterruptEntry { name: i.name, at: duration(src, &i.at)?, every, count, origin });
     }
     for entry in layer.irq.unwrap_or_default() {
@@ -1017,25 +1028,7 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
             .ok()
             .filter(|n| *n < 16)
             .ok_or_else(|| src.error(&i.irq.span(), "irq must be 0-15 (two cascaded 8259s)"))?;
-        let count = match i.count {
-            Some(c) => Some(
-                u32::try_from(*c.get_ref())
-                    .ok()
-                    .filter(|c| *c > 0)
-                    .ok_or_else(|| src.error(&c.span(), "count must be a positive number"))?,
-            ),
-            None => None,
-        };
-        let every = match &i.every {
-            Some(e) => {
-                let d = duration(src, e)?;
-                if d.is_zero() {
-                    return Err(src.error(&e.span(), "every must be longer than 0"));
-                }
-                Some(d)
-            }
-            None => None,
-        };
+        let (every, count) = repetition(src, i.every.as_ref(), i.count.as_ref())?;
         m.irqs.push(IrqEntry { irq, at: duration(src, &i.at)?, every, count, origin });
     }
     for action in layer.action.unwrap_or_default() {

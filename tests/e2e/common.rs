@@ -1,7 +1,8 @@
 //! What many test modules share: the handles of the first VMs and the
 //! texts a run's trace holds.
 
-use vmm_testkit::{Run, Trace, json};
+use vmm_plugin_api::prelude::*;
+use vmm_testkit::{Run, Scenario, ScriptDevice, Trace, json};
 
 /// The system VM's handle.
 pub const SYS: u32 = 0x0001_0001;
@@ -32,3 +33,24 @@ fn texts(trace: &Trace, selector: vmm_testkit::Value) -> Vec<String> {
 /// The manifest lines that raise interrupt source `go` (registered by a
 /// test's SCRIPT device) at 10 ms.
 pub const GO_AT_10: &str = "[[interrupt]]\nname = \"go\"\nat = 10\n";
+
+/// A scenario whose SCRIPT device registers interrupt source `go` at
+/// Device_Init with `handler`, and a manifest adding `extra`.
+pub fn on_go(extra: &str, handler: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
+    let handler = std::rc::Rc::new(handler);
+    Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n{extra}")).script(move |_dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let h = handler.clone();
+            vmm.register_interrupt("go", move |dev: &ScriptDevice, vmm, _irq| h(dev, vmm)).unwrap();
+        }
+        Carry::Clear
+    })
+}
+
+/// An event callback that notes its tag, the time, the VM and whether it
+/// timed out.
+pub fn note_when_run(tag: &'static str) -> impl FnOnce(&ScriptDevice, &Vmm<'_>, Event) + 'static {
+    move |dev: &ScriptDevice, vmm: &Vmm<'_>, ev: Event| {
+        dev.note(vmm, format!("{tag} t={} vm={:#x} timed_out={}", vmm.get_system_time(), ev.vm.0, ev.timed_out));
+    }
+}

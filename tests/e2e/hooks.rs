@@ -6,26 +6,7 @@
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, json};
 
-use crate::common::{DOS1, SYS, notes};
-
-/// A scenario whose SCRIPT device registers interrupt source `go` at
-/// Device_Init with `handler`, and a manifest adding `extra`.
-fn on_go(extra: &str, handler: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
-    let handler = std::rc::Rc::new(handler);
-    Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n{extra}")).script(move |_dev, vmm, msg| {
-        if msg.message == DEVICE_INIT {
-            let h = handler.clone();
-            vmm.register_interrupt("go", move |dev: &ScriptDevice, vmm, _irq| h(dev, vmm)).unwrap();
-        }
-        Carry::Clear
-    })
-}
-
-fn note_when_run(tag: &'static str) -> impl FnOnce(&ScriptDevice, &Vmm<'_>, Event) + 'static {
-    move |dev: &ScriptDevice, vmm: &Vmm<'_>, ev: Event| {
-        dev.note(vmm, format!("{tag} t={} vm={:#x} timed_out={}", vmm.get_system_time(), ev.vm.0, ev.timed_out));
-    }
-}
+use crate::common::{DOS1, SYS, note_when_run, notes, on_go};
 
 /// DOS1 holds the critical section from 5 to 40 ms; `go` is raised at 10.
 const DOS1_CRITICAL_5_TO_40: &str = r#"

@@ -6,26 +6,7 @@
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, json};
 
-use crate::common::{DOS1, DOS2, GO_AT_10, SYS, notes};
-
-/// A scenario whose SCRIPT device registers interrupt source `go` at
-/// Device_Init with `handler`, and a manifest adding `extra`.
-fn on_go(extra: &str, handler: impl Fn(&ScriptDevice, &Vmm<'_>) + 'static) -> Scenario {
-    let handler = std::rc::Rc::new(handler);
-    Scenario::new(&format!("[386Enh]\ndevice = [\"SCRIPT\"]\n{extra}")).script(move |_dev, vmm, msg| {
-        if msg.message == DEVICE_INIT {
-            let h = handler.clone();
-            vmm.register_interrupt("go", move |dev: &ScriptDevice, vmm, _irq| h(dev, vmm)).unwrap();
-        }
-        Carry::Clear
-    })
-}
-
-fn note_when_run(tag: &'static str) -> impl FnOnce(&ScriptDevice, &Vmm<'_>, Event) + 'static {
-    move |dev: &ScriptDevice, vmm: &Vmm<'_>, ev: Event| {
-        dev.note(vmm, format!("{tag} t={} vm={:#x} timed_out={}", vmm.get_system_time(), ev.vm.0, ev.timed_out));
-    }
-}
+use crate::common::{DOS1, DOS2, GO_AT_10, SYS, note_when_run, notes, on_go};
 
 /// The run stopped with a deadlock, reported as a `DEADLOCK` violation.
 fn expect_deadlock(run: &vmm_testkit::Run) {
