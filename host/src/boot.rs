@@ -11,7 +11,7 @@ use vmm_plugin_api::ddk::*;
 
 use crate::builtin;
 use crate::error::{Error, LoadCause, Result};
-use crate::machine::registry::{DeviceCode, DeviceInfo, DeviceSlot, DeviceState, DeviceSummary, Inst};
+use crate::machine::registry::{DeviceInfo, DeviceSlot, DeviceState, DeviceSummary, Inst, InstanceCode};
 use crate::machine::{Core, Phase};
 use crate::manifest::Origin;
 use crate::trace::{CallOutcome, CancelReason, RejectReason, TraceEvent};
@@ -116,13 +116,13 @@ impl Core {
             };
             let info = b.info(self);
             let rc_name: Rc<str> = Rc::from(info.name.as_str());
-            let instance = self.add_instance(rc_name.clone(), None);
+            let instance = self.add_instance(rc_name.clone(), Some(InstanceCode::Builtin(b)));
             return Ok(DeviceSlot {
                 name: rc_name,
                 file: PathBuf::from(format!("*{}", info.name)),
                 build: String::new(),
                 info,
-                code: DeviceCode::Builtin(b),
+                builtin: true,
                 state: DeviceState::Loaded,
                 instance,
                 from_int2f: request.from_int2f,
@@ -210,13 +210,13 @@ impl Core {
             }
         };
         let inst = Inst { this: raw.this, vtable: raw.vtable };
-        self.with_instance(instance, |r| r.inst = Some(inst));
+        self.with_instance(instance, |r| r.code = Some(InstanceCode::Plugin { inst }));
         Ok(DeviceSlot {
             name: rc_name,
             file,
             build: lib.build.clone(),
             info: dinfo,
-            code: DeviceCode::Plugin { inst },
+            builtin: false,
             state: DeviceState::Loaded,
             instance,
             from_int2f: request.from_int2f,
@@ -344,10 +344,10 @@ impl Core {
     fn real_mode_init(&self) -> Result<()> {
         let count = self.registry.borrow().slots.len();
         for idx in 0..count {
-            let (info, code, instance, from_int2f, reference_data, file) = {
+            let (info, builtin, instance, from_int2f, reference_data, file) = {
                 let reg = self.registry.borrow();
                 let s = &reg.slots[idx];
-                (s.info.clone(), s.code.clone(), s.instance, s.from_int2f, s.reference_data, s.file.clone())
+                (s.info.clone(), s.builtin, s.instance, s.from_int2f, s.reference_data, s.file.clone())
             };
             let earlier = {
                 let reg = self.registry.borrow();
@@ -370,10 +370,9 @@ impl Core {
             if from_int2f {
                 flags |= LOADING_FROM_INT2F;
             }
-            let (answer, edx, result) = match &code {
-                DeviceCode::Builtin(_) => (DEVICE_LOAD_OK, reference_data, CallOutcome::Clear),
-                DeviceCode::Plugin { inst, .. } => {
-                    let inst = *inst;
+            let (answer, edx, result) = match self.instance_code(instance) {
+                Some(InstanceCode::Builtin(_)) | None => (DEVICE_LOAD_OK, reference_data, CallOutcome::Clear),
+                Some(InstanceCode::Plugin { inst }) => {
                     match self.invoke(instance, "real_mode_init", Context::Init, |cx| {
                         (inst.vtable.real_mode_init())(inst.this, cx, flags, reference_data)
                     }) {
@@ -411,11 +410,7 @@ impl Core {
                         id: info.device_id,
                         init_order: info.init_order,
                         version: info.version(),
-                        file: if matches!(code, DeviceCode::Builtin(_)) {
-                            format!("*{}", info.name)
-                        } else {
-                            file_label
-                        },
+                        file: if builtin { format!("*{}", info.name) } else { file_label },
                         build: self.registry.borrow().slots[idx].build.clone(),
                         from_int2f,
                         v86_api: info.has_v86_api,
@@ -567,16 +562,16 @@ impl Core {
         esi_edi: (u32, u32),
         context: Context,
     ) -> CallOutcome {
-        let (code, instance, name) = {
+        let (instance, name) = {
             let reg = self.registry.borrow();
             let s = &reg.slots[idx];
-            (s.code.clone(), s.instance, s.name.clone())
+            (s.instance, s.name.clone())
         };
         let args = ControlArgs { message, vm: vm.map_or(0, VmId::raw), edx, esi: esi_edi.0, edi: esi_edi.1 };
         let previous_message = self.current_message.replace(Some(message));
         let nest_vm = vm.unwrap_or(self.cur_vm.get());
         let depth = self.nest_mark();
-        let outcome = self.device_control(&code, instance, context, &args);
+        let outcome = self.device_control(instance, context, &args);
         self.current_message.set(previous_message);
         self.check_nest_balance(nest_vm, depth, "a control procedure", || instance);
         self.trace(|| TraceEvent::Control {
@@ -686,7 +681,7 @@ impl Core {
 
     /// Destroy every plugin instance (once, when the machine is dropped).
     pub(crate) fn release_instances(&self) {
-        let instances: Vec<Inst> = self.instances.borrow_mut().iter_mut().filter_map(|r| r.inst.take()).collect();
+        let instances: Vec<Inst> = self.instances.borrow_mut().iter_mut().filter_map(|r| r.take_plugin()).collect();
         for inst in instances {
             (inst.vtable.drop())(inst.this);
         }

@@ -67,14 +67,14 @@ impl Core {
             let reg = self.registry.borrow();
             reg.by_id(device_id).map(|i| {
                 let s = &reg.slots[i];
-                (s.code.clone(), s.instance, s.info.services.get(ordinal as usize).cloned(), s.info.services.len())
+                (s.instance, s.info.services.get(ordinal as usize).cloned(), s.info.services.len())
             })
         };
         let invalid = |core: &Core| {
             core.invalid_dynamic_link(caller, device_id, ordinal);
             Err(VmmError::FATAL)
         };
-        let Some((code, instance, name, count)) = target else {
+        let Some((instance, name, count)) = target else {
             if ordinal == 0 {
                 // The documented presence test: Get_Version of a device that
                 // is not loaded returns AX = 0 with carry set.
@@ -95,7 +95,7 @@ impl Core {
             return invalid(self);
         }
         let context = self.context();
-        let outcome = self.device_service(&code, instance, caller, ordinal, context, call);
+        let outcome = self.device_service(instance, caller, ordinal, context, call);
         match outcome {
             CallOutcome::Clear => call.regs.flags &= !CF_MASK,
             _ => call.regs.flags |= CF_MASK,

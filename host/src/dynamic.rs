@@ -19,7 +19,7 @@ use vmm_plugin_api::ddk::*;
 
 use crate::boot::LoadRequest;
 use crate::error::{Error, LoadCause};
-use crate::machine::registry::{DeviceCode, DeviceInfo, DeviceState, Inst};
+use crate::machine::registry::{DeviceInfo, DeviceState, Inst, InstanceCode};
 use crate::machine::{Core, Machine, Phase};
 use crate::manifest::Origin;
 use crate::trace::{CallOutcome, RejectReason, TraceEvent, UnloadReason};
@@ -128,7 +128,7 @@ impl Core {
             };
             LoadError::new(code, e.to_string())
         })?;
-        if matches!(slot.code, DeviceCode::Builtin(_)) {
+        if slot.builtin {
             return Err(LoadError::new(
                 VXDLDR_ERR_FILE_OPEN_ERROR,
                 format!("{name} is a device built into the host: list it in [386Enh] device instead"),
@@ -298,7 +298,7 @@ impl Core {
             let mut instances = self.instances.borrow_mut();
             instance.index().and_then(|i| instances.get_mut(i)).and_then(|r| {
                 r.failed = true;
-                r.inst.take()
+                r.take_plugin()
             })
         };
         if let Some(inst) = inst {
@@ -377,7 +377,7 @@ impl Core {
             }
         };
         let new_inst = Inst { this: raw.this, vtable: raw.vtable };
-        self.with_instance(new_instance, |r| r.inst = Some(new_inst));
+        self.with_instance(new_instance, |r| r.code = Some(InstanceCode::Plugin { inst: new_inst }));
         // 3. The old instance leaves: Sys_Dynamic_Device_Exit, its state,
         // what it still owns.
         let sys = self.sys_vm.get();
@@ -397,8 +397,7 @@ impl Core {
         let old_code = {
             let mut reg = self.registry.borrow_mut();
             let s = &mut reg.slots[idx];
-            let old = (s.code.clone(), s.instance, s.build.clone(), s.file.clone(), s.info.clone());
-            s.code = DeviceCode::Plugin { inst: new_inst };
+            let old = (s.instance, s.build.clone(), s.file.clone(), s.info.clone());
             s.instance = new_instance;
             s.build = lib.build.clone();
             s.file = file.to_path_buf();
@@ -442,7 +441,7 @@ impl Core {
                 {
                     let mut reg = self.registry.borrow_mut();
                     let s = &mut reg.slots[idx];
-                    (s.code, s.instance, s.build, s.file, s.info) = old_code;
+                    (s.instance, s.build, s.file, s.info) = old_code;
                     s.state = DeviceState::Active;
                 }
                 if let Some(bytes) = &state {
@@ -475,7 +474,7 @@ impl Core {
             let reg = self.registry.borrow();
             reg.slots
                 .iter()
-                .find(|s| s.alive() && matches!(s.code, DeviceCode::Plugin { .. }) && s.file == change.file)
+                .find(|s| s.alive() && !s.builtin && s.file == change.file)
                 .map(|s| (s.info.name.clone(), s.build.clone()))
         };
         if let Some(defect) = &change.rejected {
@@ -625,7 +624,7 @@ impl Core {
 
     /// The old instance's `save_state`, if it hands any over.
     fn save_state(&self, instance: InstanceId) -> Option<Vec<u8>> {
-        let inst = self.with_instance(instance, |r| r.inst).flatten()?;
+        let inst = self.with_instance(instance, |r| r.plugin()).flatten()?;
         match self.invoke(instance, "save_state", Context::Control, |cx| (inst.vtable.save_state())(inst.this, cx)) {
             Ok(state) => state.into_option().map(|v| v.into_vec()),
             Err(_) => None,
@@ -634,7 +633,7 @@ impl Core {
 
     /// The new instance's `restore_state`.
     fn restore_state(&self, instance: InstanceId, bytes: &[u8]) -> Result<(), String> {
-        let Some(inst) = self.with_instance(instance, |r| r.inst).flatten() else {
+        let Some(inst) = self.with_instance(instance, |r| r.plugin()).flatten() else {
             return Err("the instance is gone".to_string());
         };
         let r = self.with_dynamic_init(instance, || {
@@ -686,7 +685,7 @@ impl Machine {
         let reg = self.core.registry.borrow();
         reg.slots
             .iter()
-            .filter(|s| s.alive() && matches!(s.code, DeviceCode::Plugin { .. }))
+            .filter(|s| s.alive() && !s.builtin)
             .map(|s| (s.info.name.clone(), s.file.clone(), s.build.clone()))
             .collect()
     }

@@ -8,7 +8,7 @@
 use vmm_plugin_api::abi::{ApiMode, Carry, ClientRegs, ControlArgs, ServiceCall};
 
 use crate::machine::Core;
-use crate::machine::registry::{DeviceCode, DeviceInfo};
+use crate::machine::registry::{DeviceInfo, InstanceCode};
 use crate::trace::CallOutcome;
 use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
@@ -34,17 +34,20 @@ pub(crate) trait Builtin {
 }
 
 impl Core {
-    /// Send a control message to the device `code` of `instance`.
-    pub(crate) fn device_control(
-        &self,
-        code: &DeviceCode,
-        instance: InstanceId,
-        context: Context,
-        args: &ControlArgs,
-    ) -> CallOutcome {
+    /// The code of `instance` (`None` for the host, an unknown number or a
+    /// released instance).
+    #[inline]
+    pub(crate) fn instance_code(&self, instance: InstanceId) -> Option<InstanceCode> {
+        let instances = self.instances.borrow();
+        instances.get(instance.index()?)?.code.clone()
+    }
+
+    /// Send a control message to the device `instance`.
+    pub(crate) fn device_control(&self, instance: InstanceId, context: Context, args: &ControlArgs) -> CallOutcome {
+        let Some(code) = self.instance_code(instance) else { return CallOutcome::Skipped };
         match code {
-            DeviceCode::Builtin(b) => self.with_frame(instance, context, || b.control(self, args)).into(),
-            DeviceCode::Plugin { inst } => {
+            InstanceCode::Builtin(b) => self.with_frame(instance, context, || b.control(self, args)).into(),
+            InstanceCode::Plugin { inst } => {
                 match self.invoke(instance, "control", context, |cx| (inst.vtable.control())(inst.this, cx, args)) {
                     Ok(c) => c.into(),
                     Err(o) => o,
@@ -53,22 +56,22 @@ impl Core {
         }
     }
 
-    /// Call service `ordinal` of the device `code` of `instance` for
+    /// Call service `ordinal` of the device `instance` for
     /// `caller`.
     pub(crate) fn device_service(
         &self,
-        code: &DeviceCode,
         instance: InstanceId,
         caller: InstanceId,
         ordinal: u16,
         context: Context,
         call: &mut ServiceCall,
     ) -> CallOutcome {
+        let Some(code) = self.instance_code(instance) else { return CallOutcome::Skipped };
         match code {
-            DeviceCode::Builtin(b) => {
+            InstanceCode::Builtin(b) => {
                 CallOutcome::from(self.with_frame(instance, context, || b.service(self, caller, ordinal, call)))
             }
-            DeviceCode::Plugin { inst } => {
+            InstanceCode::Plugin { inst } => {
                 match self.invoke(instance, "service", context, |cx| {
                     (inst.vtable.service())(inst.this, cx, ordinal as u32, call)
                 }) {
@@ -79,18 +82,18 @@ impl Core {
         }
     }
 
-    /// Call the API procedure of the device `code` of `instance` for
+    /// Call the API procedure of the device `instance` for
     /// ring-3 code of `vm`, whose client registers are at `client`.
     pub(crate) fn device_api(
         &self,
-        code: &DeviceCode,
         instance: InstanceId,
         mode: ApiMode,
         vm: VmId,
         client: *mut ClientRegs,
     ) -> CallOutcome {
+        let Some(code) = self.instance_code(instance) else { return CallOutcome::Skipped };
         match code {
-            DeviceCode::Plugin { inst } => {
+            InstanceCode::Plugin { inst } => {
                 match self.invoke(instance, "api", Context::Vm, |cx| {
                     (inst.vtable.api())(inst.this, cx, mode, vm.raw(), client)
                 }) {
@@ -98,7 +101,7 @@ impl Core {
                     Err(o) => o,
                 }
             }
-            DeviceCode::Builtin(b) => {
+            InstanceCode::Builtin(b) => {
                 let mut regs = self.client_of(vm).unwrap_or_default();
                 self.with_frame(instance, Context::Vm, || b.api(self, mode, vm, &mut regs));
                 self.set_client_of(vm, regs);

@@ -29,7 +29,7 @@ use abi_stable::std_types::{RErr, ROk};
 use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult, PluginRoot_Ref, ServiceCall, VmmError};
 
 use crate::error::{Error, Result};
-use crate::machine::registry::{DeviceSummary, Inst, Registry};
+use crate::machine::registry::{DeviceSummary, Inst, InstanceCode, Registry};
 use crate::machine::run::LoopEnd;
 use crate::manifest::{Manifest, ViolationPolicy};
 use crate::resolve::SearchPath;
@@ -130,11 +130,32 @@ pub enum RunEnd {
     Until,
 }
 
-/// A plugin instance the host can call: a device or a ring-3 module.
+/// A live instance the host can call: a plugin's device or ring-3 module,
+/// or a built-in device. The one table of instances: the device list and
+/// ring 3's modules name their instance by `InstanceId`.
 pub(crate) struct InstanceRecord {
     pub(crate) name: Rc<str>,
-    pub(crate) inst: Option<Inst>,
+    /// Its code (`None` while a plugin's factory runs, and once released).
+    pub(crate) code: Option<InstanceCode>,
     pub(crate) failed: bool,
+}
+
+impl InstanceRecord {
+    /// The plugin instance, if this is one and it is not released.
+    pub(crate) fn plugin(&self) -> Option<Inst> {
+        match self.code {
+            Some(InstanceCode::Plugin { inst }) => Some(inst),
+            _ => None,
+        }
+    }
+
+    /// Take the plugin instance out (to drop it in its plugin): the record
+    /// holds no code from then on.
+    pub(crate) fn take_plugin(&mut self) -> Option<Inst> {
+        let inst = self.plugin()?;
+        self.code = None;
+        Some(inst)
+    }
 }
 
 /// Why the machine stopped abnormally.
@@ -423,9 +444,9 @@ impl Core {
     }
 
     /// Register a new plugin instance; returns its number.
-    pub(crate) fn add_instance(&self, name: Rc<str>, inst: Option<Inst>) -> InstanceId {
+    pub(crate) fn add_instance(&self, name: Rc<str>, code: Option<InstanceCode>) -> InstanceId {
         let mut instances = self.instances.borrow_mut();
-        instances.push(InstanceRecord { name, inst, failed: false });
+        instances.push(InstanceRecord { name, code, failed: false });
         InstanceId::from_index(instances.len() - 1)
     }
 
@@ -565,7 +586,7 @@ impl Core {
         if r.failed {
             return None;
         }
-        r.inst.map(|i| i.this)
+        r.plugin().map(|i| i.this)
     }
 
     /// Whether `instance` may still be called.

@@ -14,12 +14,13 @@ use crate::error::LoadCause;
 use crate::machine::device::Builtin;
 use crate::vmm::ids::InstanceId;
 
-/// Where a device's code lives.
+/// The code of a live instance (the instance table's, `Core::instances`):
+/// a plugin's device or ring-3 module, or a device built into the host.
 #[derive(Clone)]
-pub(crate) enum DeviceCode {
+pub(crate) enum InstanceCode {
     /// A plugin instance.
     Plugin { inst: Inst },
-    /// A device built into the host (`*SHELL`, `*VXDLDR`).
+    /// A device built into the host (`*SHELL`, `*VXDLDR`, `*VPICD`).
     Builtin(Rc<dyn Builtin>),
 }
 
@@ -135,7 +136,8 @@ pub(crate) struct DeviceSlot {
     pub(crate) name: Rc<str>,
     pub(crate) file: PathBuf,
     pub(crate) build: String,
-    pub(crate) code: DeviceCode,
+    /// Built into the host (its code is a `Builtin`).
+    pub(crate) builtin: bool,
     pub(crate) state: DeviceState,
     pub(crate) instance: InstanceId,
     pub(crate) from_int2f: bool,
@@ -159,10 +161,7 @@ impl DeviceSlot {
 
     /// The file name to show (`*SHELL` for built-ins).
     pub(crate) fn file_label(&self) -> String {
-        match &self.code {
-            DeviceCode::Builtin(_) => format!("*{}", self.info.name),
-            DeviceCode::Plugin { .. } => self.file.display().to_string(),
-        }
+        if self.builtin { format!("*{}", self.info.name) } else { self.file.display().to_string() }
     }
 }
 

@@ -282,10 +282,10 @@ impl Core {
                     ApiMode::V86 => s.info.has_v86_api,
                     ApiMode::Pm => s.info.has_pm_api,
                 };
-                (s.code.clone(), s.instance, s.name.clone(), has)
+                (s.instance, s.name.clone(), has)
             })
         };
-        let Some((code, instance, name, has)) = target.filter(|t| t.3) else {
+        let Some((instance, name, has)) = target.filter(|t| t.2) else {
             return Err(self.refuse(
                 Violation::BadFarPointer,
                 format!("far call to the API entry of device {device_id:#06X}, which is not loaded or has no such API"),
@@ -300,7 +300,7 @@ impl Core {
         let tracing = self.trace_on;
         let before = if tracing { self.client_of(vm).unwrap_or_default() } else { ClientRegs::default() };
         let depth = self.nest_mark();
-        let outcome = self.device_api(&code, instance, mode, vm, client);
+        let outcome = self.device_api(instance, mode, vm, client);
         self.check_nest_balance(vm, depth, "an API procedure", || instance);
         if matches!(outcome, CallOutcome::Panic | CallOutcome::Error | CallOutcome::Skipped) {
             // The caller sees a failed call.
