@@ -1460,6 +1460,19 @@ pub enum HookAction {
     PassOn,
 }
 
+/// The callback of an interrupt or fault hook: EAX the vector, EBX the VM;
+/// carry clear consumes, carry set passes on.
+fn hook_callback<D: 'static, F: Fn(&D, &Vmm<'_>, u8, VmHandle) -> HookAction + 'static>(
+    f: F,
+) -> crate::abi::RawCallback {
+    repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        match f(d, vmm, r.eax as u8, VmHandle(r.ebx)) {
+            HookAction::Consume => Carry::Clear,
+            HookAction::PassOn => Carry::Set,
+        }
+    })
+}
+
 /// The handle of a `Hook_V86_Int_Chain` hook (what `Unhook_V86_Int_Chain`
 /// takes in place of the DDK's procedure address).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -1508,12 +1521,7 @@ impl Vmm<'_> {
         f: F,
     ) -> Result<IntHookHandle, VmmError> {
         let Some(hook) = self.svc().hook_v86_int_chain() else { return Err(VmmError::NOT_AVAILABLE) };
-        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
-            match f(d, vmm, r.eax as u8, VmHandle(r.ebx)) {
-                HookAction::Consume => Carry::Clear,
-                HookAction::PassOn => Carry::Set,
-            }
-        });
+        let cb = hook_callback(f);
         res(hook(self.cx, vector as u32, cb)).map(IntHookHandle)
     }
 
@@ -1661,12 +1669,7 @@ impl Vmm<'_> {
         f: F,
     ) -> Result<FaultHookHandle, VmmError> {
         let Some(hook) = self.svc().hook_v86_fault() else { return Err(VmmError::NOT_AVAILABLE) };
-        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
-            match f(d, vmm, r.eax as u8, VmHandle(r.ebx)) {
-                HookAction::Consume => Carry::Clear,
-                HookAction::PassOn => Carry::Set,
-            }
-        });
+        let cb = hook_callback(f);
         res(hook(self.cx, vector as u32, cb)).map(FaultHookHandle)
     }
 

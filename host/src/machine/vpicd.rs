@@ -50,7 +50,7 @@ impl Core {
         let Some(owner) = self.vpicd_instance() else { return };
         for port in PIC_PORTS {
             let cb = Callback::host(owner, "VPICD_PIC_port", |core: &Core, r: &mut Regs| {
-                r.eax = core.vpicd_port(VmId::from_raw(r.ebx), r.edx as u16, r.ecx, r.eax);
+                core.vpicd_pic_access(r);
                 Carry::Clear
             });
             if self.install_io_handler(owner, port, cb).is_err() {
@@ -66,10 +66,16 @@ impl Core {
             return CallOutcome::Skipped;
         }
         self.with_frame(owner, Context::Vm, || {
-            r.eax = self.vpicd_port(VmId::from_raw(r.ebx), r.edx as u16, r.ecx, r.eax);
+            self.vpicd_pic_access(r);
             Carry::Clear
         })
         .into()
+    }
+
+    /// An access to a virtual PIC port, in the I/O handler's registers
+    /// (EBX VM, ECX IOType, EDX port, EAX data; EAX the value read).
+    fn vpicd_pic_access(&self, r: &mut Regs) {
+        r.eax = self.vpicd_port(VmId::from_raw(r.ebx), r.edx as u16, r.ecx, r.eax);
     }
 
     // ---- arguments ------------------------------------------------------------------------
