@@ -11,9 +11,9 @@ use vmm_plugin_api::ddk::*;
 
 use crate::builtin;
 use crate::error::{Error, LoadCause, Result};
-use crate::machine::registry::{DeviceInfo, DeviceSlot, DeviceState, DeviceSummary, Inst, InstanceCode};
+use crate::machine::device::InstanceCode;
+use crate::machine::registry::{DeviceInfo, DeviceSlot, DeviceState, DeviceSummary, Inst, LoadRequest};
 use crate::machine::{Core, Phase};
-use crate::manifest::Origin;
 use crate::trace::{CallOutcome, CancelReason, RejectReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::context::Context;
@@ -25,14 +25,6 @@ const WIN386_BUILTINS: [&str; 22] = [
     "VMM", "DEBUG", "VPICD", "VDMAD", "VTD", "V86MMGR", "PAGESWAP", "PARITY", "REBOOT", "VDD", "VSD", "VMD", "VKD",
     "VCD", "VPD", "BLOCKDEV", "DOSMGR", "WINLOAD", "VMPOLL", "BIOSXLAT", "VNETBIOS", "DOSNET",
 ];
-
-/// One device to load, from `[[tsr]]`, `[386Enh] device` or VXDLDR.
-pub(crate) struct LoadRequest {
-    pub(crate) name: String,
-    pub(crate) origin: Origin,
-    pub(crate) from_int2f: bool,
-    pub(crate) reference_data: u32,
-}
 
 impl From<Carry> for CallOutcome {
     fn from(c: Carry) -> Self {

@@ -17,9 +17,9 @@ use abi_stable::std_types::RSlice;
 use vmm_plugin_api::abi::{Carry, ModuleKind};
 use vmm_plugin_api::ddk::*;
 
-use crate::boot::LoadRequest;
 use crate::error::{Error, LoadCause};
-use crate::machine::registry::{DeviceInfo, DeviceState, Inst, InstanceCode};
+use crate::machine::device::InstanceCode;
+use crate::machine::registry::{DeviceInfo, DeviceState, Inst, LoadRequest};
 use crate::machine::{Core, Machine, Phase};
 use crate::manifest::Origin;
 use crate::trace::{CallOutcome, RejectReason, TraceEvent, UnloadReason};

@@ -8,10 +8,10 @@
 use vmm_plugin_api::abi::{Carry, ControlArgs, ServiceCall, VmmError};
 use vmm_plugin_api::ddk::*;
 
-use crate::abi::allowed;
 use crate::machine::Core;
 use crate::machine::device::Builtin;
 use crate::machine::registry::DeviceInfo;
+use crate::machine::rules::allowed;
 use crate::machine::vpicd::Vpicd;
 use crate::violation::Violation;
 use crate::vmm::ids::{InstanceId, VmId};

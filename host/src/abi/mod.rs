@@ -19,10 +19,9 @@ use abi_stable::std_types::RErr;
 use vmm_plugin_api::abi::{CritStatus, HostCx, VmmError, VmmResult};
 
 use crate::machine::Core;
-use crate::violation::Violation;
-use crate::vmm::context::Context;
+pub(crate) use crate::machine::rules::allowed;
 use crate::vmm::ids::InstanceId;
-use crate::vmm::services::{Rule, Service};
+use crate::vmm::services::Service;
 
 impl Core {
     /// The context handed to `instance`'s code: the services vtable and
@@ -84,45 +83,6 @@ pub(crate) fn guarded<T>(cx: &HostCx, service: &'static str, fallback: T, body: 
             core.set_fatal(format!("internal error in the host's {service}: {text}"), None);
             fallback
         }
-    }
-}
-
-/// Check the calling context; `false` means refuse the call. The checks
-/// that pass are inline (an asynchronous service costs nothing); a refusal
-/// is written out of line.
-#[inline(always)]
-pub(crate) fn allowed(core: &Core, service: &'static str, rule: Rule) -> bool {
-    match rule {
-        Rule::Async => true,
-        Rule::Sync if core.context() != Context::Interrupt => true,
-        Rule::Init if core.phase.get().is_init() => true,
-        _ => allowed_slow(core, service, rule),
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn allowed_slow(core: &Core, service: &'static str, rule: Rule) -> bool {
-    match rule {
-        Rule::Async => true,
-        Rule::Sync if core.context() == Context::Interrupt => !core.violation(
-            Violation::SyncServiceAtInterrupt,
-            format!(
-                "{service} is synchronous but was called at interrupt time; only asynchronous services are legal \
-                 in a hardware interrupt handler (KB Q75864)"
-            ),
-            Some(service),
-        ),
-        Rule::Sync => true,
-        Rule::Init if !core.phase.get().is_init() && !core.in_dynamic_init() => !core.violation(
-            Violation::InitOnlyService,
-            format!(
-                "{service} is legal only during initialization (the init phases, or a dynamic device's \
-                 Sys_Dynamic_Device_Init); its code is discarded after Init_Complete"
-            ),
-            Some(service),
-        ),
-        Rule::Init => true,
     }
 }
 

@@ -18,6 +18,7 @@ use vmm_plugin_api::ddk::{
 
 use crate::abi::{Failure, allowed, caller, core, guarded, serve};
 use crate::machine::Core;
+use crate::machine::rules::mem_violation;
 use crate::profile::{parse_boolean, parse_decimal, parse_hex, profile_value};
 use crate::time::Duration;
 use crate::trace::{CancelReason, PriorityReason, TraceEvent};
@@ -26,7 +27,6 @@ use crate::vmm::callback::{Callback, shorten};
 use crate::vmm::crit::SemaphoreHandle;
 use crate::vmm::events::EventHandle;
 use crate::vmm::events::EventKind;
-use crate::vmm::heap::MemError;
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::irq::IrqHandle;
 use crate::vmm::limits::{CB_START, cb_area_end};
@@ -260,18 +260,6 @@ extern "C" fn vxd_call(cx: &HostCx, service: u32, call: &mut ServiceCall) -> Vmm
 }
 
 // ---- heap and linear memory ---------------------------------------------------------
-
-/// Report a linear address that does not lie in a heap block (or a range
-/// that runs past its block) as `BAD_POINTER`.
-pub(crate) fn mem_violation(core: &Core, service: &'static str, address: u32, len: usize, e: MemError) -> VmmError {
-    let what = match e {
-        MemError::Unmapped => format!("address {address:#010X} is not inside any heap block"),
-        MemError::OutOfBounds { block, size } => {
-            format!("{len} bytes at {address:#010X} run past the end of the {size}-byte block at {block:#010X}")
-        }
-    };
-    core.refuse(Violation::BadPointer, format!("{service}: {what}"), Some(service))
-}
 
 extern "C" fn heap_allocate(cx: &HostCx, bytes: u32, flags: u32) -> u32 {
     serve(cx, &svc::HEAP_ALLOCATE, |core| {

@@ -5,13 +5,25 @@
 //! `VxDCall` dispatch and ring 3's API calls go through these three
 //! methods only.
 
+use std::rc::Rc;
+
 use vmm_plugin_api::abi::{ApiMode, Carry, ClientRegs, ControlArgs, ServiceCall};
 
 use crate::machine::Core;
-use crate::machine::registry::{DeviceInfo, InstanceCode};
+use crate::machine::registry::{DeviceInfo, Inst};
 use crate::trace::CallOutcome;
 use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
+
+/// The code of a live instance (the instance table's, `Core::instances`):
+/// a plugin's device or ring-3 module, or a device built into the host.
+#[derive(Clone)]
+pub(crate) enum InstanceCode {
+    /// A plugin instance.
+    Plugin { inst: Inst },
+    /// A device built into the host (`*SHELL`, `*VXDLDR`, `*VPICD`).
+    Builtin(Rc<dyn Builtin>),
+}
 
 /// A device implemented by the host (`*SHELL`, `*VXDLDR`). Its state is
 /// its own; adding one is a file with the type and an entry in

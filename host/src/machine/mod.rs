@@ -15,6 +15,7 @@ mod irq;
 mod lifecycle;
 mod nest;
 pub mod registry;
+pub(crate) mod rules;
 pub(crate) mod run;
 mod vectors;
 pub(crate) mod vpicd;
@@ -29,7 +30,8 @@ use abi_stable::std_types::{RErr, ROk};
 use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult, PluginRoot_Ref, ServiceCall, VmmError};
 
 use crate::error::{Error, Result};
-use crate::machine::registry::{DeviceSummary, Inst, InstanceCode, Registry};
+use crate::machine::device::InstanceCode;
+use crate::machine::registry::{DeviceSummary, Inst, Registry};
 use crate::machine::run::LoopEnd;
 use crate::manifest::{Manifest, ViolationPolicy};
 use crate::resolve::SearchPath;

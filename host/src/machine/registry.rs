@@ -11,17 +11,15 @@ pub(crate) use crate::loader::Inst;
 use vmm_plugin_api::ddk::UNDEFINED_DEVICE_ID;
 
 use crate::error::LoadCause;
-use crate::machine::device::Builtin;
+use crate::manifest::Origin;
 use crate::vmm::ids::InstanceId;
 
-/// The code of a live instance (the instance table's, `Core::instances`):
-/// a plugin's device or ring-3 module, or a device built into the host.
-#[derive(Clone)]
-pub(crate) enum InstanceCode {
-    /// A plugin instance.
-    Plugin { inst: Inst },
-    /// A device built into the host (`*SHELL`, `*VXDLDR`, `*VPICD`).
-    Builtin(Rc<dyn Builtin>),
+/// One device to load, from `[[tsr]]`, `[386Enh] device` or VXDLDR.
+pub(crate) struct LoadRequest {
+    pub(crate) name: String,
+    pub(crate) origin: Origin,
+    pub(crate) from_int2f: bool,
+    pub(crate) reference_data: u32,
 }
 
 /// Lifecycle of a device in the list.

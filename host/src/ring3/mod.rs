@@ -96,7 +96,7 @@ impl Core {
             .invoke(instance, "create", Context::Ring3, |cx| (lib.root.create())(cx))
             .map_err(|o| format!("creating {mname} failed ({o:?})"))?;
         let inst = Inst { this: raw.this, vtable: raw.vtable };
-        self.with_instance(instance, |r| r.code = Some(crate::machine::registry::InstanceCode::Plugin { inst }));
+        self.with_instance(instance, |r| r.code = Some(crate::machine::device::InstanceCode::Plugin { inst }));
         let kind = lib.info.kind;
         let mut r3 = self.ring3.borrow_mut();
         let v86 = kind == ModuleKind::DosProgram;

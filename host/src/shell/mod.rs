@@ -22,11 +22,11 @@ pub(crate) use dll::DllProc;
 pub(crate) use message_box::MessageText;
 pub(crate) use state::{AppyRec, HookRec, Server, Shell};
 
-use crate::abi::allowed;
-use crate::abi::vmm::mem_violation;
 use crate::machine::Core;
 use crate::machine::device::Builtin;
 use crate::machine::registry::DeviceInfo;
+use crate::machine::rules::allowed;
+use crate::machine::rules::mem_violation;
 use crate::violation::Violation;
 use crate::vmm::heap::MemError;
 use crate::vmm::ids::InstanceId;
