@@ -311,7 +311,7 @@ impl Core {
     fn check_interrupt_names(&self) -> Result<()> {
         for i in &self.manifest.interrupts {
             if self.irq_by_name(&i.name).is_none() {
-                let known: Vec<String> = self.irqs.borrow().iter().map(|(_, q)| q.name.clone()).collect();
+                let known = self.irqs.names();
                 let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
                 self.shutdown(false);
                 return Err(Error::Reference {
@@ -560,11 +560,9 @@ impl Core {
             (s.instance, s.name.clone())
         };
         let args = ControlArgs { message, vm: vm.map_or(0, VmId::raw), edx, esi: esi_edi.0, edi: esi_edi.1 };
-        let previous_message = self.current_message.replace(Some(message));
         let nest_vm = vm.unwrap_or(self.cur_vm.get());
         let depth = self.nest_mark();
-        let outcome = self.device_control(instance, context, &args);
-        self.current_message.set(previous_message);
+        let outcome = self.stack.sending(message, || self.device_control(instance, context, &args));
         self.check_nest_balance(nest_vm, depth, "a control procedure", || instance);
         self.trace(|| TraceEvent::Control {
             device: name.to_string(),

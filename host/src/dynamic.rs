@@ -19,7 +19,7 @@ use vmm_plugin_api::ddk::*;
 
 use crate::error::{Error, LoadCause};
 use crate::machine::device::InstanceCode;
-use crate::machine::registry::{DeviceInfo, DeviceState, Inst, LoadRequest};
+use crate::machine::registry::{DeviceInfo, DeviceState, Inst, LOADING, LoadRequest};
 use crate::machine::{Core, Machine, Phase};
 use crate::manifest::Origin;
 use crate::trace::{CallOutcome, RejectReason, TraceEvent, UnloadReason};
@@ -73,10 +73,6 @@ impl ReloadReport {
     }
 }
 
-/// Marks a dynamic load in progress in `Core::dynamic_init`: the factory
-/// of the device being loaded runs before its instance number is known.
-const LOADING: InstanceId = InstanceId::HOST;
-
 /// The pseudo address VXDLDR hands out as a loaded device's DDB and
 /// DeviceInfo: `0xC00D_0000 | instance`.
 pub(crate) const DDB_BASE: u32 = 0xC00D_0000;
@@ -85,16 +81,11 @@ impl Core {
     /// Whether code of `instance` runs as part of its dynamic init (its
     /// factory, `restore_state`, `Sys_Dynamic_Device_Init`).
     pub(crate) fn in_dynamic_init(&self) -> bool {
-        let Some(caller) = self.current_caller() else { return false };
-        let init = self.dynamic_init.borrow();
-        init.contains(&caller) || init.contains(&LOADING)
+        self.current_caller().is_some_and(|caller| self.dynamic.in_init(caller))
     }
 
     fn with_dynamic_init<T>(&self, instance: InstanceId, f: impl FnOnce() -> T) -> T {
-        self.dynamic_init.borrow_mut().push(instance);
-        let r = f();
-        self.dynamic_init.borrow_mut().retain(|&i| i != instance);
-        r
+        self.dynamic.with_init(instance, f)
     }
 
     /// `VXDLDR_LoadDevice`: load `name` (a plugin name or file), check its
@@ -382,7 +373,7 @@ impl Core {
         // what it still owns.
         let sys = self.sys_vm.get();
         let old_instance = self.registry.borrow().slots[idx].instance;
-        *self.last_plugin_error.borrow_mut() = None;
+        self.failures.forget_plugin_error();
         let exit =
             self.send_control(idx, SYS_DYNAMIC_DEVICE_EXIT, (!sys.is_none()).then_some(sys), 0, Context::Control);
         if exit != CallOutcome::Clear {
@@ -411,7 +402,7 @@ impl Core {
         let taken_over = match restored {
             Err(why) => Err(("restore_refused", format!("the new copy refused the old state: {why}"))),
             Ok(()) => {
-                *self.last_plugin_error.borrow_mut() = None;
+                self.failures.forget_plugin_error();
                 let init = self.with_dynamic_init(new_instance, || {
                     self.send_control(idx, SYS_DYNAMIC_DEVICE_INIT, (!sys.is_none()).then_some(sys), 0, Context::Init)
                 });
@@ -550,7 +541,7 @@ impl Core {
             // Already loaded (and counted once more): nothing to initialize.
             return Ok((idx, None));
         }
-        let state = self.swapped_out.borrow_mut().remove(&(name.clone(), id));
+        let state = self.dynamic.swap_in(name.clone(), id);
         if let Some(bytes) = &state
             && let Err(why) = self.restore_state(instance, bytes)
         {
@@ -582,7 +573,7 @@ impl Core {
             }
             Ok(state) => {
                 if let Some(state) = state {
-                    self.swapped_out.borrow_mut().insert((old.name.clone(), old.device_id), state);
+                    self.dynamic.swap_out(old.name.clone(), old.device_id, state);
                 }
             }
         }
@@ -709,9 +700,9 @@ impl Machine {
         if let Some(until) = self.core.manifest.machine.until {
             self.core.sched.timer_at(crate::time::Instant::ZERO + until, crate::vmm::timers::TimerKind::Stop);
         }
-        *self.core.pace_interrupt.borrow_mut() = Some(watcher.ready_flag());
+        self.core.run.wake_on_rebuild(Some(watcher.ready_flag()));
         let end = self.watch_loop(watcher, deadline, on_reload);
-        *self.core.pace_interrupt.borrow_mut() = None;
+        self.core.run.wake_on_rebuild(None);
         end
     }
 
@@ -723,9 +714,7 @@ impl Machine {
         on_reload: &mut dyn FnMut(&ReloadReport) -> std::ops::ControlFlow<()>,
     ) -> crate::error::Result<crate::machine::RunEnd> {
         loop {
-            self.core.top_level.set(true);
-            let end = self.core.run_until(&|_| watcher.has_changes(), None);
-            self.core.top_level.set(false);
+            let end = self.core.run.top_level(|| self.core.run_until(&|_| watcher.has_changes(), None));
             self.fail_on_fatal(Ok(()))?;
             self.stop_on_full_trace()?;
             let changes = match end {

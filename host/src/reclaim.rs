@@ -75,15 +75,7 @@ impl Core {
         leaks.extend(self.vectors_reclaim(instance));
 
         // Interrupt sources.
-        let irqs: Vec<(crate::vmm::irq::IrqHandle, String)> = {
-            let irqs = self.irqs.borrow();
-            irqs.iter()
-                .filter(|(_, i)| i.handler.as_ref().is_some_and(|cb| cb.owner() == instance))
-                .map(|(h, i)| (h, i.name.clone()))
-                .collect()
-        };
-        for (h, irq) in irqs {
-            self.irqs.borrow_mut().remove(h);
+        for irq in self.irqs.remove_owned_by(instance) {
             leaks.push(format!("the interrupt source `{irq}`"));
         }
 

@@ -358,7 +358,7 @@ extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
 }
 
 extern "C" fn get_vmm_reenter_count(cx: &HostCx) -> u32 {
-    serve(cx, &svc::GET_VMM_REENTER_COUNT, |core| core.interrupt_frames.get())
+    serve(cx, &svc::GET_VMM_REENTER_COUNT, |core| core.stack.reenter_count())
 }
 
 extern "C" fn get_vm_info(cx: &HostCx, vm: u32) -> VmmResult<VmInfo> {

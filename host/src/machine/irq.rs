@@ -9,47 +9,37 @@ use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
-use crate::vmm::irq::Irq;
-use crate::vmm::irq::IrqHandle;
+use crate::vmm::irq::{IrqHandle, RegisterError};
 use crate::vmm::timers::TimerKind;
 
 impl Core {
     /// Register a source named `name`.
     pub(crate) fn register_interrupt(&self, name: &str, handler: Callback) -> Result<IrqHandle, VmmError> {
-        if self.irqs.borrow().iter().any(|(_, i)| i.name.eq_ignore_ascii_case(name)) {
-            return Err(self.refuse(
+        self.irqs.register(name, handler).map_err(|e| match e {
+            RegisterError::Duplicate => self.refuse(
                 Violation::DuplicateIrqName,
                 format!("an interrupt source named `{name}` is already registered"),
                 Some("register_interrupt"),
-            ));
-        }
-        self.irqs
-            .borrow_mut()
-            .insert(Irq { name: name.to_string(), handler: Some(handler), pending: 0 })
-            .ok_or(VmmError::OUT_OF_MEMORY)
+            ),
+            RegisterError::Full => VmmError::OUT_OF_MEMORY,
+        })
     }
 
     /// Request a source: it is taken at the next service-call boundary or
     /// scheduler step.
     pub(crate) fn request_interrupt(&self, irq: IrqHandle) -> Result<(), VmmError> {
-        let mut irqs = self.irqs.borrow_mut();
-        let i = irqs.get_mut(irq).ok_or(VmmError::INVALID_HANDLE)?;
-        // Requests not yet taken only ever count up to u32::MAX: beyond
-        // that they merge, as a PIC's request line does (never a wrap to 0).
-        i.pending = i.pending.saturating_add(1);
-        self.irq_pending.set(true);
-        Ok(())
+        if self.irqs.request(irq) { Ok(()) } else { Err(VmmError::INVALID_HANDLE) }
     }
 
     /// The source named `name`.
     pub(crate) fn irq_by_name(&self, name: &str) -> Option<IrqHandle> {
-        self.irqs.borrow().iter().find(|(_, i)| i.name.eq_ignore_ascii_case(name)).map(|(h, _)| h)
+        self.irqs.by_name(name)
     }
 
     /// Take every requested interrupt (not while one is already running).
     #[inline(always)]
     pub(crate) fn take_pending_interrupts(&self) -> bool {
-        self.irq_pending.get() && self.take_requested_interrupts()
+        self.irqs.any_requested() && self.take_requested_interrupts()
     }
 
     #[inline(never)]
@@ -57,25 +47,9 @@ impl Core {
         if self.context() == Context::Interrupt {
             return false;
         }
-        self.irq_pending.set(false);
-        let pending: Vec<IrqHandle> =
-            self.irqs.borrow().iter().filter(|(_, i)| i.pending > 0).map(|(h, _)| h).collect();
         let mut taken = false;
-        for h in pending {
-            loop {
-                let more = {
-                    let mut irqs = self.irqs.borrow_mut();
-                    match irqs.get_mut(h) {
-                        Some(i) if i.pending > 0 => {
-                            i.pending -= 1;
-                            true
-                        }
-                        _ => false,
-                    }
-                };
-                if !more {
-                    break;
-                }
+        for h in self.irqs.take_requested() {
+            while self.irqs.take_request(h) {
                 self.take_interrupt(h, false);
                 taken = true;
             }
@@ -85,11 +59,7 @@ impl Core {
 
     /// Run a source's handler at interrupt time.
     pub(crate) fn take_interrupt(&self, irq: IrqHandle, injected: bool) {
-        let taken = {
-            let mut irqs = self.irqs.borrow_mut();
-            irqs.get_mut(irq).and_then(|i| i.handler.take().map(|cb| (cb, i.name.clone())))
-        };
-        let Some((mut cb, name)) = taken else { return };
+        let Some((mut cb, name)) = self.irqs.take_handler(irq) else { return };
         self.count_work(crate::vmm::scheduler::Work::Interrupt, cb.owner());
         let vm = self.cur_vm.get();
         let device = self.instance_name(cb.owner());
@@ -102,9 +72,7 @@ impl Core {
         });
         let mut regs = Regs { eax: irq.raw(), ebx: vm.raw(), ..Regs::default() };
         cb.call(self, Context::Interrupt, &mut regs);
-        if let Some(i) = self.irqs.borrow_mut().get_mut(irq) {
-            i.handler = Some(cb);
-        }
+        self.irqs.put_handler(irq, cb);
     }
 
     /// Whether a service boundary has anything to do: an interrupt is
@@ -112,7 +80,7 @@ impl Core {
     /// service call; the work itself is [`Core::service_boundary`].
     #[inline(always)]
     pub(crate) fn boundary_work(&self) -> bool {
-        self.irq_pending.get() || self.manifest.machine.order.explored()
+        self.irqs.any_requested() || self.manifest.machine.order.explored()
     }
 
     /// At every service call: take requested interrupts, and in random
@@ -123,18 +91,18 @@ impl Core {
         if self.context() == Context::Interrupt || self.phase.get() != Phase::Running {
             return;
         }
-        if self.irq_pending.get() {
+        if self.irqs.any_requested() {
             self.take_pending_interrupts();
         }
         if !self.manifest.machine.order.explored() {
             return;
         }
-        let count = self.irqs.borrow().len();
+        let count = self.irqs.len();
         if count == 0 {
             return;
         }
         let Some(pick) = self.schedule.borrow_mut().inject(count) else { return };
-        let irq = self.irqs.borrow().iter().nth(pick).map(|(h, _)| h);
+        let irq = self.irqs.nth(pick);
         if let Some(irq) = irq {
             self.take_interrupt(irq, true);
         }

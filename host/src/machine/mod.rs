@@ -7,9 +7,11 @@
 //! plugin again (an inline event). Every `RefCell` in `Core` is borrowed
 //! for one step and released before any plugin code runs.
 
+mod call_stack;
 mod crit;
 pub(crate) mod device;
 mod events;
+mod failures;
 mod io;
 mod irq;
 mod lifecycle;
@@ -17,6 +19,7 @@ mod nest;
 pub mod registry;
 pub(crate) mod rules;
 pub(crate) mod run;
+mod run_control;
 mod vectors;
 pub(crate) mod vpicd;
 
@@ -30,9 +33,12 @@ use abi_stable::std_types::{RErr, ROk};
 use vmm_plugin_api::abi::{HostCx, PluginError, PluginErrorKind, PluginResult, PluginRoot_Ref, ServiceCall, VmmError};
 
 use crate::error::{Error, Result};
+use crate::machine::call_stack::{CallStack, Frame};
 use crate::machine::device::InstanceCode;
+use crate::machine::failures::{Failures, FatalInfo};
 use crate::machine::registry::{DeviceSummary, Inst, Registry};
 use crate::machine::run::LoopEnd;
+use crate::machine::run_control::RunControl;
 use crate::manifest::{Manifest, ViolationPolicy};
 use crate::resolve::SearchPath;
 use crate::time::{Duration, Instant};
@@ -43,11 +49,9 @@ use crate::vmm::context::Context;
 use crate::vmm::crit::{CritSection, Semaphores};
 use crate::vmm::heap::Heap;
 use crate::vmm::ids::{InstanceId, VmId};
-use crate::vmm::irq::Irq;
 use crate::vmm::nest::NestCounts;
 use crate::vmm::schedule::{Schedule, Settings, Source};
 use crate::vmm::scheduler::Scheduler;
-use crate::vmm::slab::Slab;
 use crate::vmm::timers::TimerKind;
 use crate::vmm::vm::VmTable;
 
@@ -160,13 +164,6 @@ impl InstanceRecord {
     }
 }
 
-/// Why the machine stopped abnormally.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct FatalInfo {
-    pub(crate) message: String,
-    pub(crate) device: Option<String>,
-}
-
 /// The state every VMM service acts on.
 pub(crate) struct Core {
     pub(crate) manifest: Manifest,
@@ -180,16 +177,10 @@ pub(crate) struct Core {
     pub(crate) vms: RefCell<VmTable>,
     pub(crate) cur_vm: Cell<VmId>,
     pub(crate) sys_vm: Cell<VmId>,
-    pub(crate) fatal: RefCell<Option<FatalInfo>>,
-    /// `fatal` is set (a fast check for the run loop).
-    pub(crate) fatal_flag: Cell<bool>,
-    /// The innermost plugin call on the host stack: its execution context
-    /// and instance (`None` outside any call). The outer ones are saved on
-    /// the host stack by [`Core::enter_frame`].
-    pub(crate) frame: Cell<Option<(Context, InstanceId)>>,
-    /// How many of the calls on the host stack run at interrupt time
-    /// (`Get_VMM_Reenter_Count`).
-    pub(crate) interrupt_frames: Cell<u32>,
+    /// The plugin calls on the host stack.
+    pub(crate) stack: CallStack,
+    /// The fatal error, the violation count, the last plugin error.
+    pub(crate) failures: Failures,
     /// Nested-execution blocks begun and ended so far (all VMs).
     pub(crate) nest: NestCounts,
     /// VMs blocked with `BLOCK_*` flags (when 0, the scheduler skips the
@@ -199,7 +190,6 @@ pub(crate) struct Core {
     /// a cheaper check than borrowing the trace).
     pub(crate) trace_on: bool,
     pub(crate) cb_area_size: Cell<u32>,
-    pub(crate) violation_count: Cell<u64>,
     /// The seed of this run.
     pub(crate) seed: u64,
     /// Where the explored orders' choices come from.
@@ -217,38 +207,17 @@ pub(crate) struct Core {
     /// The memory of DOS programs whose run is inside a call into the VMM
     /// (`v86_call_vmm`), by VM: the services reach it here.
     pub(crate) v86_mem: RefCell<Vec<(VmId, crate::ring3::machine_code::DosMemory)>>,
-    /// Call-backs running now (`Simulate_*` on a Rust VM's frame is legal).
-    pub(crate) in_call_back: Cell<u32>,
-    pub(crate) irqs: RefCell<Slab<Irq>>,
-    /// Some interrupt source has requests not yet taken.
-    pub(crate) irq_pending: Cell<bool>,
+    /// Simulated hardware interrupt sources and their requests.
+    pub(crate) irqs: crate::vmm::irq::IrqSources,
     pub(crate) hooks: RefCell<Hooks>,
     /// VMs waiting in nested run loops, innermost last.
     pub(crate) waiters: RefCell<Vec<VmId>>,
-    /// Stop the run loop (`--until` reached, or the caller asked).
-    pub(crate) stop: Cell<bool>,
-    /// Set from outside the machine (a signal): stop at the next safe
-    /// point, as `stop` does (see [`Machine::interrupt_on`]).
-    pub(crate) interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    /// The top-level run loop is running (pacing applies there only).
-    pub(crate) top_level: Cell<bool>,
-    /// The trace file reached its limit: the run stops.
-    pub(crate) trace_full: Cell<bool>,
-    /// Wall-clock start, for `--realtime`.
-    pub(crate) wall_start: std::cell::OnceCell<std::time::Instant>,
+    /// What stops or paces the run loop.
+    pub(crate) run: RunControl,
     /// Modules, programs, tasks and windows.
     pub(crate) ring3: RefCell<crate::ring3::state::Ring3State>,
     /// The Windows task whose code runs now (0: none).
     pub(crate) current_task: Cell<u16>,
-    /// Ring-3 calls on the stack that run like an ISR (KB Q72899).
-    pub(crate) isr_depth: Cell<u32>,
-    /// Plugin calls on the host stack now (see [`MAX_CALL_DEPTH`]).
-    pub(crate) call_depth: Cell<u32>,
-    /// The last error a plugin returned or panicked with: its instance
-    /// and its own words (for reports such as a refused reload's).
-    pub(crate) last_plugin_error: RefCell<Option<(InstanceId, String)>>,
-    /// The control message being sent, if any.
-    pub(crate) current_message: Cell<Option<u32>>,
     /// The SHELL device's state: appy time, broadcast hooks, the message
     /// server's local heap.
     pub(crate) shell: Rc<crate::shell::state::Shell>,
@@ -256,15 +225,8 @@ pub(crate) struct Core {
     pub(crate) vpicd: Rc<crate::machine::vpicd::Vpicd>,
     /// Ring-3 data blocks (`GlobalAlloc`), by selector.
     pub(crate) far: RefCell<crate::ring3::state::FarMemory>,
-    /// Set while a watched run paces virtual time: a rebuilt plugin is
-    /// ready (see `Core::pace`).
-    pub(crate) pace_interrupt: RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
-    /// Instances in their dynamic init (factory, `restore_state`,
-    /// `Sys_Dynamic_Device_Init`), where init-only services are legal.
-    pub(crate) dynamic_init: RefCell<Vec<InstanceId>>,
-    /// The state of devices a rebuild with another name or ID swapped out,
-    /// by name and ID, until a build of the device comes back.
-    pub(crate) swapped_out: RefCell<std::collections::HashMap<(String, u16), Vec<u8>>>,
+    /// Dynamic loading's init list and swapped-out states.
+    pub(crate) dynamic: crate::machine::registry::Dynamic,
     /// `Hook_Device_Service`'s chains and the hooked calls in flight.
     pub(crate) service_hooks: crate::vmm::service_hooks::ServiceHooks,
 }
@@ -324,29 +286,17 @@ impl Core {
             com1,
             vectors: RefCell::new(crate::vmm::vectors::Vectors::default()),
             v86_mem: RefCell::new(Vec::new()),
-            in_call_back: Cell::new(0),
-            irqs: RefCell::new(crate::vmm::irq::sources()),
-            irq_pending: Cell::new(false),
+            irqs: crate::vmm::irq::IrqSources::new(),
             hooks: RefCell::new(Hooks::default()),
             waiters: RefCell::new(Vec::new()),
-            stop: Cell::new(false),
-            interrupt: None,
-            top_level: Cell::new(false),
-            trace_full: Cell::new(false),
-            wall_start: std::cell::OnceCell::new(),
+            run: RunControl::default(),
             ring3: RefCell::new(crate::ring3::state::Ring3State::default()),
             current_task: Cell::new(0),
-            isr_depth: Cell::new(0),
-            call_depth: Cell::new(0),
-            last_plugin_error: RefCell::new(None),
-            current_message: Cell::new(None),
             shell: Rc::new(crate::shell::state::Shell::default()),
             vpicd: Rc::new(crate::machine::vpicd::Vpicd::default()),
             far: RefCell::new(crate::ring3::state::FarMemory::default()),
-            dynamic_init: RefCell::new(Vec::new()),
-            swapped_out: RefCell::default(),
+            dynamic: Default::default(),
             service_hooks: Default::default(),
-            pace_interrupt: RefCell::new(None),
             in_process: options
                 .in_process
                 .iter()
@@ -367,14 +317,11 @@ impl Core {
             vms: RefCell::new(VmTable::default()),
             cur_vm: Cell::new(VmId::NONE),
             sys_vm: Cell::new(VmId::NONE),
-            fatal: RefCell::new(None),
-            fatal_flag: Cell::new(false),
-            frame: Cell::new(None),
-            interrupt_frames: Cell::new(0),
+            stack: CallStack::default(),
+            failures: Failures::default(),
             nest: NestCounts::default(),
             flagged_waits: Cell::new(0),
             cb_area_size: Cell::new(0),
-            violation_count: Cell::new(0),
         }
     }
 
@@ -398,44 +345,37 @@ impl Core {
             trace.emit(self.sched.now(), event());
             trace.limit_reached()
         };
-        if full && !self.trace_full.get() {
+        if full {
             // The file would grow past `--trace-limit`: stop the run (the
             // machine then shuts down normally).
-            self.trace_full.set(true);
-            self.stop.set(true);
+            self.run.note_trace_full();
         }
     }
 
     /// The context of the innermost plugin call (`Control` outside any).
     #[inline]
     pub(crate) fn context(&self) -> Context {
-        self.frame.get().map_or(Context::Control, |f| f.0)
+        self.stack.context()
     }
 
     /// The instance of the innermost plugin call.
     #[inline]
     pub(crate) fn current_caller(&self) -> Option<InstanceId> {
-        self.frame.get().map(|f| f.1)
+        self.stack.caller()
     }
 
     /// Make a call of `instance` in `context` the innermost; returns the
     /// frame to give back to [`Core::leave_frame`].
     #[inline]
-    pub(crate) fn enter_frame(&self, context: Context, instance: InstanceId) -> Option<(Context, InstanceId)> {
-        if context == Context::Interrupt {
-            self.interrupt_frames.set(self.interrupt_frames.get() + 1);
-        }
-        self.frame.replace(Some((context, instance)))
+    pub(crate) fn enter_frame(&self, context: Context, instance: InstanceId) -> Option<Frame> {
+        self.stack.enter(context, instance)
     }
 
     /// End the innermost call, making `outer` (from [`Core::enter_frame`])
     /// innermost again.
     #[inline]
-    pub(crate) fn leave_frame(&self, outer: Option<(Context, InstanceId)>) {
-        if self.context() == Context::Interrupt {
-            self.interrupt_frames.set(self.interrupt_frames.get() - 1);
-        }
-        self.frame.set(outer);
+    pub(crate) fn leave_frame(&self, outer: Option<Frame>) {
+        self.stack.leave(outer);
     }
 
     /// The name of an instance (`<host>` for calls from outside the
@@ -479,7 +419,7 @@ impl Core {
 
     fn report_violation(&self, code: &str, message: String, service: Option<&'static str>) -> bool {
         let device = self.current_caller().map(|c| self.instance_name(c).to_string());
-        self.violation_count.set(self.violation_count.get() + 1);
+        self.failures.count_violation();
         tracing::warn!(code, device = device.as_deref().unwrap_or("-"), "violation: {message}");
         let context = self.context().name();
         self.trace(|| TraceEvent::Violation {
@@ -548,35 +488,24 @@ impl Core {
     fn crash_exit_message(&self) -> bool {
         use vmm_plugin_api::ddk::{SYS_CRITICAL_EXIT, SYS_CRITICAL_EXIT2, SYSTEM_EXIT, SYSTEM_EXIT2};
         self.phase.get() == Phase::Shutdown
-            && matches!(
-                self.current_message.get(),
-                Some(SYSTEM_EXIT | SYSTEM_EXIT2 | SYS_CRITICAL_EXIT | SYS_CRITICAL_EXIT2)
-            )
-            && self.frame.get().is_none()
+            && matches!(self.stack.message(), Some(SYSTEM_EXIT | SYSTEM_EXIT2 | SYS_CRITICAL_EXIT | SYS_CRITICAL_EXIT2))
+            && self.stack.is_empty()
     }
 
     /// Stop the machine with a fatal error (the first one wins).
     pub(crate) fn set_fatal(&self, message: String, device: Option<String>) {
-        if self.fatal.borrow().is_some() {
+        if self.failures.is_fatal() {
             return;
         }
         tracing::error!(device = device.as_deref().unwrap_or("-"), "fatal error: {message}");
         self.trace(|| TraceEvent::FatalError { message: message.clone(), device: device.clone() });
-        *self.fatal.borrow_mut() = Some(FatalInfo { message, device });
-        self.fatal_flag.set(true);
-    }
-
-    /// Whether the machine was asked from outside to stop (a signal); the
-    /// run loop then stops at its next safe point.
-    #[inline]
-    pub(crate) fn interrupted(&self) -> bool {
-        self.interrupt.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+        self.failures.set_fatal(FatalInfo { message, device });
     }
 
     /// Whether a fatal error stopped the machine.
     #[inline]
     pub(crate) fn is_fatal(&self) -> bool {
-        self.fatal_flag.get()
+        self.failures.is_fatal()
     }
 
     // ---- calling plugins ------------------------------------------------------
@@ -623,16 +552,14 @@ impl Core {
         context: Context,
         f: impl FnOnce(&HostCx) -> PluginResult<T>,
     ) -> std::result::Result<T, CallOutcome> {
-        let depth = self.call_depth.get();
+        let depth = self.stack.depth();
         if depth >= MAX_CALL_DEPTH {
             return Err(self.too_deep(instance, entry));
         }
         let call = || {
             let cx = self.cx(instance);
             let outer = self.enter_frame(context, instance);
-            self.call_depth.set(depth + 1);
-            let result = f(&cx);
-            self.call_depth.set(depth);
+            let result = self.stack.deeper(|| f(&cx));
             self.leave_frame(outer);
             result
         };
@@ -670,7 +597,7 @@ impl Core {
 
     /// What `instance` said when it last failed, if it was the last to fail.
     pub(crate) fn plugin_error_of(&self, instance: InstanceId) -> Option<String> {
-        self.last_plugin_error.borrow().as_ref().filter(|(i, _)| *i == instance).map(|(_, m)| m.clone())
+        self.failures.plugin_error_of(instance)
     }
 
     /// Refuse a plugin call past [`MAX_CALL_DEPTH`]: a fatal error naming
@@ -705,7 +632,7 @@ impl Core {
         let name = self.instance_name(instance);
         let message = e.message.to_string();
         if matches!(e.kind, PluginErrorKind::Panic | PluginErrorKind::Failed) {
-            *self.last_plugin_error.borrow_mut() = Some((instance, message.clone()));
+            self.failures.note_plugin_error(instance, message.clone());
         }
         match e.kind {
             PluginErrorKind::FatalExit => CallOutcome::FatalExit,
@@ -851,12 +778,10 @@ impl Machine {
             return Ok(RunEnd::Quiescent);
         }
         let until = self.core.sched.now() + d;
-        self.core.stop.set(false);
+        self.core.run.clear_stop();
         self.core.sched.timer_at(until, TimerKind::Stop);
-        self.core.top_level.set(true);
-        let end = self.core.run_until(&|_| false, None);
-        self.core.top_level.set(false);
-        self.core.stop.set(false);
+        let end = self.core.run.top_level(|| self.core.run_until(&|_| false, None));
+        self.core.run.clear_stop();
         self.fail_on_fatal(Ok(()))?;
         self.stop_on_full_trace()?;
         if end == LoopEnd::Quiescent {
@@ -871,7 +796,7 @@ impl Machine {
     /// at `[machine] until` ([`RunEnd::Until`]), and [`Machine::shutdown`]
     /// then sends the exit messages. `--realtime` pacing wakes up for it.
     pub fn interrupt_on(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
-        self.core.interrupt = Some(flag);
+        self.core.run.interrupt_on(flag);
     }
 
     /// Raise the interrupt source `name` (as `[[interrupt]]` would); its
@@ -981,7 +906,7 @@ impl Machine {
     /// If the trace file reached its limit, shut down normally (nothing
     /// more is written) and return the error that says so.
     pub(crate) fn stop_on_full_trace(&mut self) -> Result<()> {
-        if !self.core.trace_full.get() {
+        if !self.core.run.trace_full() {
             return Ok(());
         }
         let at_ms = self.core.sched.now().as_millis();
@@ -994,7 +919,7 @@ impl Machine {
     /// If a fatal error happened, run the crash exit and return it as the
     /// error.
     pub(crate) fn fail_on_fatal(&mut self, result: Result<()>) -> Result<()> {
-        let fatal = self.core.fatal.borrow().clone();
+        let fatal = self.core.failures.fatal();
         match (fatal, result) {
             (Some(f), _) => {
                 if self.core.phase.get() < Phase::Shutdown {
@@ -1022,7 +947,7 @@ impl Machine {
 
     /// How many violations were reported.
     pub fn violation_count(&self) -> u64 {
-        self.core.violation_count.get()
+        self.core.failures.violation_count()
     }
 
     /// Flush the trace file.

@@ -73,7 +73,7 @@ impl Core {
     /// Whether nested execution may begin now (a `NEST_EXEC_ILLEGAL`
     /// violation when not).
     fn nest_allowed(&self, service: &'static str) -> bool {
-        match nest::forbidden(self.context(), self.current_message.get()) {
+        match nest::forbidden(self.context(), self.stack.message()) {
             None => true,
             Some(why) => !self.violation(
                 Violation::NestExecIllegal,
@@ -279,7 +279,7 @@ impl Core {
     /// global ones), and let a VM of higher priority run, until `vm` is
     /// current again.
     fn nested_dispatch_point(&self, vm: VmId) -> Result<(), VmmError> {
-        if self.is_fatal() || self.stop.get() {
+        if self.is_fatal() || self.run.stop_requested() {
             return Err(VmmError::FATAL);
         }
         if self.context() == Context::Interrupt {

@@ -2,6 +2,8 @@
 //! in init order, with the Windows device-ID rules (KB Q84000) and service
 //! tables for `VxDCall` dispatch.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -211,5 +213,43 @@ impl Registry {
     /// The live device named `name` (case-insensitive).
     pub(crate) fn by_name(&self, name: &str) -> Option<usize> {
         self.slots.iter().position(|s| s.alive() && s.info.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Marks a dynamic load in progress in [`Dynamic`]'s init list: the
+/// factory of the device being loaded runs before its instance number is
+/// known.
+pub(crate) const LOADING: InstanceId = InstanceId::HOST;
+
+/// What dynamic loading and reloading keep between calls.
+#[derive(Default)]
+pub(crate) struct Dynamic {
+    /// Instances in their dynamic init (factory, `restore_state`,
+    /// `Sys_Dynamic_Device_Init`), where init-only services are legal.
+    in_init: RefCell<Vec<InstanceId>>,
+    /// The state of devices a rebuild with another name or ID swapped out,
+    /// by name and ID, until a build of the device comes back.
+    swapped_out: RefCell<HashMap<(String, u16), Vec<u8>>>,
+}
+
+impl Dynamic {
+    pub(crate) fn in_init(&self, caller: InstanceId) -> bool {
+        let init = self.in_init.borrow();
+        init.contains(&caller) || init.contains(&LOADING)
+    }
+
+    pub(crate) fn with_init<T>(&self, instance: InstanceId, f: impl FnOnce() -> T) -> T {
+        self.in_init.borrow_mut().push(instance);
+        let r = f();
+        self.in_init.borrow_mut().retain(|&i| i != instance);
+        r
+    }
+
+    pub(crate) fn swap_out(&self, name: String, id: u16, state: Vec<u8>) {
+        self.swapped_out.borrow_mut().insert((name, id), state);
+    }
+
+    pub(crate) fn swap_in(&self, name: String, id: u16) -> Option<Vec<u8>> {
+        self.swapped_out.borrow_mut().remove(&(name, id))
     }
 }

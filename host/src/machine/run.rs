@@ -69,11 +69,11 @@ impl Core {
             if self.is_fatal() {
                 return LoopEnd::Fatal;
             }
-            if self.stop.get() {
+            if self.run.stop_requested() {
                 return LoopEnd::Stopped;
             }
-            if self.interrupted() {
-                self.stop.set(true);
+            if self.run.interrupted() {
+                self.run.request_stop();
                 return LoopEnd::Stopped;
             }
             if done(self) {
@@ -136,10 +136,7 @@ impl Core {
         if let Some(until) = self.manifest.machine.until {
             self.sched.timer_at(Instant::ZERO + until, TimerKind::Stop);
         }
-        self.top_level.set(true);
-        let end = self.run_until(&|_| false, None);
-        self.top_level.set(false);
-        end
+        self.run.top_level(|| self.run_until(&|_| false, None))
     }
 
     // ---- choosing a VM -------------------------------------------------------------
@@ -773,7 +770,7 @@ impl Core {
             TimerKind::Action(index) => self.fire_action(index),
             TimerKind::CreateVm(index) => self.create_manifest_vm(index),
             TimerKind::Wake(program) => self.ring3_wake(program),
-            TimerKind::Stop => self.stop.set(true),
+            TimerKind::Stop => self.run.request_stop(),
             TimerKind::VirtualIret { vm, irq, seq } => self.vpicd_iret(vm, irq, Some(seq)),
             TimerKind::PhysIrq(index, rep) => self.fire_manifest_irq(index, rep),
             TimerKind::IrqConflict(vm) => {
@@ -926,16 +923,15 @@ impl Core {
     /// when a rebuilt plugin is ready, so it is reloaded at once, and any
     /// run when it is interrupted (a signal), so it stops at once.
     fn pace(&self, to: Instant) -> Instant {
-        if !self.manifest.machine.realtime || !self.top_level.get() {
+        if !self.manifest.machine.realtime || !self.run.is_top_level() {
             return to;
         }
-        let start = *self.wall_start.get_or_init(std::time::Instant::now);
+        let start = self.run.wall_start();
         let target = start + std::time::Duration::from_nanos(to.as_nanos());
-        let reload = self.pace_interrupt.borrow().clone();
         // Sleep in short slices when something may cut the wait short.
-        let wakes = reload.is_some() || self.interrupt.is_some();
-        let woken =
-            || reload.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) || self.interrupted();
+        let wakers = self.run.pace_wakers();
+        let wakes = wakers.is_some();
+        let woken = || wakers.as_ref().is_some_and(|w| w());
         loop {
             let wall = std::time::Instant::now();
             if target <= wall {

@@ -231,7 +231,7 @@ impl Core {
     /// a VM whose code is Rust inside a nested-execution block or a
     /// call-back (where the VMM built a frame on its stack).
     pub(crate) fn simulate_allowed(&self, vm: VmId, service: &'static str) -> Result<(), VmmError> {
-        if self.nest_depth(vm) > 0 || self.vm_has_memory(vm) || self.in_call_back.get() > 0 {
+        if self.nest_depth(vm) > 0 || self.vm_has_memory(vm) || self.stack.in_call_back() {
             return Ok(());
         }
         Err(self.refuse(
@@ -335,9 +335,7 @@ impl Core {
             ));
         };
         let mut regs = Regs { ebx: vm.raw(), edx: ref_data, ..Regs::default() };
-        self.in_call_back.set(self.in_call_back.get() + 1);
-        let outcome = callback.call(self, Context::Vm, &mut regs);
-        self.in_call_back.set(self.in_call_back.get() - 1);
+        let outcome = self.stack.call_back(|| callback.call(self, Context::Vm, &mut regs));
         self.vectors.borrow_mut().put_call_back(pm, number, callback);
         self.trace(|| TraceEvent::CallBack {
             vm: vm.raw(),

@@ -564,16 +564,11 @@ impl Core {
         // A machine-code program exports nothing, so no far pointer
         // resolves into it.
         let Some(inst) = inst else { return Err(CallOutcome::Skipped) };
-        if isr {
-            self.isr_depth.set(self.isr_depth.get() + 1);
-        }
-        let r = self.invoke(instance, "call_export", Context::Ring3, |cx| {
-            (inst.vtable.call_export())(inst.this, cx, ordinal, RSlice::from_slice(args))
-        });
-        if isr {
-            self.isr_depth.set(self.isr_depth.get() - 1);
-        }
-        r
+        self.stack.as_isr(isr, || {
+            self.invoke(instance, "call_export", Context::Ring3, |cx| {
+                (inst.vtable.call_export())(inst.this, cx, ordinal, RSlice::from_slice(args))
+            })
+        })
     }
 
     /// Check the ISR rule before entering `module`'s export from event or
@@ -620,7 +615,7 @@ impl Core {
     /// `PostMessage` and `PostAppMessage` are allowed. Returns `false` if
     /// the call must be refused.
     pub(crate) fn isr_service_allowed(&self, function: &'static str) -> bool {
-        if self.isr_depth.get() == 0 || matches!(function, "PostMessage" | "PostAppMessage") {
+        if !self.stack.in_isr() || matches!(function, "PostMessage" | "PostAppMessage") {
             return true;
         }
         !self.violation(

@@ -298,7 +298,7 @@ impl Core {
         };
         // During the VM's Create_VM its PIF settings are not known yet.
         if life == VmLife::Creating
-            && self.current_message.get() == Some(CREATE_VM)
+            && self.stack.message() == Some(CREATE_VM)
             && self.violation(
                 Violation::InvalidParameter,
                 format!("{SERVICE} for VM {vm:#010X} during its creation; it is valid only after Create_VM"),
