@@ -13,7 +13,7 @@ use vmm_plugin_api::ddk::*;
 
 use crate::abi::{caller, guarded};
 use crate::machine::Core;
-use crate::shell::{DllProc, SERVICES};
+use crate::shell::{AppyHandle, DllProc, HookHandle, SERVICES};
 use crate::vmm::callback::Callback;
 use crate::vmm::ids::VmId;
 
@@ -119,7 +119,7 @@ extern "C" fn call_at_appy_time(cx: &HostCx, callback: RawCallback, flags: u32, 
 }
 
 extern "C" fn cancel_appy_time_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    shell_result(cx, SHELL_CANCEL_APPY_TIME_EVENT, |core| core.cancel_appy_time_event(handle))
+    shell_result(cx, SHELL_CANCEL_APPY_TIME_EVENT, |core| core.cancel_appy_time_event(AppyHandle::from_raw(handle)))
 }
 
 extern "C" fn broadcast_system_message(
@@ -143,7 +143,7 @@ extern "C" fn hook_system_broadcast(cx: &HostCx, callback: RawCallback, call_ord
 }
 
 extern "C" fn unhook_system_broadcast(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    shell_result(cx, SHELL_UNHOOK_SYSTEM_BROADCAST, |core| core.unhook_system_broadcast(handle))
+    shell_result(cx, SHELL_UNHOOK_SYSTEM_BROADCAST, |core| core.unhook_system_broadcast(HookHandle::from_raw(handle)))
 }
 
 extern "C" fn local_alloc_ex(

@@ -12,7 +12,7 @@ use vmm_plugin_api::ddk::{CAAFL_RING0, CAAFL_TIMEOUT, QAAFL_APPYAVAIL, QAAFL_APP
 
 use crate::machine::{Core, Phase};
 use crate::manifest::Order;
-use crate::shell::{AppyRec, Server};
+use crate::shell::{AppyHandle, AppyRec, Server};
 use crate::time::Duration;
 use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
@@ -79,13 +79,13 @@ impl Core {
         let label = if self.trace_on { cb.label() } else { "" };
         let owner = cb.owner();
         let handle = self.shell.appy.borrow_mut().insert(AppyRec { flags, seq, scheduled_at: now, cb });
-        let Some(handle) = handle.map(|h| h.raw()) else { return 0 };
+        let Some(handle) = handle else { return 0 };
         let timeout = (flags & CAAFL_TIMEOUT != 0).then_some(timeout_ms);
         if let Some(ms) = timeout {
-            self.sched.timer_at(now + Duration::from_millis(ms as u64), TimerKind::AppyTimeout(handle, seq));
+            self.sched.timer_at(now + Duration::from_millis(ms as u64), TimerKind::AppyTimeout(handle.raw(), seq));
         }
         self.trace(|| TraceEvent::AppyScheduled {
-            handle,
+            handle: handle.raw(),
             seq,
             device: self.instance_name(owner).to_string(),
             callback: crate::vmm::callback::shorten(label),
@@ -93,16 +93,16 @@ impl Core {
             timeout_ms: timeout,
             available: self.appy_available(),
         });
-        handle
+        handle.raw()
     }
 
     /// `_SHELL_CancelAppyTimeEvent`.
-    pub(crate) fn cancel_appy_time_event(&self, handle: u32) -> Result<(), VmmError> {
+    pub(crate) fn cancel_appy_time_event(&self, handle: AppyHandle) -> Result<(), VmmError> {
         const SERVICE: &str = "_SHELL_CancelAppyTimeEvent";
-        if handle == 0 {
+        if handle.raw() == 0 {
             return Ok(());
         }
-        let rec = self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(handle));
+        let rec = self.shell.appy.borrow_mut().remove(handle);
         let Some(rec) = rec else {
             return Err(self.refuse(
                 Violation::StaleAppyHandle,
@@ -115,7 +115,7 @@ impl Core {
         };
         self.forget_appy_timeout(handle, &rec);
         self.trace(|| TraceEvent::AppyCancelled {
-            handle,
+            handle: handle.raw(),
             device: self.instance_name(rec.cb.owner()).to_string(),
             callback: rec.cb.name(),
             reason: CancelReason::Cancelled,
@@ -156,7 +156,7 @@ impl Core {
         }
         let handle = {
             let appy = self.shell.appy.borrow();
-            let mut pending: Vec<(u64, u32)> = appy.iter().map(|(h, r)| (r.seq, h.raw())).collect();
+            let mut pending: Vec<(u64, AppyHandle)> = appy.iter().map(|(h, r)| (r.seq, h)).collect();
             pending.sort_unstable();
             // The DDK promises no order: the machine's order decides, the
             // random mode with the seeded generator.
@@ -183,7 +183,7 @@ impl Core {
                 }
             }
         };
-        let rec = handle.and_then(|h| self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(h)));
+        let rec = handle.and_then(|h| self.shell.appy.borrow_mut().remove(h));
         match (handle, rec) {
             (Some(h), Some(rec)) => {
                 self.forget_appy_timeout(h, &rec);
@@ -197,29 +197,28 @@ impl Core {
     /// An appy-time event's `CAAFL_TIMEOUT` expired: if it is still pending
     /// (the same request, not a recycled handle), run its callback now, in
     /// event context, told `CAAFL_TIMEOUT`.
-    pub(crate) fn appy_timed_out(&self, handle: u32, seq: u64) {
-        let live =
-            self.shell.appy.borrow().get(crate::vmm::slab::Handle::from_raw(handle)).is_some_and(|r| r.seq == seq);
+    pub(crate) fn appy_timed_out(&self, handle: AppyHandle, seq: u64) {
+        let live = self.shell.appy.borrow().get(handle).is_some_and(|r| r.seq == seq);
         if !live || self.phase.get() != Phase::Running {
             return;
         }
-        let rec = self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(handle));
+        let rec = self.shell.appy.borrow_mut().remove(handle);
         if let Some(rec) = rec {
             self.run_appy(handle, rec, true);
         }
     }
 
     /// An event left the queue before its `CAAFL_TIMEOUT`: remove the timer.
-    pub(crate) fn forget_appy_timeout(&self, handle: u32, rec: &AppyRec) {
+    pub(crate) fn forget_appy_timeout(&self, handle: AppyHandle, rec: &AppyRec) {
         if rec.flags & CAAFL_TIMEOUT != 0 {
-            self.sched.cancel_timer(TimerKind::AppyTimeout(handle, rec.seq));
+            self.sched.cancel_timer(TimerKind::AppyTimeout(handle.raw(), rec.seq));
         }
     }
 
     /// Call an appy-time callback: at appy time in the system VM, as the
     /// message server's task, or (timed out) in event context in whatever VM
     /// is current.
-    fn run_appy(&self, handle: u32, rec: AppyRec, timed_out: bool) {
+    fn run_appy(&self, handle: AppyHandle, rec: AppyRec, timed_out: bool) {
         self.count_dispatch();
         let vm = self.cur_vm.get();
         let AppyRec { flags, scheduled_at, mut cb, .. } = rec;
@@ -240,7 +239,7 @@ impl Core {
         };
         self.check_nest_balance(vm, depth, "an appy-time callback", || cb.owner());
         self.trace(|| TraceEvent::AppyDispatched {
-            handle,
+            handle: handle.raw(),
             device: self.instance_name(cb.owner()).to_string(),
             callback: cb.name(),
             vm: vm.raw(),
@@ -256,14 +255,14 @@ impl Core {
     /// Called when shutdown begins and again as the machine stops (for
     /// requests made during the exit messages).
     pub(crate) fn drop_appy_events(&self) {
-        let mut pending: Vec<(u64, u32)> = self.shell.appy.borrow().iter().map(|(h, r)| (r.seq, h.raw())).collect();
+        let mut pending: Vec<(u64, AppyHandle)> = self.shell.appy.borrow().iter().map(|(h, r)| (r.seq, h)).collect();
         pending.sort_unstable();
         for (_, handle) in pending {
-            let rec = self.shell.appy.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(handle));
+            let rec = self.shell.appy.borrow_mut().remove(handle);
             let Some(rec) = rec else { continue };
             self.forget_appy_timeout(handle, &rec);
             self.trace(|| TraceEvent::AppyDropped {
-                handle,
+                handle: handle.raw(),
                 device: self.instance_name(rec.cb.owner()).to_string(),
                 callback: rec.cb.name(),
                 reason: CancelReason::Shutdown,

@@ -9,7 +9,7 @@ use vmm_plugin_api::abi::{Regs, VmmError};
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
-use crate::shell::HookRec;
+use crate::shell::{HookHandle, HookRec};
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
@@ -46,12 +46,12 @@ impl Core {
     }
 
     /// `_SHELL_UnhookSystemBroadcast` (0 is a no-op).
-    pub(crate) fn unhook_system_broadcast(&self, handle: u32) -> Result<(), VmmError> {
+    pub(crate) fn unhook_system_broadcast(&self, handle: HookHandle) -> Result<(), VmmError> {
         const SERVICE: &str = "_SHELL_UnhookSystemBroadcast";
-        if handle == 0 {
+        if handle.raw() == 0 {
             return Ok(());
         }
-        if self.shell.hooks.borrow_mut().remove(crate::vmm::slab::Handle::from_raw(handle)).is_some() {
+        if self.shell.hooks.borrow_mut().remove(handle).is_some() {
             return Ok(());
         }
         Err(self.refuse(
@@ -191,9 +191,9 @@ impl Core {
 
     /// The installed hooks, lowest call order first; equal orders in the
     /// order they were installed.
-    fn hooks_in_call_order(&self) -> Vec<u32> {
-        let mut v: Vec<(u32, u64, u32)> =
-            self.shell.hooks.borrow().iter().map(|(h, r)| (r.order, r.seq, h.raw())).collect();
+    fn hooks_in_call_order(&self) -> Vec<HookHandle> {
+        let mut v: Vec<(u32, u64, HookHandle)> =
+            self.shell.hooks.borrow().iter().map(|(h, r)| (r.order, r.seq, h)).collect();
         v.sort_unstable();
         v.into_iter().map(|(_, _, h)| h).collect()
     }
@@ -201,13 +201,13 @@ impl Core {
     /// Call one hook (in the broadcaster's context); its answer and owner,
     /// `None` if it was unhooked meanwhile. A hook that fails answers 1 (it
     /// cannot veto).
-    fn call_hook(&self, handle: u32, msg: u32, wparam: u32, lparam: u32) -> Option<(u32, InstanceId)> {
-        let mut cb = self.shell.hooks.borrow_mut().get_mut(crate::vmm::slab::Handle::from_raw(handle))?.cb.take()?;
+    fn call_hook(&self, handle: HookHandle, msg: u32, wparam: u32, lparam: u32) -> Option<(u32, InstanceId)> {
+        let mut cb = self.shell.hooks.borrow_mut().get_mut(handle)?.cb.take()?;
         let owner = cb.owner();
         let mut regs = Regs { eax: msg, ebx: self.cur_vm.get().raw(), ecx: wparam, edx: lparam, ..Regs::default() };
         let outcome = cb.call(self, self.context(), &mut regs);
         // The hook may have unhooked itself: then it is dropped here.
-        if let Some(rec) = self.shell.hooks.borrow_mut().get_mut(crate::vmm::slab::Handle::from_raw(handle)) {
+        if let Some(rec) = self.shell.hooks.borrow_mut().get_mut(handle) {
             rec.cb = Some(cb);
         }
         Some((if outcome == CallOutcome::Clear { regs.eax } else { 1 }, owner))

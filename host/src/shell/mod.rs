@@ -20,7 +20,7 @@ use vmm_plugin_api::ddk::{SHELL_DEVICE_ID, SHELL_INIT_ORDER};
 
 pub(crate) use dll::DllProc;
 pub(crate) use message_box::MessageText;
-pub(crate) use state::{AppyRec, HookRec, Server, Shell};
+pub(crate) use state::{AppyHandle, AppyRec, HookHandle, HookRec, Server, Shell};
 
 use crate::machine::Core;
 use crate::machine::device::Builtin;

@@ -11,7 +11,12 @@ use std::collections::BTreeMap;
 
 use crate::time::Instant;
 use crate::vmm::callback::Callback;
-use crate::vmm::slab::{Slab, TAG_APPY, TAG_BROADCAST_HOOK};
+use crate::vmm::slab::{Handle, Slab, TAG_APPY, TAG_BROADCAST_HOOK};
+
+/// A pending appy-time event's handle (`_SHELL_CallAtAppyTime`).
+pub(crate) type AppyHandle = Handle<AppyRec>;
+/// A broadcast hook's handle (`_SHELL_HookSystemBroadcast`).
+pub(crate) type HookHandle = Handle<HookRec>;
 
 /// Where the message server (MSGSRV32, the application appy-time callbacks
 /// run in) is in its life.

@@ -10,7 +10,7 @@ use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
 use crate::shell::message_box::MessageText;
-use crate::shell::{DllProc, SERVICES};
+use crate::shell::{AppyHandle, DllProc, HookHandle, SERVICES};
 use crate::violation::Violation;
 use crate::vmm::ids::VmId;
 
@@ -83,12 +83,14 @@ pub(super) fn dispatch(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Car
         SHELL_QUERY_APPY_TIME_AVAILABLE => eax(call, core.query_appy_time_available(), false),
         SHELL_CALL_AT_APPY_TIME => by_typed_api(core, ordinal, "call_at_appy_time", call),
         SHELL_CANCEL_APPY_TIME_EVENT => {
-            let failed = core.cancel_appy_time_event(a[0]).is_err();
+            let failed = core.cancel_appy_time_event(AppyHandle::from_raw(a[0])).is_err();
             Carry::from_failed(failed)
         }
         SHELL_BROADCAST_SYSTEM_MESSAGE => broadcast(core, call),
         SHELL_HOOK_SYSTEM_BROADCAST => by_typed_api(core, ordinal, "hook_system_broadcast", call),
-        SHELL_UNHOOK_SYSTEM_BROADCAST => Carry::from_failed(core.unhook_system_broadcast(a[0]).is_err()),
+        SHELL_UNHOOK_SYSTEM_BROADCAST => {
+            Carry::from_failed(core.unhook_system_broadcast(HookHandle::from_raw(a[0])).is_err())
+        }
         SHELL_LOCAL_ALLOC_EX => {
             const SERVICE: &str = "_SHELL_LocalAllocEx";
             let (flags, bytes, buffer) = (a[0], a[1], a[2]);
