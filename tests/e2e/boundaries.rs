@@ -132,6 +132,25 @@ fn the_vmm_subsystems_import_no_machine_shell_ring3_or_loader() {
 }
 
 #[test]
+fn the_vmm_subsystems_return_domain_errors_not_the_abis() {
+    // A subsystem's errors are its own (`PortError`, `StackError`, ...);
+    // the machine maps them to the `VmmError` a service returns.
+    let mut broken = Vec::new();
+    for file in rust_files(&host_src().join("vmm")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.find("#[cfg(test)]\nmod tests").map_or(&text[..], |at| &text[..at]);
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or("");
+            if line.contains("VmmError") || line.contains("VmmResult") {
+                let stem = file.file_stem().unwrap().to_str().unwrap();
+                broken.push(format!("host/src/vmm/{stem}.rs:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "vmm/ speaks the ABI's error type:\n{}", broken.join("\n"));
+}
+
+#[test]
 fn the_hardware_models_import_nothing_of_the_machine() {
     // `hw/` is plain data below everything: a model imports no module of
     // the crate but its own.

@@ -13,8 +13,17 @@ use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
-use crate::vmm::nest::{self, NestMark, RESUME_LIMIT, read_stack, retf};
+use crate::vmm::nest::{self, NestMark, RESUME_LIMIT, StackError, read_stack, retf};
 use crate::vmm::vm::{NestFrame, Stack};
+
+impl From<StackError> for VmmError {
+    fn from(e: StackError) -> Self {
+        match e {
+            StackError::Full => VmmError::OUT_OF_MEMORY,
+            StackError::Empty => VmmError::FAILED,
+        }
+    }
+}
 
 impl Core {
     /// The number of open nested-execution blocks of `vm`.
@@ -157,13 +166,13 @@ impl Core {
     /// `Simulate_Push` (inside a nested block).
     pub(crate) fn simulate_push(&self, vm: VmId, value: u32) -> Result<(), VmmError> {
         self.simulate_allowed(vm, "Simulate_Push")?;
-        self.with_client_stack(vm, |c, stack| nest::simulate_push(c, stack, value))?
+        Ok(self.with_client_stack(vm, |c, stack| nest::simulate_push(c, stack, value))??)
     }
 
     /// `Simulate_Pop` (inside a nested block).
     pub(crate) fn simulate_pop(&self, vm: VmId) -> Result<u32, VmmError> {
         self.simulate_allowed(vm, "Simulate_Pop")?;
-        self.with_client_stack(vm, |c, stack| nest::simulate_pop(c, stack))?
+        Ok(self.with_client_stack(vm, |c, stack| nest::simulate_pop(c, stack))??)
     }
 
     /// `Simulate_Far_Call` (inside a nested block).

@@ -765,7 +765,7 @@ impl Core {
                     self.run_event(h, rec, false, true);
                 }
             }
-            TimerKind::AppyTimeout(h, seq) => self.appy_timed_out(crate::shell::AppyHandle::from_raw(h), seq),
+            TimerKind::AppyTimeout(h, seq) => self.appy_timed_out(crate::shell::state::AppyHandle::from_raw(h), seq),
             TimerKind::Interrupt(index, rep) => self.fire_manifest_interrupt(index, rep),
             TimerKind::Action(index) => self.fire_action(index),
             TimerKind::CreateVm(index) => self.create_manifest_vm(index),

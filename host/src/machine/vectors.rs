@@ -247,7 +247,7 @@ impl Core {
     /// `Simulate_Iret`.
     pub(crate) fn simulate_iret(&self, vm: VmId) -> Result<(), VmmError> {
         self.simulate_allowed(vm, "Simulate_Iret")?;
-        self.with_client_stack(vm, |c, s| nest::simulate_iret(c, s))?
+        Ok(self.with_client_stack(vm, |c, s| nest::simulate_iret(c, s))??)
     }
 
     /// `Simulate_Far_Jmp`.
@@ -259,7 +259,7 @@ impl Core {
     /// `Simulate_Far_Ret_N` (`Simulate_Far_Ret`: `bytes` = 0).
     pub(crate) fn simulate_far_ret_n(&self, vm: VmId, bytes: u32, service: &'static str) -> Result<(), VmmError> {
         self.simulate_allowed(vm, service)?;
-        self.with_client_stack(vm, |c, s| nest::simulate_far_ret_n(c, s, bytes))?
+        Ok(self.with_client_stack(vm, |c, s| nest::simulate_far_ret_n(c, s, bytes))??)
     }
 
     /// `Build_Int_Stack_Frame`: no hook is called.

@@ -13,7 +13,7 @@
 
 use std::cell::Cell;
 
-use vmm_plugin_api::abi::{ClientRegs, VmmError};
+use vmm_plugin_api::abi::ClientRegs;
 use vmm_plugin_api::ddk::*;
 
 use crate::vmm::context::Context;
@@ -123,21 +123,32 @@ impl<S: StackMem + ?Sized> StackMem for Box<S> {
     }
 }
 
-/// `Simulate_Push`: a word on the client stack (`OUT_OF_MEMORY` when the
-/// 64 KB stack is full, never a wrap).
+/// Why a client-stack operation did not happen (the stack is 64 KB and SP
+/// never wraps): the service returns `OUT_OF_MEMORY` for a full stack and
+/// `FAILED` for one that holds less than the operation pops.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StackError {
+    /// No room for what is pushed.
+    Full,
+    /// Less on the stack than what is popped.
+    Empty,
+}
+
+/// `Simulate_Push`: a word on the client stack ([`StackError::Full`] when
+/// the 64 KB stack is full, never a wrap).
 pub(crate) fn simulate_push<S: StackMem + ?Sized>(
     c: &mut ClientRegs,
     stack: &mut S,
     value: u32,
-) -> Result<(), VmmError> {
+) -> Result<(), StackError> {
     push_words(c, stack, &[value as u16])
 }
 
-/// `Simulate_Pop` (`FAILED` when SP is at the top of the stack, never a
-/// wrap).
-pub(crate) fn simulate_pop<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) -> Result<u32, VmmError> {
+/// `Simulate_Pop` ([`StackError::Empty`] when SP is at the top of the
+/// stack, never a wrap).
+pub(crate) fn simulate_pop<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) -> Result<u32, StackError> {
     if c.esp & 0xFFFF > STACK_TOP - 2 {
-        return Err(VmmError::FAILED);
+        return Err(StackError::Empty);
     }
     Ok(pop16(c, stack) as u32)
 }
@@ -148,7 +159,7 @@ pub(crate) fn simulate_far_call<S: StackMem + ?Sized>(
     stack: &mut S,
     segment: u16,
     offset: u32,
-) -> Result<(), VmmError> {
+) -> Result<(), StackError> {
     push_words(c, stack, &[c.cs as u16, c.eip as u16])?;
     c.cs = segment as u32;
     c.eip = offset & 0xFFFF;
@@ -161,7 +172,7 @@ pub(crate) fn simulate_int<S: StackMem + ?Sized>(
     c: &mut ClientRegs,
     stack: &mut S,
     handler: u32,
-) -> Result<(), VmmError> {
+) -> Result<(), StackError> {
     push_words(c, stack, &[c.eflags as u16, c.cs as u16, c.eip as u16])?;
     c.cs = handler >> 16;
     c.eip = handler & 0xFFFF;
@@ -178,15 +189,15 @@ pub(crate) fn iret<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) {
 }
 
 /// Push `words` in order, all or none: the client stack is 64 KB and SP
-/// never wraps below 0 (a full stack is `OUT_OF_MEMORY`).
+/// never wraps below 0 (a full stack is [`StackError::Full`]).
 pub(crate) fn push_words<S: StackMem + ?Sized>(
     c: &mut ClientRegs,
     stack: &mut S,
     words: &[u16],
-) -> Result<(), VmmError> {
+) -> Result<(), StackError> {
     let need = 2 * words.len() as u32;
     if c.esp & 0xFFFF < need {
-        return Err(VmmError::OUT_OF_MEMORY);
+        return Err(StackError::Full);
     }
     for &w in words {
         push16(c, stack, w);
@@ -224,9 +235,9 @@ pub(crate) fn retf<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S, n: usize
 }
 
 /// `Simulate_Iret`: pop IP, CS and FLAGS (words: the emulator's VMs run
-/// 16-bit code), all three as they are (`FAILED` when the stack holds less
-/// than a frame).
-pub(crate) fn simulate_iret<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) -> Result<(), VmmError> {
+/// 16-bit code), all three as they are ([`StackError::Empty`] when the
+/// stack holds less than a frame).
+pub(crate) fn simulate_iret<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S) -> Result<(), StackError> {
     need(c, 6)?;
     c.eip = pop16(c, stack) as u32;
     c.cs = pop16(c, stack) as u32;
@@ -242,9 +253,13 @@ pub(crate) fn simulate_far_jmp(c: &mut ClientRegs, segment: u16, offset: u32) {
 }
 
 /// `Simulate_Far_Ret_N` (`Simulate_Far_Ret` with `n` = 0): pop IP and CS,
-/// then drop `n` bytes of parameters, as `RETF n` does (`FAILED` when the
-/// stack holds less).
-pub(crate) fn simulate_far_ret_n<S: StackMem + ?Sized>(c: &mut ClientRegs, stack: &S, n: u32) -> Result<(), VmmError> {
+/// then drop `n` bytes of parameters, as `RETF n` does ([`StackError::Empty`]
+/// when the stack holds less).
+pub(crate) fn simulate_far_ret_n<S: StackMem + ?Sized>(
+    c: &mut ClientRegs,
+    stack: &S,
+    n: u32,
+) -> Result<(), StackError> {
     need(c, 4u32.saturating_add(n))?;
     retf(c, stack, n as usize);
     Ok(())
@@ -257,7 +272,7 @@ pub(crate) fn build_int_stack_frame<S: StackMem + ?Sized>(
     stack: &mut S,
     segment: u16,
     offset: u32,
-) -> Result<(), VmmError> {
+) -> Result<(), StackError> {
     push_words(c, stack, &[c.eflags as u16, c.cs as u16, c.eip as u16])?;
     c.eflags &= !(IF_MASK | TF_MASK);
     c.cs = segment as u32;
@@ -266,8 +281,8 @@ pub(crate) fn build_int_stack_frame<S: StackMem + ?Sized>(
 }
 
 /// The stack must hold `bytes` below its top: a pop never wraps past it.
-fn need(c: &ClientRegs, bytes: u32) -> Result<(), VmmError> {
-    if (c.esp & 0xFFFF) + bytes > 0x1_0000 { Err(VmmError::FAILED) } else { Ok(()) }
+fn need(c: &ClientRegs, bytes: u32) -> Result<(), StackError> {
+    if (c.esp & 0xFFFF) + bytes > 0x1_0000 { Err(StackError::Empty) } else { Ok(()) }
 }
 
 /// The trap flag (EFLAGS bit 8).
@@ -325,10 +340,10 @@ mod tests {
     fn a_full_stack_refuses_a_push_and_an_empty_one_a_pop() {
         let mut stack: Box<Stack> = Box::new([0u8; 0x10000]);
         let mut c = ClientRegs { esp: 1, ..ClientRegs::default() };
-        assert_eq!(simulate_push(&mut c, &mut stack, 7), Err(VmmError::OUT_OF_MEMORY));
+        assert_eq!(simulate_push(&mut c, &mut stack, 7), Err(StackError::Full));
         assert_eq!(c.esp, 1, "nothing pushed");
         let mut c = ClientRegs { esp: STACK_TOP, ..ClientRegs::default() };
-        assert_eq!(simulate_pop(&mut c, &stack), Err(VmmError::FAILED));
+        assert_eq!(simulate_pop(&mut c, &stack), Err(StackError::Empty));
         let mut c = ClientRegs { esp: 0x100, cs: 0x1111, eip: 0x2222, eflags: 0x0203, ..ClientRegs::default() };
         simulate_int(&mut c, &mut stack, 0xABCD_0012).unwrap();
         assert_eq!((c.cs, c.eip, c.esp), (0xABCD, 0x12, 0xFA));
@@ -357,8 +372,8 @@ mod tests {
         assert_eq!((c.cs, c.eip), (0x5555, 0x66));
         // Nothing to pop at the top of the stack.
         let mut c = ClientRegs { esp: 0xFFFE, ..ClientRegs::default() };
-        assert_eq!(simulate_iret(&mut c, &stack), Err(VmmError::FAILED));
-        assert_eq!(simulate_far_ret_n(&mut c, &stack, 0), Err(VmmError::FAILED));
+        assert_eq!(simulate_iret(&mut c, &stack), Err(StackError::Empty));
+        assert_eq!(simulate_far_ret_n(&mut c, &stack, 0), Err(StackError::Empty));
         assert_eq!(c.esp, 0xFFFE, "nothing popped");
     }
 }
