@@ -29,7 +29,6 @@ use crate::vmm::events::EventHandle;
 use crate::vmm::events::EventKind;
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::irq::IrqHandle;
-use crate::vmm::limits::{CB_START, cb_area_end};
 use crate::vmm::services::{self as svc, Rule, Service};
 use crate::vmm::timers::TimeoutHandle;
 use crate::vmm::timers::{Due, TimeoutRec};
@@ -400,15 +399,9 @@ extern "C" fn allocate_device_cb_area(cx: &HostCx, bytes: u32, flags: u32) -> u3
             );
             return 0;
         }
-        // Offsets start past the VMM's own control-block fields, dword
-        // aligned, so 0 is never a valid area. A size that does not fit in
-        // what is left of the 64 KB block gets 0 (out of space), as in
-        // Windows, and reserves nothing.
-        let base = core.cb_area_size.get().max(CB_START);
-        let Some(end) = cb_area_end(base, bytes) else { return 0 };
-        core.cb_area_size.set(end);
-        core.vms.borrow_mut().grow_cb_areas(end as usize);
-        base
+        // A size that does not fit in what is left of the 64 KB block gets
+        // 0 (out of space), as in Windows.
+        core.vms.borrow_mut().allocate_cb_area(bytes).unwrap_or(0)
     })
 }
 
@@ -424,7 +417,7 @@ fn cb_range(
     if !core.vm_valid(vm) {
         return Err(bad_vm(core, service, vm));
     }
-    if start < CB_START as usize || end > core.cb_area_size.get() as usize {
+    if !core.vms.borrow().cb_allocated(&(start..end)) {
         return Err(core.refuse(
             Violation::BadCbOffset,
             format!(

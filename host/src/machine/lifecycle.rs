@@ -37,7 +37,7 @@ impl Core {
         if !self.sys_vm.get().is_none() {
             return;
         }
-        let cb = self.cb_area_size.get() as usize;
+        let cb = self.vms.borrow().cb_size();
         let handle = self.vms.borrow_mut().insert(|h, id| Vm::new(h, id, std::rc::Rc::from("system"), true, cb));
         if let Some(vm) = self.vms.borrow_mut().get_mut(handle) {
             vm.life = VmLife::Running;
@@ -108,7 +108,7 @@ impl Core {
     /// Create a DOS VM named `name`; its handle, or `None` if a device
     /// refused it.
     pub(crate) fn create_vm(&self, name: &str, program: Option<(String, String)>) -> Option<VmId> {
-        let cb = self.cb_area_size.get() as usize;
+        let cb = self.vms.borrow().cb_size();
         let name: Rc<str> = Rc::from(name);
         let vm = self.vms.borrow_mut().insert(|h, id| Vm::new(h, id, name.clone(), false, cb));
         let steps = [

@@ -189,7 +189,6 @@ pub(crate) struct Core {
     /// Whether trace records are wanted (fixed when the machine is built;
     /// a cheaper check than borrowing the trace).
     pub(crate) trace_on: bool,
-    pub(crate) cb_area_size: Cell<u32>,
     /// The seed of this run.
     pub(crate) seed: u64,
     /// Where the explored orders' choices come from.
@@ -321,7 +320,6 @@ impl Core {
             failures: Failures::default(),
             nest: NestCounts::default(),
             flagged_waits: Cell::new(0),
-            cb_area_size: Cell::new(0),
         }
     }
 

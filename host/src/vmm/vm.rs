@@ -14,6 +14,7 @@ use vmm_plugin_api::ddk::{
 
 use crate::time::Duration;
 use crate::vmm::ids::VmId;
+use crate::vmm::limits::{CB_START, cb_area_end};
 
 /// Size of each VM's simulated ring-3 stack segment.
 pub(crate) const STACK_SIZE: usize = 0x1_0000;
@@ -229,6 +230,8 @@ pub(crate) struct VmTable {
     /// Bumped by every mutable access: a scheduling decision taken at one
     /// epoch holds as long as the epoch does.
     epoch: u64,
+    /// The end of the control-block areas allocated so far.
+    cb_size: u32,
 }
 
 impl VmTable {
@@ -321,13 +324,31 @@ impl VmTable {
         (1..=n).map(|k| (start + k) % n).find_map(|i| self.slots[i].vm.as_ref().map(|vm| vm.handle))
     }
 
-    /// Grow every VM's control block area (for `_Allocate_Device_CB_Area`).
-    pub(crate) fn grow_cb_areas(&mut self, size: usize) {
+    /// `_Allocate_Device_CB_Area`: reserve `bytes` (dword aligned) in
+    /// every VM's control block, present and future; the area's offset, or
+    /// `None` when it does not fit in what is left of the 64 KB block (and
+    /// nothing is reserved). Offsets start past the VMM's own fields, so 0
+    /// is never an area.
+    pub(crate) fn allocate_cb_area(&mut self, bytes: u32) -> Option<u32> {
+        let base = self.cb_size.max(CB_START);
+        let end = cb_area_end(base, bytes)?;
+        self.cb_size = end;
         for vm in self.iter_mut() {
-            if vm.cb_area.len() < size {
-                vm.cb_area.resize(size, 0);
+            if vm.cb_area.len() < end as usize {
+                vm.cb_area.resize(end as usize, 0);
             }
         }
+        Some(base)
+    }
+
+    /// The control-block size every VM has (what areas were allocated).
+    pub(crate) fn cb_size(&self) -> usize {
+        self.cb_size as usize
+    }
+
+    /// Whether `range` lies inside the allocated control-block areas.
+    pub(crate) fn cb_allocated(&self, range: &std::ops::Range<usize>) -> bool {
+        range.start >= CB_START as usize && range.end <= self.cb_size as usize
     }
 }
 
