@@ -7,7 +7,7 @@
 //! the author's to fix), and the instance's callbacks can never run again.
 
 use crate::machine::Core;
-use crate::trace::{CancelReason, TraceEvent};
+use crate::trace::CancelReason;
 use crate::violation::Violation;
 use crate::vmm::ids::InstanceId;
 
@@ -87,37 +87,7 @@ impl Core {
         }
 
         // Appy-time requests and broadcast hooks (SHELL).
-        let appy: Vec<(u64, crate::shell::AppyHandle)> = {
-            let appy = self.shell.appy.borrow();
-            appy.iter().filter(|(_, r)| r.cb.owner() == instance).map(|(h, r)| (r.seq, h)).collect()
-        };
-        let mut appy = appy;
-        appy.sort_unstable();
-        for (_, h) in appy {
-            let rec = self.shell.appy.borrow_mut().remove(h);
-            let Some(rec) = rec else { continue };
-            self.forget_appy_timeout(h, &rec);
-            let callback = rec.cb.name();
-            self.trace(|| TraceEvent::AppyDropped {
-                handle: h.raw(),
-                device: name.to_string(),
-                callback: callback.clone(),
-                reason: CancelReason::Unloaded,
-            });
-            leaks.push(format!("an appy-time request ({callback}, handle {h:#010X})"));
-        }
-        let broadcast_hooks: Vec<crate::shell::HookHandle> = {
-            let hooks = self.shell.hooks.borrow();
-            hooks
-                .iter()
-                .filter(|(_, r)| r.cb.as_ref().is_some_and(|cb| cb.owner() == instance))
-                .map(|(h, _)| h)
-                .collect()
-        };
-        for h in broadcast_hooks {
-            self.shell.hooks.borrow_mut().remove(h);
-            leaks.push(format!("a _SHELL_HookSystemBroadcast hook (handle {h:#010X})"));
-        }
+        leaks.extend(self.shell_reclaim(instance, name));
 
         // Heap blocks.
         let blocks = self.heap.borrow().blocks_of(instance);

@@ -27,6 +27,7 @@ use crate::machine::device::Builtin;
 use crate::machine::registry::DeviceInfo;
 use crate::machine::rules::allowed;
 use crate::machine::rules::mem_violation;
+use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::heap::MemError;
 use crate::vmm::ids::InstanceId;
@@ -241,6 +242,45 @@ impl Core {
     pub(crate) fn write_linear(&self, service: &'static str, addr: u32, data: &[u8]) -> Result<(), VmmError> {
         let r = self.heap.borrow_mut().write(addr, data);
         r.map_err(|e: MemError| mem_violation(self, service, addr, data.len(), e))
+    }
+
+    /// An unloaded device's SHELL registrations: its pending appy-time
+    /// requests are dropped (`appy_dropped` records, reason `unloaded`) and
+    /// its broadcast hooks removed. Returns what it left, for the leak report.
+    pub(crate) fn shell_reclaim(&self, instance: InstanceId, name: &str) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let appy: Vec<(u64, AppyHandle)> = {
+            let appy = self.shell.appy.borrow();
+            appy.iter().filter(|(_, r)| r.cb.owner() == instance).map(|(h, r)| (r.seq, h)).collect()
+        };
+        let mut appy = appy;
+        appy.sort_unstable();
+        for (_, h) in appy {
+            let rec = self.shell.appy.borrow_mut().remove(h);
+            let Some(rec) = rec else { continue };
+            self.forget_appy_timeout(h, &rec);
+            let callback = rec.cb.name();
+            self.trace(|| TraceEvent::AppyDropped {
+                handle: h.raw(),
+                device: name.to_string(),
+                callback: callback.clone(),
+                reason: CancelReason::Unloaded,
+            });
+            leaks.push(format!("an appy-time request ({callback}, handle {h:#010X})"));
+        }
+        let broadcast_hooks: Vec<HookHandle> = {
+            let hooks = self.shell.hooks.borrow();
+            hooks
+                .iter()
+                .filter(|(_, r)| r.cb.as_ref().is_some_and(|cb| cb.owner() == instance))
+                .map(|(h, _)| h)
+                .collect()
+        };
+        for h in broadcast_hooks {
+            self.shell.hooks.borrow_mut().remove(h);
+            leaks.push(format!("a _SHELL_HookSystemBroadcast hook (handle {h:#010X})"));
+        }
+        leaks
     }
 }
 

@@ -15,39 +15,39 @@ use crate::shell::ansi;
 /// The header's dwords.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Header {
-    pub(crate) total_size: u32,
-    pub(crate) size: u32,
-    pub(crate) ib_op: u32,
-    pub(crate) ib_file: u32,
-    pub(crate) ib_params: u32,
-    pub(crate) ib_dir: u32,
-    pub(crate) reserved: u32,
-    pub(crate) show: u32,
+    pub(super) total_size: u32,
+    pub(super) size: u32,
+    pub(super) ib_op: u32,
+    pub(super) ib_file: u32,
+    pub(super) ib_params: u32,
+    pub(super) ib_dir: u32,
+    pub(super) reserved: u32,
+    pub(super) show: u32,
 }
 
 /// A valid packet, its strings decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Packet {
-    pub(crate) header: Header,
+    pub(super) header: Header,
     /// `None`: `shex_ibOp` 0, "open".
-    pub(crate) verb: Option<String>,
-    pub(crate) file: String,
-    pub(crate) params: Option<String>,
+    pub(super) verb: Option<String>,
+    pub(super) file: String,
+    pub(super) params: Option<String>,
     /// `None`: the Windows directory.
-    pub(crate) dir: Option<String>,
+    pub(super) dir: Option<String>,
 }
 
 /// Why a packet is malformed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Malformed {
     /// The header, if the packet had one.
-    pub(crate) header: Option<Header>,
+    pub(super) header: Option<Header>,
     /// A stable code for the trace (`short_packet`, `bad_size`, ...).
-    pub(crate) code: &'static str,
+    pub(super) code: &'static str,
     /// The header field at fault.
-    pub(crate) field: Option<&'static str>,
+    pub(super) field: Option<&'static str>,
     /// One sentence.
-    pub(crate) message: String,
+    pub(super) message: String,
 }
 
 fn dword(bytes: &[u8], at: usize) -> u32 {

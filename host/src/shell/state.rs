@@ -37,25 +37,25 @@ pub(crate) enum Server {
 /// in `shell/mod.rs`).
 pub(crate) struct Shell {
     /// Pending appy-time events.
-    pub(crate) appy: RefCell<Slab<AppyRec>>,
+    pub(super) appy: RefCell<Slab<AppyRec>>,
     /// Sequence numbers of appy-time events (their request order).
-    pub(crate) appy_seq: Cell<u64>,
+    pub(super) appy_seq: Cell<u64>,
     /// Appy-time callbacks on the host stack (they never nest).
-    pub(crate) appy_depth: Cell<u32>,
+    pub(super) appy_depth: Cell<u32>,
     /// The message server.
-    pub(crate) server: Cell<Server>,
+    pub(super) server: Cell<Server>,
     /// The message server's task (the current task at appy time).
-    pub(crate) server_task: Cell<u16>,
+    pub(super) server_task: Cell<u16>,
     /// The shell's task: the first `[windows] load` application.
-    pub(crate) shell_task: Cell<u16>,
+    pub(super) shell_task: Cell<u16>,
     /// `_SHELL_HookSystemBroadcast` hooks.
-    pub(crate) hooks: RefCell<Slab<HookRec>>,
+    pub(super) hooks: RefCell<Slab<HookRec>>,
     /// Registration order of hooks (ties of equal call order).
-    pub(crate) hook_seq: Cell<u64>,
+    pub(super) hook_seq: Cell<u64>,
     /// The message server's local heap (`_SHELL_LocalAllocEx`).
-    pub(crate) local: RefCell<LocalHeap>,
+    pub(super) local: RefCell<LocalHeap>,
     /// How many of `[shell] answers` message boxes have used.
-    pub(crate) answers_used: Cell<usize>,
+    pub(super) answers_used: Cell<usize>,
 }
 
 impl Default for Shell {
@@ -78,18 +78,18 @@ impl Default for Shell {
 /// A pending appy-time event.
 pub(crate) struct AppyRec {
     /// `CAAFL_*` as registered.
-    pub(crate) flags: u32,
+    pub(super) flags: u32,
     /// Request order (and the identity its time-out timer checks).
-    pub(crate) seq: u64,
-    pub(crate) scheduled_at: Instant,
-    pub(crate) cb: Callback,
+    pub(super) seq: u64,
+    pub(super) scheduled_at: Instant,
+    pub(super) cb: Callback,
 }
 
 /// A broadcast hook (taken out of its slot while it runs).
 pub(crate) struct HookRec {
-    pub(crate) order: u32,
-    pub(crate) seq: u64,
-    pub(crate) cb: Option<Callback>,
+    pub(super) order: u32,
+    pub(super) seq: u64,
+    pub(super) cb: Option<Callback>,
 }
 
 // ---- the message server's local heap ----------------------------------------
