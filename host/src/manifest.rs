@@ -454,6 +454,11 @@ pub struct IrqEntry {
     pub every: Option<Duration>,
     /// Number of times (default 1, or unbounded with `every`).
     pub count: Option<u32>,
+    /// `trigger = "level"`: the line is level-triggered (it stays asserted
+    /// until the test kit lowers it; a `VPICD_Phys_EOI` while it is
+    /// asserted interrupts again); `"edge"` (the default): each assertion
+    /// is one interrupt.
+    pub level: bool,
     /// Where it was written.
     pub origin: Origin,
 }
@@ -755,6 +760,7 @@ struct RawIrq {
     at: Spanned<RawDuration>,
     every: Option<Spanned<RawDuration>>,
     count: Option<Spanned<i64>>,
+    trigger: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1029,7 +1035,30 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
             .filter(|n| *n < 16)
             .ok_or_else(|| src.error(&i.irq.span(), "irq must be 0-15 (two cascaded 8259s)"))?;
         let (every, count) = repetition(src, i.every.as_ref(), i.count.as_ref())?;
-        m.irqs.push(IrqEntry { irq, at: duration(src, &i.at)?, every, count, origin });
+        let level = match &i.trigger {
+            None => false,
+            Some(t) => match t.get_ref().as_str() {
+                "edge" => false,
+                "level" => true,
+                other => {
+                    return Err(src.error(&t.span(), format!("trigger must be \"edge\" or \"level\", got \"{other}\"")));
+                }
+            },
+        };
+        // One line, one trigger mode.
+        if let Some(other) = m.irqs.iter().find(|e| e.irq == irq && e.level != level) {
+            let span = i.trigger.as_ref().map_or(i.irq.span(), |t| t.span());
+            return Err(src.error(
+                &span,
+                format!(
+                    "IRQ {irq} is {} here but {} in the entry at {}: a line has one trigger mode",
+                    if level { "level-triggered" } else { "edge-triggered" },
+                    if other.level { "level-triggered" } else { "edge-triggered" },
+                    other.origin
+                ),
+            ));
+        }
+        m.irqs.push(IrqEntry { irq, at: duration(src, &i.at)?, every, count, level, origin });
     }
     for action in layer.action.unwrap_or_default() {
         let origin = src.origin(&action.span());

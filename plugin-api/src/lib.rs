@@ -1339,7 +1339,7 @@ pub use tracing;
 pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
-pub use vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
+pub use vpicd::{HwIntEvent, IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
 pub use vxdldr::{DeviceListEntry, LoadedDevice, Vxdldr, VxdldrError};
 
 /// One import for plugin authors: the traits, handles, services, DDK
@@ -1349,7 +1349,7 @@ pub mod prelude {
     pub use crate::ddk::*;
     pub use crate::ring3::{Export, Module, ModuleDef, ModuleKind, Msg, PascalArgs, Ring3, Segment, Step, Wake};
     pub use crate::shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
-    pub use crate::vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
+    pub use crate::vpicd::{HwIntEvent, IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
     pub use crate::{
         ApiCall, AppyHandle, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle,
         FarPtr, HInstance, HTask, Hwnd, IoAccess, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus,

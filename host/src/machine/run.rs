@@ -1003,6 +1003,7 @@ impl Core {
             self.sched.timer_at(Instant::ZERO + irq.at, TimerKind::Interrupt(i, 0));
         }
         for (i, e) in m.irqs.iter().enumerate() {
+            self.vpicd.state.borrow_mut().set_level(e.irq, e.level);
             self.sched.timer_at(Instant::ZERO + e.at, TimerKind::PhysIrq(i, 0));
         }
         for (i, a) in m.actions.iter().enumerate() {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::time::Instant;
 use crate::vmm::callback::Callback;
+use crate::vmm::ids::VmId;
 use crate::vmm::slab::{Slab, TAG_APPY, TAG_BROADCAST_HOOK};
 
 /// Where the message server (MSGSRV32, the application appy-time callbacks
@@ -51,6 +52,20 @@ pub(crate) struct Shell {
     pub(crate) local: RefCell<LocalHeap>,
     /// How many of `[shell] answers` message boxes have used.
     pub(crate) answers_used: Cell<usize>,
+    /// Messages the VMM queued for the user about a VM it is ending
+    /// (VPICD's IRQ conflict): SHELL shows them, system-modal, when the
+    /// VM becomes not executeable.
+    pub(crate) system_messages: RefCell<Vec<SystemMessage>>,
+}
+
+/// A message for the user about a VM the VMM ends, queued by the machine
+/// (which may not call SHELL itself) and shown by SHELL.
+pub(crate) struct SystemMessage {
+    /// The VM being ended.
+    pub(crate) vm: VmId,
+    /// The device on whose behalf it is shown.
+    pub(crate) device: &'static str,
+    pub(crate) text: String,
 }
 
 impl Default for Shell {
@@ -66,6 +81,7 @@ impl Default for Shell {
             hook_seq: Cell::new(0),
             local: RefCell::new(LocalHeap::default()),
             answers_used: Cell::new(0),
+            system_messages: RefCell::new(Vec::new()),
         }
     }
 }
