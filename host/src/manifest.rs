@@ -455,10 +455,13 @@ pub struct IrqEntry {
     /// Number of times (default 1, or unbounded with `every`).
     pub count: Option<u32>,
     /// `trigger = "level"`: the line is level-triggered (it stays asserted
-    /// until the test kit lowers it; a `VPICD_Phys_EOI` while it is
-    /// asserted interrupts again); `"edge"` (the default): each assertion
-    /// is one interrupt.
+    /// until `hold` passes or the test kit lowers it; a `VPICD_Phys_EOI`
+    /// while it is asserted interrupts again); `"edge"` (the default):
+    /// each assertion is one interrupt.
     pub level: bool,
+    /// `hold` (level lines only): how long each assertion lasts; `None`:
+    /// until the test kit lowers the line.
+    pub hold: Option<Duration>,
     /// Where it was written.
     pub origin: Origin,
 }
@@ -761,6 +764,7 @@ struct RawIrq {
     every: Option<Spanned<RawDuration>>,
     count: Option<Spanned<i64>>,
     trigger: Option<Spanned<String>>,
+    hold: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -1037,7 +1041,7 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
         let (every, count) = repetition(src, i.every.as_ref(), i.count.as_ref())?;
         let level = match &i.trigger {
             None => false,
-            Some(t) => match t.get_ref().as_str() {
+            Some(t) => match t.get_ref().to_ascii_lowercase().as_str() {
                 "edge" => false,
                 "level" => true,
                 other => {
@@ -1058,7 +1062,16 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
                 ),
             ));
         }
-        m.irqs.push(IrqEntry { irq, at: duration(src, &i.at)?, every, count, level, origin });
+        let hold = match &i.hold {
+            None => None,
+            Some(h) if !level => {
+                return Err(src.error(&h.span(), "hold applies to a level-triggered line: add trigger = \"level\""));
+            }
+            Some(h) => Some(duration(src, h)?).filter(|d| !d.is_zero()).map(Some).ok_or_else(|| {
+                src.error(&h.span(), "hold must be longer than 0 (leave it out to hold the line until lowered)")
+            })?,
+        };
+        m.irqs.push(IrqEntry { irq, at: duration(src, &i.at)?, every, count, level, hold, origin });
     }
     for action in layer.action.unwrap_or_default() {
         let origin = src.origin(&action.span());

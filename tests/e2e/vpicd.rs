@@ -1240,6 +1240,55 @@ fn call_when_hw_int_by_vxdcall_is_refused_naming_the_typed_method() {
     assert!(text.contains("VPICD_Call_When_Hw_Int") && text.contains("call_when_hw_int"), "{text}");
 }
 
+/// A hook runs at interrupt time: asynchronous services only (a
+/// `VPICD_Virtualize_IRQ` from it is refused).
+#[test]
+fn a_call_when_hw_int_hook_runs_at_interrupt_time() {
+    let hook = Scenario::new(&machine("4.0", &["SCRIPT"], "", "")).script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let h = vmm.vpicd().virtualize_irq(noting(5)).unwrap();
+            vmm.vpicd().physically_unmask(h).unwrap();
+            vmm.vpicd()
+                .call_when_hw_int(|dev: &ScriptDevice, vmm: &Vmm<'_>, _: HwIntEvent| {
+                    let r = vmm.vpicd().virtualize_irq(IrqDescriptor::new(9, |_: &ScriptDevice, _: &Vmm<'_>, _| true));
+                    dev.note(vmm, format!("hook virtualize {:?}", r.map_err(|e| e.code)));
+                })
+                .unwrap();
+        }
+        Carry::Clear
+    });
+    let mut session = hook.boot();
+    session.raise_irq(5);
+    let run = session.finish();
+    assert_eq!(
+        notes(&run),
+        [format!("hook virtualize Err({})", VmmError::VIOLATION.code), format!("hw_int vm={SYS:#x}")]
+    );
+    let v = run.trace().matching(json!({"kind": "violation", "code": "SYNC_SERVICE_AT_INTERRUPT"}));
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["service"], "VPICD_Virtualize_IRQ");
+}
+
+/// No service removes a Call_When_Hw_Int hook: a dynamic device that
+/// installed one leaks it at unload, and its hook no longer runs.
+#[test]
+fn a_dynamic_device_with_a_call_when_hw_int_hook_leaks_it_at_unload() {
+    let mut m = Scenario::new("[386Enh]\ndevice = [\"*VPICD\", \"*VXDLDR\"]\n[IRQDEV]\nhw_int_hook = true\n")
+        .machine()
+        .unwrap();
+    m.boot().unwrap();
+    m.load_dynamic_device("fixture-vpicd", true).unwrap();
+    m.raise_physical_irq(1).unwrap();
+    m.unload_dynamic_device("IRQDEV").unwrap();
+    m.raise_physical_irq(1).unwrap();
+    m.shutdown().unwrap();
+    let t = Trace::of(&m);
+    assert_eq!(t.count(json!({"kind": "note", "note": "irqdev_hook", "fields": {"irq": 1}})), 1, "{}", t.tail(20));
+    let leaks = t.matching(json!({"kind": "violation", "code": "UNLOAD_LEAK", "device": "IRQDEV"}));
+    assert_eq!(leaks.len(), 1, "{}", t.tail(20));
+    assert!(leaks[0]["message"].as_str().unwrap().contains("a VPICD_Call_When_Hw_Int hook"), "{leaks:?}");
+}
+
 // ---- level-triggered lines --------------------------------------------------------------------------
 
 /// SCRIPT virtualizes IRQ 5 (Hw_Int notes and leaves the interrupt in
@@ -1308,6 +1357,16 @@ fn a_level_line_under_default_handling_interrupts_the_vm_until_lowered() {
     assert_eq!(steps.iter().filter(|s| s.starts_with("delivered")).count(), total, "{steps:?}");
 }
 
+/// A level `[[irq]]` entry with `hold` lowers its line by itself: here
+/// at 25 ms, between the two physical EOIs.
+#[test]
+fn a_level_entry_holds_its_line_for_hold() {
+    let manifest = machine("4.0", &["SCRIPT"], "", "[[irq]]\nirq = 5\nat = 10\ntrigger = \"level\"\nhold = \"15ms\"\n");
+    let run = phys_eoi_at_20_and_40(&manifest).run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["hw_int", "phys_eoi at 20 irr=true", "hw_int", "phys_eoi at 40 irr=false"]);
+}
+
 #[test]
 fn a_bad_trigger_and_two_modes_for_one_line_are_manifest_errors() {
     for (entries, why) in [
@@ -1316,6 +1375,8 @@ fn a_bad_trigger_and_two_modes_for_one_line_are_manifest_errors() {
             "[[irq]]\nirq = 3\nat = 5\n[[irq]]\nirq = 3\nat = 9\ntrigger = \"level\"\n",
             "IRQ 3 is level-triggered here but edge-triggered in the entry at",
         ),
+        ("[[irq]]\nirq = 3\nat = 5\nhold = 5\n", "hold applies to a level-triggered line"),
+        ("[[irq]]\nirq = 3\nat = 5\ntrigger = \"level\"\nhold = 0\n", "hold must be longer than 0"),
     ] {
         let err = Scenario::new(&format!("[386Enh]\ndevice = [\"*VPICD\"]\n{entries}")).machine().err();
         let text = err.map(|e| e.to_string()).unwrap_or_default();

@@ -776,6 +776,7 @@ impl Core {
             TimerKind::Stop => self.stop.set(true),
             TimerKind::VirtualIret { vm, irq, seq } => self.vpicd_iret(vm, irq, Some(seq)),
             TimerKind::PhysIrq(index, rep) => self.fire_manifest_irq(index, rep),
+            TimerKind::PhysIrqLower(irq) => self.lower_physical_irq(irq),
             TimerKind::IrqConflict(vm) => {
                 if self.vm_valid(vm) {
                     self.destroy_vm(

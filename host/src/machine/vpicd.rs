@@ -728,7 +728,7 @@ impl Core {
     }
 
     /// **A device stops asserting physical IRQ `irq`** (the test kit's
-    /// `lower_irq`): on a level-triggered line the request drops, so a
+    /// `lower_irq`, a level `[[irq]]` entry's `hold`): on a level-triggered line the request drops, so a
     /// `VPICD_Phys_EOI` no longer takes it again; on an edge-triggered
     /// line (the default) a latched request stays and nothing changes.
     pub(crate) fn lower_physical_irq(&self, irq: u8) {
@@ -802,11 +802,14 @@ impl Core {
         left
     }
 
-    /// A `[[irq]]` entry fires: assert its IRQ and schedule the next
-    /// repetition.
+    /// A `[[irq]]` entry fires: assert its IRQ, schedule its lowering
+    /// (a level line's `hold`) and the next repetition.
     pub(crate) fn fire_manifest_irq(&self, index: usize, rep: u32) {
         let entry = self.manifest.irqs[index].clone();
         self.raise_physical_irq(entry.irq);
+        if let Some(hold) = entry.hold {
+            self.sched.timer_after(hold, TimerKind::PhysIrqLower(entry.irq));
+        }
         if let Some(every) = entry.every {
             let next = rep + 1;
             if entry.count.is_none_or(|c| next < c) {
