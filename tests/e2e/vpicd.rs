@@ -1314,6 +1314,37 @@ fn phys_eoi_at_20_and_40(manifest: &str) -> Scenario {
     })
 }
 
+/// A `Hw_Int` that ends a still-asserted level line from inside the
+/// interrupt is called once more when the handlers return; then the
+/// request waits in the IRR (no storm at one instant) until the next
+/// `Phys_EOI` outside interrupt time takes it.
+#[test]
+fn a_level_line_ended_inside_hw_int_is_taken_once_more_then_waits() {
+    let manifest = machine("4.0", &["SCRIPT"], "", "[[irq]]\nirq = 5\nat = 10\ntrigger = \"level\"\n");
+    let run = Scenario::new(&manifest)
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let d = IrqDescriptor::new(5, |dev: &ScriptDevice, vmm: &Vmm<'_>, e: IrqEvent| {
+                    dev.note(vmm, "hw_int");
+                    vmm.vpicd().phys_eoi(e.handle).unwrap();
+                    true
+                });
+                let h = vmm.vpicd().virtualize_irq(d).unwrap();
+                vmm.vpicd().physically_unmask(h).unwrap();
+                vmm.set_global_time_out(20, move |dev: &ScriptDevice, vmm, _| {
+                    let irr = vmm.vpicd().test_phys_request(h).unwrap();
+                    let status = vmm.vpicd().get_complete_status(h, vmm.get_cur_vm_handle()).unwrap();
+                    dev.note(vmm, format!("at 20 irr={irr} phys_in_serv={}", status & VPICD_STAT_PHYS_IN_SERV != 0));
+                    vmm.vpicd().phys_eoi(h).unwrap();
+                });
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["hw_int", "hw_int", "at 20 irr=true phys_in_serv=false", "hw_int", "hw_int"]);
+}
+
 /// A level-triggered line still asserted when the handler ends the
 /// physical interrupt interrupts again at once; lowered, it does not. An
 /// edge-triggered line (the default) interrupts once per assertion.
