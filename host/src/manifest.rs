@@ -1044,8 +1044,9 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
             Some(t) => match t.get_ref().to_ascii_lowercase().as_str() {
                 "edge" => false,
                 "level" => true,
-                other => {
-                    return Err(src.error(&t.span(), format!("trigger must be \"edge\" or \"level\", got \"{other}\"")));
+                _ => {
+                    let got = t.get_ref();
+                    return Err(src.error(&t.span(), format!("trigger must be \"edge\" or \"level\", got \"{got}\"")));
                 }
             },
         };

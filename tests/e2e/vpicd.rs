@@ -1401,7 +1401,7 @@ fn a_level_entry_holds_its_line_for_hold() {
 #[test]
 fn a_bad_trigger_and_two_modes_for_one_line_are_manifest_errors() {
     for (entries, why) in [
-        ("[[irq]]\nirq = 3\nat = 5\ntrigger = \"rising\"\n", "trigger must be \"edge\" or \"level\", got \"rising\""),
+        ("[[irq]]\nirq = 3\nat = 5\ntrigger = \"Rising\"\n", "trigger must be \"edge\" or \"level\", got \"Rising\""),
         (
             "[[irq]]\nirq = 3\nat = 5\n[[irq]]\nirq = 3\nat = 9\ntrigger = \"level\"\n",
             "IRQ 3 is level-triggered here but edge-triggered in the entry at",

@@ -728,9 +728,10 @@ impl Core {
     }
 
     /// **A device stops asserting physical IRQ `irq`** (the test kit's
-    /// `lower_irq`, a level `[[irq]]` entry's `hold`): on a level-triggered line the request drops, so a
-    /// `VPICD_Phys_EOI` no longer takes it again; on an edge-triggered
-    /// line (the default) a latched request stays and nothing changes.
+    /// `lower_irq`, a level `[[irq]]` entry's `hold`): on a
+    /// level-triggered line the request drops, so a `VPICD_Phys_EOI` no
+    /// longer takes it again; on an edge-triggered line (the default) a
+    /// latched request stays and nothing changes.
     pub(crate) fn lower_physical_irq(&self, irq: u8) {
         if irq >= IRQS || self.vpicd_instance().is_none() {
             tracing::warn!(
