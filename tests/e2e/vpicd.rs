@@ -1451,11 +1451,12 @@ fn read_hw_irr_lets_the_vm_read_the_physical_request_bit() {
 
 /// Scenario 23, the user's side: the second VM to unmask an owned IRQ is
 /// terminated and SHELL tells the user to restart (a system-modal message
-/// on VPICD's behalf, before the VM is gone).
+/// on VPICD's behalf, before the VM is gone), once however often the VM
+/// unmasks it before it is gone.
 #[test]
 fn the_second_unmasker_of_an_owned_irq_is_told_to_restart() {
     let manifest = format!(
-        "{}[[vm]]\nname = \"DOS2\"\nprogram = \"IRQAPP\"\nargs = \"yield 20; unmask 10; yield 50\"\nat = 1\n",
+        "{}[[vm]]\nname = \"DOS2\"\nprogram = \"IRQAPP\"\nargs = \"yield 20; unmask 10; mask 10; unmask 10; yield 50\"\nat = 1\n",
         machine("4.0", &["*SHELL"], "install 114; unmask 10; yield 100", "")
     );
     let run = Scenario::new(&manifest).module::<IrqApp>().run();

@@ -672,7 +672,13 @@ impl Core {
                 } else {
                     // SHELL tells the user when the VM is ended (the
                     // machine does not call SHELL itself).
-                    self.shell.system_messages.borrow_mut().push(SystemMessage { vm, device: "VPICD", text });
+                    // One message per VM ended, however often it unmasks
+                    // before it is gone.
+                    let mut queued = self.shell.system_messages.borrow_mut();
+                    if !queued.iter().any(|m| m.vm == vm && m.device == "VPICD") {
+                        queued.push(SystemMessage { vm, device: "VPICD", text });
+                    }
+                    drop(queued);
                     // Not under the VM's own code: at the next timer point.
                     self.sched.timer_at(self.sched.now(), TimerKind::IrqConflict(vm));
                 }
