@@ -557,17 +557,17 @@ impl VpicdState {
     /// The IRR bit of an IRQ a device virtualized with
     /// `VPICD_Opt_Read_Hw_IRR` is the physical PIC's.
     pub(crate) fn read(&mut self, vm: VmId, port: u16) -> u8 {
-        let hw_irr = self.read_hw_irr_mask();
-        let phys = (0..IRQS).filter(|&i| self.phys[i as usize].request).fold(0u16, |a, i| a | (1 << i));
-        let p = self.pic(vm);
         let slave = port & 0x80 != 0;
         let shift = if slave { 8 } else { 0 };
+        let p = self.pic(vm);
         let reg = if port & 1 != 0 {
             p.imr
         } else if p.read_isr[slave as usize] {
             p.isr
         } else {
             let virt = (0..IRQS).filter(|&i| !p.requests[i as usize].is_empty()).fold(0u16, |a, i| a | (1 << i));
+            let hw_irr = self.read_hw_irr_mask();
+            let phys = (0..IRQS).filter(|&i| self.phys[i as usize].request).fold(0u16, |a, i| a | (1 << i));
             (virt & !hw_irr) | (phys & hw_irr)
         };
         (reg >> shift) as u8
