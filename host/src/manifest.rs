@@ -454,6 +454,14 @@ pub struct IrqEntry {
     pub every: Option<Duration>,
     /// Number of times (default 1, or unbounded with `every`).
     pub count: Option<u32>,
+    /// `trigger = "level"`: the line is level-triggered (it stays asserted
+    /// until `hold` passes or the test kit lowers it; a `VPICD_Phys_EOI`
+    /// while it is asserted interrupts again); `"edge"` (the default):
+    /// each assertion is one interrupt.
+    pub level: bool,
+    /// `hold` (level lines only): how long each assertion lasts; `None`:
+    /// until the test kit lowers the line.
+    pub hold: Option<Duration>,
     /// Where it was written.
     pub origin: Origin,
 }
@@ -755,6 +763,8 @@ struct RawIrq {
     at: Spanned<RawDuration>,
     every: Option<Spanned<RawDuration>>,
     count: Option<Spanned<i64>>,
+    trigger: Option<Spanned<String>>,
+    hold: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -1029,7 +1039,40 @@ fn merge_layer(m: &mut Manifest, src: &Source, layer: RawLayer) -> Result<()> {
             .filter(|n| *n < 16)
             .ok_or_else(|| src.error(&i.irq.span(), "irq must be 0-15 (two cascaded 8259s)"))?;
         let (every, count) = repetition(src, i.every.as_ref(), i.count.as_ref())?;
-        m.irqs.push(IrqEntry { irq, at: duration(src, &i.at)?, every, count, origin });
+        let level = match &i.trigger {
+            None => false,
+            Some(t) => match t.get_ref().to_ascii_lowercase().as_str() {
+                "edge" => false,
+                "level" => true,
+                _ => {
+                    let got = t.get_ref();
+                    return Err(src.error(&t.span(), format!("trigger must be \"edge\" or \"level\", got \"{got}\"")));
+                }
+            },
+        };
+        // One line, one trigger mode.
+        if let Some(other) = m.irqs.iter().find(|e| e.irq == irq && e.level != level) {
+            let span = i.trigger.as_ref().map_or(i.irq.span(), |t| t.span());
+            return Err(src.error(
+                &span,
+                format!(
+                    "IRQ {irq} is {} here but {} in the entry at {}: a line has one trigger mode",
+                    if level { "level-triggered" } else { "edge-triggered" },
+                    if other.level { "level-triggered" } else { "edge-triggered" },
+                    other.origin
+                ),
+            ));
+        }
+        let hold = match &i.hold {
+            None => None,
+            Some(h) if !level => {
+                return Err(src.error(&h.span(), "hold applies to a level-triggered line: add trigger = \"level\""));
+            }
+            Some(h) => Some(duration(src, h)?).filter(|d| !d.is_zero()).map(Some).ok_or_else(|| {
+                src.error(&h.span(), "hold must be longer than 0 (leave it out to hold the line until lowered)")
+            })?,
+        };
+        m.irqs.push(IrqEntry { irq, at: duration(src, &i.at)?, every, count, level, hold, origin });
     }
     for action in layer.action.unwrap_or_default() {
         let origin = src.origin(&action.span());

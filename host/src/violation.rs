@@ -198,7 +198,8 @@ violations! {
     /// `VPICD_Opt_*` bits of the machine's Windows version.
     BadIrq = "BAD_IRQ",
     /// `VPICD_Virtualize_IRQ` takes a descriptor of procedure addresses, which mean nothing to
-    /// the emulator: a device calls the typed `Vpicd::virtualize_irq`.
+    /// the emulator: a device calls the typed `Vpicd::virtualize_irq` (and
+    /// `Vpicd::call_when_hw_int` for `VPICD_Call_When_Hw_Int`).
     VpicdServiceByVxdcall = "VPICD_SERVICE_BY_VXDCALL",
     /// A device sends (`System_Control`, `Directed_Sys_Control`) only `Set_Device_Focus` and
     /// private messages (0x70000000-0x7FFFFFFF); the other messages are the VMM's, SHELL's or

@@ -63,7 +63,7 @@ enum VpicdRule {
 fn rule(ordinal: u16) -> VpicdRule {
     match ordinal {
         VPICD_GET_VERSION | VPICD_VIRTUALIZE_IRQ => VpicdRule::Sync,
-        VPICD_CALL_WHEN_HW_INT | VPICD_POST_SYS_CRITICAL_INIT | VPICD_VM_SLAVEPIC_MASK_CHANGE => VpicdRule::Missing,
+        VPICD_POST_SYS_CRITICAL_INIT | VPICD_VM_SLAVEPIC_MASK_CHANGE => VpicdRule::Missing,
         _ => VpicdRule::Async,
     }
 }
@@ -142,9 +142,9 @@ fn vxdcall(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Carry {
             core.violation(
                 Violation::VpicdServiceByVxdcall,
                 format!(
-                    "{} takes procedure addresses, which mean nothing to the emulator; call the typed \
-                     Vpicd::virtualize_irq (vmm.vpicd().virtualize_irq(...)) instead",
-                    SERVICES[ordinal as usize]
+                    "{} takes a procedure address (ESI {:#010X}), which means nothing to the emulator; call \
+                     the typed Vpicd::call_when_hw_int (vmm.vpicd().call_when_hw_int(...)) instead",
+                    SERVICES[ordinal as usize], r.esi
                 ),
                 Some(SERVICES[ordinal as usize]),
             );

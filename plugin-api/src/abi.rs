@@ -1134,6 +1134,11 @@ pub struct VpicdServices {
     /// `VPICD_Get_Virtualization_Count` (4.0).
     #[sabi(last_prefix_field)]
     pub get_virtualization_count: extern "C" fn(cx: Cx<'_>, irq: u32) -> VmmResult<u32>,
+    /// `VPICD_Call_When_Hw_Int`: `callback` runs on every physical
+    /// interrupt (EAX = IRQ, EBX = current VM), last installed first,
+    /// before the IRQ's `Hw_Int`; `Ok(true)` if a hook was installed before
+    /// it (the DDK's ESI).
+    pub call_when_hw_int: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<bool>,
 }
 
 /// A block of the message server's local heap, as `_SHELL_LocalAllocEx`

@@ -457,6 +457,45 @@
 //! `Sys_Dynamic_Device_Exit`, or it cannot virtualize the IRQ again after a
 //! reload. The rules are in `docs/semantics.md` ("VPICD").
 //!
+//! **Watching every hardware interrupt.** A device that must notice
+//! interrupts it does not own (VDMAD watches for terminal counts) calls
+//! [`Vpicd::call_when_hw_int`]: its closure runs at interrupt time for
+//! every physical interrupt VPICD takes, whatever the IRQ, with the IRQ and
+//! the current VM ([`HwIntEvent`]), hooks last installed first and before
+//! the IRQ's `Hw_Int`. It only watches: when it returns, VPICD goes on down
+//! the chain. No service removes it, so a dynamic device should not
+//! install one (its unload reports the hook as a leak).
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! # struct Dma;
+//! # fn f(vmm: &Vmm<'_>) -> Result<(), VmmError> {
+//! vmm.vpicd().call_when_hw_int(|_: &Dma, vmm: &Vmm<'_>, e: HwIntEvent| {
+//!     let _ = vmm.trace_note("hw_int_seen", &[("irq", u64::from(e.irq).into())]);
+//! })?;
+//! # Ok(()) }
+//! ```
+//!
+//! **Level-triggered hardware.** `[[irq]]` lines are edge-triggered: each
+//! assertion is one interrupt. `trigger = "level"` makes the line follow
+//! the device: while it stays asserted (for the entry's `hold`, or until
+//! the test kit's `Session::lower_irq(5)`), `VPICD_Phys_EOI` takes the
+//! interrupt again at once, so a `Hw_Int` that ends the physical interrupt
+//! without quieting its device is called again:
+//!
+//! ```toml
+//! [[irq]]
+//! irq = 5
+//! at = "10ms"
+//! trigger = "level"   # or "edge" (the default)
+//! hold = "2ms"        # level only: the line drops after 2 ms
+//! ```
+//!
+//! **Probing the IRQ from the VM.** With `VPICD_OPT_READ_HW_IRR` in the
+//! descriptor's options, a VM reading its virtual PIC's IRR (`OUT 20h, 0Ah`
+//! then `IN 20h`) sees the physical request bit of the IRQ, so a DOS driver
+//! can find its interrupt line (the 3.1 mouse device sets it).
+//!
 //! ## Virtualizing a device
 //!
 //! Most real VxDs virtualize a piece of hardware that several VMs want: they
@@ -1339,7 +1378,7 @@ pub use tracing;
 pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
-pub use vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
+pub use vpicd::{HwIntEvent, IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
 pub use vxdldr::{DeviceListEntry, LoadedDevice, Vxdldr, VxdldrError};
 
 /// One import for plugin authors: the traits, handles, services, DDK
@@ -1349,7 +1388,7 @@ pub mod prelude {
     pub use crate::ddk::*;
     pub use crate::ring3::{Export, Module, ModuleDef, ModuleKind, Msg, PascalArgs, Ring3, Segment, Step, Wake};
     pub use crate::shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
-    pub use crate::vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
+    pub use crate::vpicd::{HwIntEvent, IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
     pub use crate::{
         ApiCall, AppyHandle, Carry, Client, ClientRegs, ControlMessage, CritSectionStatus, Device, Event, EventHandle,
         FarPtr, HInstance, HTask, Hwnd, IoAccess, IrqHandle, NoteValue, Profile, ProfileEntry, ProfileStatus,

@@ -42,6 +42,16 @@ impl IrqEvent {
     }
 }
 
+/// What a `VPICD_Call_When_Hw_Int` hook is called with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct HwIntEvent {
+    /// EAX: the IRQ of the physical interrupt (the DDK leaves EAX
+    /// undefined; the emulator fills it in).
+    pub irq: u8,
+    /// EBX: the current VM (not necessarily the IRQ's owner).
+    pub vm: VmHandle,
+}
+
 /// `VPICD_IRQ_Descriptor` with closures: build it with
 /// [`IrqDescriptor::new`] and pass it to [`Vpicd::virtualize_irq`].
 pub struct IrqDescriptor<D> {
@@ -317,6 +327,28 @@ impl<'a> Vpicd<'a> {
     /// IRQ `irq`.
     pub fn get_virtualization_count(&self, irq: u8) -> Result<u32, VmmError> {
         result((self.svc()?.get_virtualization_count())(self.cx, irq as u32))
+    }
+
+    /// `VPICD_Call_When_Hw_Int`: `f` joins the filter chain VPICD calls on
+    /// **every** physical interrupt it takes, whichever the IRQ and whether
+    /// or not a device virtualized it, at interrupt time (only
+    /// asynchronous services): hooks last installed first, then the
+    /// IRQ's `Hw_Int` procedures (or VPICD's default handling). A hook
+    /// watches; it cannot claim the interrupt: when it returns, VPICD goes
+    /// on down the chain (the DDK's "jump to the next proc", and EBX
+    /// preserved). `Ok(true)` when another hook was installed before this
+    /// one (the DDK returns it in ESI). No service removes a hook: a
+    /// dynamic device that installs one leaks it at unload.
+    pub fn call_when_hw_int<D: 'static, F: Fn(&D, &Vmm<'_>, HwIntEvent) + 'static>(
+        &self,
+        f: F,
+    ) -> Result<bool, VmmError> {
+        let Some(hook) = self.svc()?.call_when_hw_int() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            f(d, vmm, HwIntEvent { irq: r.eax as u8, vm: VmHandle(r.ebx) });
+            Carry::Clear
+        });
+        result(hook(self.cx, cb))
     }
 }
 

@@ -16,7 +16,7 @@ use crate::common::{DOS1, DOS2, SYS, notes, outputs};
 
 /// A DOS program driven by its command line (`;`-separated):
 /// `install V` (its export 1 handles vector V), `unmask N` / `mask N`
-/// (IRQ N in its virtual PIC), `cli`, `sti`, `noeoi` (the handler sends no
+/// (IRQ N in its virtual PIC), `irr` (prints the master PIC's IRR), `cli`, `sti`, `noeoi` (the handler sends no
 /// EOI), `yield K` (K steps), `sleep MS`, `exit`. The handler prints `handler` and
 /// sends a non-specific EOI to the PIC of the vector's IRQ.
 struct IrqApp {
@@ -44,6 +44,11 @@ impl IrqApp {
                     let bit = 1u8 << (irq % 8);
                     let new = if words[0] == "mask" { imr | bit } else { imr & !bit };
                     r3.out_byte(port, new).unwrap();
+                }
+                "irr" => {
+                    // OCW3: read the IRR.
+                    r3.out_byte(0x20, 0x0A).unwrap();
+                    r3.print(&format!("irr={:#04x}", r3.in_byte(0x20).unwrap()));
                 }
                 "cli" => r3.cli(),
                 "sti" => r3.sti(),
@@ -1158,4 +1163,310 @@ fn vpicd_holds_up_under_random_orders() {
     );
     let passed = Scenario::new(&manifest).module::<IrqApp>().explore(0..20);
     assert_eq!(passed, 20);
+}
+
+// ---- VPICD_Call_When_Hw_Int -------------------------------------------------------------------
+
+/// SCRIPT virtualizes IRQ 5 (noting) and installs two
+/// `VPICD_Call_When_Hw_Int` hooks, A then B, at Device_Init.
+fn hooking(manifest: &str) -> Scenario {
+    Scenario::new(manifest).module::<IrqApp>().script(|dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let h = vmm.vpicd().virtualize_irq(noting(5)).expect("virtualize");
+            vmm.vpicd().physically_unmask(h).unwrap();
+            for name in ["A", "B"] {
+                let before = vmm
+                    .vpicd()
+                    .call_when_hw_int(move |dev: &ScriptDevice, vmm: &Vmm<'_>, e: HwIntEvent| {
+                        dev.note(vmm, format!("{name} irq={} vm={:#x}", e.irq, e.vm.0));
+                    })
+                    .unwrap();
+                dev.note(vmm, format!("installed {name} after another={before}"));
+            }
+        }
+        Carry::Clear
+    })
+}
+
+/// The filter chain runs on every physical interrupt VPICD takes, last
+/// installed first, before the IRQ's Hw_Int; an IRQ nobody virtualized
+/// (IRQ 1, global) reaches it too; a masked IRQ (10) is not taken, so no
+/// hook runs.
+#[test]
+fn call_when_hw_int_hooks_see_every_interrupt_last_installed_first_before_hw_int() {
+    let mut session = hooking(&machine("3.1", &["SCRIPT"], "", "")).boot();
+    session.run_until(vmm_testkit::Duration::from_millis(5));
+    session.raise_irq(5).raise_irq(10).raise_irq(1);
+    let run = session.finish();
+    run.assert_ok();
+    let sys = format!("{SYS:#x}");
+    assert_eq!(
+        notes(&run),
+        [
+            "installed A after another=false".to_string(),
+            "installed B after another=true".to_string(),
+            format!("B irq=5 vm={sys}"),
+            format!("A irq=5 vm={sys}"),
+            format!("hw_int vm={sys}"),
+            format!("B irq=1 vm={sys}"),
+            format!("A irq=1 vm={sys}"),
+        ]
+    );
+    // IRQ 1 went on to the default handling: a request for the current VM.
+    assert_eq!(steps(run.trace(), 1).first().map(String::as_str), Some(format!("requested@{sys}").as_str()));
+}
+
+/// By VxDCall the hook is a procedure address, which means nothing to the
+/// emulator: carry, and a violation naming the typed method.
+#[test]
+fn call_when_hw_int_by_vxdcall_is_refused_naming_the_typed_method() {
+    let run = scenario(
+        machine("3.1", &["SCRIPT"], "", ""),
+        || noting(5),
+        10,
+        SYS,
+        |dev, vmm| {
+            let mut call = ServiceCall::default();
+            call.regs.esi = 0x8000_1234;
+            let cf = vmm.vxd_call(0x0003_000F, &mut call).map(|()| call.regs.flags & 1);
+            dev.note(vmm, format!("cf={cf:?}"));
+        },
+    )
+    .run();
+    assert_eq!(notes(&run), ["cf=Ok(1)"]);
+    let v = run.trace().matching(json!({"kind": "violation", "code": "VPICD_SERVICE_BY_VXDCALL"}));
+    assert_eq!(v.len(), 1);
+    let text = v[0]["message"].as_str().unwrap();
+    assert!(text.contains("VPICD_Call_When_Hw_Int") && text.contains("call_when_hw_int"), "{text}");
+}
+
+/// A hook runs at interrupt time: asynchronous services only (a
+/// `VPICD_Virtualize_IRQ` from it is refused).
+#[test]
+fn a_call_when_hw_int_hook_runs_at_interrupt_time() {
+    let hook = Scenario::new(&machine("4.0", &["SCRIPT"], "", "")).script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let h = vmm.vpicd().virtualize_irq(noting(5)).unwrap();
+            vmm.vpicd().physically_unmask(h).unwrap();
+            vmm.vpicd()
+                .call_when_hw_int(|dev: &ScriptDevice, vmm: &Vmm<'_>, _: HwIntEvent| {
+                    let r = vmm.vpicd().virtualize_irq(IrqDescriptor::new(9, |_: &ScriptDevice, _: &Vmm<'_>, _| true));
+                    dev.note(vmm, format!("hook virtualize {:?}", r.map_err(|e| e.code)));
+                })
+                .unwrap();
+        }
+        Carry::Clear
+    });
+    let mut session = hook.boot();
+    session.raise_irq(5);
+    let run = session.finish();
+    assert_eq!(
+        notes(&run),
+        [format!("hook virtualize Err({})", VmmError::VIOLATION.code), format!("hw_int vm={SYS:#x}")]
+    );
+    let v = run.trace().matching(json!({"kind": "violation", "code": "SYNC_SERVICE_AT_INTERRUPT"}));
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["service"], "VPICD_Virtualize_IRQ");
+}
+
+/// No service removes a Call_When_Hw_Int hook: a dynamic device that
+/// installed one leaks it at unload, and its hook no longer runs.
+#[test]
+fn a_dynamic_device_with_a_call_when_hw_int_hook_leaks_it_at_unload() {
+    let mut m = Scenario::new("[386Enh]\ndevice = [\"*VPICD\", \"*VXDLDR\"]\n[IRQDEV]\nhw_int_hook = true\n")
+        .machine()
+        .unwrap();
+    m.boot().unwrap();
+    m.load_dynamic_device("fixture-vpicd", true).unwrap();
+    m.raise_physical_irq(1).unwrap();
+    m.unload_dynamic_device("IRQDEV").unwrap();
+    m.raise_physical_irq(1).unwrap();
+    m.shutdown().unwrap();
+    let t = Trace::of(&m);
+    assert_eq!(t.count(json!({"kind": "note", "note": "irqdev_hook", "fields": {"irq": 1}})), 1, "{}", t.tail(20));
+    let leaks = t.matching(json!({"kind": "violation", "code": "UNLOAD_LEAK", "device": "IRQDEV"}));
+    assert_eq!(leaks.len(), 1, "{}", t.tail(20));
+    assert!(leaks[0]["message"].as_str().unwrap().contains("a VPICD_Call_When_Hw_Int hook"), "{leaks:?}");
+}
+
+// ---- level-triggered lines --------------------------------------------------------------------------
+
+/// SCRIPT virtualizes IRQ 5 (Hw_Int notes and leaves the interrupt in
+/// service) and calls VPICD_Phys_EOI at 20 and 40 ms.
+fn phys_eoi_at_20_and_40(manifest: &str) -> Scenario {
+    Scenario::new(manifest).script(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let d = IrqDescriptor::new(5, |dev: &ScriptDevice, vmm: &Vmm<'_>, _| {
+                dev.note(vmm, "hw_int");
+                true
+            });
+            let h = vmm.vpicd().virtualize_irq(d).expect("virtualize");
+            vmm.vpicd().physically_unmask(h).unwrap();
+            for at in [20, 40] {
+                vmm.set_global_time_out(at, move |dev: &ScriptDevice, vmm, _| {
+                    let irr = vmm.vpicd().test_phys_request(h).unwrap();
+                    dev.note(vmm, format!("phys_eoi at {at} irr={irr}"));
+                    vmm.vpicd().phys_eoi(h).unwrap();
+                });
+            }
+        }
+        Carry::Clear
+    })
+}
+
+/// A `Hw_Int` that ends a still-asserted level line from inside the
+/// interrupt is called once more when the handlers return; then the
+/// request waits in the IRR (no storm at one instant) until the next
+/// `Phys_EOI` outside interrupt time takes it.
+#[test]
+fn a_level_line_ended_inside_hw_int_is_taken_once_more_then_waits() {
+    let manifest = machine("4.0", &["SCRIPT"], "", "[[irq]]\nirq = 5\nat = 10\ntrigger = \"level\"\n");
+    let run = Scenario::new(&manifest)
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let d = IrqDescriptor::new(5, |dev: &ScriptDevice, vmm: &Vmm<'_>, e: IrqEvent| {
+                    dev.note(vmm, "hw_int");
+                    vmm.vpicd().phys_eoi(e.handle).unwrap();
+                    true
+                });
+                let h = vmm.vpicd().virtualize_irq(d).unwrap();
+                vmm.vpicd().physically_unmask(h).unwrap();
+                vmm.set_global_time_out(20, move |dev: &ScriptDevice, vmm, _| {
+                    let irr = vmm.vpicd().test_phys_request(h).unwrap();
+                    let status = vmm.vpicd().get_complete_status(h, vmm.get_cur_vm_handle()).unwrap();
+                    dev.note(vmm, format!("at 20 irr={irr} phys_in_serv={}", status & VPICD_STAT_PHYS_IN_SERV != 0));
+                    vmm.vpicd().phys_eoi(h).unwrap();
+                });
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["hw_int", "hw_int", "at 20 irr=true phys_in_serv=false", "hw_int", "hw_int"]);
+}
+
+/// A level-triggered line still asserted when the handler ends the
+/// physical interrupt interrupts again at once; lowered, it does not. An
+/// edge-triggered line (the default) interrupts once per assertion.
+#[test]
+fn a_level_line_still_asserted_after_phys_eoi_interrupts_again() {
+    for (trigger, expected) in [
+        ("level", vec!["hw_int", "phys_eoi at 20 irr=true", "hw_int", "phys_eoi at 40 irr=false"]),
+        ("edge", vec!["hw_int", "phys_eoi at 20 irr=false", "phys_eoi at 40 irr=false"]),
+    ] {
+        let manifest =
+            machine("4.0", &["SCRIPT"], "", &format!("[[irq]]\nirq = 5\nat = 10\ntrigger = \"{trigger}\"\n"));
+        let mut session = phys_eoi_at_20_and_40(&manifest).boot();
+        session.run_until(vmm_testkit::Duration::from_millis(30));
+        session.lower_irq(5);
+        let run = session.finish();
+        run.assert_ok();
+        assert_eq!(notes(&run), expected, "{trigger}");
+    }
+}
+
+/// A level line under VPICD's default handling: the VM's EOI ends the
+/// physical interrupt, the line is still asserted, so the owner VM gets the
+/// interrupt again; once the line is lowered the interrupts stop.
+#[test]
+fn a_level_line_under_default_handling_interrupts_the_vm_until_lowered() {
+    let manifest = format!(
+        "{}[[irq]]\nirq = 10\nat = 10\ntrigger = \"level\"\n",
+        machine("4.0", &[], "install 114; unmask 10; yield 1000", "")
+    );
+    let handled = |t: &Trace| t.count(json!({"kind": "program_output", "text": "handler"}));
+    let mut session = Scenario::new(&manifest).module::<IrqApp>().boot();
+    session.run_until(vmm_testkit::Duration::from_millis(12));
+    let asserted = handled(&session.trace());
+    session.lower_irq(10);
+    let run = session.finish();
+    run.assert_ok();
+    let total = handled(run.trace());
+    assert!(asserted >= 2, "the line stayed asserted: interrupted again after each EOI ({asserted})");
+    assert!(total <= asserted + 1, "lowered: at most the interrupt in flight ends ({asserted} -> {total})");
+    let steps = steps(run.trace(), 10);
+    assert_eq!(steps.iter().filter(|s| s.starts_with("delivered")).count(), total, "{steps:?}");
+}
+
+/// A level `[[irq]]` entry with `hold` lowers its line by itself: here
+/// at 25 ms, between the two physical EOIs.
+#[test]
+fn a_level_entry_holds_its_line_for_hold() {
+    let manifest = machine("4.0", &["SCRIPT"], "", "[[irq]]\nirq = 5\nat = 10\ntrigger = \"level\"\nhold = \"15ms\"\n");
+    let run = phys_eoi_at_20_and_40(&manifest).run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["hw_int", "phys_eoi at 20 irr=true", "hw_int", "phys_eoi at 40 irr=false"]);
+}
+
+#[test]
+fn a_bad_trigger_and_two_modes_for_one_line_are_manifest_errors() {
+    for (entries, why) in [
+        ("[[irq]]\nirq = 3\nat = 5\ntrigger = \"Rising\"\n", "trigger must be \"edge\" or \"level\", got \"Rising\""),
+        (
+            "[[irq]]\nirq = 3\nat = 5\n[[irq]]\nirq = 3\nat = 9\ntrigger = \"level\"\n",
+            "IRQ 3 is level-triggered here but edge-triggered in the entry at",
+        ),
+        ("[[irq]]\nirq = 3\nat = 5\nhold = 5\n", "hold applies to a level-triggered line"),
+        ("[[irq]]\nirq = 3\nat = 5\ntrigger = \"level\"\nhold = 0\n", "hold must be longer than 0"),
+    ] {
+        let err = Scenario::new(&format!("[386Enh]\ndevice = [\"*VPICD\"]\n{entries}")).machine().err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains(why), "{entries}: {text}");
+    }
+}
+
+#[test]
+fn lowering_an_irq_without_vpicd_is_an_error_of_the_test_kit() {
+    let mut m = Scenario::new("[386Enh]\ndevice = []\n").machine().unwrap();
+    m.boot().unwrap();
+    assert!(m.lower_physical_irq(5).unwrap_err().to_string().contains("VPICD is not loaded"));
+}
+
+// ---- VPICD_Opt_Read_Hw_IRR ---------------------------------------------------------------------------
+
+/// With VPICD_Opt_Read_Hw_IRR a VM reading its virtual PIC's IRR sees the
+/// physical request bit of the IRQ (here held by the physical mask);
+/// without it, the virtual request (none).
+#[test]
+fn read_hw_irr_lets_the_vm_read_the_physical_request_bit() {
+    for (options, expected) in [(VPICD_OPT_READ_HW_IRR, "irr=0x20"), (0, "irr=0x00")] {
+        let manifest = format!("{}[[irq]]\nirq = 5\nat = 5\n", machine("3.1", &["SCRIPT"], "sleep 20; irr", ""));
+        let run = Scenario::new(&manifest)
+            .module::<IrqApp>()
+            .script(move |_, vmm, msg| {
+                if msg.message == DEVICE_INIT {
+                    let d = IrqDescriptor::new(5, |_: &ScriptDevice, _: &Vmm<'_>, _| true).options(options);
+                    let h = vmm.vpicd().virtualize_irq(d).unwrap();
+                    vmm.vpicd().physically_mask(h).unwrap();
+                }
+                Carry::Clear
+            })
+            .run();
+        run.assert_ok();
+        assert_eq!(outputs(&run), [expected], "options {options:#x}");
+    }
+}
+
+// ---- scenario 23's message ----------------------------------------------------------------------------
+
+/// Scenario 23, the user's side: the second VM to unmask an owned IRQ is
+/// terminated and SHELL tells the user to restart (a system-modal message
+/// on VPICD's behalf, before the VM is gone), once however often the VM
+/// unmasks it before it is gone.
+#[test]
+fn the_second_unmasker_of_an_owned_irq_is_told_to_restart() {
+    let manifest = format!(
+        "{}[[vm]]\nname = \"DOS2\"\nprogram = \"IRQAPP\"\nargs = \"yield 20; unmask 10; mask 10; unmask 10; yield 50\"\nat = 1\n",
+        machine("4.0", &["*SHELL"], "install 114; unmask 10; yield 100", "")
+    );
+    let run = Scenario::new(&manifest).module::<IrqApp>().run();
+    let t = run.trace();
+    let shown = t.matching(json!({"kind": "shell_message", "service": "SHELL_SYSMODAL_Message", "device": "VPICD"}));
+    assert_eq!(shown.len(), 1, "{}", t.tail(30));
+    assert_eq!(shown[0]["vm"], DOS2);
+    let text = shown[0]["text"].as_str().unwrap();
+    assert!(text.contains("IRQ 10") && text.contains("DOS1") && text.contains("restart"), "{text}");
+    let message = position(t, json!({"kind": "shell_message", "device": "VPICD"})).unwrap();
+    let gone = position(t, json!({"kind": "vm_destroyed", "vm": DOS2, "reason": "irq_conflict"})).unwrap();
+    assert!(message < gone);
 }

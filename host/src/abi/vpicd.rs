@@ -5,7 +5,9 @@
 use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
 use abi_stable::std_types::RErr;
-use vmm_plugin_api::abi::{HostCx, IrqDescriptor, IrqStatus, VmmError, VmmResult, VpicdServices, VpicdServices_Ref};
+use vmm_plugin_api::abi::{
+    HostCx, IrqDescriptor, IrqStatus, RawCallback, VmmError, VmmResult, VpicdServices, VpicdServices_Ref,
+};
 use vmm_plugin_api::ddk::*;
 
 use crate::abi::{caller, guarded};
@@ -100,6 +102,13 @@ extern "C" fn get_virtualization_count(cx: &HostCx, irq: u32) -> VmmResult<u32> 
     vpicd(cx, VPICD_GET_VIRTUALIZATION_COUNT, |core| core.vpicd_get_virtualization_count(irq))
 }
 
+extern "C" fn call_when_hw_int(cx: &HostCx, callback: RawCallback) -> VmmResult<bool> {
+    let owner = caller(cx);
+    let mut cb = Some(Callback::plugin(owner, callback));
+    // A refused call drops (releases) the callback.
+    vpicd(cx, VPICD_CALL_WHEN_HW_INT, |core| core.vpicd_call_when_hw_int(owner, cb.take().expect("once")))
+}
+
 struct Table;
 
 impl Table {
@@ -120,6 +129,7 @@ impl Table {
             force_default_behavior,
             virtual_eoi,
             get_virtualization_count,
+            call_when_hw_int,
         })
     }
 }

@@ -824,6 +824,24 @@ impl Machine {
         Ok(())
     }
 
+    /// Stop asserting physical IRQ `irq` (0-15): a level-triggered line
+    /// (`[[irq]] trigger = "level"`) drops its request; an edge-triggered
+    /// one is unchanged. An error if the IRQ is not 0-15 or VPICD is not
+    /// loaded.
+    pub fn lower_physical_irq(&mut self, irq: u8) -> Result<()> {
+        if irq >= 16 || self.core.vpicd_instance().is_none() {
+            return Err(Error::Fatal {
+                message: format!(
+                    "cannot lower physical IRQ {irq}: {}",
+                    if irq >= 16 { "IRQs are 0-15" } else { "VPICD is not loaded (*VPICD in [386Enh] device)" }
+                ),
+                device: None,
+            });
+        }
+        self.core.lower_physical_irq(irq);
+        Ok(())
+    }
+
     /// Create a DOS VM now; its handle, or `None` if a device refused it.
     pub fn create_vm(&mut self, name: &str) -> Option<u32> {
         self.core.create_vm(name, None).map(VmId::raw)

@@ -773,6 +773,7 @@ impl Core {
             TimerKind::Stop => self.run.request_stop(),
             TimerKind::VirtualIret { vm, irq, seq } => self.vpicd_iret(vm, irq, Some(seq)),
             TimerKind::PhysIrq(index, rep) => self.fire_manifest_irq(index, rep),
+            TimerKind::PhysIrqLower(irq) => self.lower_physical_irq(irq),
             TimerKind::IrqConflict(vm) => {
                 if self.vm_valid(vm) {
                     self.destroy_vm(
@@ -999,6 +1000,7 @@ impl Core {
             self.sched.timer_at(Instant::ZERO + irq.at, TimerKind::Interrupt(i, 0));
         }
         for (i, e) in m.irqs.iter().enumerate() {
+            self.vpicd.state.borrow_mut().set_level(e.irq, e.level);
             self.sched.timer_at(Instant::ZERO + e.at, TimerKind::PhysIrq(i, 0));
         }
         for (i, a) in m.actions.iter().enumerate() {

@@ -14,6 +14,7 @@ use vmm_plugin_api::abi::{Carry, IrqDescriptor, IrqStatus, Regs, VmmError};
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
+use crate::shell::state::SystemMessage;
 use crate::trace::{CallOutcome, PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
@@ -357,6 +358,32 @@ impl Core {
         Ok(self.vpicd.state.borrow().count(irq))
     }
 
+    /// `VPICD_Call_When_Hw_Int` for `owner`: `cb` joins the filter chain
+    /// called on every physical interrupt (last installed first, then the
+    /// IRQ's `Hw_Int` procedures). Whether a hook was installed before it
+    /// (the DDK's ESI, the next proc in the chain).
+    pub(crate) fn vpicd_call_when_hw_int(&self, owner: InstanceId, cb: Callback) -> Result<bool, VmmError> {
+        let had = self.vpicd.state.borrow_mut().add_hw_int_hook(owner, cb);
+        tracing::debug!("VPICD_Call_When_Hw_Int: {} hooks every hardware interrupt", self.instance_name(owner));
+        Ok(had)
+    }
+
+    /// The `VPICD_Call_When_Hw_Int` chain for a physical interrupt of
+    /// `irq`: each hook with EAX = the IRQ, EBX = the current VM, at
+    /// interrupt time; each chains to the next when it returns.
+    fn vpicd_hw_int_hooks(&self, irq: u8) {
+        let ids = self.vpicd.state.borrow().hw_int_hook_ids();
+        let cur = self.cur_vm.get();
+        for id in ids {
+            let Some(mut cb) = self.vpicd.state.borrow_mut().take_hw_int_hook(id) else { continue };
+            let mut regs = Regs { eax: irq as u32, ebx: cur.raw(), ..Regs::default() };
+            cb.call(self, Context::Interrupt, &mut regs);
+            if let Some(gone) = self.vpicd.state.borrow_mut().put_hw_int_hook(id, cb) {
+                gone.release();
+            }
+        }
+    }
+
     // ---- calling the devices' procedures ----------------------------------------------------
 
     /// Call procedure `proc` of descriptor `handle` with EAX = handle,
@@ -632,14 +659,22 @@ impl Core {
                 true
             }
             DefaultRoute::Owned(Some(owner)) => {
+                let name = |v: VmId| self.vms.borrow().get(v).map_or_else(|| format!("{v:#x}"), |r| r.name.to_string());
                 let text = format!(
-                    "VM {vm:#x} unmasked IRQ {irq}, which VM {owner:#x} owns; the virtual machine is terminated. \
-                     Restart your computer."
+                    "{} tried to use IRQ {irq}, which {} owns; the virtual machine is terminated. You should \
+                     restart your computer.",
+                    name(vm),
+                    name(owner)
                 );
                 tracing::error!("{text}");
                 if vm == self.sys_vm.get() {
                     self.set_fatal(text, None);
                 } else {
+                    // SHELL tells the user when the VM is ended (the
+                    // machine does not call SHELL itself).
+                    // One message per VM ended, however often it unmasks
+                    // before it is gone.
+                    self.shell.queue_system_message(SystemMessage { vm, device: "VPICD", text });
                     // Not under the VM's own code: at the next timer point.
                     self.sched.timer_at(self.sched.now(), TimerKind::IrqConflict(vm));
                 }
@@ -677,6 +712,9 @@ impl Core {
                 return;
             }
             self.count_work(crate::vmm::scheduler::Work::Interrupt, InstanceId::HOST);
+            if self.vpicd.state.borrow().has_hw_int_hooks() {
+                self.vpicd_hw_int_hooks(irq);
+            }
             self.vpicd_hw_int(irq);
             // A request the PIC held while the handlers ran (the device
             // asserted the line again and a handler sent the EOI).
@@ -689,6 +727,22 @@ impl Core {
                 return;
             }
         }
+    }
+
+    /// **A device stops asserting physical IRQ `irq`** (the test kit's
+    /// `lower_irq`, a level `[[irq]]` entry's `hold`): on a
+    /// level-triggered line the request drops, so a `VPICD_Phys_EOI` no
+    /// longer takes it again; on an edge-triggered line (the default) a
+    /// latched request stays and nothing changes.
+    pub(crate) fn lower_physical_irq(&self, irq: u8) {
+        if irq >= IRQS || self.vpicd_instance().is_none() {
+            tracing::warn!(
+                "physical IRQ {irq} lowered, but {}",
+                if irq >= IRQS { "IRQs are 0-15" } else { "VPICD is not loaded" }
+            );
+            return;
+        }
+        self.vpicd.state.borrow_mut().phys_lower(irq);
     }
 
     fn vpicd_hw_int(&self, irq: u8) {
@@ -730,25 +784,35 @@ impl Core {
     /// A VM was destroyed.
     pub(crate) fn vpicd_forget_vm(&self, vm: VmId) {
         self.vpicd.state.borrow_mut().forget_vm(vm);
+        // Messages SHELL did not show (no SHELL loaded) go with the VM.
+        self.shell.forget_system_messages(vm);
     }
 
     /// The IRQs `instance` still virtualizes (unload): un-virtualized, named.
     pub(crate) fn vpicd_reclaim(&self, instance: InstanceId) -> Vec<String> {
         let handles = self.vpicd.state.borrow().owned_by(instance);
-        handles
+        let mut left: Vec<String> = handles
             .into_iter()
             .filter_map(|h| {
                 let v = self.vpicd.state.borrow_mut().unvirtualize(h)?;
                 Some(format!("the virtualized IRQ {}", v.irq))
             })
-            .collect()
+            .collect();
+        // The DDK has no way to remove a Call_When_Hw_Int hook: an unloaded
+        // device's hooks go with it.
+        let hooks = self.vpicd.state.borrow_mut().remove_hw_int_hooks(instance);
+        left.extend((0..hooks).map(|_| "a VPICD_Call_When_Hw_Int hook".to_string()));
+        left
     }
 
-    /// A `[[irq]]` entry fires: assert its IRQ and schedule the next
-    /// repetition.
+    /// A `[[irq]]` entry fires: assert its IRQ, schedule its lowering
+    /// (a level line's `hold`) and the next repetition.
     pub(crate) fn fire_manifest_irq(&self, index: usize, rep: u32) {
         let entry = self.manifest.irqs[index].clone();
         self.raise_physical_irq(entry.irq);
+        if let Some(hold) = entry.hold {
+            self.sched.timer_after(hold, TimerKind::PhysIrqLower(entry.irq));
+        }
         if let Some(every) = entry.every {
             let next = rep + 1;
             if entry.count.is_none_or(|c| next < c) {

@@ -145,6 +145,26 @@ impl Core {
         self.vms.borrow().get(vm).map_or_else(|| "Windows".to_string(), |v| v.name.to_string())
     }
 
+    /// The messages the VMM queued about `vm`, which is becoming not
+    /// executeable: each shown system-modal, as `SHELL_SYSMODAL_Message`
+    /// on behalf of the device that asked.
+    pub(crate) fn shell_show_system_messages(&self, vm: VmId) {
+        let mine: Vec<_> = {
+            let mut queued = self.shell.system_messages.borrow_mut();
+            if queued.is_empty() {
+                return;
+            }
+            let (mine, rest) = std::mem::take(&mut *queued).into_iter().partition(|m| m.vm == vm);
+            *queued = rest;
+            mine
+        };
+        for m in mine {
+            let text = MessageText { text: m.text, caption: None };
+            let flags = MB_OK | MB_ICONHAND | MB_SYSTEMMODAL;
+            self.show_message("SHELL_SYSMODAL_Message", m.device.to_string(), vm, None, &text, flags);
+        }
+    }
+
     /// `SHELL_SYSMODAL_Message`: the answer.
     pub(crate) fn shell_sysmodal_message(&self, vm: VmId, flags: u32, m: &MessageText) -> Result<u32, VmmError> {
         const SERVICE: &str = "SHELL_SYSMODAL_Message";

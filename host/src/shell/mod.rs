@@ -15,7 +15,7 @@ pub(crate) mod shex;
 pub(crate) mod state;
 mod vxdcall;
 
-use vmm_plugin_api::abi::{Carry, ServiceCall, VmmError};
+use vmm_plugin_api::abi::{Carry, ControlArgs, ServiceCall, VmmError};
 use vmm_plugin_api::ddk::{SHELL_DEVICE_ID, SHELL_INIT_ORDER};
 
 pub(crate) use dll::DllProc;
@@ -30,7 +30,7 @@ use crate::machine::rules::mem_violation;
 use crate::trace::{CancelReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::heap::MemError;
-use crate::vmm::ids::InstanceId;
+use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::services::Rule;
 
 /// SHELL's service table, by ordinal (SHELL.H).
@@ -129,6 +129,13 @@ impl Builtin for Shell {
             sdk_version: ((major as u16) << 8) | minor as u16,
             dynamic: false,
         }
+    }
+
+    fn control(&self, core: &Core, args: &ControlArgs) -> Carry {
+        if args.message == vmm_plugin_api::ddk::VM_NOT_EXECUTEABLE {
+            core.shell_show_system_messages(VmId::from_raw(args.vm));
+        }
+        Carry::Clear
     }
 
     fn service(&self, core: &Core, caller: InstanceId, ordinal: u16, call: &mut ServiceCall) -> Carry {

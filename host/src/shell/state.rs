@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::time::Instant;
 use crate::vmm::callback::Callback;
+use crate::vmm::ids::VmId;
 use crate::vmm::slab::{Handle, Slab, TAG_APPY, TAG_BROADCAST_HOOK};
 
 /// A pending appy-time event's handle (`_SHELL_CallAtAppyTime`).
@@ -56,6 +57,38 @@ pub(crate) struct Shell {
     pub(super) local: RefCell<LocalHeap>,
     /// How many of `[shell] answers` message boxes have used.
     pub(super) answers_used: Cell<usize>,
+    /// Messages the VMM queued for the user about a VM it is ending
+    /// (VPICD's IRQ conflict): SHELL shows them, system-modal, when the
+    /// VM becomes not executeable.
+    pub(super) system_messages: RefCell<Vec<SystemMessage>>,
+}
+
+/// A message for the user about a VM the VMM ends, queued by the machine
+/// (which may not call SHELL itself) and shown by SHELL.
+pub(crate) struct SystemMessage {
+    /// The VM being ended.
+    pub(crate) vm: VmId,
+    /// The device on whose behalf it is shown.
+    pub(crate) device: &'static str,
+    pub(crate) text: String,
+}
+
+impl Shell {
+    /// Queue a message for the user about `vm`, which the VMM is ending;
+    /// one per VM and device however often it is queued. SHELL shows it
+    /// when the VM becomes not executeable.
+    pub(crate) fn queue_system_message(&self, message: SystemMessage) {
+        let mut queued = self.system_messages.borrow_mut();
+        if !queued.iter().any(|m| m.vm == message.vm && m.device == message.device) {
+            queued.push(message);
+        }
+    }
+
+    /// Drop the messages queued about `vm` (it is gone; no SHELL showed
+    /// them).
+    pub(crate) fn forget_system_messages(&self, vm: VmId) {
+        self.system_messages.borrow_mut().retain(|m| m.vm != vm);
+    }
 }
 
 impl Default for Shell {
@@ -71,6 +104,7 @@ impl Default for Shell {
             hook_seq: Cell::new(0),
             local: RefCell::new(LocalHeap::default()),
             answers_used: Cell::new(0),
+            system_messages: RefCell::new(Vec::new()),
         }
     }
 }

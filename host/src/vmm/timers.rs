@@ -44,6 +44,8 @@ pub(crate) enum TimerKind {
     IrqConflict(VmId),
     /// A `[[irq]]` entry asserts its physical IRQ (index, repetition).
     PhysIrq(usize, u32),
+    /// A level-triggered `[[irq]]` entry's `hold` passed: its line drops.
+    PhysIrqLower(u8),
     /// A VM that `Nuke_VM` or `Crash_Cur_VM` ended while it was current is
     /// destroyed (VM, `VNE_*` flags).
     EndVm(VmId, u32),

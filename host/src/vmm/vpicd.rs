@@ -74,7 +74,19 @@ enum PhysMode {
 struct Phys {
     mode: PhysMode,
     in_service: bool,
+    /// The IRR bit: latched by an edge; the line itself on a level line.
     request: bool,
+    /// Level-triggered line (`[[irq]] trigger = "level"`).
+    level: bool,
+}
+
+/// A `VPICD_Call_When_Hw_Int` hook: called on every physical interrupt
+/// VPICD takes, before the IRQ's `Hw_Int` procedures.
+struct HwIntHook {
+    id: u64,
+    owner: InstanceId,
+    /// Taken out while it runs.
+    cb: Option<Callback>,
 }
 
 /// The default handling of an un-virtualized IRQ (section 3.4).
@@ -173,6 +185,9 @@ pub(crate) struct VpicdState {
     routes: [DefaultRoute; IRQS as usize],
     vms: BTreeMap<VmId, VmPic>,
     seq: u64,
+    /// `VPICD_Call_When_Hw_Int` hooks in installation order.
+    hw_int_hooks: Vec<HwIntHook>,
+    hook_seq: u64,
 }
 
 impl Default for VpicdState {
@@ -187,6 +202,8 @@ impl Default for VpicdState {
             routes,
             vms: BTreeMap::new(),
             seq: 0,
+            hw_int_hooks: Vec::new(),
+            hook_seq: 0,
         }
     }
 }
@@ -282,6 +299,50 @@ impl VpicdState {
 
     pub(crate) fn count(&self, irq: u8) -> u32 {
         self.chains[irq as usize].len() as u32
+    }
+
+    // ---- VPICD_Call_When_Hw_Int --------------------------------------------------------------
+
+    /// Add a hook; whether one was installed before it (the DDK's "next
+    /// proc in chain").
+    pub(crate) fn add_hw_int_hook(&mut self, owner: InstanceId, cb: Callback) -> bool {
+        self.hook_seq += 1;
+        let had = !self.hw_int_hooks.is_empty();
+        self.hw_int_hooks.push(HwIntHook { id: self.hook_seq, owner, cb: Some(cb) });
+        had
+    }
+
+    /// Whether any hook is installed.
+    pub(crate) fn has_hw_int_hooks(&self) -> bool {
+        !self.hw_int_hooks.is_empty()
+    }
+
+    /// The hooks' ids, last installed first (the order they are called in).
+    pub(crate) fn hw_int_hook_ids(&self) -> Vec<u64> {
+        self.hw_int_hooks.iter().rev().map(|h| h.id).collect()
+    }
+
+    /// Take hook `id` out to call it (put it back with [`Self::put_hw_int_hook`]).
+    pub(crate) fn take_hw_int_hook(&mut self, id: u64) -> Option<Callback> {
+        self.hw_int_hooks.iter_mut().find(|h| h.id == id).and_then(|h| h.cb.take())
+    }
+
+    /// Put back a hook taken out; returned if it was removed meanwhile.
+    pub(crate) fn put_hw_int_hook(&mut self, id: u64, cb: Callback) -> Option<Callback> {
+        match self.hw_int_hooks.iter_mut().find(|h| h.id == id) {
+            Some(h) if h.cb.is_none() => {
+                h.cb = Some(cb);
+                None
+            }
+            _ => Some(cb),
+        }
+    }
+
+    /// Remove `owner`'s hooks (its unload); how many it had.
+    pub(crate) fn remove_hw_int_hooks(&mut self, owner: InstanceId) -> usize {
+        let before = self.hw_int_hooks.len();
+        self.hw_int_hooks.retain(|h| h.owner != owner);
+        before - self.hw_int_hooks.len()
     }
 
     // ---- default handling ------------------------------------------------------------------
@@ -493,18 +554,36 @@ impl VpicdState {
     }
 
     /// A read of port 0x20/0xA0 (IRR, or ISR after OCW3) or 0x21/0xA1 (IMR).
+    /// The IRR bit of an IRQ a device virtualized with
+    /// `VPICD_Opt_Read_Hw_IRR` is the physical PIC's.
     pub(crate) fn read(&mut self, vm: VmId, port: u16) -> u8 {
-        let p = self.pic(vm);
         let slave = port & 0x80 != 0;
         let shift = if slave { 8 } else { 0 };
+        let p = self.pic(vm);
         let reg = if port & 1 != 0 {
             p.imr
         } else if p.read_isr[slave as usize] {
             p.isr
         } else {
-            (0..IRQS).filter(|&i| !p.requests[i as usize].is_empty()).fold(0u16, |a, i| a | (1 << i))
+            let virt = (0..IRQS).filter(|&i| !p.requests[i as usize].is_empty()).fold(0u16, |a, i| a | (1 << i));
+            let hw_irr = self.read_hw_irr_mask();
+            let phys = (0..IRQS).filter(|&i| self.phys[i as usize].request).fold(0u16, |a, i| a | (1 << i));
+            (virt & !hw_irr) | (phys & hw_irr)
         };
         (reg >> shift) as u8
+    }
+
+    /// The IRQs some device virtualized with `VPICD_Opt_Read_Hw_IRR`.
+    fn read_hw_irr_mask(&self) -> u16 {
+        (0..IRQS)
+            .filter(|&i| {
+                self.chains[i as usize].iter().any(|h| {
+                    self.virts
+                        .get(Handle::from_raw(*h))
+                        .is_some_and(|v| v.options & vmm_plugin_api::ddk::VPICD_OPT_READ_HW_IRR != 0)
+                })
+            })
+            .fold(0u16, |a, i| a | (1 << i))
     }
 
     // ---- status ------------------------------------------------------------------------
@@ -574,17 +653,34 @@ impl VpicdState {
         };
     }
 
+    /// Make `irq`'s line level-triggered (`true`) or edge-triggered.
+    pub(crate) fn set_level(&mut self, irq: u8, level: bool) {
+        self.phys[irq as usize].level = level;
+    }
+
     /// The device asserts `irq`: the request bit is set; whether the
-    /// interrupt is taken now (unmasked, not in service already).
+    /// interrupt is taken now (unmasked, not in service already). An edge
+    /// line's request is consumed when taken; a level line's stays while
+    /// the line is asserted.
     pub(crate) fn phys_raise(&mut self, irq: u8, masked: bool) -> bool {
         let p = &mut self.phys[irq as usize];
         p.request = true;
         if masked || p.in_service {
             return false;
         }
-        p.request = false;
+        p.request = p.level;
         p.in_service = true;
         true
+    }
+
+    /// The device stops asserting `irq`: a level line's request drops (an
+    /// edge line's latched request stays); whether the line was asserted.
+    pub(crate) fn phys_lower(&mut self, irq: u8) -> bool {
+        let p = &mut self.phys[irq as usize];
+        if !p.level {
+            return false;
+        }
+        std::mem::replace(&mut p.request, false)
     }
 
     /// `VPICD_Phys_EOI`: whether a request waits to be taken now.

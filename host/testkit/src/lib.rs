@@ -491,6 +491,18 @@ impl Session {
         self.run_for(Duration::from_nanos(1))
     }
 
+    /// Stop asserting physical IRQ `irq` (VPICD must be loaded) and run
+    /// the machine for 1 ns. On a level-triggered line (`[[irq]] trigger =
+    /// "level"`) the request drops, so the next `VPICD_Phys_EOI` does not
+    /// take the interrupt again; on an edge-triggered line (the default)
+    /// nothing changes.
+    #[track_caller]
+    pub fn lower_irq(&mut self, irq: u8) -> &mut Self {
+        let r = self.machine.lower_physical_irq(irq);
+        self.check(r);
+        self.run_for(Duration::from_nanos(1))
+    }
+
     /// The system VM's handle.
     #[track_caller]
     pub fn system_vm(&self) -> u32 {
