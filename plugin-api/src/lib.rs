@@ -1333,11 +1333,13 @@ pub use handles::{
     AppyHandle, EventHandle, FarPtr, HInstance, HTask, Hwnd, IrqHandle, SemaphoreHandle, SysBHookHandle, TimeoutHandle,
     VmHandle,
 };
+pub use ring3::Exception;
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
 pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{FaultHooks, FaultMode};
 pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
 pub use vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
 pub use vxdldr::{DeviceListEntry, LoadedDevice, Vxdldr, VxdldrError};
@@ -1357,6 +1359,7 @@ pub mod prelude {
         VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
     pub use crate::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
+    pub use crate::{Exception, FaultHooks, FaultMode};
     pub use crate::{HookHandle, HookedCall, Vxdldr, VxdldrError};
     pub use tracing::{debug, error, info, trace, warn};
 }

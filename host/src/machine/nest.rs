@@ -8,7 +8,7 @@ use vmm_plugin_api::abi::{ClientRegs, VmmError};
 use vmm_plugin_api::ddk::VMSTAT_PM_APP;
 
 use crate::machine::Core;
-use crate::ring3::state::{NEST_BREAKPOINT, Target};
+use crate::ring3::state::{NEST_BREAKPOINT, PM_IRET_POINT, Target};
 use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::context::Context;
@@ -218,6 +218,12 @@ impl Core {
                 }
                 continue;
             }
+            if target_ptr == PM_IRET_POINT {
+                // A Rust export called as a PM interrupt handler returned:
+                // its IRET.
+                self.with_client(vm, |c, stack| nest::iret(c, stack))?;
+                continue;
+            }
             if self.is_call_back(target_ptr) {
                 // The call-back moves CS:IP itself.
                 self.enter_call_back(vm, target_ptr)?;
@@ -226,6 +232,14 @@ impl Core {
             let target = self.ring3.borrow().resolve(target_ptr);
             match target {
                 Target::Breakpoint => return Ok(()),
+                Target::Export { .. } if self.returns_to_pm_iret(vm)? => {
+                    // A Rust export entered as a PM interrupt handler
+                    // (`Simulate_Int`): no arguments, and its registers are
+                    // what it left (no DX:AX result); back to the IRET point.
+                    let r = self.ring3_far_call(target_ptr, &[], isr);
+                    self.with_client(vm, |c, stack| retf(c, stack, 0))?;
+                    r?;
+                }
                 Target::Export { module, export } => {
                     let arg_bytes = self.ring3.borrow().modules[module].exports[export].arg_bytes as usize;
                     let mut buf = [0u8; 64];
@@ -273,6 +287,14 @@ impl Core {
             format!("Resume_Exec ran {RESUME_LIMIT} far calls without the VM returning to the break point"),
             Some("Resume_Exec"),
         ))
+    }
+
+    /// Whether `vm`'s far return address (at SS:SP) is the VMM's PM IRET
+    /// point: the export at CS:IP was entered as an interrupt handler.
+    fn returns_to_pm_iret(&self, vm: VmId) -> Result<bool, VmmError> {
+        let mut ret = [0u8; 4];
+        self.with_client(vm, |c, stack| read_stack(c, stack, 0, &mut ret))?;
+        Ok(u32::from_le_bytes(ret) == PM_IRET_POINT)
     }
 
     /// Inside `Resume_Exec`: run the events that are ready (the VM's and the

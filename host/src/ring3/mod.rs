@@ -15,6 +15,7 @@ pub(crate) mod hw_int;
 pub(crate) mod int2f;
 pub(crate) mod machine_code;
 pub(crate) mod memory;
+pub(crate) mod pm_fault;
 pub(crate) mod rundll;
 pub(crate) mod state;
 pub(crate) mod user;
@@ -330,6 +331,7 @@ impl Core {
         self.current_task.set(previous_task);
         self.charge(self.manifest.machine.ring3_step);
         match outcome {
+            Ok(_) if self.ring3_crashed(vm) => self.end_program(id, None, EndReason::Crashed),
             Ok(step) => self.apply_step(id, step),
             Err(o) => self.end_program(
                 id,
