@@ -23,7 +23,8 @@ use crate::common::{SYS, notes, outputs};
 /// through `Ring3::set_int_vector`), `dllhandler N` (the same with
 /// FAULTDLL's export 1), `fault N` (`Ring3::fault` of
 /// exception N: 0, 3, 6 or D; prints the result and AX; a fault nothing
-/// handled ends the step), `sleep MS`, `exit`. Export 1, the handler,
+/// handled ends the step), `int N` (`Ring3::int`; prints the result and
+/// AX), `sleep MS`, `exit`. Export 1, the handler,
 /// prints `handler` and sets AX = 0xF00D.
 struct FaultApp {
     steps: RefCell<VecDeque<String>>,
@@ -61,6 +62,11 @@ impl FaultApp {
                         // Crashed when the step returns: nothing after this runs.
                         return Step::yield_now();
                     }
+                }
+                "int" => {
+                    r3.regs().set_ax(0x2222);
+                    let r = r3.int(hex(1) as u8);
+                    r3.print(&format!("int {:02X}: {:?} ax={:04X}", hex(1), r.is_ok(), r3.regs().ax()));
                 }
                 "sleep" => return Step::sleep(words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0)),
                 "exit" => return Step::exit(0),
@@ -485,4 +491,49 @@ fn simulate_int_in_protected_mode_calls_the_rust_handler_the_application_install
     let call = json!({"kind": "far_call", "vm": SYS, "module": "FAULTDLL", "export": "IntHandler", "isr": true});
     assert_eq!(run.trace().count(call), 1);
     assert_eq!(run.violations(), 0);
+}
+
+#[test]
+fn an_int_of_protected_mode_code_goes_to_its_pm_vector_before_any_v86_hook() {
+    // The application's own INT 62h: a device's PM call-back in the PM
+    // vector takes it (the V86 hook of 62h never sees it); the PM vector a
+    // device set comes before the application's own handler
+    // (docs/semantics.md). INT 63h, whose PM vector is the default, is
+    // reflected to V86: the V86 hook consumes it.
+    let run = machine("3.1", "int 62; install 62; int 62; int 63", "", |_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            for v in [0x62, 0x63] {
+                vmm.hook_v86_int_chain(v, |dev: &ScriptDevice, vmm: &Vmm<'_>, n, vm| {
+                    dev.note(vmm, format!("v86 hook {n:02X}"));
+                    vmm.client(vm).unwrap().set_ax(0x8686);
+                    HookAction::Consume
+                })
+                .unwrap();
+            }
+            let cb = vmm
+                .allocate_pm_call_back(0, |dev: &ScriptDevice, vmm: &Vmm<'_>, e: CallBackEntry| {
+                    let c = vmm.client(e.vm).unwrap();
+                    dev.note(vmm, format!("pm call-back ax={:04X}", c.ax()));
+                    c.set_ax(0x6262);
+                    vmm.simulate_iret().unwrap();
+                })
+                .unwrap();
+            vmm.set_pm_int_vector(0x62, cb).unwrap();
+        }
+        Carry::Clear
+    });
+    run.assert_ok();
+    assert_eq!(notes(&run), ["pm call-back ax=2222", "pm call-back ax=2222", "v86 hook 63"]);
+    assert_eq!(outputs(&run), ["int 62: true ax=6262", "int 62: true ax=6262", "int 63: true ax=8686"]);
+
+    // Without a device's PM vector the application's handler takes it.
+    let run = machine("3.1", "install 62; int 62", "", |_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.hook_v86_int_chain(0x62, |_: &ScriptDevice, _: &Vmm<'_>, _, _| HookAction::Consume).unwrap();
+        }
+        Carry::Clear
+    });
+    run.assert_ok();
+    assert_eq!(outputs(&run), ["handler", "int 62: true ax=F00D"]);
+    run.trace().expect_none(json!({"kind": "int_hook"}));
 }

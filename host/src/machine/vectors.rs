@@ -297,7 +297,7 @@ impl Core {
     /// (`Set_PM_Int_Vector`), else the export its ring-3 code installed
     /// (`Ring3::set_int_vector`). `None`: the vector is still the VMM's
     /// default, which reflects the interrupt to V86 mode.
-    fn pm_int_handler(&self, vm: VmId, n: u8) -> Option<u32> {
+    pub(crate) fn pm_int_handler(&self, vm: VmId, n: u8) -> Option<u32> {
         if !self.vms.borrow().get(vm).is_some_and(|v| v.pm) {
             return None;
         }
