@@ -14,14 +14,14 @@ use std::collections::VecDeque;
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Run, Scenario, ScriptDevice, json};
 
-use crate::common::{SYS, notes, outputs};
+use crate::common::{DOS1, SYS, notes, outputs};
 
 // ---- the ring-3 side: FAULTAPP, a Windows application -------------------------------------
 
 /// A Windows application whose command line is a list of steps separated
 /// by `;`: `install N` (its export 1 becomes the handler of vector N, hex,
 /// through `Ring3::set_int_vector`), `dllhandler N` (the same with
-/// FAULTDLL's export 1), `fault N` (`Ring3::fault` of
+/// FAULTDLL's export 1; `dllhandler N faulting`: its export 2), `fault N` (`Ring3::fault` of
 /// exception N: 0, 3, 6 or D; prints the result and AX; a fault nothing
 /// handled ends the step), `int N` (`Ring3::int`; prints the result and
 /// AX), `sleep MS`, `exit`. Export 1, the handler,
@@ -45,7 +45,7 @@ impl FaultApp {
                     // An interrupt handler called at event time lives in a
                     // DLL's FIXED segment (KB Q72899).
                     let dll = r3.load_library("FAULTDLL").unwrap();
-                    let handler = r3.get_proc_address_ordinal(dll, 1).unwrap();
+                    let handler = r3.get_proc_address_ordinal(dll, 1 + u16::from(words.len() > 2)).unwrap();
                     r3.set_int_vector(hex(1) as u8, Some(handler)).unwrap();
                 }
                 "fault" => {
@@ -104,13 +104,15 @@ impl Module for FaultApp {
 }
 
 /// FAULTDLL: export 1 in a FIXED segment, an interrupt handler that sets
-/// AX = 0xD11D (called at event time it may call no API but PostMessage).
+/// AX = 0xD11D (called at event time it may call no API but PostMessage);
+/// export 2 raises a #GP (`Ring3::fault`) and sets AX = 0xDEAD when
+/// nothing handled it.
 struct FaultDll;
 
 impl Module for FaultDll {
     const MODULE: ModuleDef = ModuleDef::windows_dll("FAULTDLL")
         .segments(&[Segment::fixed("_TEXT")])
-        .exports(&[Export::new("IntHandler", 1, 0, 0)]);
+        .exports(&[Export::new("IntHandler", 1, 0, 0), Export::new("FaultingHandler", 2, 0, 0)]);
 
     fn create(_: &Ring3<'_>) -> Result<Self, String> {
         Ok(FaultDll)
@@ -124,6 +126,10 @@ impl Module for FaultDll {
     fn call(&self, r3: &Ring3<'_>, ordinal: u16, _args: PascalArgs<'_>) -> u32 {
         if ordinal == 1 {
             r3.regs().set_ax(0xD11D);
+        }
+        if ordinal == 2 {
+            let r = r3.fault(Exception::GeneralProtection);
+            r3.regs().set_ax(if r.is_ok() { 1 } else { 0xDEAD });
         }
         0
     }
@@ -536,4 +542,99 @@ fn an_int_of_protected_mode_code_goes_to_its_pm_vector_before_any_v86_hook() {
     run.assert_ok();
     assert_eq!(outputs(&run), ["handler", "int 62: true ax=F00D"]);
     run.trace().expect_none(json!({"kind": "int_hook"}));
+}
+
+// ---- the same call in V86 mode ---------------------------------------------------------------
+
+/// FAULTAPP's steps as a Rust DOS program (V86 code in a DOS VM).
+struct FaultDos(FaultApp);
+
+impl Module for FaultDos {
+    const MODULE: ModuleDef = ModuleDef::dos_program("FAULTDOS")
+        .segments(&[Segment::fixed("_TEXT")])
+        .exports(&[Export::new("Handler", 1, 0, 0)]);
+
+    fn create(r3: &Ring3<'_>) -> Result<Self, String> {
+        FaultApp::create(r3).map(FaultDos)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
+        self.0.start(r3, args)
+    }
+
+    fn resume(&self, r3: &Ring3<'_>, wake: Wake) -> Step {
+        self.0.resume(r3, wake)
+    }
+}
+
+fn dos_machine(control: impl Fn(&ScriptDevice, &Vmm<'_>, ControlMessage) -> Carry + 'static) -> Run {
+    Scenario::new(
+        "[machine]\nuntil = 200\n[386Enh]\ndevice = [\"SCRIPT\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"FAULTDOS\"\nargs = \"fault          D\"\n",
+    )
+    .module::<FaultDos>()
+    .script(control)
+    .run()
+}
+
+#[test]
+fn ring3_fault_in_a_dos_vm_is_a_v86_fault() {
+    // No hook: the V86 default, the DOS VM's program ends and the VM goes.
+    let run = dos_machine(|_, _, _| Carry::Clear);
+    run.assert_ok();
+    assert_eq!(outputs(&run), ["fault 0D: false ax=1111"]);
+    let t = run.trace();
+    t.expect_in_order(&[
+        json!({"kind": "v86_fault", "vm": DOS1, "vector": 13}),
+        json!({"kind": "program_ended", "module": "FAULTDOS", "reason": "crashed"}),
+    ]);
+    assert_eq!(t.count(json!({"kind": "pm_fault"})), 0);
+
+    // A Hook_V86_Fault hook handles it; a Hook_PM_Fault hook never sees it.
+    let run = dos_machine(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            pm_hook(vmm, 0x0D, 0x0BAD);
+            vmm.hook_v86_fault(0x0D, |_: &ScriptDevice, vmm: &Vmm<'_>, _, vm| {
+                vmm.client(vm).unwrap().set_ax(0x0086);
+                HookAction::Consume
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    });
+    run.assert_ok();
+    assert_eq!(outputs(&run), ["fault 0D: true ax=0086"]);
+    assert_eq!(fault_hooks(&run), [("v86".into(), "front".into(), true)]);
+    run.trace().expect_in_order(&[json!({"kind": "program_ended", "module": "FAULTDOS", "reason": "exited"})]);
+
+    // The VM's handler in V86: a call-back a device put in its V86 vector.
+    let run = dos_machine(|_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let cb = vmm
+                .allocate_v86_call_back(0, |_: &ScriptDevice, vmm: &Vmm<'_>, e: CallBackEntry| {
+                    vmm.client(e.vm).unwrap().set_ax(0x0CB0);
+                    vmm.simulate_iret().unwrap();
+                })
+                .unwrap();
+            vmm.set_v86_int_vector(0x0D, cb).unwrap();
+        }
+        Carry::Clear
+    });
+    run.assert_ok();
+    assert_eq!(outputs(&run), ["fault 0D: true ax=0CB0"]);
+    assert_eq!(run.trace().count(json!({"kind": "call_back", "vm": DOS1})), 1);
+}
+
+#[test]
+fn a_fault_nothing_handles_in_a_handler_a_device_entered_fails_only_that_call() {
+    // FAULTDLL's export 2 is the PM handler of 61h; the device's
+    // Simulate_Int enters it from an event (nested execution), outside any
+    // step of FAULTAPP. Its #GP has no handler: `pm_fault`, the call fails
+    // (AX = DEAD), and FAULTAPP, whose step was not running, goes on and
+    // exits normally.
+    let run = simulate_pm("dllhandler 61 faulting; sleep 50; exit", 0x61, |_| {});
+    run.assert_ok();
+    assert_eq!(notes(&run), ["simulate_int Ok(()) ax=DEAD back=true"]);
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "pm_fault", "vm": SYS, "vector": 13, "module": "FAULTDLL"})), 1);
+    t.expect_in_order(&[json!({"kind": "program_ended", "module": "FAULTAPP", "reason": "exited"})]);
 }

@@ -288,7 +288,13 @@ impl Core {
             }
             return false;
         };
-        self.ring3.borrow_mut().set_last_run(index);
+        {
+            let mut r3 = self.ring3.borrow_mut();
+            r3.set_last_run(index);
+            // A fault left unhandled outside any program's step (a handler
+            // a device entered) ended no program: forget it.
+            r3.crash_pending = None;
+        }
         let (id, module, task, state, args) = {
             let r3 = self.ring3.borrow();
             let p = &r3.programs[index];

@@ -25,7 +25,9 @@ impl Core {
     /// `Ring3::fault`: code of `owner` raised exception `n` (00h-1Fh but
     /// not the NMI, 02h). `Ok` when a hook or the VM's handler handled it
     /// (the code goes on after the instruction); `FAILED` when nothing did
-    /// (the program ends when its step returns).
+    /// (the program whose step is running ends when the step returns; a
+    /// fault outside any program's step, in a handler a device entered by
+    /// nested execution, only fails the call).
     pub(crate) fn ring3_fault(&self, owner: InstanceId, n: u8) -> Result<(), VmmError> {
         if n == 2 || n > 0x1F {
             return Err(VmmError::INVALID_PARAMETER);
