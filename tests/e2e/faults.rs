@@ -484,6 +484,14 @@ fn simulate_int_in_protected_mode_reflects_an_unset_pm_vector_to_v86() {
     run.assert_ok();
     assert_eq!(notes(&run), ["v86 hook 60", "simulate_int Ok(()) ax=1234 back=true"]);
     assert_eq!(run.trace().count(json!({"kind": "int_hook", "vector": 0x60, "vm": SYS, "passed": false})), 1);
+    // A device that put back the default it read (VDMAD's unhook) leaves
+    // the reflection in place.
+    let run = simulate_pm("", 0x60, |vmm| {
+        let (old, _) = vmm.get_pm_int_vector(0x60).unwrap();
+        vmm.set_pm_int_vector(0x60, old).unwrap();
+    });
+    run.assert_ok();
+    assert_eq!(notes(&run), ["v86 hook 60", "simulate_int Ok(()) ax=1234 back=true"]);
 }
 
 #[test]

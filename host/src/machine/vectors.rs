@@ -296,13 +296,14 @@ impl Core {
     /// runs protected-mode code: the PM vector a device set
     /// (`Set_PM_Int_Vector`), else the export its ring-3 code installed
     /// (`Ring3::set_int_vector`). `None`: the vector is still the VMM's
-    /// default, which reflects the interrupt to V86 mode.
+    /// default, which reflects the interrupt to V86 mode (also when a
+    /// device set it back to the default it read, `FFFE:n`).
     pub(crate) fn pm_int_handler(&self, vm: VmId, n: u8) -> Option<u32> {
         if !self.vms.borrow().get(vm).is_some_and(|v| v.pm) {
             return None;
         }
         let set = self.vectors.borrow().pm_vector(vm, n).map(|(sel, off)| ((sel as u32) << 16) | (off & 0xFFFF));
-        set.or_else(|| self.ring3.borrow().int_vectors.get(&(vm, n)).copied())
+        set.or_else(|| self.ring3.borrow().int_vectors.get(&(vm, n)).copied()).filter(|&h| h != Core::int_vector(n))
     }
 
     /// `Simulate_Int` in protected mode: an IRET frame to `handler`, no V86

@@ -60,8 +60,7 @@ impl Core {
     /// enters an interrupt handler: whether there was one and it returned.
     fn ring3_fault_handler(&self, vm: VmId, pm: bool, n: u8) -> bool {
         let target = if pm {
-            let set = self.vectors.borrow().pm_vector(vm, n).map(|(sel, off)| ((sel as u32) << 16) | (off & 0xFFFF));
-            set.or_else(|| self.ring3.borrow().int_vectors.get(&(vm, n)).copied())
+            self.pm_int_handler(vm, n)
         } else {
             self.vectors.borrow().v86_vector(vm, n).filter(|&v| self.is_call_back(v))
         };
