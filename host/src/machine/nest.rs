@@ -232,31 +232,32 @@ impl Core {
             let target = self.ring3.borrow().resolve(target_ptr);
             match target {
                 Target::Breakpoint => return Ok(()),
-                Target::Export { .. } if self.returns_to_pm_iret(vm)? => {
-                    // A Rust export entered as a PM interrupt handler
-                    // (`Simulate_Int`): no arguments, and its registers are
-                    // what it left (no DX:AX result); back to the IRET point.
-                    let r = self.ring3_far_call(target_ptr, &[], isr);
-                    self.with_client(vm, |c, stack| retf(c, stack, 0))?;
-                    r?;
-                }
                 Target::Export { module, export } => {
                     let arg_bytes = self.ring3.borrow().modules[module].exports[export].arg_bytes as usize;
-                    let mut buf = [0u8; 64];
+                    // The return address, then the arguments, as they lie on
+                    // the stack.
+                    let mut buf = [0u8; 68];
                     let mut big = Vec::new();
-                    let args: &[u8] = if arg_bytes <= buf.len() {
-                        self.with_client(vm, |c, stack| read_stack(c, stack, 4, &mut buf[..arg_bytes]))?;
-                        &buf[..arg_bytes]
+                    let frame: &[u8] = if 4 + arg_bytes <= buf.len() {
+                        self.with_client(vm, |c, stack| read_stack(c, stack, 0, &mut buf[..4 + arg_bytes]))?;
+                        &buf[..4 + arg_bytes]
                     } else {
-                        big.resize(arg_bytes, 0);
-                        self.with_client(vm, |c, stack| read_stack(c, stack, 4, &mut big))?;
+                        big.resize(4 + arg_bytes, 0);
+                        self.with_client(vm, |c, stack| read_stack(c, stack, 0, &mut big))?;
                         &big
                     };
+                    // Returning to the IRET point: entered as a PM interrupt
+                    // handler (`Simulate_Int`), with no arguments, and its
+                    // registers are what it left (no DX:AX result).
+                    let handler = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) == PM_IRET_POINT;
+                    let (args, arg_bytes) = if handler { (&[][..], 0) } else { (&frame[4..], arg_bytes) };
                     let result = self.ring3_far_call(target_ptr, args, isr);
                     let value = result.as_ref().copied().unwrap_or(0);
                     self.with_client(vm, |c, stack| {
-                        c.eax = (c.eax & 0xFFFF_0000) | (value & 0xFFFF);
-                        c.edx = (c.edx & 0xFFFF_0000) | (value >> 16);
+                        if !handler {
+                            c.eax = (c.eax & 0xFFFF_0000) | (value & 0xFFFF);
+                            c.edx = (c.edx & 0xFFFF_0000) | (value >> 16);
+                        }
                         retf(c, stack, arg_bytes);
                     })?;
                     result?;
@@ -287,14 +288,6 @@ impl Core {
             format!("Resume_Exec ran {RESUME_LIMIT} far calls without the VM returning to the break point"),
             Some("Resume_Exec"),
         ))
-    }
-
-    /// Whether `vm`'s far return address (at SS:SP) is the VMM's PM IRET
-    /// point: the export at CS:IP was entered as an interrupt handler.
-    fn returns_to_pm_iret(&self, vm: VmId) -> Result<bool, VmmError> {
-        let mut ret = [0u8; 4];
-        self.with_client(vm, |c, stack| read_stack(c, stack, 0, &mut ret))?;
-        Ok(u32::from_le_bytes(ret) == PM_IRET_POINT)
     }
 
     /// Inside `Resume_Exec`: run the events that are ready (the VM's and the

@@ -337,7 +337,6 @@ impl Core {
         self.current_task.set(previous_task);
         self.charge(self.manifest.machine.ring3_step);
         match outcome {
-            Ok(_) if self.ring3_crashed(vm) => self.end_program(id, None, EndReason::Crashed),
             Ok(step) => self.apply_step(id, step),
             Err(o) => self.end_program(
                 id,
@@ -398,11 +397,18 @@ impl Core {
     }
 
     fn apply_step(&self, id: u32, step: Step) {
-        let (vm, is_dos) = {
-            let r3 = self.ring3.borrow();
+        let (vm, is_dos, crashed) = {
+            let mut r3 = self.ring3.borrow_mut();
             let Some(p) = r3.program(id) else { return };
-            (p.vm, r3.modules[p.module].kind == ModuleKind::DosProgram)
+            let (vm, module) = (p.vm, p.module);
+            // Its code faulted with nothing to handle it (`Ring3::fault`).
+            let crashed = r3.crash_pending.take_if(|v| *v == vm).is_some();
+            (vm, r3.modules[module].kind == ModuleKind::DosProgram, crashed)
         };
+        if crashed {
+            self.end_program(id, None, EndReason::Crashed);
+            return;
+        }
         let state = match step.kind {
             StepKind::GetMessage if is_dos => {
                 self.violation(

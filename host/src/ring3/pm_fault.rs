@@ -70,12 +70,4 @@ impl Core {
         }
         self.ring3_far_call(target, &[], false).is_ok()
     }
-
-    /// After a step of a program in `vm`: whether its code faulted with
-    /// nothing to handle it (the program ends as crashed).
-    #[inline]
-    pub(crate) fn ring3_crashed(&self, vm: VmId) -> bool {
-        let mut r3 = self.ring3.borrow_mut();
-        r3.crash_pending.take_if(|v| *v == vm).is_some()
-    }
 }
