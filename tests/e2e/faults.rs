@@ -404,6 +404,35 @@ fn a_devices_page_fault_in_ring_0_goes_to_the_vmm_fault_hooks_at_interrupt_time(
 }
 
 #[test]
+fn a_vmm_fault_hook_from_sys_critical_init_still_sees_a_devices_page_fault() {
+    // The VMM has no handling of its own for a device's bad pointer, so a
+    // hook behind it (installed during Sys_Critical_Init) is offered the
+    // fault too, after the front hooks passed it on.
+    let run = machine("3.1", "", "[[interrupt]]\nname = \"go\"\nat = 10\n", |_, vmm, msg| {
+        if msg.message == SYS_CRITICAL_INIT {
+            vmm.hook_vmm_fault(0x0E, |_: &ScriptDevice, _: &Vmm<'_>, _, _| HookAction::Consume).unwrap();
+        }
+        if msg.message == DEVICE_INIT {
+            vmm.hook_vmm_fault(0x0E, |_: &ScriptDevice, _: &Vmm<'_>, _, _| HookAction::PassOn).unwrap();
+            vmm.register_interrupt("go", |_: &ScriptDevice, vmm, _| {
+                let sys = vmm.get_sys_vm_handle();
+                vmm.schedule_vm_event(sys, |dev: &ScriptDevice, vmm, _| {
+                    let r = vmm.mem_write(0, &[1, 2]);
+                    dev.note(vmm, format!("mem_write {r:?}"));
+                })
+                .unwrap();
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    });
+    run.assert_ok();
+    assert_eq!(notes(&run), [format!("mem_write {:?}", Err::<(), _>(VmmError::FAILED))]);
+    assert_eq!(fault_hooks(&run), [("vmm".into(), "front".into(), false), ("vmm".into(), "behind".into(), true)]);
+    assert_eq!(run.violations(), 0);
+}
+
+#[test]
 fn a_ring_0_page_fault_no_hook_handles_is_the_bad_pointer_violation() {
     // A hook that passes it on, and none at all: the access is refused
     // with the violation, as without fault hooks.
@@ -645,4 +674,41 @@ fn a_fault_nothing_handles_in_a_handler_a_device_entered_fails_only_that_call() 
     let t = run.trace();
     assert_eq!(t.count(json!({"kind": "pm_fault", "vm": SYS, "vector": 13, "module": "FAULTDLL"})), 1);
     t.expect_in_order(&[json!({"kind": "program_ended", "module": "FAULTAPP", "reason": "exited"})]);
+}
+
+/// A dynamic device that hooks PM fault 0Dh and VMM fault 0Eh when it
+/// loads and never unhooks.
+struct Faulter;
+
+impl VxD for Faulter {
+    const DEVICE: Device = Device::new("FAULTER").dynamic();
+
+    fn create(_: &Vmm<'_>) -> Result<Self, String> {
+        Ok(Faulter)
+    }
+
+    fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+        if msg.message == SYS_DYNAMIC_DEVICE_INIT {
+            vmm.hook_pm_fault(0x0D, |_: &Faulter, _: &Vmm<'_>, _, _| HookAction::PassOn).unwrap();
+            vmm.hook_vmm_fault(0x0E, |_: &Faulter, _: &Vmm<'_>, _, _| HookAction::PassOn).unwrap();
+        }
+        Carry::Clear
+    }
+}
+
+#[test]
+fn a_device_unloaded_with_pm_and_vmm_fault_hooks_leaks_them_and_they_go() {
+    let mut s = Scenario::new("[386Enh]\ndevice = [\"*VXDLDR\", \"SCRIPT\"]\n")
+        .script(|_, _, _| Carry::Clear)
+        .device::<Faulter>()
+        .boot();
+    s.machine().load_dynamic_device("FAULTER", true).unwrap();
+    s.machine().unload_dynamic_device("FAULTER").unwrap();
+    let run = s.finish();
+    let t = run.trace();
+    let leaks = t.values(json!({"kind": "violation", "code": "UNLOAD_LEAK", "device": "FAULTER"}), "message");
+    assert_eq!(leaks.len(), 2, "{leaks:?}");
+    assert!(leaks[0].as_str().unwrap().contains("the Hook_PM_Fault hook of fault 0Dh"), "{leaks:?}");
+    assert!(leaks[1].as_str().unwrap().contains("the Hook_VMM_Fault hook of fault 0Eh"), "{leaks:?}");
+    t.expect(json!({"kind": "device_unloaded", "device": "FAULTER", "leaks": 2}));
 }
