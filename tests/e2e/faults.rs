@@ -5,8 +5,10 @@
 //! and behind the VM's own handler, crashing the application when nothing
 //! handles it; a device's page fault in ring 0 offered to `Hook_VMM_Fault`
 //! hooks at interrupt time; `Get_Fault_Hook_Addrs`; `Unhook_PM_Fault` /
-//! `Unhook_VMM_Fault`; `Simulate_Int` in protected mode reaching the PM
-//! vector (a PM call-back, or a Rust handler) and not the V86 hooks.
+//! `Unhook_VMM_Fault`; `Simulate_Int` and a Rust `INT n` in protected mode
+//! reaching the PM vector (a PM call-back, or a Rust handler) and not the
+//! V86 hooks; the same `Ring3::fault` in a DOS VM as a V86 fault; hooks
+//! left at a dynamic device's unload.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
