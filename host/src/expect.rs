@@ -95,6 +95,7 @@ pub const KINDS: &[&str] = &[
     "fault_hook",
     "call_back",
     "vm_return",
+    "pm_fault",
 ];
 
 /// Records of one kind, optionally filtered by field values.

@@ -1130,7 +1130,8 @@ pub enum TraceEvent {
         /// It returned carry set: on to the next hook (or the VM's handler).
         passed: bool,
     },
-    /// A `Hook_V86_Fault` / `Hook_PM_Fault` hook was offered a fault.
+    /// A `Hook_V86_Fault` / `Hook_PM_Fault` / `Hook_VMM_Fault` hook was
+    /// offered a fault.
     FaultHook {
         /// The fault (exception) number.
         vector: u8,
@@ -1143,6 +1144,9 @@ pub enum TraceEvent {
         stage: &'static str,
         /// It returned carry clear: the fault is handled.
         handled: bool,
+        /// Whose fault: `v86` (V86 code), `pm` (protected-mode ring-3
+        /// code), `vmm` (ring-0 code).
+        mode: &'static str,
     },
     /// Ring-3 code reached a call-back (`Allocate_V86_Call_Back`,
     /// `Allocate_PM_Call_Back`) and its callback ran.
@@ -1167,6 +1171,16 @@ pub enum TraceEvent {
         why: &'static str,
         /// The callback's outcome.
         outcome: CallOutcome,
+    },
+    /// Protected-mode ring-3 code faulted (`Ring3::fault`) and nothing
+    /// handled it (no fault hook, no PM vector): the program ends.
+    PmFault {
+        /// The VM.
+        vm: u32,
+        /// The exception vector.
+        vector: u8,
+        /// The module whose code faulted.
+        module: String,
     },
 }
 

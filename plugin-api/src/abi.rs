@@ -812,6 +812,37 @@ pub struct HostServices {
     pub hook_v86_fault: extern "C" fn(cx: Cx<'_>, vector: u32, callback: RawCallback) -> VmmResult<u32>,
     /// `Unhook_V86_Fault` (4.0).
     pub unhook_v86_fault: extern "C" fn(cx: Cx<'_>, vector: u32, hook: u32) -> VmmResult<()>,
+    // ---- fault hooks of protected-mode and ring-0 code (appended) ------------------------
+    /// `Hook_PM_Fault` (`mode` [`FAULT_MODE_PM`]) / `Hook_VMM_Fault`
+    /// ([`FAULT_MODE_VMM`]); [`FAULT_MODE_V86`] is `Hook_V86_Fault`. The
+    /// hook's handle. EAX = the fault, EBX = the current VM (a ring-0 page
+    /// fault: EDX = the linear address); carry clear = handled. A
+    /// `Hook_VMM_Fault` hook runs as at interrupt time.
+    pub hook_fault: extern "C" fn(cx: Cx<'_>, mode: u32, vector: u32, callback: RawCallback) -> VmmResult<u32>,
+    /// `Unhook_PM_Fault` / `Unhook_VMM_Fault` (4.0).
+    pub unhook_fault: extern "C" fn(cx: Cx<'_>, mode: u32, vector: u32, hook: u32) -> VmmResult<()>,
+    /// `Get_Fault_Hook_Addrs`: per mode the handle of the hook a fault is
+    /// offered to first (0: the VMM's own handling comes first).
+    pub get_fault_hook_addrs: extern "C" fn(cx: Cx<'_>, vector: u32) -> VmmResult<FaultHookAddrs>,
+}
+
+/// `hook_fault`'s `mode`: faults of V86 code.
+pub const FAULT_MODE_V86: u32 = 0;
+/// `hook_fault`'s `mode`: faults of protected-mode ring-3 code.
+pub const FAULT_MODE_PM: u32 = 1;
+/// `hook_fault`'s `mode`: faults of ring-0 code (the VMM and devices).
+pub const FAULT_MODE_VMM: u32 = 2;
+
+/// `Get_Fault_Hook_Addrs`' answer: hook handles, 0 for none.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FaultHookAddrs {
+    /// EDX: the V86 fault hook called first.
+    pub v86: u32,
+    /// ESI: the PM fault hook called first.
+    pub pm: u32,
+    /// EDI: the VMM fault hook called first.
+    pub vmm: u32,
 }
 
 /// `Get_PM_Int_Vector`'s answer.
@@ -1052,6 +1083,12 @@ pub struct Ring3Services {
     /// 16:16 address `handler` (an export of the module; 0 restores the
     /// default handler). The previous handler (0 for the default).
     pub r3_set_int_vector: extern "C" fn(cx: Cx<'_>, vector: u8, handler: u32) -> VmmResult<u32>,
+
+    // ---- faults of ring-3 code (appended) -------------------------------------------------------
+    /// Execute an instruction that raises processor exception `vector`
+    /// (00h-1Fh, not 02h): offered to the fault hooks and the VM's handler;
+    /// `FAILED` when nothing handled it (the program ends after its step).
+    pub r3_fault: extern "C" fn(cx: Cx<'_>, vector: u8) -> VmmResult<()>,
 }
 
 /// `VPICD_IRQ_Descriptor` as the typed `VPICD_Virtualize_IRQ` passes it:

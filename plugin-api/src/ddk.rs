@@ -865,3 +865,13 @@ pub const HOOK_V86_FAULT: u16 = 0x7F;
 pub const UNHOOK_V86_INT_CHAIN: u16 = 0x118;
 /// `Unhook_V86_Fault` (4.0).
 pub const UNHOOK_V86_FAULT: u16 = 0x119;
+/// `Get_Fault_Hook_Addrs`.
+pub const GET_FAULT_HOOK_ADDRS: u16 = 0x7E;
+/// `Hook_PM_Fault`.
+pub const HOOK_PM_FAULT: u16 = 0x80;
+/// `Hook_VMM_Fault`.
+pub const HOOK_VMM_FAULT: u16 = 0x81;
+/// `Unhook_PM_Fault` (4.0).
+pub const UNHOOK_PM_FAULT: u16 = 0x11A;
+/// `Unhook_VMM_Fault` (4.0).
+pub const UNHOOK_VMM_FAULT: u16 = 0x11B;

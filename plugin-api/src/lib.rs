@@ -1301,6 +1301,51 @@
 //! nested-execution block or a call-back. The rules are in
 //! `docs/semantics.md` ("Interrupts inside VMs and call-backs").
 //!
+//! Faults of protected-mode ring-3 code (a Windows application's
+//! [`Ring3::fault`], which executes `DIV` by zero, `INT3`, `UD2` or a load
+//! of a bad selector) go to `hook_pm_fault` hooks under the same rules: a
+//! hook from `Sys_Critical_Init` sees only what the VM has no handler for
+//! (no PM vector set with `set_pm_int_vector`, no `Ring3::set_int_vector`
+//! handler), a later one every fault first. When nothing handles it the
+//! application is ended (`pm_fault`). Faults of ring-0 code go to
+//! `hook_vmm_fault` / `hook_vmm_fault_at`: the VMM raises one, a page fault
+//! (0Eh) with its linear address, when a device's `mem_read` or
+//! `mem_write` touches an address inside no heap block; consuming it turns
+//! the `BAD_POINTER` violation into a plain `Err(FAILED)`. Such a hook runs
+//! as at interrupt time: only asynchronous services. `unhook_fault(mode,
+//! vector, handle)` (Windows 95) and `get_fault_hook_addrs(vector)` cover
+//! all three modes ([`FaultMode`]). `simulate_int` on a VM running
+//! protected-mode code enters its PM vector (a PM call-back, or the
+//! application's handler) when one is set, and reflects to V86 (the
+//! `hook_v86_int_chain` hooks) only when it is not.
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! struct Guard;
+//!
+//! impl VxD for Guard {
+//!     const DEVICE: Device = Device::new("GUARD");
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Guard)
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == INIT_COMPLETE {
+//!             // Every UD2 of a Windows application, before its own handler:
+//!             // answer AX = 0 and let it go on.
+//!             let _ = vmm.hook_pm_fault(0x06, |_: &Guard, vmm: &Vmm<'_>, _, vm| {
+//!                 vmm.client(vm).unwrap().set_ax(0);
+//!                 HookAction::Consume
+//!             });
+//!             // Recover from our own bad pointers (interrupt-time rules).
+//!             let _ = vmm.hook_vmm_fault_at(0x0E, |_: &Guard, _: &Vmm<'_>, _, _, address| {
+//!                 if address >= 0xC000_0000 { HookAction::Consume } else { HookAction::PassOn }
+//!             });
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//! ```
+//!
 //! ## Logging
 //!
 //! Use `tracing` through this crate (`info!`, `warn!`, ... are in the
@@ -1336,6 +1381,9 @@
 //! `build_int_stack_frame`, `allocate_call_back`, `call_when_vm_returns`,
 //! `hook_v86_fault`, `unhook_v86_fault`. Appended to `VmServices`:
 //! `adjust_execution_time` ([`Vmm::adjust_execution_time`]).
+//! Fault hooks of protected-mode and ring-0 code, appended to
+//! `HostServices`: `hook_fault`, `unhook_fault`, `get_fault_hook_addrs`;
+//! to `Ring3Services`: `r3_fault` ([`Ring3::fault`]).
 //!
 //! ## Errors
 //!
@@ -1372,11 +1420,13 @@ pub use handles::{
     AppyHandle, EventHandle, FarPtr, HInstance, HTask, Hwnd, IrqHandle, SemaphoreHandle, SysBHookHandle, TimeoutHandle,
     VmHandle,
 };
+pub use ring3::Exception;
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
 pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
+pub use vmm::{FaultHooks, FaultMode};
 pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
 pub use vpicd::{HwIntEvent, IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
 pub use vxdldr::{DeviceListEntry, LoadedDevice, Vxdldr, VxdldrError};
@@ -1396,6 +1446,7 @@ pub mod prelude {
         VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
     pub use crate::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
+    pub use crate::{Exception, FaultHooks, FaultMode};
     pub use crate::{HookHandle, HookedCall, Vxdldr, VxdldrError};
     pub use tracing::{debug, error, info, trace, warn};
 }

@@ -750,6 +750,53 @@ impl Ring3<'_> {
     }
 }
 
+// ---- faults of ring-3 code ------------------------------------------------------------------
+
+/// A processor exception ring-3 code raises with [`Ring3::fault`]: what
+/// the instruction it stands for does on a real processor.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Exception {
+    /// `DIV` by zero: 00h.
+    DivideError,
+    /// `INT3`: 03h.
+    Breakpoint,
+    /// `UD2`: 06h.
+    InvalidOpcode,
+    /// A load of an invalid selector: 0Dh (general protection).
+    GeneralProtection,
+}
+
+impl Exception {
+    /// The exception's vector.
+    pub fn vector(self) -> u8 {
+        match self {
+            Exception::DivideError => 0x00,
+            Exception::Breakpoint => 0x03,
+            Exception::InvalidOpcode => 0x06,
+            Exception::GeneralProtection => 0x0D,
+        }
+    }
+}
+
+impl Ring3<'_> {
+    /// Execute an instruction that raises `exception`, in this VM's mode
+    /// (protected mode in the system VM, V86 in a DOS VM). The VMM offers
+    /// it to the devices' fault hooks installed after `Sys_Critical_Init`
+    /// (`Hook_PM_Fault`, `Hook_V86_Fault`), then to the VM's handler (the
+    /// PM vector a device set with `Set_PM_Int_Vector`, else the export
+    /// installed with [`Ring3::set_int_vector`], called as an interrupt
+    /// handler; in V86 a call-back in the VM's V86 vector), then to the
+    /// hooks installed during `Sys_Critical_Init`. `Ok(())`: handled, the
+    /// code goes on after the instruction (with the client registers the
+    /// handler left). `Err(FAILED)`: nothing handled it; the program is
+    /// crashed when this step returns (`pm_fault` / `v86_fault` record,
+    /// then `program_ended` with reason `crashed`), so return at once.
+    pub fn fault(&self, exception: Exception) -> Result<(), VmmError> {
+        let Some(f) = self.svc().ring3().r3_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        crate::vmm::res(f(self.cx, exception.vector()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::PascalArgs;

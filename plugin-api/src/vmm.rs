@@ -1680,3 +1680,120 @@ impl Vmm<'_> {
         res(f(self.cx, vector as u32, hook.0))
     }
 }
+
+/// Whose faults a fault hook sees.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FaultMode {
+    /// V86 code: a DOS program (`Hook_V86_Fault`).
+    V86,
+    /// Protected-mode ring-3 code: a Windows application or DLL
+    /// (`Hook_PM_Fault`).
+    Pm,
+    /// Ring-0 code: the VMM and the devices (`Hook_VMM_Fault`).
+    Vmm,
+}
+
+impl FaultMode {
+    fn raw(self) -> u32 {
+        match self {
+            FaultMode::V86 => crate::abi::FAULT_MODE_V86,
+            FaultMode::Pm => crate::abi::FAULT_MODE_PM,
+            FaultMode::Vmm => crate::abi::FAULT_MODE_VMM,
+        }
+    }
+}
+
+/// `Get_Fault_Hook_Addrs`' answer: per mode the hook a fault is offered to
+/// first, `None` when the VMM's own handling comes first.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FaultHooks {
+    /// EDX: V86 faults.
+    pub v86: Option<FaultHookHandle>,
+    /// ESI: faults of protected-mode ring-3 code.
+    pub pm: Option<FaultHookHandle>,
+    /// EDI: faults of ring-0 code.
+    pub vmm: Option<FaultHookHandle>,
+}
+
+/// Fault hooks of protected-mode and ring-0 code (appended to the ABI: on
+/// an older host these return `VmmError::NOT_AVAILABLE`).
+impl Vmm<'_> {
+    fn hook_fault_in<D: 'static, F: Fn(&D, &Vmm<'_>, u8, VmHandle) -> HookAction + 'static>(
+        &self,
+        mode: FaultMode,
+        vector: u8,
+        f: F,
+    ) -> Result<FaultHookHandle, VmmError> {
+        let Some(hook) = self.svc().hook_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = hook_callback(f);
+        res(hook(self.cx, mode.raw(), vector as u32, cb)).map(FaultHookHandle)
+    }
+
+    /// `Hook_PM_Fault`: `f` is offered fault `vector` of protected-mode
+    /// ring-3 code (a Rust module's [`crate::ring3::Ring3::fault`] in a
+    /// protected-mode VM) with the client registers current, under the
+    /// same rules as [`Vmm::hook_v86_fault`]: installed during
+    /// `Sys_Critical_Init` it sees only what the VM has no handler for (no
+    /// PM vector); installed later it sees every such fault first; the
+    /// newest hook first. [`HookAction::Consume`] = handled (the code goes
+    /// on after the faulting instruction); [`HookAction::PassOn`] is the
+    /// DDK's jump to the previous handler. `Err(FAILED)` for 2 or above
+    /// 0x4F.
+    pub fn hook_pm_fault<D: 'static, F: Fn(&D, &Vmm<'_>, u8, VmHandle) -> HookAction + 'static>(
+        &self,
+        vector: u8,
+        f: F,
+    ) -> Result<FaultHookHandle, VmmError> {
+        self.hook_fault_in(FaultMode::Pm, vector, f)
+    }
+
+    /// `Hook_VMM_Fault`: `f` is offered fault `vector` of ring-0 code, with
+    /// the same ordering rules. The only ring-0 fault this VMM raises is
+    /// the page fault (0Eh) of a device's [`Vmm::mem_read`] /
+    /// [`Vmm::mem_write`] at a linear address inside no heap block; the
+    /// hook gets the address as `fault_address` through
+    /// [`Vmm::hook_vmm_fault_at`]. A hook that consumes it makes the
+    /// access fail with `Err(FAILED)` and no violation. The hook runs as at
+    /// interrupt time: only asynchronous services are legal in it.
+    pub fn hook_vmm_fault<D: 'static, F: Fn(&D, &Vmm<'_>, u8, VmHandle) -> HookAction + 'static>(
+        &self,
+        vector: u8,
+        f: F,
+    ) -> Result<FaultHookHandle, VmmError> {
+        self.hook_fault_in(FaultMode::Vmm, vector, f)
+    }
+
+    /// [`Vmm::hook_vmm_fault`] whose hook also gets EDX: the linear
+    /// address of a page fault (the DDK's CR2).
+    pub fn hook_vmm_fault_at<D: 'static, F: Fn(&D, &Vmm<'_>, u8, VmHandle, u32) -> HookAction + 'static>(
+        &self,
+        vector: u8,
+        f: F,
+    ) -> Result<FaultHookHandle, VmmError> {
+        let Some(hook) = self.svc().hook_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+            match f(d, vmm, r.eax as u8, VmHandle(r.ebx), r.edx) {
+                HookAction::Consume => Carry::Clear,
+                HookAction::PassOn => Carry::Set,
+            }
+        });
+        res(hook(self.cx, FaultMode::Vmm.raw(), vector as u32, cb)).map(FaultHookHandle)
+    }
+
+    /// `Unhook_PM_Fault` / `Unhook_VMM_Fault` (Windows 95; `FaultMode::V86`
+    /// is `Unhook_V86_Fault`): `Err(NOT_FOUND)` for a hook this device does
+    /// not have on `vector` in that mode.
+    pub fn unhook_fault(&self, mode: FaultMode, vector: u8, hook: FaultHookHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().unhook_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, mode.raw(), vector as u32, hook.0))
+    }
+
+    /// `Get_Fault_Hook_Addrs`: the hooks fault `vector` is offered to
+    /// first, per mode. `Err(FAILED)` for 2 or above 0x4F.
+    pub fn get_fault_hook_addrs(&self, vector: u8) -> Result<FaultHooks, VmmError> {
+        let Some(f) = self.svc().get_fault_hook_addrs() else { return Err(VmmError::NOT_AVAILABLE) };
+        let a = res(f(self.cx, vector as u32))?;
+        let h = |n: u32| (n != 0).then_some(FaultHookHandle(n));
+        Ok(FaultHooks { v86: h(a.v86), pm: h(a.pm), vmm: h(a.vmm) })
+    }
+}

@@ -10,6 +10,7 @@ mod depth;
 mod dos;
 mod dynamic;
 mod explore;
+mod faults;
 mod foundation;
 mod fuzz;
 mod hooks;

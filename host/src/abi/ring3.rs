@@ -170,6 +170,11 @@ extern "C" fn r3_set_int_vector(cx: &HostCx, vector: u8, handler: u32) -> VmmRes
     )
 }
 
+extern "C" fn r3_fault(cx: &HostCx, vector: u8) -> VmmResult<()> {
+    // An instruction, not an API call: the ISR rule does not apply.
+    guarded(cx, "fault", RErr(VmmError::FATAL), |core| core.ring3_fault(caller(cx), vector).into())
+}
+
 struct Table;
 
 impl Table {
@@ -200,6 +205,7 @@ impl Table {
             r3_write_far,
             r3_port_io,
             r3_set_int_vector,
+            r3_fault,
         })
     }
 }

@@ -8,8 +8,9 @@ use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
 use vmm_plugin_api::abi::{
-    ClientRegs, ControlArgs, CritStatus, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind, PmVector,
-    ProfileString, ProfileValue, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError, VmmResult,
+    ClientRegs, ControlArgs, CritStatus, FaultHookAddrs, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind,
+    PmVector, ProfileString, ProfileValue, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError,
+    VmmResult,
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
@@ -18,7 +19,7 @@ use vmm_plugin_api::ddk::{
 
 use crate::abi::{Failure, allowed, caller, core, guarded, serve};
 use crate::machine::Core;
-use crate::machine::rules::mem_violation;
+use crate::machine::rules::mem_fault;
 use crate::profile::{parse_boolean, parse_decimal, parse_hex, profile_value};
 use crate::time::Duration;
 use crate::trace::{CancelReason, PriorityReason, TraceEvent};
@@ -297,7 +298,7 @@ extern "C" fn mem_read(cx: &HostCx, address: u32, mut out: RSliceMut<'_, u8>) ->
         let r = core.heap.borrow().read(address, out.as_mut_slice());
         match r {
             Ok(()) => ROk(()),
-            Err(e) => RErr(mem_violation(core, svc::MEM_READ.name, address, len, e)),
+            Err(e) => RErr(mem_fault(core, svc::MEM_READ.name, address, len, e)),
         }
     })
 }
@@ -307,7 +308,7 @@ extern "C" fn mem_write(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> VmmR
         let r = core.heap.borrow_mut().write(address, data.as_slice());
         match r {
             Ok(()) => ROk(()),
-            Err(e) => RErr(mem_violation(core, svc::MEM_WRITE.name, address, data.len(), e)),
+            Err(e) => RErr(mem_fault(core, svc::MEM_WRITE.name, address, data.len(), e)),
         }
     })
 }
@@ -1223,6 +1224,38 @@ extern "C" fn unhook_v86_fault(cx: &HostCx, vector: u32, hook: u32) -> VmmResult
     })
 }
 
+fn fault_kind(mode: u32) -> Option<(FaultKind, &'static Service, &'static Service)> {
+    use vmm_plugin_api::abi::{FAULT_MODE_PM, FAULT_MODE_V86, FAULT_MODE_VMM};
+    match mode {
+        FAULT_MODE_V86 => Some((FaultKind::V86, &svc::HOOK_V86_FAULT, &svc::UNHOOK_V86_FAULT)),
+        FAULT_MODE_PM => Some((FaultKind::Pm, &svc::HOOK_PM_FAULT, &svc::UNHOOK_PM_FAULT)),
+        FAULT_MODE_VMM => Some((FaultKind::Vmm, &svc::HOOK_VMM_FAULT, &svc::UNHOOK_VMM_FAULT)),
+        _ => None,
+    }
+}
+
+extern "C" fn hook_fault(cx: &HostCx, mode: u32, vector: u32, callback: RawCallback) -> VmmResult<u32> {
+    let cb = Callback::plugin(caller(cx), callback);
+    let Some((kind, hook, _)) = fault_kind(mode) else { return RErr(VmmError::INVALID_PARAMETER) };
+    serve(cx, hook, |core| core.hook_fault(kind, caller(cx), vector, cb).into())
+}
+
+extern "C" fn unhook_fault(cx: &HostCx, mode: u32, vector: u32, hook: u32) -> VmmResult<()> {
+    let Some((kind, _, svc)) = fault_kind(mode) else { return RErr(VmmError::INVALID_PARAMETER) };
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        core.unhook_fault(kind, caller(cx), vector, hook).into()
+    })
+}
+
+extern "C" fn get_fault_hook_addrs(cx: &HostCx, vector: u32) -> VmmResult<FaultHookAddrs> {
+    serve(cx, &svc::GET_FAULT_HOOK_ADDRS, |core| {
+        core.get_fault_hook_addrs(vector).map(|[v86, pm, vmm]| FaultHookAddrs { v86, pm, vmm }).into()
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -1285,6 +1318,9 @@ impl Table {
             call_when_vm_returns,
             hook_v86_fault,
             unhook_v86_fault,
+            hook_fault,
+            unhook_fault,
+            get_fault_hook_addrs,
         })
     }
 

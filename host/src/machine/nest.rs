@@ -8,7 +8,7 @@ use vmm_plugin_api::abi::{ClientRegs, VmmError};
 use vmm_plugin_api::ddk::VMSTAT_PM_APP;
 
 use crate::machine::Core;
-use crate::ring3::state::{NEST_BREAKPOINT, Target};
+use crate::ring3::state::{NEST_BREAKPOINT, PM_IRET_POINT, Target};
 use crate::trace::TraceEvent;
 use crate::violation::Violation;
 use crate::vmm::context::Context;
@@ -227,6 +227,12 @@ impl Core {
                 }
                 continue;
             }
+            if target_ptr == PM_IRET_POINT {
+                // A Rust export called as a PM interrupt handler returned:
+                // its IRET.
+                self.with_client(vm, |c, stack| nest::iret(c, stack))?;
+                continue;
+            }
             if self.is_call_back(target_ptr) {
                 // The call-back moves CS:IP itself.
                 self.enter_call_back(vm, target_ptr)?;
@@ -237,21 +243,30 @@ impl Core {
                 Target::Breakpoint => return Ok(()),
                 Target::Export { module, export } => {
                     let arg_bytes = self.ring3.borrow().modules[module].exports[export].arg_bytes as usize;
-                    let mut buf = [0u8; 64];
+                    // The return address, then the arguments, as they lie on
+                    // the stack.
+                    let mut buf = [0u8; 68];
                     let mut big = Vec::new();
-                    let args: &[u8] = if arg_bytes <= buf.len() {
-                        self.with_client(vm, |c, stack| read_stack(c, stack, 4, &mut buf[..arg_bytes]))?;
-                        &buf[..arg_bytes]
+                    let frame: &[u8] = if 4 + arg_bytes <= buf.len() {
+                        self.with_client(vm, |c, stack| read_stack(c, stack, 0, &mut buf[..4 + arg_bytes]))?;
+                        &buf[..4 + arg_bytes]
                     } else {
-                        big.resize(arg_bytes, 0);
-                        self.with_client(vm, |c, stack| read_stack(c, stack, 4, &mut big))?;
+                        big.resize(4 + arg_bytes, 0);
+                        self.with_client(vm, |c, stack| read_stack(c, stack, 0, &mut big))?;
                         &big
                     };
+                    // Returning to the IRET point: entered as a PM interrupt
+                    // handler (`Simulate_Int`), with no arguments, and its
+                    // registers are what it left (no DX:AX result).
+                    let handler = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]) == PM_IRET_POINT;
+                    let (args, arg_bytes) = if handler { (&[][..], 0) } else { (&frame[4..], arg_bytes) };
                     let result = self.ring3_far_call(target_ptr, args, isr);
                     let value = result.as_ref().copied().unwrap_or(0);
                     self.with_client(vm, |c, stack| {
-                        c.eax = (c.eax & 0xFFFF_0000) | (value & 0xFFFF);
-                        c.edx = (c.edx & 0xFFFF_0000) | (value >> 16);
+                        if !handler {
+                            c.eax = (c.eax & 0xFFFF_0000) | (value & 0xFFFF);
+                            c.edx = (c.edx & 0xFFFF_0000) | (value >> 16);
+                        }
                         retf(c, stack, arg_bytes);
                     })?;
                     result?;

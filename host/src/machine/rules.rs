@@ -1,7 +1,9 @@
 //! The rules every service family shares: the calling-context check of a
 //! service's [`Rule`] (asynchronous, synchronous, init-only) and the
-//! refusal of a linear address outside the heap. The VMM's, SHELL's and
-//! VPICD's services all apply them; the ABI shims only call them.
+//! refusal of a linear address outside the heap (for a device's own
+//! memory access, a ring-0 page fault offered to the `Hook_VMM_Fault`
+//! hooks first). The VMM's, SHELL's and VPICD's services all apply them;
+//! the ABI shims only call them.
 
 use vmm_plugin_api::abi::VmmError;
 
@@ -61,3 +63,17 @@ pub(crate) fn mem_violation(core: &Core, service: &'static str, address: u32, le
     };
     core.refuse(Violation::BadPointer, format!("{service}: {what}"), Some(service))
 }
+
+/// A device's access to linear memory failed: an address inside no block
+/// is a page fault in ring 0, offered to the `Hook_VMM_Fault` hooks first
+/// (one that handles it makes the access fail with `FAILED` and no
+/// violation); anything else, or a fault nobody handled, is the violation.
+pub(crate) fn mem_fault(core: &Core, service: &'static str, address: u32, len: usize, e: MemError) -> VmmError {
+    if e == MemError::Unmapped && core.vmm_fault(PAGE_FAULT, address) {
+        return VmmError::FAILED;
+    }
+    mem_violation(core, service, address, len, e)
+}
+
+/// The page fault's exception number.
+const PAGE_FAULT: u8 = 0x0E;

@@ -11,7 +11,7 @@ use vmm_plugin_api::ddk::{CF_MASK, ZF_MASK};
 
 use crate::machine::{Core, Phase};
 use crate::ring3::machine_code::DosMemory;
-use crate::ring3::state::{INT_SELECTOR, Ring3Code};
+use crate::ring3::state::{INT_SELECTOR, PM_IRET_POINT, Ring3Code, Target};
 use crate::time::Duration;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
@@ -274,6 +274,9 @@ impl Core {
     /// chain, then (when every hook passed it on) an IRET frame to the
     /// VM's vector.
     pub(crate) fn simulate_int_in(&self, vm: VmId, n: u8) -> Result<(), VmmError> {
+        if let Some(handler) = self.pm_int_handler(vm, n) {
+            return self.simulate_pm_int(vm, handler);
+        }
         if self.v86_int_chain(vm, n) {
             return Ok(());
         }
@@ -286,6 +289,37 @@ impl Core {
         };
         self.with_client_stack(vm, |c, s| nest::simulate_int(c, s, vector))??;
         self.frame_built(vm);
+        Ok(())
+    }
+
+    /// The protected-mode handler of interrupt `n` in `vm` when the VM
+    /// runs protected-mode code: the PM vector a device set
+    /// (`Set_PM_Int_Vector`), else the export its ring-3 code installed
+    /// (`Ring3::set_int_vector`). `None`: the vector is still the VMM's
+    /// default, which reflects the interrupt to V86 mode (also when a
+    /// device set it back to the default it read, `FFFE:n`).
+    pub(crate) fn pm_int_handler(&self, vm: VmId, n: u8) -> Option<u32> {
+        if !self.vms.borrow().get(vm).is_some_and(|v| v.pm) {
+            return None;
+        }
+        let set = self.vectors.borrow().pm_vector(vm, n).map(|(sel, off)| ((sel as u32) << 16) | (off & 0xFFFF));
+        set.or_else(|| self.ring3.borrow().int_vectors.get(&(vm, n)).copied()).filter(|&h| h != Core::int_vector(n))
+    }
+
+    /// `Simulate_Int` in protected mode: an IRET frame to `handler`, no V86
+    /// hook (those see only what is reflected to V86). A Rust export is
+    /// entered by a far call, so above the frame goes a return to the
+    /// VMM's IRET point (`PM_IRET_POINT`): `Resume_Exec` calls the export,
+    /// returns there, and pops the frame as the handler's `IRET`.
+    fn simulate_pm_int(&self, vm: VmId, handler: u32) -> Result<(), VmmError> {
+        self.with_client_stack(vm, |c, s| nest::simulate_int(c, s, handler))??;
+        self.frame_built(vm);
+        let export = matches!(self.ring3.borrow().resolve(handler), Target::Export { .. });
+        if export {
+            self.with_client_stack(vm, |c, s| {
+                nest::push_words(c, s, &[(PM_IRET_POINT >> 16) as u16, PM_IRET_POINT as u16])
+            })??;
+        }
         Ok(())
     }
 
@@ -577,14 +611,32 @@ impl Core {
         }
     }
 
+    /// `Get_Fault_Hook_Addrs`: for each mode (V86, PM, VMM) the handle of
+    /// the hook fault `n` is offered to first, 0 when the VMM's own
+    /// handling comes first. `FAILED` for 2 and numbers above 4Fh.
+    pub(crate) fn get_fault_hook_addrs(&self, n: u32) -> Result<[u32; 3], VmmError> {
+        let n = u8::try_from(n).ok().filter(|&n| n != 2 && n <= crate::vmm::vectors::MAX_FAULT);
+        let Some(n) = n else { return Err(VmmError::FAILED) };
+        let v = self.vectors.borrow();
+        Ok([FaultKind::V86, FaultKind::Pm, FaultKind::Vmm].map(|k| v.first_fault_hook(k, n)))
+    }
+
     /// Offer fault `n` of `vm` to the hooks of `stage`, newest first: `true`
     /// when one handled it (returned carry clear).
     pub(crate) fn fault_hooks(&self, kind: FaultKind, vm: VmId, n: u8, stage: FaultStage) -> bool {
+        self.fault_hooks_with(kind, vm, n, stage, 0)
+    }
+
+    /// [`Core::fault_hooks`] with EDX for the hooks (a ring-0 page fault's
+    /// linear address). A `Hook_VMM_Fault` hook runs as at interrupt time:
+    /// only asynchronous services are legal in it.
+    pub(crate) fn fault_hooks_with(&self, kind: FaultKind, vm: VmId, n: u8, stage: FaultStage, edx: u32) -> bool {
         let chain = self.vectors.borrow().fault_chain(kind, n, stage);
+        let context = if kind == FaultKind::Vmm { Context::Interrupt } else { Context::Vm };
         for id in chain {
             let Some(mut taken): Option<Taken> = self.vectors.borrow_mut().take_fault(kind, n, id) else { continue };
-            let mut regs = Regs { eax: n as u32, ebx: vm.raw(), flags: CF_MASK, ..Regs::default() };
-            let outcome = taken.callback.call(self, Context::Vm, &mut regs);
+            let mut regs = Regs { eax: n as u32, ebx: vm.raw(), edx, flags: CF_MASK, ..Regs::default() };
+            let outcome = taken.callback.call(self, context, &mut regs);
             let owner = taken.owner;
             let dropped = self.vectors.borrow_mut().put_fault(kind, n, taken);
             drop(dropped);
@@ -595,12 +647,24 @@ impl Core {
                 device: self.instance_name(owner).to_string(),
                 stage: if stage == FaultStage::Front { "front" } else { "behind" },
                 handled,
+                mode: kind.mode(),
             });
             if handled || self.is_fatal() {
                 return true;
             }
         }
         false
+    }
+
+    /// Fault `n` of ring-0 code (a device's access to linear address
+    /// `address` that is not there: 0Eh) offered to the `Hook_VMM_Fault`
+    /// hooks, in front and behind alike (the VMM has no handling of its
+    /// own for a device's bad pointer): whether one handled it. One map
+    /// lookup when nothing hooks it.
+    pub(crate) fn vmm_fault(&self, n: u8, address: u32) -> bool {
+        let vm = self.cur_vm.get();
+        self.fault_hooks_with(FaultKind::Vmm, vm, n, FaultStage::Front, address)
+            || self.fault_hooks_with(FaultKind::Vmm, vm, n, FaultStage::Behind, address)
     }
 
     /// A VM was destroyed: its tables go.

@@ -11,3 +11,7 @@ pub(crate) const V86_API_SEGMENT: u16 = 0xFF00;
 pub(crate) const PM_API_SELECTOR: u16 = 0x003B;
 /// Selector of the host's interrupt handlers (the offset is the vector).
 pub(crate) const INT_SELECTOR: u16 = 0xFFFE;
+/// The far pointer a Rust export entered as a protected-mode interrupt
+/// handler (`Simulate_Int`) returns to: reaching it is the handler's
+/// `IRET`.
+pub(crate) const PM_IRET_POINT: u32 = ((INT_SELECTOR as u32) << 16) | 0x0100;

@@ -187,11 +187,20 @@ impl Core {
     /// A far call made by ring-3 code (or for it): into an export, a VxD API
     /// entry, or an interrupt handler. `args` are the PASCAL argument bytes
     /// of an export. Returns DX:AX.
-    /// `INT n` executed by Rust ring-3 code: the devices' hooks
-    /// (`Hook_V86_Int_Chain`), then the VM's vector when a device pointed
-    /// it at a call-back, else the host's handler.
+    /// `INT n` executed by Rust ring-3 code: in protected mode the VM's PM
+    /// vector when one is set (a PM call-back entered with an interrupt
+    /// frame, or an export called as the handler); otherwise (V86, or a PM
+    /// vector still the VMM's default, which reflects to V86) the devices'
+    /// hooks (`Hook_V86_Int_Chain`), then the VM's vector when a device
+    /// pointed it at a call-back, else the host's handler.
     pub(crate) fn ring3_code_int(&self, n: u8) -> Result<(), VmmError> {
         let vm = self.cur_vm.get();
+        if let Some(handler) = self.pm_int_handler(vm, n) {
+            if self.is_call_back(handler) {
+                return self.ring3_call_back(vm, handler, &[], true).map(|_| ());
+            }
+            return self.ring3_far_call(handler, &[], false).map(|_| ());
+        }
         if self.v86_int_chain(vm, n) {
             return Ok(());
         }

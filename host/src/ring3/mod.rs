@@ -15,6 +15,7 @@ pub(crate) mod hw_int;
 pub(crate) mod int2f;
 pub(crate) mod machine_code;
 pub(crate) mod memory;
+pub(crate) mod pm_fault;
 pub(crate) mod rundll;
 pub(crate) mod state;
 pub(crate) mod user;
@@ -287,7 +288,13 @@ impl Core {
             }
             return false;
         };
-        self.ring3.borrow_mut().set_last_run(index);
+        {
+            let mut r3 = self.ring3.borrow_mut();
+            r3.set_last_run(index);
+            // A fault left unhandled outside any program's step (a handler
+            // a device entered) ended no program: forget it.
+            r3.crash_pending = None;
+        }
         let (id, module, task, state, args) = {
             let r3 = self.ring3.borrow();
             let p = &r3.programs[index];
@@ -390,11 +397,18 @@ impl Core {
     }
 
     fn apply_step(&self, id: u32, step: Step) {
-        let (vm, is_dos) = {
-            let r3 = self.ring3.borrow();
+        let (vm, is_dos, crashed) = {
+            let mut r3 = self.ring3.borrow_mut();
             let Some(p) = r3.program(id) else { return };
-            (p.vm, r3.modules[p.module].kind == ModuleKind::DosProgram)
+            let (vm, module) = (p.vm, p.module);
+            // Its code faulted with nothing to handle it (`Ring3::fault`).
+            let crashed = r3.crash_pending.take_if(|v| *v == vm).is_some();
+            (vm, r3.modules[module].kind == ModuleKind::DosProgram, crashed)
         };
+        if crashed {
+            self.end_program(id, None, EndReason::Crashed);
+            return;
+        }
         let state = match step.kind {
             StepKind::GetMessage if is_dos => {
                 self.violation(

@@ -155,6 +155,9 @@ pub(crate) struct Ring3State {
     /// The interrupt handlers Rust ring-3 code installed
     /// (`Ring3::set_int_vector`), by VM and vector: 16:16 export addresses.
     pub(crate) int_vectors: BTreeMap<(VmId, u8), u32>,
+    /// A fault of Rust ring-3 code in this VM that nothing handled: the
+    /// program whose step is running ends when the step returns.
+    pub(crate) crash_pending: Option<VmId>,
 }
 
 impl Ring3State {

@@ -164,6 +164,12 @@ services! {
     CALL_PREVIOUS_HOOK = None, "call_previous_hook", Async;
     // ---- device contention (the COM port demo, section 8.1) ----
     TRACE_CONTENTION = None, "trace_contention", Async;
+    // ---- fault hooks of protected-mode and ring-0 code (virtual-hardware reference, section 4.3) ----
+    GET_FAULT_HOOK_ADDRS = Some(0x7E), "Get_Fault_Hook_Addrs", Sync;
+    HOOK_PM_FAULT = Some(0x80), "Hook_PM_Fault", Sync;
+    HOOK_VMM_FAULT = Some(0x81), "Hook_VMM_Fault", Sync;
+    UNHOOK_PM_FAULT = Some(0x11A), "Unhook_PM_Fault", Sync;
+    UNHOOK_VMM_FAULT = Some(0x11B), "Unhook_VMM_Fault", Sync;
 }
 
 /// The service with `ordinal` in the VMM's table.
@@ -190,7 +196,7 @@ mod tests {
         assert_eq!(by_ordinal(0x14).map(|s| s.name), Some("Call_Priority_VM_Event"));
         // The DDK's table, then the blocks appended since: each in ordinal
         // order.
-        let starts = ["Allocate_V86_Call_Back", "Nuke_VM", "trace_contention"];
+        let starts = ["Allocate_V86_Call_Back", "Nuke_VM", "trace_contention", "Get_Fault_Hook_Addrs"];
         let mut bounds: Vec<usize> = starts.iter().map(|n| ALL.iter().position(|s| s.name == *n).unwrap()).collect();
         bounds.insert(0, 0);
         bounds.push(ALL.len());
@@ -224,6 +230,11 @@ mod tests {
             (ddk::HOOK_V86_FAULT, HOOK_V86_FAULT),
             (ddk::UNHOOK_V86_INT_CHAIN, UNHOOK_V86_INT_CHAIN),
             (ddk::UNHOOK_V86_FAULT, UNHOOK_V86_FAULT),
+            (ddk::GET_FAULT_HOOK_ADDRS, GET_FAULT_HOOK_ADDRS),
+            (ddk::HOOK_PM_FAULT, HOOK_PM_FAULT),
+            (ddk::HOOK_VMM_FAULT, HOOK_VMM_FAULT),
+            (ddk::UNHOOK_PM_FAULT, UNHOOK_PM_FAULT),
+            (ddk::UNHOOK_VMM_FAULT, UNHOOK_VMM_FAULT),
         ] {
             assert_eq!(svc.ordinal, Some(ordinal), "{}", svc.name);
         }

@@ -1,6 +1,6 @@
 //! Interrupts inside VMs, as state and rules: the V86 interrupt hook chains
 //! (`Hook_V86_Int_Chain`), the fault hook chains (`Hook_V86_Fault`,
-//! `Hook_PM_Fault`), the protected-mode vector tables, the V86 vector
+//! `Hook_PM_Fault`, `Hook_VMM_Fault`), the protected-mode vector tables, the V86 vector
 //! tables of VMs whose memory the VMM does not hold (a DOS program's real
 //! table lives in its memory), the call-backs into ring 0
 //! (`Allocate_V86_Call_Back`, `Allocate_PM_Call_Back`) and the
@@ -50,11 +50,34 @@ pub(crate) struct Taken {
     pub(crate) callback: Callback,
 }
 
-/// Which fault chain: V86 faults (protected-mode code in this emulator is
-/// Rust and raises no processor faults, so there is no PM chain yet).
+/// Which fault chain: faults of V86 code (a DOS program's machine code),
+/// of protected-mode ring-3 code (a Rust module's `Ring3::fault`), or of
+/// ring-0 code (a device's access to linear memory that is not there).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum FaultKind {
     V86,
+    Pm,
+    Vmm,
+}
+
+impl FaultKind {
+    /// The `mode` of a `fault_hook` record.
+    pub(crate) fn mode(self) -> &'static str {
+        match self {
+            FaultKind::V86 => "v86",
+            FaultKind::Pm => "pm",
+            FaultKind::Vmm => "vmm",
+        }
+    }
+
+    /// The service that hooks this chain.
+    pub(crate) fn service(self) -> &'static str {
+        match self {
+            FaultKind::V86 => "Hook_V86_Fault",
+            FaultKind::Pm => "Hook_PM_Fault",
+            FaultKind::Vmm => "Hook_VMM_Fault",
+        }
+    }
 }
 
 /// Where the hook of a fault chain sits relative to the VMM's own handling.
@@ -217,6 +240,15 @@ impl Vectors {
             .map_or_else(Vec::new, |c| c.iter().rev().filter(|h| h.early == early).map(|h| h.id).collect())
     }
 
+    /// `Get_Fault_Hook_Addrs`: the hook of `kind` a fault `n` is offered
+    /// to first (the newest in front, else the newest behind), 0 when the
+    /// VMM's own handling comes first.
+    pub(crate) fn first_fault_hook(&self, kind: FaultKind, n: u8) -> u32 {
+        let Some(chain) = self.faults.get(&(kind, n)) else { return 0 };
+        let newest = |early: bool| chain.iter().rev().find(|h| h.early == early).map(|h| h.id);
+        newest(false).or_else(|| newest(true)).unwrap_or(0)
+    }
+
     pub(crate) fn take_fault(&mut self, kind: FaultKind, n: u8, id: u32) -> Option<Taken> {
         take(self.faults.get_mut(&(kind, n))?, id)
     }
@@ -376,10 +408,7 @@ impl Vectors {
                 if h.owner != owner {
                     return true;
                 }
-                let which = match kind {
-                    FaultKind::V86 => "Hook_V86_Fault",
-                };
-                names.push(format!("the {which} hook of fault {n:02X}h"));
+                names.push(format!("the {} hook of fault {n:02X}h", kind.service()));
                 callbacks.extend(h.callback.take());
                 false
             });
@@ -459,6 +488,14 @@ mod tests {
         assert_eq!(v.fault_chain(FaultKind::V86, 0x0D, FaultStage::Front), [later, late]);
         assert_eq!(v.fault_chain(FaultKind::V86, 0x0D, FaultStage::Behind), [early]);
         assert!(v.fault_chain(FaultKind::V86, 0x0E, FaultStage::Front).is_empty());
+        assert_eq!(v.first_fault_hook(FaultKind::V86, 0x0D), later);
+        // Each mode is its own chain.
+        assert_eq!(v.first_fault_hook(FaultKind::Pm, 0x0D), 0);
+        let (pm, prev) = v.hook_fault(FaultKind::Pm, 0x0D, a, cb(), true).unwrap();
+        assert_eq!((v.first_fault_hook(FaultKind::Pm, 0x0D), prev), (pm, 0));
+        assert!(v.fault_chain(FaultKind::Vmm, 0x0D, FaultStage::Behind).is_empty());
+        assert_eq!(v.unhook_fault(FaultKind::Vmm, 0x0D, a, pm).err(), Some(VectorError::NotFound));
+        assert!(v.unhook_fault(FaultKind::Pm, 0x0D, a, pm).is_ok());
     }
 
     #[test]
