@@ -16,6 +16,7 @@ use crate::machine::vpicd::Vpicd;
 use crate::violation::Violation;
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::services::Rule;
+use crate::vmm::vpicd::VirtHandle;
 
 /// VPICD's service table, by ordinal (VPICD.INC 3.1, VPICD.H 4.0).
 pub(crate) const SERVICES: [&str; 25] = [
@@ -150,11 +151,19 @@ fn vxdcall(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Carry {
             );
             Carry::Set
         }
-        VPICD_SET_INT_REQUEST => carry(core.vpicd_set_int_request(r.eax, VmId::from_raw(r.ebx), true)),
-        VPICD_CLEAR_INT_REQUEST => carry(core.vpicd_set_int_request(r.eax, VmId::from_raw(r.ebx), false)),
-        VPICD_PHYS_EOI => carry(core.vpicd_phys_eoi(r.eax)),
+        VPICD_SET_INT_REQUEST => {
+            carry(core.vpicd_set_int_request(VirtHandle::from_raw(r.eax), VmId::from_raw(r.ebx), true))
+        }
+        VPICD_CLEAR_INT_REQUEST => {
+            carry(core.vpicd_set_int_request(VirtHandle::from_raw(r.eax), VmId::from_raw(r.ebx), false))
+        }
+        VPICD_PHYS_EOI => carry(core.vpicd_phys_eoi(VirtHandle::from_raw(r.eax))),
         VPICD_GET_COMPLETE_STATUS | VPICD_GET_STATUS => {
-            match core.vpicd_get_status(r.eax, VmId::from_raw(r.ebx), ordinal == VPICD_GET_COMPLETE_STATUS) {
+            match core.vpicd_get_status(
+                VirtHandle::from_raw(r.eax),
+                VmId::from_raw(r.ebx),
+                ordinal == VPICD_GET_COMPLETE_STATUS,
+            ) {
                 Ok(s) => {
                     call.regs.ecx = s;
                     Carry::Clear
@@ -162,10 +171,12 @@ fn vxdcall(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Carry {
                 Err(_) => Carry::Set,
             }
         }
-        VPICD_TEST_PHYS_REQUEST => Carry::from_failed(core.vpicd_test_phys_request(r.eax).unwrap_or(false)),
-        VPICD_PHYSICALLY_MASK => carry(core.vpicd_physical_mask(r.eax, 0)),
-        VPICD_PHYSICALLY_UNMASK => carry(core.vpicd_physical_mask(r.eax, 1)),
-        VPICD_SET_AUTO_MASKING => carry(core.vpicd_physical_mask(r.eax, 2)),
+        VPICD_TEST_PHYS_REQUEST => {
+            Carry::from_failed(core.vpicd_test_phys_request(VirtHandle::from_raw(r.eax)).unwrap_or(false))
+        }
+        VPICD_PHYSICALLY_MASK => carry(core.vpicd_physical_mask(VirtHandle::from_raw(r.eax), 0)),
+        VPICD_PHYSICALLY_UNMASK => carry(core.vpicd_physical_mask(VirtHandle::from_raw(r.eax), 1)),
+        VPICD_SET_AUTO_MASKING => carry(core.vpicd_physical_mask(VirtHandle::from_raw(r.eax), 2)),
         VPICD_GET_IRQ_COMPLETE_STATUS => match core.vpicd_get_irq_complete_status(r.eax) {
             Ok(s) => {
                 call.regs.ecx = s.status;
@@ -173,7 +184,7 @@ fn vxdcall(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Carry {
             }
             Err(_) => Carry::Set,
         },
-        VPICD_CONVERT_HANDLE_TO_IRQ => match core.vpicd_convert_handle_to_irq(r.eax) {
+        VPICD_CONVERT_HANDLE_TO_IRQ => match core.vpicd_convert_handle_to_irq(VirtHandle::from_raw(r.eax)) {
             Ok(irq) => {
                 call.regs.esi = irq;
                 Carry::Clear
@@ -195,10 +206,10 @@ fn vxdcall(core: &Core, ordinal: u16, call: &mut ServiceCall) -> Carry {
             Err(_) => Carry::Set,
         },
         VPICD_FORCE_DEFAULT_OWNER => carry(core.vpicd_force_default_owner(r.eax & 0xFFFF, VmId::from_raw(r.ebx))),
-        VPICD_FORCE_DEFAULT_BEHAVIOR => carry(core.vpicd_force_default_behavior(r.eax)),
+        VPICD_FORCE_DEFAULT_BEHAVIOR => carry(core.vpicd_force_default_behavior(VirtHandle::from_raw(r.eax))),
         // Undocumented instance-swap helpers: no-ops (docs/semantics.md).
         VPICD_AUTO_MASK_AT_INST_SWAP | VPICD_BEGIN_INST_PAGE_SWAP | VPICD_END_INST_PAGE_SWAP => Carry::Clear,
-        VPICD_VIRTUAL_EOI => carry(core.vpicd_virtual_eoi(r.eax, VmId::from_raw(r.ebx))),
+        VPICD_VIRTUAL_EOI => carry(core.vpicd_virtual_eoi(VirtHandle::from_raw(r.eax), VmId::from_raw(r.ebx))),
         VPICD_GET_VIRTUALIZATION_COUNT => match core.vpicd_get_virtualization_count(r.eax) {
             Ok(n) => {
                 call.regs.eax = n;

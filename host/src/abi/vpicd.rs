@@ -14,6 +14,7 @@ use crate::abi::{caller, guarded};
 use crate::machine::Core;
 use crate::vmm::callback::Callback;
 use crate::vmm::ids::VmId;
+use crate::vmm::vpicd::VirtHandle;
 use crate::vpicd::SERVICES;
 
 /// Run VPICD service `ordinal`: `body` if the entry check passes.
@@ -30,7 +31,9 @@ extern "C" fn get_version(cx: &HostCx) -> VmmResult<u32> {
 extern "C" fn virtualize_irq(cx: &HostCx, descriptor: IrqDescriptor) -> VmmResult<u32> {
     let owner = caller(cx);
     let mut d = Some(descriptor);
-    let r = vpicd(cx, VPICD_VIRTUALIZE_IRQ, |core| core.vpicd_virtualize_irq(owner, d.take().expect("once")));
+    let r = vpicd(cx, VPICD_VIRTUALIZE_IRQ, |core| {
+        core.vpicd_virtualize_irq(owner, d.take().expect("once")).map(|h| h.raw())
+    });
     // A refused call releases the closures in the plugin.
     if let Some(d) = d {
         let release = |raw| drop(Callback::plugin(owner, raw));
@@ -45,26 +48,26 @@ extern "C" fn virtualize_irq(cx: &HostCx, descriptor: IrqDescriptor) -> VmmResul
 extern "C" fn set_int_request(cx: &HostCx, handle: u32, vm: u32, set: bool) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     let ordinal = if set { VPICD_SET_INT_REQUEST } else { VPICD_CLEAR_INT_REQUEST };
-    vpicd(cx, ordinal, |core| core.vpicd_set_int_request(handle, vm, set))
+    vpicd(cx, ordinal, |core| core.vpicd_set_int_request(VirtHandle::from_raw(handle), vm, set))
 }
 
 extern "C" fn phys_eoi(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    vpicd(cx, VPICD_PHYS_EOI, |core| core.vpicd_phys_eoi(handle))
+    vpicd(cx, VPICD_PHYS_EOI, |core| core.vpicd_phys_eoi(VirtHandle::from_raw(handle)))
 }
 
 extern "C" fn get_status(cx: &HostCx, handle: u32, vm: u32, complete: bool) -> VmmResult<u32> {
     let vm = VmId::from_raw(vm);
     let ordinal = if complete { VPICD_GET_COMPLETE_STATUS } else { VPICD_GET_STATUS };
-    vpicd(cx, ordinal, |core| core.vpicd_get_status(handle, vm, complete))
+    vpicd(cx, ordinal, |core| core.vpicd_get_status(VirtHandle::from_raw(handle), vm, complete))
 }
 
 extern "C" fn test_phys_request(cx: &HostCx, handle: u32) -> VmmResult<bool> {
-    vpicd(cx, VPICD_TEST_PHYS_REQUEST, |core| core.vpicd_test_phys_request(handle))
+    vpicd(cx, VPICD_TEST_PHYS_REQUEST, |core| core.vpicd_test_phys_request(VirtHandle::from_raw(handle)))
 }
 
 extern "C" fn physical_mask(cx: &HostCx, handle: u32, mode: u32) -> VmmResult<()> {
     let ordinal = VPICD_PHYSICALLY_MASK + mode.min(2) as u16;
-    vpicd(cx, ordinal, |core| core.vpicd_physical_mask(handle, mode))
+    vpicd(cx, ordinal, |core| core.vpicd_physical_mask(VirtHandle::from_raw(handle), mode))
 }
 
 extern "C" fn get_irq_complete_status(cx: &HostCx, irq: u32) -> VmmResult<IrqStatus> {
@@ -72,7 +75,7 @@ extern "C" fn get_irq_complete_status(cx: &HostCx, irq: u32) -> VmmResult<IrqSta
 }
 
 extern "C" fn convert_handle_to_irq(cx: &HostCx, handle: u32) -> VmmResult<u32> {
-    vpicd(cx, VPICD_CONVERT_HANDLE_TO_IRQ, |core| core.vpicd_convert_handle_to_irq(handle))
+    vpicd(cx, VPICD_CONVERT_HANDLE_TO_IRQ, |core| core.vpicd_convert_handle_to_irq(VirtHandle::from_raw(handle)))
 }
 
 extern "C" fn convert_irq_to_int(cx: &HostCx, irq: u32, vm: u32) -> VmmResult<u32> {
@@ -90,12 +93,12 @@ extern "C" fn force_default_owner(cx: &HostCx, irq: u32, vm: u32) -> VmmResult<(
 }
 
 extern "C" fn force_default_behavior(cx: &HostCx, handle: u32) -> VmmResult<()> {
-    vpicd(cx, VPICD_FORCE_DEFAULT_BEHAVIOR, |core| core.vpicd_force_default_behavior(handle))
+    vpicd(cx, VPICD_FORCE_DEFAULT_BEHAVIOR, |core| core.vpicd_force_default_behavior(VirtHandle::from_raw(handle)))
 }
 
 extern "C" fn virtual_eoi(cx: &HostCx, handle: u32, vm: u32) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
-    vpicd(cx, VPICD_VIRTUAL_EOI, |core| core.vpicd_virtual_eoi(handle, vm))
+    vpicd(cx, VPICD_VIRTUAL_EOI, |core| core.vpicd_virtual_eoi(VirtHandle::from_raw(handle), vm))
 }
 
 extern "C" fn get_virtualization_count(cx: &HostCx, irq: u32) -> VmmResult<u32> {

@@ -22,7 +22,7 @@ use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::io::OUTPUT;
 use crate::vmm::timers::TimerKind;
-use crate::vmm::vpicd::{Command, DEFAULT_HANDLER, Data, DefaultRoute, IRQS, Proc, VirtError, VpicdState};
+use crate::vmm::vpicd::{Command, Data, DefaultRoute, IRQS, Proc, Requester, VirtError, VirtHandle, VpicdState};
 
 /// The ports of the two virtual PICs VPICD traps.
 pub(crate) const PIC_PORTS: [u16; 4] = [0x20, 0x21, 0xA0, 0xA1];
@@ -81,7 +81,7 @@ impl Core {
 
     // ---- arguments ------------------------------------------------------------------------
 
-    fn vpicd_irq_of(&self, service: &'static str, handle: u32) -> Result<u8, VmmError> {
+    fn vpicd_irq_of(&self, service: &'static str, handle: VirtHandle) -> Result<u8, VmmError> {
         let irq = self.vpicd.state.borrow().virt(handle).map(|v| v.irq);
         irq.ok_or_else(|| {
             self.refuse(
@@ -124,7 +124,7 @@ impl Core {
     // ---- the services ----------------------------------------------------------------------
 
     /// `VPICD_Virtualize_IRQ` for `owner`.
-    pub(crate) fn vpicd_virtualize_irq(&self, owner: InstanceId, d: IrqDescriptor) -> Result<u32, VmmError> {
+    pub(crate) fn vpicd_virtualize_irq(&self, owner: InstanceId, d: IrqDescriptor) -> Result<VirtHandle, VmmError> {
         const SERVICE: &str = "VPICD_Virtualize_IRQ";
         let allowed = if self.manifest.machine.windows_version.0 < 4 { VPICD_OPT_ALL_31 } else { VPICD_OPT_ALL };
         let procs = [
@@ -153,7 +153,7 @@ impl Core {
                 let vms = self.vm_handles();
                 let mut st = self.vpicd.state.borrow_mut();
                 for vm in vms {
-                    st.clear_request(vm, d.irq as u8, DEFAULT_HANDLER);
+                    st.clear_request(vm, d.irq as u8, Requester::Default);
                 }
                 Ok(h)
             }
@@ -172,21 +172,21 @@ impl Core {
     }
 
     /// `VPICD_Set_Int_Request` (`set`) / `VPICD_Clear_Int_Request`.
-    pub(crate) fn vpicd_set_int_request(&self, handle: u32, vm: VmId, set: bool) -> Result<(), VmmError> {
+    pub(crate) fn vpicd_set_int_request(&self, handle: VirtHandle, vm: VmId, set: bool) -> Result<(), VmmError> {
         let service = if set { "VPICD_Set_Int_Request" } else { "VPICD_Clear_Int_Request" };
         let irq = self.vpicd_irq_of(service, handle)?;
         let vm = self.vpicd_vm_arg(service, vm)?;
         if set {
-            self.vpicd_request(vm, irq, handle);
+            self.vpicd_request(vm, irq, Requester::Device(handle));
         } else {
-            self.vpicd_clear(vm, irq, handle);
+            self.vpicd_clear(vm, irq, Requester::Device(handle));
         }
         Ok(())
     }
 
     /// Set `who`'s request of `irq` for `vm`, boost the VM, and simulate
     /// the interrupt if the VM can take it now.
-    fn vpicd_request(&self, vm: VmId, irq: u8, who: u32) {
+    fn vpicd_request(&self, vm: VmId, irq: u8, who: Requester) {
         self.vpicd.active.set(true);
         let new = self.vpicd.state.borrow_mut().set_request(vm, irq, who);
         if new {
@@ -196,7 +196,7 @@ impl Core {
         self.vpicd_try_deliver(vm);
     }
 
-    fn vpicd_clear(&self, vm: VmId, irq: u8, who: u32) {
+    fn vpicd_clear(&self, vm: VmId, irq: u8, who: Requester) {
         let had = self.vpicd.state.borrow_mut().clear_request(vm, irq, who);
         if had {
             self.trace(|| TraceEvent::VirtualIrq { irq, vm: vm.raw(), step: "cleared" });
@@ -232,7 +232,7 @@ impl Core {
     }
 
     /// `VPICD_Phys_EOI`.
-    pub(crate) fn vpicd_phys_eoi(&self, handle: u32) -> Result<(), VmmError> {
+    pub(crate) fn vpicd_phys_eoi(&self, handle: VirtHandle) -> Result<(), VmmError> {
         let irq = self.vpicd_irq_of("VPICD_Phys_EOI", handle)?;
         self.vpicd_end_physical(irq);
         Ok(())
@@ -248,23 +248,23 @@ impl Core {
     }
 
     /// `VPICD_Get_Complete_Status` / `VPICD_Get_Status`.
-    pub(crate) fn vpicd_get_status(&self, handle: u32, vm: VmId, complete: bool) -> Result<u32, VmmError> {
+    pub(crate) fn vpicd_get_status(&self, handle: VirtHandle, vm: VmId, complete: bool) -> Result<u32, VmmError> {
         let service = if complete { "VPICD_Get_Complete_Status" } else { "VPICD_Get_Status" };
         let irq = self.vpicd_irq_of(service, handle)?;
         let vm = self.vpicd_vm_arg(service, vm)?;
         let vms = self.vm_handles();
-        let s = self.vpicd.state.borrow_mut().status(vm, irq, Some(handle), &vms);
+        let s = self.vpicd.state.borrow_mut().status(vm, irq, Some(Requester::Device(handle)), &vms);
         Ok(if complete { s } else { s & (VPICD_STAT_IRET_PENDING | VPICD_STAT_IN_SERVICE) })
     }
 
     /// `VPICD_Test_Phys_Request`.
-    pub(crate) fn vpicd_test_phys_request(&self, handle: u32) -> Result<bool, VmmError> {
+    pub(crate) fn vpicd_test_phys_request(&self, handle: VirtHandle) -> Result<bool, VmmError> {
         let irq = self.vpicd_irq_of("VPICD_Test_Phys_Request", handle)?;
         Ok(self.vpicd.state.borrow().phys_request(irq))
     }
 
     /// `VPICD_Physically_Mask` (0), `_Unmask` (1), `Set_Auto_Masking` (2).
-    pub(crate) fn vpicd_physical_mask(&self, handle: u32, mode: u32) -> Result<(), VmmError> {
+    pub(crate) fn vpicd_physical_mask(&self, handle: VirtHandle, mode: u32) -> Result<(), VmmError> {
         let service =
             ["VPICD_Physically_Mask", "VPICD_Physically_Unmask", "VPICD_Set_Auto_Masking"][mode.min(2) as usize];
         let irq = self.vpicd_irq_of(service, handle)?;
@@ -301,7 +301,7 @@ impl Core {
     }
 
     /// `VPICD_Convert_Handle_To_IRQ`.
-    pub(crate) fn vpicd_convert_handle_to_irq(&self, handle: u32) -> Result<u32, VmmError> {
+    pub(crate) fn vpicd_convert_handle_to_irq(&self, handle: VirtHandle) -> Result<u32, VmmError> {
         self.vpicd_irq_of("VPICD_Convert_Handle_To_IRQ", handle).map(u32::from)
     }
 
@@ -334,7 +334,7 @@ impl Core {
     }
 
     /// `VPICD_Force_Default_Behavior`: the descriptor and its requests go.
-    pub(crate) fn vpicd_force_default_behavior(&self, handle: u32) -> Result<(), VmmError> {
+    pub(crate) fn vpicd_force_default_behavior(&self, handle: VirtHandle) -> Result<(), VmmError> {
         self.vpicd_irq_of("VPICD_Force_Default_Behavior", handle)?;
         let gone = self.vpicd.state.borrow_mut().unvirtualize(handle);
         drop(gone);
@@ -345,7 +345,7 @@ impl Core {
     }
 
     /// `VPICD_Virtual_EOI`.
-    pub(crate) fn vpicd_virtual_eoi(&self, handle: u32, vm: VmId) -> Result<(), VmmError> {
+    pub(crate) fn vpicd_virtual_eoi(&self, handle: VirtHandle, vm: VmId) -> Result<(), VmmError> {
         let irq = self.vpicd_irq_of("VPICD_Virtual_EOI", handle)?;
         let vm = self.vpicd_vm_arg("VPICD_Virtual_EOI", vm)?;
         self.vpicd_eoi(vm, irq);
@@ -388,7 +388,15 @@ impl Core {
 
     /// Call procedure `proc` of descriptor `handle` with EAX = handle,
     /// EBX = `vm` and `ecx`/`edx`/carry; `None` if it has none.
-    fn vpicd_call(&self, handle: u32, proc: Proc, vm: VmId, ecx: u32, edx: u32, carry: bool) -> Option<CallOutcome> {
+    fn vpicd_call(
+        &self,
+        handle: VirtHandle,
+        proc: Proc,
+        vm: VmId,
+        ecx: u32,
+        edx: u32,
+        carry: bool,
+    ) -> Option<CallOutcome> {
         let cb = self.vpicd.state.borrow_mut().take_proc(handle, proc);
         let mut cb = cb?;
         // Hw_Int at interrupt time; the others in the context of what
@@ -399,7 +407,7 @@ impl Core {
             (_, c @ (Context::Event | Context::Appy | Context::Vm | Context::Interrupt)) => c,
             _ => Context::Vm,
         };
-        let mut regs = Regs { eax: handle, ebx: vm.raw(), ecx, edx, flags: carry as u32, ..Regs::default() };
+        let mut regs = Regs { eax: handle.raw(), ebx: vm.raw(), ecx, edx, flags: carry as u32, ..Regs::default() };
         let outcome = cb.call(self, context, &mut regs);
         if let Some(gone) = self.vpicd.state.borrow_mut().put_proc(handle, proc, cb) {
             gone.release();
@@ -438,11 +446,11 @@ impl Core {
     fn vpicd_deliver(&self, vm: VmId, irq: u8) -> bool {
         let win4 = self.manifest.machine.windows_version.0 >= 4;
         let requesters = self.vpicd.state.borrow().requesters(vm, irq);
-        for &h in requesters.iter().filter(|h| **h != DEFAULT_HANDLER) {
+        for h in requesters.iter().filter_map(|who| who.device()) {
             let options = self.vpicd.state.borrow().virt(h).map_or(0, |v| v.options);
             let outcome = self.vpicd_call(h, Proc::VirtInt, vm, 0, 0, false);
             if win4 && options & VPICD_OPT_VIRT_INT_REJECT != 0 && outcome == Some(CallOutcome::Set) {
-                self.vpicd_clear(vm, irq, h);
+                self.vpicd_clear(vm, irq, Requester::Device(h));
             }
         }
         if !self.vpicd.state.borrow().requested(vm, irq) {
@@ -452,8 +460,7 @@ impl Core {
             let mut st = self.vpicd.state.borrow_mut();
             let timeout = requesters
                 .iter()
-                .find(|h| **h != DEFAULT_HANDLER && st.virt(**h).is_some())
-                .and_then(|h| st.virt(*h).map(|v| v.iret_time_out))
+                .find_map(|who| who.device().and_then(|h| st.virt(h)).map(|v| v.iret_time_out))
                 .unwrap_or(VPICD_DEFAULT_IRET_TIME_OUT);
             (st.begin_delivery(vm, irq), timeout)
         };
@@ -560,7 +567,7 @@ impl Core {
         self.trace(|| TraceEvent::VirtualIrq { irq, vm: vm.raw(), step: "eoi" });
         let chain = self.vpicd.state.borrow().chain(irq);
         if chain.is_empty() {
-            self.vpicd_clear(vm, irq, DEFAULT_HANDLER);
+            self.vpicd_clear(vm, irq, Requester::Default);
             self.vpicd_end_physical(irq);
         }
         for h in chain {
@@ -581,7 +588,7 @@ impl Core {
             vm: vm.raw(),
             step: if timed_out { "iret_timeout" } else { "iret" },
         });
-        for h in delivered.into_iter().filter(|h| *h != DEFAULT_HANDLER) {
+        for h in delivered.into_iter().filter_map(Requester::device) {
             self.vpicd_call(h, Proc::Iret, vm, 0, 0, timed_out);
         }
         self.vpicd_unboost_if_idle(vm);
@@ -754,7 +761,7 @@ impl Core {
                 DefaultRoute::Owned(owner) => owner.filter(|o| self.vm_valid(*o)),
             };
             match target {
-                Some(vm) => self.vpicd_request(vm, irq, DEFAULT_HANDLER),
+                Some(vm) => self.vpicd_request(vm, irq, Requester::Default),
                 None => {
                     tracing::info!("IRQ {irq}: no device virtualized it and no VM owns it; dropped");
                     self.vpicd_end_physical(irq);

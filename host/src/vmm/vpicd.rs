@@ -18,9 +18,26 @@ use crate::vmm::slab::{Handle, Slab, TAG_VPICD};
 pub(crate) const IRQS: u8 = 16;
 /// Devices that may share one IRQ.
 pub(crate) const MAX_SHARERS: usize = 32;
-/// The requester that stands for VPICD's default handling of an
-/// un-virtualized IRQ (never a handle: handles are never 0).
-pub(crate) const DEFAULT_HANDLER: u32 = 0;
+/// A virtualized IRQ's handle (`VPICD_Virtualize_IRQ`).
+pub(crate) type VirtHandle = Handle<Virt>;
+
+/// Who requests an IRQ in a VM: a device that virtualized it, or VPICD's
+/// default handling of an un-virtualized IRQ.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Requester {
+    Device(VirtHandle),
+    Default,
+}
+
+impl Requester {
+    /// The device's handle (`None` for the default handling).
+    pub(crate) fn device(self) -> Option<VirtHandle> {
+        match self {
+            Requester::Device(h) => Some(h),
+            Requester::Default => None,
+        }
+    }
+}
 /// IRQs unmasked when Windows starts (timer, keyboard, cascade, floppy,
 /// real-time clock, coprocessor, hard disk): global under the default
 /// handling; the rest are owned by the first VM that unmasks them.
@@ -114,12 +131,12 @@ enum Icw {
 /// A VM's virtual PIC pair.
 struct VmPic {
     imr: u16,
-    /// Requesters of each IRQ (handles; [`DEFAULT_HANDLER`]).
-    requests: [Vec<u32>; IRQS as usize],
+    /// Requesters of each IRQ.
+    requests: [Vec<Requester>; IRQS as usize],
     isr: u16,
     iret_pending: u16,
     /// The requesters each simulated interrupt was delivered for.
-    delivered: [Vec<u32>; IRQS as usize],
+    delivered: [Vec<Requester>; IRQS as usize],
     /// Which delivery an IRET time-out belongs to.
     iret_seq: [u64; IRQS as usize],
     bases: [u8; 2],
@@ -180,7 +197,7 @@ pub(crate) enum Data {
 pub(crate) struct VpicdState {
     virts: Slab<Virt>,
     /// Handles of each IRQ in virtualization order.
-    chains: [Vec<u32>; IRQS as usize],
+    chains: [Vec<VirtHandle>; IRQS as usize],
     phys: [Phys; IRQS as usize],
     routes: [DefaultRoute; IRQS as usize],
     vms: BTreeMap<VmId, VmPic>,
@@ -221,20 +238,18 @@ impl VpicdState {
         procs: [Option<Callback>; 5],
         iret_time_out: u32,
         hw_int_ref: u32,
-    ) -> Result<u32, VirtError> {
+    ) -> Result<VirtHandle, VirtError> {
         if irq >= IRQS as u16 {
             return Err(VirtError::BadIrq);
         }
         let chain = &self.chains[irq as usize];
         let share = options & vmm_plugin_api::ddk::VPICD_OPT_CAN_SHARE != 0;
         if let Some(&first) = chain.first() {
-            let all_share = chain.iter().all(|h| {
-                self.virts
-                    .get(Handle::from_raw(*h))
-                    .is_some_and(|v| v.options & vmm_plugin_api::ddk::VPICD_OPT_CAN_SHARE != 0)
-            });
+            let all_share = chain
+                .iter()
+                .all(|h| self.virts.get(*h).is_some_and(|v| v.options & vmm_plugin_api::ddk::VPICD_OPT_CAN_SHARE != 0));
             if !share || !all_share {
-                let owner = self.virts.get(Handle::from_raw(first)).map_or(InstanceId::HOST, |v| v.owner);
+                let owner = self.virts.get(first).map_or(InstanceId::HOST, |v| v.owner);
                 return Err(VirtError::Taken { owner });
             }
             if chain.len() >= MAX_SHARERS {
@@ -243,8 +258,6 @@ impl VpicdState {
         }
         let irq = irq as u8;
         let Some((handle, slot)) = self.virts.vacant() else { return Err(VirtError::NoRoom) };
-        // VPICD's callers (and the ABI) know IRQ handles as numbers.
-        let handle = handle.raw();
         *slot = Some(Virt { irq, options, owner, procs, iret_time_out, hw_int_ref });
         self.chains[irq as usize].push(handle);
         Ok(handle)
@@ -252,33 +265,34 @@ impl VpicdState {
 
     /// `VPICD_Force_Default_Behavior`: the descriptor goes (its callbacks
     /// with it), and with it every request it made.
-    pub(crate) fn unvirtualize(&mut self, handle: u32) -> Option<Virt> {
-        let v = self.virts.remove(Handle::from_raw(handle))?;
+    pub(crate) fn unvirtualize(&mut self, handle: VirtHandle) -> Option<Virt> {
+        let v = self.virts.remove(handle)?;
         self.chains[v.irq as usize].retain(|h| *h != handle);
+        let who = Requester::Device(handle);
         for pic in self.vms.values_mut() {
-            pic.requests[v.irq as usize].retain(|h| *h != handle);
-            pic.delivered[v.irq as usize].retain(|h| *h != handle);
+            pic.requests[v.irq as usize].retain(|h| *h != who);
+            pic.delivered[v.irq as usize].retain(|h| *h != who);
         }
         Some(v)
     }
 
-    pub(crate) fn virt(&self, handle: u32) -> Option<&Virt> {
-        self.virts.get(Handle::from_raw(handle))
+    pub(crate) fn virt(&self, handle: VirtHandle) -> Option<&Virt> {
+        self.virts.get(handle)
     }
 
     /// The descriptors `owner` still has.
-    pub(crate) fn owned_by(&self, owner: InstanceId) -> Vec<u32> {
-        self.virts.iter().filter(|(_, v)| v.owner == owner).map(|(h, _)| h.raw()).collect()
+    pub(crate) fn owned_by(&self, owner: InstanceId) -> Vec<VirtHandle> {
+        self.virts.iter().filter(|(_, v)| v.owner == owner).map(|(h, _)| h).collect()
     }
 
     /// Take a procedure out to call it (put it back with [`Self::put_proc`]).
-    pub(crate) fn take_proc(&mut self, handle: u32, proc: Proc) -> Option<Callback> {
-        self.virts.get_mut(Handle::from_raw(handle)).and_then(|v| v.procs[proc as usize].take())
+    pub(crate) fn take_proc(&mut self, handle: VirtHandle, proc: Proc) -> Option<Callback> {
+        self.virts.get_mut(handle).and_then(|v| v.procs[proc as usize].take())
     }
 
     /// Put back a procedure taken out; dropped if the handle went meanwhile.
-    pub(crate) fn put_proc(&mut self, handle: u32, proc: Proc, cb: Callback) -> Option<Callback> {
-        match self.virts.get_mut(Handle::from_raw(handle)) {
+    pub(crate) fn put_proc(&mut self, handle: VirtHandle, proc: Proc, cb: Callback) -> Option<Callback> {
+        match self.virts.get_mut(handle) {
             Some(v) if v.procs[proc as usize].is_none() => {
                 v.procs[proc as usize] = Some(cb);
                 None
@@ -289,7 +303,7 @@ impl VpicdState {
 
     /// The handles of `irq`, last virtualized first (the order shared
     /// IRQs' `Hw_Int` procedures are called in).
-    pub(crate) fn chain(&self, irq: u8) -> Vec<u32> {
+    pub(crate) fn chain(&self, irq: u8) -> Vec<VirtHandle> {
         self.chains[irq as usize].iter().rev().copied().collect()
     }
 
@@ -372,7 +386,7 @@ impl VpicdState {
     }
 
     /// Add `who`'s request of `irq` in `vm`; whether it was not set yet.
-    pub(crate) fn set_request(&mut self, vm: VmId, irq: u8, who: u32) -> bool {
+    pub(crate) fn set_request(&mut self, vm: VmId, irq: u8, who: Requester) -> bool {
         let r = &mut self.pic(vm).requests[irq as usize];
         if r.contains(&who) {
             return false;
@@ -382,7 +396,7 @@ impl VpicdState {
     }
 
     /// Drop `who`'s request; whether it had one.
-    pub(crate) fn clear_request(&mut self, vm: VmId, irq: u8, who: u32) -> bool {
+    pub(crate) fn clear_request(&mut self, vm: VmId, irq: u8, who: Requester) -> bool {
         let r = &mut self.pic(vm).requests[irq as usize];
         let before = r.len();
         r.retain(|h| *h != who);
@@ -393,7 +407,7 @@ impl VpicdState {
         self.vms.get(&vm).is_some_and(|p| !p.requests[irq as usize].is_empty())
     }
 
-    pub(crate) fn requesters(&self, vm: VmId, irq: u8) -> Vec<u32> {
+    pub(crate) fn requesters(&self, vm: VmId, irq: u8) -> Vec<Requester> {
         self.vms.get(&vm).map(|p| p.requests[irq as usize].clone()).unwrap_or_default()
     }
 
@@ -448,7 +462,7 @@ impl VpicdState {
     /// The IRET of `irq`'s simulated interrupt in `vm` (a time-out names
     /// its delivery by `seq`): the requesters it was delivered for, if an
     /// IRET was pending.
-    pub(crate) fn iret(&mut self, vm: VmId, irq: u8, seq: Option<u64>) -> Option<Vec<u32>> {
+    pub(crate) fn iret(&mut self, vm: VmId, irq: u8, seq: Option<u64>) -> Option<Vec<Requester>> {
         let p = self.vms.get_mut(&vm)?;
         if p.iret_pending & (1 << irq) == 0 || seq.is_some_and(|s| s != p.iret_seq[irq as usize]) {
             return None;
@@ -578,9 +592,7 @@ impl VpicdState {
         (0..IRQS)
             .filter(|&i| {
                 self.chains[i as usize].iter().any(|h| {
-                    self.virts
-                        .get(Handle::from_raw(*h))
-                        .is_some_and(|v| v.options & vmm_plugin_api::ddk::VPICD_OPT_READ_HW_IRR != 0)
+                    self.virts.get(*h).is_some_and(|v| v.options & vmm_plugin_api::ddk::VPICD_OPT_READ_HW_IRR != 0)
                 })
             })
             .fold(0u16, |a, i| a | (1 << i))
@@ -589,7 +601,7 @@ impl VpicdState {
     // ---- status ------------------------------------------------------------------------
 
     /// `VPICD_Get_Complete_Status` of `irq` in `vm` for the requester `who`.
-    pub(crate) fn status(&mut self, vm: VmId, irq: u8, who: Option<u32>, all_vms: &[VmId]) -> u32 {
+    pub(crate) fn status(&mut self, vm: VmId, irq: u8, who: Option<Requester>, all_vms: &[VmId]) -> u32 {
         use vmm_plugin_api::ddk::*;
         let phys = self.phys[irq as usize];
         let phys_masked = self.phys_masked(irq, all_vms);
@@ -710,19 +722,25 @@ mod tests {
         assert_eq!(order, vec![0, 1, 2, 8, 9, 10, 11, 12, 13, 14, 15, 3, 4, 5, 6, 7]);
     }
 
+    /// A device's requester with handle number `n` (these tests need no
+    /// descriptor behind it).
+    fn dev(n: u32) -> Requester {
+        Requester::Device(Handle::from_raw(n))
+    }
+
     #[test]
     fn a_request_waits_behind_a_higher_irq_in_service_and_while_masked() {
         let mut s = VpicdState::default();
         s.write_data(VmId::from_raw(1), false, 0x00);
         s.write_data(VmId::from_raw(1), true, 0x00);
-        s.set_request(VmId::from_raw(1), 5, 7);
-        s.set_request(VmId::from_raw(1), 3, 7);
+        s.set_request(VmId::from_raw(1), 5, dev(7));
+        s.set_request(VmId::from_raw(1), 3, dev(7));
         assert_eq!(s.next_deliverable(VmId::from_raw(1)), Some(3));
         s.begin_delivery(VmId::from_raw(1), 3);
         assert_eq!(s.next_deliverable(VmId::from_raw(1)), None, "IRQ 5 is below IRQ 3 in service");
         assert_eq!(s.write_command(VmId::from_raw(1), false, 0x20), Command::Eoi(3));
         s.end_service(VmId::from_raw(1), 3);
-        s.clear_request(VmId::from_raw(1), 3, 7);
+        s.clear_request(VmId::from_raw(1), 3, dev(7));
         assert_eq!(s.next_deliverable(VmId::from_raw(1)), Some(5));
         assert_eq!(s.write_data(VmId::from_raw(1), false, 0x20), Data::Mask { masked: 0x20, unmasked: 0 });
         assert_eq!(s.next_deliverable(VmId::from_raw(1)), None);
@@ -731,14 +749,14 @@ mod tests {
     #[test]
     fn a_shared_request_drops_when_every_device_cleared_it() {
         let mut s = VpicdState::default();
-        assert!(s.set_request(VmId::from_raw(1), 5, 7));
-        assert!(!s.set_request(VmId::from_raw(1), 5, 7), "set twice by one device is one request");
-        assert!(s.set_request(VmId::from_raw(1), 5, 9));
-        assert!(s.clear_request(VmId::from_raw(1), 5, 7));
+        assert!(s.set_request(VmId::from_raw(1), 5, dev(7)));
+        assert!(!s.set_request(VmId::from_raw(1), 5, dev(7)), "set twice by one device is one request");
+        assert!(s.set_request(VmId::from_raw(1), 5, dev(9)));
+        assert!(s.clear_request(VmId::from_raw(1), 5, dev(7)));
         assert!(s.requested(VmId::from_raw(1), 5), "device 9's request stands");
-        assert!(s.clear_request(VmId::from_raw(1), 5, 9));
+        assert!(s.clear_request(VmId::from_raw(1), 5, dev(9)));
         assert!(!s.requested(VmId::from_raw(1), 5));
-        assert!(!s.clear_request(VmId::from_raw(1), 5, 9));
+        assert!(!s.clear_request(VmId::from_raw(1), 5, dev(9)));
     }
 
     #[test]
