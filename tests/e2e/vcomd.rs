@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, Trace, json};
 
-use crate::common::{DOS1, DOS2};
+use crate::common::{DOS1, DOS2, SYS};
 use crate::dos::dos_programs;
 
 const DEMO: &str = include_str!("../../plugins/vcomd/contention.ini");
@@ -751,4 +751,295 @@ fn the_uarts_rising_line_is_one_irq4_edge_even_without_a_device_virtualizing_it(
             assert_eq!((before["port"].as_u64(), before["direction"].as_str()), (Some(0x3F8), Some("out")), "{r}");
         }
     }
+}
+
+// ---- the system VM's side: VCD's PM API (trigger 7) -----------------------------------------
+
+/// A Windows driver standing in for COMM.DRV: finds VCOMD's PM API (INT
+/// 2Fh AX=1684h BX=000Eh) and runs `args`, steps separated by `;`:
+/// `sleep MS`, `api fn=N [cx=N] [al=N] [val=N]` (CX defaults to 1, COM1;
+/// `val` is BX:AX as a signed number), `out PORT VALUE`, `in PORT` (hex).
+/// Each step prints a line: `f4 cf=1 zf=1 ax=0005 bx=0000`, `in 41`.
+struct CommDrv {
+    steps: std::cell::RefCell<std::collections::VecDeque<String>>,
+}
+
+impl CommDrv {
+    fn run(&self, r3: &Ring3<'_>) -> Step {
+        loop {
+            let Some(step) = self.steps.borrow_mut().pop_front() else { return Step::exit(0) };
+            let words: Vec<&str> = step.split_whitespace().collect();
+            let arg = |key: &str, default: i64| {
+                words
+                    .iter()
+                    .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse::<i64>().ok())
+                    .unwrap_or(default)
+            };
+            let hex = |i: usize| u16::from_str_radix(words[i], 16).unwrap();
+            match words.first().copied() {
+                Some("sleep") => return Step::sleep(words[1].parse().unwrap()),
+                Some("out") => r3.out_byte(hex(1), hex(2) as u8).unwrap(),
+                Some("in") => {
+                    let v = r3.in_byte(hex(1)).unwrap();
+                    r3.print(&format!("in {v:02x}"));
+                }
+                Some("api") => {
+                    let regs = r3.regs();
+                    regs.set_ax(W386_GET_DEVICE_API);
+                    regs.set_bx(VCD);
+                    regs.set_es_raw(0);
+                    regs.set_di(0);
+                    r3.int(0x2F).unwrap();
+                    let entry = FarPtr::new(regs.es() as u16, regs.di());
+                    assert!(!entry.is_null(), "no PM API entry for VCD's ID");
+                    let function = arg("fn", 0) as u16;
+                    let val = arg("val", 0) as i32 as u32;
+                    regs.set_dx(function);
+                    regs.set_cx(arg("cx", 1) as u16);
+                    regs.set_bx((val >> 16) as u16);
+                    regs.set_ax(val as u16);
+                    regs.set_al(arg("al", (val & 0xFF) as i64) as u8);
+                    r3.call(entry, &[]).unwrap();
+                    r3.print(&format!(
+                        "f{function} cf={} zf={} ax={:04x} bx={:04x}",
+                        u8::from(regs.carry()),
+                        u8::from(regs.zero()),
+                        regs.ax(),
+                        regs.bx()
+                    ));
+                }
+                other => panic!("COMMDRV step {other:?}"),
+            }
+        }
+    }
+}
+
+impl Module for CommDrv {
+    const MODULE: ModuleDef = ModuleDef::windows_app("COMMDRV").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(CommDrv { steps: Default::default() })
+    }
+
+    fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
+        *self.steps.borrow_mut() = args.split(';').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        self.run(r3)
+    }
+
+    fn resume(&self, r3: &Ring3<'_>, _wake: Wake) -> Step {
+        self.run(r3)
+    }
+}
+
+/// VCOMD on a loopback COM1 with COMMDRV in the system VM running
+/// `steps`, and `extra` (TERM-A and the like) in the manifest.
+fn comm_drv(steps: &str, extra: &str) -> Scenario {
+    Scenario::new(&format!(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"*VPICD\", \"VCOMD.386\"]\n\
+         [windows]\nload = [\"COMMDRV {steps}\"]\n{extra}"
+    ))
+    .plugin_dir(dos_programs())
+    .module::<CommDrv>()
+}
+
+/// What COMMDRV printed, in order.
+fn comm_drv_lines(t: &Trace) -> Vec<String> {
+    t.matching(json!({"kind": "program_output", "module": "COMMDRV"}))
+        .iter()
+        .map(|r| r["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// VCD's device ID, VCOMD's.
+const VCD: u16 = 0x000E;
+
+const TERM_A: &str = "[[vm]]\nname = \"TERM-A\"\nprogram = \"COMTERM.COM\"\nargs = \"100 AAAA\"\n";
+
+#[test]
+fn the_system_vms_comm_driver_acquires_a_free_com1_through_vcds_pm_api_uses_it_and_frees_it() {
+    let run = comm_drv(
+        "api fn=0; api fn=1; api fn=2; api fn=4; out 3F8 41; in 3F8; api fn=5; api fn=5; api fn=4 al=1; api fn=6",
+        "",
+    )
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect_none(json!({"kind": "violation"}));
+    let sys = SYS as u64;
+    assert_eq!(
+        comm_drv_lines(t),
+        [
+            "f0 cf=0 zf=0 ax=030a bx=0000",
+            "f1 cf=0 zf=0 ax=0001 bx=0000",
+            // AutoAssign -1 (the default): FFFF:FFFF.
+            "f2 cf=0 zf=0 ax=ffff bx=ffff",
+            "f4 cf=0 zf=0 ax=0000 bx=0000",
+            // The owner reaches the UART: the byte comes back.
+            "in 41",
+            "f5 cf=0 zf=0 ax=0000 bx=0000",
+            // Free_Port of a port it no longer owns.
+            "f5 cf=1 zf=0 ax=0004 bx=0000",
+            "f4 cf=0 zf=0 ax=0001 bx=0000",
+            // Steal_Port of a port it owns: nothing to do.
+            "f6 cf=0 zf=0 ax=0000 bx=0000",
+        ]
+    );
+    assert_eq!(
+        decided(t),
+        [(0, sys, "free".to_string()), (sys, 0, "released".to_string()), (0, sys, "free".to_string())]
+    );
+    t.expect(
+        json!({"kind": "io", "vm": SYS, "port": 0x3F8, "direction": "in", "value": 0x41, "handled_by": "hardware"}),
+    );
+    assert_eq!(dialogs(t), 0);
+    only_owners_read_the_uart(t);
+}
+
+#[test]
+fn acquire_port_fails_with_carry_and_zero_while_a_dos_vm_keeps_com1_and_force_asks_again() {
+    // TERM-A owns COM1 from 0 ms. At 50 ms Windows' driver asks for it:
+    // the user keeps it with TERM-A (CF and ZF); asked again it is refused
+    // without a dialog; with AL bit 0 (force) the user is asked again and
+    // gives COM1 to Windows. Windows frees it at 300 ms: TERM-A's next
+    // access takes the free port back.
+    let run = comm_drv(
+        "sleep 50; api fn=4; api fn=4; api fn=4 al=1; sleep 250; api fn=5",
+        &format!("[shell]\nanswers = [\"IDNO\", \"IDYES\", \"IDNO\"]\n{TERM_A}"),
+    )
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect_none(json!({"kind": "violation"}));
+    let (sys, a) = (SYS as u64, DOS1 as u64);
+    let lines = comm_drv_lines(t);
+    assert_eq!(
+        lines,
+        [
+            "f4 cf=1 zf=1 ax=0005 bx=0000",
+            "f4 cf=1 zf=1 ax=0005 bx=0000",
+            "f4 cf=0 zf=0 ax=0001 bx=0000",
+            "f5 cf=0 zf=0 ax=0000 bx=0000",
+        ]
+    );
+    let d = decided(t);
+    assert_eq!(
+        d[..5],
+        [
+            (0, a, "free".to_string()),
+            (a, sys, "user_kept".to_string()),
+            (a, sys, "refused".to_string()),
+            (a, sys, "user_gave".to_string()),
+            // TERM-A, now the loser, is refused without a dialog until
+            // Windows frees the port...
+            (sys, a, "refused".to_string()),
+        ],
+        "{d:?}"
+    );
+    // ...then it takes the free port back.
+    let released = d.iter().position(|x| x == &(sys, 0, "released".to_string())).expect("Free_Port released it");
+    assert_eq!(d[released + 1], (0, a, "free".to_string()), "{d:?}");
+    assert_eq!(dialogs(t), 2);
+    // The dialog names Windows as the contender.
+    let m = t.expect(json!({"kind": "shell_message", "service": "SHELL_Resolve_Contention"}));
+    assert!(m["text"].as_str().unwrap().contains("assign it to Windows"), "{m}");
+    only_owners_read_the_uart(t);
+}
+
+#[test]
+fn steal_port_and_set_port_behavior_zero_let_windows_take_com1_from_a_dos_vm_without_a_dialog() {
+    // Steal_Port at 50 ms; Free_Port at 60 ms (TERM-A takes it back at its
+    // next access); AutoAssign set to 0 through the API at 200 ms, then
+    // Acquire_Port takes it again without asking.
+    let run = comm_drv(
+        "sleep 50; api fn=6; api fn=5; sleep 150; api fn=3 val=0; api fn=2; api fn=4; api fn=3 val=2500; api fn=2",
+        TERM_A,
+    )
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect_none(json!({"kind": "violation"}));
+    let (sys, a) = (SYS as u64, DOS1 as u64);
+    assert_eq!(
+        comm_drv_lines(t),
+        [
+            "f6 cf=0 zf=0 ax=0000 bx=0000",
+            "f5 cf=0 zf=0 ax=0000 bx=0000",
+            "f3 cf=0 zf=0 ax=0000 bx=0000",
+            "f2 cf=0 zf=0 ax=0000 bx=0000",
+            "f4 cf=0 zf=0 ax=0000 bx=0000",
+            "f3 cf=0 zf=0 ax=09c4 bx=0000",
+            // 2500 ms of idle time.
+            "f2 cf=0 zf=0 ax=09c4 bx=0000",
+        ]
+    );
+    // Steal, free, TERM-A's next access takes the free port, AutoAssign 0
+    // lets Acquire_Port steal it without asking. Back at 2500 ms of idle
+    // time, TERM-A's next access asks (Windows used COM1 just now): the
+    // dialog keeps it with Windows, and TERM-A is refused from then on.
+    assert_eq!(
+        decided(t),
+        [
+            (0, a, "free".to_string()),
+            (a, sys, "steal".to_string()),
+            (sys, 0, "released".to_string()),
+            (0, a, "free".to_string()),
+            (a, sys, "steal".to_string()),
+            (sys, a, "user_kept".to_string()),
+            (sys, a, "refused".to_string()),
+        ]
+    );
+    assert_eq!(dialogs(t), 1);
+    let kept = t.expect(json!({"kind": "contention", "decision": "user_kept"}));
+    let set_back = t.expect(json!({"kind": "program_output", "text": "f3 cf=0 zf=0 ax=09c4 bx=0000"}));
+    assert!(kept["t_ns"].as_u64() > set_back["t_ns"].as_u64(), "{kept} {set_back}");
+    only_owners_read_the_uart(t);
+}
+
+/// Looks for VCOMD's API from a DOS VM and prints ES:DI.
+struct DosLooker;
+
+impl Module for DosLooker {
+    const MODULE: ModuleDef = ModuleDef::dos_program("LOOKER").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(DosLooker)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        let regs = r3.regs();
+        regs.set_ax(W386_GET_DEVICE_API);
+        regs.set_bx(VCD);
+        regs.set_es_raw(0);
+        regs.set_di(0);
+        r3.int(0x2F).unwrap();
+        r3.print(&format!("{:04x}:{:04x}", regs.es(), regs.di()));
+        Step::exit(0)
+    }
+}
+
+#[test]
+fn vcds_pm_api_is_for_the_system_vm_only_and_refuses_other_ports_functions_and_behaviors() {
+    let run = comm_drv(
+        "api fn=4 cx=2; api fn=9; api fn=3 val=-5; api fn=2",
+        "[[vm]]\nname = \"DOS1\"\nprogram = \"LOOKER\"\n",
+    )
+    .module::<DosLooker>()
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect_none(json!({"kind": "violation"}));
+    assert_eq!(
+        comm_drv_lines(t),
+        [
+            // COM2: VCOMD has COM1 only.
+            "f4 cf=1 zf=0 ax=0002 bx=0000",
+            "f9 cf=1 zf=0 ax=0003 bx=0000",
+            // Below -1 is no AutoAssign value; the rule stays -1.
+            "f3 cf=1 zf=0 ax=0006 bx=ffff",
+            "f2 cf=0 zf=0 ax=ffff bx=ffff",
+        ]
+    );
+    assert_eq!(t.count(json!({"kind": "contention"})), 0);
+    // A DOS VM finds no entry: VCOMD has a protected-mode API only.
+    t.expect(json!({"kind": "program_output", "vm": DOS1, "text": "0000:0000"}));
 }

@@ -42,6 +42,7 @@ use std::collections::BTreeMap;
 use vmm_plugin_api::prelude::*;
 
 pub mod irq;
+pub mod pm_api;
 
 /// COM1's base port.
 pub const BASE: u16 = 0x3F8;
@@ -270,10 +271,33 @@ impl Vcomd {
 
     /// `vm` asks for the port: decide, record, and move it if granted.
     fn request(&self, vmm: &Vmm<'_>, vm: VmHandle) -> bool {
+        self.decide_and_move(vmm, vm, None)
+    }
+
+    /// `vm` takes the port without a decision (`Decision::Steal`: the
+    /// system VM's Steal_Port).
+    fn take(&self, vmm: &Vmm<'_>, vm: VmHandle, decision: Decision) {
+        self.decide_and_move(vmm, vm, Some(decision));
+    }
+
+    /// The owner `vm` gives the port up (its VM ends, or the system VM's
+    /// Free_Port): what it left unread is not the next owner's; the port
+    /// is free (a `released` record).
+    fn release(&self, vmm: &Vmm<'_>, vm: VmHandle) {
+        self.drain(vmm, vm, self.image(vm));
+        self.irq_leaves(vmm, vm);
+        self.owner.set(None);
+        let _ = vmm.trace_contention(RESOURCE, Some(vm), None, "released");
+    }
+
+    /// Decide `vm`'s request (or take `forced`), record it, and move the
+    /// port if granted.
+    fn decide_and_move(&self, vmm: &Vmm<'_>, vm: VmHandle, forced: Option<Decision>) -> bool {
         let owner = self.owner.get();
-        let decision = match owner {
-            None => Decision::Free,
-            Some(owner) => {
+        let decision = match (owner, forced) {
+            (None, _) => Decision::Free,
+            (Some(_), Some(d)) => d,
+            (Some(owner), None) => {
                 let idle = vmm.get_system_time().wrapping_sub(self.last_use.get());
                 let contended = self.vms.borrow().get(&vm).is_some_and(|p| p.contended);
                 match self.rule.get().decide(idle, contended) {
@@ -374,7 +398,7 @@ impl Vcomd {
 }
 
 impl VxD for Vcomd {
-    const DEVICE: Device = Device::new("VCOMD").version(1, 0);
+    const DEVICE: Device = Device::new("VCOMD").version(1, 0).id(pm_api::VCD_DEVICE_ID).pm_api();
 
     fn create(_vmm: &Vmm<'_>) -> Result<Self, String> {
         Ok(Vcomd {
@@ -416,18 +440,20 @@ impl VxD for Vcomd {
             }
             DESTROY_VM => {
                 let vm = msg.vm;
-                let port = self.vms.borrow_mut().remove(&vm);
                 if self.owner.get() == Some(vm) {
-                    // What it left unread is not the next owner's.
-                    self.drain(vmm, vm, port.map(|p| p.image).unwrap_or_default());
-                    self.irq_leaves(vmm, vm);
-                    self.owner.set(None);
-                    let _ = vmm.trace_contention(RESOURCE, Some(vm), None, "released");
+                    self.release(vmm, vm);
                 }
+                self.vms.borrow_mut().remove(&vm);
                 Carry::Clear
             }
             _ => Carry::Clear,
         }
+    }
+
+    /// VCD's PM API ([`pm_api`]): the system VM's COMM.DRV acquires,
+    /// frees and steals the port.
+    fn pm_api(&self, vmm: &Vmm<'_>, call: ApiCall<'_>) {
+        self.pm_api_call(vmm, call);
     }
 }
 
