@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use vmm_plugin_api::prelude::*;
-use vmm_testkit::{Scenario, Trace, json};
+use vmm_testkit::{Scenario, ScriptDevice, Trace, json};
 
 use crate::common::{DOS1, DOS2, SYS};
 use crate::dos::dos_programs;
@@ -1042,4 +1042,148 @@ fn vcds_pm_api_is_for_the_system_vm_only_and_refuses_other_ports_functions_and_b
     assert_eq!(t.count(json!({"kind": "contention"})), 0);
     // A DOS VM finds no entry: VCOMD has a protected-mode API only.
     t.expect(json!({"kind": "program_output", "vm": DOS1, "text": "0000:0000"}));
+}
+
+// ---- VCD's INT 14h hook ---------------------------------------------------------------------
+
+/// A DOS program that uses COM1 through the BIOS (INT 14h, DX = 0). Args:
+/// `bios`: initialize (9600 8N1), send `Q`, receive, status, printing AX
+/// after each; `status N`: write a byte to THR directly (so it owns the
+/// port), then every 500 ms an INT 14h status call, N of them, and end at
+/// 3000 ms.
+struct BiosCom {
+    left: std::cell::Cell<u32>,
+}
+
+impl BiosCom {
+    fn int14(r3: &Ring3<'_>, ax: u16) -> u16 {
+        let regs = r3.regs();
+        regs.set_ax(ax);
+        regs.set_dx(0);
+        r3.int(0x14).unwrap();
+        regs.ax()
+    }
+}
+
+impl Module for BiosCom {
+    const MODULE: ModuleDef = ModuleDef::dos_program("BIOSCOM").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(BiosCom { left: std::cell::Cell::new(0) })
+    }
+
+    fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        if words.first() == Some(&"bios") {
+            let out: Vec<String> = [0x00E3, 0x0100 | u16::from(b'Q'), 0x0200, 0x0300]
+                .iter()
+                .map(|&ax| format!("{:04x}", Self::int14(r3, ax)))
+                .collect();
+            r3.print(&out.join(" "));
+            return Step::exit(0);
+        }
+        r3.out_byte(0x3F8, b'X').unwrap();
+        r3.in_byte(0x3F8).unwrap();
+        self.left.set(words[1].parse().unwrap());
+        Step::sleep(500)
+    }
+
+    fn resume(&self, r3: &Ring3<'_>, _wake: Wake) -> Step {
+        if r3.get_system_time() >= 3000 {
+            return Step::exit(0);
+        }
+        if self.left.get() > 0 {
+            self.left.set(self.left.get() - 1);
+            Self::int14(r3, 0x0300);
+        }
+        Step::sleep(500)
+    }
+}
+
+#[test]
+fn a_dos_program_reaches_com1_through_bios_int14_and_vcomds_hook_passes_every_call_on() {
+    let run = Scenario::new(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"*VPICD\", \"VCOMD.386\"]\n[[vm]]\n\
+         name = \"DOS1\"\nprogram = \"BIOSCOM\"\nargs = \"bios\"\n",
+    )
+    .module::<BiosCom>()
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect_none(json!({"kind": "violation"}));
+    // Initialize: LSR 60h (transmitter empty), MSR 0; send Q: LSR; receive:
+    // Q, no errors; status: the transmitter empty again.
+    t.expect(json!({"kind": "program_output", "vm": DOS1, "text": "6000 6051 0051 6000"}));
+    // The BIOS's first LSR read and its THR write asked for the free port.
+    assert_eq!(decided(t), [(0, DOS1 as u64, "free".to_string()), (DOS1 as u64, 0, "released".to_string())]);
+    // The divisor latch got 9600 baud's 12, through VCOMD (the owner's
+    // accesses reach the UART).
+    t.expect(
+        json!({"kind": "io", "vm": DOS1, "port": 0x3F8, "direction": "out", "value": 12, "handled_by": "hardware"}),
+    );
+    let hooks = t.matching(json!({"kind": "int_hook", "vector": 0x14, "device": "VCOMD"}));
+    assert_eq!(hooks.len(), 4);
+    assert!(hooks.iter().all(|h| h["passed"] == true && h["vm"] == DOS1), "{hooks:?}");
+    only_owners_read_the_uart(t);
+}
+
+/// DOS1 owns COM1 from 0 ms and then makes `calls` INT 14h status calls,
+/// every 500 ms; a ring-0 serial driver (SCRIPT, hooked before VCOMD, so
+/// after it in the chain) answers them without touching the UART. ECHO in
+/// DOS2 writes to COM1 at 2500 ms. AutoAssign = 2 s.
+fn int14_keeps_the_port_busy(calls: u32) -> vmm_testkit::Run {
+    Scenario::new(&format!(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"SCRIPT\", \"VCOMD.386\"]\n\
+         [VCOMD]\nAutoAssign = 2\n[shell]\nanswers = [\"IDNO\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"BIOSCOM\"\n\
+         args = \"status {calls}\"\n[[vm]]\nname = \"DOS2\"\nat = \"2500ms\"\nprogram = \"ECHO\"\n"
+    ))
+    .script(|_dev, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            vmm.hook_v86_int_chain(0x14, |_: &ScriptDevice, vmm: &Vmm<'_>, _n, vm| {
+                vmm.client(vm).unwrap().set_ax(0x6000);
+                HookAction::Consume
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    })
+    .module::<BiosCom>()
+    .module::<Echo>()
+    .run()
+}
+
+#[test]
+fn int14_calls_by_the_owner_count_as_using_com1_for_auto_assigns_idle_time() {
+    let (a, b) = (DOS1 as u64, DOS2 as u64);
+    // No INT 14h after 0 ms: at 2500 ms DOS1 has been idle 2.5 s, DOS2
+    // takes the port silently.
+    let run = int14_keeps_the_port_busy(0);
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(decided(t)[..2], [(0, a, "free".to_string()), (a, b, "idle".to_string())]);
+    assert_eq!(dialogs(t), 0);
+    // INT 14h every 500 ms (VCOMD's hook sees each first and passes it on;
+    // SCRIPT's driver answers, no port is touched): DOS1 used COM1 at
+    // 2500 ms, so DOS2's write asks the user, who keeps it with DOS1.
+    let run = int14_keeps_the_port_busy(5);
+    run.assert_ok();
+    let t = run.trace();
+    assert_eq!(decided(t)[..2], [(0, a, "free".to_string()), (a, b, "user_kept".to_string())]);
+    assert_eq!(dialogs(t), 1);
+    let hooks = t.matching(json!({"kind": "int_hook", "vector": 0x14, "vm": DOS1}));
+    let devices: Vec<(&str, bool)> =
+        hooks.iter().map(|h| (h["device"].as_str().unwrap(), h["passed"].as_bool().unwrap())).collect();
+    assert_eq!(devices[..2], [("VCOMD", true), ("SCRIPT", false)], "{devices:?}");
+    // No INT 14h call reached the UART: DOS1 made no access from its first
+    // call (500 ms) until it ended (3000 ms, when VCOMD drains the port
+    // for it).
+    let touched: Vec<u64> = t
+        .matching(json!({"kind": "io", "vm": DOS1}))
+        .iter()
+        .map(|r| r["t"].as_u64().unwrap())
+        .filter(|t| (500..3000).contains(t))
+        .collect();
+    assert_eq!(touched, [] as [u64; 0]);
+    assert_eq!(hooks.len(), 2 * 5);
+    only_owners_read_the_uart(t);
 }

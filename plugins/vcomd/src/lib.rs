@@ -368,6 +368,18 @@ impl Vcomd {
         }
     }
 
+    /// `vm` issued INT 14h (VCD's hook): a call for COM1 (DX = 0) by its
+    /// owner stamps the port's last use, so AutoAssign's idle time starts
+    /// again. The call goes on to the BIOS (or whoever serves it)
+    /// unchanged; a VM that does not own the port asks for it, as any
+    /// program does, when the BIOS touches the UART.
+    fn bios_call(&self, vmm: &Vmm<'_>, vm: VmHandle) {
+        let com1 = vmm.client(vm).is_ok_and(|c| c.dx() == 0);
+        if com1 && self.owner.get() == Some(vm) {
+            self.last_use.set(vmm.get_system_time());
+        }
+    }
+
     /// The image VCOMD keeps of `vm`'s UART registers.
     fn image(&self, vm: VmHandle) -> Image {
         self.vms.borrow().get(&vm).map(|p| p.image).unwrap_or_default()
@@ -432,6 +444,15 @@ impl VxD for Vcomd {
                     return Carry::Set;
                 }
                 info!("VCOMD traps COM1 (0x3F8-0x3FF); AutoAssign = {setting}");
+                // VCD's INT 14h hook: a program that uses the port through
+                // the BIOS is using it, however the call is served.
+                let hooked = vmm.hook_v86_int_chain(0x14, |d: &Vcomd, vmm: &Vmm<'_>, _n, vm| {
+                    d.bios_call(vmm, vm);
+                    HookAction::PassOn
+                });
+                if let Err(e) = hooked {
+                    warn!("VCOMD cannot hook INT 14h ({e}): BIOS calls do not count as using COM1");
+                }
                 self.vpicd.set(irq::vpicd_listed(vmm));
                 if !self.vpicd.get() {
                     info!("no *VPICD in the device list: VCOMD leaves IRQ 4 alone; programs poll the UART");
