@@ -812,6 +812,14 @@ pub struct HostServices {
     pub hook_v86_fault: extern "C" fn(cx: Cx<'_>, vector: u32, callback: RawCallback) -> VmmResult<u32>,
     /// `Unhook_V86_Fault` (4.0).
     pub unhook_v86_fault: extern "C" fn(cx: Cx<'_>, vector: u32, hook: u32) -> VmmResult<()>,
+    // ---- Call_When_Idle handles (appended) -------------------------------------------------
+    /// `Call_When_Idle` that returns the registration's handle (never 0),
+    /// the SDK's stand-in for the DDK's "ESI = the callback" that
+    /// `Cancel_Call_When_Idle` takes.
+    pub call_when_idle_handle: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<u32>,
+    /// `Cancel_Call_When_Idle` (4.0): `NOT_FOUND` (carry) when `handle` is
+    /// not an installed idle handler of the caller's.
+    pub cancel_call_when_idle: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
 }
 
 /// `Get_PM_Int_Vector`'s answer.

@@ -1336,7 +1336,7 @@ pub use handles::{
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
-pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
+pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IdleHandle, IntHookHandle, VmReturn};
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
 pub use vpicd::{IrqDescriptor, IrqEvent, Vpicd, VpicdHandle};
@@ -1356,7 +1356,7 @@ pub mod prelude {
         RealModeInit, ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle,
         VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
-    pub use crate::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
+    pub use crate::{CallBackEntry, FaultHookHandle, HookAction, IdleHandle, IntHookHandle, VmReturn};
     pub use crate::{HookHandle, HookedCall, Vxdldr, VxdldrError};
     pub use tracing::{debug, error, info, trace, warn};
 }

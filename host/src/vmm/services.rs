@@ -164,6 +164,8 @@ services! {
     CALL_PREVIOUS_HOOK = None, "call_previous_hook", Async;
     // ---- device contention (the COM port demo, section 8.1) ----
     TRACE_CONTENTION = None, "trace_contention", Async;
+    // ---- Call_When_Idle handles (virtual-hardware reference, section 7.4) ----
+    CANCEL_CALL_WHEN_IDLE = Some(0x12B), "Cancel_Call_When_Idle", Sync;
 }
 
 /// The service with `ordinal` in the VMM's table.
@@ -190,7 +192,7 @@ mod tests {
         assert_eq!(by_ordinal(0x14).map(|s| s.name), Some("Call_Priority_VM_Event"));
         // The DDK's table, then the blocks appended since: each in ordinal
         // order.
-        let starts = ["Allocate_V86_Call_Back", "Nuke_VM", "trace_contention"];
+        let starts = ["Allocate_V86_Call_Back", "Nuke_VM", "trace_contention", "Cancel_Call_When_Idle"];
         let mut bounds: Vec<usize> = starts.iter().map(|n| ALL.iter().position(|s| s.name == *n).unwrap()).collect();
         bounds.insert(0, 0);
         bounds.push(ALL.len());
