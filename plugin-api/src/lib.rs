@@ -693,6 +693,20 @@
 //! tests check that IRQ 4 is never simulated into a VM that did not own
 //! COM1 at that moment.
 //!
+//! **The Windows side and the BIOS.** Windows' own COMM.DRV asks for a
+//! port through the device's protected-mode API: give the device an ID
+//! and `.pm_api()` in its [`Device`], and answer in [`VxD::pm_api`] (the
+//! system VM finds the entry with INT 2Fh AX=1684h BX=the ID and far-calls
+//! it; [`ApiCall`] carries its registers). VCOMD has VCD's ID, 000Eh, and
+//! VCD's functions in DX (`plugins/vcomd/src/pm_api.rs`): Acquire_Port is
+//! an ownership request like a DOS VM's access (CF and ZF when a DOS VM
+//! keeps the port), Free_Port and Steal_Port, Get/Set_Port_Behavior for
+//! AutoAssign; a Windows application in the tests stands in for COMM.DRV.
+//! DOS programs that use the port through the BIOS (INT 14h, whose
+//! accesses the device traps like any other) are seen with
+//! [`Vmm::hook_v86_int_chain`]: VCOMD's hook stamps the owner's last use
+//! and passes every call on ([`HookAction::PassOn`]).
+//!
 //! ## Appy time
 //!
 //! A VxD cannot call Windows code whenever it likes: ring 3 may be in the
@@ -1297,6 +1311,9 @@
 //! `build_int_stack_frame`, `allocate_call_back`, `call_when_vm_returns`,
 //! `hook_v86_fault`, `unhook_v86_fault`. Appended to `VmServices`:
 //! `adjust_execution_time` ([`Vmm::adjust_execution_time`]).
+//! Then, to `HostServices`: `call_when_idle_handle` and
+//! `cancel_call_when_idle` ([`Vmm::call_when_idle_cancellable`],
+//! [`Vmm::cancel_call_when_idle`]).
 //!
 //! ## Errors
 //!

@@ -83,7 +83,7 @@ fn only_owners_read_the_uart(t: &Trace) -> BTreeMap<u64, Vec<u8>> {
                 let (o, c) = (r["owner"].as_u64().unwrap(), r["contender"].as_u64().unwrap());
                 assert_eq!(Some(o).filter(|&o| o != 0), owner, "a decision names the owner of the moment: {r}");
                 owner = match r["decision"].as_str().unwrap() {
-                    "free" | "steal" | "idle" | "user_gave" => Some(c),
+                    "free" | "steal" | "idle" | "user_gave" | "steal_port" => Some(c),
                     "released" => None,
                     _ => owner,
                 };
@@ -980,7 +980,7 @@ fn steal_port_and_set_port_behavior_zero_let_windows_take_com1_from_a_dos_vm_wit
         decided(t),
         [
             (0, a, "free".to_string()),
-            (a, sys, "steal".to_string()),
+            (a, sys, "steal_port".to_string()),
             (sys, 0, "released".to_string()),
             (0, a, "free".to_string()),
             (a, sys, "steal".to_string()),

@@ -31,6 +31,13 @@
 //!   VM is destroyed its unread bytes go the same way and the port is free
 //!   again (a `released` record).
 //!
+//! * The system VM's COMM.DRV asks through VCD's **PM API** ([`pm_api`]:
+//!   INT 2Fh AX=1684h BX=000Eh): Acquire_Port is an ownership request
+//!   like the triggers above (KB Q76564's trigger 7); Free_Port,
+//!   Steal_Port and Get/Set_Port_Behavior as VCD has them.
+//! * VCOMD hooks **INT 14h** (the BIOS's serial services) as VCD does:
+//!   the owner's calls stamp the port's last use, every call goes on.
+//!
 //! Every decision is a `contention` record (`Vmm::trace_contention`).
 //! Interrupts (IRQ 4 through VPICD, when `*VPICD` is in the device list)
 //! are in [`irq`]: virtualized on the first assignment, they go to the
@@ -144,6 +151,9 @@ pub enum Decision {
     UserGave,
     /// SHELL could not ask: the owner keeps it.
     Unresolved,
+    /// The system VM's COMM.DRV took it with VCD's Steal_Port (the PM
+    /// API): without asking.
+    StealPort,
 }
 
 impl Decision {
@@ -157,12 +167,13 @@ impl Decision {
             Decision::UserKept => "user_kept",
             Decision::UserGave => "user_gave",
             Decision::Unresolved => "unresolved",
+            Decision::StealPort => "steal_port",
         }
     }
 
     /// Whether the requester gets the port.
     pub fn granted(self) -> bool {
-        matches!(self, Decision::Free | Decision::Steal | Decision::Idle | Decision::UserGave)
+        matches!(self, Decision::Free | Decision::Steal | Decision::Idle | Decision::UserGave | Decision::StealPort)
     }
 }
 
@@ -274,8 +285,8 @@ impl Vcomd {
         self.decide_and_move(vmm, vm, None)
     }
 
-    /// `vm` takes the port without a decision (`Decision::Steal`: the
-    /// system VM's Steal_Port).
+    /// `vm` takes the port without a decision (`Decision::StealPort`:
+    /// the system VM's Steal_Port).
     fn take(&self, vmm: &Vmm<'_>, vm: VmHandle, decision: Decision) {
         self.decide_and_move(vmm, vm, Some(decision));
     }

@@ -24,7 +24,8 @@
 //! user is asked again; bits 1 (a 3.1 COMM.DRV) and 2 (a mouse on the port)
 //! change nothing here. Every function that moves the port leaves a
 //! `contention` record (`free`, `steal`, `idle`, `user_kept`, `user_gave`,
-//! `refused`, `released`).
+//! `refused` for Acquire_Port, `steal_port` for Steal_Port, `released` for
+//! Free_Port); each call is a `vcomd_pm_api` note (vm, function, port).
 
 use vmm_plugin_api::prelude::*;
 
@@ -156,7 +157,7 @@ impl Vcomd {
             }
             STEAL_PORT => {
                 if self.owner.get() != Some(sys) {
-                    self.take(vmm, sys, crate::Decision::Steal);
+                    self.take(vmm, sys, crate::Decision::StealPort);
                 }
                 ok(&c);
             }
