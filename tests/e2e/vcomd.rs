@@ -14,6 +14,7 @@ use crate::common::{DOS1, DOS2, SYS};
 use crate::dos::dos_programs;
 
 const DEMO: &str = include_str!("../../plugins/vcomd/contention.ini");
+const WINDOWS_DEMO: &str = include_str!("../../plugins/vcomd/windows.ini");
 
 /// The demo machine, COMTERM.COM built by the tests.
 fn demo() -> Scenario {
@@ -1186,4 +1187,44 @@ fn int14_calls_by_the_owner_count_as_using_com1_for_auto_assigns_idle_time() {
     assert_eq!(touched, [] as [u64; 0]);
     assert_eq!(hooks.len(), 2 * 5);
     only_owners_read_the_uart(t);
+}
+
+#[test]
+fn in_the_demo_with_windows_comm_drv_is_told_a_dos_application_has_com1_then_gets_it_once_free() {
+    // plugins/vcomd/windows.ini: the demo, and WINCOMM in the system VM
+    // asking at 300 ms (the dialog keeps COM1 with TERM-A: CF and ZF) and
+    // at 1000 ms (free). Its [expect] holds (assert_ok), and the DOS side
+    // is the demo's.
+    let run = Scenario::new(WINDOWS_DEMO).plugin_dir(dos_programs()).run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect_none(json!({"kind": "violation"}));
+    let (sys, a, b) = (SYS as u64, DOS1 as u64, DOS2 as u64);
+    assert_eq!(
+        decided(t),
+        [
+            (0, a, "free".to_string()),
+            (a, b, "user_kept".to_string()),
+            (a, b, "refused".to_string()),
+            (a, sys, "user_kept".to_string()),
+            (a, b, "refused".to_string()),
+            (a, 0, "released".to_string()),
+            (0, b, "free".to_string()),
+            (b, 0, "released".to_string()),
+            (0, sys, "free".to_string()),
+            (sys, 0, "released".to_string()),
+        ]
+    );
+    let lines: Vec<String> = t
+        .matching(json!({"kind": "program_output", "vm": SYS}))
+        .iter()
+        .map(|r| r["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(lines, ["WINCOMM: COM1 is in use by a DOS application", "WINCOMM sent WIN, got WIN"]);
+    assert_eq!(output(t, DOS1), "COMTERM sent AAAA, got AAAA");
+    assert_eq!(output(t, DOS2), "COMTERM sent BBBBBBBB, got ??BBBBBB");
+    // WINCOMM polled: no IRQ 4 went to Windows.
+    assert_eq!(t.count(json!({"kind": "virtual_irq", "irq": 4, "vm": SYS})), 0);
+    let read = only_owners_read_the_uart(t);
+    assert_eq!(read.get(&sys).map(Vec::as_slice), Some(&b"WIN"[..]));
 }

@@ -65,7 +65,8 @@ struct Resource {
 }
 
 /// Reads `contention`, `shell_message`, `vm_created`, `io` and
-/// `virtual_irq` records.
+/// `virtual_irq` records, and `control` records of `Sys_VM_Init` (whose VM
+/// is the system VM: "Windows").
 #[derive(Clone, Debug, Default)]
 pub struct Contention {
     resources: BTreeMap<String, Resource>,
@@ -75,7 +76,7 @@ pub struct Contention {
 }
 
 /// The kinds of record it reads.
-pub const KINDS: &[&str] = &["contention", "shell_message", "vm_created", "io", "virtual_irq"];
+pub const KINDS: &[&str] = &["contention", "shell_message", "vm_created", "io", "virtual_irq", "control"];
 
 impl Contention {
     fn name(&self, vm: u64) -> String {
@@ -89,6 +90,11 @@ impl Contention {
             "vm_created" => {
                 if let Some(vm) = u(r, "vm") {
                     self.names.insert(vm, format!("{} (VM {})", s(r, "name"), u(r, "id").unwrap_or(0)));
+                }
+            }
+            "control" if s(r, "message") == "Sys_VM_Init" => {
+                if let Some(vm) = u(r, "vm") {
+                    self.names.insert(vm, "Windows (system VM)".to_string());
                 }
             }
             "shell_message" if s(r, "service") == "SHELL_Resolve_Contention" => self.dialog = u(r, "answer"),
@@ -328,6 +334,13 @@ mod tests {
         assert!(text.contains("7 ms  VM 0x1 took it from A (VM 2) (COMM.DRV's Steal_Port: no warning)"), "{text}");
         assert!(text.contains("9 ms  VM 0x1 let it go"), "{text}");
         assert!(text.lines().any(|l| l.starts_with("A (VM 2)") && l.contains("0-7 ms")), "{text}");
+        // Sys_VM_Init names the system VM.
+        let mut c = Contention::default();
+        c.record(&json!({"t": 0, "kind": "control", "device": "VCOMD", "message": "Sys_VM_Init", "vm": 1}));
+        c.record(&records[1]);
+        c.record(&records[2]);
+        let text = c.finish().unwrap().to_string();
+        assert!(text.contains("7 ms  Windows (system VM) took it from VM 0x2"), "{text}");
     }
 
     #[test]
