@@ -1228,3 +1228,40 @@ fn in_the_demo_with_windows_comm_drv_is_told_a_dos_application_has_com1_then_get
     let read = only_owners_read_the_uart(t);
     assert_eq!(read.get(&sys).map(Vec::as_slice), Some(&b"WIN"[..]));
 }
+
+#[test]
+fn a_machine_code_program_reaches_com1_through_bios_int14_under_vcomd() {
+    // BIOSQ.COM: INT 14h AH=00h (9600 8N1), AH=01h 'Q', AH=02h, then
+    // prints the byte it received (INT 21h AH=02h) and exits.
+    const BIOSQ: &[u8] = &[
+        0xB8, 0xE3, 0x00, // mov ax, 00E3h
+        0x31, 0xD2, // xor dx, dx (COM1)
+        0xCD, 0x14, // int 14h
+        0xB8, 0x51, 0x01, // mov ax, 0151h ('Q')
+        0xCD, 0x14, // int 14h
+        0xB8, 0x00, 0x02, // mov ax, 0200h
+        0xCD, 0x14, // int 14h
+        0x88, 0xC2, // mov dl, al
+        0xB4, 0x02, // mov ah, 02h
+        0xCD, 0x21, // int 21h
+        0xB8, 0x00, 0x4C, // mov ax, 4C00h
+        0xCD, 0x21, // int 21h
+    ];
+    let dir = std::env::temp_dir().join(format!("vmm-dos-biosq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("BIOSQ.COM"), BIOSQ).unwrap();
+    let run = Scenario::new(
+        "[machine]\ncom1 = \"loopback\"\n[386Enh]\ndevice = [\"*SHELL\", \"VCOMD.386\"]\n[[vm]]\nname = \"DOS1\"\n\
+         program = \"BIOSQ.COM\"\n",
+    )
+    .plugin_dir(dir)
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    t.expect_none(json!({"kind": "violation"}));
+    t.expect(json!({"kind": "program_output", "vm": DOS1, "text": "Q"}));
+    assert_eq!(t.count(json!({"kind": "int_hook", "vector": 0x14, "device": "VCOMD", "passed": true})), 3);
+    assert_eq!(decided(t)[0], (0, DOS1 as u64, "free".to_string()));
+    let read = only_owners_read_the_uart(t);
+    assert_eq!(read.get(&(DOS1 as u64)).map(Vec::as_slice), Some(&b"Q"[..]));
+}
