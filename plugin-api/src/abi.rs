@@ -824,6 +824,14 @@ pub struct HostServices {
     /// `Get_Fault_Hook_Addrs`: per mode the handle of the hook a fault is
     /// offered to first (0: the VMM's own handling comes first).
     pub get_fault_hook_addrs: extern "C" fn(cx: Cx<'_>, vector: u32) -> VmmResult<FaultHookAddrs>,
+    // ---- Call_When_Idle handles (appended) -------------------------------------------------
+    /// `Call_When_Idle` that returns the registration's handle (never 0),
+    /// the SDK's stand-in for the DDK's "ESI = the callback" that
+    /// `Cancel_Call_When_Idle` takes.
+    pub call_when_idle_handle: extern "C" fn(cx: Cx<'_>, callback: RawCallback) -> VmmResult<u32>,
+    /// `Cancel_Call_When_Idle` (4.0): `NOT_FOUND` (carry) when `handle` is
+    /// not an installed idle handler of the caller's.
+    pub cancel_call_when_idle: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
 }
 
 /// `hook_fault`'s `mode`: faults of V86 code.

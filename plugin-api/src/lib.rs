@@ -732,6 +732,20 @@
 //! tests check that IRQ 4 is never simulated into a VM that did not own
 //! COM1 at that moment.
 //!
+//! **The Windows side and the BIOS.** Windows' own COMM.DRV asks for a
+//! port through the device's protected-mode API: give the device an ID
+//! and `.pm_api()` in its [`Device`], and answer in [`VxD::pm_api`] (the
+//! system VM finds the entry with INT 2Fh AX=1684h BX=the ID and far-calls
+//! it; [`ApiCall`] carries its registers). VCOMD has VCD's ID, 000Eh, and
+//! VCD's functions in DX (`plugins/vcomd/src/pm_api.rs`): Acquire_Port is
+//! an ownership request like a DOS VM's access (CF and ZF when a DOS VM
+//! keeps the port), Free_Port and Steal_Port, Get/Set_Port_Behavior for
+//! AutoAssign; a Windows application in the tests stands in for COMM.DRV.
+//! DOS programs that use the port through the BIOS (INT 14h, whose
+//! accesses the device traps like any other) are seen with
+//! [`Vmm::hook_v86_int_chain`]: VCOMD's hook stamps the owner's last use
+//! and passes every call on ([`HookAction::PassOn`]).
+//!
 //! ## Appy time
 //!
 //! A VxD cannot call Windows code whenever it likes: ring 3 may be in the
@@ -1384,6 +1398,9 @@
 //! Fault hooks of protected-mode and ring-0 code, appended to
 //! `HostServices`: `hook_fault`, `unhook_fault`, `get_fault_hook_addrs`;
 //! to `Ring3Services`: `r3_fault` ([`Ring3::fault`]).
+//! Then, to `HostServices`: `call_when_idle_handle` and
+//! `cancel_call_when_idle` ([`Vmm::call_when_idle_cancellable`],
+//! [`Vmm::cancel_call_when_idle`]).
 //!
 //! ## Errors
 //!
@@ -1424,7 +1441,7 @@ pub use ring3::Exception;
 pub use ring3::{Export, Module, ModuleDef, PascalArgs, Ring3, Segment, Wake};
 pub use shell::{AppyTime, LocalMemory, Shell, ShexPacket, SystemBroadcast};
 pub use tracing;
-pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
+pub use vmm::{CallBackEntry, FaultHookHandle, HookAction, IdleHandle, IntHookHandle, VmReturn};
 pub use vmm::{ClientState, CritSectionStatus, Event, IoAccess, NoteValue, Profile, ProfileEntry, Timeout, Vmm};
 pub use vmm::{FaultHooks, FaultMode};
 pub use vmm::{HookHandle, HookedCall, IntoNoteArg, NoteArg, NoteBuilder};
@@ -1445,7 +1462,7 @@ pub mod prelude {
         RealModeInit, ReentrancyCell, Regs, SemaphoreHandle, ServiceCall, SysBHookHandle, Timeout, TimeoutHandle,
         VmHandle, VmInfo, Vmm, VmmError, VxD, declare_module, declare_virtual_device,
     };
-    pub use crate::{CallBackEntry, FaultHookHandle, HookAction, IntHookHandle, VmReturn};
+    pub use crate::{CallBackEntry, FaultHookHandle, HookAction, IdleHandle, IntHookHandle, VmReturn};
     pub use crate::{Exception, FaultHooks, FaultMode};
     pub use crate::{HookHandle, HookedCall, Vxdldr, VxdldrError};
     pub use tracing::{debug, error, info, trace, warn};

@@ -717,6 +717,29 @@ impl<'a> Vmm<'a> {
         res((self.vms().call_when_idle())(self.cx, cb))
     }
 
+    /// `Call_When_Idle` whose registration can be removed again with
+    /// [`Vmm::cancel_call_when_idle`] (Windows 95's
+    /// `Cancel_Call_When_Idle`); `f` runs as with
+    /// [`Vmm::call_when_idle`]. `NOT_AVAILABLE` from a host without handles.
+    pub fn call_when_idle_cancellable<D: 'static, F: Fn(&D, &Vmm<'_>, VmHandle) -> Carry + 'static>(
+        &self,
+        f: F,
+    ) -> Result<IdleHandle, VmmError> {
+        let Some(call) = self.svc().call_when_idle_handle() else { return Err(VmmError::NOT_AVAILABLE) };
+        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| f(d, vmm, VmHandle(r.ebx)));
+        res(call(self.cx, cb)).map(IdleHandle)
+    }
+
+    /// `Cancel_Call_When_Idle` (Windows 95): the idle handler is not called
+    /// again (one cancelled while it runs finishes that call).
+    /// `Err(VmmError::NOT_FOUND)` (the DDK's carry) for a handle that is
+    /// not an installed handler of this device's (already cancelled, or
+    /// another device's).
+    pub fn cancel_call_when_idle(&self, handle: IdleHandle) -> Result<(), VmmError> {
+        let Some(f) = self.svc().cancel_call_when_idle() else { return Err(VmmError::NOT_AVAILABLE) };
+        res(f(self.cx, handle.0))
+    }
+
     // ---- events --------------------------------------------------------
 
     /// `Call_Priority_VM_Event`: run `f` in `vm` once its conditions hold.
@@ -1472,6 +1495,11 @@ fn hook_callback<D: 'static, F: Fn(&D, &Vmm<'_>, u8, VmHandle) -> HookAction + '
         }
     })
 }
+
+/// The handle of a cancellable `Call_When_Idle` registration (what
+/// `Cancel_Call_When_Idle` takes in place of the DDK's procedure address).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IdleHandle(pub u32);
 
 /// The handle of a `Hook_V86_Int_Chain` hook (what `Unhook_V86_Int_Chain`
 /// takes in place of the DDK's procedure address).

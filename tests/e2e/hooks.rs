@@ -319,6 +319,133 @@ fn kernel_idle_call_does_not_run_the_idle_handlers_while_a_dos_vm_is_busy() {
     assert!(first_idle["t_ns"].as_u64() >= ended["t_ns"].as_u64(), "{first_idle} {ended} {int2f}");
 }
 
+/// A Windows application that makes KERNEL's idle call twice, 10 ms apart.
+struct KernelIdleTwice;
+
+impl Module for KernelIdleTwice {
+    const MODULE: ModuleDef = ModuleDef::windows_app("KIDLE2").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(KernelIdleTwice)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        r3.regs().set_ax(W386_KERNEL_IDLE);
+        r3.int(0x2F).unwrap();
+        Step::sleep(10)
+    }
+
+    fn resume(&self, r3: &Ring3<'_>, _wake: Wake) -> Step {
+        r3.regs().set_ax(W386_KERNEL_IDLE);
+        r3.int(0x2F).unwrap();
+        Step::exit(0)
+    }
+}
+
+/// Idle handler A (cancellable; cancels itself during its first call when
+/// `self_cancel`, passing the idle call on), then B (consumes), KIDLE2's
+/// two idle calls; `at_init` runs after both are installed.
+fn cancellable_idle(self_cancel: bool, at_init: fn(&ScriptDevice, &Vmm<'_>)) -> vmm_testkit::Run {
+    Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n[windows]\nload = [\"KIDLE2\"]\n")
+        .script(move |dev, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let a = vmm
+                    .call_when_idle_cancellable(move |dev: &ScriptDevice, vmm, _vm| {
+                        dev.note(vmm, "A");
+                        if self_cancel {
+                            let h = IdleHandle(dev.state.borrow()[0]);
+                            dev.note(vmm, format!("A cancels itself: {:?}", vmm.cancel_call_when_idle(h)));
+                        }
+                        Carry::Set
+                    })
+                    .unwrap();
+                dev.state.borrow_mut().push(a.0);
+                vmm.call_when_idle(|dev: &ScriptDevice, vmm, _vm| {
+                    dev.note(vmm, "B");
+                    Carry::Clear
+                })
+                .unwrap();
+                at_init(dev, vmm);
+            }
+            Carry::Clear
+        })
+        .module::<KernelIdleTwice>()
+        .run()
+}
+
+#[test]
+fn cancel_call_when_idle_removes_a_handler_and_the_idle_chain_skips_it_from_then_on() {
+    // Cancelled at once: only B runs, at both idle calls. The handle is
+    // gone after that; 0 and a handle never given are not found either.
+    let run = cancellable_idle(false, |dev, vmm| {
+        let h = IdleHandle(dev.state.borrow()[0]);
+        let results = [h, h, IdleHandle(0), IdleHandle(77)].map(|h| vmm.cancel_call_when_idle(h));
+        let expected = [Ok(()), Err(VmmError::NOT_FOUND), Err(VmmError::NOT_FOUND), Err(VmmError::NOT_FOUND)];
+        dev.note(vmm, format!("as expected: {}", results == expected));
+    });
+    run.assert_ok();
+    // The idle chain runs at KERNEL's two idle calls and at the run loop's
+    // idle moments: B every time, A never.
+    let n = notes(&run);
+    assert_eq!(n[0], "as expected: true");
+    assert!(n.len() >= 3 && n[1..].iter().all(|x| x == "B"), "{n:?}");
+    run.trace().expect_none(json!({"kind": "violation"}));
+
+    // Not cancelled: A then B, each time.
+    let run = cancellable_idle(false, |_, _| {});
+    run.assert_ok();
+    let n = notes(&run);
+    assert!(n.len() >= 4 && n.chunks(2).all(|p| p == ["A", "B"]), "{n:?}");
+}
+
+#[test]
+fn an_idle_handler_that_cancels_itself_finishes_its_call_and_is_not_called_again() {
+    let run = cancellable_idle(true, |_, _| {});
+    run.assert_ok();
+    // Its carry (set) still passes that idle call on to B; then only B.
+    let n = notes(&run);
+    assert_eq!(n[..3], ["A", "A cancels itself: Ok(())", "B"]);
+    assert!(n.len() >= 4 && n[3..].iter().all(|x| x == "B"), "{n:?}");
+}
+
+#[test]
+fn cancel_call_when_idle_does_not_exist_under_windows_31() {
+    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |_dev, vmm| {
+        vmm.schedule_global_event(|_dev: &ScriptDevice, vmm, _| {
+            let _ = vmm.cancel_call_when_idle(IdleHandle(1));
+        })
+        .unwrap();
+    })
+    .set("machine.windows=\"3.1\"")
+    .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("service 012B"), "{e}");
+}
+
+#[test]
+fn a_thread_event_is_refused_with_an_error_that_says_the_vmm_has_no_threads() {
+    // Call_Restricted_Event's thread forms (PEF_Thread_Event,
+    // PEF_Wait_For_Thread_STI) name a thread handle, which no service of
+    // this VMM hands out: refused, and the callback never runs.
+    let run = on_go("[[interrupt]]\nname = \"go\"\nat = 10\n", |dev, vmm| {
+        let sys = Some(vmm.get_sys_vm_handle());
+        let event = vmm.call_restricted_event(0, sys, PEF_THREAD_EVENT, 0, note_when_run("no"));
+        let sti = vmm.call_restricted_event(0, sys, PEF_WAIT_FOR_THREAD_STI, 0, note_when_run("no"));
+        dev.note(vmm, format!("{:?} {:?}", event.err(), sti.err()));
+    })
+    .run();
+    run.assert_ok();
+    let t = run.trace();
+    let refused =
+        t.matching(json!({"kind": "violation", "code": "RESERVED_FLAGS", "service": "Call_Restricted_Event"}));
+    assert_eq!(refused.len(), 2);
+    for r in &refused {
+        let text = r["message"].as_str().unwrap_or_default();
+        assert!(text.contains("no thread handles") && text.contains("schedule a VM event instead"), "{r}");
+    }
+    t.expect_none(json!({"kind": "debug_string", "text": "no"}));
+}
+
 // ---- Set_VM_Time_Out (scenario 47) --------------------------------------------------
 
 #[test]

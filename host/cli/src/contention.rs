@@ -65,7 +65,8 @@ struct Resource {
 }
 
 /// Reads `contention`, `shell_message`, `vm_created`, `io` and
-/// `virtual_irq` records.
+/// `virtual_irq` records, and `control` records of `Sys_VM_Init` (whose VM
+/// is the system VM: "Windows").
 #[derive(Clone, Debug, Default)]
 pub struct Contention {
     resources: BTreeMap<String, Resource>,
@@ -75,7 +76,7 @@ pub struct Contention {
 }
 
 /// The kinds of record it reads.
-pub const KINDS: &[&str] = &["contention", "shell_message", "vm_created", "io", "virtual_irq"];
+pub const KINDS: &[&str] = &["contention", "shell_message", "vm_created", "io", "virtual_irq", "control"];
 
 impl Contention {
     fn name(&self, vm: u64) -> String {
@@ -89,6 +90,11 @@ impl Contention {
             "vm_created" => {
                 if let Some(vm) = u(r, "vm") {
                     self.names.insert(vm, format!("{} (VM {})", s(r, "name"), u(r, "id").unwrap_or(0)));
+                }
+            }
+            "control" if s(r, "message") == "Sys_VM_Init" => {
+                if let Some(vm) = u(r, "vm") {
+                    self.names.insert(vm, "Windows (system VM)".to_string());
                 }
             }
             "shell_message" if s(r, "service") == "SHELL_Resolve_Contention" => self.dialog = u(r, "answer"),
@@ -154,6 +160,7 @@ impl Contention {
             "free" => format!("{contender_name} took it: nobody held it"),
             "steal" => format!("{contender_name} took it from {owner_name} (AutoAssign 0: no warning)"),
             "idle" => format!("{contender_name} took it from {owner_name}, idle longer than AutoAssign"),
+            "steal_port" => format!("{contender_name} took it from {owner_name} (COMM.DRV's Steal_Port: no warning)"),
             "user_gave" => format!(
                 "{contender_name} asked for it; the user gave it to {contender_name}{}",
                 answered.unwrap_or_default()
@@ -168,7 +175,7 @@ impl Contention {
         };
         res.lines.push((t, text));
         let new_owner = match decision.as_str() {
-            "free" | "steal" | "idle" | "user_gave" => Some(contender),
+            "free" | "steal" | "idle" | "user_gave" | "steal_port" => Some(contender),
             "released" => None,
             _ => res.owner,
         };
@@ -309,6 +316,31 @@ mod tests {
         }
         let text = c.finish().unwrap().to_string();
         assert!(text.contains(&format!("{}... (100 bytes)", "Z".repeat(SHOWN_BYTES))), "{text}");
+    }
+
+    #[test]
+    fn windows_comm_drivers_steal_moves_the_port_and_says_so() {
+        let mut c = Contention::default();
+        let records = [
+            json!({"t": 0, "kind": "vm_created", "vm": 2, "id": 2, "name": "A"}),
+            json!({"t": 0, "kind": "contention", "device": "VCOMD", "resource": "COM1", "owner": 0, "contender": 2, "decision": "free"}),
+            json!({"t": 7, "kind": "contention", "device": "VCOMD", "resource": "COM1", "owner": 2, "contender": 1, "decision": "steal_port"}),
+            json!({"t": 9, "kind": "contention", "device": "VCOMD", "resource": "COM1", "owner": 1, "contender": 0, "decision": "released"}),
+        ];
+        for r in &records {
+            c.record(r);
+        }
+        let text = c.finish().unwrap().to_string();
+        assert!(text.contains("7 ms  VM 0x1 took it from A (VM 2) (COMM.DRV's Steal_Port: no warning)"), "{text}");
+        assert!(text.contains("9 ms  VM 0x1 let it go"), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("A (VM 2)") && l.contains("0-7 ms")), "{text}");
+        // Sys_VM_Init names the system VM.
+        let mut c = Contention::default();
+        c.record(&json!({"t": 0, "kind": "control", "device": "VCOMD", "message": "Sys_VM_Init", "vm": 1}));
+        c.record(&records[1]);
+        c.record(&records[2]);
+        let text = c.finish().unwrap().to_string();
+        assert!(text.contains("7 ms  Windows (system VM) took it from VM 0x2"), "{text}");
     }
 
     #[test]

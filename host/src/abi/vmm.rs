@@ -13,8 +13,9 @@ use vmm_plugin_api::abi::{
     VmmResult,
 };
 use vmm_plugin_api::ddk::{
-    BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_VALID,
-    PEF_VALID_31, PEF_WAIT_FOR_STI, PEF_WAIT_NOT_CRIT, RESERVED_HIGH_BOOST, RESERVED_LOW_BOOST, VNE_CRASHED, VNE_NUKED,
+    BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_THREAD_EVENT,
+    PEF_VALID, PEF_VALID_31, PEF_WAIT_FOR_STI, PEF_WAIT_FOR_THREAD_STI, PEF_WAIT_NOT_CRIT, RESERVED_HIGH_BOOST,
+    RESERVED_LOW_BOOST, VNE_CRASHED, VNE_NUKED,
 };
 
 use crate::abi::{Failure, allowed, caller, core, guarded, serve};
@@ -578,7 +579,7 @@ extern "C" fn call_when_task_switched(cx: &HostCx, callback: RawCallback) -> Vmm
 extern "C" fn call_when_idle(cx: &HostCx, callback: RawCallback) -> VmmResult<()> {
     let cb = Callback::plugin(caller(cx), callback);
     serve(cx, &svc::CALL_WHEN_IDLE, |core| {
-        core.hooks.borrow_mut().idle.push(Some(cb));
+        core.add_idle_handler(caller(cx), cb);
         ROk(())
     })
 }
@@ -1256,6 +1257,23 @@ extern "C" fn get_fault_hook_addrs(cx: &HostCx, vector: u32) -> VmmResult<FaultH
     })
 }
 
+// ---- Call_When_Idle handles (virtual-hardware reference, section 7.4) ----------------------------
+
+extern "C" fn call_when_idle_handle(cx: &HostCx, callback: RawCallback) -> VmmResult<u32> {
+    let cb = Callback::plugin(caller(cx), callback);
+    serve(cx, &svc::CALL_WHEN_IDLE, |core| ROk(core.add_idle_handler(caller(cx), cb)))
+}
+
+extern "C" fn cancel_call_when_idle(cx: &HostCx, handle: u32) -> VmmResult<()> {
+    let svc = &svc::CANCEL_CALL_WHEN_IDLE;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(VmmError::FATAL);
+        }
+        core.cancel_idle_handler(caller(cx), handle).into()
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -1321,6 +1339,8 @@ impl Table {
             hook_fault,
             unhook_fault,
             get_fault_hook_addrs,
+            call_when_idle_handle,
+            cancel_call_when_idle,
         })
     }
 
@@ -1416,6 +1436,20 @@ extern "C" fn call_restricted_event(
         }
         if !vm.is_none() && !core.vm_valid(vm) {
             return RErr(bad_vm(core, svc.name, vm));
+        }
+        let thread_flags = flags & (PEF_THREAD_EVENT | PEF_WAIT_FOR_THREAD_STI);
+        if thread_flags != 0 {
+            return RErr(core.refuse(
+                Violation::ReservedFlags,
+                format!(
+                    "{} flags {flags:#06X} ask for a thread event ({thread_flags:#06X}: PEF_Thread_Event / \
+                     PEF_Wait_For_Thread_STI); this VMM has no thread handles (each VM is one thread of control \
+                     and no service hands out a thread): schedule a VM event instead (EBX = the VM, \
+                     PEF_Wait_For_STI for the STI wait)",
+                    svc.name
+                ),
+                Some(svc.name),
+            ));
         }
         if flags & !PEF_VALID != 0 {
             return RErr(core.refuse(

@@ -236,6 +236,10 @@ pub(crate) struct Core {
 pub(crate) struct Hooks {
     pub(crate) task_switched: Vec<Option<Callback>>,
     pub(crate) idle: Vec<Option<Callback>>,
+    /// Per `idle` slot (its handle is the index + 1): the installing
+    /// instance, and whether `Cancel_Call_When_Idle` removed it (a handler
+    /// cancelled while it runs is dropped when it returns).
+    pub(crate) idle_meta: Vec<(InstanceId, bool)>,
 }
 
 impl Core {

@@ -14,7 +14,7 @@
 //! the host thread. Waits nest on the host stack: an outer waiter resumes
 //! after the inner ones.
 
-use vmm_plugin_api::abi::Regs;
+use vmm_plugin_api::abi::{Regs, VmmError};
 use vmm_plugin_api::ddk::{BLOCK_THREAD_IDLE, CF_MASK, CRITICAL_SECTION_BOOST, PEF_DONT_UNBOOST, TIME_CRITICAL_BOOST};
 
 use crate::machine::Core;
@@ -22,6 +22,7 @@ use crate::manifest::ActionKind;
 use crate::time::Instant;
 use crate::trace::{CallOutcome, CancelReason, PriorityReason, StuckEvent, StuckVm, TraceEvent};
 use crate::violation::Violation;
+use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::events::EventHandle;
 use crate::vmm::events::{
@@ -969,6 +970,35 @@ impl Core {
         self.run_idle_chain()
     }
 
+    /// `Call_When_Idle`: `callback` joins the end of the idle chain; its
+    /// handle (the slot's index + 1).
+    pub(crate) fn add_idle_handler(&self, owner: InstanceId, callback: Callback) -> u32 {
+        let mut hooks = self.hooks.borrow_mut();
+        hooks.idle.push(Some(callback));
+        hooks.idle_meta.push((owner, false));
+        hooks.idle.len() as u32
+    }
+
+    /// `Cancel_Call_When_Idle`: `NOT_FOUND` unless `handle` is an idle
+    /// handler `owner` installed and has not cancelled. A handler running
+    /// now is dropped when it returns.
+    pub(crate) fn cancel_idle_handler(&self, owner: InstanceId, handle: u32) -> Result<(), VmmError> {
+        let taken = {
+            let mut hooks = self.hooks.borrow_mut();
+            let i = (handle as usize).wrapping_sub(1);
+            match hooks.idle_meta.get_mut(i) {
+                Some(meta) if meta.0 == owner && !meta.1 => {
+                    meta.1 = true;
+                    hooks.idle[i].take()
+                }
+                _ => return Err(VmmError::NOT_FOUND),
+            }
+        };
+        // Released outside the borrow: a plugin's drop may call back.
+        drop(taken);
+        Ok(())
+    }
+
     /// `Call_When_Idle`'s chain, in installation order, until a handler
     /// consumes the idle call (carry clear). Returns whether any ran.
     fn run_idle_chain(&self) -> bool {
@@ -979,7 +1009,13 @@ impl Core {
             let Some(mut cb) = self.hooks.borrow_mut().idle[i].take() else { continue };
             let mut regs = Regs { ebx: sys.raw(), ..Regs::default() };
             let result = cb.call(self, Context::Event, &mut regs);
-            self.hooks.borrow_mut().idle[i] = Some(cb);
+            let cancelled = self.hooks.borrow().idle_meta.get(i).is_some_and(|m| m.1);
+            if cancelled {
+                // Cancel_Call_When_Idle from inside its own call.
+                drop(cb);
+            } else {
+                self.hooks.borrow_mut().idle[i] = Some(cb);
+            }
             ran = true;
             if result == CallOutcome::Clear {
                 break;

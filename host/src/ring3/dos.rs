@@ -22,6 +22,7 @@
 //! | INT 21h AH=51h / 62h | The PSP's segment in BX |
 //! | INT 21h AH=59h | The last error in AX |
 //! | INT 10h AH=0Eh | Write AL to the console; AH=0Fh: text mode 3, 80 columns |
+//! | INT 14h AH=00h-03h | The BIOS's serial services on COM1, through the port table (`bios_serial.rs`) |
 //! | INT 15h AH=86h | Wait CX:DX microseconds: the program sleeps that long in virtual time |
 //! | INT 16h AH=01h/11h | No key waiting (ZF set) |
 //! | INT 1Ah AH=00h | Ticks since midnight (18.2 Hz) from the virtual clock; the BIOS data area's count at 0040:006C follows it, updated at the start of every run |

@@ -29,9 +29,10 @@ impl Core {
     pub(crate) fn ring3_int(&self, n: u8) -> Result<(), VmmError> {
         match n {
             0x2F => self.int2f(),
+            0x14 => self.bios_int14(),
             _ => Err(self.refuse(
                 Violation::UnsupportedInterrupt,
-                format!("INT {n:02X}h has no handler in this emulator (only INT 2Fh is provided)"),
+                format!("INT {n:02X}h has no handler in this emulator (only INT 14h and 2Fh are provided)"),
                 Some("INT"),
             )),
         }

@@ -10,6 +10,7 @@
 //! to itself and ends it when it exits.
 
 pub(crate) mod addresses;
+pub(crate) mod bios_serial;
 pub(crate) mod dos;
 pub(crate) mod hw_int;
 pub(crate) mod int2f;

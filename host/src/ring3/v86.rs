@@ -378,6 +378,12 @@ impl Core {
                 Flow::Go
             }
             0x20 | 0x21 | 0x10 | 0x15 | 0x16 | 0x1A => self.dos_int(vm, m, n),
+            0x14 => {
+                // The BIOS's serial services, through the port table.
+                let ok = self.v86_call_vmm(vm, m, |core| core.bios_int14()).is_ok();
+                set_carry(&mut m.cpu, !ok);
+                Flow::Go
+            }
             // Vectors whose handler in DOS and the BIOS is an IRET when
             // software calls it: hardware interrupts, DOS idle, break.
             0x01 | 0x03 | 0x08..=0x0F | 0x1B | 0x1C | 0x23 | 0x24 | 0x28 | 0x70..=0x77 => Flow::Go,
@@ -386,7 +392,7 @@ impl Core {
                     crate::violation::Violation::UnsupportedInterrupt,
                     format!(
                         "{} executed INT {n:02X}h (AX={:04X}h), which has no handler in this emulator's DOS VM (it \
-                         serves INT 10h, 15h, 16h, 1Ah, 20h, 21h and 2Fh); CF is set and the program goes on",
+                         serves INT 10h, 14h, 15h, 16h, 1Ah, 20h, 21h and 2Fh); CF is set and the program goes on",
                         m.name, m.cpu.regs[AX] as u16
                     ),
                     Some("INT"),

@@ -170,6 +170,8 @@ services! {
     HOOK_VMM_FAULT = Some(0x81), "Hook_VMM_Fault", Sync;
     UNHOOK_PM_FAULT = Some(0x11A), "Unhook_PM_Fault", Sync;
     UNHOOK_VMM_FAULT = Some(0x11B), "Unhook_VMM_Fault", Sync;
+    // ---- Call_When_Idle handles (virtual-hardware reference, section 7.4) ----
+    CANCEL_CALL_WHEN_IDLE = Some(0x12B), "Cancel_Call_When_Idle", Sync;
 }
 
 /// The service with `ordinal` in the VMM's table.
@@ -196,7 +198,8 @@ mod tests {
         assert_eq!(by_ordinal(0x14).map(|s| s.name), Some("Call_Priority_VM_Event"));
         // The DDK's table, then the blocks appended since: each in ordinal
         // order.
-        let starts = ["Allocate_V86_Call_Back", "Nuke_VM", "trace_contention", "Get_Fault_Hook_Addrs"];
+        let starts =
+            ["Allocate_V86_Call_Back", "Nuke_VM", "trace_contention", "Get_Fault_Hook_Addrs", "Cancel_Call_When_Idle"];
         let mut bounds: Vec<usize> = starts.iter().map(|n| ALL.iter().position(|s| s.name == *n).unwrap()).collect();
         bounds.insert(0, 0);
         bounds.push(ALL.len());

@@ -31,6 +31,13 @@
 //!   VM is destroyed its unread bytes go the same way and the port is free
 //!   again (a `released` record).
 //!
+//! * The system VM's COMM.DRV asks through VCD's **PM API** ([`pm_api`]:
+//!   INT 2Fh AX=1684h BX=000Eh): Acquire_Port is an ownership request
+//!   like the triggers above (KB Q76564's trigger 7); Free_Port,
+//!   Steal_Port and Get/Set_Port_Behavior as VCD has them.
+//! * VCOMD hooks **INT 14h** (the BIOS's serial services) as VCD does:
+//!   the owner's calls stamp the port's last use, every call goes on.
+//!
 //! Every decision is a `contention` record (`Vmm::trace_contention`).
 //! Interrupts (IRQ 4 through VPICD, when `*VPICD` is in the device list)
 //! are in [`irq`]: virtualized on the first assignment, they go to the
@@ -42,6 +49,7 @@ use std::collections::BTreeMap;
 use vmm_plugin_api::prelude::*;
 
 pub mod irq;
+pub mod pm_api;
 
 /// COM1's base port.
 pub const BASE: u16 = 0x3F8;
@@ -143,6 +151,9 @@ pub enum Decision {
     UserGave,
     /// SHELL could not ask: the owner keeps it.
     Unresolved,
+    /// The system VM's COMM.DRV took it with VCD's Steal_Port (the PM
+    /// API): without asking.
+    StealPort,
 }
 
 impl Decision {
@@ -156,12 +167,13 @@ impl Decision {
             Decision::UserKept => "user_kept",
             Decision::UserGave => "user_gave",
             Decision::Unresolved => "unresolved",
+            Decision::StealPort => "steal_port",
         }
     }
 
     /// Whether the requester gets the port.
     pub fn granted(self) -> bool {
-        matches!(self, Decision::Free | Decision::Steal | Decision::Idle | Decision::UserGave)
+        matches!(self, Decision::Free | Decision::Steal | Decision::Idle | Decision::UserGave | Decision::StealPort)
     }
 }
 
@@ -270,10 +282,33 @@ impl Vcomd {
 
     /// `vm` asks for the port: decide, record, and move it if granted.
     fn request(&self, vmm: &Vmm<'_>, vm: VmHandle) -> bool {
+        self.decide_and_move(vmm, vm, None)
+    }
+
+    /// `vm` takes the port without a decision (`Decision::StealPort`:
+    /// the system VM's Steal_Port).
+    fn take(&self, vmm: &Vmm<'_>, vm: VmHandle, decision: Decision) {
+        self.decide_and_move(vmm, vm, Some(decision));
+    }
+
+    /// The owner `vm` gives the port up (its VM ends, or the system VM's
+    /// Free_Port): what it left unread is not the next owner's; the port
+    /// is free (a `released` record).
+    fn release(&self, vmm: &Vmm<'_>, vm: VmHandle) {
+        self.drain(vmm, vm, self.image(vm));
+        self.irq_leaves(vmm, vm);
+        self.owner.set(None);
+        let _ = vmm.trace_contention(RESOURCE, Some(vm), None, "released");
+    }
+
+    /// Decide `vm`'s request (or take `forced`), record it, and move the
+    /// port if granted.
+    fn decide_and_move(&self, vmm: &Vmm<'_>, vm: VmHandle, forced: Option<Decision>) -> bool {
         let owner = self.owner.get();
-        let decision = match owner {
-            None => Decision::Free,
-            Some(owner) => {
+        let decision = match (owner, forced) {
+            (None, _) => Decision::Free,
+            (Some(_), Some(d)) => d,
+            (Some(owner), None) => {
                 let idle = vmm.get_system_time().wrapping_sub(self.last_use.get());
                 let contended = self.vms.borrow().get(&vm).is_some_and(|p| p.contended);
                 match self.rule.get().decide(idle, contended) {
@@ -344,6 +379,18 @@ impl Vcomd {
         }
     }
 
+    /// `vm` issued INT 14h (VCD's hook): a call for COM1 (DX = 0) by its
+    /// owner stamps the port's last use, so AutoAssign's idle time starts
+    /// again. The call goes on to the BIOS (or whoever serves it)
+    /// unchanged; a VM that does not own the port asks for it, as any
+    /// program does, when the BIOS touches the UART.
+    fn bios_call(&self, vmm: &Vmm<'_>, vm: VmHandle) {
+        let com1 = vmm.client(vm).is_ok_and(|c| c.dx() == 0);
+        if com1 && self.owner.get() == Some(vm) {
+            self.last_use.set(vmm.get_system_time());
+        }
+    }
+
     /// The image VCOMD keeps of `vm`'s UART registers.
     fn image(&self, vm: VmHandle) -> Image {
         self.vms.borrow().get(&vm).map(|p| p.image).unwrap_or_default()
@@ -374,7 +421,7 @@ impl Vcomd {
 }
 
 impl VxD for Vcomd {
-    const DEVICE: Device = Device::new("VCOMD").version(1, 0);
+    const DEVICE: Device = Device::new("VCOMD").version(1, 0).id(pm_api::VCD_DEVICE_ID).pm_api();
 
     fn create(_vmm: &Vmm<'_>) -> Result<Self, String> {
         Ok(Vcomd {
@@ -408,6 +455,15 @@ impl VxD for Vcomd {
                     return Carry::Set;
                 }
                 info!("VCOMD traps COM1 (0x3F8-0x3FF); AutoAssign = {setting}");
+                // VCD's INT 14h hook: a program that uses the port through
+                // the BIOS is using it, however the call is served.
+                let hooked = vmm.hook_v86_int_chain(0x14, |d: &Vcomd, vmm: &Vmm<'_>, _n, vm| {
+                    d.bios_call(vmm, vm);
+                    HookAction::PassOn
+                });
+                if let Err(e) = hooked {
+                    warn!("VCOMD cannot hook INT 14h ({e}): BIOS calls do not count as using COM1");
+                }
                 self.vpicd.set(irq::vpicd_listed(vmm));
                 if !self.vpicd.get() {
                     info!("no *VPICD in the device list: VCOMD leaves IRQ 4 alone; programs poll the UART");
@@ -416,18 +472,20 @@ impl VxD for Vcomd {
             }
             DESTROY_VM => {
                 let vm = msg.vm;
-                let port = self.vms.borrow_mut().remove(&vm);
                 if self.owner.get() == Some(vm) {
-                    // What it left unread is not the next owner's.
-                    self.drain(vmm, vm, port.map(|p| p.image).unwrap_or_default());
-                    self.irq_leaves(vmm, vm);
-                    self.owner.set(None);
-                    let _ = vmm.trace_contention(RESOURCE, Some(vm), None, "released");
+                    self.release(vmm, vm);
                 }
+                self.vms.borrow_mut().remove(&vm);
                 Carry::Clear
             }
             _ => Carry::Clear,
         }
+    }
+
+    /// VCD's PM API ([`pm_api`]): the system VM's COMM.DRV acquires,
+    /// frees and steals the port.
+    fn pm_api(&self, vmm: &Vmm<'_>, call: ApiCall<'_>) {
+        self.pm_api_call(vmm, call);
     }
 }
 

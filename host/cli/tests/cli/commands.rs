@@ -498,8 +498,8 @@ fn the_real_postdos_com_machine_delivers_every_message_under_lifo_and_random_ord
     }
 }
 
-/// `plugins/vcomd/contention.ini` as `vcomd/contention.ini` in a scratch
-/// directory, beside `comterm/` (its `plugin_path`) holding comterm.asm
+/// `plugins/vcomd/contention.ini` (and `windows.ini`) as
+/// `vcomd/contention.ini` in a scratch directory, beside `comterm/` (its `plugin_path`) holding comterm.asm
 /// and, with `build`, COMTERM.COM assembled there by nasm.
 fn contention_machine(name: &str, build: bool) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -508,7 +508,9 @@ fn contention_machine(name: &str, build: bool) -> PathBuf {
     for sub in ["vcomd", "comterm"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
-    std::fs::copy(root.join("plugins/vcomd/contention.ini"), dir.join("vcomd/contention.ini")).unwrap();
+    for ini in ["contention.ini", "windows.ini"] {
+        std::fs::copy(root.join("plugins/vcomd").join(ini), dir.join("vcomd").join(ini)).unwrap();
+    }
     std::fs::copy(root.join("plugins/comterm/comterm.asm"), dir.join("comterm/comterm.asm")).unwrap();
     if build {
         let out = Command::new("nasm")
@@ -559,6 +561,24 @@ fn the_contention_demo_tells_who_held_com1_when_and_what_each_vm_read() {
     let out = vmm_bare(&dir, &["story", "contention.jsonl"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("  400 ms  TERM-A (VM 2) let it go"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn the_contention_demo_with_windows_tells_when_windows_asked_for_com1_and_when_it_had_it() {
+    let dir = contention_machine("contention-windows", true);
+    let out = vmm(&dir, &["run", "vcomd/windows.ini"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "   300 ms  Windows (system VM) asked for it; the user kept it with TERM-A (VM 2) (the dialog was answered No)",
+        "  1000 ms  Windows (system VM) took it: nobody held it",
+        "  1050 ms  Windows (system VM) let it go",
+    ] {
+        assert!(stdout.contains(line), "no `{line}` in\n{stdout}");
+    }
+    let windows: Vec<&str> =
+        stdout.lines().find(|l| l.starts_with("Windows (system VM)")).unwrap().split_whitespace().collect();
+    assert_eq!(windows[3..], ["1000-1050", "ms", "WIN", "0", "0"], "{stdout}");
 }
 
 #[test]
