@@ -365,3 +365,56 @@ fn set_int_vector_refuses_what_is_no_pm_handler_and_leaves_the_entry() {
     assert_eq!(notes(&run), ["pm call-back ax=2222", "get 68: FFFE:0068 default"]);
     assert_eq!(run.trace().count(json!({"kind": "violation", "code": "BAD_POINTER"})), 2);
 }
+
+#[test]
+fn a_vpicd_interrupt_into_a_system_vm_without_programs_reaches_its_pm_call_back_and_else_the_default_handler() {
+    // No Windows application runs: the device's PM call-back on vector 0Eh
+    // still takes IRQ 6 (it is ring-0 code behind a ring-3 address); on
+    // vector 76h (IRQ 14), unset, the default handler serves it (EOI, IRET).
+    // Both are unmasked when Windows starts.
+    let run = Scenario::new("[machine]\nuntil = 100\nwindows = \"3.1\"\n[386Enh]\ndevice = [\"*VPICD\", \"SCRIPT\"]\n")
+        .script(|_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                let mut hs = Vec::new();
+                for irq in [6, 14] {
+                    let h = vmm
+                        .vpicd()
+                        .virtualize_irq(
+                            IrqDescriptor::new(irq, |_: &ScriptDevice, _: &Vmm<'_>, _: IrqEvent| true)
+                                .eoi(move |dev: &ScriptDevice, vmm: &Vmm<'_>, e: IrqEvent| {
+                                    dev.note(vmm, format!("eoi irq={irq}"));
+                                    let _ = vmm.vpicd().clear_int_request(e.handle, e.vm);
+                                })
+                                .iret(move |dev: &ScriptDevice, vmm: &Vmm<'_>, _: IrqEvent, _: bool| {
+                                    dev.note(vmm, format!("iret irq={irq}"));
+                                }),
+                        )
+                        .expect("virtualize");
+                    hs.push(h);
+                }
+                let h6 = hs[0];
+                let cb = vmm
+                    .allocate_pm_call_back(0x0E, move |dev: &ScriptDevice, vmm: &Vmm<'_>, e: CallBackEntry| {
+                        dev.note(vmm, format!("irq call-back vm={:#x}", e.vm.0));
+                        vmm.vpicd().clear_int_request(h6, e.vm).unwrap();
+                        vmm.simulate_iret().unwrap();
+                    })
+                    .unwrap();
+                vmm.set_pm_int_vector(0x0E, cb).unwrap();
+                in_sys_vm_at(vmm, 10, move |_, vmm| {
+                    let sys = vmm.get_sys_vm_handle();
+                    for &h in &hs {
+                        vmm.vpicd().set_int_request(h, sys).unwrap();
+                    }
+                });
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [format!("irq call-back vm={SYS:#x}"), "iret irq=6".into(), "eoi irq=14".into(), "iret irq=14".into()]
+    );
+    assert_eq!(run.trace().count(json!({"kind": "call_back", "vm": SYS, "device": "SCRIPT"})), 1);
+}
