@@ -1,8 +1,8 @@
 //! Interrupts inside VMs, as state and rules: the V86 interrupt hook chains
 //! (`Hook_V86_Int_Chain`), the fault hook chains (`Hook_V86_Fault`,
-//! `Hook_PM_Fault`, `Hook_VMM_Fault`), the protected-mode vector tables (one
-//! per VM, written by `Set_PM_Int_Vector` and `Ring3::set_int_vector` alike), the V86 vector
-//! tables of VMs whose memory the VMM does not hold (a DOS program's real
+//! `Hook_PM_Fault`, `Hook_VMM_Fault`), the protected-mode vector tables
+//! (one per VM, written by `Set_PM_Int_Vector` and `Ring3::set_int_vector`
+//! alike: the last write wins), the V86 vector tables of VMs whose memory the VMM does not hold (a DOS program's real
 //! table lives in its memory), the call-backs into ring 0
 //! (`Allocate_V86_Call_Back`, `Allocate_PM_Call_Back`) and the
 //! `Call_When_VM_Returns` break points.
