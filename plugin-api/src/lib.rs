@@ -1388,6 +1388,8 @@
 //! Fault hooks of protected-mode and ring-0 code, appended to
 //! `HostServices`: `hook_fault`, `unhook_fault`, `get_fault_hook_addrs`;
 //! to `Ring3Services`: `r3_fault` ([`Ring3::fault`]).
+//! The VM's one PM vector table, appended to `Ring3Services`:
+//! `r3_get_int_vector` ([`Ring3::get_int_vector`]).
 //!
 //! ## Errors
 //!

@@ -752,6 +752,18 @@ impl Ring3<'_> {
         let old = crate::vmm::res(f(self.cx, vector, handler.map_or(0, |h| h.to_u32())))?;
         Ok((old != 0).then(|| FarPtr::from_u32(old)))
     }
+
+    /// This VM's handler of interrupt `vector`, as DPMI's get vector
+    /// returns it: the VM's one PM vector entry, whoever wrote it last
+    /// ([`Ring3::set_int_vector`] or a device's `Set_PM_Int_Vector`, so a
+    /// device's PM call-back too). `None`: the VMM's default, which
+    /// reflects the interrupt to V86 mode. Keep it to chain to or to put
+    /// back.
+    pub fn get_int_vector(&self, vector: u8) -> Result<Option<FarPtr>, VmmError> {
+        let Some(f) = self.svc().ring3().r3_get_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let v = crate::vmm::res(f(self.cx, vector))?;
+        Ok((v != 0).then(|| FarPtr::from_u32(v)))
+    }
 }
 
 // ---- faults of ring-3 code ------------------------------------------------------------------

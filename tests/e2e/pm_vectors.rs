@@ -21,7 +21,8 @@ use crate::common::{SYS, notes, outputs};
 /// `dllhandler V` (the same with PMVECDLL's export 1), `swap V` (the same, printing the previous entry: `previous V: SSSS:OOOO`
 /// or `previous V: default`), `reset V` (`set_int_vector(V, None)`),
 /// `set V PTR` (`set_int_vector(V, PTR)`, PTR hex, printing the
-/// result), `address` (prints export 1's address), `unmask N` (IRQ N in the
+/// result), `get V` (`Ring3::get_int_vector`, printing `vector V:
+/// SSSS:OOOO` or `vector V: default`), `address` (prints export 1's address), `unmask N` (IRQ N in the
 /// system VM's virtual PIC; the handler then sends an EOI), `int V`
 /// (`Ring3::int`, printing AX after it), `sleep MS`, `exit`. Export 1,
 /// the handler, prints `handler` and sets AX = 0xF00D.
@@ -59,6 +60,10 @@ impl PmVecApp {
                     let p = FarPtr::from_u32(hex(2));
                     let r = r3.set_int_vector(hex(1) as u8, Some(p));
                     r3.print(&format!("set {:02X} {}: {:?}", hex(1), far(p), r.map(|o| o.map(far))));
+                }
+                "get" => {
+                    let v = r3.get_int_vector(hex(1) as u8).unwrap();
+                    r3.print(&format!("vector {:02X}: {}", hex(1), v.map_or("default".into(), far)));
                 }
                 "reset" => {
                     r3.set_int_vector(hex(1) as u8, None).unwrap();
@@ -194,17 +199,26 @@ fn a_modules_handler_is_visible_to_get_pm_int_vector() {
     // Before the application installs its handler the vector is the
     // VMM's default (ZF); after, Get_PM_Int_Vector returns the export's
     // address; after `set_int_vector(V, None)`, the default again.
-    let run = machine("", "address; sleep 20; install 64; sleep 20; reset 64; sleep 100", "", |_, vmm, msg| {
-        if msg.message == DEVICE_INIT {
-            for at in [10, 30, 50] {
-                in_sys_vm_at(vmm, at, |dev, vmm| note_get(dev, vmm, 0x64));
+    let run = machine(
+        "",
+        "address; get 64; sleep 20; install 64; get 64; sleep 20; reset 64; get 64; sleep 100",
+        "",
+        |_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                for at in [10, 30, 50] {
+                    in_sys_vm_at(vmm, at, |dev, vmm| note_get(dev, vmm, 0x64));
+                }
             }
-        }
-        Carry::Clear
-    });
+            Carry::Clear
+        },
+    );
     run.assert_ok();
     let out = outputs(&run);
     let address = out[0].strip_prefix("address ").expect("address printed").to_string();
+    assert_eq!(
+        out[1..],
+        ["vector 64: default".to_string(), format!("vector 64: {address}"), "vector 64: default".into()]
+    );
     assert_eq!(
         notes(&run),
         ["get 64: FFFE:0064 default".to_string(), format!("get 64: {address} set"), "get 64: FFFE:0064 default".into()]
@@ -215,11 +229,11 @@ fn a_modules_handler_is_visible_to_get_pm_int_vector() {
 #[test]
 fn the_last_write_to_a_pm_vector_wins_whoever_made_it() {
     // The device's Set_PM_Int_Vector at 10 ms overwrites the application's
-    // handler: INT 65h enters the call-back. The application's
-    // set_int_vector then returns the call-back as the previous entry and
-    // overwrites it: INT 65h calls its handler, and Get_PM_Int_Vector
-    // sees it.
-    let run = machine("", "install 65; sleep 20; int 65; swap 65; int 65; sleep 100", "", |_, vmm, msg| {
+    // handler: the application's get_int_vector reads the call-back and
+    // INT 65h enters it. Its set_int_vector returns the call-back as the
+    // previous entry and overwrites it: INT 65h calls its handler, and
+    // Get_PM_Int_Vector sees it.
+    let run = machine("", "install 65; sleep 20; get 65; int 65; swap 65; int 65; sleep 100", "", |_, vmm, msg| {
         if msg.message == DEVICE_INIT {
             let cb = call_back(vmm, "pm call-back", 0x6565);
             vmm.set_global_time_out(10, move |_: &ScriptDevice, vmm, _| {
@@ -237,7 +251,10 @@ fn the_last_write_to_a_pm_vector_wins_whoever_made_it() {
     run.assert_ok();
     let n = notes(&run);
     assert_eq!(n[..2], ["get 65: FFF6:0000 set", "pm call-back ax=2222"]);
-    assert_eq!(outputs(&run), ["int 65: true ax=6565", "previous 65: FFF6:0000", "handler", "int 65: true ax=F00D"]);
+    assert_eq!(
+        outputs(&run),
+        ["vector 65: FFF6:0000", "int 65: true ax=6565", "previous 65: FFF6:0000", "handler", "int 65: true ax=F00D"]
+    );
     assert!(n[2].starts_with("get 65: ") && n[2].ends_with(" set") && !n[2].contains("FFF6"), "{n:?}");
     assert_eq!(run.trace().count(json!({"kind": "call_back", "vm": SYS, "device": "SCRIPT"})), 1);
 }

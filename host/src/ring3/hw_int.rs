@@ -66,6 +66,12 @@ impl Core {
         Ok(old)
     }
 
+    /// `Ring3::get_int_vector` of the calling code's VM: its PM vector
+    /// entry for `vector`, 0 while it is the VMM's default.
+    pub(crate) fn get_ring3_int_vector(&self, vector: u8) -> u32 {
+        self.pm_vector_handler(self.cur_vm.get(), vector).unwrap_or(0)
+    }
+
     /// Whether `vm` runs Rust ring-3 code (not a machine-code program)
     /// with a virtual interrupt to take now, even while its programs sleep
     /// or wait for messages: hardware interrupts do not wait for them.
