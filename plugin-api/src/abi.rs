@@ -1087,9 +1087,11 @@ pub struct Ring3Services {
     pub r3_port_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: u32) -> VmmResult<u32>,
 
     // ---- VPICD: hardware interrupt handlers of ring-3 code (appended) -----------------------
-    /// Set the calling code's VM's handler of interrupt `vector` to the
-    /// 16:16 address `handler` (an export of the module; 0 restores the
-    /// default handler). The previous handler (0 for the default).
+    /// Set the calling code's VM's handler of interrupt `vector` (its PM
+    /// vector entry, the one `Set_PM_Int_Vector` writes) to the 16:16
+    /// address `handler` (an export, a PM call-back, or the default `FFFE:n`;
+    /// 0 puts back the entry the VM started with). The previous entry (0
+    /// for the default).
     pub r3_set_int_vector: extern "C" fn(cx: Cx<'_>, vector: u8, handler: u32) -> VmmResult<u32>,
 
     // ---- faults of ring-3 code (appended) -------------------------------------------------------
@@ -1097,6 +1099,12 @@ pub struct Ring3Services {
     /// (00h-1Fh, not 02h): offered to the fault hooks and the VM's handler;
     /// `FAILED` when nothing handled it (the program ends after its step).
     pub r3_fault: extern "C" fn(cx: Cx<'_>, vector: u8) -> VmmResult<()>,
+
+    // ---- the VM's PM vector table (appended) ---------------------------------------------------
+    /// The calling code's VM's PM vector entry for interrupt `vector` as a
+    /// 16:16 address (whoever wrote it: `Set_PM_Int_Vector` or
+    /// `r3_set_int_vector`), 0 while it is the VMM's default.
+    pub r3_get_int_vector: extern "C" fn(cx: Cx<'_>, vector: u8) -> VmmResult<u32>,
 }
 
 /// `VPICD_IRQ_Descriptor` as the typed `VPICD_Virtualize_IRQ` passes it:

@@ -1319,8 +1319,8 @@
 //! [`Ring3::fault`], which executes `DIV` by zero, `INT3`, `UD2` or a load
 //! of a bad selector) go to `hook_pm_fault` hooks under the same rules: a
 //! hook from `Sys_Critical_Init` sees only what the VM has no handler for
-//! (no PM vector set with `set_pm_int_vector`, no `Ring3::set_int_vector`
-//! handler), a later one every fault first. When nothing handles it the
+//! (its PM vector still the default: neither `set_pm_int_vector` nor
+//! `Ring3::set_int_vector` wrote it), a later one every fault first. When nothing handles it the
 //! application is ended (`pm_fault`). Faults of ring-0 code go to
 //! `hook_vmm_fault` / `hook_vmm_fault_at`: the VMM raises one, a page fault
 //! (0Eh) with its linear address, when a device's `mem_read` or
@@ -1331,7 +1331,11 @@
 //! all three modes ([`FaultMode`]). `simulate_int` on a VM running
 //! protected-mode code enters its PM vector (a PM call-back, or the
 //! application's handler) when one is set, and reflects to V86 (the
-//! `hook_v86_int_chain` hooks) only when it is not.
+//! `hook_v86_int_chain` hooks) only when it is not. A VM has one PM vector
+//! table: `set_pm_int_vector` and the application's
+//! `Ring3::set_int_vector` write the same entry, the last write wins, and
+//! `get_pm_int_vector` returns what the application installed; take the
+//! old vector before you set yours if you chain to it.
 //!
 //! ```no_run
 //! # use vmm_plugin_api::prelude::*;
@@ -1401,6 +1405,8 @@
 //! Then, to `HostServices`: `call_when_idle_handle` and
 //! `cancel_call_when_idle` ([`Vmm::call_when_idle_cancellable`],
 //! [`Vmm::cancel_call_when_idle`]).
+//! The VM's one PM vector table, appended to `Ring3Services`:
+//! `r3_get_int_vector` ([`Ring3::get_int_vector`]).
 //!
 //! ## Errors
 //!

@@ -738,15 +738,31 @@ macro_rules! declare_module {
 
 impl Ring3<'_> {
     /// Install `handler` (an export's address, from
-    /// [`Ring3::export_address`]) as this VM's handler of interrupt
-    /// `vector`, as INT 21h AH=25h does; `None` restores the default
-    /// handler. A hardware interrupt VPICD simulates into the VM calls the
-    /// export with no arguments; its return is the handler's `IRET`, so it
-    /// sends the EOI (`out_byte(0x20, 0x20)`) first. The previous handler.
+    /// [`Ring3::export_address`], a PM call-back's, or the default a
+    /// previous call returned) as this VM's handler of interrupt `vector`,
+    /// as DPMI's set vector does: it is the VM's one PM vector entry, the
+    /// one a device's `Set_PM_Int_Vector` writes and `Get_PM_Int_Vector`
+    /// reads, and the last write wins. `None` puts back the entry the VM
+    /// started with. A hardware interrupt VPICD simulates into the VM calls
+    /// the export with no arguments; its return is the handler's `IRET`, so
+    /// it sends the EOI (`out_byte(0x20, 0x20)`) first. The previous entry
+    /// (`None`: the VMM's default); anything else is `BAD_POINTER`.
     pub fn set_int_vector(&self, vector: u8, handler: Option<FarPtr>) -> Result<Option<FarPtr>, VmmError> {
         let Some(f) = self.svc().ring3().r3_set_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
         let old = crate::vmm::res(f(self.cx, vector, handler.map_or(0, |h| h.to_u32())))?;
         Ok((old != 0).then(|| FarPtr::from_u32(old)))
+    }
+
+    /// This VM's handler of interrupt `vector`, as DPMI's get vector
+    /// returns it: the VM's one PM vector entry, whoever wrote it last
+    /// ([`Ring3::set_int_vector`] or a device's `Set_PM_Int_Vector`, so a
+    /// device's PM call-back too). `None`: the VMM's default, which
+    /// reflects the interrupt to V86 mode. Keep it to chain to or to put
+    /// back.
+    pub fn get_int_vector(&self, vector: u8) -> Result<Option<FarPtr>, VmmError> {
+        let Some(f) = self.svc().ring3().r3_get_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let v = crate::vmm::res(f(self.cx, vector))?;
+        Ok((v != 0).then(|| FarPtr::from_u32(v)))
     }
 }
 
@@ -782,10 +798,9 @@ impl Ring3<'_> {
     /// Execute an instruction that raises `exception`, in this VM's mode
     /// (protected mode in the system VM, V86 in a DOS VM). The VMM offers
     /// it to the devices' fault hooks installed after `Sys_Critical_Init`
-    /// (`Hook_PM_Fault`, `Hook_V86_Fault`), then to the VM's handler (the
-    /// PM vector a device set with `Set_PM_Int_Vector`, else the export
-    /// installed with [`Ring3::set_int_vector`], called as an interrupt
-    /// handler; in V86 a call-back in the VM's V86 vector), then to the
+    /// (`Hook_PM_Fault`, `Hook_V86_Fault`), then to the VM's handler (its
+    /// PM vector, whoever wrote it last: a device's `Set_PM_Int_Vector` or
+    /// [`Ring3::set_int_vector`], called as an interrupt handler; in V86 a call-back in the VM's V86 vector), then to the
     /// hooks installed during `Sys_Critical_Init`. `Ok(())`: handled, the
     /// code goes on after the instruction (with the client registers the
     /// handler left). `Err(FAILED)`: nothing handled it; the program is

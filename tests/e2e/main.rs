@@ -18,6 +18,7 @@ mod io;
 mod kit;
 mod limits;
 mod loader;
+mod pm_vectors;
 mod rebuild;
 mod ring3;
 mod robust_sched;

@@ -170,6 +170,10 @@ extern "C" fn r3_set_int_vector(cx: &HostCx, vector: u8, handler: u32) -> VmmRes
     )
 }
 
+extern "C" fn r3_get_int_vector(cx: &HostCx, vector: u8) -> VmmResult<u32> {
+    r3(cx, "get interrupt vector", || RErr(VmmError::VIOLATION), |core| ROk(core.get_ring3_int_vector(vector)))
+}
+
 extern "C" fn r3_fault(cx: &HostCx, vector: u8) -> VmmResult<()> {
     // An instruction, not an API call: the ISR rule does not apply.
     guarded(cx, "fault", RErr(VmmError::FATAL), |core| core.ring3_fault(caller(cx), vector).into())
@@ -206,6 +210,7 @@ impl Table {
             r3_port_io,
             r3_set_int_vector,
             r3_fault,
+            r3_get_int_vector,
         })
     }
 }

@@ -209,10 +209,11 @@ impl Core {
     }
 
     /// `Get_PM_Int_Vector`: selector, offset, and whether it is still the
-    /// default (ZF set: the VMM's break point that reflects to V86).
+    /// default (ZF set: the VMM's break point that reflects to V86, also
+    /// when it was written back as `FFFE:n`).
     pub(crate) fn get_pm_int_vector(&self, vm: VmId, n: u8) -> (u16, u32, bool) {
         match self.vectors.borrow().pm_vector(vm, n) {
-            Some((sel, off)) => (sel, off, false),
+            Some((sel, off)) => (sel, off, ((sel as u32) << 16 | (off & 0xFFFF)) == Core::int_vector(n)),
             None => (INT_SELECTOR, n as u32, true),
         }
     }
@@ -293,17 +294,23 @@ impl Core {
     }
 
     /// The protected-mode handler of interrupt `n` in `vm` when the VM
-    /// runs protected-mode code: the PM vector a device set
-    /// (`Set_PM_Int_Vector`), else the export its ring-3 code installed
-    /// (`Ring3::set_int_vector`). `None`: the vector is still the VMM's
-    /// default, which reflects the interrupt to V86 mode (also when a
-    /// device set it back to the default it read, `FFFE:n`).
+    /// runs protected-mode code: see [`Core::pm_vector_handler`].
     pub(crate) fn pm_int_handler(&self, vm: VmId, n: u8) -> Option<u32> {
         if !self.vms.borrow().get(vm).is_some_and(|v| v.pm) {
             return None;
         }
+        self.pm_vector_handler(vm, n)
+    }
+
+    /// The entry of `vm`'s one PM vector table for `n` as a 16:16 address
+    /// (a PM call-back or a Rust export), whoever wrote it last
+    /// (`Set_PM_Int_Vector` or `Ring3::set_int_vector`). `None`: the
+    /// vector is still the VMM's default, which reflects the interrupt to
+    /// V86 mode (also when it was set back to the default it read,
+    /// `FFFE:n`).
+    pub(crate) fn pm_vector_handler(&self, vm: VmId, n: u8) -> Option<u32> {
         let set = self.vectors.borrow().pm_vector(vm, n).map(|(sel, off)| ((sel as u32) << 16) | (off & 0xFFFF));
-        set.or_else(|| self.ring3.borrow().int_vectors.get(&(vm, n)).copied()).filter(|&h| h != Core::int_vector(n))
+        set.filter(|&h| h != Core::int_vector(n))
     }
 
     /// `Simulate_Int` in protected mode: an IRET frame to `handler`, no V86

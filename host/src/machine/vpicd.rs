@@ -483,7 +483,7 @@ impl Core {
     /// interrupt `vector` is queued for `vm`'s ring-3 code, which enters
     /// the VM's handler at once when it runs next (a DOS program: FLAGS,
     /// CS, IP pushed and a jump through its vector table; a Rust module:
-    /// the export it installed with `Ring3::set_int_vector`). Whether the
+    /// its VM's PM vector, an export or a PM call-back). Whether the
     /// interrupt was reflected into the VM; when it was not (served on its
     /// way, as a V86 interrupt hook may), VPICD takes it as returned (its
     /// IRET), so the device's `IRET` procedure still runs.

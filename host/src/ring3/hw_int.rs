@@ -1,8 +1,10 @@
 //! Simulated hardware interrupts entering a VM's ring-3 code (VPICD hands
 //! them over through `Core::deliver_hw_int`): a machine-code DOS program
 //! gets FLAGS, CS and IP pushed and jumps through its vector table, as the
-//! processor does; a Rust module's handler is the export it installed with
-//! `Ring3::set_int_vector`, called with the VM's interrupts disabled; a VM
+//! processor does; a VM running Rust code takes the entry of its PM vector
+//! table (`Ring3::set_int_vector` or `Set_PM_Int_Vector`, the last write):
+//! an export is called, a PM call-back runs the device's callback, with
+//! the VM's interrupts disabled; a VM
 //! with no program of the emulator's runs only its default handlers. The
 //! handler's return (a DOS handler's `IRET` reaches the breakpoint
 //! `F000:0100+irq` the frame returns through) is VPICD's IRET. A vector
@@ -32,28 +34,42 @@ enum VmCode {
 }
 
 impl Core {
-    /// `Ring3::set_int_vector` of the calling code's VM: `handler` is an
-    /// export's 16:16 address, or 0 for the default handler. The previous
-    /// handler.
+    /// `Ring3::set_int_vector` of the calling code's VM: it writes the
+    /// VM's one PM vector table, the entry `Set_PM_Int_Vector` writes and
+    /// `Get_PM_Int_Vector` reads (the last write wins). `handler` is an
+    /// export's 16:16 address, a PM call-back's, the VMM's default `FFFE:n`,
+    /// or 0: the entry the VM started with. The previous entry (0: the
+    /// VMM's default).
     pub(crate) fn set_ring3_int_vector(&self, vector: u8, handler: u32) -> Result<u32, VmmError> {
         let vm = self.cur_vm.get();
-        if handler != 0 && !matches!(self.ring3.borrow().resolve(handler), Target::Export { .. }) {
+        let allowed = handler == 0
+            || handler == Core::int_vector(vector)
+            || matches!(self.ring3.borrow().resolve(handler), Target::Export { .. })
+            || self.vectors.borrow().call_back_at(handler).is_some_and(|(pm, _)| pm);
+        if !allowed {
             return Err(self.refuse(
                 Violation::BadPointer,
                 format!(
                     "set_int_vector({vector:#04X}, {handler:08X}): the handler must be the address of an export of a \
-                     loaded module (Ring3::export_address)"
+                     loaded module (Ring3::export_address), a protected-mode call-back, or the default it read"
                 ),
                 Some("set_int_vector"),
             ));
         }
-        let mut r3 = self.ring3.borrow_mut();
-        let old = if handler == 0 {
-            r3.int_vectors.remove(&(vm, vector))
+        let old = self.pm_vector_handler(vm, vector).unwrap_or(0);
+        let mut vectors = self.vectors.borrow_mut();
+        if handler == 0 {
+            vectors.reset_pm_vector(vm, vector);
         } else {
-            r3.int_vectors.insert((vm, vector), handler)
-        };
-        Ok(old.unwrap_or(0))
+            vectors.set_pm_vector(Some(vm), vector, (handler >> 16) as u16, handler & 0xFFFF);
+        }
+        Ok(old)
+    }
+
+    /// `Ring3::get_int_vector` of the calling code's VM: its PM vector
+    /// entry for `vector`, 0 while it is the VMM's default.
+    pub(crate) fn get_ring3_int_vector(&self, vector: u8) -> u32 {
+        self.pm_vector_handler(self.cur_vm.get(), vector).unwrap_or(0)
     }
 
     /// Whether `vm` runs Rust ring-3 code (not a machine-code program)
@@ -96,8 +112,11 @@ impl Core {
                 self.vpicd_iret(vm, irq, None);
                 continue;
             }
-            let handler = if defaults { None } else { self.ring3.borrow().int_vectors.get(&(vm, vector)).copied() };
-            let Some(target) = handler else {
+            // The VM's PM vector: a call-back runs wherever the VM is; an
+            // export only in a VM that runs Rust code.
+            let handler = self.pm_vector_handler(vm, vector);
+            let call_back = handler.is_some_and(|h| self.is_call_back(h));
+            let Some(target) = handler.filter(|_| call_back || !defaults) else {
                 self.vpicd_default_handler(vm, irq);
                 self.charge(self.manifest.machine.ring3_step);
                 continue;
@@ -106,7 +125,11 @@ impl Core {
             // during the handler, the flags back at its IRET.
             let enabled = self.vms.borrow().get(vm).is_some_and(|v| v.interrupts_enabled());
             self.set_vm_interrupts(vm, false);
-            let _ = self.ring3_far_call(target, &[], false);
+            let _ = if call_back {
+                self.ring3_call_back(vm, target, &[], true)
+            } else {
+                self.ring3_far_call(target, &[], false)
+            };
             self.charge(self.manifest.machine.ring3_step);
             if self.vm_valid(vm) {
                 // The IRET: the flags come back and VPICD sees it, in one

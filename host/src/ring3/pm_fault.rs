@@ -5,10 +5,9 @@
 //! `UD2` 06h, a load of an invalid selector 0Dh). The VMM offers each, as
 //! Windows does, to the fault hooks of the code's mode installed after
 //! `Sys_Critical_Init` (`Hook_PM_Fault`, `Hook_V86_Fault`), then to the
-//! VM's own handler (protected mode: the PM vector a device set with
-//! `Set_PM_Int_Vector`, else the handler the code installed with
-//! `Ring3::set_int_vector`; V86: a call-back a device put in the VM's V86
-//! vector), then to the hooks installed during `Sys_Critical_Init`. When
+//! VM's own handler (protected mode: the VM's one PM vector, whoever wrote
+//! it last, `Set_PM_Int_Vector` or `Ring3::set_int_vector`; V86: a
+//! call-back a device put in the VM's V86 vector), then to the hooks installed during `Sys_Critical_Init`. When
 //! nothing handles it the program is crashed when its step returns (a
 //! `pm_fault` or `v86_fault` record, then `program_ended` with reason
 //! `crashed`), as KERNEL ends an application that faulted and Windows

@@ -152,9 +152,6 @@ pub(crate) struct Ring3State {
     /// scheduler asks about one VM's programs without a scan of all of
     /// them (ten thousand DOS VMs have ten thousand programs).
     by_vm: BTreeMap<VmId, Vec<usize>>,
-    /// The interrupt handlers Rust ring-3 code installed
-    /// (`Ring3::set_int_vector`), by VM and vector: 16:16 export addresses.
-    pub(crate) int_vectors: BTreeMap<(VmId, u8), u32>,
     /// A fault of Rust ring-3 code in this VM that nothing handled: the
     /// program whose step is running ends when the step returns.
     pub(crate) crash_pending: Option<VmId>,

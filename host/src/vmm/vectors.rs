@@ -1,7 +1,8 @@
 //! Interrupts inside VMs, as state and rules: the V86 interrupt hook chains
 //! (`Hook_V86_Int_Chain`), the fault hook chains (`Hook_V86_Fault`,
-//! `Hook_PM_Fault`, `Hook_VMM_Fault`), the protected-mode vector tables, the V86 vector
-//! tables of VMs whose memory the VMM does not hold (a DOS program's real
+//! `Hook_PM_Fault`, `Hook_VMM_Fault`), the protected-mode vector tables
+//! (one per VM, written by `Set_PM_Int_Vector` and `Ring3::set_int_vector`
+//! alike: the last write wins), the V86 vector tables of VMs whose memory the VMM does not hold (a DOS program's real
 //! table lives in its memory), the call-backs into ring 0
 //! (`Allocate_V86_Call_Back`, `Allocate_PM_Call_Back`) and the
 //! `Call_When_VM_Returns` break points.
@@ -136,7 +137,8 @@ pub(crate) struct Vectors {
     faults: BTreeMap<(FaultKind, u8), Vec<Hook>>,
     /// PM vectors set before `Sys_VM_Init` (every VM's default).
     pm_default: BTreeMap<u8, (u16, u32)>,
-    /// PM vectors per VM.
+    /// PM vectors per VM: the VM's one PM table (its IDT as the VMM
+    /// keeps it), whoever wrote the entry; 16:16 values.
     pm: BTreeMap<(VmId, u8), (u16, u32)>,
     /// V86 vectors set before `Sys_VM_Init` (every VM's default table).
     v86_default: BTreeMap<u8, u32>,
@@ -277,6 +279,12 @@ impl Vectors {
                 self.pm_default.insert(n, (selector, offset));
             }
         }
+    }
+
+    /// Put `vm`'s PM vector `n` back to the entry the VM started with
+    /// (every VM's default, else the VMM's reflection to V86).
+    pub(crate) fn reset_pm_vector(&mut self, vm: VmId, n: u8) {
+        self.pm.remove(&(vm, n));
     }
 
     /// A VM's V86 vector from the tables the VMM keeps (VMs whose memory it
@@ -529,6 +537,9 @@ mod tests {
         assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x57, 0x20)));
         v.set_v86_vector(Some(VmId::from_raw(2)), 0x4B, 0xFD00_0000);
         assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), Some(0xFD00_0000));
+        v.reset_pm_vector(VmId::from_raw(2), 0x31);
+        assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x47, 0x10)), "back to every VM's default");
+        v.set_pm_vector(Some(VmId::from_raw(2)), 0x31, 0x57, 0x20);
         v.forget_vm(VmId::from_raw(2));
         assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x47, 0x10)));
         assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), None);
