@@ -57,14 +57,7 @@ extern "C" fn r3_print(cx: &HostCx, text: RStr<'_>) {
 }
 
 extern "C" fn r3_export_address(cx: &HostCx, ordinal: u16) -> u32 {
-    guarded(cx, "export address", 0, |core| {
-        let r3 = core.ring3.borrow();
-        r3.modules
-            .iter()
-            .find(|m| m.alive && m.instance == caller(cx))
-            .and_then(|m| m.export_address(ordinal))
-            .unwrap_or(0)
-    })
+    guarded(cx, "export address", 0, |core| core.ring3.borrow().export_address_of(caller(cx), ordinal).unwrap_or(0))
 }
 
 extern "C" fn r3_post_message(cx: &HostCx, hwnd: u16, msg: u16, wparam: u16, lparam: u32) -> bool {

@@ -242,7 +242,7 @@ impl Core {
             match target {
                 Target::Breakpoint => return Ok(()),
                 Target::Export { module, export } => {
-                    let arg_bytes = self.ring3.borrow().modules[module].exports[export].arg_bytes as usize;
+                    let arg_bytes = self.ring3.borrow().export_arg_bytes(module, export);
                     // The return address, then the arguments, as they lie on
                     // the stack.
                     let mut buf = [0u8; 68];

@@ -11,7 +11,7 @@ use vmm_plugin_api::ddk::{CF_MASK, ZF_MASK};
 
 use crate::machine::{Core, Phase};
 use crate::ring3::machine_code::DosMemory;
-use crate::ring3::state::{INT_SELECTOR, PM_IRET_POINT, Ring3Code, Target};
+use crate::ring3::state::{INT_SELECTOR, PM_IRET_POINT, Target};
 use crate::time::Duration;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
@@ -49,11 +49,7 @@ impl Core {
             }
         }
         let mut r3 = self.ring3.borrow_mut();
-        let parked = r3.modules.iter_mut().find_map(|m| match &mut m.code {
-            Ring3Code::Machine(Some(machine)) if m.alive && m.vm == vm => Some(machine),
-            _ => None,
-        });
-        match parked {
+        match r3.parked_machine(vm) {
             Some(machine) => f(Some(&mut machine.mem)),
             None => f(None),
         }

@@ -35,11 +35,11 @@ pub(crate) enum Target {
 /// An exported procedure of a loaded module.
 #[derive(Clone, Debug)]
 pub(crate) struct ExportRec {
-    pub(crate) name: String,
-    pub(crate) ordinal: u16,
-    pub(crate) segment: u16,
-    pub(crate) offset: u16,
-    pub(crate) arg_bytes: u16,
+    pub(super) name: String,
+    pub(super) ordinal: u16,
+    pub(super) segment: u16,
+    pub(super) offset: u16,
+    pub(super) arg_bytes: u16,
 }
 
 /// What a ring-3 module's code is: the seam between the two kinds of
@@ -65,20 +65,20 @@ impl Ring3Code {
 
 /// A loaded ring-3 module.
 pub(crate) struct ModuleRec {
-    pub(crate) name: Rc<str>,
-    pub(crate) kind: ModuleKind,
-    pub(crate) instance: InstanceId,
-    pub(crate) code: Ring3Code,
-    pub(crate) segments: Vec<(String, SegmentKind)>,
-    pub(crate) exports: Vec<ExportRec>,
+    pub(super) name: Rc<str>,
+    pub(super) kind: ModuleKind,
+    pub(super) instance: InstanceId,
+    pub(super) code: Ring3Code,
+    pub(super) segments: Vec<(String, SegmentKind)>,
+    pub(super) exports: Vec<ExportRec>,
     /// Per segment, its exports in offset order (the `n`th lives at offset
     /// `0x10 * n`): resolving a far pointer is two index operations.
-    pub(crate) by_offset: Vec<Vec<usize>>,
-    pub(crate) selectors: Vec<u16>,
-    pub(crate) hinstance: u16,
-    pub(crate) refcount: u32,
-    pub(crate) vm: VmId,
-    pub(crate) alive: bool,
+    pub(super) by_offset: Vec<Vec<usize>>,
+    pub(super) selectors: Vec<u16>,
+    pub(super) hinstance: u16,
+    pub(super) refcount: u32,
+    pub(super) vm: VmId,
+    pub(super) alive: bool,
 }
 
 impl ModuleRec {
@@ -106,45 +106,45 @@ pub(crate) enum ProgState {
 
 /// A running program (Windows application task or DOS program).
 pub(crate) struct Program {
-    pub(crate) id: u32,
-    pub(crate) module: usize,
-    pub(crate) vm: VmId,
-    pub(crate) task: u16,
-    pub(crate) state: ProgState,
-    pub(crate) args: String,
+    pub(super) id: u32,
+    pub(super) module: usize,
+    pub(super) vm: VmId,
+    pub(super) task: u16,
+    pub(super) state: ProgState,
+    pub(super) args: String,
 }
 
 /// A Windows task's message queue and the DLLs it loaded.
 pub(crate) struct Task {
-    pub(crate) htask: u16,
+    pub(super) htask: u16,
     /// `None`: `SetMessageQueue` failed and the task has no queue.
-    pub(crate) queue: Option<VecDeque<Msg>>,
-    pub(crate) capacity: usize,
-    pub(crate) quit: Option<u16>,
-    pub(crate) dlls: Vec<u16>,
+    pub(super) queue: Option<VecDeque<Msg>>,
+    pub(super) capacity: usize,
+    pub(super) quit: Option<u16>,
+    pub(super) dlls: Vec<u16>,
 }
 
 /// A window.
 pub(crate) struct Window {
-    pub(crate) task: u16,
-    pub(crate) wndproc: u32,
-    pub(crate) class: String,
-    pub(crate) parent: u16,
+    pub(super) task: u16,
+    pub(super) wndproc: u32,
+    pub(super) class: String,
+    pub(super) parent: u16,
 }
 
 /// All ring-3 state.
 #[derive(Default)]
 pub(crate) struct Ring3State {
-    pub(crate) modules: Vec<ModuleRec>,
+    pub(super) modules: Vec<ModuleRec>,
     /// Selector or segment → (module index, segment index).
-    pub(crate) selectors: BTreeMap<u16, (usize, u16)>,
+    pub(super) selectors: BTreeMap<u16, (usize, u16)>,
     next_pm_selector: u16,
     next_v86_segment: u16,
     next_hinstance: u16,
-    pub(crate) programs: Vec<Program>,
-    pub(crate) tasks: Vec<Task>,
-    pub(crate) windows: BTreeMap<u16, Window>,
-    pub(crate) next_hwnd: u16,
+    pub(super) programs: Vec<Program>,
+    pub(super) tasks: Vec<Task>,
+    pub(super) windows: BTreeMap<u16, Window>,
+    pub(super) next_hwnd: u16,
     next_htask: u16,
     /// Round-robin position among the system VM's programs.
     rr: usize,
@@ -154,10 +154,67 @@ pub(crate) struct Ring3State {
     by_vm: BTreeMap<VmId, Vec<usize>>,
     /// A fault of Rust ring-3 code in this VM that nothing handled: the
     /// program whose step is running ends when the step returns.
-    pub(crate) crash_pending: Option<VmId>,
+    pub(super) crash_pending: Option<VmId>,
 }
 
 impl Ring3State {
+    // ---- what the rest of the host asks of ring 3 ----------------------------------------
+
+    /// How many bytes of arguments export `export` of module `module` pops
+    /// (its PASCAL `RETF n`).
+    pub(crate) fn export_arg_bytes(&self, module: usize, export: usize) -> usize {
+        self.modules[module].exports[export].arg_bytes as usize
+    }
+
+    /// `MODULE!Export` and the bytes of arguments it pops.
+    pub(crate) fn export_label(&self, module: usize, export: usize) -> (String, usize) {
+        let m = &self.modules[module];
+        (format!("{}!{}", m.name, m.exports[export].name), m.exports[export].arg_bytes as usize)
+    }
+
+    /// The far pointer of export `ordinal` of `instance`'s live module.
+    pub(crate) fn export_address_of(&self, instance: InstanceId, ordinal: u16) -> Option<u32> {
+        self.modules.iter().find(|m| m.alive && m.instance == instance).and_then(|m| m.export_address(ordinal))
+    }
+
+    /// Whether `instance` is ring-3 code (a module's instance).
+    pub(crate) fn is_ring3_instance(&self, instance: InstanceId) -> bool {
+        self.modules.iter().any(|m| m.instance == instance)
+    }
+
+    /// The newest program of `vm`.
+    pub(crate) fn newest_program_in(&self, vm: VmId) -> Option<u32> {
+        self.programs.iter().rev().find(|p| p.vm == vm).map(|p| p.id)
+    }
+
+    /// The module instance handle (`hInstance`) of program `id`.
+    pub(crate) fn program_hinstance(&self, id: u32) -> Option<u16> {
+        self.program(id).map(|p| self.modules[p.module].hinstance)
+    }
+
+    /// The top-level windows, in handle order, but those of `skip_task`
+    /// (0: none skipped).
+    pub(crate) fn top_level_windows(&self, skip_task: u16) -> Vec<u16> {
+        self.windows
+            .iter()
+            .filter(|(_, w)| w.parent == 0 && (skip_task == 0 || w.task != skip_task))
+            .map(|(h, _)| *h)
+            .collect()
+    }
+
+    /// The first top-level window of `task` (0: none).
+    pub(crate) fn main_window_of(&self, task: u16) -> Option<u16> {
+        self.windows.iter().find(|(_, w)| task != 0 && w.task == task && w.parent == 0).map(|(h, _)| *h)
+    }
+
+    /// The machine-code program of `vm` parked between its steps.
+    pub(crate) fn parked_machine(&mut self, vm: VmId) -> Option<&mut DosMachine> {
+        self.modules.iter_mut().find_map(|m| match &mut m.code {
+            Ring3Code::Machine(Some(machine)) if m.alive && m.vm == vm => Some(&mut **machine),
+            _ => None,
+        })
+    }
+
     /// Resolve `ptr` (`selector << 16 | offset`).
     pub(crate) fn resolve(&self, ptr: u32) -> Target {
         if ptr == NEST_BREAKPOINT {
@@ -289,16 +346,16 @@ pub(crate) const MAX_BLOCK: u32 = 0x1_0000;
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct FarBlock {
     /// Linear address of its ring-0 heap block.
-    pub(crate) base: u32,
-    pub(crate) size: u32,
+    pub(super) base: u32,
+    pub(super) size: u32,
     /// The module instance that allocated it.
-    pub(crate) owner: InstanceId,
+    pub(super) owner: InstanceId,
 }
 
 /// The blocks, by selector.
 #[derive(Default)]
 pub(crate) struct FarMemory {
-    pub(crate) blocks: BTreeMap<u16, FarBlock>,
+    pub(super) blocks: BTreeMap<u16, FarBlock>,
 }
 
 impl FarMemory {

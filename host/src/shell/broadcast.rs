@@ -132,14 +132,7 @@ impl Core {
         }
         if to_windows {
             let skip_task = if flags & BSF_IGNORECURRENTTASK != 0 { self.current_task.get() } else { 0 };
-            let targets: Vec<u16> = {
-                let r3 = self.ring3.borrow();
-                r3.windows
-                    .iter()
-                    .filter(|(_, w)| w.parent == 0 && (skip_task == 0 || w.task != skip_task))
-                    .map(|(h, _)| *h)
-                    .collect()
-            };
+            let targets = self.ring3.borrow().top_level_windows(skip_task);
             for hwnd in targets {
                 windows += 1;
                 if flags & BSF_POSTMESSAGE != 0 {

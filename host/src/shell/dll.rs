@@ -78,11 +78,7 @@ impl Core {
             _ => None,
         };
         if let Some((module, export)) = export {
-            let (name, pops) = {
-                let r3 = self.ring3.borrow();
-                let m = &r3.modules[module];
-                (format!("{}!{}", m.name, m.exports[export].name), m.exports[export].arg_bytes as usize)
-            };
+            let (name, pops) = self.ring3.borrow().export_label(module, export);
             if pops != 0
                 && pops != args.len()
                 && self.violation(
@@ -111,7 +107,7 @@ impl Core {
             let r3 = self.ring3.borrow();
             // Only ring-3 code is the server's own: a VxD that panics in an
             // API call made from it fails alone.
-            let ring3_code = |i: usize| r3.modules.iter().any(|m| m.instance == InstanceId::from_index(i));
+            let ring3_code = |i: usize| r3.is_ring3_instance(InstanceId::from_index(i));
             instances
                 .iter()
                 .enumerate()

@@ -119,16 +119,13 @@ impl Core {
             ModuleKind::DosProgram => {
                 // A DOS program gets a VM of its own, named after its file.
                 let stem = file.rsplit_once('.').map_or(file, |(s, _)| s).to_ascii_uppercase();
-                self.create_vm(&stem, Some((module.to_string(), args.to_string()))).and_then(|vm| {
-                    let r3 = self.ring3.borrow();
-                    r3.programs.iter().rev().find(|p| p.vm == vm).map(|p| p.id)
-                })
+                self.create_vm(&stem, Some((module.to_string(), args.to_string())))
+                    .and_then(|vm| self.ring3.borrow().newest_program_in(vm))
             }
             ModuleKind::WinDll | ModuleKind::Vxd => return ERROR_BAD_FORMAT,
         };
-        let r3 = self.ring3.borrow();
-        match program.and_then(|id| r3.program(id)) {
-            Some(p) => r3.modules[p.module].hinstance as u32,
+        match program.and_then(|id| self.ring3.borrow().program_hinstance(id)) {
+            Some(hinstance) => hinstance as u32,
             None => SE_ERR_OOM,
         }
     }

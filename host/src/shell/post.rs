@@ -102,10 +102,7 @@ impl Core {
             return 0;
         }
         let task = self.shell.shell_task.get();
-        let window = {
-            let r3 = self.ring3.borrow();
-            r3.windows.iter().find(|(_, w)| task != 0 && w.task == task && w.parent == 0).map(|(h, _)| *h)
-        };
+        let window = self.ring3.borrow().main_window_of(task);
         match window {
             Some(hwnd) => u32::from(self.post_message(hwnd, SHELL_NOTIFY, wparam as u16, lparam)),
             None => {
