@@ -1072,6 +1072,38 @@ impl IoAccess {
     pub fn is_byte(&self) -> bool {
         self.io_type & !crate::ddk::OUTPUT == 0
     }
+
+    /// Whether it is a string form (`INS`/`OUTS`, `String_IO`): the data
+    /// is in the VM's memory at [`IoAccess::segment`] and the client's SI
+    /// (output) or DI (input), not in `data`.
+    pub fn is_string(&self) -> bool {
+        self.io_type & crate::ddk::STRING_IO != 0
+    }
+
+    /// Whether a string form has a `REP` prefix (`Rep_IO`): Client_CX
+    /// elements (Client_ECX with `Addr_32_IO`).
+    pub fn is_rep(&self) -> bool {
+        self.io_type & crate::ddk::REP_IO != 0
+    }
+
+    /// Whether the VM's direction flag is set (`Reverse_IO`): a string
+    /// form's addresses go down.
+    pub fn is_reverse(&self) -> bool {
+        self.io_type & crate::ddk::REVERSE_IO != 0
+    }
+
+    /// A string form's segment, overrides applied (the IOType's high
+    /// word; 0 for the other forms).
+    pub fn segment(&self) -> u16 {
+        (self.io_type >> 16) as u16
+    }
+
+    /// The client registers of the VM that made the access (the DDK's
+    /// EBP): a handler reads and changes them there (a string form's
+    /// SI/DI and CX), and the VM resumes with what it leaves.
+    pub fn client<'a>(&self, vmm: &Vmm<'a>) -> Result<Client<'a>, VmmError> {
+        vmm.client(self.vm)
+    }
 }
 
 /// I/O port trapping (these services are appended to the ABI: on an older
@@ -1162,8 +1194,13 @@ impl Vmm<'_> {
     /// byte accesses to `port`, `port + 1`, ... (low byte first), each
     /// dispatched through the port table (this handler again for `port`,
     /// another device's handler or the hardware for the others); a byte
-    /// access is done on the hardware. Returns the input data. String
-    /// forms are not supported yet (`NOT_AVAILABLE`).
+    /// access is done on the hardware. Returns the input data. A string
+    /// form ([`IoAccess::is_string`]) becomes one access per element
+    /// through the port table (Client_CX of them with `REP`, else one),
+    /// its data read from or written to the VM's memory at the segment and
+    /// the client's SI (output) or DI (input); each element moves SI/DI
+    /// (down with `Reverse_IO`) and counts CX down, so the client ends as
+    /// the instruction leaves it (CX = 0); it returns 0.
     pub fn simulate_io(&self, access: IoAccess) -> Result<u32, VmmError> {
         let Some(f) = self.svc().simulate_io() else { return Err(VmmError::NOT_AVAILABLE) };
         res(f(self.cx, access.vm.0, access.io_type, access.port, access.data))

@@ -4,7 +4,7 @@
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, json};
 
-use crate::common::{DOS1, notes};
+use crate::common::{DOS1, assemble, notes};
 
 /// A UART at 0x3F8 (COM1's data port) and 0x3F9: reads of 0x3F8 return
 /// `A` (0x41), 0x3F9 returns 0x07; writes are noted. Installed at
@@ -336,4 +336,198 @@ fn the_timeline_shows_each_port_access_on_its_vms_track() {
     assert_eq!(io[6]["name"], "IN 0x0060 = 0xFF (hardware)");
     let track = events.iter().find(|e| e["name"] == "thread_name" && e["tid"] == io[0]["tid"]).expect("track name");
     assert_eq!(track["args"]["name"], "DOS1");
+}
+
+/// STRDEV traps 0x330: a string access (any form other than a byte) goes
+/// to `Simulate_IO`, as the DDK's handlers do, with the client registers
+/// noted before and after; a byte input reads 'a', 'b', 'c', ...; a byte
+/// output is noted.
+struct StrDev {
+    next: std::cell::Cell<u8>,
+}
+
+impl VxD for StrDev {
+    const DEVICE: Device = Device::new("STRDEV");
+    fn create(_: &Vmm<'_>) -> Result<Self, String> {
+        Ok(StrDev { next: std::cell::Cell::new(b'a') })
+    }
+    fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+        if msg.message == DEVICE_INIT {
+            vmm.install_io_handler(0x330, |d: &StrDev, vmm: &Vmm<'_>, io: IoAccess| {
+                if !io.is_byte() {
+                    let c = io.client(vmm).unwrap();
+                    let regs = |when: &str| {
+                        let c = c.get();
+                        format!("{when} si={:#x} di={:#x} cx={}", c.esi, c.edi, c.ecx & 0xFFFF)
+                    };
+                    let before = regs("before");
+                    let seg_is_ds = io.segment() == c.get().ds as u16;
+                    let v = vmm.simulate_io(io).unwrap();
+                    let text = format!("type={:#x} ds={seg_is_ds} {before} {}", io.io_type & 0xFFFF, regs("after"));
+                    vmm.out_debug_string(&text);
+                    return v;
+                }
+                if io.is_output() {
+                    vmm.out_debug_string(&format!("out {:?}", io.data as u8 as char));
+                    0
+                } else {
+                    let b = d.next.get();
+                    d.next.set(b + 1);
+                    u32::from(b)
+                }
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    }
+}
+
+/// STRIO.COM: `REP OUTSB` of "HELLO" forward then backward to 0x330,
+/// `REP INSB` of three bytes from 0x330 sent on to 0x81 (nobody's) with
+/// `REP OUTSB`, then one `OUTSW` to 0x330. After each REP OUTSB to 0x330
+/// it writes SI and CX to port 0x80 (nobody's) as words.
+/// Where STRIO's `msg` starts in the file (nasm places it after the code).
+const STRIO_MSG_OFFSET: u32 = 0x45;
+
+const STRIO: &str = r#"
+org 100h
+    mov dx, 330h
+    mov si, msg
+    mov cx, 5
+    cld
+    rep outsb
+    mov ax, si
+    out 80h, ax
+    mov ax, cx
+    out 80h, ax
+    mov si, msg+4
+    mov cx, 5
+    std
+    rep outsb
+    cld
+    mov ax, si
+    out 80h, ax
+    mov ax, cx
+    out 80h, ax
+    mov di, buf
+    mov cx, 3
+    rep insb
+    mov si, buf
+    mov cx, 3
+    mov dx, 81h
+    rep outsb
+    mov dx, 330h
+    mov si, msg
+    outsw
+    mov ax, 4C00h
+    int 21h
+msg db "HELLO"
+buf db 0, 0, 0
+"#;
+
+fn string_io_run() -> vmm_testkit::Run {
+    Scenario::new("[386Enh]\ndevice = [\"STRDEV\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"STRIO.COM\"\n")
+        .device::<StrDev>()
+        .plugin_dir(assemble("io", "strio", &[("STRIO.COM", STRIO)]))
+        .run()
+}
+
+fn strdev_notes(run: &vmm_testkit::Run) -> Vec<String> {
+    run.trace()
+        .values(json!({"kind": "debug_string", "device": "STRDEV"}), "text")
+        .into_iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Scenario 4: `REP OUTSB` with CX = 5, DF = 0 reaches the handler once
+/// with ECX = 0x64 | segment << 16; Simulate_IO gives it the five bytes in
+/// order; Client_CX ends 0 and Client_SI 5 further on, as the program sees.
+#[test]
+fn rep_outsb_reaches_the_handler_once_and_simulate_io_gives_it_each_byte() {
+    let run = string_io_run();
+    run.assert_ok();
+    assert_eq!(run.violations(), 0, "{}", run.trace().tail(20));
+    let notes = strdev_notes(&run);
+    let msg = 0x100 + STRIO_MSG_OFFSET;
+    let mut expect: Vec<String> = "HELLO".chars().map(|c| format!("out {c:?}")).collect();
+    expect.push(format!("type=0x64 ds=true before si={msg:#x} di=0x0 cx=5 after si={:#x} di=0x0 cx=0", msg + 5));
+    assert_eq!(notes[..6], expect[..]);
+    let io = io_records(&run);
+    let hello: Vec<_> = b"HELLO".iter().map(|&b| rec(0x330, "out", 8, b as u64, "STRDEV")).collect();
+    assert_eq!(io[..5], hello[..]);
+    // The program goes on after the instruction with SI and CX as left.
+    assert_eq!(io[5..7], [rec(0x80, "out", 16, msg as u64 + 5, "hardware"), rec(0x80, "out", 16, 0, "hardware")]);
+}
+
+/// Scenario 5: the same with DF = 1: Reverse_IO (0x100) is set and the
+/// bytes go from the last to the first, SI moving down.
+#[test]
+fn rep_outsb_with_df_set_is_reverse_io_and_addresses_decrement() {
+    let run = string_io_run();
+    run.assert_ok();
+    let notes = strdev_notes(&run);
+    let msg = 0x100 + STRIO_MSG_OFFSET;
+    let mut expect: Vec<String> = "OLLEH".chars().map(|c| format!("out {c:?}")).collect();
+    expect.push(format!("type=0x164 ds=true before si={:#x} di=0x0 cx=5 after si={:#x} di=0x0 cx=0", msg + 4, msg - 1));
+    assert_eq!(notes[6..12], expect[..]);
+    let io = io_records(&run);
+    let olleh: Vec<_> = b"OLLEH".iter().map(|&b| rec(0x330, "out", 8, b as u64, "STRDEV")).collect();
+    assert_eq!(io[7..12], olleh[..]);
+    assert_eq!(io[12..14], [rec(0x80, "out", 16, msg as u64 - 1, "hardware"), rec(0x80, "out", 16, 0, "hardware")]);
+}
+
+/// `REP INSB` from a trapped port fills ES:DI through the handler's byte
+/// inputs; a string access to a port nobody traps reaches the hardware
+/// model element by element; `OUTSW` without REP is one word element
+/// (String_IO without Rep_IO), split again by the handler's Simulate_IO.
+#[test]
+fn rep_insb_fills_the_buffer_and_an_untrapped_string_access_reaches_the_hardware_per_element() {
+    let run = string_io_run();
+    run.assert_ok();
+    let notes = strdev_notes(&run);
+    let buf = 0x100 + STRIO_MSG_OFFSET + 5;
+    assert_eq!(
+        notes[12],
+        format!(
+            "type=0x60 ds=true before si={:#x} di={buf:#x} cx=3 after si={:#x} di={:#x} cx=0",
+            buf - 6,
+            buf - 6,
+            buf + 3
+        )
+    );
+    let io = io_records(&run);
+    assert_eq!(
+        io[14..],
+        [
+            rec(0x330, "in", 8, 0x61, "STRDEV"),
+            rec(0x330, "in", 8, 0x62, "STRDEV"),
+            rec(0x330, "in", 8, 0x63, "STRDEV"),
+            rec(0x81, "out", 8, 0x61, "hardware"),
+            rec(0x81, "out", 8, 0x62, "hardware"),
+            rec(0x81, "out", 8, 0x63, "hardware"),
+            // OUTSW: the word element goes to the handler, which splits it.
+            rec(0x330, "out", 8, b'H' as u64, "STRDEV"),
+            rec(0x331, "out", 8, b'E' as u64, "hardware"),
+            rec(0x330, "out", 16, 0x4548, "STRDEV"),
+        ]
+    );
+    let msg = 0x100 + STRIO_MSG_OFFSET;
+    assert_eq!(
+        notes[13..],
+        [
+            "out 'H'".to_string(),
+            format!(
+                "type=0xc ds=false before si={msg:#x} di={:#x} cx=0 after si={msg:#x} di={:#x} cx=0",
+                buf + 3,
+                buf + 3
+            ),
+            format!(
+                "type=0x2c ds=true before si={msg:#x} di={:#x} cx=0 after si={:#x} di={:#x} cx=0",
+                buf + 3,
+                msg + 2,
+                buf + 3
+            ),
+        ]
+    );
 }

@@ -942,12 +942,12 @@ extern "C" fn simulate_io(cx: &HostCx, vm: u32, io_type: u32, port: u16, data: u
         if !core.vm_valid(vm) {
             return RErr(bad_vm(core, svc.name, vm));
         }
-        if io_type & crate::vmm::io::STRING_IO != 0 {
-            // String and REP forms are not decomposed yet.
-            return RErr(VmmError::NOT_AVAILABLE);
-        }
-        if let Err(e) = core.check_io_type(svc.name, io_type, false) {
+        if let Err(e) = core.check_io_type(svc.name, io_type, true) {
             return RErr(e);
+        }
+        if io_type & crate::vmm::io::STRING_IO != 0 {
+            // The elements, one by one through the port table.
+            return core.simulate_string_io(vm, port, io_type).map(|()| 0).into();
         }
         ROk(core.simulate_io(vm, port, io_type, data))
     })

@@ -243,6 +243,37 @@ impl Core {
                         self.v86_call_vmm(vm, m, |core| core.port_io(vm, port, io_type, value));
                         Flow::Go
                     }
+                    ExitReason::StringIo { port, size, output, segment, rep, addr32, next_ip } => {
+                        // One access, as Windows traps it: the handler sees
+                        // the string IOType with the client registers at
+                        // the buffer, and performs the elements (usually by
+                        // Simulate_IO).
+                        let mut io_type = match size {
+                            Size::Byte => io::BYTE_INPUT,
+                            Size::Word => io::WORD_INPUT,
+                            Size::Dword => io::DWORD_INPUT,
+                        } | io::STRING_IO
+                            | (u32::from(segment) << io::IO_SEG_SHIFT);
+                        for (on, bit) in [
+                            (output, io::OUTPUT),
+                            (rep, io::REP_IO),
+                            (addr32, io::ADDR_32_IO),
+                            (m.cpu.flags & flags::DF != 0, io::REVERSE_IO),
+                        ] {
+                            if on {
+                                io_type |= bit;
+                            }
+                        }
+                        let start = m.cpu.ip;
+                        // A buffer outside the program's memory cannot be:
+                        // real-mode addresses always are inside it.
+                        let _ = self.v86_call_vmm(vm, m, |core| core.string_port_io(vm, port, io_type));
+                        if m.cpu.ip == start {
+                            // The VMM, not the handler, moves past it.
+                            m.cpu.ip = next_ip;
+                        }
+                        Flow::Go
+                    }
                     ExitReason::InterruptFlag { enabled } => {
                         self.trace(|| TraceEvent::IfFlag { vm: vm.raw(), enabled });
                         self.set_vm_interrupts(vm, enabled);
