@@ -531,3 +531,72 @@ fn rep_insb_fills_the_buffer_and_an_untrapped_string_access_reaches_the_hardware
         ]
     );
 }
+
+/// PORTB traps 0x3FA and notes which VM each access came from and that
+/// VM's Client_EAX (the registers of the VM whose access was split).
+struct PortB;
+
+impl VxD for PortB {
+    const DEVICE: Device = Device::new("PORTB");
+    fn create(_: &Vmm<'_>) -> Result<Self, String> {
+        Ok(PortB)
+    }
+    fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+        if msg.message == DEVICE_INIT {
+            vmm.install_io_handler(0x3FA, |_: &PortB, vmm: &Vmm<'_>, io: IoAccess| {
+                let eax = io.client(vmm).map(|c| c.get().eax).unwrap_or(0);
+                vmm.out_debug_string(&format!(
+                    "vm={:#x} type={:#x} data={:#x} client_eax={eax:#x}",
+                    io.vm.0, io.io_type, io.data
+                ));
+                0
+            })
+            .unwrap();
+        }
+        Carry::Clear
+    }
+}
+
+/// OUTD.COM: `OUT DX, EAX` (80386) to 0x3F8 with EAX = 44332211h.
+const OUTD: &str = r#"
+org 100h
+    mov dx, 3F8h
+    mov eax, 44332211h
+    out dx, eax
+    mov ax, 4C00h
+    int 21h
+"#;
+
+/// Scenarios 3 and 6: a dword `OUT` to UART's byte-only port becomes, by
+/// its Simulate_IO, four byte outputs port..port+3, low byte first (not
+/// two words); 0x3FA reaches another device's handler (PORTB) with the
+/// same VM and its client registers, 0x3FB (nobody's) the hardware.
+#[test]
+fn a_dword_out_splits_into_four_bytes_each_reaching_whoever_traps_its_port() {
+    let run =
+        Scenario::new("[386Enh]\ndevice = [\"UART\", \"PORTB\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"OUTD.COM\"\n")
+            .device::<Uart>()
+            .device::<PortB>()
+            .plugin_dir(assemble("io", "outd", &[("OUTD.COM", OUTD)]))
+            .run();
+    run.assert_ok();
+    assert_eq!(run.violations(), 0, "{}", run.trace().tail(20));
+    assert_eq!(
+        io_records(&run),
+        [
+            rec(0x3F8, "out", 8, 0x11, "UART"),
+            rec(0x3F9, "out", 8, 0x22, "UART"),
+            rec(0x3FA, "out", 8, 0x33, "PORTB"),
+            rec(0x3FB, "out", 8, 0x44, "hardware"),
+            rec(0x3F8, "out", 32, 0x4433_2211, "UART"),
+        ]
+    );
+    let portb: Vec<String> = run
+        .trace()
+        .values(json!({"kind": "debug_string", "device": "PORTB"}), "text")
+        .into_iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(portb, [format!("vm={DOS1:#x} type=0x4 data=0x33 client_eax=0x44332211")]);
+    run.trace().expect(json!({"kind": "io", "vm": DOS1, "port": 0x3FA, "handled_by": "PORTB"}));
+}
