@@ -1052,6 +1052,15 @@ pub struct Ring3Services {
     /// 16:16 address `handler` (an export of the module; 0 restores the
     /// default handler). The previous handler (0 for the default).
     pub r3_set_int_vector: extern "C" fn(cx: Cx<'_>, vector: u8, handler: u32) -> VmmResult<u32>,
+
+    // ---- string and REP port I/O (appended) --------------------------------------------------
+    /// `INS`/`OUTS` of the calling code's VM as one access: `io_type` is
+    /// the element's `BYTE_INPUT` ... `DWORD_OUTPUT` with `STRING_IO` and
+    /// optionally `REP_IO`; `data` holds the elements (written for output,
+    /// filled for input; one element without `REP_IO`). The host puts
+    /// them in a block of the VM, points the client's DS:SI or ES:DI (and
+    /// CX) at it and dispatches one string access through the port table.
+    pub r3_string_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: RSliceMut<'_, u8>) -> VmmResult<()>,
 }
 
 /// `VPICD_IRQ_Descriptor` as the typed `VPICD_Virtualize_IRQ` passes it:

@@ -1298,6 +1298,10 @@
 //! `hook_v86_fault`, `unhook_v86_fault`. Appended to `VmServices`:
 //! `adjust_execution_time` ([`Vmm::adjust_execution_time`]).
 //!
+//! String port I/O and the Mult services: `Ring3Services::r3_string_io`
+//! ([`Ring3::rep_outsb`] and the other string forms; on an older host
+//! they fall back to one access per element).
+//!
 //! ## Errors
 //!
 //! A service refused because the call broke a VMM rule returns

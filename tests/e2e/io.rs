@@ -600,3 +600,66 @@ fn a_dword_out_splits_into_four_bytes_each_reaching_whoever_traps_its_port() {
     assert_eq!(portb, [format!("vm={DOS1:#x} type=0x4 data=0x33 client_eax=0x44332211")]);
     run.trace().expect(json!({"kind": "io", "vm": DOS1, "port": 0x3FA, "handled_by": "PORTB"}));
 }
+
+/// STRPROG, Rust ring-3 code: `REP OUTSB` of "abc" and `REP INSB` of two
+/// bytes from 0x330 (STRDEV's), `OUTSB` of one byte, and `REP OUTSW` to
+/// 0x82 (nobody's).
+struct StrProg;
+
+impl Module for StrProg {
+    const MODULE: ModuleDef = ModuleDef::dos_program("STRPROG").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(StrProg)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        r3.rep_outsb(0x330, b"abc").unwrap();
+        let mut buf = [0u8; 2];
+        r3.rep_insb(0x330, &mut buf).unwrap();
+        r3.outsb(0x330, b'z').unwrap();
+        r3.rep_outsw(0x82, &[0x1234]).unwrap();
+        r3.print(&format!("in {:?}", std::str::from_utf8(&buf).unwrap()));
+        Step::exit(0)
+    }
+}
+
+/// The SDK's string forms for Rust ring-3 code are one access each, as a
+/// DOS program's: the handler sees String_IO (and Rep_IO for the REP
+/// forms) with the client's DS:SI / ES:DI at a block holding the data.
+#[test]
+fn the_sdks_string_forms_reach_the_handler_once_with_the_client_at_the_buffer() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"STRDEV\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"STRPROG\"\n")
+        .device::<StrDev>()
+        .module::<StrProg>()
+        .run();
+    run.assert_ok();
+    assert_eq!(run.violations(), 0, "{}", run.trace().tail(20));
+    run.trace().expect(json!({"kind": "program_output", "text": "in \"ab\""}));
+    let notes = strdev_notes(&run);
+    assert_eq!(
+        notes,
+        [
+            "out 'a'",
+            "out 'b'",
+            "out 'c'",
+            "type=0x64 ds=true before si=0x0 di=0x0 cx=3 after si=0x3 di=0x0 cx=0",
+            "type=0x60 ds=false before si=0x0 di=0x0 cx=2 after si=0x0 di=0x2 cx=0",
+            "out 'z'",
+            "type=0x24 ds=true before si=0x0 di=0x0 cx=0 after si=0x1 di=0x0 cx=0",
+        ]
+    );
+    assert_eq!(
+        io_records(&run),
+        [
+            rec(0x330, "out", 8, b'a' as u64, "STRDEV"),
+            rec(0x330, "out", 8, b'b' as u64, "STRDEV"),
+            rec(0x330, "out", 8, b'c' as u64, "STRDEV"),
+            rec(0x330, "in", 8, b'a' as u64, "STRDEV"),
+            rec(0x330, "in", 8, b'b' as u64, "STRDEV"),
+            rec(0x330, "out", 8, b'z' as u64, "STRDEV"),
+            // Nobody's port: the word element reaches the hardware.
+            rec(0x82, "out", 16, 0x1234, "hardware"),
+        ]
+    );
+}

@@ -240,6 +240,76 @@ impl Core {
         Ok(())
     }
 
+    /// A string access of Rust ring-3 code (`owner`) in the current VM:
+    /// `data`'s elements go into a block of the VM (a `GlobalAlloc`),
+    /// the client's DS:SI (output) or ES:DI (input) point at it and (with
+    /// `Rep_IO`) CX holds the count, and the access is dispatched as a DOS program's
+    /// `INS`/`OUTS` is; input lands back in `data`. The block goes and the
+    /// client registers are restored afterwards: they are not the Rust
+    /// code's own state. Empty `data` does nothing (`REP` with CX = 0).
+    pub(crate) fn ring3_string_io(
+        &self,
+        owner: InstanceId,
+        io_type: u32,
+        port: u16,
+        data: &mut [u8],
+    ) -> Result<(), VmmError> {
+        let size = io::size_of(io_type) as usize;
+        let rep = io_type & io::REP_IO != 0;
+        let count = data.len() / size;
+        if data.len() % size != 0 || count > 0xFFFF || (!rep && count != 1) {
+            return Err(self.refuse(
+                Violation::InvalidParameter,
+                format!(
+                    "string port I/O of {} bytes in {size}-byte elements: {}",
+                    data.len(),
+                    if rep {
+                        "a whole number of elements, at most 65535, is needed"
+                    } else {
+                        "without REP, one element"
+                    }
+                ),
+                Some("port I/O"),
+            ));
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let vm = self.cur_vm.get();
+        let far = self.global_alloc(owner, data.len() as u32)?;
+        let output = io_type & OUTPUT != 0;
+        let saved = self.vms.borrow().get(vm).map(|v| v.client());
+        let result = (|| {
+            if output {
+                self.write_far(far, data)?;
+            }
+            let selector = far >> 16;
+            if let Some(v) = self.vms.borrow().get(vm) {
+                let mut c = v.client();
+                if output {
+                    (c.ds, c.esi) = (selector, 0);
+                } else {
+                    (c.es, c.edi) = (selector, 0);
+                }
+                if rep {
+                    c.ecx = (c.ecx & 0xFFFF_0000) | count as u32;
+                }
+                c.eflags &= !0x400;
+                v.set_client(c);
+            }
+            self.string_port_io(vm, port, io_type | (selector << io::IO_SEG_SHIFT))?;
+            if !output {
+                self.read_far(far, data)?;
+            }
+            Ok(())
+        })();
+        if let (Some(c), Some(v)) = (saved, self.vms.borrow().get(vm)) {
+            v.set_client(c);
+        }
+        self.global_free(far)?;
+        result
+    }
+
     /// `size` bytes (little-endian) of `vm`'s memory at `segment:offset`:
     /// a DOS program's memory (real-mode addressing), else a ring-3
     /// block through a 16:16 pointer.
