@@ -257,7 +257,7 @@ impl Core {
         let size = io::size_of(io_type) as usize;
         let rep = io_type & io::REP_IO != 0;
         let count = data.len() / size;
-        if data.len() % size != 0 || count > 0xFFFF || (!rep && count != 1) {
+        if !data.len().is_multiple_of(size) || count > 0xFFFF || (!rep && count != 1) {
             return Err(self.refuse(
                 Violation::InvalidParameter,
                 format!(
