@@ -812,6 +812,39 @@ pub struct HostServices {
     pub hook_v86_fault: extern "C" fn(cx: Cx<'_>, vector: u32, callback: RawCallback) -> VmmResult<u32>,
     /// `Unhook_V86_Fault` (4.0).
     pub unhook_v86_fault: extern "C" fn(cx: Cx<'_>, vector: u32, hook: u32) -> VmmResult<()>,
+
+    // ---- I/O port trapping: the Mult services (appended) ---------------------------------------
+    /// `Install_Mult_IO_Handlers` (VMM 0x95): `Install_IO_Handler` of each
+    /// entry in order. At the first port that already has a handler it
+    /// stops with `IoPortError { port, FAILED }` (the DDK's carry and EDX);
+    /// the entries before it stay installed (no rollback); the callbacks
+    /// of the entries not installed are dropped.
+    pub install_mult_io_handlers: extern "C" fn(cx: Cx<'_>, entries: RVec<IoHandlerEntry>) -> RResult<(), IoPortError>,
+    /// `Remove_Mult_IO_Handlers` (VMM 0x117, 4.0): `Remove_IO_Handler` of
+    /// each port; every port is tried, the first failure is returned.
+    pub remove_mult_io_handlers: extern "C" fn(cx: Cx<'_>, ports: RSlice<'_, u16>) -> RResult<(), IoPortError>,
+}
+
+/// One entry of an `Install_Mult_IO_Handlers` table (the DDK's
+/// `VxD_IO_Struc`: a port and its handler).
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct IoHandlerEntry {
+    /// The port.
+    pub port: u16,
+    /// Its I/O handler (EBX VM, ECX IOType, EDX port, EAX data).
+    pub callback: RawCallback,
+}
+
+/// Why a Mult I/O service stopped: the port (the DDK's EDX) and the error.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub struct IoPortError {
+    /// The port that failed.
+    pub port: u16,
+    /// `FAILED` (already trapped), `NOT_FOUND` (no handler to remove),
+    /// `VIOLATION` (another device's port, or a refused context).
+    pub error: VmmError,
 }
 
 /// `Get_PM_Int_Vector`'s answer.

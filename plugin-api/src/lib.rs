@@ -1300,7 +1300,10 @@
 //!
 //! String port I/O and the Mult services: `Ring3Services::r3_string_io`
 //! ([`Ring3::rep_outsb`] and the other string forms; on an older host
-//! they fall back to one access per element).
+//! they fall back to one access per element); `HostServices::
+//! install_mult_io_handlers`, `remove_mult_io_handlers`
+//! ([`Vmm::install_mult_io_handlers`], [`Vmm::remove_mult_io_handlers`];
+//! on an older host one service call per port).
 //!
 //! ## Errors
 //!

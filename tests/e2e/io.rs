@@ -663,3 +663,67 @@ fn the_sdks_string_forms_reach_the_handler_once_with_the_client_at_the_buffer() 
         ]
     );
 }
+
+/// Scenario 11: Install_Mult_IO_Handlers whose third entry is already
+/// trapped returns carry with EDX = that port; the first two stay
+/// installed (no rollback) and the fourth is not tried.
+/// Remove_Mult_IO_Handlers tries every port and reports the first failure.
+#[test]
+fn install_mult_stops_at_a_trapped_port_and_keeps_the_entries_before_it() {
+    let run = with_uart("4.0", |dev, vmm| {
+        let r = vmm.install_mult_io_handlers(&[0x2F8, 0x2F9, 0x3F8, 0x2FA], |_: &ScriptDevice, _: &Vmm<'_>, io| {
+            u32::from(io.port as u8)
+        });
+        dev.note(vmm, format!("install: {r:x?}"));
+        for port in [0x2F8, 0x2F9, 0x3F8, 0x2FA] {
+            dev.note(vmm, format!("{port:#x} reads {:#x}", vmm.simulate_vm_io(BYTE_INPUT, port, 0).unwrap()));
+        }
+        let r = vmm.remove_mult_io_handlers(&[0x2F8, 0x2FA, 0x2F9]);
+        dev.note(vmm, format!("remove: {r:x?}"));
+        dev.note(vmm, format!("0x2f9 reads {:#x}", vmm.simulate_vm_io(BYTE_INPUT, 0x2F9, 0).unwrap()));
+        // UART's port: a violation, reported with its port.
+        let r = vmm.remove_mult_io_handlers(&[0x3F9]);
+        dev.note(vmm, format!("stranger: {r:x?}"));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            "install: Err((3f8, VmmError { code: 8 }))",
+            "0x2f8 reads 0xf8",
+            "0x2f9 reads 0xf9",
+            "0x3f8 reads 0x41",
+            "0x2fa reads 0xff",
+            "remove: Err((2fa, VmmError { code: 7 }))",
+            "0x2f9 reads 0xff",
+            "stranger: Err((3f9, VmmError { code: 2 }))",
+        ]
+    );
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "violation"})), 1);
+    t.expect(json!({"kind": "violation", "code": "IO_PORT_NOT_OWNED", "service": "Remove_Mult_IO_Handlers"}));
+}
+
+/// Under Windows 3.1 Install_Mult_IO_Handlers is init-only (late: a
+/// violation naming it, nothing installed) and Remove_Mult_IO_Handlers
+/// does not exist.
+#[test]
+fn under_windows_3_1_install_mult_is_init_only_and_remove_mult_does_not_exist() {
+    let run = with_uart("3.1", |dev, vmm| {
+        let r = vmm.install_mult_io_handlers(&[0x300, 0x301], |_: &ScriptDevice, _: &Vmm<'_>, _| 0);
+        dev.note(vmm, format!("late install: {r:x?}"));
+    })
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["late install: Err((300, VmmError { code: 2 }))"]);
+    run.trace()
+        .expect(json!({"kind": "violation", "code": "INIT_ONLY_SERVICE", "service": "Install_Mult_IO_Handlers"}));
+
+    let run = with_uart("3.1", |_dev, vmm| {
+        let _ = vmm.remove_mult_io_handlers(&[0x3F8]);
+    })
+    .run();
+    let e = run.expect_error().to_string();
+    assert!(e.contains("Invalid VxD dynamic link call to device number 0001, service 0117"), "{e}");
+}

@@ -38,6 +38,24 @@ impl Core {
         }
     }
 
+    /// `Install_Mult_IO_Handlers`: `Install_IO_Handler` of each entry in
+    /// order; at the first refused one, its port and error. The entries
+    /// before it stay installed (no rollback); the rest are dropped.
+    pub(crate) fn install_mult_io_handlers(
+        &self,
+        owner: InstanceId,
+        entries: Vec<(u16, Callback)>,
+    ) -> Result<(), (u16, VmmError)> {
+        let mut entries = entries.into_iter();
+        for (port, callback) in entries.by_ref() {
+            if let Err(e) = self.install_io_handler(owner, port, callback) {
+                drop(entries);
+                return Err((port, e));
+            }
+        }
+        Ok(())
+    }
+
     fn port_refusal(&self, service: &'static str, port: u16, e: PortError) -> VmmError {
         match e {
             PortError::NoHandler => self.refuse(
