@@ -3,7 +3,9 @@
 //! (EBX VM, ECX IOType, EDX port, EAX data) or to the hardware model, the
 //! `io` records and the violations.
 
-use vmm_plugin_api::abi::{Regs, VmmError};
+use std::rc::Rc;
+
+use vmm_plugin_api::abi::{Carry, Regs, VmmError};
 
 use crate::hw::uart;
 use crate::machine::Core;
@@ -17,11 +19,53 @@ use crate::vmm::io::{self, OUTPUT, PortError, STRING_IO};
 /// COM1's base port.
 pub(crate) const COM1: u16 = 0x3F8;
 
+/// A host function as an I/O handler (a device built into the host:
+/// VPICD's virtual PICs): the handler's registers in, EAX out.
+pub(crate) type HostIoFn = Rc<dyn Fn(&Core, &mut Regs)>;
+
+/// What the port table holds for a port: a plugin's handler or a host
+/// function. Either can be reached again through `Simulate_IO` from
+/// inside its own call: the table lends a copy of the entry (the plugin
+/// callback's entry, or a clone of the host function's `Rc`) and keeps
+/// the handler until every call returned.
+pub(crate) enum PortHandler {
+    /// Installed by a plugin (`Install_IO_Handler`).
+    Plugin(Callback),
+    /// Installed by the host on behalf of a built-in device.
+    Host(HostIoFn),
+}
+
+/// A handler's entry, lent for one call.
+enum PortEntry {
+    /// `None`: a plugin callback that cannot be called (a one-shot one).
+    Plugin(Option<SharedCall>),
+    Host(HostIoFn),
+}
+
+impl PortHandler {
+    fn entry(&self) -> PortEntry {
+        match self {
+            PortHandler::Plugin(cb) => PortEntry::Plugin(cb.shared()),
+            PortHandler::Host(f) => PortEntry::Host(f.clone()),
+        }
+    }
+}
+
 impl Core {
     /// `Install_IO_Handler`: `FAILED` (carry set) when the port already has
     /// a handler.
     pub(crate) fn install_io_handler(&self, owner: InstanceId, port: u16, callback: Callback) -> Result<(), VmmError> {
-        let refused = self.io.borrow_mut().install(port, owner, callback).err();
+        self.install_port_handler(owner, port, PortHandler::Plugin(callback))
+    }
+
+    /// Install a plugin's or the host's handler on `port` for `owner`.
+    pub(crate) fn install_port_handler(
+        &self,
+        owner: InstanceId,
+        port: u16,
+        handler: PortHandler,
+    ) -> Result<(), VmmError> {
+        let refused = self.io.borrow_mut().install(port, owner, handler).err();
         match refused {
             None => Ok(()),
             Some((e, callback)) => {
@@ -134,7 +178,7 @@ impl Core {
         let mask = io::data_mask(size);
         let output = io_type & OUTPUT != 0;
         let data = if output { data & mask } else { 0 };
-        let begun = if table { self.io.borrow_mut().begin(port, vm, |cb| cb.shared()) } else { None };
+        let begun = if table { self.io.borrow_mut().begin(port, vm, PortHandler::entry) } else { None };
         let mut irq4_rose = false;
         let (value, handled_by) = match begun {
             None => {
@@ -174,13 +218,18 @@ impl Core {
         io_type: u32,
         data: u32,
         busy: io::Busy,
-        entry: Option<SharedCall>,
+        entry: PortEntry,
     ) -> Option<u32> {
         let mut regs = Regs { eax: data, ebx: vm.raw(), ecx: io_type, edx: port as u32, ..Regs::default() };
         let outcome = match entry {
-            Some(entry) => entry.call(self, Context::Vm, &mut regs),
-            // A device built into the host (VPICD's PIC ports).
-            None => self.builtin_io(busy.owner, &mut regs),
+            PortEntry::Plugin(Some(entry)) => entry.call(self, Context::Vm, &mut regs),
+            PortEntry::Plugin(None) => CallOutcome::Skipped,
+            PortEntry::Host(f) => self
+                .with_frame(busy.owner, Context::Vm, || {
+                    f(self, &mut regs);
+                    Carry::Clear
+                })
+                .into(),
         };
         let retired = self.io.borrow_mut().end(busy);
         drop(retired);
@@ -195,7 +244,7 @@ impl Core {
     /// elements reach the hardware model one by one. Writes no `io` record
     /// of its own: each element that reaches a handler or the hardware does.
     pub(crate) fn string_port_io(&self, vm: VmId, port: u16, io_type: u32) -> Result<(), VmmError> {
-        let begun = self.io.borrow_mut().begin(port, vm, |cb| cb.shared());
+        let begun = self.io.borrow_mut().begin(port, vm, PortHandler::entry);
         match begun {
             None => self.simulate_string_io(vm, port, io_type),
             Some((busy, entry)) => {

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::vmm::callback::Callback;
 use crate::vmm::ids::{InstanceId, VmId};
 
 /// IOType values and bits (ECX of the handler).
@@ -87,9 +86,9 @@ pub(crate) struct Busy {
     id: u64,
 }
 
-/// The port table (`C`, the handler's callback: a [`Callback`] in the
-/// machine).
-pub(crate) struct IoPorts<C = Callback> {
+/// The port table (`C`, the handler: a plugin's callback or a host
+/// function, in the machine).
+pub(crate) struct IoPorts<C> {
     ports: BTreeMap<u16, Handler<C>>,
     /// Removed while a call of theirs was in progress.
     retired: Vec<Handler<C>>,
