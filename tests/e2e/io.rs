@@ -727,3 +727,31 @@ fn under_windows_3_1_install_mult_is_init_only_and_remove_mult_does_not_exist() 
     let e = run.expect_error().to_string();
     assert!(e.contains("Invalid VxD dynamic link call to device number 0001, service 0117"), "{e}");
 }
+
+/// A32.COM: `REP OUTSB` with the address-size prefix (67h): ESI and ECX.
+const A32: &str = r#"
+org 100h
+    mov dx, 330h
+    mov esi, msg
+    mov ecx, 2
+    a32 rep outsb
+    mov ax, 4C00h
+    int 21h
+msg db "AB"
+"#;
+
+/// With the 67h prefix the handler sees Addr_32_IO (0x80) and Simulate_IO
+/// counts ECX down and moves ESI.
+#[test]
+fn a_32_bit_address_string_access_is_addr_32_io_and_uses_esi_and_ecx() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"STRDEV\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"A32.COM\"\n")
+        .device::<StrDev>()
+        .plugin_dir(assemble("io", "a32", &[("A32.COM", A32)]))
+        .run();
+    run.assert_ok();
+    assert_eq!(run.violations(), 0, "{}", run.trace().tail(20));
+    assert_eq!(
+        strdev_notes(&run),
+        ["out 'A'", "out 'B'", "type=0xe4 ds=true before si=0x117 di=0x0 cx=2 after si=0x119 di=0x0 cx=0"]
+    );
+}
