@@ -755,3 +755,50 @@ fn a_32_bit_address_string_access_is_addr_32_io_and_uses_esi_and_ecx() {
         ["out 'A'", "out 'B'", "type=0xe4 ds=true before si=0x117 di=0x0 cx=2 after si=0x119 di=0x0 cx=0"]
     );
 }
+
+/// PICPROG, Rust ring-3 code: `REP OUTSB` of one byte (0xFF) to the
+/// master PIC's mask port, `OUT 20h, AX` (a word), then reads the mask.
+struct PicProg;
+
+impl Module for PicProg {
+    const MODULE: ModuleDef = ModuleDef::dos_program("PICPROG").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(PicProg)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        r3.rep_outsb(0x21, &[0xFF]).unwrap();
+        let masked = r3.in_byte(0x21).unwrap();
+        // OCW3 "read IRR" to 20h, mask 0xFB to 21h in one word.
+        r3.out_word(0x20, 0xFB0A).unwrap();
+        let mask = r3.in_byte(0x21).unwrap();
+        r3.print(&format!("{masked:#x} {mask:#x}"));
+        Step::exit(0)
+    }
+}
+
+/// VPICD's PIC ports are host handlers in the port table: a string or
+/// word access reaches them as one access and comes back through
+/// Simulate_IO byte by byte, each port's byte to its handler (VPICD again,
+/// re-entered from inside its own call).
+#[test]
+fn a_host_handler_in_the_port_table_takes_string_and_word_accesses_through_simulate_io() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"*VPICD\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"PICPROG\"\n")
+        .module::<PicProg>()
+        .run();
+    run.assert_ok();
+    assert_eq!(run.violations(), 0, "{}", run.trace().tail(20));
+    run.trace().expect(json!({"kind": "program_output", "text": "0xff 0xfb"}));
+    assert_eq!(
+        io_records(&run),
+        [
+            rec(0x21, "out", 8, 0xFF, "VPICD"),
+            rec(0x21, "in", 8, 0xFF, "VPICD"),
+            rec(0x20, "out", 8, 0x0A, "VPICD"),
+            rec(0x21, "out", 8, 0xFB, "VPICD"),
+            rec(0x20, "out", 16, 0xFB0A, "VPICD"),
+            rec(0x21, "in", 8, 0xFB, "VPICD"),
+        ]
+    );
+}

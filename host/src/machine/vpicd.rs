@@ -21,7 +21,7 @@ use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
-use crate::vmm::io::OUTPUT;
+use crate::vmm::io::{OUTPUT, STRING_IO};
 use crate::vmm::timers::TimerKind;
 use crate::vmm::vpicd::{Command, DEFAULT_HANDLER, Data, DefaultRoute, IRQS, Proc, VirtError, VpicdState};
 
@@ -61,8 +61,20 @@ impl Core {
 
     /// An access to a virtual PIC port, in the I/O handler's registers
     /// (EBX VM, ECX IOType, EDX port, EAX data; EAX the value read).
+    /// Like a DDK handler (`Emulate_Non_Byte_IO`), anything but a byte
+    /// goes to `Simulate_IO`, which brings its bytes back here (or to the
+    /// neighbouring port's handler).
     fn vpicd_pic_access(&self, r: &mut Regs) {
-        r.eax = self.vpicd_port(VmId::from_raw(r.ebx), r.edx as u16, r.ecx, r.eax);
+        let (vm, port, io_type) = (VmId::from_raw(r.ebx), r.edx as u16, r.ecx);
+        r.eax = if io_type & !OUTPUT == 0 {
+            self.vpicd_port(vm, port, io_type, r.eax)
+        } else if io_type & STRING_IO != 0 {
+            // The elements land in the VM's memory and registers.
+            let _ = self.simulate_string_io(vm, port, io_type);
+            0
+        } else {
+            self.simulate_io(vm, port, io_type, r.eax)
+        };
     }
 
     // ---- arguments ------------------------------------------------------------------------
