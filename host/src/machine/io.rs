@@ -261,7 +261,9 @@ impl Core {
     /// `Rep_IO` there are Client_CX (ECX) elements, else one. After each
     /// element SI/DI move by its size (down with `Reverse_IO`) and CX counts
     /// down, so the client registers end as the instruction leaves them
-    /// (CX = 0). A buffer the VM cannot address stops it (`INVALID_PARAMETER`).
+    /// (CX = 0). An element outside the VM's memory (for a Rust VM, not
+    /// inside one of its blocks) is a `BAD_FAR_POINTER` violation and stops
+    /// it.
     pub(crate) fn simulate_string_io(&self, vm: VmId, port: u16, io_type: u32) -> Result<(), VmmError> {
         let element = io_type & (OUTPUT | io::WORD_IO | io::DWORD_IO);
         let size = io::size_of(element);
