@@ -458,6 +458,11 @@ fn rep_outsb_reaches_the_handler_once_and_simulate_io_gives_it_each_byte() {
     assert_eq!(io[..5], hello[..]);
     // The program goes on after the instruction with SI and CX as left.
     assert_eq!(io[5..7], [rec(0x80, "out", 16, msg as u64 + 5, "hardware"), rec(0x80, "out", 16, 0, "hardware")]);
+    // Virtual time: 25 other instructions, and one per string element
+    // (5 + 5 + 3 + 3 + 1), as the interpreter counts REP elements.
+    let ran: u64 =
+        run.trace().values(json!({"kind": "v86_slice"}), "instructions").iter().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(ran, 25 + 17);
 }
 
 /// Scenario 5: the same with DF = 1: Reverse_IO (0x100) is set and the

@@ -55,7 +55,7 @@
 use std::path::PathBuf;
 
 use vmm_plugin_api::abi::{Step, StepKind, VmmError};
-use vmm_x86::{AX, CS, ExitReason, Size, flags};
+use vmm_x86::{AX, CS, CX, ExitReason, Size, flags};
 
 use crate::machine::Core;
 use crate::ring3::machine_code::*;
@@ -264,7 +264,7 @@ impl Core {
                                 io_type |= bit;
                             }
                         }
-                        let start = m.cpu.ip;
+                        let (start, count) = (m.cpu.ip, m.cpu.regs[CX]);
                         // A buffer outside the program's memory cannot be:
                         // real-mode addresses always are inside it.
                         let _ = self.v86_call_vmm(vm, m, |core| core.string_port_io(vm, port, io_type));
@@ -272,6 +272,11 @@ impl Core {
                             // The VMM, not the handler, moves past it.
                             m.cpu.ip = next_ip;
                         }
+                        // Virtual time: one instruction per element done,
+                        // as the interpreter counts REP elements.
+                        let width = if addr32 { u32::MAX } else { 0xFFFF };
+                        let elements = if rep { count.wrapping_sub(m.cpu.regs[CX]) & width } else { 1 };
+                        done += u64::from(elements.max(1));
                         Flow::Go
                     }
                     ExitReason::InterruptFlag { enabled } => {
