@@ -43,6 +43,7 @@ enum PortEntry {
 }
 
 impl PortHandler {
+    #[inline]
     fn entry(&self) -> PortEntry {
         match self {
             PortHandler::Plugin(cb) => PortEntry::Plugin(cb.shared()),
@@ -211,6 +212,7 @@ impl Core {
 
     /// Call the handler `begin` gave (EBX VM, ECX IOType, EDX port, EAX
     /// data) and end its call: its EAX, or `None` when it failed.
+    #[inline]
     fn call_io_handler(
         &self,
         vm: VmId,
