@@ -832,6 +832,17 @@ pub struct HostServices {
     /// `Cancel_Call_When_Idle` (4.0): `NOT_FOUND` (carry) when `handle` is
     /// not an installed idle handler of the caller's.
     pub cancel_call_when_idle: extern "C" fn(cx: Cx<'_>, handle: u32) -> VmmResult<()>,
+
+    // ---- I/O port trapping: the Mult services (appended) ---------------------------------------
+    /// `Install_Mult_IO_Handlers` (VMM 0x95): `Install_IO_Handler` of each
+    /// entry in order. At the first port that already has a handler it
+    /// stops with `IoPortError { port, FAILED }` (the DDK's carry and EDX);
+    /// the entries before it stay installed (no rollback); the callbacks
+    /// of the entries not installed are dropped.
+    pub install_mult_io_handlers: extern "C" fn(cx: Cx<'_>, entries: RVec<IoHandlerEntry>) -> RResult<(), IoPortError>,
+    /// `Remove_Mult_IO_Handlers` (VMM 0x117, 4.0): `Remove_IO_Handler` of
+    /// each port; every port is tried, the first failure is returned.
+    pub remove_mult_io_handlers: extern "C" fn(cx: Cx<'_>, ports: RSlice<'_, u16>) -> RResult<(), IoPortError>,
 }
 
 /// `hook_fault`'s `mode`: faults of V86 code.
@@ -851,6 +862,28 @@ pub struct FaultHookAddrs {
     pub pm: u32,
     /// EDI: the VMM fault hook called first.
     pub vmm: u32,
+}
+
+/// One entry of an `Install_Mult_IO_Handlers` table (the DDK's
+/// `VxD_IO_Struc`: a port and its handler).
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct IoHandlerEntry {
+    /// The port.
+    pub port: u16,
+    /// Its I/O handler (EBX VM, ECX IOType, EDX port, EAX data).
+    pub callback: RawCallback,
+}
+
+/// Why a Mult I/O service stopped: the port (the DDK's EDX) and the error.
+#[repr(C)]
+#[derive(StableAbi, Copy, Clone, Debug, PartialEq, Eq)]
+pub struct IoPortError {
+    /// The port that failed.
+    pub port: u16,
+    /// `FAILED` (already trapped), `NOT_FOUND` (no handler to remove),
+    /// `VIOLATION` (another device's port, or a refused context).
+    pub error: VmmError,
 }
 
 /// `Get_PM_Int_Vector`'s answer.
@@ -1105,6 +1138,14 @@ pub struct Ring3Services {
     /// 16:16 address (whoever wrote it: `Set_PM_Int_Vector` or
     /// `r3_set_int_vector`), 0 while it is the VMM's default.
     pub r3_get_int_vector: extern "C" fn(cx: Cx<'_>, vector: u8) -> VmmResult<u32>,
+    // ---- string and REP port I/O (appended) --------------------------------------------------
+    /// `INS`/`OUTS` of the calling code's VM as one access: `io_type` is
+    /// the element's `BYTE_INPUT` ... `DWORD_OUTPUT` with `STRING_IO` and
+    /// optionally `REP_IO`; `data` holds the elements (written for output,
+    /// filled for input; one element without `REP_IO`). The host puts
+    /// them in a block of the VM, points the client's DS:SI or ES:DI (and
+    /// CX) at it and dispatches one string access through the port table.
+    pub r3_string_io: extern "C" fn(cx: Cx<'_>, io_type: u32, port: u16, data: RSliceMut<'_, u8>) -> VmmResult<()>,
 }
 
 /// `VPICD_IRQ_Descriptor` as the typed `VPICD_Virtualize_IRQ` passes it:

@@ -690,6 +690,10 @@ pub const SIMULATE_IO: u16 = 0x94;
 pub const INSTALL_IO_HANDLER: u16 = 0x96;
 /// `Remove_IO_Handler` (4.0).
 pub const REMOVE_IO_HANDLER: u16 = 0x116;
+/// `Install_Mult_IO_Handlers`.
+pub const INSTALL_MULT_IO_HANDLERS: u16 = 0x95;
+/// `Remove_Mult_IO_Handlers` (4.0).
+pub const REMOVE_MULT_IO_HANDLERS: u16 = 0x117;
 /// `_Simulate_VM_IO` (4.0).
 pub const SIMULATE_VM_IO: u16 = 0x130;
 

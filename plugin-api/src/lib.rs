@@ -383,6 +383,64 @@
 //! }
 //! ```
 //!
+//! String forms reach the handler as one access, as on Windows: a DOS
+//! program's `REP OUTSB` (or a Rust module's [`Ring3::rep_outsb`]) calls it
+//! once with [`IoAccess::is_string`] (and [`IoAccess::is_rep`],
+//! [`IoAccess::is_reverse`] when the VM's direction flag is set); the data
+//! is in the VM's memory at [`IoAccess::segment`] and the client's SI
+//! (output) or DI (input), CX elements with `REP`. [`IoAccess::client`]
+//! gives the VM's client registers (the DDK's EBP). Handing the access to
+//! `simulate_io` performs the elements one by one through the port table,
+//! each a byte (or word, or dword) access that comes back to the handler,
+//! and leaves the registers as the instruction would: CX = 0, SI/DI moved
+//! past the data.
+//!
+//! A device with a range of ports installs them in one call,
+//! `install_mult_io_handlers` (the DDK's table of ports): it stops at the
+//! first port someone else traps and reports it, and the ports before it
+//! stay yours (there is no rollback: remove them yourself if you give up).
+//! `remove_mult_io_handlers` (Windows 95) removes a range again.
+//!
+//! ```no_run
+//! # use vmm_plugin_api::prelude::*;
+//! /// Eight ports at 0x280 that read as their offset; a string read is
+//! /// counted and then done by the VMM.
+//! struct Card;
+//!
+//! impl VxD for Card {
+//!     const DEVICE: Device = Device::new("CARD");
+//!     fn create(_: &Vmm<'_>) -> Result<Self, String> {
+//!         Ok(Card)
+//!     }
+//!     fn control(&self, vmm: &Vmm<'_>, msg: ControlMessage) -> Carry {
+//!         if msg.message == DEVICE_INIT {
+//!             let ports: Vec<u16> = (0x280..0x288).collect();
+//!             let handler = |_: &Card, vmm: &Vmm<'_>, io: IoAccess| {
+//!                 if io.is_string() {
+//!                     let count = match io.client(vmm) {
+//!                         Ok(c) if io.is_rep() => u32::from(c.cx()),
+//!                         _ => 1,
+//!                     };
+//!                     let fields = [("port", u64::from(io.port).into()), ("count", u64::from(count).into())];
+//!                     let _ = vmm.trace_note("card_string", &fields);
+//!                 }
+//!                 if !io.is_byte() {
+//!                     return vmm.simulate_io(io).unwrap_or(0xFF);
+//!                 }
+//!                 if io.is_output() { 0 } else { u32::from(io.port - 0x280) }
+//!             };
+//!             if let Err((port, _)) = vmm.install_mult_io_handlers(&ports, handler) {
+//!                 // The ports before `port` are ours: give them back.
+//!                 let ours: Vec<u16> = ports.into_iter().take_while(|&p| p != port).collect();
+//!                 let _ = vmm.remove_mult_io_handlers(&ours);
+//!                 return Carry::Set;
+//!             }
+//!         }
+//!         Carry::Clear
+//!     }
+//! }
+//! ```
+//!
 //! A dynamic device removes its handlers (`remove_io_handler`) in
 //! `Sys_Dynamic_Device_Exit`; changing the trapping of a port you did not
 //! install is the `IO_PORT_NOT_OWNED` violation. The rules are in
@@ -1407,6 +1465,13 @@
 //! [`Vmm::cancel_call_when_idle`]).
 //! The VM's one PM vector table, appended to `Ring3Services`:
 //! `r3_get_int_vector` ([`Ring3::get_int_vector`]).
+//!
+//! String port I/O and the Mult services: `Ring3Services::r3_string_io`
+//! ([`Ring3::rep_outsb`] and the other string forms; on an older host
+//! they fall back to one access per element);
+//! `HostServices::install_mult_io_handlers`, `remove_mult_io_handlers`
+//! ([`Vmm::install_mult_io_handlers`], [`Vmm::remove_mult_io_handlers`];
+//! on an older host one service call per port).
 //!
 //! ## Errors
 //!

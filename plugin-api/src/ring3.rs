@@ -468,31 +468,80 @@ impl<'a> Ring3<'a> {
         self.port_io(crate::ddk::DWORD_OUTPUT, port, value).map(drop)
     }
 
-    /// `REP INSB`: `buf.len()` byte reads of `port`, one access each (a
-    /// handler sees each element as a byte input).
+    /// `INS`/`OUTS` as one access: through `r3_string_io`, or element by
+    /// element on a host older than this SDK.
+    fn string_io(&self, io_type: u32, port: u16, data: &mut [u8]) -> Result<(), VmmError> {
+        let Some(f) = self.svc().ring3().r3_string_io() else { return Err(VmmError::NOT_AVAILABLE) };
+        crate::vmm::res(f(self.cx, io_type | crate::ddk::STRING_IO, port, RSliceMut::from_mut_slice(data)))
+    }
+
+    /// `REP INSB`: `buf.len()` bytes read from `port` into `buf`, as one
+    /// access: a trapping device's handler is called once with
+    /// `STRING_IO | REP_IO` (the client's ES:DI at the buffer, CX the
+    /// count) and usually performs the elements with `Simulate_IO`; on a
+    /// port nobody traps each element reaches the hardware.
     pub fn rep_insb(&self, port: u16, buf: &mut [u8]) -> Result<(), VmmError> {
-        for b in buf {
-            *b = self.in_byte(port)?;
+        match self.string_io(crate::ddk::BYTE_INPUT | crate::ddk::REP_IO, port, buf) {
+            Err(VmmError::NOT_AVAILABLE) => {
+                for b in buf {
+                    *b = self.in_byte(port)?;
+                }
+                Ok(())
+            }
+            r => r,
         }
-        Ok(())
     }
 
-    /// `REP OUTSB`: one byte write of `port` per element of `data`.
+    /// `REP OUTSB`: `data` written to `port` as one access (the client's
+    /// DS:SI at a copy of it, CX the count), as [`Ring3::rep_insb`].
     pub fn rep_outsb(&self, port: u16, data: &[u8]) -> Result<(), VmmError> {
-        data.iter().try_for_each(|&b| self.out_byte(port, b))
-    }
-
-    /// `REP INSW`.
-    pub fn rep_insw(&self, port: u16, buf: &mut [u16]) -> Result<(), VmmError> {
-        for w in buf {
-            *w = self.in_word(port)?;
+        let mut copy = data.to_vec();
+        match self.string_io(crate::ddk::BYTE_OUTPUT | crate::ddk::REP_IO, port, &mut copy) {
+            Err(VmmError::NOT_AVAILABLE) => data.iter().try_for_each(|&b| self.out_byte(port, b)),
+            r => r,
         }
-        Ok(())
     }
 
-    /// `REP OUTSW`.
+    /// `REP INSW`: as [`Ring3::rep_insb`] with word elements.
+    pub fn rep_insw(&self, port: u16, buf: &mut [u16]) -> Result<(), VmmError> {
+        let mut bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_le_bytes()).collect();
+        match self.string_io(crate::ddk::WORD_INPUT | crate::ddk::REP_IO, port, &mut bytes) {
+            Err(VmmError::NOT_AVAILABLE) => {
+                for w in buf {
+                    *w = self.in_word(port)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(()) => {
+                for (w, b) in buf.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *w = u16::from_le_bytes([b[0], b[1]]);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `REP OUTSW`: as [`Ring3::rep_outsb`] with word elements.
     pub fn rep_outsw(&self, port: u16, data: &[u16]) -> Result<(), VmmError> {
-        data.iter().try_for_each(|&w| self.out_word(port, w))
+        let mut bytes: Vec<u8> = data.iter().flat_map(|w| w.to_le_bytes()).collect();
+        match self.string_io(crate::ddk::WORD_OUTPUT | crate::ddk::REP_IO, port, &mut bytes) {
+            Err(VmmError::NOT_AVAILABLE) => data.iter().try_for_each(|&w| self.out_word(port, w)),
+            r => r,
+        }
+    }
+
+    /// `OUTSB` without `REP`: one byte, as a string access (`STRING_IO`
+    /// without `REP_IO`).
+    pub fn outsb(&self, port: u16, value: u8) -> Result<(), VmmError> {
+        self.string_io(crate::ddk::BYTE_OUTPUT, port, &mut [value])
+    }
+
+    /// `INSB` without `REP`: one byte, as a string access.
+    pub fn insb(&self, port: u16) -> Result<u8, VmmError> {
+        let mut b = [0u8];
+        self.string_io(crate::ddk::BYTE_INPUT, port, &mut b)?;
+        Ok(b[0])
     }
 
     /// A NUL-terminated copy of `text` (ANSI, one byte per character; other

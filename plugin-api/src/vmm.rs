@@ -18,11 +18,11 @@
 
 use core::fmt;
 
-use abi_stable::std_types::{RSlice, RSliceMut, RStr};
+use abi_stable::std_types::{RSlice, RSliceMut, RStr, RVec};
 
 use crate::abi::{
-    Carry, ClientRegs, CritStatus, HostCx, HostServices_Ref, NoteField, NoteKind, ProfileStatus, Regs, ServiceCall,
-    VmInfo, VmmError,
+    Carry, ClientRegs, CritStatus, HostCx, HostServices_Ref, IoHandlerEntry, NoteField, NoteKind, ProfileStatus, Regs,
+    ServiceCall, VmInfo, VmmError,
 };
 use crate::callback::{Named, once, repeating};
 use crate::client::Client;
@@ -1053,6 +1053,16 @@ impl<'a> Vmm<'a> {
     }
 }
 
+/// An I/O handler closure as the host calls it: EBX VM, ECX IOType, EDX
+/// port, EAX data in; EAX the data read out.
+fn io_callback<D: 'static, F: Fn(&D, &Vmm<'_>, IoAccess) -> u32 + 'static>(f: F) -> crate::abi::RawCallback {
+    repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
+        let access = IoAccess { vm: VmHandle(r.ebx), io_type: r.ecx, port: r.edx as u16, data: r.eax };
+        r.eax = f(d, vmm, access);
+        Carry::Clear
+    })
+}
+
 fn non_zero(v: u32) -> Option<u32> {
     (v != 0).then_some(v)
 }
@@ -1095,6 +1105,38 @@ impl IoAccess {
     pub fn is_byte(&self) -> bool {
         self.io_type & !crate::ddk::OUTPUT == 0
     }
+
+    /// Whether it is a string form (`INS`/`OUTS`, `String_IO`): the data
+    /// is in the VM's memory at [`IoAccess::segment`] and the client's SI
+    /// (output) or DI (input), not in `data`.
+    pub fn is_string(&self) -> bool {
+        self.io_type & crate::ddk::STRING_IO != 0
+    }
+
+    /// Whether a string form has a `REP` prefix (`Rep_IO`): Client_CX
+    /// elements (Client_ECX with `Addr_32_IO`).
+    pub fn is_rep(&self) -> bool {
+        self.io_type & crate::ddk::REP_IO != 0
+    }
+
+    /// Whether the VM's direction flag is set (`Reverse_IO`): a string
+    /// form's addresses go down.
+    pub fn is_reverse(&self) -> bool {
+        self.io_type & crate::ddk::REVERSE_IO != 0
+    }
+
+    /// A string form's segment, overrides applied (the IOType's high
+    /// word; 0 for the other forms).
+    pub fn segment(&self) -> u16 {
+        (self.io_type >> 16) as u16
+    }
+
+    /// The client registers of the VM that made the access (the DDK's
+    /// EBP): a handler reads and changes them there (a string form's
+    /// SI/DI and CX), and the VM resumes with what it leaves.
+    pub fn client<'a>(&self, vmm: &Vmm<'a>) -> Result<Client<'a>, VmmError> {
+        vmm.client(self.vm)
+    }
 }
 
 /// I/O port trapping (these services are appended to the ABI: on an older
@@ -1112,26 +1154,38 @@ impl Vmm<'_> {
         f: F,
     ) -> Result<(), VmmError> {
         let Some(install) = self.svc().install_io_handler() else { return Err(VmmError::NOT_AVAILABLE) };
-        let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
-            let access = IoAccess { vm: VmHandle(r.ebx), io_type: r.ecx, port: r.edx as u16, data: r.eax };
-            r.eax = f(d, vmm, access);
-            Carry::Clear
-        });
-        res(install(self.cx, port, cb))
+        res(install(self.cx, port, io_callback::<D, F>(f)))
     }
 
-    /// `Install_Mult_IO_Handlers`: `f` on each of `ports`, in order. On
-    /// the first port that already has a handler, `Err(port)`; the ports
-    /// before it stay installed (no rollback, as in Windows).
+    /// `Install_Mult_IO_Handlers` (VMM 0x95): `f` on each of `ports`, in
+    /// order, in one service call. On the first port that already has a
+    /// handler, `Err((port, VmmError::FAILED))` (the DDK's carry and
+    /// EDX); the ports before it stay installed (no rollback, as in
+    /// Windows) and the later ones are not tried. Under Windows 3.x legal
+    /// only during initialization (else `Err((first port, VIOLATION))`).
     pub fn install_mult_io_handlers<D: 'static, F: Fn(&D, &Vmm<'_>, IoAccess) -> u32 + Clone + 'static>(
         &self,
         ports: &[u16],
         f: F,
     ) -> Result<(), (u16, VmmError)> {
-        for &port in ports {
-            self.install_io_handler(port, f.clone()).map_err(|e| (port, e))?;
+        let Some(install) = self.svc().install_mult_io_handlers() else {
+            // An older host: one Install_IO_Handler per port.
+            for &port in ports {
+                self.install_io_handler(port, f.clone()).map_err(|e| (port, e))?;
+            }
+            return Ok(());
+        };
+        let entries: RVec<IoHandlerEntry> =
+            ports.iter().map(|&port| IoHandlerEntry { port, callback: io_callback::<D, F>(f.clone()) }).collect();
+        match install(self.cx, entries) {
+            abi_stable::std_types::ROk(()) => Ok(()),
+            abi_stable::std_types::RErr(e) => {
+                if e.error == VmmError::FATAL {
+                    fatal_exit();
+                }
+                Err((e.port, e.error))
+            }
         }
-        Ok(())
     }
 
     /// `Remove_IO_Handler` (Windows 95): the handler goes and trapping of
@@ -1142,17 +1196,30 @@ impl Vmm<'_> {
         res(f(self.cx, port))
     }
 
-    /// `Remove_Mult_IO_Handlers` (Windows 95): `Remove_IO_Handler` of each
-    /// port; the first error is returned after all were tried.
-    pub fn remove_mult_io_handlers(&self, ports: &[u16]) -> Result<(), VmmError> {
-        let mut first = Ok(());
-        for &port in ports {
-            let r = self.remove_io_handler(port);
-            if first.is_ok() {
-                first = r;
+    /// `Remove_Mult_IO_Handlers` (VMM 0x117, Windows 95): `Remove_IO_Handler`
+    /// of each port in one service call; every port is tried and the first
+    /// failure is returned with its port. Under Windows 3.x it does not
+    /// exist: calling it is the fatal "Invalid VxD dynamic link call".
+    pub fn remove_mult_io_handlers(&self, ports: &[u16]) -> Result<(), (u16, VmmError)> {
+        let Some(remove) = self.svc().remove_mult_io_handlers() else {
+            let mut first = Ok(());
+            for &port in ports {
+                let r = self.remove_io_handler(port);
+                if let (Ok(()), Err(e)) = (&first, r) {
+                    first = Err((port, e));
+                }
+            }
+            return first;
+        };
+        match remove(self.cx, RSlice::from_slice(ports)) {
+            abi_stable::std_types::ROk(()) => Ok(()),
+            abi_stable::std_types::RErr(e) => {
+                if e.error == VmmError::FATAL {
+                    fatal_exit();
+                }
+                Err((e.port, e.error))
             }
         }
-        first
     }
 
     /// `Enable_Global_Trapping`: trap `port` in every VM (and new ones).
@@ -1185,8 +1252,13 @@ impl Vmm<'_> {
     /// byte accesses to `port`, `port + 1`, ... (low byte first), each
     /// dispatched through the port table (this handler again for `port`,
     /// another device's handler or the hardware for the others); a byte
-    /// access is done on the hardware. Returns the input data. String
-    /// forms are not supported yet (`NOT_AVAILABLE`).
+    /// access is done on the hardware. Returns the input data. A string
+    /// form ([`IoAccess::is_string`]) becomes one access per element
+    /// through the port table (Client_CX of them with `REP`, else one),
+    /// its data read from or written to the VM's memory at the segment and
+    /// the client's SI (output) or DI (input); each element moves SI/DI
+    /// (down with `Reverse_IO`) and counts CX down, so the client ends as
+    /// the instruction leaves it (CX = 0); it returns 0.
     pub fn simulate_io(&self, access: IoAccess) -> Result<u32, VmmError> {
         let Some(f) = self.svc().simulate_io() else { return Err(VmmError::NOT_AVAILABLE) };
         res(f(self.cx, access.vm.0, access.io_type, access.port, access.data))

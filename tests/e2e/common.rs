@@ -54,3 +54,21 @@ pub fn note_when_run(tag: &'static str) -> impl FnOnce(&ScriptDevice, &Vmm<'_>, 
         dev.note(vmm, format!("{tag} t={} vm={:#x} timed_out={}", vmm.get_system_time(), ev.vm.0, ev.timed_out));
     }
 }
+
+/// A directory of its own holding each `(file, nasm source)` assembled
+/// (`module` and `test` name it).
+pub fn assemble(module: &str, test: &str, programs: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-{module}-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, source) in programs {
+        let asm = format!("{name}.asm");
+        std::fs::write(dir.join(&asm), source).unwrap();
+        let out = std::process::Command::new("nasm")
+            .args(["-f", "bin", "-o", name, &asm])
+            .current_dir(&dir)
+            .output()
+            .expect("nasm (apt-get install nasm)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    dir
+}

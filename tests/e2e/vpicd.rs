@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, Trace, json};
 
-use crate::common::{DOS1, DOS2, SYS, notes, outputs};
+use crate::common::{DOS1, DOS2, SYS, assemble, notes, outputs};
 
 // ---- the ring-3 side: IRQAPP, a Rust DOS program ---------------------------------------------
 
@@ -676,24 +676,7 @@ msg: db 'got 2', 13, 10, '$'
 "#;
 
 fn irqcom_dir() -> std::path::PathBuf {
-    assemble("irqcom", &[("IRQCOM.COM", IRQCOM)])
-}
-
-/// A directory of its own holding each `(file, nasm source)` assembled.
-fn assemble(test: &str, programs: &[(&str, &str)]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vmm-vpicd-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, source) in programs {
-        let asm = format!("{name}.asm");
-        std::fs::write(dir.join(&asm), source).unwrap();
-        let out = std::process::Command::new("nasm")
-            .args(["-f", "bin", "-o", name, &asm])
-            .current_dir(&dir)
-            .output()
-            .expect("nasm (apt-get install nasm)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-    dir
+    assemble("vpicd", "irqcom", &[("IRQCOM.COM", IRQCOM)])
 }
 
 /// A DOS program's handler is entered through its vector table with FLAGS,
@@ -1134,7 +1117,7 @@ fn a_handler_that_never_irets_times_out_after_500_ms() {
             vmm.vpicd().set_int_request(handle(dev), VmHandle(DOS1)).unwrap();
         },
     )
-    .plugin_dir(assemble("stuck", &[("STUCK.COM", STUCKCOM)]))
+    .plugin_dir(assemble("vpicd", "stuck", &[("STUCK.COM", STUCKCOM)]))
     .run();
     run.assert_ok();
     let t = run.trace();

@@ -172,6 +172,17 @@ extern "C" fn r3_fault(cx: &HostCx, vector: u8) -> VmmResult<()> {
     guarded(cx, "fault", RErr(VmmError::FATAL), |core| core.ring3_fault(caller(cx), vector).into())
 }
 
+extern "C" fn r3_string_io(cx: &HostCx, io_type: u32, port: u16, mut data: RSliceMut<'_, u8>) -> VmmResult<()> {
+    // An instruction, not an API call: the ISR rule does not apply.
+    guarded(cx, "port I/O", RErr(VmmError::FATAL), |core| {
+        use crate::vmm::io::{REP_IO, STRING_IO};
+        if io_type & !(0x1C | STRING_IO | REP_IO) != 0 || io_type & 0x18 == 0x18 || io_type & STRING_IO == 0 {
+            return RErr(VmmError::INVALID_PARAMETER);
+        }
+        core.ring3_string_io(caller(cx), io_type, port, data.as_mut_slice()).into()
+    })
+}
+
 struct Table;
 
 impl Table {
@@ -204,6 +215,7 @@ impl Table {
             r3_set_int_vector,
             r3_fault,
             r3_get_int_vector,
+            r3_string_io,
         })
     }
 }

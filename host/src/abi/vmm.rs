@@ -6,11 +6,11 @@
 
 use abi_stable::prefix_type::WithMetadata;
 use abi_stable::staticref;
-use abi_stable::std_types::{RErr, ROk, RSlice, RSliceMut, RStr, RString};
+use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RSliceMut, RStr, RString, RVec};
 use vmm_plugin_api::abi::{
-    ClientRegs, ControlArgs, CritStatus, FaultHookAddrs, HostCx, HostServices, HostServices_Ref, NoteField, NoteKind,
-    PmVector, ProfileString, ProfileValue, RawCallback, ServiceCall, VmInfo, VmServices, VmServices_Ref, VmmError,
-    VmmResult,
+    ClientRegs, ControlArgs, CritStatus, FaultHookAddrs, HostCx, HostServices, HostServices_Ref, IoHandlerEntry,
+    IoPortError, NoteField, NoteKind, PmVector, ProfileString, ProfileValue, RawCallback, ServiceCall, VmInfo,
+    VmServices, VmServices_Ref, VmmError, VmmResult,
 };
 use vmm_plugin_api::ddk::{
     BLOCK_POLL, BLOCK_VALID, BLOCK_VALID_31, CRITICAL_SECTION_BOOST, EF_HANG_ON_EXIT, HEAPZEROINIT, PEF_THREAD_EVENT,
@@ -902,6 +902,52 @@ extern "C" fn remove_io_handler(cx: &HostCx, port: u16) -> VmmResult<()> {
     })
 }
 
+/// The Mult services' result: the failing port and its error.
+type MultResult = RResult<(), IoPortError>;
+
+impl Failure for MultResult {
+    fn fatal() -> Self {
+        RErr(IoPortError { port: 0, error: VmmError::FATAL })
+    }
+    fn refused() -> Self {
+        RErr(IoPortError { port: 0, error: VmmError::VIOLATION })
+    }
+}
+
+extern "C" fn install_mult_io_handlers(cx: &HostCx, entries: RVec<IoHandlerEntry>) -> MultResult {
+    let svc = &svc::INSTALL_MULT_IO_HANDLERS;
+    let owner = caller(cx);
+    // Owned by the host from here: every callback is dropped through its
+    // plugin, installed or not.
+    let entries: Vec<(u16, Callback)> =
+        entries.into_iter().map(|e| (e.port, Callback::plugin(owner, e.callback))).collect();
+    serve(cx, svc, |core| {
+        if !install_allowed(core, svc) {
+            let port = entries.first().map_or(0, |e| e.0);
+            return RErr(IoPortError { port, error: VmmError::VIOLATION });
+        }
+        core.install_mult_io_handlers(owner, entries).map_err(|(port, error)| IoPortError { port, error }).into()
+    })
+}
+
+extern "C" fn remove_mult_io_handlers(cx: &HostCx, ports: RSlice<'_, u16>) -> MultResult {
+    let svc = &svc::REMOVE_MULT_IO_HANDLERS;
+    serve(cx, svc, |core| {
+        if !win95_only(core, caller(cx), svc) {
+            return RErr(IoPortError { port: ports.first().copied().unwrap_or(0), error: VmmError::FATAL });
+        }
+        let mut first = ROk(());
+        for &port in ports.as_slice() {
+            if let Err(error) = core.remove_io_handler(svc.name, caller(cx), port)
+                && first.is_ok()
+            {
+                first = RErr(IoPortError { port, error });
+            }
+        }
+        first
+    })
+}
+
 extern "C" fn set_global_trapping(cx: &HostCx, port: u16, on: bool) -> VmmResult<()> {
     let svc = if on { &svc::ENABLE_GLOBAL_TRAPPING } else { &svc::DISABLE_GLOBAL_TRAPPING };
     serve(cx, svc, |core| core.set_io_trapping(svc.name, caller(cx), port, None, on).into())
@@ -925,12 +971,12 @@ extern "C" fn simulate_io(cx: &HostCx, vm: u32, io_type: u32, port: u16, data: u
         if !core.vm_valid(vm) {
             return RErr(bad_vm(core, svc.name, vm));
         }
-        if io_type & crate::vmm::io::STRING_IO != 0 {
-            // String and REP forms are not decomposed yet.
-            return RErr(VmmError::NOT_AVAILABLE);
-        }
-        if let Err(e) = core.check_io_type(svc.name, io_type, false) {
+        if let Err(e) = core.check_io_type(svc.name, io_type, true) {
             return RErr(e);
+        }
+        if io_type & crate::vmm::io::STRING_IO != 0 {
+            // The elements, one by one through the port table.
+            return core.simulate_string_io(vm, port, io_type).map(|()| 0).into();
         }
         ROk(core.simulate_io(vm, port, io_type, data))
     })
@@ -1341,6 +1387,8 @@ impl Table {
             get_fault_hook_addrs,
             call_when_idle_handle,
             cancel_call_when_idle,
+            install_mult_io_handlers,
+            remove_mult_io_handlers,
         })
     }
 

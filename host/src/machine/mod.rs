@@ -198,7 +198,7 @@ pub(crate) struct Core {
     pub(crate) crit: RefCell<CritSection>,
     pub(crate) sems: RefCell<Semaphores>,
     /// The I/O port table.
-    pub(crate) io: RefCell<crate::vmm::io::IoPorts>,
+    pub(crate) io: RefCell<crate::vmm::io::IoPorts<crate::machine::io::PortHandler>>,
     /// COM1's UART (`[machine] com1`), if one is plugged in.
     pub(crate) com1: Option<RefCell<crate::hw::uart::Uart>>,
     /// Interrupts inside VMs: hook chains, vector tables, call-backs.

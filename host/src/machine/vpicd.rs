@@ -9,18 +9,20 @@
 //! virtualized.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-use vmm_plugin_api::abi::{Carry, IrqDescriptor, IrqStatus, Regs, VmmError};
+use vmm_plugin_api::abi::{IrqDescriptor, IrqStatus, Regs, VmmError};
 use vmm_plugin_api::ddk::*;
 
 use crate::machine::Core;
+use crate::machine::io::{HostIoFn, PortHandler};
 use crate::shell::state::SystemMessage;
 use crate::trace::{CallOutcome, PriorityReason, TraceEvent};
 use crate::violation::Violation;
 use crate::vmm::callback::Callback;
 use crate::vmm::context::Context;
 use crate::vmm::ids::{InstanceId, VmId};
-use crate::vmm::io::OUTPUT;
+use crate::vmm::io::{OUTPUT, STRING_IO};
 use crate::vmm::timers::TimerKind;
 use crate::vmm::vpicd::{Command, Data, DefaultRoute, IRQS, Proc, Requester, VirtError, VirtHandle, VpicdState};
 
@@ -46,37 +48,34 @@ impl Core {
         reg.by_id(VPICD_DEVICE_ID).map(|i| reg.slots[i].instance)
     }
 
-    /// VPICD traps the virtual PICs' ports (at its `Sys_Critical_Init`).
+    /// VPICD traps the virtual PICs' ports (at its `Sys_Critical_Init`)
+    /// with a host handler in the port table.
     pub(crate) fn vpicd_trap_ports(&self) {
         let Some(owner) = self.vpicd_instance() else { return };
+        let handler: HostIoFn = Rc::new(|core: &Core, r: &mut Regs| core.vpicd_pic_access(r));
         for port in PIC_PORTS {
-            let cb = Callback::host(owner, "VPICD_PIC_port", |core: &Core, r: &mut Regs| {
-                core.vpicd_pic_access(r);
-                Carry::Clear
-            });
-            if self.install_io_handler(owner, port, cb).is_err() {
+            if self.install_port_handler(owner, port, PortHandler::Host(handler.clone())).is_err() {
                 tracing::warn!("VPICD could not trap port {port:#06X}: another device traps it");
             }
         }
     }
 
-    /// A port access to a handler of a device built into the host: VPICD's
-    /// virtual PICs (the port table calls plugin handlers itself).
-    pub(crate) fn builtin_io(&self, owner: InstanceId, r: &mut Regs) -> CallOutcome {
-        if Some(owner) != self.vpicd_instance() || !PIC_PORTS.contains(&(r.edx as u16)) {
-            return CallOutcome::Skipped;
-        }
-        self.with_frame(owner, Context::Vm, || {
-            self.vpicd_pic_access(r);
-            Carry::Clear
-        })
-        .into()
-    }
-
     /// An access to a virtual PIC port, in the I/O handler's registers
     /// (EBX VM, ECX IOType, EDX port, EAX data; EAX the value read).
+    /// Like a DDK handler (`Emulate_Non_Byte_IO`), anything but a byte
+    /// goes to `Simulate_IO`, which brings its bytes back here (or to the
+    /// neighbouring port's handler).
     fn vpicd_pic_access(&self, r: &mut Regs) {
-        r.eax = self.vpicd_port(VmId::from_raw(r.ebx), r.edx as u16, r.ecx, r.eax);
+        let (vm, port, io_type) = (VmId::from_raw(r.ebx), r.edx as u16, r.ecx);
+        r.eax = if io_type & !OUTPUT == 0 {
+            self.vpicd_port(vm, port, io_type, r.eax)
+        } else if io_type & STRING_IO != 0 {
+            // The elements land in the VM's memory and registers.
+            let _ = self.simulate_string_io(vm, port, io_type);
+            0
+        } else {
+            self.simulate_io(vm, port, io_type, r.eax)
+        };
     }
 
     // ---- arguments ------------------------------------------------------------------------

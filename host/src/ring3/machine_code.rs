@@ -297,6 +297,8 @@ impl DosMachine {
         cpu.model = Model::I80386;
         cpu.faults = Delivery::Exit;
         cpu.interrupts = Delivery::Exit;
+        // INS/OUTS reach the port table as one access.
+        cpu.string_io = true;
         cpu.flags |= flags::IF;
         for s in [ES, DS] {
             cpu.sregs[s] = PSP_SEGMENT;

@@ -55,7 +55,7 @@
 use std::path::PathBuf;
 
 use vmm_plugin_api::abi::{Step, StepKind, VmmError};
-use vmm_x86::{AX, CS, ExitReason, Size, flags};
+use vmm_x86::{AX, CS, CX, ExitReason, Size, flags};
 
 use crate::machine::Core;
 use crate::ring3::machine_code::*;
@@ -241,6 +241,42 @@ impl Core {
                             Size::Dword => io::DWORD_OUTPUT,
                         };
                         self.v86_call_vmm(vm, m, |core| core.port_io(vm, port, io_type, value));
+                        Flow::Go
+                    }
+                    ExitReason::StringIo { port, size, output, segment, rep, addr32, next_ip } => {
+                        // One access, as Windows traps it: the handler sees
+                        // the string IOType with the client registers at
+                        // the buffer, and performs the elements (usually by
+                        // Simulate_IO).
+                        let mut io_type = match size {
+                            Size::Byte => io::BYTE_INPUT,
+                            Size::Word => io::WORD_INPUT,
+                            Size::Dword => io::DWORD_INPUT,
+                        } | io::STRING_IO
+                            | (u32::from(segment) << io::IO_SEG_SHIFT);
+                        for (on, bit) in [
+                            (output, io::OUTPUT),
+                            (rep, io::REP_IO),
+                            (addr32, io::ADDR_32_IO),
+                            (m.cpu.flags & flags::DF != 0, io::REVERSE_IO),
+                        ] {
+                            if on {
+                                io_type |= bit;
+                            }
+                        }
+                        let (start, count) = (m.cpu.ip, m.cpu.regs[CX]);
+                        // A buffer outside the program's memory cannot be:
+                        // real-mode addresses always are inside it.
+                        let _ = self.v86_call_vmm(vm, m, |core| core.string_port_io(vm, port, io_type));
+                        if m.cpu.ip == start {
+                            // The VMM, not the handler, moves past it.
+                            m.cpu.ip = next_ip;
+                        }
+                        // Virtual time: one instruction per element done,
+                        // as the interpreter counts REP elements.
+                        let width = if addr32 { u32::MAX } else { 0xFFFF };
+                        let elements = if rep { count.wrapping_sub(m.cpu.regs[CX]) & width } else { 1 };
+                        done += u64::from(elements.max(1));
                         Flow::Go
                     }
                     ExitReason::InterruptFlag { enabled } => {

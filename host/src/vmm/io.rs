@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::vmm::callback::Callback;
 use crate::vmm::ids::{InstanceId, VmId};
 
 /// IOType values and bits (ECX of the handler).
@@ -24,6 +23,11 @@ pub(crate) const OUTPUT: u32 = 0x04;
 pub(crate) const WORD_IO: u32 = 0x08;
 pub(crate) const DWORD_IO: u32 = 0x10;
 pub(crate) const STRING_IO: u32 = 0x20;
+pub(crate) const REP_IO: u32 = 0x40;
+pub(crate) const ADDR_32_IO: u32 = 0x80;
+pub(crate) const REVERSE_IO: u32 = 0x100;
+/// The segment of a string form's memory operand: IOType bits 16-31.
+pub(crate) const IO_SEG_SHIFT: u32 = 16;
 
 /// The size in bytes of an IOType's data (1, 2 or 4).
 pub(crate) fn size_of(io_type: u32) -> u32 {
@@ -82,9 +86,9 @@ pub(crate) struct Busy {
     id: u64,
 }
 
-/// The port table (`C`, the handler's callback: a [`Callback`] in the
-/// machine).
-pub(crate) struct IoPorts<C = Callback> {
+/// The port table (`C`, the handler: a plugin's callback or a host
+/// function, in the machine).
+pub(crate) struct IoPorts<C> {
     ports: BTreeMap<u16, Handler<C>>,
     /// Removed while a call of theirs was in progress.
     retired: Vec<Handler<C>>,

@@ -153,6 +153,31 @@ pub enum ExitReason {
         /// The width.
         size: Size,
     },
+    /// `INS`/`OUTS` (with or without `REP`), with [`Cpu::string_io`] set:
+    /// the whole instruction as one access, for a monitor that traps it as
+    /// Windows does (the VMM's handler sees one string access and performs
+    /// its elements itself). Nothing of it has happened (IP is at its first
+    /// prefix); the monitor does the elements (memory, SI/DI, CX) and sets
+    /// IP to `next_ip`. A `REP` form with CX = 0 does not stop here: it
+    /// does nothing.
+    StringIo {
+        /// The port (DX).
+        port: u16,
+        /// The width of one element.
+        size: Size,
+        /// `OUTS` (read from memory at `segment`:SI) rather than `INS`
+        /// (written to ES:DI).
+        output: bool,
+        /// The segment of the memory operand, overrides applied (ES for
+        /// `INS`).
+        segment: u16,
+        /// A `REP` prefix: CX elements.
+        rep: bool,
+        /// The address-size prefix (67h): ESI/EDI and ECX.
+        addr32: bool,
+        /// The IP of the next instruction.
+        next_ip: u16,
+    },
     /// `OUT`/`OUTS` wrote `value` to `port` (one element of a string form).
     /// The instruction or element has completed; run again to go on.
     Out {
@@ -230,6 +255,10 @@ pub struct Cpu {
     pub model: Model,
     /// The value for the next `IN`/`INS`, set by [`Cpu::complete_in`].
     pub pending_in: Option<u32>,
+    /// Whether `INS`/`OUTS` stop as one [`ExitReason::StringIo`] (the
+    /// monitor performs the elements) instead of one `In`/`Out` exit per
+    /// element. Off by default.
+    pub string_io: bool,
 }
 
 impl Default for Cpu {
@@ -263,6 +292,7 @@ impl Cpu {
             interrupts: Delivery::Exit,
             model: Model::I80286,
             pending_in: None,
+            string_io: false,
         }
     }
 

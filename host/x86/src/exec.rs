@@ -55,7 +55,7 @@ enum Ea {
 
 /// The prefixes of the instruction being executed.
 #[derive(Clone, Copy)]
-struct Prefix {
+pub(crate) struct Prefix {
     seg: Option<usize>,
     /// 0, 0xF2 (REPNE) or 0xF3 (REP/REPE).
     rep: u8,
@@ -1428,6 +1428,9 @@ impl Cpu {
             return Ok(Step::Next);
         }
         let port = self.r16(DX);
+        if self.string_io && matches!(op, 0x6C..=0x6F) {
+            return Ok(Step::Wait(self.string_io_exit(op, p, size(w))));
+        }
         let pending = match op {
             0x6C | 0x6D => match self.pending_in.take() {
                 Some(v) => v,
@@ -1485,6 +1488,22 @@ impl Cpu {
             }
         }
         Ok(Self::stop_if(exit))
+    }
+
+    /// The [`ExitReason::StringIo`] of `INS`/`OUTS` (opcode `op`), IP past
+    /// its opcode.
+    pub(crate) fn string_io_exit(&self, op: u8, p: Prefix, size: Size) -> ExitReason {
+        let output = op >= 0x6E;
+        let segment = if output { self.sregs[p.seg(DS)] } else { self.sregs[ES] };
+        ExitReason::StringIo {
+            port: self.r16(DX),
+            size,
+            output,
+            segment,
+            rep: p.rep != 0,
+            addr32: p.a32,
+            next_ip: self.ip,
+        }
     }
 
     /// The step of SI or DI for one element, by DF and width.

@@ -28,6 +28,7 @@
 //! | `Interrupt { vector, kind }` (`INT n`, `INT3`, taken `INTO`) | past the instruction | [`Cpu::deliver_interrupt`] reflects it through the vector table, or emulate it and run on |
 //! | `In { port, size }` (`IN`, each element of `INS`/`REP INS`) | before the instruction, nothing done | [`Cpu::complete_in`] with the value, then run: the instruction (element) executes with it |
 //! | `Out { port, size, value }` (`OUT`, each element of `OUTS`) | past the instruction (element) | run |
+//! | `StringIo { port, size, output, segment, rep, addr32, next_ip }` (`INS`/`OUTS`, with [`Cpu::string_io`] set) | before the instruction, nothing done | do the elements (memory, SI/DI, CX), set IP to `next_ip`, run |
 //! | `Breakpoint { cs, ip }` (a far `CALL`/`JMP`, `RETF`, `IRET` or an interrupt the CPU delivered arrived at an address [`Bus::is_breakpoint`] accepts) | at the entry point, return address pushed | emulate, pop the return address ([`Cpu::pop`]), run |
 //! | `InterruptFlag { enabled }` (`CLI`, `STI`, `POPF`, `IRET` changed IF) | past the instruction | run |
 //! | `Halt` | past the `HLT` | run when the VM has work |

@@ -112,6 +112,61 @@ fn out_and_rep_outsw_exit_after_each_write_with_the_value() {
 }
 
 #[test]
+fn with_string_io_ins_and_outs_stop_once_before_the_instruction() {
+    // REP ES: OUTSB (prefixes F3 26); INSW; REP OUTSB with CX = 0; 66h REP INSD (80386); HLT
+    let code = [0xF3, 0x26, 0x6E, 0x6D, 0xF3, 0x6E, 0x66, 0xF3, 0x6D, 0xF4];
+    let (mut cpu, mut mem) = machine(&code);
+    cpu.string_io = true;
+    cpu.model = vmm_x86::Model::I80386;
+    cpu.sregs[ES] = 0x5000;
+    cpu.regs[CX] = 3;
+    cpu.regs[DX] = 0x330;
+    let e = cpu.run(&mut mem, 100);
+    let outs = ExitReason::StringIo {
+        port: 0x330,
+        size: Size::Byte,
+        output: true,
+        segment: 0x5000,
+        rep: true,
+        addr32: false,
+        next_ip: 3,
+    };
+    assert_eq!(e, Exit { reason: outs, instructions: 0 });
+    assert_eq!((cpu.ip, cpu.regs[CX]), (0, 3), "nothing of it happened");
+    // The monitor does the elements and moves IP on.
+    cpu.ip = 3;
+    let e = cpu.run(&mut mem, 100);
+    let ins = ExitReason::StringIo {
+        port: 0x330,
+        size: Size::Word,
+        output: false,
+        segment: 0x5000,
+        rep: false,
+        addr32: false,
+        next_ip: 4,
+    };
+    assert_eq!(e.reason, ins);
+    cpu.ip = 4;
+    cpu.regs[CX] = 0;
+    // REP with CX = 0 does nothing: on to the HLT.
+    assert_eq!(cpu.run(&mut mem, 100).reason, ExitReason::Halt);
+    // The 80386's dword form stops as well.
+    cpu.ip = 6;
+    cpu.regs[CX] = 2;
+    let e = cpu.run(&mut mem, 100);
+    let insd = ExitReason::StringIo {
+        port: 0x330,
+        size: Size::Dword,
+        output: false,
+        segment: 0x5000,
+        rep: true,
+        addr32: false,
+        next_ip: 9,
+    };
+    assert_eq!((e.reason, cpu.ip, cpu.regs[CX]), (insd, 6, 2));
+}
+
+#[test]
 fn cli_sti_popf_and_iret_exit_only_when_they_change_if() {
     // STI; STI; CLI; PUSH 0202h; POPF; PUSHF; PUSH CS; PUSH 000Eh; CLI; IRET (to the HLT); NOP; HLT
     let code = [0xFB, 0xFB, 0xFA, 0x68, 0x02, 0x02, 0x9D, 0x9C, 0x0E, 0x68, 0x0F, 0x00, 0xFA, 0xCF, 0x90, 0xF4];

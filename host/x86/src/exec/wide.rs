@@ -976,6 +976,9 @@ impl Cpu {
             return Ok(Step::Next);
         }
         let port = self.r16(DX);
+        if self.string_io && matches!(op, 0x6C..=0x6F) {
+            return Ok(Step::Wait(self.string_io_exit(op, p, size_n(n))));
+        }
         let pending = match op {
             0x6C | 0x6D => match self.pending_in.take() {
                 Some(v) => v,
