@@ -72,3 +72,9 @@ pub fn assemble(module: &str, test: &str, programs: &[(&str, &str)]) -> std::pat
     }
     dir
 }
+
+/// A ring-3 test module's command line as its steps: split at `;`,
+/// trimmed, empty ones dropped.
+pub fn script_steps(args: &str) -> std::collections::VecDeque<String> {
+    args.split(';').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}

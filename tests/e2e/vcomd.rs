@@ -823,7 +823,7 @@ impl Module for CommDrv {
     }
 
     fn start(&self, r3: &Ring3<'_>, args: &str) -> Step {
-        *self.steps.borrow_mut() = args.split(';').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        *self.steps.borrow_mut() = crate::common::script_steps(args);
         self.run(r3)
     }
 

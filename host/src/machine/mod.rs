@@ -815,15 +815,7 @@ impl Machine {
     /// takes it (the virtualizing devices' `Hw_Int`, or the default
     /// handling). An error if the IRQ is not 0-15 or VPICD is not loaded.
     pub fn raise_physical_irq(&mut self, irq: u8) -> Result<()> {
-        if irq >= 16 || self.core.vpicd_instance().is_none() {
-            return Err(Error::Fatal {
-                message: format!(
-                    "cannot raise physical IRQ {irq}: {}",
-                    if irq >= 16 { "IRQs are 0-15" } else { "VPICD is not loaded (*VPICD in [386Enh] device)" }
-                ),
-                device: None,
-            });
-        }
+        self.physical_irq_arg("raise", irq)?;
         self.core.raise_physical_irq(irq);
         Ok(())
     }
@@ -833,17 +825,24 @@ impl Machine {
     /// one is unchanged. An error if the IRQ is not 0-15 or VPICD is not
     /// loaded.
     pub fn lower_physical_irq(&mut self, irq: u8) -> Result<()> {
-        if irq >= 16 || self.core.vpicd_instance().is_none() {
-            return Err(Error::Fatal {
-                message: format!(
-                    "cannot lower physical IRQ {irq}: {}",
-                    if irq >= 16 { "IRQs are 0-15" } else { "VPICD is not loaded (*VPICD in [386Enh] device)" }
-                ),
-                device: None,
-            });
-        }
+        self.physical_irq_arg("lower", irq)?;
         self.core.lower_physical_irq(irq);
         Ok(())
+    }
+
+    /// A physical IRQ the test kit may raise or lower: 0-15, with VPICD
+    /// loaded.
+    fn physical_irq_arg(&self, verb: &str, irq: u8) -> Result<()> {
+        if irq < 16 && self.core.vpicd_instance().is_some() {
+            return Ok(());
+        }
+        Err(Error::Fatal {
+            message: format!(
+                "cannot {verb} physical IRQ {irq}: {}",
+                if irq >= 16 { "IRQs are 0-15" } else { "VPICD is not loaded (*VPICD in [386Enh] device)" }
+            ),
+            device: None,
+        })
     }
 
     /// Create a DOS VM now; its handle, or `None` if a device refused it.
