@@ -196,3 +196,82 @@ fn vxdcall_simulates_port_input_into_al() {
     run.assert_ok();
     assert_eq!(notes(&run), [format!("{:?} cf=false high=123456 same=true", Ok::<(), VmmError>(()))]);
 }
+
+#[test]
+fn system_control_by_vxdcall_broadcasts_a_private_message_with_its_registers() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"SCRIPT\"]\n")
+        .script(|dev, vmm, msg| {
+            if msg.message == 0x7000_0005 {
+                dev.note(vmm, format!("got vm={:#x} edx={} esi={} edi={}", msg.vm.0, msg.edx, msg.esi, msg.edi));
+            }
+            if msg.message == INIT_COMPLETE {
+                vmm.set_global_time_out(10, |dev: &ScriptDevice, vmm, _| {
+                    let sys = vmm.get_sys_vm_handle().0;
+                    let regs = Regs { eax: 0x7000_0005, ebx: sys, edx: 1, esi: 2, edi: 3, ..Default::default() };
+                    let (r, out) = vmm_call(vmm, 0x93, regs);
+                    dev.note(vmm, format!("{r:?} cf={}", cf(&out)));
+                    // A message the VMM alone sends is refused, as through the typed method.
+                    let (r, _) = vmm_call(vmm, 0x93, Regs { eax: INIT_COMPLETE, ..Default::default() });
+                    dev.note(vmm, format!("{r:?}"));
+                })
+                .unwrap();
+            }
+            Carry::Clear
+        })
+        .run();
+    run.assert_ok();
+    assert_eq!(
+        notes(&run),
+        [
+            format!("got vm={:#x} edx=1 esi=2 edi=3", crate::common::SYS),
+            format!("{:?} cf=false", Ok::<(), VmmError>(())),
+            format!("{:?}", Err::<(), _>(VmmError::VIOLATION)),
+        ]
+    );
+    let t = run.trace();
+    t.expect(json!({"kind": "control", "device": "SCRIPT", "number": 0x7000_0005u32}));
+    t.expect(json!({"kind": "violation", "code": "CONTROL_NOT_SENDABLE", "service": "System_Control"}));
+}
+
+#[test]
+fn semaphores_and_the_critical_section_by_vxdcall_use_the_ddk_registers() {
+    let run = after_boot("4.0", |dev, vmm| {
+        // Create_Semaphore: ECX = tokens, EAX = the handle.
+        let (r, out) = vmm_call(vmm, 0x25, Regs { ecx: 1, ..Default::default() });
+        let sem = out.eax;
+        dev.note(vmm, format!("create {r:?} cf={} handle={}", cf(&out), sem != 0));
+        let (r, _) = vmm_call(vmm, 0x27, Regs { eax: sem, ..Default::default() });
+        dev.note(vmm, format!("wait {r:?}"));
+        let (r, _) = vmm_call(vmm, 0x28, Regs { eax: sem, ..Default::default() });
+        dev.note(vmm, format!("signal {r:?}"));
+        let (r, _) = vmm_call(vmm, 0x26, Regs { eax: sem, ..Default::default() });
+        dev.note(vmm, format!("destroy {r:?}"));
+        // A destroyed handle is refused by the same check as the typed call.
+        let (r, out) = vmm_call(vmm, 0x28, Regs { eax: sem, ..Default::default() });
+        dev.note(vmm, format!("stale {r:?} cf={}", cf(&out)));
+        // Begin_Critical_Section, then Get_Crit_Section_Status: ECX = claims,
+        // EBX = owner, CF = the priority is at least Critical_Section_Boost.
+        let (r, _) = vmm_call(vmm, 0x1F, Regs::default());
+        let (_, s) = vmm_call(vmm, 0x29, Regs::default());
+        let sys = vmm.get_sys_vm_handle().0;
+        dev.note(vmm, format!("begin {r:?} claims={} owner={} cf={}", s.ecx, s.ebx == sys, cf(&s)));
+        let (r, _) = vmm_call(vmm, 0x20, Regs::default());
+        let (_, s) = vmm_call(vmm, 0xF1, Regs::default());
+        dev.note(vmm, format!("end {r:?} claims={} cf={}", s.ecx, cf(&s)));
+    })
+    .run();
+    run.assert_ok();
+    let ok = format!("{:?}", Ok::<(), VmmError>(()));
+    let n = notes(&run);
+    assert_eq!(
+        n[..4],
+        [
+            format!("create {ok} cf=false handle=true"),
+            format!("wait {ok}"),
+            format!("signal {ok}"),
+            format!("destroy {ok}"),
+        ]
+    );
+    assert!(n[4].starts_with("stale Err(") && n[4].ends_with("cf=true"), "{n:?}");
+    assert_eq!(n[5..], [format!("begin {ok} claims=1 owner=true cf=true"), format!("end {ok} claims=0 cf=false")]);
+}

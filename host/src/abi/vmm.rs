@@ -547,7 +547,7 @@ fn stale<T>(core: &Core, service: &'static str, rule: Violation, handle: u32, wh
 
 // ---- scheduler ------------------------------------------------------------------------------
 
-extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResult<()> {
+pub(super) extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::ADJUST_EXEC_PRIORITY, |core| {
         let current = core.vms.borrow().get(vm).map(|v| v.base_priority as i64 + v.boost);
@@ -584,7 +584,7 @@ extern "C" fn call_when_idle(cx: &HostCx, callback: RawCallback) -> VmmResult<()
     })
 }
 
-extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+pub(super) extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::SUSPEND_VM, |core| {
         if !core.vm_valid(vm) {
@@ -601,7 +601,7 @@ extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
     })
 }
 
-extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
+pub(super) extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::RESUME_VM, |core| {
         if !core.vm_valid(vm) {
@@ -802,7 +802,7 @@ fn check_block_flags(core: &Core, service: &'static str, flags: u32, poll_allowe
     Ok(())
 }
 
-extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
+pub(super) extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
     serve(cx, &svc::BEGIN_CRITICAL_SECTION, |core| {
         if let Err(e) = check_block_flags(core, svc::BEGIN_CRITICAL_SECTION.name, flags, false) {
             return RErr(e);
@@ -811,13 +811,13 @@ extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
     })
 }
 
-extern "C" fn end_critical_section(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn end_critical_section(cx: &HostCx) -> VmmResult<()> {
     serve(cx, &svc::END_CRITICAL_SECTION, |core| {
         core.end_critical_for(core.cur_vm.get(), 1, svc::END_CRITICAL_SECTION.name).into()
     })
 }
 
-extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> VmmResult<()> {
+pub(super) extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> VmmResult<()> {
     serve(cx, &svc::CLAIM_CRITICAL_SECTION, |core| {
         if let Err(e) = check_block_flags(core, svc::CLAIM_CRITICAL_SECTION.name, flags, false) {
             return RErr(e);
@@ -829,7 +829,7 @@ extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> Vmm
     })
 }
 
-extern "C" fn release_critical_section(cx: &HostCx, count: u32) -> VmmResult<()> {
+pub(super) extern "C" fn release_critical_section(cx: &HostCx, count: u32) -> VmmResult<()> {
     serve(cx, &svc::RELEASE_CRITICAL_SECTION, |core| {
         if count == 0 {
             return ROk(());
@@ -851,15 +851,15 @@ fn crit_status(core: &Core) -> CritStatus {
     }
 }
 
-extern "C" fn get_crit_section_status(cx: &HostCx) -> VmmResult<CritStatus> {
+pub(super) extern "C" fn get_crit_section_status(cx: &HostCx) -> VmmResult<CritStatus> {
     serve(cx, &svc::GET_CRIT_SECTION_STATUS, |core| ROk(crit_status(core)))
 }
 
-extern "C" fn get_crit_status_no_block(cx: &HostCx) -> CritStatus {
+pub(super) extern "C" fn get_crit_status_no_block(cx: &HostCx) -> CritStatus {
     serve(cx, &svc::GET_CRIT_STATUS_NO_BLOCK, crit_status)
 }
 
-extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
     serve(cx, &svc::END_CRIT_AND_SUSPEND, |core| core.end_crit_and_suspend().into())
 }
 
@@ -987,7 +987,7 @@ extern "C" fn trace_contention(
     })
 }
 
-extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
+pub(super) extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
     serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(caller(cx), tokens).map(|h| h.raw()).into())
 }
 
@@ -1006,18 +1006,18 @@ fn semaphore_op(
     })
 }
 
-extern "C" fn destroy_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn destroy_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
     semaphore_op(cx, &svc::DESTROY_SEMAPHORE, handle, |core, h| core.destroy_semaphore(h))
 }
 
-extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, flags: u32) -> VmmResult<()> {
+pub(super) extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, flags: u32) -> VmmResult<()> {
     semaphore_op(cx, &svc::WAIT_SEMAPHORE, handle, |core, h| {
         check_block_flags(core, "Wait_Semaphore", flags, true)?;
         core.wait_semaphore(h, flags)
     })
 }
 
-extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
     semaphore_op(cx, &svc::SIGNAL_SEMAPHORE, handle, |core, h| core.signal_semaphore(h))
 }
 
@@ -1041,13 +1041,13 @@ fn nest_op<T>(cx: &HostCx, svc: &'static Service, op: impl FnOnce(&Core, VmId) -
     serve(cx, svc, |core| op(core, core.cur_vm.get()).into())
 }
 
-extern "C" fn begin_nest_exec(cx: &HostCx, v86: bool) -> VmmResult<()> {
+pub(super) extern "C" fn begin_nest_exec(cx: &HostCx, v86: bool) -> VmmResult<()> {
     nest_op(cx, if v86 { &svc::BEGIN_NEST_V86_EXEC } else { &svc::BEGIN_NEST_EXEC }, |core, vm| {
         core.begin_nest(vm, v86)
     })
 }
 
-extern "C" fn end_nest_exec(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn end_nest_exec(cx: &HostCx) -> VmmResult<()> {
     nest_op(cx, &svc::END_NEST_EXEC, |core, vm| core.end_nest(vm))
 }
 
@@ -1067,11 +1067,11 @@ pub(super) extern "C" fn simulate_int(cx: &HostCx, number: u8) -> VmmResult<()> 
     nest_op(cx, &svc::SIMULATE_INT, |core, vm| core.simulate_int(vm, number))
 }
 
-extern "C" fn resume_exec(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn resume_exec(cx: &HostCx) -> VmmResult<()> {
     nest_op(cx, &svc::RESUME_EXEC, |core, vm| core.resume_exec(vm))
 }
 
-extern "C" fn exec_int(cx: &HostCx, number: u8) -> VmmResult<()> {
+pub(super) extern "C" fn exec_int(cx: &HostCx, number: u8) -> VmmResult<()> {
     nest_op(cx, &svc::EXEC_INT, |core, vm| {
         core.simulate_int(vm, number)?;
         core.resume_exec(vm)
@@ -1481,7 +1481,7 @@ pub(super) extern "C" fn cancel_restricted_event(cx: &HostCx, handle: u32) -> Vm
     cancel_kind(cx, &svc::CANCEL_RESTRICTED_EVENT, handle, EventKind::Restricted, None)
 }
 
-extern "C" fn cancel_call_when_not_critical(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn cancel_call_when_not_critical(cx: &HostCx) -> VmmResult<()> {
     let svc = &svc::CANCEL_CALL_WHEN_NOT_CRITICAL;
     serve(cx, svc, |core| {
         if !win95_only(core, caller(cx), svc) {
@@ -1517,7 +1517,7 @@ pub(super) extern "C" fn crash_cur_vm(cx: &HostCx) -> VmmResult<()> {
 
 /// `System_Control` (`device` 0: a broadcast in init order, stopping at a
 /// failure) and `Directed_Sys_Control` (4.0; `device`: the target's ID).
-extern "C" fn system_control(cx: &HostCx, device: u16, args: &ControlArgs) -> VmmResult<()> {
+pub(super) extern "C" fn system_control(cx: &HostCx, device: u16, args: &ControlArgs) -> VmmResult<()> {
     let svc = if device == 0 { &svc::SYSTEM_CONTROL } else { &svc::DIRECTED_SYS_CONTROL };
     serve(cx, svc, |core| {
         if device != 0 && !win95_only(core, caller(cx), svc) {
