@@ -275,3 +275,30 @@ fn semaphores_and_the_critical_section_by_vxdcall_use_the_ddk_registers() {
     assert!(n[4].starts_with("stale Err(") && n[4].ends_with("cf=true"), "{n:?}");
     assert_eq!(n[5..], [format!("begin {ok} claims=1 owner=true cf=true"), format!("end {ok} claims=0 cf=false")]);
 }
+
+#[test]
+fn vxdcall_cancels_a_time_out_by_esi_and_walks_the_vm_list_in_ebx() {
+    let run = after_boot("4.0", |dev, vmm| {
+        let h = vmm.set_global_time_out(50, |dev: &ScriptDevice, vmm, _| dev.note(vmm, "ran")).unwrap();
+        // Cancel_Time_Out: ESI = the handle; a second cancel is stale.
+        let (r, out) = vmm_call(vmm, 0x3E, Regs { esi: h.0, ..Default::default() });
+        dev.note(vmm, format!("cancel {r:?} cf={}", cf(&out)));
+        let (r, out) = vmm_call(vmm, 0x3E, Regs { esi: h.0, ..Default::default() });
+        dev.note(vmm, format!("again {r:?} cf={}", cf(&out)));
+        // Get_Next_VM_Handle: EBX in, EBX out; the list is circular.
+        let sys = vmm.get_sys_vm_handle().0;
+        let (r, out) = vmm_call(vmm, 0x3B, Regs { ebx: sys, ..Default::default() });
+        dev.note(vmm, format!("next {r:?} {}", out.ebx == vmm.get_next_vm_handle(VmHandle(sys)).unwrap().0));
+    })
+    .run();
+    run.assert_ok();
+    let ok = format!("{:?}", Ok::<(), VmmError>(()));
+    let refused = format!("{:?}", Err::<(), _>(VmmError::VIOLATION));
+    assert_eq!(
+        notes(&run),
+        [format!("cancel {ok} cf=false"), format!("again {refused} cf=true"), format!("next {ok} true")]
+    );
+    let t = run.trace();
+    t.expect(json!({"kind": "violation", "code": "STALE_TIMEOUT_HANDLE", "service": "Cancel_Time_Out"}));
+    assert_eq!(t.count(json!({"kind": "debug_string", "text": "ran"})), 0, "the cancelled time-out never ran");
+}
