@@ -302,3 +302,50 @@ fn vxdcall_cancels_a_time_out_by_esi_and_walks_the_vm_list_in_ebx() {
     t.expect(json!({"kind": "violation", "code": "STALE_TIMEOUT_HANDLE", "service": "Cancel_Time_Out"}));
     assert_eq!(t.count(json!({"kind": "debug_string", "text": "ran"})), 0, "the cancelled time-out never ran");
 }
+
+#[test]
+fn nested_execution_by_vxdcall_pushes_calls_and_pops_on_the_client_stack() {
+    let run = after_boot("4.0", |dev, vmm| {
+        let sys = vmm.get_sys_vm_handle();
+        let c = vmm.client(sys).unwrap();
+        // Outside a nested-execution block Simulate_Push is refused, as typed.
+        let (r, _) = vmm_call(vmm, 0x4D, Regs { eax: 0x1234, ..Default::default() });
+        dev.note(vmm, format!("outside {r:?}"));
+        // Begin_Nest_Exec, Simulate_Push (EAX), Simulate_Pop (EAX out).
+        let (r, _) = vmm_call(vmm, 0x83, Regs::default());
+        let sp = c.get().esp;
+        let (p, _) = vmm_call(vmm, 0x4D, Regs { eax: 0xBEEF, ..Default::default() });
+        let pushed = sp - c.get().esp;
+        let (q, out) = vmm_call(vmm, 0x4E, Regs::default());
+        dev.note(vmm, format!("begin {r:?} push {p:?} by {pushed} pop {q:?} eax={:X}", out.eax));
+        // Simulate_Far_Call: CX = segment, EDX = offset; Simulate_Far_Ret back.
+        let before = c.get();
+        let (call, _) = vmm_call(vmm, 0x48, Regs { ecx: 0x010F, edx: 0x0010, ..Default::default() });
+        let at = c.get();
+        let (ret, _) = vmm_call(vmm, 0x4A, Regs::default());
+        let back = c.get();
+        dev.note(
+            vmm,
+            format!(
+                "call {call:?} at {:04X}:{:04X} ret {ret:?} back={}",
+                at.cs,
+                at.eip,
+                (back.cs, back.eip, back.esp) == (before.cs, before.eip, before.esp)
+            ),
+        );
+        let (r, _) = vmm_call(vmm, 0x86, Regs::default());
+        dev.note(vmm, format!("end {r:?}"));
+    })
+    .run();
+    run.assert_ok();
+    let ok = format!("{:?}", Ok::<(), VmmError>(()));
+    let refused = format!("{:?}", Err::<(), _>(VmmError::VIOLATION));
+    let n = notes(&run);
+    assert_eq!(n[0], format!("outside {refused}"));
+    assert!(
+        n[1].starts_with(&format!("begin {ok} push {ok} by ")) && n[1].ends_with(&format!("pop {ok} eax=BEEF")),
+        "{n:?}"
+    );
+    assert_eq!(n[2..], [format!("call {ok} at 010F:0010 ret {ok} back=true"), format!("end {ok}")]);
+    run.trace().expect(json!({"kind": "violation", "code": "UNBALANCED_NEST_EXEC", "service": "Simulate_Push"}));
+}

@@ -1059,7 +1059,7 @@ pub(super) extern "C" fn simulate_pop(cx: &HostCx) -> VmmResult<u32> {
     nest_op(cx, &svc::SIMULATE_POP, |core, vm| core.simulate_pop(vm))
 }
 
-extern "C" fn simulate_far_call(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
+pub(super) extern "C" fn simulate_far_call(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
     nest_op(cx, &svc::SIMULATE_FAR_CALL, |core, vm| core.simulate_far_call(vm, segment, offset))
 }
 

@@ -142,6 +142,7 @@ pub(crate) fn register_service(
             carry(r, shim::simulate_int(cx, n), none)
         }
         _ if ordinal == o(svc::SIMULATE_IRET) => carry(r, shim::simulate_iret(cx), none),
+        _ if ordinal == o(svc::SIMULATE_FAR_CALL) => carry(r, shim::simulate_far_call(cx, r.ecx as u16, r.edx), none),
         _ if ordinal == o(svc::SIMULATE_FAR_JMP) => carry(r, shim::simulate_far_jmp(cx, r.ecx as u16, r.edx), none),
         _ if ordinal == o(svc::SIMULATE_FAR_RET) => carry(r, shim::simulate_far_ret_n(cx, 0), none),
         _ if ordinal == o(svc::SIMULATE_FAR_RET_N) => carry(r, shim::simulate_far_ret_n(cx, r.eax), none),
