@@ -61,7 +61,7 @@ impl Core {
         // Bit 15 of the ordinal marks VxDJmp; the service is the same.
         let ordinal = (service & 0x7FFF) as u16;
         if device_id == VMM_DEVICE_ID {
-            return self.vmm_vxd_call(ordinal, call);
+            return self.vmm_vxd_call(caller, ordinal, call);
         }
         let target = {
             let reg = self.registry.borrow();
@@ -120,7 +120,7 @@ impl Core {
     }
 
     /// The VMM's own register-convention services through `VxDCall`.
-    fn vmm_vxd_call(&self, ordinal: u16, call: &mut ServiceCall) -> Result<(), VmmError> {
+    fn vmm_vxd_call(&self, caller: InstanceId, ordinal: u16, call: &mut ServiceCall) -> Result<(), VmmError> {
         use vmm_plugin_api::ddk::*;
         let r = &mut call.regs;
         let set_zf = |r: &mut vmm_plugin_api::abi::Regs, on: bool| {
@@ -145,11 +145,14 @@ impl Core {
             }
             GET_SYSTEM_TIME => r.eax = self.sched.now().system_time_ms(),
             _ => {
+                if let Some(done) = crate::abi::vxdcall::register_service(self, caller, ordinal, r) {
+                    return done;
+                }
                 let refuse = self.violation(
                     Violation::VmmServiceByVxdcall,
                     format!(
-                        "VMM service {} ({ordinal:#06X}) is available through the typed Vmm API only; \
-                         call the Vmm method of the same name",
+                        "VMM service {} ({ordinal:#06X}) is not answered through VxDCall (it takes a callback \
+                         procedure or a pointer, or is not register-only here); call the Vmm method of the same name",
                         crate::vmm::services::by_ordinal(ordinal).map_or("unknown", |s| s.name)
                     ),
                     Some("VxDCall"),

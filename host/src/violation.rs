@@ -70,8 +70,9 @@ violations! {
     BadCbOffset = "BAD_CB_OFFSET",
     /// Through `VxDCall` to device 1 the emulator answers the register services that need no
     /// callbacks or pointers (`Get_VMM_Version`, `Get_Cur_VM_Handle`, `Test_*_VM_Handle`,
-    /// `Validate_VM_Handle`, `Get_System_Time`); the others are reached through the typed `Vmm`
-    /// methods.
+    /// `Validate_VM_Handle`, `Get_System_Time`, and the register-only services of
+    /// `abi/vxdcall.rs`: vectors, `Simulate_*`, trapping, the `Cancel_*` services, ...); the
+    /// others are reached through the typed `Vmm` methods.
     VmmServiceByVxdcall = "VMM_SERVICE_BY_VXDCALL",
     /// An event handle is valid from the service that returned it until the callback runs or the
     /// event is cancelled (`Cancel_Priority_VM_Event`: "must not be used after the callback

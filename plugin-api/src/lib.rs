@@ -1263,7 +1263,9 @@
 //! DDK's `JMP [pPrevVar]`: the VMM keeps the links). Declare Windows 95
 //! `HOOK_PROC`s (`hook_proc = true`): only they can be removed
 //! ([`Vmm::unhook_device_service`]), and only while no old-style hook sits
-//! above them.
+//! above them. A hook on a VMM register service (`Adjust_Execution_Time`,
+//! `Get_V86_Int_Vector`, `Simulate_IO`, ...) sees the `VxDCall`s of it
+//! ([`Vmm::vxd_call`] to device 1); the typed [`Vmm`] methods pass no hook.
 //!
 //! ```no_run
 //! # use vmm_plugin_api::prelude::*;

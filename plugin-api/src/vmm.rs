@@ -525,6 +525,12 @@ impl<'a> Vmm<'a> {
     /// Calling `Get_Version` (ordinal 0) of a device that is not loaded
     /// returns with CF set. Any other call to a missing device or ordinal is
     /// the fatal "Invalid VxD dynamic link call" and does not return.
+    ///
+    /// Device 1 (the VMM) answers its register services this way, with the
+    /// DDK's registers and the same rules as the typed method of the same
+    /// name (list: `VMM_SERVICE_BY_VXDCALL` in docs/violations.md); a
+    /// service that takes a callback procedure or a pointer is reached
+    /// through its typed method only.
     pub fn vxd_call(&self, service: u32, call: &mut ServiceCall) -> Result<(), VmmError> {
         res((self.svc().vxd_call())(self.cx, service, call))
     }

@@ -28,5 +28,6 @@ mod vcomd;
 mod violations;
 mod vmint;
 mod vmm_core;
+mod vmm_vxdcall;
 mod vpicd;
 mod vpostd;

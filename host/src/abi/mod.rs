@@ -12,6 +12,7 @@ pub(crate) mod ring3;
 pub(crate) mod shell;
 pub(crate) mod vmm;
 pub(crate) mod vpicd;
+pub(crate) mod vxdcall;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

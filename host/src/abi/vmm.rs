@@ -347,7 +347,7 @@ extern "C" fn validate_vm_handle(cx: &HostCx, vm: u32) -> bool {
     serve(cx, &svc::VALIDATE_VM_HANDLE, |core| core.vm_valid(vm))
 }
 
-extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+pub(super) extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::GET_NEXT_VM_HANDLE, |core| {
         let next = core.vms.borrow().next(vm);
@@ -358,7 +358,7 @@ extern "C" fn get_next_vm_handle(cx: &HostCx, vm: u32) -> VmmResult<u32> {
     })
 }
 
-extern "C" fn get_vmm_reenter_count(cx: &HostCx) -> u32 {
+pub(super) extern "C" fn get_vmm_reenter_count(cx: &HostCx) -> u32 {
     serve(cx, &svc::GET_VMM_REENTER_COUNT, |core| core.stack.reenter_count())
 }
 
@@ -464,7 +464,7 @@ extern "C" fn get_system_time(cx: &HostCx) -> u32 {
     core(cx).sched.now().system_time_ms()
 }
 
-extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+pub(super) extern "C" fn get_vm_exec_time(cx: &HostCx, vm: u32) -> VmmResult<u32> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::GET_VM_EXEC_TIME, |core| {
         let t = core.vms.borrow().get(vm).map(|v| v.exec_time.as_millis() as u32);
@@ -519,7 +519,7 @@ extern "C" fn set_vm_time_out(cx: &HostCx, ms: u32, vm: u32, callback: RawCallba
     set_time_out(cx, &svc::SET_VM_TIME_OUT, ms, Some(vm), callback)
 }
 
-extern "C" fn cancel_time_out(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn cancel_time_out(cx: &HostCx, handle: u32) -> VmmResult<()> {
     let svc = &svc::CANCEL_TIME_OUT;
     // A zero handle is a no-op that passes before the context rule.
     guarded(cx, svc.name, Failure::fatal(), |core| {
@@ -547,7 +547,7 @@ fn stale<T>(core: &Core, service: &'static str, rule: Violation, handle: u32, wh
 
 // ---- scheduler ------------------------------------------------------------------------------
 
-extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResult<()> {
+pub(super) extern "C" fn adjust_exec_priority(cx: &HostCx, vm: u32, boost: i32) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::ADJUST_EXEC_PRIORITY, |core| {
         let current = core.vms.borrow().get(vm).map(|v| v.base_priority as i64 + v.boost);
@@ -584,7 +584,7 @@ extern "C" fn call_when_idle(cx: &HostCx, callback: RawCallback) -> VmmResult<()
     })
 }
 
-extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
+pub(super) extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::SUSPEND_VM, |core| {
         if !core.vm_valid(vm) {
@@ -601,7 +601,7 @@ extern "C" fn suspend_vm(cx: &HostCx, vm: u32) -> VmmResult<u32> {
     })
 }
 
-extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
+pub(super) extern "C" fn resume_vm(cx: &HostCx, vm: u32, no_fail: bool) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::RESUME_VM, |core| {
         if !core.vm_valid(vm) {
@@ -684,7 +684,7 @@ fn cancel_kind(cx: &HostCx, svc: &'static Service, handle: u32, want: EventKind,
     })
 }
 
-extern "C" fn cancel_priority_vm_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn cancel_priority_vm_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
     cancel_kind(cx, &svc::CANCEL_PRIORITY_VM_EVENT, handle, EventKind::Priority, None)
 }
 
@@ -732,11 +732,11 @@ extern "C" fn call_vm_event(cx: &HostCx, vm: u32, callback: RawCallback) -> VmmR
     })
 }
 
-extern "C" fn cancel_global_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn cancel_global_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
     cancel_kind(cx, &svc::CANCEL_GLOBAL_EVENT, handle, EventKind::Global, None)
 }
 
-extern "C" fn cancel_vm_event(cx: &HostCx, vm: u32, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn cancel_vm_event(cx: &HostCx, vm: u32, handle: u32) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     cancel_kind(cx, &svc::CANCEL_VM_EVENT, handle, EventKind::Vm, Some(vm))
 }
@@ -802,7 +802,7 @@ fn check_block_flags(core: &Core, service: &'static str, flags: u32, poll_allowe
     Ok(())
 }
 
-extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
+pub(super) extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
     serve(cx, &svc::BEGIN_CRITICAL_SECTION, |core| {
         if let Err(e) = check_block_flags(core, svc::BEGIN_CRITICAL_SECTION.name, flags, false) {
             return RErr(e);
@@ -811,13 +811,13 @@ extern "C" fn begin_critical_section(cx: &HostCx, flags: u32) -> VmmResult<()> {
     })
 }
 
-extern "C" fn end_critical_section(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn end_critical_section(cx: &HostCx) -> VmmResult<()> {
     serve(cx, &svc::END_CRITICAL_SECTION, |core| {
         core.end_critical_for(core.cur_vm.get(), 1, svc::END_CRITICAL_SECTION.name).into()
     })
 }
 
-extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> VmmResult<()> {
+pub(super) extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> VmmResult<()> {
     serve(cx, &svc::CLAIM_CRITICAL_SECTION, |core| {
         if let Err(e) = check_block_flags(core, svc::CLAIM_CRITICAL_SECTION.name, flags, false) {
             return RErr(e);
@@ -829,7 +829,7 @@ extern "C" fn claim_critical_section(cx: &HostCx, count: u32, flags: u32) -> Vmm
     })
 }
 
-extern "C" fn release_critical_section(cx: &HostCx, count: u32) -> VmmResult<()> {
+pub(super) extern "C" fn release_critical_section(cx: &HostCx, count: u32) -> VmmResult<()> {
     serve(cx, &svc::RELEASE_CRITICAL_SECTION, |core| {
         if count == 0 {
             return ROk(());
@@ -851,15 +851,15 @@ fn crit_status(core: &Core) -> CritStatus {
     }
 }
 
-extern "C" fn get_crit_section_status(cx: &HostCx) -> VmmResult<CritStatus> {
+pub(super) extern "C" fn get_crit_section_status(cx: &HostCx) -> VmmResult<CritStatus> {
     serve(cx, &svc::GET_CRIT_SECTION_STATUS, |core| ROk(crit_status(core)))
 }
 
-extern "C" fn get_crit_status_no_block(cx: &HostCx) -> CritStatus {
+pub(super) extern "C" fn get_crit_status_no_block(cx: &HostCx) -> CritStatus {
     serve(cx, &svc::GET_CRIT_STATUS_NO_BLOCK, crit_status)
 }
 
-extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn end_crit_and_suspend(cx: &HostCx) -> VmmResult<()> {
     serve(cx, &svc::END_CRIT_AND_SUSPEND, |core| core.end_crit_and_suspend().into())
 }
 
@@ -892,7 +892,7 @@ extern "C" fn install_io_handler(cx: &HostCx, port: u16, callback: RawCallback) 
     })
 }
 
-extern "C" fn remove_io_handler(cx: &HostCx, port: u16) -> VmmResult<()> {
+pub(super) extern "C" fn remove_io_handler(cx: &HostCx, port: u16) -> VmmResult<()> {
     let svc = &svc::REMOVE_IO_HANDLER;
     serve(cx, svc, |core| {
         if !win95_only(core, caller(cx), svc) {
@@ -948,12 +948,12 @@ extern "C" fn remove_mult_io_handlers(cx: &HostCx, ports: RSlice<'_, u16>) -> Mu
     })
 }
 
-extern "C" fn set_global_trapping(cx: &HostCx, port: u16, on: bool) -> VmmResult<()> {
+pub(super) extern "C" fn set_global_trapping(cx: &HostCx, port: u16, on: bool) -> VmmResult<()> {
     let svc = if on { &svc::ENABLE_GLOBAL_TRAPPING } else { &svc::DISABLE_GLOBAL_TRAPPING };
     serve(cx, svc, |core| core.set_io_trapping(svc.name, caller(cx), port, None, on).into())
 }
 
-extern "C" fn set_local_trapping(cx: &HostCx, vm: u32, port: u16, on: bool) -> VmmResult<()> {
+pub(super) extern "C" fn set_local_trapping(cx: &HostCx, vm: u32, port: u16, on: bool) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     let svc = if on { &svc::ENABLE_LOCAL_TRAPPING } else { &svc::DISABLE_LOCAL_TRAPPING };
     serve(cx, svc, |core| {
@@ -964,7 +964,7 @@ extern "C" fn set_local_trapping(cx: &HostCx, vm: u32, port: u16, on: bool) -> V
     })
 }
 
-extern "C" fn simulate_io(cx: &HostCx, vm: u32, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {
+pub(super) extern "C" fn simulate_io(cx: &HostCx, vm: u32, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {
     let vm = VmId::from_raw(vm);
     let svc = &svc::SIMULATE_IO;
     serve(cx, svc, |core| {
@@ -982,7 +982,7 @@ extern "C" fn simulate_io(cx: &HostCx, vm: u32, io_type: u32, port: u16, data: u
     })
 }
 
-extern "C" fn simulate_vm_io(cx: &HostCx, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {
+pub(super) extern "C" fn simulate_vm_io(cx: &HostCx, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {
     let svc = &svc::SIMULATE_VM_IO;
     serve(cx, svc, |core| {
         if !win95_only(core, caller(cx), svc) {
@@ -1033,7 +1033,7 @@ extern "C" fn trace_contention(
     })
 }
 
-extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
+pub(super) extern "C" fn create_semaphore(cx: &HostCx, tokens: i32) -> VmmResult<u32> {
     serve(cx, &svc::CREATE_SEMAPHORE, |core| core.create_semaphore(caller(cx), tokens).map(|h| h.raw()).into())
 }
 
@@ -1052,18 +1052,18 @@ fn semaphore_op(
     })
 }
 
-extern "C" fn destroy_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn destroy_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
     semaphore_op(cx, &svc::DESTROY_SEMAPHORE, handle, |core, h| core.destroy_semaphore(h))
 }
 
-extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, flags: u32) -> VmmResult<()> {
+pub(super) extern "C" fn wait_semaphore(cx: &HostCx, handle: u32, flags: u32) -> VmmResult<()> {
     semaphore_op(cx, &svc::WAIT_SEMAPHORE, handle, |core, h| {
         check_block_flags(core, "Wait_Semaphore", flags, true)?;
         core.wait_semaphore(h, flags)
     })
 }
 
-extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn signal_semaphore(cx: &HostCx, handle: u32) -> VmmResult<()> {
     semaphore_op(cx, &svc::SIGNAL_SEMAPHORE, handle, |core, h| core.signal_semaphore(h))
 }
 
@@ -1087,37 +1087,37 @@ fn nest_op<T>(cx: &HostCx, svc: &'static Service, op: impl FnOnce(&Core, VmId) -
     serve(cx, svc, |core| op(core, core.cur_vm.get()).into())
 }
 
-extern "C" fn begin_nest_exec(cx: &HostCx, v86: bool) -> VmmResult<()> {
+pub(super) extern "C" fn begin_nest_exec(cx: &HostCx, v86: bool) -> VmmResult<()> {
     nest_op(cx, if v86 { &svc::BEGIN_NEST_V86_EXEC } else { &svc::BEGIN_NEST_EXEC }, |core, vm| {
         core.begin_nest(vm, v86)
     })
 }
 
-extern "C" fn end_nest_exec(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn end_nest_exec(cx: &HostCx) -> VmmResult<()> {
     nest_op(cx, &svc::END_NEST_EXEC, |core, vm| core.end_nest(vm))
 }
 
-extern "C" fn simulate_push(cx: &HostCx, value: u32) -> VmmResult<()> {
+pub(super) extern "C" fn simulate_push(cx: &HostCx, value: u32) -> VmmResult<()> {
     nest_op(cx, &svc::SIMULATE_PUSH, |core, vm| core.simulate_push(vm, value))
 }
 
-extern "C" fn simulate_pop(cx: &HostCx) -> VmmResult<u32> {
+pub(super) extern "C" fn simulate_pop(cx: &HostCx) -> VmmResult<u32> {
     nest_op(cx, &svc::SIMULATE_POP, |core, vm| core.simulate_pop(vm))
 }
 
-extern "C" fn simulate_far_call(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
+pub(super) extern "C" fn simulate_far_call(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
     nest_op(cx, &svc::SIMULATE_FAR_CALL, |core, vm| core.simulate_far_call(vm, segment, offset))
 }
 
-extern "C" fn simulate_int(cx: &HostCx, number: u8) -> VmmResult<()> {
+pub(super) extern "C" fn simulate_int(cx: &HostCx, number: u8) -> VmmResult<()> {
     nest_op(cx, &svc::SIMULATE_INT, |core, vm| core.simulate_int(vm, number))
 }
 
-extern "C" fn resume_exec(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn resume_exec(cx: &HostCx) -> VmmResult<()> {
     nest_op(cx, &svc::RESUME_EXEC, |core, vm| core.resume_exec(vm))
 }
 
-extern "C" fn exec_int(cx: &HostCx, number: u8) -> VmmResult<()> {
+pub(super) extern "C" fn exec_int(cx: &HostCx, number: u8) -> VmmResult<()> {
     nest_op(cx, &svc::EXEC_INT, |core, vm| {
         core.simulate_int(vm, number)?;
         core.resume_exec(vm)
@@ -1142,7 +1142,7 @@ extern "C" fn is_ring3_export(cx: &HostCx, address: u32) -> bool {
     })
 }
 
-extern "C" fn adjust_execution_time(cx: &HostCx, vm: u32, ms: i32) -> VmmResult<()> {
+pub(super) extern "C" fn adjust_execution_time(cx: &HostCx, vm: u32, ms: i32) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     serve(cx, &svc::ADJUST_EXECUTION_TIME, |core| {
         if !core.vm_valid(vm) {
@@ -1157,7 +1157,7 @@ extern "C" fn adjust_execution_time(cx: &HostCx, vm: u32, ms: i32) -> VmmResult<
 
 /// An interrupt number a vector-table service was given: above 0xFF is
 /// an `INVALID_PARAMETER` violation.
-fn vector_number(core: &Core, service: &'static str, n: u32) -> Result<u8, VmmError> {
+pub(super) fn vector_number(core: &Core, service: &'static str, n: u32) -> Result<u8, VmmError> {
     u8::try_from(n).map_err(|_| {
         core.refuse(
             Violation::InvalidParameter,
@@ -1190,14 +1190,14 @@ extern "C" fn unhook_v86_int_chain(cx: &HostCx, vector: u32, hook: u32) -> VmmRe
     })
 }
 
-extern "C" fn get_v86_int_vector(cx: &HostCx, vector: u32) -> VmmResult<u32> {
+pub(super) extern "C" fn get_v86_int_vector(cx: &HostCx, vector: u32) -> VmmResult<u32> {
     nest_op(cx, &svc::GET_V86_INT_VECTOR, |core, vm| {
         let n = vector_number(core, svc::GET_V86_INT_VECTOR.name, vector)?;
         Ok(core.get_v86_int_vector(vm, n))
     })
 }
 
-extern "C" fn set_v86_int_vector(cx: &HostCx, vector: u32, segment: u16, offset: u32) -> VmmResult<()> {
+pub(super) extern "C" fn set_v86_int_vector(cx: &HostCx, vector: u32, segment: u16, offset: u32) -> VmmResult<()> {
     nest_op(cx, &svc::SET_V86_INT_VECTOR, |core, vm| {
         let n = vector_number(core, svc::SET_V86_INT_VECTOR.name, vector)?;
         core.set_v86_int_vector(vm, n, ((segment as u32) << 16) | (offset & 0xFFFF));
@@ -1205,7 +1205,7 @@ extern "C" fn set_v86_int_vector(cx: &HostCx, vector: u32, segment: u16, offset:
     })
 }
 
-extern "C" fn get_pm_int_vector(cx: &HostCx, vector: u32) -> VmmResult<PmVector> {
+pub(super) extern "C" fn get_pm_int_vector(cx: &HostCx, vector: u32) -> VmmResult<PmVector> {
     nest_op(cx, &svc::GET_PM_INT_VECTOR, |core, vm| {
         let n = vector_number(core, svc::GET_PM_INT_VECTOR.name, vector)?;
         let (selector, offset, default) = core.get_pm_int_vector(vm, n);
@@ -1213,7 +1213,7 @@ extern "C" fn get_pm_int_vector(cx: &HostCx, vector: u32) -> VmmResult<PmVector>
     })
 }
 
-extern "C" fn set_pm_int_vector(cx: &HostCx, vector: u32, selector: u16, offset: u32) -> VmmResult<()> {
+pub(super) extern "C" fn set_pm_int_vector(cx: &HostCx, vector: u32, selector: u16, offset: u32) -> VmmResult<()> {
     nest_op(cx, &svc::SET_PM_INT_VECTOR, |core, vm| {
         let n = vector_number(core, svc::SET_PM_INT_VECTOR.name, vector)?;
         core.set_pm_int_vector(vm, n, selector, offset);
@@ -1221,20 +1221,20 @@ extern "C" fn set_pm_int_vector(cx: &HostCx, vector: u32, selector: u16, offset:
     })
 }
 
-extern "C" fn simulate_iret(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn simulate_iret(cx: &HostCx) -> VmmResult<()> {
     nest_op(cx, &svc::SIMULATE_IRET, |core, vm| core.simulate_iret(vm))
 }
 
-extern "C" fn simulate_far_jmp(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
+pub(super) extern "C" fn simulate_far_jmp(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
     nest_op(cx, &svc::SIMULATE_FAR_JMP, |core, vm| core.simulate_far_jmp(vm, segment, offset))
 }
 
-extern "C" fn simulate_far_ret_n(cx: &HostCx, bytes: u32) -> VmmResult<()> {
+pub(super) extern "C" fn simulate_far_ret_n(cx: &HostCx, bytes: u32) -> VmmResult<()> {
     let svc = if bytes == 0 { &svc::SIMULATE_FAR_RET } else { &svc::SIMULATE_FAR_RET_N };
     nest_op(cx, svc, |core, vm| core.simulate_far_ret_n(vm, bytes, svc.name))
 }
 
-extern "C" fn build_int_stack_frame(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
+pub(super) extern "C" fn build_int_stack_frame(cx: &HostCx, segment: u16, offset: u32) -> VmmResult<()> {
     nest_op(cx, &svc::BUILD_INT_STACK_FRAME, |core, vm| core.build_int_stack_frame(vm, segment, offset))
 }
 
@@ -1297,7 +1297,7 @@ extern "C" fn unhook_fault(cx: &HostCx, mode: u32, vector: u32, hook: u32) -> Vm
     })
 }
 
-extern "C" fn get_fault_hook_addrs(cx: &HostCx, vector: u32) -> VmmResult<FaultHookAddrs> {
+pub(super) extern "C" fn get_fault_hook_addrs(cx: &HostCx, vector: u32) -> VmmResult<FaultHookAddrs> {
     serve(cx, &svc::GET_FAULT_HOOK_ADDRS, |core| {
         core.get_fault_hook_addrs(vector).map(|[v86, pm, vmm]| FaultHookAddrs { v86, pm, vmm }).into()
     })
@@ -1310,7 +1310,7 @@ extern "C" fn call_when_idle_handle(cx: &HostCx, callback: RawCallback) -> VmmRe
     serve(cx, &svc::CALL_WHEN_IDLE, |core| ROk(core.add_idle_handler(caller(cx), cb)))
 }
 
-extern "C" fn cancel_call_when_idle(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn cancel_call_when_idle(cx: &HostCx, handle: u32) -> VmmResult<()> {
     let svc = &svc::CANCEL_CALL_WHEN_IDLE;
     serve(cx, svc, |core| {
         if !win95_only(core, caller(cx), svc) {
@@ -1522,14 +1522,14 @@ extern "C" fn call_restricted_event(
     })
 }
 
-extern "C" fn cancel_restricted_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
+pub(super) extern "C" fn cancel_restricted_event(cx: &HostCx, handle: u32) -> VmmResult<()> {
     if let Err(e) = win95_entry(cx, &svc::CANCEL_RESTRICTED_EVENT) {
         return RErr(e);
     }
     cancel_kind(cx, &svc::CANCEL_RESTRICTED_EVENT, handle, EventKind::Restricted, None)
 }
 
-extern "C" fn cancel_call_when_not_critical(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn cancel_call_when_not_critical(cx: &HostCx) -> VmmResult<()> {
     let svc = &svc::CANCEL_CALL_WHEN_NOT_CRITICAL;
     serve(cx, svc, |core| {
         if !win95_only(core, caller(cx), svc) {
@@ -1541,7 +1541,7 @@ extern "C" fn cancel_call_when_not_critical(cx: &HostCx) -> VmmResult<()> {
     })
 }
 
-extern "C" fn nuke_vm(cx: &HostCx, vm: u32) -> VmmResult<()> {
+pub(super) extern "C" fn nuke_vm(cx: &HostCx, vm: u32) -> VmmResult<()> {
     let vm = VmId::from_raw(vm);
     let svc = &svc::NUKE_VM;
     serve(cx, svc, |core| {
@@ -1553,7 +1553,7 @@ extern "C" fn nuke_vm(cx: &HostCx, vm: u32) -> VmmResult<()> {
     })
 }
 
-extern "C" fn crash_cur_vm(cx: &HostCx) -> VmmResult<()> {
+pub(super) extern "C" fn crash_cur_vm(cx: &HostCx) -> VmmResult<()> {
     let svc = &svc::CRASH_CUR_VM;
     serve(cx, svc, |core| {
         core.end_vm(core.cur_vm.get(), VNE_CRASHED, svc.name, &core.instance_name(caller(cx)));
@@ -1565,7 +1565,7 @@ extern "C" fn crash_cur_vm(cx: &HostCx) -> VmmResult<()> {
 
 /// `System_Control` (`device` 0: a broadcast in init order, stopping at a
 /// failure) and `Directed_Sys_Control` (4.0; `device`: the target's ID).
-extern "C" fn system_control(cx: &HostCx, device: u16, args: &ControlArgs) -> VmmResult<()> {
+pub(super) extern "C" fn system_control(cx: &HostCx, device: u16, args: &ControlArgs) -> VmmResult<()> {
     let svc = if device == 0 { &svc::SYSTEM_CONTROL } else { &svc::DIRECTED_SYS_CONTROL };
     serve(cx, svc, |core| {
         if device != 0 && !win95_only(core, caller(cx), svc) {
