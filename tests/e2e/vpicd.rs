@@ -527,6 +527,33 @@ fn force_default_behavior_frees_the_irq_and_invalidates_the_handle() {
     assert_eq!(run.trace().matching(json!({"kind": "violation", "code": "BAD_IRQ_HANDLE"})).len(), 1);
 }
 
+/// Scenario 21: Get_IRQ_Complete_Status's carry says whether a device
+/// virtualized the IRQ: clear before Virtualize_IRQ, set after it, clear
+/// again after Force_Default_Behavior.
+#[test]
+fn get_irq_complete_status_sets_carry_once_the_irq_is_virtualized() {
+    let run = scenario(
+        machine("4.0", &["SCRIPT"], "", ""),
+        || noting(5),
+        10,
+        SYS,
+        |dev, vmm| {
+            let v = vmm.vpicd();
+            let carry = |irq| v.get_irq_complete_status(irq).map(|s| s.virtualized);
+            dev.note(vmm, format!("9 before {:?}", carry(9)));
+            let h = v.virtualize_irq(IrqDescriptor::new(9, |_: &ScriptDevice, _: &Vmm<'_>, _| true)).unwrap();
+            dev.note(vmm, format!("9 after {:?}", carry(9)));
+            v.force_default_behavior(h).unwrap();
+            dev.note(vmm, format!("9 default again {:?}", carry(9)));
+            dev.note(vmm, format!("5 {:?}", carry(5)));
+        },
+    )
+    .run();
+    run.assert_ok();
+    assert_eq!(notes(&run), ["9 before Ok(false)", "9 after Ok(true)", "9 default again Ok(false)", "5 Ok(true)"]);
+    assert_eq!(run.violations(), 0);
+}
+
 /// Scenario 25: Virtualize_IRQ at interrupt time (from a Hw_Int procedure)
 /// is refused: it is not asynchronous.
 #[test]
