@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::expect::Checker;
+
 /// Why a plugin file could not be loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadCause {
@@ -169,7 +171,7 @@ pub enum Error {
         /// The name after `*`.
         name: String,
         /// Where it was written.
-        origin: crate::manifest::Origin,
+        origin: crate::origin::Origin,
         /// The list of built-ins.
         available: String,
     },
@@ -217,7 +219,7 @@ pub enum Error {
     #[error("{origin}: {message}")]
     Reference {
         /// Where it was written.
-        origin: crate::manifest::Origin,
+        origin: crate::origin::Origin,
         /// What is wrong.
         message: String,
     },
@@ -225,3 +227,23 @@ pub enum Error {
 
 /// The host's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An expectation check as the crate's result (the error names the first
+/// broken expectation).
+impl Checker {
+    /// `Ok` if every expectation holds, else the error naming the first
+    /// broken one.
+    pub fn result(&self) -> Result<()> {
+        self.result_after(true)
+    }
+
+    /// [`Checker::result`] for a run that ran to its end or was cut short
+    /// (see [`Checker::broken_after`]).
+    pub fn result_after(&self, complete: bool) -> Result<()> {
+        let mut broken = self.broken_after(complete).into_iter();
+        match broken.next() {
+            None => Ok(()),
+            Some(first) => Err(Error::Expectation { first, more: broken.count() }),
+        }
+    }
+}

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::manifest::Origin;
+use crate::origin::Origin;
 
 /// The record kinds of the trace (docs/trace.md), which a selection may name.
 pub const KINDS: &[&str] = &[
@@ -285,24 +285,6 @@ impl Checker {
             }
         }
         out
-    }
-}
-
-impl Checker {
-    /// `Ok` if every expectation holds, else the error naming the first
-    /// broken one.
-    pub fn result(&self) -> crate::error::Result<()> {
-        self.result_after(true)
-    }
-
-    /// [`Checker::result`] for a run that ran to its end or was cut short
-    /// (see [`Checker::broken_after`]).
-    pub fn result_after(&self, complete: bool) -> crate::error::Result<()> {
-        let mut broken = self.broken_after(complete).into_iter();
-        match broken.next() {
-            None => Ok(()),
-            Some(first) => Err(crate::error::Error::Expectation { first, more: broken.count() }),
-        }
     }
 }
 

@@ -21,6 +21,7 @@ pub mod image;
 pub mod loader;
 pub mod machine;
 pub mod manifest;
+mod origin;
 pub(crate) mod profile;
 mod reclaim;
 pub mod resolve;

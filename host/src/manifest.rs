@@ -16,7 +16,6 @@
 //! * profile sections and `[programs]` merge key by key.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -26,22 +25,7 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::time::Duration;
 
-/// Where a manifest value came from, for error messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Origin {
-    /// The file (or `--set #N`) it was written in.
-    pub file: String,
-    /// 1-based line.
-    pub line: usize,
-    /// 1-based column.
-    pub column: usize,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
-}
+pub use crate::origin::Origin;
 
 /// One input text: a manifest file or a `--set` override.
 #[derive(Clone, Debug)]

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// Configuration and loading: they describe and load a machine and import
 /// no emulation.
-const BOTTOM: &[&str] = &["bounded", "cargo", "error", "expect", "image", "loader", "manifest", "resolve", "time"];
+const BOTTOM: &[&str] =
+    &["bounded", "cargo", "error", "expect", "image", "loader", "manifest", "origin", "resolve", "time"];
 
 /// What the emulation is made of above the bottom layer. The bottom layer
 /// imports none of these; `vmm/` imports none but itself (`vmm`), the
