@@ -384,7 +384,9 @@
 //! ```
 //!
 //! String forms reach the handler as one access, as on Windows: a DOS
-//! program's `REP OUTSB` (or a Rust module's [`Ring3::rep_outsb`]) calls it
+//! program's `REP OUTSB` (or a Rust module's [`Ring3::rep_outsb`]; the SDK
+//! has `ins`/`outs` and `rep_ins`/`rep_outs` in byte, word and dword sizes,
+//! always forward, DF clear) calls it
 //! once with [`IoAccess::is_string`] (and [`IoAccess::is_rep`],
 //! [`IoAccess::is_reverse`] when the VM's direction flag is set); the data
 //! is in the VM's memory at [`IoAccess::segment`] and the client's SI

@@ -475,73 +475,120 @@ impl<'a> Ring3<'a> {
         crate::vmm::res(f(self.cx, io_type | crate::ddk::STRING_IO, port, RSliceMut::from_mut_slice(data)))
     }
 
+    /// `REP INS` of `buf.len()` elements from `port` into `buf`, as one
+    /// access: a trapping device's handler is called once with
+    /// `STRING_IO | REP_IO` (the client's ES:DI at the buffer, CX the
+    /// count) and usually performs the elements with `Simulate_IO`; on a
+    /// port nobody traps each element reaches the hardware. On a host
+    /// older than this SDK, one `IN` per element.
+    fn rep_ins<T: PortElement>(&self, port: u16, buf: &mut [T]) -> Result<(), VmmError> {
+        let mut bytes: Vec<u8> = buf.iter().flat_map(|v| v.to_le()).collect();
+        match self.string_io(T::INPUT | crate::ddk::REP_IO, port, &mut bytes) {
+            Err(VmmError::NOT_AVAILABLE) => {
+                for v in buf {
+                    *v = T::from_port(self.port_io(T::INPUT, port, 0)?);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(()) => {
+                for (v, b) in buf.iter_mut().zip(bytes.chunks_exact(T::SIZE)) {
+                    *v = T::from_le(b);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `REP OUTS` of `data` to `port` as one access (the client's DS:SI at
+    /// a copy of it, CX the count), as [`Ring3::rep_insb`].
+    fn rep_outs<T: PortElement>(&self, port: u16, data: &[T]) -> Result<(), VmmError> {
+        let mut bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le()).collect();
+        match self.string_io(T::OUTPUT | crate::ddk::REP_IO, port, &mut bytes) {
+            Err(VmmError::NOT_AVAILABLE) => {
+                data.iter().try_for_each(|v| self.port_io(T::OUTPUT, port, v.to_port()).map(drop))
+            }
+            r => r,
+        }
+    }
+
+    /// `INS` without `REP`: one element, as a string access (`STRING_IO`
+    /// without `REP_IO`).
+    fn ins<T: PortElement>(&self, port: u16) -> Result<T, VmmError> {
+        let mut b = [0u8; 4];
+        self.string_io(T::INPUT, port, &mut b[..T::SIZE])?;
+        Ok(T::from_le(&b[..T::SIZE]))
+    }
+
+    /// `OUTS` without `REP`: one element, as a string access.
+    fn outs<T: PortElement>(&self, port: u16, value: T) -> Result<(), VmmError> {
+        self.string_io(T::OUTPUT, port, &mut value.to_le())
+    }
+
     /// `REP INSB`: `buf.len()` bytes read from `port` into `buf`, as one
     /// access: a trapping device's handler is called once with
     /// `STRING_IO | REP_IO` (the client's ES:DI at the buffer, CX the
     /// count) and usually performs the elements with `Simulate_IO`; on a
     /// port nobody traps each element reaches the hardware.
     pub fn rep_insb(&self, port: u16, buf: &mut [u8]) -> Result<(), VmmError> {
-        match self.string_io(crate::ddk::BYTE_INPUT | crate::ddk::REP_IO, port, buf) {
-            Err(VmmError::NOT_AVAILABLE) => {
-                for b in buf {
-                    *b = self.in_byte(port)?;
-                }
-                Ok(())
-            }
-            r => r,
-        }
+        self.rep_ins(port, buf)
+    }
+
+    /// `REP INSW`: as [`Ring3::rep_insb`] with word elements.
+    pub fn rep_insw(&self, port: u16, buf: &mut [u16]) -> Result<(), VmmError> {
+        self.rep_ins(port, buf)
+    }
+
+    /// `REP INSD`: as [`Ring3::rep_insb`] with dword elements.
+    pub fn rep_insd(&self, port: u16, buf: &mut [u32]) -> Result<(), VmmError> {
+        self.rep_ins(port, buf)
     }
 
     /// `REP OUTSB`: `data` written to `port` as one access (the client's
     /// DS:SI at a copy of it, CX the count), as [`Ring3::rep_insb`].
     pub fn rep_outsb(&self, port: u16, data: &[u8]) -> Result<(), VmmError> {
-        let mut copy = data.to_vec();
-        match self.string_io(crate::ddk::BYTE_OUTPUT | crate::ddk::REP_IO, port, &mut copy) {
-            Err(VmmError::NOT_AVAILABLE) => data.iter().try_for_each(|&b| self.out_byte(port, b)),
-            r => r,
-        }
-    }
-
-    /// `REP INSW`: as [`Ring3::rep_insb`] with word elements.
-    pub fn rep_insw(&self, port: u16, buf: &mut [u16]) -> Result<(), VmmError> {
-        let mut bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_le_bytes()).collect();
-        match self.string_io(crate::ddk::WORD_INPUT | crate::ddk::REP_IO, port, &mut bytes) {
-            Err(VmmError::NOT_AVAILABLE) => {
-                for w in buf {
-                    *w = self.in_word(port)?;
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
-            Ok(()) => {
-                for (w, b) in buf.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *w = u16::from_le_bytes([b[0], b[1]]);
-                }
-                Ok(())
-            }
-        }
+        self.rep_outs(port, data)
     }
 
     /// `REP OUTSW`: as [`Ring3::rep_outsb`] with word elements.
     pub fn rep_outsw(&self, port: u16, data: &[u16]) -> Result<(), VmmError> {
-        let mut bytes: Vec<u8> = data.iter().flat_map(|w| w.to_le_bytes()).collect();
-        match self.string_io(crate::ddk::WORD_OUTPUT | crate::ddk::REP_IO, port, &mut bytes) {
-            Err(VmmError::NOT_AVAILABLE) => data.iter().try_for_each(|&w| self.out_word(port, w)),
-            r => r,
-        }
+        self.rep_outs(port, data)
+    }
+
+    /// `REP OUTSD`: as [`Ring3::rep_outsb`] with dword elements.
+    pub fn rep_outsd(&self, port: u16, data: &[u32]) -> Result<(), VmmError> {
+        self.rep_outs(port, data)
+    }
+
+    /// `INSB` without `REP`: one byte, as a string access.
+    pub fn insb(&self, port: u16) -> Result<u8, VmmError> {
+        self.ins(port)
+    }
+
+    /// `INSW` without `REP`.
+    pub fn insw(&self, port: u16) -> Result<u16, VmmError> {
+        self.ins(port)
+    }
+
+    /// `INSD` without `REP`.
+    pub fn insd(&self, port: u16) -> Result<u32, VmmError> {
+        self.ins(port)
     }
 
     /// `OUTSB` without `REP`: one byte, as a string access (`STRING_IO`
     /// without `REP_IO`).
     pub fn outsb(&self, port: u16, value: u8) -> Result<(), VmmError> {
-        self.string_io(crate::ddk::BYTE_OUTPUT, port, &mut [value])
+        self.outs(port, value)
     }
 
-    /// `INSB` without `REP`: one byte, as a string access.
-    pub fn insb(&self, port: u16) -> Result<u8, VmmError> {
-        let mut b = [0u8];
-        self.string_io(crate::ddk::BYTE_INPUT, port, &mut b)?;
-        Ok(b[0])
+    /// `OUTSW` without `REP`.
+    pub fn outsw(&self, port: u16, value: u16) -> Result<(), VmmError> {
+        self.outs(port, value)
+    }
+
+    /// `OUTSD` without `REP`.
+    pub fn outsd(&self, port: u16, value: u32) -> Result<(), VmmError> {
+        self.outs(port, value)
     }
 
     /// A NUL-terminated copy of `text` (ANSI, one byte per character; other
@@ -874,3 +921,41 @@ mod tests {
         assert_eq!(p, [0x1234, 0x0500, 7, 0xDEAD_BEEF]);
     }
 }
+
+/// An element of a string port access: a byte, a word or a dword, with its
+/// `IOType` and its little-endian bytes.
+trait PortElement: Copy {
+    const SIZE: usize;
+    const INPUT: u32;
+    const OUTPUT: u32;
+    fn to_le(self) -> Vec<u8>;
+    fn from_le(bytes: &[u8]) -> Self;
+    fn to_port(self) -> u32;
+    fn from_port(value: u32) -> Self;
+}
+
+macro_rules! port_element {
+    ($t:ty, $input:ident, $output:ident) => {
+        impl PortElement for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            const INPUT: u32 = crate::ddk::$input;
+            const OUTPUT: u32 = crate::ddk::$output;
+            fn to_le(self) -> Vec<u8> {
+                self.to_le_bytes().to_vec()
+            }
+            fn from_le(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect("one element"))
+            }
+            fn to_port(self) -> u32 {
+                self.into()
+            }
+            fn from_port(value: u32) -> Self {
+                value as $t
+            }
+        }
+    };
+}
+
+port_element!(u8, BYTE_INPUT, BYTE_OUTPUT);
+port_element!(u16, WORD_INPUT, WORD_OUTPUT);
+port_element!(u32, DWORD_INPUT, DWORD_OUTPUT);

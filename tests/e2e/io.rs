@@ -669,6 +669,63 @@ fn the_sdks_string_forms_reach_the_handler_once_with_the_client_at_the_buffer() 
     );
 }
 
+/// STRPROG32, Rust ring-3 code: the word and dword string forms: `REP
+/// OUTSD` of one dword to 0x330 (STRDEV's), then to 0x82 (nobody's) `REP
+/// OUTSD` of two dwords, `REP INSD` of two, `OUTSD`, `INSW`, `OUTSW` and
+/// `INSD`.
+struct StrProg32;
+
+impl Module for StrProg32 {
+    const MODULE: ModuleDef = ModuleDef::dos_program("STRPROG32").segments(&[Segment::moveable("_TEXT")]);
+
+    fn create(_: &Ring3<'_>) -> Result<Self, String> {
+        Ok(StrProg32)
+    }
+
+    fn start(&self, r3: &Ring3<'_>, _args: &str) -> Step {
+        r3.rep_outsd(0x330, &[u32::from_le_bytes(*b"wxyz")]).unwrap();
+        r3.rep_outsd(0x82, &[0xAABB_CCDD, 0x1122_3344]).unwrap();
+        let mut two = [0u32; 2];
+        r3.rep_insd(0x82, &mut two).unwrap();
+        r3.outsd(0x82, 0x0506_0708).unwrap();
+        let w = r3.insw(0x82).unwrap();
+        r3.outsw(0x82, 0x0102).unwrap();
+        let d = r3.insd(0x82).unwrap();
+        r3.print(&format!("in {:#x} {:#x} {w:#x} {d:#x}", two[0], two[1]));
+        Step::exit(0)
+    }
+}
+
+/// The SDK's word and dword string forms are one access each too: STRDEV
+/// sees Dword_Output with String_IO and Rep_IO (0x74); on a port nobody
+/// traps each element reaches the hardware at its size.
+#[test]
+fn the_sdks_word_and_dword_string_forms_are_one_access_of_their_size() {
+    let run = Scenario::new("[386Enh]\ndevice = [\"STRDEV\"]\n[[vm]]\nname = \"DOS1\"\nprogram = \"STRPROG32\"\n")
+        .device::<StrDev>()
+        .module::<StrProg32>()
+        .run();
+    run.assert_ok();
+    assert_eq!(run.violations(), 0, "{}", run.trace().tail(20));
+    run.trace().expect(json!({"kind": "program_output", "text": "in 0xffffffff 0xffffffff 0xffff 0xffffffff"}));
+    let notes = strdev_notes(&run);
+    assert_eq!(notes.last().map(|n| &n[..9]), Some("type=0x74"), "{notes:?}");
+    let hardware: Vec<_> = io_records(&run).into_iter().filter(|r| r.0 == 0x82).collect();
+    assert_eq!(
+        hardware,
+        [
+            rec(0x82, "out", 32, 0xAABB_CCDD, "hardware"),
+            rec(0x82, "out", 32, 0x1122_3344, "hardware"),
+            rec(0x82, "in", 32, 0xFFFF_FFFF, "hardware"),
+            rec(0x82, "in", 32, 0xFFFF_FFFF, "hardware"),
+            rec(0x82, "out", 32, 0x0506_0708, "hardware"),
+            rec(0x82, "in", 16, 0xFFFF, "hardware"),
+            rec(0x82, "out", 16, 0x0102, "hardware"),
+            rec(0x82, "in", 32, 0xFFFF_FFFF, "hardware"),
+        ]
+    );
+}
+
 /// Scenario 11: Install_Mult_IO_Handlers whose third entry is already
 /// trapped returns carry with EDX = that port; the first two stay
 /// installed (no rollback) and the fourth is not tried.
