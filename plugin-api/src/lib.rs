@@ -934,8 +934,10 @@
 //!     let machine = Scenario::new("[386Enh]\ndevice = [\"*SHELL\", \"HELLO.386\"]").this_crate();
 //!
 //!     // The whole run: boot, run until nothing is left to do, shut down.
+//!     // assert_clean: it succeeded and broke no VMM rule (a refused call
+//!     // is a `violation` record; assert_ok alone would pass it).
 //!     let run = machine.run();
-//!     run.assert_ok();
+//!     run.assert_clean();
 //!     run.trace().expect(json!({"kind": "control", "device": "HELLO", "message": "Device_Init"}));
 //!
 //!     // Or step by step: INT 2Fh AX=1684h, then a far call with these registers.

@@ -350,3 +350,24 @@ fn a_failing_plugin_build_shows_cargos_whole_error() {
     assert!(err.contains("src/lib.rs:1:"), "{err}");
     assert!(err.contains("could not compile `broken`"), "{err}");
 }
+
+#[test]
+fn assert_clean_fails_a_run_that_reported_a_violation_and_names_it() {
+    // A synchronous service at interrupt time: the call is refused, the
+    // run goes on and succeeds, so assert_ok passes it; assert_clean does
+    // not.
+    let run = crate::common::on_go(crate::common::GO_AT_10, |_dev, vmm| {
+        let _ = vmm.cancel_time_out(TimeoutHandle(0x1234_5678));
+    })
+    .run();
+    run.assert_ok();
+    let message = panic_message(move || run.assert_clean());
+    assert!(message.starts_with("the run reported 1 violation(s); the first:"), "{message}");
+    assert!(message.contains("SYNC_SERVICE_AT_INTERRUPT"), "{message}");
+
+    let clean = crate::common::on_go(crate::common::GO_AT_10, |_dev, vmm| {
+        let _ = vmm.get_system_time();
+    })
+    .run();
+    clean.assert_clean();
+}

@@ -705,6 +705,24 @@ impl Run {
         }
     }
 
+    /// Panic unless the run succeeded and reported no violation: under the
+    /// default policy a broken VMM rule refuses the call but the run goes
+    /// on, so [`Run::assert_ok`] alone passes it. The message names the
+    /// first `violation` record and shows the end of the trace.
+    #[track_caller]
+    pub fn assert_clean(&self) {
+        self.assert_ok();
+        if self.violations != 0 {
+            let first = self.trace.matching(json!({"kind": "violation"})).first().map(|v| v.to_string());
+            panic!(
+                "the run reported {} violation(s); the first: {}\n{}",
+                self.violations,
+                first.unwrap_or_else(|| "(not in the trace)".into()),
+                self.trace.tail(20)
+            );
+        }
+    }
+
     /// The trace.
     pub fn trace(&self) -> &Trace {
         &self.trace
