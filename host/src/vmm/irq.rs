@@ -134,7 +134,12 @@ impl IrqSources {
             .filter(|(_, i)| i.handler.as_ref().is_some_and(|cb| cb.owner() == instance))
             .map(|(h, _)| h)
             .collect();
-        let mut table = self.table.borrow_mut();
-        owned.into_iter().filter_map(|h| table.remove(h)).map(|i| i.name).collect()
+        // Dropped after the table is released: a callback's drop runs in
+        // its plugin.
+        let removed: Vec<Irq> = {
+            let mut table = self.table.borrow_mut();
+            owned.into_iter().filter_map(|h| table.remove(h)).collect()
+        };
+        removed.into_iter().map(|i| i.name).collect()
     }
 }
