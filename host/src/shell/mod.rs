@@ -284,7 +284,10 @@ impl Core {
                 .collect()
         };
         for h in broadcast_hooks {
-            self.shell.hooks.borrow_mut().remove(h);
+            // Dropped after the table is released: a callback's drop runs
+            // in its plugin.
+            let gone = self.shell.hooks.borrow_mut().remove(h);
+            drop(gone);
             leaks.push(format!("a _SHELL_HookSystemBroadcast hook (handle {h:#010X})"));
         }
         leaks
