@@ -51,7 +51,10 @@ impl Core {
         if handle.raw() == 0 {
             return Ok(());
         }
-        if self.shell.hooks.borrow_mut().remove(handle).is_some() {
+        // Dropped after the table is released: a callback's drop runs in
+        // its plugin.
+        let gone = self.shell.hooks.borrow_mut().remove(handle);
+        if gone.is_some() {
             return Ok(());
         }
         Err(self.refuse(
