@@ -87,13 +87,13 @@ impl Builtin for Vxdldr {
                 client.eax = (client.eax & 0xFFFF_0000) | 0x0400;
                 Ok(())
             }
-            VXDLDR_API_LOAD_DEVICE => match read_name(core, ds_dx(client)) {
+            VXDLDR_API_LOAD_DEVICE => match read_name(core, "VXDLDR_LoadDevice", ds_dx(client)) {
                 Some(name) => core.vxdldr_load(&name, true).map(|_| ()),
                 None => Err(LoadError { code: VXDLDR_ERR_FILE_OPEN_ERROR, message: bad_name(ds_dx(client)) }),
             },
             VXDLDR_API_UNLOAD_DEVICE => {
                 let id = client.ebx as u16;
-                let name = if id == 0 { read_name(core, ds_dx(client)) } else { None };
+                let name = if id == 0 { read_name(core, "VXDLDR_UnloadDevice", ds_dx(client)) } else { None };
                 core.vxdldr_unload(id, name.as_deref())
             }
             _ => Err(LoadError {
@@ -115,8 +115,8 @@ fn ds_dx(c: &ClientRegs) -> u32 {
     ((c.ds & 0xFFFF) << 16) | (c.edx & 0xFFFF)
 }
 
-fn read_name(core: &Core, far: u32) -> Option<String> {
-    core.read_far_string(far).filter(|n| !n.is_empty())
+fn read_name(core: &Core, service: &'static str, far: u32) -> Option<String> {
+    core.read_far_string(service, far).filter(|n| !n.is_empty())
 }
 
 fn bad_name(far: u32) -> String {

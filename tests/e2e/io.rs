@@ -866,8 +866,8 @@ fn a_host_handler_in_the_port_table_takes_string_and_word_accesses_through_simul
 }
 
 /// Simulate_IO of a string form whose buffer is no memory of the VM (a
-/// Rust VM's segment that is no block of it) stops with a violation
-/// naming the pointer; a malformed IOType is refused as before.
+/// Rust VM's segment that is no block of it) stops with a violation of
+/// Simulate_IO naming the pointer; a malformed IOType is refused as before.
 #[test]
 fn simulate_io_of_a_string_form_outside_the_vms_memory_is_a_bad_far_pointer() {
     let run = with_uart("4.0", |dev, vmm| {
@@ -881,7 +881,7 @@ fn simulate_io_of_a_string_form_outside_the_vms_memory_is_a_bad_far_pointer() {
     run.assert_ok();
     assert_eq!(notes(&run), ["bad buffer: Err(VmmError { code: 2 })", "bad type: Err(VmmError { code: 2 })"]);
     let t = run.trace();
-    t.expect(json!({"kind": "violation", "code": "BAD_FAR_POINTER"}));
+    t.expect(json!({"kind": "violation", "code": "BAD_FAR_POINTER", "service": "Simulate_IO"}));
     t.expect(json!({"kind": "violation", "code": "IO_PORT_NOT_OWNED", "service": "Simulate_IO"}));
     assert_eq!(t.count(json!({"kind": "io"})), 0, "no element was performed");
 }

@@ -127,7 +127,7 @@ extern "C" fn r3_free_library(cx: &HostCx, module: u16) -> bool {
 extern "C" fn r3_read_far(cx: &HostCx, address: u32, mut out: RSliceMut<'_, u8>) -> VmmResult<u32> {
     // A memory access, not an API call: the ISR rule does not apply.
     guarded(cx, "read far pointer", RErr(VmmError::FATAL), |core| {
-        core.read_far(address, out.as_mut_slice()).map(|n| n as u32).into()
+        core.read_far("read far pointer", address, out.as_mut_slice()).map(|n| n as u32).into()
     })
 }
 
@@ -141,7 +141,9 @@ extern "C" fn r3_global_free(cx: &HostCx, address: u32) -> VmmResult<()> {
 
 extern "C" fn r3_write_far(cx: &HostCx, address: u32, data: RSlice<'_, u8>) -> VmmResult<()> {
     // A memory access, not an API call: the ISR rule does not apply.
-    guarded(cx, "write far pointer", RErr(VmmError::FATAL), |core| core.write_far(address, data.as_slice()).into())
+    guarded(cx, "write far pointer", RErr(VmmError::FATAL), |core| {
+        core.write_far("write far pointer", address, data.as_slice()).into()
+    })
 }
 
 extern "C" fn r3_port_io(cx: &HostCx, io_type: u32, port: u16, data: u32) -> VmmResult<u32> {

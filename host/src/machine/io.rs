@@ -352,7 +352,7 @@ impl Core {
         let saved = self.vms.borrow().get(vm).map(|v| v.client());
         let result = (|| {
             if output {
-                self.write_far(far, data)?;
+                self.write_far("Simulate_IO", far, data)?;
             }
             let selector = far >> 16;
             if let Some(v) = self.vms.borrow().get(vm) {
@@ -370,7 +370,7 @@ impl Core {
             }
             self.string_port_io(vm, port, io_type | (selector << io::IO_SEG_SHIFT))?;
             if !output {
-                self.read_far(far, data)?;
+                self.read_far("Simulate_IO", far, data)?;
             }
             Ok(())
         })();
@@ -394,7 +394,7 @@ impl Core {
         }
         let mut buf = [0u8; 4];
         let far = (u32::from(segment) << 16) | (offset & 0xFFFF);
-        let n = self.read_far(far, &mut buf[..size as usize])?;
+        let n = self.read_far("Simulate_IO", far, &mut buf[..size as usize])?;
         if n < size as usize {
             return Err(self.refuse(
                 Violation::BadFarPointer,
@@ -415,7 +415,7 @@ impl Core {
             return Ok(());
         }
         let far = (u32::from(segment) << 16) | (offset & 0xFFFF);
-        self.write_far(far, &value.to_le_bytes()[..size as usize])
+        self.write_far("Simulate_IO", far, &value.to_le_bytes()[..size as usize])
     }
 
     /// An access that reaches the hardware: COM1's UART (`[machine] com1`)

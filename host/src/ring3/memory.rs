@@ -68,17 +68,18 @@ impl Core {
 
     /// Read through a 16:16 pointer: a ring-3 block, else the message
     /// server's local heap. Up to `out.len()` bytes, to the end of the
-    /// block or segment; how many were read.
-    pub(crate) fn read_far(&self, far: u32, out: &mut [u8]) -> Result<usize, VmmError> {
-        let Some((linear, left)) = self.far_span(far) else { return self.ring3_read_far(far, out) };
+    /// block or segment; how many were read. A bad pointer is a
+    /// `BAD_FAR_POINTER` violation of `service`.
+    pub(crate) fn read_far(&self, service: &'static str, far: u32, out: &mut [u8]) -> Result<usize, VmmError> {
+        let Some((linear, left)) = self.far_span(far) else { return self.ring3_read_far(service, far, out) };
         let n = out.len().min(left);
         self.heap.borrow().read(linear, &mut out[..n]).map_err(|_| VmmError::INVALID_PARAMETER)?;
         Ok(n)
     }
 
     /// Write through a 16:16 pointer into a ring-3 block; the whole of
-    /// `data` must fit.
-    pub(crate) fn write_far(&self, far: u32, data: &[u8]) -> Result<(), VmmError> {
+    /// `data` must fit (else a `BAD_FAR_POINTER` violation of `service`).
+    pub(crate) fn write_far(&self, service: &'static str, far: u32, data: &[u8]) -> Result<(), VmmError> {
         match self.far_span(far) {
             Some((linear, left)) if data.len() <= left => {
                 self.heap.borrow_mut().write(linear, data).map_err(|_| VmmError::INVALID_PARAMETER)
@@ -91,16 +92,16 @@ impl Core {
                     far >> 16,
                     far & 0xFFFF
                 ),
-                Some("write far pointer"),
+                Some(service),
             )),
         }
     }
 
     /// The NUL-terminated ANSI string at a 16:16 pointer (at most 260
     /// characters, a path's length); `None` if it cannot be read.
-    pub(crate) fn read_far_string(&self, far: u32) -> Option<String> {
+    pub(crate) fn read_far_string(&self, service: &'static str, far: u32) -> Option<String> {
         let mut buf = [0u8; 261];
-        let n = self.read_far(far, &mut buf).ok()?;
+        let n = self.read_far(service, far, &mut buf).ok()?;
         let end = buf[..n].iter().position(|b| *b == 0)?;
         Some(crate::shell::ansi(&buf[..end]))
     }

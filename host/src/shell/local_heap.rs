@@ -111,7 +111,7 @@ impl Core {
     /// Ring-3 code reads data through a 16:16 pointer: up to `out.len()`
     /// bytes, to the end of the segment. The only ring-3 data segment the
     /// emulator models is the message server's local heap.
-    pub(crate) fn ring3_read_far(&self, far: u32, out: &mut [u8]) -> Result<usize, VmmError> {
+    pub(crate) fn ring3_read_far(&self, service: &'static str, far: u32, out: &mut [u8]) -> Result<usize, VmmError> {
         let (selector, offset) = ((far >> 16) as u16, far & 0xFFFF);
         let base = self.shell.local.borrow().base();
         if selector != LOCAL_HEAP_SELECTOR || base == 0 {
@@ -122,7 +122,7 @@ impl Core {
                      block from GlobalAlloc nor the message server's local heap, {LOCAL_HEAP_SELECTOR:04X}, once \
                      _SHELL_LocalAllocEx allocated from it)"
                 ),
-                Some("read far pointer"),
+                Some(service),
             ));
         }
         let n = out.len().min((SEGMENT_SIZE - offset) as usize);
