@@ -3,7 +3,7 @@
 //! `Hook_PM_Fault`, `Hook_VMM_Fault`), the protected-mode vector tables
 //! (one per VM, written by `Set_PM_Int_Vector` and `Ring3::set_int_vector`
 //! alike: the last write wins), the V86 vector tables of VMs whose memory the VMM does not hold (a DOS program's real
-//! table lives in its memory), the call-backs into ring 0
+//! table lives in its memory; a Rust DOS program's `Ring3::set_int_vector` writes its VM's entry here), the call-backs into ring 0
 //! (`Allocate_V86_Call_Back`, `Allocate_PM_Call_Back`) and the
 //! `Call_When_VM_Returns` break points.
 //!
@@ -291,6 +291,17 @@ impl Vectors {
     /// does not hold), or the default table's entry.
     pub(crate) fn v86_vector(&self, vm: VmId, n: u8) -> Option<u32> {
         self.v86.get(&(vm, n)).or_else(|| self.v86_default.get(&n)).copied()
+    }
+
+    /// Put `vm`'s V86 vector `n` back to the entry the VM started with
+    /// (the default table's, else the host's handler).
+    pub(crate) fn reset_v86_vector(&mut self, vm: VmId, n: u8) {
+        self.v86.remove(&(vm, n));
+    }
+
+    /// The default V86 table's entry for `n` (set before `Sys_VM_Init`).
+    pub(crate) fn v86_default(&self, n: u8) -> Option<u32> {
+        self.v86_default.get(&n).copied()
     }
 
     /// The entries of the default V86 table (set before `Sys_VM_Init`),
