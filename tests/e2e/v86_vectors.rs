@@ -20,6 +20,7 @@ use crate::common::{DOS1, notes, outputs};
 /// `address` (prints export 1's address), `install V` (export 1 handles
 /// vector V, hex), `swap V` (the same, printing `previous V: SSSS:OOOO`
 /// or `previous V: default`), `reset V` (`set_int_vector(V, None)`),
+/// `set V PTR` (`set_int_vector(V, PTR)`, PTR hex, printing the result),
 /// `get V` (prints `vector V: SSSS:OOOO` or `vector V: default`), `int V`
 /// (`Ring3::int` with AX = 2222h, printing AX after it), `unmask N` (IRQ N
 /// in its virtual PIC; the handler then sends an EOI), `quiet` (the
@@ -53,6 +54,11 @@ impl V86VecApp {
                 }
                 "reset" => {
                     r3.set_int_vector(hex(1) as u8, None).unwrap();
+                }
+                "set" => {
+                    let p = FarPtr::from_u32(hex(2));
+                    let r = r3.set_int_vector(hex(1) as u8, Some(p));
+                    r3.print(&format!("set {:02X} {}: {:?}", hex(1), far(p), r.map(|o| o.map(far))));
                 }
                 "get" => {
                     let v = r3.get_int_vector(hex(1) as u8).unwrap();
@@ -327,4 +333,54 @@ fn a_vpicd_interrupt_into_the_dos_vm_reaches_the_rust_programs_v86_handler() {
     assert_eq!(notes(&run), ["iret timed_out=false", "call-back", "iret timed_out=false"]);
     assert_eq!(handler_calls(&run), 1);
     assert_eq!(run.trace().count(json!({"kind": "call_back", "vm": DOS1, "device": "SCRIPT"})), 1);
+}
+
+#[test]
+fn set_int_vector_in_a_dos_program_refuses_a_pm_call_back_and_takes_a_v86_one() {
+    // A PM call-back and an address that is nothing are no V86 handler
+    // (BAD_POINTER, the entry stays); a V86 call-back is taken (INT 64h
+    // enters it), and the default read back makes the entry the default.
+    let run = machine(
+        "",
+        "set 64 FFF60000; set 64 12340010; set 64 FD000000; int 64; set 64 FFFE0064; get 64",
+        |_, vmm, msg| {
+            if msg.message == DEVICE_INIT {
+                vmm.allocate_pm_call_back(0, |_: &ScriptDevice, _: &Vmm<'_>, _: CallBackEntry| {}).unwrap();
+                call_back(vmm, "v86 call-back", 0x6464);
+            }
+            Carry::Clear
+        },
+    );
+    run.assert_ok();
+    let refused = "Err(VmmError { code: 2 })";
+    assert_eq!(
+        outputs(&run),
+        [
+            format!("set 64 FFF6:0000: {refused}"),
+            format!("set 64 1234:0010: {refused}"),
+            "set 64 FD00:0000: Ok(None)".into(),
+            "int 64: true ax=6464".into(),
+            "set 64 FFFE:0064: Ok(Some(\"FD00:0000\"))".into(),
+            "vector 64: default".into(),
+        ]
+    );
+    assert_eq!(notes(&run), ["v86 call-back ax=2222"]);
+    assert_eq!(run.trace().count(json!({"kind": "violation", "code": "BAD_POINTER", "device": "V86VEC"})), 2);
+}
+
+#[test]
+fn a_devices_default_v86_vector_is_overwritten_by_the_dos_programs_handler_and_comes_back_at_reset() {
+    // Set_V86_Int_Vector before Sys_VM_Init: every VM's default table. The
+    // program's handler replaces it in its VM; `None` puts back the entry
+    // the VM started with, the device's call-back.
+    let run = machine("", "swap 66; int 66; reset 66; int 66", |_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            let cb = call_back(vmm, "default call-back", 0x6666);
+            vmm.set_v86_int_vector(0x66, cb).unwrap();
+        }
+        Carry::Clear
+    });
+    run.assert_clean();
+    assert_eq!(outputs(&run), ["previous 66: FD00:0000", "handler", "int 66: true ax=F00D", "int 66: true ax=6666"]);
+    assert_eq!(notes(&run), ["default call-back ax=2222"]);
 }
