@@ -25,7 +25,8 @@ use crate::common::{DOS1, notes, outputs};
 /// (`Ring3::int` with AX = 2222h, printing AX after it), `unmask N` (IRQ N
 /// in its virtual PIC; the handler then sends an EOI), `quiet` (the
 /// handler prints nothing: called from event time it may not call DOS),
-/// `sleep MS`, `exit`. Export 1, the handler, prints `handler` and sets
+/// `fault V` (`Ring3::fault` of exception V with AX = 1111h, printing
+/// whether it was handled and AX), `sleep MS`, `exit`. Export 1, the handler, prints `handler` and sets
 /// AX = F00Dh.
 struct V86VecApp {
     steps: RefCell<VecDeque<String>>,
@@ -75,6 +76,17 @@ impl V86VecApp {
                     r3.out_byte(0x21, imr & !(1u8 << hex(1))).unwrap();
                 }
                 "quiet" => self.quiet.set(true),
+                "fault" => {
+                    let e = match hex(1) {
+                        0 => Exception::DivideError,
+                        3 => Exception::Breakpoint,
+                        6 => Exception::InvalidOpcode,
+                        _ => Exception::GeneralProtection,
+                    };
+                    r3.regs().set_ax(0x1111);
+                    let r = r3.fault(e);
+                    r3.print(&format!("fault {:02X}: {:?} ax={:04X}", hex(1), r.is_ok(), r3.regs().ax()));
+                }
                 "sleep" => return Step::sleep(words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0)),
                 "exit" => return Step::exit(0),
                 other => r3.print(&format!("unknown step {other}")),
@@ -383,4 +395,20 @@ fn a_devices_default_v86_vector_is_overwritten_by_the_dos_programs_handler_and_c
     run.assert_clean();
     assert_eq!(outputs(&run), ["previous 66: FD00:0000", "handler", "int 66: true ax=F00D", "int 66: true ax=6666"]);
     assert_eq!(notes(&run), ["default call-back ax=2222"]);
+}
+
+#[test]
+fn a_v86_fault_of_a_dos_program_is_offered_to_its_own_handler_in_its_v86_vector() {
+    // The program's handler of exception 06h takes its fault (the
+    // program goes on); 0Dh has none and the program ends.
+    let run = machine("", "install 6; fault 6; fault D; exit", |_, _, _| Carry::Clear);
+    run.assert_ok();
+    assert_eq!(outputs(&run), ["handler", "fault 06: true ax=F00D", "fault 0D: false ax=1111"]);
+    let t = run.trace();
+    assert_eq!(t.count(json!({"kind": "v86_fault", "vm": DOS1, "vector": 6})), 0);
+    t.expect_in_order(&[
+        json!({"kind": "v86_fault", "vm": DOS1, "vector": 13}),
+        json!({"kind": "program_ended", "module": "V86VEC", "reason": "crashed"}),
+    ]);
+    assert_eq!(handler_calls(&run), 1);
 }
