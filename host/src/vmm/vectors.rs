@@ -548,11 +548,17 @@ mod tests {
         assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x57, 0x20)));
         v.set_v86_vector(Some(VmId::from_raw(2)), 0x4B, 0xFD00_0000);
         assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), Some(0xFD00_0000));
+        v.set_v86_vector(None, 0x4B, 0xFD00_0001);
+        assert_eq!(v.v86_default(0x4B), Some(0xFD00_0001));
+        v.reset_v86_vector(VmId::from_raw(2), 0x4B);
+        assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), Some(0xFD00_0001), "back to the default table's");
+        v.set_v86_vector(Some(VmId::from_raw(2)), 0x4B, 0xFD00_0000);
         v.reset_pm_vector(VmId::from_raw(2), 0x31);
         assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x47, 0x10)), "back to every VM's default");
         v.set_pm_vector(Some(VmId::from_raw(2)), 0x31, 0x57, 0x20);
         v.forget_vm(VmId::from_raw(2));
         assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x47, 0x10)));
-        assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), None);
+        assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), Some(0xFD00_0001), "the VM's own entry went");
+        assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4C), None);
     }
 }
