@@ -4,8 +4,8 @@
 //! processor does; a VM running Rust code takes the entry of the vector
 //! table of its mode, PM in protected mode, V86 for a Rust DOS program
 //! (`Ring3::set_int_vector` or `Set_PM_Int_Vector` / `Set_V86_Int_Vector`,
-//! the last write): an export is called, a PM call-back runs the device's callback, with
-//! the VM's interrupts disabled; a VM
+//! the last write): an export is called, a call-back runs the device's
+//! callback, with the VM's interrupts disabled; a VM
 //! with no program of the emulator's runs only its default handlers. The
 //! handler's return (a DOS handler's `IRET` reaches the breakpoint
 //! `F000:0100+irq` the frame returns through) is VPICD's IRET. A vector

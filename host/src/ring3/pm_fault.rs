@@ -7,7 +7,8 @@
 //! `Sys_Critical_Init` (`Hook_PM_Fault`, `Hook_V86_Fault`), then to the
 //! VM's own handler (protected mode: the VM's one PM vector, whoever wrote
 //! it last, `Set_PM_Int_Vector` or `Ring3::set_int_vector`; V86: the
-//! VM's V86 vector, a device's call-back or the program's own export), then to the hooks installed during `Sys_Critical_Init`. When
+//! VM's V86 vector, a device's call-back or the program's own export),
+//! then to the hooks installed during `Sys_Critical_Init`. When
 //! nothing handles it the program is crashed when its step returns (a
 //! `pm_fault` or `v86_fault` record, then `program_ended` with reason
 //! `crashed`), as KERNEL ends an application that faulted and Windows

@@ -3,7 +3,8 @@
 //! `Hook_PM_Fault`, `Hook_VMM_Fault`), the protected-mode vector tables
 //! (one per VM, written by `Set_PM_Int_Vector` and `Ring3::set_int_vector`
 //! alike: the last write wins), the V86 vector tables of VMs whose memory the VMM does not hold (a DOS program's real
-//! table lives in its memory; a Rust DOS program's `Ring3::set_int_vector` writes its VM's entry here), the call-backs into ring 0
+//! table lives in its memory; a Rust DOS program's `Ring3::set_int_vector`
+//! writes its VM's entry here), the call-backs into ring 0
 //! (`Allocate_V86_Call_Back`, `Allocate_PM_Call_Back`) and the
 //! `Call_When_VM_Returns` break points.
 //!
