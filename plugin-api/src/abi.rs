@@ -1121,10 +1121,11 @@ pub struct Ring3Services {
 
     // ---- VPICD: hardware interrupt handlers of ring-3 code (appended) -----------------------
     /// Set the calling code's VM's handler of interrupt `vector` (its PM
-    /// vector entry, the one `Set_PM_Int_Vector` writes) to the 16:16
-    /// address `handler` (an export, a PM call-back, or the default `FFFE:n`;
-    /// 0 puts back the entry the VM started with). The previous entry (0
-    /// for the default).
+    /// vector entry, the one `Set_PM_Int_Vector` writes; for V86 code, a DOS
+    /// program's, its V86 entry, `Set_V86_Int_Vector`'s) to the 16:16
+    /// address `handler` (an export, a call-back of that mode, or the
+    /// default `FFFE:n`; 0 puts back the entry the VM started with). The
+    /// previous entry (0 for the default).
     pub r3_set_int_vector: extern "C" fn(cx: Cx<'_>, vector: u8, handler: u32) -> VmmResult<u32>,
 
     // ---- faults of ring-3 code (appended) -------------------------------------------------------
@@ -1134,9 +1135,10 @@ pub struct Ring3Services {
     pub r3_fault: extern "C" fn(cx: Cx<'_>, vector: u8) -> VmmResult<()>,
 
     // ---- the VM's PM vector table (appended) ---------------------------------------------------
-    /// The calling code's VM's PM vector entry for interrupt `vector` as a
-    /// 16:16 address (whoever wrote it: `Set_PM_Int_Vector` or
-    /// `r3_set_int_vector`), 0 while it is the VMM's default.
+    /// The calling code's VM's PM vector entry for interrupt `vector` (V86
+    /// code: its V86 entry) as a 16:16 address (whoever wrote it:
+    /// `Set_PM_Int_Vector` / `Set_V86_Int_Vector` or `r3_set_int_vector`),
+    /// 0 while it is the VMM's default.
     pub r3_get_int_vector: extern "C" fn(cx: Cx<'_>, vector: u8) -> VmmResult<u32>,
     // ---- string and REP port I/O (appended) --------------------------------------------------
     /// `INS`/`OUTS` of the calling code's VM as one access: `io_type` is

@@ -510,7 +510,8 @@
 //!
 //! A DOS program takes the interrupt through its vector table (`INT 21h
 //! AH=25h`); a Rust DOS module installs an export as its handler with
-//! [`Ring3::set_int_vector`]. Test it with `[[irq]]` entries (`irq = 5`,
+//! [`Ring3::set_int_vector`], which writes the same table (its VM's V86
+//! vectors, what `get_v86_int_vector` reads). Test it with `[[irq]]` entries (`irq = 5`,
 //! `at`, `every`, `count`) or the test kit's `Session::raise_irq(5)`, and
 //! assert on the `virtual_irq` records (`requested`, `delivered`, `eoi`,
 //! `iret`, ...). A dynamic device calls `force_default_behavior` in
@@ -1399,7 +1400,12 @@
 //! table: `set_pm_int_vector` and the application's
 //! `Ring3::set_int_vector` write the same entry, the last write wins, and
 //! `get_pm_int_vector` returns what the application installed; take the
-//! old vector before you set yours if you chain to it.
+//! old vector before you set yours if you chain to it. A Rust DOS program
+//! runs V86 code: its `Ring3::set_int_vector` writes its VM's V86 vector
+//! table instead, the entry `set_v86_int_vector` writes and
+//! `get_v86_int_vector` reads, and `simulate_int` / `exec_int`, its own
+//! `Ring3::int` and VPICD's interrupts reach its handler after the
+//! `hook_v86_int_chain` hooks pass them on.
 //!
 //! ```no_run
 //! # use vmm_plugin_api::prelude::*;

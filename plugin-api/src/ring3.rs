@@ -838,7 +838,10 @@ impl Ring3<'_> {
     /// previous call returned) as this VM's handler of interrupt `vector`,
     /// as DPMI's set vector does: it is the VM's one PM vector entry, the
     /// one a device's `Set_PM_Int_Vector` writes and `Get_PM_Int_Vector`
-    /// reads, and the last write wins. `None` puts back the entry the VM
+    /// reads, and the last write wins. In a DOS program (V86 code) it is
+    /// the VM's V86 vector entry instead, as `INT 21h AH=25h` sets it: the
+    /// one `Set_V86_Int_Vector` writes and `Get_V86_Int_Vector` reads (a
+    /// V86 call-back rather than a PM one). `None` puts back the entry the VM
     /// started with. A hardware interrupt VPICD simulates into the VM calls
     /// the export with no arguments; its return is the handler's `IRET`, so
     /// it sends the EOI (`out_byte(0x20, 0x20)`) first. The previous entry
@@ -852,9 +855,10 @@ impl Ring3<'_> {
     /// This VM's handler of interrupt `vector`, as DPMI's get vector
     /// returns it: the VM's one PM vector entry, whoever wrote it last
     /// ([`Ring3::set_int_vector`] or a device's `Set_PM_Int_Vector`, so a
-    /// device's PM call-back too). `None`: the VMM's default, which
-    /// reflects the interrupt to V86 mode. Keep it to chain to or to put
-    /// back.
+    /// device's PM call-back too); in a DOS program the V86 entry
+    /// (`Set_V86_Int_Vector`'s). `None`: the VMM's default, which
+    /// reflects the interrupt to V86 mode (in V86: the BIOS/DOS handler).
+    /// Keep it to chain to or to put back.
     pub fn get_int_vector(&self, vector: u8) -> Result<Option<FarPtr>, VmmError> {
         let Some(f) = self.svc().ring3().r3_get_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
         let v = crate::vmm::res(f(self.cx, vector))?;

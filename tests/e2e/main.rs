@@ -24,6 +24,7 @@ mod ring3;
 mod robust_sched;
 mod shell;
 mod trace_order;
+mod v86_vectors;
 mod vcomd;
 mod violations;
 mod vmint;

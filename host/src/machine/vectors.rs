@@ -277,16 +277,19 @@ impl Core {
         if self.v86_int_chain(vm, n) {
             return Ok(());
         }
-        let vector = if self.vm_has_memory(vm) {
-            self.get_v86_int_vector(vm, n)
-        } else {
-            // A VM whose code is Rust: its table, else the host's handler
-            // (reached by `Resume_Exec`).
-            self.vectors.borrow().v86_vector(vm, n).unwrap_or_else(|| Core::int_vector(n))
-        };
+        if self.vm_has_memory(vm) {
+            let vector = self.get_v86_int_vector(vm, n);
+            self.with_client_stack(vm, |c, s| nest::simulate_int(c, s, vector))??;
+            self.frame_built(vm);
+            return Ok(());
+        }
+        // A VM whose code is Rust: its table (a Rust DOS program's export
+        // is called as the handler), else the host's handler (reached by
+        // `Resume_Exec`).
+        let vector = self.vectors.borrow().v86_vector(vm, n).unwrap_or_else(|| Core::int_vector(n));
         self.with_client_stack(vm, |c, s| nest::simulate_int(c, s, vector))??;
         self.frame_built(vm);
-        Ok(())
+        self.push_iret_point_for_export(vm, vector)
     }
 
     /// The protected-mode handler of interrupt `n` in `vm` when the VM
@@ -309,6 +312,28 @@ impl Core {
         set.filter(|&h| h != Core::int_vector(n))
     }
 
+    /// The entry of `vm`'s V86 vector table for `n` kept by the VMM (a VM
+    /// whose code is Rust: a Rust DOS program's export, a device's
+    /// call-back, whoever wrote it last: `Set_V86_Int_Vector` or
+    /// `Ring3::set_int_vector`). `None`: the host's handler, the default.
+    pub(crate) fn v86_vector_handler(&self, vm: VmId, n: u8) -> Option<u32> {
+        self.vectors.borrow().v86_vector(vm, n).filter(|&h| h != Core::int_vector(n))
+    }
+
+    /// An IRET frame to `handler` was just built on `vm`'s stack: when it
+    /// is a Rust export (entered by a far call), a return to the VMM's
+    /// IRET point (`PM_IRET_POINT`) goes above it: `Resume_Exec` calls the
+    /// export, returns there, and pops the frame as the handler's `IRET`.
+    fn push_iret_point_for_export(&self, vm: VmId, handler: u32) -> Result<(), VmmError> {
+        let export = matches!(self.ring3.borrow().resolve(handler), Target::Export { .. });
+        if export {
+            self.with_client_stack(vm, |c, s| {
+                nest::push_words(c, s, &[(PM_IRET_POINT >> 16) as u16, PM_IRET_POINT as u16])
+            })??;
+        }
+        Ok(())
+    }
+
     /// `Simulate_Int` in protected mode: an IRET frame to `handler`, no V86
     /// hook (those see only what is reflected to V86). A Rust export is
     /// entered by a far call, so above the frame goes a return to the
@@ -317,13 +342,7 @@ impl Core {
     fn simulate_pm_int(&self, vm: VmId, handler: u32) -> Result<(), VmmError> {
         self.with_client_stack(vm, |c, s| nest::simulate_int(c, s, handler))??;
         self.frame_built(vm);
-        let export = matches!(self.ring3.borrow().resolve(handler), Target::Export { .. });
-        if export {
-            self.with_client_stack(vm, |c, s| {
-                nest::push_words(c, s, &[(PM_IRET_POINT >> 16) as u16, PM_IRET_POINT as u16])
-            })??;
-        }
-        Ok(())
+        self.push_iret_point_for_export(vm, handler)
     }
 
     // ---- call-backs ----------------------------------------------------------------------

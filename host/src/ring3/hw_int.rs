@@ -1,10 +1,11 @@
 //! Simulated hardware interrupts entering a VM's ring-3 code (VPICD hands
 //! them over through `Core::deliver_hw_int`): a machine-code DOS program
 //! gets FLAGS, CS and IP pushed and jumps through its vector table, as the
-//! processor does; a VM running Rust code takes the entry of its PM vector
-//! table (`Ring3::set_int_vector` or `Set_PM_Int_Vector`, the last write):
-//! an export is called, a PM call-back runs the device's callback, with
-//! the VM's interrupts disabled; a VM
+//! processor does; a VM running Rust code takes the entry of the vector
+//! table of its mode, PM in protected mode, V86 for a Rust DOS program
+//! (`Ring3::set_int_vector` or `Set_PM_Int_Vector` / `Set_V86_Int_Vector`,
+//! the last write): an export is called, a call-back runs the device's
+//! callback, with the VM's interrupts disabled; a VM
 //! with no program of the emulator's runs only its default handlers. The
 //! handler's return (a DOS handler's `IRET` reaches the breakpoint
 //! `F000:0100+irq` the frame returns through) is VPICD's IRET. A vector
@@ -34,27 +35,43 @@ enum VmCode {
 }
 
 impl Core {
-    /// `Ring3::set_int_vector` of the calling code's VM: it writes the
-    /// VM's one PM vector table, the entry `Set_PM_Int_Vector` writes and
-    /// `Get_PM_Int_Vector` reads (the last write wins). `handler` is an
-    /// export's 16:16 address, a PM call-back's, the VMM's default `FFFE:n`,
-    /// or 0: the entry the VM started with. The previous entry (0: the
-    /// VMM's default).
+    /// `Ring3::set_int_vector` of the calling code's VM. Protected-mode code
+    /// (the system VM) writes the VM's one PM vector table, the entry
+    /// `Set_PM_Int_Vector` writes and `Get_PM_Int_Vector` reads; V86 code
+    /// (a Rust DOS program) writes its VM's V86 vector table, the entry
+    /// `Set_V86_Int_Vector` writes and `Get_V86_Int_Vector` reads. The last
+    /// write wins. `handler` is an export's 16:16 address, a call-back's of
+    /// the table's mode, the VMM's default (`FFFE:n`, or the default
+    /// table's V86 entry), or 0: the entry the VM started with. The
+    /// previous entry (0: the VMM's default).
     pub(crate) fn set_ring3_int_vector(&self, vector: u8, handler: u32) -> Result<u32, VmmError> {
         let vm = self.cur_vm.get();
+        let v86 = self.ring3_code_is_v86(vm);
         let allowed = handler == 0
             || handler == Core::int_vector(vector)
             || matches!(self.ring3.borrow().resolve(handler), Target::Export { .. })
-            || self.vectors.borrow().call_back_at(handler).is_some_and(|(pm, _)| pm);
+            || self.vectors.borrow().call_back_at(handler).is_some_and(|(pm, _)| pm != v86)
+            || (v86 && self.vectors.borrow().v86_default(vector) == Some(handler));
         if !allowed {
+            let what = if v86 { "a V86 call-back" } else { "a protected-mode call-back" };
             return Err(self.refuse(
                 Violation::BadPointer,
                 format!(
                     "set_int_vector({vector:#04X}, {handler:08X}): the handler must be the address of an export of a \
-                     loaded module (Ring3::export_address), a protected-mode call-back, or the default it read"
+                     loaded module (Ring3::export_address), {what}, or the default it read"
                 ),
                 Some("set_int_vector"),
             ));
+        }
+        if v86 {
+            let old = self.v86_vector_handler(vm, vector).unwrap_or(0);
+            let mut vectors = self.vectors.borrow_mut();
+            if handler == 0 {
+                vectors.reset_v86_vector(vm, vector);
+            } else {
+                vectors.set_v86_vector(Some(vm), vector, handler);
+            }
+            return Ok(old);
         }
         let old = self.pm_vector_handler(vm, vector).unwrap_or(0);
         let mut vectors = self.vectors.borrow_mut();
@@ -66,10 +83,23 @@ impl Core {
         Ok(old)
     }
 
-    /// `Ring3::get_int_vector` of the calling code's VM: its PM vector
-    /// entry for `vector`, 0 while it is the VMM's default.
+    /// `Ring3::get_int_vector` of the calling code's VM: its V86 vector
+    /// entry for `vector` when the code is V86 code (a Rust DOS program),
+    /// else its PM entry; 0 while it is the VMM's default.
     pub(crate) fn get_ring3_int_vector(&self, vector: u8) -> u32 {
-        self.pm_vector_handler(self.cur_vm.get(), vector).unwrap_or(0)
+        let vm = self.cur_vm.get();
+        let handler = if self.ring3_code_is_v86(vm) {
+            self.v86_vector_handler(vm, vector)
+        } else {
+            self.pm_vector_handler(vm, vector)
+        };
+        handler.unwrap_or(0)
+    }
+
+    /// Whether `vm`'s current ring-3 code runs in V86 mode (a DOS VM's
+    /// program), not protected mode (the system VM's code).
+    pub(crate) fn ring3_code_is_v86(&self, vm: VmId) -> bool {
+        self.vms.borrow().get(vm).is_some_and(|v| !v.pm)
     }
 
     /// Whether `vm` runs Rust ring-3 code (not a machine-code program)
@@ -112,11 +142,15 @@ impl Core {
                 self.vpicd_iret(vm, irq, None);
                 continue;
             }
-            // The VM's PM vector: a call-back runs wherever the VM is; an
-            // export only in a VM that runs Rust code.
-            let handler = self.pm_vector_handler(vm, vector);
+            // The vector of the VM's current mode: the PM table in protected
+            // mode, the V86 table in V86 (a Rust DOS program's handler). A
+            // call-back runs wherever the VM is; an export only in a VM
+            // that runs Rust code.
+            let v86 = self.ring3_code_is_v86(vm);
+            let handler = if v86 { self.v86_vector_handler(vm, vector) } else { self.pm_vector_handler(vm, vector) };
             let call_back = handler.is_some_and(|h| self.is_call_back(h));
-            let Some(target) = handler.filter(|_| call_back || !defaults) else {
+            let export = |h: u32| !v86 || matches!(self.ring3.borrow().resolve(h), Target::Export { .. });
+            let Some(target) = handler.filter(|&h| call_back || (!defaults && export(h))) else {
                 self.vpicd_default_handler(vm, irq);
                 self.charge(self.manifest.machine.ring3_step);
                 continue;

@@ -192,8 +192,9 @@ impl Core {
     /// vector when one is set (a PM call-back entered with an interrupt
     /// frame, or an export called as the handler); otherwise (V86, or a PM
     /// vector still the VMM's default, which reflects to V86) the devices'
-    /// hooks (`Hook_V86_Int_Chain`), then the VM's vector when a device
-    /// pointed it at a call-back, else the host's handler.
+    /// hooks (`Hook_V86_Int_Chain`), then the VM's V86 vector when it is a
+    /// call-back or an export (a Rust DOS program's handler), else the
+    /// host's handler.
     pub(crate) fn ring3_code_int(&self, n: u8) -> Result<(), VmmError> {
         let vm = self.cur_vm.get();
         if let Some(handler) = self.pm_int_handler(vm, n) {
@@ -205,9 +206,16 @@ impl Core {
         if self.v86_int_chain(vm, n) {
             return Ok(());
         }
-        let vector = self.vectors.borrow().v86_vector(vm, n);
-        if let Some(vector) = vector.filter(|&v| self.is_call_back(v)) {
-            return self.ring3_call_back(vm, vector, &[], true).map(|_| ());
+        if let Some(vector) = self.v86_vector_handler(vm, n) {
+            if self.is_call_back(vector) {
+                return self.ring3_call_back(vm, vector, &[], true).map(|_| ());
+            }
+            // A Rust DOS program's handler (its `set_int_vector`, or a
+            // device pointed the vector at an export): called, its return
+            // is the IRET.
+            if matches!(self.ring3.borrow().resolve(vector), Target::Export { .. }) {
+                return self.ring3_far_call(vector, &[], false).map(|_| ());
+            }
         }
         self.ring3_int(n)
     }

@@ -594,7 +594,9 @@ impl Core {
             let r3 = self.ring3.borrow();
             let m = &r3.modules[module];
             let e = &m.exports[export];
-            m.segments[e.segment as usize].1 == SegmentKind::Fixed && m.kind == ModuleKind::WinDll
+            // A DOS program's code is always in its VM's memory.
+            m.kind == ModuleKind::DosProgram
+                || (m.segments[e.segment as usize].1 == SegmentKind::Fixed && m.kind == ModuleKind::WinDll)
         };
         if ok {
             return true;

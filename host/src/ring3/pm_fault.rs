@@ -6,8 +6,9 @@
 //! Windows does, to the fault hooks of the code's mode installed after
 //! `Sys_Critical_Init` (`Hook_PM_Fault`, `Hook_V86_Fault`), then to the
 //! VM's own handler (protected mode: the VM's one PM vector, whoever wrote
-//! it last, `Set_PM_Int_Vector` or `Ring3::set_int_vector`; V86: a
-//! call-back a device put in the VM's V86 vector), then to the hooks installed during `Sys_Critical_Init`. When
+//! it last, `Set_PM_Int_Vector` or `Ring3::set_int_vector`; V86: the
+//! VM's V86 vector, a device's call-back or the program's own export),
+//! then to the hooks installed during `Sys_Critical_Init`. When
 //! nothing handles it the program is crashed when its step returns (a
 //! `pm_fault` or `v86_fault` record, then `program_ended` with reason
 //! `crashed`), as KERNEL ends an application that faulted and Windows
@@ -16,6 +17,7 @@
 use vmm_plugin_api::abi::VmmError;
 
 use crate::machine::Core;
+use crate::ring3::state::Target;
 use crate::trace::TraceEvent;
 use crate::vmm::ids::{InstanceId, VmId};
 use crate::vmm::vectors::{FaultKind, FaultStage};
@@ -61,7 +63,10 @@ impl Core {
         let target = if pm {
             self.pm_int_handler(vm, n)
         } else {
-            self.vectors.borrow().v86_vector(vm, n).filter(|&v| self.is_call_back(v))
+            // A device's call-back, or the program's own export (its
+            // `Ring3::set_int_vector`).
+            self.v86_vector_handler(vm, n)
+                .filter(|&v| self.is_call_back(v) || matches!(self.ring3.borrow().resolve(v), Target::Export { .. }))
         };
         let Some(target) = target else { return false };
         if self.is_call_back(target) {

@@ -3,7 +3,8 @@
 //! `Hook_PM_Fault`, `Hook_VMM_Fault`), the protected-mode vector tables
 //! (one per VM, written by `Set_PM_Int_Vector` and `Ring3::set_int_vector`
 //! alike: the last write wins), the V86 vector tables of VMs whose memory the VMM does not hold (a DOS program's real
-//! table lives in its memory), the call-backs into ring 0
+//! table lives in its memory; a Rust DOS program's `Ring3::set_int_vector`
+//! writes its VM's entry here), the call-backs into ring 0
 //! (`Allocate_V86_Call_Back`, `Allocate_PM_Call_Back`) and the
 //! `Call_When_VM_Returns` break points.
 //!
@@ -293,6 +294,17 @@ impl Vectors {
         self.v86.get(&(vm, n)).or_else(|| self.v86_default.get(&n)).copied()
     }
 
+    /// Put `vm`'s V86 vector `n` back to the entry the VM started with
+    /// (the default table's, else the host's handler).
+    pub(crate) fn reset_v86_vector(&mut self, vm: VmId, n: u8) {
+        self.v86.remove(&(vm, n));
+    }
+
+    /// The default V86 table's entry for `n` (set before `Sys_VM_Init`).
+    pub(crate) fn v86_default(&self, n: u8) -> Option<u32> {
+        self.v86_default.get(&n).copied()
+    }
+
     /// The entries of the default V86 table (set before `Sys_VM_Init`),
     /// for a new DOS program's memory.
     pub(crate) fn v86_defaults(&self) -> impl Iterator<Item = (u8, u32)> + '_ {
@@ -537,11 +549,17 @@ mod tests {
         assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x57, 0x20)));
         v.set_v86_vector(Some(VmId::from_raw(2)), 0x4B, 0xFD00_0000);
         assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), Some(0xFD00_0000));
+        v.set_v86_vector(None, 0x4B, 0xFD00_0001);
+        assert_eq!(v.v86_default(0x4B), Some(0xFD00_0001));
+        v.reset_v86_vector(VmId::from_raw(2), 0x4B);
+        assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), Some(0xFD00_0001), "back to the default table's");
+        v.set_v86_vector(Some(VmId::from_raw(2)), 0x4B, 0xFD00_0000);
         v.reset_pm_vector(VmId::from_raw(2), 0x31);
         assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x47, 0x10)), "back to every VM's default");
         v.set_pm_vector(Some(VmId::from_raw(2)), 0x31, 0x57, 0x20);
         v.forget_vm(VmId::from_raw(2));
         assert_eq!(v.pm_vector(VmId::from_raw(2), 0x31), Some((0x47, 0x10)));
-        assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), None);
+        assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4B), Some(0xFD00_0001), "the VM's own entry went");
+        assert_eq!(v.v86_vector(VmId::from_raw(2), 0x4C), None);
     }
 }
