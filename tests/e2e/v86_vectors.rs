@@ -412,3 +412,23 @@ fn a_v86_fault_of_a_dos_program_is_offered_to_its_own_handler_in_its_v86_vector(
     ]);
     assert_eq!(handler_calls(&run), 1);
 }
+
+#[test]
+fn a_v86_vector_that_points_at_no_code_is_a_bad_far_pointer_not_a_silent_fallback() {
+    // SCRIPT points the DOS VM's vector 63h at 1234:5678, neither a
+    // call-back nor an export: the program's INT 63h is the
+    // BAD_FAR_POINTER violation (refused under the default policy), not a
+    // quiet call of the VMM's own handler.
+    let run = machine("", "sleep 20; int 63; sleep 50", |_, vmm, msg| {
+        if msg.message == DEVICE_INIT {
+            in_dos_vm_at(vmm, 10, |_dev, vmm| {
+                vmm.set_v86_int_vector(0x63, FarPtr::from_u32(0x1234_5678)).unwrap();
+            });
+        }
+        Carry::Clear
+    });
+    run.assert_ok();
+    assert_eq!(outputs(&run), ["int 63: false ax=2222"]);
+    run.trace().expect(json!({"kind": "violation", "code": "BAD_FAR_POINTER", "service": "INT"}));
+    assert_eq!(run.violations(), 1);
+}

@@ -151,6 +151,11 @@ impl Core {
             let call_back = handler.is_some_and(|h| self.is_call_back(h));
             let export = |h: u32| !v86 || matches!(self.ring3.borrow().resolve(h), Target::Export { .. });
             let Some(target) = handler.filter(|&h| call_back || (!defaults && export(h))) else {
+                if let Some(h) = handler.filter(|_| v86 && !defaults) {
+                    // The interrupt happened: it cannot be refused, only
+                    // reported.
+                    self.v86_vector_points_nowhere(vm, vector, h);
+                }
                 self.vpicd_default_handler(vm, irq);
                 self.charge(self.manifest.machine.ring3_step);
                 continue;

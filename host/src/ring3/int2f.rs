@@ -216,8 +216,30 @@ impl Core {
             if matches!(self.ring3.borrow().resolve(vector), Target::Export { .. }) {
                 return self.ring3_far_call(vector, &[], false).map(|_| ());
             }
+            if self.v86_vector_points_nowhere(vm, n, vector) {
+                return Err(VmmError::VIOLATION);
+            }
         }
         self.ring3_int(n)
+    }
+
+    /// `vm` runs Rust code in V86 and its V86 vector `n` holds `vector`,
+    /// which is neither a call-back nor an export of a loaded module:
+    /// nothing of it can run (Windows would jump into garbage). The
+    /// `BAD_FAR_POINTER` violation; whether the interrupt is refused
+    /// (policy `error` or `fatal`), else the VMM's own handler serves it.
+    pub(crate) fn v86_vector_points_nowhere(&self, vm: VmId, n: u8, vector: u32) -> bool {
+        self.violation(
+            Violation::BadFarPointer,
+            format!(
+                "INT {n:02X}h in VM {:#x}: its V86 vector {:04X}:{:04X} is neither a call-back nor an export of a \
+                 loaded module; the VMM's handler serves it",
+                vm.raw(),
+                vector >> 16,
+                vector & 0xFFFF
+            ),
+            Some("INT"),
+        )
     }
 
     /// A far call from Rust ring-3 code: to a call-back, or as
