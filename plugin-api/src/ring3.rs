@@ -415,24 +415,24 @@ impl<'a> Ring3<'a> {
     /// as a 16:16 pointer. Freed with [`Ring3::global_free`], or when the
     /// program ends.
     pub fn global_alloc(&self, bytes: u32) -> Result<FarPtr, VmmError> {
-        let Some(f) = self.svc().ring3().r3_global_alloc() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = crate::vmm::appended(self.svc().ring3().r3_global_alloc())?;
         crate::vmm::res(f(self.cx, bytes)).map(FarPtr::from_u32)
     }
 
     /// `GlobalFree` a block from [`Ring3::global_alloc`].
     pub fn global_free(&self, ptr: FarPtr) -> Result<(), VmmError> {
-        let Some(f) = self.svc().ring3().r3_global_free() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = crate::vmm::appended(self.svc().ring3().r3_global_free())?;
         crate::vmm::res(f(self.cx, ptr.to_u32()))
     }
 
     /// Copy `data` into an allocated block through a 16:16 pointer.
     pub fn write_far(&self, ptr: FarPtr, data: &[u8]) -> Result<(), VmmError> {
-        let Some(f) = self.svc().ring3().r3_write_far() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = crate::vmm::appended(self.svc().ring3().r3_write_far())?;
         crate::vmm::res(f(self.cx, ptr.to_u32(), RSlice::from_slice(data)))
     }
 
     fn port_io(&self, io_type: u32, port: u16, data: u32) -> Result<u32, VmmError> {
-        let Some(f) = self.svc().ring3().r3_port_io() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = crate::vmm::appended(self.svc().ring3().r3_port_io())?;
         crate::vmm::res(f(self.cx, io_type, port, data))
     }
 
@@ -471,7 +471,7 @@ impl<'a> Ring3<'a> {
     /// `INS`/`OUTS` as one access: through `r3_string_io`, or element by
     /// element on a host older than this SDK.
     fn string_io(&self, io_type: u32, port: u16, data: &mut [u8]) -> Result<(), VmmError> {
-        let Some(f) = self.svc().ring3().r3_string_io() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = crate::vmm::appended(self.svc().ring3().r3_string_io())?;
         crate::vmm::res(f(self.cx, io_type | crate::ddk::STRING_IO, port, RSliceMut::from_mut_slice(data)))
     }
 
@@ -847,7 +847,7 @@ impl Ring3<'_> {
     /// it sends the EOI (`out_byte(0x20, 0x20)`) first. The previous entry
     /// (`None`: the VMM's default); anything else is `BAD_POINTER`.
     pub fn set_int_vector(&self, vector: u8, handler: Option<FarPtr>) -> Result<Option<FarPtr>, VmmError> {
-        let Some(f) = self.svc().ring3().r3_set_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = crate::vmm::appended(self.svc().ring3().r3_set_int_vector())?;
         let old = crate::vmm::res(f(self.cx, vector, handler.map_or(0, |h| h.to_u32())))?;
         Ok((old != 0).then(|| FarPtr::from_u32(old)))
     }
@@ -860,7 +860,7 @@ impl Ring3<'_> {
     /// reflects the interrupt to V86 mode (in V86: the BIOS/DOS handler).
     /// Keep it to chain to or to put back.
     pub fn get_int_vector(&self, vector: u8) -> Result<Option<FarPtr>, VmmError> {
-        let Some(f) = self.svc().ring3().r3_get_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = crate::vmm::appended(self.svc().ring3().r3_get_int_vector())?;
         let v = crate::vmm::res(f(self.cx, vector))?;
         Ok((v != 0).then(|| FarPtr::from_u32(v)))
     }
@@ -907,7 +907,7 @@ impl Ring3<'_> {
     /// crashed when this step returns (`pm_fault` / `v86_fault` record,
     /// then `program_ended` with reason `crashed`), so return at once.
     pub fn fault(&self, exception: Exception) -> Result<(), VmmError> {
-        let Some(f) = self.svc().ring3().r3_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = crate::vmm::appended(self.svc().ring3().r3_fault())?;
         crate::vmm::res(f(self.cx, exception.vector()))
     }
 }

@@ -265,10 +265,10 @@ impl NoteBuilder<'_> {
         let svc = self.vmm.svc();
         let note = RStr::from_str(&self.note);
         if nulls == 0 {
-            let Some(f) = svc.trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
+            let f = appended(svc.trace_note())?;
             return res(f(self.vmm.cx, note, RSlice::from_slice(&raw)));
         }
-        let Some(f) = svc.trace_note_nulls() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(svc.trace_note_nulls())?;
         res(f(self.vmm.cx, note, RSlice::from_slice(&raw), nulls))
     }
 }
@@ -308,6 +308,13 @@ impl fmt::Debug for Vmm<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vmm").finish_non_exhaustive()
     }
+}
+
+/// An entry appended to a service table after the first release: `None`
+/// on an older host, which is `NOT_AVAILABLE` to the caller.
+#[inline]
+pub(crate) fn appended<F>(entry: Option<F>) -> Result<F, VmmError> {
+    entry.ok_or(VmmError::NOT_AVAILABLE)
 }
 
 #[inline]
@@ -413,7 +420,7 @@ impl<'a> Vmm<'a> {
         if !self.cx.tracing {
             return Ok(());
         }
-        let Some(f) = self.svc().trace_note() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().trace_note())?;
         if N > MAX_NOTE_FIELDS {
             return Err(VmmError::INVALID_PARAMETER);
         }
@@ -428,7 +435,7 @@ impl<'a> Vmm<'a> {
         if nulls == 0 {
             return res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw)));
         }
-        let Some(f) = self.svc().trace_note_nulls() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().trace_note_nulls())?;
         res(f(self.cx, RStr::from_str(note), RSlice::from_slice(&raw), nulls))
     }
 
@@ -731,7 +738,7 @@ impl<'a> Vmm<'a> {
         &self,
         f: F,
     ) -> Result<IdleHandle, VmmError> {
-        let Some(call) = self.svc().call_when_idle_handle() else { return Err(VmmError::NOT_AVAILABLE) };
+        let call = appended(self.svc().call_when_idle_handle())?;
         let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| f(d, vmm, VmHandle(r.ebx)));
         res(call(self.cx, cb)).map(IdleHandle)
     }
@@ -742,7 +749,7 @@ impl<'a> Vmm<'a> {
     /// not an installed handler of this device's (already cancelled, or
     /// another device's).
     pub fn cancel_call_when_idle(&self, handle: IdleHandle) -> Result<(), VmmError> {
-        let Some(f) = self.svc().cancel_call_when_idle() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().cancel_call_when_idle())?;
         res(f(self.cx, handle.0))
     }
 
@@ -1159,7 +1166,7 @@ impl Vmm<'_> {
         port: u16,
         f: F,
     ) -> Result<(), VmmError> {
-        let Some(install) = self.svc().install_io_handler() else { return Err(VmmError::NOT_AVAILABLE) };
+        let install = appended(self.svc().install_io_handler())?;
         res(install(self.cx, port, io_callback::<D, F>(f)))
     }
 
@@ -1198,7 +1205,7 @@ impl Vmm<'_> {
     /// the port with it. `Err(VmmError::NOT_FOUND)` when no handler is
     /// installed on it; removing another device's handler is a violation.
     pub fn remove_io_handler(&self, port: u16) -> Result<(), VmmError> {
-        let Some(f) = self.svc().remove_io_handler() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().remove_io_handler())?;
         res(f(self.cx, port))
     }
 
@@ -1230,27 +1237,27 @@ impl Vmm<'_> {
 
     /// `Enable_Global_Trapping`: trap `port` in every VM (and new ones).
     pub fn enable_global_trapping(&self, port: u16) -> Result<(), VmmError> {
-        let Some(f) = self.svc().set_global_trapping() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().set_global_trapping())?;
         res(f(self.cx, port, true))
     }
 
     /// `Disable_Global_Trapping`: stop trapping `port` in every VM (and new
     /// ones): their accesses reach the hardware.
     pub fn disable_global_trapping(&self, port: u16) -> Result<(), VmmError> {
-        let Some(f) = self.svc().set_global_trapping() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().set_global_trapping())?;
         res(f(self.cx, port, false))
     }
 
     /// `Enable_Local_Trapping`: trap `port` in `vm`.
     pub fn enable_local_trapping(&self, vm: VmHandle, port: u16) -> Result<(), VmmError> {
-        let Some(f) = self.svc().set_local_trapping() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().set_local_trapping())?;
         res(f(self.cx, vm.0, port, true))
     }
 
     /// `Disable_Local_Trapping`: `vm`'s accesses to `port` reach the
     /// hardware (VCD gives the owner of a COM port direct access this way).
     pub fn disable_local_trapping(&self, vm: VmHandle, port: u16) -> Result<(), VmmError> {
-        let Some(f) = self.svc().set_local_trapping() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().set_local_trapping())?;
         res(f(self.cx, vm.0, port, false))
     }
 
@@ -1266,7 +1273,7 @@ impl Vmm<'_> {
     /// (down with `Reverse_IO`) and counts CX down, so the client ends as
     /// the instruction leaves it (CX = 0); it returns 0.
     pub fn simulate_io(&self, access: IoAccess) -> Result<u32, VmmError> {
-        let Some(f) = self.svc().simulate_io() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().simulate_io())?;
         res(f(self.cx, access.vm.0, access.io_type, access.port, access.data))
     }
 
@@ -1274,7 +1281,7 @@ impl Vmm<'_> {
     /// executed it, through the port table. `io_type` is one of
     /// `BYTE_INPUT` ... `DWORD_OUTPUT`. Returns the input data.
     pub fn simulate_vm_io(&self, io_type: u32, port: u16, data: u32) -> Result<u32, VmmError> {
-        let Some(f) = self.svc().simulate_vm_io() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().simulate_vm_io())?;
         res(f(self.cx, io_type, port, data))
     }
 }
@@ -1307,7 +1314,7 @@ impl Vmm<'_> {
         timeout_ms: u32,
         f: impl FnOnce(&D, &Vmm<'_>, Event) + 'static,
     ) -> Result<EventHandle, VmmError> {
-        let Some(call) = self.svc().call_restricted_event() else { return Err(VmmError::NOT_AVAILABLE) };
+        let call = appended(self.svc().call_restricted_event())?;
         let vm = vm.map_or(0, |v| v.0);
         res(call(self.cx, boost as i32, vm, flags, timeout_ms, event_cb(f))).map(EventHandle)
     }
@@ -1316,7 +1323,7 @@ impl Vmm<'_> {
     /// its boost. The null handle is a no-op; never pass a handle whose
     /// callback ran (`STALE_EVENT_HANDLE`).
     pub fn cancel_restricted_event(&self, handle: EventHandle) -> Result<(), VmmError> {
-        let Some(f) = self.svc().cancel_restricted_event() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().cancel_restricted_event())?;
         res(f(self.cx, handle.0))
     }
 
@@ -1324,7 +1331,7 @@ impl Vmm<'_> {
     /// nothing, and it does nothing here: a
     /// [`Vmm::call_when_not_critical`] registration still runs.
     pub fn cancel_call_when_not_critical(&self) -> Result<(), VmmError> {
-        let Some(f) = self.svc().cancel_call_when_not_critical() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().cancel_call_when_not_critical())?;
         res(f(self.cx))
     }
 
@@ -1337,7 +1344,7 @@ impl Vmm<'_> {
     /// [`Vmm::fatal_error_handler`]. Not at interrupt time. Prefer failing
     /// a ring-3 call (carry) to ending its VM.
     pub fn nuke_vm(&self, vm: VmHandle) -> Result<(), VmmError> {
-        let Some(f) = self.svc().nuke_vm() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().nuke_vm())?;
         res(f(self.cx, vm.0))
     }
 
@@ -1347,7 +1354,7 @@ impl Vmm<'_> {
     /// error and the call unwinds like [`Vmm::fatal_error_handler`]. Legal
     /// at interrupt time.
     pub fn crash_cur_vm(&self) -> Result<(), VmmError> {
-        let Some(f) = self.svc().crash_cur_vm() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().crash_cur_vm())?;
         res(f(self.cx))
     }
 }
@@ -1410,7 +1417,7 @@ impl HookedCall<'_> {
     /// The host keeps the link: a hook below that was unhooked meanwhile
     /// is skipped, as a Windows 95 `HOOK_PROC` chain is re-linked.
     pub fn chain(&mut self, vmm: &Vmm<'_>) -> Result<(), VmmError> {
-        let Some(f) = vmm.svc().call_previous_hook() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(vmm.svc().call_previous_hook())?;
         res(f(vmm.cx, self.service, self.hook, self.call))
     }
 }
@@ -1436,7 +1443,7 @@ impl<'a> Vmm<'a> {
         hook_proc: bool,
         f: F,
     ) -> Result<HookHandle, VmmError> {
-        let Some(hook) = self.svc().hook_device_service() else { return Err(VmmError::NOT_AVAILABLE) };
+        let hook = appended(self.svc().hook_device_service())?;
         let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             let Some(get) = vmm.svc().hooked_call() else { return Carry::Set };
             let Ok(ptr) = res(get(vmm.cx)) else { return Carry::Set };
@@ -1478,7 +1485,7 @@ impl<'a> Vmm<'a> {
         esi: u32,
         edi: u32,
     ) -> Result<(), VmmError> {
-        let Some(f) = self.svc().system_control() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().system_control())?;
         let args = crate::abi::ControlArgs { message, vm: vm.map_or(0, |v| v.0), edx, esi, edi };
         res(f(self.cx, 0, &args))
     }
@@ -1498,7 +1505,7 @@ impl<'a> Vmm<'a> {
         esi: u32,
         edi: u32,
     ) -> Result<(), VmmError> {
-        let Some(f) = self.svc().system_control() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().system_control())?;
         if device_id == 0 {
             return Err(VmmError::NOT_FOUND);
         }
@@ -1512,7 +1519,7 @@ impl<'a> Vmm<'a> {
     /// `Err(VmmError::FAILED)` when an old-style hook is above it (both
     /// the DDK's carry).
     pub fn unhook_device_service(&self, service: u32, hook: HookHandle) -> Result<(), VmmError> {
-        let Some(f) = self.svc().unhook_device_service() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().unhook_device_service())?;
         res(f(self.cx, service, hook.0))
     }
 }
@@ -1536,7 +1543,7 @@ impl Vmm<'_> {
         contender: Option<VmHandle>,
         decision: &str,
     ) -> Result<(), VmmError> {
-        let Some(f) = self.svc().trace_contention() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().trace_contention())?;
         res(f(
             self.cx,
             RStr::from_str(resource),
@@ -1626,7 +1633,7 @@ impl Vmm<'_> {
         vector: u8,
         f: F,
     ) -> Result<IntHookHandle, VmmError> {
-        let Some(hook) = self.svc().hook_v86_int_chain() else { return Err(VmmError::NOT_AVAILABLE) };
+        let hook = appended(self.svc().hook_v86_int_chain())?;
         let cb = hook_callback(f);
         res(hook(self.cx, vector as u32, cb)).map(IntHookHandle)
     }
@@ -1634,46 +1641,46 @@ impl Vmm<'_> {
     /// `Unhook_V86_Int_Chain` (Windows 95): `Err(VmmError::NOT_FOUND)` (the
     /// DDK's carry) for a hook this device does not have on `vector`.
     pub fn unhook_v86_int_chain(&self, vector: u8, hook: IntHookHandle) -> Result<(), VmmError> {
-        let Some(f) = self.svc().unhook_v86_int_chain() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().unhook_v86_int_chain())?;
         res(f(self.cx, vector as u32, hook.0))
     }
 
     /// `Get_V86_Int_Vector` of the current VM (a DOS program's own vector
     /// table).
     pub fn get_v86_int_vector(&self, vector: u8) -> Result<FarPtr, VmmError> {
-        let Some(f) = self.svc().get_v86_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().get_v86_int_vector())?;
         res(f(self.cx, vector as u32)).map(FarPtr::from_u32)
     }
 
     /// `Set_V86_Int_Vector`: before `Sys_VM_Init` every VM's default table,
     /// after it the current VM's.
     pub fn set_v86_int_vector(&self, vector: u8, target: FarPtr) -> Result<(), VmmError> {
-        let Some(f) = self.svc().set_v86_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().set_v86_int_vector())?;
         res(f(self.cx, vector as u32, target.selector, target.offset as u32))
     }
 
     /// `Get_PM_Int_Vector` of the current VM: the vector, and whether it
     /// is still the default (ZF set: the VMM reflects it to V86 mode).
     pub fn get_pm_int_vector(&self, vector: u8) -> Result<(FarPtr, bool), VmmError> {
-        let Some(f) = self.svc().get_pm_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().get_pm_int_vector())?;
         res(f(self.cx, vector as u32)).map(|v| (FarPtr::new(v.selector, v.offset as u16), v.default))
     }
 
     /// `Set_PM_Int_Vector`: same rule as [`Vmm::set_v86_int_vector`].
     pub fn set_pm_int_vector(&self, vector: u8, target: FarPtr) -> Result<(), VmmError> {
-        let Some(f) = self.svc().set_pm_int_vector() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().set_pm_int_vector())?;
         res(f(self.cx, vector as u32, target.selector, target.offset as u32))
     }
 
     /// `Simulate_Iret`: pop IP, CS and FLAGS from the current VM's stack.
     pub fn simulate_iret(&self) -> Result<(), VmmError> {
-        let Some(f) = self.svc().simulate_iret() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().simulate_iret())?;
         res(f(self.cx))
     }
 
     /// `Simulate_Far_Jmp`: load CS:IP.
     pub fn simulate_far_jmp(&self, target: FarPtr) -> Result<(), VmmError> {
-        let Some(f) = self.svc().simulate_far_jmp() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().simulate_far_jmp())?;
         res(f(self.cx, target.selector, target.offset as u32))
     }
 
@@ -1685,7 +1692,7 @@ impl Vmm<'_> {
     /// `Simulate_Far_Ret_N`: pop IP and CS, then drop `bytes` of
     /// parameters (`RETF n`).
     pub fn simulate_far_ret_n(&self, bytes: u32) -> Result<(), VmmError> {
-        let Some(f) = self.svc().simulate_far_ret_n() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().simulate_far_ret_n())?;
         res(f(self.cx, bytes))
     }
 
@@ -1693,7 +1700,7 @@ impl Vmm<'_> {
     /// (IF and TF cleared, as an `INT` does) without calling any hook; the
     /// target must `IRET`.
     pub fn build_int_stack_frame(&self, target: FarPtr) -> Result<(), VmmError> {
-        let Some(f) = self.svc().build_int_stack_frame() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().build_int_stack_frame())?;
         res(f(self.cx, target.selector, target.offset as u32))
     }
 
@@ -1703,7 +1710,7 @@ impl Vmm<'_> {
         ref_data: u32,
         f: F,
     ) -> Result<FarPtr, VmmError> {
-        let Some(alloc) = self.svc().allocate_call_back() else { return Err(VmmError::NOT_AVAILABLE) };
+        let alloc = appended(self.svc().allocate_call_back())?;
         let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, CallBackEntry { vm: VmHandle(r.ebx), ref_data: r.edx });
             Carry::Clear
@@ -1746,7 +1753,7 @@ impl Vmm<'_> {
         ref_data: u32,
         f: F,
     ) -> Result<(), VmmError> {
-        let Some(call) = self.svc().call_when_vm_returns() else { return Err(VmmError::NOT_AVAILABLE) };
+        let call = appended(self.svc().call_when_vm_returns())?;
         let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(
                 d,
@@ -1774,7 +1781,7 @@ impl Vmm<'_> {
         vector: u8,
         f: F,
     ) -> Result<FaultHookHandle, VmmError> {
-        let Some(hook) = self.svc().hook_v86_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let hook = appended(self.svc().hook_v86_fault())?;
         let cb = hook_callback(f);
         res(hook(self.cx, vector as u32, cb)).map(FaultHookHandle)
     }
@@ -1782,7 +1789,7 @@ impl Vmm<'_> {
     /// `Unhook_V86_Fault` (Windows 95): `Err(NOT_FOUND)` for a hook this
     /// device does not have.
     pub fn unhook_v86_fault(&self, vector: u8, hook: FaultHookHandle) -> Result<(), VmmError> {
-        let Some(f) = self.svc().unhook_v86_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().unhook_v86_fault())?;
         res(f(self.cx, vector as u32, hook.0))
     }
 }
@@ -1830,7 +1837,7 @@ impl Vmm<'_> {
         vector: u8,
         f: F,
     ) -> Result<FaultHookHandle, VmmError> {
-        let Some(hook) = self.svc().hook_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let hook = appended(self.svc().hook_fault())?;
         let cb = hook_callback(f);
         res(hook(self.cx, mode.raw(), vector as u32, cb)).map(FaultHookHandle)
     }
@@ -1876,7 +1883,7 @@ impl Vmm<'_> {
         vector: u8,
         f: F,
     ) -> Result<FaultHookHandle, VmmError> {
-        let Some(hook) = self.svc().hook_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let hook = appended(self.svc().hook_fault())?;
         let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             match f(d, vmm, r.eax as u8, VmHandle(r.ebx), r.edx) {
                 HookAction::Consume => Carry::Clear,
@@ -1890,14 +1897,14 @@ impl Vmm<'_> {
     /// is `Unhook_V86_Fault`): `Err(NOT_FOUND)` for a hook this device does
     /// not have on `vector` in that mode.
     pub fn unhook_fault(&self, mode: FaultMode, vector: u8, hook: FaultHookHandle) -> Result<(), VmmError> {
-        let Some(f) = self.svc().unhook_fault() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().unhook_fault())?;
         res(f(self.cx, mode.raw(), vector as u32, hook.0))
     }
 
     /// `Get_Fault_Hook_Addrs`: the hooks fault `vector` is offered to
     /// first, per mode. `Err(FAILED)` for 2 or above 0x4F.
     pub fn get_fault_hook_addrs(&self, vector: u8) -> Result<FaultHooks, VmmError> {
-        let Some(f) = self.svc().get_fault_hook_addrs() else { return Err(VmmError::NOT_AVAILABLE) };
+        let f = appended(self.svc().get_fault_hook_addrs())?;
         let a = res(f(self.cx, vector as u32))?;
         let h = |n: u32| (n != 0).then_some(FaultHookHandle(n));
         Ok(FaultHooks { v86: h(a.v86), pm: h(a.pm), vmm: h(a.vmm) })

@@ -343,7 +343,7 @@ impl<'a> Vpicd<'a> {
         &self,
         f: F,
     ) -> Result<bool, VmmError> {
-        let Some(hook) = self.svc()?.call_when_hw_int() else { return Err(VmmError::NOT_AVAILABLE) };
+        let hook = crate::vmm::appended(self.svc()?.call_when_hw_int())?;
         let cb = repeating(Named::<F>::new(), move |d: &D, vmm: &Vmm<'_>, r: &mut Regs| {
             f(d, vmm, HwIntEvent { irq: r.eax as u8, vm: VmHandle(r.ebx) });
             Carry::Clear

@@ -78,3 +78,20 @@ pub fn assemble(module: &str, test: &str, programs: &[(&str, &str)]) -> std::pat
 pub fn script_steps(args: &str) -> std::collections::VecDeque<String> {
     args.split(';').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
+
+/// DOS1 holds the critical section from 5 to 40 ms; `go` is raised at 10.
+pub const DOS1_CRITICAL_5_TO_40: &str = r#"
+    [[vm]]
+    name = "DOS1"
+    [[action]]
+    at = 5
+    vm = "DOS1"
+    action = "begin_critical"
+    [[action]]
+    at = 40
+    vm = "DOS1"
+    action = "end_critical"
+    [[interrupt]]
+    name = "go"
+    at = 10
+"#;

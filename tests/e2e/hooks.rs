@@ -6,24 +6,7 @@
 use vmm_plugin_api::prelude::*;
 use vmm_testkit::{Scenario, ScriptDevice, json};
 
-use crate::common::{DOS1, SYS, note_when_run, notes, on_go};
-
-/// DOS1 holds the critical section from 5 to 40 ms; `go` is raised at 10.
-const DOS1_CRITICAL_5_TO_40: &str = r#"
-    [[vm]]
-    name = "DOS1"
-    [[action]]
-    at = 5
-    vm = "DOS1"
-    action = "begin_critical"
-    [[action]]
-    at = 40
-    vm = "DOS1"
-    action = "end_critical"
-    [[interrupt]]
-    name = "go"
-    at = 10
-"#;
+use crate::common::{DOS1, DOS1_CRITICAL_5_TO_40, SYS, note_when_run, notes, on_go};
 
 // ---- Call_Restricted_Event (scenarios 42-44) -------------------------------------
 

@@ -53,34 +53,17 @@ fn a_priority_event_waits_for_the_vm_to_enable_interrupts() {
 
 #[test]
 fn a_priority_event_waits_for_the_critical_section() {
-    let run = on_go(
-        r#"
-            [[vm]]
-            name = "DOS1"
-            [[action]]
-            at = 5
-            vm = "DOS1"
-            action = "begin_critical"
-            [[action]]
-            at = 40
-            vm = "DOS1"
-            action = "end_critical"
-            [[interrupt]]
-            name = "go"
-            at = 10
-        "#,
-        |_dev, vmm| {
-            let sys = vmm.get_sys_vm_handle();
-            vmm.call_priority_vm_event(
-                HIGH_PRI_DEVICE_BOOST as i32,
-                sys,
-                PEF_WAIT_FOR_STI | PEF_WAIT_NOT_CRIT,
-                0,
-                note_when_run("A"),
-            )
-            .unwrap();
-        },
-    )
+    let run = on_go(crate::common::DOS1_CRITICAL_5_TO_40, |_dev, vmm| {
+        let sys = vmm.get_sys_vm_handle();
+        vmm.call_priority_vm_event(
+            HIGH_PRI_DEVICE_BOOST as i32,
+            sys,
+            PEF_WAIT_FOR_STI | PEF_WAIT_NOT_CRIT,
+            0,
+            note_when_run("A"),
+        )
+        .unwrap();
+    })
     .run();
     run.assert_ok();
     assert_eq!(notes(&run), ["A t=40 vm=0x10001 timed_out=false"]);

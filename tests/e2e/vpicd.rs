@@ -176,6 +176,14 @@ fn scenario(
     })
 }
 
+/// Count one more call in SCRIPT's state (after the handle in slot 0);
+/// the calls so far.
+fn count_call(dev: &ScriptDevice) -> usize {
+    let mut s = dev.state.borrow_mut();
+    s.push(0);
+    s.len() - 1
+}
+
 /// The `virtual_irq` steps of `irq` in order, as `step@vm`.
 fn steps(t: &Trace, irq: u64) -> Vec<String> {
     t.matching(json!({"kind": "virtual_irq", "irq": irq}))
@@ -297,11 +305,7 @@ fn an_eoi_that_leaves_the_request_set_simulates_it_again() {
         || {
             IrqDescriptor::new(5, |_: &ScriptDevice, _: &Vmm<'_>, _| true).eoi(
                 |dev: &ScriptDevice, vmm: &Vmm<'_>, e: IrqEvent| {
-                    let n = {
-                        let mut s = dev.state.borrow_mut();
-                        s.push(0);
-                        s.len() - 1
-                    };
+                    let n = count_call(dev);
                     dev.note(vmm, format!("eoi {n}"));
                     if n == 2 {
                         vmm.vpicd().clear_int_request(e.handle, e.vm).unwrap();
@@ -886,11 +890,7 @@ fn an_iret_procedure_may_set_the_next_request() {
                     vmm.vpicd().clear_int_request(e.handle, e.vm).unwrap()
                 })
                 .iret(|dev: &ScriptDevice, vmm: &Vmm<'_>, e: IrqEvent, _| {
-                    let n = {
-                        let mut s = dev.state.borrow_mut();
-                        s.push(0);
-                        s.len()
-                    };
+                    let n = count_call(dev) + 1;
                     if n <= 3 {
                         vmm.vpicd().set_int_request(e.handle, e.vm).unwrap();
                     }
