@@ -4,6 +4,7 @@
 use vmm_plugin_api::abi::{Carry, ServiceCall, VmmError};
 use vmm_plugin_api::ddk::{CF_MASK, VMM_DEVICE_ID};
 
+use crate::abi::vxdcall::set_flag;
 use crate::machine::Core;
 use crate::trace::{CallOutcome, TraceEvent};
 use crate::violation::Violation;
@@ -123,12 +124,8 @@ impl Core {
     fn vmm_vxd_call(&self, caller: InstanceId, ordinal: u16, call: &mut ServiceCall) -> Result<(), VmmError> {
         use vmm_plugin_api::ddk::*;
         let r = &mut call.regs;
-        let set_zf = |r: &mut vmm_plugin_api::abi::Regs, on: bool| {
-            if on { r.flags |= ZF_MASK } else { r.flags &= !ZF_MASK }
-        };
-        let set_cf = |r: &mut vmm_plugin_api::abi::Regs, on: bool| {
-            if on { r.flags |= CF_MASK } else { r.flags &= !CF_MASK }
-        };
+        let set_zf = |r: &mut vmm_plugin_api::abi::Regs, on: bool| set_flag(r, ZF_MASK, on);
+        let set_cf = |r: &mut vmm_plugin_api::abi::Regs, on: bool| set_flag(r, CF_MASK, on);
         match ordinal {
             GET_VMM_VERSION => {
                 r.eax = self.vmm_version();

@@ -33,7 +33,7 @@ fn carry<T>(r: &mut Regs, result: VmmResult<T>, out: impl FnOnce(&mut Regs, T)) 
 }
 
 /// Set or clear `mask` in the flags.
-fn set_flag(r: &mut Regs, mask: u32, on: bool) {
+pub(crate) fn set_flag(r: &mut Regs, mask: u32, on: bool) {
     if on { r.flags |= mask } else { r.flags &= !mask }
 }
 
