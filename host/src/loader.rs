@@ -225,13 +225,7 @@ impl Copy {
     /// removes.
     fn write(original: &Path, build: &str, bytes: &[u8]) -> Result<Copy, LoadCause> {
         use std::io::Write;
-        let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("{COPY_DIR_PREFIX}{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| LoadCause::Open(format!("cannot create {}: {e}", dir.display())))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = std::fs::File::create(&lock_path)
-            .and_then(|f| f.lock().map(|()| f))
-            .map_err(|e| LoadCause::Open(format!("cannot lock {}: {e}", lock_path.display())))?;
+        let (n, dir, lock) = Self::fresh_dir()?;
         let stem = original.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
         let ext = original.extension().and_then(|s| s.to_str()).unwrap_or(std::env::consts::DLL_EXTENSION);
         let copy = Copy { path: dir.join(format!("{stem}-{n}-{}.{ext}", &build[..8])), _lock: lock };
@@ -242,6 +236,59 @@ impl Copy {
             .and_then(|mut f| f.write_all(bytes));
         written.map_err(|e| LoadCause::Open(format!("cannot copy to {}: {e}", copy.path.display())))?;
         Ok(copy)
+    }
+}
+
+impl Copy {
+    /// A new directory of this process's, its `lock` file locked. Never an
+    /// existing one: a directory of that name is a stale one of an ended
+    /// process that had this PID (PIDs are reused, in containers soon),
+    /// which another process may be removing right now. And if such a
+    /// clean-up took the new directory's lock before this process did (it
+    /// saw an unlocked lock file) and removed the directory, the lock held
+    /// is on a removed file: try another name.
+    fn fresh_dir() -> Result<(u64, PathBuf, std::fs::File), LoadCause> {
+        const TRIES: usize = 64;
+        let mut last = String::new();
+        for _ in 0..TRIES {
+            let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("{COPY_DIR_PREFIX}{}-{n}", std::process::id()));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    last = format!("{} exists", dir.display());
+                    continue;
+                }
+                Err(e) => return Err(LoadCause::Open(format!("cannot create {}: {e}", dir.display()))),
+            }
+            let lock_path = dir.join(LOCK_FILE);
+            let lock = std::fs::File::create(&lock_path)
+                .and_then(|f| f.lock().map(|()| f))
+                .map_err(|e| LoadCause::Open(format!("cannot lock {}: {e}", lock_path.display())))?;
+            if same_file(&lock, &lock_path) {
+                return Ok((n, dir, lock));
+            }
+            last = format!("{} was removed before its lock was taken", dir.display());
+        }
+        Err(LoadCause::Open(format!("no fresh directory for a plugin copy after {TRIES} tries ({last})")))
+    }
+}
+
+/// Whether `path` still names the file `file` has open (a clean-up may
+/// have removed it in between).
+fn same_file(file: &std::fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        path.exists()
     }
 }
 
@@ -434,6 +481,30 @@ pub fn summarize_layout_error(full: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_never_reuses_a_directory_an_ended_process_with_this_pid_left() {
+        // Stale directories with this process's PID and the next sequence
+        // numbers, as an earlier process with the same PID left them.
+        let next = SEQUENCE.load(Ordering::Relaxed);
+        let stale: Vec<PathBuf> = (next..next + 4)
+            .map(|n| std::env::temp_dir().join(format!("{COPY_DIR_PREFIX}{}-{n}", std::process::id())))
+            .collect();
+        for d in &stale {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("old.so"), b"old").unwrap();
+        }
+        let copy = Copy::write(Path::new("libx.so"), &"0".repeat(16), b"new").unwrap();
+        let dir = copy.path.parent().unwrap().to_path_buf();
+        assert!(!stale.contains(&dir), "{} was a stale directory", dir.display());
+        assert_eq!(std::fs::read(&copy.path).unwrap(), b"new");
+        for d in &stale {
+            assert_eq!(std::fs::read(d.join("old.so")).unwrap(), b"old", "a stale directory was written into");
+            std::fs::remove_dir_all(d).unwrap();
+        }
+        drop(copy);
+        assert!(!dir.exists());
+    }
 
     #[test]
     fn hash_is_stable_and_content_sensitive() {
